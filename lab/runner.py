@@ -1,0 +1,272 @@
+"""The local lab: a whole srv6pm pipeline on one machine, without Docker.
+
+:class:`Lab` builds a scenario's network as namespaces (``network``), starts
+the embedded broker and InfluxDB unless external ones are configured, runs one
+node exporter per node that has flows and one processor, each as a separate
+process that talks to the others only through Kafka, and sends each flow's
+test traffic. :meth:`Lab.stop` undoes everything in reverse order; it runs on
+normal exit, on errors and on Ctrl-C (the ``with`` statement), and is
+idempotent.
+
+Child processes are started with a parent-death signal, so even a lab killed
+with SIGKILL does not leave exporters or traffic running (its namespaces do
+remain: ``srv6pm lab clean SCENARIO`` removes them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from srv6pm import records
+from srv6pm.config import InfluxSettings, KafkaSettings
+
+from . import network, topology
+from .scenario import Scenario
+
+__all__ = ["Lab", "LabError"]
+
+log = logging.getLogger("srv6pm.lab")
+
+
+class LabError(RuntimeError):
+    """The lab could not be started or a component failed."""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setpgrp()  # Ctrl-C reaches the lab only; the lab stops its children in order
+
+
+@dataclass
+class _Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+
+@dataclass
+class Lab:
+    """One running lab. Use as a context manager, or call start() and stop()."""
+
+    scenario: Scenario
+    kafka: KafkaSettings | None = None  # None: embedded broker on 127.0.0.1:9092
+    influx: InfluxSettings | None = None  # None: embedded InfluxDB on 127.0.0.1:8086
+    partitions: int = 4
+    pair_wait_s: float | None = None
+    kafka_port: int = 9092
+    influx_port: int = 8086
+    verbosity: int = 0
+    workdir: Path | None = None
+    children: dict[str, _Child] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.plan = topology.plan(self.scenario)
+        self._stack = contextlib.ExitStack()
+        self._started = False
+        if self.pair_wait_s is None:
+            self.pair_wait_s = max(3.0, 2 * self.scenario.period)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def __enter__(self) -> "Lab":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, SRv6 routes, nftables)")
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        stack = self._stack
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="srv6pm-lab-"))
+            stack.callback(shutil.rmtree, self.workdir, True)
+        # Refuse before starting anything if the namespaces are taken.
+        network.check_free(self.plan)
+        if self.kafka is None:
+            from .broker import EmbeddedBroker
+            broker = EmbeddedBroker(port=self.kafka_port)
+            stack.callback(broker.stop)
+            broker.start()
+            self.kafka = KafkaSettings(bootstrap=broker.bootstrap)
+        if self.influx is None:
+            from .influxdb import EmbeddedInfluxDB
+            influx = EmbeddedInfluxDB(port=self.influx_port, database="srv6pm")
+            stack.callback(influx.stop)
+            influx.start()
+            self.influx = InfluxSettings(url=influx.url)
+        from srv6pm.kafka import ensure_topics
+        ensure_topics(self.kafka, {records.COUNTERS: self.partitions, records.LOSS: self.partitions,
+                                   records.DEADLETTER: 1})
+        network.build(self.plan)
+        stack.callback(network.teardown, self.plan)
+        stack.callback(self._stop_children)
+        for node in self._exporter_nodes():
+            self._spawn_exporter(node)
+        self.start_processor()
+        time.sleep(0.5)
+        self.check_children()
+        for flow in self.plan.flows.values():
+            self._spawn(f"traffic-{flow.name}", [
+                "ip", "netns", "exec", flow.src_netns, sys.executable, "-m", "srv6pm.lab.traffic",
+                "--dst", flow.dst_addr, "--src", flow.src_addr, "--flow", flow.name,
+                "--rate", str(self.scenario_flow(flow.name).rate)])
+
+    def stop(self) -> None:
+        """Stop everything this lab started, in reverse order. Idempotent."""
+        self._stack.close()
+
+    # -- components ------------------------------------------------------------
+
+    def scenario_flow(self, name: str):
+        return next(f for f in self.scenario.flows if f.name == name)
+
+    def _exporter_nodes(self) -> list[str]:
+        nodes = []
+        for flow in self.scenario.flows:
+            for node in (flow.src, flow.dst):
+                if node not in nodes:
+                    nodes.append(node)
+        return nodes
+
+    def exporter_config(self, node: str) -> dict:
+        flows = []
+        for flow in self.scenario.flows:
+            src, dst = self.plan.flow_match(flow.name)
+            if flow.src == node:
+                flows.append({"name": flow.name, "role": "ingress", "src": src, "dst": dst})
+            if flow.dst == node:
+                flows.append({"name": flow.name, "role": "egress", "src": src, "dst": dst})
+        return {"node": node, "netns": node, "period": self.scenario.period,
+                "state_file": str(self.workdir / f"exporter-{node}.state.json"), "flows": flows}
+
+    def _spawn_exporter(self, node: str) -> None:
+        path = self.workdir / f"exporter-{node}.json"
+        path.write_text(json.dumps(self.exporter_config(node), indent=2))
+        self._spawn(f"exporter-{node}", self._srv6pm("exporter", "run", "--config", str(path)))
+
+    def start_processor(self, name: str = "processor") -> None:
+        """Start (or restart) a processor process named ``name``."""
+        argv = self._srv6pm("processor", "run", "--influx-url", self.influx.url,
+                            "--influx-bucket", self.influx.bucket, "--pair-wait", str(self.pair_wait_s),
+                            "--session-timeout-ms", "6000", "--heartbeat-interval-ms", "500",
+                            "--client-id", f"srv6pm-lab-{name}")
+        self._spawn(name, argv)
+
+    def _srv6pm(self, *args: str) -> list[str]:
+        argv = [sys.executable, "-m", "srv6pm"]
+        if self.verbosity:
+            argv.append("-" + "v" * self.verbosity)
+        return [*argv, *args, "--kafka", self.kafka.bootstrap]
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        child = _Child(name, argv, self.workdir / f"{name}.log")
+        with open(child.log_path, "ab") as logfile:
+            child.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                                          preexec_fn=_die_with_parent, env=self._child_env())
+        self.children[name] = child
+        log.info("started", extra={"child": name, "pid": child.proc.pid})
+
+    def _child_env(self) -> dict:
+        env = dict(os.environ)
+        env.pop("SRV6PM_KAFKA_BOOTSTRAP", None)
+        return env
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to child ``name`` and wait for it to end."""
+        child = self.children[name]
+        if child.proc.poll() is None:
+            child.proc.send_signal(sig)
+            child.proc.wait(timeout=30)
+
+    def check_children(self) -> None:
+        """Raise LabError if a child that should be running has ended."""
+        for child in self.children.values():
+            code = child.proc.poll()
+            if code is not None:
+                raise LabError(f"{child.name} exited with status {code}: {self.log_tail(child.name)}")
+
+    def log_tail(self, name: str, lines: int = 5) -> str:
+        try:
+            text = self.children[name].log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
+
+    def _stop_children(self) -> None:
+        # Traffic first (so exporters count whole periods), then exporters, then the processor.
+        order = sorted(self.children.values(),
+                       key=lambda c: (0 if c.name.startswith("traffic") else 1 if c.name.startswith("exporter") else 2))
+        for child in order:
+            if child.proc and child.proc.poll() is None:
+                child.proc.terminate()
+        deadline = time.monotonic() + 10
+        for child in order:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+
+    # -- results ---------------------------------------------------------------
+
+    def results(self, from_beginning: bool = False) -> "ResultReader":
+        """A reader of ``srv6pm.loss`` (all partitions; from now on, or from the beginning)."""
+        return ResultReader(self.kafka, records.LOSS, from_beginning)
+
+
+class ResultReader:
+    """Reads a result topic without a consumer group (does not disturb the processors)."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, from_beginning: bool = False):
+        self.topic = topic
+        self._consumer = KafkaConsumer(**kafka.client_options(), group_id=None, enable_auto_commit=False)
+        partitions = self._consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        if from_beginning:
+            self._consumer.seek_to_beginning(*tps)
+        else:
+            self._consumer.seek_to_end(*tps)
+            for tp in tps:
+                self._consumer.position(tp)  # resolve "end" now, not at the first poll
+
+    def poll(self, timeout_s: float = 0.5) -> list[dict]:
+        out = []
+        for messages in self._consumer.poll(timeout_ms=int(timeout_s * 1000)).values():
+            for m in messages:
+                try:
+                    out.append(json.loads(m.value))
+                except ValueError:
+                    log.warning("unreadable result record", extra={"topic": self.topic, "offset": m.offset})
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()

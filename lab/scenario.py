@@ -1,0 +1,258 @@
+"""Lab scenarios: the YAML file that describes a network, its flows and its period.
+
+The format is fixed by DESIGN.md ("The local lab")::
+
+    period: 2                       # alternate-marking period, seconds
+    nodes: [r1, r2, r3, r4]
+    links: [[r1, r2], [r2, r3], [r3, r4], [r1, r4]]
+    flows:
+      - name: f1
+        from: r1                    # ingress: encapsulates with the segment list
+        to: r4                      # egress: decapsulates
+        via: [r2, r3]               # segment list as node names (their SIDs)
+        rate: 500                   # test packets per second
+
+:func:`load` parses and validates a file completely before anything is built:
+every problem is reported as one :class:`ScenarioError` whose message names
+the file, the field and what is wrong, for example
+``example.yaml: flows[1].via[0]: unknown node 'r9' (nodes: r1, r2, r3, r4)``.
+Unknown keys are errors too, so that a misspelt option is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Flow", "Link", "Scenario", "ScenarioError", "load", "parse"]
+
+# Node names become network-namespace names and, inside the neighbour's
+# namespace, interface names, which Linux limits to 15 bytes.
+_NODE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,14}$")
+_FLOW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_RESERVED_NODE_NAMES = {"lo", "host", "all", "default"}
+
+MAX_RATE = 100_000  # test packets per second per flow
+MIN_PERIOD = 0.5
+MAX_PERIOD = 3600.0
+MAX_NODES = 64
+MAX_SEGMENTS = 16
+
+
+class ScenarioError(ValueError):
+    """A scenario file is unreadable or invalid; ``str()`` is a one-line message."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """An undirected link between two distinct nodes."""
+
+    a: str
+    b: str
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A monitored SRv6 flow: ``src`` encapsulates with ``via`` + ``dst``, ``dst`` decapsulates."""
+
+    name: str
+    src: str
+    dst: str
+    via: tuple[str, ...]
+    rate: float  # test packets per second
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """The nodes whose SIDs form the segment list, the egress last."""
+        return (*self.via, self.dst)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario. ``source`` is the file it came from (for messages)."""
+
+    source: str
+    period: float
+    nodes: tuple[str, ...]
+    links: tuple[Link, ...]
+    flows: tuple[Flow, ...]
+
+    def neighbours(self, node: str) -> list[str]:
+        """The nodes linked to ``node``, in link order."""
+        out = []
+        for link in self.links:
+            if link.a == node:
+                out.append(link.b)
+            elif link.b == node:
+                out.append(link.a)
+        return out
+
+
+def load(path: str | Path) -> Scenario:
+    """Read and validate the scenario file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not UTF-8 text") from None
+    return parse(text, source=str(path))
+
+
+def parse(text: str, source: str = "<scenario>") -> Scenario:
+    """Parse and validate scenario YAML ``text``; ``source`` names it in errors."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(f"{source}: not valid YAML{where}: {problem}") from None
+    return _Validator(source).scenario(doc)
+
+
+class _Validator:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, field: str, message: str) -> ScenarioError:
+        prefix = f"{self.source}: {field}: " if field else f"{self.source}: "
+        return ScenarioError(prefix + message)
+
+    def mapping(self, value: Any, field: str, allowed: set[str], required: set[str]) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(field, f"must be a mapping, got {_kind(value)}")
+        for key in value:
+            if key not in allowed:
+                where = f"{field}." if field else ""
+                raise self.fail(f"{where}{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(required):
+            if key not in value:
+                where = f"{field}." if field else ""
+                raise self.fail(f"{where}{key}", "missing")
+        return value
+
+    def number(self, value: Any, field: str, low: float, high: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(field, f"must be a number, got {_kind(value)}")
+        if not low <= value <= high:
+            raise self.fail(field, f"must be between {low:g} and {high:g}, got {value:g}")
+        return float(value)
+
+    def node_ref(self, value: Any, field: str, nodes: tuple[str, ...]) -> str:
+        if not isinstance(value, str):
+            raise self.fail(field, f"must be a node name, got {_kind(value)}")
+        if value not in nodes:
+            raise self.fail(field, f"unknown node {value!r} (nodes: {', '.join(nodes)})")
+        return value
+
+    def scenario(self, doc: Any) -> Scenario:
+        if doc is None:
+            raise self.fail("", "empty file")
+        doc = self.mapping(doc, "", {"period", "nodes", "links", "flows"}, {"period", "nodes", "links", "flows"})
+        period = self.number(doc["period"], "period", MIN_PERIOD, MAX_PERIOD)
+        nodes = self.nodes(doc["nodes"])
+        links = self.links(doc["links"], nodes)
+        flows = self.flows(doc["flows"], nodes, links)
+        return Scenario(self.source, period, nodes, links, flows)
+
+    def nodes(self, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail("nodes", "must be a non-empty list of node names")
+        if len(value) > MAX_NODES:
+            raise self.fail("nodes", f"at most {MAX_NODES} nodes, got {len(value)}")
+        seen: list[str] = []
+        for i, name in enumerate(value):
+            field = f"nodes[{i}]"
+            if not isinstance(name, str) or not _NODE_NAME.match(name):
+                raise self.fail(field, f"{name!r} is not a valid node name "
+                                "(lower-case letter, then up to 14 of a-z, 0-9, _)")
+            if name in _RESERVED_NODE_NAMES:
+                raise self.fail(field, f"{name!r} is reserved")
+            if name in seen:
+                raise self.fail(field, f"duplicate node {name!r}")
+            seen.append(name)
+        return tuple(seen)
+
+    def links(self, value: Any, nodes: tuple[str, ...]) -> tuple[Link, ...]:
+        if not isinstance(value, list):
+            raise self.fail("links", f"must be a list of [node, node] pairs, got {_kind(value)}")
+        links: list[Link] = []
+        seen: set[frozenset[str]] = set()
+        for i, item in enumerate(value):
+            field = f"links[{i}]"
+            if not isinstance(item, list) or len(item) != 2:
+                raise self.fail(field, "must be a pair [node, node]")
+            a = self.node_ref(item[0], f"{field}[0]", nodes)
+            b = self.node_ref(item[1], f"{field}[1]", nodes)
+            if a == b:
+                raise self.fail(field, f"links {a!r} to itself")
+            if frozenset((a, b)) in seen:
+                raise self.fail(field, f"duplicate link between {a!r} and {b!r}")
+            seen.add(frozenset((a, b)))
+            links.append(Link(a, b))
+        return tuple(links)
+
+    def flows(self, value: Any, nodes: tuple[str, ...], links: tuple[Link, ...]) -> tuple[Flow, ...]:
+        if not isinstance(value, list):
+            raise self.fail("flows", f"must be a list, got {_kind(value)}")
+        adjacency = {n: set() for n in nodes}
+        for link in links:
+            adjacency[link.a].add(link.b)
+            adjacency[link.b].add(link.a)
+        flows: list[Flow] = []
+        names: set[str] = set()
+        for i, item in enumerate(value):
+            field = f"flows[{i}]"
+            item = self.mapping(item, field, {"name", "from", "to", "via", "rate"}, {"name", "from", "to", "rate"})
+            name = item["name"]
+            if not isinstance(name, str) or not _FLOW_NAME.match(name):
+                raise self.fail(f"{field}.name", f"{name!r} is not a valid flow name "
+                                "(letters, digits, '_', '.', '-'; at most 64)")
+            if name in names:
+                raise self.fail(f"{field}.name", f"duplicate flow name {name!r}")
+            names.add(name)
+            src = self.node_ref(item["from"], f"{field}.from", nodes)
+            dst = self.node_ref(item["to"], f"{field}.to", nodes)
+            if src == dst:
+                raise self.fail(f"{field}.to", f"same node as 'from' ({src!r})")
+            via_raw = item.get("via", [])
+            if not isinstance(via_raw, list):
+                raise self.fail(f"{field}.via", f"must be a list of node names, got {_kind(via_raw)}")
+            if len(via_raw) + 1 > MAX_SEGMENTS:
+                raise self.fail(f"{field}.via", f"at most {MAX_SEGMENTS - 1} segments")
+            via = tuple(self.node_ref(v, f"{field}.via[{j}]", nodes) for j, v in enumerate(via_raw))
+            hops = (src, *via, dst)
+            for j in range(len(hops) - 1):
+                if hops[j] == hops[j + 1]:
+                    raise self.fail(f"{field}.via", f"node {hops[j]!r} follows itself in the path")
+                if not _reachable(adjacency, hops[j], hops[j + 1]):
+                    raise self.fail(f"{field}.via", f"no path from {hops[j]!r} to {hops[j + 1]!r} over the links")
+            rate = self.number(item["rate"], f"{field}.rate", 0.001, MAX_RATE)
+            flows.append(Flow(name, src, dst, via, rate))
+        return tuple(flows)
+
+
+def _reachable(adjacency: dict[str, set[str]], a: str, b: str) -> bool:
+    seen = {a}
+    todo = deque([a])
+    while todo:
+        n = todo.popleft()
+        if n == b:
+            return True
+        for m in adjacency[n] - seen:
+            seen.add(m)
+            todo.append(m)
+    return False
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false"}.get(type(value), type(value).__name__)

@@ -1,0 +1,8 @@
+"""The node exporter (``srv6pm.exporter``): runs on every router.
+
+It marks the monitored SRv6 flows with the alternate-marking colour
+(RFC 9341) at their ingress, counts packets and bytes per flow and colour at
+the ingress and egress (``dataplane`` over ``nft``), turns the counters into
+per-period blocks (``blocks``) and publishes them to ``srv6pm.counters``
+(``service``). Configuration: ``config``.
+"""

@@ -1,0 +1,142 @@
+"""The node exporter's configuration file (YAML or JSON).
+
+::
+
+    node: r1                      # this router's name, as in the records
+    netns: r1                     # optional: the data plane's network namespace
+                                  # (management traffic, i.e. Kafka, stays in the
+                                  # exporter's own namespace)
+    period: 2                     # alternate-marking period, seconds
+    dscp: [11, 15]                # DSCP of colour 0 and colour 1 (optional)
+    state_file: /var/lib/srv6pm/r1.json   # baselines across restarts (optional)
+    flows:
+      - name: f1
+        role: ingress             # ingress (marks + counts) or egress (counts)
+        src: fd01:1::2/128        # inner source prefix
+        dst: fd01:4::101/128      # inner destination prefix
+
+:func:`load` validates the whole file and raises :class:`ConfigError` with a
+one-line message naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "load", "parse"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ROLES = ("ingress", "egress")
+
+
+class ConfigError(ValueError):
+    """The exporter configuration is invalid; ``str()`` is one line."""
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    name: str
+    role: str
+    src: str  # normalised prefix text
+    dst: str
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    node: str
+    period: float
+    flows: tuple[FlowConfig, ...]
+    netns: str | None = None
+    dscp: tuple[int, int] = (11, 15)
+    state_file: str | None = None
+
+    def flows_of(self, role: str) -> list[FlowConfig]:
+        return [f for f in self.flows if f.role == role]
+
+    def to_dict(self) -> dict:
+        return {"node": self.node, "netns": self.netns, "period": self.period, "dscp": list(self.dscp),
+                "state_file": self.state_file,
+                "flows": [{"name": f.name, "role": f.role, "src": f.src, "dst": f.dst} for f in self.flows]}
+
+
+def load(path: str | Path) -> ExporterConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str = "<config>") -> ExporterConfig:
+    def fail(field: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {field}: {message}" if field else f"{source}: {message}")
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise fail("", f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise fail("", "must be a mapping")
+    allowed = {"node", "netns", "period", "dscp", "state_file", "flows"}
+    for key in doc:
+        if key not in allowed:
+            raise fail(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+    for key in ("node", "period", "flows"):
+        if key not in doc:
+            raise fail(key, "missing")
+    node = doc["node"]
+    if not isinstance(node, str) or not _NAME.match(node):
+        raise fail("node", f"{node!r} is not a valid node name")
+    netns = doc.get("netns")
+    if netns is not None and (not isinstance(netns, str) or not _NAME.match(netns)):
+        raise fail("netns", f"{netns!r} is not a valid namespace name")
+    period = doc["period"]
+    if isinstance(period, bool) or not isinstance(period, (int, float)) or not 0.5 <= period <= 3600:
+        raise fail("period", f"must be a number of seconds from 0.5 to 3600, got {period!r}")
+    dscp = doc.get("dscp", [11, 15])
+    if (not isinstance(dscp, list) or len(dscp) != 2 or any(isinstance(d, bool) or not isinstance(d, int) for d in dscp)
+            or not all(0 <= d <= 63 for d in dscp) or dscp[0] == dscp[1]):
+        raise fail("dscp", f"must be two different DSCP values 0..63 (colour 0, colour 1), got {dscp!r}")
+    state_file = doc.get("state_file")
+    if state_file is not None and not isinstance(state_file, str):
+        raise fail("state_file", "must be a path")
+    flows_raw = doc["flows"]
+    if not isinstance(flows_raw, list):
+        raise fail("flows", "must be a list")
+    flows = []
+    seen = set()
+    for i, item in enumerate(flows_raw):
+        field = f"flows[{i}]"
+        if not isinstance(item, dict):
+            raise fail(field, "must be a mapping")
+        for key in item:
+            if key not in ("name", "role", "src", "dst"):
+                raise fail(f"{field}.{key}", "unknown field (allowed: dst, name, role, src)")
+        for key in ("name", "role", "src", "dst"):
+            if key not in item:
+                raise fail(f"{field}.{key}", "missing")
+        name = item["name"]
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise fail(f"{field}.name", f"{name!r} is not a valid flow name")
+        role = item["role"]
+        if role not in ROLES:
+            raise fail(f"{field}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
+        if (name, role) in seen:
+            raise fail(f"{field}.name", f"flow {name!r} is listed twice as {role}")
+        seen.add((name, role))
+        prefixes = []
+        for key in ("src", "dst"):
+            try:
+                prefixes.append(str(ipaddress.IPv6Network(str(item[key]), strict=False)))
+            except ValueError as exc:
+                raise fail(f"{field}.{key}", f"not an IPv6 prefix: {exc}") from None
+        flows.append(FlowConfig(name, role, *prefixes))
+    return ExporterConfig(node=node, period=float(period), flows=tuple(flows), netns=netns,
+                          dscp=(dscp[0], dscp[1]), state_file=state_file)

@@ -1,0 +1,101 @@
+"""The ledger of published results: what makes a restart neither lose nor double.
+
+Offsets are committed only after results are published and stored, so after a
+crash the consumer re-reads records whose results may already be out. Before
+publishing, the processor asks the ledger whether ``(flow, period)`` already
+has a result; if so it does not publish again, but re-writes the ledger's copy
+to InfluxDB (idempotent), which also heals a crash that fell between the
+publish and the store.
+
+The ledger's truth is the result topic itself. A result is published to the
+same partition number as the records it came from (both topics are keyed by
+flow and have the same partition count), so when this processor is assigned
+counters partition ``p`` it reads the tail of result partition ``p`` — the
+results published by whoever owned ``p`` before — and from then on records
+its own publications. Only the tail is needed: a record is re-read only if it
+was unfinished at the crash, and unfinished records are at most one pairing
+wait old, so their results are among the last ones published to ``p``.
+``tail_records`` bounds that read and the memory kept per partition; it must
+exceed the number of results a partition receives during one pairing wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+
+from kafka import KafkaConsumer, TopicPartition
+
+__all__ = ["Ledger"]
+
+log = logging.getLogger(__name__)
+
+
+class Ledger:
+    """Published results per partition, keyed by (flow, period)."""
+
+    def __init__(self, topic: str, tail_records: int = 50_000):
+        if tail_records < 1:
+            raise ValueError("tail_records must be at least 1")
+        self.topic = topic
+        self.tail_records = tail_records
+        self._parts: dict[int, OrderedDict[tuple[str, int], dict]] = {}
+
+    def get(self, partition: int, flow: str, period: int) -> dict | None:
+        """The published result of (flow, period) on ``partition``, if any."""
+        part = self._parts.get(partition)
+        return None if part is None else part.get((flow, period))
+
+    def add(self, partition: int, result: dict) -> None:
+        part = self._parts.setdefault(partition, OrderedDict())
+        part[(result["flow"], result["period"])] = result
+        while len(part) > self.tail_records:
+            part.popitem(last=False)
+
+    def forget(self, partitions) -> None:
+        for p in partitions:
+            self._parts.pop(p, None)
+
+    def load(self, consumer: KafkaConsumer, partitions: list[int], timeout_s: float = 30.0) -> int:
+        """Read the tail of the result topic's ``partitions`` with ``consumer`` (no group).
+
+        Returns the number of results loaded. Raises TimeoutError if the tail
+        cannot be read in time: processing without the ledger could double results.
+        """
+        if not partitions:
+            return 0
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        begins = consumer.beginning_offsets(tps)
+        todo = {}
+        for tp in tps:
+            self._parts[tp.partition] = OrderedDict()
+            start = max(begins[tp], ends[tp] - self.tail_records)
+            if start < ends[tp]:
+                consumer.seek(tp, start)
+                todo[tp] = ends[tp]
+        loaded = 0
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read the tail of {self.topic} partitions "
+                                   f"{sorted(tp.partition for tp in todo)} in {timeout_s:g} s")
+            for tp, messages in consumer.poll(timeout_ms=500).items():
+                for message in messages:
+                    if message.offset >= todo.get(tp, 0):
+                        continue
+                    try:
+                        result = json.loads(message.value)
+                        self.add(tp.partition, result)
+                        loaded += 1
+                    except (TypeError, ValueError, KeyError):
+                        log.warning("unreadable record on the result topic, skipped",
+                                    extra={"topic": self.topic, "partition": tp.partition, "offset": message.offset})
+            for tp in list(todo):
+                if consumer.position(tp) >= todo[tp]:
+                    del todo[tp]
+        consumer.assign([])
+        return loaded

@@ -1,0 +1,243 @@
+"""The loss processor: ``srv6pm.counters`` in, ``srv6pm.loss`` and InfluxDB out.
+
+One member of a Kafka consumer group. Counter records are keyed by flow, so
+the ingress and egress blocks of a flow land in the same partition and one
+member sees both; more members split the flows.
+
+Each loop iteration (:meth:`LossProcessor.step`):
+
+1. polls a batch of counter records; undecodable or invalid ones become
+   dead letters, the others go to :class:`~srv6pm.processor.pairing.Pairing`;
+2. publishes dead letters and new results (to the input's partition number,
+   see ``ledger``) and waits until the broker acknowledged every one;
+3. writes the results to InfluxDB, retrying until it succeeds;
+4. only then marks the records finished and commits the offsets that
+   :class:`~srv6pm.processor.offsets.OffsetTracker` allows.
+
+A record re-read after a restart whose result the ledger already holds is
+not published again; its result is re-written to InfluxDB (idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+
+from srv6pm import records
+from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.influx import InfluxWriter, StoreError
+
+from .ledger import Ledger
+from .offsets import OffsetTracker
+from .pairing import Outcome, Pairing
+from .store import loss_point
+
+__all__ = ["LossProcessor", "ProcessorOptions"]
+
+log = logging.getLogger("srv6pm.processor")
+
+
+@dataclass
+class ProcessorOptions:
+    """Tuning of one processor. Defaults suit production; the lab shortens the group timings."""
+
+    group: str = "srv6pm-processor"
+    client_id: str = field(default_factory=lambda: f"srv6pm-processor-{socket.gethostname()}")
+    pair_wait_s: float = 10.0
+    ledger_records: int = 50_000
+    poll_ms: int = 500
+    max_records: int = 2000
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    max_poll_interval_ms: int = 60_000
+    retry_max_s: float = 10.0
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, processor: "LossProcessor"):
+        self.processor = processor
+
+    def on_partitions_revoked(self, revoked):
+        self.processor._revoked([tp.partition for tp in revoked if tp.topic == records.COUNTERS])
+
+    def on_partitions_assigned(self, assigned):
+        self.processor._assigned([tp.partition for tp in assigned if tp.topic == records.COUNTERS])
+
+
+class LossProcessor:
+    """Consumes counter blocks, produces exact per-period loss."""
+
+    def __init__(self, kafka: KafkaSettings, influx: InfluxSettings, options: ProcessorOptions | None = None):
+        self.options = options or ProcessorOptions()
+        o = self.options
+        client = kafka.client_options()
+        self._consumer = KafkaConsumer(
+            **client, group_id=o.group, client_id=o.client_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=o.session_timeout_ms,
+            heartbeat_interval_ms=o.heartbeat_interval_ms, max_poll_interval_ms=o.max_poll_interval_ms,
+            max_poll_records=o.max_records,
+        )
+        self._ledger_reader = KafkaConsumer(**client, group_id=None, client_id=f"{o.client_id}-ledger",
+                                            enable_auto_commit=False)
+        self._producer = KafkaProducer(**client, client_id=o.client_id, acks="all", linger_ms=5,
+                                       retries=5, max_in_flight_requests_per_connection=1)
+        self._store = InfluxWriter(influx)
+        self._pairing = Pairing(o.pair_wait_s)
+        self._tracker = OffsetTracker()
+        self._ledger = Ledger(records.LOSS, o.ledger_records)
+        self._committed: dict[int, int] = {}
+        self._raw: dict[tuple[int, int], tuple[bytes | None, bytes | None]] = {}
+        self._stop = threading.Event()
+        self._consumer.subscribe([records.COUNTERS], listener=_Rebalance(self))
+        self.stats = {"records": 0, "results": 0, "incomplete": 0, "deadletters": 0, "replayed": 0}
+
+    # -- rebalancing ---------------------------------------------------------
+
+    def _assigned(self, partitions: list[int]) -> None:
+        loaded = self._ledger.load(self._ledger_reader, partitions)
+        log.info("partitions assigned", extra={"partitions": partitions, "ledger_results": loaded})
+
+    def _revoked(self, partitions: list[int]) -> None:
+        self._commit()
+        gone = set(partitions)
+        self._pairing.drop({t for t in self._pairing.pending_tokens() if t[0] in gone})
+        self._tracker.forget(partitions)
+        self._ledger.forget(partitions)
+        for p in partitions:
+            self._committed.pop(p, None)
+        self._raw = {t: v for t, v in self._raw.items() if t[0] not in gone}
+        log.info("partitions revoked", extra={"partitions": partitions})
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        """Process until :meth:`stop` is called (from a signal handler or another thread)."""
+        try:
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def step(self) -> None:
+        """One poll-process-publish-store-commit iteration."""
+        batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
+        now = time.monotonic()
+        outcomes: list[Outcome] = []
+        restores: list[dict] = []
+        for tp, messages in batch.items():
+            for m in messages:
+                token = (tp.partition, m.offset)
+                self._tracker.seen(tp.partition, m.offset)
+                self.stats["records"] += 1
+                try:
+                    record = records.decode_counters(m.value)
+                except records.RecordError as exc:
+                    self._raw[token] = (m.key, m.value)
+                    outcomes.append(Outcome([token], rejected={token: str(exc)}))
+                    continue
+                published = self._ledger.get(tp.partition, record.flow, record.period)
+                if published is not None:
+                    # Re-read after a restart, or late after its period was closed as incomplete.
+                    self.stats["replayed"] += 1
+                    restores.append(published)
+                    outcomes.append(Outcome([token]))
+                    continue
+                outcome = self._pairing.add(record, token, now)
+                if outcome is not None:
+                    if outcome.rejected:
+                        self._raw[token] = (m.key, m.value)
+                    outcomes.append(outcome)
+        outcomes.extend(self._pairing.expire(now))
+        if outcomes:
+            self._finish(outcomes, restores)
+        self._commit()
+
+    def _finish(self, outcomes: list[Outcome], restores: list[dict]) -> None:
+        # 1. publish dead letters and results; wait for every acknowledgement.
+        sends = []
+        results = []
+        for outcome in outcomes:
+            for token, reason in outcome.rejected.items():
+                key, raw = self._raw.pop(token, (None, None))
+                letter = records.dead_letter(records.COUNTERS, token[0], token[1], reason, raw, self.options.group)
+                sends.append((records.DEADLETTER, None, key, records.encode(letter)))
+                log.warning("record dead-lettered", extra={"partition": token[0], "offset": token[1], "reason": reason})
+            if outcome.result is not None:
+                partition = outcome.tokens[0][0]
+                results.append((partition, outcome.result))
+                sends.append((records.LOSS, partition, outcome.result.flow.encode(), outcome.result.to_json()))
+        self._send_all(sends)
+        self.stats["deadletters"] += sum(len(o.rejected) for o in outcomes)
+        # 2. store (idempotent), including results re-read from the ledger.
+        points = [loss_point(r) for _, r in results]
+        points += [loss_point(records.LossResult(**{k: v for k, v in d.items() if k != "v"})) for d in restores]
+        self._retry("store results in InfluxDB", lambda: self._store.write(points))
+        # 3. finished: remember, and let the offsets move.
+        for partition, result in results:
+            self._ledger.add(partition, result.to_dict())
+            self.stats["results"] += 1
+            self.stats["incomplete"] += not result.complete
+            log.info("loss", extra={"flow": result.flow, "period": result.period, "lost": result.lost_packets,
+                                    "complete": result.complete})
+        for outcome in outcomes:
+            for partition, offset in outcome.tokens:
+                self._tracker.finished(partition, offset)
+
+    def _send_all(self, sends: list[tuple]) -> None:
+        """Send every (topic, partition, key, value); resend only those that failed, until all are acknowledged."""
+        pending = sends
+        delay = 0.2
+        while pending:
+            futures = [(s, self._producer.send(s[0], value=s[3], key=s[2], partition=s[1])) for s in pending]
+            self._producer.flush()
+            failed = []
+            for s, future in futures:
+                try:
+                    future.get(timeout=0)
+                except Exception as exc:
+                    failed.append(s)
+                    error = exc
+            if failed:
+                if self._stop.is_set():
+                    raise RuntimeError(f"stopping with {len(failed)} unpublished records (will be re-read): {error}")
+                log.warning("publish failed, retrying", extra={"records": len(failed), "error": str(error)})
+                time.sleep(delay)
+                delay = min(delay * 2, self.options.retry_max_s)
+            pending = failed
+
+    def _retry(self, what: str, action) -> None:
+        delay = 0.2
+        while True:
+            try:
+                return action()
+            except StoreError as exc:
+                if self._stop.is_set():
+                    raise RuntimeError(f"stopping before it could {what} (records will be re-read): {exc}") from None
+                log.warning("retrying", extra={"action": what, "error": str(exc), "delay_s": delay})
+                time.sleep(delay)
+                delay = min(delay * 2, self.options.retry_max_s)
+
+    def _commit(self) -> None:
+        offsets = {p: o for p, o in self._tracker.committable().items() if self._committed.get(p) != o}
+        if not offsets:
+            return
+        self._consumer.commit({TopicPartition(records.COUNTERS, p): OffsetAndMetadata(o, "", -1)
+                               for p, o in offsets.items()})
+        self._committed.update(offsets)
+
+    def close(self) -> None:
+        for closer in (self._consumer.close, self._ledger_reader.close, self._producer.close, self._store.close):
+            try:
+                closer()
+            except Exception as exc:  # closing must not hide the reason we are closing
+                log.debug("error while closing", extra={"error": str(exc)})

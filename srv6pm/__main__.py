@@ -1,0 +1,5 @@
+import sys
+
+from srv6pm.cli import main
+
+sys.exit(main())

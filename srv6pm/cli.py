@@ -1,0 +1,228 @@
+"""The ``srv6pm`` command.
+
+::
+
+    srv6pm lab run SCENARIO [--duration S] [--json]   the whole pipeline on this machine
+    srv6pm lab check SCENARIO                         validate a scenario, print its plan
+    srv6pm lab clean SCENARIO                         remove namespaces a killed lab left
+    srv6pm exporter run --config FILE                 node exporter (marking, counting)
+    srv6pm processor run                              loss processor (Kafka -> InfluxDB)
+
+Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input file,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+
+from srv6pm import __version__, logs
+from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings
+
+log = logging.getLogger("srv6pm")
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    # Sub-commands accept the same options; SUPPRESS keeps a sub-command's
+    # default from overwriting what was given before the sub-command's name.
+    default = 0 if top else argparse.SUPPRESS
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="more log output on stderr (-v info, -vv debug); default: warnings only")
+    parser.add_argument("--log-format", choices=("logfmt", "json"), default=None if top else argparse.SUPPRESS,
+                        help="log line format (default logfmt, or $SRV6PM_LOG_FORMAT)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srv6pm", description="Performance monitoring for SRv6 networks: exact per-flow packet loss "
+        "(RFC 9341 alternate marking) through Kafka into InfluxDB.",
+        epilog="Run 'srv6pm COMMAND --help' for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"srv6pm {__version__}")
+    _add_common(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    lab = commands.add_parser("lab", help="the local lab: a whole pipeline in network namespaces")
+    lab_cmds = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    run = lab_cmds.add_parser(
+        "run", help="build the scenario's network and run the pipeline on it (root)",
+        description="Build the scenario's network as network namespaces named after its nodes (plus "
+        "NODE-host namespaces for the flows' end hosts), configure SRv6 through netlink, start an embedded "
+        "Kafka-compatible broker on 127.0.0.1:9092 and an embedded InfluxDB on 127.0.0.1:8086 (unless "
+        "--kafka / --influx-url name external ones), run one node exporter per flow end, a processor and "
+        "the test traffic, and print every loss result as it arrives. Everything is torn down at the end, "
+        "on Ctrl-C and on errors. The first results appear about three periods after the start: the "
+        "first reading of each colour is only a baseline.")
+    run.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
+    run.add_argument("--duration", type=float, metavar="S", help="seconds to run (default: until Ctrl-C)")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object per result line (the srv6pm.loss records) instead of a table")
+    run.add_argument("--partitions", type=int, default=4, metavar="N",
+                     help="partitions of the counters and loss topics (default 4)")
+    run.add_argument("--pair-wait", type=float, metavar="S",
+                     help="seconds the processor waits for a block's partner (default max(3, 2 x period))")
+    _add_common(run)
+    KafkaSettings.add_arguments(run)
+    InfluxSettings.add_arguments(run)
+    for name, text in (("check", "validate a scenario and print the addressing plan as JSON"),
+                       ("clean", "delete the namespaces of a scenario that a killed lab left behind (root)")):
+        p = lab_cmds.add_parser(name, help=text, description=text)
+        p.add_argument("scenario", metavar="SCENARIO")
+        _add_common(p)
+
+    exporter = commands.add_parser("exporter", help="node exporter: alternate marking and counting")
+    exp_cmds = exporter.add_subparsers(dest="exporter_command", metavar="ACTION", required=True)
+    erun = exp_cmds.add_parser(
+        "run", help="mark and count the configured flows, publish blocks to srv6pm.counters (root)",
+        description="Install the srv6pm nftables table (in the configured network namespace), switch "
+        "the marking colour at every period boundary and publish each finished block at its guard time. "
+        "The table and its counters outlive the process, and baselines are kept in the state file, so "
+        "a restart neither loses periods needlessly nor invents loss.")
+    erun.add_argument("--config", required=True, metavar="FILE", help="exporter configuration (YAML/JSON)")
+    _add_common(erun)
+    KafkaSettings.add_arguments(erun)
+
+    processor = commands.add_parser("processor", help="loss processor: pairs blocks, stores exact loss")
+    proc_cmds = processor.add_subparsers(dest="processor_command", metavar="ACTION", required=True)
+    prun = proc_cmds.add_parser(
+        "run", help="consume srv6pm.counters, publish srv6pm.loss, write the loss measurement",
+        description="A member of a Kafka consumer group on srv6pm.counters. Pairs the ingress and egress "
+        "blocks of each (flow, period); publishes the exact loss to srv6pm.loss and writes it to InfluxDB; "
+        "commits offsets only after both. A block whose partner does not arrive within --pair-wait is "
+        "published as incomplete (never as loss). Bad records go to srv6pm.deadletter with the reason.")
+    prun.add_argument("--group", default="srv6pm-processor", help="consumer group (default srv6pm-processor)")
+    prun.add_argument("--client-id", help="Kafka client id (default srv6pm-processor-HOSTNAME)")
+    prun.add_argument("--pair-wait", type=float, default=10.0, metavar="S",
+                      help="seconds to wait for a block's partner before the period is incomplete (default 10)")
+    prun.add_argument("--ledger-records", type=int, default=50_000, metavar="N",
+                      help="results per partition remembered to suppress duplicates after a restart "
+                           "(default 50000; must exceed the results of one pairing wait)")
+    prun.add_argument("--session-timeout-ms", type=int, default=10_000, metavar="MS",
+                      help="consumer group session timeout (default 10000)")
+    prun.add_argument("--heartbeat-interval-ms", type=int, default=1_000, metavar="MS",
+                      help="consumer group heartbeat interval (default 1000)")
+    _add_common(prun)
+    KafkaSettings.add_arguments(prun)
+    InfluxSettings.add_arguments(prun)
+    return parser
+
+
+def _on_signals(handler) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def cmd_exporter_run(args) -> int:
+    from srv6pm.exporter import config as exporter_config
+    from srv6pm.exporter.service import Exporter
+    config = exporter_config.load(args.config)
+    exporter = Exporter(config, KafkaSettings.from_args(args))
+    _on_signals(lambda *_: exporter.stop())
+    exporter.run()
+    return 0
+
+
+def cmd_processor_run(args) -> int:
+    from srv6pm.processor.service import LossProcessor, ProcessorOptions
+    if not args.pair_wait > 0:
+        raise ConfigError("--pair-wait must be positive")
+    options = ProcessorOptions(group=args.group, pair_wait_s=args.pair_wait, ledger_records=args.ledger_records,
+                               session_timeout_ms=args.session_timeout_ms,
+                               heartbeat_interval_ms=args.heartbeat_interval_ms)
+    if args.client_id:
+        options.client_id = args.client_id
+    processor = LossProcessor(KafkaSettings.from_args(args), InfluxSettings.from_args(args), options)
+    _on_signals(lambda *_: processor.stop())
+    processor.run()
+    return 0
+
+
+def _external(args, prefix: str, env_var: str) -> bool:
+    import os
+    return any(getattr(args, a) for a in vars(args) if a.startswith(prefix)) or bool(os.environ.get(env_var))
+
+
+def cmd_lab_run(args) -> int:
+    from srv6pm.lab import scenario as scenario_mod
+    from srv6pm.lab.output import JsonLines, LossTable
+    from srv6pm.lab.runner import Lab
+    scenario = scenario_mod.load(args.scenario)
+    if args.duration is not None and not args.duration > 0:
+        raise ConfigError("--duration must be positive")
+    if not 1 <= args.partitions <= 1000:
+        raise ConfigError("--partitions must be from 1 to 1000")
+    kafka = KafkaSettings.from_args(args) if _external(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP") else None
+    influx = InfluxSettings.from_args(args) if _external(args, "influx", "SRV6PM_INFLUX_URL") else None
+    view = JsonLines() if args.json else LossTable()
+    stopping: list[int] = []
+    _on_signals(lambda sig, _frame: stopping.append(sig))
+    lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
+              verbosity=args.verbose)
+    print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
+          f"{len(scenario.flows)} flows (period {scenario.period:g} s)…", file=sys.stderr, flush=True)
+    with lab:
+        reader = lab.results()
+        print(f"srv6pm lab: running; first results in about {3 * scenario.period + 1:g} s"
+              + (f", stopping after {args.duration:g} s" if args.duration else "; Ctrl-C stops") + ".",
+              file=sys.stderr, flush=True)
+        view.header()
+        deadline = time.monotonic() + args.duration if args.duration else None
+        try:
+            while not stopping and (deadline is None or time.monotonic() < deadline):
+                for result in reader.poll(0.5):
+                    view.row(result)
+                lab.check_children()
+        finally:
+            reader.close()
+            print("srv6pm lab: tearing down…", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED if stopping and stopping[0] == signal.SIGINT else 0
+
+
+def cmd_lab_check(args) -> int:
+    from srv6pm.lab import scenario as scenario_mod
+    from srv6pm.lab import topology
+    plan = topology.plan(scenario_mod.load(args.scenario))
+    print(json.dumps(plan.to_dict(), indent=2))
+    return 0
+
+
+def cmd_lab_clean(args) -> int:
+    from srv6pm.lab import network, topology
+    from srv6pm.lab import scenario as scenario_mod
+    plan = topology.plan(scenario_mod.load(args.scenario))
+    network.teardown(plan)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.verbose, args.log_format)
+    handler = {
+        ("lab", "run"): cmd_lab_run, ("lab", "check"): cmd_lab_check, ("lab", "clean"): cmd_lab_clean,
+        ("exporter", "run"): cmd_exporter_run, ("processor", "run"): cmd_processor_run,
+    }[(args.command, getattr(args, "lab_command", None) or getattr(args, "exporter_command", None)
+       or getattr(args, "processor_command", None))]
+    from srv6pm.exporter.config import ConfigError as ExporterConfigError
+    from srv6pm.lab.scenario import ScenarioError
+    try:
+        return handler(args)
+    except (ConfigError, ScenarioError, ExporterConfigError) as exc:
+        print(f"srv6pm: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a clear last word instead of a traceback; -vv shows the traceback
+        log.debug("failure", exc_info=True)
+        print(f"srv6pm: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

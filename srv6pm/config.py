@@ -1,0 +1,180 @@
+"""Connection settings shared by every component: Kafka and InfluxDB.
+
+Each setting comes from a command-line flag, else from an environment
+variable, else from a default. Secrets (passwords, tokens) come only from the
+environment or from files, never from flags (which show in ``ps``) and never
+from defaults in code.
+
+==========================  ===================================  =======================
+flag                        environment                          default
+==========================  ===================================  =======================
+--kafka                     SRV6PM_KAFKA_BOOTSTRAP               127.0.0.1:9092
+--kafka-security-protocol   SRV6PM_KAFKA_SECURITY_PROTOCOL       PLAINTEXT (or SSL if a
+                                                                 CA file is given)
+--kafka-cafile              SRV6PM_KAFKA_CAFILE                  (system CAs)
+--kafka-certfile            SRV6PM_KAFKA_CERTFILE                (no client cert)
+--kafka-keyfile             SRV6PM_KAFKA_KEYFILE
+--kafka-sasl-mechanism      SRV6PM_KAFKA_SASL_MECHANISM          (no SASL)
+--kafka-username            SRV6PM_KAFKA_USERNAME
+(secret)                    SRV6PM_KAFKA_PASSWORD or _FILE
+--influx-url                SRV6PM_INFLUX_URL                    http://127.0.0.1:8086
+--influx-org                SRV6PM_INFLUX_ORG                    srv6pm
+--influx-bucket             SRV6PM_INFLUX_BUCKET                 srv6pm
+(secret)                    SRV6PM_INFLUX_TOKEN or _FILE         (none: InfluxDB 1.x
+                                                                 without auth)
+--influx-cafile             SRV6PM_INFLUX_CAFILE                 (system CAs)
+==========================  ===================================  =======================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+__all__ = ["ConfigError", "InfluxSettings", "KafkaSettings"]
+
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; ``str()`` names it."""
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """The secret in ``$name``, or in the file named by ``$name_FILE`` (trailing newline stripped)."""
+    value = env.get(name)
+    path = env.get(f"{name}_FILE")
+    if value and path:
+        raise ConfigError(f"set either {name} or {name}_FILE, not both")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path}: cannot read: {exc.strerror or exc}") from None
+    return value or None
+
+
+def _readable(path: str | None, what: str) -> str | None:
+    if path and not os.access(path, os.R_OK):
+        raise ConfigError(f"{what} {path}: not a readable file")
+    return path
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How to reach the Kafka cluster."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:  # never print the password
+        return f"KafkaSettings(bootstrap={self.bootstrap!r}, security_protocol={self.security_protocol!r})"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("Kafka (flags override SRV6PM_KAFKA_* environment variables)")
+        g.add_argument("--kafka", metavar="HOST:PORT[,…]", help="bootstrap servers (default 127.0.0.1:9092)")
+        g.add_argument("--kafka-security-protocol", choices=_PROTOCOLS,
+                       help="default PLAINTEXT, or SSL when a CA file is given")
+        g.add_argument("--kafka-cafile", metavar="FILE", help="CA bundle to verify the brokers (TLS)")
+        g.add_argument("--kafka-certfile", metavar="FILE", help="client certificate (mutual TLS)")
+        g.add_argument("--kafka-keyfile", metavar="FILE", help="client private key (mutual TLS)")
+        g.add_argument("--kafka-sasl-mechanism", choices=_MECHANISMS,
+                       help="SASL mechanism; password from SRV6PM_KAFKA_PASSWORD or SRV6PM_KAFKA_PASSWORD_FILE")
+        g.add_argument("--kafka-username", metavar="NAME", help="SASL user name")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> "KafkaSettings":
+        env = os.environ if env is None else env
+
+        def pick(attr: str, var: str):
+            value = getattr(args, attr, None) if args is not None else None
+            return value if value not in (None, "") else env.get(var) or None
+
+        cafile = _readable(pick("kafka_cafile", "SRV6PM_KAFKA_CAFILE"), "Kafka CA file")
+        protocol = pick("kafka_security_protocol", "SRV6PM_KAFKA_SECURITY_PROTOCOL") or ("SSL" if cafile else "PLAINTEXT")
+        if protocol not in _PROTOCOLS:
+            raise ConfigError(f"Kafka security protocol {protocol!r} is not one of {', '.join(_PROTOCOLS)}")
+        mechanism = pick("kafka_sasl_mechanism", "SRV6PM_KAFKA_SASL_MECHANISM")
+        if mechanism and mechanism not in _MECHANISMS:
+            raise ConfigError(f"Kafka SASL mechanism {mechanism!r} is not one of {', '.join(_MECHANISMS)}")
+        settings = cls(
+            bootstrap=pick("kafka", "SRV6PM_KAFKA_BOOTSTRAP") or cls.bootstrap,
+            security_protocol=protocol,
+            cafile=cafile,
+            certfile=_readable(pick("kafka_certfile", "SRV6PM_KAFKA_CERTFILE"), "Kafka client certificate"),
+            keyfile=_readable(pick("kafka_keyfile", "SRV6PM_KAFKA_KEYFILE"), "Kafka client key"),
+            sasl_mechanism=mechanism,
+            username=pick("kafka_username", "SRV6PM_KAFKA_USERNAME"),
+            password=_secret(env, "SRV6PM_KAFKA_PASSWORD"),
+        )
+        if protocol.startswith("SASL") and not (mechanism and settings.username and settings.password):
+            raise ConfigError(f"Kafka {protocol} needs --kafka-sasl-mechanism, --kafka-username and "
+                              "SRV6PM_KAFKA_PASSWORD (or SRV6PM_KAFKA_PASSWORD_FILE)")
+        if bool(settings.certfile) != bool(settings.keyfile):
+            raise ConfigError("Kafka mutual TLS needs both --kafka-certfile and --kafka-keyfile")
+        return settings
+
+    def client_options(self) -> dict:
+        """Keyword arguments for kafka-python's clients."""
+        opts: dict = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            opts.update(ssl_check_hostname=True, ssl_cafile=self.cafile,
+                        ssl_certfile=self.certfile, ssl_keyfile=self.keyfile)
+        if self.security_protocol.startswith("SASL"):
+            opts.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.username,
+                        sasl_plain_password=self.password)
+        return opts
+
+
+@dataclass(frozen=True)
+class InfluxSettings:
+    """Where results are stored (InfluxDB v2 write API: InfluxDB 1.8+, 2.x, 3.x)."""
+
+    url: str = "http://127.0.0.1:8086"
+    org: str = "srv6pm"
+    bucket: str = "srv6pm"
+    token: str | None = None
+    cafile: str | None = None
+
+    def __repr__(self) -> str:  # never print the token
+        return f"InfluxSettings(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("InfluxDB (flags override SRV6PM_INFLUX_* environment variables)")
+        g.add_argument("--influx-url", metavar="URL", help="default http://127.0.0.1:8086")
+        g.add_argument("--influx-org", metavar="ORG", help="organisation (default srv6pm; ignored by 1.x)")
+        g.add_argument("--influx-bucket", metavar="BUCKET",
+                       help="bucket, or database[/retention-policy] on 1.x (default srv6pm); "
+                            "token from SRV6PM_INFLUX_TOKEN or SRV6PM_INFLUX_TOKEN_FILE")
+        g.add_argument("--influx-cafile", metavar="FILE", help="CA bundle to verify an https URL")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> "InfluxSettings":
+        env = os.environ if env is None else env
+
+        def pick(attr: str, var: str):
+            value = getattr(args, attr, None) if args is not None else None
+            return value if value not in (None, "") else env.get(var) or None
+
+        url = pick("influx_url", "SRV6PM_INFLUX_URL") or cls.url
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"InfluxDB URL {url!r} must start with http:// or https://")
+        return cls(
+            url=url,
+            org=pick("influx_org", "SRV6PM_INFLUX_ORG") or cls.org,
+            bucket=pick("influx_bucket", "SRV6PM_INFLUX_BUCKET") or cls.bucket,
+            token=_secret(env, "SRV6PM_INFLUX_TOKEN"),
+            cafile=_readable(pick("influx_cafile", "SRV6PM_INFLUX_CAFILE"), "InfluxDB CA file"),
+        )

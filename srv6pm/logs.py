@@ -1,0 +1,69 @@
+"""Structured, quiet logging for every srv6pm process.
+
+Records carry their data as ``extra={...}`` fields, never formatted into the
+message, so that they stay machine-readable. The default level is WARNING:
+a healthy component prints nothing. Two output formats: ``logfmt`` (one line,
+``key=value``, for people and grep) and ``json`` (one object per line).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+__all__ = ["setup"]
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def _fields(record: logging.LogRecord) -> dict:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+def _ts(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [f"ts={_ts(record)}", f"level={record.levelname.lower()}", f"component={record.name}",
+                 f"msg={_quote(record.getMessage())}"]
+        parts += [f"{k}={_quote(v)}" for k, v in _fields(record).items()]
+        if record.exc_info:
+            parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": _ts(record), "level": record.levelname.lower(), "component": record.name,
+               "msg": record.getMessage(), **_fields(record)}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def _quote(value) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' ="\n\t'):
+        return text
+    return json.dumps(text)
+
+
+def setup(verbosity: int = 0, fmt: str | None = None) -> None:
+    """Configure the root logger: 0 → WARNING, 1 → INFO, 2+ → DEBUG.
+
+    ``fmt`` is ``logfmt`` or ``json``; default from ``SRV6PM_LOG_FORMAT``, else logfmt.
+    """
+    fmt = fmt or os.environ.get("SRV6PM_LOG_FORMAT", "logfmt")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING)
+    # Client libraries are chatty at INFO; keep them at WARNING unless debugging.
+    for name in ("kafka", "urllib3", "influxdb_client", "pyroute2"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)

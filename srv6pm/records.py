@@ -1,0 +1,173 @@
+"""The records that travel on srv6pm's Kafka topics, and their validation.
+
+Every topic carries UTF-8 JSON objects, one per message, with ``"v": 1``; the
+JSON Schemas in ``srv6pm/schemas/`` are the published contract (other tools
+consume these topics). This module mirrors them in dataclasses, encodes
+records, and decodes them with *complete* validation: a decoder either returns
+a record that satisfies the schema and the semantic rules the schema cannot
+express, or raises :class:`RecordError` whose message is the reason that goes
+on the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import asdict, dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+__all__ = [
+    "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS",
+    "CounterRecord", "LossResult", "RecordError",
+    "dead_letter", "decode_counters", "encode", "schema", "validate",
+]
+
+VERSION = 1
+
+COUNTERS = "srv6pm.counters"
+STAMP = "srv6pm.stamp"
+LOSS = "srv6pm.loss"
+DELAY = "srv6pm.delay"
+ALARMS = "srv6pm.alarms"
+DEADLETTER = "srv6pm.deadletter"
+
+MAX_RECORD_BYTES = 64 * 1024
+
+
+class RecordError(ValueError):
+    """A record cannot be used; ``str()`` is the reason, one line."""
+
+
+@cache
+def schema(topic: str) -> dict:
+    """The JSON Schema of ``topic`` as shipped in ``srv6pm/schemas/``."""
+    name = f"{topic}.schema.json"
+    try:
+        text = resources.files("srv6pm").joinpath("schemas", name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KeyError(f"no schema for topic {topic!r}") from None
+    return json.loads(text)
+
+
+@cache
+def _validator(topic: str) -> jsonschema.protocols.Validator:
+    doc = schema(topic)
+    cls = jsonschema.validators.validator_for(doc)
+    cls.check_schema(doc)
+    return cls(doc, format_checker=cls.FORMAT_CHECKER)
+
+
+def validate(topic: str, obj: Any) -> None:
+    """Raise :class:`RecordError` unless ``obj`` satisfies the schema of ``topic``."""
+    error = jsonschema.exceptions.best_match(_validator(topic).iter_errors(obj))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(record)"
+        raise RecordError(f"schema: {where}: {_short(error.message)}")
+
+
+def encode(obj: dict) -> bytes:
+    """Compact UTF-8 JSON for a Kafka value."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _decode_json(raw: bytes | None) -> Any:
+    if raw is None:
+        raise RecordError("empty value (tombstone)")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise RecordError(f"value of {len(raw)} bytes exceeds {MAX_RECORD_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _reject_constant(name: str):
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+@dataclass(frozen=True)
+class CounterRecord:
+    """One block of one flow at one counting point (topic ``srv6pm.counters``)."""
+
+    node: str
+    flow: str
+    role: str  # "ingress" | "egress" | "transit"
+    period: int
+    period_s: float
+    color: int
+    packets: int
+    bytes: int
+    read_ns: int | None = None
+
+    def to_dict(self) -> dict:
+        out = {"v": VERSION, **asdict(self)}
+        if self.read_ns is None:
+            del out["read_ns"]
+        return out
+
+    def to_json(self) -> bytes:
+        return encode(self.to_dict())
+
+
+def decode_counters(raw: bytes | None) -> CounterRecord:
+    """Decode and validate one ``srv6pm.counters`` value."""
+    obj = _decode_json(raw)
+    validate(COUNTERS, obj)
+    if obj["color"] != obj["period"] % 2:
+        raise RecordError(f"color {obj['color']} does not match period {obj['period']} (period mod 2 = {obj['period'] % 2})")
+    period_s = float(obj["period_s"])
+    if not math.isfinite(period_s):
+        raise RecordError("period_s is not finite")
+    return CounterRecord(
+        node=obj["node"], flow=obj["flow"], role=obj["role"], period=obj["period"],
+        period_s=period_s, color=obj["color"], packets=obj["packets"], bytes=obj["bytes"],
+        read_ns=obj.get("read_ns"),
+    )
+
+
+@dataclass(frozen=True)
+class LossResult:
+    """The loss of one flow in one period (topic ``srv6pm.loss``)."""
+
+    flow: str
+    period: int
+    period_start: str
+    period_s: float
+    ingress: str | None
+    egress: str | None
+    tx_packets: int | None
+    rx_packets: int | None
+    tx_bytes: int | None
+    rx_bytes: int | None
+    lost_packets: int | None
+    loss_ratio: float | None
+    complete: bool
+    missing: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"v": VERSION, **asdict(self)}
+
+    def to_json(self) -> bytes:
+        return encode(self.to_dict())
+
+
+def dead_letter(topic: str, partition: int, offset: int, reason: str, raw: bytes | None, consumer: str) -> dict:
+    """The ``srv6pm.deadletter`` record for a rejected input record."""
+    return {
+        "v": VERSION, "topic": topic, "partition": partition, "offset": offset,
+        "reason": reason, "raw": base64.b64encode(raw or b"").decode("ascii"), "consumer": consumer,
+    }
+
+
+def _short(message: str, limit: int = 300) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 1] + "…"

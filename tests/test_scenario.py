@@ -1,0 +1,60 @@
+import pytest
+
+from srv6pm.lab.scenario import ScenarioError, load, parse
+
+BASE = """
+period: 2
+nodes: [r1, r2, r3, r4]
+links: [[r1, r2], [r2, r3], [r3, r4], [r1, r4]]
+flows:
+  - {name: f1, from: r1, to: r4, via: [r2, r3], rate: 500}
+"""
+
+
+def test_example_scenario_loads():
+    s = load("scenarios/example.yaml")
+    assert s.period == 2
+    assert s.nodes == ("r1", "r2", "r3", "r4")
+    f1 = s.flows[0]
+    assert (f1.name, f1.src, f1.dst, f1.via, f1.rate) == ("f1", "r1", "r4", ("r2", "r3"), 500)
+    assert f1.segments == ("r2", "r3", "r4")
+    assert s.neighbours("r1") == ["r2", "r4"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty file"),
+    ("period: [", "not valid YAML (line"),
+    ("- 1", "must be a mapping"),
+    (BASE.replace("period: 2", "period: 0"), "period: must be between"),
+    (BASE.replace("period: 2", "period: two"), "period: must be a number"),
+    (BASE.replace("period: 2\n", ""), "period: missing"),
+    (BASE + "colour: red\n", "colour: unknown field"),
+    (BASE.replace("[r1, r2, r3, r4]", "[r1, r2, r3, r4, r1]"), "nodes[4]: duplicate node 'r1'"),
+    (BASE.replace("[r1, r2, r3, r4]", "[r1, R2, r3, r4]"), "nodes[1]: 'R2' is not a valid node name"),
+    (BASE.replace("[r1, r2, r3, r4]", "[r1, r2, r3, r4, host]"), "nodes[4]: 'host' is reserved"),
+    (BASE.replace("[r1, r2, r3, r4]", "[r1, r2, r3, r4, averyveryverylongname]"), "not a valid node name"),
+    (BASE.replace("[[r1, r2],", "[[r1, r9],"), "links[0][1]: unknown node 'r9' (nodes: r1, r2, r3, r4)"),
+    (BASE.replace("[[r1, r2],", "[[r1, r1],"), "links[0]: links 'r1' to itself"),
+    (BASE.replace("[r1, r4]]", "[r1, r4], [r4, r1]]"), "links[4]: duplicate link"),
+    (BASE.replace("[[r1, r2],", "[[r1],"), "links[0]: must be a pair"),
+    (BASE.replace("via: [r2, r3]", "via: [r2, r9]"), "flows[0].via[1]: unknown node 'r9'"),
+    (BASE.replace("via: [r2, r3]", "via: r2"), "flows[0].via: must be a list"),
+    (BASE.replace("to: r4", "to: r1"), "flows[0].to: same node as 'from'"),
+    (BASE.replace("rate: 500", "rate: -5"), "flows[0].rate: must be between"),
+    (BASE.replace("rate: 500", "rate: true"), "flows[0].rate: must be a number"),
+    (BASE.replace("rate: 500", "rate: 500, ratee: 3"), "flows[0].ratee: unknown field"),
+    (BASE.replace(", rate: 500", ""), "flows[0].rate: missing"),
+    (BASE + "  - {name: f1, from: r1, to: r3, rate: 1}\n", "flows[1].name: duplicate flow name 'f1'"),
+    (BASE.replace(", [r3, r4], [r1, r4]", ""), "flows[0].via: no path from 'r3' to 'r4'"),
+])
+def test_errors_name_the_file_and_the_field(text, message):
+    with pytest.raises(ScenarioError) as err:
+        parse(text, source="bad.yaml")
+    assert str(err.value).startswith("bad.yaml: ")
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load(tmp_path / "nope.yaml")
