@@ -135,16 +135,13 @@ class Lab:
             self._spawn(f"traffic-{flow.name}", [
                 "ip", "netns", "exec", flow.src_netns, sys.executable, "-m", "srv6pm.lab.traffic",
                 "--dst", flow.dst_addr, "--src", flow.src_addr, "--flow", flow.name,
-                "--rate", str(self.scenario_flow(flow.name).rate)])
+                "--rate", str(flow.rate)])
 
     def stop(self) -> None:
         """Stop everything this lab started, in reverse order. Idempotent."""
         self._stack.close()
 
     # -- components ------------------------------------------------------------
-
-    def scenario_flow(self, name: str):
-        return next(f for f in self.scenario.flows if f.name == name)
 
     def _exporter_nodes(self) -> list[str]:
         nodes = []
