@@ -24,7 +24,6 @@ import json
 import socket
 import struct
 import threading
-from typing import Any
 
 from srv6pm.netns import NetnsThread
 

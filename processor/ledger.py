@@ -58,11 +58,16 @@ class Ledger:
         for p in partitions:
             self._parts.pop(p, None)
 
-    def load(self, consumer: KafkaConsumer, partitions: list[int], timeout_s: float = 30.0) -> int:
+    def load(self, consumer: KafkaConsumer, partitions: list[int], timeout_s: float = 30.0,
+             idle_s: float = 0.5) -> int:
         """Read the tail of the result topic's ``partitions`` with ``consumer`` (no group).
 
-        Returns the number of results loaded. Raises TimeoutError if the tail
-        cannot be read in time: processing without the ledger could double results.
+        Reads from ``tail_records`` before the reported end until the partitions
+        have been idle for ``idle_s`` past that end. (The end is only a hint:
+        some Kafka-compatible brokers report the start of the last batch as
+        the end offset, so records beyond it are read too.) Returns the number
+        of results loaded. Raises TimeoutError if the tail cannot be read in
+        time: processing without the ledger could double results.
         """
         if not partitions:
             return 0
@@ -70,23 +75,16 @@ class Ledger:
         consumer.assign(tps)
         ends = consumer.end_offsets(tps)
         begins = consumer.beginning_offsets(tps)
-        todo = {}
         for tp in tps:
             self._parts[tp.partition] = OrderedDict()
-            start = max(begins[tp], ends[tp] - self.tail_records)
-            if start < ends[tp]:
-                consumer.seek(tp, start)
-                todo[tp] = ends[tp]
+            consumer.seek(tp, max(begins[tp], ends[tp] - self.tail_records))
         loaded = 0
         deadline = time.monotonic() + timeout_s
-        while todo:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read the tail of {self.topic} partitions "
-                                   f"{sorted(tp.partition for tp in todo)} in {timeout_s:g} s")
-            for tp, messages in consumer.poll(timeout_ms=500).items():
+        idle_since = None
+        while True:
+            batch = consumer.poll(timeout_ms=int(idle_s * 500))
+            for tp, messages in batch.items():
                 for message in messages:
-                    if message.offset >= todo.get(tp, 0):
-                        continue
                     try:
                         result = json.loads(message.value)
                         self.add(tp.partition, result)
@@ -94,8 +92,15 @@ class Ledger:
                     except (TypeError, ValueError, KeyError):
                         log.warning("unreadable record on the result topic, skipped",
                                     extra={"topic": self.topic, "partition": tp.partition, "offset": message.offset})
-            for tp in list(todo):
-                if consumer.position(tp) >= todo[tp]:
-                    del todo[tp]
+            at_end = all(consumer.position(tp) >= ends[tp] for tp in tps)
+            now = time.monotonic()
+            if batch or not at_end:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= idle_s:
+                break
+            if now > deadline:
+                raise TimeoutError(f"could not read the tail of {self.topic} partitions {partitions} in {timeout_s:g} s")
         consumer.assign([])
         return loaded

@@ -1,0 +1,49 @@
+"""Shared pytest fixtures: real embedded services on free loopback ports.
+
+``broker``        session-wide Tansu broker; yields its bootstrap string.
+``fresh_broker``  a broker of its own for one test (empty topics); yields its bootstrap string.
+``influxdb``      session-wide EmbeddedInfluxDB (influxd 1.x + v2-write front); yields the object.
+``free_port``     a callable returning a TCP port that is free on 127.0.0.1 right now.
+
+Every service is stopped (and its temporary directory removed) when its scope ends.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.lab.influxdb import EmbeddedInfluxDB
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the kernel's choice; another process may still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    return find_free_port
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    with EmbeddedBroker(port=find_free_port()) as running:
+        yield running.bootstrap
+
+
+@pytest.fixture
+def fresh_broker() -> Iterator[str]:
+    with EmbeddedBroker(port=find_free_port()) as running:
+        yield running.bootstrap
+
+
+@pytest.fixture(scope="session")
+def influxdb() -> Iterator[EmbeddedInfluxDB]:
+    with EmbeddedInfluxDB(port=find_free_port()) as running:
+        yield running

@@ -1,0 +1,220 @@
+"""The loss processor against a real Kafka-protocol broker and a real InfluxDB engine.
+
+Each test gets its own broker (memory storage), so topics start empty.
+"""
+
+import base64
+import json
+import time
+import uuid
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from srv6pm import records
+from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.influx import influxql
+from srv6pm.kafka import ensure_topics
+from srv6pm.processor.service import LossProcessor, ProcessorOptions
+from srv6pm.records import CounterRecord
+
+pytestmark = pytest.mark.services
+
+PERIOD = 2.0
+BASE_PERIOD = 880_000_000  # an even period index, in 2025
+
+
+@pytest.fixture
+def kafka(fresh_broker):
+    settings = KafkaSettings(bootstrap=fresh_broker)
+    ensure_topics(settings, {records.COUNTERS: 2, records.LOSS: 2, records.DEADLETTER: 1})
+    return settings
+
+
+@pytest.fixture
+def influx(influxdb):
+    # A database of its own per test: results from other tests never mix in.
+    name = "t" + uuid.uuid4().hex[:12]
+    influxql(InfluxSettings(url=influxdb.url), f'CREATE DATABASE "{name}"', database="_internal")
+    return InfluxSettings(url=influxdb.url, bucket=name)
+
+
+def options(**kw):
+    base = dict(group="test-" + uuid.uuid4().hex[:8], pair_wait_s=1.5, poll_ms=200,
+                session_timeout_ms=6000, heartbeat_interval_ms=500)
+    base.update(kw)
+    return ProcessorOptions(**base)
+
+
+def produce(kafka, values):
+    """Send (key, raw value) pairs in order and wait for all acknowledgements."""
+    producer = KafkaProducer(**kafka.client_options(), acks="all")
+    for key, value in values:
+        producer.send(records.COUNTERS, key=key.encode(), value=value)
+    producer.flush()
+    producer.close()
+
+
+def block(flow, role, period, packets, node=None):
+    node = node or {"ingress": "r1", "egress": "r4"}[role]
+    rec = CounterRecord(node, flow, role, period, PERIOD, period % 2, packets, packets * 100)
+    return flow, rec.to_json()
+
+
+def read_topic(kafka, topic):
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    out = []
+    deadline = time.monotonic() + 10
+    while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+        for tp, messages in consumer.poll(timeout_ms=300).items():
+            out += [(tp.partition, m.offset, m.key, json.loads(m.value)) for m in messages]
+    consumer.close()
+    return out
+
+
+def run_until(processor, condition, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        processor.step()
+        if condition():
+            return
+    raise AssertionError(f"condition not reached in time; stats {processor.stats}")
+
+
+def committed(kafka, group):
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=group, enable_auto_commit=False)
+    out = {p: consumer.committed(TopicPartition(records.COUNTERS, p)) for p in (0, 1)}
+    consumer.close()
+    return out
+
+
+def stored(influx, flow):
+    res = influxql(influx, f"SELECT tx_packets, rx_packets, lost_packets, complete FROM loss WHERE flow = '{flow}'")
+    series = res[0].get("series", [])
+    return [dict(zip(series[0]["columns"], row)) for row in series[0]["values"]] if series else []
+
+
+def test_pairs_blocks_into_exact_loss_published_and_stored(kafka, influx):
+    produce(kafka, [
+        block("f1", "ingress", BASE_PERIOD, 1000), block("f2", "egress", BASE_PERIOD, 300),
+        block("f1", "egress", BASE_PERIOD, 999), block("f2", "ingress", BASE_PERIOD, 300),
+        block("f1", "ingress", BASE_PERIOD + 1, 1000), block("f1", "egress", BASE_PERIOD + 1, 1000),
+    ])
+    opts = options()
+    processor = LossProcessor(kafka, influx, opts)
+    try:
+        run_until(processor, lambda: processor.stats["results"] == 3)
+    finally:
+        processor.close()
+    results = {(r["flow"], r["period"]): r for _, _, _, r in read_topic(kafka, records.LOSS)}
+    assert set(results) == {("f1", BASE_PERIOD), ("f2", BASE_PERIOD), ("f1", BASE_PERIOD + 1)}
+    one = results[("f1", BASE_PERIOD)]
+    assert (one["tx_packets"], one["rx_packets"], one["lost_packets"], one["complete"]) == (1000, 999, 1, True)
+    assert one["period_start"] == "2025-10-09T08:53:20Z"
+    for r in results.values():
+        records.validate(records.LOSS, r)
+    assert results[("f2", BASE_PERIOD)]["lost_packets"] == 0
+    assert results[("f1", BASE_PERIOD + 1)]["lost_packets"] == 0
+    rows = stored(influx, "f1")
+    assert [(r["tx_packets"], r["rx_packets"], r["lost_packets"], r["complete"]) for r in rows] == \
+        [(1000, 999, 1, True), (1000, 1000, 0, True)]
+    assert rows[0]["time"] == (BASE_PERIOD * 2) * 10**9
+    assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 6  # everything committed
+
+
+def test_missing_partner_is_incomplete_and_late_partner_is_not_published_again(kafka, influx):
+    produce(kafka, [block("f1", "ingress", BASE_PERIOD, 50)])
+    processor = LossProcessor(kafka, influx, options(pair_wait_s=1.0))
+    try:
+        run_until(processor, lambda: processor.stats["results"] == 1)
+        produce(kafka, [block("f1", "egress", BASE_PERIOD, 50)])
+        run_until(processor, lambda: processor.stats["replayed"] == 1)
+    finally:
+        processor.close()
+    (result,) = [r for _, _, _, r in read_topic(kafka, records.LOSS)]
+    assert result["complete"] is False and result["lost_packets"] is None
+    assert (result["tx_packets"], result["rx_packets"], result["missing"]) == (50, None, "egress")
+    (row,) = stored(influx, "f1")
+    assert row["complete"] is False and row["lost_packets"] is None and row["tx_packets"] == 50
+
+
+def test_bad_records_go_to_the_dead_letter_topic_and_processing_goes_on(kafka, influx):
+    bad = [
+        ("f1", b"{not json"),
+        ("f1", json.dumps({"v": 1, "flow": "f1"}).encode()),
+        ("f1", block("f1", "ingress", BASE_PERIOD + 1, 5)[1].replace(b'"color":1', b'"color":0')),
+        ("f9", b"\xff\xfe\xfd"),
+    ]
+    produce(kafka, [block("f1", "ingress", BASE_PERIOD, 10), bad[0], bad[1],
+                    block("f1", "egress", BASE_PERIOD, 10), bad[2], bad[3]])
+    opts = options()
+    processor = LossProcessor(kafka, influx, opts)
+    try:
+        run_until(processor, lambda: processor.stats["results"] == 1 and processor.stats["deadletters"] == 4)
+    finally:
+        processor.close()
+    letters = [r for _, _, _, r in read_topic(kafka, records.DEADLETTER)]
+    assert len(letters) == 4
+    for letter in letters:
+        records.validate(records.DEADLETTER, letter)
+        assert letter["topic"] == records.COUNTERS
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert any(r.startswith("not JSON") for r in reasons)
+    assert any(r.startswith("not UTF-8") for r in reasons)
+    assert any("does not match period" in r for r in reasons)
+    assert any(r.startswith("schema:") for r in reasons)
+    assert sorted(base64.b64decode(letter["raw"]) for letter in letters) == sorted(v for _, v in bad)
+    (result,) = [r for _, _, _, r in read_topic(kafka, records.LOSS)]
+    assert result["lost_packets"] == 0
+    assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 6
+
+
+def test_crash_before_commit_neither_loses_nor_doubles_a_result(kafka, influx):
+    periods = range(BASE_PERIOD, BASE_PERIOD + 6)
+    values = []
+    for k in periods:
+        for flow in ("f1", "f2", "f3"):
+            values += [block(flow, "ingress", k, 100 + k % 7), block(flow, "egress", k, 100)]
+    produce(kafka, values)
+    opts = options()
+    first = LossProcessor(kafka, influx, opts)
+    first._commit = lambda: None  # the process dies after publishing and storing, before any commit
+    try:
+        run_until(first, lambda: first.stats["results"] == 18)
+    finally:
+        first.close()
+    assert committed(kafka, opts.group) == {0: None, 1: None}
+    # A second member of the same group re-reads everything ...
+    second = LossProcessor(kafka, influx, opts)
+    try:
+        run_until(second, lambda: second.stats["replayed"] == 36)
+    finally:
+        second.close()
+    assert second.stats["results"] == 0
+    # ... and publishes nothing twice.
+    published = [(r["flow"], r["period"]) for _, _, _, r in read_topic(kafka, records.LOSS)]
+    assert len(published) == 18 and len(set(published)) == 18
+    for flow in ("f1", "f2", "f3"):
+        rows = stored(influx, flow)
+        assert len(rows) == 6
+        assert [r["lost_packets"] for r in rows] == [k % 7 for k in periods]
+    assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 36
+
+
+def test_results_go_to_the_partition_of_their_records(kafka, influx):
+    produce(kafka, [v for flow in ("a", "b", "c", "d", "e") for v in
+                    (block(flow, "ingress", BASE_PERIOD, 1), block(flow, "egress", BASE_PERIOD, 1))])
+    processor = LossProcessor(kafka, influx, options())
+    try:
+        run_until(processor, lambda: processor.stats["results"] == 5)
+    finally:
+        processor.close()
+    inputs = {json.loads(v)["flow"]: p for p, _, _, v in
+              [(p, o, k, json.dumps(r)) for p, o, k, r in read_topic(kafka, records.COUNTERS)]}
+    outputs = {r["flow"]: p for p, _, _, r in read_topic(kafka, records.LOSS)}
+    assert outputs == inputs
+    assert len(set(outputs.values())) == 2  # both partitions in use
