@@ -16,13 +16,10 @@ remain: ``srv6pm lab clean SCENARIO`` removes them).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +32,7 @@ from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 
 from . import network, topology
+from .process import ChildProcess
 from .scenario import Scenario
 
 __all__ = ["Lab", "LabError"]
@@ -44,20 +42,6 @@ log = logging.getLogger("srv6pm.lab")
 
 class LabError(RuntimeError):
     """The lab could not be started or a component failed."""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    os.setpgrp()  # Ctrl-C reaches the lab only; the lab stops its children in order
-
-
-@dataclass
-class _Child:
-    name: str
-    argv: list[str]
-    log_path: Path
-    proc: subprocess.Popen | None = None
 
 
 @dataclass
@@ -73,7 +57,7 @@ class Lab:
     influx_port: int = 8086
     verbosity: int = 0
     workdir: Path | None = None
-    children: dict[str, _Child] = field(default_factory=dict)
+    children: dict[str, ChildProcess] = field(default_factory=dict)
 
     def __post_init__(self):
         self.plan = topology.plan(self.scenario)
@@ -171,7 +155,7 @@ class Lab:
         """Start (or restart) a processor process named ``name``."""
         argv = self._srv6pm("processor", "run", "--influx-url", self.influx.url,
                             "--influx-bucket", self.influx.bucket, "--pair-wait", str(self.pair_wait_s),
-                            "--session-timeout-ms", "6000", "--heartbeat-interval-ms", "500",
+                            "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500",
                             "--client-id", f"srv6pm-lab-{name}")
         self._spawn(name, argv)
 
@@ -182,55 +166,45 @@ class Lab:
         return [*argv, *args, "--kafka", self.kafka.bootstrap]
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        child = _Child(name, argv, self.workdir / f"{name}.log")
-        with open(child.log_path, "ab") as logfile:
-            child.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
-                                          preexec_fn=_die_with_parent, env=self._child_env())
+        child = ChildProcess(name, argv, env=self._child_env())
+        child.start()
         self.children[name] = child
-        log.info("started", extra={"child": name, "pid": child.proc.pid})
+        log.info("started", extra={"child": name, "pid": child.pid})
 
     def _child_env(self) -> dict:
         env = dict(os.environ)
         env.pop("SRV6PM_KAFKA_BOOTSTRAP", None)
         return env
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to child ``name`` and wait for it to end."""
+    def kill(self, name: str) -> None:
+        """Kill child ``name`` with SIGKILL (a crash, for tests), and wait for it."""
         child = self.children[name]
-        if child.proc.poll() is None:
-            child.proc.send_signal(sig)
-            child.proc.wait(timeout=30)
+        if child.running:
+            os.kill(child.pid, 9)
+        child.stop()
+
+    def restart(self, name: str) -> None:
+        """Start child ``name`` again with the same command line (after :meth:`kill` or a crash)."""
+        old = self.children[name]
+        old.stop()
+        self._spawn(name, old.args)
 
     def check_children(self) -> None:
         """Raise LabError if a child that should be running has ended."""
         for child in self.children.values():
-            code = child.proc.poll()
+            code = child.returncode
             if code is not None:
                 raise LabError(f"{child.name} exited with status {code}: {self.log_tail(child.name)}")
 
     def log_tail(self, name: str, lines: int = 5) -> str:
-        try:
-            text = self.children[name].log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
+        return " | ".join(self.children[name].output_tail(lines).splitlines()) or "(no output)"
 
     def _stop_children(self) -> None:
         # Traffic first (so exporters count whole periods), then exporters, then the processor.
-        order = sorted(self.children.values(),
-                       key=lambda c: (0 if c.name.startswith("traffic") else 1 if c.name.startswith("exporter") else 2))
-        for child in order:
-            if child.proc and child.proc.poll() is None:
-                child.proc.terminate()
-        deadline = time.monotonic() + 10
-        for child in order:
-            if child.proc is None:
-                continue
-            try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+        def rank(child: ChildProcess) -> int:
+            return 0 if child.name.startswith("traffic") else 1 if child.name.startswith("exporter") else 2
+        for child in sorted(self.children.values(), key=rank):
+            child.stop(grace=10)
 
     # -- results ---------------------------------------------------------------
 
