@@ -111,6 +111,7 @@ def parse(text: str, source: str = "<config>") -> ExporterConfig:
         raise fail("flows", "must be a list")
     flows = []
     seen = set()
+    seen_matches: dict[tuple, str] = {}
     for i, item in enumerate(flows_raw):
         field = f"flows[{i}]"
         if not isinstance(item, dict):
@@ -136,6 +137,10 @@ def parse(text: str, source: str = "<config>") -> ExporterConfig:
                 prefixes.append(str(ipaddress.IPv6Network(str(item[key]), strict=False)))
             except ValueError as exc:
                 raise fail(f"{field}.{key}", f"not an IPv6 prefix: {exc}") from None
+        if (role, *prefixes) in seen_matches:
+            raise fail(f"{field}", f"same {role} src/dst as flow {seen_matches[(role, *prefixes)]!r}: "
+                       "the counters could not tell them apart")
+        seen_matches[(role, *prefixes)] = name
         flows.append(FlowConfig(name, role, *prefixes))
     return ExporterConfig(node=node, period=float(period), flows=tuple(flows), netns=netns,
                           dscp=(dscp[0], dscp[1]), state_file=state_file)

@@ -33,3 +33,9 @@ def test_errors_name_the_field(change, message):
 def test_dscp_pair_must_differ():
     with pytest.raises(ConfigError, match="dscp"):
         parse(GOOD + "dscp: [11, 11]\n")
+
+
+def test_two_flows_with_the_same_match_are_refused():
+    text = GOOD + '  - {name: f2, role: ingress, src: "fd01:1::2/128", dst: "fd01:4::101/128"}\n'
+    with pytest.raises(ConfigError, match=r"flows\[1\]: same ingress src/dst as flow 'f1'"):
+        parse(text)

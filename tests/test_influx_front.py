@@ -190,6 +190,7 @@ def test_flux_query_api_is_not_implemented(client):
     assert "only translates" in json.loads(caught.value.body)["message"]
 
 
+@pytest.mark.filterwarnings("ignore:This method is deprecated:DeprecationWarning")  # health(): the /health route
 def test_ping_health_and_query_pass_through(influxdb, client):
     assert client.ping() is True
     assert client.version().startswith("1.")
