@@ -34,23 +34,30 @@ log = logging.getLogger(__name__)
 
 
 class Ledger:
-    """Published results per partition, keyed by (flow, period)."""
+    """Published results per partition, keyed by (subject, period).
 
-    def __init__(self, topic: str, tail_records: int = 50_000):
+    ``subject_field`` names the result field that holds the subject (``flow``
+    for loss, ``session`` for delay). Several results may share a key (the
+    three directions of a delay period); they are kept together.
+    """
+
+    def __init__(self, topic: str, subject_field: str, tail_records: int = 50_000):
         if tail_records < 1:
             raise ValueError("tail_records must be at least 1")
         self.topic = topic
+        self.subject_field = subject_field
         self.tail_records = tail_records
-        self._parts: dict[int, OrderedDict[tuple[str, int], dict]] = {}
+        self._parts: dict[int, OrderedDict[tuple[str, int], list[dict]]] = {}
 
-    def get(self, partition: int, flow: str, period: int) -> dict | None:
-        """The published result of (flow, period) on ``partition``, if any."""
+    def get(self, partition: int, subject: str, period: int) -> list[dict] | None:
+        """The published results of (subject, period) on ``partition``, if any."""
         part = self._parts.get(partition)
-        return None if part is None else part.get((flow, period))
+        return None if part is None else part.get((subject, period))
 
     def add(self, partition: int, result: dict) -> None:
         part = self._parts.setdefault(partition, OrderedDict())
-        part[(result["flow"], result["period"])] = result
+        key = (result[self.subject_field], result["period"])
+        part.setdefault(key, []).append(result)
         while len(part) > self.tail_records:
             part.popitem(last=False)
 

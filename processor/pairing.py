@@ -6,10 +6,12 @@ period (``srv6pm.counters``). :class:`Pairing` holds the first side of a
 ``tx - rx``; if the other side does not arrive within ``wait_s`` seconds of the
 first, it yields the period as *incomplete* (never as loss).
 
-Every input record is identified by an opaque *token* (the processor uses
-``(partition, offset)``). Each :class:`Outcome` lists the tokens it consumed,
-so the caller can tell when a record's work is finished (stored and published)
-and only then let the consumer offset move past it.
+Every input record is identified by an opaque *token*; each
+:class:`~srv6pm.processor.outcome.Outcome` lists the tokens it consumed, so
+the caller can tell when a record's work is finished (stored and published)
+and only then let the consumer offset move past it. An outcome without
+results is a transit block or an exact duplicate; a conflicting duplicate is
+rejected (dead-lettered).
 
 Pairing is pure: it never reads the clock; callers pass ``now`` (seconds,
 monotonic) in. It is not thread-safe.
@@ -18,29 +20,13 @@ monotonic) in. It is not thread-safe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Hashable
 
 from srv6pm.clock import PeriodClock
 from srv6pm.records import CounterRecord, LossResult
 
-__all__ = ["Outcome", "Pairing", "loss_result"]
+from .outcome import Outcome, Token
 
-Token = Hashable
-
-
-@dataclass
-class Outcome:
-    """What became of some input records.
-
-    ``result`` is the loss result to store and publish, or None when the
-    records need no result (a transit block, an exact duplicate, a conflicting
-    duplicate — see ``rejected``). ``rejected`` maps tokens to a dead-letter
-    reason.
-    """
-
-    tokens: list[Token]
-    result: LossResult | None = None
-    rejected: dict[Token, str] = field(default_factory=dict)
+__all__ = ["Pairing", "loss_result"]
 
 
 @dataclass
@@ -95,7 +81,7 @@ class Pairing:
         del self._pending[key]
         ingress, tok_in = pending.sides["ingress"]
         egress, tok_eg = pending.sides["egress"]
-        return Outcome([tok_in, tok_eg], loss_result(ingress, egress))
+        return Outcome([tok_in, tok_eg], [loss_result(ingress, egress)])
 
     def expire(self, now: float) -> list[Outcome]:
         """Incomplete results for every ``(flow, period)`` that waited ``wait_s`` or more."""
@@ -103,7 +89,7 @@ class Pairing:
         for key in [k for k, p in self._pending.items() if now - p.first_seen >= self.wait_s]:
             pending = self._pending.pop(key)
             (record, token), = pending.sides.values()
-            out.append(Outcome([token], self._incomplete(record)))
+            out.append(Outcome([token], [self._incomplete(record)]))
         return out
 
     def drop(self, tokens: set[Token]) -> None:

@@ -1,13 +1,15 @@
-"""The loss processor: ``srv6pm.counters`` in, ``srv6pm.loss`` and InfluxDB out.
+"""The processor: counter blocks and STAMP samples in, loss and delay out.
 
-One member of a Kafka consumer group. Counter records are keyed by flow, so
-the ingress and egress blocks of a flow land in the same partition and one
-member sees both; more members split the flows.
+One member of a Kafka consumer group on the input topics of its stages
+(``stages``): ``srv6pm.counters`` → ``srv6pm.loss`` and, when enabled,
+``srv6pm.stamp`` → ``srv6pm.delay``. Input records are keyed by flow or
+session, so everything one result needs lands in one partition and one member
+sees it all; more members split the flows and sessions.
 
-Each loop iteration (:meth:`LossProcessor.step`):
+Each loop iteration (:meth:`Processor.step`):
 
-1. polls a batch of counter records; undecodable or invalid ones become
-   dead letters, the others go to :class:`~srv6pm.processor.pairing.Pairing`;
+1. polls a batch of records; undecodable or invalid ones become dead letters,
+   the others go to their stage;
 2. publishes dead letters and new results (to the input's partition number,
    see ``ledger``) and waits until the broker acknowledged every one;
 3. writes the results to InfluxDB, retrying until it succeeds;
@@ -15,7 +17,7 @@ Each loop iteration (:meth:`LossProcessor.step`):
    :class:`~srv6pm.processor.offsets.OffsetTracker` allows.
 
 A record re-read after a restart whose result the ledger already holds is
-not published again; its result is re-written to InfluxDB (idempotent).
+not published again; its results are re-written to InfluxDB (idempotent).
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ from srv6pm.influx import InfluxWriter, StoreError
 
 from .ledger import Ledger
 from .offsets import OffsetTracker
-from .pairing import Outcome, Pairing
-from .store import loss_point
+from .outcome import Outcome
+from .stages import LossStage, Stage
 
-__all__ = ["LossProcessor", "ProcessorOptions"]
+__all__ = ["Processor", "ProcessorOptions"]
 
 log = logging.getLogger("srv6pm.processor")
 
@@ -61,22 +63,24 @@ class ProcessorOptions:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, processor: "LossProcessor"):
+    def __init__(self, processor: "Processor"):
         self.processor = processor
 
     def on_partitions_revoked(self, revoked):
-        self.processor._revoked([tp.partition for tp in revoked if tp.topic == records.COUNTERS])
+        self.processor._revoked([(tp.topic, tp.partition) for tp in revoked])
 
     def on_partitions_assigned(self, assigned):
-        self.processor._assigned([tp.partition for tp in assigned if tp.topic == records.COUNTERS])
+        self.processor._assigned([(tp.topic, tp.partition) for tp in assigned])
 
 
-class LossProcessor:
-    """Consumes counter blocks, produces exact per-period loss."""
+class Processor:
+    """Drives its stages: consumes their inputs, publishes and stores their results."""
 
-    def __init__(self, kafka: KafkaSettings, influx: InfluxSettings, options: ProcessorOptions | None = None):
+    def __init__(self, kafka: KafkaSettings, influx: InfluxSettings, options: ProcessorOptions | None = None,
+                 stages: list[Stage] | None = None):
         self.options = options or ProcessorOptions()
         o = self.options
+        self.stages = {s.input_topic: s for s in (stages or [LossStage(o.pair_wait_s)])}
         client = kafka.client_options()
         self._consumer = KafkaConsumer(
             **client, group_id=o.group, client_id=o.client_id, enable_auto_commit=False,
@@ -89,30 +93,32 @@ class LossProcessor:
         self._producer = KafkaProducer(**client, client_id=o.client_id, acks="all", linger_ms=5,
                                        retries=5, max_in_flight_requests_per_connection=1)
         self._store = InfluxWriter(influx)
-        self._pairing = Pairing(o.pair_wait_s)
         self._tracker = OffsetTracker()
-        self._ledger = Ledger(records.LOSS, o.ledger_records)
-        self._committed: dict[int, int] = {}
-        self._raw: dict[tuple[int, int], tuple[bytes | None, bytes | None]] = {}
+        self._ledgers = {t: Ledger(s.output_topic, s.subject_field, o.ledger_records) for t, s in self.stages.items()}
+        self._committed: dict[tuple[str, int], int] = {}
+        self._raw: dict[tuple, tuple[bytes | None, bytes | None]] = {}
         self._stop = threading.Event()
-        self._consumer.subscribe([records.COUNTERS], listener=_Rebalance(self))
+        self._consumer.subscribe(list(self.stages), listener=_Rebalance(self))
         self.stats = {"records": 0, "results": 0, "incomplete": 0, "deadletters": 0, "replayed": 0}
 
     # -- rebalancing ---------------------------------------------------------
 
-    def _assigned(self, partitions: list[int]) -> None:
-        loaded = self._ledger.load(self._ledger_reader, partitions)
-        log.info("partitions assigned", extra={"partitions": partitions, "ledger_results": loaded})
+    def _assigned(self, partitions: list[tuple[str, int]]) -> None:
+        for topic, ledger in self._ledgers.items():
+            mine = [p for t, p in partitions if t == topic]
+            loaded = ledger.load(self._ledger_reader, mine)
+            log.info("partitions assigned", extra={"topic": topic, "partitions": mine, "ledger_results": loaded})
 
-    def _revoked(self, partitions: list[int]) -> None:
+    def _revoked(self, partitions: list[tuple[str, int]]) -> None:
         self._commit()
         gone = set(partitions)
-        self._pairing.drop({t for t in self._pairing.pending_tokens() if t[0] in gone})
+        for topic, stage in self.stages.items():
+            stage.drop({t for t in stage.pending_tokens() if t[:2] in gone})
+            self._ledgers[topic].forget([p for t, p in partitions if t == topic])
         self._tracker.forget(partitions)
-        self._ledger.forget(partitions)
-        for p in partitions:
-            self._committed.pop(p, None)
-        self._raw = {t: v for t, v in self._raw.items() if t[0] not in gone}
+        for tp in partitions:
+            self._committed.pop(tp, None)
+        self._raw = {t: v for t, v in self._raw.items() if t[:2] not in gone}
         log.info("partitions revoked", extra={"partitions": partitions})
 
     # -- the loop ------------------------------------------------------------
@@ -133,65 +139,71 @@ class LossProcessor:
         batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
         now = time.monotonic()
         outcomes: list[Outcome] = []
-        restores: list[dict] = []
+        restores: list[tuple[Stage, dict]] = []
         for tp, messages in batch.items():
+            stage = self.stages[tp.topic]
+            ledger = self._ledgers[tp.topic]
             for m in messages:
-                token = (tp.partition, m.offset)
-                self._tracker.seen(tp.partition, m.offset)
+                token = (tp.topic, tp.partition, m.offset)
+                self._tracker.seen((tp.topic, tp.partition), m.offset)
                 self.stats["records"] += 1
                 try:
-                    record = records.decode_counters(m.value)
+                    record = stage.decode(m.value)
                 except records.RecordError as exc:
                     self._raw[token] = (m.key, m.value)
                     outcomes.append(Outcome([token], rejected={token: str(exc)}))
                     continue
-                published = self._ledger.get(tp.partition, record.flow, record.period)
+                published = ledger.get(tp.partition, *stage.key(record))
                 if published is not None:
-                    # Re-read after a restart, or late after its period was closed as incomplete.
+                    # Re-read after a restart, or late after its period was closed.
                     self.stats["replayed"] += 1
-                    restores.append(published)
+                    restores += [(stage, r) for r in published]
                     outcomes.append(Outcome([token]))
                     continue
-                outcome = self._pairing.add(record, token, now)
-                if outcome is not None:
+                for outcome in stage.add(record, token, now):
                     if outcome.rejected:
-                        self._raw[token] = (m.key, m.value)
+                        self._raw.update({t: (m.key, m.value) for t in outcome.rejected})
                     outcomes.append(outcome)
-        outcomes.extend(self._pairing.expire(now))
+        for stage in self.stages.values():
+            outcomes.extend(stage.expire(now))
         if outcomes:
             self._finish(outcomes, restores)
         self._commit()
 
-    def _finish(self, outcomes: list[Outcome], restores: list[dict]) -> None:
+    def _finish(self, outcomes: list[Outcome], restores: list[tuple[Stage, dict]]) -> None:
         # 1. publish dead letters and results; wait for every acknowledgement.
         sends = []
         results = []
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
                 key, raw = self._raw.pop(token, (None, None))
-                letter = records.dead_letter(records.COUNTERS, token[0], token[1], reason, raw, self.options.group)
+                topic, partition, offset = token
+                letter = records.dead_letter(topic, partition, offset, reason, raw, self.options.group)
                 sends.append((records.DEADLETTER, None, key, records.encode(letter)))
-                log.warning("record dead-lettered", extra={"partition": token[0], "offset": token[1], "reason": reason})
-            if outcome.result is not None:
-                partition = outcome.tokens[0][0]
-                results.append((partition, outcome.result))
-                sends.append((records.LOSS, partition, outcome.result.flow.encode(), outcome.result.to_json()))
+                log.warning("record dead-lettered", extra={"topic": topic, "partition": partition,
+                                                           "offset": offset, "reason": reason})
+            if outcome.results:
+                topic, partition, _ = outcome.tokens[0]
+                stage = self.stages[topic]
+                for result in outcome.results:
+                    results.append((stage, partition, result))
+                    sends.append((stage.output_topic, partition, result.subject.encode(), result.to_json()))
         self._send_all(sends)
         self.stats["deadletters"] += sum(len(o.rejected) for o in outcomes)
         # 2. store (idempotent), including results re-read from the ledger.
-        points = [loss_point(r) for _, r in results]
-        points += [loss_point(records.LossResult(**{k: v for k, v in d.items() if k != "v"})) for d in restores]
+        points = [stage.point(r.to_dict()) for stage, _, r in results]
+        points += [stage.point(d) for stage, d in restores]
         self._retry("store results in InfluxDB", lambda: self._store.write(points))
         # 3. finished: remember, and let the offsets move.
-        for partition, result in results:
-            self._ledger.add(partition, result.to_dict())
+        for stage, partition, result in results:
+            self._ledgers[stage.input_topic].add(partition, result.to_dict())
             self.stats["results"] += 1
-            self.stats["incomplete"] += not result.complete
-            log.info("loss", extra={"flow": result.flow, "period": result.period, "lost": result.lost_packets,
-                                    "complete": result.complete})
+            self.stats["incomplete"] += getattr(result, "complete", True) is False
+            log.info("result", extra={"topic": stage.output_topic, "subject": result.subject,
+                                      "period": result.period})
         for outcome in outcomes:
-            for partition, offset in outcome.tokens:
-                self._tracker.finished(partition, offset)
+            for topic, partition, offset in outcome.tokens:
+                self._tracker.finished((topic, partition), offset)
 
     def _send_all(self, sends: list[tuple]) -> None:
         """Send every (topic, partition, key, value); resend only those that failed, until all are acknowledged."""
@@ -228,11 +240,10 @@ class LossProcessor:
                 delay = min(delay * 2, self.options.retry_max_s)
 
     def _commit(self) -> None:
-        offsets = {p: o for p, o in self._tracker.committable().items() if self._committed.get(p) != o}
+        offsets = {tp: o for tp, o in self._tracker.committable().items() if self._committed.get(tp) != o}
         if not offsets:
             return
-        self._consumer.commit({TopicPartition(records.COUNTERS, p): OffsetAndMetadata(o, "", -1)
-                               for p, o in offsets.items()})
+        self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
         self._committed.update(offsets)
 
     def close(self) -> None:

@@ -129,7 +129,7 @@ def cmd_exporter_run(args) -> int:
 
 
 def cmd_processor_run(args) -> int:
-    from srv6pm.processor.service import LossProcessor, ProcessorOptions
+    from srv6pm.processor.service import Processor, ProcessorOptions
     if not args.pair_wait > 0:
         raise ConfigError("--pair-wait must be positive")
     options = ProcessorOptions(group=args.group, pair_wait_s=args.pair_wait, ledger_records=args.ledger_records,
@@ -137,7 +137,7 @@ def cmd_processor_run(args) -> int:
                                heartbeat_interval_ms=args.heartbeat_interval_ms)
     if args.client_id:
         options.client_id = args.client_id
-    processor = LossProcessor(KafkaSettings.from_args(args), InfluxSettings.from_args(args), options)
+    processor = Processor(KafkaSettings.from_args(args), InfluxSettings.from_args(args), options)
     _on_signals(lambda *_: processor.stop())
     processor.run()
     return 0

@@ -153,11 +153,19 @@ class LossResult:
     complete: bool
     missing: str | None = None
 
+    @property
+    def subject(self) -> str:
+        return self.flow
+
     def to_dict(self) -> dict:
         return {"v": VERSION, **asdict(self)}
 
     def to_json(self) -> bytes:
         return encode(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "LossResult":
+        return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
 
 
 def dead_letter(topic: str, partition: int, offset: int, reason: str, raw: bytes | None, consumer: str) -> dict:

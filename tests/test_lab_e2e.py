@@ -12,7 +12,6 @@ import uuid
 import pytest
 
 from srv6pm.clock import PeriodClock
-from srv6pm.config import InfluxSettings
 from srv6pm.exporter.nft import Nft
 from srv6pm.influx import influxql
 from srv6pm.lab import scenario as scenario_mod

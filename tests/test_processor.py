@@ -15,7 +15,7 @@ from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
-from srv6pm.processor.service import LossProcessor, ProcessorOptions
+from srv6pm.processor.service import Processor, ProcessorOptions
 from srv6pm.records import CounterRecord
 
 pytestmark = pytest.mark.services
@@ -105,7 +105,7 @@ def test_pairs_blocks_into_exact_loss_published_and_stored(kafka, influx):
         block("f1", "ingress", BASE_PERIOD + 1, 1000), block("f1", "egress", BASE_PERIOD + 1, 1000),
     ])
     opts = options()
-    processor = LossProcessor(kafka, influx, opts)
+    processor = Processor(kafka, influx, opts)
     try:
         run_until(processor, lambda: processor.stats["results"] == 3)
     finally:
@@ -128,7 +128,7 @@ def test_pairs_blocks_into_exact_loss_published_and_stored(kafka, influx):
 
 def test_missing_partner_is_incomplete_and_late_partner_is_not_published_again(kafka, influx):
     produce(kafka, [block("f1", "ingress", BASE_PERIOD, 50)])
-    processor = LossProcessor(kafka, influx, options(pair_wait_s=1.0))
+    processor = Processor(kafka, influx, options(pair_wait_s=1.0))
     try:
         run_until(processor, lambda: processor.stats["results"] == 1)
         produce(kafka, [block("f1", "egress", BASE_PERIOD, 50)])
@@ -152,7 +152,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_processing_goes_on(kafka, i
     produce(kafka, [block("f1", "ingress", BASE_PERIOD, 10), bad[0], bad[1],
                     block("f1", "egress", BASE_PERIOD, 10), bad[2], bad[3]])
     opts = options()
-    processor = LossProcessor(kafka, influx, opts)
+    processor = Processor(kafka, influx, opts)
     try:
         run_until(processor, lambda: processor.stats["results"] == 1 and processor.stats["deadletters"] == 4)
     finally:
@@ -181,7 +181,7 @@ def test_crash_before_commit_neither_loses_nor_doubles_a_result(kafka, influx):
             values += [block(flow, "ingress", k, 100 + k % 7), block(flow, "egress", k, 100)]
     produce(kafka, values)
     opts = options()
-    first = LossProcessor(kafka, influx, opts)
+    first = Processor(kafka, influx, opts)
     first._commit = lambda: None  # the process dies after publishing and storing, before any commit
     try:
         run_until(first, lambda: first.stats["results"] == 18)
@@ -189,7 +189,7 @@ def test_crash_before_commit_neither_loses_nor_doubles_a_result(kafka, influx):
         first.close()
     assert committed(kafka, opts.group) == {0: None, 1: None}
     # A second member of the same group re-reads everything ...
-    second = LossProcessor(kafka, influx, opts)
+    second = Processor(kafka, influx, opts)
     try:
         run_until(second, lambda: second.stats["replayed"] == 36)
     finally:
@@ -208,7 +208,7 @@ def test_crash_before_commit_neither_loses_nor_doubles_a_result(kafka, influx):
 def test_results_go_to_the_partition_of_their_records(kafka, influx):
     produce(kafka, [v for flow in ("a", "b", "c", "d", "e") for v in
                     (block(flow, "ingress", BASE_PERIOD, 1), block(flow, "egress", BASE_PERIOD, 1))])
-    processor = LossProcessor(kafka, influx, options())
+    processor = Processor(kafka, influx, options())
     try:
         run_until(processor, lambda: processor.stats["results"] == 5)
     finally:

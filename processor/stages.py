@@ -1,0 +1,87 @@
+"""The processor's stages: one per input topic.
+
+A stage knows how to decode its input records, how they group into
+``(subject, period)`` results, how to aggregate them, and how a result becomes
+an InfluxDB point. The loop in ``service`` drives every stage the same way, so
+the guarantees (offsets after store, idempotent points, dead letters, no
+result published twice) hold for all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from influxdb_client import Point
+
+from srv6pm import records
+
+from .outcome import Outcome, Token
+from .pairing import Pairing
+from .store import loss_point
+
+__all__ = ["LossStage", "Stage"]
+
+
+class Stage:
+    """Interface of a stage (see LossStage for the contract of each member)."""
+
+    input_topic: str
+    output_topic: str
+    subject_field: str
+
+    def decode(self, raw: bytes | None) -> Any:
+        """The record in ``raw``; raises records.RecordError with the reason."""
+        raise NotImplementedError
+
+    def key(self, record: Any) -> tuple[str, int]:
+        """(subject, period) of the result this record contributes to."""
+        raise NotImplementedError
+
+    def add(self, record: Any, token: Token, now: float) -> list[Outcome]:
+        raise NotImplementedError
+
+    def expire(self, now: float) -> list[Outcome]:
+        raise NotImplementedError
+
+    def drop(self, tokens: set[Token]) -> None:
+        raise NotImplementedError
+
+    def pending_tokens(self) -> list[Token]:
+        raise NotImplementedError
+
+    def point(self, result: dict) -> Point:
+        """The InfluxDB point of a published result (given as its record)."""
+        raise NotImplementedError
+
+
+class LossStage(Stage):
+    """``srv6pm.counters`` → ``srv6pm.loss``: pairs ingress and egress blocks."""
+
+    input_topic = records.COUNTERS
+    output_topic = records.LOSS
+    subject_field = "flow"
+
+    def __init__(self, pair_wait_s: float):
+        self.pairing = Pairing(pair_wait_s)
+
+    def decode(self, raw):
+        return records.decode_counters(raw)
+
+    def key(self, record):
+        return record.flow, record.period
+
+    def add(self, record, token, now):
+        outcome = self.pairing.add(record, token, now)
+        return [] if outcome is None else [outcome]
+
+    def expire(self, now):
+        return self.pairing.expire(now)
+
+    def drop(self, tokens):
+        self.pairing.drop(tokens)
+
+    def pending_tokens(self):
+        return self.pairing.pending_tokens()
+
+    def point(self, result):
+        return loss_point(records.LossResult.from_dict(result))
