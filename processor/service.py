@@ -39,7 +39,7 @@ from srv6pm.influx import InfluxWriter, StoreError
 from .ledger import Ledger
 from .offsets import OffsetTracker
 from .outcome import Outcome
-from .stages import LossStage, Stage
+from .stages import DelayStage, LossStage, Stage
 
 __all__ = ["Processor", "ProcessorOptions"]
 
@@ -53,6 +53,8 @@ class ProcessorOptions:
     group: str = "srv6pm-processor"
     client_id: str = field(default_factory=lambda: f"srv6pm-processor-{socket.gethostname()}")
     pair_wait_s: float = 10.0
+    delay_lateness_s: float = 5.0
+    delay_idle_s: float = 30.0
     ledger_records: int = 50_000
     poll_ms: int = 500
     max_records: int = 2000
@@ -80,7 +82,8 @@ class Processor:
                  stages: list[Stage] | None = None):
         self.options = options or ProcessorOptions()
         o = self.options
-        self.stages = {s.input_topic: s for s in (stages or [LossStage(o.pair_wait_s)])}
+        stages = stages or [LossStage(o.pair_wait_s), DelayStage(o.delay_lateness_s, o.delay_idle_s)]
+        self.stages = {s.input_topic: s for s in stages}
         client = kafka.client_options()
         self._consumer = KafkaConsumer(
             **client, group_id=o.group, client_id=o.client_id, enable_auto_commit=False,

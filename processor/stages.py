@@ -14,12 +14,14 @@ from typing import Any
 from influxdb_client import Point
 
 from srv6pm import records
+from srv6pm.clock import PeriodClock
 
+from .delay import DelayWindows
 from .outcome import Outcome, Token
 from .pairing import Pairing
-from .store import loss_point
+from .store import delay_point, loss_point
 
-__all__ = ["LossStage", "Stage"]
+__all__ = ["DelayStage", "LossStage", "Stage"]
 
 
 class Stage:
@@ -85,3 +87,35 @@ class LossStage(Stage):
 
     def point(self, result):
         return loss_point(records.LossResult.from_dict(result))
+
+
+class DelayStage(Stage):
+    """``srv6pm.stamp`` → ``srv6pm.delay``: per-period delay statistics per direction."""
+
+    input_topic = records.STAMP
+    output_topic = records.DELAY
+    subject_field = "session"
+
+    def __init__(self, lateness_s: float, idle_s: float):
+        self.windows = DelayWindows(lateness_s, idle_s)
+
+    def decode(self, raw):
+        return records.decode_stamp(raw)
+
+    def key(self, sample):
+        return sample.session, PeriodClock(sample.period_s).period_at(sample.t1)
+
+    def add(self, sample, token, now):
+        return self.windows.add(sample, token, now)
+
+    def expire(self, now):
+        return self.windows.expire(now)
+
+    def drop(self, tokens):
+        self.windows.drop(tokens)
+
+    def pending_tokens(self):
+        return self.windows.pending_tokens()
+
+    def point(self, result):
+        return delay_point(records.DelayResult.from_dict(result))

@@ -91,15 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     processor = commands.add_parser("processor", help="loss processor: pairs blocks, stores exact loss")
     proc_cmds = processor.add_subparsers(dest="processor_command", metavar="ACTION", required=True)
     prun = proc_cmds.add_parser(
-        "run", help="consume srv6pm.counters, publish srv6pm.loss, write the loss measurement",
-        description="A member of a Kafka consumer group on srv6pm.counters. Pairs the ingress and egress "
-        "blocks of each (flow, period); publishes the exact loss to srv6pm.loss and writes it to InfluxDB; "
-        "commits offsets only after both. A block whose partner does not arrive within --pair-wait is "
-        "published as incomplete (never as loss). Bad records go to srv6pm.deadletter with the reason.")
+        "run", help="consume srv6pm.counters and srv6pm.stamp, publish srv6pm.loss and srv6pm.delay",
+        description="A member of a Kafka consumer group on srv6pm.counters and srv6pm.stamp. Pairs the "
+        "ingress and egress blocks of each (flow, period) into the exact loss (srv6pm.loss, measurement "
+        "loss) and turns each STAMP session's samples into per-period delay statistics per direction "
+        "(srv6pm.delay, measurement delay). Commits offsets only after results are published and stored. "
+        "A block whose partner does not arrive within --pair-wait is published as incomplete (never as "
+        "loss). Bad records go to srv6pm.deadletter with the reason.")
     prun.add_argument("--group", default="srv6pm-processor", help="consumer group (default srv6pm-processor)")
     prun.add_argument("--client-id", help="Kafka client id (default srv6pm-processor-HOSTNAME)")
     prun.add_argument("--pair-wait", type=float, default=10.0, metavar="S",
                       help="seconds to wait for a block's partner before the period is incomplete (default 10)")
+    prun.add_argument("--delay-lateness", type=float, default=5.0, metavar="S",
+                      help="seconds after a period's end (in STAMP send time) before its delay statistics "
+                           "are closed; must exceed the senders' loss timeout plus publishing delay (default 5)")
+    prun.add_argument("--delay-idle", type=float, default=30.0, metavar="S",
+                      help="close a period's delay statistics when its session sent nothing for this long (default 30)")
     prun.add_argument("--ledger-records", type=int, default=50_000, metavar="N",
                       help="results per partition remembered to suppress duplicates after a restart "
                            "(default 50000; must exceed the results of one pairing wait)")
@@ -132,7 +139,10 @@ def cmd_processor_run(args) -> int:
     from srv6pm.processor.service import Processor, ProcessorOptions
     if not args.pair_wait > 0:
         raise ConfigError("--pair-wait must be positive")
+    if args.delay_lateness < 0 or not args.delay_idle > 0:
+        raise ConfigError("--delay-lateness must be >= 0 and --delay-idle positive")
     options = ProcessorOptions(group=args.group, pair_wait_s=args.pair_wait, ledger_records=args.ledger_records,
+                               delay_lateness_s=args.delay_lateness, delay_idle_s=args.delay_idle,
                                session_timeout_ms=args.session_timeout_ms,
                                heartbeat_interval_ms=args.heartbeat_interval_ms)
     if args.client_id:

@@ -23,8 +23,8 @@ import jsonschema
 
 __all__ = [
     "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS",
-    "CounterRecord", "LossResult", "RecordError",
-    "dead_letter", "decode_counters", "encode", "schema", "validate",
+    "CounterRecord", "DelayResult", "LossResult", "RecordError", "StampSample",
+    "dead_letter", "decode_counters", "decode_stamp", "encode", "schema", "validate",
 ]
 
 VERSION = 1
@@ -165,6 +165,91 @@ class LossResult:
 
     @classmethod
     def from_dict(cls, doc: dict) -> "LossResult":
+        return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class StampSample:
+    """One STAMP test packet seen by its Session-Sender (topic ``srv6pm.stamp``)."""
+
+    session: str
+    seq: int
+    period_s: float
+    t1: int
+    t2: int | None
+    t3: int | None
+    t4: int | None
+    lost: bool
+    sender: str | None = None
+    reflector: str | None = None
+    timestamps: dict | None = None
+    ttl: int | None = None
+    reflector_seq: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"v": VERSION, **{k: v for k, v in asdict(self).items()
+                                 if v is not None or k in ("t2", "t3", "t4")}}
+
+    def to_json(self) -> bytes:
+        return encode(self.to_dict())
+
+
+def decode_stamp(raw: bytes | None) -> StampSample:
+    """Decode and validate one ``srv6pm.stamp`` value."""
+    obj = _decode_json(raw)
+    validate(STAMP, obj)
+    t1, t2, t3, t4 = obj["t1"], obj["t2"], obj["t3"], obj["t4"]
+    if obj["lost"]:
+        if not (t2 is None and t3 is None and t4 is None):
+            raise RecordError("a lost packet must have null t2, t3 and t4")
+    else:
+        if None in (t2, t3, t4):
+            raise RecordError("a returned packet needs t1, t2, t3 and t4")
+        if t4 < t1:
+            raise RecordError(f"t4 ({t4}) is before t1 ({t1}) on the sender's clock")
+        if t3 < t2:
+            raise RecordError(f"t3 ({t3}) is before t2 ({t2}) on the reflector's clock")
+    if not math.isfinite(float(obj["period_s"])):
+        raise RecordError("period_s is not finite")
+    return StampSample(
+        session=obj["session"], seq=obj["seq"], period_s=float(obj["period_s"]), t1=t1, t2=t2, t3=t3, t4=t4,
+        lost=obj["lost"], sender=obj.get("sender"), reflector=obj.get("reflector"),
+        timestamps=obj.get("timestamps"), ttl=obj.get("ttl"), reflector_seq=obj.get("reflector_seq"),
+    )
+
+
+@dataclass(frozen=True)
+class DelayResult:
+    """Delay statistics of one session, period and direction (topic ``srv6pm.delay``)."""
+
+    session: str
+    period: int
+    period_start: str
+    period_s: float
+    direction: str
+    sender: str | None
+    reflector: str | None
+    samples: int
+    lost: int
+    min_us: float | None
+    mean_us: float | None
+    max_us: float | None
+    p50_us: float | None
+    p99_us: float | None
+    jitter_us: float | None
+
+    @property
+    def subject(self) -> str:
+        return self.session
+
+    def to_dict(self) -> dict:
+        return {"v": VERSION, **asdict(self)}
+
+    def to_json(self) -> bytes:
+        return encode(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "DelayResult":
         return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
 
 

@@ -218,3 +218,51 @@ def test_results_go_to_the_partition_of_their_records(kafka, influx):
     outputs = {r["flow"]: p for p, _, _, r in read_topic(kafka, records.LOSS)}
     assert outputs == inputs
     assert len(set(outputs.values())) == 2  # both partitions in use
+
+
+def stamp(session, seq, t1, fwd_ns=2_000_000, bwd_ns=3_000_000, lost=False):
+    from srv6pm.records import StampSample
+    if lost:
+        s = StampSample(session, seq, PERIOD, t1, None, None, None, True, "r1", "r4")
+    else:
+        s = StampSample(session, seq, PERIOD, t1, t1 + fwd_ns, t1 + fwd_ns + 50_000, t1 + fwd_ns + 50_000 + bwd_ns,
+                        False, "r1", "r4")
+    return session, s.to_json()
+
+
+def test_stamp_samples_become_delay_statistics_stored_once(kafka, influx):
+    ensure_topics(kafka, {records.STAMP: 2, records.DELAY: 2})
+    start = BASE_PERIOD * 2 * 10**9  # ns; PERIOD = 2 s
+    values = [stamp("s1", i, start + i * 400_000_000, fwd_ns=(2 + i % 2) * 1_000_000) for i in range(5)]  # period P
+    values += [stamp("s1", 5, start + 2_100_000_000, lost=True)]                                  # period P+1
+    values += [stamp("s1", i, start + 2_000_000_000 + (i - 6) * 400_000_000) for i in range(6, 10)]
+    values += [stamp("s1", 99, start + 10_000_000_000)]  # far later: closes P and P+1 by event time
+    values.append(("s1", b'{"v":1,"session":"s1"}'))
+    produce_to = KafkaProducer(**kafka.client_options(), acks="all")
+    for key, value in values:
+        produce_to.send(records.STAMP, key=key.encode(), value=value)
+    produce_to.flush()
+    produce_to.close()
+    processor = Processor(kafka, influx, options(delay_lateness_s=1.0, delay_idle_s=60))
+    try:
+        run_until(processor, lambda: processor.stats["results"] == 6 and processor.stats["deadletters"] == 1)
+    finally:
+        processor.close()
+    published = [r for _, _, _, r in read_topic(kafka, records.DELAY)]
+    assert len(published) == 6
+    by = {(r["period"], r["direction"]): r for r in published}
+    for r in published:
+        records.validate(records.DELAY, r)
+    fwd = by[(BASE_PERIOD, "forward")]
+    assert (fwd["samples"], fwd["lost"], fwd["min_us"], fwd["max_us"]) == (5, 0, 2000.0, 3000.0)
+    assert fwd["jitter_us"] == 1000.0 and fwd["p50_us"] == 2000.0 and fwd["p99_us"] == 3000.0
+    assert by[(BASE_PERIOD, "backward")]["mean_us"] == 3000.0
+    assert by[(BASE_PERIOD, "round_trip")]["mean_us"] == by[(BASE_PERIOD, "forward")]["mean_us"] + 3000.0
+    nxt = by[(BASE_PERIOD + 1, "round_trip")]
+    assert (nxt["samples"], nxt["lost"]) == (4, 1)
+    res = influxql(influx, "SELECT samples, lost, mean_us FROM delay WHERE session = 's1' GROUP BY direction")
+    series = {s["tags"]["direction"]: s["values"] for s in res[0]["series"]}
+    assert sorted(series) == ["backward", "forward", "round_trip"]
+    assert [v[1:3] for v in series["round_trip"]] == [[5, 0], [4, 1]]
+    (letter,) = [r for _, _, _, r in read_topic(kafka, records.DEADLETTER)]
+    assert letter["topic"] == records.STAMP and letter["reason"].startswith("schema:")

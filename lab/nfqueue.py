@@ -1,0 +1,879 @@
+"""A small NFQUEUE client that speaks nfnetlink directly, and the nf_tables rule that feeds it.
+
+Two protocols of ``NETLINK_NETFILTER``, both on sockets created inside a
+network namespace (:class:`srv6pm.netns.NetnsThread`), so that they talk to
+that namespace's netfilter whichever thread uses them later:
+
+* **nfnetlink_queue** (``NFNL_SUBSYS_QUEUE``, ``linux/netfilter/nfnetlink_queue.h``):
+  :class:`NfQueue` binds one queue number, sets its copy mode, length limit
+  and flags, receives ``NFQNL_MSG_PACKET`` messages and sends verdicts
+  (``NFQNL_MSG_VERDICT`` for one packet, ``NFQNL_MSG_VERDICT_BATCH`` for every
+  packet up to an id).
+* **nf_tables** (``NFNL_SUBSYS_NFTABLES``): :func:`install_queue_table` creates,
+  in one atomic batch, a table of its own whose chain sends every packet that
+  leaves one interface to a queue. On the kernels of these machines that has
+  to be done at the netlink level (see "Steering packets to a queue" below).
+
+Every message is described as data: :class:`CStruct` subclasses mirror the C
+structures field by field (``nlmsghdr``, ``nfgenmsg``, ``nfqnl_msg_packet_hdr``,
+...), and :class:`AttrPolicy` tables map attribute types to names and codecs,
+as pyroute2's ``nla_map`` does. pyroute2 0.9.7 was checked: for nfnetlink it
+offers only the subsystem numbers and ``nfgen_msg`` (no nfnetlink_queue
+messages at all), and its generic message decoder costs tens of microseconds
+per message, which is a large share of a packet's budget here. The ~60 lines
+of encoder/decoder below are specific, fast and fully checked against the
+kernel headers.
+
+Choices (and why)
+-----------------
+* **Copy mode** ``NFQNL_COPY_META``: no payload is copied; a delay element
+  needs only the packet id (``NFQA_PACKET_HDR``) and the length
+  (``NFQA_CAP_LEN``, which the kernel adds whenever it copies less than the
+  packet). ``copy_range`` > 0 selects ``NFQNL_COPY_PACKET`` with that many
+  bytes (diagnostics).
+* **No fail-open** (``NFQA_CFG_F_FAIL_OPEN`` cleared explicitly): when the
+  queue is full or the socket cannot take a message, the kernel *drops* the
+  packet and counts it (``queue_dropped`` / ``user_dropped`` in
+  ``/proc/net/netfilter/nfnetlink_queue``, :meth:`NfQueue.kernel_stats`)
+  instead of passing it undelayed. A delay element that silently stops
+  delaying under load would falsify measurements; a drop is visible, counted,
+  and the socket overrun is also reported to us as ``ENOBUFS`` (counted in
+  :attr:`NfQueue.enobufs` and logged, never ignored). ``NETLINK_NO_ENOBUFS``
+  is left off for the same reason.
+* **GSO** (``NFQA_CFG_F_GSO``) on: GSO super-packets are queued whole rather
+  than segmented first; a delay applies to them as a unit (no payload is
+  copied, so checksum state does not matter). Conntrack, uid/gid and
+  security-context attributes are off (not needed, and they cost).
+* **Queue length** (``NFQA_CFG_QUEUE_MAXLEN``) defaults to 65536 packets (the
+  kernel's default, 1024, holds 20 ms of only 51 200 packets/s).
+* **Receive buffer** 8 MiB with ``SO_RCVBUFFORCE``: it has to absorb only the
+  messages that arrive while the reader is busy, since packets are held in
+  the kernel's queue, not in the socket.
+
+Steering packets to a queue
+---------------------------
+nftables' ``queue`` statement needs the kernel's ``nft_queue`` expression,
+which these kernels are built without (``CONFIG_NFT_QUEUE`` is not set:
+``nft add rule ... queue num 5`` fails with "No such file or directory"),
+and libnftables' JSON parser refuses xtables compat expressions
+("unsupported xtables compat expression"). The kernel has
+``CONFIG_NFT_COMPAT`` and the xtables ``NFQUEUE`` target, so
+:func:`install_queue_table` writes the rule that ``iptables-nft -j NFQUEUE``
+would write: ``meta oifname == IF``, ``counter``, ``target NFQUEUE``
+(revision 3: queue number, no bypass, no fan-out), in a base chain of its own
+table. The compat target exists only for the ``ip`` and ``ip6`` families (not
+``inet``), so one table per family is created, all in one transaction.
+libnftables (and ``nft list ruleset``) show that rule as
+``xt target "NFQUEUE"`` and can list and delete the table normally.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import struct
+import time
+from collections import namedtuple
+from typing import Any, Callable, Iterable, NamedTuple
+
+from srv6pm.netns import NetnsThread
+
+__all__ = [
+    "AttrPolicy",
+    "CStruct",
+    "NetlinkError",
+    "NetlinkSocket",
+    "NfQueue",
+    "NfQueueError",
+    "QueuedPacket",
+    "install_queue_table",
+    "NF_ACCEPT",
+    "NF_DROP",
+    "NFQNL_COPY_META",
+    "NFQNL_COPY_PACKET",
+]
+
+log = logging.getLogger("srv6pm.lab.nfqueue")
+
+# ---------------------------------------------------------------- constants
+# linux/netlink.h
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+SO_RCVBUFFORCE = 33
+NLM_F_REQUEST = 0x01
+NLM_F_ACK = 0x04
+NLM_F_ACK_TLVS = 0x200  # in an NLMSG_ERROR: extended-ack attributes follow
+NLM_F_CAPPED = 0x100    # in an NLMSG_ERROR: the request's payload is not echoed
+NLM_F_APPEND = 0x800
+NLM_F_CREATE = 0x400
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
+NLMSGERR_ATTR_MSG = 1
+NLA_F_NESTED = 0x8000
+NLA_TYPE_MASK = 0x3FFF
+
+# linux/netfilter/nfnetlink.h
+NFNETLINK_V0 = 0
+NFNL_SUBSYS_QUEUE = 3
+NFNL_SUBSYS_NFTABLES = 10
+NFNL_MSG_BATCH_BEGIN = 0x10  # NLMSG_MIN_TYPE
+NFNL_MSG_BATCH_END = 0x11
+
+# linux/netfilter.h
+NF_DROP, NF_ACCEPT = 0, 1
+NFPROTO_IPV4, NFPROTO_IPV6 = 2, 10
+NF_INET_HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4}
+
+# linux/netfilter/nfnetlink_queue.h
+NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_CONFIG, NFQNL_MSG_VERDICT_BATCH = 0, 1, 2, 3
+NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
+NFQNL_COPY_NONE, NFQNL_COPY_META, NFQNL_COPY_PACKET = 0, 1, 2
+NFQA_CFG_F_FAIL_OPEN = 1 << 0
+NFQA_CFG_F_CONNTRACK = 1 << 1
+NFQA_CFG_F_GSO = 1 << 2
+NFQA_CFG_F_UID_GID = 1 << 3
+NFQA_CFG_F_SECCTX = 1 << 4
+NFQNL_QMAX_DEFAULT = 1024
+
+# linux/netfilter/nf_tables.h
+NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 0, 2, 3, 6
+NFT_REG_1 = 1
+NFT_META_OIFNAME = 7
+NFT_CMP_EQ = 0
+IFNAMSIZ = 16
+# linux/netfilter/xt_NFQUEUE.h
+NFQ_FLAG_BYPASS = 0x01
+
+
+# ------------------------------------------------------- data structures
+class CStruct:
+    """A C structure mirrored field by field: subclasses set ``fields`` and ``byte_order``.
+
+    ``fields`` is a tuple of ``(name, struct format)``; names starting with
+    ``_`` are padding (0 when packing, dropped from decoded values).
+    ``byte_order`` is a :mod:`struct` prefix: ``"="`` for host order (netlink
+    headers, x_tables info structures), ``"!"`` for the network-order
+    structures of nfnetlink. ``decode`` returns a named tuple ``cls.Value``.
+    """
+
+    byte_order = "="
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.struct = struct.Struct(cls.byte_order + "".join(fmt for _, fmt in cls.fields))
+        cls.size = cls.struct.size
+        cls.names = tuple(name for name, _ in cls.fields)
+        public = [i for i, name in enumerate(cls.names) if not name.startswith("_")]
+        cls._public = public if len(public) != len(cls.names) else None
+        cls.Value = namedtuple(cls.__name__, [cls.names[i] for i in public])
+
+    @classmethod
+    def pack(cls, **values: Any) -> bytes:
+        unknown = set(values) - set(cls.names)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+        return cls.struct.pack(*(values.get(name, 0) for name in cls.names))
+
+    @classmethod
+    def decode(cls, buf, offset: int = 0):
+        raw = cls.struct.unpack_from(buf, offset)
+        if cls._public is not None:
+            raw = [raw[i] for i in cls._public]
+        return cls.Value._make(raw)
+
+
+class NlMsgHdr(CStruct):
+    """struct nlmsghdr"""
+    fields = (("len", "I"), ("type", "H"), ("flags", "H"), ("seq", "I"), ("pid", "I"))
+
+
+class NlAttr(CStruct):
+    """struct nlattr"""
+    fields = (("len", "H"), ("type", "H"))
+
+
+class NlMsgErr(CStruct):
+    """struct nlmsgerr (the echoed request header follows)"""
+    fields = (("error", "i"),)
+
+
+class NfGenMsg(CStruct):
+    """struct nfgenmsg: ``res_id`` is big endian (queue number, or subsystem id in a batch)."""
+    byte_order = "!"
+    fields = (("family", "B"), ("version", "B"), ("res_id", "H"))
+
+
+class NfqPacketHdr(CStruct):
+    """struct nfqnl_msg_packet_hdr (packed)"""
+    byte_order = "!"
+    fields = (("packet_id", "I"), ("hw_protocol", "H"), ("hook", "B"))
+
+
+class NfqPacketHw(CStruct):
+    """struct nfqnl_msg_packet_hw"""
+    byte_order = "!"
+    fields = (("hw_addrlen", "H"), ("_pad", "H"), ("hw_addr", "8s"))
+
+
+class NfqPacketTimestamp(CStruct):
+    """struct nfqnl_msg_packet_timestamp"""
+    byte_order = "!"
+    fields = (("sec", "q"), ("usec", "q"))
+
+
+class NfqVerdictHdr(CStruct):
+    """struct nfqnl_msg_verdict_hdr"""
+    byte_order = "!"
+    fields = (("verdict", "I"), ("id", "I"))
+
+
+class NfqConfigCmd(CStruct):
+    """struct nfqnl_msg_config_cmd"""
+    byte_order = "!"
+    fields = (("command", "B"), ("_pad", "B"), ("pf", "H"))
+
+
+class NfqConfigParams(CStruct):
+    """struct nfqnl_msg_config_params (packed)"""
+    byte_order = "!"
+    fields = (("copy_range", "I"), ("copy_mode", "B"))
+
+
+class XtNfqInfoV3(CStruct):
+    """struct xt_NFQ_info_v3 (x_tables: host order), padded to XT_ALIGN (8)"""
+    fields = (("queuenum", "H"), ("queues_total", "H"), ("flags", "H"), ("_align", "H"))
+
+
+# -- attribute codecs: encode(value) -> bytes, decode(buf, start, end) -> value
+class _Scalar:
+    def __init__(self, fmt: str):
+        self.s = struct.Struct(fmt)
+
+    def encode(self, value) -> bytes:
+        return self.s.pack(value)
+
+    def decode(self, buf, start: int, end: int):
+        return self.s.unpack_from(buf, start)[0]
+
+
+class _Struct:
+    def __init__(self, cls: type[CStruct]):
+        self.cls = cls
+
+    def encode(self, value) -> bytes:
+        return self.cls.pack(**value) if isinstance(value, dict) else self.cls.pack(**value._asdict())
+
+    def decode(self, buf, start: int, end: int):
+        return self.cls.decode(buf, start)
+
+
+class _Bytes:
+    def encode(self, value) -> bytes:
+        return bytes(value)
+
+    def decode(self, buf, start: int, end: int):
+        return bytes(buf[start:end])
+
+
+class _String:
+    def encode(self, value: str) -> bytes:
+        return value.encode() + b"\0"
+
+    def decode(self, buf, start: int, end: int):
+        return bytes(buf[start:end]).split(b"\0", 1)[0].decode(errors="replace")
+
+
+class _Nested:
+    """A nested attribute whose content is encoded by ``policy`` (flagged NLA_F_NESTED)."""
+
+    nested = True
+
+    def __init__(self, policy: "AttrPolicy"):
+        self.policy = policy
+
+    def encode(self, value) -> bytes:
+        return self.policy.encode(value)
+
+    def decode(self, buf, start: int, end: int):
+        return self.policy.decode(buf, start, end)
+
+
+def nla(atype: int, data: bytes, nested: bool = False) -> bytes:
+    """One attribute: ``struct nlattr`` + ``data`` + padding to 4 bytes."""
+    head = NlAttr.pack(len=NlAttr.size + len(data), type=atype | (NLA_F_NESTED if nested else 0))
+    return head + data + b"\0" * (_align(len(data)) - len(data))
+
+
+BE32, BE32S, BE64, U32 = _Scalar("!I"), _Scalar("!i"), _Scalar("!Q"), _Scalar("=I")
+BYTES, STRING = _Bytes(), _String()
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+class AttrPolicy:
+    """An attribute table: ``{type: (name, codec)}``; encodes and decodes TLV lists.
+
+    :meth:`encode` takes ``[(name, value), ...]`` (or a dict) in order, and
+    :meth:`decode` returns ``{name: value}`` for known types (unknown types
+    are skipped: newer kernels may add attributes).
+    """
+
+    def __init__(self, name: str, attrs: dict[int, tuple[str, Any]]):
+        self.name = name
+        self.by_type = attrs
+        self.by_name = {n: (t, codec) for t, (n, codec) in attrs.items()}
+
+    def encode(self, items) -> bytes:
+        if isinstance(items, dict):
+            items = items.items()
+        out = bytearray()
+        for name, value in items:
+            try:
+                atype, codec = self.by_name[name]
+            except KeyError:
+                raise KeyError(f"{self.name}: unknown attribute {name!r}") from None
+            out += nla(atype, codec.encode(value), getattr(codec, "nested", False))
+        return bytes(out)
+
+    def decode(self, buf, start: int, end: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        by_type = self.by_type
+        unpack = NlAttr.struct.unpack_from
+        while start + 4 <= end:
+            alen, atype = unpack(buf, start)
+            if alen < 4 or start + alen > end:
+                raise ValueError(f"{self.name}: malformed attribute at offset {start} (len {alen})")
+            spec = by_type.get(atype & NLA_TYPE_MASK)
+            if spec is not None:
+                out[spec[0]] = spec[1].decode(buf, start + 4, start + alen)
+            start += _align(alen)
+        return out
+
+
+# nfnetlink_queue attribute tables (enum nfqnl_attr_type, enum nfqnl_attr_config)
+NFQ_PACKET_ATTRS = AttrPolicy("nfqnl_attr_type", {
+    1: ("packet_hdr", _Struct(NfqPacketHdr)),    # NFQA_PACKET_HDR
+    2: ("verdict_hdr", _Struct(NfqVerdictHdr)),  # NFQA_VERDICT_HDR
+    3: ("mark", BE32),                           # NFQA_MARK
+    4: ("timestamp", _Struct(NfqPacketTimestamp)),
+    5: ("indev", BE32),                          # NFQA_IFINDEX_INDEV
+    6: ("outdev", BE32),                         # NFQA_IFINDEX_OUTDEV
+    7: ("physindev", BE32),
+    8: ("physoutdev", BE32),
+    9: ("hwaddr", _Struct(NfqPacketHw)),
+    10: ("payload", BYTES),                      # NFQA_PAYLOAD
+    12: ("ct_info", BE32),
+    13: ("cap_len", BE32),                       # NFQA_CAP_LEN: the packet's full length
+    14: ("skb_info", BE32),
+    16: ("uid", BE32),
+    17: ("gid", BE32),
+    21: ("priority", BE32),
+    22: ("cgroup_classid", BE32),
+})
+NFQ_CONFIG_ATTRS = AttrPolicy("nfqnl_attr_config", {
+    1: ("cmd", _Struct(NfqConfigCmd)),           # NFQA_CFG_CMD
+    2: ("params", _Struct(NfqConfigParams)),     # NFQA_CFG_PARAMS
+    3: ("queue_maxlen", BE32),                   # NFQA_CFG_QUEUE_MAXLEN
+    4: ("mask", BE32),                           # NFQA_CFG_MASK
+    5: ("flags", BE32),                          # NFQA_CFG_FLAGS
+})
+NLMSGERR_ATTRS = AttrPolicy("nlmsgerr_attrs", {NLMSGERR_ATTR_MSG: ("msg", STRING), 2: ("offset", U32)})
+
+# nf_tables attribute tables (only what the queue rule needs)
+NFT_DATA_ATTRS = AttrPolicy("nft_data_attributes", {1: ("value", BYTES)})
+NFT_EXPR_DATA = {
+    "meta": AttrPolicy("nft_meta_attributes", {1: ("dreg", BE32), 2: ("key", BE32)}),
+    "cmp": AttrPolicy("nft_cmp_attributes", {1: ("sreg", BE32), 2: ("op", BE32), 3: ("data", _Nested(NFT_DATA_ATTRS))}),
+    "counter": AttrPolicy("nft_counter_attributes", {1: ("bytes", BE64), 2: ("packets", BE64)}),
+    "target": AttrPolicy("nft_target_attributes", {1: ("name", STRING), 2: ("rev", BE32), 3: ("info", BYTES)}),
+}
+
+
+class _Expr:
+    """One nf_tables expression ``(name, [(attr, value), ...])``: NFTA_EXPR_NAME, NFTA_EXPR_DATA."""
+
+    nested = True
+
+    def encode(self, value) -> bytes:
+        name, attrs = value
+        out = nla(1, STRING.encode(name))  # NFTA_EXPR_NAME
+        if attrs:
+            out += nla(2, NFT_EXPR_DATA[name].encode(attrs), nested=True)  # NFTA_EXPR_DATA
+        return out
+
+
+class _ListOf:
+    """A list attribute: each value is one nested NFTA_LIST_ELEM encoded by ``elem``."""
+
+    nested = True
+
+    def __init__(self, elem):
+        self.elem = elem
+
+    def encode(self, values) -> bytes:
+        return b"".join(nla(1, self.elem.encode(v), nested=True) for v in values)  # NFTA_LIST_ELEM
+
+
+NFT_HOOK_ATTRS = AttrPolicy("nft_hook_attributes", {1: ("hooknum", BE32), 2: ("priority", BE32S)})
+NFT_TABLE_ATTRS = AttrPolicy("nft_table_attributes", {1: ("name", STRING), 2: ("flags", BE32)})
+NFT_CHAIN_ATTRS = AttrPolicy("nft_chain_attributes", {
+    1: ("table", STRING), 3: ("name", STRING), 4: ("hook", _Nested(NFT_HOOK_ATTRS)),
+    5: ("policy", BE32), 7: ("type", STRING),
+})
+NFT_RULE_ATTRS = AttrPolicy("nft_rule_attributes", {
+    1: ("table", STRING), 2: ("chain", STRING), 4: ("expressions", _ListOf(_Expr())),
+})
+
+
+# ----------------------------------------------------------------- messages
+def nfnl_message(subsys: int, msg: int, flags: int, seq: int, family: int, res_id: int,
+                 policy: AttrPolicy | None = None, attrs=()) -> bytes:
+    """One nfnetlink message: nlmsghdr + nfgenmsg + attributes."""
+    body = NfGenMsg.pack(family=family, version=NFNETLINK_V0, res_id=res_id)
+    if policy is not None:
+        body += policy.encode(attrs)
+    return NlMsgHdr.pack(len=NlMsgHdr.size + len(body), type=(subsys << 8) | msg, flags=flags, seq=seq,
+                         pid=0) + body
+
+
+class NetlinkError(OSError):
+    """The kernel answered a request with an error (``errno`` set; ``str()`` says which request)."""
+
+
+class QueuedPacket(NamedTuple):
+    """A packet the kernel handed to the queue; ``received_ns`` is CLOCK_MONOTONIC right after recv()."""
+
+    queue: int
+    id: int
+    hook: int
+    hw_protocol: int
+    length: int          # the packet's length (NFQA_CAP_LEN, else the copied payload's)
+    outdev: int          # ifindex, 0 if none
+    received_ns: int
+    payload: bytes | None = None
+
+
+class NetlinkSocket:
+    """A ``NETLINK_NETFILTER`` socket created inside network namespace ``netns`` (None: current).
+
+    It keeps talking to that namespace whatever thread uses it afterwards.
+    :meth:`request` sends messages that carry ``NLM_F_ACK`` and waits for
+    every acknowledgement; other messages that arrive meanwhile are passed
+    to ``on_other`` (so no packet notification is lost while configuring).
+    """
+
+    def __init__(self, netns: str | None = None, *, rcvbuf: int | None = None):
+        self.netns = netns
+        if netns is None:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        else:
+            with NetnsThread(netns, thread_name=f"nl-open-{netns}") as t:
+                self.sock = t.call(socket.socket, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        try:
+            self.sock.bind((0, 0))
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+            if rcvbuf:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.portid = self.sock.getsockname()[0]
+        self._seq = int(time.time()) & 0xFFFF_0000
+        self._buf = bytearray(1 << 17)
+
+    def where(self) -> str:
+        return f"network namespace {self.netns!r}" if self.netns else "the current network namespace"
+
+    def next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFF_FFFF
+        return self._seq
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, data: bytes) -> None:
+        self.sock.send(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    @staticmethod
+    def parse_error(buf, off: int, hdr) -> tuple[int, str]:
+        """(errno, extack message) of the NLMSG_ERROR message at ``off`` (errno 0 = ACK)."""
+        err = NlMsgErr.decode(buf, off + NlMsgHdr.size).error
+        text = ""
+        if hdr.flags & NLM_F_ACK_TLVS:
+            inner = off + NlMsgHdr.size + NlMsgErr.size
+            echoed = NlMsgHdr.decode(buf, inner)
+            start = inner + (NlMsgHdr.size if hdr.flags & NLM_F_CAPPED else _align(echoed.len))
+            text = NLMSGERR_ATTRS.decode(buf, start, off + hdr.len).get("msg", "")
+        return -err, text
+
+    def request(self, messages: list[tuple[int, bytes]], what: str, *, timeout: float = 5.0,
+                on_other: Callable[[memoryview, int, Any, int], None] | None = None,
+                raw_prefix: bytes = b"", raw_suffix: bytes = b"") -> None:
+        """Send ``messages`` (``(seq, bytes)``, each with NLM_F_ACK) in one write; raise on the first error.
+
+        ``raw_prefix``/``raw_suffix`` wrap them unacknowledged (nfnetlink batch begin/end).
+        """
+        pending = {seq for seq, _ in messages}
+        self.sock.send(raw_prefix + b"".join(m for _, m in messages) + raw_suffix)
+        errors: list[tuple[int, int, str]] = []
+        deadline = time.monotonic() + timeout
+        self.sock.settimeout(timeout)
+        try:
+            while pending:
+                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+                try:
+                    n = self.sock.recv_into(self._buf)
+                except socket.timeout:
+                    raise NetlinkError(errno.ETIMEDOUT, f"{self.where()}: {what}: no answer from the kernel "
+                                                         f"within {timeout:g} s") from None
+                except OSError as exc:
+                    if exc.errno == errno.ENOBUFS and on_other is not None:
+                        on_other(memoryview(self._buf), 0, None, -errno.ENOBUFS)
+                        continue
+                    raise
+                now = time.monotonic_ns()
+                buf = memoryview(self._buf)[:n]
+                off = 0
+                while off + NlMsgHdr.size <= n:
+                    hdr = NlMsgHdr.decode(buf, off)
+                    if hdr.len < NlMsgHdr.size or off + hdr.len > n:
+                        break
+                    if hdr.type == NLMSG_ERROR and hdr.seq in pending:
+                        pending.discard(hdr.seq)
+                        code, text = self.parse_error(buf, off, hdr)
+                        if code:
+                            errors.append((hdr.seq, code, text))
+                    elif on_other is not None:
+                        on_other(buf, off, hdr, now)
+                    off += _align(hdr.len)
+        finally:
+            self.sock.settimeout(None)
+        if errors:
+            seq, code, text = min(errors)
+            raise NetlinkError(code, f"{self.where()}: {what}: {os.strerror(code)}" + (f" ({text})" if text else ""))
+
+
+# ----------------------------------------------------------------- NFQUEUE
+class NfQueueError(RuntimeError):
+    """Binding or configuring a queue failed."""
+
+
+_NFQ_PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+_PROC_QUEUE = "/proc/thread-self/net/netfilter/nfnetlink_queue"
+_PROC_FIELDS = ("queue", "portid", "queue_total", "copy_mode", "copy_range", "queue_dropped",
+                "user_dropped", "id_sequence")
+
+
+class NfQueue:
+    """A bound NFQUEUE in network namespace ``netns``: receive packets, send verdicts.
+
+    The constructor opens the socket inside the namespace, binds queue
+    ``queue`` and configures it (copy mode, ``maxlen``, flags: no fail-open,
+    GSO on); :class:`NfQueueError` if the queue is taken by another socket
+    (``EBUSY``) or anything else fails.
+
+    Not thread safe: one thread receives and sends verdicts. Counters:
+    ``received`` (packets), ``enobufs`` (socket overruns: the kernel dropped
+    at least one packet; see :meth:`kernel_stats`), ``verdict_errors``
+    (the kernel refused a verdict; logged).
+    """
+
+    def __init__(self, queue: int, *, netns: str | None = None, copy_range: int = 0,
+                 maxlen: int = 65536, rcvbuf: int = 8 << 20, gso: bool = True):
+        if not 0 <= queue <= 0xFFFF:
+            raise ValueError(f"queue number must be 0..65535, got {queue}")
+        if maxlen < 1:
+            raise ValueError("maxlen must be >= 1")
+        self.queue = queue
+        self.netns = netns
+        self.received = 0
+        self.enobufs = 0
+        self.verdict_errors = 0
+        self.last_id: int | None = None
+        self.verdicts_sent = 0
+        self._closed = False
+        self._pending: list[QueuedPacket] = []
+        self._bound = False
+        self._proc_fd: int | None = None
+        try:
+            self.nl = NetlinkSocket(netns, rcvbuf=rcvbuf)
+        except OSError as exc:
+            raise NfQueueError(f"{self._where()}: cannot open a NETLINK_NETFILTER socket: {exc}") from None
+        try:
+            self._proc_fd = self._open_proc()
+            self._config([("cmd", {"command": NFQNL_CFG_CMD_BIND, "pf": 0})], "binding")
+            self._bound = True
+            mode = NFQNL_COPY_PACKET if copy_range > 0 else NFQNL_COPY_META
+            mask = NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO | NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_UID_GID | NFQA_CFG_F_SECCTX
+            self._config([
+                ("params", {"copy_range": copy_range, "copy_mode": mode}),
+                ("queue_maxlen", maxlen),
+                ("mask", mask),
+                ("flags", NFQA_CFG_F_GSO if gso else 0),
+            ], "configuring")
+        except BaseException:
+            self.close(accept_pending=False)
+            raise
+        self._buf = bytearray(65536 + 4096 if copy_range > 0 else 16384)
+        self._view = memoryview(self._buf)
+        self.nl.sock.setblocking(False)
+
+    def _where(self) -> str:
+        return f"queue {self.queue} in " + (f"network namespace {self.netns!r}" if self.netns
+                                             else "the current network namespace")
+
+    def _open_proc(self) -> int | None:
+        def op():
+            try:
+                return os.open(_PROC_QUEUE, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+        if self.netns is None:
+            return op()
+        with NetnsThread(self.netns, thread_name=f"nfq-proc-{self.netns}") as t:
+            return t.call(op)
+
+    def _config(self, attrs, what: str) -> None:
+        seq = self.nl.next_seq()
+        msg = nfnl_message(NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, socket.AF_UNSPEC,
+                           self.queue, NFQ_CONFIG_ATTRS, attrs)
+        try:
+            self.nl.request([(seq, msg)], f"{what} {self._where()}", on_other=self._on_message)
+        except NetlinkError as exc:
+            hint = " (another program is bound to it)" if exc.errno == errno.EBUSY else ""
+            raise NfQueueError(f"{exc.strerror}{hint}") from None
+        except OSError as exc:
+            raise NfQueueError(f"{what} {self._where()}: {exc}") from None
+
+    def fileno(self) -> int:
+        return self.nl.fileno()
+
+    # -- receiving ---------------------------------------------------------
+    def _on_message(self, buf, off: int, hdr, now: int) -> None:
+        if hdr is None:  # ENOBUFS while waiting for an ACK
+            self._note_enobufs()
+            return
+        if hdr.type == _NFQ_PACKET_TYPE:
+            res_id = NfGenMsg.struct.unpack_from(buf, off + NlMsgHdr.size)[2]
+            attrs = NFQ_PACKET_ATTRS.decode(buf, off + NlMsgHdr.size + NfGenMsg.size, off + hdr.len)
+            ph = attrs.get("packet_hdr")
+            if ph is None:
+                log.warning("packet message without NFQA_PACKET_HDR ignored", extra={"queue": self.queue})
+                return
+            payload = attrs.get("payload")
+            length = attrs.get("cap_len", len(payload) if payload is not None else 0)
+            self.received += 1
+            self.last_id = ph.packet_id
+            self._pending.append(QueuedPacket(res_id, ph.packet_id, ph.hook, ph.hw_protocol, length,
+                                              attrs.get("outdev", 0), now, payload))
+        elif hdr.type == NLMSG_ERROR:
+            code, text = NetlinkSocket.parse_error(buf, off, hdr)
+            if code:
+                self.verdict_errors += 1
+                log.warning("the kernel refused a verdict", extra={
+                    "queue": self.queue, "netns": self.netns, "error": os.strerror(code), "detail": text})
+        elif hdr.type not in (NLMSG_NOOP, NLMSG_DONE):
+            log.debug("unexpected netlink message ignored", extra={"type": hdr.type, "queue": self.queue})
+
+    def _note_enobufs(self) -> None:
+        self.enobufs += 1
+        stats = self.kernel_stats() or {}
+        log.warning("NFQUEUE socket overrun (ENOBUFS): the kernel dropped packet(s) it could not deliver",
+                    extra={"queue": self.queue, "netns": self.netns, "events": self.enobufs,
+                           "kernel_user_dropped": stats.get("user_dropped")})
+
+    def receive(self, limit: int = 4096) -> list[QueuedPacket]:
+        """Every packet waiting on the socket now (at most ``limit``), without blocking.
+
+        Each is stamped with CLOCK_MONOTONIC right after its recv(). A socket
+        overrun (ENOBUFS) is counted in :attr:`enobufs`, logged, and reading goes on.
+        """
+        out, self._pending = self._pending, []
+        sock, buf, view = self.nl.sock, self._buf, self._view
+        decode = NlMsgHdr.struct.unpack_from
+        on_message = self._on_message
+        clock = time.monotonic_ns
+        while len(out) + len(self._pending) < limit:
+            try:
+                n = sock.recv_into(buf)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._note_enobufs()
+                    continue
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            now = clock()
+            off = 0
+            while off + 16 <= n:
+                mlen, mtype, mflags, mseq, mpid = decode(buf, off)
+                if mlen < 16 or off + mlen > n:
+                    log.warning("truncated netlink message ignored", extra={"queue": self.queue, "bytes": n})
+                    break
+                on_message(view[:n], off, NlMsgHdr.Value(mlen, mtype, mflags, mseq, mpid), now)
+                off += (mlen + 3) & ~3
+        if self._pending:
+            out += self._pending
+            self._pending = []
+        return out
+
+    # -- verdicts ----------------------------------------------------------
+    def _verdict(self, msg_type: int, packet_id: int, verdict: int) -> None:
+        hdr = NfqVerdictHdr.pack(verdict=verdict, id=packet_id)
+        msg = (NlMsgHdr.pack(len=16 + 4 + 4 + len(hdr), type=(NFNL_SUBSYS_QUEUE << 8) | msg_type,
+                             flags=NLM_F_REQUEST, seq=0, pid=0)
+               + NfGenMsg.pack(family=socket.AF_UNSPEC, version=NFNETLINK_V0, res_id=self.queue)
+               + NlAttr.pack(len=4 + len(hdr), type=2) + hdr)  # NFQA_VERDICT_HDR
+        while True:
+            try:
+                self.nl.sock.send(msg)
+                break
+            except BlockingIOError:  # the kernel's receive side is momentarily full; never skip a verdict
+                time.sleep(0)
+            except InterruptedError:
+                continue
+        self.verdicts_sent += 1
+
+    def verdict(self, packet_id: int, verdict: int = NF_ACCEPT) -> None:
+        """Give ``verdict`` to the one packet ``packet_id``."""
+        self._verdict(NFQNL_MSG_VERDICT, packet_id, verdict)
+
+    def verdict_batch(self, max_id: int, verdict: int = NF_ACCEPT) -> None:
+        """Give ``verdict`` to every packet still queued whose id is not after ``max_id`` (ids wrap)."""
+        self._verdict(NFQNL_MSG_VERDICT_BATCH, max_id, verdict)
+
+    # -- state -------------------------------------------------------------
+    def kernel_stats(self) -> dict[str, int] | None:
+        """This queue's line of ``/proc/net/netfilter/nfnetlink_queue`` in its namespace, or None.
+
+        ``queue_total`` is the number of packets the kernel holds for us now;
+        ``queue_dropped`` counts drops because the queue was full,
+        ``user_dropped`` those the socket could not take (ENOBUFS).
+        """
+        if self._proc_fd is None:
+            return None
+        try:
+            text = os.pread(self._proc_fd, 1 << 16, 0).decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) >= 8 and parts[0].isdigit() and int(parts[0]) == self.queue:
+                return dict(zip(_PROC_FIELDS, (int(p) for p in parts[:8])))
+        return None
+
+    def close(self, accept_pending: bool = True) -> None:
+        """Unbind and close; idempotent.
+
+        Unbinding makes the kernel *drop* every packet it still holds for
+        this queue, so with ``accept_pending`` (the default) every packet
+        received so far is accepted first (one batch verdict).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._bound:
+                if accept_pending and self.last_id is not None:
+                    self.nl.sock.setblocking(True)
+                    self.verdict_batch(self.last_id, NF_ACCEPT)
+                seq = self.nl.next_seq()
+                msg = nfnl_message(NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq,
+                                   socket.AF_UNSPEC, self.queue, NFQ_CONFIG_ATTRS,
+                                   [("cmd", {"command": NFQNL_CFG_CMD_UNBIND, "pf": 0})])
+                self.nl.sock.setblocking(True)
+                try:
+                    self.nl.request([(seq, msg)], f"unbinding {self._where()}", timeout=2.0,
+                                    on_other=lambda *a: None)
+                except OSError as exc:
+                    log.warning("unbinding the queue failed (closing the socket unbinds it too)",
+                                extra={"queue": self.queue, "netns": self.netns, "error": str(exc)})
+        finally:
+            self.nl.close()
+            if self._proc_fd is not None:
+                os.close(self._proc_fd)
+                self._proc_fd = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "NfQueue":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ------------------------------------------------------ steering packets to a queue
+_FAMILIES = {"ip": NFPROTO_IPV4, "ip6": NFPROTO_IPV6}
+
+
+def queue_rule_expressions(ifname: str, queue: int) -> list[tuple[str, list]]:
+    """``meta oifname == ifname; counter; target NFQUEUE num queue`` (no bypass) as expressions."""
+    name = ifname.encode()
+    if not 0 < len(name) < IFNAMSIZ:
+        raise ValueError(f"invalid interface name {ifname!r}")
+    info = XtNfqInfoV3.pack(queuenum=queue, queues_total=1, flags=0)
+    return [
+        ("meta", [("dreg", NFT_REG_1), ("key", NFT_META_OIFNAME)]),
+        ("cmp", [("sreg", NFT_REG_1), ("op", NFT_CMP_EQ), ("data", [("value", name.ljust(IFNAMSIZ, b"\0"))])]),
+        ("counter", []),
+        ("target", [("name", "NFQUEUE"), ("rev", 3), ("info", info)]),
+    ]
+
+
+def install_queue_table(netns: str | None, table: str, ifname: str, queue: int, *,
+                        families: Iterable[str] = ("ip6", "ip"), hook: str = "postrouting",
+                        priority: int = 500, chain: str = "delay") -> None:
+    """Create table ``table`` (one per family) sending every packet leaving ``ifname`` to ``queue``.
+
+    One nf_tables transaction: for each family ``add table; delete table;
+    add table`` (so a stale table of the same name left by a killed element
+    is replaced, atomically), a base chain ``chain`` (type filter, ``hook``,
+    ``priority``, policy accept) and the rule of :func:`queue_rule_expressions`.
+    Raises :class:`NetlinkError` (nothing changed) if the kernel refuses it.
+    """
+    if hook not in NF_INET_HOOKS:
+        raise ValueError(f"hook must be one of {', '.join(NF_INET_HOOKS)}, got {hook!r}")
+    exprs = queue_rule_expressions(ifname, queue)
+    nl = NetlinkSocket(netns)
+    try:
+        msgs: list[tuple[int, bytes]] = []
+
+        def add(msg_type: int, flags: int, family: int, policy: AttrPolicy, attrs) -> None:
+            seq = nl.next_seq()
+            msgs.append((seq, nfnl_message(NFNL_SUBSYS_NFTABLES, msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, seq,
+                                           family, 0, policy, attrs)))
+
+        for fam_name in families:
+            fam = _FAMILIES[fam_name]
+            add(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, NFT_TABLE_ATTRS, [("name", table), ("flags", 0)])
+            add(NFT_MSG_DELTABLE, 0, fam, NFT_TABLE_ATTRS, [("name", table)])
+            add(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, NFT_TABLE_ATTRS, [("name", table), ("flags", 0)])
+            add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, fam, NFT_CHAIN_ATTRS, [
+                ("table", table), ("name", chain),
+                ("hook", [("hooknum", NF_INET_HOOKS[hook]), ("priority", priority)]),
+                ("policy", NF_ACCEPT), ("type", "filter")])
+            add(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, fam, NFT_RULE_ATTRS, [
+                ("table", table), ("chain", chain), ("expressions", exprs)])
+        begin = nfnl_message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, nl.next_seq(), socket.AF_UNSPEC,
+                             NFNL_SUBSYS_NFTABLES)
+        end = nfnl_message(0, NFNL_MSG_BATCH_END, NLM_F_REQUEST, nl.next_seq(), socket.AF_UNSPEC,
+                           NFNL_SUBSYS_NFTABLES)
+        nl.request(msgs, f"installing nftables table {table} (oifname {ifname} -> NFQUEUE {queue})",
+                   raw_prefix=begin, raw_suffix=end)
+    finally:
+        nl.close()

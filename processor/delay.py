@@ -1,0 +1,138 @@
+"""Per-period delay statistics from STAMP samples.
+
+A STAMP test packet belongs to the period that contains its send time t1.
+:class:`DelayWindows` collects the samples of each ``(session, period)`` and
+closes the window when it can no longer change:
+
+* by event time: once the session has a sample sent ``lateness_s`` or more
+  after the end of the period (samples of a session arrive in the order the
+  sender decided them; a lost packet is decided one sender timeout after it
+  was sent, so ``lateness_s`` must exceed that timeout plus the sender's
+  publishing delay);
+* by wall time: when nothing arrived for the window during ``idle_s`` seconds
+  (the session stopped).
+
+A closed window yields three :class:`~srv6pm.records.DelayResult` records,
+``forward`` (t2−t1), ``backward`` (t4−t3) and ``round_trip`` ((t4−t1)−(t3−t2)).
+Like ``pairing``, this module is pure: ``now`` (monotonic seconds) comes in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from srv6pm.clock import PeriodClock
+from srv6pm.records import DelayResult, StampSample
+
+from .outcome import Outcome, Token
+
+__all__ = ["DIRECTIONS", "DelayWindows", "statistics"]
+
+DIRECTIONS = ("forward", "backward", "round_trip")
+
+
+@dataclass
+class _Window:
+    last_seen: float
+    samples: dict[int, StampSample] = field(default_factory=dict)
+    tokens: list[Token] = field(default_factory=list)
+
+
+class DelayWindows:
+    """Windows of STAMP samples per (session, period)."""
+
+    def __init__(self, lateness_s: float, idle_s: float):
+        if lateness_s < 0 or idle_s <= 0:
+            raise ValueError("lateness_s must be >= 0 and idle_s > 0")
+        self.lateness_ns = round(lateness_s * 1e9)
+        self.idle_s = idle_s
+        self._windows: dict[tuple[str, int], _Window] = {}
+        self._watermark: dict[str, int] = {}  # per session: latest t1 seen
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def pending_tokens(self) -> list[Token]:
+        return [t for w in self._windows.values() for t in w.tokens]
+
+    def add(self, sample: StampSample, token: Token, now: float) -> list[Outcome]:
+        """Take one sample; returns the outcomes of the windows this closes (and of a rejected sample)."""
+        clock = PeriodClock(sample.period_s)
+        key = (sample.session, clock.period_at(sample.t1))
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = _Window(now)
+        held = window.samples.get(sample.seq)
+        if held is not None:
+            if held == sample:
+                return [Outcome([token])]  # the same sample again
+            return [Outcome([token], rejected={token: (
+                f"conflicting duplicate of seq {sample.seq} in session {sample.session!r}")})]
+        if window.samples and next(iter(window.samples.values())).period_s != sample.period_s:
+            return [Outcome([token], rejected={token: (
+                f"period_s {sample.period_s:g} differs from the other samples of session {sample.session!r}")})]
+        window.samples[sample.seq] = sample
+        window.tokens.append(token)
+        window.last_seen = now
+        mark = max(self._watermark.get(sample.session, 0), sample.t1)
+        self._watermark[sample.session] = mark
+        return [self._close(k) for k in sorted(self._windows)
+                if k[0] == sample.session and self._closable(k, mark)]
+
+    def _closable(self, key: tuple[str, int], mark: int) -> bool:
+        window = self._windows[key]
+        period_s = next(iter(window.samples.values())).period_s
+        end = PeriodClock(period_s).start_ns(key[1] + 1)
+        return mark >= end + self.lateness_ns
+
+    def expire(self, now: float) -> list[Outcome]:
+        """Close every window that received nothing for ``idle_s``."""
+        return [self._close(k) for k in sorted(self._windows) if now - self._windows[k].last_seen >= self.idle_s]
+
+    def drop(self, tokens: set[Token]) -> None:
+        """Forget windows holding any of ``tokens`` (their partition was revoked)."""
+        for key in [k for k, w in self._windows.items() if any(t in tokens for t in w.tokens)]:
+            del self._windows[key]
+
+    def _close(self, key: tuple[str, int]) -> Outcome:
+        window = self._windows.pop(key)
+        samples = [window.samples[s] for s in sorted(window.samples)]
+        return Outcome(window.tokens, results(key[0], key[1], samples))
+
+
+def results(session: str, period: int, samples: list[StampSample]) -> list[DelayResult]:
+    """The three direction results of one window (``samples`` in sequence order)."""
+    first = samples[0]
+    clock = PeriodClock(first.period_s)
+    received = [s for s in samples if not s.lost]
+    lost = len(samples) - len(received)
+    series = {
+        "forward": [s.t2 - s.t1 for s in received],
+        "backward": [s.t4 - s.t3 for s in received],
+        "round_trip": [(s.t4 - s.t1) - (s.t3 - s.t2) for s in received],
+    }
+    out = []
+    for direction in DIRECTIONS:
+        stats = statistics(series[direction])
+        out.append(DelayResult(
+            session=session, period=period, period_start=clock.start_rfc3339(period), period_s=first.period_s,
+            direction=direction, sender=first.sender, reflector=first.reflector,
+            samples=len(received), lost=lost, **stats))
+    return out
+
+
+def statistics(delays_ns: list[int]) -> dict:
+    """min/mean/max/p50/p99/jitter in µs of delays given in ns (in sequence order); None when empty."""
+    keys = ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us")
+    if not delays_ns:
+        return dict.fromkeys(keys)
+    ordered = sorted(delays_ns)
+    n = len(ordered)
+
+    def rank(p: float) -> int:  # nearest-rank percentile
+        return ordered[max(1, math.ceil(p / 100 * n)) - 1]
+
+    jitter = (sum(abs(b - a) for a, b in zip(delays_ns, delays_ns[1:])) / (n - 1)) if n > 1 else None
+    values = (ordered[0], sum(ordered) / n, ordered[-1], rank(50), rank(99), jitter)
+    return {k: (None if v is None else round(v / 1000, 3)) for k, v in zip(keys, values)}
