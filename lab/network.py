@@ -204,6 +204,8 @@ class _Builder:
     def configure_node(self, node: NodePlan) -> None:
         ns = node.netns
         self.up(ns, "lo")
+        if node.pm_addr:
+            self.addr(ns, "lo", f"{node.pm_addr}/128")
         for itf in node.interfaces:
             self.sysctl(ns, ("net", "ipv6", "conf", itf.name, "seg6_enabled"), "1")
             self.sysctl(ns, ("net", "ipv6", "conf", itf.name, "accept_dad"), "0")

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Flow", "Link", "Scenario", "ScenarioError", "load", "parse"]
+__all__ = ["Flow", "Link", "Scenario", "ScenarioError", "StampSession", "load", "parse"]
 
 # Node names become network-namespace names and, inside the neighbour's
 # namespace, interface names, which Linux limits to 15 bytes.
@@ -38,6 +38,8 @@ _FLOW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _RESERVED_NODE_NAMES = {"lo", "host", "all", "default"}
 
 MAX_RATE = 100_000  # test packets per second per flow
+MAX_STAMP_RATE = 1000  # STAMP test packets per second per session
+MAX_DELAY_MS = 10_000
 MIN_PERIOD = 0.5
 MAX_PERIOD = 3600.0
 MAX_NODES = 64
@@ -50,10 +52,11 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class Link:
-    """An undirected link between two distinct nodes."""
+    """An undirected link between two distinct nodes; ``delay_ms`` is added in each direction."""
 
     a: str
     b: str
+    delay_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,18 @@ class Flow:
 
 
 @dataclass(frozen=True)
+class StampSession:
+    """A STAMP session: ``src`` sends along ``via`` to ``dst``, which reflects along ``return_via``."""
+
+    name: str
+    src: str
+    dst: str
+    via: tuple[str, ...]
+    return_via: tuple[str, ...]
+    rate: float  # test packets per second
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A validated scenario. ``source`` is the file it came from (for messages)."""
 
@@ -81,6 +96,7 @@ class Scenario:
     nodes: tuple[str, ...]
     links: tuple[Link, ...]
     flows: tuple[Flow, ...]
+    stamp: tuple[StampSession, ...] = ()
 
     def neighbours(self, node: str) -> list[str]:
         """The nodes linked to ``node``, in link order."""
@@ -155,12 +171,13 @@ class _Validator:
     def scenario(self, doc: Any) -> Scenario:
         if doc is None:
             raise self.fail("", "empty file")
-        doc = self.mapping(doc, "", {"period", "nodes", "links", "flows"}, {"period", "nodes", "links", "flows"})
+        doc = self.mapping(doc, "", {"period", "nodes", "links", "flows", "stamp"}, {"period", "nodes", "links", "flows"})
         period = self.number(doc["period"], "period", MIN_PERIOD, MAX_PERIOD)
         nodes = self.nodes(doc["nodes"])
         links = self.links(doc["links"], nodes)
         flows = self.flows(doc["flows"], nodes, links)
-        return Scenario(self.source, period, nodes, links, flows)
+        stamp = self.stamp(doc.get("stamp", []), nodes, links)
+        return Scenario(self.source, period, nodes, links, flows, stamp)
 
     def nodes(self, value: Any) -> tuple[str, ...]:
         if not isinstance(value, list) or not value:
@@ -187,16 +204,24 @@ class _Validator:
         seen: set[frozenset[str]] = set()
         for i, item in enumerate(value):
             field = f"links[{i}]"
+            delay_ms = 0.0
+            ends_field = field
+            if isinstance(item, dict):
+                item = self.mapping(item, field, {"ends", "delay_ms"}, {"ends"})
+                if "delay_ms" in item:
+                    delay_ms = self.number(item["delay_ms"], f"{field}.delay_ms", 0, MAX_DELAY_MS)
+                ends_field = f"{field}.ends"
+                item = item["ends"]
             if not isinstance(item, list) or len(item) != 2:
-                raise self.fail(field, "must be a pair [node, node]")
-            a = self.node_ref(item[0], f"{field}[0]", nodes)
-            b = self.node_ref(item[1], f"{field}[1]", nodes)
+                raise self.fail(ends_field, "must be a pair [node, node] (or {ends: [node, node], delay_ms: N})")
+            a = self.node_ref(item[0], f"{ends_field}[0]", nodes)
+            b = self.node_ref(item[1], f"{ends_field}[1]", nodes)
             if a == b:
                 raise self.fail(field, f"links {a!r} to itself")
             if frozenset((a, b)) in seen:
                 raise self.fail(field, f"duplicate link between {a!r} and {b!r}")
             seen.add(frozenset((a, b)))
-            links.append(Link(a, b))
+            links.append(Link(a, b, delay_ms))
         return tuple(links)
 
     def flows(self, value: Any, nodes: tuple[str, ...], links: tuple[Link, ...]) -> tuple[Flow, ...]:
@@ -222,21 +247,57 @@ class _Validator:
             dst = self.node_ref(item["to"], f"{field}.to", nodes)
             if src == dst:
                 raise self.fail(f"{field}.to", f"same node as 'from' ({src!r})")
-            via_raw = item.get("via", [])
-            if not isinstance(via_raw, list):
-                raise self.fail(f"{field}.via", f"must be a list of node names, got {_kind(via_raw)}")
-            if len(via_raw) + 1 > MAX_SEGMENTS:
-                raise self.fail(f"{field}.via", f"at most {MAX_SEGMENTS - 1} segments")
-            via = tuple(self.node_ref(v, f"{field}.via[{j}]", nodes) for j, v in enumerate(via_raw))
-            hops = (src, *via, dst)
-            for j in range(len(hops) - 1):
-                if hops[j] == hops[j + 1]:
-                    raise self.fail(f"{field}.via", f"node {hops[j]!r} follows itself in the path")
-                if not _reachable(adjacency, hops[j], hops[j + 1]):
-                    raise self.fail(f"{field}.via", f"no path from {hops[j]!r} to {hops[j + 1]!r} over the links")
+            via = self.path(item.get("via", []), f"{field}.via", src, dst, nodes, adjacency)
             rate = self.number(item["rate"], f"{field}.rate", 0.001, MAX_RATE)
             flows.append(Flow(name, src, dst, via, rate))
         return tuple(flows)
+
+
+    def path(self, value: Any, field: str, src: str, dst: str, nodes: tuple[str, ...],
+             adjacency: dict[str, set[str]]) -> tuple[str, ...]:
+        """A segment list of node names from ``src`` to ``dst``, each hop reachable over the links."""
+        if not isinstance(value, list):
+            raise self.fail(field, f"must be a list of node names, got {_kind(value)}")
+        if len(value) + 1 > MAX_SEGMENTS:
+            raise self.fail(field, f"at most {MAX_SEGMENTS - 1} segments")
+        via = tuple(self.node_ref(v, f"{field}[{j}]", nodes) for j, v in enumerate(value))
+        hops = (src, *via, dst)
+        for j in range(len(hops) - 1):
+            if hops[j] == hops[j + 1]:
+                raise self.fail(field, f"node {hops[j]!r} follows itself in the path")
+            if not _reachable(adjacency, hops[j], hops[j + 1]):
+                raise self.fail(field, f"no path from {hops[j]!r} to {hops[j + 1]!r} over the links")
+        return via
+
+    def stamp(self, value: Any, nodes: tuple[str, ...], links: tuple[Link, ...]) -> tuple[StampSession, ...]:
+        if not isinstance(value, list):
+            raise self.fail("stamp", f"must be a list, got {_kind(value)}")
+        adjacency = {n: set() for n in nodes}
+        for link in links:
+            adjacency[link.a].add(link.b)
+            adjacency[link.b].add(link.a)
+        sessions: list[StampSession] = []
+        names: set[str] = set()
+        for i, item in enumerate(value):
+            field = f"stamp[{i}]"
+            item = self.mapping(item, field, {"name", "from", "to", "via", "return_via", "rate"},
+                                {"name", "from", "to", "rate"})
+            name = item["name"]
+            if not isinstance(name, str) or not _FLOW_NAME.match(name):
+                raise self.fail(f"{field}.name", f"{name!r} is not a valid session name "
+                                "(letters, digits, '_', '.', '-'; at most 64)")
+            if name in names:
+                raise self.fail(f"{field}.name", f"duplicate session name {name!r}")
+            names.add(name)
+            src = self.node_ref(item["from"], f"{field}.from", nodes)
+            dst = self.node_ref(item["to"], f"{field}.to", nodes)
+            if src == dst:
+                raise self.fail(f"{field}.to", f"same node as 'from' ({src!r})")
+            via = self.path(item.get("via", []), f"{field}.via", src, dst, nodes, adjacency)
+            return_via = self.path(item.get("return_via", []), f"{field}.return_via", dst, src, nodes, adjacency)
+            rate = self.number(item["rate"], f"{field}.rate", 0.01, MAX_STAMP_RATE)
+            sessions.append(StampSession(name, src, dst, via, return_via, rate))
+        return tuple(sessions)
 
 
 def _reachable(adjacency: dict[str, set[str]], a: str, b: str) -> bool:

@@ -54,6 +54,7 @@ __all__ = [
     "NodePlan",
     "Plan",
     "Route",
+    "StampPlan",
     "plan",
     "HOST_IFNAME",
     "HOST_NS_SUFFIX",
@@ -141,6 +142,7 @@ class NodePlan:
     encap_routes: tuple[EncapRoute, ...]
     host: HostPlan | None
     sid_dev: str  # device of the End SID route: the first link interface ("lo" if none)
+    pm_addr: str = ""  # fcff:i::2 on lo: the node's own address for active measurement (STAMP)
 
     @property
     def netns(self) -> str:
@@ -165,6 +167,27 @@ class LinkPlan:
     prefix: str
     a_address: str
     b_address: str
+    delay_ms: float = 0.0  # added in each direction
+
+
+@dataclass(frozen=True)
+class StampPlan:
+    """A STAMP session: ``sender_addr`` on ``sender`` to ``reflector_addr`` on ``reflector``.
+
+    ``segments`` are the End SIDs of the forward ``via`` nodes and
+    ``return_segments`` those of the ``return_via`` nodes; the test packet's
+    final destination is the reflector's (and the reply's the sender's)
+    measurement address, which follows the SIDs in the SRH.
+    """
+
+    name: str
+    sender: str
+    reflector: str
+    sender_addr: str
+    reflector_addr: str
+    segments: tuple[str, ...]
+    return_segments: tuple[str, ...]
+    rate: float
 
 
 @dataclass(frozen=True)
@@ -213,6 +236,7 @@ class Plan:
     links: tuple[LinkPlan, ...]
     flows: Mapping[str, FlowPlan]
     namespaces: tuple[str, ...]
+    stamp: Mapping[str, StampPlan] = field(default_factory=lambda: MappingProxyType({}))
     _next_hops: Mapping[tuple[str, str], str] = field(repr=False, compare=False, default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -228,6 +252,7 @@ class Plan:
             "nodes": {name: asdict(node) for name, node in self.nodes.items()},
             "links": [asdict(link) for link in self.links],
             "flows": {name: asdict(flow) for name, flow in self.flows.items()},
+            "stamp": {name: asdict(session) for name, session in self.stamp.items()},
         }
 
     def flow(self, name: str) -> FlowPlan:
@@ -284,7 +309,7 @@ def plan(scenario: Scenario) -> Plan:
     for j, link in enumerate(scenario.links, start=1):
         prefix = _net(f"fd00:0:{j:x}::/{LINK_PREFIX_LEN}")
         a_addr, b_addr = _addr(f"fd00:0:{j:x}::1"), _addr(f"fd00:0:{j:x}::2")
-        links.append(LinkPlan(j, link.a, link.b, prefix, a_addr, b_addr))
+        links.append(LinkPlan(j, link.a, link.b, prefix, a_addr, b_addr, link.delay_ms))
         itfs[link.a].append(Interface(link.b, f"{a_addr}/{LINK_PREFIX_LEN}", link.b, b_addr))
         itfs[link.b].append(Interface(link.a, f"{b_addr}/{LINK_PREFIX_LEN}", link.a, a_addr))
         link_addr[(link.a, link.b)] = b_addr
@@ -295,6 +320,9 @@ def plan(scenario: Scenario) -> Plan:
 
     def decap_sid(node: str) -> str:
         return _addr(f"fcff:{index[node]:x}::100")
+
+    def pm_addr(node: str) -> str:
+        return _addr(f"fcff:{index[node]:x}::2")
 
     def host_addr(node: str, suffix: int) -> str:
         return _addr(f"fd01:{index[node]:x}::{suffix:x}")
@@ -352,8 +380,15 @@ def plan(scenario: Scenario) -> Plan:
             encap_routes=encap,
             host=host,
             sid_dev=itfs[name][0].name if itfs[name] else "lo",
+            pm_addr=pm_addr(name),
         )
+
+    stamp = {
+        s.name: StampPlan(s.name, s.src, s.dst, pm_addr(s.src), pm_addr(s.dst),
+                          tuple(end_sid(v) for v in s.via), tuple(end_sid(v) for v in s.return_via), s.rate)
+        for s in scenario.stamp
+    }
 
     namespaces = (*scenario.nodes, *(n.host.netns for n in nodes.values() if n.host is not None))
     return Plan(scenario, MappingProxyType(nodes), tuple(links), MappingProxyType(flows), namespaces,
-                MappingProxyType(hops))
+                MappingProxyType(stamp), MappingProxyType(hops))

@@ -86,26 +86,23 @@ class Received:
     truncated: bool
 
 
-def _setup(sock: socket.socket, family: int, tx_timestamps: bool) -> str:
+def _setup(sock: socket.socket, family: int, tx_timestamps: bool) -> None:
     flags = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
     if tx_timestamps:
         flags |= SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_OPT_ID | SOF_TIMESTAMPING_OPT_TSONLY
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flags)
-        rx_mode = "timestamping"
     except OSError:
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            rx_mode = "timestampns"
         except OSError:
-            rx_mode = "none"
+            pass  # no kernel timestamps: receive() falls back to the user-space clock
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
     else:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-    return rx_mode
 
 
 def open_socket(bind: str, port: int, *, netns: str | None = None, tx_timestamps: bool = False,
@@ -123,21 +120,18 @@ def open_socket(bind: str, port: int, *, netns: str | None = None, tx_timestamps
         try:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
-            sock.rx_mode = None  # type: ignore[attr-defined]
-            mode = _setup(sock, family, tx_timestamps)
+            _setup(sock, family, tx_timestamps)
             sock.bind((bind, port))
             sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
-        return sock, mode
+        return sock
 
     if netns is None:
-        sock, _mode = create()
-    else:
-        with NetnsThread(netns, thread_name=f"stamp-socket-{netns}") as thread:
-            sock, _mode = thread.call(create)
-    return sock
+        return create()
+    with NetnsThread(netns, thread_name=f"stamp-socket-{netns}") as thread:
+        return thread.call(create)
 
 
 def _timespec_ns(data: bytes) -> int | None:
@@ -164,9 +158,11 @@ def receive(sock: socket.socket, bufsize: int) -> Received:
             ttl = payload[0] if len(payload) < 4 else _INT.unpack_from(payload)[0]
         elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
             destination = str(ipaddress.IPv4Address(payload[8:12]))  # struct in_pktinfo: ifindex, spec_dst, addr
-    kind_ = "kernel" if rx_ns is not None else "user"
-    return Received(data, (source[0], source[1]), destination, ttl, rx_ns if rx_ns is not None else user_ns, kind_,
-                    bool(flags & socket.MSG_TRUNC))
+    if rx_ns is None:
+        rx_ns, rx_kind = user_ns, KIND_USER
+    else:
+        rx_kind = KIND_KERNEL
+    return Received(data, (source[0], source[1]), destination, ttl, rx_ns, rx_kind, bool(flags & socket.MSG_TRUNC))
 
 
 def read_tx_timestamps(sock: socket.socket) -> list[tuple[int, int]]:

@@ -58,3 +58,33 @@ def test_errors_name_the_file_and_the_field(text, message):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ScenarioError, match="cannot read"):
         load(tmp_path / "nope.yaml")
+
+
+STAMP = BASE.replace("[[r1, r2], [r2, r3]", "[[r1, r2], {ends: [r2, r3], delay_ms: 20}") + """
+stamp:
+  - {name: s1, from: r1, to: r4, via: [r2, r3], return_via: [r3, r2], rate: 10}
+"""
+
+
+def test_link_delay_and_stamp_sessions():
+    s = parse(STAMP)
+    assert s.links[1].delay_ms == 20 and s.links[0].delay_ms == 0
+    (s1,) = s.stamp
+    assert (s1.name, s1.src, s1.dst, s1.via, s1.return_via, s1.rate) == ("s1", "r1", "r4", ("r2", "r3"), ("r3", "r2"), 10)
+    assert parse(BASE).stamp == ()
+
+
+@pytest.mark.parametrize("change, message", [
+    (("delay_ms: 20", "delay_ms: -1"), "links[1].delay_ms: must be between 0 and 10000"),
+    (("delay_ms: 20", "delay: 20"), "links[1].delay: unknown field"),
+    (("{ends: [r2, r3]", "{ends: [r2]"), "links[1].ends: must be a pair"),
+    (("{ends: [r2, r3]", "{ends: [r2, r7]"), "links[1].ends[1]: unknown node 'r7'"),
+    (("return_via: [r3, r2]", "return_via: [r3, r9]"), "stamp[0].return_via[1]: unknown node 'r9'"),
+    (("rate: 10}", "rate: 5000}"), "stamp[0].rate: must be between"),
+    (("to: r4, via: [r2, r3], return", "to: r1, via: [r2, r3], return"), "stamp[0].to: same node as 'from'"),
+    (("name: s1", "name: 's 1'"), "stamp[0].name"),
+])
+def test_stamp_and_delay_errors(change, message):
+    with pytest.raises(ScenarioError) as err:
+        parse(STAMP.replace(*change), source="s.yaml")
+    assert message in str(err.value)
