@@ -185,15 +185,22 @@ class ReflectorPacket:
     def seq_field(self) -> bytes:
         return _SEQ.pack(self.seq)
 
-    def _fields(self) -> tuple:
-        return (self.seq, self.timestamp, self.error_estimate.value, self.ssid, self.receive_timestamp,
-                self.sender_seq, self.sender_timestamp, self.sender_error_estimate.value, self.sender_ttl)
+    def _fields(self, timestamp: int | None) -> tuple:
+        return (self.seq, self.timestamp if timestamp is None else timestamp, self.error_estimate.value, self.ssid,
+                self.receive_timestamp, self.sender_seq, self.sender_timestamp, self.sender_error_estimate.value,
+                self.sender_ttl)
 
-    def pack(self, key: bytes | None = None) -> bytes:
-        """Wire bytes; TLVs are packed as they are (a reflector signs them itself, see :meth:`pack_signed`)."""
+    def pack(self, key: bytes | None = None, *, timestamp: int | None = None) -> bytes:
+        """Wire bytes; TLVs are packed as they are (a reflector signs them itself, see :meth:`pack_signed`).
+
+        ``timestamp``, if given, is written instead of :attr:`timestamp` (a
+        reflector stamps the packet at the last moment).
+        """
+        if timestamp is not None:
+            _check("timestamp", timestamp, _U64_MAX)
         if key is None:
-            return _REFLECTOR_OPEN.pack(*self._fields()) + self.tlvs.pack()
-        head = _REFLECTOR_AUTH.pack(*self._fields(), bytes(16))
+            return _REFLECTOR_OPEN.pack(*self._fields(timestamp)) + self.tlvs.pack()
+        head = _REFLECTOR_AUTH.pack(*self._fields(timestamp), bytes(16))
         return head[:HMAC_COVERED] + _tag(key, head) + self.tlvs.pack()
 
     def pack_signed(self, key: bytes | None) -> bytes:

@@ -175,7 +175,8 @@ class ErrorEstimate:
         return self.multiplier * 2.0 ** (self.scale - 32) * NS
 
     @classmethod
-    def for_error(cls, error_ns: float, synchronized: bool, fmt: TimestampFormat = TimestampFormat.NTP) -> "ErrorEstimate":
+    def for_error(cls, error_ns: float, synchronized: bool,
+                  fmt: TimestampFormat = TimestampFormat.NTP) -> "ErrorEstimate":
         """The smallest representable estimate that is at least ``error_ns`` (saturating at the largest)."""
         error_s = max(float(error_ns), 0.0) / NS
         for scale in range(_SCALE_MAX + 1):
@@ -224,13 +225,25 @@ class ClockState:
     tai_utc: int       # TAI - UTC in seconds (kernel value if set, else TAI_UTC_S)
 
 
+_libc = None
+
+
+def _adjtimex():
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    return _libc.adjtimex
+
+
 def local_clock() -> ClockState:
     """Read the kernel's clock state; never fails (falls back to "unsynchronised, 1 s")."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         tx = _Timex()
-        state = libc.adjtimex(ctypes.byref(tx))
-    except (OSError, AttributeError):
+        state = _adjtimex()(ctypes.byref(tx))
+    except (OSError, AttributeError, TypeError):
         return ClockState(False, _UNSYNC_ERROR_NS, TAI_UTC_S)
     if state < 0:
         return ClockState(False, _UNSYNC_ERROR_NS, TAI_UTC_S)

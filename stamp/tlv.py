@@ -54,7 +54,7 @@ __all__ = [
     "FLAG_I", "FLAG_M", "FLAG_U", "HEADER_LEN", "HMAC_LEN",
     "ControlCode", "DestinationNodeAddress", "ReturnAddress", "ReturnPath", "SrMplsLabelStack",
     "Srv6SegmentList", "SubTlvType", "Tlv", "TlvList", "TlvType",
-    "extra_padding", "hmac16", "parse", "parse_strict", "sign", "verify",
+    "extra_padding", "hmac16", "hmac_placeholder", "parse", "sign", "verify",
 ]
 
 FLAG_U = 0x80
@@ -210,16 +210,6 @@ def parse(data: bytes) -> TlvList:
     return TlvList(tuple(tlvs), b"", False)
 
 
-def parse_strict(data: bytes) -> tuple[Tlv, ...]:
-    """Split ``data`` into TLVs; :class:`MalformedPacket` unless it is exactly a sequence of whole TLVs."""
-    parsed = parse(data) if any(data) else TlvList(())
-    if parsed.malformed or (parsed.rest and any(parsed.rest)):
-        raise MalformedPacket("TLV area does not split into whole TLVs")
-    if parsed.rest:  # all-zero bytes: TLVs of type 0, length 0 are not meant here
-        raise MalformedPacket("TLV area holds zero octets that are not TLVs")
-    return parsed.tlvs
-
-
 # -- HMAC TLV (RFC 8972 §4.8) ------------------------------------------------------
 
 def _hmac_input(seq_field: bytes, tlvs: Sequence[Tlv], index: int) -> bytes:
@@ -227,11 +217,16 @@ def _hmac_input(seq_field: bytes, tlvs: Sequence[Tlv], index: int) -> bytes:
 
 
 def sign(tlvs: Sequence[Tlv], seq_field: bytes, key: bytes) -> tuple[Tlv, ...]:
-    """``tlvs`` with the value of the (first) HMAC TLV set to its HMAC; unchanged if there is none."""
+    """``tlvs`` with the value of the first HMAC TLV set to its HMAC.
+
+    Unchanged if there is no HMAC TLV or the first one is not a whole
+    16-octet TLV (a malformed one is echoed as received: sizes never change).
+    """
     out = list(tlvs)
     for index, tlv in enumerate(out):
         if tlv.type == TlvType.HMAC:
-            out[index] = replace(tlv, value=hmac16(key, _hmac_input(seq_field, out, index)), length=None)
+            if tlv.length is None and len(tlv.value) == HMAC_LEN:
+                out[index] = replace(tlv, value=hmac16(key, _hmac_input(seq_field, out, index)))
             break
     return tuple(out)
 
@@ -358,7 +353,8 @@ class SrMplsLabelStack:
     @classmethod
     def from_tlv(cls, tlv: Tlv) -> "SrMplsLabelStack":
         if not tlv.value or len(tlv.value) % 4:
-            raise MalformedPacket(f"SR-MPLS Label Stack sub-TLV: length {len(tlv.value)} is not a positive multiple of 4")
+            raise MalformedPacket(f"SR-MPLS Label Stack sub-TLV: length {len(tlv.value)} "
+                                  "is not a positive multiple of 4")
         return cls(tuple(_U32.unpack_from(tlv.value, i)[0] for i in range(0, len(tlv.value), 4)))
 
 
@@ -382,7 +378,8 @@ class Srv6SegmentList:
     @classmethod
     def from_tlv(cls, tlv: Tlv) -> "Srv6SegmentList":
         if not tlv.value or len(tlv.value) % 16:
-            raise MalformedPacket(f"SRv6 Segment List sub-TLV: length {len(tlv.value)} is not a positive multiple of 16")
+            raise MalformedPacket(f"SRv6 Segment List sub-TLV: length {len(tlv.value)} "
+                                  "is not a positive multiple of 16")
         return cls(tuple(ipaddress.IPv6Address(tlv.value[i:i + 16]) for i in range(0, len(tlv.value), 16)))
 
 

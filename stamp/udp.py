@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 # asm-generic/socket.h, linux/net_tstamp.h, linux/errqueue.h, linux/in.h, linux/in6.h
+SO_RCVBUFFORCE = 33
 SO_TIMESTAMPNS = 35
 SO_TIMESTAMPING = 37
 SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
@@ -106,8 +107,11 @@ def _setup(sock: socket.socket, family: int, tx_timestamps: bool) -> None:
 
 
 def open_socket(bind: str, port: int, *, netns: str | None = None, tx_timestamps: bool = False,
-                v6only: bool = False) -> socket.socket:
+                v6only: bool = False, rcvbuf: int | None = None) -> socket.socket:
     """A bound, non-blocking UDP socket (in namespace ``netns`` if given) set up as described above.
+
+    ``rcvbuf`` asks for a receive buffer of that many bytes (SO_RCVBUFFORCE
+    when permitted, else SO_RCVBUF, which the kernel caps at rmem_max).
 
     ``bind`` is an address literal (``"::"``/``"0.0.0.0"`` for any). Raises
     ``OSError`` (e.g. EADDRNOTAVAIL, EADDRINUSE) and
@@ -121,6 +125,11 @@ def open_socket(bind: str, port: int, *, netns: str | None = None, tx_timestamps
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
             _setup(sock, family, tx_timestamps)
+            if rcvbuf:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.bind((bind, port))
             sock.setblocking(False)
         except BaseException:

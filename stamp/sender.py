@@ -1,0 +1,459 @@
+"""The STAMP Session-Sender (RFC 8762 §4.2): test packets out, :class:`Sample` objects back.
+
+A :class:`Sender` sends ``count`` test packets (or until :meth:`Sender.stop`)
+every ``interval`` seconds to a Session-Reflector and turns each into one
+:class:`Sample`: the four timestamps when the reply came back within
+``timeout`` seconds of the send, or ``lost=True`` otherwise. Replies are
+matched to requests by the echoed Session-Sender Sequence Number (and SSID).
+
+* **Forward path.** With ``segments``, every test packet carries an SRv6
+  Segment Routing Header (the socket's sticky IPV6_RTHDR option, see
+  :mod:`srv6pm.stamp.srh`): it visits the segments in order, then the
+  reflector.
+* **Backward path.** With ``return_segments``, every test packet carries a
+  Return Path TLV with an SRv6 Segment List sub-TLV (RFC 9503); a reflector
+  that honours it sends the reply through those segments (``Sample.return_path``
+  says whether it did: the reply's Return Path TLV has U = 0).
+* **Timestamps.** t1: the kernel's software transmit timestamp of the test
+  packet (``"software-tx"``, from the socket error queue) when available,
+  else the clock read just before ``sendmsg`` (``"user"``; that reading is
+  also what the packet's Timestamp field carries). t4: the kernel's receive
+  timestamp of the reply (``"kernel"``, else ``"user"``). t2, t3: from the
+  reply, as the reflector wrote them, decoded with the Z bit of the
+  reflector's Error Estimate; their kind is ``"remote"`` (STAMP does not say
+  how the peer took them) unless ``reflector_timestamps`` states it, e.g.
+  ``("kernel", "user")`` for srv6pm's own reflector
+  (:data:`srv6pm.stamp.reflector.TIMESTAMP_KINDS`).
+* **Size.** ``size`` is the UDP payload of each test packet: the base packet
+  (44 octets, 112 authenticated) plus TLVs, filled up with an Extra Padding
+  TLV (so ``size`` is either the minimum or at least 4 octets more).
+* **Authentication.** With ``key``, the authenticated layout (HMAC over the
+  base packet) and, when TLVs other than Extra Padding are present, an HMAC
+  TLV; replies whose HMACs do not verify are counted and ignored.
+
+Use :meth:`Sender.samples` (an iterator, in the calling thread) or
+:meth:`Sender.run` (a callback per sample); :meth:`Sender.stop` may be called
+from any thread. The sockets live in ``netns`` if given.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import os
+import select
+import socket
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+from srv6pm.stamp import tlv as tlvmod
+from srv6pm.stamp import udp
+from srv6pm.stamp.errors import AuthenticationError, StampError
+from srv6pm.stamp.packet import ReflectorPacket, SenderPacket, base_size
+from srv6pm.stamp.srh import MAX_SEGMENTS, StickyRoute
+from srv6pm.stamp.timestamp import ErrorEstimate, TimestampFormat, decode, encode, local_clock
+from srv6pm.stamp.tlv import ReturnPath, Srv6SegmentList, Tlv, TlvList, TlvType
+
+__all__ = ["DEFAULT_PORT", "Sample", "Sender", "SenderConfig", "SenderStats", "summarize"]
+
+log = logging.getLogger("srv6pm.stamp.sender")
+
+DEFAULT_PORT = 862
+KIND_REMOTE = "remote"
+RECV_BUFFER = 65536
+MAX_SIZE = 65507
+
+
+def _ip(what: str, text) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{what} address {text!r} is not an IPv4 or IPv6 address") from None
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    """One STAMP test session. ``count`` None: send until stopped.
+
+    Raises ``ValueError`` naming the field for anything unusable (addresses,
+    segments with IPv4, sizes, non-positive interval/timeout).
+    """
+
+    dest: str
+    port: int = DEFAULT_PORT
+    session: str = "stamp"
+    source: str | None = None
+    count: int | None = 10
+    interval: float = 1.0
+    size: int | None = None
+    segments: tuple[ipaddress.IPv6Address, ...] = ()
+    return_segments: tuple[ipaddress.IPv6Address, ...] = ()
+    key: bytes | None = None
+    timeout: float = 2.0
+    netns: str | None = None
+    ssid: int = 0
+    timestamp_format: TimestampFormat = TimestampFormat.NTP
+    reflector_timestamps: tuple[str, str] = (KIND_REMOTE, KIND_REMOTE)
+
+    def __post_init__(self):
+        dest = _ip("destination", self.dest)
+        object.__setattr__(self, "dest", str(dest))
+        if self.source is not None:
+            source = _ip("source", self.source)
+            if source.version != dest.version:
+                raise ValueError(f"source {self.source} and destination {self.dest} are not the same IP version")
+            object.__setattr__(self, "source", str(source))
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} not in 1..65535")
+        if self.count is not None and self.count < 0:
+            raise ValueError("count must not be negative")
+        if not (self.interval > 0 and math.isfinite(self.interval)):
+            raise ValueError("interval must be a positive number of seconds")
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ValueError("timeout must be a positive number of seconds")
+        if not 0 <= self.ssid <= 0xFFFF:
+            raise ValueError("SSID must be 0..65535 (0: none)")
+        for name in ("segments", "return_segments"):
+            try:
+                segs = tuple(ipaddress.IPv6Address(s) for s in getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"{name.replace('_', ' ')}: {exc}") from None
+            if segs and dest.version != 6:
+                raise ValueError(f"{name.replace('_', ' ')} need an IPv6 destination (SRv6)")
+            if len(segs) > MAX_SEGMENTS - 1:
+                raise ValueError(f"at most {MAX_SEGMENTS - 1} {name.replace('_', ' ')}")
+            object.__setattr__(self, name, segs)
+        minimum = self.minimum_size
+        if self.size is not None:
+            if self.size < minimum:
+                raise ValueError(f"size {self.size} is below the minimum of {minimum} octets for these options")
+            if 0 < self.size - minimum < tlvmod.HEADER_LEN:
+                raise ValueError(f"size {self.size}: padding needs at least {tlvmod.HEADER_LEN} octets "
+                                 f"(use {minimum} or at least {minimum + tlvmod.HEADER_LEN})")
+            if self.size > MAX_SIZE:
+                raise ValueError(f"size {self.size} exceeds the largest UDP payload ({MAX_SIZE})")
+
+    def __repr__(self) -> str:  # never print the key
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__dataclass_fields__ if k != "key")
+        return f"SenderConfig({fields}, key={'set' if self.key else None})"
+
+    def _tlvs(self) -> tuple[Tlv, ...]:
+        out: list[Tlv] = []
+        if self.return_segments:
+            out.append(ReturnPath.build(Srv6SegmentList(self.return_segments)).to_tlv())
+        if out and self.key is not None:
+            out.append(tlvmod.hmac_placeholder())
+        return tuple(out)
+
+    @property
+    def minimum_size(self) -> int:
+        """UDP payload octets of a test packet without padding."""
+        return base_size(self.key is not None) + sum(t.size for t in self._tlvs())
+
+    def tlvs(self) -> TlvList:
+        """The TLVs of every test packet (HMAC TLV value filled in at pack time), padded to ``size``."""
+        out = list(self._tlvs())
+        if self.size is not None and self.size > self.minimum_size:
+            out.append(tlvmod.extra_padding(self.size - self.minimum_size))
+        return TlvList(tuple(out))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The outcome of one test packet. Times are Unix ns; ``None`` when lost or unknown.
+
+    ``ttl`` is the TTL / Hop Limit the test packet had at the reflector
+    (as the reflector reported it; 0 = unknown), ``reply_ttl`` the one the
+    reply had here. ``return_path`` is None when no return path was asked
+    for, else whether the reflector honoured it.
+    """
+
+    session: str
+    seq: int
+    lost: bool
+    t1: int | None = None
+    t2: int | None = None
+    t3: int | None = None
+    t4: int | None = None
+    t1_kind: str | None = None
+    t2_kind: str | None = None
+    t3_kind: str | None = None
+    t4_kind: str | None = None
+    ttl: int | None = None
+    reply_ttl: int | None = None
+    sender_error: ErrorEstimate | None = None
+    reflector_error: ErrorEstimate | None = None
+    reflector_seq: int | None = None
+    return_path: bool | None = None
+    size: int | None = None
+
+    @property
+    def forward_ns(self) -> int | None:
+        return None if self.lost else self.t2 - self.t1
+
+    @property
+    def backward_ns(self) -> int | None:
+        return None if self.lost else self.t4 - self.t3
+
+    @property
+    def round_trip_ns(self) -> int | None:
+        return None if self.lost else (self.t4 - self.t1) - (self.t3 - self.t2)
+
+    @property
+    def timestamps(self) -> dict:
+        """How each timestamp was taken: ``{"t1": "software-tx", "t2": ..., "t3": ..., "t4": "kernel"}``."""
+        kinds = {"t1": self.t1_kind, "t2": self.t2_kind, "t3": self.t3_kind, "t4": self.t4_kind}
+        return {name: kind for name, kind in kinds.items() if kind is not None}
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able data with the ``srv6pm.stamp`` fields (session, seq, t1..t4, lost, timestamps,
+        ttl, reflector_seq; t2..t4 None when lost) and details (reply_ttl, error estimates, return_path, size)."""
+        return {
+            "session": self.session, "seq": self.seq, "t1": self.t1, "t2": self.t2, "t3": self.t3, "t4": self.t4,
+            "lost": self.lost, "timestamps": self.timestamps, "ttl": self.ttl, "reflector_seq": self.reflector_seq,
+            "reply_ttl": self.reply_ttl,
+            "sender_error": self.sender_error.to_dict() if self.sender_error else None,
+            "reflector_error": self.reflector_error.to_dict() if self.reflector_error else None,
+            "return_path": self.return_path, "size": self.size,
+        }
+
+
+@dataclass(frozen=True)
+class SenderStats:
+    """Counters of a sender (a snapshot)."""
+
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    send_errors: int = 0
+    late_replies: int = 0
+    bad_replies: int = 0
+    auth_failures: int = 0
+    tx_software_timestamps: int = 0
+
+
+@dataclass
+class _Pending:
+    seq: int
+    t1_user: int
+    deadline: float
+    t1_tx: int | None = None
+
+
+class Sender:
+    """A Session-Sender for one test session (see the module documentation)."""
+
+    def __init__(self, config: SenderConfig, *, clock: Callable[[], int] = time.time_ns):
+        self.config = config
+        self._clock = clock
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._counts = dict.fromkeys(SenderStats.__dataclass_fields__, 0)
+        self._sock: socket.socket | None = None
+        self._tlvs = config.tlvs()
+        self._return_path_requested = bool(config.return_segments)
+
+    def stop(self) -> None:
+        """End the session: no more packets are sent; the iterator ends promptly (pending ones are dropped)."""
+        self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def stats(self) -> SenderStats:
+        return SenderStats(**self._counts)
+
+    def run(self, on_sample: Callable[[Sample], None]) -> SenderStats:
+        """Run the session, calling ``on_sample`` for each sample; returns the final counters."""
+        for sample in self.samples():
+            on_sample(sample)
+        return self.stats()
+
+    def _open(self) -> socket.socket:
+        cfg = self.config
+        family = udp.family_of(cfg.dest)
+        bind = cfg.source or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+        sock = udp.open_socket(bind, 0, netns=cfg.netns, tx_timestamps=True, v6only=True)
+        try:
+            if cfg.segments:
+                StickyRoute(sock).use(cfg.segments, cfg.dest)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def samples(self) -> Iterator[Sample]:
+        """Run the session in the calling thread, yielding one :class:`Sample` per test packet in
+        completion order. Raises ``OSError`` / :class:`srv6pm.netns.NetnsError` if the socket cannot
+        be set up; afterwards, send errors are counted (the packet is reported lost). A Sender runs
+        one session: call this (or :meth:`run`) once."""
+        cfg = self.config
+        sock = self._sock = self._open()
+        state = local_clock()
+        sender_ee = ErrorEstimate.for_error(state.error_ns, state.synchronized, cfg.timestamp_format)
+        tai_utc = state.tai_utc
+        pending: dict[int, _Pending] = {}
+        by_tskey: dict[int, int] = {}
+        tskey = 0
+        seq = 0
+        next_send = time.monotonic()
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN | select.POLLERR)
+        poller.register(self._wake_r, select.POLLIN)
+        log.info("session started", extra={"session": cfg.session, "dest": cfg.dest, "port": cfg.port,
+                                           "segments": ",".join(map(str, cfg.segments)),
+                                           "return_segments": ",".join(map(str, cfg.return_segments))})
+        try:
+            while not self._stop.is_set():
+                more_to_send = cfg.count is None or seq < cfg.count
+                if not more_to_send and not pending:
+                    break
+                now = time.monotonic()
+                if more_to_send and now >= next_send:
+                    t1_user = self._clock()
+                    packet = SenderPacket(seq, encode(t1_user, cfg.timestamp_format, tai_utc), sender_ee, cfg.ssid,
+                                          self._tlvs)
+                    payload = packet.pack(cfg.key)
+                    try:
+                        sock.sendto(payload, (cfg.dest, cfg.port))
+                        self._counts["sent"] += 1
+                        pending[seq] = _Pending(seq, t1_user, time.monotonic() + cfg.timeout)
+                        by_tskey[tskey] = seq
+                        tskey = (tskey + 1) & 0xFFFFFFFF
+                    except OSError as exc:
+                        self._counts["send_errors"] += 1
+                        log.debug("send failed", extra={"session": cfg.session, "seq": seq,
+                                                        "reason": exc.strerror or str(exc)})
+                        yield self._lost(seq, t1_user, "user", sender_ee, len(payload))
+                    seq = (seq + 1) & 0xFFFFFFFF
+                    next_send += cfg.interval
+                    if next_send < now:  # fell behind (e.g. a slow consumer): do not burst to catch up
+                        next_send = now + cfg.interval
+                    self._read_tx(sock, pending, by_tskey)
+                    continue
+                yield from self._expire(pending, sender_ee)
+                waits = [1.0]
+                if pending:
+                    waits.append(min(p.deadline for p in pending.values()) - now)
+                if more_to_send:
+                    waits.append(next_send - now)
+                timeout_ms = max(0, math.ceil(min(waits) * 1000))
+                for fd, _events in poller.poll(timeout_ms):
+                    if fd == self._wake_r:
+                        continue
+                    self._read_tx(sock, pending, by_tskey)
+                    yield from self._read_replies(sock, pending, sender_ee, tai_utc)
+        finally:
+            sock.close()
+            self._sock = None
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._wake_r = self._wake_w = -1
+            log.info("session ended", extra={"session": cfg.session, **self._counts})
+
+    # -- helpers ------------------------------------------------------------------------
+    def _read_tx(self, sock: socket.socket, pending: dict[int, _Pending], by_tskey: dict[int, int]) -> None:
+        try:
+            stamps = udp.read_tx_timestamps(sock)
+        except OSError:
+            return
+        for key, stamp in stamps:
+            seq = by_tskey.pop(key, None)
+            if seq is not None and seq in pending:
+                pending[seq].t1_tx = stamp
+                self._counts["tx_software_timestamps"] += 1
+        if len(by_tskey) > 4096:  # stamps that never came: forget the oldest
+            for key in sorted(by_tskey)[:len(by_tskey) - 4096]:
+                by_tskey.pop(key, None)
+
+    def _lost(self, seq: int, t1: int, kind: str, sender_ee: ErrorEstimate, size: int) -> Sample:
+        self._counts["lost"] += 1
+        return Sample(self.config.session, seq, True, t1=t1, t1_kind=kind, sender_error=sender_ee,
+                      return_path=None, size=size)
+
+    def _expire(self, pending: dict[int, _Pending], sender_ee: ErrorEstimate) -> Iterator[Sample]:
+        now = time.monotonic()
+        for seq in [s for s, p in pending.items() if p.deadline <= now]:
+            p = pending.pop(seq)
+            t1, kind = (p.t1_tx, udp.KIND_SOFTWARE_TX) if p.t1_tx is not None else (p.t1_user, udp.KIND_USER)
+            yield self._lost(seq, t1, kind, sender_ee, self._tlvs.size + base_size(self.config.key is not None))
+
+    def _read_replies(self, sock: socket.socket, pending: dict[int, _Pending], sender_ee: ErrorEstimate,
+                      tai_utc: int) -> Iterator[Sample]:
+        cfg = self.config
+        while True:
+            try:
+                rx = udp.receive(sock, RECV_BUFFER)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                sample = self._match(rx, pending, sender_ee, tai_utc)
+            except AuthenticationError:
+                self._counts["auth_failures"] += 1
+                continue
+            except StampError as exc:
+                self._counts["bad_replies"] += 1
+                log.debug("bad reply", extra={"session": cfg.session, "reason": str(exc)})
+                continue
+            if sample is not None:
+                self._counts["received"] += 1
+                yield sample
+
+    def _match(self, rx: udp.Received, pending: dict[int, _Pending], sender_ee: ErrorEstimate,
+               tai_utc: int) -> Sample | None:
+        cfg = self.config
+        if rx.source[1] != cfg.port:
+            raise StampError(f"reply from port {rx.source[1]}, not {cfg.port}")
+        reply = ReflectorPacket.unpack(rx.data, cfg.key)
+        if cfg.ssid and reply.ssid != cfg.ssid:
+            raise StampError(f"reply for SSID {reply.ssid}, not {cfg.ssid}")
+        p = pending.pop(reply.sender_seq, None)
+        if p is None:
+            self._counts["late_replies"] += 1
+            return None
+        return_path = None
+        if self._return_path_requested:
+            tlvs = reply.tlvs.tlvs
+            integrity = cfg.key is None or tlvmod.verify(tlvs, reply.seq_field, cfg.key)
+            if cfg.key is not None and not integrity:
+                self._counts["auth_failures"] += 1
+            rp = next((t for t in tlvs if t.type == TlvType.RETURN_PATH), None)
+            return_path = bool(integrity and rp is not None and not (rp.flags & (tlvmod.FLAG_U | tlvmod.FLAG_M
+                                                                                | tlvmod.FLAG_I)))
+        fmt = reply.error_estimate.format
+        t4 = rx.rx_ns
+        t2 = decode(reply.receive_timestamp, fmt, t4, tai_utc)
+        t3 = decode(reply.timestamp, fmt, t4, tai_utc)
+        t1, kind = (p.t1_tx, udp.KIND_SOFTWARE_TX) if p.t1_tx is not None else (p.t1_user, udp.KIND_USER)
+        t2_kind, t3_kind = cfg.reflector_timestamps
+        return Sample(cfg.session, p.seq, False, t1, t2, t3, t4, kind, t2_kind, t3_kind, rx.rx_kind,
+                      ttl=reply.sender_ttl, reply_ttl=rx.ttl, sender_error=sender_ee,
+                      reflector_error=reply.error_estimate, reflector_seq=reply.seq, return_path=return_path,
+                      size=len(rx.data))
+
+
+def _stats(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    return {"min": min(values), "mean": statistics.fmean(values), "max": max(values)}
+
+
+def summarize(samples: Iterable[Sample]) -> dict:
+    """Counts and min/mean/max of forward, backward and round-trip delay in µs (None without replies)."""
+    samples = list(samples)
+    ok = [s for s in samples if not s.lost]
+    out = {"sent": len(samples), "received": len(ok), "lost": len(samples) - len(ok)}
+    for name, attr in (("forward_us", "forward_ns"), ("backward_us", "backward_ns"),
+                       ("round_trip_us", "round_trip_ns")):
+        out[name] = _stats([getattr(s, attr) / 1000 for s in ok])
+    return out
