@@ -1,6 +1,7 @@
 """How the lab shows results: a table for people, JSON lines for programs.
 
-The JSON objects are exactly the records of the result topics.
+The JSON objects are exactly the records of the result topics
+(``srv6pm.loss`` and ``srv6pm.delay``; a delay record has a ``direction``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 import sys
 from typing import TextIO
 
-__all__ = ["JsonLines", "LossTable"]
+__all__ = ["JsonLines", "ResultTable"]
 
 
 class JsonLines:
@@ -24,35 +25,44 @@ class JsonLines:
         self.out.flush()
 
 
-class LossTable:
-    """A fixed-width table, one line per (flow, period) result, printed as results arrive."""
+def _num(value, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
 
-    COLUMNS = (("period start (UTC)", 24), ("flow", 12), ("period", 12), ("tx", 9), ("rx", 9),
-               ("lost", 7), ("loss %", 8), ("", 0))
+
+class ResultTable:
+    """One line per result, printed as results arrive: loss per flow, delay per session and direction."""
 
     def __init__(self, out: TextIO = sys.stdout):
         self.out = out
 
     def header(self) -> None:
-        self._line([name for name, _ in self.COLUMNS])
-        self._line(["-" * width for _, width in self.COLUMNS[:-1]] + [""])
+        self._line("period start (UTC)", "flow/session", "period", "result")
+        self._line("-" * 20, "-" * 12, "-" * 10, "-" * 60)
 
     def row(self, r: dict) -> None:
-        def num(v):
-            return "-" if v is None else str(v)
-        if r.get("complete"):
-            ratio = r.get("loss_ratio")
-            pct = "-" if ratio is None else f"{100 * ratio:.3f}"
-            note = "LOSS" if r.get("lost_packets") else ""
-        else:
-            pct, note = "-", f"incomplete (no {r.get('missing') or 'partner'} block)"
-        self._line([r.get("period_start", "")[:23], r.get("flow", ""), str(r.get("period", "")),
-                    num(r.get("tx_packets")), num(r.get("rx_packets")), num(r.get("lost_packets")), pct, note])
+        subject = r.get("flow") or r.get("session") or "?"
+        self._line(r.get("period_start", "")[:20], subject, str(r.get("period", "")),
+                   self._delay(r) if "direction" in r else self._loss(r))
 
-    def _line(self, cells: list[str]) -> None:
-        parts = []
-        for (name, width), cell in zip(self.COLUMNS, cells):
-            parts.append(cell if not width else (cell.ljust(width) if name in ("period start (UTC)", "flow")
-                                                 else cell.rjust(width)))
-        self.out.write("  ".join(parts).rstrip() + "\n")
+    @staticmethod
+    def _loss(r: dict) -> str:
+        if not r.get("complete"):
+            return (f"loss   incomplete: no {r.get('missing') or 'partner'} block "
+                    f"(tx {_num(r.get('tx_packets'))}, rx {_num(r.get('rx_packets'))})")
+        ratio = r.get("loss_ratio")
+        text = (f"loss   tx {r['tx_packets']:>7}  rx {r['rx_packets']:>7}  lost {r['lost_packets']:>5}  "
+                f"({_num(None if ratio is None else 100 * ratio, '{:.3f}')} %)")
+        return text + ("  LOSS" if r.get("lost_packets") else "")
+
+    @staticmethod
+    def _delay(r: dict) -> str:
+        def ms(key):
+            return _num(None if r.get(key) is None else r[key] / 1000, "{:.3f}")
+        text = (f"delay  {r['direction']:<10}  n {r.get('samples', 0):>4}  lost {r.get('lost', 0):>3}  "
+                f"min {ms('min_us')}  mean {ms('mean_us')}  p99 {ms('p99_us')}  max {ms('max_us')}  "
+                f"jitter {ms('jitter_us')} ms")
+        return text + ("  LOSS" if r.get("lost") else "")
+
+    def _line(self, start: str, subject: str, period: str, result: str) -> None:
+        self.out.write(f"{start:<20}  {subject:<12}  {period:>10}  {result}".rstrip() + "\n")
         self.out.flush()

@@ -40,6 +40,10 @@ __all__ = ["Lab", "LabError"]
 log = logging.getLogger("srv6pm.lab")
 
 
+# The lab's STAMP senders count a test packet lost after this many seconds.
+STAMP_TIMEOUT_S = 1.0
+
+
 class LabError(RuntimeError):
     """The lab could not be started or a component failed."""
 
@@ -106,6 +110,7 @@ class Lab:
             self.influx = InfluxSettings(url=influx.url)
         from srv6pm.kafka import ensure_topics
         ensure_topics(self.kafka, {records.COUNTERS: self.partitions, records.LOSS: self.partitions,
+                                   records.STAMP: self.partitions, records.DELAY: self.partitions,
                                    records.DEADLETTER: 1})
         network.build(self.plan)
         stack.callback(network.teardown, self.plan)
@@ -128,12 +133,10 @@ class Lab:
     # -- components ------------------------------------------------------------
 
     def _exporter_nodes(self) -> list[str]:
-        nodes = []
-        for flow in self.scenario.flows:
-            for node in (flow.src, flow.dst):
-                if node not in nodes:
-                    nodes.append(node)
-        return nodes
+        """Nodes with something to do: flow ends and STAMP ends, in scenario order."""
+        busy = {n for f in self.scenario.flows for n in (f.src, f.dst)}
+        busy |= {n for s in self.scenario.stamp for n in (s.src, s.dst)}
+        return [n for n in self.scenario.nodes if n in busy]
 
     def exporter_config(self, node: str) -> dict:
         flows = []
@@ -143,8 +146,18 @@ class Lab:
                 flows.append({"name": flow.name, "role": "ingress", "src": src, "dst": dst})
             if flow.dst == node:
                 flows.append({"name": flow.name, "role": "egress", "src": src, "dst": dst})
-        return {"node": node, "netns": node, "period": self.scenario.period,
-                "state_file": str(self.workdir / f"exporter-{node}.state.json"), "flows": flows}
+        config = {"node": node, "netns": node, "period": self.scenario.period,
+                  "state_file": str(self.workdir / f"exporter-{node}.state.json"), "flows": flows}
+        sessions = [s for s in self.plan.stamp.values() if s.sender == node]
+        reflects = any(s.reflector == node for s in self.plan.stamp.values())
+        if sessions or reflects:
+            config["stamp"] = {
+                "reflector": {"bind": self.plan.nodes[node].pm_addr} if reflects else None,
+                "sessions": [{"name": s.name, "dest": s.reflector_addr, "source": s.sender_addr,
+                              "segments": list(s.segments), "return_segments": list(s.return_segments),
+                              "rate": s.rate, "timeout": STAMP_TIMEOUT_S, "reflector": s.reflector}
+                             for s in sessions]}
+        return config
 
     def _spawn_exporter(self, node: str) -> None:
         path = self.workdir / f"exporter-{node}.json"
@@ -156,6 +169,7 @@ class Lab:
         argv = self._srv6pm("processor", "run", "--influx-url", self.influx.url,
                             "--influx-bucket", self.influx.bucket, "--pair-wait", str(self.pair_wait_s),
                             "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500",
+                            "--delay-lateness", str(STAMP_TIMEOUT_S + 2), "--delay-idle", "10",
                             "--client-id", f"srv6pm-lab-{name}")
         self._spawn(name, argv)
 
@@ -209,18 +223,18 @@ class Lab:
     # -- results ---------------------------------------------------------------
 
     def results(self, from_beginning: bool = False) -> "ResultReader":
-        """A reader of ``srv6pm.loss`` (all partitions; from now on, or from the beginning)."""
-        return ResultReader(self.kafka, records.LOSS, from_beginning)
+        """A reader of ``srv6pm.loss`` and ``srv6pm.delay`` (all partitions; from now on, or from the beginning)."""
+        return ResultReader(self.kafka, (records.LOSS, records.DELAY), from_beginning)
 
 
 class ResultReader:
-    """Reads a result topic without a consumer group (does not disturb the processors)."""
+    """Reads result topics without a consumer group (does not disturb the processors)."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, from_beginning: bool = False):
-        self.topic = topic
+    def __init__(self, kafka: KafkaSettings, topics: tuple[str, ...], from_beginning: bool = False):
+        self.topics = topics
         self._consumer = KafkaConsumer(**kafka.client_options(), group_id=None, enable_auto_commit=False)
-        partitions = self._consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for topic in topics
+               for p in sorted(self._consumer.partitions_for_topic(topic) or set())]
         self._consumer.assign(tps)
         if from_beginning:
             self._consumer.seek_to_beginning(*tps)
@@ -236,7 +250,7 @@ class ResultReader:
                 try:
                     out.append(json.loads(m.value))
                 except ValueError:
-                    log.warning("unreadable result record", extra={"topic": self.topic, "offset": m.offset})
+                    log.warning("unreadable result record", extra={"topic": m.topic, "offset": m.offset})
         return out
 
     def close(self) -> None:

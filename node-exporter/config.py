@@ -14,6 +14,22 @@
         role: ingress             # ingress (marks + counts) or egress (counts)
         src: fd01:1::2/128        # inner source prefix
         dst: fd01:4::101/128      # inner destination prefix
+    stamp:                        # optional: STAMP delay measurement (RFC 8762)
+      reflector:                  # answer test packets on this node
+        bind: "fcff:4::2"
+        port: 862                 # optional
+        stateful: false           # optional
+        auth_key_file: /etc/srv6pm/stamp.key   # optional: authenticated mode
+      sessions:                   # send test packets from this node
+        - name: s1
+          dest: "fcff:4::2"       # the reflector's address
+          source: "fcff:1::2"     # optional
+          segments: ["fcff:2::1", "fcff:3::1"]          # forward SRv6 SIDs (optional)
+          return_segments: ["fcff:3::1", "fcff:2::1"]   # Return Path TLV (optional)
+          rate: 10                # test packets per second
+          timeout: 2              # seconds until a packet counts as lost (optional)
+          reflector: r4           # reflector's node name, for the records (optional)
+          auth_key_file: ...      # optional
 
 :func:`load` validates the whole file and raises :class:`ConfigError` with a
 one-line message naming the file and the field.
@@ -28,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "load", "parse"]
+__all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "ReflectorSettings", "SessionSettings", "load", "parse"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ROLES = ("ingress", "egress")
@@ -47,6 +63,28 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+class ReflectorSettings:
+    bind: str
+    port: int = 862
+    stateful: bool = False
+    auth_key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    name: str
+    dest: str
+    rate: float
+    source: str | None = None
+    port: int = 862
+    segments: tuple[str, ...] = ()
+    return_segments: tuple[str, ...] = ()
+    timeout: float = 2.0
+    reflector: str | None = None
+    auth_key_file: str | None = None
+
+
+@dataclass(frozen=True)
 class ExporterConfig:
     node: str
     period: float
@@ -54,6 +92,8 @@ class ExporterConfig:
     netns: str | None = None
     dscp: tuple[int, int] = (11, 15)
     state_file: str | None = None
+    reflector: ReflectorSettings | None = None
+    sessions: tuple[SessionSettings, ...] = ()
 
     def flows_of(self, role: str) -> list[FlowConfig]:
         return [f for f in self.flows if f.role == role]
@@ -83,7 +123,7 @@ def parse(text: str, source: str = "<config>") -> ExporterConfig:
         raise fail("", f"not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict):
         raise fail("", "must be a mapping")
-    allowed = {"node", "netns", "period", "dscp", "state_file", "flows"}
+    allowed = {"node", "netns", "period", "dscp", "state_file", "flows", "stamp"}
     for key in doc:
         if key not in allowed:
             raise fail(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
@@ -142,5 +182,95 @@ def parse(text: str, source: str = "<config>") -> ExporterConfig:
                        "the counters could not tell them apart")
         seen_matches[(role, *prefixes)] = name
         flows.append(FlowConfig(name, role, *prefixes))
+    reflector, sessions = _stamp(doc.get("stamp"), fail)
     return ExporterConfig(node=node, period=float(period), flows=tuple(flows), netns=netns,
-                          dscp=(dscp[0], dscp[1]), state_file=state_file)
+                          dscp=(dscp[0], dscp[1]), state_file=state_file, reflector=reflector, sessions=sessions)
+
+
+def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, ...]]:
+    if doc is None:
+        return None, ()
+    if not isinstance(doc, dict):
+        raise fail("stamp", "must be a mapping with 'reflector' and/or 'sessions'")
+    for key in doc:
+        if key not in ("reflector", "sessions"):
+            raise fail(f"stamp.{key}", "unknown field (allowed: reflector, sessions)")
+
+    def fields(item, field, allowed, required):
+        if not isinstance(item, dict):
+            raise fail(field, "must be a mapping")
+        for key in item:
+            if key not in allowed:
+                raise fail(f"{field}.{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(required):
+            if key not in item:
+                raise fail(f"{field}.{key}", "missing")
+        return item
+
+    def address(value, field):
+        try:
+            return str(ipaddress.ip_address(str(value)))
+        except ValueError:
+            raise fail(field, f"{value!r} is not an IP address") from None
+
+    def port(value, field):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise fail(field, f"must be a UDP port 1..65535, got {value!r}")
+        return value
+
+    def number(value, field, low, high):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise fail(field, f"must be a number from {low:g} to {high:g}, got {value!r}")
+        return float(value)
+
+    def path(value, field):
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise fail(field, "must be a file path")
+        return value
+
+    reflector = None
+    if doc.get("reflector") is not None:
+        r = fields(doc["reflector"], "stamp.reflector", {"bind", "port", "stateful", "auth_key_file"}, {"bind"})
+        if not isinstance(r.get("stateful", False), bool):
+            raise fail("stamp.reflector.stateful", "must be true or false")
+        reflector = ReflectorSettings(address(r["bind"], "stamp.reflector.bind"),
+                                      port(r.get("port", 862), "stamp.reflector.port"), r.get("stateful", False),
+                                      path(r.get("auth_key_file"), "stamp.reflector.auth_key_file"))
+    sessions = []
+    raw = doc.get("sessions", [])
+    if not isinstance(raw, list):
+        raise fail("stamp.sessions", "must be a list")
+    names = set()
+    for i, item in enumerate(raw):
+        field = f"stamp.sessions[{i}]"
+        item = fields(item, field, {"name", "dest", "source", "port", "segments", "return_segments", "rate",
+                                    "timeout", "reflector", "auth_key_file"}, {"name", "dest", "rate"})
+        name = item["name"]
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise fail(f"{field}.name", f"{name!r} is not a valid session name")
+        if name in names:
+            raise fail(f"{field}.name", f"duplicate session {name!r}")
+        names.add(name)
+        segs = {}
+        for key in ("segments", "return_segments"):
+            value = item.get(key, [])
+            if not isinstance(value, list):
+                raise fail(f"{field}.{key}", "must be a list of IPv6 SIDs")
+            try:
+                segs[key] = tuple(str(ipaddress.IPv6Address(str(v))) for v in value)
+            except ValueError as exc:
+                raise fail(f"{field}.{key}", f"not an IPv6 SID: {exc}") from None
+        reflector_name = item.get("reflector")
+        if reflector_name is not None and not isinstance(reflector_name, str):
+            raise fail(f"{field}.reflector", "must be a node name")
+        sessions.append(SessionSettings(
+            name=name, dest=address(item["dest"], f"{field}.dest"),
+            rate=number(item["rate"], f"{field}.rate", 0.01, 1000),
+            source=address(item["source"], f"{field}.source") if "source" in item else None,
+            port=port(item.get("port", 862), f"{field}.port"),
+            segments=segs["segments"], return_segments=segs["return_segments"],
+            timeout=number(item.get("timeout", 2.0), f"{field}.timeout", 0.01, 60),
+            reflector=reflector_name, auth_key_file=path(item.get("auth_key_file"), f"{field}.auth_key_file")))
+    return reflector, tuple(sessions)

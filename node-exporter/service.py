@@ -1,4 +1,4 @@
-"""The node exporter's loss-monitoring loop.
+"""The node exporter's loop: loss monitoring, plus the STAMP probes of ``probes``.
 
 On a schedule fixed by the period clock (all nodes agree on it through NTP):
 
@@ -31,6 +31,7 @@ from .blocks import Baselines
 from .config import ExporterConfig
 from .dataplane import CountingTable, FlowMatch
 from .nft import Nft
+from .probes import Probes
 
 __all__ = ["Exporter"]
 
@@ -50,11 +51,12 @@ class Exporter:
         self._producer = producer or KafkaProducer(**kafka.client_options(), client_id=f"srv6pm-exporter-{config.node}",
                                                    acks="all", linger_ms=20, retries=10,
                                                    delivery_timeout_ms=120_000)
-        self._nft = Nft(config.netns)
-        self._table = CountingTable(self._nft, dscp=config.dscp)
-        self._baselines = Baselines(config.state_file)
-        self._stop = threading.Event()
         self._roles = [r for r in ("ingress", "egress") if config.flows_of(r)]
+        self._nft = Nft(config.netns) if self._roles else None
+        self._table = CountingTable(self._nft, dscp=config.dscp) if self._roles else None
+        self._baselines = Baselines(config.state_file)
+        self._probes = Probes(config, self._producer)
+        self._stop = threading.Event()
 
     def _matches(self, role: str) -> list[FlowMatch]:
         return [FlowMatch(f.name, f.src, f.dst) for f in self.config.flows_of(role)]
@@ -63,7 +65,14 @@ class Exporter:
         self._stop.set()
 
     def run(self) -> None:
-        """Install the counting table and loop until :meth:`stop`."""
+        """Start the STAMP probes, install the counting table and loop until :meth:`stop`."""
+        self._probes.start()
+        if not self._roles:
+            try:
+                self._stop.wait()
+            finally:
+                self.close()
+            return
         clock = self.clock
         now = time.time_ns()
         k = clock.period_at(now)
@@ -114,9 +123,11 @@ class Exporter:
         log.info("block", extra={"node": self.config.node, "period": k, "records": len(out)})
 
     def close(self) -> None:
+        self._probes.stop()
         try:
             self._producer.flush(timeout=5)
         except Exception as exc:
             log.warning("unsent records at exit", extra={"error": str(exc)})
         self._producer.close(timeout=5)
-        self._nft.close()
+        if self._nft is not None:
+            self._nft.close()

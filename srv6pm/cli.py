@@ -6,7 +6,9 @@
     srv6pm lab check SCENARIO                         validate a scenario, print its plan
     srv6pm lab clean SCENARIO                         remove namespaces a killed lab left
     srv6pm exporter run --config FILE                 node exporter (marking, counting)
-    srv6pm processor run                              loss processor (Kafka -> InfluxDB)
+    srv6pm processor run                              processor (Kafka -> loss and delay -> InfluxDB)
+    srv6pm stamp reflector --bind ADDR                STAMP Session-Reflector
+    srv6pm stamp sender --dest ADDR                   STAMP Session-Sender
 
 Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input file,
 130 interrupted.
@@ -88,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(erun)
     KafkaSettings.add_arguments(erun)
 
-    processor = commands.add_parser("processor", help="loss processor: pairs blocks, stores exact loss")
+    from srv6pm.stamp.cli import add_commands as add_stamp_commands
+    add_stamp_commands(commands, common=_add_common)
+
+    processor = commands.add_parser("processor", help="processor: exact loss and delay statistics into Kafka and InfluxDB")
     proc_cmds = processor.add_subparsers(dest="processor_command", metavar="ACTION", required=True)
     prun = proc_cmds.add_parser(
         "run", help="consume srv6pm.counters and srv6pm.stamp, publish srv6pm.loss and srv6pm.delay",
@@ -160,7 +165,7 @@ def _external(args, prefix: str, env_var: str) -> bool:
 
 def cmd_lab_run(args) -> int:
     from srv6pm.lab import scenario as scenario_mod
-    from srv6pm.lab.output import JsonLines, LossTable
+    from srv6pm.lab.output import JsonLines, ResultTable
     from srv6pm.lab.runner import Lab
     scenario = scenario_mod.load(args.scenario)
     if args.duration is not None and not args.duration > 0:
@@ -169,7 +174,7 @@ def cmd_lab_run(args) -> int:
         raise ConfigError("--partitions must be from 1 to 1000")
     kafka = KafkaSettings.from_args(args) if _external(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP") else None
     influx = InfluxSettings.from_args(args) if _external(args, "influx", "SRV6PM_INFLUX_URL") else None
-    view = JsonLines() if args.json else LossTable()
+    view = JsonLines() if args.json else ResultTable()
     stopping: list[int] = []
     _on_signals(lambda sig, _frame: stopping.append(sig))
     lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
@@ -214,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.setup(args.verbose, args.log_format)
+    if args.command == "stamp":
+        return args.stamp_handler(args)  # handles its own errors and exit status
     handler = {
         ("lab", "run"): cmd_lab_run, ("lab", "check"): cmd_lab_check, ("lab", "clean"): cmd_lab_clean,
         ("exporter", "run"): cmd_exporter_run, ("processor", "run"): cmd_processor_run,
