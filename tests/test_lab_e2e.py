@@ -37,6 +37,8 @@ links: [[{a}, {b}], [{b}, {c}], [{c}, {d}], [{a}, {d}]]
 flows:
   - {{name: f1, from: {a}, to: {d}, via: [{b}, {c}], rate: 400}}
   - {{name: f2, from: {a}, to: {c}, via: [{d}], rate: 200}}
+stamp:
+  - {{name: s1, from: {a}, to: {d}, via: [{b}, {c}], return_via: [{c}, {b}], rate: 20}}
 """
     return scenario_mod.parse(text, source="e2e"), (a, b, c, d)
 
@@ -92,11 +94,11 @@ def stored(lab, flow):
 
 
 class DropRule:
-    """An nftables table of the test's own at a transit node: drops a share of forwarded SRv6 packets."""
+    """An nftables table of the test's own at a transit node: drops a share of the forwarded packets that match."""
 
     TABLE = "e2edrop"
 
-    def __init__(self, netns, next_sid, one_in=5):
+    def __init__(self, netns, match, one_in=5):
         self.nft = Nft(netns)
         self.nft.run([
             {"add": {"table": {"family": "ip6", "name": self.TABLE}}},
@@ -104,12 +106,20 @@ class DropRule:
             {"add": {"chain": {"family": "ip6", "table": self.TABLE, "name": "fwd", "type": "filter",
                                "hook": "forward", "prio": 0, "policy": "accept"}}},
             {"add": {"rule": {"family": "ip6", "table": self.TABLE, "chain": "fwd", "expr": [
-                {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": next_sid}},
+                match,
                 {"match": {"op": "==", "left": {"numgen": {"mode": "random", "mod": one_in, "offset": 0}}, "right": 0}},
                 {"counter": "dropped"},
                 {"drop": None},
             ]}}},
         ])
+
+    @staticmethod
+    def daddr(address):
+        return {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": address}}
+
+    @staticmethod
+    def udp_dport(port):
+        return {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": port}}
 
     def stop(self) -> int:
         """Remove the rule, return the exact number of packets it dropped."""
@@ -128,7 +138,7 @@ def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
     first = max(complete_periods(lab.seen, "f1")[0], complete_periods(lab.seen, "f2")[0])
 
     # At transit node b, drop one in five of f1's packets (on their way to c's End SID) for a while.
-    drop = DropRule(b, lab.plan.nodes[c].end_sid)
+    drop = DropRule(b, DropRule.daddr(lab.plan.nodes[c].end_sid))
     t_add = clock.current()
     time.sleep(4 * PERIOD)
     dropped = drop.stop()
@@ -219,3 +229,44 @@ def test_lab_refuses_to_start_over_existing_namespaces_and_creates_nothing(free_
         assert [ns for ns in lab.plan.namespaces if exists(ns)] == [a]
     finally:
         subprocess.run(["ip", "netns", "del", a], check=True)
+
+
+def test_stamp_test_packets_dropped_on_the_forward_path_are_counted_exactly(lab):
+    a, b, c, d = lab.nodes
+    clock = PeriodClock(PERIOD)
+
+    def delay(results):
+        return [r for r in results if r.get("session") == "s1" and r["direction"] == "round_trip"]
+
+    collect(lab, lambda rs: len(delay(rs)) >= 2)
+    # At transit node b, drop one in four STAMP test packets (UDP to port 862, behind the SRH).
+    drop = DropRule(b, DropRule.udp_dport(862), one_in=4)
+    t_add = clock.current()
+    time.sleep(4 * PERIOD)
+    dropped = drop.stop()
+    t_del = clock.current()
+    last = t_del + 2
+    collect(lab, lambda rs: max(r["period"] for r in delay(rs)) >= last)
+    rtt = delay(lab.seen)
+    periods = [r["period"] for r in rtt]
+    assert len(periods) == len(set(periods)), "a delay period was published twice"
+    assert periods == list(range(periods[0], periods[-1] + 1)), "a delay period is missing"
+    assert dropped > 0
+    # The first window may show genuine losses: the sender can start before the far
+    # exporter's reflector listens. From the first loss-free window on, every loss is the rule's.
+    start = next(k for k, r in zip(periods, rtt) if r["lost"] == 0)
+    assert start < t_add - 1
+    assert sum(r["lost"] for r in rtt if r["period"] >= start) == dropped
+    assert all(r["lost"] == 0 for r in rtt if start <= r["period"] < t_add - 1 or r["period"] > t_del + 1)
+    # every period's samples + lost is the number of test packets sent in it (20/s), except the first
+    for r in rtt[1:]:
+        assert r["samples"] + r["lost"] == 20 * PERIOD, r
+    # the directions of one period agree on the counts
+    for r in rtt:
+        same = [x for x in lab.seen if x.get("session") == "s1" and x["period"] == r["period"]]
+        assert sorted(x["direction"] for x in same) == ["backward", "forward", "round_trip"]
+        assert {(x["samples"], x["lost"]) for x in same} == {(r["samples"], r["lost"])}
+    # and the delay measurement in InfluxDB holds the same lost counts
+    (res,) = influxql(lab.influx, "SELECT sum(lost) FROM delay WHERE session = 's1' AND direction = 'round_trip' "
+                      f"AND time >= {clock.start_ns(start)} AND time <= {clock.start_ns(periods[-1])}")
+    assert res["series"][0]["values"][0][1] == dropped
