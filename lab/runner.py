@@ -115,6 +115,9 @@ class Lab:
         network.build(self.plan)
         stack.callback(network.teardown, self.plan)
         stack.callback(self._stop_children)
+        for link in self.plan.links:
+            if link.delay_ms > 0:
+                self._spawn_delay(link)
         for node in self._exporter_nodes():
             self._spawn_exporter(node)
         self.start_processor()
@@ -163,6 +166,19 @@ class Lab:
         path = self.workdir / f"exporter-{node}.json"
         path.write_text(json.dumps(self.exporter_config(node), indent=2))
         self._spawn(f"exporter-{node}", self._srv6pm("exporter", "run", "--config", str(path)))
+
+    def _spawn_delay(self, link) -> None:
+        """The link's delay in both directions: one NFQUEUE element per direction (``delay``), one process."""
+        name = f"delay-{link.a}-{link.b}"
+        argv = [sys.executable, "-m", "srv6pm.lab.delay"]
+        for ns, dev in ((link.a, link.b), (link.b, link.a)):
+            argv += ["--netns", ns, "--dev", dev, "--delay-ms", repr(link.delay_ms), "--queue", str(link.index)]
+        self._spawn(name, argv)
+        deadline = time.monotonic() + 15
+        while '"event": "ready"' not in self.children[name].output_tail(20):
+            if self.children[name].returncode is not None or time.monotonic() > deadline:
+                raise LabError(f"{name} did not start: {self.log_tail(name)}")
+            time.sleep(0.05)
 
     def start_processor(self, name: str = "processor") -> None:
         """Start (or restart) a processor process named ``name``."""
@@ -214,9 +230,10 @@ class Lab:
         return " | ".join(self.children[name].output_tail(lines).splitlines()) or "(no output)"
 
     def _stop_children(self) -> None:
-        # Traffic first (so exporters count whole periods), then exporters, then the processor.
+        # Traffic first (so exporters count whole periods), then exporters, the processor, the delays.
         def rank(child: ChildProcess) -> int:
-            return 0 if child.name.startswith("traffic") else 1 if child.name.startswith("exporter") else 2
+            order = ("traffic", "exporter", "processor", "delay")
+            return next((i for i, prefix in enumerate(order) if child.name.startswith(prefix)), len(order))
         for child in sorted(self.children.values(), key=rank):
             child.stop(grace=10)
 

@@ -274,3 +274,38 @@ def test_stamp_test_packets_dropped_on_the_forward_path_are_counted_exactly(lab)
     (res,) = influxql(lab.influx, "SELECT sum(lost) FROM delay WHERE session = 's1' AND direction = 'round_trip' "
                       f"AND time >= {clock.start_ns(start)} AND time <= {clock.start_ns(periods[-1])}")
     assert res["series"][0]["values"][0][1] == dropped
+
+
+def test_stamp_measures_injected_link_delays_per_direction(free_port):
+    p = "e" + uuid.uuid4().hex[:5]
+    a, b, c, d = (p + x for x in "abcd")
+    scenario = scenario_mod.parse(f"""
+period: {PERIOD}
+nodes: [{a}, {b}, {c}, {d}]
+links: [[{a}, {b}], {{ends: [{b}, {c}], delay_ms: 15}}, [{c}, {d}], {{ends: [{a}, {d}], delay_ms: 5}}]
+flows: []
+stamp:
+  - {{name: s1, from: {a}, to: {d}, via: [{b}, {c}], return_via: [], rate: 20}}
+""", source="e2e-delay")
+    # Forward a -> b -> c -> d crosses the 15 ms link; the reply comes straight back over the 5 ms link.
+    with Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2) as lab:
+        lab.reader = lab.results(from_beginning=True)
+        lab.seen = []
+        collect(lab, lambda rs: len([r for r in rs if r.get("direction") == "round_trip"]) >= 4)
+        lab.reader.close()
+    results = [r for r in lab.seen if r.get("session") == "s1"][3:]  # skip the start-up window
+    assert results
+    tolerance_ms = 3.0  # the user-space delay element's p99 lateness on a busy 2-vCPU VM (lab/delay.py)
+    expected = {"forward": 15.0, "backward": 5.0, "round_trip": 20.0}
+    for r in results:
+        want = expected[r["direction"]]
+        assert r["samples"] > 0
+        assert r["min_us"] / 1000 >= want, r          # never early
+        assert r["mean_us"] / 1000 - want < tolerance_ms, r
+        assert r["p50_us"] / 1000 - want < tolerance_ms, r
+    by_period = {}
+    for r in results:
+        by_period.setdefault(r["period"], {})[r["direction"]] = r
+    for dirs in by_period.values():
+        if len(dirs) == 3:  # round trip = forward + backward, sample by sample, so also on average
+            assert abs(dirs["round_trip"]["mean_us"] - dirs["forward"]["mean_us"] - dirs["backward"]["mean_us"]) < 1
