@@ -6,49 +6,66 @@ that namespace's netfilter whichever thread uses them later:
 
 * **nfnetlink_queue** (``NFNL_SUBSYS_QUEUE``, ``linux/netfilter/nfnetlink_queue.h``):
   :class:`NfQueue` binds one queue number, sets its copy mode, length limit
-  and flags, receives ``NFQNL_MSG_PACKET`` messages and sends verdicts
-  (``NFQNL_MSG_VERDICT`` for one packet, ``NFQNL_MSG_VERDICT_BATCH`` for every
-  packet up to an id).
-* **nf_tables** (``NFNL_SUBSYS_NFTABLES``): :func:`install_queue_table` creates,
-  in one atomic batch, a table of its own whose chain sends every packet that
-  leaves one interface to a queue. On the kernels of these machines that has
-  to be done at the netlink level (see "Steering packets to a queue" below).
+  and flags, receives ``NFQNL_MSG_PACKET`` messages and sends verdicts:
+  :meth:`NfQueue.verdicts` sends one ``NFQNL_MSG_VERDICT`` per packet, many
+  per system call; :meth:`NfQueue.verdict_batch` one ``NFQNL_MSG_VERDICT_BATCH``
+  for every packet up to an id.
+* **nf_tables** (``NFNL_SUBSYS_NFTABLES``): :func:`add_queue_rule` adds, in
+  one transaction, a rule sending every packet that leaves one interface to
+  a queue (creating its table and base chain if needed);
+  :func:`remove_table_if_unused` removes that table once no rule is left,
+  atomically. On the kernels of these machines this has to be done at the
+  netlink level (see "Steering packets to a queue").
 
 Every message is described as data: :class:`CStruct` subclasses mirror the C
 structures field by field (``nlmsghdr``, ``nfgenmsg``, ``nfqnl_msg_packet_hdr``,
-...), and :class:`AttrPolicy` tables map attribute types to names and codecs,
-as pyroute2's ``nla_map`` does. pyroute2 0.9.7 was checked: for nfnetlink it
-offers only the subsystem numbers and ``nfgen_msg`` (no nfnetlink_queue
-messages at all), and its generic message decoder costs tens of microseconds
-per message, which is a large share of a packet's budget here. The ~60 lines
-of encoder/decoder below are specific, fast and fully checked against the
-kernel headers.
+``xt_NFQ_info_v3``, ...), and :class:`AttrPolicy` tables map attribute types
+to names and codecs, as pyroute2's ``nla_map`` does. pyroute2 0.9.7 was
+checked: for nfnetlink it offers only the subsystem numbers and
+``nfgen_msg`` (no nfnetlink_queue messages), and its generic decoder takes
+about 24 us for a packet message, against 3 us here.
 
 Choices (and why)
 -----------------
 * **Copy mode** ``NFQNL_COPY_META``: no payload is copied; a delay element
-  needs only the packet id (``NFQA_PACKET_HDR``) and the length
-  (``NFQA_CAP_LEN``, which the kernel adds whenever it copies less than the
-  packet). ``copy_range`` > 0 selects ``NFQNL_COPY_PACKET`` with that many
-  bytes (diagnostics).
-* **No fail-open** (``NFQA_CFG_F_FAIL_OPEN`` cleared explicitly): when the
-  queue is full or the socket cannot take a message, the kernel *drops* the
-  packet and counts it (``queue_dropped`` / ``user_dropped`` in
-  ``/proc/net/netfilter/nfnetlink_queue``, :meth:`NfQueue.kernel_stats`)
-  instead of passing it undelayed. A delay element that silently stops
-  delaying under load would falsify measurements; a drop is visible, counted,
-  and the socket overrun is also reported to us as ``ENOBUFS`` (counted in
-  :attr:`NfQueue.enobufs` and logged, never ignored). ``NETLINK_NO_ENOBUFS``
-  is left off for the same reason.
+  needs only the packet id (``NFQA_PACKET_HDR``). ``copy_range`` > 0 selects
+  ``NFQNL_COPY_PACKET`` with that many bytes (diagnostics, e.g. 40 for the
+  IPv6 header); only then does the kernel also send the packet's length
+  (``NFQA_CAP_LEN``), so :attr:`QueuedPacket.length` is 0 in META mode.
+* **No fail-open** (``NFQA_CFG_F_FAIL_OPEN`` cleared explicitly) and no
+  ``bypass`` flag on the rule: when the queue is full, the socket cannot take
+  a message, or no program is bound, the kernel *drops* the packet instead
+  of passing it undelayed. A delay element that silently stops delaying
+  would falsify measurements; a drop is visible and counted: ``queue_dropped``
+  / ``user_dropped`` in ``/proc/net/netfilter/nfnetlink_queue``
+  (:meth:`NfQueue.kernel_stats`), and a socket overrun also reaches us as
+  ``ENOBUFS`` (counted in :attr:`NfQueue.enobufs`, logged, never ignored;
+  ``NETLINK_NO_ENOBUFS`` is left off).
 * **GSO** (``NFQA_CFG_F_GSO``) on: GSO super-packets are queued whole rather
   than segmented first; a delay applies to them as a unit (no payload is
   copied, so checksum state does not matter). Conntrack, uid/gid and
-  security-context attributes are off (not needed, and they cost).
-* **Queue length** (``NFQA_CFG_QUEUE_MAXLEN``) defaults to 65536 packets (the
+  security-context attributes are off.
+* **Queue length** (``NFQA_CFG_QUEUE_MAXLEN``) 65536 packets by default (the
   kernel's default, 1024, holds 20 ms of only 51 200 packets/s).
-* **Receive buffer** 8 MiB with ``SO_RCVBUFFORCE``: it has to absorb only the
-  messages that arrive while the reader is busy, since packets are held in
-  the kernel's queue, not in the socket.
+* **Receive buffer** 8 MiB (``SO_RCVBUFFORCE``): it only absorbs messages
+  that arrive while the reader is busy; held packets stay in the kernel.
+
+Kernel behaviour to know (kernel 6.18, checked)
+----------------------------------------------
+* nfnetlink_queue works inside network namespaces: queue numbers, bindings
+  and ``/proc/net/netfilter/nfnetlink_queue`` are per namespace (read it from
+  a thread inside the namespace: ``/proc/thread-self/net/...``).
+* Binding a queue number that another socket holds fails with ``EPERM``
+  (not ``EBUSY``).
+* Unregistering **any** netfilter hook in a namespace -- deleting any
+  nftables base chain, of any table -- makes the kernel drop every packet
+  that every queue of that namespace holds (``nf_queue_nf_hook_drop``),
+  without counting it anywhere. Deleting rules or non-base chains does not.
+  :meth:`NfQueue.verdicts` makes the loss visible (:attr:`NfQueue.lost`), and
+  the rules of :func:`add_queue_rule` share one base chain so that removing
+  one of them never unregisters a hook.
+* Unbinding (or closing the socket, or the process dying) drops every packet
+  the queue still holds; :meth:`NfQueue.close` accepts them first.
 
 Steering packets to a queue
 ---------------------------
@@ -58,13 +75,14 @@ which these kernels are built without (``CONFIG_NFT_QUEUE`` is not set:
 and libnftables' JSON parser refuses xtables compat expressions
 ("unsupported xtables compat expression"). The kernel has
 ``CONFIG_NFT_COMPAT`` and the xtables ``NFQUEUE`` target, so
-:func:`install_queue_table` writes the rule that ``iptables-nft -j NFQUEUE``
+:func:`add_queue_rule` writes the rule that ``iptables-nft -j NFQUEUE``
 would write: ``meta oifname == IF``, ``counter``, ``target NFQUEUE``
-(revision 3: queue number, no bypass, no fan-out), in a base chain of its own
-table. The compat target exists only for the ``ip`` and ``ip6`` families (not
-``inet``), so one table per family is created, all in one transaction.
-libnftables (and ``nft list ruleset``) show that rule as
-``xt target "NFQUEUE"`` and can list and delete the table normally.
+(revision 3: queue number, no bypass, no fan-out), with a comment naming it.
+The compat target exists only for the ``ip`` and ``ip6`` families (not
+``inet``), so there is one table per family. libnftables (and ``nft list
+ruleset``) show the rule as ``xt target "NFQUEUE"`` (``nft`` adds a warning
+that the table is "managed by iptables-nft") and list, find (by comment) and
+delete it normally.
 """
 
 from __future__ import annotations
@@ -72,15 +90,21 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import socket
 import struct
 import time
 from collections import namedtuple
-from typing import Any, Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from srv6pm.netns import NetnsThread
 
 __all__ = [
+    "NFQNL_COPY_META",
+    "NFQNL_COPY_PACKET",
+    "NF_ACCEPT",
+    "NF_DROP",
     "AttrPolicy",
     "CStruct",
     "NetlinkError",
@@ -88,11 +112,9 @@ __all__ = [
     "NfQueue",
     "NfQueueError",
     "QueuedPacket",
-    "install_queue_table",
-    "NF_ACCEPT",
-    "NF_DROP",
-    "NFQNL_COPY_META",
-    "NFQNL_COPY_PACKET",
+    "add_queue_rule",
+    "queue_bindings",
+    "remove_table_if_unused",
 ]
 
 log = logging.getLogger("srv6pm.lab.nfqueue")
@@ -139,7 +161,9 @@ NFQA_CFG_F_SECCTX = 1 << 4
 NFQNL_QMAX_DEFAULT = 1024
 
 # linux/netfilter/nf_tables.h
-NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 0, 2, 3, 6
+NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN, NFT_MSG_NEWRULE = 0, 2, 3, 5, 6
+NLM_F_NONREC = 0x100  # in a delete request: refuse (EBUSY) instead of deleting the contents
+NFTNL_UDATA_RULE_COMMENT = 0
 NFT_REG_1 = 1
 NFT_META_OIFNAME = 7
 NFT_CMP_EQ = 0
@@ -292,7 +316,7 @@ class _Nested:
 
     nested = True
 
-    def __init__(self, policy: "AttrPolicy"):
+    def __init__(self, policy: AttrPolicy):
         self.policy = policy
 
     def encode(self, value) -> bytes:
@@ -427,7 +451,7 @@ NFT_CHAIN_ATTRS = AttrPolicy("nft_chain_attributes", {
     5: ("policy", BE32), 7: ("type", STRING),
 })
 NFT_RULE_ATTRS = AttrPolicy("nft_rule_attributes", {
-    1: ("table", STRING), 2: ("chain", STRING), 4: ("expressions", _ListOf(_Expr())),
+    1: ("table", STRING), 2: ("chain", STRING), 4: ("expressions", _ListOf(_Expr())), 7: ("userdata", BYTES),
 })
 
 
@@ -453,7 +477,7 @@ class QueuedPacket(NamedTuple):
     id: int
     hook: int
     hw_protocol: int
-    length: int          # the packet's length (NFQA_CAP_LEN, else the copied payload's)
+    length: int          # the packet's length (NFQA_CAP_LEN, only in PACKET mode; else 0)
     outdev: int          # ifindex, 0 if none
     received_ns: int
     payload: bytes | None = None
@@ -533,7 +557,7 @@ class NetlinkSocket:
                 self.sock.settimeout(max(0.001, deadline - time.monotonic()))
                 try:
                     n = self.sock.recv_into(self._buf)
-                except socket.timeout:
+                except TimeoutError:
                     raise NetlinkError(errno.ETIMEDOUT, f"{self.where()}: {what}: no answer from the kernel "
                                                          f"within {timeout:g} s") from None
                 except OSError as exc:
@@ -559,7 +583,7 @@ class NetlinkSocket:
         finally:
             self.sock.settimeout(None)
         if errors:
-            seq, code, text = min(errors)
+            _, code, text = min(errors)
             raise NetlinkError(code, f"{self.where()}: {what}: {os.strerror(code)}" + (f" ({text})" if text else ""))
 
 
@@ -569,6 +593,7 @@ class NfQueueError(RuntimeError):
 
 
 _NFQ_PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+_NFQ_VERDICT_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
 _PROC_QUEUE = "/proc/thread-self/net/netfilter/nfnetlink_queue"
 _PROC_FIELDS = ("queue", "portid", "queue_total", "copy_mode", "copy_range", "queue_dropped",
                 "user_dropped", "id_sequence")
@@ -584,8 +609,17 @@ class NfQueue:
 
     Not thread safe: one thread receives and sends verdicts. Counters:
     ``received`` (packets), ``enobufs`` (socket overruns: the kernel dropped
-    at least one packet; see :meth:`kernel_stats`), ``verdict_errors``
-    (the kernel refused a verdict; logged).
+    at least one packet; see :meth:`kernel_stats`), ``lost`` (packets given
+    a verdict with :meth:`verdict`/:meth:`verdicts` that the kernel no longer
+    held: it dropped them, see below), ``verdict_errors`` (every refused
+    verdict, ``lost`` included). All are logged, at most once a second.
+
+    The kernel drops, without counting them anywhere, all packets that every
+    queue of a namespace holds whenever a netfilter hook is unregistered in
+    that namespace (``nf_queue_nf_hook_drop``: deleting *any* nftables base
+    chain, of any table, does it). Per-packet verdicts make such a loss
+    visible: each verdict message carries the packet id as its sequence
+    number, so the kernel's ``ENOENT`` names exactly the packet it lost.
     """
 
     def __init__(self, queue: int, *, netns: str | None = None, copy_range: int = 0,
@@ -599,6 +633,8 @@ class NfQueue:
         self.received = 0
         self.enobufs = 0
         self.verdict_errors = 0
+        self.lost = 0
+        self._logged_errors = (0, 0.0)  # (verdict_errors when last logged, when)
         self.last_id: int | None = None
         self.verdicts_sent = 0
         self._closed = False
@@ -650,7 +686,8 @@ class NfQueue:
         try:
             self.nl.request([(seq, msg)], f"{what} {self._where()}", on_other=self._on_message)
         except NetlinkError as exc:
-            hint = " (another program is bound to it)" if exc.errno == errno.EBUSY else ""
+            # the kernel answers EPERM when another socket holds the queue number
+            hint = " (another socket is bound to it)" if exc.errno in (errno.EPERM, errno.EBUSY) else ""
             raise NfQueueError(f"{exc.strerror}{hint}") from None
         except OSError as exc:
             raise NfQueueError(f"{what} {self._where()}: {exc}") from None
@@ -679,11 +716,29 @@ class NfQueue:
         elif hdr.type == NLMSG_ERROR:
             code, text = NetlinkSocket.parse_error(buf, off, hdr)
             if code:
+                echoed = NlMsgHdr.decode(buf, off + NlMsgHdr.size + NlMsgErr.size)
                 self.verdict_errors += 1
-                log.warning("the kernel refused a verdict", extra={
-                    "queue": self.queue, "netns": self.netns, "error": os.strerror(code), "detail": text})
+                if code == errno.ENOENT and echoed.type == _NFQ_VERDICT_TYPE:
+                    self.lost += 1
+                self._log_errors(code, text, echoed)
         elif hdr.type not in (NLMSG_NOOP, NLMSG_DONE):
             log.debug("unexpected netlink message ignored", extra={"type": hdr.type, "queue": self.queue})
+
+    def _log_errors(self, code: int, text: str, echoed) -> None:
+        count, when = self._logged_errors
+        now = time.monotonic()
+        if now - when < 1.0:
+            return
+        self._logged_errors = (self.verdict_errors, now)
+        if code == errno.ENOENT and echoed.type == _NFQ_VERDICT_TYPE:
+            log.warning("the kernel no longer held packet(s) given a verdict: it dropped them (a netfilter hook "
+                        "was removed in this namespace, or the queue was flushed)",
+                        extra={"queue": self.queue, "netns": self.netns, "packet_id": echoed.seq,
+                               "lost_total": self.lost})
+        else:
+            log.warning("the kernel refused a verdict", extra={
+                "queue": self.queue, "netns": self.netns, "error": os.strerror(code), "detail": text,
+                "errors_total": self.verdict_errors, "since_last_log": self.verdict_errors - count})
 
     def _note_enobufs(self) -> None:
         self.enobufs += 1
@@ -730,29 +785,50 @@ class NfQueue:
         return out
 
     # -- verdicts ----------------------------------------------------------
-    def _verdict(self, msg_type: int, packet_id: int, verdict: int) -> None:
-        hdr = NfqVerdictHdr.pack(verdict=verdict, id=packet_id)
-        msg = (NlMsgHdr.pack(len=16 + 4 + 4 + len(hdr), type=(NFNL_SUBSYS_QUEUE << 8) | msg_type,
-                             flags=NLM_F_REQUEST, seq=0, pid=0)
-               + NfGenMsg.pack(family=socket.AF_UNSPEC, version=NFNETLINK_V0, res_id=self.queue)
-               + NlAttr.pack(len=4 + len(hdr), type=2) + hdr)  # NFQA_VERDICT_HDR
+    _VERDICT_LEN = NlMsgHdr.size + NfGenMsg.size + NlAttr.size + NfqVerdictHdr.size
+
+    def _message(self, msg_type: int, seq: int, packet_id: int, verdict: int) -> bytes:
+        return (NlMsgHdr.pack(len=self._VERDICT_LEN, type=(NFNL_SUBSYS_QUEUE << 8) | msg_type,
+                              flags=NLM_F_REQUEST, seq=seq, pid=0)
+                + NfGenMsg.pack(family=socket.AF_UNSPEC, version=NFNETLINK_V0, res_id=self.queue)
+                + NlAttr.pack(len=NlAttr.size + NfqVerdictHdr.size, type=2)  # NFQA_VERDICT_HDR
+                + NfqVerdictHdr.pack(verdict=verdict, id=packet_id))
+
+    def _send(self, data: bytes) -> None:
         while True:
             try:
-                self.nl.sock.send(msg)
-                break
-            except BlockingIOError:  # the kernel's receive side is momentarily full; never skip a verdict
-                time.sleep(0)
+                self.nl.sock.send(data)
+                return
+            except BlockingIOError:  # momentarily out of socket memory: never skip a verdict
+                select.select([], [self.nl.sock], [], 0.001)
             except InterruptedError:
                 continue
-        self.verdicts_sent += 1
+
+    def verdicts(self, packet_ids, verdict: int = NF_ACCEPT, chunk: int = 256) -> None:
+        """Give ``verdict`` to each packet of ``packet_ids``, in order, few system calls.
+
+        One NFQNL_MSG_VERDICT per packet (sequence number = packet id, so a
+        packet the kernel no longer holds is reported by id and counted in
+        :attr:`lost`), up to ``chunk`` messages per send().
+        """
+        ids = list(packet_ids)
+        for i in range(0, len(ids), chunk):
+            part = ids[i:i + chunk]
+            self._send(b"".join(self._message(NFQNL_MSG_VERDICT, pid, pid, verdict) for pid in part))
+            self.verdicts_sent += len(part)
 
     def verdict(self, packet_id: int, verdict: int = NF_ACCEPT) -> None:
         """Give ``verdict`` to the one packet ``packet_id``."""
-        self._verdict(NFQNL_MSG_VERDICT, packet_id, verdict)
+        self.verdicts([packet_id], verdict)
 
     def verdict_batch(self, max_id: int, verdict: int = NF_ACCEPT) -> None:
-        """Give ``verdict`` to every packet still queued whose id is not after ``max_id`` (ids wrap)."""
-        self._verdict(NFQNL_MSG_VERDICT_BATCH, max_id, verdict)
+        """Give ``verdict`` to every packet still queued whose id is not after ``max_id`` (ids wrap).
+
+        One message for many packets; a packet the kernel dropped meanwhile
+        goes unnoticed (ENOENT only when none is left), so prefer :meth:`verdicts`.
+        """
+        self._send(self._message(NFQNL_MSG_VERDICT_BATCH, 0, max_id, verdict))
+        self.verdicts_sent += 1
 
     # -- state -------------------------------------------------------------
     def kernel_stats(self) -> dict[str, int] | None:
@@ -779,14 +855,15 @@ class NfQueue:
 
         Unbinding makes the kernel *drop* every packet it still holds for
         this queue, so with ``accept_pending`` (the default) every packet
-        received so far is accepted first (one batch verdict).
+        it still holds is accepted first (one batch verdict).
         """
         if self._closed:
             return
         self._closed = True
         try:
             if self._bound:
-                if accept_pending and self.last_id is not None:
+                held = (self.kernel_stats() or {}).get("queue_total", 1)
+                if accept_pending and self.last_id is not None and held:
                     self.nl.sock.setblocking(True)
                     self.verdict_batch(self.last_id, NF_ACCEPT)
                 seq = self.nl.next_seq()
@@ -810,7 +887,7 @@ class NfQueue:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "NfQueue":
+    def __enter__(self) -> NfQueue:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -835,45 +912,106 @@ def queue_rule_expressions(ifname: str, queue: int) -> list[tuple[str, list]]:
     ]
 
 
-def install_queue_table(netns: str | None, table: str, ifname: str, queue: int, *,
-                        families: Iterable[str] = ("ip6", "ip"), hook: str = "postrouting",
-                        priority: int = 500, chain: str = "delay") -> None:
-    """Create table ``table`` (one per family) sending every packet leaving ``ifname`` to ``queue``.
+def rule_comment(comment: str) -> bytes:
+    """NFTA_RULE_USERDATA holding a comment, as libnftnl writes it (``nft ... comment "..."``)."""
+    data = comment.encode() + b"\0"
+    if len(data) > 128:
+        raise ValueError("comment too long")
+    return bytes((NFTNL_UDATA_RULE_COMMENT, len(data))) + data
 
-    One nf_tables transaction: for each family ``add table; delete table;
-    add table`` (so a stale table of the same name left by a killed element
-    is replaced, atomically), a base chain ``chain`` (type filter, ``hook``,
-    ``priority``, policy accept) and the rule of :func:`queue_rule_expressions`.
-    Raises :class:`NetlinkError` (nothing changed) if the kernel refuses it.
+
+def _batch(nl: NetlinkSocket, msgs: list[tuple[int, bytes]], what: str) -> None:
+    """Send ``msgs`` as one nf_tables transaction (all or nothing); raise the first error."""
+    begin = nfnl_message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, nl.next_seq(), socket.AF_UNSPEC,
+                         NFNL_SUBSYS_NFTABLES)
+    end = nfnl_message(0, NFNL_MSG_BATCH_END, NLM_F_REQUEST, nl.next_seq(), socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES)
+    nl.request(msgs, what, raw_prefix=begin, raw_suffix=end)
+
+
+def _nft_msg(nl: NetlinkSocket, msg_type: int, flags: int, family: str, policy: AttrPolicy, attrs):
+    seq = nl.next_seq()
+    return seq, nfnl_message(NFNL_SUBSYS_NFTABLES, msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, seq,
+                             _FAMILIES[family], 0, policy, attrs)
+
+
+def add_queue_rule(netns: str | None, table: str, chain: str, ifname: str, queue: int, *, comment: str,
+                   families: Iterable[str] = ("ip6", "ip"), hook: str = "postrouting",
+                   priority: int = 500) -> None:
+    """Send every packet leaving ``ifname`` to ``queue``: one rule in a base chain shared by such rules.
+
+    One nf_tables transaction: for each family, ``add table`` and ``add
+    chain`` (type filter, ``hook``, ``priority``, policy accept; both are
+    no-ops if they exist) and append the rule of :func:`queue_rule_expressions`
+    with ``comment`` (so that it can be found and deleted by handle through
+    libnftables). Raises :class:`NetlinkError` (nothing changed) if refused.
     """
     if hook not in NF_INET_HOOKS:
         raise ValueError(f"hook must be one of {', '.join(NF_INET_HOOKS)}, got {hook!r}")
     exprs = queue_rule_expressions(ifname, queue)
+    udata = rule_comment(comment)
     nl = NetlinkSocket(netns)
     try:
-        msgs: list[tuple[int, bytes]] = []
-
-        def add(msg_type: int, flags: int, family: int, policy: AttrPolicy, attrs) -> None:
-            seq = nl.next_seq()
-            msgs.append((seq, nfnl_message(NFNL_SUBSYS_NFTABLES, msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, seq,
-                                           family, 0, policy, attrs)))
-
-        for fam_name in families:
-            fam = _FAMILIES[fam_name]
-            add(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, NFT_TABLE_ATTRS, [("name", table), ("flags", 0)])
-            add(NFT_MSG_DELTABLE, 0, fam, NFT_TABLE_ATTRS, [("name", table)])
-            add(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, NFT_TABLE_ATTRS, [("name", table), ("flags", 0)])
-            add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, fam, NFT_CHAIN_ATTRS, [
+        msgs = []
+        for fam in families:
+            msgs.append(_nft_msg(nl, NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, NFT_TABLE_ATTRS,
+                                 [("name", table), ("flags", 0)]))
+            msgs.append(_nft_msg(nl, NFT_MSG_NEWCHAIN, NLM_F_CREATE, fam, NFT_CHAIN_ATTRS, [
                 ("table", table), ("name", chain),
                 ("hook", [("hooknum", NF_INET_HOOKS[hook]), ("priority", priority)]),
-                ("policy", NF_ACCEPT), ("type", "filter")])
-            add(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, fam, NFT_RULE_ATTRS, [
-                ("table", table), ("chain", chain), ("expressions", exprs)])
-        begin = nfnl_message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, nl.next_seq(), socket.AF_UNSPEC,
-                             NFNL_SUBSYS_NFTABLES)
-        end = nfnl_message(0, NFNL_MSG_BATCH_END, NLM_F_REQUEST, nl.next_seq(), socket.AF_UNSPEC,
-                           NFNL_SUBSYS_NFTABLES)
-        nl.request(msgs, f"installing nftables table {table} (oifname {ifname} -> NFQUEUE {queue})",
-                   raw_prefix=begin, raw_suffix=end)
+                ("policy", NF_ACCEPT), ("type", "filter")]))
+            msgs.append(_nft_msg(nl, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, fam, NFT_RULE_ATTRS, [
+                ("table", table), ("chain", chain), ("expressions", exprs), ("userdata", udata)]))
+        _batch(nl, msgs, f"adding rule 'oifname {ifname} -> NFQUEUE {queue}' to nftables table {table}")
     finally:
         nl.close()
+
+
+def remove_table_if_unused(netns: str | None, table: str, chain: str,
+                           families: Iterable[str] = ("ip6", "ip")) -> list[str]:
+    """Delete ``table`` in each family where ``chain`` has no rule left and the table nothing else.
+
+    Per family, one transaction ``delete chain; delete table``, both
+    non-recursive (``NLM_F_NONREC``): the kernel refuses with EBUSY, and
+    nothing changes, if a rule was added meanwhile (another element) — so
+    there is no window between checking and deleting. Returns the families
+    whose table was deleted (or was already gone).
+    """
+    done = []
+    nl = NetlinkSocket(netns)
+    try:
+        for fam in families:
+            msgs = [_nft_msg(nl, NFT_MSG_DELCHAIN, NLM_F_NONREC, fam, NFT_CHAIN_ATTRS,
+                             [("table", table), ("name", chain)]),
+                    _nft_msg(nl, NFT_MSG_DELTABLE, NLM_F_NONREC, fam, NFT_TABLE_ATTRS, [("name", table)])]
+            try:
+                _batch(nl, msgs, f"removing nftables table {fam} {table}")
+                done.append(fam)
+            except NetlinkError as exc:
+                if exc.errno == errno.ENOENT:
+                    done.append(fam)
+                elif exc.errno != errno.EBUSY:
+                    raise
+    finally:
+        nl.close()
+    return done
+
+
+def queue_bindings(netns: str | None) -> dict[int, dict[str, int]]:
+    """Every bound queue of the namespace: ``/proc/net/netfilter/nfnetlink_queue`` by queue number."""
+    def read() -> str:
+        try:
+            with open(_PROC_QUEUE, encoding="ascii") as f:
+                return f.read()
+        except OSError:
+            return ""
+    if netns is None:
+        text = read()
+    else:
+        with NetnsThread(netns, thread_name=f"nfq-proc-{netns}") as t:
+            text = t.call(read)
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 8 and parts[0].isdigit():
+            out[int(parts[0])] = dict(zip(_PROC_FIELDS, (int(p) for p in parts[:8])))
+    return out
