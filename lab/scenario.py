@@ -171,7 +171,8 @@ class _Validator:
     def scenario(self, doc: Any) -> Scenario:
         if doc is None:
             raise self.fail("", "empty file")
-        doc = self.mapping(doc, "", {"period", "nodes", "links", "flows", "stamp"}, {"period", "nodes", "links", "flows"})
+        doc = self.mapping(doc, "", {"period", "nodes", "links", "flows", "stamp"},
+                           {"period", "nodes", "links", "flows"})
         period = self.number(doc["period"], "period", MIN_PERIOD, MAX_PERIOD)
         nodes = self.nodes(doc["nodes"])
         links = self.links(doc["links"], nodes)
@@ -227,31 +228,33 @@ class _Validator:
     def flows(self, value: Any, nodes: tuple[str, ...], links: tuple[Link, ...]) -> tuple[Flow, ...]:
         if not isinstance(value, list):
             raise self.fail("flows", f"must be a list, got {_kind(value)}")
-        adjacency = {n: set() for n in nodes}
-        for link in links:
-            adjacency[link.a].add(link.b)
-            adjacency[link.b].add(link.a)
+        adjacency = _adjacency(nodes, links)
         flows: list[Flow] = []
         names: set[str] = set()
         for i, item in enumerate(value):
             field = f"flows[{i}]"
             item = self.mapping(item, field, {"name", "from", "to", "via", "rate"}, {"name", "from", "to", "rate"})
-            name = item["name"]
-            if not isinstance(name, str) or not _FLOW_NAME.match(name):
-                raise self.fail(f"{field}.name", f"{name!r} is not a valid flow name "
-                                "(letters, digits, '_', '.', '-'; at most 64)")
-            if name in names:
-                raise self.fail(f"{field}.name", f"duplicate flow name {name!r}")
-            names.add(name)
-            src = self.node_ref(item["from"], f"{field}.from", nodes)
-            dst = self.node_ref(item["to"], f"{field}.to", nodes)
-            if src == dst:
-                raise self.fail(f"{field}.to", f"same node as 'from' ({src!r})")
+            name, src, dst = self.endpoints(item, field, "flow", names, nodes)
             via = self.path(item.get("via", []), f"{field}.via", src, dst, nodes, adjacency)
             rate = self.number(item["rate"], f"{field}.rate", 0.001, MAX_RATE)
             flows.append(Flow(name, src, dst, via, rate))
         return tuple(flows)
 
+    def endpoints(self, item: dict, field: str, kind: str, names: set[str],
+                  nodes: tuple[str, ...]) -> tuple[str, str, str]:
+        """The unique ``name`` and the distinct ``from`` and ``to`` nodes of a flow or session."""
+        name = item["name"]
+        if not isinstance(name, str) or not _FLOW_NAME.match(name):
+            raise self.fail(f"{field}.name", f"{name!r} is not a valid {kind} name "
+                            "(letters, digits, '_', '.', '-'; at most 64)")
+        if name in names:
+            raise self.fail(f"{field}.name", f"duplicate {kind} name {name!r}")
+        names.add(name)
+        src = self.node_ref(item["from"], f"{field}.from", nodes)
+        dst = self.node_ref(item["to"], f"{field}.to", nodes)
+        if src == dst:
+            raise self.fail(f"{field}.to", f"same node as 'from' ({src!r})")
+        return name, src, dst
 
     def path(self, value: Any, field: str, src: str, dst: str, nodes: tuple[str, ...],
              adjacency: dict[str, set[str]]) -> tuple[str, ...]:
@@ -272,32 +275,27 @@ class _Validator:
     def stamp(self, value: Any, nodes: tuple[str, ...], links: tuple[Link, ...]) -> tuple[StampSession, ...]:
         if not isinstance(value, list):
             raise self.fail("stamp", f"must be a list, got {_kind(value)}")
-        adjacency = {n: set() for n in nodes}
-        for link in links:
-            adjacency[link.a].add(link.b)
-            adjacency[link.b].add(link.a)
+        adjacency = _adjacency(nodes, links)
         sessions: list[StampSession] = []
         names: set[str] = set()
         for i, item in enumerate(value):
             field = f"stamp[{i}]"
             item = self.mapping(item, field, {"name", "from", "to", "via", "return_via", "rate"},
                                 {"name", "from", "to", "rate"})
-            name = item["name"]
-            if not isinstance(name, str) or not _FLOW_NAME.match(name):
-                raise self.fail(f"{field}.name", f"{name!r} is not a valid session name "
-                                "(letters, digits, '_', '.', '-'; at most 64)")
-            if name in names:
-                raise self.fail(f"{field}.name", f"duplicate session name {name!r}")
-            names.add(name)
-            src = self.node_ref(item["from"], f"{field}.from", nodes)
-            dst = self.node_ref(item["to"], f"{field}.to", nodes)
-            if src == dst:
-                raise self.fail(f"{field}.to", f"same node as 'from' ({src!r})")
+            name, src, dst = self.endpoints(item, field, "session", names, nodes)
             via = self.path(item.get("via", []), f"{field}.via", src, dst, nodes, adjacency)
             return_via = self.path(item.get("return_via", []), f"{field}.return_via", dst, src, nodes, adjacency)
             rate = self.number(item["rate"], f"{field}.rate", 0.01, MAX_STAMP_RATE)
             sessions.append(StampSession(name, src, dst, via, return_via, rate))
         return tuple(sessions)
+
+
+def _adjacency(nodes: tuple[str, ...], links: tuple[Link, ...]) -> dict[str, set[str]]:
+    adjacency: dict[str, set[str]] = {n: set() for n in nodes}
+    for link in links:
+        adjacency[link.a].add(link.b)
+        adjacency[link.b].add(link.a)
+    return adjacency
 
 
 def _reachable(adjacency: dict[str, set[str]], a: str, b: str) -> bool:

@@ -180,7 +180,8 @@ def cmd_lab_run(args) -> int:
     lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
               verbosity=args.verbose)
     print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
-          f"{len(scenario.flows)} flows (period {scenario.period:g} s)…", file=sys.stderr, flush=True)
+          f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
+          file=sys.stderr, flush=True)
     with lab:
         reader = lab.results()
         print(f"srv6pm lab: running; first results in about {3 * scenario.period + 1:g} s"

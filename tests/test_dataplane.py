@@ -7,31 +7,21 @@ namespace is removed again, even when a test fails.
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import time
 
 import pytest
+from netns_support import skip_reason
 from pyroute2 import netns as pr_netns
 
 from srv6pm import netns as nsutil
 from srv6pm.exporter.dataplane import CountingTable, DataplaneError, FlowMatch
-from srv6pm.exporter.nft import Nft, NftUnavailable
+from srv6pm.exporter.nft import Nft
 from srv6pm.lab import network, scenario, topology
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: creates network namespaces, SRv6 routes and nftables tables"
-    try:
-        Nft(None).close()
-    except NftUnavailable as exc:
-        return str(exc)
-    return None
-
-
-_REASON = _skip_reason()
+_REASON = skip_reason()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
 
 PAYLOAD = 100

@@ -26,7 +26,6 @@ The message-encoding tests at the end need no root.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import select
 import signal
@@ -37,26 +36,17 @@ import time
 from pathlib import Path
 
 import pytest
+from netns_support import skip_reason
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from srv6pm import netns as nsutil
-from srv6pm.exporter.nft import Nft, NftUnavailable
+from srv6pm.exporter.nft import Nft
 from srv6pm.lab import network, nfqueue, scenario, topology
 from srv6pm.lab.delay import TABLE, DelayError, DelayProcess, LinkDelay
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: creates network namespaces, NFQUEUE bindings and nftables tables"
-    try:
-        Nft(None).close()
-    except NftUnavailable as exc:
-        return str(exc)
-    return None
-
-
-_REASON = _skip_reason()
+_REASON = skip_reason("network namespaces, NFQUEUE bindings and nftables tables")
 
 SO_TIMESTAMPNS = 35
 MAGIC = b"s6dly\x00"

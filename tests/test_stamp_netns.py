@@ -15,7 +15,6 @@ Every namespace is removed at the end, even when a test fails.
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
 import socket
@@ -25,26 +24,17 @@ import threading
 import time
 
 import pytest
+from netns_support import skip_reason
 
 from srv6pm import netns as nsutil
-from srv6pm.exporter.nft import Nft, NftUnavailable
+from srv6pm.exporter.nft import Nft
 from srv6pm.lab import network, scenario, topology
 from srv6pm.stamp.packet import SenderPacket
 from srv6pm.stamp.reflector import TIMESTAMP_KINDS, Reflector, ReflectorConfig
 from srv6pm.stamp.sender import Sender, SenderConfig
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: creates network namespaces, SRv6 routes and nftables tables"
-    try:
-        Nft(None).close()
-    except NftUnavailable as exc:
-        return str(exc)
-    return None
-
-
-_REASON = _skip_reason()
+_REASON = skip_reason()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
