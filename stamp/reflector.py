@@ -60,6 +60,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
+import dataclasses
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -112,9 +113,9 @@ class ReflectorConfig:
         return f"ReflectorConfig({fields}, key={'set' if self.key else None})"
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReflectorStats:
-    """Counters since the reflector started (a snapshot)."""
+    """Counters since the reflector started. :meth:`Reflector.stats` returns a copy (a snapshot)."""
 
     received: int = 0
     reflected: int = 0
@@ -146,22 +147,6 @@ class Reply:
     source: str | None = None
     waypoints: tuple[ipaddress.IPv6Address, ...] = ()
     fallback_tlvs: TlvList | None = None
-
-
-@dataclass
-class _Counters:
-    received: int = 0
-    reflected: int = 0
-    dropped_malformed: int = 0
-    dropped_auth: int = 0
-    no_reply_requested: int = 0
-    tlv_integrity_failed: int = 0
-    return_path_srv6: int = 0
-    return_path_refused: int = 0
-    send_errors: int = 0
-    internal_errors: int = 0
-    rx_kernel_timestamps: int = 0
-    rx_user_timestamps: int = 0
 
 
 @dataclass
@@ -209,7 +194,7 @@ class Reflector:
     def __init__(self, config: ReflectorConfig, *, clock: Callable[[], int] = time.time_ns):
         self.config = config
         self._clock = clock
-        self._counters = _Counters()
+        self._counters = ReflectorStats()
         self._sessions = _Sessions(config.max_sessions, config.session_idle_s)
         self._sock: socket.socket | None = None
         self._route: StickyRoute | None = None
@@ -289,8 +274,7 @@ class Reflector:
         self.close()
 
     def stats(self) -> ReflectorStats:
-        c = self._counters
-        return ReflectorStats(**c.__dict__, sessions=len(self._sessions))
+        return dataclasses.replace(self._counters, sessions=len(self._sessions))
 
     # -- per packet ---------------------------------------------------------------------
     def _error_estimate(self) -> ErrorEstimate:
