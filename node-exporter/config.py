@@ -98,10 +98,6 @@ class ExporterConfig:
     def flows_of(self, role: str) -> list[FlowConfig]:
         return [f for f in self.flows if f.role == role]
 
-    def to_dict(self) -> dict:
-        return {"node": self.node, "netns": self.netns, "period": self.period, "dscp": list(self.dscp),
-                "state_file": self.state_file,
-                "flows": [{"name": f.name, "role": f.role, "src": f.src, "dst": f.dst} for f in self.flows]}
 
 
 def load(path: str | Path) -> ExporterConfig:

@@ -194,12 +194,13 @@ class Processor:
         self._send_all(sends)
         self.stats["deadletters"] += sum(len(o.rejected) for o in outcomes)
         # 2. store (idempotent), including results re-read from the ledger.
-        points = [stage.point(r.to_dict()) for stage, _, r in results]
-        points += [stage.point(d) for stage, d in restores]
+        docs = [(stage, partition, result, result.to_dict()) for stage, partition, result in results]
+        points = [stage.point(doc) for stage, _, _, doc in docs]
+        points += [stage.point(doc) for stage, doc in restores]
         self._retry("store results in InfluxDB", lambda: self._store.write(points))
         # 3. finished: remember, and let the offsets move.
-        for stage, partition, result in results:
-            self._ledgers[stage.input_topic].add(partition, result.to_dict())
+        for stage, partition, result, doc in docs:
+            self._ledgers[stage.input_topic].add(partition, doc)
             self.stats["results"] += 1
             self.stats["incomplete"] += getattr(result, "complete", True) is False
             log.info("result", extra={"topic": stage.output_topic, "subject": result.subject,

@@ -46,11 +46,11 @@ def options(**kw):
     return ProcessorOptions(**base)
 
 
-def produce(kafka, values):
-    """Send (key, raw value) pairs in order and wait for all acknowledgements."""
+def produce(kafka, values, topic=records.COUNTERS):
+    """Send (key, raw value) pairs to ``topic`` in order and wait for all acknowledgements."""
     producer = KafkaProducer(**kafka.client_options(), acks="all")
     for key, value in values:
-        producer.send(records.COUNTERS, key=key.encode(), value=value)
+        producer.send(topic, key=key.encode(), value=value)
     producer.flush()
     producer.close()
 
@@ -238,11 +238,7 @@ def test_stamp_samples_become_delay_statistics_stored_once(kafka, influx):
     values += [stamp("s1", i, start + 2_000_000_000 + (i - 6) * 400_000_000) for i in range(6, 10)]
     values += [stamp("s1", 99, start + 10_000_000_000)]  # far later: closes P and P+1 by event time
     values.append(("s1", b'{"v":1,"session":"s1"}'))
-    produce_to = KafkaProducer(**kafka.client_options(), acks="all")
-    for key, value in values:
-        produce_to.send(records.STAMP, key=key.encode(), value=value)
-    produce_to.flush()
-    produce_to.close()
+    produce(kafka, values, topic=records.STAMP)
     processor = Processor(kafka, influx, options(delay_lateness_s=1.0, delay_idle_s=60))
     try:
         run_until(processor, lambda: processor.stats["results"] == 6 and processor.stats["deadletters"] == 1)
