@@ -22,9 +22,9 @@ from typing import Any
 import jsonschema
 
 __all__ = [
-    "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS",
-    "CounterRecord", "DelayResult", "LossResult", "RecordError", "StampSample",
-    "dead_letter", "decode_counters", "decode_stamp", "encode", "schema", "validate",
+    "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS", "EVENTS",
+    "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "StampSample",
+    "dead_letter", "decode_counters", "decode_event", "decode_stamp", "encode", "schema", "validate",
 ]
 
 VERSION = 1
@@ -35,6 +35,7 @@ LOSS = "srv6pm.loss"
 DELAY = "srv6pm.delay"
 ALARMS = "srv6pm.alarms"
 DEADLETTER = "srv6pm.deadletter"
+EVENTS = "srv6pm.events"
 
 MAX_RECORD_BYTES = 64 * 1024
 
@@ -251,6 +252,46 @@ class DelayResult:
     @classmethod
     def from_dict(cls, doc: dict) -> "DelayResult":
         return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
+
+
+EVENT_KINDS = ("node_up", "node_down", "node_restarted", "applied", "removed", "apply_failed",
+               "config_loaded", "config_rejected", "converged")
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the collector did or saw (topic ``srv6pm.events``).
+
+    ``node`` is None for events about the collector's configuration as a whole
+    (config_loaded, config_rejected, converged); :attr:`key` is then
+    ``"collector"``. Every field is always present in the record, null when
+    it does not apply.
+    """
+
+    kind: str
+    time: str  # RFC 3339 UTC
+    generation: int  # the collector's configuration generation (1 = first load)
+    node: str | None = None
+    object: str | None = None  # "policy f1", "local_sid fcff:1::1", "flow f1 ingress", ...
+    detail: str | None = None
+    boot_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.node or "collector"
+
+    def to_dict(self) -> dict:
+        return {"v": VERSION, **asdict(self)}
+
+    def to_json(self) -> bytes:
+        return encode(self.to_dict())
+
+
+def decode_event(raw: bytes | None) -> Event:
+    """Decode and validate one ``srv6pm.events`` value."""
+    obj = _decode_json(raw)
+    validate(EVENTS, obj)
+    return Event(**{k: obj[k] for k in Event.__dataclass_fields__})
 
 
 def dead_letter(topic: str, partition: int, offset: int, reason: str, raw: bytes | None, consumer: str) -> dict:
