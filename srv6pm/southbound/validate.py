@@ -1,0 +1,354 @@
+"""Validation and normalisation of the southbound API's request messages.
+
+One function per request message (:func:`local_sid`, :func:`policy`, ...,
+:func:`stamp_reflector_ref`), and :func:`request` that picks the function by
+the message's type. Each returns a NEW message, normalised, or raises
+:class:`InvalidArgument` naming the first bad field; the argument is never
+modified. Unknown fields (from a newer peer) are dropped from the result.
+Pure functions: no I/O, no clock.
+
+The exporter answers ``INVALID_ARGUMENT`` with ``str(error)``; the collector
+normalises its desired state with the same functions, so that it compares
+equal (``==``) to what the exporter reports in ``GetState``. Normalising is
+idempotent: ``f(f(m)) == f(m)``.
+
+Field names in errors are the proto's; list items are ``segments[1]``.
+
+Normalisation rules:
+
+* IPv6 addresses become their compressed text, ``str(IPv6Address(x))``
+  (``FC00:0:0::1`` -> ``fc00::1``). Scoped addresses (``fe80::1%eth0``) are
+  refused. Where IPv4 is allowed too (STAMP), the same with ``ip_address``.
+* Prefixes become ``str(IPv6Network(x, strict=True))``; host bits set is an
+  error, a bare address means ``/128``.
+* Names (policy, flow, STAMP session, reflector node) must match
+  ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}``; they are kept as given.
+* Interface names follow the kernel's rule: 1..15 bytes, no ``/``, ``:``,
+  whitespace or NUL, not ``.`` or ``..``.
+* Enum fields: ``*_UNSPECIFIED`` is "missing" unless a default is stated
+  below; a number the proto does not define is an error.
+* ``LocalSid``: ``sid`` required; ``behavior`` required; ``nexthop`` required
+  for End.X and End.DX6 and must be empty otherwise; ``table`` 0 becomes 254
+  (main) for End.DT6 and must be 0 for every other behaviour; ``device`` ""
+  becomes ``"lo"``.
+* ``Policy``: ``name``, ``destination`` (prefix) and 1..16 ``segments``
+  required; ``mode`` UNSPECIFIED becomes ENCAP; ``device`` optional.
+* ``FlowMonitor``: ``flow``, ``role`` (INGRESS or EGRESS), ``source_prefix``
+  and ``destination_prefix`` required. ``FlowMonitorRef``: ``flow`` and ``role``.
+* ``StampSession``: ``name``, ``destination`` (IPv6 or IPv4) and ``rate``
+  (0.01..1000 per second) required; ``source`` optional, of the
+  destination's IP version; ``port`` 0 becomes 862 (1..65535); ``segments``
+  and ``return_segments`` 0..16 IPv6 addresses each, only with an IPv6
+  destination; ``timeout_s`` 0 becomes 2.0 (0.01..60); ``reflector_node``
+  optional name; ``auth_key_file`` optional absolute path (kept as given).
+* ``StampReflector``: ``bind`` (IPv6 or IPv4 address, ``::`` for all)
+  required; ``port`` 0 becomes 862; ``auth_key_file`` optional absolute path.
+
+:func:`key_of` gives the identity of an object (what "the same object" means
+for idempotence and diffs): ``LocalSid`` -> sid, ``Policy`` -> name,
+``FlowMonitor`` -> (flow, role), ``StampSession`` -> name,
+``StampReflector`` -> ``"reflector"``; a ``*Ref`` message has the key of the
+object it removes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+
+from srv6pm.southbound.v1 import southbound_pb2 as pb
+
+__all__ = [
+    "InvalidArgument", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
+    "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
+]
+
+MAX_SEGMENTS = 16
+STAMP_PORT = 862
+MAIN_TABLE = 254
+DEFAULT_DEVICE = "lo"
+DEFAULT_TIMEOUT_S = 2.0
+RATE_RANGE = (0.01, 1000.0)
+TIMEOUT_RANGE = (0.01, 60.0)
+IFNAMSIZ = 16  # including the terminating NUL
+REFLECTOR_KEY = "reflector"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NEEDS_NEXTHOP = {pb.SID_BEHAVIOR_END_X, pb.SID_BEHAVIOR_END_DX6}
+
+
+class InvalidArgument(ValueError):
+    """A request field is missing or malformed. ``str()`` is ``"<field>: <message>"``."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(field, message)
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+# ---------------------------------------------------------------- field checks
+
+def _required(field: str, value: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "missing")
+    return value
+
+
+def _no_scope(field: str, text: str) -> None:
+    if "%" in text:
+        raise InvalidArgument(field, f"{text!r}: scoped addresses are not accepted")
+
+
+def _ipv6(field: str, text: str) -> str:
+    _required(field, text)
+    _no_scope(field, text)
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        raise InvalidArgument(field, f"{text!r} is not an IPv6 address") from None
+
+
+def _ip(field: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    _required(field, text)
+    _no_scope(field, text)
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidArgument(field, f"{text!r} is not an IPv6 or IPv4 address") from None
+
+
+def _prefix(field: str, text: str) -> str:
+    _required(field, text)
+    _no_scope(field, text)
+    try:
+        return str(ipaddress.IPv6Network(text, strict=True))
+    except ValueError as exc:
+        if "has host bits set" in str(exc):
+            raise InvalidArgument(field, f"{text!r} has host bits set") from None
+        raise InvalidArgument(field, f"{text!r} is not an IPv6 prefix") from None
+
+
+def _segments(field: str, items) -> list[str]:
+    if len(items) > MAX_SEGMENTS:
+        raise InvalidArgument(field, f"{len(items)} segments, at most {MAX_SEGMENTS}")
+    return [_ipv6(f"{field}[{i}]", s) for i, s in enumerate(items)]
+
+
+def _name(field: str, text: str) -> str:
+    _required(field, text)
+    if not _NAME.fullmatch(text):
+        raise InvalidArgument(field, f"{text!r} is not a valid name "
+                                     "(letters, digits, '_', '.', '-'; at most 64; starts with a letter or digit)")
+    return text
+
+
+def _ifname(field: str, text: str) -> str:
+    _required(field, text)
+    if (len(text.encode()) >= IFNAMSIZ or text in (".", "..")
+            or any(c in "/:\0" or c.isspace() for c in text)):
+        raise InvalidArgument(field, f"{text!r} is not a valid interface name "
+                                     f"(1..{IFNAMSIZ - 1} bytes, no '/', ':' or whitespace, not '.' or '..')")
+    return text
+
+
+def _enum(field: str, enum, value: int, *, default: int | None = None) -> int:
+    if value == 0:
+        if default is None:
+            raise InvalidArgument(field, "missing")
+        return default
+    if value not in enum.values():
+        raise InvalidArgument(field, f"unknown value {value}")
+    return value
+
+
+def _number(field: str, value: float, low: float, high: float) -> float:
+    if not (math.isfinite(value) and low <= value <= high):
+        raise InvalidArgument(field, f"{value!r} not in {low:g}..{high:g}")
+    return float(value)
+
+
+def _port(field: str, value: int) -> int:
+    if value == 0:
+        return STAMP_PORT
+    if not 1 <= value <= 65535:
+        raise InvalidArgument(field, f"{value} not in 1..65535")
+    return value
+
+
+def _key_file(field: str, text: str) -> str:
+    if text and (not text.startswith("/") or "\0" in text):
+        raise InvalidArgument(field, f"{text!r} is not an absolute path")
+    return text
+
+
+def _copy(message, kind):
+    if not isinstance(message, kind):
+        raise TypeError(f"expected {kind.DESCRIPTOR.full_name}, not {type(message).__name__}")
+    out = kind()
+    out.CopyFrom(message)
+    out.DiscardUnknownFields()
+    return out
+
+
+# ---------------------------------------------------------------- local SIDs
+
+def local_sid(message: pb.LocalSid) -> pb.LocalSid:
+    """A normalised copy of a ``LocalSid``; :class:`InvalidArgument` if it is not valid."""
+    out = _copy(message, pb.LocalSid)
+    out.sid = _ipv6("sid", out.sid)
+    out.behavior = _enum("behavior", pb.SidBehavior, out.behavior)
+    if out.behavior in _NEEDS_NEXTHOP:
+        out.nexthop = _ipv6("nexthop", out.nexthop)
+    elif out.nexthop:
+        raise InvalidArgument("nexthop", "only End.X and End.DX6 take a next hop")
+    if out.behavior == pb.SID_BEHAVIOR_END_DT6:
+        out.table = out.table or MAIN_TABLE
+    elif out.table:
+        raise InvalidArgument("table", "only End.DT6 takes a table")
+    out.device = _ifname("device", out.device or DEFAULT_DEVICE)
+    return out
+
+
+def local_sid_ref(message: pb.LocalSidRef) -> pb.LocalSidRef:
+    """A normalised copy of a ``LocalSidRef``."""
+    out = _copy(message, pb.LocalSidRef)
+    out.sid = _ipv6("sid", out.sid)
+    return out
+
+
+# ---------------------------------------------------------------- policies
+
+def policy(message: pb.Policy) -> pb.Policy:
+    """A normalised copy of a ``Policy``; :class:`InvalidArgument` if it is not valid."""
+    out = _copy(message, pb.Policy)
+    out.name = _name("name", out.name)
+    out.destination = _prefix("destination", out.destination)
+    if not out.segments:
+        raise InvalidArgument("segments", "missing")
+    out.segments[:] = _segments("segments", out.segments)
+    out.mode = _enum("mode", pb.EncapMode, out.mode, default=pb.ENCAP_MODE_ENCAP)
+    if out.device:
+        _ifname("device", out.device)
+    return out
+
+
+def policy_ref(message: pb.PolicyRef) -> pb.PolicyRef:
+    """A normalised copy of a ``PolicyRef``."""
+    out = _copy(message, pb.PolicyRef)
+    out.name = _name("name", out.name)
+    return out
+
+
+# ---------------------------------------------------------------- loss monitoring
+
+def flow_monitor(message: pb.FlowMonitor) -> pb.FlowMonitor:
+    """A normalised copy of a ``FlowMonitor``; :class:`InvalidArgument` if it is not valid."""
+    out = _copy(message, pb.FlowMonitor)
+    out.flow = _name("flow", out.flow)
+    out.role = _enum("role", pb.Role, out.role)
+    out.source_prefix = _prefix("source_prefix", out.source_prefix)
+    out.destination_prefix = _prefix("destination_prefix", out.destination_prefix)
+    return out
+
+
+def flow_monitor_ref(message: pb.FlowMonitorRef) -> pb.FlowMonitorRef:
+    """A normalised copy of a ``FlowMonitorRef``."""
+    out = _copy(message, pb.FlowMonitorRef)
+    out.flow = _name("flow", out.flow)
+    out.role = _enum("role", pb.Role, out.role)
+    return out
+
+
+# ---------------------------------------------------------------- STAMP
+
+def stamp_session(message: pb.StampSession) -> pb.StampSession:
+    """A normalised copy of a ``StampSession``; :class:`InvalidArgument` if it is not valid."""
+    out = _copy(message, pb.StampSession)
+    out.name = _name("name", out.name)
+    destination = _ip("destination", out.destination)
+    out.destination = str(destination)
+    if out.source:
+        source = _ip("source", out.source)
+        if source.version != destination.version:
+            raise InvalidArgument("source", f"{out.source!r} is not of the destination's IP version "
+                                            f"(IPv{destination.version})")
+        out.source = str(source)
+    out.port = _port("port", out.port)
+    for field in ("segments", "return_segments"):
+        items = getattr(out, field)
+        if items and destination.version != 6:
+            raise InvalidArgument(field, "segments need an IPv6 destination (SRv6)")
+        items[:] = _segments(field, items)
+    out.rate = _number("rate", out.rate, *RATE_RANGE)
+    out.timeout_s = _number("timeout_s", out.timeout_s or DEFAULT_TIMEOUT_S, *TIMEOUT_RANGE)
+    if out.reflector_node:
+        _name("reflector_node", out.reflector_node)
+    _key_file("auth_key_file", out.auth_key_file)
+    return out
+
+
+def stamp_session_ref(message: pb.StampSessionRef) -> pb.StampSessionRef:
+    """A normalised copy of a ``StampSessionRef``."""
+    out = _copy(message, pb.StampSessionRef)
+    out.name = _name("name", out.name)
+    return out
+
+
+def stamp_reflector(message: pb.StampReflector) -> pb.StampReflector:
+    """A normalised copy of a ``StampReflector``; :class:`InvalidArgument` if it is not valid."""
+    out = _copy(message, pb.StampReflector)
+    out.bind = str(_ip("bind", out.bind))
+    out.port = _port("port", out.port)
+    _key_file("auth_key_file", out.auth_key_file)
+    return out
+
+
+def stamp_reflector_ref(message: pb.StampReflectorRef) -> pb.StampReflectorRef:
+    """A copy of a ``StampReflectorRef`` (it has no fields)."""
+    return _copy(message, pb.StampReflectorRef)
+
+
+# ---------------------------------------------------------------- by type
+
+_BY_TYPE = {
+    pb.LocalSid: local_sid, pb.LocalSidRef: local_sid_ref,
+    pb.Policy: policy, pb.PolicyRef: policy_ref,
+    pb.FlowMonitor: flow_monitor, pb.FlowMonitorRef: flow_monitor_ref,
+    pb.StampSession: stamp_session, pb.StampSessionRef: stamp_session_ref,
+    pb.StampReflector: stamp_reflector, pb.StampReflectorRef: stamp_reflector_ref,
+}
+
+
+def request(message):
+    """Validate and normalise any of the request messages above, by its type.
+
+    ``TypeError`` for a message that is not one of them.
+    """
+    try:
+        check = _BY_TYPE[type(message)]
+    except KeyError:
+        raise TypeError(f"not a southbound request message: {type(message).__name__}") from None
+    return check(message)
+
+
+def key_of(message) -> str | tuple[str, int]:
+    """The identity key of a (validated) object or of the ``*Ref`` that removes it.
+
+    ``LocalSid``/``LocalSidRef`` -> sid; ``Policy``/``PolicyRef`` -> name;
+    ``FlowMonitor``/``FlowMonitorRef`` -> (flow, role); ``StampSession``/
+    ``StampSessionRef`` -> name; ``StampReflector``/``StampReflectorRef`` ->
+    ``"reflector"``. ``TypeError`` for any other message.
+    """
+    if isinstance(message, (pb.LocalSid, pb.LocalSidRef)):
+        return message.sid
+    if isinstance(message, (pb.Policy, pb.PolicyRef, pb.StampSession, pb.StampSessionRef)):
+        return message.name
+    if isinstance(message, (pb.FlowMonitor, pb.FlowMonitorRef)):
+        return (message.flow, message.role)
+    if isinstance(message, (pb.StampReflector, pb.StampReflectorRef)):
+        return REFLECTOR_KEY
+    raise TypeError(f"no key for {type(message).__name__}")
