@@ -1,0 +1,468 @@
+"""The collector's configuration file (YAML): the network as it should be.
+
+::
+
+    nodes:
+      - name: r1
+        grpc: "127.0.0.1:50051"        # the exporter's southbound address: host:port or [v6]:port
+        pm_address: "fcff:1::2"        # optional: measurement address (STAMP source / reflector bind)
+        sids:                          # the node's own SIDs (seg6local)
+          - {sid: "fcff:1::1", behavior: End, device: r2}
+          - {sid: "fcff:1::100", behavior: End.DX6, nexthop: "fd01:1::2", device: host}
+    links:                             # [a, b] or {ends: [a, b], delay_ms: 20}  (topology graph only)
+      - [r1, r2]
+    flows:
+      - name: f1
+        from: r1                       # ingress: SRv6 policy + ingress monitoring
+        to: r4                         # egress: egress monitoring
+        via: [r2, r3]                  # segments: End SID of each via node, then the egress' decap SID
+        # segments: ["fcff:2::1", ...] # or an explicit SID list (not together with via)
+        source: "fd01:1::2/128"        # inner source prefix (counter match)
+        destination: "fd01:4::101/128" # inner destination prefix (policy + counter match)
+        device: ""                     # optional encap device
+    stamp:
+      - name: s1
+        from: r1                       # Session-Sender (source = from's pm_address)
+        to: r4                         # Session-Reflector (destination = to's pm_address)
+        via: [r2, r3]                  # forward segments: End SIDs
+        return_via: [r3, r2]           # Return Path TLV segments: End SIDs
+        rate: 10                       # test packets per second
+        timeout: 2                     # optional, seconds
+        auth_key_file: /etc/srv6pm/stamp.key   # optional: a path on both nodes
+    tls:                               # client TLS for the southbound API
+      ca: /etc/srv6pm/ca.pem
+      cert: /etc/srv6pm/collector.pem  # optional: mutual TLS (with key)
+      key: /etc/srv6pm/collector.key
+      plaintext: false                 # true: talk to the exporters without TLS
+
+Behaviour names are End, End.X, End.DT6 and End.DX6 (End.DT6 also takes
+``table``). A node's *End SID* is its first SID with behaviour End, its *decap
+SID* its first End.DX6 or End.DT6 SID.
+
+:func:`load` validates the whole file before anything is done with it and
+raises :class:`ConfigError` with one line ``<file>: <field>: <what is wrong>``,
+for example ``c.yaml: flows[0].via[1]: node 'r3' has no End SID``. Unknown
+fields, unknown or duplicate nodes, duplicate names, SIDs or addresses, and a
+flow or session from a node to itself are errors. Every object the collector
+will send is checked with :mod:`srv6pm.southbound.validate` here, so a bad
+address in the file is a configuration error, not a failed RPC later; the
+:class:`Config` holds the normalised values (compressed addresses, strict
+prefixes).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from srv6pm.lab import scenario as _scenario
+from srv6pm.lab.scenario import Link
+from srv6pm.southbound import validate
+from srv6pm.southbound.v1 import southbound_pb2 as pb
+
+__all__ = ["BEHAVIORS", "Config", "ConfigError", "Flow", "Link", "Node", "Sid", "StampSession", "TlsConfig",
+           "load", "parse"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+
+BEHAVIORS = {
+    "End": pb.SID_BEHAVIOR_END,
+    "End.X": pb.SID_BEHAVIOR_END_X,
+    "End.DT6": pb.SID_BEHAVIOR_END_DT6,
+    "End.DX6": pb.SID_BEHAVIOR_END_DX6,
+}
+_DECAP = ("End.DX6", "End.DT6")
+MAX_NODES = 1024
+MAX_SEGMENTS = 16
+
+
+class ConfigError(ValueError):
+    """The collector configuration is unreadable or invalid; ``str()`` is one line."""
+
+
+@dataclass(frozen=True)
+class Sid:
+    """One of a node's own SIDs, normalised as the exporter reports it."""
+
+    sid: str
+    behavior: str  # a key of BEHAVIORS
+    nexthop: str = ""
+    table: int = 0
+    device: str = "lo"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    grpc: str  # host:port or [v6]:port
+    pm_address: str | None = None
+    sids: tuple[Sid, ...] = ()
+
+    @property
+    def end_sid(self) -> str | None:
+        """The first SID with behaviour End, or None."""
+        return next((s.sid for s in self.sids if s.behavior == "End"), None)
+
+    @property
+    def decap_sid(self) -> str | None:
+        """The first End.DX6 or End.DT6 SID, or None."""
+        return next((s.sid for s in self.sids if s.behavior in _DECAP), None)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A monitored flow: ``src`` steers ``destination`` into ``segments``; ``dst`` decapsulates.
+
+    ``via`` are the transit nodes by name: as written, or, for an explicit
+    ``segments`` list, the nodes owning those SIDs (other than ``dst``), in order.
+    """
+
+    name: str
+    src: str
+    dst: str
+    via: tuple[str, ...]
+    segments: tuple[str, ...]
+    source: str  # inner source prefix
+    destination: str  # inner destination prefix
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class StampSession:
+    """A STAMP session from ``src``'s to ``dst``'s measurement address, along End SIDs."""
+
+    name: str
+    src: str
+    dst: str
+    via: tuple[str, ...]
+    return_via: tuple[str, ...]
+    segments: tuple[str, ...]
+    return_segments: tuple[str, ...]
+    rate: float
+    timeout: float = 2.0
+    auth_key_file: str = ""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    plaintext: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration; ``source`` names the file in messages."""
+
+    source: str
+    nodes: tuple[Node, ...]
+    links: tuple[Link, ...] = ()
+    flows: tuple[Flow, ...] = ()
+    stamp: tuple[StampSession, ...] = ()
+    tls: TlsConfig | None = None
+    _by_name: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update((n.name, n) for n in self.nodes)
+
+    def node(self, name: str) -> Node:
+        """The node called ``name`` (KeyError if there is none)."""
+        return self._by_name[name]
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate the configuration file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse(text, source=str(path))
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    """Parse and validate configuration YAML ``text``; ``source`` names it in errors."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    return _Validator(source).config(doc)
+
+
+_kind = _scenario._kind
+
+
+class _Validator(_scenario._Validator):
+    """The scenario validator's checks (mappings, numbers, node references, links), raising ConfigError."""
+
+    def fail(self, field: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {field}: {message}" if field else f"{self.source}: {message}")
+
+    def checked(self, check, message, field: str, names: dict[str, str]):
+        """``check(message)``, with an InvalidArgument turned into a ConfigError on the config's field.
+
+        ``names`` maps a proto field (``segments`` also covers ``segments[i]``)
+        to the configuration's field path.
+        """
+        try:
+            return check(message)
+        except validate.InvalidArgument as exc:
+            proto_field = exc.field or ""
+            base, _, index = proto_field.partition("[")
+            where = names.get(proto_field) or (names[base] + ("[" + index if index else "")
+                                                if base in names else field)
+            text = str(exc)
+            if text.startswith(proto_field + ": "):
+                text = text[len(proto_field) + 2:]
+            raise self.fail(where, text) from None
+
+    def text(self, value: Any, field: str, what: str = "text") -> str:
+        if not isinstance(value, str):
+            raise self.fail(field, f"must be {what}, got {_kind(value)}")
+        return value
+
+    def name(self, value: Any, field: str, kind: str) -> str:
+        if not isinstance(value, str) or not _NAME.match(value):
+            raise self.fail(field, f"{value!r} is not a valid {kind} name (letters, digits, '_', '.', '-'; at most 64)")
+        return value
+
+    def config(self, doc: Any) -> Config:
+        if doc is None:
+            raise self.fail("", "empty file")
+        doc = self.mapping(doc, "", {"nodes", "links", "flows", "stamp", "tls"}, {"nodes"})
+        nodes = self.nodes(doc["nodes"])
+        names = tuple(n.name for n in nodes)
+        by_name = {n.name: n for n in nodes}
+        links = self.links(doc.get("links") or [], names)
+        flows = self.flows(doc.get("flows") or [], by_name)
+        stamp = self.sessions(doc.get("stamp") or [], by_name)
+        tls = self.tls(doc["tls"]) if "tls" in doc else None
+        return Config(self.source, nodes, links, flows, stamp, tls)
+
+    # ------------------------------------------------------------ nodes
+
+    def nodes(self, value: Any) -> tuple[Node, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail("nodes", "must be a non-empty list of nodes")
+        if len(value) > MAX_NODES:
+            raise self.fail("nodes", f"at most {MAX_NODES} nodes, got {len(value)}")
+        nodes: list[Node] = []
+        seen_names: set[str] = set()
+        seen_grpc: dict[str, str] = {}
+        seen_pm: dict[str, str] = {}
+        seen_sids: dict[str, str] = {}
+        for i, item in enumerate(value):
+            f = f"nodes[{i}]"
+            item = self.mapping(item, f, {"name", "grpc", "pm_address", "sids"}, {"name", "grpc"})
+            name = self.name(item["name"], f"{f}.name", "node")
+            if name in seen_names:
+                raise self.fail(f"{f}.name", f"duplicate node {name!r}")
+            seen_names.add(name)
+            grpc = self.grpc_address(item["grpc"], f"{f}.grpc")
+            if grpc in seen_grpc:
+                raise self.fail(f"{f}.grpc", f"{grpc} is already node {seen_grpc[grpc]!r}'s address")
+            seen_grpc[grpc] = name
+            pm = None
+            if item.get("pm_address") is not None:
+                pm = self.checked(validate.stamp_reflector,
+                                  pb.StampReflector(bind=self.text(item["pm_address"], f"{f}.pm_address",
+                                                                   "an IPv6 address")),
+                                  f"{f}.pm_address", {"bind": f"{f}.pm_address"}).bind
+                if pm in seen_pm:
+                    raise self.fail(f"{f}.pm_address", f"{pm} is already node {seen_pm[pm]!r}'s address")
+                seen_pm[pm] = name
+            sids = self.sids(item.get("sids") or [], f"{f}.sids", name, seen_sids)
+            nodes.append(Node(name, grpc, pm, sids))
+        return tuple(nodes)
+
+    def grpc_address(self, value: Any, field: str) -> str:
+        """``host:port`` or ``[v6]:port``; IPv6 literals normalised."""
+        value = self.text(value, field, "host:port")
+        host, sep, port = value.rpartition(":")
+        if not sep or not host:
+            raise self.fail(field, f"{value!r} is not host:port (IPv6 as [address]:port)")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise self.fail(field, f"port {port!r} is not a number from 1 to 65535")
+        if host.startswith("[") and host.endswith("]"):
+            try:
+                host = f"[{ipaddress.IPv6Address(host[1:-1])}]"
+            except ValueError:
+                raise self.fail(field, f"{host[1:-1]!r} is not an IPv6 address") from None
+        elif ":" in host:
+            raise self.fail(field, f"{value!r}: write an IPv6 address in brackets, [address]:port")
+        elif not _HOST.match(host):
+            raise self.fail(field, f"{host!r} is not a host name or IPv4 address")
+        return f"{host}:{int(port)}"
+
+    def sids(self, value: Any, field: str, node: str, seen: dict[str, str]) -> tuple[Sid, ...]:
+        if not isinstance(value, list):
+            raise self.fail(field, f"must be a list of SIDs, got {_kind(value)}")
+        sids: list[Sid] = []
+        for j, item in enumerate(value):
+            f = f"{field}[{j}]"
+            item = self.mapping(item, f, {"sid", "behavior", "nexthop", "table", "device"}, {"sid", "behavior"})
+            behavior = item["behavior"]
+            if behavior not in BEHAVIORS:
+                raise self.fail(f"{f}.behavior", f"{behavior!r} is not one of {', '.join(BEHAVIORS)}")
+            table = item.get("table", 0)
+            if isinstance(table, bool) or not isinstance(table, int) or not 0 <= table < 2**32:
+                raise self.fail(f"{f}.table", f"must be a routing table number, got {table!r}")
+            msg = pb.LocalSid(sid=self.text(item["sid"], f"{f}.sid", "an IPv6 address"),
+                              behavior=BEHAVIORS[behavior],
+                              nexthop=self.text(item.get("nexthop") or "", f"{f}.nexthop", "an IPv6 address"),
+                              table=table,
+                              device=self.text(item.get("device") or "", f"{f}.device", "an interface name"))
+            names = {k: f"{f}.{k}" for k in ("sid", "behavior", "nexthop", "table", "device")}
+            msg = self.checked(validate.local_sid, msg, f, names)
+            if msg.sid in seen:
+                raise self.fail(f"{f}.sid", f"{msg.sid} is already a SID of node {seen[msg.sid]!r}")
+            seen[msg.sid] = node
+            sids.append(Sid(msg.sid, behavior, msg.nexthop, msg.table, msg.device))
+        return tuple(sids)
+
+    # ------------------------------------------------------------ flows
+
+    def sid_of(self, nodes: dict[str, Node], name: Any, field: str, decap: bool = False) -> str:
+        node = nodes[self.node_ref(name, field, tuple(nodes))]
+        sid = node.decap_sid if decap else node.end_sid
+        if sid is None:
+            kind = "decap SID (End.DX6 or End.DT6)" if decap else "End SID"
+            raise self.fail(field, f"node {node.name!r} has no {kind}")
+        return sid
+
+    def via(self, value: Any, field: str, nodes: dict[str, Node], src: str, dst: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(node names, their End SIDs) of a ``via`` list."""
+        if not isinstance(value, list):
+            raise self.fail(field, f"must be a list of node names, got {_kind(value)}")
+        if len(value) + 1 > MAX_SEGMENTS:
+            raise self.fail(field, f"at most {MAX_SEGMENTS - 1} nodes")
+        sids = tuple(self.sid_of(nodes, v, f"{field}[{j}]") for j, v in enumerate(value))
+        hops = (src, *value, dst)
+        for j in range(len(hops) - 1):
+            if hops[j] == hops[j + 1]:
+                raise self.fail(field, f"node {hops[j]!r} follows itself in the path")
+        return tuple(value), sids
+
+    def flows(self, value: Any, nodes: dict[str, Node]) -> tuple[Flow, ...]:
+        if not isinstance(value, list):
+            raise self.fail("flows", f"must be a list, got {_kind(value)}")
+        owner = {s.sid: n.name for n in nodes.values() for s in n.sids}
+        flows: list[Flow] = []
+        names: set[str] = set()
+        ingress_routes: dict[tuple[str, str], str] = {}
+        egress_matches: dict[tuple[str, str, str], str] = {}
+        for i, item in enumerate(value):
+            f = f"flows[{i}]"
+            item = self.mapping(item, f, {"name", "from", "to", "via", "segments", "source", "destination", "device"},
+                                {"name", "from", "to", "source", "destination"})
+            name, src, dst = self.endpoints(item, f, "flow", names, tuple(nodes))
+            if "via" in item and "segments" in item:
+                raise self.fail(f"{f}.segments", "give either 'via' or 'segments', not both")
+            if "segments" in item:
+                raw = item["segments"]
+                if not isinstance(raw, list) or not raw:
+                    raise self.fail(f"{f}.segments", "must be a non-empty list of SIDs")
+                segments = tuple(self.text(s, f"{f}.segments[{j}]", "an IPv6 address") for j, s in enumerate(raw))
+                seg_names = {"segments": f"{f}.segments"}
+            else:
+                via_names, via_sids = self.via(item.get("via", []), f"{f}.via", nodes, src, dst)
+                segments = (*via_sids, self.sid_of(nodes, dst, f"{f}.to", decap=True))
+                seg_names = {f"segments[{j}]": f"{f}.via[{j}]" for j in range(len(via_sids))}
+                seg_names[f"segments[{len(via_sids)}]"] = f"{f}.to"
+                seg_names["segments"] = f"{f}.via"
+            device = self.text(item.get("device") or "", f"{f}.device", "an interface name")
+            policy = self.checked(validate.policy,
+                                  pb.Policy(name=name, destination=self.text(item["destination"], f"{f}.destination",
+                                                                             "an IPv6 prefix"),
+                                            segments=segments, device=device),
+                                  f, {"name": f"{f}.name", "destination": f"{f}.destination", **seg_names,
+                                      "device": f"{f}.device"})
+            monitor = self.checked(validate.flow_monitor,
+                                   pb.FlowMonitor(flow=name, role=pb.ROLE_INGRESS,
+                                                  source_prefix=self.text(item["source"], f"{f}.source",
+                                                                          "an IPv6 prefix"),
+                                                  destination_prefix=policy.destination),
+                                   f, {"flow": f"{f}.name", "source_prefix": f"{f}.source",
+                                       "destination_prefix": f"{f}.destination"})
+            if (src, policy.destination) in ingress_routes:
+                raise self.fail(f"{f}.destination", f"flow {ingress_routes[(src, policy.destination)]!r} already "
+                                f"steers {policy.destination} at {src!r} (one policy per destination and node)")
+            ingress_routes[(src, policy.destination)] = name
+            match = (dst, monitor.source_prefix, monitor.destination_prefix)
+            if match in egress_matches:
+                raise self.fail(f, f"same source and destination at egress {dst!r} as flow "
+                                f"{egress_matches[match]!r}: the counters could not tell them apart")
+            egress_matches[match] = name
+            segments = tuple(policy.segments)
+            if "segments" in item:
+                via_names = tuple(owner[s] for s in segments if s in owner and owner[s] != dst)
+            flows.append(Flow(name, src, dst, via_names, segments, monitor.source_prefix,
+                              monitor.destination_prefix, policy.device))
+        return tuple(flows)
+
+    # ------------------------------------------------------------ STAMP
+
+    def sessions(self, value: Any, nodes: dict[str, Node]) -> tuple[StampSession, ...]:
+        if not isinstance(value, list):
+            raise self.fail("stamp", f"must be a list, got {_kind(value)}")
+        sessions: list[StampSession] = []
+        names: set[str] = set()
+        reflector_keys: dict[str, tuple[str, str]] = {}
+        for i, item in enumerate(value):
+            f = f"stamp[{i}]"
+            item = self.mapping(item, f, {"name", "from", "to", "via", "return_via", "rate", "timeout",
+                                          "auth_key_file"}, {"name", "from", "to", "rate"})
+            name, src, dst = self.endpoints(item, f, "session", names, tuple(nodes))
+            for end, node in (("from", src), ("to", dst)):
+                if nodes[node].pm_address is None:
+                    raise self.fail(f"{f}.{end}", f"node {node!r} has no pm_address")
+            via, segments = self.via(item.get("via", []), f"{f}.via", nodes, src, dst)
+            return_via, return_segments = self.via(item.get("return_via", []), f"{f}.return_via", nodes, dst, src)
+            rate = self.number(item["rate"], f"{f}.rate", 0.01, 1000)
+            timeout = self.number(item["timeout"], f"{f}.timeout", 0.01, 60) if "timeout" in item else 2.0
+            key_file = self.text(item.get("auth_key_file") or "", f"{f}.auth_key_file", "an absolute path")
+            msg = self.checked(validate.stamp_session,
+                               pb.StampSession(name=name, destination=nodes[dst].pm_address,
+                                               source=nodes[src].pm_address, segments=segments,
+                                               return_segments=return_segments, rate=rate, timeout_s=timeout,
+                                               reflector_node=dst, auth_key_file=key_file),
+                               f, {"name": f"{f}.name", "segments": f"{f}.via", "return_segments": f"{f}.return_via",
+                                   "rate": f"{f}.rate", "timeout_s": f"{f}.timeout",
+                                   "auth_key_file": f"{f}.auth_key_file"})
+            # One reflector per node: all sessions to a node must agree on its key file.
+            if dst in reflector_keys and reflector_keys[dst][0] != msg.auth_key_file:
+                raise self.fail(f"{f}.auth_key_file", f"session {reflector_keys[dst][1]!r} to {dst!r} uses "
+                                f"{reflector_keys[dst][0] or 'no key file'!s}; the one reflector of a node has one key")
+            reflector_keys.setdefault(dst, (msg.auth_key_file, name))
+            sessions.append(StampSession(name, src, dst, via, return_via, tuple(msg.segments),
+                                         tuple(msg.return_segments), msg.rate, msg.timeout_s, msg.auth_key_file))
+        return tuple(sessions)
+
+    # ------------------------------------------------------------ TLS
+
+    def tls(self, value: Any) -> TlsConfig:
+        value = self.mapping(value, "tls", {"ca", "cert", "key", "plaintext"}, set())
+        files = {}
+        for key in ("ca", "cert", "key"):
+            if value.get(key) is not None:
+                files[key] = self.text(value[key], f"tls.{key}", "a file path")
+        plaintext = value.get("plaintext", False)
+        if not isinstance(plaintext, bool):
+            raise self.fail("tls.plaintext", f"must be true or false, got {_kind(plaintext)}")
+        if ("cert" in files) != ("key" in files):
+            raise self.fail("tls.key" if "cert" in files else "tls.cert", "mutual TLS needs both cert and key")
+        if plaintext and files:
+            raise self.fail("tls.plaintext", "plaintext: true cannot go with ca/cert/key")
+        return TlsConfig(files.get("ca"), files.get("cert"), files.get("key"), plaintext)
