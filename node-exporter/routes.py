@@ -1,0 +1,281 @@
+"""SRv6 routes of the node exporter: local SIDs (seg6local) and encap policies (seg6), through netlink.
+
+One :class:`Routes` per data-plane namespace. Every route it makes is an IPv6
+route in table main (254) with the rtnetlink protocol number
+:data:`RTPROT_SRV6PM` (77, unassigned in ``linux/rtnetlink.h``), so srv6pm's
+routes are recognisable (``ip -6 route show proto 77``) and never confused
+with routes that others made:
+
+* a local SID ``S`` is the route ``S/128 encap seg6local action <behaviour>
+  dev <device>`` (End; End.X ``nh6``; End.DT6 ``table``; End.DX6 ``nh6``);
+* a policy is the route ``<destination> encap seg6 mode encap|inline segs
+  <segments> dev <device>``; with no device, the device of the route towards
+  the first segment (a route lookup when the policy is applied).
+
+Segment lists are in path order in this module's interface. pyroute2 writes
+``segs`` verbatim into the SRH's Segment List, which holds the path in reverse
+(Segment List[0] is the last segment), so they are reversed on the way in and
+out; for ``inline`` pyroute2 also puts the ``::`` placeholder of the final
+destination at Segment List[0], which is dropped on the way out.
+
+Applying is idempotent: the kernel's route for that destination is read
+first; if it is identical nothing is done (``False``); if it differs, it is
+replaced in one netlink request (``NLM_F_REPLACE``), so the kernel never holds
+neither. A route to the same destination that srv6pm did not make (another
+protocol number) is never replaced: :class:`RouteError`. Removing deletes only
+srv6pm's route and answers ``False`` when there is none.
+
+Everything runs in one worker thread inside the namespace
+(:class:`srv6pm.netns.NetnsThread`), which also serialises the netlink socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+from socket import AF_INET6
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from srv6pm.netns import NetnsThread
+from srv6pm.southbound.v1 import southbound_pb2 as pb
+
+__all__ = ["RTPROT_SRV6PM", "MAIN_TABLE", "RouteError", "Routes"]
+
+RTPROT_SRV6PM = 77
+MAIN_TABLE = 254
+_ENCAP_SEG6, _ENCAP_SEG6LOCAL = 5, 7  # lwtunnel_encap_types
+
+# seg6local actions (linux/seg6_local.h) and the behaviours of the API.
+_ACTIONS = {pb.SID_BEHAVIOR_END: (1, "End"), pb.SID_BEHAVIOR_END_X: (2, "End.X"),
+            pb.SID_BEHAVIOR_END_DX6: (5, "End.DX6"), pb.SID_BEHAVIOR_END_DT6: (7, "End.DT6")}
+_ACTION_NAMES = {number: name for number, name in _ACTIONS.values()}
+_MODES = {pb.ENCAP_MODE_UNSPECIFIED: "encap", pb.ENCAP_MODE_ENCAP: "encap", pb.ENCAP_MODE_INLINE: "inline"}
+
+
+class RouteError(RuntimeError):
+    """The kernel refused a route change (or a device is missing).
+
+    ``str()`` is ``"<what>: <reason>"`` where ``reason`` is the kernel's
+    (``os.strerror`` of its error code); ``code`` is that errno and
+    ``object`` the message the change was for.
+    """
+
+    def __init__(self, what: str, reason: str, *, code: int = 0, obj=None):
+        super().__init__(f"{what}: {reason}")
+        self.what = what
+        self.reason = reason
+        self.code = code
+        self.object = obj
+
+
+def _addr(text: str) -> str:
+    return str(ipaddress.IPv6Address(text))
+
+
+def _sid_text(sid: pb.LocalSid) -> str:
+    behaviour = _ACTIONS.get(sid.behavior, (0, f"behavior {sid.behavior}"))[1]
+    extra = f" nh6 {sid.nexthop}" if sid.nexthop else f" table {sid.table}" if sid.table else ""
+    return f"local SID {sid.sid} ({behaviour}{extra} dev {sid.device or 'lo'})"
+
+
+def _policy_text(policy: pb.Policy) -> str:
+    return (f"policy {policy.name} ({policy.destination} encap seg6 mode {_MODES.get(policy.mode, '?')} "
+            f"segs {','.join(policy.segments)}{' dev ' + policy.device if policy.device else ''})")
+
+
+class Routes:
+    """srv6pm's SRv6 routes in network namespace ``netns`` (None: the current one).
+
+    Thread safe (calls are serialised in the namespace's worker thread).
+    Raises :class:`srv6pm.netns.NetnsError` if the namespace does not exist.
+    """
+
+    def __init__(self, netns: str | None = None):
+        self.netns = netns
+        self._thread = NetnsThread(netns, thread_name=f"routes-{netns or '(current)'}")
+        try:
+            self._ipr: IPRoute = self._thread.call(IPRoute)
+        except BaseException:
+            self._thread.close()
+            raise
+
+    def close(self) -> None:
+        """Close the netlink socket and the worker thread; idempotent. Routes stay in the kernel."""
+        if not self._thread.closed:
+            try:
+                self._thread.call(self._ipr.close)
+            finally:
+                self._thread.close()
+
+    def __enter__(self) -> "Routes":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- kernel access (all in the worker thread) ------------------------------------
+    def _call(self, what: str, obj, fn, *args, **kw):
+        try:
+            return self._thread.call(fn, *args, **kw)
+        except NetlinkError as exc:
+            code = abs(exc.code) if isinstance(exc.code, int) else 0
+            reason = os.strerror(code) if code else str(exc)
+            raise RouteError(what, reason, code=code, obj=obj) from None
+
+    def _ifindex(self, what: str, obj, name: str) -> int:
+        found = self._call(what, obj, self._ipr.link_lookup, ifname=name)
+        if not found:
+            raise RouteError(what, f"device {name!r}: {os.strerror(errno.ENODEV)}", code=errno.ENODEV, obj=obj)
+        return found[0]
+
+    def _ifname(self, index: int | None) -> str | None:
+        if index is None:
+            return None
+        links = self._thread.call(self._ipr.link, "get", index=index)
+        return links[0].get("ifname") if links else None
+
+    def _routes_to(self, dst: str) -> list:
+        """The kernel's routes of table main whose destination is exactly prefix ``dst``."""
+        net = ipaddress.IPv6Network(dst)
+        out = []
+        for msg in self._thread.call(self._ipr.route, "dump", family=AF_INET6):
+            if msg.get("table") != MAIN_TABLE or msg["dst_len"] != net.prefixlen:
+                continue
+            have = msg.get("dst") or "::"
+            if ipaddress.IPv6Address(have) == net.network_address:
+                out.append(msg)
+        return out
+
+    def _current(self, what: str, obj, dst: str):
+        """srv6pm's route to ``dst`` or None; RouteError if another protocol's route is there."""
+        mine = None
+        for msg in self._routes_to(dst):
+            if msg["proto"] != RTPROT_SRV6PM:
+                raise RouteError(what, f"the kernel already has a route to {dst} that srv6pm did not make "
+                                       f"(protocol {msg['proto']}); not replacing it", code=errno.EEXIST, obj=obj)
+            mine = msg
+        return mine
+
+    @staticmethod
+    def _spec(msg) -> dict:
+        """A kernel route in the comparable form made by :meth:`_wanted_*`."""
+        encap = {}
+        attrs = dict((msg.get("encap") or {}).get("attrs", []))
+        if msg.get("encap_type") == _ENCAP_SEG6LOCAL:
+            encap = {"type": "seg6local", "action": _ACTION_NAMES.get(attrs.get("SEG6_LOCAL_ACTION"),
+                                                                     attrs.get("SEG6_LOCAL_ACTION"))}
+            if "SEG6_LOCAL_NH6" in attrs:
+                encap["nh6"] = _addr(attrs["SEG6_LOCAL_NH6"])
+            if "SEG6_LOCAL_TABLE" in attrs:
+                encap["table"] = attrs["SEG6_LOCAL_TABLE"]
+        elif msg.get("encap_type") == _ENCAP_SEG6:
+            srh = attrs.get("SEG6_IPTUNNEL_SRH", {})
+            mode = srh.get("mode")
+            segs = [_addr(s) for s in srh.get("segs", [])]
+            if mode == "inline" and segs and segs[0] == "::":
+                segs = segs[1:]
+            encap = {"type": "seg6", "mode": mode, "segs": list(reversed(segs))}
+        return {"oif": msg.get("oif"), "encap": encap}
+
+    def _apply(self, what: str, obj, dst: str, oif: int, encap: dict) -> bool:
+        current = self._current(what, obj, dst)
+        wanted = {"oif": oif, "encap": encap}
+        if current is not None and self._spec(current) == wanted:
+            return False
+        request = dict(encap)
+        if request["type"] == "seg6":  # path order -> SRH order; a fresh list (pyroute2 edits it)
+            request["segs"] = list(reversed(encap["segs"]))
+        self._call(what, obj, self._ipr.route, "add" if current is None else "replace", dst=dst, oif=oif,
+                   table=MAIN_TABLE, proto=RTPROT_SRV6PM, encap=request)
+        return True
+
+    def _remove(self, what: str, dst: str) -> bool:
+        mine = [m for m in self._routes_to(dst) if m["proto"] == RTPROT_SRV6PM]
+        if not mine:
+            return False
+        try:
+            self._call(what, None, self._ipr.route, "del", dst=dst, table=MAIN_TABLE, proto=RTPROT_SRV6PM)
+        except RouteError as exc:
+            if exc.code == errno.ESRCH:  # gone meanwhile
+                return False
+            raise
+        return True
+
+    # -- local SIDs -----------------------------------------------------------------
+    def apply_local_sid(self, sid: pb.LocalSid) -> bool:
+        """Make the kernel's route for ``sid`` (a validated ``LocalSid``) match it; True if it changed.
+
+        :class:`RouteError` if the kernel refuses (the route stays as it was).
+        """
+        what = _sid_text(sid)
+        action = _ACTIONS[sid.behavior][1]
+        encap: dict = {"type": "seg6local", "action": action}
+        if sid.behavior in (pb.SID_BEHAVIOR_END_X, pb.SID_BEHAVIOR_END_DX6):
+            encap["nh6"] = _addr(sid.nexthop)
+        if sid.behavior == pb.SID_BEHAVIOR_END_DT6:
+            encap["table"] = sid.table or MAIN_TABLE
+        oif = self._ifindex(what, sid, sid.device or "lo")
+        return self._apply(what, sid, f"{_addr(sid.sid)}/128", oif, encap)
+
+    def remove_local_sid(self, sid: str) -> bool:
+        """Delete srv6pm's route for SID ``sid``; False if there was none."""
+        return self._remove(f"local SID {sid}", f"{_addr(sid)}/128")
+
+    def local_sid_route(self, sid: str) -> dict | None:
+        """srv6pm's route for SID ``sid`` as ``{"oif", "device", "encap"}`` (None: none)."""
+        return self._read(f"{_addr(sid)}/128")
+
+    # -- policies -------------------------------------------------------------------
+    def policy_device(self, policy: pb.Policy) -> int:
+        """The interface index a policy's route uses: its device, else the route towards its first segment."""
+        what = _policy_text(policy)
+        if policy.device:
+            return self._ifindex(what, policy, policy.device)
+        found = self._call(f"{what}: route lookup towards {policy.segments[0]}", policy, self._ipr.route, "get",
+                           dst=policy.segments[0])
+        oif = found[0].get("oif") if found else None
+        if oif is None:
+            raise RouteError(f"{what}: route lookup towards {policy.segments[0]}", os.strerror(errno.ENETUNREACH),
+                             code=errno.ENETUNREACH, obj=policy)
+        return oif
+
+    def apply_policy(self, policy: pb.Policy) -> bool:
+        """Make the kernel's route for ``policy`` (a validated ``Policy``) match it; True if it changed.
+
+        :class:`RouteError` if the kernel refuses (the route stays as it was).
+        """
+        what = _policy_text(policy)
+        encap = {"type": "seg6", "mode": _MODES[policy.mode], "segs": [_addr(s) for s in policy.segments]}
+        return self._apply(what, policy, str(ipaddress.IPv6Network(policy.destination)),
+                           self.policy_device(policy), encap)
+
+    def remove_policy(self, destination: str) -> bool:
+        """Delete srv6pm's route to prefix ``destination``; False if there was none."""
+        return self._remove(f"policy route {destination}", str(ipaddress.IPv6Network(destination)))
+
+    def policy_route(self, destination: str) -> dict | None:
+        """srv6pm's route to prefix ``destination`` as ``{"oif", "device", "encap"}`` (None: none)."""
+        return self._read(str(ipaddress.IPv6Network(destination)))
+
+    # -- reading ----------------------------------------------------------------------
+    def _read(self, dst: str) -> dict | None:
+        for msg in self._routes_to(dst):
+            if msg["proto"] == RTPROT_SRV6PM:
+                spec = self._spec(msg)
+                spec["device"] = self._ifname(spec["oif"])
+                return spec
+        return None
+
+    def dump(self) -> list[dict]:
+        """All of srv6pm's routes in the namespace, as ``{"dst", "oif", "device", "encap"}``, sorted by dst."""
+        out = []
+        for msg in self._thread.call(self._ipr.route, "dump", family=AF_INET6):
+            if msg["proto"] == RTPROT_SRV6PM and msg.get("table") == MAIN_TABLE:
+                spec = self._spec(msg)
+                spec["device"] = self._ifname(spec["oif"])
+                spec["dst"] = f"{msg.get('dst') or '::'}/{msg['dst_len']}"
+                out.append(spec)
+        return sorted(out, key=lambda s: s["dst"])

@@ -1,0 +1,186 @@
+"""srv6pm.exporter.routes against the real kernel: SRv6 routes in a network namespace of the test's own.
+
+Needs root. The namespace has a random name and is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+from netns_support import skip_reason
+from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
+
+from srv6pm.exporter.routes import RTPROT_SRV6PM, RouteError, Routes
+from srv6pm.netns import NetnsThread
+from srv6pm.southbound import validate
+from srv6pm.southbound.v1 import southbound_pb2 as pb
+
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
+
+
+def _setup(ns: str) -> None:
+    """lo up; veth v0 (fc00:1::1/64, up) with its peer v1 (up); veth d0/d1 left down."""
+    def build():
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            ipr.link("add", ifname="v0", kind="veth", peer="v1")
+            ipr.link("add", ifname="d0", kind="veth", peer="d1")
+            for name in ("v0", "v1"):
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+            ipr.addr("add", index=ipr.link_lookup(ifname="v0")[0], address="fc00:1::1", prefixlen=64, flags=0x02)
+            for _ in range(50):  # wait until the connected route is usable
+                if any(r.get("dst") == "fc00:1::" for r in ipr.route("dump", family=10)):
+                    return
+                time.sleep(0.02)
+    with NetnsThread(ns) as t:
+        t.call(build)
+
+
+@pytest.fixture
+def ns():
+    name = "rt" + secrets.token_hex(4)
+    pr_netns.create(name)
+    try:
+        _setup(name)
+        yield name
+    finally:
+        pr_netns.remove(name)
+
+
+@pytest.fixture
+def routes(ns):
+    with Routes(ns) as r:
+        yield r
+
+
+def kernel_routes(ns: str) -> list[tuple]:
+    """Every IPv6 route of table main as plain data (what the kernel holds, not only srv6pm's)."""
+    def dump():
+        with IPRoute() as ipr:
+            return sorted(repr((r.get("dst"), r["dst_len"], r["proto"], r.get("oif"), r.get("encap_type"),
+                                r.get("encap"))) for r in ipr.route("dump", family=10) if r.get("table") == 254)
+    with NetnsThread(ns) as t:
+        return t.call(dump)
+
+
+def sid(**kw) -> pb.LocalSid:
+    return validate.local_sid(pb.LocalSid(**kw))
+
+
+def policy(**kw) -> pb.Policy:
+    return validate.policy(pb.Policy(**kw))
+
+
+SIDS = [
+    sid(sid="fcff:1::1", behavior=pb.SID_BEHAVIOR_END),
+    sid(sid="fcff:1::2", behavior=pb.SID_BEHAVIOR_END_X, nexthop="fc00:1::2", device="v0"),
+    sid(sid="fcff:1::3", behavior=pb.SID_BEHAVIOR_END_DT6),
+    sid(sid="fcff:1::4", behavior=pb.SID_BEHAVIOR_END_DX6, nexthop="fc00:1::2", device="v0"),
+]
+
+
+def test_local_sids_of_each_behaviour_are_applied_idempotently_and_removed(ns, routes):
+    for s in SIDS:
+        assert routes.apply_local_sid(s) is True
+    got = {r["dst"]: (r["device"], r["encap"]) for r in routes.dump()}
+    assert got == {
+        "fcff:1::1/128": ("lo", {"type": "seg6local", "action": "End"}),
+        "fcff:1::2/128": ("v0", {"type": "seg6local", "action": "End.X", "nh6": "fc00:1::2"}),
+        "fcff:1::3/128": ("lo", {"type": "seg6local", "action": "End.DT6", "table": 254}),
+        "fcff:1::4/128": ("v0", {"type": "seg6local", "action": "End.DX6", "nh6": "fc00:1::2"}),
+    }
+    before = kernel_routes(ns)
+    assert sum(1 for line in before if f", 128, {RTPROT_SRV6PM}, " in line) == len(SIDS)
+    for s in SIDS:
+        assert routes.apply_local_sid(s) is False
+    assert kernel_routes(ns) == before
+    for s in SIDS:
+        assert routes.remove_local_sid(s.sid) is True
+        assert routes.remove_local_sid(s.sid) is False
+    assert routes.dump() == []
+
+
+def test_policy_segments_are_in_path_order_and_the_device_is_looked_up(routes):
+    p = policy(name="p1", destination="fd00:4::/64", segments=["fcff:2::1", "fcff:3::1", "fc00:1::9"])
+    with pytest.raises(RouteError, match="route lookup towards fcff:2::1: Network is unreachable"):
+        routes.apply_policy(p)  # no route towards the first segment yet
+    p = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9", "fcff:3::1"])
+    assert routes.apply_policy(p) is True
+    assert routes.policy_route("fd00:4::/64") == {
+        "oif": routes.policy_route("fd00:4::/64")["oif"], "device": "v0",
+        "encap": {"type": "seg6", "mode": "encap", "segs": ["fc00:1::9", "fcff:3::1"]}}
+    assert routes.apply_policy(p) is False
+    inline = policy(name="p2", destination="fd00:5::1", segments=["fc00:1::9", "fcff:4::1"],
+                    mode=pb.ENCAP_MODE_INLINE, device="v0")
+    assert routes.apply_policy(inline) is True
+    assert routes.policy_route("fd00:5::1/128")["encap"] == {
+        "type": "seg6", "mode": "inline", "segs": ["fc00:1::9", "fcff:4::1"]}
+    assert routes.apply_policy(inline) is False
+    assert routes.remove_policy("fd00:5::1/128") is True
+    assert routes.remove_policy("fd00:5::1/128") is False
+
+
+def test_a_changed_policy_replaces_its_route_in_one_request(ns, routes):
+    """The kernel announces one RTM_NEWROUTE for the replace and no RTM_DELROUTE: never neither route."""
+    p = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9", "fcff:3::1"])
+    assert routes.apply_policy(p) is True
+    changed = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9", "fcff:7::1", "fcff:8::1"],
+                     mode=pb.ENCAP_MODE_INLINE, device="v0")
+
+    def listen():
+        ipr = IPRoute()
+        ipr.bind()  # all rtnetlink groups of the namespace
+        return ipr
+    with NetnsThread(ns) as t:
+        monitor = t.call(listen)
+        try:
+            assert routes.apply_policy(changed) is True
+            events = []
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any(e["event"] == "RTM_NEWROUTE" for e in events):
+                events += [m for m in t.call(monitor.get) if m.get("dst") == "fd00:4::"]
+        finally:
+            t.call(monitor.close)
+    assert [e["event"] for e in events] == ["RTM_NEWROUTE"]
+    assert routes.policy_route("fd00:4::/64")["encap"] == {
+        "type": "seg6", "mode": "inline", "segs": ["fc00:1::9", "fcff:7::1", "fcff:8::1"]}
+    assert [r["dst"] for r in routes.dump()] == ["fd00:4::/64"]
+
+
+def test_a_changed_sid_is_replaced(routes):
+    assert routes.apply_local_sid(sid(sid="fcff:1::4", behavior=pb.SID_BEHAVIOR_END)) is True
+    assert routes.apply_local_sid(SIDS[3]) is True
+    assert routes.local_sid_route("fcff:1::4")["encap"]["action"] == "End.DX6"
+    assert len(routes.dump()) == 1
+
+
+def test_kernel_refusal_carries_the_kernels_reason_and_changes_nothing(ns, routes):
+    """d0 exists but is down: the kernel refuses routes through it (ENETDOWN); that is not our validation."""
+    assert routes.apply_local_sid(SIDS[3]) is True
+    p = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9"])
+    assert routes.apply_policy(p) is True
+    before = kernel_routes(ns)
+    on_down = sid(sid="fcff:1::4", behavior=pb.SID_BEHAVIOR_END_DX6, nexthop="fc00:1::3", device="d0")
+    with pytest.raises(RouteError) as info:
+        routes.apply_local_sid(on_down)
+    assert info.value.reason == "Network is down" and info.value.object is on_down
+    assert str(info.value).startswith("local SID fcff:1::4 (End.DX6 nh6 fc00:1::3 dev d0): Network is down")
+    with pytest.raises(RouteError, match="Network is down"):
+        routes.apply_policy(policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9"], device="d0"))
+    with pytest.raises(RouteError, match="Network is down"):
+        routes.apply_local_sid(sid(sid="fcff:1::9", behavior=pb.SID_BEHAVIOR_END, device="d0"))
+    with pytest.raises(RouteError, match="device 'nosuch0': No such device"):
+        routes.apply_local_sid(sid(sid="fcff:1::9", behavior=pb.SID_BEHAVIOR_END, device="nosuch0"))
+    assert kernel_routes(ns) == before
+
+
+def test_routes_of_others_are_never_replaced(ns, routes):
+    """The connected route fc00:1::/64 (protocol kernel) is not srv6pm's to replace."""
+    before = kernel_routes(ns)
+    with pytest.raises(RouteError, match="srv6pm did not make"):
+        routes.apply_policy(policy(name="p1", destination="fc00:1::/64", segments=["fc00:1::9"]))
+    assert routes.remove_policy("fc00:1::/64") is False
+    assert kernel_routes(ns) == before
