@@ -18,6 +18,12 @@ Each loop iteration (:meth:`Processor.step`):
 
 A record re-read after a restart whose result the ledger already holds is
 not published again; its results are re-written to InfluxDB (idempotent).
+
+Self-monitoring: the loop counts what it does in Prometheus metrics
+(``srv6pm.metrics``, label ``component="processor"``) and, every
+``health_interval_s``, writes the ``pipeline`` and ``exporter`` measurements
+(``health``) through the same InfluxDB writer. A failed health write is
+logged and retried with the next one; it never holds up results.
 """
 
 from __future__ import annotations
@@ -32,10 +38,13 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
+from srv6pm import metrics as metrics_mod
 from srv6pm import records
+from srv6pm.clock import PeriodClock
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import InfluxWriter, StoreError
 
+from .health import Health, node_of
 from .ledger import Ledger
 from .offsets import OffsetTracker
 from .outcome import Outcome
@@ -44,6 +53,8 @@ from .stages import DelayStage, LossStage, Stage
 __all__ = ["Processor", "ProcessorOptions"]
 
 log = logging.getLogger("srv6pm.processor")
+
+COMPONENT = "processor"
 
 
 @dataclass
@@ -62,6 +73,7 @@ class ProcessorOptions:
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 60_000
     retry_max_s: float = 10.0
+    health_interval_s: float | None = 10.0  # None: no health points in InfluxDB
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -79,7 +91,7 @@ class Processor:
     """Drives its stages: consumes their inputs, publishes and stores their results."""
 
     def __init__(self, kafka: KafkaSettings, influx: InfluxSettings, options: ProcessorOptions | None = None,
-                 stages: list[Stage] | None = None):
+                 stages: list[Stage] | None = None, metrics: metrics_mod.Metrics | None = None):
         self.options = options or ProcessorOptions()
         o = self.options
         stages = stages or [LossStage(o.pair_wait_s), DelayStage(o.delay_lateness_s, o.delay_idle_s)]
@@ -103,6 +115,10 @@ class Processor:
         self._stop = threading.Event()
         self._consumer.subscribe(list(self.stages), listener=_Rebalance(self))
         self.stats = {"records": 0, "results": 0, "incomplete": 0, "deadletters": 0, "replayed": 0}
+        self.metrics = metrics or metrics_mod.get()
+        self.health = (Health(o.client_id, tuple(self.stages), o.health_interval_s)
+                       if o.health_interval_s else None)
+        self._lag_partitions: set[tuple[str, int]] = set()
 
     # -- rebalancing ---------------------------------------------------------
 
@@ -122,6 +138,9 @@ class Processor:
         for tp in partitions:
             self._committed.pop(tp, None)
         self._raw = {t: v for t, v in self._raw.items() if t[:2] not in gone}
+        for topic, partition in gone & self._lag_partitions:
+            self.metrics.consumer_lag.remove(COMPONENT, topic, str(partition))
+        self._lag_partitions -= gone
         log.info("partitions revoked", extra={"partitions": partitions})
 
     # -- the loop ------------------------------------------------------------
@@ -146,6 +165,9 @@ class Processor:
         for tp, messages in batch.items():
             stage = self.stages[tp.topic]
             ledger = self._ledgers[tp.topic]
+            self.metrics.records_in.labels(COMPONENT, tp.topic).inc(len(messages))
+            if self.health:
+                self.health.count(tp.topic, "records_in", len(messages))
             for m in messages:
                 token = (tp.topic, tp.partition, m.offset)
                 self._tracker.seen((tp.topic, tp.partition), m.offset)
@@ -156,6 +178,8 @@ class Processor:
                     self._raw[token] = (m.key, m.value)
                     outcomes.append(Outcome([token], rejected={token: str(exc)}))
                     continue
+                if self.health:
+                    self.health.seen(node_of(record), m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else None)
                 published = ledger.get(tp.partition, *stage.key(record))
                 if published is not None:
                     # Re-read after a restart, or late after its period was closed.
@@ -172,6 +196,8 @@ class Processor:
         if outcomes:
             self._finish(outcomes, restores)
         self._commit()
+        if self.health and self.health.due(time.time()):
+            self._write_health()
 
     def _finish(self, outcomes: list[Outcome], restores: list[tuple[Stage, dict]]) -> None:
         # 1. publish dead letters and results; wait for every acknowledgement.
@@ -191,17 +217,30 @@ class Processor:
                 for result in outcome.results:
                     results.append((stage, partition, result))
                     sends.append((stage.output_topic, partition, result.subject.encode(), result.to_json()))
-        self._send_all(sends)
+        involved = {o.tokens[0][0] for o in outcomes if o.results or o.rejected}
+        self._send_all(sends, involved)
         self.stats["deadletters"] += sum(len(o.rejected) for o in outcomes)
+        for outcome in outcomes:
+            for topic, _, _ in outcome.rejected:
+                self.metrics.deadletters.labels(COMPONENT, topic).inc()
+                self.metrics.records_out.labels(COMPONENT, records.DEADLETTER).inc()
+                if self.health:
+                    self.health.count(topic, "deadletters")
         # 2. store (idempotent), including results re-read from the ledger.
         docs = [(stage, partition, result, result.to_dict()) for stage, partition, result in results]
         points = [stage.point(doc) for stage, _, _, doc in docs]
         points += [stage.point(doc) for stage, doc in restores]
-        self._retry("store results in InfluxDB", lambda: self._store.write(points))
+        self._retry("store results in InfluxDB", lambda: self._store.write(points), involved)
+        stored_s = time.time()
         # 3. finished: remember, and let the offsets move.
         for stage, partition, result, doc in docs:
             self._ledgers[stage.input_topic].add(partition, doc)
             self.stats["results"] += 1
+            self.metrics.records_out.labels(COMPONENT, stage.output_topic).inc()
+            end_s = PeriodClock(result.period_s).start_ns(result.period + 1) / 1e9
+            self.metrics.period_latency.labels(COMPONENT, stage.output_topic).observe(max(0.0, stored_s - end_s))
+            if self.health:
+                self.health.count(stage.input_topic, "records_out")
             self.stats["incomplete"] += getattr(result, "complete", True) is False
             log.info("result", extra={"topic": stage.output_topic, "subject": result.subject,
                                       "period": result.period})
@@ -209,8 +248,11 @@ class Processor:
             for topic, partition, offset in outcome.tokens:
                 self._tracker.finished((topic, partition), offset)
 
-    def _send_all(self, sends: list[tuple]) -> None:
-        """Send every (topic, partition, key, value); resend only those that failed, until all are acknowledged."""
+    def _send_all(self, sends: list[tuple], involved: set[str] = frozenset()) -> None:
+        """Send every (topic, partition, key, value); resend only those that failed, until all are acknowledged.
+
+        Each failed attempt counts as an error of the input topics in ``involved``.
+        """
         pending = sends
         delay = 0.2
         while pending:
@@ -227,21 +269,60 @@ class Processor:
                 if self._stop.is_set():
                     raise RuntimeError(f"stopping with {len(failed)} unpublished records (will be re-read): {error}")
                 log.warning("publish failed, retrying", extra={"records": len(failed), "error": str(error)})
+                self._count_error("publish", involved)
                 time.sleep(delay)
                 delay = min(delay * 2, self.options.retry_max_s)
             pending = failed
 
-    def _retry(self, what: str, action) -> None:
+    def _retry(self, what: str, action, involved: set[str] = frozenset()) -> None:
         delay = 0.2
         while True:
             try:
                 return action()
             except StoreError as exc:
+                self._count_error("store", involved)
                 if self._stop.is_set():
                     raise RuntimeError(f"stopping before it could {what} (records will be re-read): {exc}") from None
                 log.warning("retrying", extra={"action": what, "error": str(exc), "delay_s": delay})
                 time.sleep(delay)
                 delay = min(delay * 2, self.options.retry_max_s)
+
+    def _count_error(self, kind: str, topics: set[str]) -> None:
+        self.metrics.errors.labels(COMPONENT, kind).inc()
+        if self.health:
+            for topic in topics:
+                self.health.count(topic, "errors")
+
+    # -- health --------------------------------------------------------------
+
+    def _lag(self) -> dict[str, int]:
+        """Per input topic: records on the assigned partitions not yet consumed (also sets the lag gauges)."""
+        assigned = sorted(self._consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+        if not assigned:
+            return {}
+        ends = self._consumer.end_offsets(assigned)
+        lag: dict[str, int] = {}
+        for tp in assigned:
+            behind = max(0, ends[tp] - self._consumer.position(tp))
+            lag[tp.topic] = lag.get(tp.topic, 0) + behind
+            self.metrics.consumer_lag.labels(COMPONENT, tp.topic, str(tp.partition)).set(behind)
+            self._lag_partitions.add((tp.topic, tp.partition))
+        return lag
+
+    def _write_health(self) -> None:
+        try:
+            lag = self._lag()
+        except Exception as exc:  # a broker hiccup must not stop processing; the point goes without lag
+            log.warning("consumer lag unknown", extra={"error": str(exc)})
+            lag = {}
+        now = time.time()
+        try:
+            self._store.write(self.health.points(now, lag))
+        except StoreError as exc:
+            self.metrics.errors.labels(COMPONENT, "health").inc()
+            log.warning("health write failed; its counts go with the next one", extra={"error": str(exc)})
+            return
+        self.health.written(now)
 
     def _commit(self) -> None:
         offsets = {tp: o for tp, o in self._tracker.committable().items() if self._committed.get(tp) != o}
@@ -251,6 +332,13 @@ class Processor:
         self._committed.update(offsets)
 
     def close(self) -> None:
+        if self.health:  # the counts since the last health point, without lag (the broker may be gone)
+            try:
+                now = time.time()
+                self._store.write(self.health.points(now))
+                self.health.written(now)
+            except StoreError as exc:
+                log.debug("last health write failed", extra={"error": str(exc)})
         for closer in (self._consumer.close, self._ledger_reader.close, self._producer.close, self._store.close):
             try:
                 closer()

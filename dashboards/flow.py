@@ -1,0 +1,71 @@
+"""Flow detail (variable ``flow``): one flow's packets, losses and loss ratio per period.
+
+A complete period has all of tx, rx, lost and the ratio. An incomplete one
+(one side's block never arrived) has ``complete = false``, no ``lost_packets``
+and only the side that is known; the panels show it as a separate series and
+as "incomplete" in the period table, never as 0 loss or as loss.
+"""
+
+from __future__ import annotations
+
+from grafanalib.core import Stat, Table, TimeSeries
+
+from .common import DATASOURCE, dashboard, layout, query_variable, targets
+
+UID = "srv6pm-flow"
+
+FLOW = '"flow" = \'$flow\''
+LOST = f'SELECT sum("lost_packets") AS "lost" FROM "loss" WHERE {FLOW} AND "complete" = true AND $timeFilter'
+RATIO = (f'SELECT sum("lost_packets") / sum("tx_packets") AS "loss_ratio" FROM "loss" '
+         f'WHERE {FLOW} AND "complete" = true AND $timeFilter')
+INCOMPLETE = f'SELECT count("complete") AS "incomplete" FROM "loss" WHERE {FLOW} AND "complete" = false AND $timeFilter'
+PACKETS = f'SELECT "tx_packets" AS "tx", "rx_packets" AS "rx" FROM "loss" WHERE {FLOW} AND "complete" = true AND $timeFilter'
+LOST_PER_PERIOD = f'SELECT "lost_packets" AS "lost" FROM "loss" WHERE {FLOW} AND "complete" = true AND $timeFilter'
+RATIO_PER_PERIOD = f'SELECT "loss_ratio" FROM "loss" WHERE {FLOW} AND "complete" = true AND $timeFilter'
+INCOMPLETE_PER_PERIOD = (f'SELECT "tx_packets" AS "tx (egress missing)", "rx_packets" AS "rx (ingress missing)" '
+                         f'FROM "loss" WHERE {FLOW} AND "complete" = false AND $timeFilter')
+PERIODS = (f'SELECT "tx_packets", "rx_packets", "lost_packets", "loss_ratio", "complete", "ingress", "egress" '
+           f'FROM "loss" WHERE {FLOW} AND $timeFilter ORDER BY time DESC')
+
+_PERCENT = [{"matcher": {"id": "byName", "options": "loss_ratio"}, "properties": [{"id": "unit", "value": "percentunit"}]}]
+_COMPLETE = [{"type": "value", "options": {"true": {"text": "complete", "color": "green", "index": 0},
+                                           "false": {"text": "INCOMPLETE", "color": "orange", "index": 1}}}]
+
+
+def build():
+    panels = layout(
+        (5, [
+            (Stat(title="Lost packets", dataSource=DATASOURCE, targets=targets(LOST), reduceCalc="sum",
+                  noValue="0", graphMode="none",
+                  thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}]), 8),
+            (Stat(title="Loss ratio", dataSource=DATASOURCE, targets=targets(RATIO), reduceCalc="lastNotNull",
+                  format="percentunit", decimals=3, graphMode="none"), 8),
+            (Stat(title="Incomplete periods", dataSource=DATASOURCE, targets=targets(INCOMPLETE), reduceCalc="sum",
+                  noValue="0", graphMode="none",
+                  thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1}]), 8),
+        ]),
+        (8, [
+            (TimeSeries(title="Packets per period: sent (tx) and received (rx)", dataSource=DATASOURCE,
+                        targets=targets(PACKETS), showPoints="always", unit="none"), 12),
+            (TimeSeries(title="Lost packets per period", dataSource=DATASOURCE, targets=targets(LOST_PER_PERIOD),
+                        drawStyle="bars", fillOpacity=80, unit="none"), 12),
+        ]),
+        (8, [
+            (TimeSeries(title="Loss ratio per period", dataSource=DATASOURCE, targets=targets(RATIO_PER_PERIOD),
+                        unit="percentunit", showPoints="always"), 12),
+            (TimeSeries(title="Incomplete periods (the side that is known)", dataSource=DATASOURCE,
+                        targets=targets(INCOMPLETE_PER_PERIOD), drawStyle="points", pointSize=8, unit="none",
+                        description="One point per period that could not be measured: its ingress (tx) or egress "
+                                    "(rx) block did not arrive in time, so its loss is unknown."), 12),
+        ]),
+        (10, [
+            (Table(title="Periods", dataSource=DATASOURCE, targets=targets(PERIODS, table=True),
+                   overrides=_PERCENT + [{"matcher": {"id": "byName", "options": "complete"},
+                                          "properties": [{"id": "mappings", "value": _COMPLETE},
+                                                         {"id": "custom.displayMode", "value": "color-text"}]}]),
+             24),
+        ]),
+    )
+    return dashboard(UID, "srv6pm: flow detail", "Per-period loss of one flow, incomplete periods shown as such.",
+                     panels, [query_variable("flow", "flow", 'SHOW TAG VALUES FROM "loss" WITH KEY = "flow"')],
+                     time_from="now-30m")

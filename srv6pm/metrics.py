@@ -1,0 +1,162 @@
+"""Prometheus metrics of every long-running srv6pm component.
+
+One small API for all components::
+
+    from srv6pm import metrics
+    metrics.add_metrics_argument(parser)           # --metrics-port N (env SRV6PM_METRICS_PORT)
+    metrics.serve(metrics.port_from_args(args))    # None or 0: no endpoint
+    m = metrics.get()                              # the metric families of this process
+    m.records_in.labels("processor", "srv6pm.counters").inc()
+
+:func:`get` returns the :class:`Metrics` registered on a registry (by default
+prometheus_client's process-wide ``REGISTRY``, which also carries the
+process and platform collectors), creating them once. Tests pass a fresh
+``CollectorRegistry`` so that their counts start at zero.
+
+Every family has a ``component`` label (``processor``, ``exporter``,
+``collector``), so the series of different components never mix even when one
+Prometheus scrapes them all, and a family that a component does not use shows
+no series in its output.
+
+=================================================  =============================  ==============================
+metric                                             labels                         meaning
+=================================================  =============================  ==============================
+``srv6pm_records_in_total``                        component, topic               records consumed
+``srv6pm_records_out_total``                       component, topic               records published
+``srv6pm_errors_total``                            component, kind                failed attempts (publish, store,
+                                                                                  ...), each retry counts
+``srv6pm_deadletters_total``                       component, topic               input records dead-lettered
+``srv6pm_consumer_lag``                            component, topic, partition    end offset − position
+``srv6pm_period_latency_seconds``                  component, topic               end of a period → its result
+                                                                                  stored (histogram)
+``srv6pm_exporter_blocks_published_total``         component, node                counter blocks published
+``srv6pm_exporter_guard_misses_total``             component, node                guard times missed
+``srv6pm_api_calls_total``                         component, method, code        southbound gRPC calls (served
+                                                                                  by the exporter, made by the
+                                                                                  collector)
+``srv6pm_collector_nodes_up``                      component                      nodes whose exporter answers
+``srv6pm_collector_reconcile_actions_total``       component, action              changes the reconciler applied
+``srv6pm_collector_apply_failures_total``          component, node                failed applies per node
+=================================================  =============================  ==============================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from collections.abc import Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from srv6pm.config import ConfigError
+
+__all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "get", "port_from_args", "serve"]
+
+ENV_PORT = "SRV6PM_METRICS_PORT"
+
+# Period latency is at least the guard time (half a period) plus the pairing
+# wait; the buckets cover lab periods of 1 s to production periods of minutes.
+LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+class MetricsError(RuntimeError):
+    """The metrics endpoint could not be started; ``str()`` says why."""
+
+
+class Metrics:
+    """Every srv6pm metric family, registered on one registry (see the module docstring)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+
+        def counter(name, text, labels):
+            return Counter(name, text, ["component", *labels], registry=registry)
+
+        # -- all components ----------------------------------------------------
+        self.records_in = counter("srv6pm_records_in", "Records consumed, per topic.", ["topic"])
+        self.records_out = counter("srv6pm_records_out", "Records published, per topic.", ["topic"])
+        self.errors = counter("srv6pm_errors", "Failed attempts (each retry counts), per kind.", ["kind"])
+        self.deadletters = counter("srv6pm_deadletters", "Input records sent to srv6pm.deadletter, per input topic.",
+                                   ["topic"])
+        self.consumer_lag = Gauge("srv6pm_consumer_lag", "Records on a partition not yet consumed "
+                                  "(end offset minus position), per assigned partition.",
+                                  ["component", "topic", "partition"], registry=registry)
+        self.period_latency = Histogram("srv6pm_period_latency_seconds", "Seconds from the end of a period "
+                                        "to its result being stored, per result topic.", ["component", "topic"],
+                                        buckets=LATENCY_BUCKETS, registry=registry)
+        # -- node exporter -----------------------------------------------------
+        self.blocks_published = counter("srv6pm_exporter_blocks_published",
+                                        "Counter blocks published to srv6pm.counters.", ["node"])
+        self.guard_misses = counter("srv6pm_exporter_guard_misses",
+                                    "Guard times missed (the period is lost, reported incomplete).", ["node"])
+        self.api_calls = counter("srv6pm_api_calls", "Southbound gRPC calls, by method and status code.",
+                                 ["method", "code"])
+        # -- collector ---------------------------------------------------------
+        self.nodes_up = Gauge("srv6pm_collector_nodes_up", "Nodes whose exporter answers the collector.",
+                              ["component"], registry=registry)
+        self.reconcile_actions = counter("srv6pm_collector_reconcile_actions",
+                                         "Changes the reconciler applied, per action.", ["action"])
+        self.apply_failures = counter("srv6pm_collector_apply_failures",
+                                      "Failed attempts to apply configuration to a node.", ["node"])
+
+
+_lock = threading.Lock()
+_by_registry: dict[int, Metrics] = {}
+
+
+def get(registry: CollectorRegistry | None = None) -> Metrics:
+    """The :class:`Metrics` on ``registry`` (default: the process-wide one), created on first use."""
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        metrics = _by_registry.get(id(registry))
+        if metrics is None or metrics.registry is not registry:
+            metrics = _by_registry[id(registry)] = Metrics(registry)
+        return metrics
+
+
+def serve(port: int | None, addr: str = "", registry: CollectorRegistry | None = None):
+    """Serve ``/metrics`` on ``addr:port`` from a daemon thread; ``port`` None or 0: do nothing.
+
+    Returns the HTTP server (``shutdown()`` stops it) or None. Raises
+    :class:`MetricsError` naming the port when it cannot listen (taken, no
+    permission, bad address).
+    """
+    if not port:
+        return None
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise MetricsError(f"metrics port {port!r}: must be an integer from 1 to 65535")
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=REGISTRY if registry is None else registry)
+    except OSError as exc:
+        raise MetricsError(f"metrics port {port}: cannot listen on {addr or '*'}:{port}: "
+                           f"{exc.strerror or exc}") from None
+    return server
+
+
+def add_metrics_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--metrics-port N`` (default: $SRV6PM_METRICS_PORT, else off) to a component's ``run`` parser."""
+    parser.add_argument("--metrics-port", type=int, metavar="N",
+                        help=f"serve Prometheus metrics on http://*:N/metrics (default ${ENV_PORT}, else off; 0: off)")
+
+
+def port_from_args(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> int | None:
+    """The metrics port from ``--metrics-port``, else ``$SRV6PM_METRICS_PORT``; None when off.
+
+    Raises :class:`srv6pm.config.ConfigError` naming the setting when the value is not a port number.
+    """
+    env = os.environ if env is None else env
+    value = getattr(args, "metrics_port", None) if args is not None else None
+    name = "--metrics-port"
+    if value is None:
+        text = (env.get(ENV_PORT) or "").strip()
+        if not text:
+            return None
+        name = ENV_PORT
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{ENV_PORT}={text!r}: not a port number") from None
+    if not 0 <= value < 65536:
+        raise ConfigError(f"{name} {value}: must be from 0 (off) to 65535")
+    return value or None
