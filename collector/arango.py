@@ -77,7 +77,8 @@ class ArangoSettings:
         g.add_argument("--arango-cafile", metavar="FILE", help="CA bundle to verify an https URL")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> "ArangoSettings":
+    def from_args(cls, args: argparse.Namespace | None = None,
+                  env: Mapping[str, str] | None = None) -> "ArangoSettings":
         """Resolve flags, then environment, then defaults; raise ConfigError naming a bad or missing setting."""
         env = os.environ if env is None else env
 

@@ -87,7 +87,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from srv6pm import records
@@ -120,6 +120,7 @@ UNKNOWN = "unknown"
 # ArangoDB document keys: letters, digits and _-:.@()+,=;$!*'% ; at most 254 bytes.
 _KEY = re.compile(r"[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,200}")
 _LOSS_FIELDS = ("period", "period_start", "tx_packets", "rx_packets", "lost_packets", "loss_ratio", "complete")
+_ROUTE_FIELDS = ("_from", "_to", "via", "segments", "return_via", "return_segments")
 _DELAY_FIELDS = ("period", "period_start", "samples", "lost", "min_us", "mean_us", "max_us", "p50_us", "p99_us",
                  "jitter_us")
 
@@ -180,7 +181,7 @@ class Topology:
 
     nodes: tuple[NodeSpec, ...] = ()
     links: tuple[LinkSpec, ...] = ()
-    paths: tuple[PathSpec, ...] = field(default_factory=tuple)
+    paths: tuple[PathSpec, ...] = ()
 
     def check(self) -> "Topology":
         """Return self, or raise :class:`GraphError` naming the first bad field."""
@@ -485,8 +486,7 @@ class GraphStore(ABC):
             doc.update(return_via=list(p.return_via), return_segments=list(p.return_segments))
             figures = ("delay", "delay_us")
         old = self._get(PATHS, p.key) or {}
-        same_route = all(old.get(k) == doc[k] for k in ("_from", "_to", "via", "segments", "return_via", "return_segments")
-                         if k in doc)
+        same_route = all(old.get(k) == doc[k] for k in _ROUTE_FIELDS if k in doc)
         for name in figures:
             doc[name] = old.get(name) if same_route else None
         return doc

@@ -1,0 +1,154 @@
+"""The collector's measurement feed: ``srv6pm.loss`` and ``srv6pm.delay`` into the topology graph.
+
+:class:`ResultsConsumer` is one member of a Kafka consumer group on both
+result topics. Each loop iteration (:meth:`ResultsConsumer.step`) polls a
+batch, applies every record to the graph (:meth:`GraphStore.update_loss` /
+:meth:`GraphStore.update_delay`), and only then commits the batch's offsets.
+So a record is never committed before the graph holds it; after a crash the
+uncommitted tail is re-read and applied again, which changes nothing (the
+same period overwrites itself, older periods never overwrite newer ones).
+
+A record that is not JSON, or not a valid result, is logged and counted
+(``stats["bad"]``) and skipped: the processor already dead-letters its bad
+inputs, so here it can only be a foreign producer. While the graph store
+fails (:class:`GraphStoreError`), the record is retried with back-off and
+nothing is committed; :meth:`stop` ends the retries (the record is re-read
+at the next start).
+
+The topics must exist before the consumer starts (the processor or the lab
+creates them with :func:`srv6pm.kafka.ensure_topics`); on the embedded broker
+subscribing to a missing topic creates it with the broker's default
+partition count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from srv6pm import records
+from srv6pm.config import KafkaSettings
+
+from .graph import APPLIED, GraphStore, GraphStoreError
+
+__all__ = ["ResultsConsumer", "ResultsOptions"]
+
+log = logging.getLogger("srv6pm.collector.results")
+
+TOPICS = (records.LOSS, records.DELAY)
+
+
+@dataclass
+class ResultsOptions:
+    """Tuning of the consumer. Defaults suit production; the lab uses 2000/500 ms group timings."""
+
+    client_id: str = field(default_factory=lambda: f"srv6pm-collector-{socket.gethostname()}")
+    poll_ms: int = 500
+    max_records: int = 500
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    max_poll_interval_ms: int = 60_000
+    retry_max_s: float = 10.0
+
+
+class ResultsConsumer:
+    """Applies loss and delay results to ``graph``; commits offsets after the graph update."""
+
+    def __init__(self, kafka: KafkaSettings, graph: GraphStore, group_id: str = "srv6pm-collector",
+                 options: ResultsOptions | None = None):
+        self.graph = graph
+        self.group_id = group_id
+        self.options = o = options or ResultsOptions()
+        self._stop = threading.Event()
+        self._consumer = KafkaConsumer(
+            **kafka.client_options(), group_id=group_id, client_id=o.client_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=o.session_timeout_ms,
+            heartbeat_interval_ms=o.heartbeat_interval_ms, max_poll_interval_ms=o.max_poll_interval_ms,
+            max_poll_records=o.max_records,
+        )
+        self._consumer.subscribe(list(TOPICS))
+        self.stats = {"records": 0, "applied": 0, "stale": 0, "unknown": 0, "bad": 0}
+
+    def run(self) -> None:
+        """Consume until :meth:`stop` is called (from a signal handler or another thread); then close."""
+        try:
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def step(self) -> int:
+        """Poll one batch, apply it to the graph, commit it. Returns the number of records consumed."""
+        batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        count = 0
+        for tp, messages in batch.items():
+            for m in messages:
+                self._apply(tp.topic, tp.partition, m.offset, m.value)
+                offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
+                count += 1
+        if offsets:
+            self._consumer.commit(offsets)
+        return count
+
+    def _apply(self, topic: str, partition: int, offset: int, raw: bytes | None) -> None:
+        self.stats["records"] += 1
+        try:
+            doc = _parse(raw)
+            update = self.graph.update_loss if topic == records.LOSS else self.graph.update_delay
+            outcome = self._retry(lambda: update(doc))
+        except records.RecordError as exc:
+            self.stats["bad"] += 1
+            log.warning("result record skipped", extra={"topic": topic, "partition": partition, "offset": offset,
+                                                        "reason": str(exc)})
+            return
+        self.stats[outcome if outcome != APPLIED else "applied"] += 1
+
+    def _retry(self, action):
+        delay = 0.2
+        while True:
+            try:
+                return action()
+            except GraphStoreError as exc:
+                if self._stop.is_set():
+                    raise RuntimeError(f"stopping before the graph took a result (it will be re-read): {exc}") from None
+                log.warning("graph update failed, retrying", extra={"error": str(exc), "delay_s": delay})
+                time.sleep(delay)
+                delay = min(delay * 2, self.options.retry_max_s)
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()
+        except Exception as exc:  # closing must not hide the reason we are closing
+            log.debug("error while closing", extra={"error": str(exc)})
+
+
+def _parse(raw: bytes | None) -> dict:
+    """The JSON object in ``raw``, or RecordError (the schema is checked by the graph's update)."""
+    if raw is None:
+        raise records.RecordError("empty value (tombstone)")
+    if len(raw) > records.MAX_RECORD_BYTES:
+        raise records.RecordError(f"value of {len(raw)} bytes exceeds {records.MAX_RECORD_BYTES}")
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise records.RecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise records.RecordError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(doc, dict):
+        raise records.RecordError(f"not a JSON object but {type(doc).__name__}")
+    return doc
+
+
+def _reject_constant(name: str):
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
