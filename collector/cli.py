@@ -1,0 +1,167 @@
+"""``srv6pm collector run`` and ``srv6pm collector check``.
+
+Added to the ``srv6pm`` command by :func:`add_commands`; each leaf sets
+``args.collector_handler(args) -> int`` (an exit status) and handles its own
+errors: a bad configuration file, flag or TLS file is one line on stderr,
+``srv6pm: ...``, and exit status 2; 1 is a runtime failure; 130 Ctrl-C.
+
+Settings: flags override ``SRV6PM_*`` environment variables, which override
+defaults (Kafka: see :mod:`srv6pm.config`; ArangoDB: see
+:mod:`srv6pm.collector.arango`, used when ``--arango-url`` or
+``SRV6PM_ARANGO_URL`` is given, else the graph is kept in memory). The
+ArangoDB password only comes from ``SRV6PM_ARANGO_PASSWORD`` or
+``SRV6PM_ARANGO_PASSWORD_FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Callable
+
+from srv6pm.config import ConfigError as SettingsError
+from srv6pm.config import KafkaSettings
+
+__all__ = ["add_commands"]
+
+log = logging.getLogger("srv6pm.collector")
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Add ``collector run`` and ``collector check`` to ``subparsers``; returns the ``collector`` parser."""
+    from srv6pm.collector.arango import ArangoSettings
+
+    collector = subparsers.add_parser(
+        "collector", help="collector: the control plane (declarative config -> node exporters over gRPC)",
+        description="Drive every node exporter over the southbound gRPC API until the network is what the "
+        "configuration file says: SIDs, SRv6 policies, monitored flows, STAMP sessions.")
+    actions = collector.add_subparsers(dest="collector_command", metavar="ACTION", required=True)
+
+    run = actions.add_parser(
+        "run", help="reconcile the node exporters with the configuration; keep the topology graph",
+        description="Poll every node exporter (GetState) every --interval seconds and apply what differs from "
+        "the configuration, phase by phase across the network (SIDs; egress monitors and reflectors; "
+        "policies; ingress monitors and STAMP sessions). Unreachable exporters are retried with backoff; a "
+        "restarted one gets everything again. Events (node up/down/restarted, applied, removed, failures, "
+        "config loaded/rejected, converged) are logged and published on srv6pm.events. The configuration is "
+        "reloaded on SIGHUP and when the file changes; an invalid one is rejected and the old one stays. "
+        "The topology graph (nodes, links, monitored paths with their latest loss and delay) is kept in "
+        "ArangoDB with --arango-url, else in memory (see --graph-dump). SIGTERM or Ctrl-C stops.")
+    run.add_argument("--config", required=True, metavar="FILE", help="collector configuration (YAML)")
+    run.add_argument("--interval", type=float, default=2.0, metavar="S",
+                     help="seconds between reconcile rounds (default 2)")
+    run.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                     help="deadline of each southbound call (default 5)")
+    run.add_argument("--retry-initial", type=float, default=0.5, metavar="S",
+                     help="first retry delay for an unreachable node or a refused change; doubles, with "
+                          "jitter (default 0.5)")
+    run.add_argument("--retry-max", type=float, default=30.0, metavar="S", help="longest retry delay (default 30)")
+    tls = run.add_argument_group("southbound TLS (override the configuration file's tls section)")
+    tls.add_argument("--grpc-ca", metavar="FILE", help="CA (PEM) that signed the exporters' certificates")
+    tls.add_argument("--grpc-cert", metavar="FILE", help="client certificate (PEM), for mutual TLS")
+    tls.add_argument("--grpc-key", metavar="FILE", help="client private key (PEM), for mutual TLS")
+    tls.add_argument("--grpc-plaintext", action="store_true",
+                     help="talk to the exporters without TLS (only on a trusted network)")
+    run.add_argument("--graph-dump", metavar="FILE",
+                     help="write the topology graph as JSON to FILE whenever it changes (atomic replace)")
+    run.add_argument("--no-results", action="store_true",
+                     help="do not consume srv6pm.loss / srv6pm.delay into the graph")
+    run.add_argument("--session-timeout-ms", type=int, default=10_000, metavar="MS",
+                     help="results consumer group session timeout (default 10000)")
+    run.add_argument("--heartbeat-interval-ms", type=int, default=1_000, metavar="MS",
+                     help="results consumer group heartbeat interval (default 1000)")
+    run.set_defaults(collector_handler=cmd_run)
+    KafkaSettings.add_arguments(run)
+    ArangoSettings.add_arguments(run)
+
+    check = actions.add_parser(
+        "check", help="validate a configuration and print the desired state per node as JSON",
+        description="Validate the configuration file and print, per node, the objects the collector would "
+        "apply (normalised, with their phase) as JSON. Exit status 2 with the first error otherwise.")
+    check.add_argument("--config", required=True, metavar="FILE", help="collector configuration (YAML)")
+    check.set_defaults(collector_handler=cmd_check)
+
+    if common is not None:
+        for parser in (collector, run, check):
+            common(parser)
+    return collector
+
+
+def _errors(handler):
+    """Turn bad input into one line and exit 2, other failures into one line and exit 1."""
+    def wrapped(args) -> int:
+        from srv6pm.collector.config import ConfigError
+        from srv6pm.southbound.tls import TlsError
+        try:
+            return handler(args)
+        except (ConfigError, SettingsError, TlsError) as exc:
+            print(f"srv6pm: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # a clear last word instead of a traceback; -vv shows the traceback
+            log.debug("failure", exc_info=True)
+            print(f"srv6pm: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+    return wrapped
+
+
+@_errors
+def cmd_check(args) -> int:
+    from srv6pm.collector import config, desired
+    state = desired.desired_state(config.load(args.config))
+    print(json.dumps(desired.to_json(state), indent=2))
+    return 0
+
+
+@_errors
+def cmd_run(args) -> int:
+    from srv6pm.collector.reconcile import Backoff
+    from srv6pm.collector.results import ResultsOptions
+    from srv6pm.collector.service import Collector
+    from srv6pm.southbound.tls import ClientTls
+
+    for name in ("interval", "timeout", "retry_initial", "retry_max"):
+        if not 0 < getattr(args, name) < float("inf"):
+            raise SettingsError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    if args.retry_initial > args.retry_max:
+        raise SettingsError("--retry-initial must not exceed --retry-max")
+    files = [args.grpc_ca, args.grpc_cert, args.grpc_key]
+    if args.grpc_plaintext and any(files):
+        raise SettingsError("--grpc-plaintext: give either it or the --grpc-ca/--grpc-cert/--grpc-key files")
+    if bool(args.grpc_cert) != bool(args.grpc_key):
+        raise SettingsError("--grpc-cert and --grpc-key go together (mutual TLS)")
+    tls = ClientTls(args.grpc_ca, args.grpc_cert, args.grpc_key) if any(files) else None
+    kafka = KafkaSettings.from_args(args)
+    graph = _graph(args)
+    options = ResultsOptions(session_timeout_ms=args.session_timeout_ms,
+                             heartbeat_interval_ms=args.heartbeat_interval_ms)
+    collector = Collector(args.config, kafka, tls=tls, plaintext=args.grpc_plaintext, interval=args.interval,
+                          graph=graph, graph_dump=args.graph_dump, timeout=args.timeout,
+                          backoff=Backoff(args.retry_initial, args.retry_max), results=not args.no_results,
+                          results_options=options)
+    stopping: list[int] = []
+
+    def on_stop(sig, _frame):
+        stopping.append(sig)
+        collector.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_stop)
+    signal.signal(signal.SIGHUP, lambda *_: collector.request_reload())
+    collector.run()
+    return EXIT_INTERRUPTED if stopping and stopping[0] == signal.SIGINT else 0
+
+
+def _graph(args):
+    """ArangoGraph when an ArangoDB URL is given (flag or environment), else None (the collector's MemoryGraph)."""
+    if not (args.arango_url or os.environ.get("SRV6PM_ARANGO_URL")):
+        return None
+    from srv6pm.collector.arango import ArangoGraph, ArangoSettings
+    return ArangoGraph.from_settings(ArangoSettings.from_args(args))

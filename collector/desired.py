@@ -1,0 +1,216 @@
+"""Desired state per node, and the ordered actions that get a node there.
+
+:func:`desired_state` turns a :class:`~srv6pm.collector.config.Config` into,
+for every node, the southbound objects it should hold, as NORMALISED messages
+(:mod:`srv6pm.southbound.validate`) so that they compare equal to what the
+exporter reports in ``GetState``:
+
+* every node: a ``LocalSid`` per configured SID;
+* a flow's ``from``: a ``Policy`` (name = flow) and a ``FlowMonitor`` INGRESS;
+* a flow's ``to``: a ``FlowMonitor`` EGRESS;
+* a session's ``from``: a ``StampSession`` to ``to``'s measurement address;
+* every node that is the ``to`` of a session: one ``StampReflector`` bound to
+  its measurement address.
+
+Objects are keyed by :data:`Key` = (message type name, ``validate.key_of``),
+because names of different kinds may coincide (a policy and a session both
+called ``f1``).
+
+Every object has a PHASE, the order in which the collector puts objects in
+place across the whole network (so that nothing counts before what it is
+counted against exists, and no loss is invented while setting up):
+
+1. local SIDs;
+2. egress flow monitors and STAMP reflectors;
+3. policies;
+4. ingress flow monitors and STAMP sessions.
+
+:func:`diff` compares a node's desired objects with its actual ones and gives
+the actions: removals first, in reverse phase order (4, 3, 2, 1), then
+applies in phase order (1..4); an object present under the same key but
+different is applied again (the exporter replaces it in one step). Each
+action's :attr:`Action.step` (0..7) is its position in that order, the unit
+by which the engine advances all nodes together.
+
+:func:`prerequisite` names the object on another node that must be in place
+before an object is applied: an ingress monitor waits for its flow's egress
+monitor, a STAMP session for its reflector.
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from srv6pm.collector.config import BEHAVIORS, Config
+from srv6pm.southbound import validate
+from srv6pm.southbound.v1 import southbound_pb2 as pb
+
+__all__ = ["Action", "Key", "PHASES", "STEPS", "actual_state", "describe", "desired_state", "diff", "key",
+           "phase_of", "prerequisite", "steps", "to_json"]
+
+Key = tuple[str, Any]
+"""(message type name, ``validate.key_of(message)``)."""
+
+PHASES = (1, 2, 3, 4)
+STEPS = tuple([("remove", p) for p in reversed(PHASES)] + [("apply", p) for p in PHASES])
+"""The order of actions: (verb, phase) for step 0..7."""
+
+_ROLE_NAME = {pb.ROLE_INGRESS: "ingress", pb.ROLE_EGRESS: "egress"}
+
+
+def key(message) -> Key:
+    """The identity of an object across all kinds."""
+    return (type(message).DESCRIPTOR.name, validate.key_of(message))
+
+
+def phase_of(message) -> int:
+    """1 local SID, 2 egress monitor or reflector, 3 policy, 4 ingress monitor or STAMP session."""
+    if isinstance(message, pb.LocalSid):
+        return 1
+    if isinstance(message, pb.StampReflector):
+        return 2
+    if isinstance(message, pb.FlowMonitor):
+        return 2 if message.role == pb.ROLE_EGRESS else 4
+    if isinstance(message, pb.Policy):
+        return 3
+    if isinstance(message, pb.StampSession):
+        return 4
+    raise TypeError(f"not a southbound object: {type(message).__name__}")
+
+
+def describe(message) -> str:
+    """The object as named in events: ``policy f1``, ``local_sid fcff:1::1``, ``flow f1 ingress``, ..."""
+    if isinstance(message, pb.LocalSid):
+        return f"local_sid {message.sid}"
+    if isinstance(message, pb.Policy):
+        return f"policy {message.name}"
+    if isinstance(message, pb.FlowMonitor):
+        return f"flow {message.flow} {_ROLE_NAME.get(message.role, message.role)}"
+    if isinstance(message, pb.StampSession):
+        return f"stamp_session {message.name}"
+    if isinstance(message, pb.StampReflector):
+        return "stamp_reflector"
+    raise TypeError(f"not a southbound object: {type(message).__name__}")
+
+
+def desired_state(config: Config) -> dict[str, dict[Key, Any]]:
+    """Node name -> {key: normalised message} for every node of ``config`` (empty dict if nothing)."""
+    out: dict[str, dict[Key, Any]] = {n.name: {} for n in config.nodes}
+
+    def put(node: str, message) -> None:
+        message = validate.request(message)
+        out[node][key(message)] = message
+
+    for node in config.nodes:
+        for s in node.sids:
+            put(node.name, pb.LocalSid(sid=s.sid, behavior=BEHAVIORS[s.behavior], nexthop=s.nexthop,
+                                       table=s.table, device=s.device))
+    for f in config.flows:
+        put(f.src, pb.Policy(name=f.name, destination=f.destination, segments=f.segments, device=f.device))
+        for node, role in ((f.src, pb.ROLE_INGRESS), (f.dst, pb.ROLE_EGRESS)):
+            put(node, pb.FlowMonitor(flow=f.name, role=role, source_prefix=f.source,
+                                     destination_prefix=f.destination))
+    for s in config.stamp:
+        src, dst = config.node(s.src), config.node(s.dst)
+        put(s.src, pb.StampSession(name=s.name, destination=dst.pm_address, source=src.pm_address,
+                                   segments=s.segments, return_segments=s.return_segments, rate=s.rate,
+                                   timeout_s=s.timeout, reflector_node=s.dst, auth_key_file=s.auth_key_file))
+        put(s.dst, pb.StampReflector(bind=dst.pm_address, auth_key_file=s.auth_key_file))
+    return out
+
+
+def prerequisite(config: Config, node: str, message) -> tuple[str, Key] | None:
+    """(node, key) of the object that must be in place before ``message`` is applied at ``node``, or None.
+
+    An ingress ``FlowMonitor`` needs its flow's egress monitor (else the
+    ingress counts packets nobody counts at the other end); a ``StampSession``
+    needs the reflector of its ``to`` node (else every test packet is lost).
+    """
+    if isinstance(message, pb.FlowMonitor) and message.role == pb.ROLE_INGRESS:
+        flow = next((f for f in config.flows if f.name == message.flow), None)
+        if flow is not None:
+            return flow.dst, ("FlowMonitor", (message.flow, pb.ROLE_EGRESS))
+    if isinstance(message, pb.StampSession):
+        session = next((s for s in config.stamp if s.name == message.name), None)
+        if session is not None:
+            return session.dst, ("StampReflector", validate.REFLECTOR_KEY)
+    return None
+
+
+def actual_state(state: pb.NodeState) -> dict[Key, Any]:
+    """The objects of a ``GetState`` answer, keyed like :func:`desired_state`.
+
+    Each is normalised again (idempotent for a conforming exporter); one that
+    does not validate is kept as reported, so it differs from any desired
+    object and is replaced or removed.
+    """
+    items: list = [*state.local_sids, *state.policies, *state.flows, *state.stamp_sessions]
+    if state.HasField("stamp_reflector"):
+        items.append(state.stamp_reflector)
+    out: dict[Key, Any] = {}
+    for message in items:
+        try:
+            message = validate.request(message)
+        except validate.InvalidArgument:
+            pass
+        out[key(message)] = message
+    return out
+
+
+@dataclass(frozen=True)
+class Action:
+    """Apply ``message``, or remove the object ``message`` (as reported by the exporter)."""
+
+    verb: str  # "apply" | "remove"
+    message: Any
+    phase: int
+    replaces: bool = False  # apply over a different object under the same key
+
+    @property
+    def step(self) -> int:
+        return STEPS.index((self.verb, self.phase))
+
+    @property
+    def key(self) -> Key:
+        return key(self.message)
+
+    @property
+    def object(self) -> str:
+        return describe(self.message)
+
+
+def diff(desired: Mapping[Key, Any], actual: Mapping[Key, Any], *, full: bool = False) -> list[Action]:
+    """The actions that turn ``actual`` into ``desired``, in step order.
+
+    Removals of what is not desired come first, in reverse phase order; then
+    applies of what is missing or different (or, with ``full``, of everything
+    desired: after an exporter restart the kernel may have lost what the
+    exporter still reports), in phase order. Within a step, objects keep the
+    order of ``desired`` / ``actual``.
+    """
+    actions = [Action("remove", m, phase_of(m)) for k, m in actual.items() if k not in desired]
+    for k, m in desired.items():
+        current = actual.get(k)
+        if full or current is None or current != m:
+            actions.append(Action("apply", m, phase_of(m), replaces=current is not None and current != m))
+    return sorted(actions, key=lambda a: a.step)  # stable: keeps the order within a step
+
+
+def to_json(state: Mapping[str, Mapping[Key, Any]]) -> dict:
+    """Desired state as JSON-able data: node -> list of {object, phase, message fields}."""
+    from google.protobuf.json_format import MessageToDict
+    return {node: [{"object": describe(m), "kind": type(m).DESCRIPTOR.name, "phase": phase_of(m),
+                    **MessageToDict(m, preserving_proto_field_name=True)}
+                   for m in sorted(objects.values(), key=phase_of)]
+            for node, objects in state.items()}
+
+
+def steps(actions: Iterable[Action]) -> dict[int, list[Action]]:
+    """Actions grouped by step."""
+    out: dict[int, list[Action]] = {}
+    for a in actions:
+        out.setdefault(a.step, []).append(a)
+    return out
