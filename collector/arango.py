@@ -48,7 +48,7 @@ _GRAPH_DUPLICATE = 1925  # ERROR_GRAPH_DUPLICATE
 # Over the ``paths`` edge collection only (not GRAPH 'srv6pm'): ``links`` carry no delay_us.
 _SHORTEST_PATH = f"""
 FOR v, e IN OUTBOUND SHORTEST_PATH @src TO @dst {PATHS}
-  OPTIONS {{weightAttribute: 'delay_us', defaultWeight: {NO_DELAY_WEIGHT:g}}}
+  OPTIONS {{weightAttribute: 'delay_us', defaultWeight: {int(NO_DELAY_WEIGHT)}}}
   FILTER e != null
   RETURN UNSET(e, '_id', '_rev')
 """
