@@ -11,6 +11,7 @@
     srv6pm collector check --config FILE              validate a collector config, print desired state
     srv6pm stamp reflector --bind ADDR                STAMP Session-Reflector
     srv6pm stamp sender --dest ADDR                   STAMP Session-Sender
+    srv6pm dashboards generate [--out DIR] [--check]  Grafana dashboards as JSON
 
 Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input file,
 130 interrupted.
@@ -25,7 +26,7 @@ import signal
 import sys
 import time
 
-from srv6pm import __version__, logs
+from srv6pm import __version__, logs, metrics
 from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings
 
 log = logging.getLogger("srv6pm")
@@ -123,9 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="consumer group session timeout (default 10000)")
     prun.add_argument("--heartbeat-interval-ms", type=int, default=1_000, metavar="MS",
                       help="consumer group heartbeat interval (default 1000)")
+    prun.add_argument("--health-interval", type=float, metavar="S",
+                      help="seconds between the processor's health points in InfluxDB (measurements pipeline "
+                           "and exporter; default $SRV6PM_HEALTH_INTERVAL, else 10; 0: none)")
+    metrics.add_metrics_argument(prun)
     _add_common(prun)
     KafkaSettings.add_arguments(prun)
     InfluxSettings.add_arguments(prun)
+    from srv6pm.dashboards.cli import add_commands as add_dashboard_commands
+    add_dashboard_commands(commands, common=_add_common)
     return parser
 
 
@@ -156,10 +163,30 @@ def cmd_processor_run(args) -> int:
                                heartbeat_interval_ms=args.heartbeat_interval_ms)
     if args.client_id:
         options.client_id = args.client_id
-    processor = Processor(KafkaSettings.from_args(args), InfluxSettings.from_args(args), options)
+    options.health_interval_s = _health_interval(args.health_interval) or None
+    kafka, influx, port = KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
+    metrics.serve(port)
+    processor = Processor(kafka, influx, options)
     _on_signals(lambda *_: processor.stop())
     processor.run()
     return 0
+
+
+def _health_interval(value: float | None) -> float:
+    import os
+    name = "--health-interval"
+    if value is None:
+        text = os.environ.get("SRV6PM_HEALTH_INTERVAL", "").strip()
+        if not text:
+            return 10.0
+        name = "SRV6PM_HEALTH_INTERVAL"
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"SRV6PM_HEALTH_INTERVAL={text!r}: not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} {value:g}: must be >= 0 seconds (0: no health points)")
+    return value
 
 
 def _external(args, prefix: str, env_var: str) -> bool:
@@ -228,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.stamp_handler(args)  # handles its own errors and exit status
     if args.command == "collector":
         return args.collector_handler(args)  # handles its own errors and exit status
+    if args.command == "dashboards":
+        return args.dashboards_handler(args)  # handles its own errors and exit status
     handler = {
         ("lab", "run"): cmd_lab_run, ("lab", "check"): cmd_lab_check, ("lab", "clean"): cmd_lab_clean,
         ("exporter", "run"): cmd_exporter_run, ("processor", "run"): cmd_processor_run,
