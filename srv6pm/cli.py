@@ -5,7 +5,7 @@
     srv6pm lab run SCENARIO [--duration S] [--json]   the whole pipeline on this machine
     srv6pm lab check SCENARIO                         validate a scenario, print its plan
     srv6pm lab clean SCENARIO                         remove namespaces a killed lab left
-    srv6pm exporter run --config FILE                 node exporter (marking, counting)
+    srv6pm exporter run --config FILE                 node exporter (southbound API, marking, counting, STAMP)
     srv6pm processor run                              processor (Kafka -> loss and delay -> InfluxDB)
     srv6pm collector run --config FILE                collector (config -> exporters over gRPC, graph)
     srv6pm collector check --config FILE              validate a collector config, print desired state
@@ -84,12 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     exporter = commands.add_parser("exporter", help="node exporter: alternate marking and counting")
     exp_cmds = exporter.add_subparsers(dest="exporter_command", metavar="ACTION", required=True)
     erun = exp_cmds.add_parser(
-        "run", help="mark and count the configured flows, publish blocks to srv6pm.counters (root)",
-        description="Install the srv6pm nftables table (in the configured network namespace), switch "
-        "the marking colour at every period boundary and publish each finished block at its guard time. "
-        "The table and its counters outlive the process, and baselines are kept in the state file, so "
-        "a restart neither loses periods needlessly nor invents loss.")
+        "run", help="serve the southbound API; mark and count flows, run STAMP, publish to Kafka (root)",
+        description="Serve the southbound gRPC API (srv6pm.southbound.v1.NodeExporter and the standard "
+        "health service), through which SRv6 SIDs, policies, monitored flows and STAMP sessions are applied; "
+        "the configuration file's flows and STAMP settings are applied at start. Count the flows in the "
+        "srv6pm nftables table (in the configured network namespace), switch the marking colour at every "
+        "period boundary and publish each finished block at its guard time. Routes, the table and its "
+        "counters outlive the process; baselines and the applied state are kept beside the state file and "
+        "re-applied at start, so a restart neither loses periods needlessly nor invents loss. The API "
+        "listens on [::]:50051 unless told otherwise and needs TLS (--grpc-tls-cert/--grpc-tls-key, "
+        "with --grpc-tls-client-ca for mutual TLS) or an explicit --grpc-plaintext; --grpc-listen none "
+        "runs without it (the file's flows and STAMP only). Flags override the file's grpc section. When "
+        "the API listens, one JSON line {\"event\": \"listening\", \"address\": ..., \"tls\": ...} "
+        "is printed on stdout.")
     erun.add_argument("--config", required=True, metavar="FILE", help="exporter configuration (YAML/JSON)")
+    erun.add_argument("--grpc-listen", metavar="HOST:PORT",
+                      help="address of the southbound API (default: the file's grpc.listen, else [::]:50051; "
+                           "port 0: any free port; 'none' or '': no API)")
+    erun.add_argument("--grpc-tls-cert", metavar="FILE", help="server certificate (PEM) of the API")
+    erun.add_argument("--grpc-tls-key", metavar="FILE", help="private key (PEM) of that certificate")
+    erun.add_argument("--grpc-tls-client-ca", metavar="FILE",
+                      help="CA (PEM) whose client certificates are required (mutual TLS)")
+    erun.add_argument("--grpc-plaintext", action="store_true",
+                      help="serve the API without TLS (only on a trusted network, e.g. the lab on one machine)")
     _add_common(erun)
     KafkaSettings.add_arguments(erun)
 
@@ -141,11 +158,47 @@ def _on_signals(handler) -> None:
         signal.signal(sig, handler)
 
 
+def _exporter_api(args, config):
+    """The exporter's API settings from flags over the file's grpc section; None: no API."""
+    from srv6pm.exporter.api import ServerSettings
+    from srv6pm.southbound import DEFAULT_PORT
+    from srv6pm.southbound.tls import ServerTls, TlsError
+    file = config.grpc
+    listen = args.grpc_listen if args.grpc_listen is not None else file.listen
+    listen = f"[::]:{DEFAULT_PORT}" if listen is None else listen.strip()
+    if listen.lower() in ("", "none"):
+        if not config.flows and not config.reflector and not config.sessions:
+            raise ConfigError(f"{args.config}: nothing to do: no flows, no stamp, and the API is off (--grpc-listen "
+                              f"{listen or repr(listen)})")
+        return None
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--grpc-listen: {listen!r} is not HOST:PORT (IPv6 in brackets: [::]:50051)")
+    cert = args.grpc_tls_cert or file.cert
+    key = args.grpc_tls_key or file.key
+    client_ca = args.grpc_tls_client_ca or file.client_ca
+    plaintext = args.grpc_plaintext or file.plaintext
+    if plaintext and (args.grpc_tls_cert or args.grpc_tls_key or args.grpc_tls_client_ca):
+        raise ConfigError("--grpc-plaintext: give either it or the --grpc-tls-* files, not both")
+    if plaintext:
+        return ServerSettings(listen, None)
+    if not cert or not key:
+        raise ConfigError("the southbound API needs TLS: give --grpc-tls-cert and --grpc-tls-key (and "
+                          "--grpc-tls-client-ca for mutual TLS), or --grpc-plaintext on a trusted network, "
+                          "or --grpc-listen none to run without the API")
+    tls = ServerTls(cert, key, client_ca)
+    try:
+        tls.credentials()  # the files are read now, so a bad one stops the start with its name
+    except TlsError as exc:
+        raise ConfigError(f"--grpc-tls: {exc}") from None
+    return ServerSettings(listen, tls)
+
+
 def cmd_exporter_run(args) -> int:
     from srv6pm.exporter import config as exporter_config
     from srv6pm.exporter.service import Exporter
     config = exporter_config.load(args.config)
-    exporter = Exporter(config, KafkaSettings.from_args(args))
+    exporter = Exporter(config, KafkaSettings.from_args(args), api=_exporter_api(args, config))
     _on_signals(lambda *_: exporter.stop())
     exporter.run()
     return 0

@@ -1,0 +1,117 @@
+"""The committed dashboard JSON: current, complete, on the right datasource.
+
+These check the JSON that Grafana loads; whether Grafana itself renders it
+cannot be tested here (no Grafana on these machines). That every query runs
+and returns the right numbers is tests/test_dashboard_queries.py.
+"""
+
+import json
+import shutil
+
+import pytest
+
+from srv6pm import cli
+from srv6pm.dashboards import generate
+from srv6pm.dashboards.common import DATASOURCE_UID
+from srv6pm.dashboards.panels import GRAFANA_MACROS, interpolate, panels, queries, variable_names, variables_used
+
+UIDS = ("srv6pm-overview", "srv6pm-flow", "srv6pm-delay", "srv6pm-pipeline")
+
+
+def committed():
+    return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(generate.JSON_DIR.glob("*.json"))}
+
+
+def test_committed_json_equals_a_fresh_generation():
+    fresh = generate.build_all()
+    assert sorted(fresh) == sorted(f"{uid}.json" for uid in UIDS)
+    stale = [str(p) for p in generate.stale()]
+    assert not stale, f"stale dashboards (run 'srv6pm dashboards generate' and commit): {stale}"
+    for name, text in fresh.items():
+        assert (generate.JSON_DIR / name).read_text(encoding="utf-8") == text
+
+
+def test_generation_is_deterministic_sorted_and_indented():
+    first, second = generate.build_all(), generate.build_all()
+    assert first == second
+    for text in first.values():
+        doc = json.loads(text)
+        assert text == json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("name", [f"{uid}.json" for uid in UIDS])
+def test_every_panel_has_an_influxql_query_on_the_srv6pm_datasource(name):
+    doc = committed()[name]
+    assert doc["uid"] == name[:-5]
+    all_panels = list(panels(doc))
+    assert all_panels
+    ids = [p["id"] for p in all_panels]
+    assert len(set(ids)) == len(ids), "panel ids must be unique"
+    for panel in all_panels:
+        assert panel["datasource"] == {"type": "influxdb", "uid": DATASOURCE_UID}, panel["title"]
+        assert panel["targets"], f"panel {panel['title']!r} has no query"
+        assert panel["gridPos"]["w"] > 0 and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        for target in panel["targets"]:
+            assert target["datasource"] == {"type": "influxdb", "uid": DATASOURCE_UID}
+            assert target["rawQuery"] is True and target["query"].startswith("SELECT "), target
+            assert "$timeFilter" in target["query"], f"{panel['title']!r} ignores the time range"
+            assert 'FROM "' in target["query"]
+
+
+@pytest.mark.parametrize("name", [f"{uid}.json" for uid in UIDS])
+def test_every_variable_used_is_defined_and_query_variables_use_the_datasource(name):
+    doc = committed()[name]
+    defined = variable_names(doc)
+    for panel, target in queries(doc):
+        missing = variables_used(target["query"]) - defined - set(GRAFANA_MACROS)
+        assert not missing, f"{panel['title']!r} uses undefined variables {missing}"
+        # and the panel titles' variables too (Grafana expands them)
+        assert not variables_used(panel["title"]) - defined, panel["title"]
+    for variable in doc["templating"]["list"]:
+        if variable["type"] == "query":
+            assert variable["datasource"] == {"type": "influxdb", "uid": DATASOURCE_UID}
+            assert variable["query"].startswith("SHOW TAG VALUES FROM ")
+        else:
+            assert variable["type"] == "textbox" and variable["current"]["value"] == variable["query"]
+
+
+def test_the_detail_dashboards_have_their_variables():
+    docs = committed()
+    assert variable_names(docs["srv6pm-flow.json"]) == {"flow"}
+    assert variable_names(docs["srv6pm-delay.json"]) == {"session"}
+    assert variable_names(docs["srv6pm-overview.json"]) == {"loss_threshold", "p99_threshold_us"}
+
+
+def test_interpolate_expands_grafanas_macros_and_variables():
+    q = 'SELECT sum("x") * 1000 / $__interval_ms FROM "m" WHERE "f" = \'$flow\' AND $timeFilter GROUP BY time($__interval)'
+    assert interpolate(q, {"flow": "f1"}, 1000, 2000, 10) == (
+        'SELECT sum("x") * 1000 / 10000 FROM "m" WHERE "f" = \'f1\' AND time >= 1000ms and time <= 2000ms '
+        'GROUP BY time(10s)')
+    assert "time(500ms)" in interpolate("GROUP BY time($__interval)", {}, 0, 1, 0.5)
+    with pytest.raises(KeyError, match=r"\$flow"):
+        interpolate("WHERE f = '${flow}'", {}, 0, 1, 1)
+
+
+def test_generate_check_lists_stale_files_and_exits_1(tmp_path, capsys):
+    out = tmp_path / "json"
+    assert cli.main(["dashboards", "generate", "--out", str(out), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert all(f"stale: {out / f'{uid}.json'}" in err for uid in UIDS), err
+    assert cli.main(["dashboards", "generate", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{uid}.json" for uid in UIDS)
+    assert cli.main(["dashboards", "generate", "--out", str(out), "--check"]) == 0
+    # a hand edit and a file no dashboard makes are both stale
+    shutil.copy(out / "srv6pm-flow.json", out / "old.json")
+    (out / "srv6pm-delay.json").write_text("{}\n")
+    capsys.readouterr()
+    assert cli.main(["dashboards", "generate", "--out", str(out), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"stale: {out / 'srv6pm-delay.json'}" in err and f"stale: {out / 'old.json'}" in err
+    assert "srv6pm-flow.json" not in err
+
+
+def test_generate_refuses_a_file_as_the_output_folder(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert cli.main(["dashboards", "generate", "--out", str(target)]) == 2
+    assert f"--out {target}: not a folder" in capsys.readouterr().err
