@@ -86,6 +86,19 @@ class Baselines:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
 
+    def forget(self, role: str, flow: str) -> None:
+        """Drop ``flow``'s last readings of ``role`` (both colours): its next reading is only a baseline.
+
+        Call it when the flow's counters are deleted or recreated (the flow
+        stopped, or its match changed): a counter that restarted from zero
+        and grew past the old value before the next reading would otherwise
+        look like a valid block.
+        """
+        for colour in (0, 1):
+            entry = self._state.get(f"{role}/{colour}")
+            if entry is not None:
+                entry["counts"].pop(flow, None)
+
     def advance(self, role: str, colour: int, period: int, generation: Hashable,
                 counts: dict[str, tuple[int, int]]) -> list[Block]:
         """Record the reading of ``role``/``colour`` taken for ``period``; return its exportable blocks.

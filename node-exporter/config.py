@@ -8,13 +8,23 @@
                                   # exporter's own namespace)
     period: 2                     # alternate-marking period, seconds
     dscp: [11, 15]                # DSCP of colour 0 and colour 1 (optional)
-    state_file: /var/lib/srv6pm/r1.json   # baselines across restarts (optional)
-    flows:
+    state_file: /var/lib/srv6pm/r1.json   # baselines across restarts (optional); the
+                                  # applied state is kept beside it (<state_file>.intent.json)
+    grpc:                         # the southbound API (optional; flags of `srv6pm exporter run`
+                                  # override it)
+      listen: "[::]:50051"        # host:port; "" or "none": no API (file-only mode)
+      plaintext: false            # true: serve without TLS (a lab on one machine only)
+      tls:                        # server certificate and key; with client_ca, mutual TLS
+        cert: /etc/srv6pm/tls/exporter.pem
+        key: /etc/srv6pm/tls/exporter.key
+        client_ca: /etc/srv6pm/tls/ca.pem
+    flows:                        # optional: flows monitored from the start (default none;
+                                  # more come over the API)
       - name: f1
         role: ingress             # ingress (marks + counts) or egress (counts)
         src: fd01:1::2/128        # inner source prefix
         dst: fd01:4::101/128      # inner destination prefix
-    stamp:                        # optional: STAMP delay measurement (RFC 8762)
+    stamp:                        # optional: STAMP delay measurement (RFC 8762) from the start
       reflector:                  # answer test packets on this node
         bind: "fcff:4::2"
         port: 862                 # optional
@@ -33,6 +43,10 @@
 
 :func:`load` validates the whole file and raises :class:`ConfigError` with a
 one-line message naming the file and the field.
+
+The flows and STAMP settings of the file are the exporter's initial state:
+:meth:`ExporterConfig.objects` turns them into the southbound API's messages,
+which the exporter applies through the same code path as the API's requests.
 """
 
 from __future__ import annotations
@@ -44,7 +58,8 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "ReflectorSettings", "SessionSettings", "load", "parse"]
+__all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "GrpcSettings", "ReflectorSettings", "SessionSettings",
+           "load", "parse"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ROLES = ("ingress", "egress")
@@ -85,6 +100,21 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class GrpcSettings:
+    """The ``grpc`` section: where the southbound API listens and how it is secured.
+
+    ``listen`` None means "not given" (the command line's default applies);
+    ``""`` means no API. TLS files are paths (None: not given).
+    """
+
+    listen: str | None = None
+    plaintext: bool = False
+    cert: str | None = None
+    key: str | None = None
+    client_ca: str | None = None
+
+
+@dataclass(frozen=True)
 class ExporterConfig:
     node: str
     period: float
@@ -94,9 +124,27 @@ class ExporterConfig:
     state_file: str | None = None
     reflector: ReflectorSettings | None = None
     sessions: tuple[SessionSettings, ...] = ()
+    grpc: GrpcSettings = GrpcSettings()
 
     def flows_of(self, role: str) -> list[FlowConfig]:
         return [f for f in self.flows if f.role == role]
+
+    def objects(self) -> list:
+        """The file's flows and STAMP settings as southbound API messages (not yet validated)."""
+        from srv6pm.southbound.v1 import southbound_pb2 as pb
+        roles = {"ingress": pb.ROLE_INGRESS, "egress": pb.ROLE_EGRESS}
+        out: list = [pb.FlowMonitor(flow=f.name, role=roles[f.role], source_prefix=f.src, destination_prefix=f.dst)
+                     for f in self.flows]
+        if self.reflector is not None:
+            r = self.reflector
+            out.append(pb.StampReflector(bind=r.bind, port=r.port, stateful=r.stateful,
+                                         auth_key_file=r.auth_key_file or ""))
+        for s in self.sessions:
+            out.append(pb.StampSession(name=s.name, destination=s.dest, source=s.source or "", port=s.port,
+                                       segments=s.segments, return_segments=s.return_segments, rate=s.rate,
+                                       timeout_s=s.timeout, reflector_node=s.reflector or "",
+                                       auth_key_file=s.auth_key_file or ""))
+        return out
 
 
 
@@ -119,11 +167,11 @@ def parse(text: str, source: str = "<config>") -> ExporterConfig:
         raise fail("", f"not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict):
         raise fail("", "must be a mapping")
-    allowed = {"node", "netns", "period", "dscp", "state_file", "flows", "stamp"}
+    allowed = {"node", "netns", "period", "dscp", "state_file", "flows", "stamp", "grpc"}
     for key in doc:
         if key not in allowed:
             raise fail(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
-    for key in ("node", "period", "flows"):
+    for key in ("node", "period"):
         if key not in doc:
             raise fail(key, "missing")
     node = doc["node"]
@@ -142,7 +190,9 @@ def parse(text: str, source: str = "<config>") -> ExporterConfig:
     state_file = doc.get("state_file")
     if state_file is not None and not isinstance(state_file, str):
         raise fail("state_file", "must be a path")
-    flows_raw = doc["flows"]
+    flows_raw = doc.get("flows", [])
+    if flows_raw is None:
+        flows_raw = []
     if not isinstance(flows_raw, list):
         raise fail("flows", "must be a list")
     flows = []
@@ -180,7 +230,34 @@ def parse(text: str, source: str = "<config>") -> ExporterConfig:
         flows.append(FlowConfig(name, role, *prefixes))
     reflector, sessions = _stamp(doc.get("stamp"), fail)
     return ExporterConfig(node=node, period=float(period), flows=tuple(flows), netns=netns,
-                          dscp=(dscp[0], dscp[1]), state_file=state_file, reflector=reflector, sessions=sessions)
+                          dscp=(dscp[0], dscp[1]), state_file=state_file, reflector=reflector, sessions=sessions,
+                          grpc=_grpc(doc.get("grpc"), fail))
+
+
+def _grpc(doc, fail) -> GrpcSettings:
+    if doc is None:
+        return GrpcSettings()
+    if not isinstance(doc, dict):
+        raise fail("grpc", "must be a mapping with listen, plaintext and/or tls")
+    for key in doc:
+        if key not in ("listen", "plaintext", "tls"):
+            raise fail(f"grpc.{key}", "unknown field (allowed: listen, plaintext, tls)")
+    listen = doc.get("listen")
+    if listen is not None and not isinstance(listen, str):
+        raise fail("grpc.listen", f"must be host:port, \"\" or \"none\", got {listen!r}")
+    plaintext = doc.get("plaintext", False)
+    if not isinstance(plaintext, bool):
+        raise fail("grpc.plaintext", "must be true or false")
+    tls = doc.get("tls") or {}
+    if not isinstance(tls, dict):
+        raise fail("grpc.tls", "must be a mapping with cert, key and client_ca")
+    for key, value in tls.items():
+        if key not in ("cert", "key", "client_ca"):
+            raise fail(f"grpc.tls.{key}", "unknown field (allowed: cert, client_ca, key)")
+        if not isinstance(value, str) or not value:
+            raise fail(f"grpc.tls.{key}", "must be a file path")
+    return GrpcSettings(listen=listen, plaintext=plaintext, cert=tls.get("cert"), key=tls.get("key"),
+                        client_ca=tls.get("client_ca"))
 
 
 def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, ...]]:

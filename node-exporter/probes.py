@@ -1,12 +1,23 @@
 """STAMP on the node exporter: a Session-Reflector and Session-Senders whose samples go to Kafka.
 
-Each configured session runs a :class:`~srv6pm.stamp.Sender` in its own
-thread (sockets in the data plane's namespace, if configured), sending
-``rate`` test packets per second until the exporter stops. Every sample
-becomes one ``srv6pm.stamp`` record keyed by the session name, with the
-exporter's period so that the processor can cut per-period statistics; the
-producer batches them (``linger_ms``). Samples are published in the order the
-sender decides them, which is what the processor's event-time windows expect.
+Sessions and the reflector are started and stopped at any time
+(:meth:`Probes.start_session`, :meth:`Probes.stop_session`,
+:meth:`Probes.start_reflector`, :meth:`Probes.stop_reflector`), from the
+southbound API's ``StampSession`` and ``StampReflector`` messages (validated).
+Each session runs a :class:`~srv6pm.stamp.Sender` in its own thread (sockets
+in the data plane's namespace, if configured), sending ``rate`` test packets
+per second until it is stopped. Every sample becomes one ``srv6pm.stamp``
+record keyed by the session name, with the exporter's period so that the
+processor can cut per-period statistics; the producer batches them
+(``linger_ms``). Samples are published in the order the sender decides them,
+which is what the processor's event-time windows expect.
+
+Starting checks what the kernel will refuse before anything changes: the key
+file is read and the sender's socket is opened (bound, SRH set) once, so a
+bad source address or key file is a :class:`ProbeError` and the session that
+ran under that name (if any) keeps running. Replacing the reflector stops the
+old one first (they share the port); if the new one cannot bind, the old one
+is started again.
 """
 
 from __future__ import annotations
@@ -18,78 +29,199 @@ import threading
 from kafka import KafkaProducer
 
 from srv6pm import records
-from srv6pm.stamp import TIMESTAMP_KINDS, Reflector, ReflectorConfig, Sender, SenderConfig
+from srv6pm.netns import NetnsError
+from srv6pm.southbound.v1 import southbound_pb2 as pb
+from srv6pm.stamp import TIMESTAMP_KINDS, Reflector, ReflectorConfig, Sender, SenderConfig, StampError
 from srv6pm.stamp.keys import load_key
 
-from .config import ExporterConfig, SessionSettings
-
-__all__ = ["Probes"]
+__all__ = ["ProbeError", "Probes"]
 
 log = logging.getLogger("srv6pm.exporter.stamp")
 
 
+class ProbeError(RuntimeError):
+    """A STAMP session or reflector cannot run; ``str()`` is ``"<what>: <reason>"`` (the kernel's reason)."""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+@dataclasses.dataclass
+class _Session:
+    settings: pb.StampSession
+    sender: Sender
+    thread: threading.Thread | None = None
+    error: str = ""
+    stopped: bool = False
+
+
 class Probes:
-    """The STAMP reflector and senders of one exporter."""
+    """The STAMP reflector and senders of one exporter. Thread safe."""
 
-    def __init__(self, config: ExporterConfig, producer: KafkaProducer):
-        self.config = config
+    def __init__(self, node: str, period: float, producer: KafkaProducer, netns: str | None = None):
+        self.node = node
+        self.period = period
+        self.netns = netns
         self._producer = producer
+        self._lock = threading.RLock()
+        self._sessions: dict[str, _Session] = {}
         self._reflector: Reflector | None = None
-        self._senders: list[tuple[Sender, threading.Thread]] = []
-        # Build everything first, so that a bad key file or address fails before anything runs.
-        if config.reflector is not None:
-            r = config.reflector
-            key = load_key(r.auth_key_file) if r.auth_key_file else None
-            self._reflector = Reflector(ReflectorConfig(bind=r.bind, port=r.port, key=key, stateful=r.stateful,
-                                                        netns=config.netns))
-        self._pending = [self._sender(s) for s in config.sessions]
+        self._reflector_settings: pb.StampReflector | None = None
+        self._reflector_error = ""
 
-    def _sender(self, s: SessionSettings) -> Sender:
-        key = load_key(s.auth_key_file) if s.auth_key_file else None
-        return Sender(SenderConfig(
-            dest=s.dest, port=s.port, session=s.name, source=s.source, count=None, interval=1.0 / s.rate,
-            segments=s.segments, return_segments=s.return_segments, key=key, timeout=s.timeout,
-            netns=self.config.netns, reflector_timestamps=TIMESTAMP_KINDS))
-
-    def start(self) -> None:
-        if self._reflector is not None:
-            self._reflector.start()
-            log.info("reflector started", extra={"node": self.config.node, "bind": self.config.reflector.bind})
-        for settings, sender in zip(self.config.sessions, self._pending):
-            thread = threading.Thread(target=self._run, args=(settings, sender), name=f"stamp-{settings.name}",
-                                      daemon=True)
-            thread.start()
-            self._senders.append((sender, thread))
-
-    def _run(self, settings: SessionSettings, sender: Sender) -> None:
+    # -- sessions ---------------------------------------------------------------------
+    def _sender(self, s: pb.StampSession) -> Sender:
+        what = f"STAMP session {s.name}"
         try:
-            for sample in sender.samples():
-                self._publish(settings, sample)
-        except Exception as exc:  # a session that cannot run says why, the others go on
-            log.error("STAMP session failed", extra={"session": settings.name, "error": str(exc)})
+            key = load_key(s.auth_key_file) if s.auth_key_file else None
+            return Sender(SenderConfig(
+                dest=s.destination, port=s.port or 862, session=s.name, source=s.source or None, count=None,
+                interval=1.0 / s.rate, segments=tuple(s.segments), return_segments=tuple(s.return_segments),
+                key=key, timeout=s.timeout_s or 2.0, netns=self.netns, reflector_timestamps=TIMESTAMP_KINDS))
+        except (StampError, ValueError, OSError) as exc:
+            raise ProbeError(f"{what}: {_reason(exc)}") from None
 
-    def _publish(self, settings: SessionSettings, sample) -> None:
+    @staticmethod
+    def _check(s: pb.StampSession, sender: Sender) -> None:
+        """Open (and close) the sender's socket once, so the kernel's refusals come now, not in its thread."""
+        try:
+            sender._open().close()  # the very socket set-up the session's thread will do
+        except (OSError, NetnsError) as exc:
+            raise ProbeError(f"STAMP session {s.name}: {_reason(exc)}") from None
+
+    def start_session(self, settings: pb.StampSession) -> None:
+        """Run session ``settings`` (replacing a running one of that name); :class:`ProbeError` if it cannot."""
+        s = type(settings)()
+        s.CopyFrom(settings)
+        sender = self._sender(s)
+        self._check(s, sender)
+        with self._lock:
+            self.stop_session(s.name)
+            session = _Session(s, sender)
+            session.thread = threading.Thread(target=self._run, args=(session,), name=f"stamp-{s.name}", daemon=True)
+            self._sessions[s.name] = session
+            session.thread.start()
+        log.info("STAMP session started", extra={"node": self.node, "session": s.name, "dest": s.destination})
+
+    def stop_session(self, name: str) -> bool:
+        """Stop session ``name`` and wait for its thread; False if there was none."""
+        with self._lock:
+            session = self._sessions.pop(name, None)
+        if session is None:
+            return False
+        session.stopped = True
+        session.sender.stop()
+        if session.thread is not None:
+            session.thread.join(timeout=5)
+        log.info("STAMP session stopped", extra={"node": self.node, "session": name})
+        return True
+
+    def _run(self, session: _Session) -> None:
+        try:
+            for sample in session.sender.samples():
+                self._publish(session.settings, sample)
+        except Exception as exc:  # a session that cannot run says why, the others go on
+            session.error = _reason(exc)
+            log.error("STAMP session failed", extra={"session": session.settings.name, "error": session.error})
+
+    def _publish(self, s: pb.StampSession, sample) -> None:
         if sample.t1 is None:  # never sent (socket error): nothing was measured
-            log.warning("test packet not sent", extra={"session": settings.name, "seq": sample.seq})
+            log.warning("test packet not sent", extra={"session": s.name, "seq": sample.seq})
             return
         record = records.StampSample(
-            session=settings.name, seq=sample.seq, period_s=self.config.period,
+            session=s.name, seq=sample.seq, period_s=self.period,
             t1=sample.t1, t2=None if sample.lost else sample.t2, t3=None if sample.lost else sample.t3,
-            t4=None if sample.lost else sample.t4, lost=sample.lost, sender=self.config.node,
-            reflector=settings.reflector or settings.dest, timestamps=sample.timestamps or None,
+            t4=None if sample.lost else sample.t4, lost=sample.lost, sender=self.node,
+            reflector=s.reflector_node or s.destination, timestamps=sample.timestamps or None,
             ttl=sample.ttl, reflector_seq=sample.reflector_seq)
-        self._producer.send(records.STAMP, key=settings.name.encode(), value=record.to_json())
+        self._producer.send(records.STAMP, key=s.name.encode(), value=record.to_json())
 
-    def reflector_stats(self):
-        return None if self._reflector is None else self._reflector.stats()
+    def session_status(self) -> list[pb.StampSessionStatus]:
+        """The live status of every session, sorted by name."""
+        with self._lock:
+            sessions = sorted(self._sessions.values(), key=lambda x: x.settings.name)
+        out = []
+        for s in sessions:
+            stats = s.sender.stats()
+            running = s.thread is not None and s.thread.is_alive() and not s.stopped
+            out.append(pb.StampSessionStatus(name=s.settings.name, running=running, error=s.error,
+                                             sent=stats.sent, received=stats.received, lost=stats.lost))
+        return out
 
-    def stop(self) -> None:
-        for sender, _ in self._senders:
-            sender.stop()
-        for _, thread in self._senders:
-            thread.join(timeout=5)
+    # -- reflector --------------------------------------------------------------------
+    def _open_reflector(self, r: pb.StampReflector) -> Reflector:
+        try:
+            key = load_key(r.auth_key_file) if r.auth_key_file else None
+            reflector = Reflector(ReflectorConfig(bind=r.bind, port=r.port or 862, key=key, stateful=r.stateful,
+                                                  netns=self.netns))
+            return reflector.start()
+        except (StampError, ValueError, OSError, NetnsError) as exc:
+            raise ProbeError(f"STAMP reflector on [{r.bind}]:{r.port or 862}: {_reason(exc)}") from None
+
+    def start_reflector(self, settings: pb.StampReflector) -> None:
+        """Run the reflector with ``settings`` (replacing the running one); :class:`ProbeError` if it cannot.
+
+        On failure the previous reflector (if any) runs again as before.
+        """
+        r = type(settings)()
+        r.CopyFrom(settings)
+        with self._lock:
+            previous = self._reflector_settings
+            self._close_reflector()
+            try:
+                self._reflector = self._open_reflector(r)
+            except ProbeError:
+                if previous is not None:
+                    try:
+                        self._reflector = self._open_reflector(previous)
+                        self._reflector_settings = previous
+                    except ProbeError as exc:
+                        self._reflector_error = str(exc)
+                        log.error("previous STAMP reflector cannot run again", extra={"error": str(exc)})
+                raise
+            self._reflector_settings = r
+            self._reflector_error = ""
+        log.info("reflector started", extra={"node": self.node, "bind": r.bind, "port": r.port})
+
+    def _close_reflector(self) -> None:
         if self._reflector is not None:
             stats = self._reflector.stats()
-            self._reflector.stop()
             self._reflector.close()
-            log.info("reflector stopped", extra={"node": self.config.node, **dataclasses.asdict(stats)})
+            self._reflector = None
+            log.info("reflector stopped", extra={"node": self.node, **dataclasses.asdict(stats)})
+        self._reflector_settings = None
+
+    def stop_reflector(self) -> bool:
+        """Stop the reflector; False if none was running."""
+        with self._lock:
+            had = self._reflector_settings is not None or self._reflector is not None
+            self._close_reflector()
+            self._reflector_error = ""
+            return had
+
+    def reflector_status(self) -> pb.StampReflectorStatus | None:
+        """The reflector's live status (None: no reflector)."""
+        with self._lock:
+            if self._reflector is None and not self._reflector_error:
+                return None
+            stats = self._reflector.stats() if self._reflector is not None else None
+        if stats is None:
+            return pb.StampReflectorStatus(running=False, error=self._reflector_error)
+        return pb.StampReflectorStatus(running=True, received=stats.received, reflected=stats.reflected,
+                                       dropped_malformed=stats.dropped_malformed, dropped_auth=stats.dropped_auth)
+
+    def reflector_stats(self):
+        """The running reflector's :class:`~srv6pm.stamp.ReflectorStats` (None: no reflector)."""
+        with self._lock:
+            return None if self._reflector is None else self._reflector.stats()
+
+    def stop(self) -> None:
+        """Stop every session and the reflector."""
+        with self._lock:
+            names = list(self._sessions)
+        for name in names:
+            self.stop_session(name)
+        self.stop_reflector()

@@ -1,13 +1,28 @@
-"""The node exporter's loop: loss monitoring, plus the STAMP probes of ``probes``.
+"""The node exporter's loop: loss monitoring of a changing set of flows, plus STAMP (``probes``).
+
+The monitored flows, SRv6 routes and STAMP sessions come over the southbound
+API (:mod:`.api`) at any time; the configuration file's flows and STAMP
+settings are an initial state applied through the same code path. At start,
+the exporter first re-applies its persisted applied state (:mod:`.intent`),
+so a restart leaves the node as it was, then the file's objects. With no
+state and no flows it does not touch the kernel at all.
 
 On a schedule fixed by the period clock (all nodes agree on it through NTP):
 
-* at the start of every period ``k`` (only if the node is an ingress of some
-  flow): switch the marking colour to ``k mod 2`` — one nftables transaction;
+* at the start of every period ``k`` (only while the node is the ingress of
+  some flow): switch the marking colour to ``k mod 2`` — one nftables
+  transaction;
 * at the guard time of period ``k`` (the middle of ``k+1``): read the counters
-  of colour ``k mod 2``, turn them into blocks (:mod:`.blocks`), publish one
-  ``srv6pm.counters`` record per flow and role, keyed by flow, and persist
-  the new baselines.
+  of colour ``k mod 2`` of each role that has flows, turn them into blocks
+  (:mod:`.blocks`), publish one ``srv6pm.counters`` record per flow and role,
+  keyed by flow, and persist the new baselines.
+
+The counting table (:mod:`.dataplane`) is installed with the first flow and
+reconciled (one transaction, counters kept) at every change of the flow set
+(:meth:`Exporter.set_flows`). A flow that stops, or whose match changes,
+loses its counters; its baselines are forgotten, so its next reading is only
+a baseline. One lock (:attr:`Exporter.lock`) serialises the loop's use of
+the data plane with the API's changes.
 
 A guard read that cannot happen on time (the process stalled into period
 ``k+2``, when colour ``k mod 2`` is being marked again) is skipped: the next
@@ -20,18 +35,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 
 from kafka import KafkaProducer
 
 from srv6pm import records
 from srv6pm.clock import PeriodClock
 from srv6pm.config import KafkaSettings
+from srv6pm.southbound.v1 import southbound_pb2 as pb
 
 from .blocks import Baselines
 from .config import ExporterConfig
-from .dataplane import CountingTable, FlowMatch
+from .dataplane import ROLES, CountingTable, FlowMatch, Reading
+from .intent import Intent, path_for
 from .nft import Nft
 from .probes import Probes
+from .routes import Routes
 
 __all__ = ["Exporter"]
 
@@ -40,64 +59,147 @@ log = logging.getLogger("srv6pm.exporter")
 # How close to the end of the safe window (the start of period k+2) a guard
 # read may still start.
 _GUARD_MARGIN_NS = 50_000_000
+ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_EGRESS: "egress"}
 
 
 class Exporter:
-    """Marks, counts and publishes for one node."""
+    """Marks, counts and publishes for one node; holds what the southbound API applied.
 
-    def __init__(self, config: ExporterConfig, kafka: KafkaSettings, producer: KafkaProducer | None = None):
+    ``api`` (an :class:`~srv6pm.exporter.api.ServerSettings`, None: no API)
+    is where :meth:`run` serves the southbound API.
+    """
+
+    def __init__(self, config: ExporterConfig, kafka: KafkaSettings, producer: KafkaProducer | None = None,
+                 api=None):
         self.config = config
         self.clock = PeriodClock(config.period)
+        self.boot_id = uuid.uuid4().hex
+        self.started_ns = time.time_ns()
+        self.lock = threading.RLock()
         self._producer = producer or KafkaProducer(**kafka.client_options(), client_id=f"srv6pm-exporter-{config.node}",
                                                    acks="all", linger_ms=20, retries=10,
                                                    delivery_timeout_ms=120_000)
-        self._roles = [r for r in ("ingress", "egress") if config.flows_of(r)]
-        self._nft = Nft(config.netns) if self._roles else None
-        self._table = CountingTable(self._nft, dscp=config.dscp) if self._roles else None
+        self._nft: Nft | None = None
+        self._table: CountingTable | None = None
+        self._flows: dict[str, list[FlowMatch]] = {role: [] for role in ROLES}  # what the table counts
+        self._routes: Routes | None = None
         self._baselines = Baselines(config.state_file)
-        self._probes = Probes(config, self._producer)
+        self.probes = Probes(config.node, config.period, self._producer, config.netns)
+        self.intent = Intent(path_for(config.state_file))
+        self._api_settings = api
+        self._server = None
         self._stop = threading.Event()
+        self._closed = False
 
-    def _matches(self, role: str) -> list[FlowMatch]:
-        return [FlowMatch(f.name, f.src, f.dst) for f in self.config.flows_of(role)]
+    # -- data plane, used by the API (under self.lock) --------------------------------
+    @property
+    def routes(self) -> Routes:
+        """The SRv6 routes of the data-plane namespace (opened at first use)."""
+        with self.lock:
+            if self._routes is None:
+                self._routes = Routes(self.config.netns)
+            return self._routes
 
+    def set_flows(self, flows: list[pb.FlowMonitor]) -> None:
+        """Count exactly ``flows`` (validated ``FlowMonitor`` messages) from now on; one nftables transaction.
+
+        The table is created with the first flow. Raises ``ValueError`` (two
+        flows of a role with the same match) or
+        :class:`~srv6pm.exporter.dataplane.DataplaneError`; then nothing changed.
+        """
+        wanted: dict[str, list[FlowMatch]] = {role: [] for role in ROLES}
+        for f in flows:
+            wanted[ROLE_NAMES[f.role]].append(FlowMatch(f.flow, f.source_prefix, f.destination_prefix))
+        with self.lock:
+            if self._table is None:
+                if not any(wanted.values()):
+                    return
+                self._nft = Nft(self.config.netns)
+                self._table = CountingTable(self._nft, dscp=self.config.dscp)
+            colour = self.clock.colour(self.clock.period_at(time.time_ns()))
+            self._table.install(wanted["ingress"], wanted["egress"], colour)
+            for role in ROLES:
+                kept = set(wanted[role])
+                for old in self._flows[role]:
+                    if old not in kept:  # stopped, or its match changed: its counters are new
+                        self._baselines.forget(role, old.name)
+            self._flows = wanted
+        log.info("counting", extra={"node": self.config.node, "ingress": len(wanted["ingress"]),
+                                    "egress": len(wanted["egress"]), "colour": colour})
+
+    def read_counters(self, flow: str = "") -> list[tuple[str, int, Reading]]:
+        """``[(role, colour, reading)]`` of every role with flows and both colours (only ``flow``'s counts if given)."""
+        out = []
+        with self.lock:
+            if self._table is None:
+                return out
+            for role in ROLES:
+                if not self._flows[role]:
+                    continue
+                for colour in (0, 1):
+                    reading = self._table.read(role, colour)
+                    if flow:
+                        reading = Reading(role, colour, {k: v for k, v in reading.counts.items() if k == flow},
+                                          reading.generation)
+                    out.append((role, colour, reading))
+        return out
+
+    # -- lifecycle --------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
 
+    def start(self) -> None:
+        """Re-apply the persisted state, then the configuration file's objects; start the API.
+
+        A persisted object that no longer applies is dropped with a warning;
+        one of the file that does not apply raises (the file is wrong).
+        """
+        from . import api
+        node = api.Node(self)
+        restored = self.intent.load()
+        with self.intent.held():
+            for message in restored:
+                try:
+                    node.apply(message)
+                except (api.InvalidArgument, api.Refused) as exc:
+                    log.warning("applied object no longer applies, dropped",
+                                extra={"node": self.config.node, "object": type(message).__name__, "error": str(exc)})
+            for message in self.config.objects():
+                node.apply(message)
+        if self._api_settings is not None:
+            self._server = api.ApiServer(node, self._api_settings)
+            self._server.start()
+
     def run(self) -> None:
-        """Start the STAMP probes, install the counting table and loop until :meth:`stop`."""
-        self._probes.start()
-        if not self._roles:
-            try:
-                self._stop.wait()
-            finally:
-                self.close()
-            return
+        """:meth:`start`, then loop until :meth:`stop`; everything is closed at the end."""
+        try:
+            self.start()
+            self._loop()
+        finally:
+            self.close()
+
+    def _loop(self) -> None:
         clock = self.clock
         now = time.time_ns()
         k = clock.period_at(now)
-        self._table.install(self._matches("ingress"), self._matches("egress"), clock.colour(k))
-        log.info("counting", extra={"node": self.config.node, "flows": len(self.config.flows),
-                                    "period_s": self.config.period, "colour": clock.colour(k)})
         next_boundary = k + 1  # next period whose start switches the colour
         next_guard = k - 1 if now < clock.guard_ns(k - 1) else k  # next period whose block is read
-        try:
-            while not self._stop.is_set():
-                t_boundary = clock.start_ns(next_boundary) if "ingress" in self._roles else None
-                t_guard = clock.guard_ns(next_guard)
-                t_next = min(t for t in (t_boundary, t_guard) if t is not None)
-                if self._stop.wait(max(0, t_next - time.time_ns()) / 1e9):
-                    break
-                now = time.time_ns()
-                if t_boundary is not None and now >= t_boundary:
-                    current = clock.period_at(now)
-                    self._table.set_colour(clock.colour(current))
-                    next_boundary = current + 1
-                if now >= clock.guard_ns(next_guard):
-                    self._guard(next_guard, now)
-                    next_guard += 1
-        finally:
-            self.close()
+        if self._server is not None:
+            self._server.serving(True)
+        while not self._stop.is_set():
+            t_next = min(clock.start_ns(next_boundary), clock.guard_ns(next_guard))
+            if self._stop.wait(max(0, t_next - time.time_ns()) / 1e9):
+                break
+            now = time.time_ns()
+            if now >= clock.start_ns(next_boundary):
+                current = clock.period_at(now)
+                with self.lock:
+                    if self._table is not None and self._flows["ingress"]:
+                        self._table.set_colour(clock.colour(current))
+                next_boundary = current + 1
+            if now >= clock.guard_ns(next_guard):
+                self._guard(next_guard, now)
+                next_guard += 1
 
     def _guard(self, k: int, now: int) -> None:
         """Read, publish and persist the block of period ``k``."""
@@ -107,27 +209,42 @@ class Exporter:
             return
         colour = clock.colour(k)
         out = []
-        for role in self._roles:
-            reading = self._table.read(role, colour)
-            for block in self._baselines.advance(role, colour, k, reading.generation, reading.counts):
-                out.append(records.CounterRecord(
-                    node=self.config.node, flow=block.flow, role=role, period=k, period_s=self.config.period,
-                    color=colour, packets=block.packets, bytes=block.bytes, read_ns=now))
+        with self.lock:
+            if self._table is None:
+                return
+            for role in ROLES:
+                if not self._flows[role]:
+                    continue
+                reading = self._table.read(role, colour)
+                for block in self._baselines.advance(role, colour, k, reading.generation, reading.counts):
+                    out.append(records.CounterRecord(
+                        node=self.config.node, flow=block.flow, role=role, period=k, period_s=self.config.period,
+                        color=colour, packets=block.packets, bytes=block.bytes, read_ns=now))
         for record in out:
             self._producer.send(records.COUNTERS, key=record.flow.encode(), value=record.to_json())
         try:
             self._producer.flush(timeout=max(1.0, self.config.period / 4))
         except Exception as exc:  # the producer keeps retrying in the background
             log.warning("publish not yet acknowledged", extra={"node": self.config.node, "period": k, "error": str(exc)})
-        self._baselines.save()
+        with self.lock:
+            self._baselines.save()
         log.info("block", extra={"node": self.config.node, "period": k, "records": len(out)})
 
     def close(self) -> None:
-        self._probes.stop()
+        """Stop the API, the probes and the producer; idempotent. Routes, table and counters stay."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.stop()
+        self.probes.stop()
         try:
             self._producer.flush(timeout=5)
         except Exception as exc:
             log.warning("unsent records at exit", extra={"error": str(exc)})
         self._producer.close(timeout=5)
-        if self._nft is not None:
-            self._nft.close()
+        with self.lock:
+            if self._nft is not None:
+                self._nft.close()
+            if self._routes is not None:
+                self._routes.close()

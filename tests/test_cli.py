@@ -64,3 +64,18 @@ def test_secret_file_that_cannot_be_read_is_a_clear_error(tmp_path):
     out = srv6pm("processor", "run", env={"SRV6PM_INFLUX_TOKEN_FILE": str(tmp_path / "missing")})
     assert out.returncode == 2
     assert "SRV6PM_INFLUX_TOKEN_FILE" in out.stderr and "cannot read" in out.stderr
+
+
+def test_exporter_refuses_to_serve_the_api_without_a_security_choice(tmp_path):
+    cfg = tmp_path / "r1.yaml"
+    cfg.write_text("node: r1\nperiod: 2\n")
+    for extra, message in (([], "the southbound API needs TLS: give --grpc-tls-cert and --grpc-tls-key"),
+                           (["--grpc-listen", "none"], "nothing to do"),
+                           (["--grpc-listen", "nowhere"], "--grpc-listen: 'nowhere' is not HOST:PORT"),
+                           (["--grpc-tls-cert", str(tmp_path / "no.pem"), "--grpc-tls-key", str(tmp_path / "no.key")],
+                            "cannot read"),
+                           (["--grpc-plaintext", "--grpc-tls-cert", "x"], "--grpc-plaintext: give either")):
+        out = subprocess.run([sys.executable, "-m", "srv6pm", "exporter", "run", "--config", str(cfg), *extra],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (extra, out.stderr)
+        assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, (extra, out.stderr)

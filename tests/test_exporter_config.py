@@ -39,3 +39,33 @@ def test_two_flows_with_the_same_match_are_refused():
     text = GOOD + '  - {name: f2, role: ingress, src: "fd01:1::2/128", dst: "fd01:4::101/128"}\n'
     with pytest.raises(ConfigError, match=r"flows\[1\]: same ingress src/dst as flow 'f1'"):
         parse(text)
+
+
+def test_flows_are_optional_and_the_grpc_section_is_read():
+    c = parse("node: r1\nperiod: 2\ngrpc: {listen: '127.0.0.1:0', tls: {cert: /c.pem, key: /k.pem, client_ca: /ca.pem}}\n")
+    assert c.flows == () and c.objects() == []
+    assert (c.grpc.listen, c.grpc.plaintext, c.grpc.cert, c.grpc.key, c.grpc.client_ca) == (
+        "127.0.0.1:0", False, "/c.pem", "/k.pem", "/ca.pem")
+
+
+@pytest.mark.parametrize("grpc, message", [
+    ("grpc: {port: 1}", "grpc.port: unknown field"),
+    ("grpc: {plaintext: yes please}", "grpc.plaintext: must be true or false"),
+    ("grpc: {tls: {cert: ''}}", "grpc.tls.cert: must be a file path"),
+    ("grpc: {tls: {ca: /x}}", "grpc.tls.ca: unknown field"),
+    ("grpc: [1]", "grpc: must be a mapping"),
+])
+def test_grpc_errors_name_the_field(grpc, message):
+    with pytest.raises(ConfigError, match=message):
+        parse("node: r1\nperiod: 2\n" + grpc + "\n", "x.yaml")
+
+
+def test_the_files_flows_and_stamp_become_api_messages():
+    from srv6pm.southbound import validate
+    c = parse(GOOD + "stamp: {reflector: {bind: 'fcff:4::2'}, sessions: [{name: s1, dest: 'fcff:4::2', rate: 5, "
+                     "segments: ['fcff:2::1'], reflector: r4}]}\n")
+    flow, reflector, session = (validate.request(m) for m in c.objects())
+    assert (flow.flow, flow.role, flow.source_prefix, flow.destination_prefix) == ("f1", 1, "fd01:1::2/128",
+                                                                                  "fd01:4::101/128")
+    assert (reflector.bind, reflector.port) == ("fcff:4::2", 862)
+    assert (session.name, list(session.segments), session.rate, session.reflector_node) == ("s1", ["fcff:2::1"], 5, "r4")
