@@ -67,9 +67,10 @@ class Events:
     # ------------------------------------------------------------ emitting
 
     def emit(self, kind: str, *, node: str | None = None, object: str | None = None, detail: str | None = None,
-             boot_id: str | None = None) -> Event:
-        """Record one event (never blocks on Kafka); returns it."""
-        event = Event(kind=kind, time=now_rfc3339(), generation=self.generation, node=node, object=object,
+             boot_id: str | None = None, generation: int | None = None) -> Event:
+        """Record one event (never blocks on Kafka); returns it. ``generation`` defaults to :attr:`generation`."""
+        generation = self.generation if generation is None else generation
+        event = Event(kind=kind, time=now_rfc3339(), generation=generation, node=node, object=object,
                       detail=detail, boot_id=boot_id or None)
         records.validate(records.EVENTS, event.to_dict())  # a bug here must be loud, not a bad record on the topic
         level = logging.WARNING if kind in _WARN else logging.INFO

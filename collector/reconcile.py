@@ -261,9 +261,12 @@ class Engine:
             if self._dirty:
                 self._dirty = False
                 report.converged = True
-                self.events.emit("converged", detail=f"{len(self.nodes)} nodes, "
+                self._emit("converged", detail=f"{len(self.nodes)} nodes, "
                                  f"{sum(len(d) for d in self._desired.values())} objects")
         return report
+
+    def _emit(self, kind: str, **fields) -> None:
+        self.events.emit(kind, generation=self.generation, **fields)
 
     def _ready(self, node: str, action: Action, present: dict[str, set[Key]]) -> bool:
         need = desired_mod.prerequisite(self.config, node, action.message)
@@ -309,10 +312,10 @@ class Engine:
             status.failures, status.last_error = 0, None
             if status.up is not True:
                 status.up = True
-                self.events.emit("node_up", node=status.name, boot_id=boot_id, detail=status.address)
+                self._emit("node_up", node=status.name, boot_id=boot_id, detail=status.address)
                 self._status(status.name, True, boot_id)
             if status.boot_id is not None and boot_id != status.boot_id:
-                self.events.emit("node_restarted", node=status.name, boot_id=boot_id,
+                self._emit("node_restarted", node=status.name, boot_id=boot_id,
                                  detail=f"boot_id {status.boot_id} -> {boot_id}: re-applying everything")
                 status.full = True
                 status.failed.clear()
@@ -330,7 +333,7 @@ class Engine:
         status.retry_at = time.monotonic() + self.backoff.delay(status.failures)
         if status.up is not False:
             status.up = False
-            self.events.emit("node_down", node=status.name, boot_id=status.boot_id,
+            self._emit("node_down", node=status.name, boot_id=status.boot_id,
                              detail=f"{status.address}: {text}")
             self._status(status.name, False, status.boot_id)
         log.info("node unreachable", extra={"node": status.name, "failures": status.failures,
@@ -377,7 +380,7 @@ class Engine:
             if reply.changed:
                 kind = "applied" if action.verb == "apply" else "removed"
                 counts[kind] += 1
-                self.events.emit(kind, node=status.name, object=action.object, boot_id=status.boot_id,
+                self._emit(kind, node=status.name, object=action.object, boot_id=status.boot_id,
                                  detail=reply.detail or None)
             else:
                 counts["unchanged"] += 1
@@ -388,5 +391,5 @@ class Engine:
         attempts = status.failed.get(action.key, (0,))[0] + 1
         status.failed[action.key] = (attempts, time.monotonic() + self.backoff.delay(attempts), action.message)
         verb = "" if action.verb == "apply" else "removing: "
-        self.events.emit("apply_failed", node=status.name, object=action.object, boot_id=status.boot_id,
+        self._emit("apply_failed", node=status.name, object=action.object, boot_id=status.boot_id,
                          detail=f"{verb}{exc}")

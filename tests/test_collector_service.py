@@ -1,0 +1,230 @@
+"""The collector process: command line, reload on file change and on SIGHUP, rejected configs, events on the
+real broker's srv6pm.events topic (validated against the schema), graph dump, clean stop.
+
+The node exporters are stand-ins (tests/collector_standin.py: real gRPC servers over an in-memory dict),
+so these tests exercise the collector only; the real exporter's side of the API is tested in its own tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from kafka import KafkaConsumer, TopicPartition
+
+from collector_standin import CallLog, StandIn
+from srv6pm import cli, records
+from srv6pm.collector.reconcile import Backoff
+from srv6pm.collector.service import Collector
+from srv6pm.kafka import ensure_topics
+from test_collector_config import GOOD
+
+NAMES = ("r1", "r2", "r3", "r4")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def exporters():
+    log = CallLog()
+    nodes = {n: StandIn(n, log).start() for n in NAMES}
+    yield nodes
+    for s in nodes.values():
+        s.stop()
+
+
+def write_config(path: Path, exporters, doc=GOOD) -> None:
+    doc = copy.deepcopy(doc)
+    for n in doc["nodes"]:
+        n["grpc"] = exporters[n["name"]].address
+    doc["tls"] = {"plaintext": True}
+    # Write next to it and rename, as editors and config management do: a reader never sees half a file.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(doc))
+    os.replace(tmp, path)
+
+
+def without_f1(doc=GOOD) -> dict:
+    doc = copy.deepcopy(doc)
+    doc["flows"] = [f for f in doc["flows"] if f["name"] != "f1"]
+    return doc
+
+
+def until(condition, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class EventReader:
+    """Reads srv6pm.events from the beginning; every record must decode and satisfy the schema."""
+
+    def __init__(self, bootstrap: str):
+        ensure_topics(bootstrap, {records.EVENTS: 1})
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        tps = [TopicPartition(records.EVENTS, p) for p in sorted(self.consumer.partitions_for_topic(records.EVENTS))]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.events: list[records.Event] = []
+        self.keys: list[str] = []
+
+    def poll(self) -> list[records.Event]:
+        for batch in self.consumer.poll(timeout_ms=200).values():
+            for m in batch:
+                event = records.decode_event(m.value)  # raises on a record that breaks the schema
+                assert m.key.decode() == event.key
+                self.events.append(event)
+        return self.events
+
+    def wait(self, kind: str, count: int = 1, timeout: float = 30.0, **fields) -> list[records.Event]:
+        def found():
+            hits = [e for e in self.poll() if e.kind == kind and all(getattr(e, k) == v for k, v in fields.items())]
+            return hits if len(hits) >= count else None
+        return until(found, timeout, f"{count} {kind} event(s) {fields or ''}")
+
+    def close(self):
+        self.consumer.close()
+
+
+# ---------------------------------------------------------------- command line
+
+def test_check_prints_the_desired_state(tmp_path, exporters, capsys):
+    path = tmp_path / "c.yaml"
+    write_config(path, exporters)
+    assert cli.main(["collector", "check", "--config", str(path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {o["object"] for o in doc["r4"]} >= {"stamp_reflector", "flow f1 egress", "policy f2"}
+
+
+def test_check_and_run_refuse_a_bad_config_with_one_line_and_status_2(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    doc = copy.deepcopy(GOOD)
+    doc["flows"][0]["via"] = ["r2", "r9"]
+    path.write_text(yaml.safe_dump(doc))
+    for argv in (["check"], ["run", "--grpc-plaintext"]):
+        assert cli.main(["collector", *argv, "--config", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"srv6pm: {path}: flows[0].via[1]: unknown node 'r9' (nodes: r1, r2, r3, r4)"
+
+
+def test_run_needs_tls_or_explicit_plaintext(tmp_path, exporters, capsys):
+    path = tmp_path / "c.yaml"
+    doc = copy.deepcopy(GOOD)
+    del doc["tls"]
+    path.write_text(yaml.safe_dump(doc))
+    assert cli.main(["collector", "run", "--config", str(path), "--kafka", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("srv6pm: southbound: no TLS settings") and "\n" not in err
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    assert cli.main(["collector", "run", "--config", str(path), "--grpc-ca", str(tmp_path / "ca.pem")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ca_file" in err and "ca.pem" in err and "\n" not in err
+    assert cli.main(["collector", "run", "--config", str(path), "--grpc-plaintext", "--grpc-ca", "x"]) == 2
+    assert "either" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the process
+
+def test_process_reloads_on_file_change_rejects_bad_config_publishes_events_and_stops_cleanly(
+        tmp_path, exporters, fresh_broker):
+    path = tmp_path / "c.yaml"
+    dump = tmp_path / "graph.json"
+    write_config(path, exporters)
+    reader = EventReader(fresh_broker)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "srv6pm", "collector", "run", "--config", str(path), "--interval", "0.2",
+         "--retry-initial", "0.2", "--retry-max", "1", "--kafka", fresh_broker, "--graph-dump", str(dump),
+         "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500", "-v"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        converged = reader.wait("converged")
+        assert converged[0].generation == 1
+        loaded = reader.wait("config_loaded")[0]
+        assert loaded.key == "collector" and loaded.node is None and loaded.generation == 1
+        assert {e.node for e in reader.wait("node_up", 4)} == set(NAMES)
+        assert "policy f1" in exporters["r1"].kinds()
+        graph = until(lambda: dump.exists() and json.loads(dump.read_text()), what="graph dump")
+        assert "r1" in json.dumps(graph) and "f1" in json.dumps(graph)
+
+        # A changed file is picked up without a signal: f1 goes, generation 2.
+        write_config(path, exporters, without_f1())
+        reader.wait("config_loaded", generation=2)
+        reader.wait("removed", node="r1", object="policy f1")
+        reader.wait("converged", generation=2)
+        assert "policy f1" not in exporters["r1"].kinds() and "flow f1 egress" not in exporters["r4"].kinds()
+        until(lambda: '"flow:f1"' not in dump.read_text(), what="f1 gone from the graph dump")
+
+        # An invalid file is rejected with the error; the running configuration stays.
+        bad = without_f1()
+        bad["nodes"][0]["sids"][0]["sid"] = "fcff:1::zz"
+        path.write_text(yaml.safe_dump(bad))
+        rejected = reader.wait("config_rejected")[0]
+        assert "nodes[0].sids[0].sid" in rejected.detail and "fcff:1::zz" in rejected.detail
+        assert rejected.generation == 2
+        assert "local_sid fcff:1::1" in exporters["r1"].kinds()
+
+        # An exporter restart: node_restarted and everything re-applied (stand-in lost its state).
+        exporters["r3"].restart(keep_state=False)
+        restarted = reader.wait("node_restarted", node="r3")[0]
+        assert restarted.boot_id == exporters["r3"].boot_id
+        until(lambda: exporters["r3"].kinds() == {"local_sid fcff:3::1"}, what="r3 re-applied")
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.close()
+    # Every event published satisfied the schema (EventReader.poll decodes each one).
+    kinds = {e.kind for e in reader.events}
+    assert {"config_loaded", "node_up", "applied", "removed", "config_rejected", "node_restarted",
+            "converged"} <= kinds
+
+
+def test_sighup_reloads_and_kafka_away_does_not_stop_reconciliation(tmp_path, exporters, free_port):
+    """In-process, so that the test installs the SIGHUP handler itself (the CLI installs the same one)."""
+    path = tmp_path / "c.yaml"
+    write_config(path, exporters)
+    # No broker listens on this port: events cannot be published, the collector goes on regardless.
+    collector = Collector(path, f"127.0.0.1:{free_port()}", plaintext=True, interval=0.1,
+                          backoff=Backoff(0.1, 0.5), watch_interval=3600, results=False)
+    old = signal.signal(signal.SIGHUP, lambda *_: collector.request_reload())
+    thread = threading.Thread(target=collector.run)
+    thread.start()
+    history = collector.events.history
+    try:
+        until(lambda: any(e.kind == "converged" for e in history), what="converged")
+        assert "policy f1" in exporters["r1"].kinds()
+        write_config(path, exporters, without_f1())
+        time.sleep(0.5)
+        assert collector.generation == 1  # the watcher is off in this test: only SIGHUP reloads
+        os.kill(os.getpid(), signal.SIGHUP)
+        until(lambda: "policy f1" not in exporters["r1"].kinds(), what="f1 removed after SIGHUP")
+        assert collector.generation == 2
+        until(lambda: any(e.kind == "converged" and e.generation == 2 for e in history), what="converged again")
+        # A rejected reload keeps generation 2 in force.
+        path.write_text("nodes: []\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+        rejected = until(lambda: [e for e in history if e.kind == "config_rejected"], what="config_rejected")
+        assert rejected[0].detail == f"{path}: nodes: must be a non-empty list of nodes"
+        assert collector.generation == 2 and collector.config.flows[0].name == "f2"
+        until(lambda: collector.events.stats["failed"] >= 1, what="a failed publish attempt")
+        assert collector.events.stats["published"] == 0
+    finally:
+        signal.signal(signal.SIGHUP, old)
+        collector.stop()
+        thread.join(30)
+    assert not thread.is_alive()
