@@ -130,7 +130,12 @@ class ExporterConfig:
         return [f for f in self.flows if f.role == role]
 
     def objects(self) -> list:
-        """The file's flows and STAMP settings as southbound API messages (not yet validated)."""
+        """The file's flows and STAMP settings as southbound API messages (not yet validated).
+
+        Key file paths are made absolute (the API takes absolute paths only).
+        """
+        import os
+
         from srv6pm.southbound.v1 import southbound_pb2 as pb
         roles = {"ingress": pb.ROLE_INGRESS, "egress": pb.ROLE_EGRESS}
         out: list = [pb.FlowMonitor(flow=f.name, role=roles[f.role], source_prefix=f.src, destination_prefix=f.dst)
@@ -138,12 +143,12 @@ class ExporterConfig:
         if self.reflector is not None:
             r = self.reflector
             out.append(pb.StampReflector(bind=r.bind, port=r.port, stateful=r.stateful,
-                                         auth_key_file=r.auth_key_file or ""))
+                                         auth_key_file=os.path.abspath(r.auth_key_file) if r.auth_key_file else ""))
         for s in self.sessions:
             out.append(pb.StampSession(name=s.name, destination=s.dest, source=s.source or "", port=s.port,
                                        segments=s.segments, return_segments=s.return_segments, rate=s.rate,
                                        timeout_s=s.timeout, reflector_node=s.reflector or "",
-                                       auth_key_file=s.auth_key_file or ""))
+                                       auth_key_file=os.path.abspath(s.auth_key_file) if s.auth_key_file else ""))
         return out
 
 

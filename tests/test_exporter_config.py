@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from srv6pm.exporter.config import ConfigError, parse
@@ -63,9 +65,10 @@ def test_grpc_errors_name_the_field(grpc, message):
 def test_the_files_flows_and_stamp_become_api_messages():
     from srv6pm.southbound import validate
     c = parse(GOOD + "stamp: {reflector: {bind: 'fcff:4::2'}, sessions: [{name: s1, dest: 'fcff:4::2', rate: 5, "
-                     "segments: ['fcff:2::1'], reflector: r4}]}\n")
+                     "segments: ['fcff:2::1'], reflector: r4, auth_key_file: keys/s1.key}]}\n")
     flow, reflector, session = (validate.request(m) for m in c.objects())
     assert (flow.flow, flow.role, flow.source_prefix, flow.destination_prefix) == ("f1", 1, "fd01:1::2/128",
                                                                                   "fd01:4::101/128")
     assert (reflector.bind, reflector.port) == ("fcff:4::2", 862)
     assert (session.name, list(session.segments), session.rate, session.reflector_node) == ("s1", ["fcff:2::1"], 5, "r4")
+    assert session.auth_key_file == os.path.join(os.getcwd(), "keys/s1.key")
