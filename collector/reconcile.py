@@ -16,6 +16,8 @@ per configured node and works in ROUNDS, one every ``interval`` seconds
    desired for that node is applied again (not only the difference: the kernel
    may have lost state that the exporter still reports, or the other way round).
 2. **Diff.** :func:`srv6pm.collector.desired.diff` per up node.
+   Nodes that answered before are waited for (a node that stops answering
+   holds up one round by at most the call ``timeout``, then it is down).
 3. **Act, step by step across the network.** Removals in reverse phase order,
    then applies in phase order (see :mod:`srv6pm.collector.desired`); every
    node finishes a step before any node starts the next, nodes of one step in
@@ -192,6 +194,10 @@ class Engine:
                 self._wake.wait(wait_s)
                 if stop.is_set():
                     break
+
+    def wake(self) -> None:
+        """End the wait between rounds now (thread-safe; e.g. to let :meth:`run` see its stop event)."""
+        self._wake.set()
 
     def close(self) -> None:
         """Close every client and the worker threads."""

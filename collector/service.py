@@ -33,7 +33,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +143,7 @@ class Collector:
         """Ask :meth:`run` to finish (safe from a signal handler)."""
         self._stop.set()
         self._reload.set()
+        self.engine.wake()
 
     def request_reload(self) -> None:
         """Reload the configuration file soon (safe from a signal handler: SIGHUP)."""
