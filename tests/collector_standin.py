@@ -29,6 +29,7 @@ import grpc
 
 from srv6pm.collector import desired
 from srv6pm.southbound import validate
+from srv6pm.southbound.tls import ServerTls, server_port
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.southbound.v1 import southbound_pb2_grpc as rpc
 
@@ -139,10 +140,11 @@ class _Servicer(rpc.NodeExporterServicer):
 
 
 class StandIn:
-    """A stand-in exporter named ``name`` listening on 127.0.0.1:``port`` (0: any free port)."""
+    """A stand-in exporter named ``name`` listening on 127.0.0.1:``port`` (0: any free port), with ``tls`` if given."""
 
-    def __init__(self, name: str, log: CallLog | None = None, port: int = 0):
+    def __init__(self, name: str, log: CallLog | None = None, port: int = 0, tls: ServerTls | None = None):
         self.name = name
+        self.tls = tls
         self.log = log or CallLog()
         self.port = port
         self.lock = threading.Lock()
@@ -163,10 +165,7 @@ class StandIn:
         self.started_ns = time.time_ns()
         server = grpc.server(futures.ThreadPoolExecutor(4))
         rpc.add_NodeExporterServicer_to_server(_Servicer(self), server)
-        port = server.add_insecure_port(f"127.0.0.1:{self.port}")
-        if port == 0:
-            raise RuntimeError(f"stand-in {self.name}: cannot listen on port {self.port}")
-        self.port = port
+        self.port = server_port(server, f"127.0.0.1:{self.port}", self.tls)
         server.start()
         self.server = server
         return self

@@ -8,6 +8,7 @@ so these tests exercise the collector only; the real exporter's side of the API 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 from kafka import KafkaConsumer, TopicPartition
 
 from collector_standin import CallLog, StandIn
@@ -26,7 +28,9 @@ from srv6pm import cli, records
 from srv6pm.collector.reconcile import Backoff
 from srv6pm.collector.service import Collector
 from srv6pm.kafka import ensure_topics
+from srv6pm.southbound.tls import ServerTls
 from test_collector_config import GOOD
+from test_southbound_tls import make_ca, make_leaf
 
 NAMES = ("r1", "r2", "r3", "r4")
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,3 +232,44 @@ def test_sighup_reloads_and_kafka_away_does_not_stop_reconciliation(tmp_path, ex
         collector.stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_mutual_tls_from_the_config_file(tmp_path):
+    """The config's tls section: a collector with a certificate from the exporters' CA gets in; one with a
+    certificate from another CA is refused by every exporter, which shows as node_down, not as a crash."""
+    ca = make_ca(tmp_path, "ca")
+    other = make_ca(tmp_path, "other-ca")
+    server = make_leaf(tmp_path, "exporter", ca, server=True,
+                       names=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    good = make_leaf(tmp_path, "collector", ca, server=False, names=[x509.DNSName("collector")])
+    stranger = make_leaf(tmp_path, "stranger", other, server=False, names=[x509.DNSName("collector")])
+    tls = ServerTls(server.cert, server.key, client_ca_file=ca[0].cert)
+    nodes = {n: StandIn(n, tls=tls).start() for n in NAMES}
+    try:
+        for client, converges in ((good, True), (stranger, False)):
+            doc = copy.deepcopy(GOOD)
+            for n in doc["nodes"]:
+                n["grpc"] = nodes[n["name"]].address
+            doc["tls"] = {"ca": str(ca[0].cert), "cert": str(client.cert), "key": str(client.key)}
+            path = tmp_path / "c.yaml"
+            path.write_text(yaml.safe_dump(doc))
+            collector = Collector(path, None, interval=0.1, backoff=Backoff(0.1, 0.5), results=False)
+            thread = threading.Thread(target=collector.run)
+            thread.start()
+            history = collector.events.history
+            try:
+                if converges:
+                    until(lambda: any(e.kind == "converged" for e in history), what="converged over mutual TLS")
+                    assert "policy f1" in nodes["r1"].kinds()
+                else:
+                    downs = until(lambda: {e.node for e in history if e.kind == "node_down"} == set(NAMES),
+                                  what="every node down")
+                    assert downs and not any(e.kind in ("node_up", "applied") for e in history)
+            finally:
+                collector.stop()
+                thread.join(30)
+            for s in nodes.values():
+                s.objects.clear()
+    finally:
+        for s in nodes.values():
+            s.stop()
