@@ -12,7 +12,8 @@
    then moved into their namespaces and renamed (``lo`` and all links up);
 4. addresses (``nodad``), the hosts' default routes and their extra flow
    destination addresses;
-5. in each node: seg6local ``End`` on the End SID (device: the first link
+5. in each node (unless ``srv6=False``: the lab leaves this to the
+   collector): seg6local ``End`` on the End SID (device: the first link
    interface, see :mod:`srv6pm.lab.topology` for why not ``lo``) and
    ``End.DX6`` (next hop the host, device ``host``) on the decap SID; one
    ``encap seg6`` route per flow at its ingress; one route per reachable
@@ -201,7 +202,7 @@ class _Builder:
         with _step(ns, f"adding route {what}"):
             self.iproute(ns).route("add", **spec)
 
-    def configure_node(self, node: NodePlan) -> None:
+    def configure_node(self, node: NodePlan, srv6: bool) -> None:
         ns = node.netns
         self.up(ns, "lo")
         if node.pm_addr:
@@ -211,6 +212,14 @@ class _Builder:
             self.sysctl(ns, ("net", "ipv6", "conf", itf.name, "accept_dad"), "0")
             self.addr(ns, itf.name, itf.address)
             self.up(ns, itf.name)
+        for r in node.routes:
+            self.route(ns, f"{r.dst} via {r.gateway} dev {r.dev}",
+                       dst=r.dst, gateway=r.gateway, oif=self.ifindex(ns, r.dev))
+        if srv6:
+            self.srv6(node)
+
+    def srv6(self, node: NodePlan) -> None:
+        ns = node.netns
         # Not "dev lo": see srv6pm.lab.topology (End on lo drops on kernel 6.18).
         self.route(ns, f"{node.end_sid}/128 encap seg6local action End dev {node.sid_dev}",
                    dst=f"{node.end_sid}/128", oif=self.ifindex(ns, node.sid_dev),
@@ -220,9 +229,6 @@ class _Builder:
                            f"dev {HOST_IFNAME}",
                        dst=f"{node.decap_sid}/128", oif=self.ifindex(ns, HOST_IFNAME),
                        encap={"type": "seg6local", "action": "End.DX6", "nh6": node.host.address})
-        for r in node.routes:
-            self.route(ns, f"{r.dst} via {r.gateway} dev {r.dev}",
-                       dst=r.dst, gateway=r.gateway, oif=self.ifindex(ns, r.dev))
         for e in node.encap_routes:
             segs = ",".join(e.segments)
             # pyroute2 copies "segs" verbatim into the SRH's Segment List, which
@@ -267,12 +273,12 @@ class _Builder:
             finally:
                 nft.close()
 
-    def build(self) -> None:
+    def build(self, srv6: bool) -> None:
         self.create_namespaces()
         self.base_sysctls()
         self.links()
         for node in self.plan.nodes.values():
-            self.configure_node(node)
+            self.configure_node(node, srv6)
         for host in self.plan.hosts:
             self.configure_host(host)
 
@@ -301,8 +307,12 @@ def check_free(plan: Plan) -> None:
             f"(srv6pm lab clean SCENARIO, or ip netns del NAME) or rename the scenario's nodes")
 
 
-def build(plan: Plan) -> None:
+def build(plan: Plan, srv6: bool = True) -> None:
     """Create the network of ``plan``; all or nothing.
+
+    With ``srv6=False`` only the underlay is built (namespaces, links,
+    addresses, locator routes, hosts): the SIDs and policies of step 5 are
+    left to the collector, which applies them through the node exporters.
 
     Raises :class:`NetworkError` if a namespace of the plan already exists
     (nothing is created then) or if any step fails (everything created so far
@@ -311,7 +321,7 @@ def build(plan: Plan) -> None:
     check_free(plan)
     builder = _Builder(plan)
     try:
-        builder.build()
+        builder.build(srv6)
     except BaseException:
         builder.undo()
         raise

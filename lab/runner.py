@@ -1,12 +1,24 @@
 """The local lab: a whole srv6pm pipeline on one machine, without Docker.
 
-:class:`Lab` builds a scenario's network as namespaces (``network``), starts
-the embedded broker and InfluxDB unless external ones are configured, runs one
-node exporter per node that has flows and one processor, each as a separate
-process that talks to the others only through Kafka, and sends each flow's
-test traffic. :meth:`Lab.stop` undoes everything in reverse order; it runs on
-normal exit, on errors and on Ctrl-C (the ``with`` statement), and is
-idempotent.
+:class:`Lab` builds a scenario's network as namespaces (``network``: the
+underlay only -- addresses, locator routes, end hosts), starts the embedded
+broker and InfluxDB unless external ones are configured, and runs, each as a
+separate process:
+
+* one node exporter per node, started empty, serving the southbound gRPC API
+  on 127.0.0.1 (plaintext: the lab is one machine);
+* the collector, with the collector configuration of the scenario
+  (:mod:`srv6pm.lab.control`): it applies every SID, SRv6 policy, monitored
+  flow and STAMP session to the exporters over gRPC, as in production, and
+  reports on ``srv6pm.events``;
+* the processor, and the link delay elements;
+* each flow's test traffic, started once the collector reports that the
+  network has converged (so that set-up is not measured as loss).
+
+The exporters and the processor talk only through Kafka; the collector talks
+to the exporters only through gRPC. :meth:`Lab.stop` undoes everything in
+reverse order; it runs on normal exit, on errors and on Ctrl-C (the ``with``
+statement), and is idempotent.
 
 Child processes are started with a parent-death signal, so even a lab killed
 with SIGKILL does not leave exporters or traffic running (its namespaces do
@@ -31,7 +43,7 @@ from kafka import KafkaConsumer, TopicPartition
 from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 
-from . import network, topology
+from . import control, network, topology
 from .process import ChildProcess
 from .scenario import Scenario
 
@@ -61,6 +73,14 @@ class Lab:
     influx_port: int = 8086
     verbosity: int = 0
     workdir: Path | None = None
+    # Where the exporters' southbound API listens, and the host name the
+    # collector configuration gives for it (default: grpc_host).
+    grpc_host: str = "127.0.0.1"
+    advertise_host: str | None = None
+    # Not None: run no collector of the lab's own, write its configuration here
+    # for an external one (docker compose).
+    external_collector: Path | None = None
+    converge_timeout_s: float = 60.0
     children: dict[str, ChildProcess] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -111,17 +131,25 @@ class Lab:
         from srv6pm.kafka import ensure_topics
         ensure_topics(self.kafka, {records.COUNTERS: self.partitions, records.LOSS: self.partitions,
                                    records.STAMP: self.partitions, records.DELAY: self.partitions,
-                                   records.DEADLETTER: 1})
-        network.build(self.plan)
+                                   records.DEADLETTER: 1, records.EVENTS: 1})
+        self.events = EventReader(self.kafka)
+        stack.callback(self.events.close)
+        network.build(self.plan, srv6=False)
         stack.callback(network.teardown, self.plan)
         stack.callback(self._stop_children)
         for link in self.plan.links:
             if link.delay_ms > 0:
                 self._spawn_delay(link)
-        for node in self._exporter_nodes():
+        self.grpc_ports = {node: _free_tcp_port(self.grpc_host) for node in self.scenario.nodes}
+        for node in self.scenario.nodes:
             self._spawn_exporter(node)
         self.start_processor()
-        time.sleep(0.5)
+        self.write_collector_config()
+        if self.external_collector is None:
+            self._spawn("collector", self._srv6pm(
+                "collector", "run", "--config", str(self.collector_config_path), "--grpc-plaintext",
+                "--interval", "0.5", "--graph-dump", str(self.workdir / "graph.json")))
+        self.wait_converged(after=None, timeout=self.converge_timeout_s)
         self.check_children()
         for flow in self.plan.flows.values():
             self._spawn(f"traffic-{flow.name}", [
@@ -135,37 +163,64 @@ class Lab:
 
     # -- components ------------------------------------------------------------
 
-    def _exporter_nodes(self) -> list[str]:
-        """Nodes with something to do: flow ends and STAMP ends, in scenario order."""
-        busy = {n for f in self.scenario.flows for n in (f.src, f.dst)}
-        busy |= {n for s in self.scenario.stamp for n in (s.src, s.dst)}
-        return [n for n in self.scenario.nodes if n in busy]
-
     def exporter_config(self, node: str) -> dict:
-        flows = []
-        for flow in self.scenario.flows:
-            src, dst = self.plan.flow_match(flow.name)
-            if flow.src == node:
-                flows.append({"name": flow.name, "role": "ingress", "src": src, "dst": dst})
-            if flow.dst == node:
-                flows.append({"name": flow.name, "role": "egress", "src": src, "dst": dst})
-        config = {"node": node, "netns": node, "period": self.scenario.period,
-                  "state_file": str(self.workdir / f"exporter-{node}.state.json"), "flows": flows}
-        sessions = [s for s in self.plan.stamp.values() if s.sender == node]
-        reflects = any(s.reflector == node for s in self.plan.stamp.values())
-        if sessions or reflects:
-            config["stamp"] = {
-                "reflector": {"bind": self.plan.nodes[node].pm_addr} if reflects else None,
-                "sessions": [{"name": s.name, "dest": s.reflector_addr, "source": s.sender_addr,
-                              "segments": list(s.segments), "return_segments": list(s.return_segments),
-                              "rate": s.rate, "timeout": STAMP_TIMEOUT_S, "reflector": s.reflector}
-                             for s in sessions]}
-        return config
+        """The exporter's own configuration: who it is, its namespace, its period. No flows: they come from the collector."""
+        return {"node": node, "netns": node, "period": self.scenario.period,
+                "state_file": str(self.exporter_state_file(node))}
+
+    def exporter_state_file(self, node: str) -> Path:
+        """The exporter's state file (baselines; its applied state is kept beside it)."""
+        return self.workdir / f"exporter-{node}.state.json"
 
     def _spawn_exporter(self, node: str) -> None:
         path = self.workdir / f"exporter-{node}.json"
         path.write_text(json.dumps(self.exporter_config(node), indent=2))
-        self._spawn(f"exporter-{node}", self._srv6pm("exporter", "run", "--config", str(path)))
+        listen = control.host_port(self.grpc_host, self.grpc_ports[node])
+        self._spawn(f"exporter-{node}", self._srv6pm("exporter", "run", "--config", str(path),
+                                                      "--grpc-listen", listen, "--grpc-plaintext"))
+
+    # -- control plane ---------------------------------------------------------
+
+    @property
+    def collector_config_path(self) -> Path:
+        return self.external_collector or self.workdir / "collector.yaml"
+
+    def write_collector_config(self, flows: set[str] | None = None) -> None:
+        """(Re)write the collector configuration: the scenario, limited to ``flows`` (None: all).
+
+        The collector notices the change and applies it while everything
+        else keeps running. The file is replaced atomically.
+        """
+        config = control.collector_config(self.plan, self.grpc_ports, self.advertise_host or self.grpc_host,
+                                          flows=flows, stamp_timeout_s=STAMP_TIMEOUT_S)
+        path = self.collector_config_path
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        os.replace(tmp, path)
+
+    def wait_converged(self, after: int | None, timeout: float) -> dict:
+        """Wait for the collector's ``converged`` event of a config generation above ``after``; return it.
+
+        Raises :class:`LabError` on timeout (with the collector's last
+        events) or if a child process ended meanwhile.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events.seen:
+                if event.get("kind") == "converged" and (after is None or event.get("generation", 0) > after):
+                    return event
+            if time.monotonic() > deadline:
+                last = [f"{e.get('kind')} {e.get('node', '')} {e.get('object', '')} {e.get('detail', '')}".strip()
+                        for e in self.events.seen[-5:]]
+                raise LabError(f"the collector did not converge within {timeout:g} s; last events: "
+                               f"{'; '.join(last) or 'none'}")
+            self.events.poll(0.3)
+            self.check_children()
+
+    def generation(self) -> int:
+        """The collector's current config generation (from its events; 0 if none seen)."""
+        self.events.poll(0.1)
+        return max((e.get("generation", 0) for e in self.events.seen), default=0)
 
     def _spawn_delay(self, link) -> None:
         """The link's delay in both directions: one NFQUEUE element per direction (``delay``), one process."""
@@ -232,7 +287,7 @@ class Lab:
     def _stop_children(self) -> None:
         # Traffic first (so exporters count whole periods), then exporters, the processor, the delays.
         def rank(child: ChildProcess) -> int:
-            order = ("traffic", "exporter", "processor", "delay")
+            order = ("traffic", "collector", "exporter", "processor", "delay")
             return next((i for i, prefix in enumerate(order) if child.name.startswith(prefix)), len(order))
         for child in sorted(self.children.values(), key=rank):
             child.stop(grace=10)
@@ -242,6 +297,15 @@ class Lab:
     def results(self, from_beginning: bool = False) -> "ResultReader":
         """A reader of ``srv6pm.loss`` and ``srv6pm.delay`` (all partitions; from now on, or from the beginning)."""
         return ResultReader(self.kafka, (records.LOSS, records.DELAY), from_beginning)
+
+
+def _free_tcp_port(host: str) -> int:
+    """A TCP port free on ``host`` right now."""
+    import socket
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 class ResultReader:
@@ -272,3 +336,16 @@ class ResultReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class EventReader(ResultReader):
+    """Reads the collector's ``srv6pm.events`` from the beginning, keeping every event in :attr:`seen`."""
+
+    def __init__(self, kafka: KafkaSettings):
+        super().__init__(kafka, (records.EVENTS,), from_beginning=True)
+        self.seen: list[dict] = []
+
+    def poll(self, timeout_s: float = 0.5) -> list[dict]:
+        new = super().poll(timeout_s)
+        self.seen += new
+        return new

@@ -25,6 +25,7 @@ import logging
 import signal
 import sys
 import time
+from pathlib import Path
 
 from srv6pm import __version__, logs, metrics
 from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings
@@ -60,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build the scenario's network as network namespaces named after its nodes (plus "
         "NODE-host namespaces for the flows' end hosts), configure SRv6 through netlink, start an embedded "
         "Kafka-compatible broker on 127.0.0.1:9092 and an embedded InfluxDB on 127.0.0.1:8086 (unless "
-        "--kafka / --influx-url name external ones), run one node exporter per flow end, a processor and "
-        "the test traffic, and print every loss result as it arrives. Everything is torn down at the end, "
-        "on Ctrl-C and on errors. The first results appear about three periods after the start: the "
+        "--kafka / --influx-url name external ones), run a node exporter on every node, the collector "
+        "(which configures SIDs, policies, monitored flows and STAMP sessions on the exporters over gRPC), "
+        "a processor and the test traffic, and print every loss and delay result as it arrives. Everything "
+        "is torn down at the end, on Ctrl-C and on errors. The first results appear about three periods after the start: the "
         "first reading of each colour is only a baseline.")
     run.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
     run.add_argument("--duration", type=float, metavar="S", help="seconds to run (default: until Ctrl-C)")
@@ -72,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="partitions of the counters and loss topics (default 4)")
     run.add_argument("--pair-wait", type=float, metavar="S",
                      help="seconds the processor waits for a block's partner (default max(3, 2 x period))")
+    run.add_argument("--external-collector", metavar="FILE",
+                     help="run no collector of the lab's own: write the collector configuration to FILE for "
+                          "an external collector (docker compose) and wait for it to converge")
+    run.add_argument("--grpc-host", default="127.0.0.1", metavar="HOST",
+                     help="address the node exporters' southbound API listens on (default 127.0.0.1)")
+    run.add_argument("--advertise-host", metavar="HOST",
+                     help="host name of the exporters in the collector configuration (default: --grpc-host)")
     _add_common(run)
     KafkaSettings.add_arguments(run)
     InfluxSettings.add_arguments(run)
@@ -262,7 +271,8 @@ def cmd_lab_run(args) -> int:
     stopping: list[int] = []
     _on_signals(lambda sig, _frame: stopping.append(sig))
     lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
-              verbosity=args.verbose)
+              verbosity=args.verbose, grpc_host=args.grpc_host, advertise_host=args.advertise_host,
+              external_collector=Path(args.external_collector) if args.external_collector else None)
     print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
           f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
           file=sys.stderr, flush=True)

@@ -1,0 +1,180 @@
+"""The control plane in the local lab: the collector drives real node exporters over gRPC.
+
+The exporters start empty; every SID, policy, monitored flow and STAMP session
+reaches them from the collector. These tests change the network under a
+running lab -- a router that loses everything and comes back, a configuration
+that drops and re-adds a flow -- and check that the collector brings the
+kernel back to the configuration and that the loss results resume, exact.
+
+The collector's graph is the in-memory GraphStore (ArangoDB cannot run here),
+read through its JSON dump.
+
+Needs root. Node names are random so that these tests never touch a lab that is running.
+"""
+
+import json
+import os
+import time
+
+import pytest
+from pyroute2 import IPRoute
+
+from srv6pm.clock import PeriodClock
+from srv6pm.exporter.nft import Nft
+from srv6pm.lab.runner import Lab
+from srv6pm.netns import exists
+
+from test_lab_e2e import PERIOD, by_flow_period, collect, complete_periods, make_scenario
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.services,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)"),
+]
+
+
+@pytest.fixture
+def lab(free_port):
+    scenario, nodes = make_scenario()
+    running = Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2)
+    running.nodes = nodes
+    with running:
+        running.reader = running.results(from_beginning=True)
+        running.seen = []
+        yield running
+        running.reader.close()
+    assert not any(exists(ns) for ns in running.plan.namespaces), "namespaces left behind"
+
+
+def encap_routes(netns):
+    """Destinations of the seg6 encap routes in ``netns``."""
+    with IPRoute(netns=netns) as ipr:
+        return sorted(r.get_attr("RTA_DST") for r in ipr.get_routes(family=10)
+                      if r.get_attr("RTA_ENCAP_TYPE") == 5)  # LWTUNNEL_ENCAP_SEG6
+
+
+def flow_elements(netns, set_name):
+    """Number of flow elements in the exporter's counting set ``set_name`` (0 if the table is gone)."""
+    nft = Nft(netns)
+    try:
+        out = nft.run([{"list": {"set": {"family": "ip6", "table": "srv6pm", "name": set_name}}}])
+    except Exception:
+        return 0
+    finally:
+        nft.close()
+    (s,) = [o["set"] for o in out if "set" in o]
+    return len(s.get("elem", []))
+
+
+def graph(lab):
+    return json.loads((lab.workdir / "graph.json").read_text())
+
+
+def path_edge(snapshot, key):
+    edges = snapshot.get("paths", [])
+    return next((e for e in edges if e.get("_key") == key), None)
+
+
+def events_of(lab, kind, node=None):
+    lab.events.poll(0.2)
+    return [e for e in lab.events.seen if e.get("kind") == kind and (node is None or e.get("node") == node)]
+
+
+def test_the_collector_configured_the_empty_exporters(lab):
+    a, b, c, d = lab.nodes
+    plan = lab.plan
+    assert encap_routes(a) == sorted([plan.flows["f1"].dst_addr, plan.flows["f2"].dst_addr])
+    assert encap_routes(b) == encap_routes(c) == encap_routes(d) == []
+    assert flow_elements(a, "ingress_c0") == 2 and flow_elements(d, "egress_c0") == 1
+    assert flow_elements(c, "egress_c1") == 1 and flow_elements(b, "ingress_c0") == 0
+    applied = events_of(lab, "applied")
+    assert {e["node"] for e in applied} == {a, b, c, d}  # every node got at least its SIDs
+    collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
+    assert all(r["lost_packets"] == 0 for r in lab.seen if r.get("flow") and r["complete"])
+
+
+def test_a_router_that_lost_everything_is_reconciled_and_its_loss_results_resume(lab):
+    a, b, c, d = lab.nodes
+    clock = PeriodClock(PERIOD)
+    collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2)
+    boot_ids = {e.get("boot_id") for e in events_of(lab, "node_up", a)}
+
+    # The ingress router "reboots": its exporter dies, its SRv6 routes, counters and state are gone.
+    lab.kill(f"exporter-{a}")
+    with IPRoute(netns=a) as ipr:
+        for flow in ("f1", "f2"):
+            ipr.route("del", dst=f"{lab.plan.flows[flow].dst_addr}/128")
+    nft = Nft(a)
+    nft.run([{"delete": {"table": {"family": "ip6", "name": "srv6pm"}}}])
+    nft.close()
+    for path in lab.workdir.glob(f"exporter-{a}.state*"):
+        path.unlink()
+    assert encap_routes(a) == []
+    time.sleep(2 * PERIOD)
+    assert events_of(lab, "node_down", a), "the collector did not notice the exporter was gone"
+    generation = lab.generation()
+    down_at = clock.current()
+
+    lab.restart(f"exporter-{a}")
+    deadline = time.monotonic() + 30
+    while not events_of(lab, "node_restarted", a):
+        assert time.monotonic() < deadline, "no node_restarted event"
+        lab.check_children()
+    restarted = events_of(lab, "node_restarted", a)[-1]
+    assert restarted["boot_id"] not in boot_ids
+    deadline = time.monotonic() + 30
+    while sorted(encap_routes(a)) != sorted([lab.plan.flows["f1"].dst_addr, lab.plan.flows["f2"].dst_addr]):
+        assert time.monotonic() < deadline, f"routes not re-applied: {encap_routes(a)}"
+        time.sleep(0.2)
+    assert flow_elements(a, "ingress_c0") == 2
+
+    # Loss results resume: complete periods after the restart, with no invented loss anywhere.
+    collect(lab, lambda rs: any(k > down_at + 2 for k in complete_periods(rs, "f1"))
+            and any(k > down_at + 2 for k in complete_periods(rs, "f2")), timeout=60)
+    results = by_flow_period(lab.seen)
+    assert all(r["lost_packets"] == 0 for r in results.values() if r["complete"]), \
+        [r for r in results.values() if r["complete"] and r["lost_packets"]]
+    assert all(r["lost_packets"] is None for r in results.values() if not r["complete"])
+    assert any(not r["complete"] for (f, k), r in results.items() if f == "f1" and k >= down_at - 1), \
+        "the periods without an ingress exporter must show as incomplete"
+    assert lab.generation() == generation, "a restart is not a configuration change"
+
+
+def test_a_config_change_removes_and_adds_a_flow_while_the_lab_runs(lab):
+    a, b, c, d = lab.nodes
+    clock = PeriodClock(PERIOD)
+    pids = {name: child.pid for name, child in lab.children.items()}
+    collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
+    assert path_edge(graph(lab), "flow:f2")["loss"]["complete"] is True
+
+    # Remove f2: its policy at a and its monitoring at a and c go; f1 and everything else stay.
+    generation = lab.generation()
+    lab.write_collector_config(flows={"f1"})
+    lab.wait_converged(after=generation, timeout=30)
+    removed_at = clock.current()
+    assert encap_routes(a) == [lab.plan.flows["f1"].dst_addr]
+    assert flow_elements(a, "ingress_c0") == 1 and flow_elements(c, "egress_c0") == 0
+    assert flow_elements(d, "egress_c0") == 1
+    assert path_edge(graph(lab), "flow:f2") is None
+    collect(lab, lambda rs: max(complete_periods(rs, "f1")) >= removed_at + 4)
+    f2_periods = [r["period"] for r in lab.seen if r.get("flow") == "f2"]
+    # Blocks of periods that had started before the removal may still pair; nothing later.
+    assert max(f2_periods) <= removed_at + 1, (removed_at, sorted(f2_periods)[-5:])
+
+    # Add it back: f2 is measured again, exactly.
+    generation = lab.generation()
+    lab.write_collector_config(flows=None)
+    lab.wait_converged(after=generation, timeout=30)
+    added_at = clock.current()
+    assert encap_routes(a) == sorted([lab.plan.flows["f1"].dst_addr, lab.plan.flows["f2"].dst_addr])
+    collect(lab, lambda rs: len([k for k in complete_periods(rs, "f2") if k > added_at]) >= 2, timeout=60)
+    results = by_flow_period(lab.seen)
+    assert all(r["lost_packets"] == 0 for r in results.values() if r["complete"]), \
+        [r for r in results.values() if r["complete"] and r["lost_packets"]]
+    assert path_edge(graph(lab), "flow:f2") is not None
+    f1 = complete_periods(lab.seen, "f1")
+    assert f1 == list(range(f1[0], f1[-1] + 1)), "f1 lost periods while f2 came and went"
+    # Nothing was restarted to apply the changes.
+    assert {name: child.pid for name, child in lab.children.items()} == pids
+    kinds = {e["kind"] for e in lab.events.seen}
+    assert {"config_loaded", "applied", "removed", "converged"} <= kinds
