@@ -42,14 +42,14 @@ Pure functions, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from srv6pm.collector.config import BEHAVIORS, Config
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
 __all__ = ["Action", "Key", "PHASES", "STEPS", "actual_state", "describe", "desired_state", "diff", "key",
-           "phase_of", "prerequisite", "steps", "to_json"]
+           "phase_of", "prerequisite", "to_json"]
 
 Key = tuple[str, Any]
 """(message type name, ``validate.key_of(message)``)."""
@@ -207,10 +207,3 @@ def to_json(state: Mapping[str, Mapping[Key, Any]]) -> dict:
                    for m in sorted(objects.values(), key=phase_of)]
             for node, objects in state.items()}
 
-
-def steps(actions: Iterable[Action]) -> dict[int, list[Action]]:
-    """Actions grouped by step."""
-    out: dict[int, list[Action]] = {}
-    for a in actions:
-        out.setdefault(a.step, []).append(a)
-    return out
