@@ -206,4 +206,3 @@ def to_json(state: Mapping[str, Mapping[Key, Any]]) -> dict:
                     **MessageToDict(m, preserving_proto_field_name=True)}
                    for m in sorted(objects.values(), key=phase_of)]
             for node, objects in state.items()}
-
