@@ -51,7 +51,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from srv6pm.config import ConfigError
 
-__all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "get", "port_from_args", "serve"]
+__all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "api_call_interceptor", "get",
+           "port_from_args", "serve"]
 
 ENV_PORT = "SRV6PM_METRICS_PORT"
 
@@ -160,3 +161,41 @@ def port_from_args(args: argparse.Namespace | None = None, env: Mapping[str, str
     if not 0 <= value < 65536:
         raise ConfigError(f"{name} {value}: must be from 0 (off) to 65535")
     return value or None
+
+
+def api_call_interceptor(component: str, registry: CollectorRegistry | None = None):
+    """A ``grpc.ServerInterceptor`` counting every unary call in ``srv6pm_api_calls_total``.
+
+    Labels: ``method`` (the RPC's short name, e.g. ``ApplyPolicy``) and ``code``
+    (the gRPC status name it ended with: ``OK``, ``INVALID_ARGUMENT``, …; a
+    handler that raised without setting one counts as ``UNKNOWN``). Give it to
+    ``grpc.server(..., interceptors=[...])``. Streaming methods pass uncounted.
+    """
+    import grpc
+
+    counter = get(registry).api_calls
+
+    class _Interceptor(grpc.ServerInterceptor):
+        def intercept_service(self, continuation, details):
+            handler = continuation(details)
+            if handler is None or handler.unary_unary is None:
+                return handler
+            method = details.method.rsplit("/", 1)[-1]
+            inner = handler.unary_unary
+
+            def counted(request, context):
+                try:
+                    reply = inner(request, context)
+                except Exception:
+                    code = context.code()
+                    counter.labels(component, method, code.name if code and code != grpc.StatusCode.OK
+                                   else "UNKNOWN").inc()
+                    raise
+                code = context.code()
+                counter.labels(component, method, code.name if code else "OK").inc()
+                return reply
+
+            return grpc.unary_unary_rpc_method_handler(counted, request_deserializer=handler.request_deserializer,
+                                                       response_serializer=handler.response_serializer)
+
+    return _Interceptor()

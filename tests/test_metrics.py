@@ -87,3 +87,51 @@ def test_processor_refuses_a_bad_metrics_port_with_exit_status_2(capsys, monkeyp
     monkeypatch.setenv("SRV6PM_HEALTH_INTERVAL", "soon")
     assert cli.main(["processor", "run"]) == 2
     assert "SRV6PM_HEALTH_INTERVAL='soon'" in capsys.readouterr().err
+
+
+def test_api_call_interceptor_counts_calls_by_method_and_status_over_real_grpc():
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    registry = CollectorRegistry()
+
+    def fail(request, context):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "policy.segments: empty")
+
+    def crash(request, context):
+        raise RuntimeError("bug")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
+                         interceptors=[metrics.api_call_interceptor("exporter", registry)])
+    servicer = health.HealthServicer()
+    servicer.set("srv6pm", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.Test", {
+        "Fail": grpc.unary_unary_rpc_method_handler(fail), "Crash": grpc.unary_unary_rpc_method_handler(crash)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            for _ in range(2):
+                assert check(health_pb2.HealthCheckRequest(service="srv6pm")).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as missing:
+                check(health_pb2.HealthCheckRequest(service="nothing"))
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            for method, code in (("Fail", grpc.StatusCode.INVALID_ARGUMENT), ("Crash", grpc.StatusCode.UNKNOWN)):
+                with pytest.raises(grpc.RpcError) as err:
+                    channel.unary_unary(f"/t.Test/{method}")(b"", timeout=5)
+                assert err.value.code() == code
+    finally:
+        server.stop(None)
+
+    def count(method, code):
+        return registry.get_sample_value("srv6pm_api_calls_total",
+                                         {"component": "exporter", "method": method, "code": code})
+    assert count("Check", "OK") == 2
+    assert count("Check", "NOT_FOUND") == 1
+    assert count("Fail", "INVALID_ARGUMENT") == 1
+    assert count("Crash", "UNKNOWN") == 1
