@@ -55,6 +55,7 @@ __all__ = ["Processor", "ProcessorOptions"]
 log = logging.getLogger("srv6pm.processor")
 
 COMPONENT = "processor"
+LAG_INTERVAL_S = 10.0  # how often the lag gauges are refreshed when no health points are written
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Processor:
         self.health = (Health(o.client_id, tuple(self.stages), o.health_interval_s)
                        if o.health_interval_s else None)
         self._lag_partitions: set[tuple[str, int]] = set()
+        self._lag_due_s = 0.0
 
     # -- rebalancing ---------------------------------------------------------
 
@@ -196,8 +198,13 @@ class Processor:
         if outcomes:
             self._finish(outcomes, restores)
         self._commit()
-        if self.health and self.health.due(time.time()):
-            self._write_health()
+        now_s = time.time()
+        if self.health is not None:
+            if self.health.due(now_s):
+                self._write_health()
+        elif now_s >= self._lag_due_s:  # no health points: the lag gauges are still kept current
+            self._lag_due_s = now_s + LAG_INTERVAL_S
+            self._safe_lag()
 
     def _finish(self, outcomes: list[Outcome], restores: list[tuple[Stage, dict]]) -> None:
         # 1. publish dead letters and results; wait for every acknowledgement.
@@ -309,12 +316,15 @@ class Processor:
             self._lag_partitions.add((tp.topic, tp.partition))
         return lag
 
-    def _write_health(self) -> None:
+    def _safe_lag(self) -> dict[str, int]:
         try:
-            lag = self._lag()
+            return self._lag()
         except Exception as exc:  # a broker hiccup must not stop processing; the point goes without lag
             log.warning("consumer lag unknown", extra={"error": str(exc)})
-            lag = {}
+            return {}
+
+    def _write_health(self) -> None:
+        lag = self._safe_lag()
         now = time.time()
         try:
             self._store.write(self.health.points(now, lag))
