@@ -23,6 +23,7 @@ import signal
 import sys
 from typing import Callable
 
+from srv6pm import metrics
 from srv6pm.config import ConfigError as SettingsError
 from srv6pm.config import KafkaSettings
 
@@ -76,6 +77,7 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
                      help="results consumer group session timeout (default 10000)")
     run.add_argument("--heartbeat-interval-ms", type=int, default=1_000, metavar="MS",
                      help="results consumer group heartbeat interval (default 1000)")
+    metrics.add_metrics_argument(run)
     run.set_defaults(collector_handler=cmd_run)
     KafkaSettings.add_arguments(run)
     ArangoSettings.add_arguments(run)
@@ -139,6 +141,7 @@ def cmd_run(args) -> int:
         raise SettingsError("--grpc-cert and --grpc-key go together (mutual TLS)")
     tls = ClientTls(args.grpc_ca, args.grpc_cert, args.grpc_key) if any(files) else None
     kafka = KafkaSettings.from_args(args)
+    port = metrics.port_from_args(args)
     graph = _graph(args)
     options = ResultsOptions(session_timeout_ms=args.session_timeout_ms,
                              heartbeat_interval_ms=args.heartbeat_interval_ms)
@@ -146,6 +149,7 @@ def cmd_run(args) -> int:
                           graph=graph, graph_dump=args.graph_dump, timeout=args.timeout,
                           backoff=Backoff(args.retry_initial, args.retry_max), results=not args.no_results,
                           results_options=options)
+    metrics.serve(port, addr="0.0.0.0")  # metrics.serve's default addr "" does not resolve here
     stopping: list[int] = []
 
     def on_stop(sig, _frame):

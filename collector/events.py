@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from srv6pm import records
+from srv6pm import metrics, records
 from srv6pm.records import Event
 
 __all__ = ["Events", "now_rfc3339"]
@@ -122,6 +122,7 @@ class Events:
                 self._send(batch)
             except Exception as exc:  # the broker is away: keep the events (at least once), retry later
                 self.stats["failed"] += 1
+                metrics.get().errors.labels("collector", "publish").inc()
                 log.warning("cannot publish events", extra={"topic": records.EVENTS, "queued": len(batch),
                                                             "error": repr(exc), "retry_s": round(delay, 2)})
                 self._drop_producer()
@@ -135,6 +136,7 @@ class Events:
                 continue
             delay = 0.5
             self.stats["published"] += len(batch)
+            metrics.get().records_out.labels("collector", records.EVENTS).inc(len(batch))
         self._drop_producer()
 
     def _send(self, batch: list[Event]) -> None:

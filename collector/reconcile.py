@@ -52,10 +52,12 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from srv6pm import metrics as metrics_mod
 from srv6pm.collector import desired as desired_mod
 from srv6pm.collector.config import Config
 from srv6pm.collector.desired import Action, Key
 from srv6pm.collector.events import Events
+from srv6pm.southbound import client as client_mod
 from srv6pm.southbound.client import ExporterClient, SouthboundError
 from srv6pm.southbound.tls import ClientTls
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -120,12 +122,14 @@ class Engine:
 
     ``client_factory(address, tls, timeout)`` makes the clients (default
     :class:`ExporterClient`). ``on_status`` is told of every liveness change.
+    ``metrics`` (default: the process's :func:`srv6pm.metrics.get`) counts
+    nodes up, changes, refusals and southbound calls (component ``collector``).
     """
 
     def __init__(self, events: Events, *, tls: ClientTls | None = None, interval: float = 2.0,
                  backoff: Backoff = Backoff(), timeout: float = 5.0, probe_grace: float = 1.0,
                  on_status: StatusCallback | None = None,
-                 client_factory: Callable[..., Any] = ExporterClient):
+                 client_factory: Callable[..., Any] = ExporterClient, metrics: metrics_mod.Metrics | None = None):
         if not interval > 0:
             raise ValueError(f"interval: {interval!r} is not a positive number of seconds")
         self.events = events
@@ -136,6 +140,7 @@ class Engine:
         self.probe_grace = probe_grace
         self.on_status = on_status
         self.client_factory = client_factory
+        self.metrics = metrics or metrics_mod.get()
         self.nodes: dict[str, NodeStatus] = {}
         self.config: Config | None = None
         self.generation = 0
@@ -301,12 +306,23 @@ class Engine:
             if status.probe is not None and status.probe.done():
                 future, status.probe = status.probe, None
                 self._seen(status, future)
+        self.metrics.nodes_up.labels("collector").set(sum(s.up is True for s in self.nodes.values()))
 
     def _get_state(self, status: NodeStatus) -> pb.NodeState:
         client = status.client
         if client is None:
             client = status.client = self.client_factory(status.address, self.tls, self.timeout)
-        return client.get_state()
+        return self._counted("GetState", client.get_state)
+
+    def _counted(self, method: str, call, *args):
+        """``call(*args)``, counted in srv6pm_api_calls_total by method and status code."""
+        try:
+            result = call(*args)
+        except SouthboundError as exc:
+            self.metrics.api_calls.labels("collector", method, exc.code.name).inc()
+            raise
+        self.metrics.api_calls.labels("collector", method, "OK").inc()
+        return result
 
     def _seen(self, status: NodeStatus, future: Future) -> None:
         """Update liveness from a finished GetState."""
@@ -368,9 +384,11 @@ class Engine:
         for action in actions:
             try:
                 if action.verb == "apply":
-                    reply = status.client.apply(action.message)
+                    reply = self._counted(client_mod._APPLY[type(action.message)], status.client.apply,
+                                          action.message)
                 else:
-                    reply = status.client.remove(action.message)
+                    ref = client_mod.ref_of(action.message)
+                    reply = self._counted(client_mod._REMOVE[type(ref)], status.client.remove, ref)
             except SouthboundError as exc:
                 if exc.unreachable:
                     self._down(status, exc)
@@ -386,6 +404,7 @@ class Engine:
             if reply.changed:
                 kind = "applied" if action.verb == "apply" else "removed"
                 counts[kind] += 1
+                self.metrics.reconcile_actions.labels("collector", action.verb).inc()
                 self._emit(kind, node=status.name, object=action.object, boot_id=status.boot_id,
                                  detail=reply.detail or None)
             else:
@@ -394,6 +413,7 @@ class Engine:
         return counts
 
     def _refused(self, status: NodeStatus, action: Action, exc: SouthboundError) -> None:
+        self.metrics.apply_failures.labels("collector", status.name).inc()
         attempts = status.failed.get(action.key, (0,))[0] + 1
         status.failed[action.key] = (attempts, time.monotonic() + self.backoff.delay(attempts), action.message)
         verb = "" if action.verb == "apply" else "removing: "

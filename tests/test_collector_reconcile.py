@@ -15,8 +15,10 @@ import time
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from collector_standin import CallLog, StandIn
+from srv6pm import metrics
 from srv6pm.collector import config
 from srv6pm.collector.events import Events
 from srv6pm.collector.reconcile import Backoff, Engine
@@ -55,10 +57,15 @@ def addresses(exporters) -> dict[str, str]:
 def engine():
     statuses = []
     e = Engine(Events(None), interval=0.1, backoff=Backoff(0.2, 0.4), timeout=2.0, probe_grace=2.0,
-               on_status=lambda *a: statuses.append(a))
+               on_status=lambda *a: statuses.append(a), metrics=metrics.get(CollectorRegistry()))
     e.statuses = statuses
     yield e
     e.close()
+
+
+def metric(engine, name: str, **labels) -> float:
+    value = engine.metrics.registry.get_sample_value(name, {"component": "collector", **labels})
+    return 0.0 if value is None else value
 
 
 def kinds(engine, kind=None):
@@ -98,6 +105,10 @@ def test_converges_from_empty_in_phase_order_across_nodes(engine, exporters, cal
     ups = {e.node: e.boot_id for e in engine.events.history if e.kind == "node_up"}
     assert ups == {n: s.boot_id for n, s in exporters.items()}
     assert len(kinds(engine, "applied")) == 14
+    assert metric(engine, "srv6pm_collector_nodes_up") == 4
+    assert metric(engine, "srv6pm_collector_reconcile_actions_total", action="apply") == 14
+    assert metric(engine, "srv6pm_api_calls_total", method="ApplyPolicy", code="OK") == 2
+    assert metric(engine, "srv6pm_api_calls_total", method="GetState", code="OK") == 8  # 2 rounds x 4 nodes
     assert {(name, alive) for name, alive, _, _ in engine.statuses} == {(n, True) for n in NAMES}
     # A further round has nothing to do and says nothing.
     before = len(engine.events.history)
@@ -114,6 +125,8 @@ def test_unreachable_node_is_down_retried_with_backoff_then_up(engine, exporters
     engine.load(make_config(addr), 1)
     report = engine.round()
     assert report.down == ["r4"] and not report.converged
+    assert metric(engine, "srv6pm_collector_nodes_up") == 3
+    assert metric(engine, "srv6pm_api_calls_total", method="GetState", code="UNAVAILABLE") == 1
     assert ("node_down", "r4", None) in kinds(engine)
     down = next(e for e in engine.events.history if e.kind == "node_down")
     assert f"127.0.0.1:{port}" in down.detail
@@ -191,6 +204,8 @@ def test_refused_change_is_an_event_retried_with_backoff_and_the_rest_goes_on(en
     failed = [e for e in engine.events.history if e.kind == "apply_failed"]
     assert [(e.node, e.object) for e in failed] == [("r1", "policy f1")]
     assert "FAILED_PRECONDITION" in failed[0].detail and "Network is unreachable" in failed[0].detail
+    assert metric(engine, "srv6pm_collector_apply_failures_total", node="r1") == 1
+    assert metric(engine, "srv6pm_api_calls_total", method="ApplyPolicy", code="FAILED_PRECONDITION") == 1
     assert "policy f2" in exporters["r4"].kinds() and "flow f1 ingress" in exporters["r1"].kinds()
     # Within the backoff, no second attempt (and no second event), and not converged.
     report = engine.round()
@@ -215,6 +230,8 @@ def test_config_change_adds_and_removes_in_order(engine, exporters, calls):
     engine.load(make_config(addresses(exporters), doc), 2)
     report = engine.round()
     assert report.removed == 3 and report.applied == 3
+    assert metric(engine, "srv6pm_collector_reconcile_actions_total", action="remove") == 3
+    assert metric(engine, "srv6pm_api_calls_total", method="StopFlowMonitoring", code="OK") == 2
     assert "policy f1" not in exporters["r1"].kinds() and "flow f1 egress" not in exporters["r4"].kinds()
     assert {"policy f3", "flow f3 ingress"} <= exporters["r2"].kinds()
     assert "flow f3 egress" in exporters["r1"].kinds()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -142,7 +143,8 @@ def test_run_needs_tls_or_explicit_plaintext(tmp_path, exporters, capsys):
 # ---------------------------------------------------------------- the process
 
 def test_process_reloads_on_file_change_rejects_bad_config_publishes_events_and_stops_cleanly(
-        tmp_path, exporters, fresh_broker):
+        tmp_path, exporters, fresh_broker, free_port):
+    metrics_port = free_port()
     path = tmp_path / "c.yaml"
     dump = tmp_path / "graph.json"
     write_config(path, exporters)
@@ -150,7 +152,7 @@ def test_process_reloads_on_file_change_rejects_bad_config_publishes_events_and_
     proc = subprocess.Popen(
         [sys.executable, "-m", "srv6pm", "collector", "run", "--config", str(path), "--interval", "0.2",
          "--retry-initial", "0.2", "--retry-max", "1", "--kafka", fresh_broker, "--graph-dump", str(dump),
-         "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500", "-v"],
+         "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500", "--metrics-port", str(metrics_port), "-v"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         converged = reader.wait("converged")
@@ -159,6 +161,8 @@ def test_process_reloads_on_file_change_rejects_bad_config_publishes_events_and_
         assert loaded.key == "collector" and loaded.node is None and loaded.generation == 1
         assert {e.node for e in reader.wait("node_up", 4)} == set(NAMES)
         assert "policy f1" in exporters["r1"].kinds()
+        page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert 'srv6pm_collector_nodes_up{component="collector"} 4.0' in page
         graph = until(lambda: dump.exists() and json.loads(dump.read_text()), what="graph dump")
         assert "r1" in json.dumps(graph) and "f1" in json.dumps(graph)
 
