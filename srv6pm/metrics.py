@@ -119,6 +119,8 @@ def get(registry: CollectorRegistry | None = None) -> Metrics:
 def serve(port: int | None, addr: str = "", registry: CollectorRegistry | None = None):
     """Serve ``/metrics`` on ``addr:port`` from a daemon thread; ``port`` None or 0: do nothing.
 
+    ``addr`` "" means every IPv4 address (``0.0.0.0``, prometheus_client's default).
+
     Returns the HTTP server (``shutdown()`` stops it) or None. Raises
     :class:`MetricsError` naming the port when it cannot listen (taken, no
     permission, bad address).
@@ -128,7 +130,8 @@ def serve(port: int | None, addr: str = "", registry: CollectorRegistry | None =
     if not isinstance(port, int) or not 0 < port < 65536:
         raise MetricsError(f"metrics port {port!r}: must be an integer from 1 to 65535")
     try:
-        server, _thread = start_http_server(port, addr=addr, registry=REGISTRY if registry is None else registry)
+        server, _thread = start_http_server(port, addr=addr or "0.0.0.0",
+                                            registry=REGISTRY if registry is None else registry)
     except OSError as exc:
         raise MetricsError(f"metrics port {port}: cannot listen on {addr or '*'}:{port}: "
                            f"{exc.strerror or exc}") from None

@@ -41,6 +41,17 @@ def test_served_counters_show_with_their_component_and_labels(free_port):
     assert "srv6pm_collector_apply_failures_total{" not in text
 
 
+def test_default_address_is_every_address(free_port):
+    registry = CollectorRegistry()
+    metrics.get(registry).errors.labels("exporter", "publish").inc()
+    port = free_port()
+    server = metrics.serve(port, registry=registry)
+    try:
+        assert 'srv6pm_errors_total{component="exporter",kind="publish"} 1.0' in scrape(port)
+    finally:
+        server.shutdown()
+
+
 def test_port_taken_is_a_clear_error_naming_the_port():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
