@@ -80,6 +80,7 @@ class Lab:
     # Not None: run no collector of the lab's own, write its configuration here
     # for an external one (docker compose).
     external_collector: Path | None = None
+    processor: bool = True  # False: external processors (docker compose) consume the lab's records
     converge_timeout_s: float = 60.0
     children: dict[str, ChildProcess] = field(default_factory=dict)
 
@@ -143,12 +144,14 @@ class Lab:
         self.grpc_ports = {node: _free_tcp_port(self.grpc_host) for node in self.scenario.nodes}
         for node in self.scenario.nodes:
             self._spawn_exporter(node)
-        self.start_processor()
+        if self.processor:
+            self.start_processor()
         self.write_collector_config()
         if self.external_collector is None:
             self._spawn("collector", self._srv6pm(
                 "collector", "run", "--config", str(self.collector_config_path), "--grpc-plaintext",
-                "--interval", "0.5", "--graph-dump", str(self.workdir / "graph.json")))
+                "--interval", "0.5", "--retry-max", "2", "--graph-dump", str(self.workdir / "graph.json"),
+                "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500"))
         self.wait_converged(after=None, timeout=self.converge_timeout_s)
         self.check_children()
         for flow in self.plan.flows.values():
@@ -259,6 +262,7 @@ class Lab:
     def _child_env(self) -> dict:
         env = dict(os.environ)
         env.pop("SRV6PM_KAFKA_BOOTSTRAP", None)
+        env.pop("SRV6PM_METRICS_PORT", None)  # one port per machine: the lab's children would clash on it
         return env
 
     def kill(self, name: str) -> None:

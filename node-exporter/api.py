@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from srv6pm import __version__
+from srv6pm import __version__, metrics
 from srv6pm.netns import NetnsError
 from srv6pm.southbound import tls as southbound_tls
 from srv6pm.southbound import validate
@@ -290,7 +290,8 @@ class ApiServer:
         self.node = node
         self.settings = settings
         self.health = health.HealthServicer()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+                                  interceptors=[metrics.api_call_interceptor("exporter")])
         rpc.add_NodeExporterServicer_to_server(Servicer(node), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.serving(False)

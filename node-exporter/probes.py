@@ -28,7 +28,7 @@ import threading
 
 from kafka import KafkaProducer
 
-from srv6pm import records
+from srv6pm import metrics, records
 from srv6pm.netns import NetnsError
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp import TIMESTAMP_KINDS, Reflector, ReflectorConfig, Sender, SenderConfig, StampError
@@ -138,6 +138,7 @@ class Probes:
             reflector=s.reflector_node or s.destination, timestamps=sample.timestamps or None,
             ttl=sample.ttl, reflector_seq=sample.reflector_seq)
         self._producer.send(records.STAMP, key=s.name.encode(), value=record.to_json())
+        metrics.get().records_out.labels("exporter", records.STAMP).inc()
 
     def session_status(self) -> list[pb.StampSessionStatus]:
         """The live status of every session, sorted by name."""

@@ -39,7 +39,7 @@ import uuid
 
 from kafka import KafkaProducer
 
-from srv6pm import records
+from srv6pm import metrics, records
 from srv6pm.clock import PeriodClock
 from srv6pm.config import KafkaSettings
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -206,6 +206,7 @@ class Exporter:
         clock = self.clock
         if now > clock.start_ns(k + 2) - _GUARD_MARGIN_NS:
             log.warning("guard time missed, skipping the block", extra={"node": self.config.node, "period": k})
+            metrics.get().guard_misses.labels("exporter", self.config.node).inc()
             return
         colour = clock.colour(k)
         out = []
@@ -222,6 +223,9 @@ class Exporter:
                         color=colour, packets=block.packets, bytes=block.bytes, read_ns=now))
         for record in out:
             self._producer.send(records.COUNTERS, key=record.flow.encode(), value=record.to_json())
+        m = metrics.get()
+        m.blocks_published.labels("exporter", self.config.node).inc(len(out))
+        m.records_out.labels("exporter", records.COUNTERS).inc(len(out))
         try:
             self._producer.flush(timeout=max(1.0, self.config.period / 4))
         except Exception as exc:  # the producer keeps retrying in the background

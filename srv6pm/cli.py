@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--external-collector", metavar="FILE",
                      help="run no collector of the lab's own: write the collector configuration to FILE for "
                           "an external collector (docker compose) and wait for it to converge")
+    run.add_argument("--no-processor", action="store_true",
+                     help="run no processor of the lab's own (external processors consume its records)")
     run.add_argument("--grpc-host", default="127.0.0.1", metavar="HOST",
                      help="address the node exporters' southbound API listens on (default 127.0.0.1)")
     run.add_argument("--advertise-host", metavar="HOST",
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="CA (PEM) whose client certificates are required (mutual TLS)")
     erun.add_argument("--grpc-plaintext", action="store_true",
                       help="serve the API without TLS (only on a trusted network, e.g. the lab on one machine)")
+    metrics.add_metrics_argument(erun)
     _add_common(erun)
     KafkaSettings.add_arguments(erun)
 
@@ -207,7 +210,9 @@ def cmd_exporter_run(args) -> int:
     from srv6pm.exporter import config as exporter_config
     from srv6pm.exporter.service import Exporter
     config = exporter_config.load(args.config)
-    exporter = Exporter(config, KafkaSettings.from_args(args), api=_exporter_api(args, config))
+    kafka, api, port = KafkaSettings.from_args(args), _exporter_api(args, config), metrics.port_from_args(args)
+    metrics.serve(port)
+    exporter = Exporter(config, kafka, api=api)
     _on_signals(lambda *_: exporter.stop())
     exporter.run()
     return 0
@@ -272,7 +277,8 @@ def cmd_lab_run(args) -> int:
     _on_signals(lambda sig, _frame: stopping.append(sig))
     lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
               verbosity=args.verbose, grpc_host=args.grpc_host, advertise_host=args.advertise_host,
-              external_collector=Path(args.external_collector) if args.external_collector else None)
+              external_collector=Path(args.external_collector) if args.external_collector else None,
+              processor=not args.no_processor)
     print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
           f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
           file=sys.stderr, flush=True)
