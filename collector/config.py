@@ -58,8 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from srv6pm import yamlfile
 from srv6pm.lab import scenario as _scenario
 from srv6pm.lab.scenario import Link
 from srv6pm.southbound import validate
@@ -179,26 +179,12 @@ class Config:
 
 def load(path: str | Path) -> Config:
     """Read and validate the configuration file at ``path``."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    return parse(text, source=str(path))
+    return parse(yamlfile.read(path, ConfigError), source=str(path))
 
 
 def parse(text: str, source: str = "<config>") -> Config:
     """Parse and validate configuration YAML ``text``; ``source`` names it in errors."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
-    return _Validator(source).config(doc)
+    return _Validator(source).config(yamlfile.parse(text, source, ConfigError))
 
 
 _kind = _scenario._kind

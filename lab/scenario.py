@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from srv6pm import yamlfile
+
 
 __all__ = ["Flow", "Link", "Scenario", "ScenarioError", "StampSession", "load", "parse"]
 
@@ -111,26 +112,12 @@ class Scenario:
 
 def load(path: str | Path) -> Scenario:
     """Read and validate the scenario file at ``path``."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{path}: not UTF-8 text") from None
-    return parse(text, source=str(path))
+    return parse(yamlfile.read(path, ScenarioError), source=str(path))
 
 
 def parse(text: str, source: str = "<scenario>") -> Scenario:
     """Parse and validate scenario YAML ``text``; ``source`` names it in errors."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScenarioError(f"{source}: not valid YAML{where}: {problem}") from None
-    return _Validator(source).scenario(doc)
+    return _Validator(source).scenario(yamlfile.parse(text, source, ScenarioError))
 
 
 class _Validator:

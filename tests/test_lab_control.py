@@ -21,29 +21,15 @@ from pyroute2 import IPRoute
 
 from srv6pm.clock import PeriodClock
 from srv6pm.exporter.nft import Nft
-from srv6pm.lab.runner import Lab
-from srv6pm.netns import exists
 
-from test_lab_e2e import PERIOD, by_flow_period, collect, complete_periods, make_scenario
+from test_lab_e2e import PERIOD, by_flow_period, collect, complete_periods
+from test_lab_e2e import lab  # noqa: F401  (the running-lab fixture)
 
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.services,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)"),
 ]
-
-
-@pytest.fixture
-def lab(free_port):
-    scenario, nodes = make_scenario()
-    running = Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2)
-    running.nodes = nodes
-    with running:
-        running.reader = running.results(from_beginning=True)
-        running.seen = []
-        yield running
-        running.reader.close()
-    assert not any(exists(ns) for ns in running.plan.namespaces), "namespaces left behind"
 
 
 def encap_routes(netns):
