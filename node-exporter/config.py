@@ -2,11 +2,12 @@
 
 ::
 
-    node: r1                      # this router's name, as in the records
+    node: r1                      # this router's name, as in the records (optional when
+                                  # given outside the file: --node or $SRV6PM_NODE)
     netns: r1                     # optional: the data plane's network namespace
                                   # (management traffic, i.e. Kafka, stays in the
                                   # exporter's own namespace)
-    period: 2                     # alternate-marking period, seconds
+    period: 2                     # alternate-marking period, seconds (optional with --period)
     dscp: [11, 15]                # DSCP of colour 0 and colour 1 (optional)
     state_file: /var/lib/srv6pm/r1.json   # baselines across restarts (optional); the
                                   # applied state is kept beside it (<state_file>.intent.json)
@@ -44,6 +45,13 @@
 :func:`load` validates the whole file and raises :class:`ConfigError` with a
 one-line message naming the file and the field.
 
+``node`` and ``period`` may also come from outside the file (the command
+line, the environment) as an :class:`Override`, which wins over the file;
+the file may then leave them out. An override is validated like the file's
+value and its error names the override's origin (``--node: ...``,
+``SRV6PM_NODE: ...``). A value the file does give is checked even when it is
+overridden, so a file is never silently wrong.
+
 The flows and STAMP settings of the file are the exporter's initial state:
 :meth:`ExporterConfig.objects` turns them into the southbound API's messages,
 which the exporter applies through the same code path as the API's requests.
@@ -55,11 +63,12 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
-__all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "GrpcSettings", "ReflectorSettings", "SessionSettings",
-           "load", "parse"]
+__all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "GrpcSettings", "Override", "ReflectorSettings",
+           "SessionSettings", "load", "parse"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ROLES = ("ingress", "egress")
@@ -67,6 +76,17 @@ ROLES = ("ingress", "egress")
 
 class ConfigError(ValueError):
     """The exporter configuration is invalid; ``str()`` is one line."""
+
+
+class Override(NamedTuple):
+    """A setting given outside the file and where it came from, for errors: ``Override("r1", "SRV6PM_NODE")``.
+
+    ``value`` is what the source holds: text from the command line or the
+    environment (a period as text is read as a number), or a ready value.
+    """
+
+    value: object
+    origin: str
 
 
 @dataclass(frozen=True)
@@ -153,16 +173,23 @@ class ExporterConfig:
 
 
 
-def load(path: str | Path) -> ExporterConfig:
+def load(path: str | Path, *, node: Override | None = None, period: Override | None = None) -> ExporterConfig:
+    """Read and validate the file at ``path``; ``node`` and ``period`` override the file's (see :func:`parse`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse(text, str(path))
+    return parse(text, str(path), node=node, period=period)
 
 
-def parse(text: str, source: str = "<config>") -> ExporterConfig:
+def parse(text: str, source: str = "<config>", *, node: Override | None = None,
+          period: Override | None = None) -> ExporterConfig:
+    """Validate the configuration ``text`` (``source`` names it in errors).
+
+    ``node`` and ``period``, when given, win over the file's values, which
+    then become optional; each is validated with its own origin in the error.
+    """
     def fail(field: str, message: str) -> ConfigError:
         return ConfigError(f"{source}: {field}: {message}" if field else f"{source}: {message}")
 
@@ -176,18 +203,26 @@ def parse(text: str, source: str = "<config>") -> ExporterConfig:
     for key in doc:
         if key not in allowed:
             raise fail(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
-    for key in ("node", "period"):
-        if key not in doc:
-            raise fail(key, "missing")
-    node = doc["node"]
-    if not isinstance(node, str) or not _NAME.match(node):
-        raise fail("node", f"{node!r} is not a valid node name")
+    if "node" in doc:
+        file_node = _node(doc["node"], lambda m: fail("node", m))
+    if "period" in doc:
+        file_period = _period(doc["period"], lambda m: fail("period", m))
+    if node is not None:
+        node = _node(node.value, lambda m, o=node.origin: ConfigError(f"{o}: {m}"))
+    elif "node" in doc:
+        node = file_node
+    else:
+        raise fail("node", "missing (or give --node or $SRV6PM_NODE)")
+    if period is not None:
+        text_ok = isinstance(period.value, str)
+        period = _period(period.value, lambda m, o=period.origin: ConfigError(f"{o}: {m}"), text_ok=text_ok)
+    elif "period" in doc:
+        period = file_period
+    else:
+        raise fail("period", "missing (or give --period)")
     netns = doc.get("netns")
     if netns is not None and (not isinstance(netns, str) or not _NAME.match(netns)):
         raise fail("netns", f"{netns!r} is not a valid namespace name")
-    period = doc["period"]
-    if isinstance(period, bool) or not isinstance(period, (int, float)) or not 0.5 <= period <= 3600:
-        raise fail("period", f"must be a number of seconds from 0.5 to 3600, got {period!r}")
     dscp = doc.get("dscp", [11, 15])
     if (not isinstance(dscp, list) or len(dscp) != 2 or any(isinstance(d, bool) or not isinstance(d, int) for d in dscp)
             or not all(0 <= d <= 63 for d in dscp) or dscp[0] == dscp[1]):
@@ -234,9 +269,28 @@ def parse(text: str, source: str = "<config>") -> ExporterConfig:
         seen_matches[(role, *prefixes)] = name
         flows.append(FlowConfig(name, role, *prefixes))
     reflector, sessions = _stamp(doc.get("stamp"), fail)
-    return ExporterConfig(node=node, period=float(period), flows=tuple(flows), netns=netns,
+    return ExporterConfig(node=node, period=period, flows=tuple(flows), netns=netns,
                           dscp=(dscp[0], dscp[1]), state_file=state_file, reflector=reflector, sessions=sessions,
                           grpc=_grpc(doc.get("grpc"), fail))
+
+
+def _node(value, fail) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise fail(f"{value!r} is not a valid node name (letters, digits, '_', '.', '-'; at most 64)")
+    return value
+
+
+def _period(value, fail, *, text_ok: bool = False) -> float:
+    """Seconds from 0.5 to 3600; ``text_ok``: text (from a flag) is read as a number."""
+    number = value
+    if text_ok and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0.5 <= number <= 3600:
+        raise fail(f"must be a number of seconds from 0.5 to 3600, got {value!r}")
+    return float(number)
 
 
 def _grpc(doc, fail) -> GrpcSettings:

@@ -105,10 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         "re-applied at start, so a restart neither loses periods needlessly nor invents loss. The API "
         "listens on [::]:50051 unless told otherwise and needs TLS (--grpc-tls-cert/--grpc-tls-key, "
         "with --grpc-tls-client-ca for mutual TLS) or an explicit --grpc-plaintext; --grpc-listen none "
-        "runs without it (the file's flows and STAMP only). Flags override the file's grpc section. When "
+        "runs without it (the file's flows and STAMP only). Flags override the file's grpc section; the "
+        "node's name is --node, else $SRV6PM_NODE, else the file's node (e.g. a Kubernetes node name from the "
+        "downward API), and --period overrides the file's period. When "
         "the API listens, one JSON line {\"event\": \"listening\", \"address\": ..., \"tls\": ...} "
         "is printed on stdout.")
     erun.add_argument("--config", required=True, metavar="FILE", help="exporter configuration (YAML/JSON)")
+    erun.add_argument("--node", metavar="NAME",
+                      help="this node's name in the records (default: $SRV6PM_NODE, else the file's node)")
+    erun.add_argument("--period", metavar="S", help="alternate-marking period in seconds (default: the file's)")
     erun.add_argument("--grpc-listen", metavar="HOST:PORT",
                       help="address of the southbound API (default: the file's grpc.listen, else [::]:50051; "
                            "port 0: any free port; 'none' or '': no API)")
@@ -207,9 +212,15 @@ def _exporter_api(args, config):
 
 
 def cmd_exporter_run(args) -> int:
+    import os
+
     from srv6pm.exporter import config as exporter_config
     from srv6pm.exporter.service import Exporter
-    config = exporter_config.load(args.config)
+    node = exporter_config.Override(args.node, "--node") if args.node is not None else None
+    if node is None and os.environ.get("SRV6PM_NODE", "").strip():
+        node = exporter_config.Override(os.environ["SRV6PM_NODE"], "SRV6PM_NODE")
+    period = exporter_config.Override(args.period, "--period") if args.period is not None else None
+    config = exporter_config.load(args.config, node=node, period=period)
     kafka, api, port = KafkaSettings.from_args(args), _exporter_api(args, config), metrics.port_from_args(args)
     metrics.serve(port)
     exporter = Exporter(config, kafka, api=api)

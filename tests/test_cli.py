@@ -79,3 +79,73 @@ def test_exporter_refuses_to_serve_the_api_without_a_security_choice(tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2, (extra, out.stderr)
         assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, (extra, out.stderr)
+
+
+def _exporter(cfg, *extra, env=None):
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return subprocess.run([sys.executable, "-m", "srv6pm", "exporter", "run", "--config", str(cfg), *extra],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_exporter_node_comes_from_the_flag_then_the_environment_then_the_file(tmp_path):
+    """Which source is used shows in which one is validated: the run stops at the next check (TLS)."""
+    cfg = tmp_path / "r1.yaml"
+    cfg.write_text("period: 2\n")  # no node in the file
+    tls = "the southbound API needs TLS"
+    cases = [
+        ([], {"SRV6PM_NODE": None}, f"srv6pm: {cfg}: node: missing (or give --node or $SRV6PM_NODE)"),
+        ([], {"SRV6PM_NODE": ""}, f"srv6pm: {cfg}: node: missing"),  # empty: not given
+        ([], {"SRV6PM_NODE": "k8s node"}, "srv6pm: SRV6PM_NODE: 'k8s node' is not a valid node name"),
+        ([], {"SRV6PM_NODE": "k8s-node-1"}, tls),
+        (["--node", "r/1"], {"SRV6PM_NODE": "k8s-node-1"}, "srv6pm: --node: 'r/1' is not a valid node name"),
+        (["--node", "r1"], {"SRV6PM_NODE": "k8s node"}, tls),  # the flag wins: the bad variable is not read
+        (["--node", "r1", "--period", "0"], {}, "srv6pm: --period: must be a number of seconds from 0.5 to 3600"),
+        (["--node", "r1", "--period", "two"], {}, "srv6pm: --period: must be a number of seconds"),
+    ]
+    for extra, env, message in cases:
+        out = _exporter(cfg, *extra, env=env)
+        assert out.returncode == 2, (extra, env, out.stderr)
+        assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, (extra, env, out.stderr)
+    cfg.write_text("node: r1\n")  # no period in the file
+    out = _exporter(cfg, env={"SRV6PM_NODE": None})
+    assert out.returncode == 2 and f"srv6pm: {cfg}: period: missing (or give --period)" in out.stderr
+    assert tls in _exporter(cfg, "--period", "1.5", env={"SRV6PM_NODE": None}).stderr
+
+
+@pytest.mark.netns
+@pytest.mark.services
+def test_exporter_run_calls_itself_after_srv6pm_node(tmp_path, broker):
+    """The running exporter (real namespace, nftables, broker, gRPC) reports the node and period given outside the file."""
+    import json
+    import secrets
+    import signal
+
+    import grpc
+    from netns_support import skip_reason
+    from pyroute2 import netns as pr_netns
+
+    from srv6pm.southbound.v1 import southbound_pb2 as pb
+    from srv6pm.southbound.v1 import southbound_pb2_grpc as rpc
+    if skip_reason() is not None:
+        pytest.skip(skip_reason())
+    ns = "cli" + secrets.token_hex(4)
+    cfg = tmp_path / "exporter.yaml"
+    cfg.write_text(f"netns: {ns}\nperiod: 2\n")
+    pr_netns.create(ns)
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "SRV6PM_NODE"}
+        proc = subprocess.Popen([sys.executable, "-m", "srv6pm", "exporter", "run", "--config", str(cfg), "--kafka",
+                                 broker, "--grpc-listen", "127.0.0.1:0", "--grpc-plaintext", "--period", "1.5"],
+                                env={**env, "SRV6PM_NODE": "worker-3.example"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            event = json.loads(proc.stdout.readline() or "{}")
+            assert event.get("node") == "worker-3.example", proc.stderr.read() if proc.poll() is not None else event
+            with grpc.insecure_channel(event["address"]) as channel:
+                info = rpc.NodeExporterStub(channel).GetInfo(pb.GetInfoRequest(), timeout=5)
+            assert (info.node, info.period_s) == ("worker-3.example", 1.5)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0, proc.stderr.read()
+    finally:
+        pr_netns.remove(ns)

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from srv6pm.exporter.config import ConfigError, parse
+from srv6pm.exporter.config import ConfigError, Override, parse
 
 GOOD = """
 node: r1
@@ -72,3 +72,33 @@ def test_the_files_flows_and_stamp_become_api_messages():
     assert (reflector.bind, reflector.port) == ("fcff:4::2", 862)
     assert (session.name, list(session.segments), session.rate, session.reflector_node) == ("s1", ["fcff:2::1"], 5, "r4")
     assert session.auth_key_file == os.path.join(os.getcwd(), "keys/s1.key")
+
+
+def test_node_and_period_from_outside_the_file_win_and_make_the_file_keys_optional():
+    c = parse(GOOD, node=Override("k8s-node-7", "SRV6PM_NODE"), period=Override("5", "--period"))
+    assert (c.node, c.period) == ("k8s-node-7", 5.0)
+    bare = "flows: []\n"
+    c = parse(bare, node=Override("router-7", "--node"), period=Override(2.5, "--period"))
+    assert (c.node, c.period) == ("router-7", 2.5)
+    c = parse("period: 3\n", node=Override("r9", "SRV6PM_NODE"))
+    assert (c.node, c.period) == ("r9", 3.0)
+
+
+@pytest.mark.parametrize("text, override, message", [
+    ("period: 2\n", {}, "x.yaml: node: missing (or give --node or $SRV6PM_NODE)"),
+    ("node: r1\n", {}, "x.yaml: period: missing (or give --period)"),
+    ("period: 2\n", {"node": Override("a b", "SRV6PM_NODE")}, "SRV6PM_NODE: 'a b' is not a valid node name"),
+    ("period: 2\n", {"node": Override("", "--node")}, "--node: '' is not a valid node name"),
+    ("period: 2\n", {"node": Override("x" * 65, "--node")}, "--node: 'xxx"),
+    ("node: r1\n", {"period": Override("soon", "--period")}, "--period: must be a number of seconds from 0.5 "
+                                                            "to 3600, got 'soon'"),
+    ("node: r1\n", {"period": Override("nan", "--period")}, "--period: must be a number of seconds"),
+    ("node: r1\n", {"period": Override("0.1", "--period")}, "--period: must be a number of seconds"),
+    # A wrong value in the file is an error even when it is overridden.
+    ("node: 'a/b'\nperiod: 2\n", {"node": Override("r1", "--node")}, "x.yaml: node: 'a/b' is not a valid node"),
+    ("node: r1\nperiod: '2'\n", {"period": Override("2", "--period")}, "x.yaml: period: must be a number"),
+])
+def test_node_and_period_errors_name_their_origin(text, override, message):
+    with pytest.raises(ConfigError) as info:
+        parse(text, "x.yaml", **override)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
