@@ -30,11 +30,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from srv6pm import records
 from srv6pm.config import KafkaSettings
+from srv6pm.kafka import group_consumer
 
 from .graph import APPLIED, GraphStore, GraphStoreError
 
@@ -67,13 +68,11 @@ class ResultsConsumer:
         self.group_id = group_id
         self.options = o = options or ResultsOptions()
         self._stop = threading.Event()
-        self._consumer = KafkaConsumer(
-            **kafka.client_options(), group_id=group_id, client_id=o.client_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=o.session_timeout_ms,
+        self._consumer = group_consumer(
+            kafka, TOPICS, group_id, o.client_id, session_timeout_ms=o.session_timeout_ms,
             heartbeat_interval_ms=o.heartbeat_interval_ms, max_poll_interval_ms=o.max_poll_interval_ms,
             max_poll_records=o.max_records,
         )
-        self._consumer.subscribe(list(TOPICS))
         self.stats = {"records": 0, "applied": 0, "stale": 0, "unknown": 0, "bad": 0}
 
     def run(self) -> None:

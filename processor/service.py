@@ -43,6 +43,7 @@ from srv6pm import records
 from srv6pm.clock import PeriodClock
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import InfluxWriter, StoreError
+from srv6pm.kafka import group_consumer
 
 from .health import Health, node_of
 from .ledger import Ledger
@@ -98,11 +99,10 @@ class Processor:
         stages = stages or [LossStage(o.pair_wait_s), DelayStage(o.delay_lateness_s, o.delay_idle_s)]
         self.stages = {s.input_topic: s for s in stages}
         client = kafka.client_options()
-        self._consumer = KafkaConsumer(
-            **client, group_id=o.group, client_id=o.client_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=o.session_timeout_ms,
+        self._consumer = group_consumer(
+            kafka, list(self.stages), o.group, o.client_id, session_timeout_ms=o.session_timeout_ms,
             heartbeat_interval_ms=o.heartbeat_interval_ms, max_poll_interval_ms=o.max_poll_interval_ms,
-            max_poll_records=o.max_records,
+            max_poll_records=o.max_records, listener=_Rebalance(self),
         )
         self._ledger_reader = KafkaConsumer(**client, group_id=None, client_id=f"{o.client_id}-ledger",
                                             enable_auto_commit=False)
@@ -114,7 +114,6 @@ class Processor:
         self._committed: dict[tuple[str, int], int] = {}
         self._raw: dict[tuple, tuple[bytes | None, bytes | None]] = {}
         self._stop = threading.Event()
-        self._consumer.subscribe(list(self.stages), listener=_Rebalance(self))
         self.stats = {"records": 0, "results": 0, "incomplete": 0, "deadletters": 0, "replayed": 0}
         self.metrics = metrics or metrics_mod.get()
         self.health = (Health(o.client_id, tuple(self.stages), o.health_interval_s)
