@@ -211,16 +211,26 @@ def _exporter_api(args, config):
     return ServerSettings(listen, tls)
 
 
-def cmd_exporter_run(args) -> int:
+def exporter_config_of(args, environ=None):
+    """The exporter's configuration: the --config file with --node (else $SRV6PM_NODE) and --period over it.
+
+    ``environ`` defaults to ``os.environ``; an empty SRV6PM_NODE counts as not set.
+    Raises the exporter's ConfigError (one line, naming the file's field or the override).
+    """
     import os
 
     from srv6pm.exporter import config as exporter_config
-    from srv6pm.exporter.service import Exporter
+    environ = os.environ if environ is None else environ
     node = exporter_config.Override(args.node, "--node") if args.node is not None else None
-    if node is None and os.environ.get("SRV6PM_NODE", "").strip():
-        node = exporter_config.Override(os.environ["SRV6PM_NODE"], "SRV6PM_NODE")
+    if node is None and environ.get("SRV6PM_NODE", "").strip():
+        node = exporter_config.Override(environ["SRV6PM_NODE"], "SRV6PM_NODE")
     period = exporter_config.Override(args.period, "--period") if args.period is not None else None
-    config = exporter_config.load(args.config, node=node, period=period)
+    return exporter_config.load(args.config, node=node, period=period)
+
+
+def cmd_exporter_run(args) -> int:
+    from srv6pm.exporter.service import Exporter
+    config = exporter_config_of(args)
     kafka, api, port = KafkaSettings.from_args(args), _exporter_api(args, config), metrics.port_from_args(args)
     metrics.serve(port)
     exporter = Exporter(config, kafka, api=api)

@@ -13,9 +13,9 @@ more processors than partitions).
 
 Beyond the schemas, the contents are checked with srv6pm's own code: every
 container's arguments are parsed by srv6pm's argument parser, the collector's
-ConfigMap by the collector's configuration parser, and the exporter's init
-container really runs (its Python, on the rendered template) and its output is
-loaded by the exporter's configuration parser.
+ConfigMap by the collector's configuration parser, and the exporter's ConfigMap
+is loaded the way ``srv6pm exporter run`` loads it, with the node name that the
+container's environment (the downward API) would give it.
 """
 
 from __future__ import annotations
@@ -224,8 +224,7 @@ def test_exporter_daemonset_has_host_network_and_net_admin_only(rendered):
     expected = ["NET_ADMIN"] + values_of(name)["exporter"]["extraCapabilities"]
     assert security["capabilities"]["add"] == expected
     assert expected == (["NET_ADMIN", "NET_BIND_SERVICE"] if name == "production" else ["NET_ADMIN"])
-    [init] = pod["initContainers"]
-    assert init["securityContext"]["runAsNonRoot"] is True and init["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "initContainers" not in pod, "the exporter takes its node name from the environment, not a written file"
 
 
 def test_exporter_probes_use_grpc_health_without_tls_and_metrics_with_tls(rendered):
@@ -313,25 +312,52 @@ def test_collector_waits_for_a_network_with_the_defaults():
     assert find(docs, "Deployment", "collector")["spec"]["replicas"] == 0
 
 
-def test_exporter_init_container_writes_a_valid_exporter_configuration(tmp_path):
-    """Runs the init container's own Python on the rendered template, then loads the result as the exporter does."""
-    from srv6pm.exporter import config as exporter_config
-    docs = render(VALUES["production"])
-    template = find(docs, "ConfigMap", "exporter")["data"]["exporter.yaml"]
+def container_env(container: dict, node_name: str) -> dict[str, str]:
+    """The container's environment as the kubelet would set it on node ``node_name``.
+
+    Only literal values and the downward API's spec.nodeName are known here; any other source fails the test.
+    """
+    env = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName":
+            env[item["name"]] = node_name
+        else:
+            pytest.fail(f"env {item['name']}: unexpected source {item.get('valueFrom')}")
+    return env
+
+
+@pytest.mark.parametrize("name", sorted(VALUES))
+def test_exporter_is_named_after_its_kubernetes_node(name, tmp_path):
+    """The ConfigMap, mounted where --config points, plus the pod's environment, make the exporter's configuration.
+
+    The file is loaded by the same function ``srv6pm exporter run`` uses, so the
+    name really comes from $SRV6PM_NODE (the ConfigMap has no node of its own).
+    """
+    from srv6pm.cli import exporter_config_of
+    docs = render(VALUES[name])
+    values = values_of(name)
+    configmap = find(docs, "ConfigMap", "exporter")
     pod = find(docs, "DaemonSet", "exporter")["spec"]["template"]["spec"]
-    [init] = pod["initContainers"]
-    command = list(init["command"])
-    assert command[:2] == ["python", "-c"]
-    source, target = tmp_path / "template.yaml", tmp_path / "exporter.yaml"
-    source.write_text(template)
-    assert command[3:] == ["/etc/srv6pm/template/exporter.yaml", "/run/srv6pm/exporter.yaml"]
-    [node_env] = [e for e in init["env"] if e["name"] == "NODE_NAME"]
-    assert node_env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    run = subprocess.run([sys.executable, "-c", command[2], str(source), str(target)],
-                         env={**os.environ, "NODE_NAME": "router-7"}, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    config = exporter_config.load(target)
-    assert config.node == "router-7" and config.period == 5
+    [container] = pod["containers"]
+    args = parse_srv6pm(container["args"])
+    # --config names a key of the exporter's ConfigMap, mounted as a directory.
+    [mount] = [m for m in container["volumeMounts"] if args.config.startswith(m["mountPath"].rstrip("/") + "/")]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"] and "subPath" not in mount
+    key = args.config[len(mount["mountPath"].rstrip("/")) + 1:]
+    assert "node" not in yaml.safe_load(configmap["data"][key])
+    (tmp_path / key).write_text(configmap["data"][key])
+    args.config = str(tmp_path / key)
+    env = container_env(container, "router-7.example")
+    assert env["SRV6PM_NODE"] == "router-7.example"
+    config = exporter_config_of(args, env)
+    assert config.node == "router-7.example" and config.period == values["exporter"]["period"]
     assert str(config.state_file).startswith("/var/lib/srv6pm/")
     [state] = [v for v in pod["volumes"] if v["name"] == "state"]
     assert state["hostPath"]["path"] == "/var/lib/srv6pm"
+    # Without the downward API's variable the file alone names no node: the chart depends on it.
+    from srv6pm.exporter.config import ConfigError
+    with pytest.raises(ConfigError, match="node: missing"):
+        exporter_config_of(args, {k: v for k, v in env.items() if k != "SRV6PM_NODE"})
