@@ -84,26 +84,30 @@ class Probes:
         except (StampError, ValueError, OSError) as exc:
             raise ProbeError(f"{what}: {_reason(exc)}") from None
 
-    @staticmethod
-    def _check(s: pb.StampSession, sender: Sender) -> None:
-        """Open (and close) the sender's socket once, so the kernel's refusals come now, not in its thread."""
-        try:
-            sender._open().close()  # the very socket set-up the session's thread will do
-        except (OSError, NetnsError) as exc:
-            raise ProbeError(f"STAMP session {s.name}: {_reason(exc)}") from None
-
     def start_session(self, settings: pb.StampSession) -> None:
-        """Run session ``settings`` (replacing a running one of that name); :class:`ProbeError` if it cannot."""
+        """Run session ``settings`` (replacing a running one of that name); :class:`ProbeError` if it cannot.
+
+        The sender's socket is opened here (:meth:`Sender.open`), so the kernel's refusals (a source
+        address the node lacks, ...) come from this call, not later from the session's thread.
+        """
         s = type(settings)()
         s.CopyFrom(settings)
         sender = self._sender(s)
-        self._check(s, sender)
-        with self._lock:
-            self.stop_session(s.name)
-            session = _Session(s, sender)
-            session.thread = threading.Thread(target=self._run, args=(session,), name=f"stamp-{s.name}", daemon=True)
-            self._sessions[s.name] = session
-            session.thread.start()
+        try:
+            sender.open()
+            with self._lock:
+                self.stop_session(s.name)
+                session = _Session(s, sender)
+                session.thread = threading.Thread(target=self._run, args=(session,), name=f"stamp-{s.name}",
+                                                  daemon=True)
+                self._sessions[s.name] = session
+                session.thread.start()
+        except StampError as exc:
+            sender.close()
+            raise ProbeError(f"STAMP session {s.name}: {exc}") from None
+        except BaseException:
+            sender.close()
+            raise
         log.info("STAMP session started", extra={"node": self.node, "session": s.name, "dest": s.destination})
 
     def stop_session(self, name: str) -> bool:

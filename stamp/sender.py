@@ -33,7 +33,10 @@ matched to requests by the echoed Session-Sender Sequence Number (and SSID).
 
 Use :meth:`Sender.samples` (an iterator, in the calling thread) or
 :meth:`Sender.run` (a callback per sample); :meth:`Sender.stop` may be called
-from any thread. The sockets live in ``netns`` if given.
+from any thread. The sockets live in ``netns`` if given. :meth:`Sender.open`
+sets the socket up beforehand, so that the kernel's refusals (a source address
+the node lacks, a missing namespace) come from that call; :meth:`Sender.close`
+releases a sender that will not run.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
+from srv6pm.netns import NetnsError
 from srv6pm.stamp import tlv as tlvmod
 from srv6pm.stamp import udp
 from srv6pm.stamp.errors import AuthenticationError, StampError
@@ -254,6 +258,7 @@ class Sender:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._counts = dict.fromkeys(SenderStats.__dataclass_fields__, 0)
         self._sock: socket.socket | None = None
+        self._started = False
         self._tlvs = config.tlvs()
         self._return_path_requested = bool(config.return_segments)
 
@@ -274,6 +279,58 @@ class Sender:
             on_sample(sample)
         return self.stats()
 
+    def open(self) -> None:
+        """Set up the session's socket now, in the calling thread.
+
+        The socket is bound to ``source`` (or the wildcard address) inside
+        ``netns`` and, with ``segments``, carries their SRH; :meth:`samples`
+        then sends from this very socket. So a setting the kernel refuses (an
+        address the node does not have, a missing namespace, a segment list it
+        rejects) is reported here, before the session runs, instead of ending
+        the session later in its own thread.
+
+        Raises :class:`StampError` whose message gives the kernel's reason
+        (the original exception is chained); the sender should then be closed
+        (:meth:`close`). Calling ``open`` on an open sender does nothing.
+        Optional: :meth:`samples` opens the socket itself if this was not called.
+        """
+        if self._started or self._wake_r < 0:
+            raise StampError("sender: open() after the session ran or the sender was closed")
+        if self._sock is not None:
+            return
+        try:
+            self._sock = self._open()
+        except (OSError, NetnsError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
+            cfg = self.config
+            where = f"source {cfg.source}" if cfg.source else "wildcard source"
+            if cfg.netns:
+                where += f", netns {cfg.netns}"
+            raise StampError(f"cannot open the session's socket ({where}): {reason}") from exc
+
+    def close(self) -> None:
+        """Release the socket and wake-up pipe of a sender that will not run; idempotent.
+
+        If :meth:`samples` already started, this is :meth:`stop`: the run
+        releases everything itself when it ends.
+        """
+        if self._started:
+            self.stop()
+            return
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._close_wake()
+
+    def _close_wake(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = -1
+
     def _open(self) -> socket.socket:
         cfg = self.config
         family = udp.family_of(cfg.dest)
@@ -289,11 +346,20 @@ class Sender:
 
     def samples(self) -> Iterator[Sample]:
         """Run the session in the calling thread, yielding one :class:`Sample` per test packet in
-        completion order. Raises ``OSError`` / :class:`srv6pm.netns.NetnsError` if the socket cannot
-        be set up; afterwards, send errors are counted (the packet is reported lost). A Sender runs
-        one session: call this (or :meth:`run`) once."""
+        completion order. Uses the socket :meth:`open` set up; without it, opens one and raises
+        ``OSError`` / :class:`srv6pm.netns.NetnsError` if that fails. Afterwards, send errors are
+        counted (the packet is reported lost). A Sender runs one session: call this (or :meth:`run`)
+        once."""
         cfg = self.config
-        sock = self._sock = self._open()
+        if self._started or self._wake_r < 0:
+            raise StampError("sender: a Sender runs one session, and this one ran or was closed")
+        self._started = True
+        try:
+            sock = self._sock if self._sock is not None else self._open()
+        except BaseException:
+            self._close_wake()
+            raise
+        self._sock = sock
         state = local_clock()
         sender_ee = ErrorEstimate.for_error(state.error_ns, state.synchronized, cfg.timestamp_format)
         tai_utc = state.tai_utc
@@ -351,12 +417,7 @@ class Sender:
         finally:
             sock.close()
             self._sock = None
-            for fd in (self._wake_r, self._wake_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self._wake_r = self._wake_w = -1
+            self._close_wake()
             log.info("session ended", extra={"session": cfg.session, **self._counts})
 
     # -- helpers ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+from srv6pm.stamp.errors import StampError
 from srv6pm.stamp.packet import SenderPacket
 from srv6pm.stamp.reflector import TIMESTAMP_KINDS, Reflector, ReflectorConfig
 from srv6pm.stamp.sender import Sender, SenderConfig, summarize
@@ -171,3 +173,53 @@ def test_samples_fit_the_srv6pm_stamp_schema():
     free.close()
     for sample in ok + lost:
         records.validate(records.STAMP, {"v": 1, "period_s": 1.0, **sample.to_dict()})
+
+
+def _sockets() -> set[str]:
+    """The sockets this process holds, as /proc/self/fd links (``socket:[inode]``)."""
+    links = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # the listing's own descriptor, already closed
+    return {link for link in links if link.startswith("socket:")}
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_open_sets_up_the_socket_the_session_then_uses():
+    with Reflector(ReflectorConfig(bind="::1", port=0)) as r:
+        sender = Sender(SenderConfig(dest="::1", port=r.address[1], source="::1", count=3, interval=0.01))
+        before = _sockets()
+        sender.open()
+        opened = _sockets() - before
+        assert len(opened) == 1
+        sender.open()  # again: nothing new
+        assert _sockets() - before == opened
+        samples = []
+        for sample in sender.samples():
+            if not samples:
+                assert _sockets() - before == opened  # sends from the very socket open() set up
+            samples.append(sample)
+    assert [s.lost for s in samples] == [False] * 3
+    assert not opened & _sockets()  # the run closed it
+
+
+def test_open_reports_the_kernels_refusal_and_close_releases_everything():
+    fds = _fd_count()
+    sender = Sender(SenderConfig(dest="::1", source="fc00:9::9"))  # an address this host lacks
+    with pytest.raises(StampError, match=r"^cannot open the session's socket \(source fc00:9::9\): "
+                                         r"Cannot assign requested address$"):
+        sender.open()
+    sender.close()
+    sender.close()  # idempotent
+    assert _fd_count() == fds
+    with pytest.raises(StampError, match="closed"):
+        sender.open()
+    opened = Sender(SenderConfig(dest="::1"))
+    opened.open()
+    opened.close()  # an opened sender that never runs
+    assert _fd_count() == fds
