@@ -47,7 +47,9 @@ flow or session from a node to itself are errors. Every object the collector
 will send is checked with :mod:`srv6pm.southbound.validate` here, so a bad
 address in the file is a configuration error, not a failed RPC later; the
 :class:`Config` holds the normalised values (compressed addresses, strict
-prefixes).
+prefixes). The rules the lab's scenarios share (names, node references, links,
+paths, STAMP session basics) are those of :mod:`srv6pm.netspec`; here paths are
+not checked against ``links``, which only feed the topology graph.
 """
 
 from __future__ import annotations
@@ -58,17 +60,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from srv6pm import yamlfile
-from srv6pm.lab import scenario as _scenario
-from srv6pm.lab.scenario import Link
+from srv6pm import netspec, yamlfile
+from srv6pm.netspec import MAX_SEGMENTS, Link, kind
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
 __all__ = ["BEHAVIORS", "Config", "ConfigError", "Flow", "Link", "Node", "Sid", "StampSession", "TlsConfig",
            "load", "parse"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 
 BEHAVIORS = {
@@ -79,7 +78,6 @@ BEHAVIORS = {
 }
 _DECAP = ("End.DX6", "End.DT6")
 MAX_NODES = 1024
-MAX_SEGMENTS = 16
 
 
 class ConfigError(ValueError):
@@ -134,17 +132,12 @@ class Flow:
 
 
 @dataclass(frozen=True)
-class StampSession:
-    """A STAMP session from ``src``'s to ``dst``'s measurement address, along End SIDs."""
+class StampSession(netspec.StampSession):
+    """A STAMP session from ``src``'s to ``dst``'s measurement address, along the End SIDs of ``via``
+    (``segments``) and back along those of ``return_via`` (``return_segments``)."""
 
-    name: str
-    src: str
-    dst: str
-    via: tuple[str, ...]
-    return_via: tuple[str, ...]
     segments: tuple[str, ...]
     return_segments: tuple[str, ...]
-    rate: float
     timeout: float = 2.0
     auth_key_file: str = ""
 
@@ -187,14 +180,14 @@ def parse(text: str, source: str = "<config>") -> Config:
     return _Validator(source).config(yamlfile.parse(text, source, ConfigError))
 
 
-_kind = _scenario._kind
+class _Validator(netspec.Validator):
+    """The shared network rules (:mod:`srv6pm.netspec`), raising ConfigError, and the collector's own.
 
+    The links are the topology graph only: paths are not checked against them.
+    """
 
-class _Validator(_scenario._Validator):
-    """The scenario validator's checks (mappings, numbers, node references, links), raising ConfigError."""
-
-    def fail(self, field: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {field}: {message}" if field else f"{self.source}: {message}")
+    def __init__(self, source: str):
+        super().__init__(source, ConfigError)
 
     def checked(self, check, message, field: str, names: dict[str, str]):
         """``check(message)``, with an InvalidArgument turned into a ConfigError on the config's field.
@@ -214,16 +207,6 @@ class _Validator(_scenario._Validator):
                 text = text[len(proto_field) + 2:]
             raise self.fail(where, text) from None
 
-    def text(self, value: Any, field: str, what: str = "text") -> str:
-        if not isinstance(value, str):
-            raise self.fail(field, f"must be {what}, got {_kind(value)}")
-        return value
-
-    def name(self, value: Any, field: str, kind: str) -> str:
-        if not isinstance(value, str) or not _NAME.match(value):
-            raise self.fail(field, f"{value!r} is not a valid {kind} name (letters, digits, '_', '.', '-'; at most 64)")
-        return value
-
     def config(self, doc: Any) -> Config:
         if doc is None:
             raise self.fail("", "empty file")
@@ -240,22 +223,15 @@ class _Validator(_scenario._Validator):
     # ------------------------------------------------------------ nodes
 
     def nodes(self, value: Any) -> tuple[Node, ...]:
-        if not isinstance(value, list) or not value:
-            raise self.fail("nodes", "must be a non-empty list of nodes")
-        if len(value) > MAX_NODES:
-            raise self.fail("nodes", f"at most {MAX_NODES} nodes, got {len(value)}")
         nodes: list[Node] = []
         seen_names: set[str] = set()
         seen_grpc: dict[str, str] = {}
         seen_pm: dict[str, str] = {}
         seen_sids: dict[str, str] = {}
-        for i, item in enumerate(value):
+        for i, item in enumerate(self.node_list(value, MAX_NODES, "nodes")):
             f = f"nodes[{i}]"
             item = self.mapping(item, f, {"name", "grpc", "pm_address", "sids"}, {"name", "grpc"})
-            name = self.name(item["name"], f"{f}.name", "node")
-            if name in seen_names:
-                raise self.fail(f"{f}.name", f"duplicate node {name!r}")
-            seen_names.add(name)
+            name = self.unique(self.name(item["name"], f"{f}.name", "node"), f"{f}.name", seen_names, "node")
             grpc = self.grpc_address(item["grpc"], f"{f}.grpc")
             if grpc in seen_grpc:
                 raise self.fail(f"{f}.grpc", f"{grpc} is already node {seen_grpc[grpc]!r}'s address")
@@ -293,10 +269,8 @@ class _Validator(_scenario._Validator):
         return f"{host}:{int(port)}"
 
     def sids(self, value: Any, field: str, node: str, seen: dict[str, str]) -> tuple[Sid, ...]:
-        if not isinstance(value, list):
-            raise self.fail(field, f"must be a list of SIDs, got {_kind(value)}")
         sids: list[Sid] = []
-        for j, item in enumerate(value):
+        for j, item in enumerate(self.sequence(value, field, "a list of SIDs")):
             f = f"{field}[{j}]"
             item = self.mapping(item, f, {"sid", "behavior", "nexthop", "table", "device"}, {"sid", "behavior"})
             behavior = item["behavior"]
@@ -328,28 +302,17 @@ class _Validator(_scenario._Validator):
             raise self.fail(field, f"node {node.name!r} has no {kind}")
         return sid
 
-    def via(self, value: Any, field: str, nodes: dict[str, Node], src: str, dst: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(node names, their End SIDs) of a ``via`` list."""
-        if not isinstance(value, list):
-            raise self.fail(field, f"must be a list of node names, got {_kind(value)}")
-        if len(value) + 1 > MAX_SEGMENTS:
-            raise self.fail(field, f"at most {MAX_SEGMENTS - 1} nodes")
-        sids = tuple(self.sid_of(nodes, v, f"{field}[{j}]") for j, v in enumerate(value))
-        hops = (src, *value, dst)
-        for j in range(len(hops) - 1):
-            if hops[j] == hops[j + 1]:
-                raise self.fail(field, f"node {hops[j]!r} follows itself in the path")
-        return tuple(value), sids
+    def end_sids(self, via: tuple[str, ...], field: str, nodes: dict[str, Node]) -> tuple[str, ...]:
+        """The End SIDs of the (checked) path ``via`` at ``field``."""
+        return tuple(self.sid_of(nodes, v, f"{field}[{j}]") for j, v in enumerate(via))
 
     def flows(self, value: Any, nodes: dict[str, Node]) -> tuple[Flow, ...]:
-        if not isinstance(value, list):
-            raise self.fail("flows", f"must be a list, got {_kind(value)}")
         owner = {s.sid: n.name for n in nodes.values() for s in n.sids}
         flows: list[Flow] = []
         names: set[str] = set()
         ingress_routes: dict[tuple[str, str], str] = {}
         egress_matches: dict[tuple[str, str, str], str] = {}
-        for i, item in enumerate(value):
+        for i, item in enumerate(self.sequence(value, "flows")):
             f = f"flows[{i}]"
             item = self.mapping(item, f, {"name", "from", "to", "via", "segments", "source", "destination", "device"},
                                 {"name", "from", "to", "source", "destination"})
@@ -363,7 +326,8 @@ class _Validator(_scenario._Validator):
                 segments = tuple(self.text(s, f"{f}.segments[{j}]", "an IPv6 address") for j, s in enumerate(raw))
                 seg_names = {"segments": f"{f}.segments"}
             else:
-                via_names, via_sids = self.via(item.get("via", []), f"{f}.via", nodes, src, dst)
+                via_names = self.path(item.get("via", []), f"{f}.via", src, dst, tuple(nodes), what="nodes")
+                via_sids = self.end_sids(via_names, f"{f}.via", nodes)
                 segments = (*via_sids, self.sid_of(nodes, dst, f"{f}.to", decap=True))
                 seg_names = {f"segments[{j}]": f"{f}.via[{j}]" for j in range(len(via_sids))}
                 seg_names[f"segments[{len(via_sids)}]"] = f"{f}.to"
@@ -401,39 +365,36 @@ class _Validator(_scenario._Validator):
     # ------------------------------------------------------------ STAMP
 
     def sessions(self, value: Any, nodes: dict[str, Node]) -> tuple[StampSession, ...]:
-        if not isinstance(value, list):
-            raise self.fail("stamp", f"must be a list, got {_kind(value)}")
         sessions: list[StampSession] = []
         names: set[str] = set()
         reflector_keys: dict[str, tuple[str, str]] = {}
-        for i, item in enumerate(value):
+        for i, item in enumerate(self.sequence(value, "stamp")):
             f = f"stamp[{i}]"
-            item = self.mapping(item, f, {"name", "from", "to", "via", "return_via", "rate", "timeout",
-                                          "auth_key_file"}, {"name", "from", "to", "rate"})
-            name, src, dst = self.endpoints(item, f, "session", names, tuple(nodes))
-            for end, node in (("from", src), ("to", dst)):
+            r, item = self.stamp_session(item, f, names, tuple(nodes), more=frozenset({"timeout", "auth_key_file"}),
+                                         what="nodes")
+            for end, node in (("from", r.src), ("to", r.dst)):
                 if nodes[node].pm_address is None:
                     raise self.fail(f"{f}.{end}", f"node {node!r} has no pm_address")
-            via, segments = self.via(item.get("via", []), f"{f}.via", nodes, src, dst)
-            return_via, return_segments = self.via(item.get("return_via", []), f"{f}.return_via", nodes, dst, src)
-            rate = self.number(item["rate"], f"{f}.rate", 0.01, 1000)
             timeout = self.number(item["timeout"], f"{f}.timeout", 0.01, 60) if "timeout" in item else 2.0
             key_file = self.text(item.get("auth_key_file") or "", f"{f}.auth_key_file", "an absolute path")
             msg = self.checked(validate.stamp_session,
-                               pb.StampSession(name=name, destination=nodes[dst].pm_address,
-                                               source=nodes[src].pm_address, segments=segments,
-                                               return_segments=return_segments, rate=rate, timeout_s=timeout,
-                                               reflector_node=dst, auth_key_file=key_file),
+                               pb.StampSession(name=r.name, destination=nodes[r.dst].pm_address,
+                                               source=nodes[r.src].pm_address,
+                                               segments=self.end_sids(r.via, f"{f}.via", nodes),
+                                               return_segments=self.end_sids(r.return_via, f"{f}.return_via", nodes),
+                                               rate=r.rate, timeout_s=timeout, reflector_node=r.dst,
+                                               auth_key_file=key_file),
                                f, {"name": f"{f}.name", "segments": f"{f}.via", "return_segments": f"{f}.return_via",
                                    "rate": f"{f}.rate", "timeout_s": f"{f}.timeout",
                                    "auth_key_file": f"{f}.auth_key_file"})
             # One reflector per node: all sessions to a node must agree on its key file.
-            if dst in reflector_keys and reflector_keys[dst][0] != msg.auth_key_file:
-                raise self.fail(f"{f}.auth_key_file", f"session {reflector_keys[dst][1]!r} to {dst!r} uses "
-                                f"{reflector_keys[dst][0] or 'no key file'!s}; the one reflector of a node has one key")
-            reflector_keys.setdefault(dst, (msg.auth_key_file, name))
-            sessions.append(StampSession(name, src, dst, via, return_via, tuple(msg.segments),
-                                         tuple(msg.return_segments), msg.rate, msg.timeout_s, msg.auth_key_file))
+            if r.dst in reflector_keys and reflector_keys[r.dst][0] != msg.auth_key_file:
+                other_key, other = reflector_keys[r.dst]
+                raise self.fail(f"{f}.auth_key_file", f"session {other!r} to {r.dst!r} uses "
+                                f"{other_key or 'no key file'!s}; the one reflector of a node has one key")
+            reflector_keys.setdefault(r.dst, (msg.auth_key_file, r.name))
+            sessions.append(StampSession(r.name, r.src, r.dst, r.via, r.return_via, msg.rate, tuple(msg.segments),
+                                         tuple(msg.return_segments), msg.timeout_s, msg.auth_key_file))
         return tuple(sessions)
 
     # ------------------------------------------------------------ TLS
@@ -446,7 +407,7 @@ class _Validator(_scenario._Validator):
                 files[key] = self.text(value[key], f"tls.{key}", "a file path")
         plaintext = value.get("plaintext", False)
         if not isinstance(plaintext, bool):
-            raise self.fail("tls.plaintext", f"must be true or false, got {_kind(plaintext)}")
+            raise self.fail("tls.plaintext", f"must be true or false, got {kind(plaintext)}")
         if ("cert" in files) != ("key" in files):
             raise self.fail("tls.key" if "cert" in files else "tls.cert", "mutual TLS needs both cert and key")
         if plaintext and files:

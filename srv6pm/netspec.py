@@ -1,0 +1,250 @@
+"""The network description shared by the lab's scenarios and the collector's configuration.
+
+A lab scenario (:mod:`srv6pm.lab.scenario`) and the collector's configuration
+(:mod:`srv6pm.collector.config`) describe a network in YAML the same way:
+named nodes, undirected links between them (``[a, b]`` or
+``{ends: [a, b], delay_ms: N}``), and flows and STAMP sessions that go
+``from`` one node ``to`` another through a ``via`` list of nodes. This module
+holds what the two share: the :class:`Link` and :class:`StampSession` value
+types, the limits, and :class:`Validator`, which applies the rules to a parsed
+YAML document.
+
+The rules:
+
+* a flow, session or (collector) node name matches :data:`NAME`: a letter or
+  digit, then up to 63 letters, digits, ``_``, ``.`` or ``-``; names are unique
+  within their list;
+* a node reference names a node of the file's node list;
+* a link joins two different known nodes, at most one link joins a pair, and
+  its ``delay_ms`` is between 0 and :data:`MAX_DELAY_MS`;
+* a flow or session goes from a node to a different node; its path (``via``,
+  ``return_via``) lists at most ``MAX_SEGMENTS - 1`` known nodes, no node
+  directly following itself (counting ``from`` and ``to``), and, where the
+  caller gives the links' adjacency, each hop reachable over the links;
+* a STAMP session sends between :data:`MIN_STAMP_RATE` and
+  :data:`MAX_STAMP_RATE` test packets per second.
+
+Contract of :class:`Validator`: every check takes a value as YAML gave it and
+the field path that names it in the file (``flows[0].via[1]``), and either
+returns the value (a tuple for a list) or raises the caller's error class with
+one line ``<source>: <field>: <what is wrong>``. Checks never print, log or
+touch the network; the first problem found is the one reported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MAX_DELAY_MS", "MAX_SEGMENTS", "MAX_STAMP_RATE", "MIN_STAMP_RATE", "NAME", "Link", "StampSession",
+           "Validator", "adjacency", "kind", "reachable"]
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_SEGMENTS = 16  # SIDs in a segment list, the egress' included
+MAX_DELAY_MS = 10_000
+MIN_STAMP_RATE = 0.01  # STAMP test packets per second per session
+MAX_STAMP_RATE = 1000
+
+
+@dataclass(frozen=True)
+class Link:
+    """An undirected link between two distinct nodes; ``delay_ms`` is added in each direction."""
+
+    a: str
+    b: str
+    delay_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class StampSession:
+    """A STAMP session: ``src`` sends along ``via`` to ``dst``, which reflects along ``return_via``."""
+
+    name: str
+    src: str
+    dst: str
+    via: tuple[str, ...]
+    return_via: tuple[str, ...]
+    rate: float  # test packets per second
+
+
+def kind(value: Any) -> str:
+    """How a YAML value is named in messages: ``a mapping``, ``a list``, ``text``, ``nothing``, ..."""
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false"}.get(type(value), type(value).__name__)
+
+
+def adjacency(nodes: tuple[str, ...], links: tuple[Link, ...]) -> dict[str, set[str]]:
+    """Each node's neighbours over ``links`` (every node of ``nodes`` is a key)."""
+    out: dict[str, set[str]] = {n: set() for n in nodes}
+    for link in links:
+        out[link.a].add(link.b)
+        out[link.b].add(link.a)
+    return out
+
+
+def reachable(adjacency: dict[str, set[str]], a: str, b: str) -> bool:
+    """Whether some chain of links leads from node ``a`` to node ``b``."""
+    seen = {a}
+    todo = deque([a])
+    while todo:
+        n = todo.popleft()
+        if n == b:
+            return True
+        for m in adjacency[n] - seen:
+            seen.add(m)
+            todo.append(m)
+    return False
+
+
+class Validator:
+    """The shared checks for the file called ``source``; problems raise ``error`` (a ValueError subclass)."""
+
+    def __init__(self, source: str, error: type[ValueError]):
+        self.source = source
+        self.error = error
+
+    def fail(self, field: str, message: str) -> ValueError:
+        """The error (to raise) ``<source>: <field>: <message>``, or ``<source>: <message>`` without a field."""
+        prefix = f"{self.source}: {field}: " if field else f"{self.source}: "
+        return self.error(prefix + message)
+
+    # ------------------------------------------------------------ values
+
+    def mapping(self, value: Any, field: str, allowed: set[str], required: set[str]) -> dict:
+        """``value`` as a mapping with only ``allowed`` keys and all ``required`` ones."""
+        if not isinstance(value, dict):
+            raise self.fail(field, f"must be a mapping, got {kind(value)}")
+        where = f"{field}." if field else ""
+        for key in value:
+            if key not in allowed:
+                raise self.fail(f"{where}{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(required):
+            if key not in value:
+                raise self.fail(f"{where}{key}", "missing")
+        return value
+
+    def sequence(self, value: Any, field: str, what: str = "a list") -> list:
+        """``value`` as a list; ``what`` says what it should have been."""
+        if not isinstance(value, list):
+            raise self.fail(field, f"must be {what}, got {kind(value)}")
+        return value
+
+    def text(self, value: Any, field: str, what: str = "text") -> str:
+        """``value`` as a string; ``what`` says what it should have been."""
+        if not isinstance(value, str):
+            raise self.fail(field, f"must be {what}, got {kind(value)}")
+        return value
+
+    def number(self, value: Any, field: str, low: float, high: float) -> float:
+        """``value`` as a float between ``low`` and ``high`` inclusive (true/false is not a number)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(field, f"must be a number, got {kind(value)}")
+        if not low <= value <= high:
+            raise self.fail(field, f"must be between {low:g} and {high:g}, got {value:g}")
+        return float(value)
+
+    def name(self, value: Any, field: str, what: str) -> str:
+        """``value`` as a :data:`NAME`; ``what`` (``flow``, ``session``, ``node``) is said in the message."""
+        if not isinstance(value, str) or not NAME.match(value):
+            raise self.fail(field, f"{value!r} is not a valid {what} name (letters, digits, '_', '.', '-'; at most 64)")
+        return value
+
+    def unique(self, value: str, field: str, seen: set[str], what: str) -> str:
+        """``value``, added to ``seen``; an error ``duplicate <what> 'value'`` if it was there already."""
+        if value in seen:
+            raise self.fail(field, f"duplicate {what} {value!r}")
+        seen.add(value)
+        return value
+
+    # ------------------------------------------------------------ the network
+
+    def node_list(self, value: Any, most: int, what: str) -> list:
+        """The file's ``nodes``: a non-empty list (of ``what``) of at most ``most`` items."""
+        if not isinstance(value, list) or not value:
+            raise self.fail("nodes", f"must be a non-empty list of {what}")
+        if len(value) > most:
+            raise self.fail("nodes", f"at most {most} nodes, got {len(value)}")
+        return value
+
+    def node_ref(self, value: Any, field: str, nodes: tuple[str, ...]) -> str:
+        """``value`` as the name of one of ``nodes``."""
+        if not isinstance(value, str):
+            raise self.fail(field, f"must be a node name, got {kind(value)}")
+        if value not in nodes:
+            raise self.fail(field, f"unknown node {value!r} (nodes: {', '.join(nodes)})")
+        return value
+
+    def links(self, value: Any, nodes: tuple[str, ...]) -> tuple[Link, ...]:
+        """The file's ``links``: ``[a, b]`` or ``{ends: [a, b], delay_ms: N}`` items, one per pair of nodes."""
+        value = self.sequence(value, "links", "a list of [node, node] pairs")
+        links: list[Link] = []
+        seen: set[frozenset[str]] = set()
+        for i, item in enumerate(value):
+            field = f"links[{i}]"
+            delay_ms = 0.0
+            ends_field = field
+            if isinstance(item, dict):
+                item = self.mapping(item, field, {"ends", "delay_ms"}, {"ends"})
+                if "delay_ms" in item:
+                    delay_ms = self.number(item["delay_ms"], f"{field}.delay_ms", 0, MAX_DELAY_MS)
+                ends_field = f"{field}.ends"
+                item = item["ends"]
+            if not isinstance(item, list) or len(item) != 2:
+                raise self.fail(ends_field, "must be a pair [node, node] (or {ends: [node, node], delay_ms: N})")
+            a = self.node_ref(item[0], f"{ends_field}[0]", nodes)
+            b = self.node_ref(item[1], f"{ends_field}[1]", nodes)
+            if a == b:
+                raise self.fail(field, f"links {a!r} to itself")
+            if frozenset((a, b)) in seen:
+                raise self.fail(field, f"duplicate link between {a!r} and {b!r}")
+            seen.add(frozenset((a, b)))
+            links.append(Link(a, b, delay_ms))
+        return tuple(links)
+
+    def endpoints(self, item: dict, field: str, what: str, names: set[str],
+                  nodes: tuple[str, ...]) -> tuple[str, str, str]:
+        """The unique ``name`` (added to ``names``) and the distinct ``from`` and ``to`` nodes of a flow or session."""
+        name = self.unique(self.name(item["name"], f"{field}.name", what), f"{field}.name", names, f"{what} name")
+        src = self.node_ref(item["from"], f"{field}.from", nodes)
+        dst = self.node_ref(item["to"], f"{field}.to", nodes)
+        if src == dst:
+            raise self.fail(f"{field}.to", f"same node as 'from' ({src!r})")
+        return name, src, dst
+
+    def path(self, value: Any, field: str, src: str, dst: str, nodes: tuple[str, ...],
+             adjacency: dict[str, set[str]] | None = None, what: str = "segments") -> tuple[str, ...]:
+        """The node names of a path from ``src`` through ``value`` to ``dst``.
+
+        With ``adjacency`` (see :func:`adjacency`) every hop must be reachable
+        over the links. ``what`` names the items in the too-long message.
+        """
+        value = self.sequence(value, field, "a list of node names")
+        if len(value) + 1 > MAX_SEGMENTS:
+            raise self.fail(field, f"at most {MAX_SEGMENTS - 1} {what}")
+        via = tuple(self.node_ref(v, f"{field}[{j}]", nodes) for j, v in enumerate(value))
+        hops = (src, *via, dst)
+        for j in range(len(hops) - 1):
+            if hops[j] == hops[j + 1]:
+                raise self.fail(field, f"node {hops[j]!r} follows itself in the path")
+            if adjacency is not None and not reachable(adjacency, hops[j], hops[j + 1]):
+                raise self.fail(field, f"no path from {hops[j]!r} to {hops[j + 1]!r} over the links")
+        return via
+
+    def stamp_session(self, item: Any, field: str, names: set[str], nodes: tuple[str, ...],
+                      adjacency: dict[str, set[str]] | None = None, more: frozenset[str] = frozenset(),
+                      what: str = "segments") -> tuple[StampSession, dict]:
+        """A STAMP session's name, ends, paths and rate, and the item as a mapping.
+
+        ``more`` are the caller's further allowed keys (left in the returned
+        mapping for the caller to check); ``adjacency`` and ``what`` go to :meth:`path`.
+        """
+        item = self.mapping(item, field, {"name", "from", "to", "via", "return_via", "rate"} | more,
+                            {"name", "from", "to", "rate"})
+        name, src, dst = self.endpoints(item, field, "session", names, nodes)
+        via = self.path(item.get("via", []), f"{field}.via", src, dst, nodes, adjacency, what)
+        return_via = self.path(item.get("return_via", []), f"{field}.return_via", dst, src, nodes, adjacency, what)
+        rate = self.number(item["rate"], f"{field}.rate", MIN_STAMP_RATE, MAX_STAMP_RATE)
+        return StampSession(name, src, dst, via, return_via, rate), item
