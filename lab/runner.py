@@ -263,6 +263,7 @@ class Lab:
         env = dict(os.environ)
         env.pop("SRV6PM_KAFKA_BOOTSTRAP", None)
         env.pop("SRV6PM_METRICS_PORT", None)  # one port per machine: the lab's children would clash on it
+        env.pop("SRV6PM_NODE", None)  # each exporter's name is in its own file
         return env
 
     def kill(self, name: str) -> None:
