@@ -25,6 +25,16 @@ neither. A route to the same destination that srv6pm did not make (another
 protocol number) is never replaced: :class:`RouteError`. Removing deletes only
 srv6pm's route and answers ``False`` when there is none.
 
+Reading "the routes to this prefix" stays cheap with a full routing table
+(:class:`_MainTable`): the kernel can filter a route dump by table, protocol,
+type and device (strict checking, ``NETLINK_GET_STRICT_CHK``) but not by
+destination, and an ``RTM_GETROUTE`` is a lookup (the longest match over all
+tables, one route), which could neither see a second route to the prefix with
+another metric nor ignore a more specific one. So the dump of table main is
+read over a plain rtnetlink socket and only the messages whose destination is
+exactly the prefix are decoded; srv6pm's own routes (for reading, removing,
+:meth:`Routes.dump`) come from a dump the kernel filters to protocol 77.
+
 Everything runs in one worker thread inside the namespace
 (:class:`srv6pm.netns.NetnsThread`), which also serialises the netlink socket.
 """
@@ -33,11 +43,15 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import os
+import socket
+import struct
 from socket import AF_INET6
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from srv6pm.netns import NetnsThread
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -53,6 +67,26 @@ _ACTIONS = {pb.SID_BEHAVIOR_END: (1, "End"), pb.SID_BEHAVIOR_END_X: (2, "End.X")
             pb.SID_BEHAVIOR_END_DX6: (5, "End.DX6"), pb.SID_BEHAVIOR_END_DT6: (7, "End.DT6")}
 _ACTION_NAMES = {number: name for number, name in _ACTIONS.values()}
 _MODES = {pb.ENCAP_MODE_UNSPECIFIED: "encap", pb.ENCAP_MODE_ENCAP: "encap", pb.ENCAP_MODE_INLINE: "inline"}
+
+
+# rtnetlink, as far as the route dump of _MainTable needs it (linux/netlink.h, linux/rtnetlink.h).
+_NLMSGHDR = struct.Struct("=IHHII")    # nlmsg_len, nlmsg_type, nlmsg_flags, nlmsg_seq, nlmsg_pid
+_RTMSG = struct.Struct("=BBBBBBBBI")   # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_NLATTR = struct.Struct("=HH")         # nla_len, nla_type
+_ERRNO = struct.Struct("=i")           # struct nlmsgerr starts with the (negative) error
+_RTM_DST_LEN = _NLMSGHDR.size + 1      # offset of rtm_dst_len in a message
+_RTM_TABLE = _NLMSGHDR.size + 4
+_RTM_PROTOCOL = _NLMSGHDR.size + 5
+_RTA_DST, _RTA_TABLE = 1, 15
+_NLMSG_ERROR, _NLMSG_DONE, _RTM_GETROUTE = 2, 3, 26
+_NLM_F_REQUEST, _NLM_F_DUMP, _NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
+_SOL_NETLINK, _NETLINK_GET_STRICT_CHK = 270, 12
+_RECV_BUFFER = 256 * 1024               # a dump part is at most 32 KiB
+_DUMP_ATTEMPTS = 5                      # dumps interrupted by concurrent route changes are repeated
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
 
 
 class RouteError(RuntimeError):
@@ -86,6 +120,94 @@ def _policy_text(policy: pb.Policy) -> str:
             f"segs {','.join(policy.segments)}{' dev ' + policy.device if policy.device else ''})")
 
 
+class _MainTable:
+    """IPv6 routes of table main, read over a rtnetlink socket of its own (create it in the namespace).
+
+    :meth:`routes` answers the routes whose destination is exactly a prefix,
+    decoded by pyroute2 (the same messages ``IPRoute.route("dump")`` gives),
+    optionally only those of one protocol. Messages of other destinations are
+    skipped by their header and ``RTA_DST`` without being decoded. The table
+    and protocol are also asked of the kernel (strict checking); both are
+    checked here again, so a kernel that ignores the filter gives the same
+    answer, only slower. Raises :class:`NetlinkError` with the kernel's error.
+    Not thread safe (:class:`Routes` calls it from its worker thread only).
+    """
+
+    def __init__(self):
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            self._sock.bind((0, 0))
+            try:
+                self._sock.setsockopt(_SOL_NETLINK, _NETLINK_GET_STRICT_CHK, 1)
+            except OSError:
+                pass  # older than Linux 4.20: unfiltered dumps, filtered below
+        except BaseException:
+            self._sock.close()
+            raise
+        self._buffer = bytearray(_RECV_BUFFER)
+        self._seq = itertools.count(1)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def routes(self, dst: str | None, protocol: int = 0) -> list:
+        """Routes of table main to exactly prefix ``dst`` (None: to anywhere); with ``protocol``, only its."""
+        net = ipaddress.IPv6Network(dst) if dst is not None else None
+        for _ in range(_DUMP_ATTEMPTS):
+            found, consistent = self._dump(net.prefixlen if net else None,
+                                           net.network_address.packed if net else None, protocol)
+            if consistent:
+                return found
+        raise NetlinkError(errno.EAGAIN, "the route dump was interrupted by route changes every time")
+
+    def _dump(self, dst_len: int | None, dst: bytes | None, protocol: int) -> tuple[list, bool]:
+        seq = next(self._seq) & 0xFFFFFFFF
+        request = _RTMSG.pack(AF_INET6, 0, 0, 0, MAIN_TABLE, protocol, 0, 0, 0)
+        self._sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(request), _RTM_GETROUTE, _NLM_F_REQUEST | _NLM_F_DUMP,
+                                       seq, 0) + request)
+        buf, found, consistent = self._buffer, [], True
+        while True:
+            size = self._sock.recv_into(buf, 0, socket.MSG_TRUNC)
+            if size > len(buf):
+                raise NetlinkError(errno.EMSGSIZE, f"route dump part of {size} bytes exceeds the buffer")
+            offset = 0
+            while offset + _NLMSGHDR.size <= size:
+                length, kind, flags, msg_seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
+                if length < _NLMSGHDR.size or offset + length > size:
+                    raise NetlinkError(errno.EBADMSG, "malformed rtnetlink message in the route dump")
+                start, offset = offset, offset + _align(length)
+                if msg_seq != seq:
+                    continue  # left over from an earlier request that was abandoned
+                if flags & _NLM_F_DUMP_INTR:
+                    consistent = False
+                if kind == _NLMSG_DONE:
+                    return found, consistent
+                if kind == _NLMSG_ERROR:
+                    code = -_ERRNO.unpack_from(buf, start + _NLMSGHDR.size)[0]
+                    raise NetlinkError(code, os.strerror(code))
+                if (buf[start + _RTM_TABLE] != MAIN_TABLE or (protocol and buf[start + _RTM_PROTOCOL] != protocol)
+                        or (dst is not None and not self._has_dst(buf, start, length, dst_len, dst))):
+                    continue
+                message = rtmsg(bytes(buf[start:start + length]))
+                message.decode()
+                found.append(message)
+
+    @staticmethod
+    def _has_dst(buf: bytearray, start: int, length: int, dst_len: int, dst: bytes) -> bool:
+        """Whether the route message at ``start`` has destination ``dst``/``dst_len`` (no RTA_DST: ``::``)."""
+        if buf[start + _RTM_DST_LEN] != dst_len:
+            return False
+        end, attr = start + length, start + _NLMSGHDR.size + _RTMSG.size
+        while attr + _NLATTR.size <= end:
+            attr_len, attr_type = _NLATTR.unpack_from(buf, attr)
+            if attr_len < _NLATTR.size:
+                break
+            if attr_type == _RTA_DST:
+                return buf[attr + _NLATTR.size:attr + attr_len] == dst
+            attr += _align(attr_len)
+        return dst == bytes(16)
+
+
 class Routes:
     """srv6pm's SRv6 routes in network namespace ``netns`` (None: the current one).
 
@@ -98,14 +220,20 @@ class Routes:
         self._thread = NetnsThread(netns, thread_name=f"routes-{netns or '(current)'}")
         try:
             self._ipr: IPRoute = self._thread.call(IPRoute)
+            try:
+                self._main: _MainTable = self._thread.call(_MainTable)
+            except BaseException:
+                self._thread.call(self._ipr.close)
+                raise
         except BaseException:
             self._thread.close()
             raise
 
     def close(self) -> None:
-        """Close the netlink socket and the worker thread; idempotent. Routes stay in the kernel."""
+        """Close the netlink sockets and the worker thread; idempotent. Routes stay in the kernel."""
         if not self._thread.closed:
             try:
+                self._thread.call(self._main.close)
                 self._thread.call(self._ipr.close)
             finally:
                 self._thread.close()
@@ -137,22 +265,15 @@ class Routes:
         links = self._thread.call(self._ipr.link, "get", index=index)
         return links[0].get("ifname") if links else None
 
-    def _routes_to(self, dst: str) -> list:
-        """The kernel's routes of table main whose destination is exactly prefix ``dst``."""
-        net = ipaddress.IPv6Network(dst)
-        out = []
-        for msg in self._thread.call(self._ipr.route, "dump", family=AF_INET6):
-            if msg.get("table") != MAIN_TABLE or msg["dst_len"] != net.prefixlen:
-                continue
-            have = msg.get("dst") or "::"
-            if ipaddress.IPv6Address(have) == net.network_address:
-                out.append(msg)
-        return out
+    def _routes_to(self, what: str, obj, dst: str | None, protocol: int = 0) -> list:
+        """The kernel's routes of table main whose destination is exactly prefix ``dst`` (None: any),
+        of ``protocol`` if given (0: all)."""
+        return self._call(what, obj, self._main.routes, dst, protocol)
 
     def _current(self, what: str, obj, dst: str):
         """srv6pm's route to ``dst`` or None; RouteError if another protocol's route is there."""
         mine = None
-        for msg in self._routes_to(dst):
+        for msg in self._routes_to(what, obj, dst):
             if msg["proto"] != RTPROT_SRV6PM:
                 raise RouteError(what, f"the kernel already has a route to {dst} that srv6pm did not make "
                                        f"(protocol {msg['proto']}); not replacing it", code=errno.EEXIST, obj=obj)
@@ -193,8 +314,7 @@ class Routes:
         return True
 
     def _remove(self, what: str, dst: str) -> bool:
-        mine = [m for m in self._routes_to(dst) if m["proto"] == RTPROT_SRV6PM]
-        if not mine:
+        if not self._routes_to(what, None, dst, RTPROT_SRV6PM):
             return False
         try:
             self._call(what, None, self._ipr.route, "del", dst=dst, table=MAIN_TABLE, proto=RTPROT_SRV6PM)
@@ -262,20 +382,18 @@ class Routes:
 
     # -- reading ----------------------------------------------------------------------
     def _read(self, dst: str) -> dict | None:
-        for msg in self._routes_to(dst):
-            if msg["proto"] == RTPROT_SRV6PM:
-                spec = self._spec(msg)
-                spec["device"] = self._ifname(spec["oif"])
-                return spec
+        for msg in self._routes_to(f"route {dst}", None, dst, RTPROT_SRV6PM):
+            spec = self._spec(msg)
+            spec["device"] = self._ifname(spec["oif"])
+            return spec
         return None
 
     def dump(self) -> list[dict]:
         """All of srv6pm's routes in the namespace, as ``{"dst", "oif", "device", "encap"}``, sorted by dst."""
         out = []
-        for msg in self._thread.call(self._ipr.route, "dump", family=AF_INET6):
-            if msg["proto"] == RTPROT_SRV6PM and msg.get("table") == MAIN_TABLE:
-                spec = self._spec(msg)
-                spec["device"] = self._ifname(spec["oif"])
-                spec["dst"] = f"{msg.get('dst') or '::'}/{msg['dst_len']}"
-                out.append(spec)
+        for msg in self._routes_to("srv6pm's routes", None, None, RTPROT_SRV6PM):
+            spec = self._spec(msg)
+            spec["device"] = self._ifname(spec["oif"])
+            spec["dst"] = f"{msg.get('dst') or '::'}/{msg['dst_len']}"
+            out.append(spec)
         return sorted(out, key=lambda s: s["dst"])

@@ -184,3 +184,48 @@ def test_routes_of_others_are_never_replaced(ns, routes):
         routes.apply_policy(policy(name="p1", destination="fc00:1::/64", segments=["fc00:1::9"]))
     assert routes.remove_policy("fc00:1::/64") is False
     assert kernel_routes(ns) == before
+
+
+def _in_ns(ns: str, fn):
+    def run():
+        with IPRoute() as ipr:
+            return fn(ipr, ipr.link_lookup(ifname="v0")[0])
+    with NetnsThread(ns) as t:
+        return t.call(run)
+
+
+def test_only_routes_to_exactly_the_prefix_in_table_main_count_among_many_others(ns, routes):
+    """Thousands of unrelated routes (a dump of several parts), a more specific route, the same prefix in
+    another table: none of them is taken for the policy's route, and none blocks it."""
+    def populate(ipr, v0):
+        for i in range(3000):
+            ipr.route("add", dst=f"2001:db8:{i // 256:x}:{i % 256:x}::/64", oif=v0, proto=4)
+        ipr.route("add", dst="fd00:4::/80", oif=v0, proto=4)                # more specific
+        ipr.route("add", dst="fd00:4::/64", oif=v0, proto=4, table=100)     # same prefix, other table
+        ipr.route("add", dst="fd00::/16", oif=v0, proto=4)                  # less specific
+    _in_ns(ns, populate)
+    p = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9", "fcff:3::1"])
+    assert routes.apply_policy(p) is True
+    before = kernel_routes(ns)
+    assert routes.apply_policy(p) is False
+    assert kernel_routes(ns) == before
+    assert routes.policy_route("fd00:4::/64")["encap"]["segs"] == ["fc00:1::9", "fcff:3::1"]
+    assert [r["dst"] for r in routes.dump()] == ["fd00:4::/64"]
+    assert routes.policy_route("fd00:4::/80") is None
+    assert routes.remove_policy("fd00:4::/80") is False  # the proto 4 route there is not srv6pm's
+    assert routes.remove_policy("fd00:4::/64") is True
+    assert routes.dump() == []
+
+
+def test_a_route_of_others_with_another_metric_to_the_same_prefix_is_seen(ns, routes):
+    """The kernel keeps routes to one prefix with different metrics side by side; srv6pm's (metric 1024)
+    comes first in a lookup, yet the other one still blocks changing or re-applying the policy."""
+    p = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9"])
+    assert routes.apply_policy(p) is True
+    _in_ns(ns, lambda ipr, v0: ipr.route("add", dst="fd00:4::/64", oif=v0, proto=4, priority=2048))
+    before = kernel_routes(ns)
+    for attempt in (p, policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9", "fcff:3::1"])):
+        with pytest.raises(RouteError, match=r"route to fd00:4::/64 that srv6pm did not make \(protocol 4\)"):
+            routes.apply_policy(attempt)
+    assert kernel_routes(ns) == before
+    assert routes.policy_route("fd00:4::/64")["encap"]["segs"] == ["fc00:1::9"]  # srv6pm's is still read
