@@ -61,6 +61,18 @@ def path_edge(snapshot, key):
     return next((e for e in edges if e.get("_key") == key), None)
 
 
+def wait_graph(lab, check, timeout=30):
+    """The graph dump once ``check(snapshot)`` holds (the collector's results consumer runs at its own pace)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshot = graph(lab)
+        if check(snapshot):
+            return snapshot
+        assert time.monotonic() < deadline, f"graph never got there: {snapshot.get('paths')}"
+        lab.check_children()
+        time.sleep(0.3)
+
+
 def events_of(lab, kind, node=None):
     lab.events.poll(0.2)
     return [e for e in lab.events.seen if e.get("kind") == kind and (node is None or e.get("node") == node)]
@@ -131,7 +143,7 @@ def test_a_config_change_removes_and_adds_a_flow_while_the_lab_runs(lab):
     clock = PeriodClock(PERIOD)
     pids = {name: child.pid for name, child in lab.children.items()}
     collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
-    assert path_edge(graph(lab), "flow:f2")["loss"]["complete"] is True
+    wait_graph(lab, lambda g: ((path_edge(g, "flow:f2") or {}).get("loss") or {}).get("complete") is True)
 
     # Remove f2: its policy at a and its monitoring at a and c go; f1 and everything else stay.
     generation = lab.generation()
@@ -141,7 +153,7 @@ def test_a_config_change_removes_and_adds_a_flow_while_the_lab_runs(lab):
     assert encap_routes(a) == [lab.plan.flows["f1"].dst_addr]
     assert flow_elements(a, "ingress_c0") == 1 and flow_elements(c, "egress_c0") == 0
     assert flow_elements(d, "egress_c0") == 1
-    assert path_edge(graph(lab), "flow:f2") is None
+    wait_graph(lab, lambda g: path_edge(g, "flow:f2") is None, timeout=5)
     collect(lab, lambda rs: max(complete_periods(rs, "f1")) >= removed_at + 4)
     f2_periods = [r["period"] for r in lab.seen if r.get("flow") == "f2"]
     # Blocks of periods that had started before the removal may still pair; nothing later.
@@ -157,7 +169,7 @@ def test_a_config_change_removes_and_adds_a_flow_while_the_lab_runs(lab):
     results = by_flow_period(lab.seen)
     assert all(r["lost_packets"] == 0 for r in results.values() if r["complete"]), \
         [r for r in results.values() if r["complete"] and r["lost_packets"]]
-    assert path_edge(graph(lab), "flow:f2") is not None
+    wait_graph(lab, lambda g: path_edge(g, "flow:f2") is not None, timeout=5)
     f1 = complete_periods(lab.seen, "f1")
     assert f1 == list(range(f1[0], f1[-1] + 1)), "f1 lost periods while f2 came and went"
     # Nothing was restarted to apply the changes.
