@@ -25,10 +25,11 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "read_tail"]
 
 log = logging.getLogger(__name__)
 
@@ -67,47 +68,67 @@ class Ledger:
 
     def load(self, consumer: KafkaConsumer, partitions: list[int], timeout_s: float = 30.0,
              idle_s: float = 0.5) -> int:
-        """Read the tail of the result topic's ``partitions`` with ``consumer`` (no group).
+        """Read the tail of the result topic's ``partitions`` (see :func:`read_tail`).
 
-        Reads from ``tail_records`` before the reported end until the partitions
-        have been idle for ``idle_s`` past that end. (The end is only a hint:
-        some Kafka-compatible brokers report the start of the last batch as
-        the end offset, so records beyond it are read too.) Returns the number
-        of results loaded. Raises TimeoutError if the tail cannot be read in
-        time: processing without the ledger could double results.
+        Returns the number of results loaded. Raises TimeoutError if the tail
+        cannot be read in time: processing without the ledger could double results.
         """
-        if not partitions:
-            return 0
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        consumer.assign(tps)
-        ends = consumer.end_offsets(tps)
-        begins = consumer.beginning_offsets(tps)
-        for tp in tps:
-            self._parts[tp.partition] = OrderedDict()
-            consumer.seek(tp, max(begins[tp], ends[tp] - self.tail_records))
+        for p in partitions:
+            self._parts[p] = OrderedDict()
         loaded = 0
-        deadline = time.monotonic() + timeout_s
-        idle_since = None
-        while True:
-            batch = consumer.poll(timeout_ms=int(idle_s * 500))
-            for tp, messages in batch.items():
-                for message in messages:
-                    try:
-                        result = json.loads(message.value)
-                        self.add(tp.partition, result)
-                        loaded += 1
-                    except (TypeError, ValueError, KeyError):
-                        log.warning("unreadable record on the result topic, skipped",
-                                    extra={"topic": self.topic, "partition": tp.partition, "offset": message.offset})
-            at_end = all(consumer.position(tp) >= ends[tp] for tp in tps)
-            now = time.monotonic()
-            if batch or not at_end:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = now
-            elif now - idle_since >= idle_s:
-                break
-            if now > deadline:
-                raise TimeoutError(f"could not read the tail of {self.topic} partitions {partitions} in {timeout_s:g} s")
-        consumer.assign([])
+        for partition, result in read_tail(consumer, self.topic, partitions, self.tail_records, timeout_s, idle_s):
+            try:
+                self.add(partition, result)
+                loaded += 1
+            except (TypeError, KeyError):
+                log.warning("result without subject or period on the result topic, skipped",
+                            extra={"topic": self.topic, "partition": partition})
         return loaded
+
+
+def read_tail(consumer: KafkaConsumer, topic: str, partitions: list[int], tail_records: int,
+              timeout_s: float = 30.0, idle_s: float = 0.5) -> Iterator[tuple[int, dict]]:
+    """Yield (partition, JSON object) for the last ``tail_records`` records of each of ``partitions``.
+
+    Reads with ``consumer`` (no group; assigned here, unassigned at the end)
+    from ``tail_records`` before the reported end until the partitions have
+    been idle for ``idle_s`` past that end. (The end is only a hint: some
+    Kafka-compatible brokers report the start of the last batch as the end
+    offset, so records beyond it are read too.) A record that is not a JSON
+    object is logged and skipped. Raises TimeoutError if the tail cannot be
+    read within ``timeout_s``.
+    """
+    if not partitions or consumer.partitions_for_topic(topic) is None:  # no topic: nothing was published yet
+        return
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer.assign(tps)
+    ends = consumer.end_offsets(tps)
+    begins = consumer.beginning_offsets(tps)
+    for tp in tps:
+        consumer.seek(tp, max(begins[tp], ends[tp] - tail_records))
+    deadline = time.monotonic() + timeout_s
+    idle_since = None
+    while True:
+        batch = consumer.poll(timeout_ms=int(idle_s * 500))
+        for tp, messages in batch.items():
+            for message in messages:
+                try:
+                    doc = json.loads(message.value)
+                except (TypeError, ValueError):
+                    doc = None
+                if not isinstance(doc, dict):
+                    log.warning("unreadable record on a result topic, skipped",
+                                extra={"topic": topic, "partition": tp.partition, "offset": message.offset})
+                    continue
+                yield tp.partition, doc
+        at_end = all(consumer.position(tp) >= ends[tp] for tp in tps)
+        now = time.monotonic()
+        if batch or not at_end:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = now
+        elif now - idle_since >= idle_s:
+            break
+        if now > deadline:
+            raise TimeoutError(f"could not read the tail of {topic} partitions {partitions} in {timeout_s:g} s")
+    consumer.assign([])
