@@ -1,13 +1,16 @@
 """How the lab shows results: a table for people, JSON lines for programs.
 
 The JSON objects are exactly the records of the result topics
-(``srv6pm.loss`` and ``srv6pm.delay``; a delay record has a ``direction``).
+(``srv6pm.loss``, ``srv6pm.delay`` and ``srv6pm.alarms``; a delay record has
+a ``direction``, an alarm a ``kind``). The table ends with a summary per flow
+and per session; JSON lines have no summary, so that every line is a record.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from typing import TextIO
 
 __all__ = ["JsonLines", "ResultTable"]
@@ -24,44 +27,136 @@ class JsonLines:
         self.out.write(json.dumps(result, separators=(",", ":")) + "\n")
         self.out.flush()
 
+    def summary(self) -> None:
+        pass
+
 
 def _num(value, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _ms(us: float | None) -> str:
+    return _num(None if us is None else us / 1000, "{:.3f}")
+
+
+@dataclass
+class _FlowTotals:
+    complete: int = 0
+    incomplete: int = 0
+    tx: int = 0
+    rx: int = 0
+    lost: int = 0
+
+
+@dataclass
+class _DelayTotals:
+    periods: int = 0
+    samples: int = 0
+    lost: int = 0
+    weighted_mean_us: float = 0.0  # sum of mean_us * samples
+    min_us: float | None = None
+    max_us: float | None = None
+    worst_p99_us: float | None = None
+
+
+def _lower(a, b):
+    return b if a is None or (b is not None and b < a) else a
+
+
+def _higher(a, b):
+    return b if a is None or (b is not None and b > a) else a
+
+
 class ResultTable:
-    """One line per result, printed as results arrive: loss per flow, delay per session and direction."""
+    """One line per result, printed as results arrive; a summary per flow and session at the end."""
 
     def __init__(self, out: TextIO = sys.stdout):
         self.out = out
+        self.flows: dict[str, _FlowTotals] = {}
+        self.delays: dict[tuple[str, str], _DelayTotals] = {}
+        self.alarms_raised: set[tuple] = set()
 
     def header(self) -> None:
         self._line("period start (UTC)", "flow/session", "period", "result")
         self._line("-" * 20, "-" * 12, "-" * 10, "-" * 60)
 
     def row(self, r: dict) -> None:
+        if "kind" in r:
+            self._line(r.get("period_start", "")[:20], r.get("subject", "?"), str(r.get("period", "")), self._alarm(r))
+            return
         subject = r.get("flow") or r.get("session") or "?"
         self._line(r.get("period_start", "")[:20], subject, str(r.get("period", "")),
                    self._delay(r) if "direction" in r else self._loss(r))
 
-    @staticmethod
-    def _loss(r: dict) -> str:
+    def _loss(self, r: dict) -> str:
+        totals = self.flows.setdefault(r.get("flow") or "?", _FlowTotals())
         if not r.get("complete"):
+            totals.incomplete += 1
             return (f"loss   incomplete: no {r.get('missing') or 'partner'} block "
                     f"(tx {_num(r.get('tx_packets'))}, rx {_num(r.get('rx_packets'))})")
+        totals.complete += 1
+        totals.tx += r["tx_packets"]
+        totals.rx += r["rx_packets"]
+        totals.lost += r["lost_packets"]
         ratio = r.get("loss_ratio")
         text = (f"loss   tx {r['tx_packets']:>7}  rx {r['rx_packets']:>7}  lost {r['lost_packets']:>5}  "
                 f"({_num(None if ratio is None else 100 * ratio, '{:.3f}')} %)")
         return text + ("  LOSS" if r.get("lost_packets") else "")
 
-    @staticmethod
-    def _delay(r: dict) -> str:
-        def ms(key):
-            return _num(None if r.get(key) is None else r[key] / 1000, "{:.3f}")
-        text = (f"delay  {r['direction']:<10}  n {r.get('samples', 0):>4}  lost {r.get('lost', 0):>3}  "
-                f"min {ms('min_us')}  mean {ms('mean_us')}  p99 {ms('p99_us')}  max {ms('max_us')}  "
-                f"jitter {ms('jitter_us')} ms")
+    def _delay(self, r: dict) -> str:
+        totals = self.delays.setdefault((r.get("session") or "?", r["direction"]), _DelayTotals())
+        samples = r.get("samples") or 0
+        totals.periods += 1
+        totals.samples += samples
+        totals.lost += r.get("lost") or 0
+        if samples and r.get("mean_us") is not None:
+            totals.weighted_mean_us += r["mean_us"] * samples
+        totals.min_us = _lower(totals.min_us, r.get("min_us"))
+        totals.max_us = _higher(totals.max_us, r.get("max_us"))
+        totals.worst_p99_us = _higher(totals.worst_p99_us, r.get("p99_us"))
+        text = (f"delay  {r['direction']:<10}  n {samples:>4}  lost {r.get('lost', 0):>3}  "
+                f"min {_ms(r.get('min_us'))}  mean {_ms(r.get('mean_us'))}  p99 {_ms(r.get('p99_us'))}  "
+                f"max {_ms(r.get('max_us'))}  jitter {_ms(r.get('jitter_us'))} ms")
         return text + ("  LOSS" if r.get("lost") else "")
+
+    def _alarm(self, r: dict) -> str:
+        key = (r.get("kind"), r.get("subject"), r.get("direction"))
+        (self.alarms_raised.add if r.get("raised") else self.alarms_raised.discard)(key)
+        what = r.get("kind", "?") + (f" {r['direction']}" if r.get("direction") else "")
+        if r.get("kind") == "delay_p99_us":
+            value, threshold = f"{_ms(r.get('value'))} ms", f"{_ms(r.get('threshold'))} ms"
+        else:
+            value, threshold = _num(r.get("value"), "{:.4f}"), _num(r.get("threshold"), "{:.4f}")
+        if r.get("raised"):
+            return f"ALARM  raised   {what}: {value} > {threshold}"
+        return f"ALARM  cleared  {what}: {value} <= {threshold}"
+
+    def summary(self) -> None:
+        """Totals over the run: per flow (complete periods only) and per session and direction."""
+        if not self.flows and not self.delays:
+            self.out.write("\nno results yet\n")
+            self.out.flush()
+            return
+        w = self.out.write
+        if self.flows:
+            row = "{:<12}  {:>7}  {:>10}  {:>10}  {:>10}  {:>8}  {:>6}\n"
+            w("\n" + row.format("flow", "periods", "incomplete", "tx", "rx", "lost", "loss %"))
+            for flow, t in sorted(self.flows.items()):
+                ratio = _num(100 * t.lost / t.tx if t.tx else None, "{:.3f}")
+                w(row.format(flow, t.complete, t.incomplete, t.tx, t.rx, t.lost, ratio))
+        if self.delays:
+            row = "{:<12}  {:<10}  {:>7}  {:>7}  {:>5}  {:>8}  {:>8}  {:>12}  {:>8}\n"
+            w("\n" + row.format("session", "direction", "periods", "samples", "lost", "min ms", "mean ms",
+                                "worst p99 ms", "max ms"))
+            for (session, direction), t in sorted(self.delays.items()):
+                mean = t.weighted_mean_us / t.samples if t.samples else None
+                w(row.format(session, direction, t.periods, t.samples, t.lost, _ms(t.min_us), _ms(mean),
+                             _ms(t.worst_p99_us), _ms(t.max_us)))
+        if self.alarms_raised:
+            w("\nalarms still raised: " + ", ".join(
+                f"{subject} {kind}" + (f" {direction}" if direction else "")
+                for kind, subject, direction in sorted(self.alarms_raised, key=str)) + "\n")
+        self.out.flush()
 
     def _line(self, start: str, subject: str, period: str, result: str) -> None:
         self.out.write(f"{start:<20}  {subject:<12}  {period:>10}  {result}".rstrip() + "\n")

@@ -132,7 +132,7 @@ class Lab:
         from srv6pm.kafka import ensure_topics
         ensure_topics(self.kafka, {records.COUNTERS: self.partitions, records.LOSS: self.partitions,
                                    records.STAMP: self.partitions, records.DELAY: self.partitions,
-                                   records.DEADLETTER: 1, records.EVENTS: 1})
+                                   records.ALARMS: self.partitions, records.DEADLETTER: 1, records.EVENTS: 1})
         self.events = EventReader(self.kafka)
         stack.callback(self.events.close)
         network.build(self.plan, srv6=False)
@@ -299,9 +299,11 @@ class Lab:
 
     # -- results ---------------------------------------------------------------
 
-    def results(self, from_beginning: bool = False) -> "ResultReader":
-        """A reader of ``srv6pm.loss`` and ``srv6pm.delay`` (all partitions; from now on, or from the beginning)."""
-        return ResultReader(self.kafka, (records.LOSS, records.DELAY), from_beginning)
+    def results(self, from_beginning: bool = False, alarms: bool = False) -> "ResultReader":
+        """A reader of ``srv6pm.loss`` and ``srv6pm.delay``, and of ``srv6pm.alarms`` if ``alarms``
+        (all partitions; from now on, or from the beginning)."""
+        topics = (records.LOSS, records.DELAY) + ((records.ALARMS,) if alarms else ())
+        return ResultReader(self.kafka, topics, from_beginning)
 
 
 def _free_tcp_port(host: str) -> int:

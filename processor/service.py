@@ -10,8 +10,9 @@ Each loop iteration (:meth:`Processor.step`):
 
 1. polls a batch of records; undecodable or invalid ones become dead letters,
    the others go to their stage;
-2. publishes dead letters and new results (to the input's partition number,
-   see ``ledger``) and waits until the broker acknowledged every one;
+2. publishes dead letters, new results (to the input's partition number,
+   see ``ledger``) and the threshold alarms they raise or clear (``alarms``),
+   and waits until the broker acknowledged every one;
 3. writes the results to InfluxDB, retrying until it succeeds;
 4. only then marks the records finished and commits the offsets that
    :class:`~srv6pm.processor.offsets.OffsetTracker` allows.
@@ -45,6 +46,7 @@ from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import InfluxWriter, StoreError
 from srv6pm.kafka import group_consumer
 
+from .alarms import AlarmRules, Alarms
 from .health import Health, node_of
 from .ledger import Ledger
 from .offsets import OffsetTracker
@@ -76,6 +78,7 @@ class ProcessorOptions:
     max_poll_interval_ms: int = 60_000
     retry_max_s: float = 10.0
     health_interval_s: float | None = 10.0  # None: no health points in InfluxDB
+    alarms: AlarmRules = field(default_factory=AlarmRules)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -111,6 +114,7 @@ class Processor:
         self._store = InfluxWriter(influx)
         self._tracker = OffsetTracker()
         self._ledgers = {t: Ledger(s.output_topic, s.subject_field, o.ledger_records) for t, s in self.stages.items()}
+        self._alarms = {t: Alarms(o.alarms, s.alarm_kinds, o.ledger_records) for t, s in self.stages.items()}
         self._committed: dict[tuple[str, int], int] = {}
         self._raw: dict[tuple, tuple[bytes | None, bytes | None]] = {}
         self._stop = threading.Event()
@@ -127,7 +131,10 @@ class Processor:
         for topic, ledger in self._ledgers.items():
             mine = [p for t, p in partitions if t == topic]
             loaded = ledger.load(self._ledger_reader, mine)
-            log.info("partitions assigned", extra={"topic": topic, "partitions": mine, "ledger_results": loaded})
+            alarms = self._alarms[topic]
+            states = alarms.load(self._ledger_reader, mine) if alarms.enabled else 0
+            log.info("partitions assigned", extra={"topic": topic, "partitions": mine, "ledger_results": loaded,
+                                                   "alarms": states})
 
     def _revoked(self, partitions: list[tuple[str, int]]) -> None:
         self._commit()
@@ -135,6 +142,7 @@ class Processor:
         for topic, stage in self.stages.items():
             stage.drop({t for t in stage.pending_tokens() if t[:2] in gone})
             self._ledgers[topic].forget([p for t, p in partitions if t == topic])
+            self._alarms[topic].forget([p for t, p in partitions if t == topic])
         self._tracker.forget(partitions)
         for tp in partitions:
             self._committed.pop(tp, None)
@@ -162,7 +170,7 @@ class Processor:
         batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
         now = time.monotonic()
         outcomes: list[Outcome] = []
-        restores: list[tuple[Stage, dict]] = []
+        restores: list[tuple[Stage, int, dict]] = []
         for tp, messages in batch.items():
             stage = self.stages[tp.topic]
             ledger = self._ledgers[tp.topic]
@@ -185,7 +193,7 @@ class Processor:
                 if published is not None:
                     # Re-read after a restart, or late after its period was closed.
                     self.stats["replayed"] += 1
-                    restores += [(stage, r) for r in published]
+                    restores += [(stage, tp.partition, r) for r in published]
                     outcomes.append(Outcome([token]))
                     continue
                 for outcome in stage.add(record, token, now):
@@ -205,8 +213,8 @@ class Processor:
             self._lag_due_s = now_s + LAG_INTERVAL_S
             self._safe_lag()
 
-    def _finish(self, outcomes: list[Outcome], restores: list[tuple[Stage, dict]]) -> None:
-        # 1. publish dead letters and results; wait for every acknowledgement.
+    def _finish(self, outcomes: list[Outcome], restores: list[tuple[Stage, int, dict]]) -> None:
+        # 1. publish dead letters, results and the alarms they change; wait for every acknowledgement.
         sends = []
         results = []
         for outcome in outcomes:
@@ -223,8 +231,16 @@ class Processor:
                 for result in outcome.results:
                     results.append((stage, partition, result))
                     sends.append((stage.output_topic, partition, result.subject.encode(), result.to_json()))
+        docs = [(stage, partition, result, result.to_dict()) for stage, partition, result in results]
+        alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d in docs] + restores)
+        sends += [(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()) for partition, alarm in alarms]
         involved = {o.tokens[0][0] for o in outcomes if o.results or o.rejected}
         self._send_all(sends, involved)
+        self.metrics.records_out.labels(COMPONENT, records.ALARMS).inc(len(alarms))
+        for _, alarm in alarms:
+            log.warning("alarm raised" if alarm.raised else "alarm cleared",
+                        extra={"kind": alarm.kind, "subject": alarm.subject, "direction": alarm.direction,
+                               "period": alarm.period, "value": alarm.value, "threshold": alarm.threshold})
         self.stats["deadletters"] += sum(len(o.rejected) for o in outcomes)
         for outcome in outcomes:
             for topic, _, _ in outcome.rejected:
@@ -233,9 +249,8 @@ class Processor:
                 if self.health:
                     self.health.count(topic, "deadletters")
         # 2. store (idempotent), including results re-read from the ledger.
-        docs = [(stage, partition, result, result.to_dict()) for stage, partition, result in results]
         points = [stage.point(doc) for stage, _, _, doc in docs]
-        points += [stage.point(doc) for stage, doc in restores]
+        points += [stage.point(doc) for stage, _, doc in restores]
         self._retry("store results in InfluxDB", lambda: self._store.write(points), involved)
         stored_s = time.time()
         # 3. finished: remember, and let the offsets move.
@@ -253,6 +268,15 @@ class Processor:
         for outcome in outcomes:
             for topic, partition, offset in outcome.tokens:
                 self._tracker.finished((topic, partition), offset)
+
+    def _evaluate_alarms(self, results: list[tuple[Stage, int, dict]]) -> list[tuple[int, records.Alarm]]:
+        """(partition, alarm) for each alarm state the results change, evaluated in period order."""
+        out = []
+        for stage, partition, doc in sorted(results, key=lambda r: r[2]["period"]):
+            alarm = self._alarms[stage.input_topic].evaluate(partition, doc)
+            if alarm is not None:
+                out.append((partition, alarm))
+        return out
 
     def _send_all(self, sends: list[tuple], involved: set[str] = frozenset()) -> None:
         """Send every (topic, partition, key, value); resend only those that failed, until all are acknowledged.

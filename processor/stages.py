@@ -30,6 +30,7 @@ class Stage:
     input_topic: str
     output_topic: str
     subject_field: str
+    alarm_kinds: tuple[str, ...]  # the srv6pm.alarms kinds evaluated on this stage's results
 
     def decode(self, raw: bytes | None) -> Any:
         """The record in ``raw``; raises records.RecordError with the reason."""
@@ -62,6 +63,7 @@ class LossStage(Stage):
     input_topic = records.COUNTERS
     output_topic = records.LOSS
     subject_field = "flow"
+    alarm_kinds = ("loss_ratio",)
 
     def __init__(self, pair_wait_s: float):
         self.pairing = Pairing(pair_wait_s)
@@ -95,6 +97,7 @@ class DelayStage(Stage):
     input_topic = records.STAMP
     output_topic = records.DELAY
     subject_field = "session"
+    alarm_kinds = ("delay_p99_us",)
 
     def __init__(self, lateness_s: float, idle_s: float):
         self.windows = DelayWindows(lateness_s, idle_s)

@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         "loss) and turns each STAMP session's samples into per-period delay statistics per direction "
         "(srv6pm.delay, measurement delay). Commits offsets only after results are published and stored. "
         "A block whose partner does not arrive within --pair-wait is published as incomplete (never as "
-        "loss). Bad records go to srv6pm.deadletter with the reason.")
+        "loss). Threshold alarms are raised and cleared on srv6pm.alarms (--alarm-*). Bad records go to "
+        "srv6pm.deadletter with the reason.")
     prun.add_argument("--group", default="srv6pm-processor", help="consumer group (default srv6pm-processor)")
     prun.add_argument("--client-id", help="Kafka client id (default srv6pm-processor-HOSTNAME)")
     prun.add_argument("--pair-wait", type=float, default=10.0, metavar="S",
@@ -161,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     prun.add_argument("--health-interval", type=float, metavar="S",
                       help="seconds between the processor's health points in InfluxDB (measurements pipeline "
                            "and exporter; default $SRV6PM_HEALTH_INTERVAL, else 10; 0: none)")
+    prun.add_argument("--alarm-loss-ratio", metavar="R|off",
+                      help="raise a loss_ratio alarm on srv6pm.alarms when a flow's complete period has a loss "
+                           "ratio above R, and clear it when a later one is back at or under R (default "
+                           "$SRV6PM_ALARM_LOSS_RATIO, else 0.01; 0: any lost packet; off: no loss alarms)")
+    prun.add_argument("--alarm-delay-p99-us", metavar="US|off",
+                      help="raise a delay_p99_us alarm per STAMP session and direction when a period's p99 "
+                           "delay is above US microseconds, clear it when back at or under (default "
+                           "$SRV6PM_ALARM_DELAY_P99_US, else off)")
     metrics.add_metrics_argument(prun)
     _add_common(prun)
     KafkaSettings.add_arguments(prun)
@@ -240,6 +249,7 @@ def cmd_exporter_run(args) -> int:
 
 
 def cmd_processor_run(args) -> int:
+    from srv6pm.processor.alarms import AlarmRules
     from srv6pm.processor.service import Processor, ProcessorOptions
     if not args.pair_wait > 0:
         raise ConfigError("--pair-wait must be positive")
@@ -252,6 +262,9 @@ def cmd_processor_run(args) -> int:
     if args.client_id:
         options.client_id = args.client_id
     options.health_interval_s = _health_interval(args.health_interval) or None
+    options.alarms = AlarmRules(
+        loss_ratio=_threshold(args.alarm_loss_ratio, "--alarm-loss-ratio", "SRV6PM_ALARM_LOSS_RATIO", 0.01),
+        delay_p99_us=_threshold(args.alarm_delay_p99_us, "--alarm-delay-p99-us", "SRV6PM_ALARM_DELAY_P99_US", None))
     kafka, influx, port = KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
     metrics.serve(port)
     processor = Processor(kafka, influx, options)
@@ -275,6 +288,26 @@ def _health_interval(value: float | None) -> float:
     if not 0 <= value < float("inf"):
         raise ConfigError(f"{name} {value:g}: must be >= 0 seconds (0: no health points)")
     return value
+
+
+def _threshold(value: str | None, flag: str, env: str, default: float | None) -> float | None:
+    """An alarm threshold from ``flag``, else ``$env``, else ``default``: a number >= 0, or None for 'off'."""
+    import os
+    name = flag
+    if value is None:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            return default
+        name = env
+    if value.strip().lower() == "off":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 <= number < float("inf"):
+        raise ConfigError(f"{name} {value!r}: must be a number >= 0, or 'off'")
+    return number
 
 
 def _external(args, prefix: str, env_var: str) -> bool:
@@ -304,7 +337,7 @@ def cmd_lab_run(args) -> int:
           f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
           file=sys.stderr, flush=True)
     with lab:
-        reader = lab.results()
+        reader = lab.results(alarms=True)
         print(f"srv6pm lab: running; first results in about {3 * scenario.period + 1:g} s"
               + (f", stopping after {args.duration:g} s" if args.duration else "; Ctrl-C stops") + ".",
               file=sys.stderr, flush=True)
@@ -317,6 +350,7 @@ def cmd_lab_run(args) -> int:
                 lab.check_children()
         finally:
             reader.close()
+            view.summary()
             print("srv6pm lab: tearing down…", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED if stopping and stopping[0] == signal.SIGINT else 0
 

@@ -23,7 +23,7 @@ import jsonschema
 
 __all__ = [
     "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS", "EVENTS",
-    "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "StampSample",
+    "Alarm", "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "StampSample",
     "dead_letter", "decode_counters", "decode_event", "decode_stamp", "encode", "schema", "validate",
 ]
 
@@ -252,6 +252,34 @@ class DelayResult:
     @classmethod
     def from_dict(cls, doc: dict) -> "DelayResult":
         return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
+
+
+ALARM_KINDS = ("loss_ratio", "delay_p99_us")
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """A threshold alarm raised or cleared (topic ``srv6pm.alarms``; see its schema for the rules)."""
+
+    kind: str  # one of ALARM_KINDS
+    subject: str  # the flow or the session
+    direction: str | None  # the delay direction; None for loss
+    period: int
+    period_start: str
+    period_s: float
+    value: float
+    threshold: float
+    raised: bool
+
+    @property
+    def key(self) -> str:
+        return self.subject
+
+    def to_dict(self) -> dict:
+        return {"v": VERSION, **asdict(self)}
+
+    def to_json(self) -> bytes:
+        return encode(self.to_dict())
 
 
 EVENT_KINDS = ("node_up", "node_down", "node_restarted", "applied", "removed", "apply_failed",

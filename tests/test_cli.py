@@ -149,3 +149,14 @@ def test_exporter_run_calls_itself_after_srv6pm_node(tmp_path, broker):
             assert proc.wait(timeout=20) == 0, proc.stderr.read()
     finally:
         pr_netns.remove(ns)
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--alarm-loss-ratio", "lots"], {}, "--alarm-loss-ratio 'lots': must be a number >= 0, or 'off'"),
+    (["--alarm-delay-p99-us", "-5"], {}, "--alarm-delay-p99-us '-5': must be a number >= 0, or 'off'"),
+    ([], {"SRV6PM_ALARM_LOSS_RATIO": "nan"}, "SRV6PM_ALARM_LOSS_RATIO 'nan': must be a number >= 0, or 'off'"),
+])
+def test_bad_alarm_threshold_is_a_one_line_error_naming_its_origin(args, env, message):
+    out = srv6pm("processor", "run", *args, env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"srv6pm: {message}"

@@ -147,6 +147,7 @@ def test_schema_validation_catches_broken_manifests():
     ("influxdb.url=influxdb:8086", "/influxdb/url"),
     ("kafka.bootstrap=kafka", "/kafka/bootstrap"),
     ("processor.replica=3", "/processor"),
+    ("processor.alarms.lossRatio=lots", "/processor/alarms/lossRatio"),
 ])
 def test_values_schema_refuses_bad_values_by_name(setting, complaint):
     run = helm("template", "rel", str(CHART), "--set", setting, check=False)
@@ -171,6 +172,12 @@ def test_components_run_real_srv6pm_command_lines(rendered):
         if component == "processor":
             assert (args.influx_url, args.influx_org, args.influx_bucket) == (
                 values["influxdb"]["url"], values["influxdb"]["org"], values["influxdb"]["bucket"])
+            # The thresholds as the processor reads them (a number or off).
+            from srv6pm.cli import _threshold
+            for flag, key in (("alarm_loss_ratio", "lossRatio"), ("alarm_delay_p99_us", "delayP99Us")):
+                want = values["processor"]["alarms"][key]
+                got = _threshold(getattr(args, flag), flag, "", None)
+                assert got == (None if want == "off" else float(want)), (flag, got, want)
 
 
 def test_files_named_in_arguments_and_environment_are_mounted(rendered):

@@ -176,6 +176,20 @@ def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
         assert values[1:] == [sum(r["lost_packets"] for r in rows), sum(r["tx_packets"] for r in rows),
                               sum(r["rx_packets"] for r in rows), len(rows)]
 
+    # srv6pm.alarms (default threshold: loss ratio above 1 %): f1 raised once when the drops began to show,
+    # cleared once at the first complete period back at or under 1 %; nothing for f2.
+    ratios = sorted((r["period"], r["loss_ratio"]) for r in lab.seen if r.get("flow") == "f1" and r["complete"])
+    raised_at = next(k for k, ratio in ratios if ratio > 0.01)
+    cleared_at = next(k for k, ratio in ratios if k > raised_at and ratio <= 0.01)
+    reader = lab.results(from_beginning=True, alarms=True)
+    alarms = []
+    deadline = time.monotonic() + 10
+    while len(alarms) < 2 and time.monotonic() < deadline:
+        alarms += [a for a in reader.poll(0.3) if "kind" in a and a["period"] <= cleared_at]
+    reader.close()
+    assert [(a["kind"], a["subject"], a["period"], a["raised"]) for a in alarms] == [
+        ("loss_ratio", "f1", raised_at, True), ("loss_ratio", "f1", cleared_at, False)]
+
 
 def test_processor_killed_and_restarted_mid_run_stores_every_period_exactly_once(lab):
     clock = PeriodClock(PERIOD)

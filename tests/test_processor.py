@@ -15,6 +15,7 @@ from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
+from srv6pm.processor.alarms import AlarmRules
 from srv6pm.processor.service import Processor, ProcessorOptions
 from srv6pm.records import CounterRecord
 
@@ -27,7 +28,7 @@ BASE_PERIOD = 880_000_000  # an even period index, in 2025
 @pytest.fixture
 def kafka(fresh_broker):
     settings = KafkaSettings(bootstrap=fresh_broker)
-    ensure_topics(settings, {records.COUNTERS: 2, records.LOSS: 2, records.DEADLETTER: 1})
+    ensure_topics(settings, {records.COUNTERS: 2, records.LOSS: 2, records.ALARMS: 2, records.DEADLETTER: 1})
     return settings
 
 
@@ -218,6 +219,101 @@ def test_results_go_to_the_partition_of_their_records(kafka, influx):
     outputs = {r["flow"]: p for p, _, _, r in read_topic(kafka, records.LOSS)}
     assert outputs == inputs
     assert len(set(outputs.values())) == 2  # both partitions in use
+
+
+# Loss per period of f1 (out of 1000): raised at +1 (5 %), still at +2, cleared at +3, 0.5 % at +4 stays clear
+# (threshold 1 %), raised again at +5. f2 never loses.
+F1_LOST = [0, 50, 30, 0, 5, 20]
+
+
+def lossy_blocks():
+    values = []
+    for i, lost in enumerate(F1_LOST):
+        k = BASE_PERIOD + i
+        values += [block("f1", "ingress", k, 1000), block("f1", "egress", k, 1000 - lost),
+                   block("f2", "ingress", k, 400), block("f2", "egress", k, 400)]
+    return values
+
+
+def alarm_transitions(kafka):
+    return [(a["subject"], a["period"] - BASE_PERIOD, a["raised"]) for _, _, _, a in read_topic(kafka, records.ALARMS)]
+
+
+def test_loss_alarms_are_raised_and_cleared_once_across_a_crash(kafka, influx):
+    produce(kafka, lossy_blocks())
+    opts = options()
+    first = Processor(kafka, influx, opts)
+    first._commit = lambda: None  # dies after publishing and storing, before any commit
+    try:
+        run_until(first, lambda: first.stats["results"] == 12)
+    finally:
+        first.close()
+    alarms = [a for _, _, _, a in read_topic(kafka, records.ALARMS)]
+    for alarm in alarms:
+        records.validate(records.ALARMS, alarm)
+    assert alarm_transitions(kafka) == [("f1", 1, True), ("f1", 3, False), ("f1", 5, True)]
+    assert [(a["value"], a["threshold"]) for a in alarms] == [(0.05, 0.01), (0.0, 0.01), (0.02, 0.01)]
+    # The restarted member re-reads everything: the alarm state comes back from the topic, nothing is doubled.
+    second = Processor(kafka, influx, opts)
+    try:
+        run_until(second, lambda: second.stats["replayed"] == 24)
+    finally:
+        second.close()
+    assert alarm_transitions(kafka) == [("f1", 1, True), ("f1", 3, False), ("f1", 5, True)]
+    # One more period back to no loss clears it, as a continuation of the state read back.
+    produce(kafka, [block("f1", "ingress", BASE_PERIOD + 6, 1000), block("f1", "egress", BASE_PERIOD + 6, 1000)])
+    third = Processor(kafka, influx, opts)
+    try:
+        run_until(third, lambda: third.stats["results"] == 1)
+    finally:
+        third.close()
+    assert alarm_transitions(kafka)[-1] == ("f1", 6, False)
+    assert len(alarm_transitions(kafka)) == 4
+
+
+def test_alarms_lost_in_a_crash_are_made_again_from_the_re_read_results(kafka, influx):
+    produce(kafka, lossy_blocks())
+    opts = options()
+    # A member that published and stored the results but none of their alarms, then died before committing.
+    first = Processor(kafka, influx, options(group=opts.group, alarms=AlarmRules(loss_ratio=None)))
+    first._commit = lambda: None
+    try:
+        run_until(first, lambda: first.stats["results"] == 12)
+    finally:
+        first.close()
+    assert alarm_transitions(kafka) == []
+    second = Processor(kafka, influx, opts)
+    try:
+        run_until(second, lambda: second.stats["replayed"] == 24)
+    finally:
+        second.close()
+    assert second.stats["results"] == 0  # no result twice ...
+    assert alarm_transitions(kafka) == [("f1", 1, True), ("f1", 3, False), ("f1", 5, True)]  # ... and every alarm once
+
+
+def test_a_stricter_threshold_and_delay_alarms_per_direction(kafka, influx):
+    ensure_topics(kafka, {records.STAMP: 2, records.DELAY: 2})
+    produce(kafka, lossy_blocks())
+    start = BASE_PERIOD * 2 * 10**9
+    # Period P: forward 2 ms, backward 3 ms; P+1: forward 9 ms (above 5 ms), backward 3 ms; P+2: back to 2 ms.
+    values = [stamp("s1", i, start + i * 400_000_000) for i in range(5)]
+    values += [stamp("s1", i, start + 2_000_000_000 + (i - 5) * 400_000_000, fwd_ns=9_000_000) for i in range(5, 10)]
+    values += [stamp("s1", i, start + 4_000_000_000 + (i - 10) * 400_000_000) for i in range(10, 15)]
+    values += [stamp("s1", 99, start + 20_000_000_000)]  # far later: closes the periods by event time
+    produce(kafka, values, topic=records.STAMP)
+    processor = Processor(kafka, influx, options(delay_lateness_s=0.5,
+                                                 alarms=AlarmRules(loss_ratio=0.0, delay_p99_us=5000.0)))
+    try:
+        run_until(processor, lambda: processor.stats["results"] == 12 + 9)
+    finally:
+        processor.close()
+    transitions = alarm_transitions(kafka)
+    # Threshold 0: any lost packet raises, so the 0.5 % period keeps f1 raised.
+    assert [t for t in transitions if t[0] == "f1"] == [("f1", 1, True), ("f1", 3, False), ("f1", 4, True)]
+    delay_alarms = [(a["direction"], a["period"] - BASE_PERIOD, a["raised"]) for _, _, _, a in
+                    read_topic(kafka, records.ALARMS) if a["kind"] == "delay_p99_us"]
+    assert sorted(delay_alarms) == [("forward", 1, True), ("forward", 2, False),
+                                    ("round_trip", 1, True), ("round_trip", 2, False)]
 
 
 def stamp(session, seq, t1, fwd_ns=2_000_000, bwd_ns=3_000_000, lost=False):

@@ -1,0 +1,64 @@
+"""The lab's result table: rows per result and alarm, and the summary at the end."""
+
+import io
+import json
+
+from srv6pm.lab.output import JsonLines, ResultTable
+
+START = "2027-01-15T08:00:00Z"
+
+
+def loss(period, tx, rx, complete=True, flow="f1"):
+    return {"v": 1, "flow": flow, "period": period, "period_start": START, "period_s": 1.0,
+            "tx_packets": tx if complete else None, "rx_packets": rx, "lost_packets": tx - rx if complete else None,
+            "loss_ratio": (tx - rx) / tx if complete else None, "complete": complete,
+            "missing": None if complete else "ingress"}
+
+
+def delay(period, direction, mean_us, samples=10, lost=0):
+    return {"v": 1, "session": "s1", "period": period, "period_start": START, "period_s": 1.0,
+            "direction": direction, "samples": samples, "lost": lost, "min_us": mean_us - 100, "mean_us": mean_us,
+            "max_us": mean_us + 300, "p50_us": mean_us, "p99_us": mean_us + 200, "jitter_us": 12.5}
+
+
+def alarm(period, raised, value):
+    return {"v": 1, "kind": "loss_ratio", "subject": "f1", "direction": None, "period": period,
+            "period_start": START, "period_s": 1.0, "value": value, "threshold": 0.01, "raised": raised}
+
+
+def test_rows_and_summary():
+    out = io.StringIO()
+    table = ResultTable(out)
+    table.header()
+    for r in [loss(7, 0, 400, complete=False), loss(8, 1000, 1000), loss(9, 1000, 985), alarm(9, True, 0.015),
+              loss(10, 1000, 1000), alarm(10, False, 0.0), loss(11, 1000, 970),
+              alarm(11, True, 0.03), delay(8, "forward", 20_000), delay(9, "forward", 22_000, samples=30, lost=1)]:
+        table.row(r)
+    table.summary()
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert lines[0].startswith("period start (UTC)")
+    assert "loss   incomplete: no ingress block (tx -, rx 400)" in text
+    assert "lost    15  (1.500 %)  LOSS" in text
+    assert "f1                     9  ALARM  raised   loss_ratio: 0.0150 > 0.0100" in text
+    assert "f1                    10  ALARM  cleared  loss_ratio: 0.0000 <= 0.0100" in text
+    # Summary: complete periods only; the mean delay is weighted by samples; the last alarm is still raised.
+    assert "f1                  4           1        4000        3955        45   1.125" in text
+    assert "s1            forward           2       40      1    19.900    21.500        22.200    22.300" in text
+    assert lines[-1] == "alarms still raised: f1 loss_ratio"
+
+
+def test_summary_without_results():
+    out = io.StringIO()
+    ResultTable(out).summary()
+    assert out.getvalue() == "\nno results yet\n"
+
+
+def test_json_lines_are_exactly_the_records_and_have_no_summary():
+    out = io.StringIO()
+    view = JsonLines(out)
+    view.header()
+    view.row(loss(8, 1000, 999))
+    view.row(alarm(8, True, 0.001))
+    view.summary()
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [loss(8, 1000, 999), alarm(8, True, 0.001)]
