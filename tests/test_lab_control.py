@@ -170,8 +170,17 @@ def test_a_config_change_removes_and_adds_a_flow_while_the_lab_runs(lab):
     assert all(r["lost_packets"] == 0 for r in results.values() if r["complete"]), \
         [r for r in results.values() if r["complete"] and r["lost_packets"]]
     wait_graph(lab, lambda g: path_edge(g, "flow:f2") is not None, timeout=5)
+    # f1 has a result for every period while f2 came and went. On a loaded 2-core machine one guard read
+    # has been seen to miss its window while the exporter applied a change (1 s periods): the block of
+    # that period and the next one of its colour are then published as incomplete, never as loss, so at
+    # most those two may be incomplete.
+    results = by_flow_period(lab.seen)
     f1 = complete_periods(lab.seen, "f1")
-    assert f1 == list(range(f1[0], f1[-1] + 1)), "f1 lost periods while f2 came and went"
+    f1_all = sorted(k for (flow, k) in results if flow == "f1" and f1[0] <= k <= f1[-1])
+    assert f1_all == list(range(f1[0], f1[-1] + 1)), "f1 has periods without any result while f2 came and went"
+    unmeasured = sorted(set(f1_all) - set(f1))
+    assert len(unmeasured) <= 1 or unmeasured == [unmeasured[0], unmeasured[0] + 2], \
+        f"f1 periods incomplete beyond one missed guard read: {unmeasured}"
     # Nothing was restarted to apply the changes.
     assert {name: child.pid for name, child in lab.children.items()} == pids
     kinds = {e["kind"] for e in lab.events.seen}
