@@ -27,6 +27,7 @@ def _info() -> pb.NodeInfo:
     m.period_s = 2.5
     m.version = "0.1.0"
     m.started_ns = 1_700_000_000_123_456_789
+    m.dataplane = "ebpf"
     return m
 
 
@@ -57,6 +58,8 @@ def _flow_monitor() -> pb.FlowMonitor:
     m.role = pb.ROLE_EGRESS
     m.source_prefix = "fd00:1::/64"
     m.destination_prefix = "fd00:4::/64"
+    m.flowmon_id = 0xFFFFF
+    m.position = 3
     return m
 
 
@@ -68,6 +71,7 @@ def _flow_counter() -> pb.FlowCounter:
     m.packets = 2**64 - 1
     m.bytes = 2**40
     m.generation = "g7"
+    m.flowmon_id = 1
     return m
 
 

@@ -33,8 +33,12 @@ Normalisation rules:
   becomes ``"lo"``.
 * ``Policy``: ``name``, ``destination`` (prefix) and 1..16 ``segments``
   required; ``mode`` UNSPECIFIED becomes ENCAP; ``device`` optional.
-* ``FlowMonitor``: ``flow``, ``role`` (INGRESS or EGRESS), ``source_prefix``
-  and ``destination_prefix`` required. ``FlowMonitorRef``: ``flow`` and ``role``.
+* ``FlowMonitor``: ``flow``, ``role`` (INGRESS, TRANSIT or EGRESS),
+  ``source_prefix`` and ``destination_prefix`` required; ``flowmon_id``
+  0..1048575 (RFC 9343's 20 bits; 0: none, only for the nftables data plane,
+  which the exporter checks); ``position`` 0..255, 0 for INGRESS, at least 1
+  for TRANSIT and for an EGRESS with a ``flowmon_id``. A TRANSIT monitor
+  needs a ``flowmon_id``. ``FlowMonitorRef``: ``flow`` and ``role``.
 * ``StampSession``: ``name``, ``destination`` (IPv6 or IPv4) and ``rate``
   (0.01..1000 per second) required; ``source`` optional, of the
   destination's IP version; ``port`` 0 becomes 862 (1..65535); ``segments``
@@ -59,8 +63,13 @@ import re
 
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
+FLOWMON_ID_MAX = (1 << 20) - 1
+"""The largest RFC 9343 FlowMonID (20 bits); 0 means none."""
+POSITION_MAX = 255
+"""The largest counting-point position on a flow's path."""
+
 __all__ = [
-    "InvalidArgument", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
+    "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
 ]
 
@@ -252,6 +261,16 @@ def flow_monitor(message: pb.FlowMonitor) -> pb.FlowMonitor:
     out.role = _enum("role", pb.Role, out.role)
     out.source_prefix = _prefix("source_prefix", out.source_prefix)
     out.destination_prefix = _prefix("destination_prefix", out.destination_prefix)
+    if out.flowmon_id > FLOWMON_ID_MAX:
+        raise InvalidArgument("flowmon_id", f"{out.flowmon_id} not in 0..{FLOWMON_ID_MAX} (20 bits, RFC 9343)")
+    if out.position > POSITION_MAX:
+        raise InvalidArgument("position", f"{out.position} not in 0..{POSITION_MAX}")
+    if out.role == pb.ROLE_INGRESS and out.position != 0:
+        raise InvalidArgument("position", f"{out.position}: the ingress is position 0")
+    if out.role == pb.ROLE_TRANSIT and out.flowmon_id == 0:
+        raise InvalidArgument("flowmon_id", "missing: a transit point counts by FlowMonID")
+    if out.role != pb.ROLE_INGRESS and out.flowmon_id and out.position == 0:
+        raise InvalidArgument("position", "0 is the ingress: a transit or egress point is at 1 or more")
     return out
 
 

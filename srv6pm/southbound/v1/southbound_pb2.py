@@ -24,59 +24,59 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%srv6pm/southbound/v1/southbound.proto\x12\x14srv6pm.southbound.v1\"\x10\n\x0eGetInfoRequest\"`\n\x08NodeInfo\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x10\n\x08period_s\x18\x03 \x01(\x01\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x12\n\nstarted_ns\x18\x05 \x01(\x03\"-\n\nApplyReply\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"|\n\x08LocalSid\x12\x0b\n\x03sid\x18\x01 \x01(\t\x12\x33\n\x08\x62\x65havior\x18\x02 \x01(\x0e\x32!.srv6pm.southbound.v1.SidBehavior\x12\x0f\n\x07nexthop\x18\x03 \x01(\t\x12\r\n\x05table\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\"\x1a\n\x0bLocalSidRef\x12\x0b\n\x03sid\x18\x01 \x01(\t\"|\n\x06Policy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12\x10\n\x08segments\x18\x03 \x03(\t\x12-\n\x04mode\x18\x04 \x01(\x0e\x32\x1f.srv6pm.southbound.v1.EncapMode\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\"\x19\n\tPolicyRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"x\n\x0b\x46lowMonitor\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.srv6pm.southbound.v1.Role\x12\x15\n\rsource_prefix\x18\x03 \x01(\t\x12\x1a\n\x12\x64\x65stination_prefix\x18\x04 \x01(\t\"H\n\x0e\x46lowMonitorRef\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.srv6pm.southbound.v1.Role\"#\n\x13ReadCountersRequest\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\"\x89\x01\n\x0b\x46lowCounter\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.srv6pm.southbound.v1.Role\x12\x0e\n\x06\x63olour\x18\x03 \x01(\r\x12\x0f\n\x07packets\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x12\n\ngeneration\x18\x06 \x01(\t\"P\n\x08\x43ounters\x12\x0f\n\x07read_ns\x18\x01 \x01(\x03\x12\x33\n\x08\x63ounters\x18\x02 \x03(\x0b\x32!.srv6pm.southbound.v1.FlowCounter\"\xca\x01\n\x0cStampSession\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\r\x12\x10\n\x08segments\x18\x05 \x03(\t\x12\x17\n\x0freturn_segments\x18\x06 \x03(\t\x12\x0c\n\x04rate\x18\x07 \x01(\x01\x12\x11\n\ttimeout_s\x18\x08 \x01(\x01\x12\x16\n\x0ereflector_node\x18\t \x01(\t\x12\x15\n\rauth_key_file\x18\n \x01(\t\"\x1f\n\x0fStampSessionRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"U\n\x0eStampReflector\x12\x0c\n\x04\x62ind\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x10\n\x08stateful\x18\x03 \x01(\x08\x12\x15\n\rauth_key_file\x18\x04 \x01(\t\"\x13\n\x11StampReflectorRef\"p\n\x12StampSessionStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0c\n\x04sent\x18\x04 \x01(\x04\x12\x10\n\x08received\x18\x05 \x01(\x04\x12\x0c\n\x04lost\x18\x06 \x01(\x04\"\x8c\x01\n\x14StampReflectorStatus\x12\x0f\n\x07running\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x10\n\x08received\x18\x03 \x01(\x04\x12\x11\n\treflected\x18\x04 \x01(\x04\x12\x19\n\x11\x64ropped_malformed\x18\x05 \x01(\x04\x12\x14\n\x0c\x64ropped_auth\x18\x06 \x01(\x04\"\x11\n\x0fGetStateRequest\"\xd2\x03\n\tNodeState\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1e.srv6pm.southbound.v1.NodeInfo\x12\x32\n\nlocal_sids\x18\x02 \x03(\x0b\x32\x1e.srv6pm.southbound.v1.LocalSid\x12.\n\x08policies\x18\x03 \x03(\x0b\x32\x1c.srv6pm.southbound.v1.Policy\x12\x30\n\x05\x66lows\x18\x04 \x03(\x0b\x32!.srv6pm.southbound.v1.FlowMonitor\x12:\n\x0estamp_sessions\x18\x05 \x03(\x0b\x32\".srv6pm.southbound.v1.StampSession\x12=\n\x0fstamp_reflector\x18\x06 \x01(\x0b\x32$.srv6pm.southbound.v1.StampReflector\x12@\n\x0esession_status\x18\x07 \x03(\x0b\x32(.srv6pm.southbound.v1.StampSessionStatus\x12\x44\n\x10reflector_status\x18\x08 \x01(\x0b\x32*.srv6pm.southbound.v1.StampReflectorStatus*\x8d\x01\n\x0bSidBehavior\x12\x1c\n\x18SID_BEHAVIOR_UNSPECIFIED\x10\x00\x12\x14\n\x10SID_BEHAVIOR_END\x10\x01\x12\x16\n\x12SID_BEHAVIOR_END_X\x10\x02\x12\x18\n\x14SID_BEHAVIOR_END_DT6\x10\x03\x12\x18\n\x14SID_BEHAVIOR_END_DX6\x10\x04*T\n\tEncapMode\x12\x1a\n\x16\x45NCAP_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NCAP_MODE_ENCAP\x10\x01\x12\x15\n\x11\x45NCAP_MODE_INLINE\x10\x02*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_INGRESS\x10\x01\x12\x0f\n\x0bROLE_EGRESS\x10\x02\x32\x8c\t\n\x0cNodeExporter\x12O\n\x07GetInfo\x12$.srv6pm.southbound.v1.GetInfoRequest\x1a\x1e.srv6pm.southbound.v1.NodeInfo\x12R\n\x08GetState\x12%.srv6pm.southbound.v1.GetStateRequest\x1a\x1f.srv6pm.southbound.v1.NodeState\x12Q\n\rApplyLocalSid\x12\x1e.srv6pm.southbound.v1.LocalSid\x1a .srv6pm.southbound.v1.ApplyReply\x12U\n\x0eRemoveLocalSid\x12!.srv6pm.southbound.v1.LocalSidRef\x1a .srv6pm.southbound.v1.ApplyReply\x12M\n\x0b\x41pplyPolicy\x12\x1c.srv6pm.southbound.v1.Policy\x1a .srv6pm.southbound.v1.ApplyReply\x12Q\n\x0cRemovePolicy\x12\x1f.srv6pm.southbound.v1.PolicyRef\x1a .srv6pm.southbound.v1.ApplyReply\x12Z\n\x13StartFlowMonitoring\x12!.srv6pm.southbound.v1.FlowMonitor\x1a .srv6pm.southbound.v1.ApplyReply\x12\\\n\x12StopFlowMonitoring\x12$.srv6pm.southbound.v1.FlowMonitorRef\x1a .srv6pm.southbound.v1.ApplyReply\x12Y\n\x11StartStampSession\x12\".srv6pm.southbound.v1.StampSession\x1a .srv6pm.southbound.v1.ApplyReply\x12[\n\x10StopStampSession\x12%.srv6pm.southbound.v1.StampSessionRef\x1a .srv6pm.southbound.v1.ApplyReply\x12]\n\x13StartStampReflector\x12$.srv6pm.southbound.v1.StampReflector\x1a .srv6pm.southbound.v1.ApplyReply\x12_\n\x12StopStampReflector\x12\'.srv6pm.southbound.v1.StampReflectorRef\x1a .srv6pm.southbound.v1.ApplyReply\x12Y\n\x0cReadCounters\x12).srv6pm.southbound.v1.ReadCountersRequest\x1a\x1e.srv6pm.southbound.v1.Countersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%srv6pm/southbound/v1/southbound.proto\x12\x14srv6pm.southbound.v1\"\x10\n\x0eGetInfoRequest\"s\n\x08NodeInfo\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x10\n\x08period_s\x18\x03 \x01(\x01\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x12\n\nstarted_ns\x18\x05 \x01(\x03\x12\x11\n\tdataplane\x18\x06 \x01(\t\"-\n\nApplyReply\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"|\n\x08LocalSid\x12\x0b\n\x03sid\x18\x01 \x01(\t\x12\x33\n\x08\x62\x65havior\x18\x02 \x01(\x0e\x32!.srv6pm.southbound.v1.SidBehavior\x12\x0f\n\x07nexthop\x18\x03 \x01(\t\x12\r\n\x05table\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\"\x1a\n\x0bLocalSidRef\x12\x0b\n\x03sid\x18\x01 \x01(\t\"|\n\x06Policy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12\x10\n\x08segments\x18\x03 \x03(\t\x12-\n\x04mode\x18\x04 \x01(\x0e\x32\x1f.srv6pm.southbound.v1.EncapMode\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\"\x19\n\tPolicyRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x9e\x01\n\x0b\x46lowMonitor\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.srv6pm.southbound.v1.Role\x12\x15\n\rsource_prefix\x18\x03 \x01(\t\x12\x1a\n\x12\x64\x65stination_prefix\x18\x04 \x01(\t\x12\x12\n\nflowmon_id\x18\x05 \x01(\r\x12\x10\n\x08position\x18\x06 \x01(\r\"H\n\x0e\x46lowMonitorRef\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.srv6pm.southbound.v1.Role\"#\n\x13ReadCountersRequest\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\"\x9d\x01\n\x0b\x46lowCounter\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.srv6pm.southbound.v1.Role\x12\x0e\n\x06\x63olour\x18\x03 \x01(\r\x12\x0f\n\x07packets\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x12\n\ngeneration\x18\x06 \x01(\t\x12\x12\n\nflowmon_id\x18\x07 \x01(\r\"P\n\x08\x43ounters\x12\x0f\n\x07read_ns\x18\x01 \x01(\x03\x12\x33\n\x08\x63ounters\x18\x02 \x03(\x0b\x32!.srv6pm.southbound.v1.FlowCounter\"\xca\x01\n\x0cStampSession\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\r\x12\x10\n\x08segments\x18\x05 \x03(\t\x12\x17\n\x0freturn_segments\x18\x06 \x03(\t\x12\x0c\n\x04rate\x18\x07 \x01(\x01\x12\x11\n\ttimeout_s\x18\x08 \x01(\x01\x12\x16\n\x0ereflector_node\x18\t \x01(\t\x12\x15\n\rauth_key_file\x18\n \x01(\t\"\x1f\n\x0fStampSessionRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"U\n\x0eStampReflector\x12\x0c\n\x04\x62ind\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x10\n\x08stateful\x18\x03 \x01(\x08\x12\x15\n\rauth_key_file\x18\x04 \x01(\t\"\x13\n\x11StampReflectorRef\"p\n\x12StampSessionStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0c\n\x04sent\x18\x04 \x01(\x04\x12\x10\n\x08received\x18\x05 \x01(\x04\x12\x0c\n\x04lost\x18\x06 \x01(\x04\"\x8c\x01\n\x14StampReflectorStatus\x12\x0f\n\x07running\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x10\n\x08received\x18\x03 \x01(\x04\x12\x11\n\treflected\x18\x04 \x01(\x04\x12\x19\n\x11\x64ropped_malformed\x18\x05 \x01(\x04\x12\x14\n\x0c\x64ropped_auth\x18\x06 \x01(\x04\"\x11\n\x0fGetStateRequest\"\xd2\x03\n\tNodeState\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1e.srv6pm.southbound.v1.NodeInfo\x12\x32\n\nlocal_sids\x18\x02 \x03(\x0b\x32\x1e.srv6pm.southbound.v1.LocalSid\x12.\n\x08policies\x18\x03 \x03(\x0b\x32\x1c.srv6pm.southbound.v1.Policy\x12\x30\n\x05\x66lows\x18\x04 \x03(\x0b\x32!.srv6pm.southbound.v1.FlowMonitor\x12:\n\x0estamp_sessions\x18\x05 \x03(\x0b\x32\".srv6pm.southbound.v1.StampSession\x12=\n\x0fstamp_reflector\x18\x06 \x01(\x0b\x32$.srv6pm.southbound.v1.StampReflector\x12@\n\x0esession_status\x18\x07 \x03(\x0b\x32(.srv6pm.southbound.v1.StampSessionStatus\x12\x44\n\x10reflector_status\x18\x08 \x01(\x0b\x32*.srv6pm.southbound.v1.StampReflectorStatus*\x8d\x01\n\x0bSidBehavior\x12\x1c\n\x18SID_BEHAVIOR_UNSPECIFIED\x10\x00\x12\x14\n\x10SID_BEHAVIOR_END\x10\x01\x12\x16\n\x12SID_BEHAVIOR_END_X\x10\x02\x12\x18\n\x14SID_BEHAVIOR_END_DT6\x10\x03\x12\x18\n\x14SID_BEHAVIOR_END_DX6\x10\x04*T\n\tEncapMode\x12\x1a\n\x16\x45NCAP_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NCAP_MODE_ENCAP\x10\x01\x12\x15\n\x11\x45NCAP_MODE_INLINE\x10\x02*Q\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_INGRESS\x10\x01\x12\x0f\n\x0bROLE_EGRESS\x10\x02\x12\x10\n\x0cROLE_TRANSIT\x10\x03\x32\x8c\t\n\x0cNodeExporter\x12O\n\x07GetInfo\x12$.srv6pm.southbound.v1.GetInfoRequest\x1a\x1e.srv6pm.southbound.v1.NodeInfo\x12R\n\x08GetState\x12%.srv6pm.southbound.v1.GetStateRequest\x1a\x1f.srv6pm.southbound.v1.NodeState\x12Q\n\rApplyLocalSid\x12\x1e.srv6pm.southbound.v1.LocalSid\x1a .srv6pm.southbound.v1.ApplyReply\x12U\n\x0eRemoveLocalSid\x12!.srv6pm.southbound.v1.LocalSidRef\x1a .srv6pm.southbound.v1.ApplyReply\x12M\n\x0b\x41pplyPolicy\x12\x1c.srv6pm.southbound.v1.Policy\x1a .srv6pm.southbound.v1.ApplyReply\x12Q\n\x0cRemovePolicy\x12\x1f.srv6pm.southbound.v1.PolicyRef\x1a .srv6pm.southbound.v1.ApplyReply\x12Z\n\x13StartFlowMonitoring\x12!.srv6pm.southbound.v1.FlowMonitor\x1a .srv6pm.southbound.v1.ApplyReply\x12\\\n\x12StopFlowMonitoring\x12$.srv6pm.southbound.v1.FlowMonitorRef\x1a .srv6pm.southbound.v1.ApplyReply\x12Y\n\x11StartStampSession\x12\".srv6pm.southbound.v1.StampSession\x1a .srv6pm.southbound.v1.ApplyReply\x12[\n\x10StopStampSession\x12%.srv6pm.southbound.v1.StampSessionRef\x1a .srv6pm.southbound.v1.ApplyReply\x12]\n\x13StartStampReflector\x12$.srv6pm.southbound.v1.StampReflector\x1a .srv6pm.southbound.v1.ApplyReply\x12_\n\x12StopStampReflector\x12\'.srv6pm.southbound.v1.StampReflectorRef\x1a .srv6pm.southbound.v1.ApplyReply\x12Y\n\x0cReadCounters\x12).srv6pm.southbound.v1.ReadCountersRequest\x1a\x1e.srv6pm.southbound.v1.Countersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'srv6pm.southbound.v1.southbound_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIDBEHAVIOR']._serialized_start=2080
-  _globals['_SIDBEHAVIOR']._serialized_end=2221
-  _globals['_ENCAPMODE']._serialized_start=2223
-  _globals['_ENCAPMODE']._serialized_end=2307
-  _globals['_ROLE']._serialized_start=2309
-  _globals['_ROLE']._serialized_end=2372
+  _globals['_SIDBEHAVIOR']._serialized_start=2158
+  _globals['_SIDBEHAVIOR']._serialized_end=2299
+  _globals['_ENCAPMODE']._serialized_start=2301
+  _globals['_ENCAPMODE']._serialized_end=2385
+  _globals['_ROLE']._serialized_start=2387
+  _globals['_ROLE']._serialized_end=2468
   _globals['_GETINFOREQUEST']._serialized_start=63
   _globals['_GETINFOREQUEST']._serialized_end=79
   _globals['_NODEINFO']._serialized_start=81
-  _globals['_NODEINFO']._serialized_end=177
-  _globals['_APPLYREPLY']._serialized_start=179
-  _globals['_APPLYREPLY']._serialized_end=224
-  _globals['_LOCALSID']._serialized_start=226
-  _globals['_LOCALSID']._serialized_end=350
-  _globals['_LOCALSIDREF']._serialized_start=352
-  _globals['_LOCALSIDREF']._serialized_end=378
-  _globals['_POLICY']._serialized_start=380
-  _globals['_POLICY']._serialized_end=504
-  _globals['_POLICYREF']._serialized_start=506
-  _globals['_POLICYREF']._serialized_end=531
-  _globals['_FLOWMONITOR']._serialized_start=533
-  _globals['_FLOWMONITOR']._serialized_end=653
-  _globals['_FLOWMONITORREF']._serialized_start=655
-  _globals['_FLOWMONITORREF']._serialized_end=727
-  _globals['_READCOUNTERSREQUEST']._serialized_start=729
-  _globals['_READCOUNTERSREQUEST']._serialized_end=764
-  _globals['_FLOWCOUNTER']._serialized_start=767
-  _globals['_FLOWCOUNTER']._serialized_end=904
-  _globals['_COUNTERS']._serialized_start=906
-  _globals['_COUNTERS']._serialized_end=986
-  _globals['_STAMPSESSION']._serialized_start=989
-  _globals['_STAMPSESSION']._serialized_end=1191
-  _globals['_STAMPSESSIONREF']._serialized_start=1193
-  _globals['_STAMPSESSIONREF']._serialized_end=1224
-  _globals['_STAMPREFLECTOR']._serialized_start=1226
-  _globals['_STAMPREFLECTOR']._serialized_end=1311
-  _globals['_STAMPREFLECTORREF']._serialized_start=1313
-  _globals['_STAMPREFLECTORREF']._serialized_end=1332
-  _globals['_STAMPSESSIONSTATUS']._serialized_start=1334
-  _globals['_STAMPSESSIONSTATUS']._serialized_end=1446
-  _globals['_STAMPREFLECTORSTATUS']._serialized_start=1449
-  _globals['_STAMPREFLECTORSTATUS']._serialized_end=1589
-  _globals['_GETSTATEREQUEST']._serialized_start=1591
-  _globals['_GETSTATEREQUEST']._serialized_end=1608
-  _globals['_NODESTATE']._serialized_start=1611
-  _globals['_NODESTATE']._serialized_end=2077
-  _globals['_NODEEXPORTER']._serialized_start=2375
-  _globals['_NODEEXPORTER']._serialized_end=3539
+  _globals['_NODEINFO']._serialized_end=196
+  _globals['_APPLYREPLY']._serialized_start=198
+  _globals['_APPLYREPLY']._serialized_end=243
+  _globals['_LOCALSID']._serialized_start=245
+  _globals['_LOCALSID']._serialized_end=369
+  _globals['_LOCALSIDREF']._serialized_start=371
+  _globals['_LOCALSIDREF']._serialized_end=397
+  _globals['_POLICY']._serialized_start=399
+  _globals['_POLICY']._serialized_end=523
+  _globals['_POLICYREF']._serialized_start=525
+  _globals['_POLICYREF']._serialized_end=550
+  _globals['_FLOWMONITOR']._serialized_start=553
+  _globals['_FLOWMONITOR']._serialized_end=711
+  _globals['_FLOWMONITORREF']._serialized_start=713
+  _globals['_FLOWMONITORREF']._serialized_end=785
+  _globals['_READCOUNTERSREQUEST']._serialized_start=787
+  _globals['_READCOUNTERSREQUEST']._serialized_end=822
+  _globals['_FLOWCOUNTER']._serialized_start=825
+  _globals['_FLOWCOUNTER']._serialized_end=982
+  _globals['_COUNTERS']._serialized_start=984
+  _globals['_COUNTERS']._serialized_end=1064
+  _globals['_STAMPSESSION']._serialized_start=1067
+  _globals['_STAMPSESSION']._serialized_end=1269
+  _globals['_STAMPSESSIONREF']._serialized_start=1271
+  _globals['_STAMPSESSIONREF']._serialized_end=1302
+  _globals['_STAMPREFLECTOR']._serialized_start=1304
+  _globals['_STAMPREFLECTOR']._serialized_end=1389
+  _globals['_STAMPREFLECTORREF']._serialized_start=1391
+  _globals['_STAMPREFLECTORREF']._serialized_end=1410
+  _globals['_STAMPSESSIONSTATUS']._serialized_start=1412
+  _globals['_STAMPSESSIONSTATUS']._serialized_end=1524
+  _globals['_STAMPREFLECTORSTATUS']._serialized_start=1527
+  _globals['_STAMPREFLECTORSTATUS']._serialized_end=1667
+  _globals['_GETSTATEREQUEST']._serialized_start=1669
+  _globals['_GETSTATEREQUEST']._serialized_end=1686
+  _globals['_NODESTATE']._serialized_start=1689
+  _globals['_NODESTATE']._serialized_end=2155
+  _globals['_NODEEXPORTER']._serialized_start=2471
+  _globals['_NODEEXPORTER']._serialized_end=3635
 # @@protoc_insertion_point(module_scope)

@@ -26,6 +26,7 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_UNSPECIFIED: _ClassVar[Role]
     ROLE_INGRESS: _ClassVar[Role]
     ROLE_EGRESS: _ClassVar[Role]
+    ROLE_TRANSIT: _ClassVar[Role]
 SID_BEHAVIOR_UNSPECIFIED: SidBehavior
 SID_BEHAVIOR_END: SidBehavior
 SID_BEHAVIOR_END_X: SidBehavior
@@ -37,24 +38,27 @@ ENCAP_MODE_INLINE: EncapMode
 ROLE_UNSPECIFIED: Role
 ROLE_INGRESS: Role
 ROLE_EGRESS: Role
+ROLE_TRANSIT: Role
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node", "boot_id", "period_s", "version", "started_ns")
+    __slots__ = ("node", "boot_id", "period_s", "version", "started_ns", "dataplane")
     NODE_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_S_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_NS_FIELD_NUMBER: _ClassVar[int]
+    DATAPLANE_FIELD_NUMBER: _ClassVar[int]
     node: str
     boot_id: str
     period_s: float
     version: str
     started_ns: int
-    def __init__(self, node: _Optional[str] = ..., boot_id: _Optional[str] = ..., period_s: _Optional[float] = ..., version: _Optional[str] = ..., started_ns: _Optional[int] = ...) -> None: ...
+    dataplane: str
+    def __init__(self, node: _Optional[str] = ..., boot_id: _Optional[str] = ..., period_s: _Optional[float] = ..., version: _Optional[str] = ..., started_ns: _Optional[int] = ..., dataplane: _Optional[str] = ...) -> None: ...
 
 class ApplyReply(_message.Message):
     __slots__ = ("changed", "detail")
@@ -105,16 +109,20 @@ class PolicyRef(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class FlowMonitor(_message.Message):
-    __slots__ = ("flow", "role", "source_prefix", "destination_prefix")
+    __slots__ = ("flow", "role", "source_prefix", "destination_prefix", "flowmon_id", "position")
     FLOW_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_PREFIX_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    FLOWMON_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     flow: str
     role: Role
     source_prefix: str
     destination_prefix: str
-    def __init__(self, flow: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., source_prefix: _Optional[str] = ..., destination_prefix: _Optional[str] = ...) -> None: ...
+    flowmon_id: int
+    position: int
+    def __init__(self, flow: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., source_prefix: _Optional[str] = ..., destination_prefix: _Optional[str] = ..., flowmon_id: _Optional[int] = ..., position: _Optional[int] = ...) -> None: ...
 
 class FlowMonitorRef(_message.Message):
     __slots__ = ("flow", "role")
@@ -131,20 +139,22 @@ class ReadCountersRequest(_message.Message):
     def __init__(self, flow: _Optional[str] = ...) -> None: ...
 
 class FlowCounter(_message.Message):
-    __slots__ = ("flow", "role", "colour", "packets", "bytes", "generation")
+    __slots__ = ("flow", "role", "colour", "packets", "bytes", "generation", "flowmon_id")
     FLOW_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     COLOUR_FIELD_NUMBER: _ClassVar[int]
     PACKETS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    FLOWMON_ID_FIELD_NUMBER: _ClassVar[int]
     flow: str
     role: Role
     colour: int
     packets: int
     bytes: int
     generation: str
-    def __init__(self, flow: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., colour: _Optional[int] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., generation: _Optional[str] = ...) -> None: ...
+    flowmon_id: int
+    def __init__(self, flow: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., colour: _Optional[int] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., generation: _Optional[str] = ..., flowmon_id: _Optional[int] = ...) -> None: ...
 
 class Counters(_message.Message):
     __slots__ = ("read_ns", "counters")
