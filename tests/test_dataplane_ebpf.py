@@ -1,0 +1,261 @@
+"""The eBPF data plane on a real SRv6 lab network: RFC 9343 marking, counting at every hop, DSCP untouched.
+
+Builds real namespaces, veths and SRv6 routes (the lab's network code), loads
+the compiled programs with libbpf, sends real UDP packets and checks exact
+per-point counters, the packet's bytes on the wire (tcpdump at a transit
+node, compared with a hand-built RFC 9343 vector) and the DSCP the
+destination host receives. Needs root, clang-built objects (./setup.sh) and
+tcpdump; every namespace and pin is removed again.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+from netns_support import skip_reason
+
+from srv6pm import bpf
+from srv6pm import netns as nsutil
+from srv6pm.exporter import ebpf
+from srv6pm.exporter.ebpf import EbpfTable, Point
+from srv6pm.exporter.nft import Nft
+from srv6pm.lab import network, scenario, topology
+
+_REASON = skip_reason() or (None if ebpf.OBJECT.exists() else f"{ebpf.OBJECT} is not built (./setup.sh)")
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+
+PAYLOAD = 100
+PACKET_BYTES = 40 + 8 + PAYLOAD  # the inner IPv6 packet: header + UDP header + payload
+IPV6_TCLASS = 67
+
+
+def _scenario_text(tag: str) -> str:
+    a, b, c, d = (f"te{tag}{x}" for x in "abcd")
+    return f"""
+period: 1
+nodes: [{a}, {b}, {c}, {d}]
+links: [[{a}, {b}], [{b}, {c}], [{c}, {d}], [{a}, {d}]]
+flows:
+  - {{name: f1, from: {a}, to: {d}, via: [{b}, {c}], rate: 10}}
+  - {{name: f2, from: {a}, to: {c}, via: [{d}], rate: 10}}
+"""
+
+
+def send(netns: str, dst: str, count: int, *, dscp: int = 0, port: int = 9999) -> None:
+    """``count`` UDP datagrams of PAYLOAD bytes to ``dst`` with traffic class ``dscp << 2``, from inside ``netns``."""
+    with nsutil.NetnsThread(netns) as t:
+        sock = t.call(socket.socket, socket.AF_INET6, socket.SOCK_DGRAM)
+    with sock:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, dscp << 2)
+        for _ in range(count):
+            sock.sendto(b"x" * PAYLOAD, (dst, port))
+
+
+def wait_for(read, expected, timeout: float = 3.0):
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = read()
+    if value == expected:
+        time.sleep(0.1)
+        value = read()
+    return value
+
+
+@pytest.fixture(scope="module")
+def lab():
+    plan = topology.plan(scenario.parse(_scenario_text(secrets.token_hex(2)), source="test"))
+    try:
+        network.build(plan)
+        yield plan
+    finally:
+        network.teardown(plan)
+        for node in plan.scenario.nodes:
+            bpf.unpin(ebpf.pin_dir(node))
+        assert not [ns for ns in plan.namespaces if nsutil.exists(ns)]
+
+
+@pytest.fixture(scope="module")
+def tables(lab):
+    """One EbpfTable per node, as the exporters would hold them; f1 a->b->c->d, f2 a->d->c."""
+    a, b, c, d = lab.scenario.nodes
+    f1, f2 = (lab.flow_match(n) for n in ("f1", "f2"))
+    # warm the neighbour caches first, so that no test packet waits in one
+    send(lab.flow("f1").src_netns, lab.flow("f1").dst_addr, 3)
+    send(lab.flow("f2").src_netns, lab.flow("f2").dst_addr, 3)
+    time.sleep(0.2)
+    out = {n: EbpfTable(n, n) for n in (a, b, c, d)}
+    out[a].install([Point("f1", "ingress", 101, 0, *f1), Point("f2", "ingress", 102, 0, *f2)], colour=0)
+    out[b].install([Point("f1", "transit", 101, 1)], colour=0)
+    out[c].install([Point("f1", "transit", 101, 2), Point("f2", "egress", 102, 2)], colour=0)
+    out[d].install([Point("f1", "egress", 101, 3), Point("f2", "transit", 102, 1)], colour=0)
+    yield out
+    for t in out.values():
+        t.remove()
+
+
+def _counts(table: EbpfTable, colour: int) -> dict:
+    return {role: r.counts for role, r in table.read_all(colour).items() if r.counts}
+
+
+def test_counted_at_every_hop_by_colour(lab, tables):
+    a, b, c, d = lab.scenario.nodes
+    f1 = lab.flow("f1")
+    n = 37
+    send(f1.src_netns, f1.dst_addr, n)
+    one = (n, n * PACKET_BYTES)
+    assert wait_for(lambda: _counts(tables[d], 0)["egress"], {"f1": one}) == {"f1": one}
+    assert _counts(tables[a], 0) == {"ingress": {"f1": one, "f2": (0, 0)}}
+    assert _counts(tables[b], 0) == {"transit": {"f1": one}}
+    assert _counts(tables[c], 0) == {"transit": {"f1": one}, "egress": {"f2": (0, 0)}}
+    assert _counts(tables[d], 0) == {"egress": {"f1": one}, "transit": {"f2": (0, 0)}}
+
+    tables[a].set_colour(1)
+    m = 23
+    send(f1.src_netns, f1.dst_addr, m)
+    two = (m, m * PACKET_BYTES)
+    assert wait_for(lambda: _counts(tables[d], 1)["egress"], {"f1": two}) == {"f1": two}
+    for node, role in ((a, "ingress"), (b, "transit"), (c, "transit")):
+        assert _counts(tables[node], 1)[role]["f1"] == two
+        assert _counts(tables[node], 0)[role]["f1"] == one  # colour 0 untouched
+
+    f2 = lab.flow("f2")
+    k = 5
+    send(f2.src_netns, f2.dst_addr, k)
+    three = (k, k * PACKET_BYTES)
+    assert wait_for(lambda: _counts(tables[c], 1)["egress"]["f2"], three) == three
+    assert _counts(tables[d], 1)["transit"]["f2"] == three
+    assert _counts(tables[a], 1)["ingress"]["f2"] == three
+    assert _counts(tables[b], 1)["transit"]["f1"] == two  # f2 does not pass b
+    tables[a].set_colour(0)
+
+
+def _dscp_counter(netns: str, dscp: int) -> Nft:
+    """A test-owned table in the host's namespace counting arriving packets of traffic class ``dscp``."""
+    nft = Nft(netns)
+    t = {"family": "ip6", "table": "tdscp"}
+    nft.run([{"add": {"table": {"family": "ip6", "name": "tdscp"}}},
+             {"add": {"chain": {**t, "name": "in", "type": "filter", "hook": "input", "prio": -10,
+                                "policy": "accept"}}},
+             {"add": {"rule": {**t, "chain": "in", "expr": [
+                 {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}},
+                 {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "dscp"}}, "right": dscp}},
+                 {"counter": None}]}}}])
+    return nft
+
+
+def _dscp_count(nft: Nft) -> int:
+    for obj in nft.run([{"list": {"chain": {"family": "ip6", "table": "tdscp", "name": "in"}}}]):
+        if "rule" in obj:
+            return next(e["counter"]["packets"] for e in obj["rule"]["expr"] if "counter" in e)
+    raise AssertionError("no rule")
+
+
+def test_customer_dscp_arrives_unchanged(lab, tables):
+    f1 = lab.flow("f1")
+    nft = _dscp_counter(f1.dst_netns, 46)
+    try:
+        before = _counts(tables[lab.scenario.nodes[3]], tables[lab.scenario.nodes[0]].colour)["egress"]["f1"][0]
+        send(f1.src_netns, f1.dst_addr, 20, dscp=46)
+        assert wait_for(lambda: _dscp_count(nft), 20) == 20
+        colour = tables[lab.scenario.nodes[0]].colour
+        assert _counts(tables[lab.scenario.nodes[3]], colour)["egress"]["f1"][0] == before + 20
+    finally:
+        nft.run([{"delete": {"table": {"family": "ip6", "name": "tdscp"}}}])
+        nft.close()
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
+def test_rfc9343_layout_on_the_wire(lab, tables):
+    """The outer header as a transit node receives it, byte by byte, against a hand-built vector."""
+    a, b, c, d = lab.scenario.nodes
+    f1 = lab.flow("f1")
+    ifname = lab.nodes[b].interface(a).name
+    out = f"/tmp/srv6pm-test-{secrets.token_hex(4)}.pcap"
+    with nsutil.NetnsThread(b) as t:
+        proc = t.call(subprocess.Popen, ["tcpdump", "-i", ifname, "-U", "-c", "1", "-w", out, "ip6 proto 60"],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # tcpdump is listening
+        colour = tables[a].colour
+        send(f1.src_netns, f1.dst_addr, 1, dscp=46)
+        proc.wait(timeout=10)
+        with open(out, "rb") as fh:
+            pcap = fh.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if os.path.exists(out):
+            os.unlink(out)
+    frame = pcap[24 + 16:]  # pcap global header, first record header
+    outer = frame[14:]
+    assert outer[6] == 60, "outer Next Header is Destination Options"
+    # RFC 9343 §2 in an 8-octet Destination Options header: Next Header 43 (SRH), Hdr Ext Len 0,
+    # Option Type 0x12, Opt Data Len 4, FlowMonID (20 bits) | L | D=0 | Reserved (10 bits) = 0
+    expected = bytes([43, 0, 0x12, 4]) + struct.pack("!I", 101 << 12 | colour << 11)
+    assert outer[40:48] == expected
+    srh = outer[48:]
+    assert srh[2] == 4 and srh[0] == 41  # the SRH follows, then the inner packet
+    payload_len = struct.unpack("!H", outer[4:6])[0]
+    assert payload_len == 8 + (srh[1] + 1) * 8 + PACKET_BYTES
+    inner = srh[(srh[1] + 1) * 8:]
+    assert inner[0] >> 4 == 6
+    tclass = (struct.unpack("!I", inner[:4])[0] >> 20) & 0xFF
+    assert tclass >> 2 == 46, "the inner packet's DSCP is the sender's"
+    assert socket.inet_ntop(socket.AF_INET6, inner[24:40]) == f1.dst_addr
+
+
+def test_restart_keeps_counters_and_generation(lab, tables):
+    a = lab.scenario.nodes[0]
+    f1 = lab.flow("f1")
+    colour = tables[a].colour
+    before = _counts(tables[a], colour)["ingress"]
+    gen = tables[a].generation
+    again = EbpfTable(a, a)  # a restarted exporter: a new object reusing the pinned maps
+    try:
+        again.install(tables[a].points(), colour=colour)
+        assert again.generation == gen
+        assert _counts(again, colour)["ingress"] == before
+        send(f1.src_netns, f1.dst_addr, 4)
+        want = (before["f1"][0] + 4, before["f1"][1] + 4 * PACKET_BYTES)
+        assert wait_for(lambda: _counts(again, colour)["ingress"]["f1"], want) == want
+    finally:
+        again.close()
+
+
+def test_flows_change_one_by_one(lab):
+    """Adding and removing flows keeps the others' counters; a removed flow's counters are gone."""
+    node = lab.scenario.nodes[1]
+    table = EbpfTable("tchg" + secrets.token_hex(2), node)
+    try:
+        p = [Point(f"g{i}", "transit", 5000 + i, 1) for i in range(3)]
+        table.install(p, colour=0)
+        assert set(_counts(table, 0)["transit"]) == {"g0", "g1", "g2"}
+        table.install(p[:2], colour=0)
+        assert set(_counts(table, 0)["transit"]) == {"g0", "g1"}
+        with pytest.raises(ValueError, match="same FlowMonID 5000"):
+            table.install([p[0], Point("h", "transit", 5000, 2)], colour=0)
+        with pytest.raises(ValueError, match="source prefixes .* nest"):
+            table.install([Point("i1", "ingress", 1, 0, "fd00::/64", "fd01::/64"),
+                           Point("i2", "ingress", 2, 0, "fd00::1/128", "fd02::/64")], colour=0)
+        assert set(_counts(table, 0)["transit"]) == {"g0", "g1"}  # a refused change changed nothing
+    finally:
+        table.remove()
+    assert not table._pins.exists()
+
+
+def test_point_validation():
+    with pytest.raises(ValueError, match="FlowMonID in 1..1048575"):
+        Point("f", "transit", 0, 1)
+    with pytest.raises(ValueError, match="role must be one of"):
+        Point("f", "middle", 1, 1)
+    with pytest.raises(ValueError, match="src"):
+        Point("f", "ingress", 1, 0, "fd00::1/64", "fd01::/64")
