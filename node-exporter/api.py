@@ -59,7 +59,7 @@ __all__ = ["ApiServer", "InvalidArgument", "Node", "Refused", "ServerSettings", 
 log = logging.getLogger("srv6pm.exporter.api")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NodeExporter"].full_name  # srv6pm.southbound.v1.NodeExporter
-ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_EGRESS: "egress"}
+ROLE_NAMES = validate.ROLE_NAMES
 ROLE_VALUES = {name: value for value, name in ROLE_NAMES.items()}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -92,7 +92,7 @@ class Node:
     def info(self) -> pb.NodeInfo:
         e = self.exporter
         return pb.NodeInfo(node=e.config.node, boot_id=e.boot_id, period_s=e.config.period, version=__version__,
-                           started_ns=e.started_ns)
+                           started_ns=e.started_ns, dataplane=e.config.dataplane)
 
     def state(self) -> pb.NodeState:
         with self.exporter.lock:
@@ -118,8 +118,9 @@ class Node:
         out = pb.Counters(read_ns=time.time_ns())
         for role, colour, reading in readings:
             for flow, (packets, nbytes) in sorted(reading.counts.items()):
+                ids = self.exporter.flow_ids(flow, role)
                 out.counters.add(flow=flow, role=ROLE_VALUES[role], colour=colour, packets=packets, bytes=nbytes,
-                                 generation=reading.generation)
+                                 generation=reading.generation, flowmon_id=ids[0] if ids else 0)
         return out
 
     # -- changes ------------------------------------------------------------------------
@@ -202,8 +203,14 @@ class Node:
         return flows + ([plus] if plus is not None else [])
 
     def _apply_flows(self, flow: pb.FlowMonitor, current) -> None:
+        if self.exporter.config.dataplane == "ebpf" and not flow.flowmon_id:
+            raise InvalidArgument("flowmon_id", "missing: the ebpf data plane carries and counts the FlowMonID "
+                                  "(the collector allocates it)")
+        if self.exporter.config.dataplane == "nftables" and flow.role == pb.ROLE_TRANSIT:
+            raise Refused("role: transit counting needs the ebpf data plane (this exporter runs nftables)")
         for other in self.intent.items("flows"):
-            if (other.flow != flow.flow and other.role == flow.role and other.source_prefix == flow.source_prefix
+            if (other.flow != flow.flow and other.role == flow.role and flow.role != pb.ROLE_TRANSIT
+                    and other.source_prefix == flow.source_prefix
                     and other.destination_prefix == flow.destination_prefix):
                 raise Refused(f"source_prefix: flow {other.flow!r} has the same {ROLE_NAMES[flow.role]} match "
                               f"{flow.source_prefix} -> {flow.destination_prefix}: the counters could not tell "

@@ -8,7 +8,10 @@
                                   # (management traffic, i.e. Kafka, stays in the
                                   # exporter's own namespace)
     period: 2                     # alternate-marking period, seconds (optional with --period)
-    dscp: [11, 15]                # DSCP of colour 0 and colour 1 (optional)
+    dataplane: ebpf               # ebpf (default: RFC 9343 option, counting at every hop, the
+                                  # customer's DSCP untouched) or nftables (kernels without BPF:
+                                  # the colour in two DSCP codepoints, which rewrites the DSCP)
+    dscp: [11, 15]                # nftables data plane: DSCP of colour 0 and colour 1 (optional)
     state_file: /var/lib/srv6pm/r1.json   # baselines across restarts (optional); the
                                   # applied state is kept beside it (<state_file>.intent.json)
     grpc:                         # the southbound API (optional; flags of `srv6pm exporter run`
@@ -22,9 +25,11 @@
     flows:                        # optional: flows monitored from the start (default none;
                                   # more come over the API)
       - name: f1
-        role: ingress             # ingress (marks + counts) or egress (counts)
+        role: ingress             # ingress (marks + counts), transit or egress (count)
         src: fd01:1::2/128        # inner source prefix
         dst: fd01:4::101/128      # inner destination prefix
+        flowmon_id: 17            # ebpf data plane: the flow's RFC 9343 FlowMonID (1..1048575)
+        position: 0               # ebpf data plane: the point's index on the path (0: ingress)
     stamp:                        # optional: STAMP delay measurement (RFC 8762) from the start
       reflector:                  # answer test packets on this node
         bind: "fcff:4::2"
@@ -45,7 +50,7 @@
 :func:`load` validates the whole file and raises :class:`ConfigError` with a
 one-line message naming the file and the field.
 
-``node`` and ``period`` may also come from outside the file (the command
+``node``, ``period`` and ``dataplane`` may also come from outside the file (the command
 line, the environment) as an :class:`Override`, which wins over the file;
 the file may then leave them out. An override is validated like the file's
 value and its error names the override's origin (``--node: ...``,
@@ -71,7 +76,8 @@ __all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "GrpcSettings", "Overr
            "SessionSettings", "load", "parse"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ROLES = ("ingress", "egress")
+ROLES = ("ingress", "transit", "egress")
+DATAPLANES = ("ebpf", "nftables")
 
 
 class ConfigError(ValueError):
@@ -95,6 +101,8 @@ class FlowConfig:
     role: str
     src: str  # normalised prefix text
     dst: str
+    flowmon_id: int = 0
+    position: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,7 @@ class ExporterConfig:
     period: float
     flows: tuple[FlowConfig, ...]
     netns: str | None = None
+    dataplane: str = "ebpf"
     dscp: tuple[int, int] = (11, 15)
     state_file: str | None = None
     reflector: ReflectorSettings | None = None
@@ -157,8 +166,9 @@ class ExporterConfig:
         import os
 
         from srv6pm.southbound.v1 import southbound_pb2 as pb
-        roles = {"ingress": pb.ROLE_INGRESS, "egress": pb.ROLE_EGRESS}
-        out: list = [pb.FlowMonitor(flow=f.name, role=roles[f.role], source_prefix=f.src, destination_prefix=f.dst)
+        roles = {"ingress": pb.ROLE_INGRESS, "transit": pb.ROLE_TRANSIT, "egress": pb.ROLE_EGRESS}
+        out: list = [pb.FlowMonitor(flow=f.name, role=roles[f.role], source_prefix=f.src, destination_prefix=f.dst,
+                                    flowmon_id=f.flowmon_id, position=f.position)
                      for f in self.flows]
         if self.reflector is not None:
             r = self.reflector
@@ -173,18 +183,19 @@ class ExporterConfig:
 
 
 
-def load(path: str | Path, *, node: Override | None = None, period: Override | None = None) -> ExporterConfig:
-    """Read and validate the file at ``path``; ``node`` and ``period`` override the file's (see :func:`parse`)."""
+def load(path: str | Path, *, node: Override | None = None, period: Override | None = None,
+         dataplane: Override | None = None) -> ExporterConfig:
+    """Read and validate the file at ``path``; ``node``, ``period``, ``dataplane`` override the file's (see :func:`parse`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse(text, str(path), node=node, period=period)
+    return parse(text, str(path), node=node, period=period, dataplane=dataplane)
 
 
 def parse(text: str, source: str = "<config>", *, node: Override | None = None,
-          period: Override | None = None) -> ExporterConfig:
+          period: Override | None = None, dataplane: Override | None = None) -> ExporterConfig:
     """Validate the configuration ``text`` (``source`` names it in errors).
 
     ``node`` and ``period``, when given, win over the file's values, which
@@ -199,7 +210,7 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
         raise fail("", f"not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict):
         raise fail("", "must be a mapping")
-    allowed = {"node", "netns", "period", "dscp", "state_file", "flows", "stamp", "grpc"}
+    allowed = {"node", "netns", "period", "dataplane", "dscp", "state_file", "flows", "stamp", "grpc"}
     for key in doc:
         if key not in allowed:
             raise fail(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
@@ -223,6 +234,11 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     netns = doc.get("netns")
     if netns is not None and (not isinstance(netns, str) or not _NAME.match(netns)):
         raise fail("netns", f"{netns!r} is not a valid namespace name")
+    file_dataplane = _dataplane(doc.get("dataplane", "ebpf"), lambda m: fail("dataplane", m))
+    if dataplane is not None:
+        dataplane = _dataplane(dataplane.value, lambda m, o=dataplane.origin: ConfigError(f"{o}: {m}"))
+    else:
+        dataplane = file_dataplane
     dscp = doc.get("dscp", [11, 15])
     if (not isinstance(dscp, list) or len(dscp) != 2 or any(isinstance(d, bool) or not isinstance(d, int) for d in dscp)
             or not all(0 <= d <= 63 for d in dscp) or dscp[0] == dscp[1]):
@@ -243,8 +259,8 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
         if not isinstance(item, dict):
             raise fail(field, "must be a mapping")
         for key in item:
-            if key not in ("name", "role", "src", "dst"):
-                raise fail(f"{field}.{key}", "unknown field (allowed: dst, name, role, src)")
+            if key not in ("name", "role", "src", "dst", "flowmon_id", "position"):
+                raise fail(f"{field}.{key}", "unknown field (allowed: dst, flowmon_id, name, position, role, src)")
         for key in ("name", "role", "src", "dst"):
             if key not in item:
                 raise fail(f"{field}.{key}", "missing")
@@ -263,15 +279,28 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
                 prefixes.append(str(ipaddress.IPv6Network(str(item[key]), strict=False)))
             except ValueError as exc:
                 raise fail(f"{field}.{key}", f"not an IPv6 prefix: {exc}") from None
-        if (role, *prefixes) in seen_matches:
+        numbers = []
+        for key, high in (("flowmon_id", 0xFFFFF), ("position", 255)):
+            value = item.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+                raise fail(f"{field}.{key}", f"must be an integer 0..{high}, got {value!r}")
+            numbers.append(value)
+        if role != "transit" and (role, *prefixes) in seen_matches:
             raise fail(f"{field}", f"same {role} src/dst as flow {seen_matches[(role, *prefixes)]!r}: "
                        "the counters could not tell them apart")
-        seen_matches[(role, *prefixes)] = name
-        flows.append(FlowConfig(name, role, *prefixes))
+        if role != "transit":
+            seen_matches[(role, *prefixes)] = name
+        flows.append(FlowConfig(name, role, *prefixes, *numbers))
     reflector, sessions = _stamp(doc.get("stamp"), fail)
-    return ExporterConfig(node=node, period=period, flows=tuple(flows), netns=netns,
+    return ExporterConfig(node=node, period=period, flows=tuple(flows), netns=netns, dataplane=dataplane,
                           dscp=(dscp[0], dscp[1]), state_file=state_file, reflector=reflector, sessions=sessions,
                           grpc=_grpc(doc.get("grpc"), fail))
+
+
+def _dataplane(value, fail) -> str:
+    if value not in DATAPLANES:
+        raise fail(f"must be one of {', '.join(DATAPLANES)}, got {value!r}")
+    return value
 
 
 def _node(value, fail) -> str:

@@ -17,9 +17,17 @@ On a schedule fixed by the period clock (all nodes agree on it through NTP):
   (:mod:`.blocks`), publish one ``srv6pm.counters`` record per flow and role,
   keyed by flow, and persist the new baselines.
 
-The counting table (:mod:`.dataplane`) is installed with the first flow and
-reconciled (one transaction, counters kept) at every change of the flow set
-(:meth:`Exporter.set_flows`). A flow that stops, or whose match changes,
+The data plane is one of two backends (``dataplane`` in the configuration):
+``ebpf`` (:mod:`.ebpf`: the colour in RFC 9343's option, counted at the
+ingress, at every transit point and at the egress, the customer's DSCP
+untouched) or ``nftables`` (:mod:`.dataplane`: the colour in two DSCP
+codepoints, ingress and egress only). Its state is installed with the first
+flow and reconciled (counters kept) at every change of the flow set
+(:meth:`Exporter.set_flows`). With ``ebpf``, :meth:`Exporter.start` first
+checks that the programs load here (the verifier runs, nothing is attached)
+and raises :class:`~srv6pm.bpf.BpfUnavailable` or
+:class:`~srv6pm.bpf.VerifierError` naming what is missing; it never falls
+back to the other backend by itself. A flow that stops, or whose match changes,
 loses its counters; its baselines are forgotten, so its next reading is only
 a baseline. One lock (:attr:`Exporter.lock`) serialises the loop's use of
 the data plane with the API's changes.
@@ -42,24 +50,31 @@ from kafka import KafkaProducer
 from srv6pm import metrics, records
 from srv6pm.clock import PeriodClock
 from srv6pm.config import KafkaSettings
+from srv6pm.errors import Srv6pmError
+from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
 from .blocks import Baselines
 from .config import ExporterConfig
-from .dataplane import ROLES, CountingTable, FlowMatch, Reading
+from .dataplane import CountingTable, FlowMatch, Reading
 from .intent import Intent, path_for
 from .nft import Nft
 from .probes import Probes
 from .routes import Routes
 
-__all__ = ["Exporter"]
+__all__ = ["DataplaneUnavailable", "Exporter"]
 
 log = logging.getLogger("srv6pm.exporter")
 
 # How close to the end of the safe window (the start of period k+2) a guard
 # read may still start.
 _GUARD_MARGIN_NS = 50_000_000
-ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_EGRESS: "egress"}
+ROLE_NAMES = validate.ROLE_NAMES
+ROLES = tuple(ROLE_NAMES.values())
+
+
+class DataplaneUnavailable(Srv6pmError):
+    """The configured data plane cannot run on this machine; ``str()`` says why and what to choose instead."""
 
 
 class Exporter:
@@ -80,8 +95,9 @@ class Exporter:
                                                    acks="all", linger_ms=20, retries=10,
                                                    delivery_timeout_ms=120_000)
         self._nft: Nft | None = None
-        self._table: CountingTable | None = None
-        self._flows: dict[str, list[FlowMatch]] = {role: [] for role in ROLES}  # what the table counts
+        self._table = None  # CountingTable (nftables) or EbpfTable (ebpf), made with the first flow
+        self._flows: dict[str, list] = {role: [] for role in ROLES}  # what the table counts
+        self._points: dict[tuple[str, str], tuple[int, int]] = {}  # (flow, role) -> (flowmon_id, position), ebpf
         self._routes: Routes | None = None
         self._baselines = Baselines(config.state_file)
         self.probes = Probes(config.node, config.period, self._producer, config.netns)
@@ -100,32 +116,51 @@ class Exporter:
                 self._routes = Routes(self.config.netns)
             return self._routes
 
-    def set_flows(self, flows: list[pb.FlowMonitor]) -> None:
-        """Count exactly ``flows`` (validated ``FlowMonitor`` messages) from now on; one nftables transaction.
+    def _open_table(self):
+        if self.config.dataplane == "ebpf":
+            from .ebpf import EbpfTable
+            return EbpfTable(self.config.node, self.config.netns)
+        self._nft = Nft(self.config.netns)
+        return CountingTable(self._nft, dscp=self.config.dscp)
 
-        The table is created with the first flow. Raises ``ValueError`` (two
-        flows of a role with the same match) or
+    def set_flows(self, flows: list[pb.FlowMonitor]) -> None:
+        """Count exactly ``flows`` (validated ``FlowMonitor`` messages) from now on, in one step.
+
+        The data plane's state is created with the first flow. Raises
+        ``ValueError`` (flows the data plane cannot tell apart) or
         :class:`~srv6pm.exporter.dataplane.DataplaneError`; then nothing changed.
         """
-        wanted: dict[str, list[FlowMatch]] = {role: [] for role in ROLES}
+        ebpf = self.config.dataplane == "ebpf"
+        wanted: dict[str, list] = {role: [] for role in ROLES}
+        points: dict[tuple[str, str], tuple[int, int]] = {}
         for f in flows:
-            wanted[ROLE_NAMES[f.role]].append(FlowMatch(f.flow, f.source_prefix, f.destination_prefix))
+            role = ROLE_NAMES[f.role]
+            if ebpf:
+                from .ebpf import Point
+                wanted[role].append(Point(f.flow, role, f.flowmon_id, f.position, f.source_prefix,
+                                          f.destination_prefix))
+                points[(f.flow, role)] = (f.flowmon_id, f.position)
+            else:
+                wanted[role].append(FlowMatch(f.flow, f.source_prefix, f.destination_prefix))
         with self.lock:
             if self._table is None:
                 if not any(wanted.values()):
                     return
-                self._nft = Nft(self.config.netns)
-                self._table = CountingTable(self._nft, dscp=self.config.dscp)
+                self._table = self._open_table()
             colour = self.clock.colour(self.clock.period_at(time.time_ns()))
-            self._table.install(wanted["ingress"], wanted["egress"], colour)
+            if ebpf:
+                self._table.install([p for role in ROLES for p in wanted[role]], colour)
+            else:
+                self._table.install(wanted["ingress"], wanted["egress"], colour)
+            self._points = points
             for role in ROLES:
                 kept = set(wanted[role])
                 for old in self._flows[role]:
                     if old not in kept:  # stopped, or its match changed: its counters are new
                         self._baselines.forget(role, old.name)
             self._flows = wanted
-        log.info("counting", extra={"node": self.config.node, "ingress": len(wanted["ingress"]),
-                                    "egress": len(wanted["egress"]), "colour": colour})
+        log.info("counting", extra={"node": self.config.node, "dataplane": self.config.dataplane,
+                                    **{role: len(wanted[role]) for role in ROLES}, "colour": colour})
 
     def read_counters(self, flow: str = "") -> list[tuple[str, int, Reading]]:
         """``[(role, colour, reading)]`` of every role with flows and both colours (only ``flow``'s counts if given)."""
@@ -133,16 +168,27 @@ class Exporter:
         with self.lock:
             if self._table is None:
                 return out
-            for role in ROLES:
-                if not self._flows[role]:
-                    continue
-                for colour in (0, 1):
-                    reading = self._table.read(role, colour)
+            for colour in (0, 1):
+                readings = self._read_all(colour)
+                for role in ROLES:
+                    if not self._flows[role]:
+                        continue
+                    reading = readings[role]
                     if flow:
                         reading = Reading(role, colour, {k: v for k, v in reading.counts.items() if k == flow},
                                           reading.generation)
                     out.append((role, colour, reading))
         return out
+
+    def _read_all(self, colour: int) -> dict[str, Reading]:
+        """Role -> reading of ``colour`` for every role with flows (one batch read with ebpf)."""
+        if self.config.dataplane == "ebpf":
+            return self._table.read_all(colour)
+        return {role: self._table.read(role, colour) for role in ROLES if self._flows[role]}
+
+    def flow_ids(self, flow: str, role: str) -> tuple[int, int] | None:
+        """(flowmon_id, position) of a counted flow with the ebpf data plane, else None."""
+        return self._points.get((flow, role))
 
     # -- lifecycle --------------------------------------------------------------------
     def stop(self) -> None:
@@ -155,6 +201,8 @@ class Exporter:
         one of the file that does not apply raises (the file is wrong).
         """
         from . import api
+        if self.config.dataplane == "ebpf":
+            self._check_ebpf()
         node = api.Node(self)
         restored = self.intent.load()
         with self.intent.held():
@@ -169,6 +217,21 @@ class Exporter:
         if self._api_settings is not None:
             self._server = api.ApiServer(node, self._api_settings)
             self._server.start()
+
+    def _check_ebpf(self) -> None:
+        """Load the programs once (the verifier runs; nothing is pinned or attached) so that a machine that
+        cannot run them is told so at start, with the verifier's whole log if it refuses one."""
+        from srv6pm import bpf
+
+        from .ebpf import OBJECT
+        try:
+            bpf.check_support(OBJECT)
+            bpf.BpfObject(OBJECT).close()
+        except bpf.BpfError as exc:
+            first, _, rest = str(exc).partition("\n")
+            raise DataplaneUnavailable(f"the ebpf data plane cannot run here: {first}; choose the nftables data "
+                                       "plane instead (dataplane: nftables in the file, --dataplane nftables or "
+                                       "SRV6PM_DATAPLANE=nftables)" + (f"\n{rest}" if rest else "")) from None
 
     def run(self) -> None:
         """:meth:`start`, then loop until :meth:`stop`; everything is closed at the end."""
@@ -213,14 +276,17 @@ class Exporter:
         with self.lock:
             if self._table is None:
                 return
+            readings = self._read_all(colour)
             for role in ROLES:
                 if not self._flows[role]:
                     continue
-                reading = self._table.read(role, colour)
+                reading = readings[role]
                 for block in self._baselines.advance(role, colour, k, reading.generation, reading.counts):
+                    flowmon_id, position = self._points.get((block.flow, role), (None, None))
                     out.append(records.CounterRecord(
                         node=self.config.node, flow=block.flow, role=role, period=k, period_s=self.config.period,
-                        color=colour, packets=block.packets, bytes=block.bytes, read_ns=now))
+                        color=colour, packets=block.packets, bytes=block.bytes, read_ns=now,
+                        flowmon_id=flowmon_id, position=position))
         for record in out:
             self._producer.send(records.COUNTERS, key=record.flow.encode(), value=record.to_json())
         m = metrics.get()
@@ -250,5 +316,7 @@ class Exporter:
         with self.lock:
             if self._nft is not None:
                 self._nft.close()
+            elif self._table is not None:
+                self._table.close()  # ebpf: programs stay attached, maps pinned
             if self._routes is not None:
                 self._routes.close()

@@ -175,8 +175,9 @@ def possible_cpus() -> int:
 
 # -- what the machine can do ------------------------------------------------------------
 
-def check_support(obj_path: str | os.PathLike, *, btf_path: str = BTF_PATH) -> None:
+def check_support(obj_path: str | os.PathLike, *, btf_path: str | None = None) -> None:
     """Raise :class:`BpfUnavailable` naming the first thing missing to run the compiled object ``obj_path``."""
+    btf_path = btf_path or BTF_PATH
     if not os.path.exists(btf_path):
         raise BpfUnavailable(f"the kernel has no BTF ({btf_path} is missing): the eBPF programs are compiled "
                              "against the running kernel's BTF")

@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     erun.add_argument("--node", metavar="NAME",
                       help="this node's name in the records (default: $SRV6PM_NODE, else the file's node)")
     erun.add_argument("--period", metavar="S", help="alternate-marking period in seconds (default: the file's)")
+    erun.add_argument("--dataplane", choices=("ebpf", "nftables"),
+                      help="counting backend: ebpf (RFC 9343 option, counting at every hop, the customer's DSCP "
+                           "untouched) or nftables (kernels without BPF; the colour rewrites the DSCP) "
+                           "(default: $SRV6PM_DATAPLANE, else the file's dataplane, else ebpf)")
     erun.add_argument("--grpc-listen", metavar="HOST:PORT",
                       help="address of the southbound API (default: the file's grpc.listen, else [::]:50051; "
                            "port 0: any free port; 'none' or '': no API)")
@@ -234,7 +238,10 @@ def exporter_config_of(args, environ=None):
     if node is None and environ.get("SRV6PM_NODE", "").strip():
         node = exporter_config.Override(environ["SRV6PM_NODE"], "SRV6PM_NODE")
     period = exporter_config.Override(args.period, "--period") if args.period is not None else None
-    return exporter_config.load(args.config, node=node, period=period)
+    dataplane = exporter_config.Override(args.dataplane, "--dataplane") if args.dataplane is not None else None
+    if dataplane is None and environ.get("SRV6PM_DATAPLANE"):
+        dataplane = exporter_config.Override(environ["SRV6PM_DATAPLANE"], "SRV6PM_DATAPLANE")
+    return exporter_config.load(args.config, node=node, period=period, dataplane=dataplane)
 
 
 def cmd_exporter_run(args) -> int:

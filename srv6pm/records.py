@@ -108,11 +108,14 @@ class CounterRecord:
     packets: int
     bytes: int
     read_ns: int | None = None
+    flowmon_id: int | None = None  # ebpf data plane: RFC 9343 FlowMonID
+    position: int | None = None    # ebpf data plane: the point's index on the flow's path (0: ingress)
 
     def to_dict(self) -> dict:
         out = {"v": VERSION, **asdict(self)}
-        if self.read_ns is None:
-            del out["read_ns"]
+        for optional in ("read_ns", "flowmon_id", "position"):
+            if out[optional] is None:
+                del out[optional]
         return out
 
     def to_json(self) -> bytes:
@@ -131,7 +134,7 @@ def decode_counters(raw: bytes | None) -> CounterRecord:
     return CounterRecord(
         node=obj["node"], flow=obj["flow"], role=obj["role"], period=obj["period"],
         period_s=period_s, color=obj["color"], packets=obj["packets"], bytes=obj["bytes"],
-        read_ns=obj.get("read_ns"),
+        read_ns=obj.get("read_ns"), flowmon_id=obj.get("flowmon_id"), position=obj.get("position"),
     )
 
 

@@ -57,7 +57,7 @@ def test_bad_exporter_config_exits_2(tmp_path):
     cfg.write_text("node: r1\nperiod: 2\nflows: [{name: f1, role: sideways, src: '::1', dst: '::2'}]\n")
     out = srv6pm("exporter", "run", "--config", str(cfg))
     assert out.returncode == 2
-    assert out.stderr.strip().startswith(f"srv6pm: {cfg}: flows[0].role: must be one of ingress, egress")
+    assert out.stderr.strip().startswith(f"srv6pm: {cfg}: flows[0].role: must be one of ingress, transit, egress")
 
 
 def test_secret_file_that_cannot_be_read_is_a_clear_error(tmp_path):

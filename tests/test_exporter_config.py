@@ -13,6 +13,23 @@ flows:
 """
 
 
+def test_dataplane_from_file_or_override():
+    assert parse(GOOD).dataplane == "ebpf"
+    assert parse(GOOD + "dataplane: nftables\n").dataplane == "nftables"
+    assert parse(GOOD + "dataplane: nftables\n", dataplane=Override("ebpf", "--dataplane")).dataplane == "ebpf"
+    with pytest.raises(ConfigError, match="SRV6PM_DATAPLANE: must be one of ebpf, nftables, got 'xdp'"):
+        parse(GOOD, dataplane=Override("xdp", "SRV6PM_DATAPLANE"))
+    with pytest.raises(ConfigError, match="dataplane: must be one of"):  # the file is checked even when overridden
+        parse(GOOD + "dataplane: tc\n", dataplane=Override("ebpf", "--dataplane"))
+
+
+def test_flow_ids_of_the_ebpf_data_plane():
+    c = parse(GOOD.replace("role: ingress,", "role: ingress, flowmon_id: 7,")
+              + '  - {name: f1, role: transit, src: "fd01:1::2/128", dst: "fd01:4::101", flowmon_id: 7, position: 1}\n')
+    (ingress, transit) = c.objects()
+    assert (ingress.flowmon_id, ingress.position, transit.flowmon_id, transit.position) == (7, 0, 7, 1)
+
+
 def test_parse_normalises_prefixes():
     c = parse(GOOD)
     assert c.node == "r1" and c.netns == "r1" and c.dscp == (11, 15)
@@ -22,7 +39,10 @@ def test_parse_normalises_prefixes():
 
 @pytest.mark.parametrize("change, message", [
     (("period: 2", "period: 0.1"), "period"),
-    (("role: ingress", "role: transit"), "flows[0].role"),
+    (("role: ingress", "role: middle"), "flows[0].role"),
+    (("role: ingress", "role: ingress, flowmon_id: 1048576"), "flows[0].flowmon_id: must be an integer 0..1048575"),
+    (("role: ingress", "role: transit, position: 256"), "flows[0].position: must be an integer 0..255"),
+    (("period: 2", "period: 2\ndataplane: bpf"), "dataplane: must be one of ebpf, nftables"),
     (('src: "fd01:1::2/128"', 'src: "10.0.0.1/32"'), "flows[0].src: not an IPv6 prefix"),
     (("netns: r1", "netns: '../etc'"), "netns"),
     (("node: r1", "nodes: r1"), "nodes: unknown field"),

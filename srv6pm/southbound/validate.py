@@ -67,9 +67,11 @@ FLOWMON_ID_MAX = (1 << 20) - 1
 """The largest RFC 9343 FlowMonID (20 bits); 0 means none."""
 POSITION_MAX = 255
 """The largest counting-point position on a flow's path."""
+ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EGRESS: "egress"}
+"""A counting point's role as named in records and configuration files, by its southbound value."""
 
 __all__ = [
-    "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
+    "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
 ]
 

@@ -1,0 +1,145 @@
+"""The exporter with the eBPF data plane: its API over real gRPC, and the clear error when eBPF cannot run.
+
+Needs root (a real namespace, programs loaded by libbpf, tc filters) and the
+compiled objects (./setup.sh). The refusal tests compile a program the
+verifier must reject with the same clang, and point the BTF check at a path
+that does not exist.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+
+import grpc
+import pytest
+from netns_support import skip_reason
+from test_exporter_api import Running, ns  # noqa: F401  (the namespace fixture)
+
+from srv6pm import bpf
+from srv6pm.config import KafkaSettings
+from srv6pm.exporter import ebpf
+from srv6pm.exporter.config import parse
+from srv6pm.exporter.service import DataplaneUnavailable, Exporter
+from srv6pm.southbound.v1 import southbound_pb2 as pb
+
+_REASON = skip_reason() or (None if ebpf.OBJECT.exists() else f"{ebpf.OBJECT} is not built (./setup.sh)")
+pytestmark = [pytest.mark.netns, pytest.mark.services, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+
+FLOW = dict(flow="f1", source_prefix="fd00:1::2/128", destination_prefix="fd00:4::100/128")
+
+
+@pytest.fixture
+def running_ebpf(ns, broker, tmp_path):  # noqa: F811
+    node = "ebn" + secrets.token_hex(3)
+    r = Running(ns, broker, state_file=tmp_path / "state.json", dataplane="ebpf", node=node)
+    yield r
+    r.stop()
+    bpf.unpin(ebpf.pin_dir(node))
+
+
+def test_info_names_the_dataplane(running_ebpf):
+    assert running_ebpf.stub.GetInfo(pb.GetInfoRequest()).dataplane == "ebpf"
+
+
+def test_flows_of_every_role_with_their_flowmon_id(running_ebpf):
+    stub = running_ebpf.stub
+    assert stub.StartFlowMonitoring(pb.FlowMonitor(role=pb.ROLE_INGRESS, flowmon_id=11, **FLOW)).changed
+    assert stub.StartFlowMonitoring(pb.FlowMonitor(role=pb.ROLE_TRANSIT, flowmon_id=12, position=1,
+                                                   **{**FLOW, "flow": "f2"})).changed
+    assert not stub.StartFlowMonitoring(pb.FlowMonitor(role=pb.ROLE_INGRESS, flowmon_id=11, **FLOW)).changed
+    counters = stub.ReadCounters(pb.ReadCountersRequest()).counters
+    got = sorted((c.flow, c.role, c.colour, c.flowmon_id, c.packets) for c in counters)
+    assert got == [("f1", pb.ROLE_INGRESS, 0, 11, 0), ("f1", pb.ROLE_INGRESS, 1, 11, 0),
+                   ("f2", pb.ROLE_TRANSIT, 0, 12, 0), ("f2", pb.ROLE_TRANSIT, 1, 12, 0)]
+    state = stub.GetState(pb.GetStateRequest())
+    assert {(f.flow, f.flowmon_id, f.position) for f in state.flows} == {("f1", 11, 0), ("f2", 12, 1)}
+    assert stub.StopFlowMonitoring(pb.FlowMonitorRef(flow="f2", role=pb.ROLE_TRANSIT)).changed
+    assert {c.flow for c in stub.ReadCounters(pb.ReadCountersRequest()).counters} == {"f1"}
+
+
+def test_two_flows_with_one_flowmon_id_are_refused(running_ebpf):
+    stub = running_ebpf.stub
+    stub.StartFlowMonitoring(pb.FlowMonitor(role=pb.ROLE_INGRESS, flowmon_id=11, **FLOW))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.StartFlowMonitoring(pb.FlowMonitor(role=pb.ROLE_EGRESS, flowmon_id=11, position=2,
+                                                **{**FLOW, "flow": "g"}))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "same FlowMonID 11" in info.value.details()
+
+
+def test_a_flow_without_flowmon_id_is_an_invalid_argument(running_ebpf):
+    with pytest.raises(grpc.RpcError) as info:
+        running_ebpf.stub.StartFlowMonitoring(pb.FlowMonitor(role=pb.ROLE_INGRESS, **FLOW))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("flowmon_id: missing")
+
+
+def test_transit_on_the_nftables_data_plane_is_refused(ns, broker, tmp_path):  # noqa: F811
+    r = Running(ns, broker, state_file=tmp_path / "state.json", dataplane="nftables")
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            r.stub.StartFlowMonitoring(pb.FlowMonitor(role=pb.ROLE_TRANSIT, flowmon_id=3, position=1, **FLOW))
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "transit counting needs the ebpf data plane" in info.value.details()
+        assert r.stub.GetInfo(pb.GetInfoRequest()).dataplane == "nftables"
+    finally:
+        r.stop()
+
+
+def _exporter(broker: str) -> Exporter:
+    config = parse("node: eb1\nperiod: 1\ndataplane: ebpf\n")
+    return Exporter(config, KafkaSettings(bootstrap=broker))
+
+
+def test_missing_btf_is_one_clear_error(broker, monkeypatch):
+    monkeypatch.setattr(bpf, "BTF_PATH", "/nonexistent/btf/vmlinux")
+    exporter = _exporter(broker)
+    try:
+        with pytest.raises(DataplaneUnavailable) as info:
+            exporter.start()
+    finally:
+        exporter.close()
+    text = str(info.value)
+    assert "the ebpf data plane cannot run here: the kernel has no BTF (/nonexistent/btf/vmlinux is missing)" in text
+    assert "choose the nftables data plane instead (dataplane: nftables" in text
+
+
+BAD_PROGRAM = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+SEC("tc")
+int altmark_mark(struct __sk_buff *skb)
+{
+    unsigned char *data = (void *)(long)skb->data;
+    return data[60];   /* no bounds check against data_end: the verifier must refuse this */
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_a_refused_program_shows_the_verifier_log(broker, monkeypatch, tmp_path):
+    src = tmp_path / "bad.bpf.c"
+    src.write_text(BAD_PROGRAM)
+    (obj,) = bpf.build([src], tmp_path / "build")
+    with pytest.raises(bpf.VerifierError) as direct:
+        bpf.BpfObject(obj)
+    assert "invalid access to packet" in direct.value.log  # the kernel verifier's own words
+    monkeypatch.setattr(ebpf, "OBJECT", obj)
+    exporter = _exporter(broker)
+    try:
+        with pytest.raises(DataplaneUnavailable) as info:
+            exporter.start()
+    finally:
+        exporter.close()
+    first, *rest = str(info.value).splitlines()
+    assert first.startswith("the ebpf data plane cannot run here: ") and "nftables" in first
+    assert any("invalid access to packet" in line for line in rest)
+
+
+def test_build_reports_clang_errors(tmp_path):
+    src = tmp_path / "broken.bpf.c"
+    src.write_text("this is not C\n")
+    with pytest.raises(bpf.BpfError, match="clang could not compile"):
+        bpf.build([src], tmp_path / "build")
+    assert subprocess.run(["clang", "--version"], capture_output=True).returncode == 0
