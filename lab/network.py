@@ -28,7 +28,9 @@ If any step fails, everything created so far is removed before the
 :class:`NetworkError` (naming the namespace and the object) propagates.
 
 :func:`teardown` (alias :func:`clean`) deletes exactly the namespaces of the
-plan that exist, which also deletes their veths; it is idempotent.
+plan that exist, which also deletes their veths (and the eBPF programs attached
+to them), and the bpffs folders in which the exporters of the plan's nodes
+pinned their maps (``/sys/fs/bpf/srv6pm-exporter/<node>``); it is idempotent.
 
 Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN).
 """
@@ -45,7 +47,9 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from srv6pm import bpf
 from srv6pm import netns as nsutil
+from srv6pm.exporter import ebpf
 from srv6pm.exporter.nft import Nft
 from srv6pm.lab.topology import HOST_IFNAME, HOST_PEER_IFNAME, HostPlan, NodePlan, Plan
 
@@ -343,6 +347,8 @@ def teardown(plan: Plan) -> list[str]:
             removed.append(ns)
         except OSError as exc:
             failed.append(f"{ns} ({_reason(exc)})")
+    for node in plan.scenario.nodes:  # the exporters' pinned counters outlive the namespaces
+        bpf.unpin(ebpf.pin_dir(node))
     if failed:
         raise NetworkError(f"cannot remove network namespace(s): {', '.join(failed)}")
     return removed

@@ -113,14 +113,16 @@ class EbpfTable:
     """The eBPF counting state of one node, in the namespace ``netns`` (None: the current one).
 
     Loads the programs (pinning or reusing the maps of ``node``) and attaches
-    them to every interface of the namespace except ``lo``. Raises
+    them to every interface of the namespace except ``lo`` (unless ``attach`` is
+    false: then only :meth:`program_fd`'s callers run them, e.g. in
+    ``BPF_PROG_TEST_RUN``). Raises
     :class:`srv6pm.bpf.BpfUnavailable` or :class:`srv6pm.bpf.VerifierError`
     when the machine cannot run them. Not thread safe by itself (the exporter
     serialises calls with its lock).
     """
 
     def __init__(self, node: str, netns: str | None = None, *, obj_path: str | Path = OBJECT,
-                 pin_root: Path = PIN_ROOT):
+                 pin_root: Path = PIN_ROOT, attach: bool = True):
         bpf.check_support(obj_path)
         self.node = node
         self.netns = netns
@@ -138,8 +140,10 @@ class EbpfTable:
         self._classes: dict[str, tuple[int, int]] = {}  # source prefix -> (class, flows using it)
         self._next_class = 1
         self._colour: int | None = None
+        self._stale_counters = True  # counters of flows an earlier run had: dropped at the first install
         self._forget_strangers()
-        self.attach()
+        if attach:
+            self.attach()
 
     # -- attachment ------------------------------------------------------------------
     def attach(self) -> None:
@@ -190,6 +194,9 @@ class EbpfTable:
                                  f"FlowMonID {p.flowmon_id}")
             wanted[(p.name, p.role)] = p
             ids[p.flowmon_id] = p
+        limit = self._flows_map.max_entries
+        if len(wanted) > limit:
+            raise ValueError(f"{len(wanted)} flows: the ebpf data plane counts at most {limit} flows per node")
         ingress = [p for p in wanted.values() if p.role == "ingress"]
         _check_sources(ingress)
         matches: dict[tuple[str, str], str] = {}
@@ -199,6 +206,11 @@ class EbpfTable:
                                  f"{p.src} . {p.dst}")
             matches[(p.src, p.dst)] = p.name
         try:
+            if self._stale_counters:
+                for key, _ in self._counters.lookup_batch():
+                    if _COUNTER_KEY.unpack(key)[0] not in ids:
+                        self._counters.delete(key)
+                self._stale_counters = False
             for key, old in list(self._points.items()):
                 if wanted.get(key) != old:
                     self._remove(old)
@@ -212,9 +224,7 @@ class EbpfTable:
     def _add(self, p: Point) -> None:
         zero = _COUNTER_VALUE.pack(0, 0)
         for c in (0, 1):  # a counter that exists already (pinned, before a restart) keeps its value
-            key = _COUNTER_KEY.pack(p.flowmon_id, c)
-            if self._counters.lookup(key) is None:
-                self._counters.update(key, zero, bpf.BPF_NOEXIST)
+            self._counters.update(_COUNTER_KEY.pack(p.flowmon_id, c), zero, bpf.BPF_NOEXIST)
         if p.role == "ingress":
             cls, users = self._classes.get(p.src, (0, 0))
             if not cls:
@@ -250,6 +260,10 @@ class EbpfTable:
             raise ValueError(f"colour must be 0 or 1, got {colour!r}")
         self._colour_map.update(_U32.pack(0), _U32.pack(colour))
         self._colour = colour
+
+    def program_fd(self, name: str) -> int:
+        """The descriptor of the loaded program ``altmark_mark`` or ``altmark_count``."""
+        return self._obj.program_fd(name)
 
     def points(self) -> list[Point]:
         return list(self._points.values())

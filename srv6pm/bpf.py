@@ -39,7 +39,7 @@ from pathlib import Path
 from srv6pm.errors import Srv6pmError
 
 __all__ = ["BPFFS", "BTF_PATH", "BpfError", "BpfObject", "BpfUnavailable", "Map", "VerifierError", "build",
-           "check_support", "ensure_bpffs", "map_id", "possible_cpus", "tc_attach", "tc_detach"]
+           "check_support", "ensure_bpffs", "map_id", "possible_cpus", "tc_attach", "tc_detach", "test_run"]
 
 LIBRARY = "libbpf.so.1"
 BPFFS = "/sys/fs/bpf"
@@ -84,6 +84,17 @@ class _TcOpts(ctypes.Structure):
     _fields_ = [("sz", ctypes.c_size_t), ("prog_fd", ctypes.c_int), ("flags", ctypes.c_uint32),
                 ("prog_id", ctypes.c_uint32), ("handle", ctypes.c_uint32), ("priority", ctypes.c_uint32),
                 ("_pad", ctypes.c_uint32)]
+
+
+class _TestRunOpts(ctypes.Structure):
+    """``struct bpf_test_run_opts`` (bpf.h)."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
 
 
 class _BatchOpts(ctypes.Structure):
@@ -137,6 +148,7 @@ def _load():
             "bpf_map__key_size": ([vp], c_uint),
             "bpf_map__value_size": ([vp], c_uint),
             "bpf_map__type": ([vp], c_int),
+            "bpf_map__max_entries": ([vp], c_uint),
             "bpf_map__unpin": ([vp, c_char_p], c_int),
             "bpf_program__fd": ([vp], c_int),
             "bpf_map_update_elem": ([c_int, vp, vp, ctypes.c_uint64], c_int),
@@ -149,6 +161,7 @@ def _load():
             "bpf_tc_attach": ([vp, vp], c_int),
             "bpf_tc_detach": ([vp, vp], c_int),
             "libbpf_num_possible_cpus": ([], c_int),
+            "bpf_prog_test_run_opts": ([c_int, vp], c_int),
             "libbpf_set_print": ([_PRINT_FN], vp),
         }
         for name, (args, res) in sigs.items():
@@ -165,12 +178,18 @@ def _err(rc: int) -> int:
     return -rc if rc < -1 else (ctypes.get_errno() or errno.EIO)
 
 
+_cpus = 0
+
+
 def possible_cpus() -> int:
     """The number of possible CPUs: how many values a per-CPU map holds per key."""
-    n = _load().libbpf_num_possible_cpus()
-    if n <= 0:
-        raise BpfError(f"libbpf_num_possible_cpus: {os.strerror(-n)}")
-    return n
+    global _cpus
+    if not _cpus:
+        n = _load().libbpf_num_possible_cpus()
+        if n <= 0:
+            raise BpfError(f"libbpf_num_possible_cpus: {os.strerror(-n)}")
+        _cpus = n
+    return _cpus
 
 
 # -- what the machine can do ------------------------------------------------------------
@@ -218,6 +237,7 @@ class Map:
     key_size: int
     value_size: int
     percpu: bool
+    max_entries: int = 0
 
     @property
     def _stride(self) -> int:
@@ -227,13 +247,21 @@ class Map:
     def _read_size(self) -> int:
         return self._stride * possible_cpus() if self.percpu else self.value_size
 
-    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
-        """Set ``key`` to ``value`` (for a per-CPU map: ``value`` on every CPU)."""
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> bool:
+        """Set ``key`` to ``value`` (for a per-CPU map: ``value`` on every CPU).
+
+        With ``BPF_NOEXIST``, a key that exists already is left as it is and
+        False is returned; otherwise True.
+        """
         if self.percpu:
             value = value.ljust(self._stride, b"\0") * possible_cpus()
         rc = _load().bpf_map_update_elem(self.fd, key, value, flags)
         if rc:
-            raise BpfError(f"map {self.name}: update: {os.strerror(_err(rc))}")
+            code = _err(rc)
+            if code == errno.EEXIST and flags == BPF_NOEXIST:
+                return False
+            raise BpfError(f"map {self.name}: update: {os.strerror(code)}")
+        return True
 
     def lookup(self, key: bytes) -> bytes | None:
         """The value of ``key`` (per-CPU: all CPUs' values, concatenated), or None."""
@@ -378,7 +406,7 @@ class BpfObject:
             if not m:
                 raise BpfError(f"{self.path}: no map named {name!r}")
             self._maps[name] = Map(name, lib.bpf_map__fd(m), lib.bpf_map__key_size(m), lib.bpf_map__value_size(m),
-                                   lib.bpf_map__type(m) in _PERCPU_TYPES)
+                                   lib.bpf_map__type(m) in _PERCPU_TYPES, lib.bpf_map__max_entries(m))
         return self._maps[name]
 
     def program_fd(self, name: str) -> int:
@@ -400,6 +428,33 @@ class BpfObject:
 def unpin(pin_dir: str | os.PathLike) -> None:
     """Remove a component instance's pinned maps (its counters) and the folder; idempotent."""
     shutil.rmtree(pin_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """What :func:`test_run` saw: the program's return code, the packet it left, its mean time per run."""
+
+    retval: int
+    packet: bytes
+    ns_per_run: int
+
+
+def test_run(prog_fd: int, packet: bytes, *, repeat: int = 1) -> TestRun:
+    """Run a loaded program ``repeat`` times on ``packet`` in the kernel (``BPF_PROG_TEST_RUN``).
+
+    The program's map updates are real. For tc programs ``packet`` starts
+    with the Ethernet header; :attr:`TestRun.packet` is the packet as the
+    program left it (after its last run).
+    """
+    out = ctypes.create_string_buffer(len(packet) + 512)
+    data = ctypes.create_string_buffer(packet, len(packet))
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.cast(data, ctypes.c_void_p),
+                        data_out=ctypes.cast(out, ctypes.c_void_p), data_size_in=len(packet),
+                        data_size_out=len(out), repeat=repeat)
+    rc = _load().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+    if rc:
+        raise BpfError(f"BPF_PROG_TEST_RUN: {os.strerror(_err(rc))}")
+    return TestRun(opts.retval, out.raw[:opts.data_size_out], opts.duration)
 
 
 # -- tc ---------------------------------------------------------------------------------

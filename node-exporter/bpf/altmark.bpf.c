@@ -54,7 +54,7 @@
 #define DOH_LEN 8
 #define MAX_OPTIONS 8
 
-#define MAX_FLOWS 262144
+#define MAX_FLOWS 131072
 #define MAX_SOURCES 65536
 
 struct counter_key {
@@ -83,6 +83,7 @@ struct flow_key {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 2 * MAX_FLOWS);
+	/* preallocated: an update by user space is a copy, not an allocation */
 	__type(key, struct counter_key);
 	__type(value, struct counter_value);
 } counters SEC(".maps");
