@@ -148,6 +148,7 @@ def test_schema_validation_catches_broken_manifests():
     ("kafka.bootstrap=kafka", "/kafka/bootstrap"),
     ("processor.replica=3", "/processor"),
     ("processor.alarms.lossRatio=lots", "/processor/alarms/lossRatio"),
+    ("exporter.dataplane=xdp", "/exporter/dataplane"),
 ])
 def test_values_schema_refuses_bad_values_by_name(setting, complaint):
     run = helm("template", "rel", str(CHART), "--set", setting, check=False)
@@ -228,10 +229,24 @@ def test_exporter_daemonset_has_host_network_and_net_admin_only(rendered):
     security = container["securityContext"]
     assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    expected = ["NET_ADMIN"] + values_of(name)["exporter"]["extraCapabilities"]
+    ebpf = values_of(name)["exporter"]["dataplane"] == "ebpf"
+    expected = ["NET_ADMIN"] + (["BPF"] if ebpf else []) + values_of(name)["exporter"]["extraCapabilities"]
     assert security["capabilities"]["add"] == expected
-    assert expected == (["NET_ADMIN", "NET_BIND_SERVICE"] if name == "production" else ["NET_ADMIN"])
+    assert expected == (["NET_ADMIN", "BPF", "NET_BIND_SERVICE"] if name == "production" else ["NET_ADMIN", "BPF"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SRV6PM_DATAPLANE"] == values_of(name)["exporter"]["dataplane"]
+    bpffs = [v for v in pod["volumes"] if v.get("hostPath", {}).get("path") == "/sys/fs/bpf"]
+    assert len(bpffs) == (1 if ebpf else 0), "the eBPF maps are pinned on the host's bpffs"
     assert "initContainers" not in pod, "the exporter takes its node name from the environment, not a written file"
+
+
+def test_exporter_on_the_nftables_data_plane_needs_no_bpf():
+    docs = render([CHART / "values.yaml"], "--set", "exporter.dataplane=nftables")
+    pod = find(docs, "DaemonSet", "exporter")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+    assert {e["name"]: e.get("value") for e in container["env"]}["SRV6PM_DATAPLANE"] == "nftables"
+    assert not [v for v in pod["volumes"] if "hostPath" in v and v["hostPath"]["path"] == "/sys/fs/bpf"]
 
 
 def test_exporter_probes_use_grpc_health_without_tls_and_metrics_with_tls(rendered):
