@@ -27,11 +27,12 @@ pytestmark = [
 PERIOD = 1.0
 
 
-def make_scenario():
+def make_scenario(dataplane="ebpf"):
     p = "e" + uuid.uuid4().hex[:5]
     a, b, c, d = (p + x for x in "abcd")
     text = f"""
 period: {PERIOD}
+dataplane: {dataplane}
 nodes: [{a}, {b}, {c}, {d}]
 links: [[{a}, {b}], [{b}, {c}], [{c}, {d}], [{a}, {d}]]
 flows:
@@ -44,8 +45,9 @@ stamp:
 
 
 @pytest.fixture
-def lab(free_port):
-    scenario, nodes = make_scenario()
+def lab(free_port, request):
+    """A running lab; ``indirect`` parametrisation chooses its data plane (default ebpf)."""
+    scenario, nodes = make_scenario(getattr(request, "param", "ebpf"))
     running = Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2)
     running.nodes = nodes
     with running:
@@ -137,6 +139,10 @@ class DropRule:
         return counter["packets"]
 
 
+BOTH_DATAPLANES = pytest.mark.parametrize("lab", ["ebpf", "nftables"], indirect=True)
+
+
+@BOTH_DATAPLANES
 def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
     a, b, c, d = lab.nodes
     clock = PeriodClock(PERIOD)
@@ -217,6 +223,7 @@ def test_processor_killed_and_restarted_mid_run_stores_every_period_exactly_once
                 (result["tx_packets"], result["rx_packets"], result["lost_packets"], result["complete"])
 
 
+@BOTH_DATAPLANES
 def test_exporter_restart_never_invents_loss(lab):
     a, b, c, d = lab.nodes
     clock = PeriodClock(PERIOD)
@@ -237,6 +244,39 @@ def test_exporter_restart_never_invents_loss(lab):
     assert any(not r["complete"] for r in f1)
     assert all(r["complete"] and r["lost_packets"] == 0 for (f, k), r in results.items()
                if f == "f2" and k >= complete_periods(lab.seen, "f2")[0])
+
+
+def test_a_drop_at_a_transit_node_is_the_loss_of_the_segment_after_it(lab):
+    """eBPF data plane: f1 is counted at a (0), b (1), c (2) and d (3); b drops, so segment b -> c lost them."""
+    a, b, c, d = lab.nodes
+    clock = PeriodClock(PERIOD)
+    collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2)
+    first = complete_periods(lab.seen, "f1")[0]
+    drop = DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
+    time.sleep(4 * PERIOD)
+    dropped = drop.stop()
+    last = clock.current() + 3
+    collect(lab, have_through(last))
+    results = by_flow_period(lab.seen)
+    f1 = [results[("f1", k)] for k in range(first, last + 1)]
+    assert dropped > 0 and all(r["complete"] for r in f1)
+    lost = {(a, b): 0, (b, c): 0, (c, d): 0}
+    for r in f1:
+        segments = r["segments"]
+        assert [(s["from"], s["to"]) for s in segments] == list(lost)
+        assert all(s["complete"] and s["lost_packets"] == s["tx_packets"] - s["rx_packets"] for s in segments)
+        assert sum(s["lost_packets"] for s in segments) == r["lost_packets"]  # the segments sum to the flow's loss
+        assert segments[0]["tx_packets"] == r["tx_packets"] and segments[-1]["rx_packets"] == r["rx_packets"]
+        for s in segments:
+            lost[(s["from"], s["to"])] += s["lost_packets"]
+    assert lost == {(a, b): 0, (b, c): dropped, (c, d): 0}
+    assert all(r.get("flowmon_id") for r in f1)
+    # the same in InfluxDB's segment_loss measurement
+    start, end = clock.start_ns(first), clock.start_ns(last)
+    for (src, dst), want in lost.items():
+        (res,) = influxql(lab.influx, f"SELECT sum(lost_packets) FROM segment_loss WHERE flow = 'f1' AND \"from\" = "
+                          f"'{src}' AND \"to\" = '{dst}' AND time >= {start} AND time <= {end}")
+        assert res["series"][0]["values"][0][1] == want
 
 
 def test_lab_refuses_to_start_over_existing_namespaces_and_creates_nothing(free_port):

@@ -192,6 +192,13 @@ BAD = [
     (pb.Policy, POLICY_OK, dict(device="bad/dev"), "device", "not a valid interface name"),
     # flows
     (pb.FlowMonitor, FLOW_OK, dict(flow="f 1"), "flow", "not a valid name"),
+    (pb.LocalSid, dict(sid="fc00::1", behavior=pb.SID_BEHAVIOR_END), dict(sid="::"), "sid",
+     "'::' is the unspecified address, which cannot be a SID"),
+    (pb.LocalSid, dict(sid="fc00::1", behavior=pb.SID_BEHAVIOR_END), dict(sid="ff02::1"), "sid", "multicast"),
+    (pb.LocalSid, dict(sid="fc00::1", behavior=pb.SID_BEHAVIOR_END), dict(sid="fe80::1"), "sid", "link-local"),
+    (pb.LocalSid, dict(sid="fc00::1", behavior=pb.SID_BEHAVIOR_END), dict(sid="::1"), "sid", "loopback"),
+    (pb.Policy, dict(name="p", destination="fd00::/64", segments=["fc00::1"]), dict(segments=["fc00::1", "ff05::2"]),
+     "segments[1]", "multicast"),
     (pb.FlowMonitor, FLOW_OK, dict(role=pb.ROLE_UNSPECIFIED), "role", "missing"),
     (pb.FlowMonitor, FLOW_OK, dict(role=4), "role", "unknown value 4"),
     (pb.FlowMonitor, FLOW_OK, dict(flowmon_id=1 << 20), "flowmon_id", "not in 0..1048575"),
@@ -262,13 +269,19 @@ prefix = st.builds(lambda a, n: ipaddress.IPv6Network((int(a) >> (128 - n) << (1
     lambda net: st.sampled_from([str(net), f"{net.network_address.exploded}/{net.prefixlen}"]))
 name = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", fullmatch=True)
 ifname = st.one_of(st.just(""), st.from_regex(r"[a-z][a-z0-9_-]{0,14}", fullmatch=True))
-segments = st.lists(ipv6, max_size=16)
+def _can_be_sid(text: str) -> bool:
+    a = ipaddress.IPv6Address(text)
+    return not (a.is_unspecified or a.is_loopback or a.is_multicast or a.is_link_local)
+
+
+sid = ipv6.filter(_can_be_sid)
+segments = st.lists(sid, max_size=16)
 
 
 @st.composite
 def local_sids(draw):
     behavior = draw(st.sampled_from([1, 2, 3, 4]))
-    return pb.LocalSid(sid=draw(ipv6), behavior=behavior,
+    return pb.LocalSid(sid=draw(sid), behavior=behavior,
                        nexthop=draw(ipv6) if behavior in (2, 4) else "",
                        table=draw(st.integers(0, 2**32 - 1)) if behavior == 3 else 0,
                        device=draw(ifname))
@@ -291,7 +304,7 @@ def stamp_sessions(draw):
 messages = st.one_of(
     local_sids(),
     st.builds(pb.LocalSidRef, sid=ipv6),
-    st.builds(pb.Policy, name=name, destination=prefix, segments=st.lists(ipv6, min_size=1, max_size=16),
+    st.builds(pb.Policy, name=name, destination=prefix, segments=st.lists(sid, min_size=1, max_size=16),
               mode=st.sampled_from([0, 1, 2]), device=ifname),
     st.builds(pb.PolicyRef, name=name),
     st.builds(pb.FlowMonitor, flow=name, role=st.sampled_from([1, 2]), source_prefix=prefix,

@@ -27,6 +27,8 @@ Normalisation rules:
   whitespace or NUL, not ``.`` or ``..``.
 * Enum fields: ``*_UNSPECIFIED`` is "missing" unless a default is stated
   below; a number the proto does not define is an error.
+* SIDs (``LocalSid.sid``, every segment of a list) cannot be the unspecified,
+  loopback, multicast or link-local address.
 * ``LocalSid``: ``sid`` required; ``behavior`` required; ``nexthop`` required
   for End.X and End.DX6 and must be empty otherwise; ``table`` 0 becomes 254
   (main) for End.DT6 and must be 0 for every other behaviour; ``device`` ""
@@ -143,10 +145,22 @@ def _prefix(field: str, text: str) -> str:
         raise InvalidArgument(field, f"{text!r} is not an IPv6 prefix") from None
 
 
+def _sid(field: str, text: str) -> str:
+    """An IPv6 address that can be a SID: globally routable in form, so not unspecified, loopback,
+    multicast or link-local (RFC 8986 SIDs are routed to the node that owns them)."""
+    text = _ipv6(field, text)
+    address = ipaddress.IPv6Address(text)
+    for unfit, what in ((address.is_unspecified, "the unspecified address"), (address.is_loopback, "loopback"),
+                        (address.is_multicast, "multicast"), (address.is_link_local, "link-local")):
+        if unfit:
+            raise InvalidArgument(field, f"{text!r} is {what}, which cannot be a SID")
+    return text
+
+
 def _segments(field: str, items) -> list[str]:
     if len(items) > MAX_SEGMENTS:
         raise InvalidArgument(field, f"{len(items)} segments, at most {MAX_SEGMENTS}")
-    return [_ipv6(f"{field}[{i}]", s) for i, s in enumerate(items)]
+    return [_sid(f"{field}[{i}]", s) for i, s in enumerate(items)]
 
 
 def _name(field: str, text: str) -> str:
@@ -210,7 +224,7 @@ def _copy(message, kind):
 def local_sid(message: pb.LocalSid) -> pb.LocalSid:
     """A normalised copy of a ``LocalSid``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.LocalSid)
-    out.sid = _ipv6("sid", out.sid)
+    out.sid = _sid("sid", out.sid)
     out.behavior = _enum("behavior", pb.SidBehavior, out.behavior)
     if out.behavior in _NEEDS_NEXTHOP:
         out.nexthop = _ipv6("nexthop", out.nexthop)
