@@ -14,9 +14,11 @@ restart keeps its counters:
 
 * ``counters``  per-CPU hash (FlowMonID, colour) -> (packets, bytes); only
   keys created here are counted;
-* ``sources`` / ``flows``  two LPM tries that classify an ingress packet's
-  inner (source, destination) to its FlowMonID: source prefix -> class, then
-  (class, destination prefix) -> FlowMonID;
+* ``exact``  hash (source, destination) -> FlowMonID of the ingress flows
+  between two single addresses (/128 each): one lookup per packet;
+* ``sources`` / ``flows``  two LPM tries that classify the packets of the other
+  ingress flows (wider prefixes) when ``exact`` misses: source prefix -> class,
+  then (class, destination prefix) -> FlowMonID;
 * ``colour``  one array slot: the colour marked now; :meth:`EbpfTable.set_colour`
   is that one update, atomic for every packet on every CPU.
 
@@ -51,11 +53,12 @@ log = logging.getLogger("srv6pm.exporter")
 OBJECT = bpf.object_path(Path(__file__).parent / "bpf", "altmark")
 PIN_ROOT = Path(bpf.BPFFS) / "srv6pm-exporter"
 ROLES = ("ingress", "transit", "egress")
-PINNED = ("counters", "sources", "flows", "colour")
+PINNED = ("counters", "exact", "sources", "flows", "colour")
 _COUNTER_KEY = struct.Struct("<II")
 _COUNTER_VALUE = struct.Struct("<QQ")
 _SOURCE_KEY = struct.Struct("<I16s")
 _FLOW_KEY = struct.Struct("<II16s")
+_EXACT_KEY = struct.Struct("16s16s")
 _U32 = struct.Struct("<I")
 # tc filter slot of srv6pm's programs on every interface (handle, priority)
 TC_HANDLE = 0x5A6D
@@ -104,6 +107,14 @@ def _source_key(prefix: str) -> bytes:
     return _SOURCE_KEY.pack(net.prefixlen, net.network_address.packed)
 
 
+def _exact(p: Point) -> bool:
+    return p.src.endswith("/128") and p.dst.endswith("/128")
+
+
+def _exact_key(p: Point) -> bytes:
+    return _EXACT_KEY.pack(ipaddress.IPv6Address(p.src[:-4]).packed, ipaddress.IPv6Address(p.dst[:-4]).packed)
+
+
 def _flow_key(cls: int, prefix: str) -> bytes:
     net = ipaddress.IPv6Network(prefix)
     return _FLOW_KEY.pack(32 + net.prefixlen, cls, net.network_address.packed)
@@ -131,6 +142,7 @@ class EbpfTable:
         self._counters = self._obj.map("counters")
         self._sources_map = self._obj.map("sources")
         self._flows_map = self._obj.map("flows")
+        self._exact_map = self._obj.map("exact")
         self._colour_map = self._obj.map("colour")
         self.generation = f"{_boot_id()}.{bpf.map_id(self._counters.fd)}"
         self._thread = NetnsThread(netns, thread_name=f"bpf-{node}")
@@ -170,6 +182,8 @@ class EbpfTable:
 
     def _forget_strangers(self) -> None:
         """Empty the classification tries: this object installs its flows again (counters are kept)."""
+        for key, _ in self._exact_map.lookup_batch():
+            self._exact_map.delete(key)
         for m in (self._sources_map, self._flows_map):
             for key in m.keys():
                 m.delete(key)
@@ -198,7 +212,7 @@ class EbpfTable:
         if len(wanted) > limit:
             raise ValueError(f"{len(wanted)} flows: the ebpf data plane counts at most {limit} flows per node")
         ingress = [p for p in wanted.values() if p.role == "ingress"]
-        _check_sources(ingress)
+        _check_sources([p for p in ingress if not _exact(p)])
         matches: dict[tuple[str, str], str] = {}
         for p in ingress:
             if (p.src, p.dst) in matches:
@@ -225,7 +239,9 @@ class EbpfTable:
         zero = _COUNTER_VALUE.pack(0, 0)
         for c in (0, 1):  # a counter that exists already (pinned, before a restart) keeps its value
             self._counters.update(_COUNTER_KEY.pack(p.flowmon_id, c), zero, bpf.BPF_NOEXIST)
-        if p.role == "ingress":
+        if p.role == "ingress" and _exact(p):
+            self._exact_map.update(_exact_key(p), _U32.pack(p.flowmon_id))
+        elif p.role == "ingress":
             cls, users = self._classes.get(p.src, (0, 0))
             if not cls:
                 cls = self._next_class
@@ -237,7 +253,9 @@ class EbpfTable:
         self._by_id[p.flowmon_id] = p
 
     def _remove(self, p: Point) -> None:
-        if p.role == "ingress":
+        if p.role == "ingress" and _exact(p):
+            self._exact_map.delete(_exact_key(p))
+        elif p.role == "ingress":
             cls, users = self._classes[p.src]
             self._flows_map.delete(_flow_key(cls, p.dst))
             if users == 1:

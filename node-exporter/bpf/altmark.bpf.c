@@ -33,8 +33,9 @@
  * changes nothing. Bytes are the inner IPv6 packet's length, header included,
  * at every counting point (the same figure the nftables data plane counts).
  *
- * The per-packet work is a bounded parse plus at most three map lookups,
- * whatever the number of flows.
+ * The per-packet work is a bounded parse plus a few map lookups, whatever the
+ * number of flows: flows between two single addresses (/128 to /128) are one
+ * hash lookup; flows of wider prefixes take two LPM lookups after it misses.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -55,7 +56,7 @@
 #define MAX_OPTIONS 8
 
 #define MAX_FLOWS 131072
-#define MAX_SOURCES 65536
+#define MAX_SOURCES MAX_FLOWS
 
 struct counter_key {
 	__u32 flowmon_id;
@@ -67,7 +68,13 @@ struct counter_value {
 	__u64 bytes;
 };
 
-/* Source prefixes of monitored flows -> a source class (first level). */
+/* Flows whose source and destination are single addresses: one hash lookup. */
+struct exact_key {
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+/* Source prefixes of the other flows -> a source class (first level). */
 struct src_key {
 	__u32 prefixlen;
 	__u8 addr[16];
@@ -87,6 +94,13 @@ struct {
 	__type(key, struct counter_key);
 	__type(value, struct counter_value);
 } counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__type(key, struct exact_key);
+	__type(value, __u32);
+} exact SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -139,6 +153,7 @@ int altmark_mark(struct __sk_buff *skb)
 	struct ipv6hdr *outer = data + ETH_HLEN;
 	struct ipv6_sr_hdr *srh;
 	struct ipv6hdr *inner;
+	struct exact_key ekey;
 	struct src_key skey = { .prefixlen = 128 };
 	struct flow_key fkey = { .prefixlen = 32 + 128 };
 	struct altmark_doh doh;
@@ -159,15 +174,20 @@ int altmark_mark(struct __sk_buff *skb)
 	if ((void *)(inner + 1) > end)
 		return TC_ACT_OK;
 
-	__builtin_memcpy(skey.addr, &inner->saddr, 16);
-	class = bpf_map_lookup_elem(&sources, &skey);
-	if (!class)
-		return TC_ACT_OK;
-	fkey.class = *class;
-	__builtin_memcpy(fkey.addr, &inner->daddr, 16);
-	id = bpf_map_lookup_elem(&flows, &fkey);
-	if (!id)
-		return TC_ACT_OK;
+	__builtin_memcpy(ekey.src, &inner->saddr, 16);
+	__builtin_memcpy(ekey.dst, &inner->daddr, 16);
+	id = bpf_map_lookup_elem(&exact, &ekey);
+	if (!id) {
+		__builtin_memcpy(skey.addr, &inner->saddr, 16);
+		class = bpf_map_lookup_elem(&sources, &skey);
+		if (!class)
+			return TC_ACT_OK;
+		fkey.class = *class;
+		__builtin_memcpy(fkey.addr, &inner->daddr, 16);
+		id = bpf_map_lookup_elem(&flows, &fkey);
+		if (!id)
+			return TC_ACT_OK;
+	}
 	flowmon_id = *id & 0xFFFFF;
 	c = bpf_map_lookup_elem(&colour, &zero);
 	mark = c ? (*c & 1) : 0;
