@@ -260,8 +260,8 @@ class Processor:
                 if self.health:
                     self.health.count(topic, "deadletters")
         # 2. store (idempotent), including results re-read from the ledger.
-        points = [stage.point(doc) for stage, _, _, doc in docs]
-        points += [stage.point(doc) for stage, _, doc in restores]
+        points = [p for stage, _, _, doc in docs for p in stage.points(doc)]
+        points += [p for stage, _, doc in restores for p in stage.points(doc)]
         self._retry("store results in InfluxDB", lambda: self._store.write(points), involved)
         stored_s = time.time()
         # 3. finished: remember, and let the offsets move.
