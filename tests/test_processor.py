@@ -372,6 +372,18 @@ def point(flow, position, period, packets, path=PATH, flowmon_id=5):
     return flow, rec.to_json()
 
 
+def member(kafka, influx, opts, done, crash=False):
+    """Run a processor until ``done(stats)`` and return its stats; ``crash``: it never commits (it dies before)."""
+    processor = Processor(kafka, influx, opts)
+    if crash:
+        processor._commit = lambda: None
+    try:
+        run_until(processor, lambda: done(processor.stats))
+    finally:
+        processor.close()
+    return processor.stats
+
+
 def segment_rows(influx, flow):
     """{(from, to): [(time, tx, rx, lost, complete), ...]} of the segment_loss points of ``flow``."""
     res = influxql(influx, 'SELECT tx_packets, rx_packets, lost_packets, complete FROM segment_loss '
@@ -391,12 +403,7 @@ def test_positions_give_segment_loss_published_and_stored_once(kafka, influx):
         block("f2", "ingress", p0, 300), block("f2", "egress", p0, 300),
     ])
     opts = options(pair_wait_s=1.0)
-    first = Processor(kafka, influx, opts)
-    first._commit = lambda: None  # dies after publishing and storing, before any commit
-    try:
-        run_until(first, lambda: first.stats["results"] == 3)
-    finally:
-        first.close()
+    member(kafka, influx, opts, lambda stats: stats["results"] == 3, crash=True)  # published and stored only
     results = {(r["flow"], r["period"]): r for _, _, _, r in read_topic(kafka, records.LOSS)}
     assert set(results) == {("f1", p0), ("f1", p1), ("f2", p0)}
     for r in results.values():
@@ -424,12 +431,7 @@ def test_positions_give_segment_loss_published_and_stored_once(kafka, influx):
     assert [r["lost_packets"] for r in stored(influx, "f1")] == [1, 3]
     # A restarted member re-reads all nine records (transit blocks too: none was committed) and
     # publishes nothing again; the points it re-writes are the same series and timestamps.
-    second = Processor(kafka, influx, opts)
-    try:
-        run_until(second, lambda: second.stats["replayed"] == 9)
-    finally:
-        second.close()
-    assert second.stats["results"] == 0
+    assert member(kafka, influx, opts, lambda stats: stats["replayed"] == 9)["results"] == 0
     assert len(read_topic(kafka, records.LOSS)) == 3
     assert segment_rows(influx, "f1") == want
     assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 9
