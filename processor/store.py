@@ -59,7 +59,7 @@ def segment_points(result: LossResult) -> list[Point]:
         for name, value in ((names.tx_packets, segment.tx_packets), (names.rx_packets, segment.rx_packets)):
             if value is not None:
                 point.field(name, int(value))
-        if segment.complete:
+        if segment.complete and segment.lost_packets is not None:
             point.field(names.lost_packets, int(segment.lost_packets))
         point.field(names.complete, bool(segment.complete))
         points.append(point.time(at, WritePrecision.NS))
