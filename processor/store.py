@@ -10,8 +10,9 @@ Fields that are unknown (the missing side of an incomplete period) are left
 out, never written as zero. Writing the same result twice produces the same
 point (same series, same timestamp, same fields): writes are idempotent.
 
-``segment_loss``: one point per segment of a loss result that has segments;
-names and rules in :mod:`srv6pm.influx_schema`.
+``segment_loss``: one point per segment of a loss result that has segments
+(an incomplete segment as ``complete = false`` without ``lost_packets``, as an
+incomplete ``loss`` period); names and rules in :mod:`srv6pm.influx_schema`.
 """
 
 from __future__ import annotations
