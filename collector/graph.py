@@ -19,11 +19,26 @@ Database objects (names fixed; other tools depend on them)
 
 ``links`` (edge collection), ONE undirected edge per configured link::
 
-    _key = "a--b", _from = "nodes/a", _to = "nodes/b", a, b, delay_ms (null if not configured)
+    _key = "a--b", _from = "nodes/a", _to = "nodes/b", a, b, delay_ms (null if not configured),
+    segment_loss ({} until a flow with positions crossed it)
 
   The edge's direction is only the order of the configuration; traverse links
   with ``ANY`` (``FOR v, e IN ANY SHORTEST_PATH 'nodes/r4' TO 'nodes/r1' links``)
   and a path is found in both directions from one edge.
+
+  ``segment_loss`` holds, per flow, the latest segment of that flow between
+  the link's two nodes (flows whose counters carry positions, ebpf data
+  plane), in the direction the flow crossed it::
+
+    {<flow>: {from, to, period, period_start, tx_packets, rx_packets, lost_packets, complete, updated_at}}
+
+  An incomplete segment is stored with ``complete: false`` and
+  ``lost_packets`` null. A segment whose two counting points are not the two
+  ends of one configured link (a via node without an exporter between them)
+  is only on its flow's path edge (``loss.segments``). A flow that crosses the
+  same link more than once keeps the last such segment in path order.
+  Example AQL, the links losing packets now:
+  ``FOR e IN links FOR s IN VALUES(e.segment_loss) FILTER s.lost_packets > 0 RETURN [s.from, s.to, s.lost_packets]``
 
 ``paths`` (edge collection), one DIRECTED edge per monitored flow and per
 STAMP session, from the flow's ingress (the session's sender) to its egress
@@ -37,9 +52,10 @@ STAMP session, from the flow's ingress (the session's sender) to its egress
   ``loss`` (null until the first result)::
 
     {period, period_start, tx_packets, rx_packets, lost_packets, loss_ratio, complete, updated_at}
+    and, when the result has them, segments: [{from, to, tx_packets, rx_packets, lost_packets, complete}]
 
   An incomplete period is stored with ``complete: false`` and ``lost_packets``
-  and ``loss_ratio`` null: it is never loss.
+  and ``loss_ratio`` null: it is never loss; so is an incomplete segment.
 
   ``delay`` (null until the first result)::
 
@@ -66,10 +82,12 @@ Rules for results (``update_loss``, ``update_delay``)
 * Results may arrive out of order (partitions, restarts): a result for an
   OLDER period than the stored one is ignored (``stats["stale"]``); the same
   period overwrites (applying a result twice changes nothing but
-  ``updated_at``). Delay directions are ordered independently.
+  ``updated_at``). Delay directions are ordered independently, and so are a
+  flow's segments on each link.
 * When :meth:`GraphStore.sync_topology` keeps a path whose route changed
   (endpoints, via, segments or the return path), its figures are dropped: they
-  described the old route. A path whose route is unchanged keeps them.
+  described the old route; so are its segments on the links, and those of a
+  flow no longer configured. A path whose route is unchanged keeps them.
 
 One process writes the graph; within it every public method holds one lock,
 so the reconcile loop and the results consumer can share a store.
@@ -121,6 +139,7 @@ UNKNOWN = "unknown"
 _KEY = re.compile(r"[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,200}")
 _LOSS_FIELDS = ("period", "period_start", "tx_packets", "rx_packets", "lost_packets", "loss_ratio", "complete")
 _ROUTE_FIELDS = ("_from", "_to", "via", "segments", "return_via", "return_segments")
+_SEGMENT_FIELDS = ("from", "to", "tx_packets", "rx_packets", "lost_packets", "complete")
 _DELAY_FIELDS = ("period", "period_start", "samples", "lost", "min_us", "mean_us", "max_us", "p50_us", "p99_us",
                  "jitter_us")
 
@@ -335,10 +354,12 @@ class GraphStore(ABC):
         topology = (config if isinstance(config, Topology) else Topology.from_config(config)).check()
         counts = {"added": 0, "changed": 0, "removed": 0}
         with self._lock:
+            paths = [self._path_doc(p) for p in topology.paths]
+            measured = {d["name"] for d in paths if d["kind"] == "flow" and d["loss"] is not None}
             wanted: dict[str, list[dict]] = {
                 NODES: [self._node_doc(n) for n in topology.nodes],
-                LINKS: [_link_doc(link) for link in topology.links],
-                PATHS: [self._path_doc(p) for p in topology.paths],
+                LINKS: [self._link_doc(link, measured) for link in topology.links],
+                PATHS: paths,
             }
             for collection in (NODES, LINKS, PATHS):
                 for doc in wanted[collection]:
@@ -400,11 +421,38 @@ class GraphStore(ABC):
             loss = {k: result.get(k) for k in _LOSS_FIELDS}
             if not loss["complete"]:  # an incomplete period is never loss
                 loss.update(lost_packets=None, loss_ratio=None)
+            segments = [_segment(s) for s in result.get("segments") or ()]
+            if result.get("segments") is not None:
+                loss["segments"] = segments
             loss["updated_at"] = rfc3339_ns(self._clock_ns())
             edge["loss"] = loss
             self._put(PATHS, edge)
+            self._segments_onto_links(result, segments, loss["updated_at"])
             self.stats["loss"] += 1
             return APPLIED
+
+    def _segments_onto_links(self, result: Mapping, segments: list[dict], updated_at: str) -> None:
+        """Each segment onto the link between its two nodes, as that flow's latest there; one write per link."""
+        touched: dict[str, dict] = {}
+        for segment in segments:
+            if segment["from"] is None or segment["to"] is None:
+                continue
+            doc = None
+            for key in (f"{segment['from']}--{segment['to']}", f"{segment['to']}--{segment['from']}"):
+                doc = touched.get(key) or self._get(LINKS, key)
+                if doc is not None:
+                    break
+            if doc is None:
+                continue  # not one configured link: the segment is on the path edge only
+            entries = doc.setdefault("segment_loss", {})
+            current = entries.get(result["flow"])
+            if current and current["period"] > result["period"]:
+                continue
+            entries[result["flow"]] = {**segment, "period": result["period"], "period_start": result["period_start"],
+                                       "updated_at": updated_at}
+            touched[doc["_key"]] = doc
+        for doc in touched.values():
+            self._put(LINKS, doc)
 
     def update_delay(self, result: Mapping) -> str:
         """Store a ``srv6pm.delay`` result (one direction) on its session's path.
@@ -491,10 +539,19 @@ class GraphStore(ABC):
             doc[name] = old.get(name) if same_route else None
         return doc
 
+    def _link_doc(self, link: LinkSpec, measured: set[str]) -> dict:
+        """The link's document; it keeps the segments of the flows in ``measured`` (those that keep their figures)."""
+        old = (self._get(LINKS, link.key) or {}).get("segment_loss") or {}
+        return {"_key": link.key, "_from": f"{NODES}/{link.a}", "_to": f"{NODES}/{link.b}", "a": link.a, "b": link.b,
+                "delay_ms": link.delay_ms, "segment_loss": {f: e for f, e in old.items() if f in measured}}
 
-def _link_doc(link: LinkSpec) -> dict:
-    return {"_key": link.key, "_from": f"{NODES}/{link.a}", "_to": f"{NODES}/{link.b}", "a": link.a, "b": link.b,
-            "delay_ms": link.delay_ms}
+
+def _segment(doc: Mapping) -> dict:
+    """A result's segment as stored: an incomplete one is never loss."""
+    out = {k: doc.get(k) for k in _SEGMENT_FIELDS}
+    if not out["complete"]:
+        out["lost_packets"] = None
+    return out
 
 
 # --------------------------------------------------------------------- in memory

@@ -1,5 +1,8 @@
 """The collector's measurement feed: ``srv6pm.loss`` and ``srv6pm.delay`` into the topology graph.
 
+A loss result goes onto its flow's path edge, and its segments (counters with
+positions) onto the link edges between their nodes (see ``graph``).
+
 :class:`ResultsConsumer` is one member of a Kafka consumer group on both
 result topics. Each loop iteration (:meth:`ResultsConsumer.step`) polls a
 batch, applies every record to the graph (:meth:`GraphStore.update_loss` /

@@ -4,11 +4,17 @@ A complete period has all of tx, rx, lost and the ratio. An incomplete one
 (one side's block never arrived) has ``complete = false``, no ``lost_packets``
 and only the side that is known; the panels show it as a separate series and
 as "incomplete" in the period table, never as 0 loss or as loss.
+
+Where the flow's counters carry positions (ebpf data plane), the lost packets
+of each segment (from → to) per period come from ``segment_loss``, complete
+segments only (names from ``srv6pm.influx_schema``).
 """
 
 from __future__ import annotations
 
 from grafanalib.core import Stat, Table, TimeSeries
+
+from srv6pm.influx_schema import SEGMENT_LOSS as SEG
 
 from .common import DATASOURCE, dashboard, layout, query_variable, targets
 
@@ -24,6 +30,10 @@ LOST_PER_PERIOD = f'SELECT "lost_packets" AS "lost" FROM "loss" WHERE {FLOW} AND
 RATIO_PER_PERIOD = f'SELECT "loss_ratio" FROM "loss" WHERE {FLOW} AND "complete" = true AND $timeFilter'
 INCOMPLETE_PER_PERIOD = (f'SELECT "tx_packets" AS "tx (egress missing)", "rx_packets" AS "rx (ingress missing)" '
                          f'FROM "loss" WHERE {FLOW} AND "complete" = false AND $timeFilter')
+SEGMENT_LOST_PER_PERIOD = (f'SELECT "{SEG.lost_packets}" AS "lost" FROM "{SEG.measurement}" '
+                          f'WHERE "{SEG.flow}" = \'$flow\' AND "{SEG.complete}" = true AND $timeFilter '
+                          f'GROUP BY "{SEG.from_node}", "{SEG.to_node}"')
+SEGMENT_ALIAS = f"$tag_{SEG.from_node} → $tag_{SEG.to_node}"
 PERIODS = (f'SELECT "tx_packets", "rx_packets", "lost_packets", "loss_ratio", "complete", "ingress", "egress" '
            f'FROM "loss" WHERE {FLOW} AND $timeFilter ORDER BY time DESC')
 
@@ -57,6 +67,15 @@ def build():
                         targets=targets(INCOMPLETE_PER_PERIOD), drawStyle="points", pointSize=8, unit="none",
                         description="One point per period that could not be measured: its ingress (tx) or egress "
                                     "(rx) block did not arrive in time, so its loss is unknown."), 12),
+        ]),
+        (8, [
+            (TimeSeries(title="Lost packets per segment (from → to) per period", dataSource=DATASOURCE,
+                        targets=targets((SEGMENT_LOST_PER_PERIOD, SEGMENT_ALIAS)), drawStyle="bars",
+                        fillOpacity=80, unit="none",
+                        description="Where along the path the flow lost packets: one series per pair of consecutive "
+                                    "counting points, for flows whose counters carry positions (ebpf data plane). "
+                                    "Only complete segments: one whose two counts did not both arrive is left "
+                                    "out, never shown as loss."), 24),
         ]),
         (10, [
             (Table(title="Periods", dataSource=DATASOURCE, targets=targets(PERIODS, table=True),

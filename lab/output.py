@@ -2,15 +2,20 @@
 
 The JSON objects are exactly the records of the result topics
 (``srv6pm.loss``, ``srv6pm.delay`` and ``srv6pm.alarms``; a delay record has
-a ``direction``, an alarm a ``kind``). The table ends with a summary per flow
+a ``direction``, an alarm a ``kind``; a loss record has its ``segments`` when
+the flow's counters carry positions). The table ends with a summary per flow
 and per session; JSON lines have no summary, so that every line is a record.
+
+A loss row of a flow with segments names the segments that lost packets
+(``r2→r3: 5``) and those that could not be measured (``r3→r4: ?``); the
+summary names, per flow, the segments whose complete periods lost packets.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 __all__ = ["JsonLines", "ResultTable"]
@@ -46,6 +51,26 @@ class _FlowTotals:
     tx: int = 0
     rx: int = 0
     lost: int = 0
+    segments: dict[str, int] = field(default_factory=dict)  # "from→to": lost, summed where it was complete
+
+
+def _segment_name(segment: dict) -> str:
+    return f"{segment.get('from') or '?'}→{segment.get('to') or '?'}"
+
+
+def _segments(r: dict, totals: _FlowTotals) -> str:
+    """`` r2→r3: 5, r3→r4: ?``: the segments that lost packets or could not be measured (and count them)."""
+    shown = []
+    for segment in r.get("segments") or ():
+        name = _segment_name(segment)
+        if not segment.get("complete"):
+            shown.append(f"{name}: ?")
+            continue
+        lost = segment.get("lost_packets") or 0
+        totals.segments[name] = totals.segments.get(name, 0) + lost
+        if lost:
+            shown.append(f"{name}: {lost}")
+    return ("  " + ", ".join(shown)) if shown else ""
 
 
 @dataclass
@@ -92,8 +117,10 @@ class ResultTable:
         totals = self.flows.setdefault(r.get("flow") or "?", _FlowTotals())
         if not r.get("complete"):
             totals.incomplete += 1
-            return (f"loss   incomplete: no {r.get('missing') or 'partner'} block "
-                    f"(tx {_num(r.get('tx_packets'))}, rx {_num(r.get('rx_packets'))})")
+            missing = r.get("missing") or "partner"
+            what = "ingress or egress block" if missing == "both" else f"{missing} block"
+            return (f"loss   incomplete: no {what} "
+                    f"(tx {_num(r.get('tx_packets'))}, rx {_num(r.get('rx_packets'))})") + _segments(r, totals)
         totals.complete += 1
         totals.tx += r["tx_packets"]
         totals.rx += r["rx_packets"]
@@ -101,7 +128,7 @@ class ResultTable:
         ratio = r.get("loss_ratio")
         text = (f"loss   tx {r['tx_packets']:>7}  rx {r['rx_packets']:>7}  lost {r['lost_packets']:>5}  "
                 f"({_num(None if ratio is None else 100 * ratio, '{:.3f}')} %)")
-        return text + ("  LOSS" if r.get("lost_packets") else "")
+        return text + ("  LOSS" if r.get("lost_packets") else "") + _segments(r, totals)
 
     def _delay(self, r: dict) -> str:
         totals = self.delays.setdefault((r.get("session") or "?", r["direction"]), _DelayTotals())
@@ -139,11 +166,15 @@ class ResultTable:
             return
         w = self.out.write
         if self.flows:
-            row = "{:<12}  {:>7}  {:>10}  {:>10}  {:>10}  {:>8}  {:>6}\n"
-            w("\n" + row.format("flow", "periods", "incomplete", "tx", "rx", "lost", "loss %"))
+            row = "{:<12}  {:>7}  {:>10}  {:>10}  {:>10}  {:>8}  {:>6}"
+            where = any(t.segments for t in self.flows.values())
+            w("\n" + row.format("flow", "periods", "incomplete", "tx", "rx", "lost", "loss %")
+              + ("  lost on segments" if where else "") + "\n")
             for flow, t in sorted(self.flows.items()):
                 ratio = _num(100 * t.lost / t.tx if t.tx else None, "{:.3f}")
-                w(row.format(flow, t.complete, t.incomplete, t.tx, t.rx, t.lost, ratio))
+                lossy = ", ".join(f"{name}: {lost}" for name, lost in t.segments.items() if lost)
+                line = row.format(flow, t.complete, t.incomplete, t.tx, t.rx, t.lost, ratio)
+                w((f"{line}  {lossy or '-'}" if where and t.segments else line) + "\n")
         if self.delays:
             row = "{:<12}  {:<10}  {:>7}  {:>7}  {:>5}  {:>8}  {:>8}  {:>12}  {:>8}\n"
             w("\n" + row.format("session", "direction", "periods", "samples", "lost", "min ms", "mean ms",

@@ -1,17 +1,32 @@
-"""Pairing of ingress and egress blocks into per-period loss results.
+"""Pairing of a flow's counting points into per-period loss results.
 
 A flow's ingress exporter and egress exporter each publish one block per
-period (``srv6pm.counters``). :class:`Pairing` holds the first side of a
-``(flow, period)`` until the other side arrives, then yields the exact loss
-``tx - rx``; if the other side does not arrive within ``wait_s`` seconds of the
-first, it yields the period as *incomplete* (never as loss).
+period (``srv6pm.counters``). :class:`Pairing` holds the blocks of a
+``(flow, period)`` until the period can be decided, then yields the exact
+loss ``tx - rx``; if it cannot be decided within ``wait_s`` seconds of its
+first block, it yields the period as it stands (an end that did not arrive
+makes it *incomplete*, never loss).
+
+Counters without positions (nftables data plane): a period is decided when its
+ingress and egress blocks are both there; transit blocks are ignored.
+
+Counters with positions (ebpf data plane: ingress 0, transit 1..E-1, egress
+E): a period is decided when the ingress, the egress and every transit
+position 1..E-1 are there. Its result carries ``segments``, one per pair of
+consecutive positions (see :func:`segments`). When the wait runs out, the
+end-to-end figures are complete if both ends are there, and a segment that
+touches a point that did not arrive is incomplete (never loss). Only transit
+blocks (no end at all): the period is incomplete with ``missing="both"``.
 
 Every input record is identified by an opaque *token*; each
-:class:`~srv6pm.processor.outcome.Outcome` lists the tokens it consumed, so
-the caller can tell when a record's work is finished (stored and published)
-and only then let the consumer offset move past it. An outcome without
-results is a transit block or an exact duplicate; a conflicting duplicate is
-rejected (dead-lettered).
+:class:`~srv6pm.processor.outcome.Outcome` lists the tokens it consumed (every
+block the result was made of, transit blocks included), so the caller can tell
+when a record's work is finished (stored and published) and only then let the
+consumer offset move past it. An outcome without results is a transit block
+without a position or an exact duplicate; a conflicting block is rejected
+(dead-lettered): a second, different block for the same counting point, a
+period length or FlowMonID that differs from the period's other blocks, or a
+transit position at or past the egress's.
 
 Pairing is pure: it never reads the clock; callers pass ``now`` (seconds,
 monotonic) in. It is not thread-safe.
@@ -19,24 +34,51 @@ monotonic) in. It is not thread-safe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 from srv6pm.clock import PeriodClock
-from srv6pm.records import CounterRecord, LossResult
+from srv6pm.records import CounterRecord, LossResult, Segment
 
 from .outcome import Outcome, Token
 
-__all__ = ["Pairing", "loss_result"]
+__all__ = ["Pairing", "loss_result", "segments"]
+
+Held = tuple[CounterRecord, Token]
 
 
 @dataclass
 class _Pending:
     first_seen: float
-    sides: dict[str, tuple[CounterRecord, Token]] = field(default_factory=dict)
+    ends: dict[str, Held] = field(default_factory=dict)  # "ingress" / "egress"
+    transits: dict[int, Held] = field(default_factory=dict)  # position -> block
+
+    def held(self) -> Iterator[Held]:
+        """Every block: ingress, egress, then transits in path order."""
+        yield from (self.ends[role] for role in ("ingress", "egress") if role in self.ends)
+        yield from (self.transits[p] for p in sorted(self.transits))
+
+    def slot(self, record: CounterRecord) -> Held | None:
+        if record.role == "transit":
+            return self.transits.get(record.position)
+        return self.ends.get(record.role)
+
+    def put(self, record: CounterRecord, token: Token) -> None:
+        if record.role == "transit":
+            self.transits[record.position] = (record, token)
+        else:
+            self.ends[record.role] = (record, token)
+
+    def decided(self) -> bool:
+        """Both ends are there, and every transit position before the egress's (when it has one)."""
+        if "ingress" not in self.ends or "egress" not in self.ends:
+            return False
+        last = self.ends["egress"][0].position
+        return last is None or all(p in self.transits for p in range(1, last))
 
 
 class Pairing:
-    """Pairs ``ingress``/``egress`` blocks per ``(flow, period)``."""
+    """Pairs the blocks of each ``(flow, period)`` (see the module docstring for the rules)."""
 
     def __init__(self, wait_s: float):
         if wait_s <= 0:
@@ -46,77 +88,167 @@ class Pairing:
         # Last node seen on each side of each flow, so that an incomplete
         # period is still tagged with the node of its missing side.
         self._nodes: dict[str, dict[str, str]] = {}
+        # Last node seen at each position of each flow, and the flow's last
+        # egress position: they name the points of segments whose blocks did not arrive.
+        self._layout: dict[str, dict[int, str]] = {}
+        self._egress_at: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def pending_tokens(self) -> list[Token]:
-        return [tok for p in self._pending.values() for _, tok in p.sides.values()]
+        return [tok for p in self._pending.values() for _, tok in p.held()]
 
     def add(self, record: CounterRecord, token: Token, now: float) -> Outcome | None:
         """Take one block. Returns an Outcome when ``token``'s fate is decided now."""
-        if record.role == "transit":
-            # Transit blocks locate loss along the path; per-flow end-to-end
-            # loss needs only the two ends.
+        if record.role == "transit" and record.position is None:
+            # Without a position a transit block cannot be placed on the path;
+            # end-to-end loss needs only the two ends.
             return Outcome([token])
-        self._nodes.setdefault(record.flow, {})[record.role] = record.node
+        if record.role != "transit":
+            self._nodes.setdefault(record.flow, {})[record.role] = record.node
         key = (record.flow, record.period)
         pending = self._pending.get(key)
         if pending is None:
-            self._pending[key] = _Pending(now, {record.role: (record, token)})
-            return None
-        held = pending.sides.get(record.role)
-        if held is not None:
-            if held[0] == record:
+            pending = self._pending[key] = _Pending(now)
+        else:
+            reason = _conflict(pending, record)
+            if reason == "":
                 return Outcome([token])  # the same block again (an exporter retry): nothing to do
-            return Outcome([token], rejected={token: (
-                f"conflicting duplicate {record.role} block for flow {record.flow!r} period {record.period}: "
-                f"{record.packets} packets from {record.node!r}, already have {held[0].packets} from {held[0].node!r}")})
-        other = next(iter(pending.sides.values()))[0]
-        if other.period_s != record.period_s:
-            return Outcome([token], rejected={token: (
-                f"period_s {record.period_s:g} differs from the {other.role} block's {other.period_s:g} "
-                f"for flow {record.flow!r} period {record.period}")})
-        pending.sides[record.role] = (record, token)
+            if reason is not None:
+                return Outcome([token], rejected={token: reason})
+        pending.put(record, token)
+        self._remember(record)
+        if not pending.decided():
+            return None
         del self._pending[key]
-        ingress, tok_in = pending.sides["ingress"]
-        egress, tok_eg = pending.sides["egress"]
-        return Outcome([tok_in, tok_eg], [loss_result(ingress, egress)])
+        return Outcome([tok for _, tok in pending.held()], [self._result(pending)])
 
     def expire(self, now: float) -> list[Outcome]:
-        """Incomplete results for every ``(flow, period)`` that waited ``wait_s`` or more."""
+        """The results of every ``(flow, period)`` that waited ``wait_s`` or more, as they stand."""
         out = []
         for key in [k for k, p in self._pending.items() if now - p.first_seen >= self.wait_s]:
             pending = self._pending.pop(key)
-            (record, token), = pending.sides.values()
-            out.append(Outcome([token], [self._incomplete(record)]))
+            out.append(Outcome([tok for _, tok in pending.held()], [self._result(pending)]))
         return out
 
     def drop(self, tokens: set[Token]) -> None:
         """Forget pending blocks whose tokens are in ``tokens`` (their partition was revoked)."""
-        for key in [k for k, p in self._pending.items() if any(t in tokens for _, t in p.sides.values())]:
+        for key in [k for k, p in self._pending.items() if any(t in tokens for _, t in p.held())]:
             del self._pending[key]
 
-    def _incomplete(self, record: CounterRecord) -> LossResult:
-        clock = PeriodClock(record.period_s)
-        known = self._nodes.get(record.flow, {})
-        have_ingress = record.role == "ingress"
+    def _remember(self, record: CounterRecord) -> None:
+        if record.position is None:
+            return
+        self._layout.setdefault(record.flow, {})[record.position] = record.node
+        if record.role == "egress":
+            self._egress_at[record.flow] = record.position
+
+    def _result(self, pending: _Pending) -> LossResult:
+        ingress = pending.ends.get("ingress", (None,))[0]
+        egress = pending.ends.get("egress", (None,))[0]
+        blocks = [record for record, _ in pending.held()]
+        if ingress is not None and egress is not None:
+            result = loss_result(ingress, egress)
+        else:
+            result = self._incomplete(blocks[0], ingress, egress)
+        result = replace(result, flowmon_id=_flowmon_id(blocks))
+        if not any(b.position is not None for b in blocks):
+            return result
+        flow = blocks[0].flow
+        points = {p: record for p, (record, _) in pending.transits.items()}
+        if ingress is not None:
+            points[0] = ingress
+        if egress is not None:
+            last = egress.position  # None: an egress without a position is no point of the segments
+            if last is not None:
+                points[last] = egress
+        else:
+            last = self._egress_at.get(flow)
+            if last is not None and last <= max(points, default=0):
+                last = None  # remembered from another path: the egress is further on, at an unknown position
+        known = dict(self._layout.get(flow, {}))
+        ends = self._nodes.get(flow, {})
+        if "ingress" in ends:
+            known.setdefault(0, ends["ingress"])
+        if last is not None and "egress" in ends:
+            known.setdefault(last, ends["egress"])
+        return replace(result, segments=tuple(segments(points, last, known)))
+
+    def _incomplete(self, first: CounterRecord, ingress: CounterRecord | None,
+                    egress: CounterRecord | None) -> LossResult:
+        """The end-to-end figures of a period that lacks an end (or both); ``first`` is any of its blocks."""
+        clock = PeriodClock(first.period_s)
+        known = self._nodes.get(first.flow, {})
         return LossResult(
-            flow=record.flow, period=record.period, period_start=clock.start_rfc3339(record.period),
-            period_s=record.period_s,
-            ingress=record.node if have_ingress else known.get("ingress"),
-            egress=known.get("egress") if have_ingress else record.node,
-            tx_packets=record.packets if have_ingress else None,
-            rx_packets=None if have_ingress else record.packets,
-            tx_bytes=record.bytes if have_ingress else None,
-            rx_bytes=None if have_ingress else record.bytes,
+            flow=first.flow, period=first.period, period_start=clock.start_rfc3339(first.period),
+            period_s=first.period_s,
+            ingress=ingress.node if ingress else known.get("ingress"),
+            egress=egress.node if egress else known.get("egress"),
+            tx_packets=ingress.packets if ingress else None,
+            rx_packets=egress.packets if egress else None,
+            tx_bytes=ingress.bytes if ingress else None,
+            rx_bytes=egress.bytes if egress else None,
             lost_packets=None, loss_ratio=None, complete=False,
-            missing="egress" if have_ingress else "ingress",
+            missing="egress" if ingress else "ingress" if egress else "both",
         )
 
 
+def _conflict(pending: _Pending, record: CounterRecord) -> str | None:
+    """Why ``record`` cannot join ``pending``: None if it can, "" if it is an exact duplicate."""
+    held = pending.slot(record)
+    where = f"for flow {record.flow!r} period {record.period}"
+    if held is not None:
+        if held[0] == record:
+            return ""
+        point = record.role if record.role != "transit" else f"transit position {record.position}"
+        return (f"conflicting duplicate {point} block {where}: "
+                f"{record.packets} packets from {record.node!r}, already have {held[0].packets} from {held[0].node!r}")
+    other = next(pending.held())[0]
+    if other.period_s != record.period_s:
+        return f"period_s {record.period_s:g} differs from the {other.role} block's {other.period_s:g} {where}"
+    theirs = _flowmon_id(r for r, _ in pending.held())
+    if record.flowmon_id is not None and theirs is not None and record.flowmon_id != theirs:
+        return f"flowmon_id {record.flowmon_id} differs from the period's other blocks' {theirs} {where}"
+    egress = pending.ends.get("egress", (None,))[0]
+    if record.role == "transit" and egress is not None and egress.position is not None \
+            and record.position >= egress.position:
+        return (f"transit position {record.position} of {record.node!r} is not before the egress position "
+                f"{egress.position} {where}")
+    if record.role == "egress" and record.position is not None and pending.transits \
+            and max(pending.transits) >= record.position:
+        return (f"egress position {record.position} of {record.node!r} is not after transit position "
+                f"{max(pending.transits)} {where}")
+    return None
+
+
+def _flowmon_id(blocks) -> int | None:
+    return next((b.flowmon_id for b in blocks if b.flowmon_id is not None), None)
+
+
+def segments(points: Mapping[int, CounterRecord], last: int | None, nodes: Mapping[int, str]) -> list[Segment]:
+    """The segments p → p+1 for p in 0..last-1 (0..highest point when ``last`` is None).
+
+    ``points`` are the blocks that arrived, by position (the ingress at 0, the
+    egress at ``last``); ``nodes`` names positions whose block did not arrive
+    (from earlier periods). A segment is complete when both its blocks
+    arrived: ``lost_packets = tx - rx``. Otherwise it is incomplete, with
+    ``lost_packets`` None and only the count that is known.
+    """
+    end = last if last is not None else max(points, default=0)
+    out = []
+    for p in range(end):
+        a, b = points.get(p), points.get(p + 1)
+        out.append(Segment(
+            from_node=a.node if a else nodes.get(p), to_node=b.node if b else nodes.get(p + 1),
+            tx_packets=a.packets if a else None, rx_packets=b.packets if b else None,
+            lost_packets=a.packets - b.packets if a and b else None, complete=bool(a and b),
+        ))
+    return out
+
+
 def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
-    """The complete loss result of one period from its two blocks."""
+    """The complete loss result of one period from its two end blocks (without segments)."""
     lost = ingress.packets - egress.packets
     if ingress.packets:
         ratio = lost / ingress.packets
@@ -129,4 +261,5 @@ def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
         tx_packets=ingress.packets, rx_packets=egress.packets,
         tx_bytes=ingress.bytes, rx_bytes=egress.bytes,
         lost_packets=lost, loss_ratio=ratio, complete=True,
+        flowmon_id=_flowmon_id((ingress, egress)),
     )

@@ -19,6 +19,8 @@ Each loop iteration (:meth:`Processor.step`):
 
 A record re-read after a restart whose result the ledger already holds is
 not published again; its results are re-written to InfluxDB (idempotent).
+A record whose result was made earlier in the same batch (a late or repeated
+block) is finished as it is: that result is being stored in this iteration.
 
 Self-monitoring: the loop counts what it does in Prometheus metrics
 (``srv6pm.metrics``, label ``component="processor"``) and, every
@@ -171,6 +173,7 @@ class Processor:
         now = time.monotonic()
         outcomes: list[Outcome] = []
         restores: list[tuple[Stage, int, dict]] = []
+        closed: set[tuple] = set()  # (topic, partition, subject, period) of results made in this batch
         for tp, messages in batch.items():
             stage = self.stages[tp.topic]
             ledger = self._ledgers[tp.topic]
@@ -189,7 +192,14 @@ class Processor:
                     continue
                 if self.health:
                     self.health.seen(node_of(record), m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else None)
-                published = ledger.get(tp.partition, *stage.key(record))
+                key = stage.key(record)
+                if (tp.topic, tp.partition, *key) in closed:
+                    # Its result was made earlier in this batch (the ledger holds it only once stored):
+                    # nothing more to do, or a late block would open the period again and publish it twice.
+                    self.stats["replayed"] += 1
+                    outcomes.append(Outcome([token]))
+                    continue
+                published = ledger.get(tp.partition, *key)
                 if published is not None:
                     # Re-read after a restart, or late after its period was closed.
                     self.stats["replayed"] += 1
@@ -199,6 +209,7 @@ class Processor:
                 for outcome in stage.add(record, token, now):
                     if outcome.rejected:
                         self._raw.update({t: (m.key, m.value) for t in outcome.rejected})
+                    closed.update((tp.topic, tp.partition, r.subject, r.period) for r in outcome.results)
                     outcomes.append(outcome)
         for stage in self.stages.values():
             outcomes.extend(stage.expire(now))
@@ -249,8 +260,8 @@ class Processor:
                 if self.health:
                     self.health.count(topic, "deadletters")
         # 2. store (idempotent), including results re-read from the ledger.
-        points = [stage.point(doc) for stage, _, _, doc in docs]
-        points += [stage.point(doc) for stage, _, doc in restores]
+        points = [p for stage, _, _, doc in docs for p in stage.points(doc)]
+        points += [p for stage, _, doc in restores for p in stage.points(doc)]
         self._retry("store results in InfluxDB", lambda: self._store.write(points), involved)
         stored_s = time.time()
         # 3. finished: remember, and let the offsets move.

@@ -19,7 +19,7 @@ from srv6pm.clock import PeriodClock
 from .delay import DelayWindows
 from .outcome import Outcome, Token
 from .pairing import Pairing
-from .store import delay_point, loss_point
+from .store import delay_point, loss_point, segment_points
 
 __all__ = ["DelayStage", "LossStage", "Stage"]
 
@@ -52,13 +52,13 @@ class Stage:
     def pending_tokens(self) -> list[Token]:
         raise NotImplementedError
 
-    def point(self, result: dict) -> Point:
-        """The InfluxDB point of a published result (given as its record)."""
+    def points(self, result: dict) -> list[Point]:
+        """The InfluxDB points of a published result (given as its record)."""
         raise NotImplementedError
 
 
 class LossStage(Stage):
-    """``srv6pm.counters`` → ``srv6pm.loss``: pairs ingress and egress blocks."""
+    """``srv6pm.counters`` → ``srv6pm.loss``: pairs each flow's counting points (see ``pairing``)."""
 
     input_topic = records.COUNTERS
     output_topic = records.LOSS
@@ -87,8 +87,10 @@ class LossStage(Stage):
     def pending_tokens(self):
         return self.pairing.pending_tokens()
 
-    def point(self, result):
-        return loss_point(records.LossResult.from_dict(result))
+    def points(self, result):
+        """The ``loss`` point, then one ``segment_loss`` point per segment (see ``store``)."""
+        loss = records.LossResult.from_dict(result)
+        return [loss_point(loss), *segment_points(loss)]
 
 
 class DelayStage(Stage):
@@ -120,5 +122,5 @@ class DelayStage(Stage):
     def pending_tokens(self):
         return self.windows.pending_tokens()
 
-    def point(self, result):
-        return delay_point(records.DelayResult.from_dict(result))
+    def points(self, result):
+        return [delay_point(records.DelayResult.from_dict(result))]

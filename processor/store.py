@@ -1,4 +1,4 @@
-"""The InfluxDB measurements: ``loss`` and ``delay``.
+"""The InfluxDB measurements: ``loss``, ``segment_loss`` and ``delay``.
 
 ``loss``: one point per (flow, period).
 
@@ -9,6 +9,10 @@ timestamp = period start. Added here: ``tx_bytes``/``rx_bytes`` (integers),
 Fields that are unknown (the missing side of an incomplete period) are left
 out, never written as zero. Writing the same result twice produces the same
 point (same series, same timestamp, same fields): writes are idempotent.
+
+``segment_loss``: one point per segment of a loss result that has segments
+(an incomplete segment as ``complete = false`` without ``lost_packets``, as an
+incomplete ``loss`` period); names and rules in :mod:`srv6pm.influx_schema`.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from __future__ import annotations
 from influxdb_client import Point, WritePrecision
 
 from srv6pm.clock import PeriodClock
+from srv6pm.influx_schema import SEGMENT_LOSS
 from srv6pm.records import DelayResult, LossResult
 
-__all__ = ["delay_point", "loss_point"]
+__all__ = ["delay_point", "loss_point", "segment_points"]
 
 
 def loss_point(result: LossResult) -> Point:
@@ -36,6 +41,30 @@ def loss_point(result: LossResult) -> Point:
     point.field("complete", bool(result.complete))
     point.time(PeriodClock(result.period_s).start_ns(result.period), WritePrecision.NS)
     return point
+
+
+def segment_points(result: LossResult) -> list[Point]:
+    """``segment_loss``: one point per segment of ``result`` whose two nodes are known (none without segments).
+
+    Tags flow, from, to; the counts that are known; ``lost_packets`` only when
+    the segment is complete; ``complete``; timestamp = period start.
+    """
+    names = SEGMENT_LOSS
+    at = PeriodClock(result.period_s).start_ns(result.period)
+    points = []
+    for segment in result.segments or ():
+        if segment.from_node is None or segment.to_node is None:
+            continue
+        point = (Point(names.measurement).tag(names.flow, result.flow)
+                 .tag(names.from_node, segment.from_node).tag(names.to_node, segment.to_node))
+        for name, value in ((names.tx_packets, segment.tx_packets), (names.rx_packets, segment.rx_packets)):
+            if value is not None:
+                point.field(name, int(value))
+        if segment.complete and segment.lost_packets is not None:
+            point.field(names.lost_packets, int(segment.lost_packets))
+        point.field(names.complete, bool(segment.complete))
+        points.append(point.time(at, WritePrecision.NS))
+    return points
 
 
 def delay_point(result: DelayResult) -> Point:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass, fields
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -23,7 +23,7 @@ import jsonschema
 
 __all__ = [
     "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS", "EVENTS",
-    "Alarm", "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "StampSample",
+    "Alarm", "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "Segment", "StampSample",
     "dead_letter", "decode_counters", "decode_event", "decode_stamp", "encode", "schema", "validate",
 ]
 
@@ -97,7 +97,13 @@ def _reject_constant(name: str):
 
 @dataclass(frozen=True)
 class CounterRecord:
-    """One block of one flow at one counting point (topic ``srv6pm.counters``)."""
+    """One block of one flow at one counting point (topic ``srv6pm.counters``).
+
+    ``flowmon_id`` (RFC 9343 FlowMonID, 1..1048575) and ``position`` (0 at the
+    ingress, 1..E-1 at transit nodes in path order, E at the egress) come with
+    the ebpf data plane; records of the nftables data plane carry neither.
+    Both are left out of the JSON when None.
+    """
 
     node: str
     flow: str
@@ -108,22 +114,31 @@ class CounterRecord:
     packets: int
     bytes: int
     read_ns: int | None = None
-    flowmon_id: int | None = None  # ebpf data plane: RFC 9343 FlowMonID
-    position: int | None = None    # ebpf data plane: the point's index on the flow's path (0: ingress)
+    _: KW_ONLY
+    flowmon_id: int | None = None
+    position: int | None = None
 
     def to_dict(self) -> dict:
         out = {"v": VERSION, **asdict(self)}
-        for optional in ("read_ns", "flowmon_id", "position"):
-            if out[optional] is None:
-                del out[optional]
+        for name in _COUNTER_OPTIONAL:
+            if out[name] is None:
+                del out[name]
         return out
 
     def to_json(self) -> bytes:
         return encode(self.to_dict())
 
 
+_COUNTER_OPTIONAL = ("read_ns", "flowmon_id", "position")
+
+
 def decode_counters(raw: bytes | None) -> CounterRecord:
-    """Decode and validate one ``srv6pm.counters`` value."""
+    """Decode and validate one ``srv6pm.counters`` value.
+
+    Beyond the schema: the colour must be the period's parity, and a
+    ``position`` must fit the role (0 for ``ingress``, at least 1 for
+    ``transit`` and ``egress``).
+    """
     obj = _decode_json(raw)
     validate(COUNTERS, obj)
     if obj["color"] != obj["period"] % 2:
@@ -131,16 +146,55 @@ def decode_counters(raw: bytes | None) -> CounterRecord:
     period_s = float(obj["period_s"])
     if not math.isfinite(period_s):
         raise RecordError("period_s is not finite")
+    position = obj.get("position")
+    if position is not None and (position == 0) != (obj["role"] == "ingress"):
+        need = "0" if obj["role"] == "ingress" else "at least 1 (position 0 is the ingress)"
+        raise RecordError(f"position {position} does not fit role {obj['role']}: it must be {need}")
     return CounterRecord(
         node=obj["node"], flow=obj["flow"], role=obj["role"], period=obj["period"],
         period_s=period_s, color=obj["color"], packets=obj["packets"], bytes=obj["bytes"],
-        read_ns=obj.get("read_ns"), flowmon_id=obj.get("flowmon_id"), position=obj.get("position"),
+        read_ns=obj.get("read_ns"), flowmon_id=obj.get("flowmon_id"), position=position,
     )
 
 
 @dataclass(frozen=True)
+class Segment:
+    """The loss between two consecutive counting points p and p+1 of a flow (one item of ``segments``).
+
+    ``from_node``/``to_node`` are the nodes at p and p+1 (``"from"``/``"to"``
+    in JSON; None when that point's node is not known). ``tx_packets`` is the
+    count at p, ``rx_packets`` at p+1. ``complete`` means both arrived, and
+    then ``lost_packets = tx_packets - rx_packets``; otherwise
+    ``lost_packets`` is None (an incomplete segment is never loss) and a
+    count that did not arrive is None.
+    """
+
+    from_node: str | None
+    to_node: str | None
+    tx_packets: int | None
+    rx_packets: int | None
+    lost_packets: int | None
+    complete: bool
+
+    def to_dict(self) -> dict:
+        return {"from": self.from_node, "to": self.to_node, "tx_packets": self.tx_packets,
+                "rx_packets": self.rx_packets, "lost_packets": self.lost_packets, "complete": self.complete}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "Segment":
+        return cls(from_node=doc.get("from"), to_node=doc.get("to"), tx_packets=doc.get("tx_packets"),
+                   rx_packets=doc.get("rx_packets"), lost_packets=doc.get("lost_packets"),
+                   complete=bool(doc.get("complete")))
+
+
+@dataclass(frozen=True)
 class LossResult:
-    """The loss of one flow in one period (topic ``srv6pm.loss``)."""
+    """The loss of one flow in one period (topic ``srv6pm.loss``).
+
+    ``flowmon_id`` and ``segments`` come only from counters that carry them
+    (the ebpf data plane) and are left out of the JSON when None; see the
+    topic's schema for ``missing`` and the segments' rules.
+    """
 
     flow: str
     period: int
@@ -155,21 +209,34 @@ class LossResult:
     lost_packets: int | None
     loss_ratio: float | None
     complete: bool
-    missing: str | None = None
+    missing: str | None = None  # "ingress" | "egress" | "both" (incomplete periods only)
+    flowmon_id: int | None = None
+    segments: tuple[Segment, ...] | None = None
 
     @property
     def subject(self) -> str:
         return self.flow
 
     def to_dict(self) -> dict:
-        return {"v": VERSION, **asdict(self)}
+        out = {"v": VERSION, **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _LOSS_OPTIONAL}}
+        if self.flowmon_id is not None:
+            out["flowmon_id"] = self.flowmon_id
+        if self.segments is not None:
+            out["segments"] = [s.to_dict() for s in self.segments]
+        return out
 
     def to_json(self) -> bytes:
         return encode(self.to_dict())
 
     @classmethod
     def from_dict(cls, doc: dict) -> "LossResult":
-        return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
+        values = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        if values.get("segments") is not None:
+            values["segments"] = tuple(Segment.from_dict(s) for s in values["segments"])
+        return cls(**values)
+
+
+_LOSS_OPTIONAL = ("flowmon_id", "segments")
 
 
 @dataclass(frozen=True)

@@ -390,3 +390,98 @@ def test_arango_graph_names_refused_credentials():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------ segment loss onto the links
+
+
+def seg(a, b, tx, rx, complete=True):
+    return {"from": a, "to": b, "tx_packets": tx, "rx_packets": rx if complete else None,
+            "lost_packets": tx - rx if complete else None, "complete": complete}
+
+
+def loss_with_segments(segments, flow="f1", period=100):
+    doc = loss(flow=flow, period=period)
+    doc["segments"] = segments
+    return doc
+
+
+def link(store, key):
+    return next(li for li in store.snapshot()["links"] if li["_key"] == key)
+
+
+class CountingGraph(g.MemoryGraph):
+    """MemoryGraph that counts document writes per collection."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.puts: dict[str, int] = {}
+
+    def _put(self, collection, doc):
+        self.puts[collection] = self.puts.get(collection, 0) + 1
+        super()._put(collection, doc)
+
+
+def test_the_latest_segment_loss_of_each_flow_goes_onto_its_links():
+    store = CountingGraph(clock_ns=lambda: NOW)
+    store.ensure()
+    back = g.PathSpec("flow", "f9", "r4", "r1", ("r3", "r2"))
+    store.sync_topology(topology(paths=[*topology().paths, back]))
+    store.puts.clear()
+    assert store.update_loss(loss_with_segments([seg("r1", "r2", 1000, 1000), seg("r2", "r3", 1000, 997),
+                                                 seg("r3", "r4", 997, 997)])) == g.APPLIED
+    # One write for the path edge and one per link: as batched as before, one document write each.
+    assert store.puts == {g.PATHS: 1, g.LINKS: 3}
+    entry = {"from": "r2", "to": "r3", "tx_packets": 1000, "rx_packets": 997, "lost_packets": 3, "complete": True,
+             "period": 100, "period_start": "2025-11-24T16:00:00Z", "updated_at": "2025-11-24T16:00:00.123456789Z"}
+    assert link(store, "r2--r3")["segment_loss"] == {"f1": entry}
+    assert link(store, "r1--r2")["segment_loss"]["f1"]["lost_packets"] == 0
+    assert link(store, "r1--r4")["segment_loss"] == {}  # f1 does not cross it
+    assert path(store, "flow:f1")["loss"]["segments"][1] == seg("r2", "r3", 1000, 997)
+    # The other direction of the same link: its own flow's entry, with its own from and to.
+    store.update_loss(loss_with_segments([seg("r4", "r3", 50, 50), seg("r3", "r2", 50, 48), seg("r2", "r1", 48, 48)],
+                                         flow="f9"))
+    both = link(store, "r2--r3")["segment_loss"]
+    assert sorted(both) == ["f1", "f9"]
+    assert (both["f9"]["from"], both["f9"]["to"], both["f9"]["lost_packets"]) == ("r3", "r2", 2)
+
+
+def test_segments_on_links_are_ordered_per_flow_and_incomplete_is_never_loss(graph):
+    graph.update_loss(loss_with_segments([seg("r1", "r2", 10, 10), seg("r2", "r3", 10, 9)], period=101))
+    assert graph.update_loss(loss_with_segments([seg("r1", "r2", 10, 0), seg("r2", "r3", 10, 0)], period=100)) == \
+        g.STALE
+    assert link(graph, "r2--r3")["segment_loss"]["f1"]["period"] == 101
+    incomplete = seg("r2", "r3", 10, 0, complete=False)
+    incomplete["lost_packets"] = 10  # even if a producer filled it in
+    graph.update_loss(loss_with_segments([seg("r1", "r2", 10, 10), incomplete, seg("r3", None, 7, 0, False)],
+                                         period=102))
+    stored = link(graph, "r2--r3")["segment_loss"]["f1"]
+    assert (stored["period"], stored["complete"], stored["lost_packets"], stored["tx_packets"]) == (102, False, None, 10)
+    assert path(graph, "flow:f1")["loss"]["segments"][1]["lost_packets"] is None
+    # A segment whose points are not the two ends of one link (r2 had no exporter) is on the path edge only.
+    graph.update_loss(loss_with_segments([seg("r1", "r3", 10, 10), seg("r3", "r4", 10, 10)], period=103))
+    assert link(graph, "r1--r2")["segment_loss"]["f1"]["period"] == 102
+    assert link(graph, "r3--r4")["segment_loss"]["f1"]["period"] == 103
+    assert [(s["from"], s["to"]) for s in path(graph, "flow:f1")["loss"]["segments"]] == [("r1", "r3"), ("r3", "r4")]
+
+
+def test_a_result_without_segments_leaves_the_links_alone(graph):
+    before = graph.snapshot()["links"]
+    graph.update_loss(loss())
+    assert graph.snapshot()["links"] == before
+    assert "segments" not in path(graph, "flow:f1")["loss"]
+
+
+def test_sync_keeps_segments_of_unchanged_flows_and_drops_those_of_rerouted_or_removed_ones(graph):
+    f2 = g.PathSpec("flow", "f2", "r1", "r3", ("r2",))
+    graph.sync_topology(topology(paths=[*topology().paths, f2]))
+    graph.update_loss(loss_with_segments([seg("r1", "r2", 10, 10), seg("r2", "r3", 10, 9), seg("r3", "r4", 9, 9)]))
+    graph.update_loss(loss_with_segments([seg("r1", "r2", 5, 5), seg("r2", "r3", 5, 5)], flow="f2"))
+    assert sorted(link(graph, "r2--r3")["segment_loss"]) == ["f1", "f2"]
+    assert graph.sync_topology(topology(paths=[*topology().paths, f2])) == {"added": 0, "changed": 0, "removed": 0}
+    assert sorted(link(graph, "r2--r3")["segment_loss"]) == ["f1", "f2"]
+    rerouted = g.PathSpec("flow", "f1", "r1", "r4", ("r2",), ("fcff:2::1", "fcff:4::100"))
+    graph.sync_topology(topology(paths=[rerouted, topology().paths[1], f2]))
+    assert sorted(link(graph, "r2--r3")["segment_loss"]) == ["f2"] and link(graph, "r3--r4")["segment_loss"] == {}
+    graph.sync_topology(topology(paths=[rerouted, topology().paths[1]]))
+    assert link(graph, "r2--r3")["segment_loss"] == {} and link(graph, "r1--r2")["segment_loss"] == {}

@@ -195,3 +195,25 @@ def test_stop_ends_run_while_the_store_keeps_failing_and_leaves_the_record_uncom
     assert not thread.is_alive()
     assert errors and "re-read" in str(errors[0])
     assert committed(kafka, group, records.LOSS)[0] is None
+
+
+def test_segment_loss_published_by_the_processor_goes_onto_the_links(kafka):
+    from srv6pm.records import Segment
+    store = g.MemoryGraph()
+    store.ensure()
+    store.sync_topology(g.Topology(tuple(g.NodeSpec(n) for n in ("r1", "r2", "r3")),
+                                   (g.LinkSpec("r1", "r2"), g.LinkSpec("r3", "r2")),
+                                   (g.PathSpec("flow", "f1", "r1", "r3", ("r2",)),)))
+    result = LossResult(flow="f1", period=200, period_start="2025-11-24T16:00:00Z", period_s=2.0, ingress="r1",
+                        egress="r3", tx_packets=100, rx_packets=97, tx_bytes=None, rx_bytes=None, lost_packets=3,
+                        loss_ratio=0.03, complete=True, flowmon_id=9,
+                        segments=(Segment("r1", "r2", 100, 97, 3, True), Segment("r2", "r3", 97, 97, 0, True)))
+    produce(kafka, records.LOSS, [("f1", result.to_json())])
+    consumer = ResultsConsumer(kafka, store, group_id="test-" + uuid.uuid4().hex[:8], options=options())
+    try:
+        consume_until(consumer, lambda: consumer.stats["applied"] == 1)
+    finally:
+        consumer.close()
+    links = {li["_key"]: li["segment_loss"] for li in store.snapshot()["links"]}
+    assert (links["r1--r2"]["f1"]["lost_packets"], links["r3--r2"]["f1"]["lost_packets"]) == (3, 0)
+    assert (links["r3--r2"]["f1"]["from"], links["r3--r2"]["f1"]["to"]) == ("r2", "r3")

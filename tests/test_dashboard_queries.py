@@ -289,6 +289,16 @@ def test_every_panel_query_returns_what_it_is_meant_to_show(lab):
         rows = shown[0]["rows"] if shown else []
         assert {row["time"]: (row["tx (egress missing)"], row["rx (ingress missing)"]) for row in rows} == \
             {clock.start_ns(r["period"]): (r["tx_packets"], r["rx_packets"]) for r in gaps}
+        # Segments (counters with positions): every complete segment of every period, incomplete ones never.
+        by_segment = {(s["tags"]["from"], s["tags"]["to"]): {row["time"]: row["lost"] for row in s["rows"]}
+                      for s in dash.run(fd, "Lost packets per segment (from → to) per period", start_ms, end_ms, v)}
+        want_segments: dict = {}
+        for r in mine + gaps:
+            for seg in r.get("segments") or []:
+                if seg["complete"]:
+                    want_segments.setdefault((seg["from"], seg["to"]), {})[clock.start_ns(r["period"])] = \
+                        seg["lost_packets"]
+        assert by_segment == want_segments
         (table,) = dash.run(fd, "Periods", start_ms, end_ms, v)
         assert [row["time"] for row in table["rows"]] == sorted((clock.start_ns(r["period"]) for r in mine + gaps),
                                                               reverse=True)

@@ -115,3 +115,50 @@ def test_generate_refuses_a_file_as_the_output_folder(tmp_path, capsys):
     target.write_text("x")
     assert cli.main(["dashboards", "generate", "--out", str(target)]) == 2
     assert f"--out {target}: not a folder" in capsys.readouterr().err
+
+
+SEGMENT_PANEL = "Lost packets per segment (from → to) per period"
+
+
+def test_the_flow_dashboard_shows_segment_loss_with_the_writers_names():
+    from srv6pm.influx_schema import SEGMENT_LOSS
+    doc = committed()["srv6pm-flow.json"]
+    ((panel, target),) = [(p, t) for p, t in queries(doc) if p["title"] == SEGMENT_PANEL]
+    q = target["query"]
+    assert f'FROM "{SEGMENT_LOSS.measurement}"' in q and "\"flow\" = '$flow'" in q
+    assert f'"{SEGMENT_LOSS.complete}" = true' in q  # an incomplete segment is never shown as loss
+    assert q.endswith(f'GROUP BY "{SEGMENT_LOSS.from_node}", "{SEGMENT_LOSS.to_node}"')
+    assert target["alias"] == "$tag_from → $tag_to"
+
+
+@pytest.mark.services
+def test_the_segment_panel_query_returns_the_complete_segments_written_by_the_processor(influxdb):
+    import uuid
+
+    from srv6pm.config import InfluxSettings
+    from srv6pm.influx import InfluxWriter, influxql
+    from srv6pm.processor.store import segment_points
+    from srv6pm.records import LossResult, Segment
+
+    name = "t" + uuid.uuid4().hex[:12]
+    influxql(InfluxSettings(url=influxdb.url), f'CREATE DATABASE "{name}"', database="_internal")
+    settings = InfluxSettings(url=influxdb.url, bucket=name)
+
+    def result(flow, period, segments):
+        return LossResult(flow=flow, period=period, period_start="", period_s=1.0, ingress="r1", egress="r3",
+                          tx_packets=None, rx_packets=None, tx_bytes=None, rx_bytes=None, lost_packets=None,
+                          loss_ratio=None, complete=False, segments=tuple(segments))
+
+    writer = InfluxWriter(settings)
+    try:
+        writer.write(segment_points(result("f1", 1000, [Segment("r1", "r2", 10, 9, 1, True),
+                                                        Segment("r2", "r3", 9, 9, 0, True)]))
+                     + segment_points(result("f1", 1001, [Segment("r1", "r2", 10, None, None, False),
+                                                          Segment("r2", "r3", None, 7, None, False)]))
+                     + segment_points(result("f2", 1000, [Segment("r1", "r2", 5, 0, 5, True)])))
+    finally:
+        writer.close()
+    ((_, target),) = [(p, t) for p, t in queries(committed()["srv6pm-flow.json"]) if p["title"] == SEGMENT_PANEL]
+    (res,) = influxql(settings, interpolate(target["query"], {"flow": "f1"}, 0, 2_000_000, 1.0))
+    got = {(s["tags"]["from"], s["tags"]["to"]): s["values"] for s in res["series"]}
+    assert got == {("r1", "r2"): [[1000 * 10**9, 1]], ("r2", "r3"): [[1000 * 10**9, 0]]}

@@ -62,3 +62,51 @@ def test_json_lines_are_exactly_the_records_and_have_no_summary():
     view.row(alarm(8, True, 0.001))
     view.summary()
     assert [json.loads(line) for line in out.getvalue().splitlines()] == [loss(8, 1000, 999), alarm(8, True, 0.001)]
+
+
+def seg(a, b, tx, rx, complete=True):
+    return {"from": a, "to": b, "tx_packets": tx, "rx_packets": rx if complete else None,
+            "lost_packets": tx - rx if complete else None, "complete": complete}
+
+
+def with_segments(result, *segments):
+    return dict(result, flowmon_id=3, segments=list(segments))
+
+
+def test_rows_name_the_segment_that_lost_packets_and_the_summary_sums_them():
+    out = io.StringIO()
+    table = ResultTable(out)
+    table.header()
+    rows = [
+        with_segments(loss(8, 1000, 1000), seg("r1", "r2", 1000, 1000), seg("r2", "r3", 1000, 1000),
+                      seg("r3", "r4", 1000, 1000)),
+        with_segments(loss(9, 1000, 995), seg("r1", "r2", 1000, 1000), seg("r2", "r3", 1000, 995),
+                      seg("r3", "r4", 995, 995)),
+        with_segments(loss(10, 1000, 990), seg("r1", "r2", 1000, 999), seg("r2", "r3", 999, 0, complete=False),
+                      seg("r3", "r4", 990, 990, complete=False)),
+        with_segments(dict(loss(11, 0, 0, complete=False), missing="both", rx_packets=None),
+                      seg(None, "r2", 0, 0, complete=False), seg("r2", "r3", 800, 798)),
+        loss(8, 400, 400, flow="f2"),
+    ]
+    for r in rows:
+        table.row(r)
+    table.summary()
+    lines = out.getvalue().splitlines()
+    assert lines[2].endswith("lost     0  (0.000 %)")  # no segment lost anything: nothing more to say
+    assert lines[3].endswith("lost     5  (0.500 %)  LOSS  r2→r3: 5")
+    assert lines[4].endswith("lost    10  (1.000 %)  LOSS  r1→r2: 1, r2→r3: ?, r3→r4: ?")
+    assert lines[5].endswith("loss   incomplete: no ingress or egress block (tx -, rx -)  ?→r2: ?, r2→r3: 2")
+    text = out.getvalue()
+    assert "loss %  lost on segments" in text
+    assert "f1                  3           1        3000        2985        15   0.500  r1→r2: 1, r2→r3: 7" in text
+    assert lines[-1].startswith("f2  ") and lines[-1].endswith("0.000")  # a flow without segments: no column
+
+
+def test_json_lines_carry_the_segments_as_published():
+    out = io.StringIO()
+    record = with_segments(loss(9, 1000, 995), seg("r1", "r2", 1000, 995), seg("r2", "r3", 995, 0, complete=False))
+    JsonLines(out).row(record)
+    (line,) = out.getvalue().splitlines()
+    assert json.loads(line) == record
+    assert json.loads(line)["segments"][1] == {"from": "r2", "to": "r3", "tx_packets": 995, "rx_packets": None,
+                                              "lost_packets": None, "complete": False}

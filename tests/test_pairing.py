@@ -92,3 +92,177 @@ def test_drop_forgets_pending_blocks_of_revoked_partitions():
     p.add(block("ingress", 10, flow="f2"), (1, 1), 0)
     p.drop({(0, 1)})
     assert p.pending_tokens() == [(1, 1)]
+
+
+# ---- counters with positions (ebpf data plane): ingress 0, transit 1..E-1, egress E --------------------------
+
+PATH = ("r1", "r2", "r3", "r4")  # positions 0..3
+
+
+def point(position, packets, period=100, flow="f1", path=PATH, flowmon_id=7, node=None, period_s=2.0):
+    last = len(path) - 1
+    role = "ingress" if position == 0 else "egress" if position == last else "transit"
+    return CounterRecord(node or path[position], flow, role, period, period_s, period % 2, packets, packets * 100,
+                         flowmon_id=flowmon_id, position=position)
+
+
+def segs(result):
+    return [(s.from_node, s.to_node, s.tx_packets, s.rx_packets, s.lost_packets, s.complete) for s in result.segments]
+
+
+def test_a_single_lost_packet_shows_on_its_segment_and_nowhere_else():
+    p = Pairing(wait_s=5)
+    assert p.add(point(0, 1000), "in", 0) is None
+    assert p.add(point(3, 999), "eg", 0) is None  # the ends are there, transits 1 and 2 are not yet
+    assert p.add(point(2, 999), "t2", 0) is None
+    out = p.add(point(1, 1000), "t1", 0)
+    assert sorted(out.tokens) == ["eg", "in", "t1", "t2"]  # the transit blocks are consumed by the result
+    (r,) = out.results
+    assert (r.tx_packets, r.rx_packets, r.lost_packets, r.complete, r.flowmon_id) == (1000, 999, 1, True, 7)
+    assert segs(r) == [("r1", "r2", 1000, 1000, 0, True), ("r2", "r3", 1000, 999, 1, True),
+                       ("r3", "r4", 999, 999, 0, True)]
+    assert len(p) == 0 and p.pending_tokens() == []
+
+
+def test_complete_segments_sum_to_the_end_to_end_loss():
+    path = ("a", "b", "c", "d", "e", "f")
+    counts = [5000, 4990, 4990, 4700, 4699, 4650]  # negative and zero segments are possible too
+    counts[2] = 4995  # b -> c shows -5: more out than in, shown, not hidden
+    p = Pairing(wait_s=5)
+    out = None
+    for position in (5, 3, 0, 1, 4, 2):
+        out = p.add(point(position, counts[position], path=path), position, 0)
+    (r,) = out.results
+    assert [s.lost_packets for s in r.segments] == [10, -5, 295, 1, 49]
+    assert sum(s.lost_packets for s in r.segments) == r.lost_packets == 350
+    assert [(s.from_node, s.to_node) for s in r.segments] == list(zip(path, path[1:]))
+
+
+def test_two_points_only_give_one_segment_at_once():
+    p = Pairing(wait_s=5)
+    p.add(point(1, 10, path=("r1", "r4")), "eg", 0)
+    r = p.add(point(0, 12, path=("r1", "r4")), "in", 0).results[0]
+    assert segs(r) == [("r1", "r4", 12, 10, 2, True)] and r.lost_packets == 2
+
+
+def test_a_missing_transit_makes_its_segments_incomplete_never_loss():
+    p = Pairing(wait_s=5)
+    p.add(point(0, 1000), "in", 0)
+    p.add(point(1, 990), "t1", 0)
+    p.add(point(3, 980), "eg", 0)  # position 2 (r3) never arrives
+    assert p.expire(now=4.9) == []
+    (out,) = p.expire(now=5)
+    assert sorted(out.tokens) == ["eg", "in", "t1"]
+    (r,) = out.results
+    # End to end both ends are there: complete, as without positions.
+    assert (r.lost_packets, r.complete, r.missing) == (20, True, None)
+    assert segs(r) == [("r1", "r2", 1000, 990, 10, True), ("r2", None, 990, None, None, False),
+                       (None, "r4", None, 980, None, False)]  # r3's node is not known: never seen
+    assert len(p) == 0
+
+
+def test_the_node_of_a_missing_transit_is_named_from_earlier_periods():
+    p = Pairing(wait_s=5)
+    for position in range(4):
+        p.add(point(position, 10, period=98), position, 0)
+    p.add(point(0, 10), "in", 1)
+    p.add(point(3, 10), "eg", 1)
+    (out,) = p.expire(now=6)
+    assert [(s.from_node, s.to_node, s.complete) for s in out.results[0].segments] == \
+        [("r1", "r2", False), ("r2", "r3", False), ("r3", "r4", False)]
+    # Never seen at all: the node is unknown (None), not guessed.
+    q = Pairing(wait_s=5)
+    q.add(point(0, 10), "in", 0)
+    q.add(point(3, 10), "eg", 0)
+    (out,) = q.expire(now=5)
+    assert [(s.from_node, s.to_node) for s in out.results[0].segments] == [("r1", None), (None, None), (None, "r4")]
+
+
+def test_a_missing_end_is_incomplete_and_the_segments_known_are_still_listed():
+    p = Pairing(wait_s=5)
+    for position in range(4):  # an earlier period teaches the path
+        p.add(point(position, 10, period=99), position, 0)
+    p.add(point(0, 1000), "in", 1)
+    p.add(point(1, 1000), "t1", 1)
+    p.add(point(2, 996), "t2", 1)  # the egress (r4) never arrives
+    (out,) = p.expire(now=6)
+    (r,) = out.results
+    assert (r.complete, r.missing, r.lost_packets, r.tx_packets, r.rx_packets) == (False, "egress", None, 1000, None)
+    assert (r.ingress, r.egress) == ("r1", "r4")
+    assert segs(r) == [("r1", "r2", 1000, 1000, 0, True), ("r2", "r3", 1000, 996, 4, True),
+                       ("r3", "r4", 996, None, None, False)]
+    # Without an earlier period the egress position is unknown: the list ends at the last point that arrived.
+    q = Pairing(wait_s=5)
+    q.add(point(1, 1000), "t1", 0)
+    q.add(point(2, 998), "t2", 0)
+    q.add(point(3, 998), "eg", 0)  # the ingress never arrives
+    (r,) = q.expire(now=5)[0].results
+    assert (r.complete, r.missing, r.tx_packets, r.rx_packets) == (False, "ingress", None, 998)
+    assert segs(r) == [(None, "r2", None, 1000, None, False), ("r2", "r3", 1000, 998, 2, True),
+                       ("r3", "r4", 998, 998, 0, True)]
+
+
+def test_only_transit_blocks_make_an_incomplete_period_missing_both_ends():
+    p = Pairing(wait_s=5)
+    p.add(point(1, 500), "t1", 0)
+    p.add(point(2, 499), "t2", 0)
+    (out,) = p.expire(now=5)
+    assert sorted(out.tokens) == ["t1", "t2"]
+    (r,) = out.results
+    assert (r.complete, r.missing, r.tx_packets, r.rx_packets, r.lost_packets) == (False, "both", None, None, None)
+    assert segs(r) == [(None, "r2", None, 500, None, False), ("r2", "r3", 500, 499, 1, True)]
+
+
+def test_transit_duplicates_follow_the_rules_of_the_ends():
+    p = Pairing(wait_s=5)
+    p.add(point(0, 10), "in", 0)
+    p.add(point(1, 10), "t1", 0)
+    dup = p.add(point(1, 10), "t1-again", 0)
+    assert dup.tokens == ["t1-again"] and dup.results == [] and not dup.rejected
+    bad = p.add(point(1, 9), "t1-other", 0)
+    assert bad.tokens == ["t1-other"] and bad.results == []
+    assert "conflicting duplicate transit position 1 block" in bad.rejected["t1-other"]
+    other_node = p.add(point(1, 10, node="r9"), "t1-r9", 0)
+    assert "conflicting duplicate" in other_node.rejected["t1-r9"]
+    p.add(point(2, 10), "t2", 0)
+    out = p.add(point(3, 10), "eg", 0)
+    assert sorted(out.tokens) == ["eg", "in", "t1", "t2"] and out.results[0].lost_packets == 0
+    assert [s.lost_packets for s in out.results[0].segments] == [0, 0, 0]
+
+
+def test_blocks_that_contradict_the_period_are_rejected():
+    p = Pairing(wait_s=5)
+    p.add(point(0, 10), "in", 0)
+    assert "flowmon_id 8 differs" in p.add(point(1, 10, flowmon_id=8), "x", 0).rejected["x"]
+    assert "period_s" in p.add(point(1, 10, period_s=1.0), "y", 0).rejected["y"]
+    p.add(point(3, 10), "eg", 0)
+    late = p.add(CounterRecord("r5", "f1", "transit", 100, 2.0, 0, 10, 1000, flowmon_id=7, position=3), "z", 0)
+    assert "transit position 3 of 'r5' is not before the egress position 3" in late.rejected["z"]
+    q = Pairing(wait_s=5)
+    q.add(point(2, 10), "t2", 0)
+    short = q.add(CounterRecord("r4", "f1", "egress", 100, 2.0, 0, 10, 1000, flowmon_id=7, position=2), "e", 0)
+    assert "egress position 2 of 'r4' is not after transit position 2" in short.rejected["e"]
+    # Everything that was accepted is still pending, and nothing rejected is among its tokens.
+    assert sorted(p.pending_tokens()) == ["eg", "in"] and q.pending_tokens() == ["t2"]
+
+
+def test_records_without_positions_are_paired_exactly_as_before():
+    p = Pairing(wait_s=5)
+    p.add(block("ingress", 1000), "a", 0)
+    assert p.add(block("transit", 990), "t", 0).tokens == ["t"]  # a transit without position: ignored
+    r = p.add(block("egress", 990), "b", 0).results[0]
+    assert (r.lost_packets, r.segments, r.flowmon_id) == (10, None, None)
+    assert "segments" not in r.to_dict() and "flowmon_id" not in r.to_dict()
+    p.add(block("ingress", 5, period=101), "c", 0)
+    (out,) = p.expire(now=5)
+    assert out.results[0].segments is None and out.results[0].missing == "egress"
+
+
+def test_drop_forgets_pending_transit_blocks_too():
+    p = Pairing(wait_s=5)
+    p.add(point(0, 10), (0, 1), 0)
+    p.add(point(1, 10), (0, 2), 0)
+    p.add(point(1, 10, flow="f2"), (1, 1), 0)
+    assert sorted(p.pending_tokens()) == [(0, 1), (0, 2), (1, 1)]
+    p.drop({(0, 2)})
+    assert p.pending_tokens() == [(1, 1)]

@@ -358,3 +358,122 @@ def test_stamp_samples_become_delay_statistics_stored_once(kafka, influx):
     assert [v[1:3] for v in series["round_trip"]] == [[5, 0], [4, 1]]
     (letter,) = [r for _, _, _, r in read_topic(kafka, records.DEADLETTER)]
     assert letter["topic"] == records.STAMP and letter["reason"].startswith("schema:")
+
+
+# ---- counters with positions (ebpf data plane) ---------------------------------------------------------------
+
+PATH = ("r1", "r2", "r3", "r4")  # positions 0..3 of f1
+
+
+def point(flow, position, period, packets, path=PATH, flowmon_id=5):
+    role = "ingress" if position == 0 else "egress" if position == len(path) - 1 else "transit"
+    rec = CounterRecord(path[position], flow, role, period, PERIOD, period % 2, packets, packets * 100,
+                        flowmon_id=flowmon_id, position=position)
+    return flow, rec.to_json()
+
+
+def member(kafka, influx, opts, done, crash=False):
+    """Run a processor until ``done(stats)`` and return its stats; ``crash``: it never commits (it dies before)."""
+    processor = Processor(kafka, influx, opts)
+    if crash:
+        processor._commit = lambda: None
+    try:
+        run_until(processor, lambda: done(processor.stats))
+    finally:
+        processor.close()
+    return processor.stats
+
+
+def segment_rows(influx, flow):
+    """{(from, to): [(time, tx, rx, lost, complete), ...]} of the segment_loss points of ``flow``."""
+    res = influxql(influx, 'SELECT tx_packets, rx_packets, lost_packets, complete FROM segment_loss '
+                           f"WHERE flow = '{flow}' GROUP BY \"from\", \"to\"")
+    return {(s["tags"]["from"], s["tags"]["to"]): [tuple(v) for v in s["values"]]
+            for s in res[0].get("series", [])}
+
+
+def test_positions_give_segment_loss_published_and_stored_once(kafka, influx):
+    p0, p1 = BASE_PERIOD, BASE_PERIOD + 1
+    produce(kafka, [
+        # P: one packet lost between r2 and r3, in arrival order egress, transits, ingress.
+        point("f1", 3, p0, 999), point("f1", 2, p0, 999), point("f1", 1, p0, 1000), point("f1", 0, p0, 1000),
+        # P+1: r3's block never arrives; the ends are there.
+        point("f1", 0, p1, 500), point("f1", 1, p1, 498), point("f1", 3, p1, 497),
+        # f2 has no positions: as before, no segments.
+        block("f2", "ingress", p0, 300), block("f2", "egress", p0, 300),
+    ])
+    opts = options(pair_wait_s=1.0)
+    member(kafka, influx, opts, lambda stats: stats["results"] == 3, crash=True)  # published and stored only
+    results = {(r["flow"], r["period"]): r for _, _, _, r in read_topic(kafka, records.LOSS)}
+    assert set(results) == {("f1", p0), ("f1", p1), ("f2", p0)}
+    for r in results.values():
+        records.validate(records.LOSS, r)
+    one, two = results[("f1", p0)], results[("f1", p1)]
+    assert (one["lost_packets"], one["complete"], one["flowmon_id"]) == (1, True, 5)
+    assert one["segments"] == [
+        {"from": "r1", "to": "r2", "tx_packets": 1000, "rx_packets": 1000, "lost_packets": 0, "complete": True},
+        {"from": "r2", "to": "r3", "tx_packets": 1000, "rx_packets": 999, "lost_packets": 1, "complete": True},
+        {"from": "r3", "to": "r4", "tx_packets": 999, "rx_packets": 999, "lost_packets": 0, "complete": True}]
+    assert (two["lost_packets"], two["complete"]) == (3, True)  # end to end needs only the two ends
+    assert two["segments"] == [
+        {"from": "r1", "to": "r2", "tx_packets": 500, "rx_packets": 498, "lost_packets": 2, "complete": True},
+        {"from": "r2", "to": "r3", "tx_packets": 498, "rx_packets": None, "lost_packets": None, "complete": False},
+        {"from": "r3", "to": "r4", "tx_packets": None, "rx_packets": 497, "lost_packets": None, "complete": False}]
+    assert "segments" not in results[("f2", p0)] and "flowmon_id" not in results[("f2", p0)]
+    t0, t1 = p0 * 2 * 10**9, p1 * 2 * 10**9
+    want = {
+        ("r1", "r2"): [(t0, 1000, 1000, 0, True), (t1, 500, 498, 2, True)],
+        ("r2", "r3"): [(t0, 1000, 999, 1, True), (t1, 498, None, None, False)],  # incomplete: no lost_packets
+        ("r3", "r4"): [(t0, 999, 999, 0, True), (t1, None, 497, None, False)],
+    }
+    assert segment_rows(influx, "f1") == want
+    assert segment_rows(influx, "f2") == {}
+    assert [r["lost_packets"] for r in stored(influx, "f1")] == [1, 3]
+    # A restarted member re-reads all nine records (transit blocks too: none was committed) and
+    # publishes nothing again; the points it re-writes are the same series and timestamps.
+    assert member(kafka, influx, opts, lambda stats: stats["replayed"] == 9)["results"] == 0
+    assert len(read_topic(kafka, records.LOSS)) == 3
+    assert segment_rows(influx, "f1") == want
+    assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 9
+
+
+def test_transit_offsets_move_only_with_the_result_that_uses_them(kafka, influx):
+    # The transit block comes first; until the egress arrives nothing of f1 may be committed.
+    produce(kafka, [point("f1", 1, BASE_PERIOD, 10, path=("r1", "r2", "r3")),
+                    point("f1", 0, BASE_PERIOD, 10, path=("r1", "r2", "r3"))])
+    opts = options(pair_wait_s=30)
+    processor = Processor(kafka, influx, opts)
+    try:
+        run_until(processor, lambda: processor.stats["records"] == 2)
+        for _ in range(3):
+            processor.step()
+        assert processor.stats["results"] == 0
+        assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 0
+        produce(kafka, [point("f1", 2, BASE_PERIOD, 9, path=("r1", "r2", "r3"))])
+        run_until(processor, lambda: processor.stats["results"] == 1)
+        processor.step()
+    finally:
+        processor.close()
+    (result,) = [r for _, _, _, r in read_topic(kafka, records.LOSS)]
+    assert [s["lost_packets"] for s in result["segments"]] == [0, 1]
+    assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 3
+
+
+def test_a_block_repeated_in_the_batch_that_completed_its_period_is_not_published_again(kafka, influx):
+    produce(kafka, [block("f1", "ingress", BASE_PERIOD, 10), block("f1", "egress", BASE_PERIOD, 10),
+                    block("f1", "egress", BASE_PERIOD, 10),  # an exporter's retry, right behind
+                    point("f2", 0, BASE_PERIOD, 10, path=("r1", "r4")), point("f2", 1, BASE_PERIOD, 10, path=("r1", "r4")),
+                    point("f2", 1, BASE_PERIOD, 10, path=("r1", "r4"))])
+    opts = options(pair_wait_s=0.5)
+    processor = Processor(kafka, influx, opts)
+    try:
+        run_until(processor, lambda: processor.stats["records"] == 6)
+        deadline = time.monotonic() + 2.0  # four pairing waits: a re-opened period would have expired by now
+        while time.monotonic() < deadline:
+            processor.step()
+    finally:
+        processor.close()
+    published = [(r["flow"], r["period"], r["complete"]) for _, _, _, r in read_topic(kafka, records.LOSS)]
+    assert sorted(published) == [("f1", BASE_PERIOD, True), ("f2", BASE_PERIOD, True)]
+    assert [r["complete"] for r in stored(influx, "f1")] == [True]
+    assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 6

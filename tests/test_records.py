@@ -59,3 +59,65 @@ def test_loss_result_satisfies_its_schema():
     result = loss_result(a, b).to_dict()
     records.validate(records.LOSS, result)
     assert result["period_start"].endswith("Z")
+
+
+def test_flowmon_id_and_position_round_trip_and_are_left_out_when_none():
+    rec = CounterRecord("r2", "f1", "transit", 40, 2.0, 0, 5, 600, flowmon_id=1048575, position=1)
+    doc = json.loads(rec.to_json())
+    assert (doc["flowmon_id"], doc["position"]) == (1048575, 1)
+    assert decode_counters(rec.to_json()) == rec
+    plain = json.loads(CounterRecord("r1", "f1", "ingress", 40, 2.0, 0, 5, 600).to_json())
+    assert "flowmon_id" not in plain and "position" not in plain and "read_ns" not in plain
+    with pytest.raises(TypeError):  # keyword only: never confused with read_ns by position
+        CounterRecord("r1", "f1", "ingress", 40, 2.0, 0, 5, 600, None, 7)
+    assert decode_counters(good(flowmon_id=1, position=0)).position == 0
+    assert decode_counters(good(role="egress", position=255)).position == 255
+
+
+@pytest.mark.parametrize("changes, reason", [
+    (dict(flowmon_id=0), "schema: flowmon_id"),
+    (dict(flowmon_id=1048576), "schema: flowmon_id"),
+    (dict(flowmon_id="7"), "schema: flowmon_id"),
+    (dict(position=-1), "schema: position"),
+    (dict(position=256), "schema: position"),
+    (dict(position=1.5), "schema: position"),
+    (dict(position=1), "position 1 does not fit role ingress: it must be 0"),
+    (dict(role="transit", position=0), "position 0 does not fit role transit: it must be at least 1"),
+    (dict(role="egress", position=0), "position 0 does not fit role egress"),
+])
+def test_bad_flowmon_ids_and_positions_are_rejected_with_a_reason(changes, reason):
+    with pytest.raises(RecordError, match=reason):
+        decode_counters(good(**changes))
+
+
+def test_the_counters_schema_documents_the_new_fields():
+    props = records.schema(records.COUNTERS)["properties"]
+    assert (props["flowmon_id"]["minimum"], props["flowmon_id"]["maximum"]) == (1, 1048575)
+    assert (props["position"]["minimum"], props["position"]["maximum"]) == (0, 255)
+    assert props["flowmon_id"]["description"] and props["position"]["description"]
+    loss = records.schema(records.LOSS)["properties"]
+    assert loss["flowmon_id"]["description"] and loss["segments"]["description"]
+    for name, prop in loss["segments"]["items"]["properties"].items():
+        assert prop["description"], name
+
+
+def test_a_loss_result_with_segments_satisfies_its_schema_and_round_trips():
+    from srv6pm.records import LossResult, Segment
+    result = LossResult(
+        flow="f1", period=40, period_start="2025-10-09T08:53:20Z", period_s=2.0, ingress="r1", egress="r3",
+        tx_packets=10, rx_packets=9, tx_bytes=1000, rx_bytes=900, lost_packets=1, loss_ratio=0.1, complete=True,
+        flowmon_id=42, segments=(Segment("r1", "r2", 10, 9, 1, True), Segment("r2", None, 9, None, None, False)))
+    doc = json.loads(result.to_json())
+    records.validate(records.LOSS, doc)
+    assert doc["flowmon_id"] == 42
+    assert doc["segments"] == [
+        {"from": "r1", "to": "r2", "tx_packets": 10, "rx_packets": 9, "lost_packets": 1, "complete": True},
+        {"from": "r2", "to": None, "tx_packets": 9, "rx_packets": None, "lost_packets": None, "complete": False}]
+    assert LossResult.from_dict(doc) == result
+    bad = dict(doc, segments=[{"from": "r1", "to": "r2", "tx_packets": -1, "rx_packets": 0, "lost_packets": -1,
+                               "complete": True}])
+    with pytest.raises(RecordError, match="schema: segments/0/tx_packets"):
+        records.validate(records.LOSS, bad)
+    with pytest.raises(RecordError, match="schema: missing"):
+        records.validate(records.LOSS, dict(doc, missing="transit"))
+    records.validate(records.LOSS, dict(doc, complete=False, missing="both"))
