@@ -9,9 +9,10 @@ test flow plus ``N - 1`` others that no packet matches), it
 
 * installs the flows at ``a`` (ingress) and ``b`` (egress) and times that;
 * sends UDP packets of ``--size`` octets from the source host as fast as one
-  Python sender can for ``--seconds`` and counts, at the destination host,
-  how many arrived: the forwarding rate, reported beside the baseline's in
-  the same run;
+  Python sender can, ``--repeat`` times for ``--seconds`` each, and counts at
+  the destination host how many arrived; the best of the repeats is the
+  forwarding rate (other load on the machine only ever lowers a rate), reported
+  beside the baseline's in the same run;
 * times one guard read of one colour at ``a`` (every ingress flow's counters);
 * for ``ebpf``, the kernel's own time per packet of each program
   (``BPF_PROG_TEST_RUN``: ``altmark_mark`` on 2,000 freshly encapsulated
@@ -28,7 +29,7 @@ about times. The counters of the test flow are checked against the packets
 that arrived (ingress >= arrived == egress), so a broken data plane cannot
 report a rate. Everything it builds is removed at the end.
 
-    python bench/dataplane.py [--flows 1,1000,10000,100000] [--seconds 3] [--size 64] [--json]
+    python bench/dataplane.py [--flows 1,1000,10000,100000] [--seconds 2] [--repeat 3] [--size 64] [--json]
 """
 
 from __future__ import annotations
@@ -191,13 +192,19 @@ def run(args) -> list[dict]:
                     backend = Backend(kind, plan)
                     try:
                         install_s = backend.install(n) if kind != "none" else 0.0
-                        before = arrived(host)
-                        sent = blast(flow.src_netns, flow.dst_addr, args.size, args.seconds)
-                        time.sleep(0.2)
-                        got = arrived(host) - before
+                        best = (0, 0)
+                        total = 0
+                        for _ in range(args.repeat):
+                            before = arrived(host)
+                            sent = blast(flow.src_netns, flow.dst_addr, args.size, args.seconds)
+                            time.sleep(0.2)
+                            got = arrived(host) - before
+                            total += got
+                            best = max(best, (got, sent))
+                        got, sent = best
                         counts = backend.counts()
-                        if counts is not None and not (counts[0] >= got and counts[1] == got):
-                            raise SystemExit(f"{kind} at {n} flows: counters {counts} do not match {got} arrived")
+                        if counts is not None and not (counts[0] >= total and counts[1] == total):
+                            raise SystemExit(f"{kind} at {n} flows: counters {counts} do not match {total} arrived")
                         guard = backend.guard_read()
                         programs = backend.program_ns(args.size)
                     finally:
@@ -230,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flows", default="1,1000,10000,100000",
                         help="installed flow counts, comma separated (default 1,1000,10000,100000)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="sending time per measurement (default 3)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="sending time per measurement (default 2)")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements per set-up; the best counts (default 3)")
     parser.add_argument("--size", type=int, default=64, help="IPv6 packet size in octets, >= 48 (default 64)")
     parser.add_argument("--json", action="store_true", help="one JSON object per measurement")
     args = parser.parse_args(argv)
@@ -238,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         args.flows = [int(x) for x in args.flows.split(",")]
     except ValueError:
         parser.error("--flows: comma-separated whole numbers")
-    if any(n < 1 for n in args.flows) or not 0 < args.seconds <= 60 or args.size < UDP_IP6:
-        parser.error("--flows >= 1 each, --seconds in (0, 60], --size >= 48")
+    if any(n < 1 for n in args.flows) or not 0 < args.seconds <= 60 or args.size < UDP_IP6 or args.repeat < 1:
+        parser.error("--flows >= 1 each, --seconds in (0, 60], --repeat >= 1, --size >= 48")
     try:
         bpf.check_support(ebpf.OBJECT)
     except bpf.BpfError as exc:
