@@ -12,8 +12,8 @@ The customer's inner packet (DSCP, flow label, payload) is never changed.
 Maps, pinned under ``/sys/fs/bpf/srv6pm-exporter/<node>/`` so that an exporter
 restart keeps its counters:
 
-* ``counters``  per-CPU hash (FlowMonID, colour) -> (packets, bytes); only
-  keys created here are counted;
+* ``counters0`` / ``counters1``  per-CPU hashes FlowMonID -> (packets, bytes)
+  of colour 0 and colour 1; only keys created here are counted;
 * ``exact``  hash (source, destination) -> FlowMonID of the ingress flows
   between two single addresses (/128 each): one lookup per packet;
 * ``sources`` / ``flows``  two LPM tries that classify the packets of the other
@@ -24,10 +24,10 @@ restart keeps its counters:
 
 Every change is incremental (a few map updates per added or removed flow),
 so its cost does not depend on how many flows are installed, and neither does
-the per-packet cost. A guard read is one batch lookup of ``counters``.
+the per-packet cost. A guard read is one batch lookup of one colour's map.
 
 :attr:`Reading.generation` is the boot id and the kernel's id of the
-``counters`` map: it changes exactly when the map was created anew (a reboot,
+counter maps: it changes exactly when one was created anew (a reboot,
 a lost pin, an incompatible upgrade), which is when counters restarted.
 """
 
@@ -53,8 +53,7 @@ log = logging.getLogger("srv6pm.exporter")
 OBJECT = bpf.object_path(Path(__file__).parent / "bpf", "altmark")
 PIN_ROOT = Path(bpf.BPFFS) / "srv6pm-exporter"
 ROLES = ("ingress", "transit", "egress")
-PINNED = ("counters", "exact", "sources", "flows", "colour")
-_COUNTER_KEY = struct.Struct("<II")
+PINNED = ("counters0", "counters1", "exact", "sources", "flows", "colour")
 _COUNTER_VALUE = struct.Struct("<QQ")
 _SOURCE_KEY = struct.Struct("<I16s")
 _FLOW_KEY = struct.Struct("<II16s")
@@ -139,12 +138,12 @@ class EbpfTable:
         self.netns = netns
         self._pins = pin_root / node
         self._obj = bpf.BpfObject(obj_path, pin_dir=self._pins, pin=PINNED)
-        self._counters = self._obj.map("counters")
+        self._counters = (self._obj.map("counters0"), self._obj.map("counters1"))
         self._sources_map = self._obj.map("sources")
         self._flows_map = self._obj.map("flows")
         self._exact_map = self._obj.map("exact")
         self._colour_map = self._obj.map("colour")
-        self.generation = f"{_boot_id()}.{bpf.map_id(self._counters.fd)}"
+        self.generation = ".".join([_boot_id(), *(str(bpf.map_id(m.fd)) for m in self._counters)])
         self._thread = NetnsThread(netns, thread_name=f"bpf-{node}")
         self._attached: set[int] = set()
         self._points: dict[tuple[str, str], Point] = {}  # (name, role) -> point
@@ -221,9 +220,11 @@ class EbpfTable:
             matches[(p.src, p.dst)] = p.name
         try:
             if self._stale_counters:
-                for key, _ in self._counters.lookup_batch():
-                    if _COUNTER_KEY.unpack(key)[0] not in ids:
-                        self._counters.delete(key)
+                for m in self._counters:
+                    keys, _, count = m.dump()
+                    for (flowmon_id,) in _U32.iter_unpack(keys[:count * _U32.size]):
+                        if flowmon_id not in ids:
+                            m.delete(_U32.pack(flowmon_id))
                 self._stale_counters = False
             for key, old in list(self._points.items()):
                 if wanted.get(key) != old:
@@ -237,8 +238,8 @@ class EbpfTable:
 
     def _add(self, p: Point) -> None:
         zero = _COUNTER_VALUE.pack(0, 0)
-        for c in (0, 1):  # a counter that exists already (pinned, before a restart) keeps its value
-            self._counters.update(_COUNTER_KEY.pack(p.flowmon_id, c), zero, bpf.BPF_NOEXIST)
+        for m in self._counters:  # a counter that exists already (pinned, before a restart) keeps its value
+            m.update(_U32.pack(p.flowmon_id), zero, bpf.BPF_NOEXIST)
         if p.role == "ingress" and _exact(p):
             self._exact_map.update(_exact_key(p), _U32.pack(p.flowmon_id))
         elif p.role == "ingress":
@@ -263,8 +264,8 @@ class EbpfTable:
                 del self._classes[p.src]
             else:
                 self._classes[p.src] = (cls, users - 1)
-        for c in (0, 1):
-            self._counters.delete(_COUNTER_KEY.pack(p.flowmon_id, c))
+        for m in self._counters:
+            m.delete(_U32.pack(p.flowmon_id))
         del self._points[(p.name, p.role)]
         self._by_id.pop(p.flowmon_id, None)
 
@@ -292,20 +293,16 @@ class EbpfTable:
         counts: dict[str, dict[str, tuple[int, int]]] = {role: {} for role in ROLES}
         ncpu = bpf.possible_cpus()
         try:
-            items = self._counters.lookup_batch()
+            keys, values, count = self._counters[colour].dump()
         except bpf.BpfError as exc:
             raise DataplaneError(f"{self._where()}: {exc}") from exc
-        for key, value in items:
-            flowmon_id, c = _COUNTER_KEY.unpack(key)
-            p = self._by_id.get(flowmon_id)
-            if c != colour or p is None:
-                continue
-            packets = nbytes = 0
-            for cpu in range(ncpu):
-                pk, by = _COUNTER_VALUE.unpack_from(value, cpu * _COUNTER_VALUE.size)
-                packets += pk
-                nbytes += by
-            counts[p.role][p.name] = (packets, nbytes)
+        per_key = struct.Struct("<" + "QQ" * ncpu)
+        by_id = self._by_id
+        for (flowmon_id,), value in zip(_U32.iter_unpack(keys[:count * 4]),
+                                         per_key.iter_unpack(values[:count * per_key.size])):
+            p = by_id.get(flowmon_id)
+            if p is not None:
+                counts[p.role][p.name] = (sum(value[0::2]), sum(value[1::2]))
         return {role: Reading(role, colour, counts[role], self.generation) for role in ROLES}
 
     def read(self, role: str, colour: int) -> Reading:

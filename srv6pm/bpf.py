@@ -295,6 +295,18 @@ class Map:
 
     def lookup_batch(self, chunk: int = 8192) -> list[tuple[bytes, bytes]]:
         """Every (key, value) of a hash map, ``chunk`` elements a syscall (``BPF_MAP_LOOKUP_BATCH``)."""
+        keys, values, count = self.dump(chunk)
+        size = self._read_size
+        return [(keys[i * self.key_size:(i + 1) * self.key_size], values[i * size:(i + 1) * size])
+                for i in range(count)]
+
+    def dump(self, chunk: int = 8192) -> tuple[bytes, bytes, int]:
+        """Every key and value of a hash map as two packed buffers and the element count.
+
+        Keys are ``key_size`` octets each; values are as :meth:`lookup`
+        returns them (per-CPU: one padded value per possible CPU), in the same
+        order. Reads ``chunk`` elements a syscall (``BPF_MAP_LOOKUP_BATCH``).
+        """
         lib = _load()
         size = self._read_size
         keys = ctypes.create_string_buffer(self.key_size * chunk)
@@ -302,7 +314,9 @@ class Map:
         in_batch = ctypes.create_string_buffer(max(self.key_size, 8))
         out_batch = ctypes.create_string_buffer(max(self.key_size, 8))
         opts = _BatchOpts(ctypes.sizeof(_BatchOpts), 0, 0)
-        out: list[tuple[bytes, bytes]] = []
+        key_parts: list[bytes] = []
+        value_parts: list[bytes] = []
+        total = 0
         first = True
         while True:
             count = ctypes.c_uint32(chunk)
@@ -311,11 +325,11 @@ class Map:
             code = _err(rc) if rc else 0
             if code not in (0, errno.ENOENT):
                 raise BpfError(f"map {self.name}: batch lookup: {os.strerror(code)}")
-            kraw, vraw = keys.raw, values.raw
-            for i in range(count.value):
-                out.append((kraw[i * self.key_size:(i + 1) * self.key_size], vraw[i * size:(i + 1) * size]))
+            key_parts.append(ctypes.string_at(keys, count.value * self.key_size))
+            value_parts.append(ctypes.string_at(values, count.value * size))
+            total += count.value
             if code == errno.ENOENT:
-                return out
+                return b"".join(key_parts), b"".join(value_parts), total
             ctypes.memmove(in_batch, out_batch, len(out_batch))
             first = False
 

@@ -28,7 +28,7 @@
  *                  outer IPv6 header and counts the packet under (FlowMonID,
  *                  L flag).
  *
- * Counters are per-CPU and keyed by (FlowMonID, colour). Only keys that user
+ * Counters are per-CPU, one map per colour, keyed by FlowMonID. Only keys that user
  * space created are counted, so a packet of a flow this node does not monitor
  * changes nothing. Bytes are the inner IPv6 packet's length, header included,
  * at every counting point (the same figure the nftables data plane counts).
@@ -58,11 +58,6 @@
 #define MAX_FLOWS 131072
 #define MAX_SOURCES MAX_FLOWS
 
-struct counter_key {
-	__u32 flowmon_id;
-	__u32 colour;
-};
-
 struct counter_value {
 	__u64 packets;
 	__u64 bytes;
@@ -87,13 +82,17 @@ struct flow_key {
 	__u8 addr[16];
 };
 
-struct {
+/* FlowMonID -> packets and bytes of colour 0 (counters0) and colour 1 (counters1): a guard
+ * reads one colour's map whole. Preallocated: an update by user space is a copy. */
+struct counters {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 2 * MAX_FLOWS);
-	/* preallocated: an update by user space is a copy, not an allocation */
-	__type(key, struct counter_key);
+	__uint(max_entries, MAX_FLOWS);
+	__type(key, __u32);
 	__type(value, struct counter_value);
-} counters SEC(".maps");
+};
+
+struct counters counters0 SEC(".maps");
+struct counters counters1 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -136,8 +135,7 @@ struct altmark_doh {
 
 static __always_inline void count(__u32 flowmon_id, __u32 c, __u64 bytes)
 {
-	struct counter_key key = { .flowmon_id = flowmon_id, .colour = c };
-	struct counter_value *v = bpf_map_lookup_elem(&counters, &key);
+	struct counter_value *v = bpf_map_lookup_elem(c ? (void *)&counters1 : (void *)&counters0, &flowmon_id);
 
 	if (v) { /* per-CPU value: no other CPU writes it */
 		v->packets += 1;
