@@ -388,15 +388,6 @@ class _Validator(netspec.Validator):
                               monitor.destination_prefix, policy.device))
         return tuple(flows)
 
-    def counted_once(self, src: str, via: tuple[str, ...], dst: str, field: str) -> None:
-        """With the ebpf data plane a node counts a flow at one position: no node twice on the path."""
-        seen: set[str] = set()
-        for node in (src, *via, dst):
-            if node in seen:
-                raise self.fail(field, f"node {node!r} is on the path twice; with dataplane ebpf each node counts "
-                                "a flow at one position (dataplane: nftables counts only at from and to)")
-            seen.add(node)
-
     # ------------------------------------------------------------ STAMP
 
     def sessions(self, value: Any, nodes: dict[str, Node]) -> tuple[StampSession, ...]:

@@ -24,7 +24,8 @@ The rules:
 * a STAMP session sends between :data:`MIN_STAMP_RATE` and
   :data:`MAX_STAMP_RATE` test packets per second;
 * the data plane (top-level ``dataplane``) is one of :data:`DATAPLANES`,
-  :data:`DEFAULT_DATAPLANE` when not given.
+  :data:`DEFAULT_DATAPLANE` when not given; with ``ebpf`` no node is twice on
+  a flow's path (``from``, ``via``, ``to``), since each counts it at one position.
 
 Contract of :class:`Validator`: every check takes a value as YAML gave it and
 the field path that names it in the file (``flows[0].via[1]``), and either
@@ -256,6 +257,15 @@ class Validator:
             if adjacency is not None and not reachable(adjacency, hops[j], hops[j + 1]):
                 raise self.fail(field, f"no path from {hops[j]!r} to {hops[j + 1]!r} over the links")
         return via
+
+    def counted_once(self, src: str, via: tuple[str, ...], dst: str, field: str) -> None:
+        """With the ebpf data plane a node counts a flow at one position: no node twice on its path."""
+        seen: set[str] = set()
+        for node in (src, *via, dst):
+            if node in seen:
+                raise self.fail(field, f"node {node!r} is on the path twice; with dataplane ebpf each node counts "
+                                "a flow at one position (dataplane: nftables counts only at from and to)")
+            seen.add(node)
 
     def stamp_session(self, item: Any, field: str, names: set[str], nodes: tuple[str, ...],
                       adjacency: dict[str, set[str]] | None = None, more: frozenset[str] = frozenset(),
