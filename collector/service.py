@@ -78,11 +78,12 @@ class Collector:
         self.kafka = KafkaSettings(bootstrap=kafka) if isinstance(kafka, str) else kafka
         self.flowmon = flowmon.Allocator(flowmon.state_path(state_dir) if state_dir is not None else None)
         text, digest = self._read()
-        self.config = flowmon.assign(config_mod.parse(text, source=str(self.path)), self.flowmon)
+        config = config_mod.parse(text, source=str(self.path))
+        self.tls = self._southbound_tls(tls, plaintext, config)  # before any id is written: a bad start writes nothing
+        self.config = flowmon.assign(config, self.flowmon)
         self._digest = digest
         self._unsaved: str | None = None  # digest of a valid file whose FlowMonIDs could not be saved
         self.generation = 1
-        self.tls = self._southbound_tls(tls, plaintext, self.config)
         self.graph = graph if graph is not None else MemoryGraph()
         self.graph_dump = Path(graph_dump) if graph_dump else None
         self.watch_interval = watch_interval
