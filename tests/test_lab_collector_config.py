@@ -54,3 +54,9 @@ def test_command_lines_carry_the_data_plane_the_state_dir_and_the_dscp(tmp_path)
     f1, f2 = lab.traffic_command("f1"), lab.traffic_command("f2")
     assert f1[f1.index("--dscp") + 1] == "46" and f2[f2.index("--dscp") + 1] == "0"
     assert f1[:4] == ["ip", "netns", "exec", "r1-host"]
+
+
+def test_lab_check_shows_the_data_plane_and_each_flow_s_dscp():
+    plan = topology.plan(scenario.load(EXAMPLE)).to_dict()
+    assert plan["dataplane"] == "ebpf"
+    assert {name: f["dscp"] for name, f in plan["flows"].items()} == {"f1": 46, "f2": 0}
