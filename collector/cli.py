@@ -10,7 +10,9 @@ defaults (Kafka: see :mod:`srv6pm.config`; ArangoDB: see
 :mod:`srv6pm.collector.arango`, used when ``--arango-url`` or
 ``SRV6PM_ARANGO_URL`` is given, else the graph is kept in memory). The
 ArangoDB password only comes from ``SRV6PM_ARANGO_PASSWORD`` or
-``SRV6PM_ARANGO_PASSWORD_FILE``.
+``SRV6PM_ARANGO_PASSWORD_FILE``. The state directory (where the FlowMonIDs
+are kept, :mod:`srv6pm.collector.flowmon`) is ``--state-dir``, else
+``SRV6PM_COLLECTOR_STATE_DIR``, else :data:`DEFAULT_STATE_DIR`.
 """
 
 from __future__ import annotations
@@ -27,11 +29,24 @@ from srv6pm import metrics
 from srv6pm.config import ConfigError as SettingsError
 from srv6pm.config import KafkaSettings
 
-__all__ = ["add_commands"]
+__all__ = ["DEFAULT_STATE_DIR", "STATE_DIR_ENV", "add_commands"]
 
 log = logging.getLogger("srv6pm.collector")
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+DEFAULT_STATE_DIR = "/var/lib/srv6pm/collector"
+STATE_DIR_ENV = "SRV6PM_COLLECTOR_STATE_DIR"
+
+
+def _add_state_dir(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help=f"directory of the collector's state: the FlowMonIDs of the flows ({what}; "
+                             f"default ${STATE_DIR_ENV}, else {DEFAULT_STATE_DIR})")
+
+
+def state_dir(args) -> str:
+    """The state directory: ``--state-dir``, else ``$SRV6PM_COLLECTOR_STATE_DIR``, else the default."""
+    return args.state_dir or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
 
 
 def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] | None = None):
@@ -47,7 +62,7 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     run = actions.add_parser(
         "run", help="reconcile the node exporters with the configuration; keep the topology graph",
         description="Poll every node exporter (GetState) every --interval seconds and apply what differs from "
-        "the configuration, phase by phase across the network (SIDs; egress monitors and reflectors; "
+        "the configuration, phase by phase across the network (SIDs; egress and transit monitors and reflectors; "
         "policies; ingress monitors and STAMP sessions). Unreachable exporters are retried with backoff; a "
         "restarted one gets everything again. Events (node up/down/restarted, applied, removed, failures, "
         "config loaded/rejected, converged) are logged and published on srv6pm.events. The configuration is "
@@ -69,6 +84,7 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     tls.add_argument("--grpc-key", metavar="FILE", help="client private key (PEM), for mutual TLS")
     tls.add_argument("--grpc-plaintext", action="store_true",
                      help="talk to the exporters without TLS (only on a trusted network)")
+    _add_state_dir(run, "created if missing; kept across restarts")
     run.add_argument("--graph-dump", metavar="FILE",
                      help="write the topology graph as JSON to FILE whenever it changes (atomic replace)")
     run.add_argument("--no-results", action="store_true",
@@ -87,6 +103,7 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
         description="Validate the configuration file and print, per node, the objects the collector would "
         "apply (normalised, with their phase) as JSON. Exit status 2 with the first error otherwise.")
     check.add_argument("--config", required=True, metavar="FILE", help="collector configuration (YAML)")
+    _add_state_dir(check, "read only: check shows the ids run would use and writes nothing")
     check.set_defaults(collector_handler=cmd_check)
 
     if common is not None:
@@ -116,8 +133,9 @@ def _errors(handler):
 
 @_errors
 def cmd_check(args) -> int:
-    from srv6pm.collector import config, desired
-    state = desired.desired_state(config.load(args.config))
+    from srv6pm.collector import config, desired, flowmon
+    allocator = flowmon.Allocator(flowmon.state_path(state_dir(args)))
+    state = desired.desired_state(flowmon.assign(config.load(args.config), allocator, save=False))
     print(json.dumps(desired.to_json(state), indent=2))
     return 0
 
@@ -148,7 +166,7 @@ def cmd_run(args) -> int:
     collector = Collector(args.config, kafka, tls=tls, plaintext=args.grpc_plaintext, interval=args.interval,
                           graph=graph, graph_dump=args.graph_dump, timeout=args.timeout,
                           backoff=Backoff(args.retry_initial, args.retry_max), results=not args.no_results,
-                          results_options=options)
+                          results_options=options, state_dir=state_dir(args))
     metrics.serve(port, addr="0.0.0.0")  # metrics.serve's default addr "" does not resolve here
     stopping: list[int] = []
 

@@ -2,6 +2,7 @@
 
 ::
 
+    dataplane: ebpf                    # optional: ebpf (default) or nftables, the exporters' counting back-end
     nodes:
       - name: r1
         grpc: "127.0.0.1:50051"        # the exporter's southbound address: host:port or [v6]:port
@@ -35,6 +36,15 @@
       key: /etc/srv6pm/collector.key
       plaintext: false                 # true: talk to the exporters without TLS
 
+``dataplane`` says how the exporters count, and so what the collector sends
+them (:mod:`srv6pm.collector.desired`): with ``ebpf`` (the default) every
+flow has a FlowMonID (RFC 9343; allocated by the collector,
+:mod:`srv6pm.collector.flowmon`) and is counted at its ingress, at every
+``via`` node and at its egress; with ``nftables`` only at the ingress and
+the egress, by DSCP colour, without FlowMonIDs. With ``ebpf`` a node may be
+on a flow's path (``from``, ``via``, ``to``) only once, since it counts the
+flow at one position.
+
 Behaviour names are End, End.X, End.DT6 and End.DX6 (End.DT6 also takes
 ``table``). A node's *End SID* is its first SID with behaviour End, its *decap
 SID* its first End.DX6 or End.DT6 SID.
@@ -56,9 +66,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from srv6pm import netspec, yamlfile
 from srv6pm.netspec import MAX_SEGMENTS, Link, kind
@@ -152,7 +163,13 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A validated configuration; ``source`` names the file in messages."""
+    """A validated configuration; ``source`` names the file in messages.
+
+    ``flowmon_ids`` (flow name -> FlowMonID) is not read from the file: the
+    collector's allocator fills it in (:func:`srv6pm.collector.flowmon.assign`,
+    through :meth:`with_flowmon_ids`); empty until then, and always with the
+    nftables data plane.
+    """
 
     source: str
     nodes: tuple[Node, ...]
@@ -160,6 +177,8 @@ class Config:
     flows: tuple[Flow, ...] = ()
     stamp: tuple[StampSession, ...] = ()
     tls: TlsConfig | None = None
+    dataplane: str = netspec.DEFAULT_DATAPLANE  # one of netspec.DATAPLANES
+    flowmon_ids: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     _by_name: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -168,6 +187,10 @@ class Config:
     def node(self, name: str) -> Node:
         """The node called ``name`` (KeyError if there is none)."""
         return self._by_name[name]
+
+    def with_flowmon_ids(self, ids: Mapping[str, int]) -> "Config":
+        """A copy of this configuration with ``ids`` as its :attr:`flowmon_ids`."""
+        return replace(self, flowmon_ids=MappingProxyType(dict(ids)))
 
 
 def load(path: str | Path) -> Config:
@@ -210,15 +233,16 @@ class _Validator(netspec.Validator):
     def config(self, doc: Any) -> Config:
         if doc is None:
             raise self.fail("", "empty file")
-        doc = self.mapping(doc, "", {"nodes", "links", "flows", "stamp", "tls"}, {"nodes"})
+        doc = self.mapping(doc, "", {"dataplane", "nodes", "links", "flows", "stamp", "tls"}, {"nodes"})
+        dataplane = self.dataplane(doc)
         nodes = self.nodes(doc["nodes"])
         names = tuple(n.name for n in nodes)
         by_name = {n.name: n for n in nodes}
         links = self.links(doc.get("links") or [], names)
-        flows = self.flows(doc.get("flows") or [], by_name)
+        flows = self.flows(doc.get("flows") or [], by_name, dataplane)
         stamp = self.sessions(doc.get("stamp") or [], by_name)
         tls = self.tls(doc["tls"]) if "tls" in doc else None
-        return Config(self.source, nodes, links, flows, stamp, tls)
+        return Config(self.source, nodes, links, flows, stamp, tls, dataplane)
 
     # ------------------------------------------------------------ nodes
 
@@ -306,7 +330,7 @@ class _Validator(netspec.Validator):
         """The End SIDs of the (checked) path ``via`` at ``field``."""
         return tuple(self.sid_of(nodes, v, f"{field}[{j}]") for j, v in enumerate(via))
 
-    def flows(self, value: Any, nodes: dict[str, Node]) -> tuple[Flow, ...]:
+    def flows(self, value: Any, nodes: dict[str, Node], dataplane: str) -> tuple[Flow, ...]:
         owner = {s.sid: n.name for n in nodes.values() for s in n.sids}
         flows: list[Flow] = []
         names: set[str] = set()
@@ -358,6 +382,8 @@ class _Validator(netspec.Validator):
             segments = tuple(policy.segments)
             if "segments" in item:
                 via_names = tuple(owner[s] for s in segments if s in owner and owner[s] != dst)
+            if dataplane == "ebpf":
+                self.counted_once(src, via_names, dst, f"{f}.segments" if "segments" in item else f"{f}.via")
             flows.append(Flow(name, src, dst, via_names, segments, monitor.source_prefix,
                               monitor.destination_prefix, policy.device))
         return tuple(flows)

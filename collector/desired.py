@@ -8,6 +8,14 @@ exporter reports in ``GetState``:
 * every node: a ``LocalSid`` per configured SID;
 * a flow's ``from``: a ``Policy`` (name = flow) and a ``FlowMonitor`` INGRESS;
 * a flow's ``to``: a ``FlowMonitor`` EGRESS;
+* with the ebpf data plane (the configuration's ``dataplane``), also each of
+  a flow's ``via`` nodes: a ``FlowMonitor`` TRANSIT. Every monitor of the
+  flow then carries the flow's ``flowmon_id`` (``Config.flowmon_ids``,
+  allocated by :mod:`srv6pm.collector.flowmon`) and its ``position`` among
+  the flow's counting points in path order: 0 the ingress, 1..n the via
+  nodes, n+1 the egress (a segment that is no configured node is no
+  counting point and has no position). With the nftables data plane the
+  monitors have neither (both 0) and there are no transit monitors;
 * a session's ``from``: a ``StampSession`` to ``to``'s measurement address;
 * every node that is the ``to`` of a session: one ``StampReflector`` bound to
   its measurement address.
@@ -21,7 +29,7 @@ place across the whole network (so that nothing counts before what it is
 counted against exists, and no loss is invented while setting up):
 
 1. local SIDs;
-2. egress flow monitors and STAMP reflectors;
+2. egress and transit flow monitors, and STAMP reflectors;
 3. policies;
 4. ingress flow monitors and STAMP sessions.
 
@@ -34,7 +42,8 @@ by which the engine advances all nodes together.
 
 :func:`prerequisite` names the object on another node that must be in place
 before an object is applied: an ingress monitor waits for its flow's egress
-monitor, a STAMP session for its reflector.
+monitor (not for the transit ones: a transit node that is down makes
+its segments incomplete, not the flow), a STAMP session for its reflector.
 
 Pure functions, no I/O.
 """
@@ -44,12 +53,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from srv6pm.collector.config import BEHAVIORS, Config
+from srv6pm.collector.config import BEHAVIORS, Config, Flow
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
-__all__ = ["Action", "Key", "PHASES", "STEPS", "actual_state", "describe", "desired_state", "diff", "key",
-           "phase_of", "prerequisite", "to_json"]
+__all__ = ["Action", "Key", "PHASES", "STEPS", "actual_state", "describe", "desired_state", "diff",
+           "flow_monitors", "key", "phase_of", "prerequisite", "to_json"]
 
 Key = tuple[str, Any]
 """(message type name, ``validate.key_of(message)``)."""
@@ -58,7 +67,7 @@ PHASES = (1, 2, 3, 4)
 STEPS = tuple([("remove", p) for p in reversed(PHASES)] + [("apply", p) for p in PHASES])
 """The order of actions: (verb, phase) for step 0..7."""
 
-_ROLE_NAME = {pb.ROLE_INGRESS: "ingress", pb.ROLE_EGRESS: "egress"}
+_ROLE_NAME = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EGRESS: "egress"}
 
 
 def key(message) -> Key:
@@ -67,13 +76,13 @@ def key(message) -> Key:
 
 
 def phase_of(message) -> int:
-    """1 local SID, 2 egress monitor or reflector, 3 policy, 4 ingress monitor or STAMP session."""
+    """1 local SID, 2 egress or transit monitor or reflector, 3 policy, 4 ingress monitor or STAMP session."""
     if isinstance(message, pb.LocalSid):
         return 1
     if isinstance(message, pb.StampReflector):
         return 2
     if isinstance(message, pb.FlowMonitor):
-        return 2 if message.role == pb.ROLE_EGRESS else 4
+        return 2 if message.role in (pb.ROLE_EGRESS, pb.ROLE_TRANSIT) else 4
     if isinstance(message, pb.Policy):
         return 3
     if isinstance(message, pb.StampSession):
@@ -82,7 +91,8 @@ def phase_of(message) -> int:
 
 
 def describe(message) -> str:
-    """The object as named in events: ``policy f1``, ``local_sid fcff:1::1``, ``flow f1 ingress``, ..."""
+    """The object as named in events: ``policy f1``, ``local_sid fcff:1::1``, ``flow f1 ingress``,
+    ``flow f1 transit``, ..."""
     if isinstance(message, pb.LocalSid):
         return f"local_sid {message.sid}"
     if isinstance(message, pb.Policy):
@@ -97,7 +107,11 @@ def describe(message) -> str:
 
 
 def desired_state(config: Config) -> dict[str, dict[Key, Any]]:
-    """Node name -> {key: normalised message} for every node of ``config`` (empty dict if nothing)."""
+    """Node name -> {key: normalised message} for every node of ``config`` (empty dict if nothing).
+
+    With the ebpf data plane every flow needs its FlowMonID in
+    ``config.flowmon_ids``: ValueError otherwise.
+    """
     out: dict[str, dict[Key, Any]] = {n.name: {} for n in config.nodes}
 
     def put(node: str, message) -> None:
@@ -110,9 +124,8 @@ def desired_state(config: Config) -> dict[str, dict[Key, Any]]:
                                        table=s.table, device=s.device))
     for f in config.flows:
         put(f.src, pb.Policy(name=f.name, destination=f.destination, segments=f.segments, device=f.device))
-        for node, role in ((f.src, pb.ROLE_INGRESS), (f.dst, pb.ROLE_EGRESS)):
-            put(node, pb.FlowMonitor(flow=f.name, role=role, source_prefix=f.source,
-                                     destination_prefix=f.destination))
+        for node, monitor in flow_monitors(config, f):
+            put(node, monitor)
     for s in config.stamp:
         src, dst = config.node(s.src), config.node(s.dst)
         put(s.src, pb.StampSession(name=s.name, destination=dst.pm_address, source=src.pm_address,
@@ -120,6 +133,24 @@ def desired_state(config: Config) -> dict[str, dict[Key, Any]]:
                                    timeout_s=s.timeout, reflector_node=s.dst, auth_key_file=s.auth_key_file))
         put(s.dst, pb.StampReflector(bind=dst.pm_address, auth_key_file=s.auth_key_file))
     return out
+
+
+def flow_monitors(config: Config, flow: Flow) -> list[tuple[str, pb.FlowMonitor]]:
+    """(node, monitor) for each counting point of ``flow``, in path order (see the module docstring)."""
+    def monitor(role: int, **counting) -> pb.FlowMonitor:
+        return pb.FlowMonitor(flow=flow.name, role=role, source_prefix=flow.source,
+                              destination_prefix=flow.destination, **counting)
+
+    if config.dataplane != "ebpf":
+        return [(flow.src, monitor(pb.ROLE_INGRESS)), (flow.dst, monitor(pb.ROLE_EGRESS))]
+    try:
+        flowmon_id = config.flowmon_ids[flow.name]
+    except KeyError:
+        raise ValueError(f"flow {flow.name!r} has no FlowMonID: the ebpf data plane needs one per flow "
+                         "(srv6pm.collector.flowmon.assign)") from None
+    points = [(flow.src, pb.ROLE_INGRESS), *((v, pb.ROLE_TRANSIT) for v in flow.via), (flow.dst, pb.ROLE_EGRESS)]
+    return [(node, monitor(role, flowmon_id=flowmon_id, position=position))
+            for position, (node, role) in enumerate(points)]
 
 
 def prerequisite(config: Config, node: str, message) -> tuple[str, Key] | None:

@@ -17,7 +17,14 @@ runs until :meth:`Collector.stop`:
   the desired state at once (event ``config_loaded``, generation + 1) without
   restarting anything; an invalid one is event ``config_rejected`` with the
   error, and the previous configuration stays in force. A file whose content
-  did not change is not reloaded.
+  did not change is not reloaded, except by SIGHUP after its FlowMonIDs could
+  not be saved (so that it is tried again once the disk is fixed);
+* FlowMonIDs (ebpf data plane): every loaded configuration gets its flows'
+  ids from :class:`~srv6pm.collector.flowmon.Allocator`, persisted in
+  ``state_dir`` (:data:`~srv6pm.collector.flowmon.STATE_FILE`) before anything
+  is sent with them. An unusable state file at start is a ConfigError; at a
+  reload, a failure to allocate or save the ids rejects the configuration.
+  Without ``state_dir`` the ids are kept in memory only (tests).
 
 The southbound TLS is fixed at start: the given ``tls`` / ``plaintext``, else
 the configuration's ``tls`` section; without any of them the collector
@@ -30,13 +37,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from srv6pm import atomicfile
 from srv6pm.collector import config as config_mod
+from srv6pm.collector import flowmon
 from srv6pm.collector.config import Config, ConfigError
 from srv6pm.collector.events import Events
 from srv6pm.collector.graph import GraphStore, MemoryGraph
@@ -57,22 +64,26 @@ class Collector:
     TLS for the southbound API; ``plaintext=True`` to go without. ``graph``:
     the GraphStore (default a new MemoryGraph). ``results``: run the results
     consumer (needs ``kafka``), with ``results_options`` (a ResultsOptions).
+    ``state_dir``: where the FlowMonID allocation is kept (None: in memory).
     """
 
     def __init__(self, config_path: str | Path, kafka: KafkaSettings | str | None = None, *,
                  tls: ClientTls | None = None, plaintext: bool = False, interval: float = 2.0,
                  graph: GraphStore | None = None, graph_dump: str | Path | None = None,
                  backoff: Backoff = Backoff(), timeout: float = 5.0, watch_interval: float = 1.0,
-                 results: bool = True, results_options: Any = None):
+                 results: bool = True, results_options: Any = None, state_dir: str | Path | None = None):
         if tls is not None and plaintext:
             raise ConfigError("southbound: choose TLS or plaintext, not both")
         self.path = Path(config_path)
         self.kafka = KafkaSettings(bootstrap=kafka) if isinstance(kafka, str) else kafka
+        self.flowmon = flowmon.Allocator(flowmon.state_path(state_dir) if state_dir is not None else None)
         text, digest = self._read()
-        self.config = config_mod.parse(text, source=str(self.path))
+        config = config_mod.parse(text, source=str(self.path))
+        self.tls = self._southbound_tls(tls, plaintext, config)  # before any id is written: a bad start writes nothing
+        self.config = flowmon.assign(config, self.flowmon)
         self._digest = digest
+        self._unsaved: str | None = None  # digest of a valid file whose FlowMonIDs could not be saved
         self.generation = 1
-        self.tls = self._southbound_tls(tls, plaintext, self.config)
         self.graph = graph if graph is not None else MemoryGraph()
         self.graph_dump = Path(graph_dump) if graph_dump else None
         self.watch_interval = watch_interval
@@ -161,14 +172,21 @@ class Collector:
                 self._digest = "unreadable"
                 self.events.emit("config_rejected", detail=str(exc))
             return False
-        if digest == self._digest:
+        if digest == self._digest and not (forced and digest == self._unsaved):
             if forced:
                 log.info("configuration unchanged", extra={"file": str(self.path)})
             return False
         self._digest = digest
+        self._unsaved = None
         try:
             config = config_mod.parse(text, source=str(self.path))
         except ConfigError as exc:
+            self.events.emit("config_rejected", detail=str(exc))
+            return False
+        try:
+            config = flowmon.assign(config, self.flowmon)
+        except flowmon.FlowMonError as exc:
+            self._unsaved = digest
             self.events.emit("config_rejected", detail=str(exc))
             return False
         if config.tls != self.config.tls:
@@ -228,17 +246,10 @@ class Collector:
             return
         if text == self._dumped:
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.graph_dump.name}.", dir=self.graph_dump.parent or ".")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(tmp, self.graph_dump)
+            atomicfile.replace(self.graph_dump, text, fsync=False)
         except OSError as exc:
             log.error("cannot write the graph dump", extra={"file": str(self.graph_dump), "error": str(exc)})
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             return
         self._dumped = text
 

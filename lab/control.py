@@ -14,7 +14,9 @@ scenario grown with what the collector needs to know:
   decap SID;
 * each flow's inner source and destination prefixes (what the policy steers
   and the counters match);
-* links, with their delay, and STAMP sessions as in the scenario.
+* links, with their delay, and STAMP sessions as in the scenario;
+* the scenario's ``dataplane`` (the exporters get the same, see
+  :class:`~srv6pm.lab.runner.Lab`).
 
 The underlay (addresses, locator routes, host namespaces) is what the lab
 network builds itself (:mod:`srv6pm.lab.network`), like an IGP would.
@@ -60,4 +62,5 @@ def collector_config(plan: Plan, grpc_ports: Mapping[str, int], host: str = "127
     stamp = [{"name": s.name, "from": s.src, "to": s.dst, "via": list(s.via), "return_via": list(s.return_via),
               "rate": s.rate, **({"timeout": stamp_timeout_s} if stamp_timeout_s else {})}
              for s in plan.scenario.stamp]
-    return {"nodes": nodes, "links": links, "flows": flow_list, "stamp": stamp, "tls": {"plaintext": True}}
+    return {"dataplane": plan.scenario.dataplane, "nodes": nodes, "links": links, "flows": flow_list,
+            "stamp": stamp, "tls": {"plaintext": True}}

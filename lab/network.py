@@ -22,7 +22,9 @@
    here (iproute2's ``segs A,B,C`` does that itself);
 6. in each host namespace, table ``ip6 srv6pm_host`` that silently drops UDP
    addressed to the host's flow destination addresses (input hook, counted),
-   so the egress host never answers test traffic with ICMP errors.
+   so the egress host never answers test traffic with ICMP errors; and, in
+   the same transaction, the per-flow, per-DSCP arrival counters of
+   :mod:`srv6pm.lab.arrivals` (table ``ip6 srv6pm_arrivals``).
 
 If any step fails, everything created so far is removed before the
 :class:`NetworkError` (naming the namespace and the object) propagates.
@@ -51,6 +53,7 @@ from srv6pm import bpf
 from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
 from srv6pm.exporter.nft import Nft
+from srv6pm.lab import arrivals
 from srv6pm.lab.topology import HOST_IFNAME, HOST_PEER_IFNAME, HostPlan, NodePlan, Plan
 
 __all__ = ["NetworkError", "build", "clean", "teardown", "HOST_TABLE"]
@@ -270,7 +273,8 @@ class _Builder:
                 {"counter": None},
                 {"drop": None},
             ]}}})
-        with _step(host.netns, f"installing nftables table ip6 {HOST_TABLE}"):
+        commands += arrivals.commands(self.plan, host.netns)
+        with _step(host.netns, f"installing nftables tables ip6 {HOST_TABLE} and {arrivals.TABLE}"):
             nft = Nft(host.netns)
             try:
                 nft.run(commands)

@@ -6,14 +6,17 @@ broker and InfluxDB unless external ones are configured, and runs, each as a
 separate process:
 
 * one node exporter per node, started empty, serving the southbound gRPC API
-  on 127.0.0.1 (plaintext: the lab is one machine);
+  on 127.0.0.1 (plaintext: the lab is one machine), with the scenario's data
+  plane (``--dataplane``);
 * the collector, with the collector configuration of the scenario
   (:mod:`srv6pm.lab.control`): it applies every SID, SRv6 policy, monitored
   flow and STAMP session to the exporters over gRPC, as in production, and
   reports on ``srv6pm.events``;
 * the processor, and the link delay elements;
 * each flow's test traffic, started once the collector reports that the
-  network has converged (so that set-up is not measured as loss).
+  network has converged (so that set-up is not measured as loss), sent with
+  the flow's DSCP. The destination host counts the flow's packets by the DSCP
+  they arrive with (:mod:`srv6pm.lab.arrivals`; :meth:`Lab.arrivals`).
 
 The exporters and the processor talk only through Kafka; the collector talks
 to the exporters only through gRPC. :meth:`Lab.stop` undoes everything in
@@ -43,7 +46,7 @@ from kafka import KafkaConsumer, TopicPartition
 from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 
-from . import control, network, topology
+from . import arrivals, control, network, topology
 from .process import ChildProcess
 from .scenario import Scenario
 
@@ -148,17 +151,11 @@ class Lab:
             self.start_processor()
         self.write_collector_config()
         if self.external_collector is None:
-            self._spawn("collector", self._srv6pm(
-                "collector", "run", "--config", str(self.collector_config_path), "--grpc-plaintext",
-                "--interval", "0.5", "--retry-max", "2", "--graph-dump", str(self.workdir / "graph.json"),
-                "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500"))
+            self._spawn("collector", self.collector_command())
         self.wait_converged(after=None, timeout=self.converge_timeout_s)
         self.check_children()
         for flow in self.plan.flows.values():
-            self._spawn(f"traffic-{flow.name}", [
-                "ip", "netns", "exec", flow.src_netns, sys.executable, "-m", "srv6pm.lab.traffic",
-                "--dst", flow.dst_addr, "--src", flow.src_addr, "--flow", flow.name,
-                "--rate", str(flow.rate)])
+            self._spawn(f"traffic-{flow.name}", self.traffic_command(flow.name))
 
     def stop(self) -> None:
         """Stop everything this lab started, in reverse order. Idempotent."""
@@ -175,14 +172,33 @@ class Lab:
         """The exporter's state file (baselines; its applied state is kept beside it)."""
         return self.workdir / f"exporter-{node}.state.json"
 
+    def exporter_command(self, node: str, config_path: Path) -> list[str]:
+        """The command line of ``node``'s exporter: its file, its API port, the scenario's data plane."""
+        listen = control.host_port(self.grpc_host, self.grpc_ports[node])
+        return self._srv6pm("exporter", "run", "--config", str(config_path), "--grpc-listen", listen,
+                            "--grpc-plaintext", "--dataplane", self.scenario.dataplane)
+
     def _spawn_exporter(self, node: str) -> None:
         path = self.workdir / f"exporter-{node}.json"
         path.write_text(json.dumps(self.exporter_config(node), indent=2))
-        listen = control.host_port(self.grpc_host, self.grpc_ports[node])
-        self._spawn(f"exporter-{node}", self._srv6pm("exporter", "run", "--config", str(path),
-                                                      "--grpc-listen", listen, "--grpc-plaintext"))
+        self._spawn(f"exporter-{node}", self.exporter_command(node, path))
+
+    def traffic_command(self, flow: str) -> list[str]:
+        """The command line of ``flow``'s test traffic, run in its source host's namespace with its DSCP."""
+        f = self.plan.flow(flow)
+        return ["ip", "netns", "exec", f.src_netns, sys.executable, "-m", "srv6pm.lab.traffic",
+                "--dst", f.dst_addr, "--src", f.src_addr, "--flow", f.name, "--rate", str(f.rate),
+                "--dscp", str(f.dscp)]
 
     # -- control plane ---------------------------------------------------------
+
+    def collector_command(self) -> list[str]:
+        """The command line of the lab's own collector (its FlowMonIDs are kept in the lab's workdir)."""
+        return self._srv6pm(
+            "collector", "run", "--config", str(self.collector_config_path), "--grpc-plaintext",
+            "--state-dir", str(self.workdir / "collector-state"),
+            "--interval", "0.5", "--retry-max", "2", "--graph-dump", str(self.workdir / "graph.json"),
+            "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500")
 
     @property
     def collector_config_path(self) -> Path:
@@ -298,6 +314,13 @@ class Lab:
             child.stop(grace=10)
 
     # -- results ---------------------------------------------------------------
+
+    def arrivals(self) -> dict[str, "arrivals.Arrivals"]:
+        """Flow name -> what reached its destination host so far, by DSCP (:mod:`srv6pm.lab.arrivals`).
+
+        Only while the lab runs (NftError once its namespaces are gone).
+        """
+        return arrivals.read(self.plan)
 
     def results(self, from_beginning: bool = False, alarms: bool = False) -> "ResultReader":
         """A reader of ``srv6pm.loss`` and ``srv6pm.delay``, and of ``srv6pm.alarms`` if ``alarms``

@@ -3,6 +3,7 @@
 The format is fixed by DESIGN.md ("The local lab")::
 
     period: 2                       # alternate-marking period, seconds
+    dataplane: ebpf                 # optional: ebpf (default) or nftables, for every exporter and the collector
     nodes: [r1, r2, r3, r4]
     links: [[r1, r2], [r2, r3], [r3, r4], [r1, r4]]
     flows:
@@ -11,6 +12,7 @@ The format is fixed by DESIGN.md ("The local lab")::
         to: r4                      # egress: decapsulates
         via: [r2, r3]               # segment list as node names (their SIDs)
         rate: 500                   # test packets per second
+        dscp: 46                    # optional: the test traffic's DSCP, 0..63 (default 0)
 
 :func:`load` parses and validates a file completely before anything is built:
 every problem is reported as one :class:`ScenarioError` whose message names
@@ -18,8 +20,11 @@ the file, the field and what is wrong, for example
 ``example.yaml: flows[1].via[0]: unknown node 'r9' (nodes: r1, r2, r3, r4)``.
 Unknown keys are errors too, so that a misspelt option is never silently ignored.
 The rules shared with the collector's configuration (links, node references,
-paths, STAMP sessions) are those of :mod:`srv6pm.netspec`; a scenario adds that
-node names are usable as namespace names and that every path follows the links.
+paths, STAMP sessions, the data plane) are those of :mod:`srv6pm.netspec`; a
+scenario adds that node names are usable as namespace names and that every path
+follows the links. The lab gives ``dataplane`` to the collector configuration it
+writes and to every exporter it starts (``--dataplane``); each flow's test
+traffic leaves with its ``dscp``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from srv6pm import netspec, yamlfile
-from srv6pm.netspec import MAX_DELAY_MS, MAX_SEGMENTS, MAX_STAMP_RATE, Link, StampSession
+from srv6pm.netspec import DEFAULT_DATAPLANE, MAX_DELAY_MS, MAX_SEGMENTS, MAX_STAMP_RATE, Link, StampSession
+
+from .traffic import MAX_DSCP
 
 
 __all__ = ["Flow", "Link", "Scenario", "ScenarioError", "StampSession", "load", "parse"]
@@ -59,6 +66,7 @@ class Flow:
     dst: str
     via: tuple[str, ...]
     rate: float  # test packets per second
+    dscp: int = 0  # the test traffic's DSCP (IPv6 traffic class = dscp << 2)
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -76,6 +84,7 @@ class Scenario:
     links: tuple[Link, ...]
     flows: tuple[Flow, ...]
     stamp: tuple[StampSession, ...] = ()
+    dataplane: str = DEFAULT_DATAPLANE  # the exporters' counting back-end (srv6pm.netspec.DATAPLANES)
 
     def neighbours(self, node: str) -> list[str]:
         """The nodes linked to ``node``, in link order."""
@@ -107,15 +116,16 @@ class _Validator(netspec.Validator):
     def scenario(self, doc: Any) -> Scenario:
         if doc is None:
             raise self.fail("", "empty file")
-        doc = self.mapping(doc, "", {"period", "nodes", "links", "flows", "stamp"},
+        doc = self.mapping(doc, "", {"period", "dataplane", "nodes", "links", "flows", "stamp"},
                            {"period", "nodes", "links", "flows"})
         period = self.number(doc["period"], "period", MIN_PERIOD, MAX_PERIOD)
+        dataplane = self.dataplane(doc)
         nodes = self.nodes(doc["nodes"])
         links = self.links(doc["links"], nodes)
         adjacency = netspec.adjacency(nodes, links)
-        flows = self.flows(doc["flows"], nodes, adjacency)
+        flows = self.flows(doc["flows"], nodes, adjacency, dataplane)
         stamp = self.stamp(doc.get("stamp", []), nodes, adjacency)
-        return Scenario(self.source, period, nodes, links, flows, stamp)
+        return Scenario(self.source, period, nodes, links, flows, stamp, dataplane)
 
     def nodes(self, value: Any) -> tuple[str, ...]:
         """Node names that are also usable as namespace and interface names."""
@@ -130,16 +140,21 @@ class _Validator(netspec.Validator):
             self.unique(name, field, seen, "node")
         return tuple(value)
 
-    def flows(self, value: Any, nodes: tuple[str, ...], adjacency: dict[str, set[str]]) -> tuple[Flow, ...]:
+    def flows(self, value: Any, nodes: tuple[str, ...], adjacency: dict[str, set[str]],
+              dataplane: str) -> tuple[Flow, ...]:
         flows: list[Flow] = []
         names: set[str] = set()
         for i, item in enumerate(self.sequence(value, "flows")):
             field = f"flows[{i}]"
-            item = self.mapping(item, field, {"name", "from", "to", "via", "rate"}, {"name", "from", "to", "rate"})
+            item = self.mapping(item, field, {"name", "from", "to", "via", "rate", "dscp"},
+                                {"name", "from", "to", "rate"})
             name, src, dst = self.endpoints(item, field, "flow", names, nodes)
             via = self.path(item.get("via", []), f"{field}.via", src, dst, nodes, adjacency)
+            if dataplane == "ebpf":
+                self.counted_once(src, via, dst, f"{field}.via")
             rate = self.number(item["rate"], f"{field}.rate", 0.001, MAX_RATE)
-            flows.append(Flow(name, src, dst, via, rate))
+            dscp = self.integer(item.get("dscp", 0), f"{field}.dscp", 0, MAX_DSCP)
+            flows.append(Flow(name, src, dst, via, rate, dscp))
         return tuple(flows)
 
     def stamp(self, value: Any, nodes: tuple[str, ...], adjacency: dict[str, set[str]]) -> tuple[StampSession, ...]:

@@ -211,6 +211,7 @@ class FlowPlan:
     segments: tuple[str, ...]
     encap_dev: str
     rate: float
+    dscp: int = 0  # the test traffic's DSCP
 
     @property
     def src_prefix(self) -> str:
@@ -248,6 +249,7 @@ class Plan:
         """The plan as plain JSON-able data (``srv6pm lab check``)."""
         return {
             "period": self.scenario.period,
+            "dataplane": self.scenario.dataplane,
             "namespaces": list(self.namespaces),
             "nodes": {name: asdict(node) for name, node in self.nodes.items()},
             "links": [asdict(link) for link in self.links],
@@ -344,6 +346,7 @@ def plan(scenario: Scenario) -> Plan:
             segments=segments,
             encap_dev=hops[(flow.src, first)],
             rate=flow.rate,
+            dscp=flow.dscp,
         )
 
     nodes: dict[str, NodePlan] = {}

@@ -2,13 +2,15 @@
 
 Run inside the ingress host's namespace by the lab::
 
-    python -m srv6pm.lab.traffic --dst fd01:4::101 --rate 500 [--src fd01:1::2] [--size 100]
+    python -m srv6pm.lab.traffic --dst fd01:4::101 --rate 500 [--src fd01:1::2] [--size 100] [--dscp 46]
 
 Packets are paced on an absolute schedule (packet ``n`` leaves at
 ``start + n / rate``), so the long-run rate is exact even when single sends
 are late; a sender that falls more than one second behind skips ahead
 rather than bursting, and says so. Each payload carries the flow name and
-the packet's sequence number. Prints a JSON summary on exit (SIGTERM/SIGINT).
+the packet's sequence number. Packets leave with the DSCP ``dscp`` (0..63): the
+socket's ``IPV6_TCLASS`` is ``dscp << 2`` (ECN bits 0). Prints a JSON summary on
+exit (SIGTERM/SIGINT).
 """
 
 from __future__ import annotations
@@ -21,18 +23,32 @@ import struct
 import sys
 import time
 
-__all__ = ["main", "send"]
+__all__ = ["MAX_DSCP", "main", "open_socket", "send"]
 
 HEADER = struct.Struct("!8sQ")  # magic, sequence number
 MAGIC = b"srv6pm\x00\x01"
+MAX_DSCP = 63
+
+
+def open_socket(src: str | None = None, dscp: int = 0) -> socket.socket:
+    """A UDP/IPv6 socket whose packets carry traffic class ``dscp << 2``, bound to ``src`` if given."""
+    if not 0 <= dscp <= MAX_DSCP:
+        raise ValueError(f"dscp {dscp} not in 0..{MAX_DSCP}")
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dscp << 2)
+        if src:
+            sock.bind((src, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def send(dst: str, rate: float, size: int = 100, port: int = 9, src: str | None = None,
-         flow: str = "", duration: float | None = None, stop=lambda: False) -> dict:
-    """Send until ``stop()`` is true or ``duration`` elapsed; return counts."""
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    if src:
-        sock.bind((src, 0))
+         flow: str = "", duration: float | None = None, stop=lambda: False, dscp: int = 0) -> dict:
+    """Send until ``stop()`` is true or ``duration`` elapsed, with DSCP ``dscp``; return counts."""
+    sock = open_socket(src, dscp)
     payload_len = max(size, HEADER.size + len(flow.encode()))
     interval = 1.0 / rate
     start = time.monotonic()
@@ -59,7 +75,7 @@ def send(dst: str, rate: float, size: int = 100, port: int = 9, src: str | None 
             errors += 1
         n += 1
     sock.close()
-    return {"flow": flow, "sent": sent, "errors": errors, "skipped": skipped,
+    return {"flow": flow, "dscp": dscp, "sent": sent, "errors": errors, "skipped": skipped,
             "seconds": round(time.monotonic() - start, 3)}
 
 
@@ -72,16 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9, help="UDP destination port (default 9, discard)")
     parser.add_argument("--flow", default="", help="flow name, carried in every payload")
     parser.add_argument("--duration", type=float, help="seconds to send (default: until SIGTERM)")
+    parser.add_argument("--dscp", type=int, default=0, help=f"DSCP of every packet, 0..{MAX_DSCP} (default 0)")
     args = parser.parse_args(argv)
     if not args.rate > 0:
         parser.error("--rate must be positive")
     if not 0 < args.size <= 1400:
         parser.error("--size must be 1..1400")
+    if not 0 <= args.dscp <= MAX_DSCP:
+        parser.error(f"--dscp must be 0..{MAX_DSCP}")
     stopping = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.append(1))
     summary = send(args.dst, args.rate, args.size, args.port, args.src, args.flow, args.duration,
-                   stop=lambda: bool(stopping))
+                   stop=lambda: bool(stopping), dscp=args.dscp)
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -358,8 +358,20 @@ def cmd_lab_run(args) -> int:
         finally:
             reader.close()
             view.summary()
+            if not args.json:  # JSON lines are records only
+                _print_arrivals(lab)
             print("srv6pm lab: tearing down…", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED if stopping and stopping[0] == signal.SIGINT else 0
+
+
+def _print_arrivals(lab) -> None:
+    """What reached each flow's destination host, by DSCP (``f1 arrived dscp 46: 1000 of 1000``)."""
+    try:
+        arrivals = lab.arrivals()
+    except Exception as exc:  # the lab's namespaces may be gone after a failure
+        print(f"srv6pm lab: arrivals unavailable: {exc}", file=sys.stderr, flush=True)
+        return
+    print("\n" + "\n".join(line for a in arrivals.values() for line in a.lines()), flush=True)
 
 
 def cmd_lab_check(args) -> int:

@@ -22,7 +22,10 @@ The rules:
   directly following itself (counting ``from`` and ``to``), and, where the
   caller gives the links' adjacency, each hop reachable over the links;
 * a STAMP session sends between :data:`MIN_STAMP_RATE` and
-  :data:`MAX_STAMP_RATE` test packets per second.
+  :data:`MAX_STAMP_RATE` test packets per second;
+* the data plane (top-level ``dataplane``) is one of :data:`DATAPLANES`,
+  :data:`DEFAULT_DATAPLANE` when not given; with ``ebpf`` no node is twice on
+  a flow's path (``from``, ``via``, ``to``), since each counts it at one position.
 
 Contract of :class:`Validator`: every check takes a value as YAML gave it and
 the field path that names it in the file (``flows[0].via[1]``), and either
@@ -38,14 +41,17 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_DELAY_MS", "MAX_SEGMENTS", "MAX_STAMP_RATE", "MIN_STAMP_RATE", "NAME", "Link", "StampSession",
-           "Validator", "adjacency", "kind", "reachable"]
+__all__ = ["DATAPLANES", "DEFAULT_DATAPLANE", "MAX_DELAY_MS", "MAX_SEGMENTS", "MAX_STAMP_RATE", "MIN_STAMP_RATE",
+           "NAME", "Link", "StampSession", "Validator", "adjacency", "kind", "reachable"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SEGMENTS = 16  # SIDs in a segment list, the egress' included
 MAX_DELAY_MS = 10_000
 MIN_STAMP_RATE = 0.01  # STAMP test packets per second per session
 MAX_STAMP_RATE = 1000
+DATAPLANES = ("ebpf", "nftables")
+"""The exporters' counting back-ends: RFC 9343 FlowMonID at every node (ebpf), or DSCP colours at the ends (nftables)."""
+DEFAULT_DATAPLANE = "ebpf"
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,25 @@ class Validator:
             raise self.fail(field, f"must be between {low:g} and {high:g}, got {value:g}")
         return float(value)
 
+    def integer(self, value: Any, field: str, low: int, high: int) -> int:
+        """``value`` as an int between ``low`` and ``high`` inclusive (no fractions, true/false is not a number)."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(field, f"must be a whole number from {low} to {high}, got {kind(value)}"
+                            + (f" {value!r}" if isinstance(value, (float, str)) else ""))
+        if not low <= value <= high:
+            raise self.fail(field, f"must be a whole number from {low} to {high}, got {value}")
+        return value
+
+    def choice(self, value: Any, field: str, choices: tuple[str, ...]) -> str:
+        """``value`` as one of the strings ``choices``."""
+        if not isinstance(value, str) or value not in choices:
+            raise self.fail(field, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def dataplane(self, doc: dict) -> str:
+        """The document's top-level ``dataplane`` (:data:`DATAPLANES`), :data:`DEFAULT_DATAPLANE` if absent."""
+        return self.choice(doc.get("dataplane", DEFAULT_DATAPLANE), "dataplane", DATAPLANES)
+
     def name(self, value: Any, field: str, what: str) -> str:
         """``value`` as a :data:`NAME`; ``what`` (``flow``, ``session``, ``node``) is said in the message."""
         if not isinstance(value, str) or not NAME.match(value):
@@ -232,6 +257,15 @@ class Validator:
             if adjacency is not None and not reachable(adjacency, hops[j], hops[j + 1]):
                 raise self.fail(field, f"no path from {hops[j]!r} to {hops[j + 1]!r} over the links")
         return via
+
+    def counted_once(self, src: str, via: tuple[str, ...], dst: str, field: str) -> None:
+        """With the ebpf data plane a node counts a flow at one position: no node twice on its path."""
+        seen: set[str] = set()
+        for node in (src, *via, dst):
+            if node in seen:
+                raise self.fail(field, f"node {node!r} is on the path twice; with dataplane ebpf each node counts "
+                                "a flow at one position (dataplane: nftables counts only at from and to)")
+            seen.add(node)
 
     def stamp_session(self, item: Any, field: str, names: set[str], nodes: tuple[str, ...],
                       adjacency: dict[str, set[str]] | None = None, more: frozenset[str] = frozenset(),

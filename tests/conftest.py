@@ -5,6 +5,10 @@
 ``influxdb``      session-wide EmbeddedInfluxDB (influxd 1.x + v2-write front); yields the object.
 ``free_port``     a callable returning a TCP port that is free on 127.0.0.1 right now.
 
+Every test runs with ``SRV6PM_COLLECTOR_STATE_DIR`` set to a directory of its own
+(autouse ``collector_state_dir``), so that no collector a test starts, in process or as a
+child, keeps its state in the machine's default directory.
+
 Every service is stopped (and its temporary directory removed) when its scope ends.
 """
 
@@ -24,6 +28,14 @@ def find_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def collector_state_dir(tmp_path_factory, monkeypatch):
+    """A state directory of this test's own for every collector it starts (see the module docstring)."""
+    path = tmp_path_factory.mktemp("collector-state")
+    monkeypatch.setenv("SRV6PM_COLLECTOR_STATE_DIR", str(path))
+    return path
 
 
 @pytest.fixture

@@ -79,12 +79,22 @@ def test_good_file_is_normalised_and_derives_segments():
 def test_minimal_file_needs_only_nodes():
     c = parse({"nodes": [{"name": "a", "grpc": "a:1"}]})
     assert c.flows == () and c.stamp == () and c.links == () and c.tls is None
+    assert c.dataplane == "ebpf" and c.flowmon_ids == {}
+
+
+def test_dataplane_nftables_allows_a_node_twice_on_a_path():
+    """Only ebpf counts at the via nodes; nftables counts at from and to, as before."""
+    doc = with_("dataplane", "nftables", with_("flows.0.via", ["r2", "r3", "r2"]))
+    c = parse(doc)
+    assert c.dataplane == "nftables" and c.flows[0].via == ("r2", "r3", "r2")
 
 
 @pytest.mark.parametrize("doc, field, words", [
     # file level
     ({}, "nodes", "missing"),
     (with_("colour", 1), "colour", "unknown field"),
+    (with_("dataplane", "bpf"), "dataplane", "'bpf' is not one of ebpf, nftables"),
+    (with_("dataplane", True), "dataplane", "True is not one of ebpf, nftables"),
     # nodes
     (with_("nodes", []), "nodes", "non-empty"),
     (with_("nodes.1.name", "r1"), "nodes[1].name", "duplicate node"),
@@ -119,6 +129,11 @@ def test_minimal_file_needs_only_nodes():
     (with_("flows.0.via", ["r2", "r9"]), "flows[0].via[1]", "unknown node 'r9'"),
     (with_("flows.0.via", ["r2", "r2"]), "flows[0].via", "follows itself"),
     (with_("flows.0.to", "r2"), "flows[0].to", "no decap SID"),
+    # ebpf (the default): a node counts a flow at one position
+    (with_("flows.0.via", ["r2", "r3", "r2"]), "flows[0].via", "node 'r2' is on the path twice"),
+    (with_("flows.0.via", ["r2", "r1", "r3"]), "flows[0].via", "node 'r1' is on the path twice"),
+    (with_("flows.1.segments", ["fcff:3::1", "fcff:2::1", "fcff:3::1", "fcff:1::100"]), "flows[1].segments",
+     "node 'r3' is on the path twice"),
     (with_("nodes.2.sids", []), "flows[0].via[1]", "has no End SID"),
     (with_("flows.0.source", "fd01:1::2/64"), "flows[0].source", "host bits set"),
     (with_("flows.0.destination", "fd01:4::zz"), "flows[0].destination", "not an IPv6 prefix"),

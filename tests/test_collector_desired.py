@@ -1,10 +1,17 @@
-"""Desired state per node and the diff's order: pure functions, no I/O."""
+"""Desired state per node and the diff's order: pure functions, no I/O (but for the FlowMonID state file).
+
+The tests that predate the ebpf data plane run with ``dataplane: nftables``, whose desired state is
+exactly what it was; those of the ebpf data plane (FlowMonIDs, positions, transit monitors) follow.
+"""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import yaml
 
-from srv6pm.collector import config, desired
+from srv6pm.collector import config, desired, flowmon
 from srv6pm.collector.desired import Action
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -12,8 +19,11 @@ from srv6pm.southbound.v1 import southbound_pb2 as pb
 from test_collector_config import GOOD
 
 
-def small() -> config.Config:
-    return config.parse(yaml.safe_dump(GOOD), source="c.yaml")
+def small(dataplane: str = "nftables", doc=GOOD, allocator: flowmon.Allocator | None = None) -> config.Config:
+    """GOOD parsed with ``dataplane``; with ebpf, its FlowMonIDs from ``allocator`` (default: a fresh one in memory)."""
+    doc = {**copy.deepcopy(doc), "dataplane": dataplane}
+    parsed = config.parse(yaml.safe_dump(doc), source="c.yaml")
+    return flowmon.assign(parsed, allocator or flowmon.Allocator(None))
 
 
 def objects(state, node) -> set[str]:
@@ -139,3 +149,110 @@ def test_to_json_lists_objects_per_node_with_phase():
     policy = next(o for o in doc["r1"] if o["object"] == "policy f1")
     assert policy["phase"] == 3 and policy["segments"] == ["fcff:2::1", "fcff:3::1", "fcff:4::100"]
     assert [o["phase"] for o in doc["r1"]] == sorted(o["phase"] for o in doc["r1"])
+
+
+def test_nftables_data_plane_has_no_flowmon_ids_positions_or_transit_monitors():
+    state = desired.desired_state(small("nftables"))
+    monitors = [m for n in state.values() for m in n.values() if isinstance(m, pb.FlowMonitor)]
+    assert sorted((m.flow, m.role) for m in monitors) == [
+        ("f1", pb.ROLE_INGRESS), ("f1", pb.ROLE_EGRESS), ("f2", pb.ROLE_INGRESS), ("f2", pb.ROLE_EGRESS)]
+    assert all(m.flowmon_id == 0 and m.position == 0 for m in monitors)
+    assert small("nftables").flowmon_ids == {}
+
+
+# ---------------------------------------------------------------- the ebpf data plane
+
+def monitors_of(state, flow):
+    """(node, role name, position, flowmon_id) of ``flow``'s monitors, in position order."""
+    out = [(node, desired.describe(m).split()[-1], m.position, m.flowmon_id)
+           for node, objects in state.items() for m in objects.values()
+           if isinstance(m, pb.FlowMonitor) and m.flow == flow]
+    return sorted(out, key=lambda t: t[2])
+
+
+def test_ebpf_is_the_default_and_every_counting_point_has_the_flowmon_id_and_its_position():
+    c = small("ebpf")
+    assert config.parse(yaml.safe_dump(GOOD), source="c.yaml").dataplane == "ebpf"
+    assert dict(c.flowmon_ids) == {"f1": 1, "f2": 2}
+    state = desired.desired_state(c)
+    assert monitors_of(state, "f1") == [("r1", "ingress", 0, 1), ("r2", "transit", 1, 1),
+                                        ("r3", "transit", 2, 1), ("r4", "egress", 3, 1)]
+    # f2 has explicit segments: r3's End SID, then r1's decap SID.
+    assert monitors_of(state, "f2") == [("r4", "ingress", 0, 2), ("r3", "transit", 1, 2), ("r1", "egress", 2, 2)]
+    assert objects(state, "r2") == {"local_sid fcff:2::1", "flow f1 transit"}
+    assert objects(state, "r3") == {"local_sid fcff:3::1", "flow f1 transit", "flow f2 transit"}
+    assert state["r2"][("FlowMonitor", ("f1", pb.ROLE_TRANSIT))] == pb.FlowMonitor(
+        flow="f1", role=pb.ROLE_TRANSIT, source_prefix="fd01:1::2/128", destination_prefix="fd01:4::101/128",
+        flowmon_id=1, position=1)
+    for node_objects in state.values():
+        for m in node_objects.values():
+            assert validate.request(m) == m  # the one home of the field rules accepts all of them
+
+
+def test_positions_count_only_counting_points():
+    """A segment that is no configured node's SID (a router without exporter) gets no position."""
+    doc = copy.deepcopy(GOOD)
+    doc["flows"][1]["segments"] = ["fcff:99::1", "fcff:3::1", "fcff:77::1", "fcff:1::100"]
+    state = desired.desired_state(small("ebpf", doc))
+    assert monitors_of(state, "f2") == [("r4", "ingress", 0, 2), ("r3", "transit", 1, 2), ("r1", "egress", 2, 2)]
+
+
+def test_a_direct_flow_has_ingress_0_and_egress_1():
+    doc = copy.deepcopy(GOOD)
+    doc["flows"][0]["via"] = []
+    assert monitors_of(desired.desired_state(small("ebpf", doc)), "f1") == [("r1", "ingress", 0, 1),
+                                                                             ("r4", "egress", 1, 1)]
+
+
+def test_transit_monitors_go_with_the_egress_before_policies_and_ingress():
+    state = desired.desired_state(small("ebpf"))
+    phases = {(node, desired.describe(m)): desired.phase_of(m) for node, n in state.items() for m in n.values()}
+    assert phases[("r2", "flow f1 transit")] == 2 == phases[("r4", "flow f1 egress")]
+    assert phases[("r1", "policy f1")] == 3 and phases[("r1", "flow f1 ingress")] == 4
+    actions = desired.diff(state["r3"], {})
+    assert [(a.verb, a.phase, a.object) for a in actions] == [
+        ("apply", 1, "local_sid fcff:3::1"), ("apply", 2, "flow f1 transit"), ("apply", 2, "flow f2 transit")]
+    assert desired.STEPS[actions[1].step] == ("apply", 2)
+    # Removed like an egress monitor: after the policies, before the SIDs.
+    stale = desired.diff({}, state["r3"])
+    assert [a.object for a in stale] == ["flow f1 transit", "flow f2 transit", "local_sid fcff:3::1"]
+
+
+def test_ebpf_prerequisites_stay_ingress_to_egress():
+    c = small("ebpf")
+    state = desired.desired_state(c)
+    ingress = state["r1"][("FlowMonitor", ("f1", pb.ROLE_INGRESS))]
+    assert desired.prerequisite(c, "r1", ingress) == ("r4", ("FlowMonitor", ("f1", pb.ROLE_EGRESS)))
+    assert desired.prerequisite(c, "r2", state["r2"][("FlowMonitor", ("f1", pb.ROLE_TRANSIT))]) is None
+
+
+def test_ebpf_without_flowmon_ids_is_refused():
+    parsed = config.parse(yaml.safe_dump(GOOD), source="c.yaml")
+    with pytest.raises(ValueError, match="flow 'f1' has no FlowMonID"):
+        desired.desired_state(parsed)
+
+
+def test_flowmon_ids_are_stable_across_a_re_parse_and_a_restart_with_the_state_file(tmp_path):
+    path = flowmon.state_path(tmp_path)
+    first = desired.desired_state(small("ebpf", allocator=flowmon.Allocator(path)))
+    # A restarted collector: a new allocator reads the file; the flows come in another order.
+    reordered = copy.deepcopy(GOOD)
+    reordered["flows"].reverse()
+    again = desired.desired_state(small("ebpf", reordered, flowmon.Allocator(path)))
+    assert again == first
+    # A reload without f1 and with a new f3: f2 keeps its id, f3 gets a never-used one, not f1's.
+    changed = copy.deepcopy(GOOD)
+    changed["flows"][0] = {**changed["flows"][0], "name": "f3"}
+    allocator = flowmon.Allocator(path)
+    state = desired.desired_state(small("ebpf", changed, allocator))
+    assert [m[3] for m in monitors_of(state, "f2")] == [2, 2, 2]
+    assert {m[3] for m in monitors_of(state, "f3")} == {3}
+    assert allocator.ids == {"f2": 2, "f3": 3}
+
+
+def test_switching_to_nftables_and_back_keeps_the_ids(tmp_path):
+    allocator = flowmon.Allocator(flowmon.state_path(tmp_path))
+    assert dict(small("ebpf", allocator=allocator).flowmon_ids) == {"f1": 1, "f2": 2}
+    assert small("nftables", GOOD, allocator).flowmon_ids == {}
+    assert dict(small("ebpf", allocator=flowmon.Allocator(flowmon.state_path(tmp_path))).flowmon_ids) == \
+        {"f1": 1, "f2": 2}

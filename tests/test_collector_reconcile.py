@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from collector_standin import CallLog, StandIn
 from srv6pm import metrics
-from srv6pm.collector import config
+from srv6pm.collector import config, flowmon
 from srv6pm.collector.events import Events
 from srv6pm.collector.reconcile import Backoff, Engine
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -41,12 +41,15 @@ def exporters(calls):
         s.stop()
 
 
-def make_config(addresses: dict[str, str], doc=GOOD) -> config.Config:
+def make_config(addresses: dict[str, str], doc=GOOD, dataplane: str = "nftables") -> config.Config:
+    """GOOD at the stand-ins' addresses. The tests that predate the ebpf data plane count its objects
+    (ingress and egress monitors only): they run with nftables; ebpf gets FlowMonIDs from a fresh allocator."""
     doc = copy.deepcopy(doc)
     for n in doc["nodes"]:
         n["grpc"] = addresses[n["name"]]
     doc["tls"] = {"plaintext": True}
-    return config.parse(yaml.safe_dump(doc), source="c.yaml")
+    doc["dataplane"] = dataplane
+    return flowmon.assign(config.parse(yaml.safe_dump(doc), source="c.yaml"), flowmon.Allocator(None))
 
 
 def addresses(exporters) -> dict[str, str]:
@@ -115,6 +118,22 @@ def test_converges_from_empty_in_phase_order_across_nodes(engine, exporters, cal
     report = engine.round()
     assert (report.applied, report.unchanged, report.converged) == (0, 0, False)
     assert len(engine.events.history) == before
+
+
+def test_ebpf_transit_monitors_are_in_place_with_the_egress_before_any_policy(engine, exporters, calls):
+    engine.load(make_config(addresses(exporters), dataplane="ebpf"), 1)
+    first = engine.round()
+    assert first.applied == 17 and first.failed == 0  # 14 and a transit monitor at r2 and r3 for f1, r3 for f2
+    assert engine.round().converged
+    assert exporters["r2"].kinds() == {"local_sid fcff:2::1", "flow f1 transit"}
+    assert exporters["r3"].kinds() == {"local_sid fcff:3::1", "flow f1 transit", "flow f2 transit"}
+    transit = exporters["r3"].objects[("FlowMonitor", ("f2", pb.ROLE_TRANSIT))]
+    assert (transit.flowmon_id, transit.position) == (2, 1)
+    seq = {(n, o): s for s, n, v, o in calls.calls}
+    monitors = [s for (n, o), s in seq.items() if o.endswith(("egress", "transit"))]
+    policies = [s for (n, o), s in seq.items() if o.startswith("policy")]
+    ingress = [s for (n, o), s in seq.items() if o.endswith("ingress")]
+    assert len(monitors) == 5 and max(monitors) < min(policies) and max(policies) < min(ingress)
 
 
 def test_unreachable_node_is_down_retried_with_backoff_then_up(engine, exporters, calls, free_port):

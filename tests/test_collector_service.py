@@ -187,7 +187,8 @@ def test_process_reloads_on_file_change_rejects_bad_config_publishes_events_and_
         exporters["r3"].restart(keep_state=False)
         restarted = reader.wait("node_restarted", node="r3")[0]
         assert restarted.boot_id == exporters["r3"].boot_id
-        until(lambda: exporters["r3"].kinds() == {"local_sid fcff:3::1"}, what="r3 re-applied")
+        # r3 is f2's via node: with the ebpf data plane it counts f2 too.
+        until(lambda: exporters["r3"].kinds() == {"local_sid fcff:3::1", "flow f2 transit"}, what="r3 re-applied")
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -277,3 +278,70 @@ def test_mutual_tls_from_the_config_file(tmp_path):
     finally:
         for s in nodes.values():
             s.stop()
+
+
+# ---------------------------------------------------------------- FlowMonIDs
+
+def test_flowmon_ids_live_in_the_state_dir_and_check_only_reads_them(tmp_path, exporters, capsys,
+                                                                     collector_state_dir):
+    path = tmp_path / "c.yaml"
+    write_config(path, exporters)
+    state = tmp_path / "state"
+    collector = Collector(path, None, plaintext=True, results=False, state_dir=state)
+    try:
+        assert dict(collector.config.flowmon_ids) == {"f1": 1, "f2": 2}
+        assert json.loads((state / "flowmon.json").read_text())["flows"] == {"f1": 1, "f2": 2}
+        # A reload that drops f1 and adds f3: f3 gets a never-used id.
+        doc = without_f1()
+        doc["flows"].append({**GOOD["flows"][0], "name": "f3"})
+        write_config(path, exporters, doc)
+        assert collector.reload()
+        assert dict(collector.config.flowmon_ids) == {"f2": 2, "f3": 3}
+    finally:
+        collector.engine.close()
+    # check reads the ids (flag beats the environment) and writes nothing.
+    before = (state / "flowmon.json").read_text()
+    assert cli.main(["collector", "check", "--config", str(path), "--state-dir", str(state)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    f3 = next(o for o in doc["r2"] if o["object"] == "flow f3 transit")
+    assert f3["flowmon_id"] == 3 and f3["position"] == 1 and f3["phase"] == 2
+    assert (state / "flowmon.json").read_text() == before
+    assert list(collector_state_dir.iterdir()) == []  # $SRV6PM_COLLECTOR_STATE_DIR was not used
+
+
+def test_a_corrupt_state_file_stops_check_and_run_with_one_line(tmp_path, exporters, capsys, collector_state_dir):
+    path = tmp_path / "c.yaml"
+    write_config(path, exporters)
+    state_file = collector_state_dir / "flowmon.json"
+    state_file.write_text('{"v": 1, "next": 2, "flows": {"f1": 7}, "released": []}')
+    for argv in (["check"], ["run", "--grpc-plaintext"]):
+        assert cli.main(["collector", *argv, "--config", str(path)]) == 2  # the directory from the environment
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"srv6pm: {state_file}: FlowMonID state file gives flow 'f1' the id 7") and "\n" not in err
+    assert "f1" in state_file.read_text() and "7" in state_file.read_text()  # not reset
+
+
+def test_a_reload_whose_ids_cannot_be_saved_is_rejected_and_sighup_retries(tmp_path, exporters):
+    path = tmp_path / "c.yaml"
+    write_config(path, exporters)
+    state = tmp_path / "state"
+    collector = Collector(path, None, plaintext=True, results=False, state_dir=state)
+    try:
+        (state / "flowmon.json").unlink()
+        state.rmdir()
+        state.write_text("not a directory")  # the next save fails
+        doc = copy.deepcopy(GOOD)
+        doc["flows"].append({**GOOD["flows"][0], "name": "f3", "destination": "fd01:4::103/128"})
+        write_config(path, exporters, doc)
+        assert not collector.reload(forced=False)
+        rejected = [e for e in collector.events.history if e.kind == "config_rejected"]
+        assert len(rejected) == 1 and "cannot write the FlowMonID state file" in rejected[0].detail
+        assert collector.generation == 1 and [f.name for f in collector.config.flows] == ["f1", "f2"]
+        assert not collector.reload(forced=False)  # the watcher does not retry the same file over and over
+        assert len([e for e in collector.events.history if e.kind == "config_rejected"]) == 1
+        state.unlink()
+        assert collector.reload(forced=True)  # SIGHUP, once the disk is fixed
+        assert collector.generation == 2 and dict(collector.config.flowmon_ids) == {"f1": 1, "f2": 2, "f3": 3}
+        assert json.loads((state / "flowmon.json").read_text())["flows"] == {"f1": 1, "f2": 2, "f3": 3}
+    finally:
+        collector.engine.close()

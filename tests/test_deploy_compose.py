@@ -464,3 +464,16 @@ def test_secrets_do_not_leak_into_the_repository_files():
                 continue
             assert not re.search(r"(?i)(password|token|secret)\s*[:=]\s*['\"]?[A-Za-z0-9+/_\-]{12,}", line), \
                 f"{path.name}: {line.strip()}"
+
+
+def test_the_collector_keeps_its_flowmon_ids_in_a_named_volume(compose):
+    """The default --state-dir is a named volume (it outlives the container), and the image creates that
+    directory for the collector's user, so that the new volume starts out writable."""
+    from srv6pm.collector.cli import DEFAULT_STATE_DIR
+    service = compose["services"]["collector"]
+    assert parse_srv6pm([str(a) for a in service["command"]]).state_dir is None  # the default
+    [volume] = [v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == DEFAULT_STATE_DIR]
+    assert volume in compose["volumes"] and not compose["volumes"][volume]  # a plain named volume, on disk
+    stage = dockerfile_stages()["collector"]
+    assert f"RUN install -d -o 10001 -g 10001 -m 0750 {DEFAULT_STATE_DIR}" in stage
+    assert stage[-1].startswith("CMD") and "USER 10001:10001" in stage

@@ -383,3 +383,21 @@ def test_exporter_is_named_after_its_kubernetes_node(name, tmp_path):
     from srv6pm.exporter.config import ConfigError
     with pytest.raises(ConfigError, match="node: missing"):
         exporter_config_of(args, {k: v for k, v in env.items() if k != "SRV6PM_NODE"})
+
+
+def test_the_collector_keeps_its_flowmon_ids_in_a_volume_at_its_state_dir():
+    """The default --state-dir is a mounted volume (the root filesystem is read-only): an emptyDir, or the
+    PersistentVolumeClaim named by collector.state.existingClaim, which keeps each flow's FlowMonID."""
+    from srv6pm.collector.cli import DEFAULT_STATE_DIR
+    for extra, kind in (((), "emptyDir"), (("--set", "collector.state.existingClaim=srv6pm-collector"),
+                                           "persistentVolumeClaim")):
+        pod = find(render(VALUES["production"], *extra), "Deployment", "collector")["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        args = parse_srv6pm(container["args"])
+        assert args.state_dir is None  # the default: $SRV6PM_COLLECTOR_STATE_DIR is not set either
+        assert "SRV6PM_COLLECTOR_STATE_DIR" not in {e["name"] for e in container.get("env", [])}
+        [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == DEFAULT_STATE_DIR]
+        assert not mount.get("readOnly")
+        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert kind in volume
+    assert volume["persistentVolumeClaim"] == {"claimName": "srv6pm-collector"}

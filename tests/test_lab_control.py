@@ -29,6 +29,9 @@ pytestmark = [
     pytest.mark.netns,
     pytest.mark.services,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)"),
+    # The kernel evidence read here is the nftables data plane's counting sets: these labs run it
+    # (the lab fixture takes its data plane as an indirect parameter; ebpf is the scenario default).
+    pytest.mark.parametrize("lab", ["nftables"], indirect=True),
 ]
 
 

@@ -36,7 +36,7 @@ dataplane: {dataplane}
 nodes: [{a}, {b}, {c}, {d}]
 links: [[{a}, {b}], [{b}, {c}], [{c}, {d}], [{a}, {d}]]
 flows:
-  - {{name: f1, from: {a}, to: {d}, via: [{b}, {c}], rate: 400}}
+  - {{name: f1, from: {a}, to: {d}, via: [{b}, {c}], rate: 400, dscp: 46}}
   - {{name: f2, from: {a}, to: {c}, via: [{d}], rate: 200}}
 stamp:
   - {{name: s1, from: {a}, to: {d}, via: [{b}, {c}], return_via: [{c}, {b}], rate: 20}}
@@ -195,6 +195,18 @@ def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
     reader.close()
     assert [(a["kind"], a["subject"], a["period"], a["raised"]) for a in alarms] == [
         ("loss_ratio", "f1", raised_at, True), ("loss_ratio", "f1", cleared_at, False)]
+
+
+def test_test_traffic_arrives_with_its_dscp(lab):
+    """The scenario's default data plane (ebpf) carries the colour in the outer header's RFC 9343 option:
+    each flow's packets reach their destination host with the DSCP they were sent with, and only that one."""
+    assert lab.scenario.dataplane == "ebpf"
+    collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
+    arrived = lab.arrivals()
+    assert set(arrived["f1"].by_dscp) == {46} and set(arrived["f2"].by_dscp) == {0}
+    tx = sum(r["tx_packets"] for r in lab.seen if r.get("flow") == "f1" and r["complete"])
+    assert arrived["f1"].total >= tx > 0  # every packet counted so far, and those sent since
+    assert arrived["f1"].lines() == [f"f1 arrived dscp 46: {arrived['f1'].total} of {arrived['f1'].total}"]
 
 
 def test_processor_killed_and_restarted_mid_run_stores_every_period_exactly_once(lab):

@@ -88,3 +88,39 @@ def test_stamp_and_delay_errors(change, message):
     with pytest.raises(ScenarioError) as err:
         parse(STAMP.replace(*change), source="s.yaml")
     assert message in str(err.value)
+
+
+def test_dataplane_and_dscp_default_to_ebpf_and_0():
+    s = parse(BASE)
+    assert s.dataplane == "ebpf" and s.flows[0].dscp == 0
+    s = parse("dataplane: nftables\n" + BASE.replace("rate: 500", "rate: 500, dscp: 46"))
+    assert s.dataplane == "nftables" and s.flows[0].dscp == 46
+    assert parse(BASE.replace("rate: 500", "rate: 500, dscp: 63")).flows[0].dscp == 63
+
+
+def test_the_example_scenario_sets_a_dscp():
+    assert {f.name: f.dscp for f in load("scenarios/example.yaml").flows} == {"f1": 46, "f2": 0}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("dataplane: bpf\n" + BASE, "bad.yaml: dataplane: 'bpf' is not one of ebpf, nftables"),
+    ("dataplane: 1\n" + BASE, "bad.yaml: dataplane: 1 is not one of ebpf, nftables"),
+    ("dataplane:\n" + BASE, "bad.yaml: dataplane: None is not one of ebpf, nftables"),
+    (BASE.replace("rate: 500", "rate: 500, dscp: 64"), "bad.yaml: flows[0].dscp: must be a whole number from 0 to 63, got 64"),
+    (BASE.replace("rate: 500", "rate: 500, dscp: -1"), "flows[0].dscp: must be a whole number from 0 to 63, got -1"),
+    (BASE.replace("rate: 500", "rate: 500, dscp: 4.5"), "flows[0].dscp: must be a whole number from 0 to 63, got float 4.5"),
+    (BASE.replace("rate: 500", "rate: 500, dscp: ef"), "flows[0].dscp: must be a whole number from 0 to 63, got text 'ef'"),
+    (BASE.replace("rate: 500", "rate: 500, dscp: true"), "flows[0].dscp: must be a whole number from 0 to 63, got true/false"),
+    (BASE.replace("rate: 500", "rate: 500, dcsp: 4"), "flows[0].dcsp: unknown field (allowed: dscp, from, name, rate, to, via)"),
+    # ebpf counts at every node of the path, each at one position
+    (BASE.replace("via: [r2, r3]", "via: [r2, r3, r2, r1, r2, r3]"), "flows[0].via: node 'r2' is on the path twice"),
+])
+def test_bad_dataplane_and_dscp_are_one_line_naming_the_field(text, message):
+    with pytest.raises(ScenarioError) as err:
+        parse(text, source="bad.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_nftables_lets_a_flow_pass_a_node_twice():
+    s = parse("dataplane: nftables\n" + BASE.replace("via: [r2, r3]", "via: [r2, r3, r2, r1, r2, r3]"))
+    assert s.flows[0].via == ("r2", "r3", "r2", "r1", "r2", "r3")

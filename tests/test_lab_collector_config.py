@@ -1,0 +1,62 @@
+"""What the lab gives the control plane, without building anything: the collector configuration of a scenario
+(it parses as one, with the scenario's data plane), and the command lines of its exporters, collector and
+test traffic (the data plane, the collector's state directory, each flow's DSCP)."""
+
+from __future__ import annotations
+
+import yaml
+
+from srv6pm.collector import config as collector_config
+from srv6pm.collector import desired, flowmon
+from srv6pm.config import KafkaSettings
+from srv6pm.lab import control, scenario, topology
+from srv6pm.lab.runner import Lab
+from srv6pm.southbound.v1 import southbound_pb2 as pb
+
+EXAMPLE = "scenarios/example.yaml"
+
+
+def parsed_collector_config(s: scenario.Scenario) -> collector_config.Config:
+    plan = topology.plan(s)
+    doc = control.collector_config(plan, {n: 50051 + i for i, n in enumerate(s.nodes)})
+    return collector_config.parse(yaml.safe_dump(doc), source="lab")
+
+
+def test_the_collector_gets_the_scenario_s_data_plane_and_counts_at_every_node_with_ebpf():
+    s = scenario.load(EXAMPLE)
+    assert s.dataplane == "ebpf"
+    c = parsed_collector_config(s)
+    assert c.dataplane == "ebpf"
+    state = desired.desired_state(flowmon.assign(c, flowmon.Allocator(None)))
+    transit = {(node, m.flow, m.position) for node, objects in state.items() for m in objects.values()
+               if isinstance(m, pb.FlowMonitor) and m.role == pb.ROLE_TRANSIT}
+    assert transit == {("r2", "f1", 1), ("r3", "f1", 2), ("r4", "f2", 1)}
+
+
+def test_an_nftables_scenario_gives_an_nftables_collector_configuration():
+    text = open(EXAMPLE).read().replace("dataplane: ebpf", "dataplane: nftables")
+    c = parsed_collector_config(scenario.parse(text, source="x.yaml"))
+    assert c.dataplane == "nftables"
+    state = desired.desired_state(flowmon.assign(c, flowmon.Allocator(None)))
+    roles = {m.role for objects in state.values() for m in objects.values() if isinstance(m, pb.FlowMonitor)}
+    assert roles == {pb.ROLE_INGRESS, pb.ROLE_EGRESS}
+
+
+def test_command_lines_carry_the_data_plane_the_state_dir_and_the_dscp(tmp_path):
+    text = open(EXAMPLE).read().replace("dataplane: ebpf", "dataplane: nftables")
+    lab = Lab(scenario.parse(text, source="x.yaml"), kafka=KafkaSettings(bootstrap="127.0.0.1:1"), workdir=tmp_path)
+    lab.grpc_ports = {n: 50051 + i for i, n in enumerate(lab.scenario.nodes)}
+    exporter = lab.exporter_command("r2", tmp_path / "exporter-r2.json")
+    assert exporter[exporter.index("--dataplane") + 1] == "nftables"
+    assert exporter[exporter.index("--grpc-listen") + 1] == "127.0.0.1:50052"
+    collector = lab.collector_command()
+    assert collector[collector.index("--state-dir") + 1] == str(tmp_path / "collector-state")
+    f1, f2 = lab.traffic_command("f1"), lab.traffic_command("f2")
+    assert f1[f1.index("--dscp") + 1] == "46" and f2[f2.index("--dscp") + 1] == "0"
+    assert f1[:4] == ["ip", "netns", "exec", "r1-host"]
+
+
+def test_lab_check_shows_the_data_plane_and_each_flow_s_dscp():
+    plan = topology.plan(scenario.load(EXAMPLE)).to_dict()
+    assert plan["dataplane"] == "ebpf"
+    assert {name: f["dscp"] for name, f in plan["flows"].items()} == {"f1": 46, "f2": 0}

@@ -1,0 +1,65 @@
+"""The lab's test traffic leaves with its flow's DSCP: checked on loopback by a real receiving socket
+(IPV6_RECVTCLASS), without namespaces."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from srv6pm.lab import traffic
+from srv6pm.lab.arrivals import Arrivals
+
+
+def receiver() -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind(("::1", 0))
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+    sock.settimeout(2.0)
+    return sock
+
+
+def traffic_classes(sock: socket.socket, count: int) -> list[int]:
+    """The IPv6 traffic class of the next ``count`` datagrams on ``sock``."""
+    out = []
+    for _ in range(count):
+        _data, ancillary, _flags, _addr = sock.recvmsg(2048, socket.CMSG_SPACE(4))
+        (tclass,) = [struct.unpack("i", data[:4])[0] for level, kind, data in ancillary
+                     if (level, kind) == (socket.IPPROTO_IPV6, socket.IPV6_TCLASS)]
+        out.append(tclass)
+    return out
+
+
+@pytest.mark.parametrize("dscp", [0, 11, 46, 63])
+def test_the_socket_sends_dscp_shifted_into_the_traffic_class(dscp):
+    with receiver() as rx, traffic.open_socket(dscp=dscp) as tx:
+        assert tx.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS) == dscp << 2
+        tx.sendto(b"x", rx.getsockname()[:2])
+        assert traffic_classes(rx, 1) == [dscp << 2]  # ECN bits 0
+
+
+def test_send_marks_every_packet_and_says_so():
+    with receiver() as rx:
+        summary = traffic.send("::1", rate=200, port=rx.getsockname()[1], src="::1", flow="f1", duration=0.1,
+                               dscp=46)
+        assert summary["dscp"] == 46 and summary["sent"] in (20, 21) and summary["errors"] == 0
+        assert traffic_classes(rx, summary["sent"]) == [46 << 2] * summary["sent"]
+
+
+def test_dscp_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="dscp 64 not in 0..63"):
+        traffic.open_socket(dscp=64)
+    proc = subprocess.run([sys.executable, "-m", "srv6pm.lab.traffic", "--dst", "::1", "--rate", "1", "--dscp", "64"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "--dscp must be 0..63" in proc.stderr
+
+
+def test_arrivals_say_how_many_of_the_flow_s_packets_came_with_each_dscp():
+    assert Arrivals("f1", {46: 1000}).lines() == ["f1 arrived dscp 46: 1000 of 1000"]
+    split = Arrivals("f2", {15: 480, 11: 520})
+    assert split.total == 1000
+    assert split.lines() == ["f2 arrived dscp 11: 520 of 1000", "f2 arrived dscp 15: 480 of 1000"]
+    assert Arrivals("f3").lines() == ["f3 arrived: none"]
