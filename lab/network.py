@@ -24,7 +24,10 @@
    addressed to the host's flow destination addresses (input hook, counted),
    so the egress host never answers test traffic with ICMP errors; and, in
    the same transaction, the per-flow, per-DSCP arrival counters of
-   :mod:`srv6pm.lab.arrivals` (table ``ip6 srv6pm_arrivals``).
+   :mod:`srv6pm.lab.arrivals` (table ``ip6 srv6pm_arrivals``);
+7. on both ends of every link (and host link), a permanent neighbour entry
+   for the far end's address, so that no packet ever waits for neighbour
+   discovery across a delayed link (:meth:`_Builder.neighbours`).
 
 If any step fails, everything created so far is removed before the
 :class:`NetworkError` (naming the namespace and the object) propagates.
@@ -60,6 +63,7 @@ __all__ = ["NetworkError", "build", "clean", "teardown", "HOST_TABLE"]
 
 HOST_TABLE = "srv6pm_host"
 IFA_F_NODAD = 0x02
+NUD_PERMANENT = 0x80
 
 
 class NetworkError(RuntimeError):
@@ -289,6 +293,35 @@ class _Builder:
             self.configure_node(node, srv6)
         for host in self.plan.hosts:
             self.configure_host(host)
+        self.neighbours()
+
+    def mac(self, ns: str, ifname: str) -> str:
+        (link,) = self.iproute(ns).link("get", index=self.ifindex(ns, ifname))
+        return link.get_attr("IFLA_ADDRESS")
+
+    def neighbours(self) -> None:
+        """A permanent neighbour entry for the far end of every link, on both sides.
+
+        Without them the first packet towards a neighbour waits for neighbour
+        discovery, whose solicitation and advertisement cross the link's delay
+        element too: on a 20 ms link the first STAMP packets took 60 ms. Real
+        routers have their neighbours resolved long before a measurement
+        starts; so does the lab, from the first packet on.
+        """
+        ends = []  # (namespace, interface, the far end's namespace, interface and address)
+        for node in self.plan.nodes.values():
+            for itf in node.interfaces:
+                if itf.name == HOST_IFNAME:
+                    ends.append((node.netns, itf.name, node.host.netns, HOST_PEER_IFNAME, itf.peer_address))
+                else:
+                    ends.append((node.netns, itf.name, self.plan.nodes[itf.peer].netns, node.name, itf.peer_address))
+        for host in self.plan.hosts:
+            itf = host.interface
+            ends.append((host.netns, itf.name, self.plan.nodes[host.node].netns, HOST_IFNAME, itf.peer_address))
+        for ns, ifname, far_ns, far_ifname, address in ends:
+            with _step(ns, f"adding the permanent neighbour {address} on {ifname}"):
+                self.iproute(ns).neigh("add", dst=address, lladdr=self.mac(far_ns, far_ifname),
+                                       ifindex=self.ifindex(ns, ifname), state=NUD_PERMANENT)
 
 
 def _temp_ifname() -> str:

@@ -125,9 +125,9 @@ class EbpfTable:
     Loads the programs (pinning or reusing the maps of ``node``) and attaches
     them to every interface of the namespace except ``lo`` (unless ``attach`` is
     false: then only :meth:`program_fd`'s callers run them, e.g. in
-    ``BPF_PROG_TEST_RUN``). Raises
-    :class:`srv6pm.bpf.BpfUnavailable` or :class:`srv6pm.bpf.VerifierError`
-    when the machine cannot run them. Not thread safe by itself (the exporter
+    ``BPF_PROG_TEST_RUN``). Raises :class:`~srv6pm.bpf.BpfUnavailable` when
+    the machine cannot run them (checked first), and
+    :class:`~.dataplane.DataplaneError` when loading them fails. Not thread safe by itself (the exporter
     serialises calls with its lock).
     """
 
@@ -137,7 +137,10 @@ class EbpfTable:
         self.node = node
         self.netns = netns
         self._pins = pin_root / node
-        self._obj = bpf.BpfObject(obj_path, pin_dir=self._pins, pin=PINNED)
+        try:
+            self._obj = bpf.BpfObject(obj_path, pin_dir=self._pins, pin=PINNED)
+        except bpf.BpfError as exc:
+            raise DataplaneError(f"the eBPF data plane of {node}: {exc}") from exc
         self._counters = (self._obj.map("counters0"), self._obj.map("counters1"))
         self._sources_map = self._obj.map("sources")
         self._flows_map = self._obj.map("flows")

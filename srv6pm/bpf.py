@@ -351,8 +351,9 @@ class BpfObject:
     """A compiled BPF object, loaded, with the maps in ``pin`` pinned under ``pin_dir``.
 
     A map pinned there already (by an earlier run) is reused when it is
-    compatible; when it is not (another size or layout after an upgrade) it is
-    unpinned and created anew, which callers see as a new :func:`map_id`.
+    compatible; when one is not (another size or layout after an upgrade)
+    every map of ``pin`` is unpinned and created anew, which callers see as a
+    new :func:`map_id` (their counters restarted).
     Raises :class:`VerifierError` with the whole log if a program is refused,
     :class:`BpfUnavailable` if the object cannot be opened.
     """
@@ -371,7 +372,7 @@ class BpfObject:
             log = self._open_and_load(lib, pin)
             if log is None:
                 return
-            if attempt == 1 and self.pin_dir is not None and "incompatible" in log.lower():
+            if attempt == 1 and self.pin_dir is not None and "reuse pinned map" in log:
                 for name in pin:  # stale pins from an older object layout: start these maps again
                     (self.pin_dir / name).unlink(missing_ok=True)
                 continue

@@ -141,3 +141,39 @@ def test_many_flows_installed(table):
     got = counts(table, 1)["transit"]
     assert got["t999"] == (1000, 1000 * len(inner)) and sum(p for p, _ in got.values()) == 1000
     assert counts(table, 0)["ingress"]["f1"] == (1, len(inner))
+
+
+OLD_LAYOUT = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16);
+    __type(key, __u64);
+    __type(value, __u64);
+} counters0 SEC(".maps");
+SEC("tc")
+int touch(struct __sk_buff *skb)
+{
+    __u64 k = 0, *v = bpf_map_lookup_elem(&counters0, &k);
+    return v ? 1 : 0;
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_pins_of_another_layout_are_replaced_not_fatal(tmp_path):
+    """A map pinned by an older object (other key/value sizes) is dropped: counters restart, loading goes on."""
+    src = tmp_path / "old.bpf.c"
+    src.write_text(OLD_LAYOUT)
+    (obj,) = bpf.build([src], tmp_path / "build")
+    root = ebpf.PIN_ROOT.parent / f"srv6pm-test-{secrets.token_hex(3)}"
+    try:
+        bpf.BpfObject(obj, pin_dir=root / "t", pin=("counters0",)).close()
+        assert (root / "t" / "counters0").exists()
+        table = EbpfTable("t", None, pin_root=root, attach=False)
+        table.install([Point("f1", "transit", 9, 1)], colour=0)
+        assert counts(table, 0) == {"transit": {"f1": (0, 0)}}
+        table.remove()
+    finally:
+        bpf.unpin(root)

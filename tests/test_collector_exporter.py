@@ -27,6 +27,8 @@ from pyroute2 import netns as pr_netns
 
 from srv6pm.collector.reconcile import Backoff
 from srv6pm.collector.service import Collector
+from srv6pm import bpf
+from srv6pm.exporter import ebpf
 from srv6pm.exporter.routes import Routes
 from srv6pm.netns import NetnsThread
 from srv6pm.southbound.client import ExporterClient
@@ -136,8 +138,9 @@ def test_collector_configures_real_exporters_and_restores_a_restarted_one(namesp
     history = collector.events.history
     clients = {n: ExporterClient(f"127.0.0.1:{ports[n]}") for n in ("r1", "r2")}
     try:
+        until(lambda: any(e.kind == "converged" or e.kind == "apply_failed" for e in history), what="converged")
+        assert not [e for e in history if e.kind == "apply_failed"], [(e.object, e.detail) for e in history if e.kind == "apply_failed"][:1]
         until(lambda: any(e.kind == "converged" for e in history), what="converged")
-        assert not [e for e in history if e.kind == "apply_failed"], [e.detail for e in history]
         r1, r2 = clients["r1"].get_state(), clients["r2"].get_state()
         assert [p.name for p in r1.policies] == ["f1"] and list(r1.policies[0].segments) == ["fcff:2::100"]
         assert {(f.flow, f.role) for f in r1.flows} == {("f1", 1)} and {(f.flow, f.role) for f in r2.flows} == {("f1", 2)}
@@ -176,4 +179,6 @@ def test_collector_configures_real_exporters_and_restores_a_restarted_one(namesp
             c.close()
         for e in exporters.values():
             e.stop()
+        for n in ("r1", "r2"):  # the exporters' pinned eBPF maps
+            bpf.unpin(ebpf.pin_dir(n))
     assert not thread.is_alive()

@@ -373,3 +373,30 @@ def test_teardown_is_idempotent_and_complete():
     assert sorted(removed) == sorted(plan.namespaces)
     _assert_gone(plan)
     assert network.teardown(plan) == []
+
+
+def test_every_link_end_knows_its_neighbour_permanently(lab):
+    """No packet waits for neighbour discovery (which crosses a link's delay element too)."""
+    from pyroute2 import IPRoute
+
+    def table(ns: str) -> dict[tuple[int, str], tuple[str, int]]:
+        with nsutil.NetnsThread(ns) as t:
+            def dump():
+                with IPRoute() as ipr:
+                    links = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.link("dump")}
+                    return {(links[n["ifindex"]], n.get_attr("NDA_DST")): (n.get_attr("NDA_LLADDR"), n["state"])
+                            for n in ipr.neigh("dump", family=socket.AF_INET6)}, \
+                        {links[i]: link.get_attr("IFLA_ADDRESS") for i, link in
+                         ((link["index"], link) for link in ipr.link("dump"))}
+            return t.call(dump)
+
+    seen = {ns: table(ns) for ns in lab.namespaces}
+    checked = 0
+    for node in lab.nodes.values():
+        for itf in node.interfaces:
+            far_ns = node.host.netns if itf.name == "host" else lab.nodes[itf.peer].netns
+            far_if = "eth0" if itf.name == "host" else node.name
+            lladdr, state = seen[node.netns][0][(itf.name, itf.peer_address)]
+            assert state == 0x80 and lladdr == seen[far_ns][1][far_if]  # NUD_PERMANENT, the far end's MAC
+            checked += 1
+    assert checked == sum(len(n.interfaces) for n in lab.nodes.values())
