@@ -39,7 +39,7 @@ from pathlib import Path
 from srv6pm.errors import Srv6pmError
 
 __all__ = ["BPFFS", "BTF_PATH", "BpfError", "BpfObject", "BpfUnavailable", "Map", "VerifierError", "build",
-           "check_support", "ensure_bpffs", "map_id", "possible_cpus", "tc_attach", "tc_detach", "test_run"]
+           "check_support", "ensure_bpffs", "map_id", "pinned_map", "possible_cpus", "tc_attach", "tc_detach", "test_run"]
 
 LIBRARY = "libbpf.so.1"
 BPFFS = "/sys/fs/bpf"
@@ -157,6 +157,7 @@ def _load():
             "bpf_map_get_next_key": ([c_int, vp, vp], c_int),
             "bpf_map_lookup_batch": ([c_int, vp, vp, vp, vp, ctypes.POINTER(c_uint), vp], c_int),
             "bpf_obj_get_info_by_fd": ([c_int, vp, ctypes.POINTER(c_uint)], c_int),
+            "bpf_obj_get": ([c_char_p], c_int),
             "bpf_tc_hook_create": ([vp], c_int),
             "bpf_tc_attach": ([vp, vp], c_int),
             "bpf_tc_detach": ([vp, vp], c_int),
@@ -344,7 +345,28 @@ def map_id(fd: int) -> int:
     return int.from_bytes(info.raw[4:8], "little")  # struct bpf_map_info: type, id, ...
 
 
-_PERCPU_TYPES = {5, 6, 10, 21}  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
+_PERCPU_TYPES = {5, 6, 10, 21}
+
+
+def pinned_map(path: str | os.PathLike) -> Map:
+    """The map pinned at ``path`` (opened with ``BPF_OBJ_GET``); :class:`BpfError` if there is none.
+
+    The caller owns the descriptor: ``os.close(m.fd)`` when done.
+    """
+    lib = _load()
+    fd = lib.bpf_obj_get(str(path).encode())
+    if fd < 0:
+        raise BpfError(f"{path}: {os.strerror(_err(fd))}")
+    info = ctypes.create_string_buffer(256)
+    length = ctypes.c_uint32(len(info))
+    rc = lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(length))
+    if rc:
+        os.close(fd)
+        raise BpfError(f"{path}: bpf_obj_get_info_by_fd: {os.strerror(_err(rc))}")
+    # struct bpf_map_info: type, id, key_size, value_size, max_entries, map_flags, name[16] ...
+    kind, _, key_size, value_size, max_entries = (int.from_bytes(info.raw[i:i + 4], "little")
+                                                  for i in range(0, 20, 4))
+    return Map(Path(path).name, fd, key_size, value_size, kind in _PERCPU_TYPES, max_entries)  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
 
 
 class BpfObject:

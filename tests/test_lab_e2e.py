@@ -209,6 +209,7 @@ def test_test_traffic_arrives_with_its_dscp(lab):
     assert arrived["f1"].lines() == [f"f1 arrived dscp 46: {arrived['f1'].total} of {arrived['f1'].total}"]
 
 
+@BOTH_DATAPLANES
 def test_processor_killed_and_restarted_mid_run_stores_every_period_exactly_once(lab):
     clock = PeriodClock(PERIOD)
     collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
