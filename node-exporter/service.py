@@ -100,6 +100,7 @@ class Exporter:
         self._points: dict[tuple[str, str], tuple[int, int]] = {}  # (flow, role) -> (flowmon_id, position), ebpf
         self._routes: Routes | None = None
         self._baselines = Baselines(config.state_file)
+        self._encoder = records.CounterEncoder(config.node, config.period)  # the guard's record values
         self.probes = Probes(config.node, config.period, self._producer, config.netns)
         self.intent = Intent(path_for(config.state_file))
         self._api_settings = api
@@ -307,6 +308,7 @@ class Exporter:
             return
         colour = clock.colour(k)
         out = []
+        encode = self._encoder.encode
         with self.lock:
             if self._table is None:
                 return
@@ -317,12 +319,11 @@ class Exporter:
                 reading = readings[role]
                 for block in self._baselines.advance(role, colour, k, reading.generation, reading.counts):
                     flowmon_id, position = self._points.get((block.flow, role), (None, None))
-                    out.append(records.CounterRecord(
-                        node=self.config.node, flow=block.flow, role=role, period=k, period_s=self.config.period,
-                        color=colour, packets=block.packets, bytes=block.bytes, read_ns=now,
-                        flowmon_id=flowmon_id, position=position))
-        for record in out:
-            self._producer.send(records.COUNTERS, key=record.flow.encode(), value=record.to_json())
+                    out.append((block.flow, encode(block.flow, role, k, colour, block.packets, block.bytes, now,
+                                                   flowmon_id, position)))
+        self._encoder.rotate()
+        for flow, value in out:
+            self._producer.send(records.COUNTERS, key=flow.encode(), value=value)
         m = metrics.get()
         m.blocks_published.labels("exporter", self.config.node).inc(len(out))
         m.records_out.labels("exporter", records.COUNTERS).inc(len(out))
