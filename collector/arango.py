@@ -1,7 +1,8 @@
 """The topology graph in ArangoDB (python-arango): the storage primitives of :class:`GraphStore`.
 
 Everything the graph means is in :mod:`srv6pm.collector.graph`; this module
-only maps its primitives onto python-arango calls and one AQL query, and
+only maps its primitives onto python-arango calls (the batch ones onto one
+bulk request each: ``get_many``, ``insert_many``) and one AQL query, and
 turns every driver or connection failure into
 :class:`~srv6pm.collector.graph.GraphStoreError` naming the URL.
 
@@ -200,6 +201,20 @@ class ArangoGraph(GraphStore):
     def _put(self, collection: str, doc: dict) -> None:
         with self._errors(f"write {collection}/{doc['_key']}"):
             self._db.collection(collection).insert(doc, overwrite=True, overwrite_mode="replace", silent=True)
+
+    def _get_many(self, collection: str, keys) -> dict[str, dict]:
+        keys = sorted(keys)
+        if not keys:
+            return {}
+        with self._errors(f"read {len(keys)} documents of {collection}"):
+            return {d["_key"]: _plain(d) for d in self._db.collection(collection).get_many(keys)}
+
+    def _put_many(self, collection: str, docs: list[dict]) -> None:
+        if not docs:
+            return
+        with self._errors(f"write {len(docs)} documents of {collection}"):
+            self._db.collection(collection).insert_many(docs, overwrite_mode="replace", silent=True,
+                                                        raise_on_document_error=True)
 
     def _delete(self, collection: str, key: str) -> None:
         with self._errors(f"delete {collection}/{key}"):

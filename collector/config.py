@@ -180,13 +180,25 @@ class Config:
     dataplane: str = netspec.DEFAULT_DATAPLANE  # one of netspec.DATAPLANES
     flowmon_ids: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     _by_name: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _flows: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _sessions: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._by_name.update((n.name, n) for n in self.nodes)
+        self._flows.update((f.name, f) for f in self.flows)
+        self._sessions.update((s.name, s) for s in self.stamp)
 
     def node(self, name: str) -> Node:
         """The node called ``name`` (KeyError if there is none)."""
         return self._by_name[name]
+
+    def flow(self, name: str) -> Flow | None:
+        """The flow called ``name``, or None (a lookup: the collector asks it for every ingress monitor)."""
+        return self._flows.get(name)
+
+    def session(self, name: str) -> StampSession | None:
+        """The STAMP session called ``name``, or None."""
+        return self._sessions.get(name)
 
     def with_flowmon_ids(self, ids: Mapping[str, int]) -> "Config":
         """A copy of this configuration with ``ids`` as its :attr:`flowmon_ids`."""

@@ -161,11 +161,11 @@ def prerequisite(config: Config, node: str, message) -> tuple[str, Key] | None:
     needs the reflector of its ``to`` node (else every test packet is lost).
     """
     if isinstance(message, pb.FlowMonitor) and message.role == pb.ROLE_INGRESS:
-        flow = next((f for f in config.flows if f.name == message.flow), None)
+        flow = config.flow(message.flow)
         if flow is not None:
             return flow.dst, ("FlowMonitor", (message.flow, pb.ROLE_EGRESS))
     if isinstance(message, pb.StampSession):
-        session = next((s for s in config.stamp if s.name == message.name), None)
+        session = config.session(message.name)
         if session is not None:
             return session.dst, ("StampReflector", validate.REFLECTOR_KEY)
     return None

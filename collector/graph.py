@@ -74,8 +74,12 @@ Example AQL, lowest forward delay from r1 to r4 over measured paths::
       OPTIONS {weightAttribute: 'delay_us', defaultWeight: 1e9}
       RETURN [v._key, e.delay_us]
 
-Rules for results (``update_loss``, ``update_delay``)
-=====================================================
+Rules for results (``update_loss``, ``update_delay``, ``update_many``)
+======================================================================
+
+The results consumer stores each batch it polls with :meth:`GraphStore.update_many`:
+every document the batch touches is read once and written once, in bulk, so
+the graph's writes grow with the number of paths and links, not of records.
 
 * A result for a flow or session that is not in the graph is ignored; it is
   counted in ``stats["unknown"]`` and logged once per subject.
@@ -104,7 +108,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -318,6 +322,15 @@ class GraphStore(ABC):
     def _delete(self, collection: str, key: str) -> None:
         """Remove the document if it exists."""
 
+    def _get_many(self, collection: str, keys) -> dict[str, dict]:
+        """Key -> document of those of ``keys`` that exist (backends may do it in one request)."""
+        return {k: doc for k in keys if (doc := self._get(collection, k)) is not None}
+
+    def _put_many(self, collection: str, docs: list[dict]) -> None:
+        """Insert or replace every document of ``docs`` (backends may do it in one request)."""
+        for doc in docs:
+            self._put(collection, doc)
+
     @abstractmethod
     def _all(self, collection: str) -> list[dict]:
         """Every document of the collection (without ``_id``/``_rev``)."""
@@ -409,50 +422,7 @@ class GraphStore(ABC):
         Raises :class:`srv6pm.records.RecordError` when it does not satisfy the
         topic's schema. Returns :data:`APPLIED`, :data:`STALE` or :data:`UNKNOWN`.
         """
-        records.validate(records.LOSS, result)
-        with self._lock:
-            edge = self._get(PATHS, f"flow:{result['flow']}")
-            if edge is None:
-                return self._unknown("flow", result["flow"])
-            current = edge.get("loss")
-            if current and current["period"] > result["period"]:
-                self.stats["stale"] += 1
-                return STALE
-            loss = {k: result.get(k) for k in _LOSS_FIELDS}
-            if not loss["complete"]:  # an incomplete period is never loss
-                loss.update(lost_packets=None, loss_ratio=None)
-            segments = [_segment(s) for s in result.get("segments") or ()]
-            if result.get("segments") is not None:
-                loss["segments"] = segments
-            loss["updated_at"] = rfc3339_ns(self._clock_ns())
-            edge["loss"] = loss
-            self._put(PATHS, edge)
-            self._segments_onto_links(result, segments, loss["updated_at"])
-            self.stats["loss"] += 1
-            return APPLIED
-
-    def _segments_onto_links(self, result: Mapping, segments: list[dict], updated_at: str) -> None:
-        """Each segment onto the link between its two nodes, as that flow's latest there; one write per link."""
-        touched: dict[str, dict] = {}
-        for segment in segments:
-            if segment["from"] is None or segment["to"] is None:
-                continue
-            doc = None
-            for key in (f"{segment['from']}--{segment['to']}", f"{segment['to']}--{segment['from']}"):
-                doc = touched.get(key) or self._get(LINKS, key)
-                if doc is not None:
-                    break
-            if doc is None:
-                continue  # not one configured link: the segment is on the path edge only
-            entries = doc.setdefault("segment_loss", {})
-            current = entries.get(result["flow"])
-            if current and current["period"] > result["period"]:
-                continue
-            entries[result["flow"]] = {**segment, "period": result["period"], "period_start": result["period_start"],
-                                       "updated_at": updated_at}
-            touched[doc["_key"]] = doc
-        for doc in touched.values():
-            self._put(LINKS, doc)
+        return self.update_many([(records.LOSS, result)])[0]
 
     def update_delay(self, result: Mapping) -> str:
         """Store a ``srv6pm.delay`` result (one direction) on its session's path.
@@ -461,26 +431,99 @@ class GraphStore(ABC):
         :class:`srv6pm.records.RecordError` when it does not satisfy the topic's
         schema. Returns :data:`APPLIED`, :data:`STALE` or :data:`UNKNOWN`.
         """
-        records.validate(records.DELAY, result)
-        direction = result["direction"]
+        return self.update_many([(records.DELAY, result)])[0]
+
+    def update_many(self, results: Sequence[tuple[str, Mapping]]) -> list[str]:
+        """Store a batch of results, ``(topic, result)`` with topic ``srv6pm.loss`` or ``srv6pm.delay``, in order.
+
+        The same as :meth:`update_loss` / :meth:`update_delay` one by one, but
+        every document the batch touches is read once and written once: one
+        :meth:`_get_many` and one :meth:`_put_many` per collection, whatever the
+        number of results (a period's results of 10,000 flows are a few bulk
+        requests, not 20,000). Raises :class:`srv6pm.records.RecordError` for
+        the first result that does not satisfy its topic's schema, before
+        anything is stored. Returns one outcome per result.
+        """
+        for topic, result in results:
+            if topic not in (records.LOSS, records.DELAY):
+                raise GraphError(f"topic: results come from {records.LOSS} or {records.DELAY}, not {topic!r}")
+            records.validate(topic, result)
         with self._lock:
-            edge = self._get(PATHS, f"stamp:{result['session']}")
-            if edge is None:
-                return self._unknown("session", result["session"])
-            delay = edge.get("delay") or {}
-            current = delay.get(direction)
-            if current and current["period"] > result["period"]:
-                self.stats["stale"] += 1
-                return STALE
-            delay[direction] = {k: result.get(k) for k in _DELAY_FIELDS}
-            delay["updated_at"] = rfc3339_ns(self._clock_ns())
-            edge["delay"] = delay
-            if direction == "forward":
-                mean = result.get("mean_us")
-                edge["delay_us"] = float(mean) if _number(mean) and mean >= 0 else None
-            self._put(PATHS, edge)
-            self.stats["delay"] += 1
-            return APPLIED
+            paths = self._get_many(PATHS, {_path_key(topic, r) for topic, r in results})
+            ends = set()
+            for topic, r in results:
+                for seg in (r.get("segments") or ()) if topic == records.LOSS else ():
+                    if seg.get("from") is not None and seg.get("to") is not None:
+                        ends.update({f"{seg['from']}--{seg['to']}", f"{seg['to']}--{seg['from']}"})
+            links = self._get_many(LINKS, ends) if ends else {}
+            touched_paths: set[str] = set()
+            touched_links: set[str] = set()
+            outcomes = []
+            for topic, r in results:
+                edge = paths.get(_path_key(topic, r))
+                if edge is None:
+                    outcomes.append(self._unknown("flow" if topic == records.LOSS else "session",
+                                                  r["flow" if topic == records.LOSS else "session"]))
+                    continue
+                if topic == records.LOSS:
+                    outcome = self._loss_onto(edge, r, links, touched_links)
+                else:
+                    outcome = self._delay_onto(edge, r)
+                if outcome == APPLIED:
+                    touched_paths.add(edge["_key"])
+                outcomes.append(outcome)
+            if touched_paths:
+                self._put_many(PATHS, [paths[k] for k in sorted(touched_paths)])
+            if touched_links:
+                self._put_many(LINKS, [links[k] for k in sorted(touched_links)])
+            return outcomes
+
+    def _loss_onto(self, edge: dict, result: Mapping, links: dict[str, dict], touched: set[str]) -> str:
+        """Put a loss result on its path edge and its segments on the links (in memory); the outcome."""
+        current = edge.get("loss")
+        if current and current["period"] > result["period"]:
+            self.stats["stale"] += 1
+            return STALE
+        loss = {k: result.get(k) for k in _LOSS_FIELDS}
+        if not loss["complete"]:  # an incomplete period is never loss
+            loss.update(lost_packets=None, loss_ratio=None)
+        segments = [_segment(s) for s in result.get("segments") or ()]
+        if result.get("segments") is not None:
+            loss["segments"] = segments
+        loss["updated_at"] = rfc3339_ns(self._clock_ns())
+        edge["loss"] = loss
+        for segment in segments:  # each onto the link between its two nodes, as that flow's latest there
+            if segment["from"] is None or segment["to"] is None:
+                continue
+            doc = links.get(f"{segment['from']}--{segment['to']}") or links.get(f"{segment['to']}--{segment['from']}")
+            if doc is None:
+                continue  # not one configured link: the segment is on the path edge only
+            entries = doc.setdefault("segment_loss", {})
+            held = entries.get(result["flow"])
+            if held and held["period"] > result["period"]:
+                continue
+            entries[result["flow"]] = {**segment, "period": result["period"], "period_start": result["period_start"],
+                                       "updated_at": loss["updated_at"]}
+            touched.add(doc["_key"])
+        self.stats["loss"] += 1
+        return APPLIED
+
+    def _delay_onto(self, edge: dict, result: Mapping) -> str:
+        """Put one direction of a delay result on its path edge (in memory); the outcome."""
+        direction = result["direction"]
+        delay = edge.get("delay") or {}
+        current = delay.get(direction)
+        if current and current["period"] > result["period"]:
+            self.stats["stale"] += 1
+            return STALE
+        delay[direction] = {k: result.get(k) for k in _DELAY_FIELDS}
+        delay["updated_at"] = rfc3339_ns(self._clock_ns())
+        edge["delay"] = delay
+        if direction == "forward":
+            mean = result.get("mean_us")
+            edge["delay_us"] = float(mean) if _number(mean) and mean >= 0 else None
+        self.stats["delay"] += 1
+        return APPLIED
 
     def lowest_delay_path(self, src: str, dst: str) -> DelayPath | None:
         """The chain of measured paths from node ``src`` to node ``dst`` with the lowest total ``delay_us``.
@@ -544,6 +587,10 @@ class GraphStore(ABC):
         old = (self._get(LINKS, link.key) or {}).get("segment_loss") or {}
         return {"_key": link.key, "_from": f"{NODES}/{link.a}", "_to": f"{NODES}/{link.b}", "a": link.a, "b": link.b,
                 "delay_ms": link.delay_ms, "segment_loss": {f: e for f, e in old.items() if f in measured}}
+
+
+def _path_key(topic: str, result: Mapping) -> str:
+    return f"flow:{result['flow']}" if topic == records.LOSS else f"stamp:{result['session']}"
 
 
 def _segment(doc: Mapping) -> dict:

@@ -27,6 +27,10 @@ per configured node and works in ROUNDS, one every ``interval`` seconds
    only started once its flow's egress monitor is in place at the egress node,
    and a STAMP session once its reflector is running (no loss invented during
    set-up); until then it waits, and the network is not converged.
+   A node's actions of one step go in ``ApplyBatch`` calls of at most
+   :data:`BATCH` objects, each answered as its own RPC would be, so ten
+   thousand new flows are ten calls, not ten thousand; an exporter without
+   that RPC (UNIMPLEMENTED) gets one call per object from then on.
    Every change is an event (``applied``/``removed``, only when the exporter
    reports it changed something). A refused change (FAILED_PRECONDITION,
    INVALID_ARGUMENT, ...) is event ``apply_failed`` with the exporter's message
@@ -52,6 +56,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import grpc
+
 from srv6pm import metrics as metrics_mod
 from srv6pm.collector import desired as desired_mod
 from srv6pm.collector.config import Config
@@ -62,9 +68,13 @@ from srv6pm.southbound.client import ExporterClient, SouthboundError
 from srv6pm.southbound.tls import ClientTls
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
-__all__ = ["Backoff", "Engine", "NodeStatus", "RoundReport"]
+__all__ = ["BATCH", "Backoff", "Engine", "NodeStatus", "RoundReport"]
 
 log = logging.getLogger("srv6pm.collector.reconcile")
+
+BATCH = 1000
+"""Objects per ApplyBatch call: well under gRPC's 4 MiB message limit with the largest objects."""
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
 
 StatusCallback = Callable[[str, bool, "str | None", int], None]
 """on_status(node, alive, boot_id, at_ns): called on every liveness change."""
@@ -99,6 +109,7 @@ class NodeStatus:
     last_error: str | None = None
     full: bool = False  # re-apply everything in the next round (exporter restarted)
     client: Any = field(default=None, repr=False)
+    batch: bool = True  # the exporter serves ApplyBatch (until it answers UNIMPLEMENTED)
     probe: Future | None = field(default=None, repr=False)
     state: pb.NodeState | None = field(default=None, repr=False)
     failed: dict = field(default_factory=dict, repr=False)  # Key -> (attempts, retry_at, message)
@@ -379,38 +390,85 @@ class Engine:
     # ------------------------------------------------------------ acting
 
     def _act(self, status: NodeStatus, actions: list[Action], present: set[Key]) -> dict[str, int]:
-        """Run one node's actions of one step in order; stop at the first unreachable error. Returns counts."""
+        """Run one node's actions of one step in order; stop at the first unreachable error. Returns counts.
+
+        The actions go in ``ApplyBatch`` calls of at most :data:`BATCH` items
+        (each answered as its own RPC would be); an exporter without that RPC
+        (UNIMPLEMENTED) gets them one call each from then on.
+        """
         counts = {"applied": 0, "removed": 0, "unchanged": 0, "failed": 0}
-        for action in actions:
+        for start in range(0, len(actions), BATCH):
+            chunk = actions[start:start + BATCH]
             try:
-                if action.verb == "apply":
-                    reply = self._counted(client_mod._APPLY[type(action.message)], status.client.apply,
-                                          action.message)
-                else:
-                    ref = client_mod.ref_of(action.message)
-                    reply = self._counted(client_mod._REMOVE[type(ref)], status.client.remove, ref)
+                answers = self._batch(status, chunk) if status.batch else self._singly(status, chunk)
+            except SouthboundError as exc:
+                self._down(status, exc)
+                break
+            for action, (reply, error) in zip(chunk, answers):
+                self._answered(status, action, reply, error, present, counts)
+            if len(answers) < len(chunk):  # unreachable part way
+                break
+        return counts
+
+    def _batch(self, status: NodeStatus, chunk: list[Action]) -> list:
+        """[(reply, error)] of one ApplyBatch; SouthboundError if the node is unreachable."""
+        try:
+            results = self._counted("ApplyBatch", status.client.apply_batch, [_request(a) for a in chunk])
+        except SouthboundError as exc:
+            if exc.unreachable:
+                raise
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED:
+                log.info("exporter has no ApplyBatch: one call per object", extra={"node": status.name})
+                status.batch = False
+            else:  # the call as a whole was refused (too large, say): each object on its own tells why
+                log.warning("batch refused, one call per object", extra={"node": status.name, "error": str(exc)})
+            return self._singly(status, chunk)
+        out = []
+        for action, r in zip(chunk, results):
+            code = _STATUS.get(r.code, grpc.StatusCode.UNKNOWN)
+            self.metrics.api_calls.labels("collector", _method(action), code.name).inc()  # per item, see metrics
+            out.append((r.reply, None) if code == grpc.StatusCode.OK else (None, SouthboundError(code, r.error)))
+        return out
+
+    def _singly(self, status: NodeStatus, chunk: list[Action]) -> list:
+        """[(reply, error)] of one call per action; stops (shorter list) at the first unreachable error."""
+        out = []
+        for action in chunk:
+            try:
+                call = status.client.apply if action.verb == "apply" else status.client.remove
+                reply = self._counted(_method(action), call, _request(action))
             except SouthboundError as exc:
                 if exc.unreachable:
+                    if not out:
+                        raise
                     self._down(status, exc)
                     break
-                self._refused(status, action, exc)
-                counts["failed"] += 1
+                out.append((None, exc))
                 continue
-            status.failed.pop(action.key, None)
-            if action.verb == "apply":
-                present.add(action.key)
-            else:
-                present.discard(action.key)
-            if reply.changed:
-                kind = "applied" if action.verb == "apply" else "removed"
-                counts[kind] += 1
-                self.metrics.reconcile_actions.labels("collector", action.verb).inc()
-                self._emit(kind, node=status.name, object=action.object, boot_id=status.boot_id,
-                                 detail=reply.detail or None)
-            else:
-                counts["unchanged"] += 1
-                log.debug("already so", extra={"node": status.name, "object": action.object})
-        return counts
+            out.append((reply, None))
+        return out
+
+    def _answered(self, status: NodeStatus, action: Action, reply, error, present: set[Key],
+                  counts: dict[str, int]) -> None:
+        """Account for one action's answer: events, the node's presence set, refusals' backoff."""
+        if error is not None:
+            self._refused(status, action, error)
+            counts["failed"] += 1
+            return
+        status.failed.pop(action.key, None)
+        if action.verb == "apply":
+            present.add(action.key)
+        else:
+            present.discard(action.key)
+        if reply.changed:
+            kind = "applied" if action.verb == "apply" else "removed"
+            counts[kind] += 1
+            self.metrics.reconcile_actions.labels("collector", action.verb).inc()
+            self._emit(kind, node=status.name, object=action.object, boot_id=status.boot_id,
+                       detail=reply.detail or None)
+        else:
+            counts["unchanged"] += 1
+            log.debug("already so", extra={"node": status.name, "object": action.object})
 
     def _refused(self, status: NodeStatus, action: Action, exc: SouthboundError) -> None:
         self.metrics.apply_failures.labels("collector", status.name).inc()
@@ -419,3 +477,14 @@ class Engine:
         verb = "" if action.verb == "apply" else "removing: "
         self._emit("apply_failed", node=status.name, object=action.object, boot_id=status.boot_id,
                          detail=f"{verb}{exc}")
+
+
+def _request(action: Action):
+    """The message an action sends: the object to apply, or the ``*Ref`` that removes it."""
+    return action.message if action.verb == "apply" else client_mod.ref_of(action.message)
+
+
+def _method(action: Action) -> str:
+    """The RPC that carries an action on its own (``ApplyPolicy``, ``StopFlowMonitoring``, ...)."""
+    request = _request(action)
+    return (client_mod._APPLY if action.verb == "apply" else client_mod._REMOVE)[type(request)]

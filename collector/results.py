@@ -5,8 +5,9 @@ positions) onto the link edges between their nodes (see ``graph``).
 
 :class:`ResultsConsumer` is one member of a Kafka consumer group on both
 result topics. Each loop iteration (:meth:`ResultsConsumer.step`) polls a
-batch, applies every record to the graph (:meth:`GraphStore.update_loss` /
-:meth:`GraphStore.update_delay`), and only then commits the batch's offsets.
+batch, applies it to the graph in one :meth:`GraphStore.update_many` (each
+document it touches read and written once, in bulk), and only then commits
+the batch's offsets.
 So a record is never committed before the graph holds it; after a crash the
 uncommitted tail is re-read and applied again, which changes nothing (the
 same period overwrites itself, older periods never overwrite newer ones).
@@ -55,7 +56,7 @@ class ResultsOptions:
 
     client_id: str = field(default_factory=lambda: f"srv6pm-collector-{socket.gethostname()}")
     poll_ms: int = 500
-    max_records: int = 500
+    max_records: int = 5000  # one poll, one graph update: a period of 5,000 flows in one batch
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 60_000
@@ -93,28 +94,28 @@ class ResultsConsumer:
         """Poll one batch, apply it to the graph, commit it. Returns the number of records consumed."""
         batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        good: list[tuple[str, dict]] = []
         count = 0
         for tp, messages in batch.items():
             for m in messages:
-                self._apply(tp.topic, tp.partition, m.offset, m.value)
+                self.stats["records"] += 1
+                try:
+                    doc = _parse(m.value)
+                    records.validate(tp.topic, doc)
+                except records.RecordError as exc:
+                    self.stats["bad"] += 1
+                    log.warning("result record skipped", extra={"topic": tp.topic, "partition": tp.partition,
+                                                                "offset": m.offset, "reason": str(exc)})
+                else:
+                    good.append((tp.topic, doc))
                 offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
                 count += 1
+        if good:  # the whole poll in one graph update: one bulk read and write per collection
+            for outcome in self._retry(lambda: self.graph.update_many(good)):
+                self.stats[outcome if outcome != APPLIED else "applied"] += 1
         if offsets:
             self._consumer.commit(offsets)
         return count
-
-    def _apply(self, topic: str, partition: int, offset: int, raw: bytes | None) -> None:
-        self.stats["records"] += 1
-        try:
-            doc = _parse(raw)
-            update = self.graph.update_loss if topic == records.LOSS else self.graph.update_delay
-            outcome = self._retry(lambda: update(doc))
-        except records.RecordError as exc:
-            self.stats["bad"] += 1
-            log.warning("result record skipped", extra={"topic": topic, "partition": partition, "offset": offset,
-                                                        "reason": str(exc)})
-            return
-        self.stats[outcome if outcome != APPLIED else "applied"] += 1
 
     def _retry(self, action):
         delay = 0.2

@@ -50,6 +50,7 @@ from srv6pm.southbound.v1 import southbound_pb2_grpc as rpc
 from srv6pm.southbound.validate import InvalidArgument
 
 from .dataplane import DataplaneError
+from .batch import apply_batch
 from .intent import kind_of
 from .probes import ProbeError
 from .routes import RouteError
@@ -140,9 +141,7 @@ class Node:
                 getattr(self, f"_apply_{kind}")(msg, current)
             except (RouteError, DataplaneError, ProbeError, NetnsError) as exc:
                 raise Refused(str(exc)) from None
-            self.intent.put(msg)
-        log.info("applied", extra={"node": self.exporter.config.node, "object": what})
-        return pb.ApplyReply(changed=True, detail=f"{'replaced' if current is not None else 'applied'} {what}")
+            return self.recorded(msg, current)
 
     def remove(self, ref) -> pb.ApplyReply:
         """Remove the object a ``*Ref`` message names; see the module documentation."""
@@ -152,14 +151,31 @@ class Node:
             current = self.intent.get(ref)
             if current is None:
                 return pb.ApplyReply(changed=False, detail=f"{kind} {self._key_text(ref)} not applied")
-            what = _describe(current)
             try:
                 getattr(self, f"_remove_{kind}")(current)
             except (RouteError, DataplaneError, ProbeError, NetnsError) as exc:
                 raise Refused(str(exc)) from None
-            self.intent.remove(ref)
-        log.info("removed", extra={"node": self.exporter.config.node, "object": what})
-        return pb.ApplyReply(changed=True, detail=f"removed {what}")
+            return self.recorded(ref, current)
+
+    def recorded(self, msg, current) -> pb.ApplyReply:
+        """Record a change the node made in the intent, log it and answer it.
+
+        ``msg`` is the object applied over ``current`` (None: there was none),
+        or the ``*Ref`` that removed ``current``.
+        """
+        if type(msg).__name__.endswith("Ref"):
+            verb, what = "removed", _describe(current)
+            self.intent.remove(msg)
+        else:
+            verb, what = "replaced" if current is not None else "applied", _describe(msg)
+            self.intent.put(msg)
+        log.info("removed" if verb == "removed" else "applied", extra={"node": self.exporter.config.node,
+                                                                       "object": what})
+        return pb.ApplyReply(changed=True, detail=f"{verb} {what}")
+
+    def batch(self, request: pb.Batch) -> pb.BatchReply:
+        """``ApplyBatch``: every item answered as its own RPC would (:mod:`.batch`)."""
+        return apply_batch(self, request)
 
     @staticmethod
     def _key_text(ref) -> str:
@@ -182,9 +198,9 @@ class Node:
         self.exporter.routes.remove_local_sid(sid.sid)
 
     def _apply_policies(self, policy: pb.Policy, current: pb.Policy | None) -> None:
-        for other in self.intent.items("policies"):
-            if other.name != policy.name and other.destination == policy.destination:
-                raise Refused(f"destination: {policy.destination} is already steered by policy {other.name!r}")
+        other = self.intent.holder(policy)
+        if other is not None:
+            raise Refused(f"destination: {policy.destination} is already steered by policy {other!r}")
         routes = self.exporter.routes
         created = routes.apply_policy(policy)
         if current is not None and current.destination != policy.destination:
@@ -198,30 +214,28 @@ class Node:
     def _remove_policies(self, policy: pb.Policy) -> None:
         self.exporter.routes.remove_policy(policy.destination)
 
-    def _flow_set(self, without, plus=None) -> list[pb.FlowMonitor]:
-        flows = [f for f in self.intent.items("flows") if validate.key_of(f) != validate.key_of(without)]
-        return flows + ([plus] if plus is not None else [])
-
-    def _apply_flows(self, flow: pb.FlowMonitor, current) -> None:
+    def _check_flow(self, flow: pb.FlowMonitor) -> None:
+        """Refuse a monitor this data plane cannot count, or whose match another flow counts (a lookup)."""
         if self.exporter.config.dataplane == "ebpf" and not flow.flowmon_id:
             raise InvalidArgument("flowmon_id", "missing: the ebpf data plane carries and counts the FlowMonID "
                                   "(the collector allocates it)")
         if self.exporter.config.dataplane == "nftables" and flow.role == pb.ROLE_TRANSIT:
             raise Refused("role: transit counting needs the ebpf data plane (this exporter runs nftables)")
-        for other in self.intent.items("flows"):
-            if (other.flow != flow.flow and other.role == flow.role and flow.role != pb.ROLE_TRANSIT
-                    and other.source_prefix == flow.source_prefix
-                    and other.destination_prefix == flow.destination_prefix):
-                raise Refused(f"source_prefix: flow {other.flow!r} has the same {ROLE_NAMES[flow.role]} match "
-                              f"{flow.source_prefix} -> {flow.destination_prefix}: the counters could not tell "
-                              "them apart")
+        other = self.intent.holder(flow)
+        if other is not None:
+            raise Refused(f"source_prefix: flow {other[0]!r} has the same {ROLE_NAMES[flow.role]} match "
+                          f"{flow.source_prefix} -> {flow.destination_prefix}: the counters could not tell "
+                          "them apart")
+
+    def _apply_flows(self, flow: pb.FlowMonitor, current) -> None:
+        self._check_flow(flow)
         try:
-            self.exporter.set_flows(self._flow_set(flow, flow))
+            self.exporter.change_flows(add=[flow], remove=[current] if current is not None else [])
         except ValueError as exc:
             raise Refused(str(exc)) from None
 
     def _remove_flows(self, flow: pb.FlowMonitor) -> None:
-        self.exporter.set_flows(self._flow_set(flow))
+        self.exporter.change_flows(remove=[flow])
 
     def _apply_stamp_sessions(self, session: pb.StampSession, current) -> None:
         self.exporter.probes.start_session(session)
@@ -262,6 +276,9 @@ class Servicer(rpc.NodeExporterServicer):
 
     def ReadCounters(self, request, context):
         return self._do(context, self.node.counters, request)
+
+    def ApplyBatch(self, request, context):
+        return self._do(context, self.node.batch, request)
 
     def _apply(self, request, context):
         return self._do(context, self.node.apply, request)

@@ -13,7 +13,7 @@
                                   # the colour in two DSCP codepoints, which rewrites the DSCP)
     dscp: [11, 15]                # nftables data plane: DSCP of colour 0 and colour 1 (optional)
     state_file: /var/lib/srv6pm/r1.json   # baselines across restarts (optional); the
-                                  # applied state is kept beside it (<state_file>.intent.json)
+                                  # applied state is kept beside it (<state_file>.intent.db)
     grpc:                         # the southbound API (optional; flags of `srv6pm exporter run`
                                   # override it)
       listen: "[::]:50051"        # host:port; "" or "none": no API (file-only mode)

@@ -49,7 +49,10 @@ Table ``ip6 <table>`` (default ``srv6pm``) in the node's namespace holds::
 Counters are monotonic: the table never resets them. :meth:`CountingTable.install`
 on an existing table (an exporter restart) keeps the table, its sets and
 their counters, and only reconciles the set elements (adds missing flows,
-deletes unwanted ones) and the rules. A consumer computes deltas, and detects
+deletes unwanted ones) and the rules; it lists the table, so its cost grows
+with the number of flows. Later changes go through :meth:`CountingTable.change`:
+element additions and deletions only, one transaction, a cost that does not
+depend on the number of flows. A consumer computes deltas, and detects
 that counters restarted through :attr:`Reading.generation`, which changes
 whenever the set is recreated (or the table, or the namespace).
 
@@ -61,7 +64,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from srv6pm.exporter.nft import Nft, NftError
 
@@ -200,6 +203,7 @@ class CountingTable:
         self.table = table
         self.dscp: tuple[int, int] = dscp  # type: ignore[assignment]
         self._flows: dict[str, dict[tuple[str, str], str]] | None = None  # role -> key -> flow name
+        self._names: dict[str, dict[str, tuple[str, str]]] = {}  # role -> flow name -> key
         self._colour: int | None = None
 
     # -- helpers ---------------------------------------------------------------
@@ -310,7 +314,66 @@ class CountingTable:
         cmds.append(self._count_rule(1))
         self._run("installing", cmds)
         self._flows = wanted
+        self._names = {role: {name: key for key, name in wanted[role].items()} for role in ROLES}
         self._colour = colour
+
+    def change(self, add: Mapping[str, Iterable[FlowMatch]] | None = None,
+               remove: Mapping[str, Iterable[str]] | None = None) -> None:
+        """Stop counting the flows named in ``remove[role]``, then count ``add[role]``; the others are untouched.
+
+        One nftables transaction of ``delete element`` and ``add element``
+        commands on the role's two colour sets, nothing else: no listing, no
+        rule rewritten, so its cost does not depend on how many flows are
+        installed. Absent names in ``remove`` are ignored. Needs a prior
+        :meth:`install`. Raises ``ValueError`` for a name or match already
+        counted in the role (or twice in ``add``) and :class:`DataplaneError`
+        if nftables refuses; then nothing changed.
+        """
+        if self._flows is None:
+            raise DataplaneError(f"{self._where()}: change before install()")
+        add, remove = add or {}, remove or {}
+        undo: list = []
+        gone: dict[str, list] = {role: [] for role in ROLES}
+        new: dict[str, list] = {role: [] for role in ROLES}
+        try:
+            for role in ROLES:
+                by_key, by_name = self._flows[role], self._names[role]
+                for name in remove.get(role, ()):
+                    key = by_name.pop(name, None)
+                    if key is not None:
+                        del by_key[key]
+                        gone[role].append(key)
+                        undo.append((by_key, by_name, key, name))
+                for f in add.get(role, ()):
+                    if not isinstance(f, FlowMatch):
+                        raise TypeError(f"{role} flows must be FlowMatch objects, got {type(f).__name__}")
+                    if f.name in by_name:
+                        raise ValueError(f"duplicate {role} flow name {f.name!r}")
+                    if f.key in by_key:
+                        raise ValueError(f"{role} flows {by_key[f.key]!r} and {f.name!r} have the same match "
+                                         f"{f.src} . {f.dst}")
+                    by_key[f.key], by_name[f.name] = f.name, f.key
+                    new[role].append(f.key)
+                    undo.append((by_key, by_name, None, f))
+            cmds = []
+            for role in ROLES:
+                for c in (0, 1):
+                    if gone[role]:
+                        cmds.append({"delete": {"element": self._ref(name=_set_name(role, c),
+                                                                     elem=[_element(k) for k in gone[role]])}})
+            for role in ROLES:
+                for c in (0, 1):
+                    if new[role]:
+                        cmds.append({"add": {"element": self._ref(name=_set_name(role, c),
+                                                                  elem=[_element(k) for k in new[role]])}})
+            self._run("changing the flows", cmds, needs_table=True)
+        except BaseException:
+            for by_key, by_name, key, item in reversed(undo):
+                if key is not None:  # a removal: put it back
+                    by_key[key], by_name[item] = item, key
+                else:  # an addition: take it out
+                    del by_key[item.key], by_name[item.name]
+            raise
 
     @property
     def colour(self) -> int | None:
@@ -366,4 +429,5 @@ class CountingTable:
         if self.exists():
             self._run("removing", [{"delete": {"table": {"family": FAMILY, "name": self.table}}}])
         self._flows = None
+        self._names = {}
         self._colour = None

@@ -33,17 +33,16 @@ a lost pin, an incompatible upgrade), which is when counters restarted.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from srv6pm import bpf
 from srv6pm.netns import NetnsThread
 
+from .classify import U32, Model, Op, Point
 from .dataplane import DataplaneError, Reading
 
 __all__ = ["OBJECT", "PIN_ROOT", "EbpfTable", "Point", "pin_dir"]
@@ -54,11 +53,7 @@ OBJECT = bpf.object_path(Path(__file__).parent / "bpf", "altmark")
 PIN_ROOT = Path(bpf.BPFFS) / "srv6pm-exporter"
 ROLES = ("ingress", "transit", "egress")
 PINNED = ("counters0", "counters1", "exact", "sources", "flows", "colour")
-_COUNTER_VALUE = struct.Struct("<QQ")
-_SOURCE_KEY = struct.Struct("<I16s")
-_FLOW_KEY = struct.Struct("<II16s")
-_EXACT_KEY = struct.Struct("16s16s")
-_U32 = struct.Struct("<I")
+_U32 = U32
 # tc filter slot of srv6pm's programs on every interface (handle, priority)
 TC_HANDLE = 0x5A6D
 TC_PRIORITY = 0x5A6D
@@ -69,54 +64,12 @@ def pin_dir(node: str) -> Path:
     return PIN_ROOT / node
 
 
-@dataclass(frozen=True)
-class Point:
-    """One flow counted at this node: its role, FlowMonID, and (ingress only) its inner match."""
-
-    name: str
-    role: str
-    flowmon_id: int
-    position: int = 0
-    src: str = "::/0"
-    dst: str = "::/0"
-
-    def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(f"flow {self.name!r}: role must be one of {', '.join(ROLES)}, got {self.role!r}")
-        if not 1 <= self.flowmon_id <= 0xFFFFF:
-            raise ValueError(f"flow {self.name!r}: the eBPF data plane needs a FlowMonID in 1..1048575, "
-                             f"got {self.flowmon_id}")
-        for field in ("src", "dst"):
-            try:
-                object.__setattr__(self, field, str(ipaddress.IPv6Network(getattr(self, field), strict=True)))
-            except ValueError as exc:
-                raise ValueError(f"flow {self.name!r}: {field}: {exc}") from None
-
-
 def _boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
             return fh.read().strip()
     except OSError:
         return "0"
-
-
-def _source_key(prefix: str) -> bytes:
-    net = ipaddress.IPv6Network(prefix)
-    return _SOURCE_KEY.pack(net.prefixlen, net.network_address.packed)
-
-
-def _exact(p: Point) -> bool:
-    return p.src.endswith("/128") and p.dst.endswith("/128")
-
-
-def _exact_key(p: Point) -> bytes:
-    return _EXACT_KEY.pack(ipaddress.IPv6Address(p.src[:-4]).packed, ipaddress.IPv6Address(p.dst[:-4]).packed)
-
-
-def _flow_key(cls: int, prefix: str) -> bytes:
-    net = ipaddress.IPv6Network(prefix)
-    return _FLOW_KEY.pack(32 + net.prefixlen, cls, net.network_address.packed)
 
 
 class EbpfTable:
@@ -149,10 +102,9 @@ class EbpfTable:
         self.generation = ".".join([_boot_id(), *(str(bpf.map_id(m.fd)) for m in self._counters)])
         self._thread = NetnsThread(netns, thread_name=f"bpf-{node}")
         self._attached: set[int] = set()
-        self._points: dict[tuple[str, str], Point] = {}  # (name, role) -> point
-        self._by_id: dict[int, Point] = {}
-        self._classes: dict[str, tuple[int, int]] = {}  # source prefix -> (class, flows using it)
-        self._next_class = 1
+        self._maps = {"counters0": self._counters[0], "counters1": self._counters[1], "exact": self._exact_map,
+                      "sources": self._sources_map, "flows": self._flows_map}
+        self._model = Model(self._flows_map.max_entries)
         self._colour: int | None = None
         self._stale_counters = True  # counters of flows an earlier run had: dropped at the first install
         self._forget_strangers()
@@ -194,83 +146,69 @@ class EbpfTable:
     def install(self, points: Iterable[Point], colour: int) -> None:
         """Count exactly ``points`` from now on and mark with ``colour``; counters of kept points are kept.
 
-        Only the difference to what is installed is applied. Raises
-        ``ValueError`` for two points with one FlowMonID, a name listed twice
-        in a role, or ingress flows whose source prefixes nest (the
-        classification needs equal or disjoint source prefixes).
+        Only the difference to what is installed is applied (:meth:`change`).
+        Raises ``ValueError`` for a name listed twice in a role and for what
+        :meth:`change` refuses; then nothing changed.
         """
         wanted: dict[tuple[str, str], Point] = {}
-        ids: dict[int, Point] = {}
         for p in points:
-            if (p.name, p.role) in wanted:
+            if p.key in wanted:
                 raise ValueError(f"duplicate {p.role} flow name {p.name!r}")
-            if p.flowmon_id in ids:
-                other = ids[p.flowmon_id]
-                raise ValueError(f"flows {other.name!r} ({other.role}) and {p.name!r} ({p.role}) have the same "
-                                 f"FlowMonID {p.flowmon_id}")
-            wanted[(p.name, p.role)] = p
-            ids[p.flowmon_id] = p
-        limit = self._flows_map.max_entries
-        if len(wanted) > limit:
-            raise ValueError(f"{len(wanted)} flows: the ebpf data plane counts at most {limit} flows per node")
-        ingress = [p for p in wanted.values() if p.role == "ingress"]
-        _check_sources([p for p in ingress if not _exact(p)])
-        matches: dict[tuple[str, str], str] = {}
-        for p in ingress:
-            if (p.src, p.dst) in matches:
-                raise ValueError(f"ingress flows {matches[(p.src, p.dst)]!r} and {p.name!r} have the same match "
-                                 f"{p.src} . {p.dst}")
-            matches[(p.src, p.dst)] = p.name
+            wanted[p.key] = p
+        current = self._model.points
+        self.change(add=[p for key, p in wanted.items() if current.get(key) != p],
+                    remove=[key for key, old in current.items() if wanted.get(key) != old])
         try:
-            if self._stale_counters:
-                for m in self._counters:
-                    keys, _, count = m.dump()
-                    for (flowmon_id,) in _U32.iter_unpack(keys[:count * _U32.size]):
-                        if flowmon_id not in ids:
-                            m.delete(_U32.pack(flowmon_id))
-                self._stale_counters = False
-            for key, old in list(self._points.items()):
-                if wanted.get(key) != old:
-                    self._remove(old)
-            for key, p in wanted.items():
-                if key not in self._points:
-                    self._add(p)
             self.set_colour(colour)
         except bpf.BpfError as exc:
             raise DataplaneError(f"{self._where()}: {exc}") from exc
 
-    def _add(self, p: Point) -> None:
-        zero = _COUNTER_VALUE.pack(0, 0)
-        for m in self._counters:  # a counter that exists already (pinned, before a restart) keeps its value
-            m.update(_U32.pack(p.flowmon_id), zero, bpf.BPF_NOEXIST)
-        if p.role == "ingress" and _exact(p):
-            self._exact_map.update(_exact_key(p), _U32.pack(p.flowmon_id))
-        elif p.role == "ingress":
-            cls, users = self._classes.get(p.src, (0, 0))
-            if not cls:
-                cls = self._next_class
-                self._next_class += 1
-                self._sources_map.update(_source_key(p.src), _U32.pack(cls))
-            self._classes[p.src] = (cls, users + 1)
-            self._flows_map.update(_flow_key(cls, p.dst), _U32.pack(p.flowmon_id))
-        self._points[(p.name, p.role)] = p
-        self._by_id[p.flowmon_id] = p
+    def change(self, add: Iterable[Point] = (), remove: Iterable[tuple[str, str]] = ()) -> None:
+        """Stop counting the points named (name, role) in ``remove``, then count ``add``; the others are untouched.
 
-    def _remove(self, p: Point) -> None:
-        if p.role == "ingress" and _exact(p):
-            self._exact_map.delete(_exact_key(p))
-        elif p.role == "ingress":
-            cls, users = self._classes[p.src]
-            self._flows_map.delete(_flow_key(cls, p.dst))
-            if users == 1:
-                self._sources_map.delete(_source_key(p.src))
-                del self._classes[p.src]
-            else:
-                self._classes[p.src] = (cls, users - 1)
+        A few map updates per point, whatever the number installed. Raises
+        ``ValueError`` for two points with one FlowMonID, one name twice in a
+        role, two ingress flows with one match, ingress flows whose source
+        prefixes nest (the classification needs equal or disjoint source
+        prefixes) or more flows than the maps hold: then nothing changed.
+        :class:`DataplaneError` if the kernel refuses a map update; the
+        updates made are undone first (the counters of a point whose removal
+        was undone restart from zero, which a reading sees as a counter that
+        went backwards, never as loss).
+        """
+        change = self._model.change(add, remove)
+        done: list[Op] = []
+        try:
+            if self._stale_counters:
+                self._drop_stale_counters()
+            for op in change.ops:
+                if self._run(op):
+                    done.append(op)
+        except bpf.BpfError as exc:
+            for op in reversed(done):
+                try:
+                    self._run(op.inverse())
+                except bpf.BpfError:
+                    log.warning("undoing a map update failed", extra={"node": self.node, "map": op.map})
+            change.revert()
+            raise DataplaneError(f"{self._where()}: {exc}") from exc
+
+    def _run(self, op: Op) -> bool:
+        """Do one map operation; False if it changed nothing (the key was there, or was not)."""
+        m = self._maps[op.map]
+        if op.verb == "update":
+            return m.update(op.key, op.value, op.flags)
+        return m.delete(op.key)
+
+    def _drop_stale_counters(self) -> None:
+        """Delete the counters of FlowMonIDs an earlier run had and this one does not (once, at the first change)."""
+        ids = self._model.by_id
         for m in self._counters:
-            m.delete(_U32.pack(p.flowmon_id))
-        del self._points[(p.name, p.role)]
-        self._by_id.pop(p.flowmon_id, None)
+            keys, _, count = m.dump()
+            for (flowmon_id,) in _U32.iter_unpack(keys[:count * _U32.size]):
+                if flowmon_id not in ids:
+                    m.delete(_U32.pack(flowmon_id))
+        self._stale_counters = False
 
     @property
     def colour(self) -> int | None:
@@ -288,7 +226,7 @@ class EbpfTable:
         return self._obj.program_fd(name)
 
     def points(self) -> list[Point]:
-        return list(self._points.values())
+        return list(self._model.points.values())
 
     # -- reading ---------------------------------------------------------------------
     def read_all(self, colour: int) -> dict[str, Reading]:
@@ -300,7 +238,7 @@ class EbpfTable:
         except bpf.BpfError as exc:
             raise DataplaneError(f"{self._where()}: {exc}") from exc
         per_key = struct.Struct("<" + "QQ" * ncpu)
-        by_id = self._by_id
+        by_id = self._model.by_id
         for (flowmon_id,), value in zip(_U32.iter_unpack(keys[:count * 4]),
                                          per_key.iter_unpack(values[:count * per_key.size])):
             p = by_id.get(flowmon_id)
@@ -335,16 +273,3 @@ class EbpfTable:
         self._obj.close()
         self._thread.close()
 
-
-def _check_sources(ingress: list[Point]) -> None:
-    """Refuse nested (but not equal) source prefixes among ingress flows: the source class would be ambiguous.
-
-    Prefixes either nest or are disjoint, so one sweep in address order finds any nesting: O(n log n).
-    """
-    nets = sorted({ipaddress.IPv6Network(p.src) for p in ingress},
-                  key=lambda n: (int(n.network_address), n.prefixlen))
-    for outer, inner in zip(nets, nets[1:]):
-        if int(inner.network_address) <= int(outer.broadcast_address):
-            names = sorted(p.name for p in ingress if ipaddress.IPv6Network(p.src) in (outer, inner))
-            raise ValueError(f"ingress flows {', '.join(map(repr, names))}: source prefixes {outer} and {inner} "
-                             "nest; the eBPF data plane needs equal or disjoint source prefixes")

@@ -22,8 +22,8 @@ The data plane is one of two backends (``dataplane`` in the configuration):
 ingress, at every transit point and at the egress, the customer's DSCP
 untouched) or ``nftables`` (:mod:`.dataplane`: the colour in two DSCP
 codepoints, ingress and egress only). Its state is installed with the first
-flow and reconciled (counters kept) at every change of the flow set
-(:meth:`Exporter.set_flows`). With ``ebpf``, :meth:`Exporter.start` first
+flow and changed incrementally, only the flows that come or go
+(:meth:`Exporter.change_flows`). With ``ebpf``, :meth:`Exporter.start` first
 checks that the programs load here (the verifier runs, nothing is attached)
 and raises :class:`~srv6pm.bpf.BpfUnavailable` or
 :class:`~srv6pm.bpf.VerifierError` naming what is missing; it never falls
@@ -96,10 +96,11 @@ class Exporter:
                                                    delivery_timeout_ms=120_000)
         self._nft: Nft | None = None
         self._table = None  # CountingTable (nftables) or EbpfTable (ebpf), made with the first flow
-        self._flows: dict[str, list] = {role: [] for role in ROLES}  # what the table counts
+        self._flows: dict[str, dict] = {role: {} for role in ROLES}  # role -> name -> what the table counts
         self._points: dict[tuple[str, str], tuple[int, int]] = {}  # (flow, role) -> (flowmon_id, position), ebpf
         self._routes: Routes | None = None
         self._baselines = Baselines(config.state_file)
+        self._encoder = records.CounterEncoder(config.node, config.period)  # the guard's record values
         self.probes = Probes(config.node, config.period, self._producer, config.netns)
         self.intent = Intent(path_for(config.state_file))
         self._api_settings = api
@@ -123,44 +124,76 @@ class Exporter:
         self._nft = Nft(self.config.netns)
         return CountingTable(self._nft, dscp=self.config.dscp)
 
-    def set_flows(self, flows: list[pb.FlowMonitor]) -> None:
-        """Count exactly ``flows`` (validated ``FlowMonitor`` messages) from now on, in one step.
+    def _counted(self, f: pb.FlowMonitor):
+        """(role, what the data plane counts for ``f``): an ebpf ``Point`` or an nftables ``FlowMatch``."""
+        role = ROLE_NAMES[f.role]
+        if self.config.dataplane == "ebpf":
+            from .ebpf import Point
+            return role, Point(f.flow, role, f.flowmon_id, f.position, f.source_prefix, f.destination_prefix)
+        return role, FlowMatch(f.flow, f.source_prefix, f.destination_prefix)
 
-        The data plane's state is created with the first flow. Raises
-        ``ValueError`` (flows the data plane cannot tell apart) or
-        :class:`~srv6pm.exporter.dataplane.DataplaneError`; then nothing changed.
+    def change_flows(self, add: list[pb.FlowMonitor] = (), remove: list[pb.FlowMonitor] = ()) -> None:
+        """Stop counting ``remove`` and count ``add`` (validated ``FlowMonitor`` messages) from now on, in one step.
+
+        ``remove`` are applied monitors that stop or are replaced; every other
+        flow and its counters are untouched, and the cost does not grow with
+        their number (a replaced monitor that counts the same way keeps its
+        counters). The data plane's state is created with the first flow,
+        reconciling what an earlier run left in the kernel (counters of kept
+        flows kept). Raises ``ValueError`` (flows the data plane cannot tell
+        apart) or :class:`~srv6pm.exporter.dataplane.DataplaneError`; then
+        nothing changed.
         """
         ebpf = self.config.dataplane == "ebpf"
-        wanted: dict[str, list] = {role: [] for role in ROLES}
-        points: dict[tuple[str, str], tuple[int, int]] = {}
-        for f in flows:
-            role = ROLE_NAMES[f.role]
-            if ebpf:
-                from .ebpf import Point
-                wanted[role].append(Point(f.flow, role, f.flowmon_id, f.position, f.source_prefix,
-                                          f.destination_prefix))
-                points[(f.flow, role)] = (f.flowmon_id, f.position)
-            else:
-                wanted[role].append(FlowMatch(f.flow, f.source_prefix, f.destination_prefix))
+        adds = {(c.name, role): c for role, c in map(self._counted, add)}
         with self.lock:
+            gone = []
+            for f in remove:
+                key = (f.flow, ROLE_NAMES[f.role])
+                old = self._flows[key[1]].get(f.flow)
+                if old is not None and adds.get(key) == old:
+                    del adds[key]  # counts the same way: nothing to change, counters kept
+                elif old is not None:
+                    gone.append(key)
+            if not adds and not gone:
+                return
             if self._table is None:
-                if not any(wanted.values()):
-                    return
-                self._table = self._open_table()
-            colour = self.clock.colour(self.clock.period_at(time.time_ns()))
-            if ebpf:
-                self._table.install([p for role in ROLES for p in wanted[role]], colour)
+                self._install_first(list(adds.items()))
+            elif ebpf:
+                self._table.change(add=adds.values(), remove=gone)
             else:
-                self._table.install(wanted["ingress"], wanted["egress"], colour)
-            self._points = points
-            for role in ROLES:
-                kept = set(wanted[role])
-                for old in self._flows[role]:
-                    if old not in kept:  # stopped, or its match changed: its counters are new
-                        self._baselines.forget(role, old.name)
-            self._flows = wanted
+                wanted = {role: [c for (_, r), c in adds.items() if r == role] for role in ("ingress", "egress")}
+                self._table.change(add=wanted, remove={role: [n for n, r in gone if r == role] for role in ROLES})
+            for name, role in gone:
+                del self._flows[role][name]
+                self._points.pop((name, role), None)
+                self._baselines.forget(role, name)  # its counters are new
+            for (name, role), counted in adds.items():
+                self._flows[role][name] = counted
+                if ebpf:
+                    self._points[(name, role)] = (counted.flowmon_id, counted.position)
         log.info("counting", extra={"node": self.config.node, "dataplane": self.config.dataplane,
-                                    **{role: len(wanted[role]) for role in ROLES}, "colour": colour})
+                                    **{role: len(self._flows[role]) for role in ROLES}, "added": len(adds),
+                                    "removed": len(gone)})
+
+    def _install_first(self, adds: list) -> None:
+        """Open the data plane with its first flows (under the lock); on failure nothing stays open."""
+        table = self._open_table()
+        colour = self.clock.colour(self.clock.period_at(time.time_ns()))
+        try:
+            if self.config.dataplane == "ebpf":
+                table.install([c for _, c in adds], colour)
+            else:
+                table.install([c for (_, r), c in adds if r == "ingress"],
+                              [c for (_, r), c in adds if r == "egress"], colour)
+        except BaseException:
+            if self._nft is not None:
+                self._nft.close()
+                self._nft = None
+            else:
+                table.close()
+            raise
+        self._table = table
 
     def read_counters(self, flow: str = "") -> list[tuple[str, int, Reading]]:
         """``[(role, colour, reading)]`` of every role with flows and both colours (only ``flow``'s counts if given)."""
@@ -206,12 +239,14 @@ class Exporter:
         node = api.Node(self)
         restored = self.intent.load()
         with self.intent.held():
-            for message in restored:
-                try:
-                    node.apply(message)
-                except (api.InvalidArgument, api.Refused) as exc:
+            # one batch: the flows become one data-plane change, which keeps the counters of every kept flow
+            reply = node.batch(pb.Batch(items=[validate.batch_item(m) for m in restored]))
+            for message, result in zip(restored, reply.results):
+                if result.code:
                     log.warning("applied object no longer applies, dropped",
-                                extra={"node": self.config.node, "object": type(message).__name__, "error": str(exc)})
+                                extra={"node": self.config.node, "object": type(message).__name__,
+                                       "error": result.error})
+                    self.intent.remove(message)
             for message in self.config.objects():
                 node.apply(message)
         if self._api_settings is not None:
@@ -273,6 +308,7 @@ class Exporter:
             return
         colour = clock.colour(k)
         out = []
+        encode = self._encoder.encode
         with self.lock:
             if self._table is None:
                 return
@@ -283,12 +319,11 @@ class Exporter:
                 reading = readings[role]
                 for block in self._baselines.advance(role, colour, k, reading.generation, reading.counts):
                     flowmon_id, position = self._points.get((block.flow, role), (None, None))
-                    out.append(records.CounterRecord(
-                        node=self.config.node, flow=block.flow, role=role, period=k, period_s=self.config.period,
-                        color=colour, packets=block.packets, bytes=block.bytes, read_ns=now,
-                        flowmon_id=flowmon_id, position=position))
-        for record in out:
-            self._producer.send(records.COUNTERS, key=record.flow.encode(), value=record.to_json())
+                    out.append((block.flow, encode(block.flow, role, k, colour, block.packets, block.bytes, now,
+                                                   flowmon_id, position)))
+        self._encoder.rotate()
+        for flow, value in out:
+            self._producer.send(records.COUNTERS, key=flow.encode(), value=value)
         m = metrics.get()
         m.blocks_published.labels("exporter", self.config.node).inc(len(out))
         m.records_out.labels("exporter", records.COUNTERS).inc(len(out))
@@ -320,3 +355,4 @@ class Exporter:
                 self._table.close()  # ebpf: programs stay attached, maps pinned
             if self._routes is not None:
                 self._routes.close()
+        self.intent.close()

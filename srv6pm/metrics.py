@@ -33,7 +33,10 @@ metric                                             labels                       
 ``srv6pm_exporter_guard_misses_total``             component, node                guard times missed
 ``srv6pm_api_calls_total``                         component, method, code        southbound gRPC calls (served
                                                                                   by the exporter, made by the
-                                                                                  collector)
+                                                                                  collector; the collector also
+                                                                                  counts each ApplyBatch item as
+                                                                                  the RPC it stands for, with
+                                                                                  the item's code)
 ``srv6pm_collector_nodes_up``                      component                      nodes whose exporter answers
 ``srv6pm_collector_reconcile_actions_total``       component, action              changes the reconciler applied
 ``srv6pm_collector_apply_failures_total``          component, node                failed applies per node

@@ -10,8 +10,10 @@ logic (ordering, liveness, retries, restarts, reload). The real exporter is
 tested against the same contract in its own tests.
 
 Test hooks: ``refuse[key] = "reason"`` answers FAILED_PRECONDITION for that
-object; ``unavailable = True`` answers every call UNAVAILABLE; ``calls`` logs
-every mutating call as (sequence, node, verb, object) with a sequence number
+object; ``unavailable = True`` answers every call UNAVAILABLE; ``no_batch =
+True`` answers ApplyBatch UNIMPLEMENTED (an older exporter); ``batches`` holds
+the size of every ApplyBatch call; ``calls`` logs every mutating call, and
+every item of a batch, as (sequence, node, verb, object) with a sequence number
 shared by all stand-ins of a :class:`CallLog`, so tests can check the order
 across nodes; :meth:`StandIn.restart` stops the server and starts a new one on
 the same port with a new boot_id (keeping or dropping the state).
@@ -94,49 +96,70 @@ class _Servicer(rpc.NodeExporterServicer):
 
     def _apply(self, request, context):
         self._guard(context)
+        return self._answer(context, self._apply_one(request))
+
+    def _remove(self, request, context, kind: str = ""):
+        self._guard(context)
+        return self._answer(context, self._remove_one(request))
+
+    @staticmethod
+    def _answer(context, outcome):
+        if isinstance(outcome, pb.ApplyReply):
+            return outcome
+        context.abort(*outcome)
+
+    def _apply_one(self, request):
+        """The reply, or (status code, message) of a refusal."""
         try:
             m = validate.request(request)
         except validate.InvalidArgument as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         k = desired.key(m)
         obj = desired.describe(m)
         self.o.log.add(self.o.name, "apply", obj)
         if k in self.o.refuse:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.o.refuse[k])
+            return grpc.StatusCode.FAILED_PRECONDITION, self.o.refuse[k]
         with self.o.lock:
             if self.o.objects.get(k) == m:
                 return pb.ApplyReply(changed=False, detail="already so")
             self.o.objects[k] = m
         return pb.ApplyReply(changed=True, detail=f"applied {obj}")
 
-    def _remove(self, request, context, kind: str):
-        self._guard(context)
+    def _remove_one(self, request):
         try:
             ref = validate.request(request)
         except validate.InvalidArgument as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        kind = type(ref).__name__.removesuffix("Ref")
         k = (kind, validate.key_of(ref))
         with self.o.lock:
             m = self.o.objects.pop(k, None)
         self.o.log.add(self.o.name, "remove", desired.describe(m) if m is not None else f"{kind} {k[1]}")
         return pb.ApplyReply(changed=m is not None)
 
+    def ApplyBatch(self, request, context):
+        self._guard(context)
+        if self.o.no_batch:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "stand-in told to be an exporter without ApplyBatch")
+        self.o.batches.append(len(request.items))
+        results = []
+        for item in request.items:
+            try:
+                message = validate.batch_object(item)
+            except validate.InvalidArgument as exc:
+                results.append(pb.BatchResult(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], error=str(exc)))
+                continue
+            one = self._remove_one if type(message).__name__.endswith("Ref") else self._apply_one
+            outcome = one(message)
+            if isinstance(outcome, pb.ApplyReply):
+                results.append(pb.BatchResult(code=0, reply=outcome))
+            else:
+                results.append(pb.BatchResult(code=outcome[0].value[0], error=outcome[1]))
+        return pb.BatchReply(results=results)
+
     ApplyLocalSid = ApplyPolicy = StartFlowMonitoring = StartStampSession = StartStampReflector = _apply
 
-    def RemoveLocalSid(self, request, context):
-        return self._remove(request, context, "LocalSid")
-
-    def RemovePolicy(self, request, context):
-        return self._remove(request, context, "Policy")
-
-    def StopFlowMonitoring(self, request, context):
-        return self._remove(request, context, "FlowMonitor")
-
-    def StopStampSession(self, request, context):
-        return self._remove(request, context, "StampSession")
-
-    def StopStampReflector(self, request, context):
-        return self._remove(request, context, "StampReflector")
+    RemoveLocalSid = RemovePolicy = StopFlowMonitoring = StopStampSession = StopStampReflector = _remove
 
 
 class StandIn:
@@ -151,6 +174,8 @@ class StandIn:
         self.objects: dict = {}
         self.refuse: dict = {}
         self.unavailable = False
+        self.no_batch = False
+        self.batches: list[int] = []  # the size of every ApplyBatch call
         self.polls = 0
         self.server: grpc.Server | None = None
         self.boot_id = ""

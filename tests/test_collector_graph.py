@@ -485,3 +485,42 @@ def test_sync_keeps_segments_of_unchanged_flows_and_drops_those_of_rerouted_or_r
     assert sorted(link(graph, "r2--r3")["segment_loss"]) == ["f2"] and link(graph, "r3--r4")["segment_loss"] == {}
     graph.sync_topology(topology(paths=[rerouted, topology().paths[1]]))
     assert link(graph, "r2--r3")["segment_loss"] == {} and link(graph, "r1--r2")["segment_loss"] == {}
+
+
+def test_a_batch_of_results_is_one_bulk_read_and_write_per_collection():
+    """update_many: 300 results of 100 flows over 3 periods, out of order, give the same graph as one by one, in
+    one _get_many and one _put_many per collection (ArangoDB: get_many and insert_many)."""
+    MemoryGraph, Topology, NodeSpec, LinkSpec, PathSpec = g.MemoryGraph, g.Topology, g.NodeSpec, g.LinkSpec, g.PathSpec
+    class Counting(MemoryGraph):
+        def __init__(self):
+            super().__init__(clock_ns=lambda: 1_000)
+            self.calls = []
+
+        def _get_many(self, collection, keys):
+            self.calls.append(("get_many", collection))
+            return super()._get_many(collection, keys)
+
+        def _put_many(self, collection, docs):
+            self.calls.append(("put_many", collection, len(docs)))
+            return super()._put_many(collection, docs)
+
+        def _put(self, collection, doc):
+            self.calls.append(("put", collection))
+            super()._put(collection, doc)
+
+    nodes = tuple(NodeSpec(n) for n in ("r1", "r2"))
+    topo = Topology(nodes, (LinkSpec("r1", "r2"),), tuple(PathSpec("flow", f"f{i}", "r1", "r2") for i in range(100)))
+    seg = [{"from": "r1", "to": "r2", "tx_packets": 10, "rx_packets": 9, "lost_packets": 1, "complete": True}]
+    results = [(records.LOSS, {**loss(f"f{i}", period), "segments": seg}) for period in (7, 9, 8) for i in range(100)]
+    batched, single = Counting(), MemoryGraph(clock_ns=lambda: 1_000)
+    for store in (batched, single):
+        store.ensure()
+        store.sync_topology(topo)
+    batched.calls.clear()
+    outcomes = batched.update_many(results)
+    assert outcomes == [g.APPLIED] * 200 + [g.STALE] * 100
+    assert [single.update_loss(r) for _, r in results] == outcomes
+    assert batched.snapshot() == single.snapshot()
+    assert batched.snapshot()["paths"][0]["loss"]["period"] == 9
+    assert [c[:2] for c in batched.calls if c[0] != "put"] == [("get_many", g.PATHS), ("get_many", g.LINKS),
+                                                                ("put_many", g.PATHS), ("put_many", g.LINKS)]

@@ -295,3 +295,25 @@ def test_node_that_stops_answering_goes_down_and_comes_back(engine, exporters):
     assert not [e for e in engine.events.history if e.kind == "node_restarted"]  # same boot_id: not a restart
     # Nothing changed on r2, so coming back is no work and not a new convergence.
     assert report.applied == 0 and report.unchanged == 0
+
+
+def test_thousands_of_objects_go_in_batches_and_an_exporter_without_them_gets_one_call_each(engine, exporters):
+    """2,500 more flows r1 -> r4: r1 and r4 get them in ApplyBatch calls of at most BATCH objects; r2 answers
+    ApplyBatch UNIMPLEMENTED (an older exporter) and still converges, one call per object."""
+    from srv6pm.collector.reconcile import BATCH
+    doc = copy.deepcopy(GOOD)
+    doc["flows"] += [{"name": f"g{i}", "from": "r1", "to": "r4", "via": ["r2", "r3"], "source": "fd01:1::2/128",
+                      "destination": f"fd01:4::{0x1000 + i:x}"} for i in range(2500)]
+    exporters["r2"].no_batch = True
+    engine.load(make_config(addresses(exporters), doc), 1)
+    converge(engine)
+    # SIDs, the egress monitors of f1 and the g flows, the reflector, f2's policy and ingress monitor
+    assert len(exporters["r4"].objects) == 2 + 2501 + 1 + 2
+    assert len(exporters["r1"].objects) == 2 + 2 * 2501 + 1 + 1  # SIDs, policy + ingress per flow, f2's egress, s1
+    for node in ("r1", "r4"):
+        sizes = exporters[node].batches
+        assert sizes and max(sizes) <= BATCH and sum(sizes) == len(exporters[node].log.of(node))
+    assert exporters["r4"].batches.count(BATCH) == 2  # one step of 2501 egress monitors and the reflector
+    assert exporters["r2"].batches == [] and exporters["r2"].kinds() == {"local_sid fcff:2::1"}
+    assert metric(engine, "srv6pm_api_calls_total", method="ApplyBatch", code="UNIMPLEMENTED") == 1
+    assert metric(engine, "srv6pm_api_calls_total", method="StartFlowMonitoring", code="OK") == 2 * 2502  # f1, f2 and the g flows

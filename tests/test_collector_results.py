@@ -139,17 +139,18 @@ def test_a_restarted_consumer_goes_on_from_the_committed_offsets(kafka, graph):
 
 
 class _FailingOnce(g.MemoryGraph):
-    """A MemoryGraph whose first loss update fails as an unreachable store would."""
+    """A MemoryGraph whose first update (the consumer stores each poll with update_many) fails as an
+    unreachable store would."""
 
     def __init__(self):
         super().__init__()
         self.failures = 0
 
-    def update_loss(self, result):
+    def update_many(self, results):
         if self.failures == 0:
             self.failures += 1
             raise g.GraphStoreError("store down (test)")
-        return super().update_loss(result)
+        return super().update_many(results)
 
 
 def test_a_failing_store_is_retried_and_nothing_is_committed_before_it_takes_the_result(kafka):
@@ -169,7 +170,7 @@ def test_a_failing_store_is_retried_and_nothing_is_committed_before_it_takes_the
 
 def test_stop_ends_run_while_the_store_keeps_failing_and_leaves_the_record_uncommitted(kafka):
     class Down(g.MemoryGraph):
-        def update_loss(self, result):
+        def update_many(self, results):
             raise g.GraphStoreError("store down (test)")
 
     store = Down()

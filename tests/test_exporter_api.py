@@ -370,7 +370,7 @@ def test_a_restarted_exporter_has_a_new_boot_id_and_the_same_state(ns, broker, t
         before = kernel(ns)
     finally:
         first.stop()
-    assert (tmp_path / "state.json.intent.json").exists()
+    assert (tmp_path / "state.json.intent.db").exists()
     assert kernel(ns) == before  # routes and the table outlive the process
     second = Running(ns, broker, state_file=tmp_path / "state.json")
     try:

@@ -121,3 +121,14 @@ def test_a_loss_result_with_segments_satisfies_its_schema_and_round_trips():
     with pytest.raises(RecordError, match="schema: missing"):
         records.validate(records.LOSS, dict(doc, missing="transit"))
     records.validate(records.LOSS, dict(doc, complete=False, missing="both"))
+
+
+def test_the_counter_encoder_gives_the_bytes_of_to_json():
+    from srv6pm.records import CounterEncoder
+    encoder = CounterEncoder("r\u00e91", 2.5)
+    for kw in ({}, {"read_ns": 123}, {"read_ns": 5, "flowmon_id": 7, "position": 2}, {"flowmon_id": 1, "position": 3}):
+        for _ in range(2):  # the second from the cached parts
+            rec = CounterRecord("r\u00e91", 'f"1', "transit", 41, 2.5, 1, 2**40, 7, **kw)
+            assert encoder.encode('f"1', "transit", 41, 1, 2**40, 7, **kw) == rec.to_json()
+            assert decode_counters(rec.to_json()) == rec
+        encoder.rotate()

@@ -16,6 +16,7 @@ import logging
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from srv6pm.southbound import validate
 from srv6pm.southbound.tls import ClientTls, channel
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.southbound.v1 import southbound_pb2_grpc as rpc
@@ -94,9 +95,9 @@ class ExporterClient:
         self._stub = rpc.NodeExporterStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    def _call(self, method, request):
+    def _call(self, method, request, timeout: float | None = None):
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details() or ""
             log.debug("southbound call failed", extra={"address": self.address, "code": code.name,
@@ -126,6 +127,19 @@ class ExporterClient:
         except KeyError:
             raise TypeError(f"cannot remove by a {type(message).__name__}") from None
         return self._call(getattr(self._stub, name), message)
+
+    def apply_batch(self, messages) -> list[pb.BatchResult]:
+        """``ApplyBatch`` of objects to apply and ``*Ref`` s to remove, in order; one result per message.
+
+        The deadline grows with the batch (``timeout`` plus 10 ms an item). An
+        exporter without the RPC answers ``UNIMPLEMENTED`` (a SouthboundError).
+        """
+        request = pb.Batch(items=[validate.batch_item(m) for m in messages])
+        reply = self._call(self._stub.ApplyBatch, request, self.timeout + 0.01 * len(request.items))
+        if len(reply.results) != len(request.items):
+            raise SouthboundError(grpc.StatusCode.INTERNAL, f"{len(reply.results)} results for "
+                                                            f"{len(request.items)} items")
+        return list(reply.results)
 
     def read_counters(self, flow: str = "") -> pb.Counters:
         """The data plane's counters of ``flow``, or of every flow when empty."""

@@ -49,6 +49,9 @@ Normalisation rules:
   optional name; ``auth_key_file`` optional absolute path (kept as given).
 * ``StampReflector``: ``bind`` (IPv6 or IPv4 address, ``::`` for all)
   required; ``port`` 0 becomes 862; ``auth_key_file`` optional absolute path.
+* ``BatchItem``: exactly one object or ``*Ref`` (its ``object`` oneof);
+  an empty item is ``object: missing``. The object is then validated by its
+  own rule (:func:`batch_object`, :func:`request`).
 
 :func:`key_of` gives the identity of an object (what "the same object" means
 for idempotence and diffs): ``LocalSid`` -> sid, ``Policy`` -> name,
@@ -75,6 +78,7 @@ ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EG
 __all__ = [
     "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
+    "batch_item", "batch_object",
 ]
 
 MAX_SEGMENTS = 16
@@ -356,6 +360,33 @@ _BY_TYPE = {
     pb.StampSession: stamp_session, pb.StampSessionRef: stamp_session_ref,
     pb.StampReflector: stamp_reflector, pb.StampReflectorRef: stamp_reflector_ref,
 }
+
+
+_BATCH_FIELDS = {
+    pb.LocalSid: "local_sid", pb.Policy: "policy", pb.FlowMonitor: "flow", pb.StampSession: "stamp_session",
+    pb.StampReflector: "stamp_reflector", pb.LocalSidRef: "remove_local_sid", pb.PolicyRef: "remove_policy",
+    pb.FlowMonitorRef: "remove_flow", pb.StampSessionRef: "remove_stamp_session",
+    pb.StampReflectorRef: "remove_stamp_reflector",
+}
+
+
+def batch_item(message) -> pb.BatchItem:
+    """The ``BatchItem`` carrying an object or a ``*Ref`` (copied); ``TypeError`` for any other message."""
+    try:
+        field = _BATCH_FIELDS[type(message)]
+    except KeyError:
+        raise TypeError(f"a batch carries no {type(message).__name__}") from None
+    item = pb.BatchItem()
+    getattr(item, field).CopyFrom(message)
+    return item
+
+
+def batch_object(item: pb.BatchItem):
+    """The object or ``*Ref`` an item carries, not yet validated; :class:`InvalidArgument` for an empty item."""
+    field = item.WhichOneof("object")
+    if field is None:
+        raise InvalidArgument("object", "missing: an item carries one object or one reference")
+    return getattr(item, field)
 
 
 def request(message):

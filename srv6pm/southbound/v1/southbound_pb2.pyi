@@ -242,6 +242,52 @@ class StampReflectorStatus(_message.Message):
     dropped_auth: int
     def __init__(self, running: _Optional[bool] = ..., error: _Optional[str] = ..., received: _Optional[int] = ..., reflected: _Optional[int] = ..., dropped_malformed: _Optional[int] = ..., dropped_auth: _Optional[int] = ...) -> None: ...
 
+class BatchItem(_message.Message):
+    __slots__ = ("local_sid", "policy", "flow", "stamp_session", "stamp_reflector", "remove_local_sid", "remove_policy", "remove_flow", "remove_stamp_session", "remove_stamp_reflector")
+    LOCAL_SID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    STAMP_SESSION_FIELD_NUMBER: _ClassVar[int]
+    STAMP_REFLECTOR_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_LOCAL_SID_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FLOW_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_STAMP_SESSION_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_STAMP_REFLECTOR_FIELD_NUMBER: _ClassVar[int]
+    local_sid: LocalSid
+    policy: Policy
+    flow: FlowMonitor
+    stamp_session: StampSession
+    stamp_reflector: StampReflector
+    remove_local_sid: LocalSidRef
+    remove_policy: PolicyRef
+    remove_flow: FlowMonitorRef
+    remove_stamp_session: StampSessionRef
+    remove_stamp_reflector: StampReflectorRef
+    def __init__(self, local_sid: _Optional[_Union[LocalSid, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., flow: _Optional[_Union[FlowMonitor, _Mapping]] = ..., stamp_session: _Optional[_Union[StampSession, _Mapping]] = ..., stamp_reflector: _Optional[_Union[StampReflector, _Mapping]] = ..., remove_local_sid: _Optional[_Union[LocalSidRef, _Mapping]] = ..., remove_policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., remove_flow: _Optional[_Union[FlowMonitorRef, _Mapping]] = ..., remove_stamp_session: _Optional[_Union[StampSessionRef, _Mapping]] = ..., remove_stamp_reflector: _Optional[_Union[StampReflectorRef, _Mapping]] = ...) -> None: ...
+
+class Batch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[BatchItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[BatchItem, _Mapping]]] = ...) -> None: ...
+
+class BatchResult(_message.Message):
+    __slots__ = ("code", "error", "reply")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    error: str
+    reply: ApplyReply
+    def __init__(self, code: _Optional[int] = ..., error: _Optional[str] = ..., reply: _Optional[_Union[ApplyReply, _Mapping]] = ...) -> None: ...
+
+class BatchReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
+
 class GetStateRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -99,6 +99,11 @@ class NodeExporterStub:
                 request_serializer=srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.ReadCountersRequest.SerializeToString,
                 response_deserializer=srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.Counters.FromString,
                 _registered_method=True)
+        self.ApplyBatch = channel.unary_unary(
+                '/srv6pm.southbound.v1.NodeExporter/ApplyBatch',
+                request_serializer=srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.Batch.SerializeToString,
+                response_deserializer=srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.BatchReply.FromString,
+                _registered_method=True)
 
 
 class NodeExporterServicer:
@@ -191,6 +196,22 @@ class NodeExporterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyBatch(self, request, context):
+        """Many applies and removals in one call (thousands of flows at once).
+        PER OBJECT, not all-or-nothing: the items are taken in the order given,
+        and each is validated and applied (or removed) exactly as its own RPC
+        would be (StartFlowMonitoring, StopFlowMonitoring, ...), against the state
+        the items before it left. results[i] is the answer item i's own RPC would
+        have given; a refused item leaves its object as it was and does not stop
+        the others. The call itself fails only as a whole (UNAVAILABLE, a
+        message over the size limit, ...), and then nothing was applied. An
+        exporter applies consecutive flow items as one data-plane change and
+        persists the batch in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeExporterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +279,11 @@ def add_NodeExporterServicer_to_server(servicer, server):
                     servicer.ReadCounters,
                     request_deserializer=srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.ReadCountersRequest.FromString,
                     response_serializer=srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.Counters.SerializeToString,
+            ),
+            'ApplyBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyBatch,
+                    request_deserializer=srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.Batch.FromString,
+                    response_serializer=srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.BatchReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +637,33 @@ class NodeExporter:
             '/srv6pm.southbound.v1.NodeExporter/ReadCounters',
             srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.ReadCountersRequest.SerializeToString,
             srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.Counters.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/srv6pm.southbound.v1.NodeExporter/ApplyBatch',
+            srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.Batch.SerializeToString,
+            srv6pm_dot_southbound_dot_v1_dot_southbound__pb2.BatchReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,177 @@
+"""Benchmark: the node exporter at 100 to 100,000 flows, per data plane (root; the embedded broker).
+
+For each data plane (``nftables``, ``ebpf``) and each flow count N, a child
+process runs a real :class:`~srv6pm.exporter.service.Exporter` (its API on a
+free port, its data plane in a network namespace of its own, publishing to
+the embedded Kafka-compatible broker) and measures:
+
+* ``install_s``: N ingress flows applied through the API, ``ApplyBatch`` calls
+  of 1,000;
+* ``add_one_ms``: one more flow through ``StartFlowMonitoring`` (median of 5),
+  and ``add_ratio``: that over the same figure at the smallest N of the run
+  (the baseline: 1.0 means it does not grow with the flow count);
+* ``guard_read_ms``: one guard read of one colour (every flow's counters);
+* ``guard_publish_ms``: a whole guard time with N records to publish: the
+  read, the blocks, the records encoded and sent, the broker's
+  acknowledgement, the baselines saved (one record per flow);
+* ``colour_ms``: one colour switch;
+* ``rss_mib``: the child's resident memory with N flows applied, and
+  ``rss_per_flow_b`` over the same figure at the smallest N.
+
+Prints a table (``--json``: one object per line); asserts nothing about times.
+Everything it builds (namespaces, pinned maps) is removed at the end.
+
+    python bench/exporter_scale.py [--flows 100,1000,10000,100000] [--dataplanes nftables,ebpf] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def flow(i: int, ebpf: bool):
+    from srv6pm.southbound.v1 import southbound_pb2 as pb
+    return pb.FlowMonitor(flow=f"f{i}", role=pb.ROLE_INGRESS, source_prefix="fd01::1",
+                          destination_prefix=f"fd00:{i // 65536:x}:{i % 65536:x}::/64",
+                          flowmon_id=i + 1 if ebpf else 0)
+
+
+def one(dataplane: str, n: int, broker: str) -> dict:
+    """Measure one data plane at ``n`` flows in this process (the child)."""
+    from pyroute2 import IPRoute
+    from pyroute2 import netns as pr_netns
+
+    import grpc
+    from srv6pm import bpf
+    from srv6pm.config import KafkaSettings
+    from srv6pm.exporter import ebpf as ebpf_mod
+    from srv6pm.exporter.api import ServerSettings
+    from srv6pm.exporter.config import parse
+    from srv6pm.exporter.service import Exporter
+    from srv6pm.netns import NetnsThread
+    from srv6pm.southbound import validate
+    from srv6pm.southbound.v1 import southbound_pb2 as pb
+    from srv6pm.southbound.v1 import southbound_pb2_grpc as rpc
+
+    ns, node = "bx" + secrets.token_hex(4), "bx" + secrets.token_hex(3)
+    pr_netns.create(ns)
+    state = tempfile.mkdtemp(prefix="srv6pm-bench-")
+
+    def links():
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            ipr.link("add", ifname="v0", kind="veth", peer="v1")
+            for name in ("v0", "v1"):
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+    exporter = None
+    try:
+        with NetnsThread(ns) as t:
+            t.call(links)
+        config = parse(f"node: {node}\nnetns: {ns}\nperiod: 10\ndataplane: {dataplane}\n"
+                       f"state_file: {state}/state.json\n")
+        exporter = Exporter(config, KafkaSettings(bootstrap=broker), api=ServerSettings("127.0.0.1:0", None))
+        exporter.start()
+        rss0 = _rss_mib()
+        stub = rpc.NodeExporterStub(grpc.insecure_channel(f"127.0.0.1:{exporter._server.port}"))
+        ebpf = dataplane == "ebpf"
+        t0 = time.perf_counter()
+        for start in range(0, n, 1000):
+            items = [validate.batch_item(flow(i, ebpf)) for i in range(start, min(n, start + 1000))]
+            results = stub.ApplyBatch(pb.Batch(items=items), timeout=600).results
+            assert all(r.code == 0 for r in results), [r.error for r in results if r.code][:3]
+        install = time.perf_counter() - t0
+        adds = []
+        for j in range(5):
+            t0 = time.perf_counter()
+            assert stub.StartFlowMonitoring(flow(n + j, ebpf), timeout=60).changed
+            adds.append(time.perf_counter() - t0)
+        rss = _rss_mib()
+        clock = exporter.clock
+        k = clock.period_at(time.time_ns())
+        t0 = time.perf_counter()
+        with exporter.lock:
+            exporter._read_all(clock.colour(k))
+        read = time.perf_counter() - t0
+        exporter._guard(k - 2, clock.start_ns(k - 1))  # the baseline reading
+        t0 = time.perf_counter()
+        exporter._guard(k, clock.start_ns(k + 1))  # n + 5 records
+        publish = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with exporter.lock:
+            exporter._table.set_colour(1 - clock.colour(k))
+        colour = time.perf_counter() - t0
+        return {"dataplane": dataplane, "flows": n, "install_s": round(install, 3),
+                "add_one_ms": round(statistics.median(adds) * 1000, 2), "guard_read_ms": round(read * 1000, 1),
+                "guard_publish_ms": round(publish * 1000, 1), "colour_ms": round(colour * 1000, 2),
+                "rss_mib": round(rss, 1), "rss_flows_mib": round(rss - rss0, 1)}
+    finally:
+        if exporter is not None:
+            exporter.close()  # the namespace's removal takes the programs off its interfaces
+            bpf.unpin(ebpf_mod.pin_dir(node))
+        pr_netns.remove(ns)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--flows", default="100,1000,10000,100000")
+    parser.add_argument("--dataplanes", default="nftables,ebpf")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--one", nargs=3, metavar=("DATAPLANE", "N", "BROKER"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2])), flush=True)
+        return 0
+    from srv6pm import records
+    from srv6pm.kafka import ensure_topics
+    from srv6pm.lab.broker import EmbeddedBroker
+    counts = [int(x) for x in args.flows.split(",")]
+    with EmbeddedBroker(port=_free_port()) as broker:
+        ensure_topics(broker.bootstrap, {records.COUNTERS: 4})
+        for dataplane in args.dataplanes.split(","):
+            base = None
+            for n in counts:
+                out = subprocess.run([sys.executable, __file__, "--one", dataplane, str(n), broker.bootstrap],
+                                     capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                if out.returncode != 0:
+                    print(out.stderr[-3000:], file=sys.stderr)
+                    return 1
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                base = base or row
+                row["add_ratio"] = round(row["add_one_ms"] / base["add_one_ms"], 2)
+                row["rss_per_flow_b"] = round((row["rss_flows_mib"] - base["rss_flows_mib"]) * 2**20
+                                              / max(1, n - base["flows"])) if n > base["flows"] else None
+                if args.json:
+                    print(json.dumps(row), flush=True)
+                else:
+                    print(f"{dataplane:8} {n:>7} flows  install {row['install_s']:8.2f} s  add one "
+                          f"{row['add_one_ms']:7.2f} ms (x{row['add_ratio']})  guard read {row['guard_read_ms']:8.1f} ms"
+                          f"  guard+publish {row['guard_publish_ms']:8.1f} ms  colour {row['colour_ms']:6.2f} ms  "
+                          f"RSS {row['rss_mib']:7.1f} MiB ({row['rss_per_flow_b']} B/flow)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The exporter at scale: ApplyBatch over real gRPC, and the cost of one change not growing with the flow count.
+
+Needs root: a real namespace, the real nftables table and the real eBPF maps
+(the ebpf tests also need the compiled objects). "Cost" is checked as real,
+countable properties, never as time: the nftables commands and eBPF map
+operations one change runs, and what one change writes to the intent database.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+
+import grpc
+import pytest
+from netns_support import skip_reason
+from test_exporter_api import Running, elements, ns  # noqa: F401  (the namespace fixture)
+
+from srv6pm import bpf
+from srv6pm.exporter import ebpf
+from srv6pm.southbound import validate
+from srv6pm.southbound.v1 import southbound_pb2 as pb
+
+pytestmark = [pytest.mark.netns, pytest.mark.services,
+              pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
+
+
+def flow(i: int, role=pb.ROLE_INGRESS, **extra) -> pb.FlowMonitor:
+    return pb.FlowMonitor(flow=f"f{i}", role=role, source_prefix="fd01::1",
+                          destination_prefix=f"fd00:{i // 65536:x}:{i % 65536:x}::/64", **extra)
+
+
+def batch(*messages) -> pb.Batch:
+    return pb.Batch(items=[validate.batch_item(m) for m in messages])
+
+
+def changes(payloads: list) -> list:
+    """The nftables transactions that change set elements (the exporter loop's colour switches and guard
+    reads run meanwhile); each must hold element commands only."""
+    out = [p for p in payloads if any("element" in body for c in p for body in c.values())]
+    assert all("element" in body for p in out for c in p for body in c.values())
+    return out
+
+
+@pytest.fixture
+def running(ns, broker, tmp_path):  # noqa: F811
+    r = Running(ns, broker, state_file=tmp_path / "state.json")
+    yield r
+    r.stop()
+
+
+def test_a_batch_is_answered_per_object_in_order(running, ns):  # noqa: F811
+    twin = pb.FlowMonitor(flow="twin", role=pb.ROLE_INGRESS, source_prefix="fd01::1",
+                          destination_prefix="fd00:0:3::/64")  # f3's match
+    items = [pb.LocalSid(sid="fcff:1::1", behavior=pb.SID_BEHAVIOR_END), *(flow(i) for i in range(5)),
+             flow(7, role=pb.ROLE_UNSPECIFIED), twin, pb.FlowMonitorRef(flow="f4", role=pb.ROLE_INGRESS),
+             flow(0), pb.FlowMonitorRef(flow="nope", role=pb.ROLE_EGRESS)]
+    request = batch(*items)
+    request.items.add()  # an empty item
+    results = running.stub.ApplyBatch(request, timeout=20).results
+    codes = [grpc.StatusCode.OK.value[0]] * 6 + [grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                                                 grpc.StatusCode.FAILED_PRECONDITION.value[0]] + [0] * 3 + [3]
+    assert [r.code for r in results] == codes
+    assert results[6].error.startswith("role: ") and results[7].error.startswith("source_prefix: flow 'f3'")
+    assert results[11].error.startswith("object: missing")
+    assert [r.reply.changed for r in results[:6]] == [True] * 6 and results[8].reply.detail.startswith("removed")
+    assert not results[9].reply.changed and not results[10].reply.changed  # f0 again, and a stop of nothing
+    state = running.stub.GetState(pb.GetStateRequest(), timeout=5)
+    assert [f.flow for f in state.flows] == ["f0", "f1", "f2", "f3"] and len(state.local_sids) == 1
+    assert len(elements(ns, "ingress_c0")) == len(elements(ns, "ingress_c1")) == 4
+    # each result is what the object's own RPC answers now: applying again changes nothing
+    again = running.stub.ApplyBatch(batch(*(flow(i) for i in range(4))), timeout=20).results
+    assert [(r.code, r.reply.changed) for r in again] == [(0, False)] * 4
+
+
+def test_a_thousand_flows_in_one_batch_are_one_nftables_transaction(running, ns):  # noqa: F811
+    assert running.stub.StartFlowMonitoring(flow(100_000), timeout=5).changed  # the table exists now
+    nft = running.exporter._nft
+    payloads = []
+    real = nft.run
+    nft.run = lambda commands: payloads.append(commands) or real(commands)
+    try:
+        results = running.stub.ApplyBatch(batch(*(flow(i) for i in range(1000))), timeout=60).results
+    finally:
+        nft.run = real
+    assert all(r.code == 0 and r.reply.changed for r in results)
+    (commands,) = changes(payloads)  # one transaction: two "add element" commands (one per colour), no listing
+    assert [next(iter(c)) for c in commands] == ["add", "add"]
+    assert [len(c["add"]["element"]["elem"]) for c in commands] == [1000, 1000]
+    assert len(elements(ns, "ingress_c1")) == 1001
+
+
+def test_one_more_flow_costs_one_small_transaction_and_one_row(running, ns, tmp_path):  # noqa: F811
+    """With 2,000 flows installed, adding one runs one nftables transaction of two one-element commands and
+    writes one row; the intent database is not rewritten."""
+    running.stub.ApplyBatch(batch(*(flow(i) for i in range(2000))), timeout=60)
+    nft = running.exporter._nft
+    payloads = []
+    real = nft.run
+    nft.run = lambda commands: payloads.append(commands) or real(commands)
+    db = running.exporter.intent._db
+    rows_before = db.total_changes
+    try:
+        assert running.stub.StartFlowMonitoring(flow(5000), timeout=5).changed
+        assert running.stub.StopFlowMonitoring(pb.FlowMonitorRef(flow="f7", role=pb.ROLE_INGRESS), timeout=5).changed
+    finally:
+        nft.run = real
+    assert [[(verb, len(body["element"]["elem"])) for c in commands for verb, body in c.items()]
+            for commands in changes(payloads)] == [[("add", 1), ("add", 1)], [("delete", 1), ("delete", 1)]]
+    assert db.total_changes - rows_before == 2  # one upsert, one delete
+    with sqlite3.connect(tmp_path / "state.json.intent.db") as check:
+        assert check.execute("SELECT count(*) FROM objects WHERE kind = 'flows'").fetchone() == (2000,)
+
+
+def test_the_json_intent_of_earlier_versions_is_migrated_once(ns, broker, tmp_path):  # noqa: F811
+    legacy = tmp_path / "state.json.intent.json"
+    legacy.write_text(json.dumps({"v": 1, "local_sids": [{"sid": "fcff:1::1", "behavior": "SID_BEHAVIOR_END"}],
+                                  "flows": [{"flow": "f1", "role": "ROLE_EGRESS", "source_prefix": "fd01::1/128",
+                                             "destination_prefix": "fd00::/64"}]}))
+    r = Running(ns, broker, state_file=tmp_path / "state.json")
+    try:
+        state = r.stub.GetState(pb.GetStateRequest(), timeout=5)
+        assert [s.sid for s in state.local_sids] == ["fcff:1::1"] and [f.flow for f in state.flows] == ["f1"]
+        assert len(elements(ns, "egress_c0")) == 1
+    finally:
+        r.stop()
+    assert not legacy.exists() and (tmp_path / "state.json.intent.json.migrated").exists()
+    with sqlite3.connect(tmp_path / "state.json.intent.db") as db:
+        assert db.execute("SELECT count(*) FROM objects").fetchone() == (2,)
+
+
+_REASON = None if ebpf.OBJECT.exists() else f"{ebpf.OBJECT} is not built (./setup.sh)"
+
+
+@pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+def test_ebpf_one_flow_is_a_few_map_updates_at_any_count(ns, broker, tmp_path):  # noqa: F811
+    node = "ebs" + secrets.token_hex(3)
+    r = Running(ns, broker, state_file=tmp_path / "state.json", dataplane="ebpf", node=node)
+    try:
+        def ops_of(*messages) -> int:
+            table = r.exporter._table
+            done = []
+            real = table._run
+            table._run = lambda op: done.append(op) or real(op)
+            try:
+                results = r.stub.ApplyBatch(batch(*messages), timeout=60).results
+            finally:
+                table._run = real
+            assert all(x.code == 0 for x in results), [x.error for x in results if x.code]
+            return len(done)
+
+        r.stub.StartFlowMonitoring(flow(0, flowmon_id=1), timeout=5)
+        small = ops_of(flow(1, flowmon_id=2))
+        ops_of(*(flow(i, flowmon_id=i + 1) for i in range(2, 3000)))
+        assert ops_of(flow(5000, flowmon_id=9000)) == small == 3  # its trie entry and its two counters
+        assert ops_of(pb.FlowMonitorRef(flow="f5000", role=pb.ROLE_INGRESS)) == 3
+        assert len(r.stub.ReadCounters(pb.ReadCountersRequest(), timeout=10).counters) == 2 * 3000
+    finally:
+        r.stop()
+        bpf.unpin(ebpf.pin_dir(node))
