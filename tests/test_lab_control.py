@@ -169,7 +169,8 @@ def test_a_router_that_lost_everything_is_reconciled_and_its_loss_results_resume
             and any(k > down_at + 2 for k in complete_periods(rs, "f2")), timeout=60)
     results = by_flow_period(lab.seen)
     assert all(r["lost_packets"] == 0 for r in results.values() if r["complete"]), \
-        [r for r in results.values() if r["complete"] and r["lost_packets"]]
+        [(r["flow"], r["period"], r["tx_packets"], r["rx_packets"], down_at) for r in results.values()
+         if r["complete"] and r["lost_packets"]]
     assert all(r["lost_packets"] is None for r in results.values() if not r["complete"])
     assert any(not r["complete"] for (f, k), r in results.items() if f == "f1" and k >= down_at - 1), \
         "the periods without an ingress exporter must show as incomplete"
