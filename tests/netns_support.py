@@ -1,8 +1,13 @@
 """What the tests that build network namespaces need from the machine (imported by those tests)."""
 
 import os
+import socket
+import time
 
+from srv6pm import netns as nsutil
 from srv6pm.exporter.nft import Nft, NftUnavailable
+
+IPV6_TCLASS = 67
 
 
 def skip_reason(what: str = "network namespaces, SRv6 routes and nftables tables") -> str | None:
@@ -15,3 +20,26 @@ def skip_reason(what: str = "network namespaces, SRv6 routes and nftables tables
         return str(exc)
     return None
 
+
+
+def send(netns: str, dst: str, count: int, *, payload: int = 100, dscp: int = 0, port: int = 9999) -> None:
+    """``count`` UDP datagrams of ``payload`` octets to ``dst``, traffic class ``dscp << 2``, from inside ``netns``."""
+    with nsutil.NetnsThread(netns) as t:
+        sock = t.call(socket.socket, socket.AF_INET6, socket.SOCK_DGRAM)
+    with sock:  # the socket stays in netns after the thread is gone
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, dscp << 2)
+        for _ in range(count):
+            sock.sendto(b"x" * payload, (dst, port))
+
+
+def wait_for(read, expected, timeout: float = 3.0):
+    """Poll ``read()`` until it returns ``expected`` (or time out), then make sure it stays there."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = read()
+    if value == expected:
+        time.sleep(0.1)
+        value = read()
+    return value

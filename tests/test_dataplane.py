@@ -12,7 +12,7 @@ import socket
 import time
 
 import pytest
-from netns_support import skip_reason
+from netns_support import send, skip_reason, wait_for
 from pyroute2 import netns as pr_netns
 
 from srv6pm import netns as nsutil
@@ -49,28 +49,6 @@ def _new_plan() -> topology.Plan:
 def _assert_gone(plan: topology.Plan) -> None:
     left = [ns for ns in plan.namespaces if nsutil.exists(ns)]
     assert not left, f"namespaces left behind: {left}"
-
-
-def send(netns: str, dst: str, count: int, *, port: int = 9999) -> None:
-    """Send ``count`` UDP datagrams of PAYLOAD bytes to ``dst`` from a socket created inside ``netns``."""
-    with nsutil.NetnsThread(netns) as t:
-        sock = t.call(socket.socket, socket.AF_INET6, socket.SOCK_DGRAM)
-    with sock:  # the socket stays in netns after the thread is gone
-        for _ in range(count):
-            sock.sendto(b"x" * PAYLOAD, (dst, port))
-
-
-def wait_for(read, expected, timeout: float = 3.0):
-    """Poll ``read()`` until it returns ``expected`` (or time out), then make sure it stays there."""
-    deadline = time.monotonic() + timeout
-    value = read()
-    while value != expected and time.monotonic() < deadline:
-        time.sleep(0.02)
-        value = read()
-    if value == expected:
-        time.sleep(0.1)
-        value = read()
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import subprocess
 import time
 
 import pytest
-from netns_support import skip_reason
+from netns_support import send, skip_reason, wait_for
 
 from srv6pm import bpf
 from srv6pm import netns as nsutil
@@ -33,7 +33,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=
 
 PAYLOAD = 100
 PACKET_BYTES = 40 + 8 + PAYLOAD  # the inner IPv6 packet: header + UDP header + payload
-IPV6_TCLASS = 67
 
 
 def _scenario_text(tag: str) -> str:
@@ -46,28 +45,6 @@ flows:
   - {{name: f1, from: {a}, to: {d}, via: [{b}, {c}], rate: 10}}
   - {{name: f2, from: {a}, to: {c}, via: [{d}], rate: 10}}
 """
-
-
-def send(netns: str, dst: str, count: int, *, dscp: int = 0, port: int = 9999) -> None:
-    """``count`` UDP datagrams of PAYLOAD bytes to ``dst`` with traffic class ``dscp << 2``, from inside ``netns``."""
-    with nsutil.NetnsThread(netns) as t:
-        sock = t.call(socket.socket, socket.AF_INET6, socket.SOCK_DGRAM)
-    with sock:
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, dscp << 2)
-        for _ in range(count):
-            sock.sendto(b"x" * PAYLOAD, (dst, port))
-
-
-def wait_for(read, expected, timeout: float = 3.0):
-    deadline = time.monotonic() + timeout
-    value = read()
-    while value != expected and time.monotonic() < deadline:
-        time.sleep(0.02)
-        value = read()
-    if value == expected:
-        time.sleep(0.1)
-        value = read()
-    return value
 
 
 @pytest.fixture(scope="module")
