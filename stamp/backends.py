@@ -14,7 +14,7 @@ from srv6pm import bpf
 from srv6pm.errors import Srv6pmError
 from srv6pm.stamp.reflector import Reflector, ReflectorConfig
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "BackendUnavailable", "open_reflector"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "BackendUnavailable", "make_reflector", "open_reflector"]
 
 BACKENDS = ("ebpf", "socket")
 DEFAULT_BACKEND = "ebpf"
@@ -25,26 +25,26 @@ class BackendUnavailable(Srv6pmError):
     then libbpf's and the verifier's log if there is one."""
 
 
-def open_reflector(config: ReflectorConfig, backend: str, *, instance: str, how_socket: str,
-                   attach: str = "auto"):
-    """A reflector of ``backend`` for ``config``, opened (bound, and with ebpf loaded and attached).
+def make_reflector(config: ReflectorConfig, backend: str, *, instance: str, attach: str = "auto"):
+    """A reflector of ``backend`` for ``config``, not opened yet.
 
-    ``instance`` names the ebpf backend's pins; ``how_socket`` tells the
-    caller's user how to choose the socket backend (``"--backend socket"``).
-    Raises ``ValueError`` for a bad backend or settings the backend cannot
-    take, :class:`BackendUnavailable` when eBPF cannot run here, and what
-    ``open`` raises otherwise (``OSError``, :class:`srv6pm.netns.NetnsError`).
+    ``instance`` names the ebpf backend's pins, ``attach`` its hook (see
+    :data:`srv6pm.stamp.ebpf.ATTACH_MODES`). ``ValueError`` for a bad backend
+    or settings the backend cannot take (the ebpf one answers IPv6 only).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "socket":
-        reflector = Reflector(config)
-        reflector.open()
-        return reflector
+        return Reflector(config)
     from srv6pm.stamp.ebpf import EbpfReflector
-    reflector = EbpfReflector(config, instance=instance, attach=attach)
+    return EbpfReflector(config, instance=instance, attach=attach)
+
+
+def open_reflector(reflector, how_socket: str) -> None:
+    """``reflector.open()``; eBPF's refusals become :class:`BackendUnavailable`, whose text ends with
+    ``how_socket``, how the caller's user chooses the socket backend (``"--backend socket"``).
+    Other failures (``OSError``, :class:`srv6pm.netns.NetnsError`) propagate."""
     try:
         reflector.open()
     except bpf.BpfError as exc:
         raise BackendUnavailable(bpf.unavailable("ebpf reflector", exc, "the socket reflector", how_socket)) from None
-    return reflector

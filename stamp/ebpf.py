@@ -254,6 +254,14 @@ class EbpfReflector:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def attachments(self) -> dict[str, int]:
+        """How many interfaces have the program, by hook: ``{"tc": 2}``, ``{"xdp": 1, "tc": 1}``."""
+        with self._lock:
+            out: dict[str, int] = {}
+            for how in self._attached.values():
+                out[how] = out.get(how, 0) + 1
+            return out
+
     # -- counters -----------------------------------------------------------------------
     def kernel_counters(self) -> dict[str, int]:
         """The program's counters (:data:`COUNTERS`), summed over CPUs; zeros when not open."""

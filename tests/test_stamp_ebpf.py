@@ -24,10 +24,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
+import json
 import secrets
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 import pytest
@@ -36,7 +38,7 @@ from netns_support import skip_reason
 from srv6pm import bpf
 from srv6pm import netns as nsutil
 from srv6pm.stamp import ebpf, reflector as reflector_mod
-from srv6pm.stamp.backends import BackendUnavailable, open_reflector
+from srv6pm.stamp.backends import BackendUnavailable, make_reflector, open_reflector
 from srv6pm.stamp.packet import ReflectorPacket, SenderPacket
 from srv6pm.stamp.reflector import ReflectorConfig, ReflectorStats
 from srv6pm.stamp.srh import SegmentRoutingHeader
@@ -340,8 +342,9 @@ def passed_by_reason() -> dict[str, int]:
 
 @contextlib.contextmanager
 def running(net: Net, backend: str, attach: str = "auto", **config):
-    r = open_reflector(ReflectorConfig(**{"bind": REFLECTOR, "port": PORT, "netns": net.r, **config}), backend,
-                       instance=f"t{secrets.token_hex(4)}", how_socket="--backend socket", attach=attach)
+    r = make_reflector(ReflectorConfig(**{"bind": REFLECTOR, "port": PORT, "netns": net.r, **config}), backend,
+                       instance=f"t{secrets.token_hex(4)}", attach=attach)
+    open_reflector(r, "--backend socket")
     r.start()
     try:
         yield r
@@ -531,15 +534,40 @@ def test_no_program_is_left_behind(net):
 
 def test_an_ipv4_bind_is_refused(net):
     with pytest.raises(ValueError, match="answers IPv6 test packets"):
-        open_reflector(ReflectorConfig(bind="127.0.0.1", port=PORT, netns=net.r), "ebpf", instance="x",
-                       how_socket="--backend socket")
+        make_reflector(ReflectorConfig(bind="127.0.0.1", port=PORT, netns=net.r), "ebpf", instance="x")
 
 
 def test_missing_btf_is_one_clear_error(net, monkeypatch):
     monkeypatch.setattr(bpf, "BTF_PATH", "/nonexistent/btf/vmlinux")
+    reflector = make_reflector(ReflectorConfig(bind=REFLECTOR, port=PORT, netns=net.r), "ebpf", instance="x")
     with pytest.raises(BackendUnavailable) as info:
-        open_reflector(ReflectorConfig(bind=REFLECTOR, port=PORT, netns=net.r), "ebpf", instance="x",
-                       how_socket="--backend socket")
+        open_reflector(reflector, "--backend socket")
     assert str(info.value) == ("the ebpf reflector cannot run here: the kernel has no BTF (/nonexistent/btf/vmlinux "
                                "is missing): the eBPF programs are compiled against the running kernel's BTF; "
                                "choose the socket reflector instead (--backend socket)")
+
+
+def test_command_line_runs_the_ebpf_backend_by_default(net):
+    """``srv6pm stamp reflector`` without --backend: the kernel answers a plain UDP socket's test packets
+    (sent with offloaded checksums, as any local socket over veth does: tc is auto's choice on veth)."""
+    port = 8629
+    proc = subprocess.Popen([sys.executable, "-m", "srv6pm.stamp", "reflector", "--bind", REFLECTOR,
+                             "--port", str(port), "--netns", net.r, "--duration", "3"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert f"listening on [{REFLECTOR}]:{port} in network namespace {net.r}" in first, first
+        assert "ebpf backend (tc on 1 interface)" in first
+        with nsutil.NetnsThread(net.s) as t:
+            sock = t.call(socket.socket, socket.AF_INET6, socket.SOCK_DGRAM)
+        with sock:
+            sock.settimeout(2)
+            for seq in range(3):
+                sock.sendto(stamp(seq, [extra_padding(20)]), (REFLECTOR, port))
+                assert ReflectorPacket.unpack(sock.recv(2048)).sender_seq == seq
+        report = json.loads(proc.stderr.read().strip().splitlines()[-1])
+    finally:
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
+    assert report["reflector"]["reflected"] == 3 and report["reflector"]["kernel_reflected"] == 3
+    assert report["kernel"]["received"] == 3 and report["kernel"]["passed_checksum"] == 0
