@@ -100,7 +100,7 @@ class Exporter:
         self._points: dict[tuple[str, str], tuple[int, int]] = {}  # (flow, role) -> (flowmon_id, position), ebpf
         self._routes: Routes | None = None
         self._baselines = Baselines(config.state_file)
-        self.probes = Probes(config.node, config.period, self._producer, config.netns)
+        self.probes = Probes(config.node, config.period, self._producer, config.netns, config.reflector_backend)
         self.intent = Intent(path_for(config.state_file))
         self._api_settings = api
         self._server = None
