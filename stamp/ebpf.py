@@ -22,7 +22,13 @@ pinned under ``/sys/fs/bpf/srv6pm-stamp/<instance>/`` while it runs:
 * ``counters``    per-CPU: received, reflected, through SRv6, no reply
   requested, and passed up by reason (:data:`COUNTERS`);
 * ``hop_limits``  ifindex -> the Hop Limit a socket's packet gets there
-  (``net.ipv6.conf.<if>.hop_limit``).
+  (``net.ipv6.conf.<if>.hop_limit``);
+* ``routes``      the replies' routes (``bpf_fib_lookup`` costs more than the rest
+  of a reply when caches are cold), each valid while the settings' route
+  generation is the one it was found in, for ``ROUTE_TTL_S`` at most: this
+  object bumps the generation at every rtnetlink link, address, route, rule
+  or neighbour event of the namespace, so a change reaches the kernel path
+  within the milliseconds it takes to read the event.
 
 Attachment (``attach``): ``xdp`` (native, driver mode), ``xdp-generic``,
 ``tc`` (clsact ingress, before the exporter's counting filter), or ``auto``:
@@ -48,8 +54,10 @@ the next one of the same instance replaces it.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import select
 import socket
 import struct
 import threading
@@ -75,13 +83,18 @@ PROGRAM_NAME_LEN = 15  # the kernel keeps this much of a program's name
 TC_HANDLE = 0x5A6C     # tc ingress slot (handle, priority): before the exporter's (0x5A6D)
 TC_PRIORITY = 0x5A6C
 REFRESH_S = 10.0       # clock offsets, Error Estimate and new interfaces
+ROUTE_TTL_S = 1.0      # the longest a cached reply route is used, events or not
+EVENT_WAIT_S = 0.2     # how long the refresher waits for a routing event at a time
+# rtnetlink groups whose events can change a reply's route: RTMGRP_LINK, RTMGRP_NEIGH,
+# RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE and RTNLGRP_IPV6_RULE (19)
+ROUTING_GROUPS = 0x1 | 0x4 | 0x100 | 0x400 | (1 << 18)
 DEFAULT_HOP_LIMIT = 64
 # the C program's enum refl_counter, in order
 COUNTERS = ("received", "reflected", "return_path_srv6", "no_reply_requested", "passed_authenticated",
             "passed_tlv", "passed_malformed", "passed_checksum", "passed_route", "passed_headers")
 CFG_ENABLED, CFG_STATEFUL, CFG_PTP, CFG_BIND_ANY, CFG_AUTHENTICATED = 1, 2, 4, 8, 16
 
-_SETTINGS = struct.Struct("<16s2s2sIQQQQ")  # struct refl_settings
+_SETTINGS = struct.Struct("<16s2s2sIQQQQQQ")  # struct refl_settings
 _SESSION_KEY = struct.Struct("<16s16s2s2s")  # struct refl_session_key (ports and SSID in network order)
 _SESSION = struct.Struct("<IIQ")             # struct refl_session
 _U32 = struct.Struct("<I")
@@ -171,6 +184,8 @@ class EbpfReflector:
         self._refresher: threading.Thread | None = None
         self._stopping = threading.Event()
         self._final = ReflectorStats()  # the figures at the last close()
+        self._events: socket.socket | None = None  # rtnetlink, routing changes of the namespace
+        self._generation = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     @property
@@ -194,6 +209,7 @@ class EbpfReflector:
                 self._reflector.open()  # pass-ups have a socket before the program answers anything
                 self._write_settings()
                 self._thread = NetnsThread(self.config.netns, thread_name=f"stamp-bpf-{self.instance}")
+                self._events = self._thread.call(_routing_events)
                 self._attach_new()
             except BaseException:
                 self._teardown()
@@ -240,6 +256,9 @@ class EbpfReflector:
                 self._final = self.stats()
                 self._reflector.close(timeout)
                 self._reflector = None
+            if self._events is not None:
+                self._events.close()
+                self._events = None
             if self._thread is not None:
                 self._thread.close()
                 self._thread = None
@@ -306,18 +325,30 @@ class EbpfReflector:
         flags |= CFG_AUTHENTICATED if config.key is not None else 0
         value = _SETTINGS.pack(bind.packed, _BE16.pack(self.address[1]), _BE16.pack(ee.value), flags,
                                kernel_tai_offset_s() * NS, state.tai_utc * NS, NTP_UNIX_OFFSET_S * NS,
-                               int(config.session_idle_s * NS))
+                               int(config.session_idle_s * NS), self._generation, int(ROUTE_TTL_S * NS))
         self._obj.map("settings").update(_U32.pack(0), value)
 
     def _refresh_loop(self) -> None:
-        while not self._stopping.wait(REFRESH_S):
+        """Until close(): a new route generation at every routing event, new clock settings and interfaces
+        every REFRESH_S."""
+        events = self._events
+        due = time.monotonic() + REFRESH_S
+        while not self._stopping.is_set():
+            changed = bool(select.select([events], [], [], EVENT_WAIT_S)[0])
+            if changed:
+                _drain(events)
             try:
                 with self._lock:
                     if self._obj is None:
                         return
-                    self._state = local_clock()
-                    self._write_settings()
-                    self._attach_new()
+                    if time.monotonic() >= due:
+                        self._state = local_clock()
+                        self._attach_new()
+                        due = time.monotonic() + REFRESH_S
+                        changed = True
+                    if changed:
+                        self._generation += 1
+                        self._write_settings()
             except Exception as exc:  # keep serving with the old settings; say why
                 log.warning("ebpf reflector refresh failed", extra={"instance": self.instance, "error": str(exc)})
 
@@ -378,6 +409,30 @@ def _attach_one(index: int, name: str, mode: str, xdp_fd: int, tc_fd: int) -> st
         return mode
     bpf.tc_attach(index, "ingress", tc_fd, handle=TC_HANDLE, priority=TC_PRIORITY)
     return "tc"
+
+
+def _routing_events() -> socket.socket:
+    """A non-blocking rtnetlink socket of the calling thread's namespace, subscribed to ROUTING_GROUPS."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, ROUTING_GROUPS))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read every queued event (their content does not matter: any of them may change a route)."""
+    while True:
+        try:
+            sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:  # ENOBUFS: events were lost, which is a change too
+                return
 
 
 def _link_kind(index: int) -> str | None:

@@ -60,6 +60,7 @@ PORT = 862
 KEY = bytes(range(32))
 ETH_P_IPV6 = 0x86DD
 PACKET_HOST = 0
+PACKET_OTHERHOST = 3
 HOP_LIMIT = 61              # as if three routers had forwarded the test packets
 CLOCK = ClockState(synchronized=True, error_ns=1500, tai_utc=37)  # the Error Estimate both paths must use
 
@@ -247,8 +248,10 @@ class Wire:
         for s in (self.tx, self.rx, *self.sinks):
             s.close()
 
-    def exchange(self, data: bytes, timeout: float = 0.5, sport: int = SPORT) -> bytes | None:
-        """Send ``data``; the first reply frame to SENDER:sport (None if none within ``timeout``)."""
+    def exchange(self, data: bytes, timeout: float = 0.5, sport: int = SPORT,
+                 pkttypes: tuple[int, ...] = (PACKET_HOST,)) -> bytes | None:
+        """Send ``data``; the first reply frame to SENDER:sport (None if none within ``timeout``) of one of
+        ``pkttypes`` (PACKET_HOST: addressed to S's MAC)."""
         self.rx.setblocking(False)
         with contextlib.suppress(BlockingIOError):
             while True:
@@ -261,7 +264,7 @@ class Wire:
                 got, address = self.rx.recvfrom(65536)
             except socket.timeout:
                 break
-            if address[2] == PACKET_HOST and _is_reply(got, sport):
+            if address[2] in pkttypes and _is_reply(got, sport):
                 return got
         return None
 
@@ -571,3 +574,26 @@ def test_command_line_runs_the_ebpf_backend_by_default(net):
     assert proc.returncode == 0
     assert report["reflector"]["reflected"] == 3 and report["reflector"]["kernel_reflected"] == 3
     assert report["kernel"]["received"] == 3 and report["kernel"]["passed_checksum"] == 0
+
+
+def test_a_routing_change_reaches_the_kernel_path_at_once(net):
+    """The program caches reply routes; a neighbour's new MAC address must be in the very next reply."""
+    other = "02:00:5e:00:53:01"
+    wire = Wire(net)
+    data = frame(net, stamp())
+    try:
+        with running(net, "ebpf", "tc") as r:
+            assert wire.exchange(data)[:6] == net.s_mac
+            net.ip("-n", net.r, "neigh", "replace", SENDER, "lladdr", other, "dev", net.r_if, "nud", "permanent")
+            time.sleep(0.1)
+            got = wire.exchange(data, pkttypes=(PACKET_HOST, PACKET_OTHERHOST))
+            assert got is not None and got[:6].hex(":") == other
+            net.ip("-n", net.r, "neigh", "replace", SENDER, "lladdr", net.s_mac.hex(":"), "dev", net.r_if, "nud",
+                   "permanent")
+            time.sleep(0.1)
+            assert wire.exchange(data)[:6] == net.s_mac
+            assert r.kernel_counters()["reflected"] == 3
+    finally:
+        wire.close()
+        net.ip("-n", net.r, "neigh", "replace", SENDER, "lladdr", net.s_mac.hex(":"), "dev", net.r_if, "nud",
+               "permanent")

@@ -114,6 +114,8 @@ struct refl_settings {
 	__u64 ptp_tai_ns;    /* TAI - UTC that PTP timestamps carry */
 	__u64 ntp_epoch_ns;  /* 1900-01-01 to 1970-01-01 */
 	__u64 session_idle_ns;
+	__u64 route_generation; /* bumped by user space at every routing change in the namespace */
+	__u64 route_ttl_ns;     /* a cached route is used at most this long */
 };
 
 struct refl_session_key {
@@ -157,6 +159,34 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } hop_limits SEC(".maps");
+
+/* The reply routes bpf_fib_lookup() found (it costs more than the rest of a reply put together
+ * when the caches are cold). An entry serves while its generation is the settings' (user space
+ * bumps it at every rtnetlink route, rule, neighbour, address or link event in the namespace),
+ * for at most route_ttl_ns, and for replies no longer than the one it was looked up for. */
+struct refl_route_key {
+	__u8 dst[16];        /* the reply's IPv6 destination: the first return segment, or the sender */
+	__u8 src[16];
+	__u32 ifindex;       /* the test packet's interface */
+	__be16 dport;        /* the sender's port (policy routing may look at it) */
+	__u16 pad;
+};
+
+struct refl_route {
+	__u64 generation;
+	__u64 expires_ns;
+	__u32 ifindex;       /* where the reply leaves */
+	__u32 tot_len;       /* the longest reply the MTU check let through */
+	__u8 smac[6];
+	__u8 dmac[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct refl_route_key);
+	__type(value, struct refl_route);
+} routes SEC(".maps");
 
 enum refl_verdict { V_NOT_OURS, V_PASS, V_DROP, V_TX, V_REDIRECT };
 
@@ -217,6 +247,8 @@ struct refl_work {
 	__u32 rp_flags;      /* its flags */
 	struct refl_session_key key;
 	struct refl_session fresh;
+	struct refl_route_key route_key;
+	struct refl_route route;
 };
 
 struct {
@@ -686,9 +718,52 @@ static __always_inline __u32 next_seq(struct refl_work *w, __u64 now, const stru
 	return 0; /* a new session, or one idle for longer than session_idle_ns: from 0 again */
 }
 
+/* w->fib: the reply's route towards w->first_hop from the test packet's destination (from the
+ * cache, else bpf_fib_lookup, whose answer is cached); 0, or -1 if the kernel has no plain one. */
+static __always_inline int route(void *ctx, struct refl_work *w, const struct refl_settings *cfg, __u32 tot_len,
+				 __u64 now)
+{
+	struct refl_route_key *key = &w->route_key;
+	struct bpf_fib_lookup *fib = &w->fib;
+	struct refl_route *hit;
+
+	__builtin_memset(key, 0, sizeof(*key));
+	__builtin_memcpy(key->dst, w->first_hop, 16);
+	__builtin_memcpy(key->src, w->rq.daddr, 16);
+	key->ifindex = w->rq.ifindex;
+	key->dport = w->rq.sport;
+	hit = bpf_map_lookup_elem(&routes, key);
+	if (hit && hit->generation == cfg->route_generation && now < hit->expires_ns && tot_len <= hit->tot_len) {
+		fib->ifindex = hit->ifindex;
+		__builtin_memcpy(fib->smac, hit->smac, 6);
+		__builtin_memcpy(fib->dmac, hit->dmac, 6);
+		return 0;
+	}
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = FAMILY_INET6;
+	fib->l4_protocol = NH_UDP;
+	fib->sport = cfg->port;
+	fib->dport = w->rq.sport;
+	fib->tot_len = tot_len;
+	fib->ifindex = w->rq.ifindex;
+	__builtin_memcpy(fib->ipv6_src, w->rq.daddr, 16);
+	__builtin_memcpy(fib->ipv6_dst, w->first_hop, 16);
+	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	w->route.generation = cfg->route_generation;
+	w->route.expires_ns = now + cfg->route_ttl_ns;
+	w->route.ifindex = fib->ifindex;
+	w->route.tot_len = hit && hit->generation == cfg->route_generation && hit->tot_len > tot_len ? hit->tot_len
+												     : tot_len;
+	__builtin_memcpy(w->route.smac, fib->smac, 6);
+	__builtin_memcpy(w->route.dmac, fib->dmac, 6);
+	bpf_map_update_elem(&routes, key, &w->route, BPF_ANY);
+	return 0;
+}
+
 /* Parse and decide; V_NOT_OURS / V_PASS leave the packet exactly as it came. */
 static __always_inline enum refl_verdict decide(void *ctx, const int xdp, struct refl_work *w,
-						const struct refl_settings *cfg)
+						const struct refl_settings *cfg, __u64 now)
 {
 	void *data = CTX_DATA(ctx), *end = CTX_END(ctx);
 	struct ethhdr *eth = data;
@@ -786,16 +861,7 @@ static __always_inline enum refl_verdict decide(void *ctx, const int xdp, struct
 		__builtin_memcpy(w->first_hop, rq->saddr, 16);
 	}
 	srh_new = w->plan.nsegs ? SRH_FIXED + 16 * (w->plan.nsegs + 1) : 0;
-	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = FAMILY_INET6;
-	fib->l4_protocol = NH_UDP;
-	fib->sport = cfg->port;
-	fib->dport = rq->sport;
-	fib->tot_len = IP6_LEN + srh_new + rq->udp_len;
-	fib->ifindex = rq->ifindex;
-	__builtin_memcpy(fib->ipv6_src, rq->daddr, 16);
-	__builtin_memcpy(fib->ipv6_dst, w->first_hop, 16);
-	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS)
+	if (route(ctx, w, cfg, IP6_LEN + srh_new + rq->udp_len, now))
 		return pass(P_ROUTE);
 	if (xdp && fib->ifindex != rq->ifindex)
 		return pass(P_ROUTE); /* XDP_TX sends back by the interface it came in on only */
@@ -937,7 +1003,7 @@ static __always_inline enum refl_verdict reflect(void *ctx, const int xdp, __u32
 
 	if (!cfg || !w || !(cfg->flags & CFG_ENABLED))
 		return V_NOT_OURS;
-	v = decide(ctx, xdp, w, cfg);
+	v = decide(ctx, xdp, w, cfg, t2);
 	if (v != V_TX)
 		return v;
 	v = answer(ctx, xdp, w, cfg, t2);
