@@ -38,6 +38,10 @@
  * would leave by another interface or a checksum that does not verify. Each
  * reason has its counter. Nothing is modified before the decision to answer.
  *
+ * The reply's route is the kernel's: bpf_fib_lookup() (egress perspective; it
+ * needs IPv6 forwarding on the interface, else everything goes up), cached in
+ * `routes` for as long as user space says nothing changed (see there).
+ *
  * Timestamps: t2 when the program starts, t3 just before it returns the
  * reply, both bpf_ktime_get_tai_ns(), made UTC with the kernel's TAI offset
  * and then NTP or PTP (the settings' flag) with the offsets user space keeps
