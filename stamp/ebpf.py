@@ -207,6 +207,11 @@ class EbpfReflector:
                                             sessions=MapSessions(obj.map("sessions"), self.config.session_idle_s),
                                             clock_state=lambda: self._state)
                 self._reflector.open()  # pass-ups have a socket before the program answers anything
+                # maps pinned by a reflector that was killed are reused: its counts and routes are not ours
+                counters = obj.map("counters")
+                for index in range(len(COUNTERS)):
+                    counters.update(_U32.pack(index), bytes(8))
+                self._generation = time.monotonic_ns()
                 self._write_settings()
                 self._thread = NetnsThread(self.config.netns, thread_name=f"stamp-bpf-{self.instance}")
                 self._events = self._thread.call(_routing_events)

@@ -457,6 +457,28 @@ struct refl_walk {
 	__u8 have_srv6;
 };
 
+/* The bpf_loop() callbacks of a step function step(k, xdp): step_xdp and step_tc. */
+#define LOOP_STEPS(step)                                \
+	static long step##_xdp(__u32 index, void *k)    \
+	{                                               \
+		return step(k, 1);                      \
+	}                                               \
+	static long step##_tc(__u32 index, void *k)     \
+	{                                               \
+		return step(k, 0);                      \
+	}
+
+/* The global functions name_xdp and name_tc running body(ctx, xdp, w). */
+#define GLOBAL_INSTANCES(name, body)                                            \
+	GLOBAL int name##_xdp(struct xdp_md *ctx, struct refl_work *w)          \
+	{                                                                       \
+		return w ? body(ctx, 1, w) : P_HEADERS;                         \
+	}                                                                       \
+	GLOBAL int name##_tc(struct __sk_buff *ctx, struct refl_work *w)        \
+	{                                                                       \
+		return w ? body(ctx, 0, w) : P_HEADERS;                         \
+	}
+
 static __always_inline long stop(struct refl_walk *k, __u32 rc)
 {
 	k->rc = rc;
@@ -513,15 +535,7 @@ static __always_inline long tlv_step(struct refl_walk *k, const int xdp)
 	return 0;
 }
 
-static long tlv_step_xdp(__u32 index, void *k)
-{
-	return tlv_step(k, 1);
-}
-
-static long tlv_step_tc(__u32 index, void *k)
-{
-	return tlv_step(k, 0);
-}
+LOOP_STEPS(tlv_step)
 
 /* One sub-TLV of the first Return Path TLV (RFC 9503 §4.1): validate it, remember it. */
 static __always_inline long sub_step(struct refl_walk *k, const int xdp)
@@ -581,15 +595,7 @@ static __always_inline long sub_step(struct refl_walk *k, const int xdp)
 	return 0;
 }
 
-static long sub_step_xdp(__u32 index, void *k)
-{
-	return sub_step(k, 1);
-}
-
-static long sub_step_tc(__u32 index, void *k)
-{
-	return sub_step(k, 0);
-}
+LOOP_STEPS(sub_step)
 
 /* RFC 9503 §4 for the first Return Path TLV (w->rp_*): plan its flags, the reply's route, or no
  * reply. Returns 0 (planned), or the counter that says why the packet goes up. */
@@ -641,15 +647,7 @@ static __always_inline int return_path(void *ctx, const int xdp, struct refl_wor
 	return note(plan, w->rp_tlv_off, w->rp_flags, refused ? TLV_U : 0) ? P_TLV : 0;
 }
 
-GLOBAL int refl_return_path_xdp(struct xdp_md *ctx, struct refl_work *w)
-{
-	return w ? return_path(ctx, 1, w) : P_HEADERS;
-}
-
-GLOBAL int refl_return_path_tc(struct __sk_buff *ctx, struct refl_work *w)
-{
-	return w ? return_path(ctx, 0, w) : P_HEADERS;
-}
+GLOBAL_INSTANCES(refl_return_path, return_path)
 
 /* The reflector's decision on the TLV area, payload [BASE, udp_len - 8): 0 (planned) or the
  * counter of the reason to pass the packet up. */
@@ -674,15 +672,7 @@ static __always_inline int plan_tlvs(void *ctx, const int xdp, struct refl_work 
 	return k.rc;
 }
 
-GLOBAL int refl_plan_tlvs_xdp(struct xdp_md *ctx, struct refl_work *w)
-{
-	return w ? plan_tlvs(ctx, 1, w) : P_HEADERS;
-}
-
-GLOBAL int refl_plan_tlvs_tc(struct __sk_buff *ctx, struct refl_work *w)
-{
-	return w ? plan_tlvs(ctx, 0, w) : P_HEADERS;
-}
+GLOBAL_INSTANCES(refl_plan_tlvs, plan_tlvs)
 
 /* A source the reply can go back to as the user-space reflector would send it: not
  * multicast, not ::/ ::1 and the like, not IPv4-mapped. */
