@@ -42,10 +42,12 @@
  * needs IPv6 forwarding on the interface, else everything goes up), cached in
  * `routes` for as long as user space says nothing changed (see there).
  *
- * Timestamps: t2 when the program starts, t3 just before it returns the
- * reply, both bpf_ktime_get_tai_ns(), made UTC with the kernel's TAI offset
- * and then NTP or PTP (the settings' flag) with the offsets user space keeps
- * in the settings map, with its Error Estimate. Stateful mode numbers replies
+ * Timestamps: t2 as soon as the program has recognised a test packet to the
+ * reflector's address and port (its first few dozen instructions; unrelated
+ * traffic never reads the clock), t3 just before it returns the reply, both
+ * bpf_ktime_get_tai_ns(), made UTC with the kernel's TAI offset and then NTP or
+ * PTP (the settings' flag) with the offsets user space keeps in the settings
+ * map, with its Error Estimate. Stateful mode numbers replies
  * per session (sender address and port, local address, SSID) in the LRU map
  * `sessions`, which the user-space reflector uses too, so a session's numbers
  * are one sequence whichever path answers its packets.
@@ -253,6 +255,7 @@ struct refl_work {
 	struct refl_session fresh;
 	struct refl_route_key route_key;
 	struct refl_route route;
+	__u64 t2;            /* CLOCK_TAI when the test packet was recognised */
 };
 
 struct {
@@ -757,7 +760,7 @@ static __always_inline int route(void *ctx, struct refl_work *w, const struct re
 
 /* Parse and decide; V_NOT_OURS / V_PASS leave the packet exactly as it came. */
 static __always_inline enum refl_verdict decide(void *ctx, const int xdp, struct refl_work *w,
-						const struct refl_settings *cfg, __u64 now)
+						const struct refl_settings *cfg)
 {
 	void *data = CTX_DATA(ctx), *end = CTX_END(ctx);
 	struct ethhdr *eth = data;
@@ -791,6 +794,7 @@ static __always_inline enum refl_verdict decide(void *ctx, const int xdp, struct
 		return V_NOT_OURS; /* multicast */
 	if (!(cfg->flags & CFG_BIND_ANY) && !same_address((__u8 *)&ip6->daddr, cfg->bind))
 		return V_NOT_OURS;
+	w->t2 = bpf_ktime_get_tai_ns(); /* a test packet to us: not read for unrelated traffic */
 	__builtin_memcpy(rq->saddr, &ip6->saddr, 16);
 	__builtin_memcpy(rq->daddr, &ip6->daddr, 16);
 	rq->sport = udp->source;
@@ -855,7 +859,7 @@ static __always_inline enum refl_verdict decide(void *ctx, const int xdp, struct
 		__builtin_memcpy(w->first_hop, rq->saddr, 16);
 	}
 	srh_new = w->plan.nsegs ? SRH_FIXED + 16 * (w->plan.nsegs + 1) : 0;
-	if (route(ctx, w, cfg, IP6_LEN + srh_new + rq->udp_len, now))
+	if (route(ctx, w, cfg, IP6_LEN + srh_new + rq->udp_len, w->t2))
 		return pass(P_ROUTE);
 	if (xdp && fib->ifindex != rq->ifindex)
 		return pass(P_ROUTE); /* XDP_TX sends back by the interface it came in on only */
@@ -989,7 +993,6 @@ static __always_inline enum refl_verdict answer(void *ctx, const int xdp, struct
 
 static __always_inline enum refl_verdict reflect(void *ctx, const int xdp, __u32 *out_ifindex)
 {
-	__u64 t2 = bpf_ktime_get_tai_ns();
 	__u32 zero = 0;
 	struct refl_settings *cfg = bpf_map_lookup_elem(&settings, &zero);
 	struct refl_work *w = bpf_map_lookup_elem(&scratch, &zero);
@@ -997,10 +1000,10 @@ static __always_inline enum refl_verdict reflect(void *ctx, const int xdp, __u32
 
 	if (!cfg || !w || !(cfg->flags & CFG_ENABLED))
 		return V_NOT_OURS;
-	v = decide(ctx, xdp, w, cfg, t2);
+	v = decide(ctx, xdp, w, cfg);
 	if (v != V_TX)
 		return v;
-	v = answer(ctx, xdp, w, cfg, t2);
+	v = answer(ctx, xdp, w, cfg, w->t2);
 	*out_ifindex = w->fib.ifindex;
 	return v;
 }
