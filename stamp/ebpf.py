@@ -198,8 +198,12 @@ class EbpfReflector:
             if self._obj is not None:
                 return
             bpf.check_support(self._obj_path)
-            obj = bpf.BpfObject(self._obj_path, pin_dir=self._pins, pin=PINNED,
-                                max_entries={"sessions": self.config.max_sessions})
+            try:
+                obj = bpf.BpfObject(self._obj_path, pin_dir=self._pins, pin=PINNED,
+                                    max_entries={"sessions": self.config.max_sessions})
+            except BaseException:
+                bpf.unpin(self._pins)  # the folder it made for the pins
+                raise
             try:
                 self._obj = obj
                 self._state = local_clock()

@@ -597,3 +597,34 @@ def test_a_routing_change_reaches_the_kernel_path_at_once(net):
         wire.close()
         net.ip("-n", net.r, "neigh", "replace", SENDER, "lladdr", net.s_mac.hex(":"), "dev", net.r_if, "nud",
                "permanent")
+
+
+REFUSED = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); }
+    settings SEC(".maps"), sessions SEC(".maps"), counters SEC(".maps"), hop_limits SEC(".maps");
+SEC("xdp")
+int stamp_reflect_xdp(struct xdp_md *ctx)
+{
+    unsigned char *data = (void *)(long)ctx->data;
+    return data[60];   /* no bounds check against data_end: the verifier must refuse this */
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_a_refused_program_is_one_clear_error_and_leaves_nothing(net, tmp_path):
+    src = tmp_path / "refused.bpf.c"
+    src.write_text(REFUSED)
+    (obj,) = bpf.build([src], tmp_path / "build")
+    instance = "t" + secrets.token_hex(4)
+    reflector = ebpf.EbpfReflector(ReflectorConfig(bind=REFLECTOR, port=PORT, netns=net.r), instance=instance,
+                                   obj_path=obj)
+    with pytest.raises(BackendUnavailable) as info:
+        open_reflector(reflector, "--backend socket")
+    first, *log = str(info.value).splitlines()
+    assert first.startswith("the ebpf reflector cannot run here: ") and first.endswith(
+        "choose the socket reflector instead (--backend socket)")
+    assert any("invalid access to packet" in line for line in log)  # the verifier's own words
+    assert not (ebpf.PIN_ROOT / instance).exists()
