@@ -1,33 +1,48 @@
-"""Benchmark: what does srv6pm's STAMP Session-Reflector cost, next to a bare UDP echo loop?
+"""Benchmark: what do srv6pm's STAMP Session-Reflectors cost, next to a bare UDP echo loop?
 
-Two servers on loopback, each in a process of its own (pinned to one CPU when
-there are two or more; the load generator gets another), both on the same kind
-of socket (``srv6pm.stamp.udp.open_socket``: kernel receive timestamps, Hop
-Limit and packet info, the reflector's 4 MiB receive buffer):
+Three network namespaces with random names, G (the load generator) - R (the
+reflector's node, an IPv6 router) - D (a sink behind R), joined by veths with
+an MTU of 9000 (so that a 1500-octet test packet is one frame). While an XDP
+kind runs, G's veth computes UDP checksums itself (with the usual offload a
+veth passes partial checksums on, which XDP cannot verify and passes up).
+Servers in R, each in a process of its own pinned to CPU 1; the generator
+runs on CPU 0. RPS steers what R's veths receive to CPU 1 too (so the kernel's
+work for a test packet, the eBPF reflector's included, is the server side's)
+and what G's veth receives to CPU 0:
 
-* ``echo``       the baseline: ``recvmsg`` then ``sendto`` the same bytes back;
-* ``reflector``  ``srv6pm.stamp.reflector.Reflector`` (stateless, unauthenticated).
+* ``echo``           the baseline: ``recvmsg`` then ``sendto`` the same bytes back, on
+                     srv6pm's socket (kernel receive timestamps, Hop Limit, packet info);
+* ``socket``         ``srv6pm.stamp.reflector.Reflector`` (stateless, unauthenticated);
+* ``ebpf tc``        ``srv6pm.stamp.ebpf.EbpfReflector`` attached at tc ingress (what
+                     ``auto`` picks on veth);
+* ``ebpf xdp-generic`` the same in generic XDP.
 
-For each, two figures:
+For each:
 
 1. **Lossless rate**: the highest rate (test packets per second, found by
    doubling then bisection, trials of ``--trial`` seconds) at which every
-   test packet comes back and the server keeps up (at the end of the trial
-   no more than 20 ms worth of replies is outstanding, so a growing backlog
-   hidden by the buffer does not count as lossless), for 64-octet and
-   1500-octet test packets (UDP
-   payload; a 64-octet STAMP packet is the 44-octet base plus an Extra
-   Padding TLV). The load generator is one Python process; when it cannot
-   send at the asked rate the figure is marked ``>=`` (the server was not
-   the limit).
-2. **Added delay**: from the kernel's receive timestamp of a test packet to
-   the clock reading just before the reply is sent (t3 - t2), at a moderate
-   rate: min / p50 / p99 / max in µs. The reflector reports it in every reply
-   (Receive Timestamp, Timestamp); the echo loop measures the same interval
-   itself and reports it at the end.
+   test packet comes back and at most 20 ms worth of replies is outstanding
+   at the end of the trial, for 64- and 1500-octet test packets (UDP payload;
+   a 64-octet STAMP packet is the 44-octet base plus an Extra Padding TLV).
+   The generator is one Python process sending and receiving 64 datagrams
+   per system call (``sendmmsg``/``recvmmsg``); when it cannot send at the
+   asked rate the figure is marked ``>=`` (the server was not the limit).
+2. **Added delay** t3 - t2: from the receive timestamp to the one taken just
+   before the reply is sent, min / p50 / p99 / max in µs, for test packets
+   one at a time (2000/s: the CPU idles in between, caches go cold) and in
+   bursts of 16 every 0.5 ms (a busy CPU; queueing in the socket counts).
+   The reflectors report it in every reply (Receive Timestamp, Timestamp; the
+   eBPF ones take both in the program); the echo loop measures the same
+   interval itself (kernel receive timestamp to the clock before ``sendto``).
 
-Prints a table and the reflector/echo ratios; asserts nothing about times.
-Bounded to well under a minute.
+Then **forwarding**: unrelated UDP traffic G -> D through R as fast as the
+generator sends it, 64 octets, with nothing on R's interfaces and with the
+eBPF reflector attached (tc, generic XDP): packets per second delivered to
+D's interface, and the share of what G sent; the settings take turns, and
+the median of ``--forward-rounds`` runs is shown.
+
+Prints tables with every figure beside the echo baseline; asserts nothing.
+Needs root and the compiled program (./setup.sh). About a minute and a half.
 
     python bench/stamp_reflector.py [--trial 0.6] [--delay-packets 2000]
 """
@@ -35,40 +50,135 @@ Bounded to well under a minute.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import multiprocessing as mp
 import os
+import secrets
 import select
 import socket
 import statistics
+import subprocess
 import sys
 import time
 
+from srv6pm import netns as nsutil
 from srv6pm.stamp import udp
+from srv6pm.stamp.ebpf import OBJECT, EbpfReflector
 from srv6pm.stamp.packet import ReflectorPacket, SenderPacket
 from srv6pm.stamp.reflector import Reflector, ReflectorConfig
 from srv6pm.stamp.timestamp import decode, ntp_from_unix_ns
 from srv6pm.stamp.tlv import TlvList, extra_padding
 
 SIZES = (64, 1500)
-BUDGET_S = 50.0
+KINDS = ("echo", "socket", "ebpf tc", "ebpf xdp-generic")
 RCVBUF = ReflectorConfig().rcvbuf
+PORT = 862
+G_ADDR, R_ADDR, R_SIDE, D_ADDR = "fd7b:1::1", "fd7b:1::2", "fd7b:2::1", "fd7b:2::2"
+BATCH = 64
+MTU = 9000
 
 
 def _pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() >= 2:
-        try:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cpu % os.cpu_count()})
-        except OSError:
-            pass
 
 
-# -- servers (child processes) ----------------------------------------------------------
+# -- the network ---------------------------------------------------------------------------
 
-def echo_server(conn) -> None:
+class Network:
+    """G - R - D with random namespace names; :meth:`remove` deletes them."""
+
+    def __init__(self):
+        tag = secrets.token_hex(3)
+        self.g, self.r, self.d = f"bg{tag}", f"br{tag}", f"bd{tag}"
+        self.links = ((self.g, f"vg{tag}", self.r, f"vrg{tag}"), (self.r, f"vrd{tag}", self.d, f"vd{tag}"))
+
+    @staticmethod
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def build(self) -> None:
+        for ns in (self.g, self.r, self.d):
+            self.ip("netns", "add", ns)
+            self.ip("-n", ns, "link", "set", "lo", "up")
+        (g, g_if, r, r_g), (_, r_d, d, d_if) = self.links
+        self.ip("link", "add", g_if, "netns", g, "mtu", str(MTU), "type", "veth", "peer", "name", r_g, "netns", r,
+                "mtu", str(MTU))
+        self.ip("link", "add", r_d, "netns", r, "mtu", str(MTU), "type", "veth", "peer", "name", d_if, "netns", d,
+                "mtu", str(MTU))
+        for ns, dev, addr in ((g, g_if, G_ADDR), (r, r_g, R_ADDR), (r, r_d, R_SIDE), (d, d_if, D_ADDR)):
+            self.ip("-n", ns, "link", "set", dev, "up")
+            self.ip("-n", ns, "addr", "add", f"{addr}/64", "dev", dev, "nodad")
+        self.ip("-n", g, "-6", "route", "add", "default", "via", R_ADDR)
+        self.ip("-n", d, "-6", "route", "add", "default", "via", R_SIDE)
+        subprocess.run(["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"], check=True)
+        macs = {}
+        for ns, dev in ((g, g_if), (r, r_g), (r, r_d), (d, d_if)):
+            with nsutil.NetnsThread(ns) as t:
+                macs[dev] = t.call(_mac, dev)
+        for ns, dev, addr, peer in ((g, g_if, R_ADDR, r_g), (r, r_g, G_ADDR, g_if), (r, r_d, D_ADDR, d_if),
+                                    (d, d_if, R_SIDE, r_d)):
+            self.ip("-n", ns, "neigh", "replace", addr, "lladdr", macs[peer], "dev", dev, "nud", "permanent")
+        # receive processing (where the eBPF reflector and the forwarding run) on the servers' CPU,
+        # the replies' on the generator's
+        for ns, dev, cpu in ((r, r_g, 1), (r, r_d, 1), (g, g_if, 0), (d, d_if, 1)):
+            _steer(ns, dev, cpu)
+
+    def tx_checksum_offload(self, on: bool) -> None:
+        """G's veth offloads UDP checksums (partial ones on the wire), or computes them (XDP needs that)."""
+        g, g_if = self.links[0][:2]
+        with nsutil.NetnsThread(g) as t:
+            t.call(_tx_checksum_offload, g_if, on)
+
+    def remove(self) -> None:
+        for ns in (self.g, self.r, self.d):
+            if nsutil.exists(ns):
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def d_rx_packets(self) -> int:
+        _, _, d, d_if = self.links[1]
+        with nsutil.NetnsThread(d) as t:
+            return t.call(_rx_packets, d_if)
+
+
+def _steer(ns: str, dev: str, cpu: int) -> None:
+    """RPS: process what ``dev`` receives on ``cpu`` (sysfs of the namespace, as ``ip netns exec`` mounts it)."""
+    if (os.cpu_count() or 1) < 2:
+        return
+    subprocess.run(["ip", "netns", "exec", ns, "tee", f"/sys/class/net/{dev}/queues/rx-0/rps_cpus"],
+                   input=f"{1 << (cpu % os.cpu_count()):x}\n", text=True, check=True, capture_output=True)
+
+
+def _mac(dev: str) -> str:
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((dev, 0))
+        return s.getsockname()[4].hex(":")
+
+
+def _rx_packets(dev: str) -> int:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        (link,) = ipr.get_links(ifname=dev)
+    return link.get_attr("IFLA_STATS64")["rx_packets"]
+
+
+def _tx_checksum_offload(dev: str, on: bool) -> None:
+    from pyroute2.ethtool import Ethtool
+    with contextlib.closing(Ethtool()) as tool:
+        features = tool.get_features(dev)
+        features.features["tx-checksum-ip-generic"].enable = on  # what a veth offers
+        tool.set_features(dev, features)
+
+
+# -- servers (child processes, sockets in R) -----------------------------------------------
+
+def echo_server(conn, net: Network) -> None:
     """Bare echo loop; keeps t3 - t2 (kernel receive timestamp -> clock before sendto)."""
     _pin(1)
-    sock = udp.open_socket("::1", 0, rcvbuf=RCVBUF)
-    conn.send(sock.getsockname()[1])
+    sock = udp.open_socket(R_ADDR, PORT, netns=net.r, rcvbuf=RCVBUF)
+    conn.send("ready")
     delays: list[int] = []
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
@@ -97,10 +207,15 @@ def echo_server(conn) -> None:
     sock.close()
 
 
-def reflector_server(conn) -> None:
+def reflector_server(conn, net: Network, kind: str) -> None:
     _pin(1)
-    reflector = Reflector(ReflectorConfig(bind="::1", port=0, rcvbuf=RCVBUF)).start()
-    conn.send(reflector.address[1])
+    config = ReflectorConfig(bind=R_ADDR, port=PORT, netns=net.r, rcvbuf=RCVBUF)
+    if kind == "socket":
+        reflector = Reflector(config)
+    else:
+        reflector = EbpfReflector(config, instance=f"bench-{net.r}", attach=kind.split()[1])
+    reflector.start()
+    conn.send("ready")
     while True:
         command = conn.recv()
         if command == "stop":
@@ -110,7 +225,62 @@ def reflector_server(conn) -> None:
     reflector.close()
 
 
-# -- load generator ---------------------------------------------------------------------
+# -- the generator: sendmmsg / recvmmsg through ctypes ------------------------------------
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
+                ("msg_iov", ctypes.POINTER(_Iovec)), ("msg_iovlen", ctypes.c_size_t),
+                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t), ("msg_flags", ctypes.c_int)]
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_MSG_DONTWAIT = 0x40
+
+
+class Batch:
+    """BATCH copies of one datagram for ``sendmmsg``, and BATCH receive buffers for ``recvmmsg``, on a
+    connected UDP socket."""
+
+    def __init__(self, sock: socket.socket, data: bytes):
+        self.fd = sock.fileno()
+        self._data = ctypes.create_string_buffer(data, len(data))
+        self._out_iov = (_Iovec * BATCH)(*[_Iovec(ctypes.addressof(self._data), len(data))] * BATCH)
+        self._out = (_Mmsghdr * BATCH)()
+        self._bufs = [ctypes.create_string_buffer(65536) for _ in range(BATCH)]
+        self._in_iov = (_Iovec * BATCH)(*[_Iovec(ctypes.addressof(b), 65536) for b in self._bufs])
+        self._in = (_Mmsghdr * BATCH)()
+        for i in range(BATCH):
+            self._out[i].msg_hdr.msg_iov = ctypes.pointer(self._out_iov[i])
+            self._out[i].msg_hdr.msg_iovlen = 1
+            self._in[i].msg_hdr.msg_iov = ctypes.pointer(self._in_iov[i])
+            self._in[i].msg_hdr.msg_iovlen = 1
+
+    def send(self, n: int) -> int:
+        done = _libc.sendmmsg(self.fd, self._out, min(n, BATCH), _MSG_DONTWAIT)
+        return max(done, 0)
+
+    def receive(self) -> int:
+        done = _libc.recvmmsg(self.fd, self._in, BATCH, _MSG_DONTWAIT, None)
+        return max(done, 0)
+
+
+def _socket(net: Network, dest: str) -> socket.socket:
+    with nsutil.NetnsThread(net.g) as t:
+        sock = t.call(socket.socket, socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 1024 * 1024)
+    sock.bind((G_ADDR, 0))
+    sock.connect((dest, PORT))
+    return sock
+
 
 def payload(size: int) -> bytes:
     base = 44
@@ -118,17 +288,10 @@ def payload(size: int) -> bytes:
     return SenderPacket(0, ntp_from_unix_ns(time.time_ns()), tlvs=tlvs).pack()
 
 
-def trial(port: int, data: bytes, rate: float, seconds: float) -> tuple[int, int, bool]:
-    """Send ``rate`` packets/s for ``seconds``; return (sent, received in time, generator kept up).
-
-    "Received in time" is ``sent`` only if every reply came back and at most
-    20 ms worth of them were still outstanding when sending stopped.
-    """
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-    sock.bind(("::1", 0))
-    sock.setblocking(False)
-    target = ("::1", port)
+def trial(net: Network, data: bytes, rate: float, seconds: float) -> tuple[int, int, bool]:
+    """Send ``rate`` packets/s for ``seconds``; return (sent, received in time, generator kept up)."""
+    sock = _socket(net, R_ADDR)
+    batch = Batch(sock, data)
     sent = received = 0
     start = time.perf_counter()
     end = start + seconds
@@ -136,55 +299,49 @@ def trial(port: int, data: bytes, rate: float, seconds: float) -> tuple[int, int
         now = time.perf_counter()
         if now >= end:
             break
-        due = int((now - start) * rate)
-        burst = min(due - sent, 64)
-        for _ in range(burst):
-            try:
-                sock.sendto(data, target)
-                sent += 1
-            except BlockingIOError:
-                break
-        while True:
-            try:
-                sock.recv(65536)
-                received += 1
-            except BlockingIOError:
-                break
-        if burst <= 0:
+        due = int((now - start) * rate) - sent
+        if due > 0:
+            sent += batch.send(due)
+        received += batch.receive()
+        if due <= 0:
             time.sleep(0.0002)
     kept_up = sent >= 0.97 * rate * seconds
     backlog_ok = sent - received <= max(20, rate * 0.02)
     drain_until = time.perf_counter() + 0.3
     while time.perf_counter() < drain_until and received < sent:
-        try:
-            sock.recv(65536)
-            received += 1
-        except BlockingIOError:
+        got = batch.receive()
+        received += got
+        if not got:
             time.sleep(0.001)
     sock.close()
     return sent, received if backlog_ok else min(received, sent - 1), kept_up
 
 
-def lossless_rate(port: int, size: int, seconds: float, deadline: float) -> tuple[float, bool]:
+def lossless_rate(net: Network, size: int, seconds: float, deadline: float) -> tuple[float, bool]:
     """(highest lossless rate found, True if the generator was the limit)."""
     data = payload(size)
-    trial(port, data, 1000, 0.2)  # warm up
+    trial(net, data, 1000, 0.2)  # warm up
     good, bad = 0.0, None
-    rate = 2000.0
+    rate = 4000.0
+    behind = 0
     while bad is None and time.monotonic() < deadline:
-        sent, received, kept_up = trial(port, data, rate, seconds)
+        sent, received, kept_up = trial(net, data, rate, seconds)
         if received < sent:
             bad = rate
         elif not kept_up:
-            return max(good, sent / seconds), True
+            good = max(good, sent / seconds)
+            behind += 1
+            if behind == 3:  # three trials in a row: the generator's limit, not a moment of other load
+                return good, True
         else:
             good = rate
             rate *= 2
+            behind = 0
     for _ in range(4):
         if bad is None or time.monotonic() >= deadline:
             break
         rate = (good + bad) / 2
-        sent, received, _kept = trial(port, data, rate, seconds)
+        sent, received, _kept = trial(net, data, rate, seconds)
         if received < sent:
             bad = rate
         else:
@@ -192,26 +349,26 @@ def lossless_rate(port: int, size: int, seconds: float, deadline: float) -> tupl
     return good, False
 
 
-def delays(kind: str, port: int, conn, packets: int) -> list[float]:
-    """t3 - t2 in µs for ``packets`` test packets of 64 octets at ~2000/s."""
+def delays(net: Network, kind: str, conn, packets: int, burst: int = 1) -> list[float]:
+    """t3 - t2 in µs for ``packets`` test packets of 64 octets, ``burst`` at a time every ~0.5 ms."""
     if kind == "echo":
         conn.send("reset")
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    sock.bind(("::1", 0))
+    sock = _socket(net, R_ADDR)
     sock.settimeout(0.5)
+    batch = Batch(sock, payload(64))
     out: list[float] = []
-    data = payload(64)
-    for _ in range(packets):
-        sock.sendto(data, ("::1", port))
-        try:
-            reply = sock.recv(65536)
-        except socket.timeout:
-            continue
-        if kind == "reflector":
-            r = ReflectorPacket.unpack(reply)
-            t2 = decode(r.receive_timestamp, r.error_estimate.format)
-            t3 = decode(r.timestamp, r.error_estimate.format)
-            out.append((t3 - t2) / 1000)
+    for _ in range(max(1, packets // burst)):
+        sent = batch.send(burst)
+        for _ in range(sent):
+            try:
+                reply = sock.recv(65536)
+            except socket.timeout:
+                break
+            if kind != "echo":
+                r = ReflectorPacket.unpack(reply)
+                t2 = decode(r.receive_timestamp, r.error_estimate.format)
+                t3 = decode(r.timestamp, r.error_estimate.format)
+                out.append((t3 - t2) / 1000)
         time.sleep(0.0005)
     sock.close()
     if kind == "echo":
@@ -220,58 +377,115 @@ def delays(kind: str, port: int, conn, packets: int) -> list[float]:
     return out
 
 
+def forwarding(net: Network, seconds: float) -> tuple[float, float]:
+    """(packets/s delivered to D, share of what G sent) for 64-octet UDP to D as fast as G sends."""
+    sock = _socket(net, D_ADDR)
+    batch = Batch(sock, bytes(64))
+    before = net.d_rx_packets()
+    sent = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sent += batch.send(BATCH)
+    sock.close()
+    time.sleep(0.2)
+    delivered = net.d_rx_packets() - before
+    return delivered / seconds, delivered / sent if sent else 0.0
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+@contextlib.contextmanager
+def server(net: Network, kind: str):
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    target, args = (echo_server, (child, net)) if kind == "echo" else (reflector_server, (child, net, kind))
+    proc = ctx.Process(target=target, args=args, daemon=True)
+    proc.start()
+    try:
+        if not parent.poll(20) or parent.recv() != "ready":
+            raise RuntimeError(f"{kind} server did not start")
+        yield parent
+    finally:
+        parent.send("stop")
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trial", type=float, default=0.6, help="seconds per rate trial (default 0.6)")
     parser.add_argument("--delay-packets", type=int, default=2000, help="packets for the delay figures (default 2000)")
+    parser.add_argument("--forward-seconds", type=float, default=1.0, help="seconds per forwarding run (default 1)")
+    parser.add_argument("--forward-rounds", type=int, default=3,
+                        help="forwarding runs per setting, interleaved; the median is shown (default 3)")
     args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/stamp_reflector.py: needs root (network namespaces, the eBPF program)", file=sys.stderr)
+        return 2
+    if not OBJECT.exists():
+        print(f"bench/stamp_reflector.py: {OBJECT} is not built (./setup.sh)", file=sys.stderr)
+        return 2
     _pin(0)
+    net = Network()
     started = time.monotonic()
-    ctx = mp.get_context("fork")
     results: dict[str, dict] = {}
-    for kind, target in (("echo", echo_server), ("reflector", reflector_server)):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=target, args=(child,), daemon=True)
-        proc.start()
-        try:
-            port = parent.recv()
-            res: dict = {}
-            per_kind_deadline = started + (BUDGET_S * 0.45 if kind == "echo" else BUDGET_S * 0.9)
-            for size in SIZES:
-                share = (per_kind_deadline - time.monotonic()) / (len(SIZES) - SIZES.index(size))
-                res[size] = lossless_rate(port, size, args.trial, time.monotonic() + max(share - 2.0, 1.0))
-            res["delay"] = delays(kind, port, parent, args.delay_packets)
-            results[kind] = res
-        finally:
-            parent.send("stop")
-            proc.join(5)
-            if proc.is_alive():
-                proc.terminate()
+    forward: dict[str, tuple[float, float]] = {}
+    try:
+        net.build()
+        for kind in KINDS:
+            net.tx_checksum_offload("xdp" not in kind)
+            with server(net, kind) as conn:
+                res: dict = {}
+                for size in SIZES:
+                    res[size] = lossless_rate(net, size, args.trial, time.monotonic() + 25)
+                res["delay"] = delays(net, kind, conn, args.delay_packets)
+                res["delay, bursts"] = delays(net, kind, conn, 8 * args.delay_packets, burst=16)
+                results[kind] = res
+        runs: dict[str, list[tuple[float, float]]] = {}
+        for _ in range(args.forward_rounds):  # interleaved, so that a change of background load hits all alike
+            runs.setdefault("nothing attached", []).append(forwarding(net, args.forward_seconds))
+            for kind in KINDS[2:]:
+                net.tx_checksum_offload("xdp" not in kind)
+                with server(net, kind):
+                    runs.setdefault(kind, []).append(forwarding(net, args.forward_seconds))
+            net.tx_checksum_offload(True)
+        forward = {name: sorted(values)[len(values) // 2] for name, values in runs.items()}  # the median run
+    finally:
+        net.remove()
     elapsed = time.monotonic() - started
 
-    print(f"STAMP reflector benchmark on loopback (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+    print(f"STAMP reflector benchmark over veth, G - R - D (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"{elapsed:.0f} s)\n")
-    print(f"{'':<22}{'echo (baseline)':>18}{'reflector':>14}{'reflector/echo':>16}")
+    print(f"{'':<22}" + "".join(f"{k:>18}" for k in KINDS))
     for size in SIZES:
-        (e, e_lim), (r, r_lim) = results["echo"][size], results["reflector"][size]
-        mark = lambda limited: ">=" if limited else "  "  # noqa: E731
-        print(f"{f'lossless pps, {size} B':<22}{mark(e_lim)}{e:>16,.0f}{mark(r_lim)}{r:>12,.0f}"
-              f"{r / e if e else float('nan'):>16.2f}")
-    ed, rd = results["echo"]["delay"], results["reflector"]["delay"]
-    for label, fn in (("t3-t2 min µs", min), ("t3-t2 p50 µs", lambda v: percentile(v, 50)),
-                      ("t3-t2 p99 µs", lambda v: percentile(v, 99)), ("t3-t2 max µs", max)):
-        e, r = fn(ed), fn(rd)
-        print(f"{label:<22}{e:>18.1f}{r:>14.1f}{r / e if e else float('nan'):>16.2f}")
-    print(f"\n(delay samples: echo {len(ed)}, reflector {len(rd)}; test packets are UDP payloads; "
-          f"'>=' marks a rate where the load generator, not the server, was the limit)")
-    if ed and rd:
-        print(f"reflector processing added over the bare loop (p50): {percentile(rd, 50) - percentile(ed, 50):.1f} µs; "
-              f"mean {statistics.fmean(rd):.1f} vs {statistics.fmean(ed):.1f} µs")
+        cells = "".join(f"{'>=' if results[k][size][1] else '':>6}{results[k][size][0]:>12,.0f}" for k in KINDS)
+        print(f"{f'lossless pps, {size} B':<22}{cells}")
+        echo = results["echo"][size][0]
+        print(f"{'  x echo':<22}" + "".join(f"{results[k][size][0] / echo if echo else float('nan'):>18.2f}"
+                                            for k in KINDS))
+        sock = results["socket"][size][0]
+        print(f"{'  x socket':<22}" + "".join(f"{results[k][size][0] / sock if sock else float('nan'):>18.2f}"
+                                              for k in KINDS))
+    for series, title in (("delay", "one at a time, 2000/s"), ("delay, bursts", "bursts of 16, 32000/s")):
+        print(f"t3-t2, {title}:")
+        for label, fn in (("  min µs", min), ("  p50 µs", lambda v: percentile(v, 50)),
+                          ("  p99 µs", lambda v: percentile(v, 99)), ("  max µs", max)):
+            cells = "".join(f"{fn(results[k][series]) if results[k][series] else float('nan'):>18.2f}" for k in KINDS)
+            print(f"{label:<22}{cells}")
+    samples = ", ".join(f"{k} {len(results[k]['delay'])}" for k in KINDS)
+    print(f"\n(delay samples: {samples}; test packets are UDP payloads; '>=' marks a rate where the load "
+          "generator, not the server, was the limit)")
+    print(f"\nforwarding 64-octet UDP G -> D through R, as fast as G sends (median of {args.forward_rounds} runs):")
+    base = forward["nothing attached"][0]
+    for name, (pps, share) in forward.items():
+        ratio = "" if name == "nothing attached" else f", {pps / base:.2f} x" if base else ""
+        print(f"  {name:<20}{pps:>14,.0f} pps delivered ({100 * share:5.1f} % of sent){ratio}")
+    means = ", ".join(f"{k} {statistics.fmean(results[k]['delay']):.2f} µs" for k in KINDS if results[k]["delay"])
+    print(f"\nmean t3-t2: {means}")
     return 0
 
 

@@ -7,7 +7,11 @@ separate process:
 
 * one node exporter per node, started empty, serving the southbound gRPC API
   on 127.0.0.1 (plaintext: the lab is one machine), with the scenario's data
-  plane (``--dataplane``);
+  plane (``--dataplane``); its STAMP reflector is the
+  default ebpf one, except on a node at either end of a link with
+  ``delay_ms``: that delay is added at postrouting (NFQUEUE, :mod:`.delay`),
+  which a reply the kernel sends from XDP or tc never passes through, so
+  there the exporter runs the socket reflector;
 * the collector, with the collector configuration of the scenario
   (:mod:`srv6pm.lab.control`): it applies every SID, SRv6 policy, monitored
   flow and STAMP session to the exporters over gRPC, as in production, and
@@ -164,9 +168,13 @@ class Lab:
     # -- components ------------------------------------------------------------
 
     def exporter_config(self, node: str) -> dict:
-        """The exporter's own configuration: who it is, its namespace, its period. No flows: they come from the collector."""
-        return {"node": node, "netns": node, "period": self.scenario.period,
-                "state_file": str(self.exporter_state_file(node))}
+        """The exporter's own configuration: who it is, its namespace, its period, its STAMP reflector's backend
+        (socket next to a delayed link, see the module docstring). No flows: they come from the collector."""
+        config = {"node": node, "netns": node, "period": self.scenario.period,
+                  "state_file": str(self.exporter_state_file(node))}
+        if any(link.delay_ms > 0 and node in (link.a, link.b) for link in self.plan.links):
+            config["stamp"] = {"reflector": {"backend": "socket"}}
+        return config
 
     def exporter_state_file(self, node: str) -> Path:
         """The exporter's state file (baselines; its applied state is kept beside it)."""

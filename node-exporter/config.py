@@ -32,10 +32,13 @@
         position: 0               # ebpf data plane: the point's index on the path (0: ingress)
     stamp:                        # optional: STAMP delay measurement (RFC 8762) from the start
       reflector:                  # answer test packets on this node
-        bind: "fcff:4::2"
+        bind: "fcff:4::2"         # without bind, no reflector starts from the file (backend still counts)
         port: 862                 # optional
         stateful: false           # optional
         auth_key_file: /etc/srv6pm/stamp.key   # optional: authenticated mode
+        backend: ebpf             # optional: ebpf (default: answered in the kernel where it can, see
+                                  # srv6pm.stamp.ebpf) or socket; also the backend of reflectors the
+                                  # API starts without one
       sessions:                   # send test packets from this node
         - name: s1
           dest: "fcff:4::2"       # the reflector's address
@@ -71,6 +74,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import yaml
+
+from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND
 
 __all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "GrpcSettings", "Override", "ReflectorSettings",
            "SessionSettings", "load", "parse"]
@@ -111,6 +116,7 @@ class ReflectorSettings:
     port: int = 862
     stateful: bool = False
     auth_key_file: str | None = None
+    backend: str = ""  # as the file says it ("": not said)
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,7 @@ class ExporterConfig:
     reflector: ReflectorSettings | None = None
     sessions: tuple[SessionSettings, ...] = ()
     grpc: GrpcSettings = GrpcSettings()
+    reflector_backend: str = "ebpf"  # for a StampReflector whose backend is "" (stamp.reflector.backend)
 
     def flows_of(self, role: str) -> list[FlowConfig]:
         return [f for f in self.flows if f.role == role]
@@ -172,7 +179,7 @@ class ExporterConfig:
                      for f in self.flows]
         if self.reflector is not None:
             r = self.reflector
-            out.append(pb.StampReflector(bind=r.bind, port=r.port, stateful=r.stateful,
+            out.append(pb.StampReflector(bind=r.bind, port=r.port, stateful=r.stateful, backend=r.backend,
                                          auth_key_file=os.path.abspath(r.auth_key_file) if r.auth_key_file else ""))
         for s in self.sessions:
             out.append(pb.StampSession(name=s.name, destination=s.dest, source=s.source or "", port=s.port,
@@ -291,10 +298,10 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
         if role != "transit":
             seen_matches[(role, *prefixes)] = name
         flows.append(FlowConfig(name, role, *prefixes, *numbers))
-    reflector, sessions = _stamp(doc.get("stamp"), fail)
+    reflector, sessions, backend = _stamp(doc.get("stamp"), fail)
     return ExporterConfig(node=node, period=period, flows=tuple(flows), netns=netns, dataplane=dataplane,
                           dscp=(dscp[0], dscp[1]), state_file=state_file, reflector=reflector, sessions=sessions,
-                          grpc=_grpc(doc.get("grpc"), fail))
+                          grpc=_grpc(doc.get("grpc"), fail), reflector_backend=backend)
 
 
 def _dataplane(value, fail) -> str:
@@ -348,9 +355,10 @@ def _grpc(doc, fail) -> GrpcSettings:
                         client_ca=tls.get("client_ca"))
 
 
-def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, ...]]:
+def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, ...], str]:
+    """The file's reflector (None: none), its sessions, and the reflector backend (default ebpf)."""
     if doc is None:
-        return None, ()
+        return None, (), DEFAULT_BACKEND
     if not isinstance(doc, dict):
         raise fail("stamp", "must be a mapping with 'reflector' and/or 'sessions'")
     for key in doc:
@@ -392,13 +400,23 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
         return value
 
     reflector = None
+    backend = DEFAULT_BACKEND
     if doc.get("reflector") is not None:
-        r = fields(doc["reflector"], "stamp.reflector", {"bind", "port", "stateful", "auth_key_file"}, {"bind"})
+        raw = doc["reflector"]
+        only_backend = isinstance(raw, dict) and set(raw) == {"backend"}
+        r = fields(raw, "stamp.reflector", {"bind", "port", "stateful", "auth_key_file", "backend"},
+                   set() if only_backend else {"bind"})
+        if "backend" in r:
+            backend = r["backend"]
+            if backend not in BACKENDS:
+                raise fail("stamp.reflector.backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if not isinstance(r.get("stateful", False), bool):
             raise fail("stamp.reflector.stateful", "must be true or false")
-        reflector = ReflectorSettings(address(r["bind"], "stamp.reflector.bind"),
-                                      port(r.get("port", 862), "stamp.reflector.port"), r.get("stateful", False),
-                                      path(r.get("auth_key_file"), "stamp.reflector.auth_key_file"))
+        if not only_backend:
+            reflector = ReflectorSettings(address(r["bind"], "stamp.reflector.bind"),
+                                          port(r.get("port", 862), "stamp.reflector.port"), r.get("stateful", False),
+                                          path(r.get("auth_key_file"), "stamp.reflector.auth_key_file"),
+                                          r.get("backend", ""))
     sessions = []
     raw = doc.get("sessions", [])
     if not isinstance(raw, list):
@@ -434,4 +452,4 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
             segments=segs["segments"], return_segments=segs["return_segments"],
             timeout=number(item.get("timeout", 2.0), f"{field}.timeout", 0.01, 60),
             reflector=reflector_name, auth_key_file=path(item.get("auth_key_file"), f"{field}.auth_key_file")))
-    return reflector, tuple(sessions)
+    return reflector, tuple(sessions), backend

@@ -18,6 +18,13 @@ bad source address or key file is a :class:`ProbeError` and the session that
 ran under that name (if any) keeps running. Replacing the reflector stops the
 old one first (they share the port); if the new one cannot bind, the old one
 is started again.
+
+The reflector's backend is the message's ``backend``, else the exporter's
+(``stamp.reflector.backend`` in its file, else ``ebpf``; see
+:mod:`srv6pm.stamp.backends`). An ebpf reflector is attached in the data
+plane's namespace and pins its maps under the node's name; where eBPF cannot
+run, starting it is a :class:`ProbeError` that says why and how to choose
+the socket backend, and nothing falls back by itself.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from kafka import KafkaProducer
 from srv6pm import metrics, records
 from srv6pm.netns import NetnsError
 from srv6pm.southbound.v1 import southbound_pb2 as pb
-from srv6pm.stamp import TIMESTAMP_KINDS, Reflector, ReflectorConfig, Sender, SenderConfig, StampError
+from srv6pm.stamp import TIMESTAMP_KINDS, ReflectorConfig, Sender, SenderConfig, StampError
+from srv6pm.stamp.backends import DEFAULT_BACKEND, BackendUnavailable, make_reflector, open_reflector
 from srv6pm.stamp.keys import load_key
 
 __all__ = ["ProbeError", "Probes"]
@@ -61,14 +69,16 @@ class _Session:
 class Probes:
     """The STAMP reflector and senders of one exporter. Thread safe."""
 
-    def __init__(self, node: str, period: float, producer: KafkaProducer, netns: str | None = None):
+    def __init__(self, node: str, period: float, producer: KafkaProducer, netns: str | None = None,
+                 reflector_backend: str = DEFAULT_BACKEND):
         self.node = node
         self.period = period
         self.netns = netns
+        self.reflector_backend = reflector_backend
         self._producer = producer
         self._lock = threading.RLock()
         self._sessions: dict[str, _Session] = {}
-        self._reflector: Reflector | None = None
+        self._reflector = None  # a Reflector or an EbpfReflector
         self._reflector_settings: pb.StampReflector | None = None
         self._reflector_error = ""
 
@@ -157,14 +167,21 @@ class Probes:
         return out
 
     # -- reflector --------------------------------------------------------------------
-    def _open_reflector(self, r: pb.StampReflector) -> Reflector:
+    def _open_reflector(self, r: pb.StampReflector):
+        backend = r.backend or self.reflector_backend
+        how = ('backend: "socket" in the StampReflector message, or stamp.reflector.backend: socket in the '
+               "exporter's file for every reflector")
+        reflector = None
         try:
             key = load_key(r.auth_key_file) if r.auth_key_file else None
-            reflector = Reflector(ReflectorConfig(bind=r.bind, port=r.port or 862, key=key, stateful=r.stateful,
-                                                  netns=self.netns))
+            reflector = make_reflector(ReflectorConfig(bind=r.bind, port=r.port or 862, key=key, stateful=r.stateful,
+                                                       netns=self.netns), backend, instance=self.node)
+            open_reflector(reflector, how)
             return reflector.start()
-        except (StampError, ValueError, OSError, NetnsError) as exc:
-            raise ProbeError(f"STAMP reflector on [{r.bind}]:{r.port or 862}: {_reason(exc)}") from None
+        except (StampError, ValueError, OSError, NetnsError, BackendUnavailable) as exc:
+            if reflector is not None:
+                reflector.close()
+            raise ProbeError(f"STAMP reflector on [{r.bind}]:{r.port or 862} ({backend}): {_reason(exc)}") from None
 
     def start_reflector(self, settings: pb.StampReflector) -> None:
         """Run the reflector with ``settings`` (replacing the running one); :class:`ProbeError` if it cannot.

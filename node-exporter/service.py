@@ -101,7 +101,7 @@ class Exporter:
         self._routes: Routes | None = None
         self._baselines = Baselines(config.state_file)
         self._encoder = records.CounterEncoder(config.node, config.period)  # the guard's record values
-        self.probes = Probes(config.node, config.period, self._producer, config.netns)
+        self.probes = Probes(config.node, config.period, self._producer, config.netns, config.reflector_backend)
         self.intent = Intent(path_for(config.state_file))
         self._api_settings = api
         self._server = None
@@ -258,15 +258,13 @@ class Exporter:
         cannot run them is told so at start, with the verifier's whole log if it refuses one."""
         from srv6pm import bpf
 
-        from .ebpf import OBJECT
+        from . import ebpf
         try:
-            bpf.check_support(OBJECT)
-            bpf.BpfObject(OBJECT).close()
+            bpf.check_loadable(ebpf.OBJECT)
         except bpf.BpfError as exc:
-            first, _, rest = str(exc).partition("\n")
-            raise DataplaneUnavailable(f"the ebpf data plane cannot run here: {first}; choose the nftables data "
-                                       "plane instead (dataplane: nftables in the file, --dataplane nftables or "
-                                       "SRV6PM_DATAPLANE=nftables)" + (f"\n{rest}" if rest else "")) from None
+            raise DataplaneUnavailable(bpf.unavailable(
+                "ebpf data plane", exc, "the nftables data plane",
+                "dataplane: nftables in the file, --dataplane nftables or SRV6PM_DATAPLANE=nftables")) from None
 
     def run(self) -> None:
         """:meth:`start`, then loop until :meth:`stop`; everything is closed at the end."""

@@ -7,7 +7,9 @@ compiled at install time by ``./setup.sh`` with Debian's clang against a
 
 * :func:`check_support` says, in one sentence, what this machine lacks to run
   eBPF programs (the BPF syscall, the kernel's BTF, libbpf, a compiled object)
-  and raises :class:`BpfUnavailable`; callers name the alternative backend.
+  and raises :class:`BpfUnavailable`; :func:`check_loadable` also runs the
+  verifier once. Callers name the alternative backend in the one wording of
+  :func:`unavailable`.
 * :class:`BpfObject` opens a compiled object, pins the maps it is told to pin
   under bpffs (``/sys/fs/bpf/<component>/<instance>/<map>``; a pinned map that
   exists already is reused, so counters survive a restart of the process), and
@@ -18,8 +20,11 @@ compiled at install time by ``./setup.sh`` with Debian's clang against a
   and :meth:`Map.lookup_batch` for a whole map in a few syscalls (per-CPU maps
   come back as one value per possible CPU).
 * :func:`tc_attach` / :func:`tc_detach` put a program on an interface's clsact
-  hook (direct action). They act on the network namespace of the calling
-  thread: call them through :class:`srv6pm.netns.NetnsThread` for another one.
+  hook (direct action); :func:`xdp_attach` / :func:`xdp_detach` on its XDP
+  hook, in native (driver) or generic (skb) mode, and :func:`xdp_program`
+  says which program is there. They act on the network namespace of the
+  calling thread: call them through :class:`srv6pm.netns.NetnsThread` for
+  another one.
 
 Nothing here builds a shell command: libbpf is called directly, and
 :func:`build` runs clang and bpftool with argument lists.
@@ -38,8 +43,10 @@ from pathlib import Path
 
 from srv6pm.errors import Srv6pmError
 
-__all__ = ["BPFFS", "BTF_PATH", "BpfError", "BpfObject", "BpfUnavailable", "Map", "VerifierError", "build",
-           "check_support", "ensure_bpffs", "map_id", "pinned_map", "possible_cpus", "tc_attach", "tc_detach", "test_run"]
+__all__ = ["BPFFS", "BTF_PATH", "XDP_MODES", "BpfError", "BpfObject", "BpfUnavailable", "Map", "VerifierError",
+           "build", "check_loadable", "check_support", "ensure_bpffs", "map_id", "pinned_map", "possible_cpus",
+           "program_name", "tc_attach", "tc_detach", "test_run", "unavailable", "xdp_attach", "xdp_detach",
+           "xdp_program"]
 
 LIBRARY = "libbpf.so.1"
 BPFFS = "/sys/fs/bpf"
@@ -50,6 +57,9 @@ BPF_TC_EGRESS = 2
 BPF_TC_F_REPLACE = 1
 BPF_ANY = 0
 BPF_NOEXIST = 1
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1
+XDP_FLAGS_REPLACE = 16
+XDP_MODES = {"native": 4, "generic": 2}  # XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE
 _LOG_LIMIT = 1 << 20
 
 
@@ -150,6 +160,7 @@ def _load():
             "bpf_map__type": ([vp], c_int),
             "bpf_map__max_entries": ([vp], c_uint),
             "bpf_map__unpin": ([vp, c_char_p], c_int),
+            "bpf_map__set_max_entries": ([vp, c_uint], c_int),
             "bpf_program__fd": ([vp], c_int),
             "bpf_map_update_elem": ([c_int, vp, vp, ctypes.c_uint64], c_int),
             "bpf_map_lookup_elem": ([c_int, vp, vp], c_int),
@@ -161,6 +172,10 @@ def _load():
             "bpf_tc_hook_create": ([vp], c_int),
             "bpf_tc_attach": ([vp, vp], c_int),
             "bpf_tc_detach": ([vp, vp], c_int),
+            "bpf_xdp_attach": ([c_int, c_int, c_uint, vp], c_int),
+            "bpf_xdp_detach": ([c_int, c_uint, vp], c_int),
+            "bpf_xdp_query_id": ([c_int, c_int, ctypes.POINTER(c_uint)], c_int),
+            "bpf_prog_get_fd_by_id": ([c_uint], c_int),
             "libbpf_num_possible_cpus": ([], c_int),
             "bpf_prog_test_run_opts": ([c_int, vp], c_int),
             "libbpf_set_print": ([_PRINT_FN], vp),
@@ -205,6 +220,22 @@ def check_support(obj_path: str | os.PathLike, *, btf_path: str | None = None) -
         raise BpfUnavailable(f"the eBPF object {obj_path} is not built (./setup.sh compiles it with clang; "
                              "it needs clang, bpftool and libbpf-dev)")
     _load()
+
+
+def check_loadable(obj_path: str | os.PathLike) -> None:
+    """:func:`check_support`, then load the object's programs once (the verifier runs; nothing is pinned or
+    attached), so that a machine that cannot run them is told so before anything changes."""
+    check_support(obj_path)
+    BpfObject(obj_path).close()
+
+
+def unavailable(component: str, exc: BpfError, alternative: str, how: str) -> str:
+    """The one wording for an eBPF component that cannot run: ``"the <component> cannot run here: <reason>;
+    choose <alternative> instead (<how>)"``, then the rest of ``exc``'s text (libbpf's log, the verifier's
+    included) on the following lines."""
+    first, _, rest = str(exc).partition("\n")
+    return f"the {component} cannot run here: {first}; choose {alternative} instead ({how})" + (
+        f"\n{rest}" if rest else "")
 
 
 def ensure_bpffs(root: str = BPFFS) -> None:
@@ -345,7 +376,24 @@ def map_id(fd: int) -> int:
     return int.from_bytes(info.raw[4:8], "little")  # struct bpf_map_info: type, id, ...
 
 
-_PERCPU_TYPES = {5, 6, 10, 21}
+def program_name(prog_id: int) -> str | None:
+    """The name of the loaded program with kernel id ``prog_id`` (its C function's name, cut to 15
+    characters), or None if there is no such program."""
+    lib = _load()
+    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        return None
+    try:
+        info = ctypes.create_string_buffer(256)
+        length = ctypes.c_uint32(len(info))
+        if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(length)):
+            return None
+        return info.raw[64:80].split(b"\0", 1)[0].decode("ascii", "replace")  # struct bpf_prog_info.name
+    finally:
+        os.close(fd)
+
+
+_PERCPU_TYPES = {5, 6, 10, 21}  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
 
 
 def pinned_map(path: str | os.PathLike) -> Map:
@@ -366,7 +414,7 @@ def pinned_map(path: str | os.PathLike) -> Map:
     # struct bpf_map_info: type, id, key_size, value_size, max_entries, map_flags, name[16] ...
     kind, _, key_size, value_size, max_entries = (int.from_bytes(info.raw[i:i + 4], "little")
                                                   for i in range(0, 20, 4))
-    return Map(Path(path).name, fd, key_size, value_size, kind in _PERCPU_TYPES, max_entries)  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
+    return Map(Path(path).name, fd, key_size, value_size, kind in _PERCPU_TYPES, max_entries)
 
 
 class BpfObject:
@@ -376,13 +424,15 @@ class BpfObject:
     compatible; when one is not (another size or layout after an upgrade)
     every map of ``pin`` is unpinned and created anew, which callers see as a
     new :func:`map_id` (their counters restarted).
+    ``max_entries`` sizes maps before they are created (``{"sessions": 50000}``).
     Raises :class:`VerifierError` with the whole log if a program is refused,
     :class:`BpfUnavailable` if the object cannot be opened.
     """
 
     def __init__(self, path: str | os.PathLike, *, pin_dir: str | os.PathLike | None = None,
-                 pin: tuple[str, ...] = ()):
+                 pin: tuple[str, ...] = (), max_entries: dict[str, int] | None = None):
         self.path = str(path)
+        self._max_entries = dict(max_entries or {})
         self.pin_dir = Path(pin_dir) if pin_dir else None
         self._obj = None
         self._maps: dict[str, Map] = {}
@@ -410,6 +460,12 @@ class BpfObject:
                     code = ctypes.get_errno()
                     raise BpfUnavailable(f"cannot open the eBPF object {self.path}: {os.strerror(code)}\n"
                                          + "".join(_log))
+                for name, entries in self._max_entries.items():
+                    m = lib.bpf_object__find_map_by_name(obj, name.encode())
+                    rc = lib.bpf_map__set_max_entries(m, entries) if m else -errno.ENOENT
+                    if rc:
+                        lib.bpf_object__close(obj)
+                        raise BpfError(f"{self.path}: map {name}: max_entries {entries}: {os.strerror(_err(rc))}")
                 for name in pin:
                     m = lib.bpf_object__find_map_by_name(obj, name.encode())
                     if not m:
@@ -528,6 +584,66 @@ def tc_detach(ifindex: int, direction: str, *, handle: int = 1, priority: int = 
     return True
 
 
+# -- XDP --------------------------------------------------------------------------------
+
+def _xdp_flags(mode: str) -> int:
+    try:
+        return XDP_MODES[mode]
+    except KeyError:
+        raise ValueError(f"XDP mode must be one of {', '.join(XDP_MODES)}, got {mode!r}") from None
+
+
+def xdp_program(ifindex: int, mode: str) -> int:
+    """The kernel id of the program on ``ifindex``'s XDP hook in ``mode`` (0: none)."""
+    prog_id = ctypes.c_uint32(0)
+    rc = _load().bpf_xdp_query_id(ifindex, _xdp_flags(mode), ctypes.byref(prog_id))
+    if rc:
+        code = _err(rc)
+        if code in (errno.ENOENT, errno.ENODEV):
+            return 0
+        raise BpfError(f"ifindex {ifindex}: XDP query: {os.strerror(code)}")
+    return prog_id.value
+
+
+def xdp_attach(ifindex: int, prog_fd: int, mode: str = "native", *, replace: str | None = None) -> None:
+    """Put ``prog_fd`` on the XDP hook of ``ifindex`` in ``mode`` (``"native"``: the driver's,
+    ``"generic"``: the kernel's skb-based one).
+
+    A program already there is replaced only if its name is ``replace`` (a
+    restarted owner swapping its own program without a gap); any other
+    program raises :class:`BpfError` naming it, and so does a driver without
+    native XDP (``EOPNOTSUPP``). Acts in the calling thread's network namespace.
+    """
+    lib = _load()
+    flags = _xdp_flags(mode)
+    current = xdp_program(ifindex, mode)
+    if current:
+        name = program_name(current)
+        if name != replace:
+            raise BpfError(f"ifindex {ifindex}: the XDP hook ({mode}) holds another program "
+                           f"({name or '?'}, id {current})")
+    else:
+        flags |= XDP_FLAGS_UPDATE_IF_NOEXIST
+    rc = lib.bpf_xdp_attach(ifindex, prog_fd, flags, None)
+    if rc:
+        raise BpfError(f"ifindex {ifindex}: XDP attach ({mode}): {os.strerror(_err(rc))}")
+
+
+def xdp_detach(ifindex: int, mode: str = "native", *, name: str | None = None) -> bool:
+    """Empty the XDP hook of ``ifindex`` in ``mode``; with ``name``, only if the program there has that
+    name. False if nothing was removed."""
+    current = xdp_program(ifindex, mode)
+    if not current or (name is not None and program_name(current) != name):
+        return False
+    rc = _load().bpf_xdp_detach(ifindex, _xdp_flags(mode), None)
+    if rc:
+        code = _err(rc)
+        if code in (errno.ENOENT, errno.ENODEV):
+            return False
+        raise BpfError(f"ifindex {ifindex}: XDP detach ({mode}): {os.strerror(code)}")
+    return True
+
+
 def _direction(direction: str) -> int:
     try:
         return {"ingress": BPF_TC_INGRESS, "egress": BPF_TC_EGRESS}[direction]
@@ -552,8 +668,9 @@ def build(sources: list[Path], out_dir: Path, *, btf_path: str = BTF_PATH) -> li
     objects = []
     for src in sources:
         obj = out_dir / (src.name[:-2] + ".o")
-        proc = subprocess.run(["clang", "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-I", str(out_dir),
-                               "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
+        # -mcpu=v3: atomic fetch-and-add (kernel 5.12+; the programs need 6.1+ for their helpers anyway)
+        proc = subprocess.run(["clang", "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-mcpu=v3",
+                               "-I", str(out_dir), "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise BpfError(f"clang could not compile {src}:\n{proc.stderr}")
         objects.append(obj)

@@ -11,6 +11,9 @@ One thing per module:
 ``udp``         sockets: kernel rx/tx timestamps, TTL/Hop Limit, network namespaces
 ``keys``        HMAC key files (the only way keys come in)
 ``reflector``   :class:`Reflector`: the Session-Reflector (thread + socket)
+``ebpf``        :class:`~srv6pm.stamp.ebpf.EbpfReflector`: the same, answering in the kernel
+                (``bpf/reflector.bpf.c``, XDP or tc) what it can, the socket the rest
+``backends``    choosing between the two (``ebpf``, the default, or ``socket``)
 ``sender``      :class:`Sender`: the Session-Sender, yielding :class:`Sample` objects
 ``cli``         ``srv6pm stamp reflector`` / ``srv6pm stamp sender``
 ``errors``      :class:`StampError` and its subclasses

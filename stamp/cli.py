@@ -11,8 +11,11 @@
 Each handler validates its input first and answers bad input (an address,
 an unreadable key file, a bad SID list, a size that cannot be built) with
 one line on stderr, ``srv6pm: ...``, and exit status 2; 1 is a runtime
-failure (e.g. the port is in use), 130 an interruption (Ctrl-C; the sender
-still prints its summary). ``python -m srv6pm.stamp`` runs them alone.
+failure (e.g. the port is in use, or the reflector's default ``ebpf`` backend
+cannot run here: the message says what is missing and names ``--backend
+socket``, followed by the verifier's log if it refused the program), 130 an
+interruption (Ctrl-C; the sender still prints its summary). ``python -m
+srv6pm.stamp`` runs them alone.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import threading
 from typing import Callable
 
 from srv6pm.netns import NetnsError
+from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND, BackendUnavailable, make_reflector, open_reflector
+from srv6pm.stamp.ebpf import ATTACH_MODES
 from srv6pm.stamp.errors import StampError
 from srv6pm.stamp.keys import load_key
-from srv6pm.stamp.reflector import DEFAULT_PORT, Reflector, ReflectorConfig
+from srv6pm.stamp.reflector import DEFAULT_PORT, ReflectorConfig
 from srv6pm.stamp.sender import Sample, Sender, SenderConfig, summarize
 from srv6pm.stamp.srh import parse_segments
 from srv6pm.stamp.timestamp import TimestampFormat
@@ -78,7 +83,8 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
         "receive timestamp of each test packet and a transmit timestamp taken just before sending, echo the "
         "TTL/Hop Limit the packet arrived with, and follow a Return Path TLV's SRv6 segment list (RFC 9503). "
         "Malformed packets and packets whose HMAC does not verify are dropped and counted; the counters are "
-        "printed as one JSON object on stderr at exit (and logged with -v).")
+        "printed as one JSON object on stderr at exit (and logged with -v), with the eBPF program's own under "
+        "\"kernel\" (answered, and passed up by reason).")
     ref.add_argument("--bind", required=True, metavar="ADDR",
                      help="local address to listen on (IPv6 or IPv4; '::' for every address)")
     ref.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
@@ -95,6 +101,18 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     ref.add_argument("--honour-return-address", action="store_true",
                      help="send replies to the address in a Return Path TLV's Return Address sub-TLV (RFC 9503). "
                           "Off by default: an open reflector that does this can be abused to flood third parties")
+    ref.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                     help="ebpf (default): an XDP or tc program answers in the kernel the test packets it can "
+                          "(unauthenticated, IPv6, the TLVs it implements) and hands the rest, unchanged, to this "
+                          "reflector's socket, so every answer is the same whichever path took the packet; it needs "
+                          "root, the kernel's BTF and the program compiled by ./setup.sh, and where it cannot run "
+                          "the command says why and exits 1 (it never falls back by itself). socket: every test "
+                          "packet is answered in user space")
+    ref.add_argument("--attach", choices=ATTACH_MODES, default="auto",
+                     help="with --backend ebpf: the hook on every interface of the namespace. auto (default): tc "
+                          "ingress on veth (native XDP there needs an XDP program on the peer, and passes up packets "
+                          "with offloaded checksums), native XDP elsewhere, tc where XDP cannot attach; xdp: native "
+                          "XDP; xdp-generic: the kernel's generic XDP; tc: tc clsact ingress")
     ref.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until stopped)")
     ref.set_defaults(stamp_handler=cmd_reflector)
 
@@ -175,6 +193,9 @@ def _guard(body: Callable[[], int]) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BackendUnavailable as exc:  # what is missing, and --backend socket
+        print(f"srv6pm: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except Exception as exc:  # runtime failure: a clear last word; -vv logs the traceback
         log.debug("failure", exc_info=True)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -203,13 +224,16 @@ def cmd_reflector(args) -> int:
     def body() -> int:
         if args.duration is not None and not (args.duration > 0 and math.isfinite(args.duration)):
             raise UsageError("--duration must be a positive number of seconds")
+        if args.attach != "auto" and args.backend != "ebpf":
+            raise UsageError("--attach is for --backend ebpf")
         try:
             config = ReflectorConfig(bind=args.bind, port=args.port, key=_key(args.auth_key), stateful=args.stateful,
                                      netns=args.netns, timestamp_format=_format(args.timestamp_format),
                                      honour_return_address=args.honour_return_address)
+            reflector = make_reflector(config, args.backend, instance=f"cli-{args.netns or 'host'}-{args.port}",
+                                       attach=args.attach)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        reflector = Reflector(config)
         signals: list[int] = []
 
         def on_signal(sig, _frame):
@@ -219,25 +243,37 @@ def cmd_reflector(args) -> int:
         previous = _on_signals(on_signal)
         timer = None
         try:
-            reflector.open()
+            open_reflector(reflector, "--backend socket")
             if args.duration:
                 timer = threading.Timer(args.duration, reflector.stop)
                 timer.daemon = True
                 timer.start()
             print(f"srv6pm stamp reflector: listening on [{reflector.address[0]}]:{reflector.address[1]}"
                   + (f" in network namespace {config.netns}" if config.netns else "")
-                  + (", authenticated" if config.key else "") + (", stateful" if config.stateful else ""),
-                  file=sys.stderr, flush=True)
+                  + (", authenticated" if config.key else "") + (", stateful" if config.stateful else "")
+                  + f", {_backend_text(reflector)}", file=sys.stderr, flush=True)
             reflector.run()
         finally:
             if timer is not None:
                 timer.cancel()
+            report = {"reflector": reflector.stats().to_dict()}
+            if args.backend == "ebpf":
+                report["kernel"] = reflector.kernel_counters()
             reflector.close()
             _restore(previous)
-        print(json.dumps({"reflector": reflector.stats().to_dict()}), file=sys.stderr, flush=True)
+        print(json.dumps(report), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED if signals and signals[0] == signal.SIGINT else EXIT_OK
 
     return _guard(body)
+
+
+def _backend_text(reflector) -> str:
+    """``socket backend`` or ``ebpf backend (tc on 2 interfaces)``."""
+    attachments = getattr(reflector, "attachments", None)
+    if attachments is None:
+        return "socket backend"
+    hooks = ", ".join(f"{how} on {n} interface{'s' if n != 1 else ''}" for how, n in sorted(attachments().items()))
+    return f"ebpf backend ({hooks or 'no interface yet'})"
 
 
 # -- sender -----------------------------------------------------------------------------

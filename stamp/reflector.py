@@ -62,17 +62,18 @@ import time
 from collections import OrderedDict
 import dataclasses
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Protocol
 
 from srv6pm.stamp import tlv as tlvmod
 from srv6pm.stamp import udp
 from srv6pm.stamp.errors import AuthenticationError, StampError
 from srv6pm.stamp.packet import ReflectorPacket, SenderPacket
 from srv6pm.stamp.srh import MAX_SEGMENTS, StickyRoute
-from srv6pm.stamp.timestamp import ErrorEstimate, TimestampFormat, encode, local_clock
+from srv6pm.stamp.timestamp import ClockState, ErrorEstimate, TimestampFormat, encode, local_clock
 from srv6pm.stamp.tlv import ReturnPath, SubTlvType, Tlv, TlvList, TlvType
 
-__all__ = ["DEFAULT_PORT", "TIMESTAMP_KINDS", "Reflector", "ReflectorConfig", "ReflectorStats", "Reply"]
+__all__ = ["DEFAULT_PORT", "TIMESTAMP_KINDS", "Reflector", "ReflectorConfig", "ReflectorStats", "Reply",
+           "SessionTable"]
 
 log = logging.getLogger("srv6pm.stamp.reflector")
 
@@ -130,6 +131,8 @@ class ReflectorStats:
     sessions: int = 0
     rx_kernel_timestamps: int = 0
     rx_user_timestamps: int = 0
+    kernel_reflected: int = 0   # eBPF backend: of ``reflected``, answered in the kernel
+    kernel_passed: int = 0      # eBPF backend: test packets the kernel handed to the socket (in ``received``)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -183,19 +186,39 @@ class _Sessions:
         return len(self._table)
 
 
+class SessionTable(Protocol):
+    """Where stateful mode keeps its per-session counters (see :class:`_Sessions`)."""
+
+    def next_seq(self, key: tuple, now_ns: int) -> int:
+        """The session ``key``'s next Sequence Number (0 for a new or idle session), counted."""
+
+    def __len__(self) -> int:
+        """How many sessions are kept."""
+
+
 class Reflector:
     """A Session-Reflector. Thread safe: :meth:`stats` and :meth:`stop` may be called from any thread.
 
-    ``clock`` returns Unix ns (tests inject one). Creating the object opens
-    nothing; :meth:`open` (called by :meth:`start`/:meth:`run`) binds the socket
-    and raises ``OSError`` / :class:`srv6pm.netns.NetnsError` if it cannot.
+    ``clock`` returns Unix ns (tests inject one). ``sessions`` replaces the
+    in-process table of stateful counters (the eBPF backend passes the
+    kernel's, so that both paths number one session in one sequence); a key
+    is ``(source address, source port, local address, local port, SSID)``.
+    ``clock_state`` replaces the kernel clock reading that the Error Estimate
+    and the PTP offset come from (called once per packet when given; without
+    it the reflector reads :func:`local_clock` every ``CLOCK_REFRESH_S``).
+    Creating the object opens nothing; :meth:`open` (called by
+    :meth:`start`/:meth:`run`) binds the socket and raises ``OSError`` /
+    :class:`srv6pm.netns.NetnsError` if it cannot.
     """
 
-    def __init__(self, config: ReflectorConfig, *, clock: Callable[[], int] = time.time_ns):
+    def __init__(self, config: ReflectorConfig, *, clock: Callable[[], int] = time.time_ns,
+                 sessions: SessionTable | None = None, clock_state: Callable[[], ClockState] | None = None):
         self.config = config
         self._clock = clock
         self._counters = ReflectorStats()
-        self._sessions = _Sessions(config.max_sessions, config.session_idle_s)
+        self._sessions = sessions if sessions is not None else _Sessions(config.max_sessions, config.session_idle_s)
+        self._clock_state = clock_state
+        self._state: ClockState | None = None
         self._sock: socket.socket | None = None
         self._route: StickyRoute | None = None
         self._wake_r, self._wake_w = -1, -1
@@ -278,13 +301,21 @@ class Reflector:
 
     # -- per packet ---------------------------------------------------------------------
     def _error_estimate(self) -> ErrorEstimate:
+        if self._clock_state is not None:
+            state = self._clock_state()
+            if state != self._state:
+                self._use(state)
+            return self._ee
         now = time.monotonic()
         if self._ee is None or now - self._ee_at > CLOCK_REFRESH_S:
-            state = local_clock()
-            self._ee = ErrorEstimate.for_error(state.error_ns, state.synchronized, self.config.timestamp_format)
-            self._tai_utc = state.tai_utc
+            self._use(local_clock())
             self._ee_at = now
         return self._ee
+
+    def _use(self, state: ClockState) -> None:
+        self._ee = ErrorEstimate.for_error(state.error_ns, state.synchronized, self.config.timestamp_format)
+        self._tai_utc = state.tai_utc
+        self._state = state
 
     def handle(self, rx: udp.Received) -> Reply | None:
         """Decide the reply to datagram ``rx``: a :class:`Reply`, or None when no reply is requested.

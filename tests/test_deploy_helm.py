@@ -144,6 +144,7 @@ def test_schema_validation_catches_broken_manifests():
     ("grpc.exporterTlsSecret=", "/grpc/exporterTlsSecret"),
     ("exporter.extraCapabilities={SYS_ADMIN}", "/exporter/extraCapabilities/0"),
     ("exporter.extraConfig.node=r1", "invalid propertyName 'node'"),
+    ("exporter.stampReflectorBackend=xdp", "/exporter/stampReflectorBackend"),
     ("influxdb.url=influxdb:8086", "/influxdb/url"),
     ("kafka.bootstrap=kafka", "/kafka/bootstrap"),
     ("processor.replica=3", "/processor"),
@@ -376,6 +377,7 @@ def test_exporter_is_named_after_its_kubernetes_node(name, tmp_path):
     assert env["SRV6PM_NODE"] == "router-7.example"
     config = exporter_config_of(args, env)
     assert config.node == "router-7.example" and config.period == values["exporter"]["period"]
+    assert config.reflector_backend == values["exporter"]["stampReflectorBackend"] and config.reflector is None
     assert str(config.state_file).startswith("/var/lib/srv6pm/")
     [state] = [v for v in pod["volumes"] if v["name"] == "state"]
     assert state["hostPath"]["path"] == "/var/lib/srv6pm"

@@ -122,3 +122,21 @@ def test_node_and_period_errors_name_their_origin(text, override, message):
     with pytest.raises(ConfigError) as info:
         parse(text, "x.yaml", **override)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_reflector_backend():
+    c = parse(GOOD)
+    assert c.reflector_backend == "ebpf" and c.reflector is None  # ebpf unless the file says otherwise
+    c = parse(GOOD + "stamp: {reflector: {backend: socket}}\n")
+    assert c.reflector_backend == "socket" and c.reflector is None  # only the default for the API's reflectors
+    assert not [m for m in c.objects() if type(m).__name__ == "StampReflector"]
+    c = parse(GOOD + "stamp: {reflector: {bind: '::', backend: socket}}\n")
+    (reflector,) = [m for m in c.objects() if type(m).__name__ == "StampReflector"]
+    assert (reflector.bind, reflector.backend, c.reflector_backend) == ("::", "socket", "socket")
+    (reflector,) = [m for m in parse(GOOD + "stamp: {reflector: {bind: '::'}}\n").objects()
+                    if type(m).__name__ == "StampReflector"]
+    assert reflector.backend == ""  # the exporter's default, whatever it is when the message is applied
+    with pytest.raises(ConfigError, match=r"x.yaml: stamp.reflector.backend: must be one of ebpf, socket, got 'xdp'"):
+        parse(GOOD + "stamp: {reflector: {bind: '::', backend: xdp}}\n", "x.yaml")
+    with pytest.raises(ConfigError, match=r"x.yaml: stamp.reflector.bind: missing"):
+        parse(GOOD + "stamp: {reflector: {backend: ebpf, stateful: true}}\n", "x.yaml")

@@ -1,4 +1,5 @@
-"""The exporter with the eBPF data plane: its API over real gRPC, and the clear error when eBPF cannot run.
+"""The exporter with the eBPF data plane and the eBPF STAMP reflector: its API over real gRPC, which backend
+runs (seen in the kernel's tc filters), and the clear error when eBPF cannot run.
 
 Needs root (a real namespace, programs loaded by libbpf, tc filters) and the
 compiled objects (./setup.sh). The refusal tests compile a program the
@@ -143,3 +144,58 @@ def test_build_reports_clang_errors(tmp_path):
     with pytest.raises(bpf.BpfError, match="clang could not compile"):
         bpf.build([src], tmp_path / "build")
     assert subprocess.run(["clang", "--version"], capture_output=True).returncode == 0
+
+
+def _stamp_filters(ns: str, dev: str = "v0") -> str:
+    """The tc ingress filters of ``dev`` in ``ns`` (``tc filter show``), where the ebpf reflector attaches on veth."""
+    from srv6pm.netns import NetnsThread
+    with NetnsThread(ns) as t:
+        return t.call(subprocess.run, ["tc", "filter", "show", "dev", dev, "ingress"], capture_output=True,
+                      text=True, check=True).stdout
+
+
+REFLECTOR = pb.StampReflector(bind="fc00:1::1")
+
+
+def test_the_reflector_backend_is_ebpf_unless_asked_otherwise(ns, broker, tmp_path):  # noqa: F811
+    r = Running(ns, broker, state_file=tmp_path / "state.json", node="rb" + secrets.token_hex(3))
+    try:
+        assert r.stub.StartStampReflector(REFLECTOR).changed
+        assert "name stamp_reflect_t " in _stamp_filters(ns)  # the exporter's default: ebpf (tc on veth)
+        socket_one = pb.StampReflector(bind="fc00:1::1", backend="socket")
+        assert r.stub.StartStampReflector(socket_one).changed
+        assert "stamp_reflect" not in _stamp_filters(ns)
+        assert r.stub.GetState(pb.GetStateRequest()).stamp_reflector.backend == "socket"
+        assert r.stub.StartStampReflector(pb.StampReflector(bind="fc00:1::1", backend="ebpf")).changed
+        assert "name stamp_reflect_t " in _stamp_filters(ns)
+        assert r.stub.StopStampReflector(pb.StampReflectorRef()).changed
+        assert "stamp_reflect" not in _stamp_filters(ns)
+    finally:
+        r.stop()
+
+
+def test_the_files_reflector_backend_is_the_default(ns, broker, tmp_path):  # noqa: F811
+    r = Running(ns, broker, state_file=tmp_path / "state.json", extra="stamp: {reflector: {backend: socket}}\n")
+    try:
+        assert r.stub.StartStampReflector(REFLECTOR).changed
+        assert "stamp_reflect" not in _stamp_filters(ns)
+        assert r.stub.GetState(pb.GetStateRequest()).reflector_status.running
+    finally:
+        r.stop()
+
+
+def test_an_ebpf_reflector_that_cannot_run_is_refused_with_the_reason(ns, broker, tmp_path, monkeypatch):  # noqa: F811
+    r = Running(ns, broker, state_file=tmp_path / "state.json")
+    try:
+        monkeypatch.setattr(bpf, "BTF_PATH", "/nonexistent/btf/vmlinux")
+        with pytest.raises(grpc.RpcError) as info:
+            r.stub.StartStampReflector(REFLECTOR)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = info.value.details()
+        assert "STAMP reflector on [fc00:1::1]:862 (ebpf): the ebpf reflector cannot run here: the kernel has no " \
+               "BTF (/nonexistent/btf/vmlinux is missing)" in details
+        assert 'choose the socket reflector instead (backend: "socket" in the StampReflector message' in details
+        assert not r.stub.GetState(pb.GetStateRequest()).HasField("stamp_reflector")  # nothing was applied
+        assert r.stub.StartStampReflector(pb.StampReflector(bind="fc00:1::1", backend="socket")).changed
+    finally:
+        r.stop()

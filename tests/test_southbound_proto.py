@@ -96,6 +96,7 @@ def _stamp_reflector() -> pb.StampReflector:
     m.port = 862
     m.stateful = True
     m.auth_key_file = "/etc/srv6pm/stamp.key"
+    m.backend = "socket"
     return m
 
 

@@ -77,7 +77,10 @@ def test_stamp_session_ipv4_and_explicit_values():
 def test_stamp_reflector_defaults():
     out = v.stamp_reflector(pb.StampReflector(bind="0:0::0", stateful=True))
     assert out == pb.StampReflector(bind="::", port=862, stateful=True)
+    assert out.backend == ""  # the exporter's default, not made explicit here
     assert v.stamp_reflector(pb.StampReflector(bind="0.0.0.0", port=9000)).port == 9000
+    for backend in ("ebpf", "socket"):
+        assert v.stamp_reflector(pb.StampReflector(bind="::", backend=backend)).backend == backend
 
 
 def test_refs():
@@ -133,7 +136,7 @@ KNOWN_FIELDS = {
     "StampSession": {"name", "destination", "source", "port", "segments", "return_segments", "rate", "timeout_s",
                      "reflector_node", "auth_key_file"},
     "StampSessionRef": {"name"},
-    "StampReflector": {"bind", "port", "stateful", "auth_key_file"},
+    "StampReflector": {"bind", "port", "stateful", "auth_key_file", "backend"},
     "StampReflectorRef": set(),
 }
 
@@ -234,6 +237,8 @@ BAD = [
     (pb.StampReflector, REFLECTOR_OK, dict(bind="localhost"), "bind", "not an IPv6 or IPv4 address"),
     (pb.StampReflector, REFLECTOR_OK, dict(port=70000), "port", "not in 1..65535"),
     (pb.StampReflector, REFLECTOR_OK, dict(auth_key_file="k"), "auth_key_file", "not an absolute path"),
+    (pb.StampReflector, REFLECTOR_OK, dict(backend="xdp"), "backend", "'xdp' is not one of ebpf, socket"),
+    (pb.StampReflector, REFLECTOR_OK, dict(backend="EBPF"), "backend", "is not one of"),
     # refs
     (pb.LocalSidRef, dict(sid="fc00::1"), dict(sid="fc00::x"), "sid", "not an IPv6 address"),
     (pb.PolicyRef, dict(name="p"), dict(name=""), "name", "missing"),
@@ -313,7 +318,7 @@ messages = st.one_of(
     stamp_sessions(),
     st.builds(pb.StampSessionRef, name=name),
     st.builds(pb.StampReflector, bind=ip_any, port=st.integers(0, 65535), stateful=st.booleans(),
-              auth_key_file=st.sampled_from(["", "/k"])),
+              auth_key_file=st.sampled_from(["", "/k"]), backend=st.sampled_from(["", "ebpf", "socket"])),
     st.just(pb.StampReflectorRef()),
 )
 

@@ -90,10 +90,28 @@ def test_sender_json_and_table_against_a_reflector(tmp_path):
 
 
 def test_reflector_command_runs_and_reports(tmp_path):
-    out = stamp("reflector", "--bind", "::1", "--port", "18627", "--duration", "0.5")
+    out = stamp("reflector", "--bind", "::1", "--port", "18627", "--duration", "0.5", "--backend", "socket")
     assert out.returncode == 0, out.stderr
-    assert "listening on [::1]:18627" in out.stderr
+    assert "listening on [::1]:18627" in out.stderr and "socket backend" in out.stderr
     assert json.loads(out.stderr.strip().splitlines()[-1])["reflector"]["received"] == 0
+
+
+def test_reflector_backend_choices():
+    out = stamp("reflector", "--bind", "::1", "--backend", "socket", "--attach", "tc")
+    assert out.returncode == 2 and out.stderr.strip() == "srv6pm: --attach is for --backend ebpf"
+    out = stamp("reflector", "--bind", "::1", "--backend", "kernel")
+    assert out.returncode == 2 and "invalid choice: 'kernel'" in out.stderr
+    assert "--backend" in stamp("reflector", "--help").stdout
+
+
+def test_ebpf_is_the_default_and_says_what_is_missing(monkeypatch, capsys):
+    from srv6pm import bpf, cli
+    monkeypatch.setattr(bpf, "BTF_PATH", "/nonexistent/btf/vmlinux")
+    assert cli.main(["stamp", "reflector", "--bind", "::1", "--port", "18628", "--duration", "0.2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["srv6pm: the ebpf reflector cannot run here: the kernel has no BTF (/nonexistent/btf/vmlinux is "
+                   "missing): the eBPF programs are compiled against the running kernel's BTF; choose the socket "
+                   "reflector instead (--backend socket)"]
 
 
 def test_add_commands_wires_into_a_parser():

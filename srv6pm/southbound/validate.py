@@ -48,7 +48,9 @@ Normalisation rules:
   destination; ``timeout_s`` 0 becomes 2.0 (0.01..60); ``reflector_node``
   optional name; ``auth_key_file`` optional absolute path (kept as given).
 * ``StampReflector``: ``bind`` (IPv6 or IPv4 address, ``::`` for all)
-  required; ``port`` 0 becomes 862; ``auth_key_file`` optional absolute path.
+  required; ``port`` 0 becomes 862; ``auth_key_file`` optional absolute path;
+  ``backend`` ``"ebpf"``, ``"socket"`` or ``""`` (the exporter's default; kept
+  as ``""``, since what it means is the exporter's to say).
 * ``BatchItem``: exactly one object or ``*Ref`` (its ``object`` oneof);
   an empty item is ``object: missing``. The object is then validated by its
   own rule (:func:`batch_object`, :func:`request`).
@@ -67,6 +69,7 @@ import math
 import re
 
 from srv6pm.southbound.v1 import southbound_pb2 as pb
+from srv6pm.stamp.backends import BACKENDS as REFLECTOR_BACKENDS
 
 FLOWMON_ID_MAX = (1 << 20) - 1
 """The largest RFC 9343 FlowMonID (20 bits); 0 means none."""
@@ -343,6 +346,9 @@ def stamp_reflector(message: pb.StampReflector) -> pb.StampReflector:
     out.bind = str(_ip("bind", out.bind))
     out.port = _port("port", out.port)
     _key_file("auth_key_file", out.auth_key_file)
+    if out.backend and out.backend not in REFLECTOR_BACKENDS:
+        raise InvalidArgument("backend", f"{out.backend!r} is not one of {', '.join(REFLECTOR_BACKENDS)} "
+                                         "(or empty: the exporter's default)")
     return out
 
 

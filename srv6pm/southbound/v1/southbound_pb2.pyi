@@ -195,16 +195,18 @@ class StampSessionRef(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class StampReflector(_message.Message):
-    __slots__ = ("bind", "port", "stateful", "auth_key_file")
+    __slots__ = ("bind", "port", "stateful", "auth_key_file", "backend")
     BIND_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     STATEFUL_FIELD_NUMBER: _ClassVar[int]
     AUTH_KEY_FILE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     bind: str
     port: int
     stateful: bool
     auth_key_file: str
-    def __init__(self, bind: _Optional[str] = ..., port: _Optional[int] = ..., stateful: _Optional[bool] = ..., auth_key_file: _Optional[str] = ...) -> None: ...
+    backend: str
+    def __init__(self, bind: _Optional[str] = ..., port: _Optional[int] = ..., stateful: _Optional[bool] = ..., auth_key_file: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class StampReflectorRef(_message.Message):
     __slots__ = ()
