@@ -230,7 +230,8 @@ def test_exporter_daemonset_has_host_network_and_net_admin_only(rendered):
     security = container["securityContext"]
     assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    ebpf = values_of(name)["exporter"]["dataplane"] == "ebpf"
+    exporter = values_of(name)["exporter"]
+    ebpf = "ebpf" in (exporter["dataplane"], exporter["stampReflectorBackend"])
     expected = ["NET_ADMIN"] + (["BPF"] if ebpf else []) + values_of(name)["exporter"]["extraCapabilities"]
     assert security["capabilities"]["add"] == expected
     assert expected == (["NET_ADMIN", "BPF", "NET_BIND_SERVICE"] if name == "production" else ["NET_ADMIN", "BPF"])
@@ -241,13 +242,18 @@ def test_exporter_daemonset_has_host_network_and_net_admin_only(rendered):
     assert "initContainers" not in pod, "the exporter takes its node name from the environment, not a written file"
 
 
-def test_exporter_on_the_nftables_data_plane_needs_no_bpf():
-    docs = render([CHART / "values.yaml"], "--set", "exporter.dataplane=nftables")
+def test_exporter_on_the_nftables_data_plane_with_the_socket_reflector_needs_no_bpf():
+    docs = render([CHART / "values.yaml"], "--set", "exporter.dataplane=nftables",
+                  "--set", "exporter.stampReflectorBackend=socket")
     pod = find(docs, "DaemonSet", "exporter")["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
     assert {e["name"]: e.get("value") for e in container["env"]}["SRV6PM_DATAPLANE"] == "nftables"
     assert not [v for v in pod["volumes"] if "hostPath" in v and v["hostPath"]["path"] == "/sys/fs/bpf"]
+    # the eBPF STAMP reflector alone needs them too
+    docs = render([CHART / "values.yaml"], "--set", "exporter.dataplane=nftables")
+    [container] = find(docs, "DaemonSet", "exporter")["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "BPF"]
 
 
 def test_exporter_probes_use_grpc_health_without_tls_and_metrics_with_tls(rendered):
