@@ -287,8 +287,10 @@ def test_every_panel_query_returns_what_it_is_meant_to_show(lab):
             {clock.start_ns(r["period"]): r["loss_ratio"] for r in mine}
         shown = dash.run(fd, "Incomplete periods (the side that is known)", start_ms, end_ms, v)
         rows = shown[0]["rows"] if shown else []
+        # a period of which only transit points arrived (missing: both) has no known side to show
         assert {row["time"]: (row["tx (egress missing)"], row["rx (ingress missing)"]) for row in rows} == \
-            {clock.start_ns(r["period"]): (r["tx_packets"], r["rx_packets"]) for r in gaps}
+            {clock.start_ns(r["period"]): (r["tx_packets"], r["rx_packets"]) for r in gaps
+             if (r["tx_packets"], r["rx_packets"]) != (None, None)}
         # Segments (counters with positions): every complete segment of every period, incomplete ones never.
         by_segment = {(s["tags"]["from"], s["tags"]["to"]): {row["time"]: row["lost"] for row in s["rows"]}
                       for s in dash.run(fd, "Lost packets per segment (from → to) per period", start_ms, end_ms, v)}
