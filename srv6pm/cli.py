@@ -14,7 +14,8 @@
     srv6pm dashboards generate [--out DIR] [--check]  Grafana dashboards as JSON
 
 Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input file,
-130 interrupted.
+130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM (both after a clean stop),
+141 standard output was a pipe that its reader closed (see :mod:`srv6pm.stopping`).
 """
 
 from __future__ import annotations
@@ -22,17 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
 
 from srv6pm import __version__, logs, metrics
 from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings
+from srv6pm.stopping import Stop, quiet_on_closed_pipe, status_of
 
 log = logging.getLogger("srv6pm")
 
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -183,11 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_signals(handler) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-
-
 def _exporter_api(args, config):
     """The exporter's API settings from flags over the file's grpc section; None: no API."""
     from srv6pm.exporter.api import ServerSettings
@@ -249,10 +245,11 @@ def cmd_exporter_run(args) -> int:
     config = exporter_config_of(args)
     kafka, api, port = KafkaSettings.from_args(args), _exporter_api(args, config), metrics.port_from_args(args)
     metrics.serve(port)
-    exporter = Exporter(config, kafka, api=api)
-    _on_signals(lambda *_: exporter.stop())
-    exporter.run()
-    return 0
+    with Stop() as stop:
+        exporter = Exporter(config, kafka, api=api)
+        stop.attach(exporter.stop)
+        exporter.run()
+    return stop.status()
 
 
 def cmd_processor_run(args) -> int:
@@ -274,10 +271,11 @@ def cmd_processor_run(args) -> int:
         delay_p99_us=_threshold(args.alarm_delay_p99_us, "--alarm-delay-p99-us", "SRV6PM_ALARM_DELAY_P99_US", None))
     kafka, influx, port = KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
     metrics.serve(port)
-    processor = Processor(kafka, influx, options)
-    _on_signals(lambda *_: processor.stop())
-    processor.run()
-    return 0
+    with Stop() as stop:
+        processor = Processor(kafka, influx, options)
+        stop.attach(processor.stop)
+        processor.run()
+    return stop.status()
 
 
 def _health_interval(value: float | None) -> float:
@@ -334,34 +332,44 @@ def cmd_lab_run(args) -> int:
     kafka = KafkaSettings.from_args(args) if _external(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP") else None
     influx = InfluxSettings.from_args(args) if _external(args, "influx", "SRV6PM_INFLUX_URL") else None
     view = JsonLines() if args.json else ResultTable()
-    stopping: list[int] = []
-    _on_signals(lambda sig, _frame: stopping.append(sig))
-    lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
-              verbosity=args.verbose, grpc_host=args.grpc_host, advertise_host=args.advertise_host,
-              external_collector=Path(args.external_collector) if args.external_collector else None,
-              processor=not args.no_processor)
-    print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
-          f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
-          file=sys.stderr, flush=True)
-    with lab:
-        reader = lab.results(alarms=True)
-        print(f"srv6pm lab: running; first results in about {3 * scenario.period + 1:g} s"
-              + (f", stopping after {args.duration:g} s" if args.duration else "; Ctrl-C stops") + ".",
+    # A signal ends the loop of _show_results (one while building lets the build finish, so that the
+    # teardown knows everything built); the lab then tears down and the status tells which signal it was.
+    with Stop(then=_keep_going) as stop:
+        lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
+                  verbosity=args.verbose, grpc_host=args.grpc_host, advertise_host=args.advertise_host,
+                  external_collector=Path(args.external_collector) if args.external_collector else None,
+                  processor=not args.no_processor)
+        print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
+              f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
               file=sys.stderr, flush=True)
-        view.header()
-        deadline = time.monotonic() + args.duration if args.duration else None
-        try:
-            while not stopping and (deadline is None or time.monotonic() < deadline):
-                for result in reader.poll(0.5):
-                    view.row(result)
-                lab.check_children()
-        finally:
-            reader.close()
-            view.summary()
-            if not args.json:  # JSON lines are records only
-                _print_arrivals(lab)
-            print("srv6pm lab: tearing down…", file=sys.stderr, flush=True)
-    return EXIT_INTERRUPTED if stopping and stopping[0] == signal.SIGINT else 0
+        with lab:
+            _show_results(lab, view, args, scenario.period, stop)
+    return stop.status()
+
+
+def _keep_going() -> None:
+    """What the lab does at once on a signal: nothing; its loop sees :attr:`Stop.stopping`."""
+
+
+def _show_results(lab, view, args, period: float, stop: Stop) -> None:
+    """Print the lab's results until ``--duration`` ends or a signal comes, then the summary and arrivals."""
+    reader = lab.results(alarms=True)
+    print(f"srv6pm lab: running; first results in about {3 * period + 1:g} s"
+          + (f", stopping after {args.duration:g} s" if args.duration else "; Ctrl-C stops") + ".",
+          file=sys.stderr, flush=True)
+    view.header()
+    deadline = time.monotonic() + args.duration if args.duration else None
+    try:
+        while not stop.stopping and (deadline is None or time.monotonic() < deadline):
+            for result in reader.poll(0.5):
+                view.row(result)
+            lab.check_children()
+    finally:
+        reader.close()
+        view.summary()
+        if not args.json:  # JSON lines are records only
+            _print_arrivals(lab)
+        print("srv6pm lab: tearing down…", file=sys.stderr, flush=True)
 
 
 def _print_arrivals(lab) -> None:
@@ -391,6 +399,11 @@ def cmd_lab_clean(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``srv6pm`` command; its exit status. A closed output pipe ends it quietly with 141."""
+    return quiet_on_closed_pipe(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.setup(args.verbose, args.log_format)
@@ -412,13 +425,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ScenarioError, ExporterConfigError) as exc:
         print(f"srv6pm: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal before the command's stop was ready
+        return status_of(exc)
+    except BrokenPipeError:
+        raise  # main's: quiet, 141
     except Exception as exc:  # a clear last word instead of a traceback; -vv shows the traceback
         log.debug("failure", exc_info=True)
         print(f"srv6pm: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,6 +5,7 @@ import sys
 
 from srv6pm import logs
 from srv6pm.stamp.cli import add_commands
+from srv6pm.stopping import quiet_on_closed_pipe
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     del stamp
     args = parser.parse_args(argv)
     logs.setup(getattr(args, "verbose", 0), getattr(args, "log_format", None))
-    return args.stamp_handler(args)
+    return quiet_on_closed_pipe(lambda: args.stamp_handler(args))
 
 
 if __name__ == "__main__":
