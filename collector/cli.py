@@ -59,7 +59,8 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
         "collector", help="collector: the control plane (declarative config -> node exporters over gRPC)",
         description="Drive every node exporter over the southbound gRPC API until the network is what the "
         "configuration file says: SIDs, SRv6 policies, monitored flows, STAMP sessions.")
-    actions = collector.add_subparsers(dest="collector_command", metavar="ACTION", required=True)
+    actions = collector.add_subparsers(dest="collector_command", metavar="ACTION", required=True,
+                                       help="what to do")
 
     run = actions.add_parser(
         "run", help="reconcile the node exporters with the configuration; keep the topology graph",
@@ -70,7 +71,8 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
         "config loaded/rejected, converged) are logged and published on srv6pm.events. The configuration is "
         "reloaded on SIGHUP and when the file changes; an invalid one is rejected and the old one stays. "
         "The topology graph (nodes, links, monitored paths with their latest loss and delay) is kept in "
-        "ArangoDB with --arango-url, else in memory (see --graph-dump). SIGTERM or Ctrl-C stops.")
+        "ArangoDB with --arango-url, else in memory (see --graph-dump). SIGTERM or Ctrl-C stops. Prints "
+        "nothing on stdout: events go to Kafka, logs (warnings only, unless -v) to stderr.")
     run.add_argument("--config", required=True, metavar="FILE", help="collector configuration (YAML)")
     run.add_argument("--interval", type=float, default=2.0, metavar="S",
                      help="seconds between reconcile rounds (default 2)")

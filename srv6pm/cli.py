@@ -53,10 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'srv6pm COMMAND --help' for the options of each command.")
     parser.add_argument("--version", action="version", version=f"srv6pm {__version__}")
     _add_common(parser, top=True)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     help="the component or tool to run")
 
-    lab = commands.add_parser("lab", help="the local lab: a whole pipeline in network namespaces")
-    lab_cmds = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    lab = commands.add_parser(
+        "lab", help="the local lab: a whole pipeline in network namespaces",
+        description="The local lab: a scenario file (nodes, links, flows, STAMP sessions; see "
+        "scenarios/example.yaml) built as network namespaces on this machine, with the whole pipeline running "
+        "on it. 'run' builds it and prints the results as a table (or JSON lines), 'check' validates a "
+        "scenario and prints its addressing plan as JSON, 'clean' removes what a killed lab left behind.")
+    lab_cmds = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True, help="what to do")
     run = lab_cmds.add_parser(
         "run", help="build the scenario's network and run the pipeline on it (root)",
         description="Build the scenario's network as network namespaces named after its nodes (plus "
@@ -87,14 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
     KafkaSettings.add_arguments(run)
     InfluxSettings.add_arguments(run)
-    for name, text in (("check", "validate a scenario and print the addressing plan as JSON"),
-                       ("clean", "delete the namespaces of a scenario that a killed lab left behind (root)")):
-        p = lab_cmds.add_parser(name, help=text, description=text)
-        p.add_argument("scenario", metavar="SCENARIO")
+    for name, text, description in (
+            ("check", "validate a scenario and print the addressing plan as JSON",
+             "Validate the scenario and print its addressing plan as one JSON object on stdout: the "
+             "period, data plane, namespaces, nodes, links with their prefixes and addresses, and each "
+             "flow's and STAMP session's path and segment list. Creates nothing and needs no root. Exit status 2 with the first error "
+             "(one line on stderr naming the file and the field) if the scenario is not valid."),
+            ("clean", "delete the namespaces of a scenario that a killed lab left behind (root)",
+             "Delete the network namespaces (nodes and NODE-host end hosts) of the scenario that a lab "
+             "killed with SIGKILL left behind; namespaces that do not exist are skipped. Prints nothing on "
+             "success; errors are one line on stderr.")):
+        p = lab_cmds.add_parser(name, help=text, description=description)
+        p.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
         _add_common(p)
 
-    exporter = commands.add_parser("exporter", help="node exporter: alternate marking and counting")
-    exp_cmds = exporter.add_subparsers(dest="exporter_command", metavar="ACTION", required=True)
+    exporter = commands.add_parser(
+        "exporter", help="node exporter: alternate marking and counting",
+        description="The node exporter, one per SRv6 router: it applies SIDs, policies, monitored flows and "
+        "STAMP sessions given over its southbound gRPC API, marks and counts the flows' packets per "
+        "alternate-marking period and publishes the counts (srv6pm.counters) and STAMP samples "
+        "(srv6pm.stamp) to Kafka. 'run' starts it.")
+    exp_cmds = exporter.add_subparsers(dest="exporter_command", metavar="ACTION", required=True,
+                                       help="what to do")
     erun = exp_cmds.add_parser(
         "run", help="serve the southbound API; mark and count flows, run STAMP, publish to Kafka (root)",
         description="Serve the southbound gRPC API (srv6pm.southbound.v1.NodeExporter and the standard "
@@ -110,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "node's name is --node, else $SRV6PM_NODE, else the file's node (e.g. a Kubernetes node name from the "
         "downward API), and --period overrides the file's period. When "
         "the API listens, one JSON line {\"event\": \"listening\", \"address\": ..., \"tls\": ...} "
-        "is printed on stdout.")
+        "is printed on stdout; nothing else is (logs go to stderr).")
     erun.add_argument("--config", required=True, metavar="FILE", help="exporter configuration (YAML/JSON)")
     erun.add_argument("--node", metavar="NAME",
                       help="this node's name in the records (default: $SRV6PM_NODE, else the file's node)")
@@ -137,8 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     from srv6pm.collector.cli import add_commands as add_collector_commands
     add_collector_commands(commands, common=_add_common)
 
-    processor = commands.add_parser("processor", help="processor: exact loss and delay statistics into Kafka and InfluxDB")
-    proc_cmds = processor.add_subparsers(dest="processor_command", metavar="ACTION", required=True)
+    processor = commands.add_parser(
+        "processor", help="processor: exact loss and delay statistics into Kafka and InfluxDB",
+        description="The processor, a Kafka consumer group member: it turns the exporters' counters and STAMP "
+        "samples into exact per-period loss and delay statistics, published on Kafka and stored in "
+        "InfluxDB, and raises threshold alarms. Run as many as the topics have partitions. 'run' starts one.")
+    proc_cmds = processor.add_subparsers(dest="processor_command", metavar="ACTION", required=True,
+                                         help="what to do")
     prun = proc_cmds.add_parser(
         "run", help="consume srv6pm.counters and srv6pm.stamp, publish srv6pm.loss and srv6pm.delay",
         description="A member of a Kafka consumer group on srv6pm.counters and srv6pm.stamp. Pairs the "
@@ -147,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(srv6pm.delay, measurement delay). Commits offsets only after results are published and stored. "
         "A block whose partner does not arrive within --pair-wait is published as incomplete (never as "
         "loss). Threshold alarms are raised and cleared on srv6pm.alarms (--alarm-*). Bad records go to "
-        "srv6pm.deadletter with the reason.")
+        "srv6pm.deadletter with the reason. Prints nothing on stdout: results go to Kafka and InfluxDB, "
+        "logs (warnings only, unless -v) to stderr.")
     prun.add_argument("--group", default="srv6pm-processor", help="consumer group (default srv6pm-processor)")
     prun.add_argument("--client-id", help="Kafka client id (default srv6pm-processor-HOSTNAME)")
     prun.add_argument("--pair-wait", type=float, default=10.0, metavar="S",

@@ -74,8 +74,10 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     stamp = subparsers.add_parser(
         "stamp", help="STAMP delay measurement (RFC 8762/8972/9503): Session-Sender and Session-Reflector",
         description="Measure one-way and round-trip delay with STAMP, over SRv6 paths if wanted. "
-        "Interoperates with other STAMP (and TWAMP-Light, unauthenticated) implementations.")
-    actions = stamp.add_subparsers(dest="stamp_command", metavar="ACTION", required=True)
+        "Interoperates with other STAMP (and TWAMP-Light, unauthenticated) implementations. 'reflector' "
+        "answers test packets, 'sender' sends them and prints the delays.")
+    actions = stamp.add_subparsers(dest="stamp_command", metavar="ACTION", required=True,
+                                   help="which end of a STAMP session to run")
 
     ref = actions.add_parser(
         "reflector", help="answer STAMP test packets (Session-Reflector)",
