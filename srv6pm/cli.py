@@ -41,7 +41,8 @@ def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
     # default from overwriting what was given before the sub-command's name.
     default = 0 if top else argparse.SUPPRESS
     parser.add_argument("-v", "--verbose", action="count", default=default,
-                        help="more log output on stderr (-v info, -vv debug); default: warnings only")
+                        help="more log output on stderr (-v info and the client libraries' warnings, -vv debug, "
+                             "-vvv the libraries' debug too); default: srv6pm's own warnings only")
     parser.add_argument("--log-format", choices=("logfmt", "json"), default=None if top else argparse.SUPPRESS,
                         help="log line format (default logfmt, or $SRV6PM_LOG_FORMAT)")
 
@@ -97,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("check", "validate a scenario and print the addressing plan as JSON",
              "Validate the scenario and print its addressing plan as one JSON object on stdout: the "
              "period, data plane, namespaces, nodes, links with their prefixes and addresses, and each "
-             "flow's and STAMP session's path and segment list. Creates nothing and needs no root. Exit status 2 with the first error "
-             "(one line on stderr naming the file and the field) if the scenario is not valid."),
+             "flow's and STAMP session's path and segment list. Creates nothing and needs no root. Exit "
+             "status 2 with the first error (one line on stderr naming the file and the field) if the "
+             "scenario is not valid."),
             ("clean", "delete the namespaces of a scenario that a killed lab left behind (root)",
              "Delete the network namespaces (nodes and NODE-host end hosts) of the scenario that a lab "
              "killed with SIGKILL left behind; namespaces that do not exist are skipped. Prints nothing on "

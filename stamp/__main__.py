@@ -10,7 +10,8 @@ from srv6pm.stopping import quiet_on_closed_pipe
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                        help="more log output on stderr (-v info, -vv debug); default: warnings only")
+                        help="more log output on stderr (-v info and the client libraries' warnings, -vv debug, "
+                             "-vvv the libraries' debug too); default: srv6pm's own warnings only")
     parser.add_argument("--log-format", choices=("logfmt", "json"), default=argparse.SUPPRESS,
                         help="log line format (default logfmt, or $SRV6PM_LOG_FORMAT)")
 

@@ -43,7 +43,8 @@ LEAVES = [(p, parser) for p, parser in PARSERS
 @pytest.mark.parametrize("path, parser", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])
 def test_every_command_says_what_it_prints(path, parser):
     """A command's description names its output (what goes to stdout or stderr), or that it prints nothing."""
-    assert re.search(r"\bprint(s|ed)?\b", parser.description, re.IGNORECASE), f"srv6pm {' '.join(path)}: output not described"
+    said = re.search(r"\bprint(s|ed)?\b", parser.description, re.IGNORECASE)
+    assert said, f"srv6pm {' '.join(path)}: its description does not say what it prints"
 
 
 @pytest.mark.parametrize("path", [p for p, _ in PARSERS], ids=[" ".join(p) or "srv6pm" for p, _ in PARSERS])
