@@ -35,7 +35,7 @@ def _wait_for_stderr_line(proc: subprocess.Popen, timeout: float = 20) -> str:
 def _long_running(kind: str, tmp_path: Path) -> list[str]:
     """A long-running command that needs no root, broker or peer (closed ports stand in for them)."""
     if kind == "stamp reflector":
-        return ["stamp", "reflector", "--bind", "127.0.0.1", "--port", str(_free_udp_port())]
+        return ["stamp", "reflector", "--backend", "socket", "--bind", "127.0.0.1", "--port", str(_free_udp_port())]
     if kind == "stamp sender":  # --count 0: until stopped; nothing answers, every packet is lost
         return ["stamp", "sender", "--dest", "127.0.0.1", "--port", str(_free_udp_port()), "--count", "0",
                 "--interval", "0.2", "--timeout", "0.2", "-v"]
