@@ -134,3 +134,33 @@ def test_lab_check_piped_into_head_stops_quietly(tmp_path):
     out = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout == "{\n"
     assert out.stderr == "status 141\n"
+
+
+@pytest.mark.netns
+@pytest.mark.services
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)")
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_lab_run_tears_down_and_exits_128_plus_the_signal(sig, status, tmp_path, broker, influxdb):
+    """A real lab (random node names; the session's broker and InfluxDB, so no fixed port is taken)."""
+    import uuid
+
+    from srv6pm.netns import exists
+    prefix = "s" + uuid.uuid4().hex[:5]
+    a, b = prefix + "a", prefix + "b"
+    scenario = tmp_path / "lab.yaml"
+    scenario.write_text(f"period: 1\nnodes: [{a}, {b}]\nlinks: [[{a}, {b}]]\n"
+                        f"flows:\n  - {{name: f1, from: {a}, to: {b}, rate: 50}}\n")
+    proc = subprocess.Popen([*SRV6PM, "lab", "run", str(scenario), "--kafka", broker, "--influx-url", influxdb.url],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [_wait_for_stderr_line(proc, 120) for _ in range(2)]
+        assert lines[1].startswith("srv6pm lab: running"), lines
+        assert exists(a) and exists(b)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == status, proc.stderr.read()
+        assert "tearing down" in proc.stderr.read()
+        assert not exists(a) and not exists(b)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
