@@ -50,20 +50,18 @@ def test_scenario_with_a_repeated_key_is_refused(tmp_path):
     assert out.stderr == f"srv6pm: {scenario}: line {last}: 'period' given twice (first on line {first})\n"
 
 
-def test_collector_configuration_with_a_repeated_key_is_refused(tmp_path):
-    config = tmp_path / "collector.yaml"
-    config.write_text('nodes:\n  - name: r1\n    grpc: "127.0.0.1:1"\n    name: r2\n')
-    out = srv6pm("collector", "check", "--config", str(config), "--state-dir", str(tmp_path / "state"))
+@pytest.mark.parametrize("command, text, message", [
+    (["collector", "check", "--state-dir", "{tmp}/state"],
+     'nodes:\n  - name: r1\n    grpc: "127.0.0.1:1"\n    name: r2\n', "line 4: 'name' given twice (first on line 2)"),
+    (["exporter", "run", "--grpc-plaintext"], "node: r1\nperiod: 2\nnode: r2\n",
+     "line 3: 'node' given twice (first on line 1)"),
+], ids=["collector", "exporter"])
+def test_configuration_with_a_repeated_key_is_refused(command, text, message, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    out = srv6pm(*[c.format(tmp=tmp_path) for c in command], "--config", str(config))
     assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr == f"srv6pm: {config}: line 4: 'name' given twice (first on line 2)\n"
-
-
-def test_exporter_configuration_with_a_repeated_key_is_refused(tmp_path):
-    config = tmp_path / "r1.yaml"
-    config.write_text("node: r1\nperiod: 2\nnode: r2\n")
-    out = srv6pm("exporter", "run", "--config", str(config), "--grpc-plaintext")
-    assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr == f"srv6pm: {config}: line 3: 'node' given twice (first on line 1)\n"
+    assert out.stderr == f"srv6pm: {config}: {message}\n"
 
 
 def test_exporter_configuration_syntax_error_names_line_and_column(tmp_path):
