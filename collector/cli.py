@@ -3,7 +3,8 @@
 Added to the ``srv6pm`` command by :func:`add_commands`; each leaf sets
 ``args.collector_handler(args) -> int`` (an exit status) and handles its own
 errors: a bad configuration file, flag or TLS file is one line on stderr,
-``srv6pm: ...``, and exit status 2; 1 is a runtime failure; 130 Ctrl-C.
+``srv6pm: ...``, and exit status 2; 1 is a runtime failure; 130 after SIGINT
+(Ctrl-C), 143 after SIGTERM (see :mod:`srv6pm.stopping`).
 
 Settings: flags override ``SRV6PM_*`` environment variables, which override
 defaults (Kafka: see :mod:`srv6pm.config`; ArangoDB: see
@@ -28,12 +29,13 @@ from typing import Callable
 from srv6pm import metrics
 from srv6pm.config import ConfigError as SettingsError
 from srv6pm.config import KafkaSettings
+from srv6pm.stopping import Stop, status_of
 
 __all__ = ["DEFAULT_STATE_DIR", "STATE_DIR_ENV", "add_commands"]
 
 log = logging.getLogger("srv6pm.collector")
 
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 DEFAULT_STATE_DIR = "/var/lib/srv6pm/collector"
 STATE_DIR_ENV = "SRV6PM_COLLECTOR_STATE_DIR"
 
@@ -57,7 +59,8 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
         "collector", help="collector: the control plane (declarative config -> node exporters over gRPC)",
         description="Drive every node exporter over the southbound gRPC API until the network is what the "
         "configuration file says: SIDs, SRv6 policies, monitored flows, STAMP sessions.")
-    actions = collector.add_subparsers(dest="collector_command", metavar="ACTION", required=True)
+    actions = collector.add_subparsers(dest="collector_command", metavar="ACTION", required=True,
+                                       help="what to do")
 
     run = actions.add_parser(
         "run", help="reconcile the node exporters with the configuration; keep the topology graph",
@@ -68,7 +71,8 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
         "config loaded/rejected, converged) are logged and published on srv6pm.events. The configuration is "
         "reloaded on SIGHUP and when the file changes; an invalid one is rejected and the old one stays. "
         "The topology graph (nodes, links, monitored paths with their latest loss and delay) is kept in "
-        "ArangoDB with --arango-url, else in memory (see --graph-dump). SIGTERM or Ctrl-C stops.")
+        "ArangoDB with --arango-url, else in memory (see --graph-dump). SIGTERM or Ctrl-C stops. Prints "
+        "nothing on stdout: events go to Kafka, logs (warnings only, unless -v) to stderr.")
     run.add_argument("--config", required=True, metavar="FILE", help="collector configuration (YAML)")
     run.add_argument("--interval", type=float, default=2.0, metavar="S",
                      help="seconds between reconcile rounds (default 2)")
@@ -122,8 +126,10 @@ def _errors(handler):
         except (ConfigError, SettingsError, TlsError) as exc:
             print(f"srv6pm: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+        except KeyboardInterrupt as exc:  # Ctrl-C, or a signal before the command's stop was ready
+            return status_of(exc)
+        except BrokenPipeError:
+            raise  # srv6pm.cli.main's: quiet, 141
         except Exception as exc:  # a clear last word instead of a traceback; -vv shows the traceback
             log.debug("failure", exc_info=True)
             print(f"srv6pm: error: {exc}", file=sys.stderr)
@@ -163,22 +169,16 @@ def cmd_run(args) -> int:
     graph = _graph(args)
     options = ResultsOptions(session_timeout_ms=args.session_timeout_ms,
                              heartbeat_interval_ms=args.heartbeat_interval_ms)
-    collector = Collector(args.config, kafka, tls=tls, plaintext=args.grpc_plaintext, interval=args.interval,
-                          graph=graph, graph_dump=args.graph_dump, timeout=args.timeout,
-                          backoff=Backoff(args.retry_initial, args.retry_max), results=not args.no_results,
-                          results_options=options, state_dir=state_dir(args))
-    metrics.serve(port, addr="0.0.0.0")  # metrics.serve's default addr "" does not resolve here
-    stopping: list[int] = []
-
-    def on_stop(sig, _frame):
-        stopping.append(sig)
-        collector.stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_stop)
-    signal.signal(signal.SIGHUP, lambda *_: collector.request_reload())
-    collector.run()
-    return EXIT_INTERRUPTED if stopping and stopping[0] == signal.SIGINT else 0
+    with Stop() as stop:
+        collector = Collector(args.config, kafka, tls=tls, plaintext=args.grpc_plaintext, interval=args.interval,
+                              graph=graph, graph_dump=args.graph_dump, timeout=args.timeout,
+                              backoff=Backoff(args.retry_initial, args.retry_max), results=not args.no_results,
+                              results_options=options, state_dir=state_dir(args))
+        stop.attach(collector.stop)
+        metrics.serve(port, addr="0.0.0.0")  # metrics.serve's default addr "" does not resolve here
+        signal.signal(signal.SIGHUP, lambda *_: collector.request_reload())
+        collector.run()
+    return stop.status()
 
 
 def _graph(args):

@@ -22,10 +22,13 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     dashboards = subparsers.add_parser("dashboards", help="Grafana dashboards as code (grafanalib)",
                                        description="Build the srv6pm Grafana dashboards (InfluxQL on the srv6pm "
                                        "database, datasource uid srv6pm-influxdb) as JSON.")
-    actions = dashboards.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True)
+    actions = dashboards.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True,
+                                        help="what to do")
     gen = actions.add_parser("generate", help="write the dashboards' JSON files",
                              description="Write <uid>.json for every dashboard (sorted keys, indent 2), "
-                             "or with --check only tell which files are stale.")
+                             "or with --check only tell which files are stale. Prints one line 'wrote PATH' per "
+                             "file written on stdout; with --check, one line 'stale: PATH' per stale file on "
+                             "stderr and exit status 1 if there is any.")
     gen.add_argument("--out", metavar="DIR", type=Path, help="output folder (default: dashboards/json/ of the package)")
     gen.add_argument("--check", action="store_true",
                      help="write nothing; list stale files and exit 1 if there are any")

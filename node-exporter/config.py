@@ -73,7 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import yaml
+from srv6pm import yamlfile
 
 from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND
 
@@ -194,11 +194,7 @@ def load(path: str | Path, *, node: Override | None = None, period: Override | N
          dataplane: Override | None = None) -> ExporterConfig:
     """Read and validate the file at ``path``; ``node``, ``period``, ``dataplane`` override the file's (see :func:`parse`)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse(text, str(path), node=node, period=period, dataplane=dataplane)
+    return parse(yamlfile.read(path, ConfigError), str(path), node=node, period=period, dataplane=dataplane)
 
 
 def parse(text: str, source: str = "<config>", *, node: Override | None = None,
@@ -211,10 +207,7 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     def fail(field: str, message: str) -> ConfigError:
         return ConfigError(f"{source}: {field}: {message}" if field else f"{source}: {message}")
 
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise fail("", f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    doc = yamlfile.parse(text, source, ConfigError)
     if not isinstance(doc, dict):
         raise fail("", "must be a mapping")
     allowed = {"node", "netns", "period", "dataplane", "dscp", "state_file", "flows", "stamp", "grpc"}

@@ -14,7 +14,8 @@
     srv6pm dashboards generate [--out DIR] [--check]  Grafana dashboards as JSON
 
 Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input file,
-130 interrupted.
+130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM (both after a clean stop),
+141 standard output was a pipe that its reader closed (see :mod:`srv6pm.stopping`).
 """
 
 from __future__ import annotations
@@ -22,17 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
 
 from srv6pm import __version__, logs, metrics
 from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings
+from srv6pm.stopping import Stop, quiet_on_closed_pipe, status_of
 
 log = logging.getLogger("srv6pm")
 
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -40,7 +41,8 @@ def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
     # default from overwriting what was given before the sub-command's name.
     default = 0 if top else argparse.SUPPRESS
     parser.add_argument("-v", "--verbose", action="count", default=default,
-                        help="more log output on stderr (-v info, -vv debug); default: warnings only")
+                        help="more log output on stderr (-v info and the client libraries' warnings, -vv debug, "
+                             "-vvv the libraries' debug too); default: srv6pm's own warnings only")
     parser.add_argument("--log-format", choices=("logfmt", "json"), default=None if top else argparse.SUPPRESS,
                         help="log line format (default logfmt, or $SRV6PM_LOG_FORMAT)")
 
@@ -52,10 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'srv6pm COMMAND --help' for the options of each command.")
     parser.add_argument("--version", action="version", version=f"srv6pm {__version__}")
     _add_common(parser, top=True)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     help="the component or tool to run")
 
-    lab = commands.add_parser("lab", help="the local lab: a whole pipeline in network namespaces")
-    lab_cmds = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    lab = commands.add_parser(
+        "lab", help="the local lab: a whole pipeline in network namespaces",
+        description="The local lab: a scenario file (nodes, links, flows, STAMP sessions; see "
+        "scenarios/example.yaml) built as network namespaces on this machine, with the whole pipeline running "
+        "on it. 'run' builds it and prints the results as a table (or JSON lines), 'check' validates a "
+        "scenario and prints its addressing plan as JSON, 'clean' removes what a killed lab left behind.")
+    lab_cmds = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True, help="what to do")
     run = lab_cmds.add_parser(
         "run", help="build the scenario's network and run the pipeline on it (root)",
         description="Build the scenario's network as network namespaces named after its nodes (plus "
@@ -86,14 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
     KafkaSettings.add_arguments(run)
     InfluxSettings.add_arguments(run)
-    for name, text in (("check", "validate a scenario and print the addressing plan as JSON"),
-                       ("clean", "delete the namespaces of a scenario that a killed lab left behind (root)")):
-        p = lab_cmds.add_parser(name, help=text, description=text)
-        p.add_argument("scenario", metavar="SCENARIO")
+    for name, text, description in (
+            ("check", "validate a scenario and print the addressing plan as JSON",
+             "Validate the scenario and print its addressing plan as one JSON object on stdout: the "
+             "period, data plane, namespaces, nodes, links with their prefixes and addresses, and each "
+             "flow's and STAMP session's path and segment list. Creates nothing and needs no root. Exit "
+             "status 2 with the first error (one line on stderr naming the file and the field) if the "
+             "scenario is not valid."),
+            ("clean", "delete the namespaces of a scenario that a killed lab left behind (root)",
+             "Delete the network namespaces (nodes and NODE-host end hosts) of the scenario that a lab "
+             "killed with SIGKILL left behind; namespaces that do not exist are skipped. Prints nothing on "
+             "success; errors are one line on stderr.")):
+        p = lab_cmds.add_parser(name, help=text, description=description)
+        p.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
         _add_common(p)
 
-    exporter = commands.add_parser("exporter", help="node exporter: alternate marking and counting")
-    exp_cmds = exporter.add_subparsers(dest="exporter_command", metavar="ACTION", required=True)
+    exporter = commands.add_parser(
+        "exporter", help="node exporter: alternate marking and counting",
+        description="The node exporter, one per SRv6 router: it applies SIDs, policies, monitored flows and "
+        "STAMP sessions given over its southbound gRPC API, marks and counts the flows' packets per "
+        "alternate-marking period and publishes the counts (srv6pm.counters) and STAMP samples "
+        "(srv6pm.stamp) to Kafka. 'run' starts it.")
+    exp_cmds = exporter.add_subparsers(dest="exporter_command", metavar="ACTION", required=True,
+                                       help="what to do")
     erun = exp_cmds.add_parser(
         "run", help="serve the southbound API; mark and count flows, run STAMP, publish to Kafka (root)",
         description="Serve the southbound gRPC API (srv6pm.southbound.v1.NodeExporter and the standard "
@@ -109,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "node's name is --node, else $SRV6PM_NODE, else the file's node (e.g. a Kubernetes node name from the "
         "downward API), and --period overrides the file's period. When "
         "the API listens, one JSON line {\"event\": \"listening\", \"address\": ..., \"tls\": ...} "
-        "is printed on stdout.")
+        "is printed on stdout; nothing else is (logs go to stderr).")
     erun.add_argument("--config", required=True, metavar="FILE", help="exporter configuration (YAML/JSON)")
     erun.add_argument("--node", metavar="NAME",
                       help="this node's name in the records (default: $SRV6PM_NODE, else the file's node)")
@@ -136,8 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     from srv6pm.collector.cli import add_commands as add_collector_commands
     add_collector_commands(commands, common=_add_common)
 
-    processor = commands.add_parser("processor", help="processor: exact loss and delay statistics into Kafka and InfluxDB")
-    proc_cmds = processor.add_subparsers(dest="processor_command", metavar="ACTION", required=True)
+    processor = commands.add_parser(
+        "processor", help="processor: exact loss and delay statistics into Kafka and InfluxDB",
+        description="The processor, a Kafka consumer group member: it turns the exporters' counters and STAMP "
+        "samples into exact per-period loss and delay statistics, published on Kafka and stored in "
+        "InfluxDB, and raises threshold alarms. Run as many as the topics have partitions. 'run' starts one.")
+    proc_cmds = processor.add_subparsers(dest="processor_command", metavar="ACTION", required=True,
+                                         help="what to do")
     prun = proc_cmds.add_parser(
         "run", help="consume srv6pm.counters and srv6pm.stamp, publish srv6pm.loss and srv6pm.delay",
         description="A member of a Kafka consumer group on srv6pm.counters and srv6pm.stamp. Pairs the "
@@ -146,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(srv6pm.delay, measurement delay). Commits offsets only after results are published and stored. "
         "A block whose partner does not arrive within --pair-wait is published as incomplete (never as "
         "loss). Threshold alarms are raised and cleared on srv6pm.alarms (--alarm-*). Bad records go to "
-        "srv6pm.deadletter with the reason.")
+        "srv6pm.deadletter with the reason. Prints nothing on stdout: results go to Kafka and InfluxDB, "
+        "logs (warnings only, unless -v) to stderr.")
     prun.add_argument("--group", default="srv6pm-processor", help="consumer group (default srv6pm-processor)")
     prun.add_argument("--client-id", help="Kafka client id (default srv6pm-processor-HOSTNAME)")
     prun.add_argument("--pair-wait", type=float, default=10.0, metavar="S",
@@ -181,11 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
     from srv6pm.dashboards.cli import add_commands as add_dashboard_commands
     add_dashboard_commands(commands, common=_add_common)
     return parser
-
-
-def _on_signals(handler) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
 
 
 def _exporter_api(args, config):
@@ -249,10 +273,11 @@ def cmd_exporter_run(args) -> int:
     config = exporter_config_of(args)
     kafka, api, port = KafkaSettings.from_args(args), _exporter_api(args, config), metrics.port_from_args(args)
     metrics.serve(port)
-    exporter = Exporter(config, kafka, api=api)
-    _on_signals(lambda *_: exporter.stop())
-    exporter.run()
-    return 0
+    with Stop() as stop:
+        exporter = Exporter(config, kafka, api=api)
+        stop.attach(exporter.stop)
+        exporter.run()
+    return stop.status()
 
 
 def cmd_processor_run(args) -> int:
@@ -274,10 +299,11 @@ def cmd_processor_run(args) -> int:
         delay_p99_us=_threshold(args.alarm_delay_p99_us, "--alarm-delay-p99-us", "SRV6PM_ALARM_DELAY_P99_US", None))
     kafka, influx, port = KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
     metrics.serve(port)
-    processor = Processor(kafka, influx, options)
-    _on_signals(lambda *_: processor.stop())
-    processor.run()
-    return 0
+    with Stop() as stop:
+        processor = Processor(kafka, influx, options)
+        stop.attach(processor.stop)
+        processor.run()
+    return stop.status()
 
 
 def _health_interval(value: float | None) -> float:
@@ -334,34 +360,44 @@ def cmd_lab_run(args) -> int:
     kafka = KafkaSettings.from_args(args) if _external(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP") else None
     influx = InfluxSettings.from_args(args) if _external(args, "influx", "SRV6PM_INFLUX_URL") else None
     view = JsonLines() if args.json else ResultTable()
-    stopping: list[int] = []
-    _on_signals(lambda sig, _frame: stopping.append(sig))
-    lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
-              verbosity=args.verbose, grpc_host=args.grpc_host, advertise_host=args.advertise_host,
-              external_collector=Path(args.external_collector) if args.external_collector else None,
-              processor=not args.no_processor)
-    print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
-          f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
-          file=sys.stderr, flush=True)
-    with lab:
-        reader = lab.results(alarms=True)
-        print(f"srv6pm lab: running; first results in about {3 * scenario.period + 1:g} s"
-              + (f", stopping after {args.duration:g} s" if args.duration else "; Ctrl-C stops") + ".",
+    # A signal ends the loop of _show_results (one while building lets the build finish, so that the
+    # teardown knows everything built); the lab then tears down and the status tells which signal it was.
+    with Stop(then=_keep_going) as stop:
+        lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
+                  verbosity=args.verbose, grpc_host=args.grpc_host, advertise_host=args.advertise_host,
+                  external_collector=Path(args.external_collector) if args.external_collector else None,
+                  processor=not args.no_processor)
+        print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
+              f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
               file=sys.stderr, flush=True)
-        view.header()
-        deadline = time.monotonic() + args.duration if args.duration else None
-        try:
-            while not stopping and (deadline is None or time.monotonic() < deadline):
-                for result in reader.poll(0.5):
-                    view.row(result)
-                lab.check_children()
-        finally:
-            reader.close()
-            view.summary()
-            if not args.json:  # JSON lines are records only
-                _print_arrivals(lab)
-            print("srv6pm lab: tearing down…", file=sys.stderr, flush=True)
-    return EXIT_INTERRUPTED if stopping and stopping[0] == signal.SIGINT else 0
+        with lab:
+            _show_results(lab, view, args, scenario.period, stop)
+    return stop.status()
+
+
+def _keep_going() -> None:
+    """What the lab does at once on a signal: nothing; its loop sees :attr:`Stop.stopping`."""
+
+
+def _show_results(lab, view, args, period: float, stop: Stop) -> None:
+    """Print the lab's results until ``--duration`` ends or a signal comes, then the summary and arrivals."""
+    reader = lab.results(alarms=True)
+    print(f"srv6pm lab: running; first results in about {3 * period + 1:g} s"
+          + (f", stopping after {args.duration:g} s" if args.duration else "; Ctrl-C stops") + ".",
+          file=sys.stderr, flush=True)
+    view.header()
+    deadline = time.monotonic() + args.duration if args.duration else None
+    try:
+        while not stop.stopping and (deadline is None or time.monotonic() < deadline):
+            for result in reader.poll(0.5):
+                view.row(result)
+            lab.check_children()
+    finally:
+        reader.close()
+        view.summary()
+        if not args.json:  # JSON lines are records only
+            _print_arrivals(lab)
+        print("srv6pm lab: tearing down…", file=sys.stderr, flush=True)
 
 
 def _print_arrivals(lab) -> None:
@@ -391,6 +427,11 @@ def cmd_lab_clean(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``srv6pm`` command; its exit status. A closed output pipe ends it quietly with 141."""
+    return quiet_on_closed_pipe(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.setup(args.verbose, args.log_format)
@@ -412,13 +453,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ScenarioError, ExporterConfigError) as exc:
         print(f"srv6pm: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal before the command's stop was ready
+        return status_of(exc)
+    except BrokenPipeError:
+        raise  # main's: quiet, 141
     except Exception as exc:  # a clear last word instead of a traceback; -vv shows the traceback
         log.debug("failure", exc_info=True)
         print(f"srv6pm: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,10 @@
 
 Records carry their data as ``extra={...}`` fields, never formatted into the
 message, so that they stay machine-readable. The default level is WARNING:
-a healthy component prints nothing. Two output formats: ``logfmt`` (one line,
+a healthy component prints nothing. Client libraries' own records (kafka-python's
+"Connection failed: ... ECONNREFUSED", urllib3's retries, grpc's) are left out
+unless ``-v`` is given: without it, what a user sees of a failure is the
+product's own one-line error or warning. Two output formats: ``logfmt`` (one line,
 ``key=value``, for people and grep) and ``json`` (one object per line).
 """
 
@@ -53,17 +56,34 @@ def _quote(value) -> str:
     return json.dumps(text)
 
 
+PRODUCT = "srv6pm"  # the product's loggers are this one and those under it
+LIBRARIES = ("kafka", "urllib3", "influxdb_client", "pyroute2", "grpc", "arango")
+
+
+class ProductOnly(logging.Filter):
+    """Lets through the product's own records only (loggers ``srv6pm`` and ``srv6pm.*``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == PRODUCT or record.name.startswith(PRODUCT + ".")
+
+
 def setup(verbosity: int = 0, fmt: str | None = None) -> None:
     """Configure the root logger: 0 → WARNING, 1 → INFO, 2+ → DEBUG.
 
-    ``fmt`` is ``logfmt`` or ``json``; default from ``SRV6PM_LOG_FORMAT``, else logfmt.
+    Libraries' records: none at 0, their warnings at 1 and 2, everything at 3+
+    (without -v, gRPC's C core is also told to log nothing, unless
+    ``GRPC_VERBOSITY`` is set). ``fmt`` is ``logfmt`` or ``json``; default from
+    ``SRV6PM_LOG_FORMAT``, else logfmt.
     """
     fmt = fmt or os.environ.get("SRV6PM_LOG_FORMAT", "logfmt")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    if verbosity <= 0:
+        handler.addFilter(ProductOnly())
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # read when grpc is first imported, after this
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING)
     # Client libraries are chatty at INFO; keep them at WARNING unless debugging.
-    for name in ("kafka", "urllib3", "influxdb_client", "pyroute2"):
+    for name in LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)

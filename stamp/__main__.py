@@ -5,11 +5,13 @@ import sys
 
 from srv6pm import logs
 from srv6pm.stamp.cli import add_commands
+from srv6pm.stopping import quiet_on_closed_pipe
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                        help="more log output on stderr (-v info, -vv debug); default: warnings only")
+                        help="more log output on stderr (-v info and the client libraries' warnings, -vv debug, "
+                             "-vvv the libraries' debug too); default: srv6pm's own warnings only")
     parser.add_argument("--log-format", choices=("logfmt", "json"), default=argparse.SUPPRESS,
                         help="log line format (default logfmt, or $SRV6PM_LOG_FORMAT)")
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     del stamp
     args = parser.parse_args(argv)
     logs.setup(getattr(args, "verbose", 0), getattr(args, "log_format", None))
-    return args.stamp_handler(args)
+    return quiet_on_closed_pipe(lambda: args.stamp_handler(args))
 
 
 if __name__ == "__main__":

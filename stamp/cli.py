@@ -13,9 +13,9 @@ an unreadable key file, a bad SID list, a size that cannot be built) with
 one line on stderr, ``srv6pm: ...``, and exit status 2; 1 is a runtime
 failure (e.g. the port is in use, or the reflector's default ``ebpf`` backend
 cannot run here: the message says what is missing and names ``--backend
-socket``, followed by the verifier's log if it refused the program), 130 an
-interruption (Ctrl-C; the sender still prints its summary). ``python -m
-srv6pm.stamp`` runs them alone.
+socket``, followed by the verifier's log if it refused the program), 130
+after SIGINT (Ctrl-C) and 143 after SIGTERM, once stopped cleanly (the sender
+still prints its summary). ``python -m srv6pm.stamp`` runs them alone.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import math
-import signal
 import sys
 import threading
 from typing import Callable
@@ -38,12 +37,13 @@ from srv6pm.stamp.reflector import DEFAULT_PORT, ReflectorConfig
 from srv6pm.stamp.sender import Sample, Sender, SenderConfig, summarize
 from srv6pm.stamp.srh import parse_segments
 from srv6pm.stamp.timestamp import TimestampFormat
+from srv6pm.stopping import Stop, status_of
 
 __all__ = ["add_commands", "cmd_reflector", "cmd_sender"]
 
 log = logging.getLogger("srv6pm.stamp")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 KEY_HELP = ("file holding the shared HMAC-SHA-256 key: one line of hexadecimal digits (16 to 1024 octets; "
             "'#' comment lines allowed), e.g. made with: python3 -c 'import secrets; print(secrets.token_hex(32))'. "
@@ -74,8 +74,10 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     stamp = subparsers.add_parser(
         "stamp", help="STAMP delay measurement (RFC 8762/8972/9503): Session-Sender and Session-Reflector",
         description="Measure one-way and round-trip delay with STAMP, over SRv6 paths if wanted. "
-        "Interoperates with other STAMP (and TWAMP-Light, unauthenticated) implementations.")
-    actions = stamp.add_subparsers(dest="stamp_command", metavar="ACTION", required=True)
+        "Interoperates with other STAMP (and TWAMP-Light, unauthenticated) implementations. 'reflector' "
+        "answers test packets, 'sender' sends them and prints the delays.")
+    actions = stamp.add_subparsers(dest="stamp_command", metavar="ACTION", required=True,
+                                   help="which end of a STAMP session to run")
 
     ref = actions.add_parser(
         "reflector", help="answer STAMP test packets (Session-Reflector)",
@@ -191,8 +193,10 @@ def _guard(body: Callable[[], int]) -> int:
     except (UsageError, NetnsError) as exc:  # a missing namespace is a bad --netns value
         print(f"srv6pm: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal before the command's stop was ready
+        return status_of(exc)
+    except BrokenPipeError:
+        raise  # srv6pm.cli.main's: quiet, 141
     except BackendUnavailable as exc:  # what is missing, and --backend socket
         print(f"srv6pm: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -201,19 +205,6 @@ def _guard(body: Callable[[], int]) -> int:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print(f"srv6pm: error: {reason}", file=sys.stderr)
         return EXIT_FAILURE
-
-
-def _on_signals(handler) -> dict:
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    return previous
-
-
-def _restore(previous: dict) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
 
 
 # -- reflector --------------------------------------------------------------------------
@@ -234,35 +225,10 @@ def cmd_reflector(args) -> int:
                                        attach=args.attach)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        signals: list[int] = []
-
-        def on_signal(sig, _frame):
-            signals.append(sig)
-            reflector.stop()
-
-        previous = _on_signals(on_signal)
-        timer = None
-        try:
-            open_reflector(reflector, "--backend socket")
-            if args.duration:
-                timer = threading.Timer(args.duration, reflector.stop)
-                timer.daemon = True
-                timer.start()
-            print(f"srv6pm stamp reflector: listening on [{reflector.address[0]}]:{reflector.address[1]}"
-                  + (f" in network namespace {config.netns}" if config.netns else "")
-                  + (", authenticated" if config.key else "") + (", stateful" if config.stateful else "")
-                  + f", {_backend_text(reflector)}", file=sys.stderr, flush=True)
-            reflector.run()
-        finally:
-            if timer is not None:
-                timer.cancel()
-            report = {"reflector": reflector.stats().to_dict()}
-            if args.backend == "ebpf":
-                report["kernel"] = reflector.kernel_counters()
-            reflector.close()
-            _restore(previous)
+        with Stop(reflector.stop) as stop:
+            report = _serve(reflector, args, config)
         print(json.dumps(report), file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED if signals and signals[0] == signal.SIGINT else EXIT_OK
+        return stop.status(EXIT_OK)
 
     return _guard(body)
 
@@ -274,6 +240,30 @@ def _backend_text(reflector) -> str:
         return "socket backend"
     hooks = ", ".join(f"{how} on {n} interface{'s' if n != 1 else ''}" for how, n in sorted(attachments().items()))
     return f"ebpf backend ({hooks or 'no interface yet'})"
+
+
+def _serve(reflector, args, config) -> dict:
+    """Open ``reflector``, serve until it is stopped (a signal, --duration), close it; its counters."""
+    timer = None
+    try:
+        open_reflector(reflector, "--backend socket")
+        if args.duration:
+            timer = threading.Timer(args.duration, reflector.stop)
+            timer.daemon = True
+            timer.start()
+        print(f"srv6pm stamp reflector: listening on [{reflector.address[0]}]:{reflector.address[1]}"
+              + (f" in network namespace {config.netns}" if config.netns else "")
+              + (", authenticated" if config.key else "") + (", stateful" if config.stateful else "")
+              + f", {_backend_text(reflector)}", file=sys.stderr, flush=True)
+        reflector.run()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        report = {"reflector": reflector.stats().to_dict()}
+        if args.backend == "ebpf":
+            report["kernel"] = reflector.kernel_counters()
+        reflector.close()
+    return report
 
 
 # -- sender -----------------------------------------------------------------------------
@@ -345,15 +335,8 @@ def cmd_sender(args) -> int:
             raise UsageError(str(exc)) from None
         view = _Json() if args.json else _Table()
         sender = Sender(config)
-        signals: list[int] = []
-
-        def on_signal(sig, _frame):
-            signals.append(sig)
-            sender.stop()
-
-        previous = _on_signals(on_signal)
         samples: list[Sample] = []
-        try:
+        with Stop(sender.stop) as stop:
             iterator = sender.samples()
             first = next(iterator, None)  # opens the socket: errors surface before the header
             view.start()
@@ -363,10 +346,8 @@ def cmd_sender(args) -> int:
             for sample in iterator:
                 samples.append(sample)
                 view.row(sample)
-        finally:
-            _restore(previous)
         view.summary({"session": config.session, **summarize(samples), **_extra(sender)})
-        return EXIT_INTERRUPTED if signals and signals[0] == signal.SIGINT else EXIT_OK
+        return stop.status(EXIT_OK)
 
     return _guard(body)
 

@@ -1,0 +1,52 @@
+"""What a user sees when a client library fails: the product's one-line error, library log lines only with -v.
+
+The processor is run as a process against a closed Kafka port (127.0.0.1:1);
+kafka-python logs every refused connection attempt at error level.
+"""
+
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCESSOR = [sys.executable, "-m", "srv6pm", "processor", "run", "--kafka", "127.0.0.1:1",
+             "--influx-url", "http://127.0.0.1:1", "--metrics-port", "0"]
+
+
+def test_without_v_a_closed_broker_port_is_one_product_line_and_no_library_lines():
+    """kafka-python gives up bootstrapping after about 30 s; until then it retries, and logs each attempt."""
+    out = subprocess.run(PROCESSOR, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("srv6pm: error: "), out.stderr[:2000]
+    assert "127.0.0.1:1" in lines[0]
+    assert "component=kafka" not in out.stderr
+
+
+def _stderr_for(proc: subprocess.Popen, seconds: float) -> str:
+    """What ``proc`` wrote on stderr in its first ``seconds`` (it keeps running)."""
+    text, deadline = "", time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0 and select.select([proc.stderr], [], [], left)[0]:
+        chunk = proc.stderr.readline()
+        if not chunk:
+            break
+        text += chunk
+    return text
+
+
+def test_with_v_the_library_lines_appear():
+    proc = subprocess.Popen([*PROCESSOR, "-v"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        seen = _stderr_for(proc, 5)
+        assert "component=kafka" in seen and "ECONNREFUSED" in seen, seen[:2000]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
