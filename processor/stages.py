@@ -13,7 +13,7 @@ from typing import Any
 
 from influxdb_client import Point
 
-from srv6pm import records
+from srv6pm import decode, records
 from srv6pm.clock import PeriodClock
 
 from .delay import DelayWindows
@@ -33,7 +33,7 @@ class Stage:
     alarm_kinds: tuple[str, ...]  # the srv6pm.alarms kinds evaluated on this stage's results
 
     def decode(self, raw: bytes | None) -> Any:
-        """The record in ``raw``; raises records.RecordError with the reason."""
+        """The record in ``raw``, exactly as the ``records`` decoder gives it; raises records.RecordError with its reason."""
         raise NotImplementedError
 
     def key(self, record: Any) -> tuple[str, int]:
@@ -69,7 +69,7 @@ class LossStage(Stage):
         self.pairing = Pairing(pair_wait_s)
 
     def decode(self, raw):
-        return records.decode_counters(raw)
+        return decode.decode_counters(raw)
 
     def key(self, record):
         return record.flow, record.period
@@ -105,7 +105,7 @@ class DelayStage(Stage):
         self.windows = DelayWindows(lateness_s, idle_s)
 
     def decode(self, raw):
-        return records.decode_stamp(raw)
+        return decode.decode_stamp(raw)
 
     def key(self, sample):
         return sample.session, PeriodClock(sample.period_s).period_at(sample.t1)

@@ -17,6 +17,7 @@ import math
 from dataclasses import KW_ONLY, asdict, dataclass, fields
 from functools import cache
 from importlib import resources
+from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
@@ -24,7 +25,7 @@ import jsonschema
 __all__ = [
     "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS", "EVENTS",
     "Alarm", "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "Segment", "StampSample",
-    "dead_letter", "decode_counters", "decode_event", "decode_stamp", "encode", "schema", "validate",
+    "counter_from", "dead_letter", "decode_counters", "decode_event", "decode_stamp", "encode", "schema", "stamp_from", "validate",
 ]
 
 VERSION = 1
@@ -141,6 +142,14 @@ def decode_counters(raw: bytes | None) -> CounterRecord:
     """
     obj = _decode_json(raw)
     validate(COUNTERS, obj)
+    return counter_from(obj)
+
+
+def counter_from(obj: Mapping[str, Any]) -> CounterRecord:
+    """The record of a ``srv6pm.counters`` object that satisfies the schema, after the rules beyond it.
+
+    Absent optional members may be given as None. Raises :class:`RecordError`.
+    """
     if obj["color"] != obj["period"] % 2:
         raise RecordError(f"color {obj['color']} does not match period {obj['period']} (period mod 2 = {obj['period'] % 2})")
     period_s = float(obj["period_s"])
@@ -269,6 +278,14 @@ def decode_stamp(raw: bytes | None) -> StampSample:
     """Decode and validate one ``srv6pm.stamp`` value."""
     obj = _decode_json(raw)
     validate(STAMP, obj)
+    return stamp_from(obj)
+
+
+def stamp_from(obj: Mapping[str, Any]) -> StampSample:
+    """The sample of a ``srv6pm.stamp`` object that satisfies the schema, after the rules beyond it.
+
+    Absent optional members may be given as None. Raises :class:`RecordError`.
+    """
     t1, t2, t3, t4 = obj["t1"], obj["t2"], obj["t3"], obj["t4"]
     if obj["lost"]:
         if not (t2 is None and t3 is None and t4 is None):
