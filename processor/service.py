@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
@@ -48,11 +48,13 @@ from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import InfluxWriter, StoreError
 from srv6pm.kafka import group_consumer
 
+from . import fetch
 from .alarms import AlarmRules, Alarms
 from .health import Health, node_of
 from .ledger import Ledger
 from .offsets import OffsetTracker
 from .outcome import Outcome
+from .publish import Publisher, Send
 from .stages import DelayStage, LossStage, Stage
 
 __all__ = ["Processor", "ProcessorOptions"]
@@ -111,8 +113,8 @@ class Processor:
         )
         self._ledger_reader = KafkaConsumer(**client, group_id=None, client_id=f"{o.client_id}-ledger",
                                             enable_auto_commit=False)
-        self._producer = KafkaProducer(**client, client_id=o.client_id, acks="all", linger_ms=5,
-                                       retries=5, max_in_flight_requests_per_connection=1)
+        fetch.install(self._consumer)
+        self._publisher = Publisher(client, o.client_id)
         self._store = InfluxWriter(influx)
         self._tracker = OffsetTracker()
         self._ledgers = {t: Ledger(s.output_topic, s.subject_field, o.ledger_records) for t, s in self.stages.items()}
@@ -226,25 +228,25 @@ class Processor:
 
     def _finish(self, outcomes: list[Outcome], restores: list[tuple[Stage, int, dict]]) -> None:
         # 1. publish dead letters, results and the alarms they change; wait for every acknowledgement.
-        sends = []
-        results = []
+        sends: list[Send] = []
+        docs = []
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
                 key, raw = self._raw.pop(token, (None, None))
                 topic, partition, offset = token
                 letter = records.dead_letter(topic, partition, offset, reason, raw, self.options.group)
-                sends.append((records.DEADLETTER, None, key, records.encode(letter)))
+                sends.append(Send(records.DEADLETTER, None, key, records.encode(letter)))
                 log.warning("record dead-lettered", extra={"topic": topic, "partition": partition,
                                                            "offset": offset, "reason": reason})
             if outcome.results:
                 topic, partition, _ = outcome.tokens[0]
                 stage = self.stages[topic]
                 for result in outcome.results:
-                    results.append((stage, partition, result))
-                    sends.append((stage.output_topic, partition, result.subject.encode(), result.to_json()))
-        docs = [(stage, partition, result, result.to_dict()) for stage, partition, result in results]
+                    doc = result.to_dict()
+                    docs.append((stage, partition, result, doc))
+                    sends.append(Send(stage.output_topic, partition, result.subject.encode(), records.encode_fast(doc)))
         alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d in docs] + restores)
-        sends += [(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()) for partition, alarm in alarms]
+        sends += [Send(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()) for partition, alarm in alarms]
         involved = {o.tokens[0][0] for o in outcomes if o.results or o.rejected}
         self._send_all(sends, involved)
         self.metrics.records_out.labels(COMPONENT, records.ALARMS).inc(len(alarms))
@@ -260,9 +262,9 @@ class Processor:
                 if self.health:
                     self.health.count(topic, "deadletters")
         # 2. store (idempotent), including results re-read from the ledger.
-        points = [p for stage, _, _, doc in docs for p in stage.points(doc)]
-        points += [p for stage, _, doc in restores for p in stage.points(doc)]
-        self._retry("store results in InfluxDB", lambda: self._store.write(points), involved)
+        lines = [text for stage, _, _, doc in docs for text in stage.lines(doc)]
+        lines += [text for stage, _, doc in restores for text in stage.lines(doc)]
+        self._retry("store results in InfluxDB", lambda: self._store.write(lines), involved)
         stored_s = time.time()
         # 3. finished: remember, and let the offsets move.
         for stage, partition, result, doc in docs:
@@ -289,31 +291,24 @@ class Processor:
                 out.append((partition, alarm))
         return out
 
-    def _send_all(self, sends: list[tuple], involved: set[str] = frozenset()) -> None:
-        """Send every (topic, partition, key, value); resend only those that failed, until all are acknowledged.
+    def _send_all(self, sends: list[Send], involved: set[str] = frozenset()) -> None:
+        """Publish every send; publish again only those that failed, until all are acknowledged.
 
         Each failed attempt counts as an error of the input topics in ``involved``.
         """
         pending = sends
         delay = 0.2
         while pending:
-            futures = [(s, self._producer.send(s[0], value=s[3], key=s[2], partition=s[1])) for s in pending]
-            self._producer.flush()
-            failed = []
-            for s, future in futures:
-                try:
-                    future.get(timeout=0)
-                except Exception as exc:
-                    failed.append(s)
-                    error = exc
+            failed = self._publisher.publish(pending)
             if failed:
+                error = failed[0][1]
                 if self._stop.is_set():
                     raise RuntimeError(f"stopping with {len(failed)} unpublished records (will be re-read): {error}")
                 log.warning("publish failed, retrying", extra={"records": len(failed), "error": str(error)})
                 self._count_error("publish", involved)
                 time.sleep(delay)
                 delay = min(delay * 2, self.options.retry_max_s)
-            pending = failed
+            pending = [send for send, _ in failed]
 
     def _retry(self, what: str, action, involved: set[str] = frozenset()) -> None:
         delay = 0.2
@@ -383,7 +378,7 @@ class Processor:
                 self.health.written(now)
             except StoreError as exc:
                 log.debug("last health write failed", extra={"error": str(exc)})
-        for closer in (self._consumer.close, self._ledger_reader.close, self._producer.close, self._store.close):
+        for closer in (self._consumer.close, self._ledger_reader.close, self._publisher.close, self._store.close):
             try:
                 closer()
             except Exception as exc:  # closing must not hide the reason we are closing

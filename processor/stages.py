@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from influxdb_client import Point
-
 from srv6pm import decode, records
 from srv6pm.clock import PeriodClock
 
 from .delay import DelayWindows
 from .outcome import Outcome, Token
 from .pairing import Pairing
-from .store import delay_point, loss_point, segment_points
+from .store import delay_lines, loss_lines
 
 __all__ = ["DelayStage", "LossStage", "Stage"]
 
@@ -52,8 +50,8 @@ class Stage:
     def pending_tokens(self) -> list[Token]:
         raise NotImplementedError
 
-    def points(self, result: dict) -> list[Point]:
-        """The InfluxDB points of a published result (given as its record)."""
+    def lines(self, result: dict) -> list[str]:
+        """The InfluxDB points of a published result (given as its record), as line protocol."""
         raise NotImplementedError
 
 
@@ -87,10 +85,9 @@ class LossStage(Stage):
     def pending_tokens(self):
         return self.pairing.pending_tokens()
 
-    def points(self, result):
+    def lines(self, result):
         """The ``loss`` point, then one ``segment_loss`` point per segment (see ``store``)."""
-        loss = records.LossResult.from_dict(result)
-        return [loss_point(loss), *segment_points(loss)]
+        return loss_lines(result)
 
 
 class DelayStage(Stage):
@@ -122,5 +119,5 @@ class DelayStage(Stage):
     def pending_tokens(self):
         return self.windows.pending_tokens()
 
-    def points(self, result):
-        return [delay_point(records.DelayResult.from_dict(result))]
+    def lines(self, result):
+        return delay_lines(result)

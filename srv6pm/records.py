@@ -14,18 +14,19 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import KW_ONLY, asdict, dataclass, fields
+from dataclasses import KW_ONLY, asdict, dataclass
 from functools import cache
 from importlib import resources
 from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
+import msgspec
 
 __all__ = [
     "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS", "EVENTS",
     "Alarm", "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "Segment", "StampSample",
-    "counter_from", "dead_letter", "decode_counters", "decode_event", "decode_stamp", "encode", "schema", "stamp_from", "validate",
+    "counter_from", "dead_letter", "decode_counters", "decode_event", "decode_stamp", "encode", "encode_fast", "schema", "stamp_from", "validate",
 ]
 
 VERSION = 1
@@ -77,6 +78,28 @@ def encode(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
+_encoder = msgspec.json.Encoder()
+
+
+def encode_fast(obj: dict) -> bytes:
+    """:func:`encode` in C, for the processor's results: the same JSON values, compact UTF-8.
+
+    Like :func:`encode` it refuses NaN and infinities (ValueError), wherever they are.
+    """
+    _check_finite(obj)
+    return _encoder.encode(obj)
+
+
+def _check_finite(container: dict | list | tuple) -> None:
+    for value in container.values() if type(container) is dict else container:
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+        elif kind is dict or kind is list or kind is tuple:
+            _check_finite(value)
+
+
 def _decode_json(raw: bytes | None) -> Any:
     if raw is None:
         raise RecordError("empty value (tombstone)")
@@ -120,10 +143,12 @@ class CounterRecord:
     position: int | None = None
 
     def to_dict(self) -> dict:
-        out = {"v": VERSION, **asdict(self)}
+        out = {"v": VERSION, "node": self.node, "flow": self.flow, "role": self.role, "period": self.period,
+               "period_s": self.period_s, "color": self.color, "packets": self.packets, "bytes": self.bytes}
         for name in _COUNTER_OPTIONAL:
-            if out[name] is None:
-                del out[name]
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
         return out
 
     def to_json(self) -> bytes:
@@ -227,7 +252,11 @@ class LossResult:
         return self.flow
 
     def to_dict(self) -> dict:
-        out = {"v": VERSION, **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _LOSS_OPTIONAL}}
+        out = {"v": VERSION, "flow": self.flow, "period": self.period, "period_start": self.period_start,
+               "period_s": self.period_s, "ingress": self.ingress, "egress": self.egress,
+               "tx_packets": self.tx_packets, "rx_packets": self.rx_packets, "tx_bytes": self.tx_bytes,
+               "rx_bytes": self.rx_bytes, "lost_packets": self.lost_packets, "loss_ratio": self.loss_ratio,
+               "complete": self.complete, "missing": self.missing}
         if self.flowmon_id is not None:
             out["flowmon_id"] = self.flowmon_id
         if self.segments is not None:
@@ -245,7 +274,6 @@ class LossResult:
         return cls(**values)
 
 
-_LOSS_OPTIONAL = ("flowmon_id", "segments")
 
 
 @dataclass(frozen=True)

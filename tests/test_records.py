@@ -121,3 +121,20 @@ def test_a_loss_result_with_segments_satisfies_its_schema_and_round_trips():
     with pytest.raises(RecordError, match="schema: missing"):
         records.validate(records.LOSS, dict(doc, missing="transit"))
     records.validate(records.LOSS, dict(doc, complete=False, missing="both"))
+
+
+def test_to_dict_names_every_field_of_the_record_and_fast_encoding_is_the_same_json():
+    from dataclasses import fields
+
+    from srv6pm.records import LossResult, Segment
+    loss = LossResult("f1", 40, "2025-01-01T00:00:00Z", 2.0, "r1", "r4", 10, 9, 1000, 900, 1, 0.1, True, None,
+                      flowmon_id=5, segments=(Segment("r1", "r4", 10, 9, 1, True),))
+    counter = CounterRecord("r1", "f1", "ingress", 40, 2.0, 0, 5, 600, read_ns=1, flowmon_id=2, position=0)
+    for record in (loss, counter):
+        doc = record.to_dict()
+        assert list(doc) == ["v", *(f.name for f in fields(record))]
+        assert json.loads(records.encode_fast(doc)) == json.loads(records.encode(doc))
+    with pytest.raises(ValueError):
+        records.encode_fast({"segments": [{"x": float("nan")}]})
+    with pytest.raises(ValueError):
+        records.encode_fast({"loss_ratio": float("inf")})
