@@ -13,27 +13,62 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["line"]
+__all__ = ["field_text", "line", "tag_text"]
 
 _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
 _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
 _ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
 
 
+_CACHE_LIMIT = 100_000  # texts kept per cache; flows and nodes repeat every period
+
+
+def _escaped(cache: dict, value, is_tag_value: bool) -> str:
+    text = cache.get(value) if type(value) is str else None
+    if text is None:
+        text = str(value).translate(_ESCAPE_KEY)
+        if is_tag_value and text.endswith("\\"):
+            text += " "
+        if type(value) is str:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[value] = text
+    return text
+
+
+def tag_text(value: str) -> str:
+    """A tag value as it goes into a line (escaped; "" means the tag is left out)."""
+    return _escaped(_tag_values, value, True)
+
+
+def field_text(value) -> str | None:
+    """A field value as it goes into a line (None: the field is left out)."""
+    return _field(value)
+
+
+_keys: dict = {}
+_tag_values: dict = {}
+
+
 def _field(value) -> str | None:
+    kind = type(value)
+    if kind is int:
+        return f"{value}i"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is float:
+        if not math.isfinite(value):
+            return None
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
     if value is None:
         return None
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, int):
         return f"{value}i"
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        s = str(value)
-        return s[:-2] if s.endswith(".0") else s
+        return _field(float(value))
     if isinstance(value, str):
         return f'"{value.translate(_ESCAPE_STRING)}"'
     raise ValueError(f'Type: "{type(value)}" of field is not supported.')
@@ -42,21 +77,20 @@ def _field(value) -> str | None:
 def line(measurement: str, tags: dict, fields: dict, time_ns: int) -> str:
     """One point as line protocol (see the module docstring)."""
     out = [measurement.translate(_ESCAPE_MEASUREMENT)]
+    keys, tag_values = _keys, _tag_values
     for key in sorted(tags):
         value = tags[key]
         if value is None:
             continue
-        key_text = str(key).translate(_ESCAPE_KEY)
-        value_text = str(value).translate(_ESCAPE_KEY)
-        if value_text.endswith("\\"):
-            value_text += " "
+        key_text = _escaped(keys, key, False)
+        value_text = _escaped(tag_values, value, True)
         if key_text and value_text:
             out.append(f",{key_text}={value_text}")
     parts = []
     for key in sorted(fields):
         text = _field(fields[key])
         if text is not None:
-            parts.append(f"{str(key).translate(_ESCAPE_KEY)}={text}")
+            parts.append(f"{_escaped(keys, key, False)}={text}")
     if not parts:
         return ""
     out.append(" ")

@@ -34,10 +34,10 @@ monotonic) in. It is not thread-safe.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from srv6pm.clock import PeriodClock
+from srv6pm.clock import period_clock
 from srv6pm.records import CounterRecord, LossResult, Segment
 
 from .outcome import Outcome, Token
@@ -53,10 +53,13 @@ class _Pending:
     ends: dict[str, Held] = field(default_factory=dict)  # "ingress" / "egress"
     transits: dict[int, Held] = field(default_factory=dict)  # position -> block
 
-    def held(self) -> Iterator[Held]:
+    def held(self) -> list[Held]:
         """Every block: ingress, egress, then transits in path order."""
-        yield from (self.ends[role] for role in ("ingress", "egress") if role in self.ends)
-        yield from (self.transits[p] for p in sorted(self.transits))
+        ends = self.ends
+        out = [ends[role] for role in ("ingress", "egress") if role in ends]
+        if self.transits:
+            out += [self.transits[p] for p in sorted(self.transits)]
+        return out
 
     def slot(self, record: CounterRecord) -> Held | None:
         if record.role == "transit":
@@ -122,14 +125,16 @@ class Pairing:
         if not pending.decided():
             return None
         del self._pending[key]
-        return Outcome([tok for _, tok in pending.held()], [self._result(pending)])
+        held = pending.held()
+        return Outcome([tok for _, tok in held], [self._result(pending, held)])
 
     def expire(self, now: float) -> list[Outcome]:
         """The results of every ``(flow, period)`` that waited ``wait_s`` or more, as they stand."""
         out = []
         for key in [k for k, p in self._pending.items() if now - p.first_seen >= self.wait_s]:
             pending = self._pending.pop(key)
-            out.append(Outcome([tok for _, tok in pending.held()], [self._result(pending)]))
+            held = pending.held()
+            out.append(Outcome([tok for _, tok in held], [self._result(pending, held)]))
         return out
 
     def drop(self, tokens: set[Token]) -> None:
@@ -144,15 +149,17 @@ class Pairing:
         if record.role == "egress":
             self._egress_at[record.flow] = record.position
 
-    def _result(self, pending: _Pending) -> LossResult:
+    def _result(self, pending: _Pending, held: list[Held]) -> LossResult:
         ingress = pending.ends.get("ingress", (None,))[0]
         egress = pending.ends.get("egress", (None,))[0]
-        blocks = [record for record, _ in pending.held()]
+        blocks = [record for record, _ in held]
         if ingress is not None and egress is not None:
             result = loss_result(ingress, egress)
         else:
             result = self._incomplete(blocks[0], ingress, egress)
-        result = replace(result, flowmon_id=_flowmon_id(blocks))
+        flowmon_id = _flowmon_id(blocks)
+        if flowmon_id != result.flowmon_id:
+            result = replace(result, flowmon_id=flowmon_id)
         if not any(b.position is not None for b in blocks):
             return result
         flow = blocks[0].flow
@@ -178,7 +185,7 @@ class Pairing:
     def _incomplete(self, first: CounterRecord, ingress: CounterRecord | None,
                     egress: CounterRecord | None) -> LossResult:
         """The end-to-end figures of a period that lacks an end (or both); ``first`` is any of its blocks."""
-        clock = PeriodClock(first.period_s)
+        clock = period_clock(first.period_s)
         known = self._nodes.get(first.flow, {})
         return LossResult(
             flow=first.flow, period=first.period, period_start=clock.start_rfc3339(first.period),
@@ -204,12 +211,14 @@ def _conflict(pending: _Pending, record: CounterRecord) -> str | None:
         point = record.role if record.role != "transit" else f"transit position {record.position}"
         return (f"conflicting duplicate {point} block {where}: "
                 f"{record.packets} packets from {record.node!r}, already have {held[0].packets} from {held[0].node!r}")
-    other = next(pending.held())[0]
+    held = pending.held()
+    other = held[0][0]
     if other.period_s != record.period_s:
         return f"period_s {record.period_s:g} differs from the {other.role} block's {other.period_s:g} {where}"
-    theirs = _flowmon_id(r for r, _ in pending.held())
-    if record.flowmon_id is not None and theirs is not None and record.flowmon_id != theirs:
-        return f"flowmon_id {record.flowmon_id} differs from the period's other blocks' {theirs} {where}"
+    if record.flowmon_id is not None:
+        theirs = _flowmon_id(r for r, _ in held)
+        if theirs is not None and record.flowmon_id != theirs:
+            return f"flowmon_id {record.flowmon_id} differs from the period's other blocks' {theirs} {where}"
     egress = pending.ends.get("egress", (None,))[0]
     if record.role == "transit" and egress is not None and egress.position is not None \
             and record.position >= egress.position:
@@ -254,7 +263,7 @@ def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
         ratio = lost / ingress.packets
     else:
         ratio = 0.0 if lost == 0 else None  # packets out of nothing: no meaningful ratio
-    clock = PeriodClock(ingress.period_s)
+    clock = period_clock(ingress.period_s)
     return LossResult(
         flow=ingress.flow, period=ingress.period, period_start=clock.start_rfc3339(ingress.period),
         period_s=ingress.period_s, ingress=ingress.node, egress=egress.node,

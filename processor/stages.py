@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from srv6pm import decode, records
-from srv6pm.clock import PeriodClock
+from srv6pm.clock import period_clock
 
 from .delay import DelayWindows
 from .outcome import Outcome, Token
@@ -105,7 +105,7 @@ class DelayStage(Stage):
         return decode.decode_stamp(raw)
 
     def key(self, sample):
-        return sample.session, PeriodClock(sample.period_s).period_at(sample.t1)
+        return sample.session, period_clock(sample.period_s).period_at(sample.t1)
 
     def add(self, sample, token, now):
         return self.windows.add(sample, token, now)

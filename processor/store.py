@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from influxdb_client import Point, WritePrecision
 
-from srv6pm.clock import PeriodClock
+from srv6pm.clock import period_clock
 from srv6pm.influx_schema import SEGMENT_LOSS
 from srv6pm.records import DelayResult, LossResult
 
-from .lines import line
+from .lines import field_text, line, tag_text
 
 __all__ = ["delay_lines", "delay_point", "loss_lines", "loss_point", "segment_points"]
 
@@ -40,7 +40,7 @@ _DELAY_FIGURES = ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us"
 
 
 def _start_ns(doc: dict) -> int:
-    return PeriodClock(doc["period_s"]).start_ns(doc["period"])
+    return period_clock(doc["period_s"]).start_ns(doc["period"])
 
 
 def _loss(doc: dict) -> Parts:
@@ -95,8 +95,32 @@ def _delay(doc: dict) -> Parts:
 
 
 def loss_lines(doc: dict) -> list[str]:
-    """The ``loss`` line of a published loss record, then its ``segment_loss`` lines."""
-    return [line(*_loss(doc)), *(line(*parts) for parts in _segments(doc))]
+    """The ``loss`` line of a published loss record, then its ``segment_loss`` lines.
+
+    The ``loss`` line is :func:`line` of :func:`_loss`, written out for speed (one per result):
+    tags egress, flow, ingress and the fields in key order, as ``line`` sorts them.
+    """
+    head = "loss"
+    for name in ("egress", "flow", "ingress"):
+        value = doc.get(name)
+        if value:
+            text = tag_text(value)
+            if text:
+                head += f",{name}={text}"
+    fields = ["complete=true" if doc["complete"] else "complete=false"]
+    ratio = doc.get("loss_ratio")
+    if ratio is not None:
+        text = field_text(float(ratio))
+        if text is not None:
+            fields.append(f"loss_ratio={text}")
+    for name in ("lost_packets", "rx_bytes", "rx_packets", "tx_bytes", "tx_packets"):
+        value = doc.get(name)
+        if value is not None:
+            fields.append(f"{name}={int(value)}i")
+    out = [f"{head} {','.join(fields)} {_start_ns(doc)}"]
+    if doc.get("segments"):
+        out += [line(*parts) for parts in _segments(doc)]
+    return out
 
 
 def delay_lines(doc: dict) -> list[str]:

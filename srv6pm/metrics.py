@@ -51,7 +51,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from srv6pm.config import ConfigError
 
-__all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "api_call_interceptor", "get",
+__all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "api_call_interceptor", "get", "observe_all",
            "port_from_args", "serve"]
 
 ENV_PORT = "SRV6PM_METRICS_PORT"
@@ -114,6 +114,13 @@ def get(registry: CollectorRegistry | None = None) -> Metrics:
         if metrics is None or metrics.registry is not registry:
             metrics = _by_registry[id(registry)] = Metrics(registry)
         return metrics
+
+
+def observe_all(histogram, values) -> None:
+    """``histogram.observe(value)`` for each of ``values`` (a labelled Histogram)."""
+    observe = histogram.observe
+    for value in values:
+        observe(value)
 
 
 def serve(port: int | None, addr: str = "", registry: CollectorRegistry | None = None):

@@ -48,3 +48,17 @@ def test_loss_and_segment_lines_write_what_the_schema_says():
              "sender": "r1", "reflector": None, "samples": 0, "lost": 3, "min_us": None, "mean_us": None,
              "max_us": None, "p50_us": None, "p99_us": None, "jitter_us": None}
     assert delay_lines(delay) == ["delay,direction=forward,sender=r1,session=s1 lost=3i,samples=0i 20000000000"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({
+    "flow": st.text(min_size=1, max_size=5), "ingress": st.one_of(st.none(), st.text(max_size=4)),
+    "egress": st.one_of(st.none(), st.text(max_size=4)),
+    **{name: st.one_of(st.none(), st.integers(min_value=-10, max_value=10**12))
+       for name in ("tx_packets", "rx_packets", "lost_packets", "tx_bytes", "rx_bytes")},
+    "loss_ratio": st.one_of(st.none(), st.floats(allow_nan=False), st.just(0.0), st.just(1.0)),
+    "complete": st.booleans(), "period": st.integers(0, 2**31), "period_s": st.sampled_from([1.0, 2.0, 0.5]),
+}))
+def test_the_written_out_loss_line_is_the_generic_one(doc):
+    from srv6pm.processor.store import _loss, loss_lines
+    assert loss_lines(doc) == [line(*_loss(doc))]
