@@ -27,11 +27,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
+import msgspec
 from kafka import KafkaConsumer, TopicPartition
 
 __all__ = ["Ledger", "read_tail"]
 
 log = logging.getLogger(__name__)
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
 
 
 class Ledger:
@@ -39,7 +43,9 @@ class Ledger:
 
     ``subject_field`` names the result field that holds the subject (``flow``
     for loss, ``session`` for delay). Several results may share a key (the
-    three directions of a delay period); they are kept together.
+    three directions of a delay period); they are kept together. Each is kept
+    as its JSON record: tens of thousands of dicts would cost the garbage
+    collector a walk over all of them at every full collection.
     """
 
     def __init__(self, topic: str, subject_field: str, tail_records: int = 50_000):
@@ -48,17 +54,19 @@ class Ledger:
         self.topic = topic
         self.subject_field = subject_field
         self.tail_records = tail_records
-        self._parts: dict[int, OrderedDict[tuple[str, int], list[dict]]] = {}
+        self._parts: dict[int, OrderedDict[tuple[str, int], list[bytes]]] = {}
 
     def get(self, partition: int, subject: str, period: int) -> list[dict] | None:
         """The published results of (subject, period) on ``partition``, if any."""
         part = self._parts.get(partition)
-        return None if part is None else part.get((subject, period))
+        held = None if part is None else part.get((subject, period))
+        return None if held is None else [_decode(value) for value in held]
 
-    def add(self, partition: int, result: dict) -> None:
+    def add(self, partition: int, result: dict, value: bytes | None = None) -> None:
+        """Remember ``result``; ``value`` is its JSON record when the caller has it already."""
         part = self._parts.setdefault(partition, OrderedDict())
         key = (result[self.subject_field], result["period"])
-        part.setdefault(key, []).append(result)
+        part.setdefault(key, []).append(value if value is not None else _encode(result))
         while len(part) > self.tail_records:
             part.popitem(last=False)
 

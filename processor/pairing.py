@@ -35,7 +35,7 @@ monotonic) in. It is not thread-safe.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from srv6pm.clock import period_clock
 from srv6pm.records import CounterRecord, LossResult, Segment
@@ -47,11 +47,15 @@ __all__ = ["Pairing", "loss_result", "segments"]
 Held = tuple[CounterRecord, Token]
 
 
-@dataclass
 class _Pending:
-    first_seen: float
-    ends: dict[str, Held] = field(default_factory=dict)  # "ingress" / "egress"
-    transits: dict[int, Held] = field(default_factory=dict)  # position -> block
+    """The blocks of one (flow, period) so far."""
+
+    __slots__ = ("first_seen", "ends", "transits")
+
+    def __init__(self, first_seen: float):
+        self.first_seen = first_seen
+        self.ends: dict[str, Held] = {}  # "ingress" / "egress"
+        self.transits: dict[int, Held] = {}  # position -> block
 
     def held(self) -> list[Held]:
         """Every block: ingress, egress, then transits in path order."""
@@ -109,7 +113,10 @@ class Pairing:
             # end-to-end loss needs only the two ends.
             return Outcome([token])
         if record.role != "transit":
-            self._nodes.setdefault(record.flow, {})[record.role] = record.node
+            nodes = self._nodes.get(record.flow)
+            if nodes is None:
+                nodes = self._nodes[record.flow] = {}
+            nodes[record.role] = record.node
         key = (record.flow, record.period)
         pending = self._pending.get(key)
         if pending is None:
@@ -121,7 +128,8 @@ class Pairing:
             if reason is not None:
                 return Outcome([token], rejected={token: reason})
         pending.put(record, token)
-        self._remember(record)
+        if record.position is not None:
+            self._remember(record)
         if not pending.decided():
             return None
         del self._pending[key]
@@ -143,8 +151,7 @@ class Pairing:
             del self._pending[key]
 
     def _remember(self, record: CounterRecord) -> None:
-        if record.position is None:
-            return
+        """Note the node at the position of ``record`` (which has one)."""
         self._layout.setdefault(record.flow, {})[record.position] = record.node
         if record.role == "egress":
             self._egress_at[record.flow] = record.position
@@ -270,5 +277,5 @@ def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
         tx_packets=ingress.packets, rx_packets=egress.packets,
         tx_bytes=ingress.bytes, rx_bytes=egress.bytes,
         lost_packets=lost, loss_ratio=ratio, complete=True,
-        flowmon_id=_flowmon_id((ingress, egress)),
+        flowmon_id=ingress.flowmon_id if ingress.flowmon_id is not None else egress.flowmon_id,
     )

@@ -257,7 +257,7 @@ def cmd_exporter_run(args) -> int:
 
 def cmd_processor_run(args) -> int:
     from srv6pm.processor.alarms import AlarmRules
-    from srv6pm.processor.service import Processor, ProcessorOptions
+    from srv6pm.processor.service import Processor, ProcessorOptions, tune_gc
     if not args.pair_wait > 0:
         raise ConfigError("--pair-wait must be positive")
     if args.delay_lateness < 0 or not args.delay_idle > 0:
@@ -275,6 +275,7 @@ def cmd_processor_run(args) -> int:
     kafka, influx, port = KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
     metrics.serve(port)
     processor = Processor(kafka, influx, options)
+    tune_gc()
     _on_signals(lambda *_: processor.stop())
     processor.run()
     return 0
