@@ -325,6 +325,7 @@ def _external(args, prefix: str, env_var: str) -> bool:
 
 def cmd_lab_run(args) -> int:
     from srv6pm.lab import scenario as scenario_mod
+    from srv6pm.lab.latency import DetectionLatency
     from srv6pm.lab.output import JsonLines, ResultTable
     from srv6pm.lab.runner import Lab
     scenario = scenario_mod.load(args.scenario)
@@ -334,7 +335,6 @@ def cmd_lab_run(args) -> int:
         raise ConfigError("--partitions must be from 1 to 1000")
     kafka = KafkaSettings.from_args(args) if _external(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP") else None
     influx = InfluxSettings.from_args(args) if _external(args, "influx", "SRV6PM_INFLUX_URL") else None
-    view = JsonLines() if args.json else ResultTable()
     stopping: list[int] = []
     _on_signals(lambda sig, _frame: stopping.append(sig))
     lab = Lab(scenario, kafka=kafka, influx=influx, partitions=args.partitions, pair_wait_s=args.pair_wait,
@@ -344,6 +344,8 @@ def cmd_lab_run(args) -> int:
     print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
           f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
           file=sys.stderr, flush=True)
+    latency = DetectionLatency(lab.pair_wait_s)
+    view = JsonLines() if args.json else ResultTable(latency=latency)
     with lab:
         reader = lab.results(alarms=True)
         print(f"srv6pm lab: running; first results in about {3 * scenario.period + 1:g} s"
@@ -353,7 +355,9 @@ def cmd_lab_run(args) -> int:
         deadline = time.monotonic() + args.duration if args.duration else None
         try:
             while not stopping and (deadline is None or time.monotonic() < deadline):
-                for result in reader.poll(0.5):
+                for result, published_s in reader.poll_timed(0.5):
+                    if "flow" in result and "kind" not in result:
+                        latency.add(result, published_s)
                     view.row(result)
                 lab.check_children()
         finally:

@@ -28,7 +28,7 @@ metric                                             labels                       
 ``srv6pm_deadletters_total``                       component, topic               input records dead-lettered
 ``srv6pm_consumer_lag``                            component, topic, partition    end offset − position
 ``srv6pm_period_latency_seconds``                  component, topic               end of a period → its result
-                                                                                  stored (histogram)
+                                                                                  stored and published (histogram)
 ``srv6pm_exporter_blocks_published_total``         component, node                counter blocks published
 ``srv6pm_exporter_guard_misses_total``             component, node                guard times missed
 ``srv6pm_api_calls_total``                         component, method, code        southbound gRPC calls (served
@@ -84,7 +84,7 @@ class Metrics:
                                   "(end offset minus position), per assigned partition.",
                                   ["component", "topic", "partition"], registry=registry)
         self.period_latency = Histogram("srv6pm_period_latency_seconds", "Seconds from the end of a period "
-                                        "to its result being stored, per result topic.", ["component", "topic"],
+                                        "to its result being stored in InfluxDB and published, per result topic.", ["component", "topic"],
                                         buckets=LATENCY_BUCKETS, registry=registry)
         # -- node exporter -----------------------------------------------------
         self.blocks_published = counter("srv6pm_exporter_blocks_published",
