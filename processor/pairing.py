@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from srv6pm.clock import period_clock
-from srv6pm.records import CounterRecord, LossResult, Segment
+from srv6pm.records import CounterRecord, LossResult, Segment, build
 
 from .outcome import Outcome, Token
 
@@ -60,7 +60,11 @@ class _Pending:
     def held(self) -> list[Held]:
         """Every block: ingress, egress, then transits in path order."""
         ends = self.ends
-        out = [ends[role] for role in ("ingress", "egress") if role in ends]
+        out = []
+        if "ingress" in ends:
+            out.append(ends["ingress"])
+        if "egress" in ends:
+            out.append(ends["egress"])
         if self.transits:
             out += [self.transits[p] for p in sorted(self.transits)]
         return out
@@ -159,10 +163,12 @@ class Pairing:
     def _result(self, pending: _Pending, held: list[Held]) -> LossResult:
         ingress = pending.ends.get("ingress", (None,))[0]
         egress = pending.ends.get("egress", (None,))[0]
-        blocks = [record for record, _ in held]
         if ingress is not None and egress is not None:
             result = loss_result(ingress, egress)
-        else:
+            if not pending.transits and ingress.position is None and egress.position is None:
+                return result  # no segments; its FlowMonID is the ends' (loss_result)
+        blocks = [record for record, _ in held]
+        if ingress is None or egress is None:
             result = self._incomplete(blocks[0], ingress, egress)
         flowmon_id = _flowmon_id(blocks)
         if flowmon_id != result.flowmon_id:
@@ -211,31 +217,37 @@ class Pairing:
 def _conflict(pending: _Pending, record: CounterRecord) -> str | None:
     """Why ``record`` cannot join ``pending``: None if it can, "" if it is an exact duplicate."""
     held = pending.slot(record)
-    where = f"for flow {record.flow!r} period {record.period}"
     if held is not None:
         if held[0] == record:
             return ""
         point = record.role if record.role != "transit" else f"transit position {record.position}"
-        return (f"conflicting duplicate {point} block {where}: "
+        return (f"conflicting duplicate {point} block {_where(record)}: "
                 f"{record.packets} packets from {record.node!r}, already have {held[0].packets} from {held[0].node!r}")
-    held = pending.held()
-    other = held[0][0]
+    ends = pending.ends
+    other = (ends.get("ingress") or ends.get("egress") or pending.held()[0])[0]  # the first held block
     if other.period_s != record.period_s:
-        return f"period_s {record.period_s:g} differs from the {other.role} block's {other.period_s:g} {where}"
+        return f"period_s {record.period_s:g} differs from the {other.role} block's {other.period_s:g} {_where(record)}"
     if record.flowmon_id is not None:
-        theirs = _flowmon_id(r for r, _ in held)
+        theirs = _flowmon_id(r for r, _ in pending.held())
         if theirs is not None and record.flowmon_id != theirs:
-            return f"flowmon_id {record.flowmon_id} differs from the period's other blocks' {theirs} {where}"
-    egress = pending.ends.get("egress", (None,))[0]
+            return (f"flowmon_id {record.flowmon_id} differs from the period's other blocks' {theirs} "
+                    f"{_where(record)}")
+    if not pending.transits and record.role != "transit":
+        return None
+    egress = ends.get("egress", (None,))[0]
     if record.role == "transit" and egress is not None and egress.position is not None \
             and record.position >= egress.position:
         return (f"transit position {record.position} of {record.node!r} is not before the egress position "
-                f"{egress.position} {where}")
+                f"{egress.position} {_where(record)}")
     if record.role == "egress" and record.position is not None and pending.transits \
             and max(pending.transits) >= record.position:
         return (f"egress position {record.position} of {record.node!r} is not after transit position "
-                f"{max(pending.transits)} {where}")
+                f"{max(pending.transits)} {_where(record)}")
     return None
+
+
+def _where(record: CounterRecord) -> str:
+    return f"for flow {record.flow!r} period {record.period}"
 
 
 def _flowmon_id(blocks) -> int | None:
@@ -271,11 +283,12 @@ def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
     else:
         ratio = 0.0 if lost == 0 else None  # packets out of nothing: no meaningful ratio
     clock = period_clock(ingress.period_s)
-    return LossResult(
-        flow=ingress.flow, period=ingress.period, period_start=clock.start_rfc3339(ingress.period),
-        period_s=ingress.period_s, ingress=ingress.node, egress=egress.node,
-        tx_packets=ingress.packets, rx_packets=egress.packets,
-        tx_bytes=ingress.bytes, rx_bytes=egress.bytes,
-        lost_packets=lost, loss_ratio=ratio, complete=True,
-        flowmon_id=ingress.flowmon_id if ingress.flowmon_id is not None else egress.flowmon_id,
-    )
+    return build(LossResult, {
+        "flow": ingress.flow, "period": ingress.period, "period_start": clock.start_rfc3339(ingress.period),
+        "period_s": ingress.period_s, "ingress": ingress.node, "egress": egress.node,
+        "tx_packets": ingress.packets, "rx_packets": egress.packets,
+        "tx_bytes": ingress.bytes, "rx_bytes": egress.bytes,
+        "lost_packets": lost, "loss_ratio": ratio, "complete": True, "missing": None,
+        "flowmon_id": ingress.flowmon_id if ingress.flowmon_id is not None else egress.flowmon_id,
+        "segments": None,
+    })

@@ -26,7 +26,7 @@ import random
 import struct
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from crc32c import crc32c
 from kafka import errors as kafka_errors
@@ -45,8 +45,7 @@ _CRC_FROM = 21  # the CRC covers attributes .. end
 _NO_PRODUCER = (-1, -1, -1)  # producer id, epoch, base sequence: not idempotent
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(NamedTuple):
     """One record to publish. ``partition`` None: by key (murmur2, as Kafka's clients), any when no key."""
 
     topic: str

@@ -94,7 +94,7 @@ class ProcessorOptions:
     delay_idle_s: float = 30.0
     ledger_records: int = 50_000
     poll_ms: int = 500
-    max_records: int = 2000
+    max_records: int = 10_000  # records per poll: the iteration's fixed costs (commit, hand-over) spread thin
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 60_000

@@ -94,30 +94,47 @@ def _delay(doc: dict) -> Parts:
     return "delay", tags, fields, _start_ns(doc)
 
 
+_LINE_COUNTS = ("lost_packets", "rx_bytes", "rx_packets", "tx_bytes", "tx_packets")  # in line order
+_heads: dict[tuple, str] = {}  # (egress, flow, ingress) -> "loss,egress=..,flow=..,ingress=..": a series per flow
+
+
+def _loss_head(doc: dict) -> str:
+    key = (doc.get("egress"), doc["flow"], doc.get("ingress"))
+    head = _heads.get(key)
+    if head is None:
+        head = "loss"
+        for name, value in zip(("egress", "flow", "ingress"), key):
+            text = tag_text(value) if value else ""
+            if text:
+                head += f",{name}={text}"
+        if len(_heads) >= 100_000:
+            _heads.clear()
+        _heads[key] = head
+    return head
+
+
 def loss_lines(doc: dict) -> list[str]:
     """The ``loss`` line of a published loss record, then its ``segment_loss`` lines.
 
     The ``loss`` line is :func:`line` of :func:`_loss`, written out for speed (one per result):
     tags egress, flow, ingress and the fields in key order, as ``line`` sorts them.
     """
-    head = "loss"
-    for name in ("egress", "flow", "ingress"):
-        value = doc.get(name)
-        if value:
-            text = tag_text(value)
-            if text:
-                head += f",{name}={text}"
-    fields = ["complete=true" if doc["complete"] else "complete=false"]
     ratio = doc.get("loss_ratio")
-    if ratio is not None:
-        text = field_text(float(ratio))
-        if text is not None:
-            fields.append(f"loss_ratio={text}")
-    for name in ("lost_packets", "rx_bytes", "rx_packets", "tx_bytes", "tx_packets"):
-        value = doc.get(name)
-        if value is not None:
-            fields.append(f"{name}={int(value)}i")
-    out = [f"{head} {','.join(fields)} {_start_ns(doc)}"]
+    ratio_text = None if ratio is None else field_text(float(ratio))
+    counts = tuple(doc.get(name) for name in _LINE_COUNTS)
+    if doc["complete"] and ratio_text is not None and None not in counts:  # a complete period, as pairing makes
+        lost, rx_bytes, rx_packets, tx_bytes, tx_packets = map(int, counts)
+        fields = (f"complete=true,loss_ratio={ratio_text},lost_packets={lost}i,rx_bytes={rx_bytes}i,"
+                  f"rx_packets={rx_packets}i,tx_bytes={tx_bytes}i,tx_packets={tx_packets}i")
+    else:
+        parts = ["complete=true" if doc["complete"] else "complete=false"]
+        if ratio_text is not None:
+            parts.append(f"loss_ratio={ratio_text}")
+        for name, value in zip(_LINE_COUNTS, counts):
+            if value is not None:
+                parts.append(f"{name}={int(value)}i")
+        fields = ",".join(parts)
+    out = [f"{_loss_head(doc)} {fields} {_start_ns(doc)}"]
     if doc.get("segments"):
         out += [line(*parts) for parts in _segments(doc)]
     return out

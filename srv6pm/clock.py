@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from datetime import datetime, timezone
 
 __all__ = ["PeriodClock", "period_clock", "rfc3339"]
@@ -34,7 +34,7 @@ class PeriodClock:
         if self.period_ns < 1_000_000:
             raise ValueError(f"period must be at least 1 ms, got {self.period_s!r} s")
 
-    @property
+    @cached_property  # frozen: computed once, kept in the instance's __dict__
     def period_ns(self) -> int:
         return round(self.period_s * NS_PER_S)
 

@@ -138,3 +138,16 @@ def test_to_dict_names_every_field_of_the_record_and_fast_encoding_is_the_same_j
         records.encode_fast({"segments": [{"x": float("nan")}]})
     with pytest.raises(ValueError):
         records.encode_fast({"loss_ratio": float("inf")})
+
+
+def test_build_makes_the_record_the_constructor_makes():
+    from dataclasses import fields
+
+    from srv6pm.records import LossResult, build
+    made = CounterRecord("r1", "f1", "transit", 40, 2.0, 0, 5, 600, read_ns=1, flowmon_id=2, position=3)
+    built = build(CounterRecord, {f.name: getattr(made, f.name) for f in fields(made)})
+    assert built == made and hash(built) == hash(made) and repr(built) == repr(made)
+    with pytest.raises(AttributeError):  # still frozen
+        built.packets = 6
+    loss = LossResult("f1", 40, "2025-01-01T00:00:00Z", 2.0, "r1", "r4", 10, 9, 1000, 900, 1, 0.1, True)
+    assert build(LossResult, {f.name: getattr(loss, f.name) for f in fields(loss)}) == loss
