@@ -94,26 +94,24 @@ def typed(topic: str, raw: bytes | None) -> dict | None:
         return None
 
 
-def fast_counters(raw: bytes | None) -> CounterRecord | None:
-    """The record, if the typed decoder accepts ``raw``; None if only the reference can tell."""
-    obj = typed(records.COUNTERS, raw)
+def _fast(topic: str, raw: bytes | None, build):
+    obj = typed(topic, raw)
     if obj is None:
         return None
     try:
-        return records.counter_from(obj)
+        return build(obj)
     except RecordError:
         return None  # the reference gives the reason
 
 
+def fast_counters(raw: bytes | None) -> CounterRecord | None:
+    """The record, if the typed decoder accepts ``raw``; None if only the reference can tell."""
+    return _fast(records.COUNTERS, raw, records.counter_from)
+
+
 def fast_stamp(raw: bytes | None) -> StampSample | None:
     """The sample, if the typed decoder accepts ``raw``; None if only the reference can tell."""
-    obj = typed(records.STAMP, raw)
-    if obj is None:
-        return None
-    try:
-        return records.stamp_from(obj)
-    except RecordError:
-        return None
+    return _fast(records.STAMP, raw, records.stamp_from)
 
 
 def decode_counters(raw: bytes | None) -> CounterRecord:

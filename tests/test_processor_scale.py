@@ -19,13 +19,13 @@ import pytest
 from kafka import KafkaProducer
 
 from srv6pm import records
-from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.config import KafkaSettings
 from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
 from srv6pm.lab.process import ChildProcess
 from srv6pm.records import CounterRecord
 
-from test_processor import read_topic
+from test_processor import influx, read_topic  # noqa: F401  (influx: a database of its own)
 
 pytestmark = pytest.mark.services
 
@@ -46,13 +46,6 @@ def kafka(fresh_broker):
     ensure_topics(settings, {records.COUNTERS: PARTITIONS, records.LOSS: PARTITIONS, records.ALARMS: PARTITIONS,
                              records.DEADLETTER: 1})
     return settings
-
-
-@pytest.fixture
-def influx(influxdb):
-    name = "t" + uuid.uuid4().hex[:12]
-    influxql(InfluxSettings(url=influxdb.url), f'CREATE DATABASE "{name}"', database="_internal")
-    return InfluxSettings(url=influxdb.url, bucket=name)
 
 
 def processor(kafka, influx, group, name) -> ChildProcess:
