@@ -47,7 +47,6 @@ from kafka.structs import OffsetAndMetadata
 
 from srv6pm import metrics as metrics_mod
 from srv6pm import records
-from srv6pm.clock import period_clock
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import InfluxWriter, StoreError
 from srv6pm.kafka import group_consumer
@@ -289,6 +288,8 @@ class Processor:
         """Everything the outcomes write: lines of results (and of re-read ones), results, alarms, dead letters."""
         sends: list[Send] = []
         docs = []
+        lines: list[str] = []
+        keys: set[tuple] = set()
         letters: list[str] = []  # input topic of each dead letter
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
@@ -302,19 +303,19 @@ class Processor:
             if outcome.results:
                 topic, partition, _ = outcome.tokens[0]
                 stage = self.stages[topic]
+                output_topic, lines_of = stage.output_topic, stage.lines
                 for result in outcome.results:
                     doc = result.to_dict()
                     value = records.encode_fast(doc)
                     docs.append((stage, partition, result, doc, value))
-                    sends.append(Send(stage.output_topic, partition, result.subject.encode(), value))
+                    sends.append(Send(output_topic, partition, result.subject.encode(), value))
+                    lines += lines_of(doc)
+                    keys.add((topic, partition, result.subject, result.period))
         alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d, _ in docs] + restores)
         sends += [Send(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()) for partition, alarm in alarms]
-        lines = [text for stage, _, _, doc, _ in docs for text in stage.lines(doc)]
         lines += [text for stage, _, doc in restores for text in stage.lines(doc)]
         involved = {o.tokens[0][0] for o in outcomes if o.results or o.rejected}
-        state = _Written(docs, alarms, letters, [t for o in outcomes for t in o.tokens], involved,
-                         {(stage.input_topic, partition, result.subject, result.period)
-                          for stage, partition, result, _, _ in docs})
+        state = _Written(docs, alarms, letters, [t for o in outcomes for t in o.tokens], involved, keys)
         return Output(lines, sends, state)
 
     def _finish_written(self) -> None:
@@ -341,7 +342,7 @@ class Processor:
         info = log.isEnabledFor(logging.INFO)
         for stage, partition, result, doc, value in done.docs:
             self._ledgers[stage.input_topic].add(partition, doc, value)
-            end_s = period_clock(result.period_s).start_ns(result.period + 1) / 1e9
+            end_s = (result.period + 1) * result.period_s  # the period's end, Unix seconds
             per_stage.setdefault(stage, []).append(max(0.0, output.done_s - end_s))
             self.stats["incomplete"] += getattr(result, "complete", True) is False
             if info:
