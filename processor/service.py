@@ -111,7 +111,7 @@ class _Written:
     letters: list[str]  # input topic of each dead letter
     tokens: list  # every record the output finishes
     involved: set[str]  # input topics with results or dead letters
-    keys: set  # (input topic, partition, subject, period) of the results
+    keys: dict  # (input topic, partition) -> {(subject, period)} of the results
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -153,7 +153,8 @@ class Processor:
         self._raw: dict[tuple, tuple[bytes | None, bytes | None]] = {}
         self._stop = threading.Event()
         self._writer = Writer(self._store, self._publisher, self._stop, o.retry_max_s)
-        self._closed: set[tuple] = set()  # (topic, partition, subject, period) of results not yet in the ledger
+        # (topic, partition) -> {(subject, period)} of results made but not yet in the ledger
+        self._closed: dict[tuple[str, int], set[tuple]] = {}
         self.stats = {"records": 0, "results": 0, "incomplete": 0, "deadletters": 0, "replayed": 0}
         self.metrics = metrics or metrics_mod.get()
         self.health = (Health(o.client_id, tuple(self.stages), o.health_interval_s)
@@ -237,7 +238,7 @@ class Processor:
         topic, partition = tp.topic, tp.partition
         stage = self.stages[topic]
         ledger = self._ledgers[topic]
-        closed = self._closed
+        closed = self._closed.setdefault((topic, partition), set())  # (subject, period)
         self.metrics.records_in.labels(COMPONENT, topic).inc(len(messages))
         self.stats["records"] += len(messages)
         self._tracker.seen_all((topic, partition), [m.offset for m in messages])
@@ -260,7 +261,7 @@ class Processor:
                 if m.timestamp and m.timestamp > 0 and (seen[1] is None or m.timestamp > seen[1]):
                     seen[1] = m.timestamp
             key = key_of(record)
-            if (topic, partition, *key) in closed:
+            if key in closed:
                 # Its result was made in this batch or is being written (the ledger holds it only once
                 # stored and published): nothing more to do, or a late block would open the period again.
                 self.stats["replayed"] += 1
@@ -277,7 +278,7 @@ class Processor:
                 if outcome.rejected:
                     self._raw.update({t: (m.key, m.value) for t in outcome.rejected})
                 for r in outcome.results:
-                    closed.add((topic, partition, r.subject, r.period))
+                    closed.add((r.subject, r.period))
                 outcomes.append(outcome)
         if self.health:
             self.health.count(topic, "records_in", len(messages))
@@ -289,7 +290,7 @@ class Processor:
         sends: list[Send] = []
         docs = []
         lines: list[str] = []
-        keys: set[tuple] = set()
+        keys: dict[tuple[str, int], set[tuple]] = {}
         letters: list[str] = []  # input topic of each dead letter
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
@@ -310,7 +311,7 @@ class Processor:
                     docs.append((stage, partition, result, doc, value))
                     sends.append(Send(output_topic, partition, result.subject.encode(), value))
                     lines += lines_of(doc)
-                    keys.add((topic, partition, result.subject, result.period))
+                    keys.setdefault((topic, partition), set()).add((result.subject, result.period))
         alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d, _ in docs] + restores)
         sends += [Send(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()) for partition, alarm in alarms]
         lines += [text for stage, _, doc in restores for text in stage.lines(doc)]
@@ -357,7 +358,8 @@ class Processor:
         finished = self._tracker.finished
         for topic, partition, offset in done.tokens:
             finished((topic, partition), offset)
-        self._closed -= done.keys
+        for tp, written in done.keys.items():
+            self._closed[tp] -= written
 
     def _evaluate_alarms(self, results: list[tuple[Stage, int, dict]]) -> list[tuple[int, records.Alarm]]:
         """(partition, alarm) for each alarm state the results change, evaluated in period order."""
