@@ -1,11 +1,13 @@
 """The ledger of published results: what makes a restart neither lose nor double.
 
-Offsets are committed only after results are published and stored, so after a
+Offsets are committed only after results are stored and published, so after a
 crash the consumer re-reads records whose results may already be out. Before
 publishing, the processor asks the ledger whether ``(flow, period)`` already
 has a result; if so it does not publish again, but re-writes the ledger's copy
-to InfluxDB (idempotent), which also heals a crash that fell between the
-publish and the store.
+to InfluxDB (idempotent). Results are stored before they are published
+(``writer``), so a published result is also stored; one stored but not
+published (a crash between the two) is not in the ledger, is made again from
+the re-read records and published once.
 
 The ledger's truth is the result topic itself. A result is published to the
 same partition number as the records it came from (both topics are keyed by
@@ -13,8 +15,9 @@ flow and have the same partition count), so when this processor is assigned
 counters partition ``p`` it reads the tail of result partition ``p`` — the
 results published by whoever owned ``p`` before — and from then on records
 its own publications. Only the tail is needed: a record is re-read only if it
-was unfinished at the crash, and unfinished records are at most one pairing
-wait old, so their results are among the last ones published to ``p``.
+was unfinished (or finished but not yet committed) at the crash or the
+rebalance, and such records are at most one pairing wait and one loop
+iteration old, so their results are among the last ones published to ``p``.
 ``tail_records`` bounds that read and the memory kept per partition; it must
 exceed the number of results a partition receives during one pairing wait.
 """
