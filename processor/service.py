@@ -58,8 +58,8 @@ from .ledger import Ledger
 from .offsets import OffsetTracker
 from .outcome import Outcome
 from .publish import Publisher, Send
-from .writer import Output, Writer
 from .stages import DelayStage, LossStage, Stage
+from .writer import Output, Writer
 
 __all__ = ["Processor", "ProcessorOptions", "tune_gc"]
 
