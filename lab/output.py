@@ -8,7 +8,8 @@ and per session; JSON lines have no summary, so that every line is a record.
 
 A loss row of a flow with segments names the segments that lost packets
 (``r2→r3: 5``) and those that could not be measured (``r3→r4: ?``); the
-summary names, per flow, the segments whose complete periods lost packets.
+summary names, per flow, the segments whose complete periods lost packets,
+and gives the run's detection latency (``latency``) when it is given one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import sys
 from dataclasses import dataclass, field
 from typing import TextIO
+
+from .latency import DetectionLatency
 
 __all__ = ["JsonLines", "ResultTable"]
 
@@ -95,8 +98,9 @@ def _higher(a, b):
 class ResultTable:
     """One line per result, printed as results arrive; a summary per flow and session at the end."""
 
-    def __init__(self, out: TextIO = sys.stdout):
+    def __init__(self, out: TextIO = sys.stdout, latency: DetectionLatency | None = None):
         self.out = out
+        self.latency = latency  # printed with the summary
         self.flows: dict[str, _FlowTotals] = {}
         self.delays: dict[tuple[str, str], _DelayTotals] = {}
         self.alarms_raised: set[tuple] = set()
@@ -183,6 +187,8 @@ class ResultTable:
                 mean = t.weighted_mean_us / t.samples if t.samples else None
                 w(row.format(session, direction, t.periods, t.samples, t.lost, _ms(t.min_us), _ms(mean),
                              _ms(t.worst_p99_us), _ms(t.max_us)))
+        if self.latency is not None:
+            w("\n" + self.latency.summary() + "\n")
         if self.alarms_raised:
             w("\nalarms still raised: " + ", ".join(
                 f"{subject} {kind}" + (f" {direction}" if direction else "")

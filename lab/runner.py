@@ -363,11 +363,15 @@ class ResultReader:
                 self._consumer.position(tp)  # resolve "end" now, not at the first poll
 
     def poll(self, timeout_s: float = 0.5) -> list[dict]:
+        return [doc for doc, _ in self.poll_timed(timeout_s)]
+
+    def poll_timed(self, timeout_s: float = 0.5) -> list[tuple[dict, float]]:
+        """(record, its Kafka timestamp in seconds) of the records that arrived."""
         out = []
         for messages in self._consumer.poll(timeout_ms=int(timeout_s * 1000)).values():
             for m in messages:
                 try:
-                    out.append(json.loads(m.value))
+                    out.append((json.loads(m.value), m.timestamp / 1000))
                 except ValueError:
                     log.warning("unreadable result record", extra={"topic": m.topic, "offset": m.offset})
         return out

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from srv6pm.clock import PeriodClock
+from srv6pm.clock import period_clock
 from srv6pm.records import DelayResult, StampSample
 
 from .outcome import Outcome, Token
@@ -58,7 +58,7 @@ class DelayWindows:
 
     def add(self, sample: StampSample, token: Token, now: float) -> list[Outcome]:
         """Take one sample; returns the outcomes of the windows this closes (and of a rejected sample)."""
-        clock = PeriodClock(sample.period_s)
+        clock = period_clock(sample.period_s)
         key = (sample.session, clock.period_at(sample.t1))
         window = self._windows.get(key)
         if window is None:
@@ -83,7 +83,7 @@ class DelayWindows:
     def _closable(self, key: tuple[str, int], mark: int) -> bool:
         window = self._windows[key]
         period_s = next(iter(window.samples.values())).period_s
-        end = PeriodClock(period_s).start_ns(key[1] + 1)
+        end = period_clock(period_s).start_ns(key[1] + 1)
         return mark >= end + self.lateness_ns
 
     def expire(self, now: float) -> list[Outcome]:
@@ -104,7 +104,7 @@ class DelayWindows:
 def results(session: str, period: int, samples: list[StampSample]) -> list[DelayResult]:
     """The three direction results of one window (``samples`` in sequence order)."""
     first = samples[0]
-    clock = PeriodClock(first.period_s)
+    clock = period_clock(first.period_s)
     received = [s for s in samples if not s.lost]
     lost = len(samples) - len(received)
     series = {

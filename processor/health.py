@@ -80,12 +80,12 @@ class Health:
             raise ValueError(f"unknown health field {name!r}")
         self._counts[topic][name] += n
 
-    def seen(self, node: str | None, timestamp_s: float | None) -> None:
-        """A record from ``node`` produced at ``timestamp_s`` (its Kafka timestamp) was consumed."""
+    def seen(self, node: str | None, timestamp_s: float | None, records: int = 1) -> None:
+        """``records`` records from ``node`` were consumed, the newest produced at ``timestamp_s`` (Kafka time)."""
         if not node:
             return
         entry = self._nodes.setdefault(node, _Node())
-        entry.records += 1
+        entry.records += records
         if timestamp_s is not None and (entry.newest_s is None or timestamp_s > entry.newest_s):
             entry.newest_s = timestamp_s
 

@@ -1,11 +1,13 @@
 """The ledger of published results: what makes a restart neither lose nor double.
 
-Offsets are committed only after results are published and stored, so after a
+Offsets are committed only after results are stored and published, so after a
 crash the consumer re-reads records whose results may already be out. Before
 publishing, the processor asks the ledger whether ``(flow, period)`` already
 has a result; if so it does not publish again, but re-writes the ledger's copy
-to InfluxDB (idempotent), which also heals a crash that fell between the
-publish and the store.
+to InfluxDB (idempotent). Results are stored before they are published
+(``writer``), so a published result is also stored; one stored but not
+published (a crash between the two) is not in the ledger, is made again from
+the re-read records and published once.
 
 The ledger's truth is the result topic itself. A result is published to the
 same partition number as the records it came from (both topics are keyed by
@@ -13,8 +15,9 @@ flow and have the same partition count), so when this processor is assigned
 counters partition ``p`` it reads the tail of result partition ``p`` — the
 results published by whoever owned ``p`` before — and from then on records
 its own publications. Only the tail is needed: a record is re-read only if it
-was unfinished at the crash, and unfinished records are at most one pairing
-wait old, so their results are among the last ones published to ``p``.
+was unfinished (or finished but not yet committed) at the crash or the
+rebalance, and such records are at most one pairing wait and one loop
+iteration old, so their results are among the last ones published to ``p``.
 ``tail_records`` bounds that read and the memory kept per partition; it must
 exceed the number of results a partition receives during one pairing wait.
 """
@@ -27,11 +30,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
+import msgspec
 from kafka import KafkaConsumer, TopicPartition
 
 __all__ = ["Ledger", "read_tail"]
 
 log = logging.getLogger(__name__)
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
 
 
 class Ledger:
@@ -39,7 +46,9 @@ class Ledger:
 
     ``subject_field`` names the result field that holds the subject (``flow``
     for loss, ``session`` for delay). Several results may share a key (the
-    three directions of a delay period); they are kept together.
+    three directions of a delay period); they are kept together. Each is kept
+    as its JSON record: tens of thousands of dicts would cost the garbage
+    collector a walk over all of them at every full collection.
     """
 
     def __init__(self, topic: str, subject_field: str, tail_records: int = 50_000):
@@ -48,17 +57,19 @@ class Ledger:
         self.topic = topic
         self.subject_field = subject_field
         self.tail_records = tail_records
-        self._parts: dict[int, OrderedDict[tuple[str, int], list[dict]]] = {}
+        self._parts: dict[int, OrderedDict[tuple[str, int], list[bytes]]] = {}
 
     def get(self, partition: int, subject: str, period: int) -> list[dict] | None:
         """The published results of (subject, period) on ``partition``, if any."""
         part = self._parts.get(partition)
-        return None if part is None else part.get((subject, period))
+        held = None if part is None else part.get((subject, period))
+        return None if held is None else [_decode(value) for value in held]
 
-    def add(self, partition: int, result: dict) -> None:
+    def add(self, partition: int, result: dict, value: bytes | None = None) -> None:
+        """Remember ``result``; ``value`` is its JSON record when the caller has it already."""
         part = self._parts.setdefault(partition, OrderedDict())
         key = (result[self.subject_field], result["period"])
-        part.setdefault(key, []).append(result)
+        part.setdefault(key, []).append(value if value is not None else _encode(result))
         while len(part) > self.tail_records:
             part.popitem(last=False)
 

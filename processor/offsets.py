@@ -33,6 +33,17 @@ class OffsetTracker:
         heapq.heappush(self._heaps.setdefault(partition, []), offset)
         self._next[partition] = max(self._next.get(partition, 0), offset + 1)
 
+    def seen_all(self, partition: Partition, offsets: list[int]) -> None:
+        """:meth:`seen` for each of ``offsets``."""
+        unfinished = self._unfinished.setdefault(partition, set())
+        unfinished.update(offsets)
+        heap = self._heaps.setdefault(partition, [])
+        push = heapq.heappush
+        for offset in offsets:
+            push(heap, offset)
+        if offsets:
+            self._next[partition] = max(self._next.get(partition, 0), max(offsets) + 1)
+
     def finished(self, partition: Partition, offset: int) -> None:
         """The record at ``offset`` needs nothing more."""
         self._unfinished.get(partition, set()).discard(offset)

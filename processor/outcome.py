@@ -10,7 +10,6 @@ offsets may move past them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Hashable, Protocol
 
 __all__ = ["Outcome", "Result", "Token"]
@@ -31,8 +30,19 @@ class Result(Protocol):
     def to_json(self) -> bytes: ...
 
 
-@dataclass
 class Outcome:
-    tokens: list[Token]
-    results: list = field(default_factory=list)
-    rejected: dict[Token, str] = field(default_factory=dict)
+    """The tokens an outcome consumed, the results they made, and the tokens rejected with their reason."""
+
+    __slots__ = ("tokens", "results", "rejected")
+
+    def __init__(self, tokens: list[Token], results: list | None = None, rejected: dict[Token, str] | None = None):
+        self.tokens = tokens
+        self.results = results if results is not None else []
+        self.rejected = rejected if rejected is not None else {}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Outcome) and (self.tokens, self.results, self.rejected) == (
+            other.tokens, other.results, other.rejected)
+
+    def __repr__(self) -> str:
+        return f"Outcome(tokens={self.tokens!r}, results={self.results!r}, rejected={self.rejected!r})"

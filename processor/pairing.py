@@ -34,11 +34,11 @@ monotonic) in. It is not thread-safe.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 
-from srv6pm.clock import PeriodClock
-from srv6pm.records import CounterRecord, LossResult, Segment
+from srv6pm.clock import period_clock
+from srv6pm.records import CounterRecord, LossResult, Segment, build
 
 from .outcome import Outcome, Token
 
@@ -47,16 +47,27 @@ __all__ = ["Pairing", "loss_result", "segments"]
 Held = tuple[CounterRecord, Token]
 
 
-@dataclass
 class _Pending:
-    first_seen: float
-    ends: dict[str, Held] = field(default_factory=dict)  # "ingress" / "egress"
-    transits: dict[int, Held] = field(default_factory=dict)  # position -> block
+    """The blocks of one (flow, period) so far."""
 
-    def held(self) -> Iterator[Held]:
+    __slots__ = ("first_seen", "ends", "transits")
+
+    def __init__(self, first_seen: float):
+        self.first_seen = first_seen
+        self.ends: dict[str, Held] = {}  # "ingress" / "egress"
+        self.transits: dict[int, Held] = {}  # position -> block
+
+    def held(self) -> list[Held]:
         """Every block: ingress, egress, then transits in path order."""
-        yield from (self.ends[role] for role in ("ingress", "egress") if role in self.ends)
-        yield from (self.transits[p] for p in sorted(self.transits))
+        ends = self.ends
+        out = []
+        if "ingress" in ends:
+            out.append(ends["ingress"])
+        if "egress" in ends:
+            out.append(ends["egress"])
+        if self.transits:
+            out += [self.transits[p] for p in sorted(self.transits)]
+        return out
 
     def slot(self, record: CounterRecord) -> Held | None:
         if record.role == "transit":
@@ -106,7 +117,10 @@ class Pairing:
             # end-to-end loss needs only the two ends.
             return Outcome([token])
         if record.role != "transit":
-            self._nodes.setdefault(record.flow, {})[record.role] = record.node
+            nodes = self._nodes.get(record.flow)
+            if nodes is None:
+                nodes = self._nodes[record.flow] = {}
+            nodes[record.role] = record.node
         key = (record.flow, record.period)
         pending = self._pending.get(key)
         if pending is None:
@@ -118,18 +132,21 @@ class Pairing:
             if reason is not None:
                 return Outcome([token], rejected={token: reason})
         pending.put(record, token)
-        self._remember(record)
+        if record.position is not None:
+            self._remember(record)
         if not pending.decided():
             return None
         del self._pending[key]
-        return Outcome([tok for _, tok in pending.held()], [self._result(pending)])
+        held = pending.held()
+        return Outcome([tok for _, tok in held], [self._result(pending, held)])
 
     def expire(self, now: float) -> list[Outcome]:
         """The results of every ``(flow, period)`` that waited ``wait_s`` or more, as they stand."""
         out = []
         for key in [k for k, p in self._pending.items() if now - p.first_seen >= self.wait_s]:
             pending = self._pending.pop(key)
-            out.append(Outcome([tok for _, tok in pending.held()], [self._result(pending)]))
+            held = pending.held()
+            out.append(Outcome([tok for _, tok in held], [self._result(pending, held)]))
         return out
 
     def drop(self, tokens: set[Token]) -> None:
@@ -138,21 +155,24 @@ class Pairing:
             del self._pending[key]
 
     def _remember(self, record: CounterRecord) -> None:
-        if record.position is None:
-            return
+        """Note the node at the position of ``record`` (which has one)."""
         self._layout.setdefault(record.flow, {})[record.position] = record.node
         if record.role == "egress":
             self._egress_at[record.flow] = record.position
 
-    def _result(self, pending: _Pending) -> LossResult:
+    def _result(self, pending: _Pending, held: list[Held]) -> LossResult:
         ingress = pending.ends.get("ingress", (None,))[0]
         egress = pending.ends.get("egress", (None,))[0]
-        blocks = [record for record, _ in pending.held()]
         if ingress is not None and egress is not None:
             result = loss_result(ingress, egress)
-        else:
+            if not pending.transits and ingress.position is None and egress.position is None:
+                return result  # no segments; its FlowMonID is the ends' (loss_result)
+        blocks = [record for record, _ in held]
+        if ingress is None or egress is None:
             result = self._incomplete(blocks[0], ingress, egress)
-        result = replace(result, flowmon_id=_flowmon_id(blocks))
+        flowmon_id = _flowmon_id(blocks)
+        if flowmon_id != result.flowmon_id:
+            result = replace(result, flowmon_id=flowmon_id)
         if not any(b.position is not None for b in blocks):
             return result
         flow = blocks[0].flow
@@ -178,7 +198,7 @@ class Pairing:
     def _incomplete(self, first: CounterRecord, ingress: CounterRecord | None,
                     egress: CounterRecord | None) -> LossResult:
         """The end-to-end figures of a period that lacks an end (or both); ``first`` is any of its blocks."""
-        clock = PeriodClock(first.period_s)
+        clock = period_clock(first.period_s)
         known = self._nodes.get(first.flow, {})
         return LossResult(
             flow=first.flow, period=first.period, period_start=clock.start_rfc3339(first.period),
@@ -197,29 +217,37 @@ class Pairing:
 def _conflict(pending: _Pending, record: CounterRecord) -> str | None:
     """Why ``record`` cannot join ``pending``: None if it can, "" if it is an exact duplicate."""
     held = pending.slot(record)
-    where = f"for flow {record.flow!r} period {record.period}"
     if held is not None:
         if held[0] == record:
             return ""
         point = record.role if record.role != "transit" else f"transit position {record.position}"
-        return (f"conflicting duplicate {point} block {where}: "
+        return (f"conflicting duplicate {point} block {_where(record)}: "
                 f"{record.packets} packets from {record.node!r}, already have {held[0].packets} from {held[0].node!r}")
-    other = next(pending.held())[0]
+    ends = pending.ends
+    other = (ends.get("ingress") or ends.get("egress") or pending.held()[0])[0]  # the first held block
     if other.period_s != record.period_s:
-        return f"period_s {record.period_s:g} differs from the {other.role} block's {other.period_s:g} {where}"
-    theirs = _flowmon_id(r for r, _ in pending.held())
-    if record.flowmon_id is not None and theirs is not None and record.flowmon_id != theirs:
-        return f"flowmon_id {record.flowmon_id} differs from the period's other blocks' {theirs} {where}"
-    egress = pending.ends.get("egress", (None,))[0]
+        return f"period_s {record.period_s:g} differs from the {other.role} block's {other.period_s:g} {_where(record)}"
+    if record.flowmon_id is not None:
+        theirs = _flowmon_id(r for r, _ in pending.held())
+        if theirs is not None and record.flowmon_id != theirs:
+            return (f"flowmon_id {record.flowmon_id} differs from the period's other blocks' {theirs} "
+                    f"{_where(record)}")
+    if not pending.transits and record.role != "transit":
+        return None
+    egress = ends.get("egress", (None,))[0]
     if record.role == "transit" and egress is not None and egress.position is not None \
             and record.position >= egress.position:
         return (f"transit position {record.position} of {record.node!r} is not before the egress position "
-                f"{egress.position} {where}")
+                f"{egress.position} {_where(record)}")
     if record.role == "egress" and record.position is not None and pending.transits \
             and max(pending.transits) >= record.position:
         return (f"egress position {record.position} of {record.node!r} is not after transit position "
-                f"{max(pending.transits)} {where}")
+                f"{max(pending.transits)} {_where(record)}")
     return None
+
+
+def _where(record: CounterRecord) -> str:
+    return f"for flow {record.flow!r} period {record.period}"
 
 
 def _flowmon_id(blocks) -> int | None:
@@ -254,12 +282,13 @@ def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
         ratio = lost / ingress.packets
     else:
         ratio = 0.0 if lost == 0 else None  # packets out of nothing: no meaningful ratio
-    clock = PeriodClock(ingress.period_s)
-    return LossResult(
-        flow=ingress.flow, period=ingress.period, period_start=clock.start_rfc3339(ingress.period),
-        period_s=ingress.period_s, ingress=ingress.node, egress=egress.node,
-        tx_packets=ingress.packets, rx_packets=egress.packets,
-        tx_bytes=ingress.bytes, rx_bytes=egress.bytes,
-        lost_packets=lost, loss_ratio=ratio, complete=True,
-        flowmon_id=_flowmon_id((ingress, egress)),
-    )
+    clock = period_clock(ingress.period_s)
+    return build(LossResult, {
+        "flow": ingress.flow, "period": ingress.period, "period_start": clock.start_rfc3339(ingress.period),
+        "period_s": ingress.period_s, "ingress": ingress.node, "egress": egress.node,
+        "tx_packets": ingress.packets, "rx_packets": egress.packets,
+        "tx_bytes": ingress.bytes, "rx_bytes": egress.bytes,
+        "lost_packets": lost, "loss_ratio": ratio, "complete": True, "missing": None,
+        "flowmon_id": ingress.flowmon_id if ingress.flowmon_id is not None else egress.flowmon_id,
+        "segments": None,
+    })

@@ -9,58 +9,77 @@ sees it all; more members split the flows and sessions.
 Each loop iteration (:meth:`Processor.step`):
 
 1. polls a batch of records; undecodable or invalid ones become dead letters,
-   the others go to their stage;
-2. publishes dead letters, new results (to the input's partition number,
-   see ``ledger``) and the threshold alarms they raise or clear (``alarms``),
-   and waits until the broker acknowledged every one;
-3. writes the results to InfluxDB, retrying until it succeeds;
-4. only then marks the records finished and commits the offsets that
-   :class:`~srv6pm.processor.offsets.OffsetTracker` allows.
+   the others go to their stage, whose results this batch completes;
+2. makes the batch's output (``writer``): the results' InfluxDB lines, the
+   results themselves (to the input's partition number, see ``ledger``), the
+   threshold alarms they raise or clear (``alarms``) and the dead letters;
+3. waits for the previous iteration's output to be stored in InfluxDB and
+   then published (acknowledged by the brokers), which the writer did in the
+   background while this batch was processed; only then marks its records
+   finished and commits the offsets that
+   :class:`~srv6pm.processor.offsets.OffsetTracker` allows;
+4. hands this batch's output to the writer.
 
 A record re-read after a restart whose result the ledger already holds is
 not published again; its results are re-written to InfluxDB (idempotent).
-A record whose result was made earlier in the same batch (a late or repeated
-block) is finished as it is: that result is being stored in this iteration.
+A record whose result was made earlier in the same batch or is still being
+written (a late or repeated block) is finished as it is.
 
 Self-monitoring: the loop counts what it does in Prometheus metrics
 (``srv6pm.metrics``, label ``component="processor"``) and, every
 ``health_interval_s``, writes the ``pipeline`` and ``exporter`` measurements
-(``health``) through the same InfluxDB writer. A failed health write is
+(``health``) to the same InfluxDB. A failed health write is
 logged and retried with the next one; it never holds up results.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from srv6pm import metrics as metrics_mod
 from srv6pm import records
-from srv6pm.clock import PeriodClock
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import InfluxWriter, StoreError
 from srv6pm.kafka import group_consumer
 
+from . import fetch
 from .alarms import AlarmRules, Alarms
 from .health import Health, node_of
 from .ledger import Ledger
 from .offsets import OffsetTracker
 from .outcome import Outcome
+from .publish import Publisher, Send
 from .stages import DelayStage, LossStage, Stage
+from .writer import Output, Writer
 
-__all__ = ["Processor", "ProcessorOptions"]
+__all__ = ["Processor", "ProcessorOptions", "tune_gc"]
 
 log = logging.getLogger("srv6pm.processor")
 
 COMPONENT = "processor"
 LAG_INTERVAL_S = 10.0  # how often the lag gauges are refreshed when no health points are written
+
+
+def tune_gc() -> None:
+    """Fewer collections of the young generation, for a process that runs a processor.
+
+    A processor allocates a few dozen objects per record and keeps tens of thousands alive
+    (pending blocks, alarm states, the records being written); with Python's default threshold
+    (700) the collector runs several thousand times a second and takes half the loop's time.
+    Collecting every 20,000 allocations (and leaving start-up's objects out of collections)
+    costs some memory, not time. Process-wide: the command line calls it, a library user may.
+    """
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 @dataclass
@@ -74,13 +93,25 @@ class ProcessorOptions:
     delay_idle_s: float = 30.0
     ledger_records: int = 50_000
     poll_ms: int = 500
-    max_records: int = 2000
+    max_records: int = 10_000  # records per poll: the iteration's fixed costs (commit, hand-over) spread thin
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 60_000
     retry_max_s: float = 10.0
     health_interval_s: float | None = 10.0  # None: no health points in InfluxDB
     alarms: AlarmRules = field(default_factory=AlarmRules)
+
+
+@dataclass
+class _Written:
+    """The loop's part of an output in flight: what to finish once it is stored and published."""
+
+    docs: list  # (stage, partition, result, its record, its JSON)
+    alarms: list  # (partition, alarm)
+    letters: list[str]  # input topic of each dead letter
+    tokens: list  # every record the output finishes
+    involved: set[str]  # input topics with results or dead letters
+    keys: dict  # (input topic, partition) -> {(subject, period)} of the results
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -111,15 +142,19 @@ class Processor:
         )
         self._ledger_reader = KafkaConsumer(**client, group_id=None, client_id=f"{o.client_id}-ledger",
                                             enable_auto_commit=False)
-        self._producer = KafkaProducer(**client, client_id=o.client_id, acks="all", linger_ms=5,
-                                       retries=5, max_in_flight_requests_per_connection=1)
+        fetch.install(self._consumer)
+        self._publisher = Publisher(client, o.client_id)
         self._store = InfluxWriter(influx)
+        self._health_store = InfluxWriter(influx)
         self._tracker = OffsetTracker()
         self._ledgers = {t: Ledger(s.output_topic, s.subject_field, o.ledger_records) for t, s in self.stages.items()}
         self._alarms = {t: Alarms(o.alarms, s.alarm_kinds, o.ledger_records) for t, s in self.stages.items()}
         self._committed: dict[tuple[str, int], int] = {}
         self._raw: dict[tuple, tuple[bytes | None, bytes | None]] = {}
         self._stop = threading.Event()
+        self._writer = Writer(self._store, self._publisher, self._stop, o.retry_max_s)
+        # (topic, partition) -> {(subject, period)} of results made but not yet in the ledger
+        self._closed: dict[tuple[str, int], set[tuple]] = {}
         self.stats = {"records": 0, "results": 0, "incomplete": 0, "deadletters": 0, "replayed": 0}
         self.metrics = metrics or metrics_mod.get()
         self.health = (Health(o.client_id, tuple(self.stages), o.health_interval_s)
@@ -139,7 +174,15 @@ class Processor:
                                                    "alarms": states})
 
     def _revoked(self, partitions: list[tuple[str, int]]) -> None:
-        self._commit()
+        """Called inside ``poll`` (on kafka-python's IO thread, while the loop waits in poll).
+
+        The output in flight is waited for and finished first, so every result this member made for
+        the partitions is published before their next owner reads the ledger's tail. Nothing is
+        committed here: commits are the loop's, on its own thread (kafka-python cannot commit
+        synchronously from its IO thread); the next owner re-reads the records finished since the
+        loop's last commit and finds their results in the ledger.
+        """
+        self._finish_written()
         gone = set(partitions)
         for topic, stage in self.stages.items():
             stage.drop({t for t in stage.pending_tokens() if t[:2] in gone})
@@ -168,54 +211,20 @@ class Processor:
         self._stop.set()
 
     def step(self) -> None:
-        """One poll-process-publish-store-commit iteration."""
+        """One iteration: poll and process a batch; finish the previous output; commit; hand this one over."""
         batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
         now = time.monotonic()
         outcomes: list[Outcome] = []
         restores: list[tuple[Stage, int, dict]] = []
-        closed: set[tuple] = set()  # (topic, partition, subject, period) of results made in this batch
         for tp, messages in batch.items():
-            stage = self.stages[tp.topic]
-            ledger = self._ledgers[tp.topic]
-            self.metrics.records_in.labels(COMPONENT, tp.topic).inc(len(messages))
-            if self.health:
-                self.health.count(tp.topic, "records_in", len(messages))
-            for m in messages:
-                token = (tp.topic, tp.partition, m.offset)
-                self._tracker.seen((tp.topic, tp.partition), m.offset)
-                self.stats["records"] += 1
-                try:
-                    record = stage.decode(m.value)
-                except records.RecordError as exc:
-                    self._raw[token] = (m.key, m.value)
-                    outcomes.append(Outcome([token], rejected={token: str(exc)}))
-                    continue
-                if self.health:
-                    self.health.seen(node_of(record), m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else None)
-                key = stage.key(record)
-                if (tp.topic, tp.partition, *key) in closed:
-                    # Its result was made earlier in this batch (the ledger holds it only once stored):
-                    # nothing more to do, or a late block would open the period again and publish it twice.
-                    self.stats["replayed"] += 1
-                    outcomes.append(Outcome([token]))
-                    continue
-                published = ledger.get(tp.partition, *key)
-                if published is not None:
-                    # Re-read after a restart, or late after its period was closed.
-                    self.stats["replayed"] += 1
-                    restores += [(stage, tp.partition, r) for r in published]
-                    outcomes.append(Outcome([token]))
-                    continue
-                for outcome in stage.add(record, token, now):
-                    if outcome.rejected:
-                        self._raw.update({t: (m.key, m.value) for t in outcome.rejected})
-                    closed.update((tp.topic, tp.partition, r.subject, r.period) for r in outcome.results)
-                    outcomes.append(outcome)
+            self._take(tp, messages, now, outcomes, restores)
         for stage in self.stages.values():
             outcomes.extend(stage.expire(now))
-        if outcomes:
-            self._finish(outcomes, restores)
+        output = self._output(outcomes, restores) if outcomes else None
+        self._finish_written()
         self._commit()
+        if output is not None:
+            self._writer.submit(output)
         now_s = time.time()
         if self.health is not None:
             if self.health.due(now_s):
@@ -224,61 +233,133 @@ class Processor:
             self._lag_due_s = now_s + LAG_INTERVAL_S
             self._safe_lag()
 
-    def _finish(self, outcomes: list[Outcome], restores: list[tuple[Stage, int, dict]]) -> None:
-        # 1. publish dead letters, results and the alarms they change; wait for every acknowledgement.
-        sends = []
-        results = []
+    def _take(self, tp, messages, now: float, outcomes: list[Outcome], restores: list) -> None:
+        """Decode the records of one partition and give them to its stage."""
+        topic, partition = tp.topic, tp.partition
+        stage = self.stages[topic]
+        ledger = self._ledgers[topic]
+        closed = self._closed.setdefault((topic, partition), set())  # (subject, period)
+        self.metrics.records_in.labels(COMPONENT, topic).inc(len(messages))
+        self.stats["records"] += len(messages)
+        self._tracker.seen_all((topic, partition), [m.offset for m in messages])
+        nodes: dict[str, list] = {}  # node -> [records, newest timestamp (s)]
+        decode, key_of, add = stage.decode, stage.key, stage.add
+        for m in messages:
+            token = (topic, partition, m.offset)
+            try:
+                record = decode(m.value)
+            except records.RecordError as exc:
+                self._raw[token] = (m.key, m.value)
+                outcomes.append(Outcome([token], rejected={token: str(exc)}))
+                continue
+            node = node_of(record)
+            if node:
+                seen = nodes.get(node)
+                if seen is None:
+                    seen = nodes[node] = [0, None]
+                seen[0] += 1
+                if m.timestamp and m.timestamp > 0 and (seen[1] is None or m.timestamp > seen[1]):
+                    seen[1] = m.timestamp
+            key = key_of(record)
+            if key in closed:
+                # Its result was made in this batch or is being written (the ledger holds it only once
+                # stored and published): nothing more to do, or a late block would open the period again.
+                self.stats["replayed"] += 1
+                outcomes.append(Outcome([token]))
+                continue
+            published = ledger.get(partition, *key)
+            if published is not None:
+                # Re-read after a restart, or late after its period was closed.
+                self.stats["replayed"] += 1
+                restores += [(stage, partition, r) for r in published]
+                outcomes.append(Outcome([token]))
+                continue
+            for outcome in add(record, token, now):
+                if outcome.rejected:
+                    self._raw.update({t: (m.key, m.value) for t in outcome.rejected})
+                for r in outcome.results:
+                    closed.add((r.subject, r.period))
+                outcomes.append(outcome)
+        if self.health:
+            self.health.count(topic, "records_in", len(messages))
+            for node, (count, newest_ms) in nodes.items():
+                self.health.seen(node, newest_ms / 1000 if newest_ms is not None else None, count)
+
+    def _output(self, outcomes: list[Outcome], restores: list[tuple[Stage, int, dict]]) -> Output:
+        """Everything the outcomes write: lines of results (and of re-read ones), results, alarms, dead letters."""
+        sends: list[Send] = []
+        docs = []
+        lines: list[str] = []
+        keys: dict[tuple[str, int], set[tuple]] = {}
+        letters: list[str] = []  # input topic of each dead letter
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
                 key, raw = self._raw.pop(token, (None, None))
                 topic, partition, offset = token
                 letter = records.dead_letter(topic, partition, offset, reason, raw, self.options.group)
-                sends.append((records.DEADLETTER, None, key, records.encode(letter)))
+                sends.append(Send(records.DEADLETTER, None, key, records.encode(letter)))
+                letters.append(topic)
                 log.warning("record dead-lettered", extra={"topic": topic, "partition": partition,
                                                            "offset": offset, "reason": reason})
             if outcome.results:
                 topic, partition, _ = outcome.tokens[0]
                 stage = self.stages[topic]
+                output_topic, lines_of = stage.output_topic, stage.lines
                 for result in outcome.results:
-                    results.append((stage, partition, result))
-                    sends.append((stage.output_topic, partition, result.subject.encode(), result.to_json()))
-        docs = [(stage, partition, result, result.to_dict()) for stage, partition, result in results]
-        alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d in docs] + restores)
-        sends += [(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()) for partition, alarm in alarms]
+                    doc = result.to_dict()
+                    value = records.encode_fast(doc)
+                    docs.append((stage, partition, result, doc, value))
+                    sends.append(Send(output_topic, partition, result.subject.encode(), value))
+                    lines += lines_of(doc)
+                    keys.setdefault((topic, partition), set()).add((result.subject, result.period))
+        alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d, _ in docs] + restores)
+        sends += [Send(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()) for partition, alarm in alarms]
+        lines += [text for stage, _, doc in restores for text in stage.lines(doc)]
         involved = {o.tokens[0][0] for o in outcomes if o.results or o.rejected}
-        self._send_all(sends, involved)
-        self.metrics.records_out.labels(COMPONENT, records.ALARMS).inc(len(alarms))
-        for _, alarm in alarms:
+        state = _Written(docs, alarms, letters, [t for o in outcomes for t in o.tokens], involved, keys)
+        return Output(lines, sends, state)
+
+    def _finish_written(self) -> None:
+        """Wait for the output in flight; then remember its results and let its records' offsets move."""
+        output = self._writer.wait()
+        if output is None:
+            return
+        done: _Written = output.state
+        for kind, n in output.errors.items():
+            for _ in range(n):
+                self._count_error(kind, done.involved)
+        self.metrics.records_out.labels(COMPONENT, records.ALARMS).inc(len(done.alarms))
+        for _, alarm in done.alarms:
             log.warning("alarm raised" if alarm.raised else "alarm cleared",
                         extra={"kind": alarm.kind, "subject": alarm.subject, "direction": alarm.direction,
                                "period": alarm.period, "value": alarm.value, "threshold": alarm.threshold})
-        self.stats["deadletters"] += sum(len(o.rejected) for o in outcomes)
-        for outcome in outcomes:
-            for topic, _, _ in outcome.rejected:
-                self.metrics.deadletters.labels(COMPONENT, topic).inc()
-                self.metrics.records_out.labels(COMPONENT, records.DEADLETTER).inc()
-                if self.health:
-                    self.health.count(topic, "deadletters")
-        # 2. store (idempotent), including results re-read from the ledger.
-        points = [p for stage, _, _, doc in docs for p in stage.points(doc)]
-        points += [p for stage, _, doc in restores for p in stage.points(doc)]
-        self._retry("store results in InfluxDB", lambda: self._store.write(points), involved)
-        stored_s = time.time()
-        # 3. finished: remember, and let the offsets move.
-        for stage, partition, result, doc in docs:
-            self._ledgers[stage.input_topic].add(partition, doc)
-            self.stats["results"] += 1
-            self.metrics.records_out.labels(COMPONENT, stage.output_topic).inc()
-            end_s = PeriodClock(result.period_s).start_ns(result.period + 1) / 1e9
-            self.metrics.period_latency.labels(COMPONENT, stage.output_topic).observe(max(0.0, stored_s - end_s))
+        self.stats["deadletters"] += len(done.letters)
+        for topic in done.letters:
+            self.metrics.deadletters.labels(COMPONENT, topic).inc()
+            self.metrics.records_out.labels(COMPONENT, records.DEADLETTER).inc()
             if self.health:
-                self.health.count(stage.input_topic, "records_out")
+                self.health.count(topic, "deadletters")
+        per_stage: dict[Stage, list[float]] = {}
+        info = log.isEnabledFor(logging.INFO)
+        for stage, partition, result, doc, value in done.docs:
+            self._ledgers[stage.input_topic].add(partition, doc, value)
+            end_s = (result.period + 1) * result.period_s  # the period's end, Unix seconds
+            per_stage.setdefault(stage, []).append(max(0.0, output.done_s - end_s))
             self.stats["incomplete"] += getattr(result, "complete", True) is False
-            log.info("result", extra={"topic": stage.output_topic, "subject": result.subject,
-                                      "period": result.period})
-        for outcome in outcomes:
-            for topic, partition, offset in outcome.tokens:
-                self._tracker.finished((topic, partition), offset)
+            if info:
+                log.info("result", extra={"topic": stage.output_topic, "subject": result.subject,
+                                          "period": result.period})
+        for stage, latencies in per_stage.items():
+            self.stats["results"] += len(latencies)
+            self.metrics.records_out.labels(COMPONENT, stage.output_topic).inc(len(latencies))
+            metrics_mod.observe_all(self.metrics.period_latency.labels(COMPONENT, stage.output_topic), latencies)
+            if self.health:
+                self.health.count(stage.input_topic, "records_out", len(latencies))
+        finished = self._tracker.finished
+        for topic, partition, offset in done.tokens:
+            finished((topic, partition), offset)
+        for tp, written in done.keys.items():
+            self._closed[tp] -= written
 
     def _evaluate_alarms(self, results: list[tuple[Stage, int, dict]]) -> list[tuple[int, records.Alarm]]:
         """(partition, alarm) for each alarm state the results change, evaluated in period order."""
@@ -288,45 +369,6 @@ class Processor:
             if alarm is not None:
                 out.append((partition, alarm))
         return out
-
-    def _send_all(self, sends: list[tuple], involved: set[str] = frozenset()) -> None:
-        """Send every (topic, partition, key, value); resend only those that failed, until all are acknowledged.
-
-        Each failed attempt counts as an error of the input topics in ``involved``.
-        """
-        pending = sends
-        delay = 0.2
-        while pending:
-            futures = [(s, self._producer.send(s[0], value=s[3], key=s[2], partition=s[1])) for s in pending]
-            self._producer.flush()
-            failed = []
-            for s, future in futures:
-                try:
-                    future.get(timeout=0)
-                except Exception as exc:
-                    failed.append(s)
-                    error = exc
-            if failed:
-                if self._stop.is_set():
-                    raise RuntimeError(f"stopping with {len(failed)} unpublished records (will be re-read): {error}")
-                log.warning("publish failed, retrying", extra={"records": len(failed), "error": str(error)})
-                self._count_error("publish", involved)
-                time.sleep(delay)
-                delay = min(delay * 2, self.options.retry_max_s)
-            pending = failed
-
-    def _retry(self, what: str, action, involved: set[str] = frozenset()) -> None:
-        delay = 0.2
-        while True:
-            try:
-                return action()
-            except StoreError as exc:
-                self._count_error("store", involved)
-                if self._stop.is_set():
-                    raise RuntimeError(f"stopping before it could {what} (records will be re-read): {exc}") from None
-                log.warning("retrying", extra={"action": what, "error": str(exc), "delay_s": delay})
-                time.sleep(delay)
-                delay = min(delay * 2, self.options.retry_max_s)
 
     def _count_error(self, kind: str, topics: set[str]) -> None:
         self.metrics.errors.labels(COMPONENT, kind).inc()
@@ -361,7 +403,7 @@ class Processor:
         lag = self._safe_lag()
         now = time.time()
         try:
-            self._store.write(self.health.points(now, lag))
+            self._health_store.write(self.health.points(now, lag))
         except StoreError as exc:
             self.metrics.errors.labels(COMPONENT, "health").inc()
             log.warning("health write failed; its counts go with the next one", extra={"error": str(exc)})
@@ -376,14 +418,21 @@ class Processor:
         self._committed.update(offsets)
 
     def close(self) -> None:
+        try:
+            self._finish_written()
+            self._commit()
+        except Exception as exc:  # what was not committed is re-read by the next owner
+            log.warning("output in flight not written or not committed", extra={"error": str(exc)})
+        self._writer.close()
         if self.health:  # the counts since the last health point, without lag (the broker may be gone)
             try:
                 now = time.time()
-                self._store.write(self.health.points(now))
+                self._health_store.write(self.health.points(now))
                 self.health.written(now)
             except StoreError as exc:
                 log.debug("last health write failed", extra={"error": str(exc)})
-        for closer in (self._consumer.close, self._ledger_reader.close, self._producer.close, self._store.close):
+        for closer in (self._consumer.close, self._ledger_reader.close, self._publisher.close, self._store.close,
+                       self._health_store.close):
             try:
                 closer()
             except Exception as exc:  # closing must not hide the reason we are closing

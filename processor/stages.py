@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from influxdb_client import Point
-
-from srv6pm import records
-from srv6pm.clock import PeriodClock
+from srv6pm import decode, records
+from srv6pm.clock import period_clock
 
 from .delay import DelayWindows
 from .outcome import Outcome, Token
 from .pairing import Pairing
-from .store import delay_point, loss_point, segment_points
+from .store import delay_lines, loss_lines
 
 __all__ = ["DelayStage", "LossStage", "Stage"]
 
@@ -33,7 +31,7 @@ class Stage:
     alarm_kinds: tuple[str, ...]  # the srv6pm.alarms kinds evaluated on this stage's results
 
     def decode(self, raw: bytes | None) -> Any:
-        """The record in ``raw``; raises records.RecordError with the reason."""
+        """The record in ``raw``, exactly as the ``records`` decoder gives it; raises records.RecordError with its reason."""
         raise NotImplementedError
 
     def key(self, record: Any) -> tuple[str, int]:
@@ -52,8 +50,8 @@ class Stage:
     def pending_tokens(self) -> list[Token]:
         raise NotImplementedError
 
-    def points(self, result: dict) -> list[Point]:
-        """The InfluxDB points of a published result (given as its record)."""
+    def lines(self, result: dict) -> list[str]:
+        """The InfluxDB points of a published result (given as its record), as line protocol."""
         raise NotImplementedError
 
 
@@ -69,7 +67,7 @@ class LossStage(Stage):
         self.pairing = Pairing(pair_wait_s)
 
     def decode(self, raw):
-        return records.decode_counters(raw)
+        return decode.decode_counters(raw)
 
     def key(self, record):
         return record.flow, record.period
@@ -87,10 +85,9 @@ class LossStage(Stage):
     def pending_tokens(self):
         return self.pairing.pending_tokens()
 
-    def points(self, result):
+    def lines(self, result):
         """The ``loss`` point, then one ``segment_loss`` point per segment (see ``store``)."""
-        loss = records.LossResult.from_dict(result)
-        return [loss_point(loss), *segment_points(loss)]
+        return loss_lines(result)
 
 
 class DelayStage(Stage):
@@ -105,10 +102,10 @@ class DelayStage(Stage):
         self.windows = DelayWindows(lateness_s, idle_s)
 
     def decode(self, raw):
-        return records.decode_stamp(raw)
+        return decode.decode_stamp(raw)
 
     def key(self, sample):
-        return sample.session, PeriodClock(sample.period_s).period_at(sample.t1)
+        return sample.session, period_clock(sample.period_s).period_at(sample.t1)
 
     def add(self, sample, token, now):
         return self.windows.add(sample, token, now)
@@ -122,5 +119,5 @@ class DelayStage(Stage):
     def pending_tokens(self):
         return self.windows.pending_tokens()
 
-    def points(self, result):
-        return [delay_point(records.DelayResult.from_dict(result))]
+    def lines(self, result):
+        return delay_lines(result)

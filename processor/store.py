@@ -13,61 +13,73 @@ point (same series, same timestamp, same fields): writes are idempotent.
 ``segment_loss``: one point per segment of a loss result that has segments
 (an incomplete segment as ``complete = false`` without ``lost_packets``, as an
 incomplete ``loss`` period); names and rules in :mod:`srv6pm.influx_schema`.
+
+Each measurement is made once, from the published record (a dict), as
+(measurement, tags, fields, time): :func:`loss_lines` and :func:`delay_lines`
+turn that into line protocol for the processor's writes (``lines``), and
+:func:`loss_point`, :func:`segment_points`, :func:`delay_point` into
+influxdb-client Points, the same points.
 """
 
 from __future__ import annotations
 
 from influxdb_client import Point, WritePrecision
 
-from srv6pm.clock import PeriodClock
+from srv6pm.clock import period_clock
 from srv6pm.influx_schema import SEGMENT_LOSS
 from srv6pm.records import DelayResult, LossResult
 
-__all__ = ["delay_point", "loss_point", "segment_points"]
+from .lines import field_text, line, tag_text
+
+__all__ = ["delay_lines", "delay_point", "loss_lines", "loss_point", "segment_points"]
+
+Parts = tuple[str, dict, dict, int]  # measurement, tags, fields, time in ns
+
+_LOSS_COUNTS = ("tx_packets", "rx_packets", "lost_packets", "tx_bytes", "rx_bytes")
+_DELAY_FIGURES = ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us")
 
 
-def loss_point(result: LossResult) -> Point:
-    point = Point("loss").tag("flow", result.flow)
-    if result.ingress:
-        point.tag("ingress", result.ingress)
-    if result.egress:
-        point.tag("egress", result.egress)
-    for name in ("tx_packets", "rx_packets", "lost_packets", "tx_bytes", "rx_bytes"):
-        value = getattr(result, name)
-        if value is not None:
-            point.field(name, int(value))
-    if result.loss_ratio is not None:
-        point.field("loss_ratio", float(result.loss_ratio))
-    point.field("complete", bool(result.complete))
-    point.time(PeriodClock(result.period_s).start_ns(result.period), WritePrecision.NS)
-    return point
+def _start_ns(doc: dict) -> int:
+    return period_clock(doc["period_s"]).start_ns(doc["period"])
 
 
-def segment_points(result: LossResult) -> list[Point]:
-    """``segment_loss``: one point per segment of ``result`` whose two nodes are known (none without segments).
+def _loss(doc: dict) -> Parts:
+    tags = {"flow": doc["flow"], "ingress": doc.get("ingress") or None, "egress": doc.get("egress") or None}
+    fields = {name: int(doc[name]) for name in _LOSS_COUNTS if doc.get(name) is not None}
+    if doc.get("loss_ratio") is not None:
+        fields["loss_ratio"] = float(doc["loss_ratio"])
+    fields["complete"] = bool(doc["complete"])
+    return "loss", tags, fields, _start_ns(doc)
+
+
+def _segments(doc: dict) -> list[Parts]:
+    """``segment_loss``: one point per segment whose two nodes are known (none without segments).
 
     Tags flow, from, to; the counts that are known; ``lost_packets`` only when
     the segment is complete; ``complete``; timestamp = period start.
     """
     names = SEGMENT_LOSS
-    at = PeriodClock(result.period_s).start_ns(result.period)
-    points = []
-    for segment in result.segments or ():
-        if segment.from_node is None or segment.to_node is None:
+    segments = doc.get("segments") or ()
+    if not segments:
+        return []
+    at = _start_ns(doc)
+    out = []
+    for segment in segments:
+        if segment.get("from") is None or segment.get("to") is None:
             continue
-        point = (Point(names.measurement).tag(names.flow, result.flow)
-                 .tag(names.from_node, segment.from_node).tag(names.to_node, segment.to_node))
-        for name, value in ((names.tx_packets, segment.tx_packets), (names.rx_packets, segment.rx_packets)):
-            if value is not None:
-                point.field(name, int(value))
-        if segment.complete and segment.lost_packets is not None:
-            point.field(names.lost_packets, int(segment.lost_packets))
-        point.field(names.complete, bool(segment.complete))
-        points.append(point.time(at, WritePrecision.NS))
-    return points
+        fields = {}
+        for name in ("tx_packets", "rx_packets"):
+            if segment.get(name) is not None:
+                fields[getattr(names, name)] = int(segment[name])
+        if segment.get("complete") and segment.get("lost_packets") is not None:
+            fields[names.lost_packets] = int(segment["lost_packets"])
+        fields[names.complete] = bool(segment.get("complete"))
+        tags = {names.flow: doc["flow"], names.from_node: segment["from"], names.to_node: segment["to"]}
+        out.append((names.measurement, tags, fields, at))
+    return out
 
 
-def delay_point(result: DelayResult) -> Point:
+def _delay(doc: dict) -> Parts:
     """``delay``: one point per (session, period, direction).
 
     Tags ``session``, ``direction`` (and ``sender``, ``reflector`` when known);
@@ -75,15 +87,82 @@ def delay_point(result: DelayResult) -> Point:
     ``mean_us``, ``max_us``, ``p50_us``, ``p99_us``, ``jitter_us`` (left out
     when there was no sample); timestamp = period start. Idempotent like loss.
     """
-    point = Point("delay").tag("session", result.session).tag("direction", result.direction)
-    if result.sender:
-        point.tag("sender", result.sender)
-    if result.reflector:
-        point.tag("reflector", result.reflector)
-    point.field("samples", int(result.samples)).field("lost", int(result.lost))
-    for name in ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us"):
-        value = getattr(result, name)
+    tags = {"session": doc["session"], "direction": doc["direction"], "sender": doc.get("sender") or None,
+            "reflector": doc.get("reflector") or None}
+    fields = {"samples": int(doc["samples"]), "lost": int(doc["lost"])}
+    fields.update({name: float(doc[name]) for name in _DELAY_FIGURES if doc.get(name) is not None})
+    return "delay", tags, fields, _start_ns(doc)
+
+
+_LINE_COUNTS = ("lost_packets", "rx_bytes", "rx_packets", "tx_bytes", "tx_packets")  # in line order
+_heads: dict[tuple, str] = {}  # (egress, flow, ingress) -> "loss,egress=..,flow=..,ingress=..": a series per flow
+
+
+def _loss_head(doc: dict) -> str:
+    key = (doc.get("egress"), doc["flow"], doc.get("ingress"))
+    head = _heads.get(key)
+    if head is None:
+        head = "loss"
+        for name, value in zip(("egress", "flow", "ingress"), key):
+            text = tag_text(value) if value else ""
+            if text:
+                head += f",{name}={text}"
+        if len(_heads) >= 100_000:
+            _heads.clear()
+        _heads[key] = head
+    return head
+
+
+def loss_lines(doc: dict) -> list[str]:
+    """The ``loss`` line of a published loss record, then its ``segment_loss`` lines.
+
+    The ``loss`` line is :func:`line` of :func:`_loss`, written out for speed (one per result):
+    tags egress, flow, ingress and the fields in key order, as ``line`` sorts them.
+    """
+    ratio = doc.get("loss_ratio")
+    ratio_text = None if ratio is None else field_text(float(ratio))
+    counts = tuple(doc.get(name) for name in _LINE_COUNTS)
+    if doc["complete"] and ratio_text is not None and None not in counts:  # a complete period, as pairing makes
+        lost, rx_bytes, rx_packets, tx_bytes, tx_packets = map(int, counts)
+        fields = (f"complete=true,loss_ratio={ratio_text},lost_packets={lost}i,rx_bytes={rx_bytes}i,"
+                  f"rx_packets={rx_packets}i,tx_bytes={tx_bytes}i,tx_packets={tx_packets}i")
+    else:
+        parts = ["complete=true" if doc["complete"] else "complete=false"]
+        if ratio_text is not None:
+            parts.append(f"loss_ratio={ratio_text}")
+        for name, value in zip(_LINE_COUNTS, counts):
+            if value is not None:
+                parts.append(f"{name}={int(value)}i")
+        fields = ",".join(parts)
+    out = [f"{_loss_head(doc)} {fields} {_start_ns(doc)}"]
+    if doc.get("segments"):
+        out += [line(*parts) for parts in _segments(doc)]
+    return out
+
+
+def delay_lines(doc: dict) -> list[str]:
+    """The ``delay`` line of a published delay record."""
+    return [line(*_delay(doc))]
+
+
+def _point(measurement: str, tags: dict, fields: dict, time_ns: int) -> Point:
+    point = Point(measurement)
+    for key, value in tags.items():
         if value is not None:
-            point.field(name, float(value))
-    point.time(PeriodClock(result.period_s).start_ns(result.period), WritePrecision.NS)
-    return point
+            point.tag(key, value)
+    for key, value in fields.items():
+        point.field(key, value)
+    return point.time(time_ns, WritePrecision.NS)
+
+
+def loss_point(result: LossResult) -> Point:
+    return _point(*_loss(result.to_dict()))
+
+
+def segment_points(result: LossResult) -> list[Point]:
+    """``segment_loss`` points of ``result`` (see :func:`_segments`)."""
+    return [_point(*parts) for parts in _segments(result.to_dict())]
+
+
+def delay_point(result: DelayResult) -> Point:
+    return _point(*_delay(result.to_dict()))

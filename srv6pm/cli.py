@@ -282,7 +282,7 @@ def cmd_exporter_run(args) -> int:
 
 def cmd_processor_run(args) -> int:
     from srv6pm.processor.alarms import AlarmRules
-    from srv6pm.processor.service import Processor, ProcessorOptions
+    from srv6pm.processor.service import Processor, ProcessorOptions, tune_gc
     if not args.pair_wait > 0:
         raise ConfigError("--pair-wait must be positive")
     if args.delay_lateness < 0 or not args.delay_idle > 0:
@@ -301,6 +301,7 @@ def cmd_processor_run(args) -> int:
     metrics.serve(port)
     with Stop() as stop:
         processor = Processor(kafka, influx, options)
+        tune_gc()
         stop.attach(processor.stop)
         processor.run()
     return stop.status()
@@ -350,6 +351,7 @@ def _external(args, prefix: str, env_var: str) -> bool:
 
 def cmd_lab_run(args) -> int:
     from srv6pm.lab import scenario as scenario_mod
+    from srv6pm.lab.latency import DetectionLatency
     from srv6pm.lab.output import JsonLines, ResultTable
     from srv6pm.lab.runner import Lab
     scenario = scenario_mod.load(args.scenario)
@@ -359,7 +361,6 @@ def cmd_lab_run(args) -> int:
         raise ConfigError("--partitions must be from 1 to 1000")
     kafka = KafkaSettings.from_args(args) if _external(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP") else None
     influx = InfluxSettings.from_args(args) if _external(args, "influx", "SRV6PM_INFLUX_URL") else None
-    view = JsonLines() if args.json else ResultTable()
     # A signal ends the loop of _show_results (one while building lets the build finish, so that the
     # teardown knows everything built); the lab then tears down and the status tells which signal it was.
     with Stop(then=_keep_going) as stop:
@@ -370,8 +371,10 @@ def cmd_lab_run(args) -> int:
         print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
               f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
               file=sys.stderr, flush=True)
+        latency = DetectionLatency(lab.pair_wait_s)
+        view = JsonLines() if args.json else ResultTable(latency=latency)
         with lab:
-            _show_results(lab, view, args, scenario.period, stop)
+            _show_results(lab, view, latency, args, scenario.period, stop)
     return stop.status()
 
 
@@ -379,7 +382,7 @@ def _keep_going() -> None:
     """What the lab does at once on a signal: nothing; its loop sees :attr:`Stop.stopping`."""
 
 
-def _show_results(lab, view, args, period: float, stop: Stop) -> None:
+def _show_results(lab, view, latency, args, period: float, stop: Stop) -> None:
     """Print the lab's results until ``--duration`` ends or a signal comes, then the summary and arrivals."""
     reader = lab.results(alarms=True)
     print(f"srv6pm lab: running; first results in about {3 * period + 1:g} s"
@@ -389,7 +392,9 @@ def _show_results(lab, view, args, period: float, stop: Stop) -> None:
     deadline = time.monotonic() + args.duration if args.duration else None
     try:
         while not stop.stopping and (deadline is None or time.monotonic() < deadline):
-            for result in reader.poll(0.5):
+            for result, published_s in reader.poll_timed(0.5):
+                if "flow" in result and "kind" not in result:
+                    latency.add(result, published_s)
                 view.row(result)
             lab.check_children()
     finally:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from datetime import datetime, timezone
 
-__all__ = ["PeriodClock", "rfc3339"]
+__all__ = ["PeriodClock", "period_clock", "rfc3339"]
 
 NS_PER_S = 1_000_000_000
 
@@ -33,7 +34,7 @@ class PeriodClock:
         if self.period_ns < 1_000_000:
             raise ValueError(f"period must be at least 1 ms, got {self.period_s!r} s")
 
-    @property
+    @cached_property  # frozen: computed once, kept in the instance's __dict__
     def period_ns(self) -> int:
         return round(self.period_s * NS_PER_S)
 
@@ -58,7 +59,19 @@ class PeriodClock:
         return (k + 1) * self.period_ns + self.period_ns // 2
 
     def start_rfc3339(self, k: int) -> str:
-        return rfc3339(self.start_ns(k))
+        return _rfc3339_cached(self.start_ns(k))
+
+
+@lru_cache(maxsize=4096)
+def _rfc3339_cached(t_ns: int) -> str:
+    """rfc3339 for period starts: thousands of results share each one."""
+    return rfc3339(t_ns)
+
+
+@lru_cache(maxsize=64)
+def period_clock(period_s: float) -> "PeriodClock":
+    """The PeriodClock of ``period_s``, made once (the processor needs one per result)."""
+    return PeriodClock(period_s)
 
 
 def rfc3339(t_ns: int) -> str:

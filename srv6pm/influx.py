@@ -26,7 +26,11 @@ class StoreError(RuntimeError):
 
 
 class InfluxWriter:
-    """Synchronous batch writer: ``write(points)`` returns only once InfluxDB accepted them all."""
+    """Synchronous batch writer: ``write(points)`` returns only once InfluxDB accepted them all.
+
+    ``points`` are influxdb-client Points or lines of line protocol (str); a list of lines goes out as
+    one request body as it is.
+    """
 
     def __init__(self, settings: InfluxSettings, timeout_s: float = 10.0):
         self.settings = settings
@@ -34,9 +38,11 @@ class InfluxWriter:
                                       timeout=int(timeout_s * 1000), ssl_ca_cert=settings.cafile)
         self._write = self._client.write_api(write_options=SYNCHRONOUS)
 
-    def write(self, points: list[Point]) -> None:
+    def write(self, points: list[Point] | list[str]) -> None:
         if not points:
             return
+        if all(isinstance(p, str) for p in points):
+            points = "\n".join(p for p in points if p).encode()
         try:
             self._write.write(bucket=self.settings.bucket, org=self.settings.org, record=points)
         except ApiException as exc:

@@ -28,7 +28,7 @@ metric                                             labels                       
 ``srv6pm_deadletters_total``                       component, topic               input records dead-lettered
 ``srv6pm_consumer_lag``                            component, topic, partition    end offset − position
 ``srv6pm_period_latency_seconds``                  component, topic               end of a period → its result
-                                                                                  stored (histogram)
+                                                                                  stored and published (histogram)
 ``srv6pm_exporter_blocks_published_total``         component, node                counter blocks published
 ``srv6pm_exporter_guard_misses_total``             component, node                guard times missed
 ``srv6pm_api_calls_total``                         component, method, code        southbound gRPC calls (served
@@ -48,13 +48,14 @@ from __future__ import annotations
 import argparse
 import os
 import threading
+from bisect import bisect_left
 from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from srv6pm.config import ConfigError
 
-__all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "api_call_interceptor", "get",
+__all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "api_call_interceptor", "get", "observe_all",
            "port_from_args", "serve"]
 
 ENV_PORT = "SRV6PM_METRICS_PORT"
@@ -87,7 +88,7 @@ class Metrics:
                                   "(end offset minus position), per assigned partition.",
                                   ["component", "topic", "partition"], registry=registry)
         self.period_latency = Histogram("srv6pm_period_latency_seconds", "Seconds from the end of a period "
-                                        "to its result being stored, per result topic.", ["component", "topic"],
+                                        "to its result being stored in InfluxDB and published, per result topic.", ["component", "topic"],
                                         buckets=LATENCY_BUCKETS, registry=registry)
         # -- node exporter -----------------------------------------------------
         self.blocks_published = counter("srv6pm_exporter_blocks_published",
@@ -117,6 +118,26 @@ def get(registry: CollectorRegistry | None = None) -> Metrics:
         if metrics is None or metrics.registry is not registry:
             metrics = _by_registry[id(registry)] = Metrics(registry)
         return metrics
+
+
+def observe_all(histogram, values) -> None:
+    """``histogram.observe(value)`` for each of ``values`` (a labelled Histogram), equal values at once.
+
+    Results stored together share their latency; prometheus_client's Histogram keeps a sum and one
+    counter per bucket, so n equal values are the sum and that bucket's counter increased n times
+    over. Where this prometheus_client keeps them otherwise, each value is observed on its own.
+    """
+    buckets, bounds, total = (getattr(histogram, name, None) for name in ("_buckets", "_upper_bounds", "_sum"))
+    if buckets is None or bounds is None or total is None or len(buckets) != len(bounds):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[float, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    for value, n in counts.items():
+        total.inc(value * n)
+        buckets[bisect_left(bounds, value)].inc(n)
 
 
 def serve(port: int | None, addr: str = "", registry: CollectorRegistry | None = None):

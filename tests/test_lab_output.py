@@ -3,6 +3,8 @@
 import io
 import json
 
+import pytest
+
 from srv6pm.lab.output import JsonLines, ResultTable
 
 START = "2027-01-15T08:00:00Z"
@@ -110,3 +112,19 @@ def test_json_lines_carry_the_segments_as_published():
     assert json.loads(line) == record
     assert json.loads(line)["segments"][1] == {"from": "r2", "to": "r3", "tx_packets": 995, "rx_packets": None,
                                               "lost_packets": None, "complete": False}
+
+
+def test_the_summary_gives_the_runs_detection_latency_from_the_records_timestamps():
+    from srv6pm.lab.latency import DetectionLatency
+    latency = DetectionLatency(pair_wait_s=4.0)
+    end = (100 + 1) * 2.0  # period 100 of 2 s ends at 202 s
+    for i in range(100):  # 1.00 s .. 1.99 s after the end
+        latency.add({"flow": "f1", "period": 100, "period_s": 2.0}, end + 1.0 + i / 100)
+    assert (latency.percentile(50), latency.percentile(99)) == pytest.approx((1.49, 1.98))
+    out = io.StringIO()
+    table = ResultTable(out, latency=latency)
+    table.row(loss(100, 10, 10))
+    table.summary()
+    assert ("detection latency (period end -> result in InfluxDB and on srv6pm.loss), 100 results: "
+            "p50 1.49 s, p99 1.98 s, max 1.99 s; guard 1 s + pair wait 4 s = 5 s") in out.getvalue()
+    assert "no loss results" in DetectionLatency(pair_wait_s=4.0).summary()

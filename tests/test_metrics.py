@@ -146,3 +146,20 @@ def test_api_call_interceptor_counts_calls_by_method_and_status_over_real_grpc()
     assert count("Check", "NOT_FOUND") == 1
     assert count("Fail", "INVALID_ARGUMENT") == 1
     assert count("Crash", "UNKNOWN") == 1
+
+
+def test_observing_many_values_at_once_gives_the_histogram_observing_each_gives():
+    from prometheus_client import CollectorRegistry
+
+    from srv6pm.metrics import Metrics, observe_all
+    values = [0.0, 0.7, 0.7, 0.7, 1.5, 2.0, 2.0, 3.3, 9.0, 1e6, 0.7]
+    one_by_one, at_once = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    for value in values:
+        one_by_one.period_latency.labels("processor", "srv6pm.loss").observe(value)
+    observe_all(at_once.period_latency.labels("processor", "srv6pm.loss"), values)
+
+    def samples(m):
+        return sorted((s.name, tuple(sorted(s.labels.items())), s.value)
+                      for metric in m.period_latency.collect() for s in metric.samples if not s.name.endswith("_created"))
+    assert samples(at_once) == samples(one_by_one)
+    assert any(s[0].endswith("_count") and s[2] == len(values) for s in samples(at_once))

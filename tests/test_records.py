@@ -132,3 +132,33 @@ def test_the_counter_encoder_gives_the_bytes_of_to_json():
             assert encoder.encode('f"1', "transit", 41, 1, 2**40, 7, **kw) == rec.to_json()
             assert decode_counters(rec.to_json()) == rec
         encoder.rotate()
+
+
+def test_to_dict_names_every_field_of_the_record_and_fast_encoding_is_the_same_json():
+    from dataclasses import fields
+
+    from srv6pm.records import LossResult, Segment
+    loss = LossResult("f1", 40, "2025-01-01T00:00:00Z", 2.0, "r1", "r4", 10, 9, 1000, 900, 1, 0.1, True, None,
+                      flowmon_id=5, segments=(Segment("r1", "r4", 10, 9, 1, True),))
+    counter = CounterRecord("r1", "f1", "ingress", 40, 2.0, 0, 5, 600, read_ns=1, flowmon_id=2, position=0)
+    for record in (loss, counter):
+        doc = record.to_dict()
+        assert list(doc) == ["v", *(f.name for f in fields(record))]
+        assert json.loads(records.encode_fast(doc)) == json.loads(records.encode(doc))
+    with pytest.raises(ValueError):
+        records.encode_fast({"segments": [{"x": float("nan")}]})
+    with pytest.raises(ValueError):
+        records.encode_fast({"loss_ratio": float("inf")})
+
+
+def test_build_makes_the_record_the_constructor_makes():
+    from dataclasses import fields
+
+    from srv6pm.records import LossResult, build
+    made = CounterRecord("r1", "f1", "transit", 40, 2.0, 0, 5, 600, read_ns=1, flowmon_id=2, position=3)
+    built = build(CounterRecord, {f.name: getattr(made, f.name) for f in fields(made)})
+    assert built == made and hash(built) == hash(made) and repr(built) == repr(made)
+    with pytest.raises(AttributeError):  # still frozen
+        built.packets = 6
+    loss = LossResult("f1", 40, "2025-01-01T00:00:00Z", 2.0, "r1", "r4", 10, 9, 1000, 900, 1, 0.1, True)
+    assert build(LossResult, {f.name: getattr(loss, f.name) for f in fields(loss)}) == loss

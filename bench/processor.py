@@ -1,0 +1,190 @@
+"""Processor throughput against a bare kafka-python consumer on the same topic, in the same run.
+
+Starts the embedded broker (Tansu) and InfluxDB on free loopback ports (each in
+a process of its own), fills
+``srv6pm.counters`` with FLOWS x PERIODS flow-periods (an ingress and an
+egress block each), then drains it:
+
+1. a bare kafka-python consumer group member (poll, nothing else);
+2. one processor (``srv6pm.processor.service.Processor``): decoding and
+   validating every record, pairing, InfluxDB, ``srv6pm.loss``, alarms,
+   ledger, offsets committed after store and publish;
+3. the bare consumer again (the machine's load drifts; the ratio is against
+   the mean of the two bare runs).
+
+Each rate is flow-periods per second from the first record received to the
+last one drained (bare) or the last result stored, published and finished
+(processor). ``--profile`` adds a cProfile summary of the processor's loop
+thread. Prints figures and ratios; asserts nothing.
+
+    .venv/bin/python bench/processor.py [--flows 10000] [--periods 10] [--partitions 4] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+from kafka import KafkaConsumer
+from kafka.record import util as kafka_record_util
+
+from srv6pm import records
+from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.influx import influxql
+from srv6pm.kafka import ensure_topics
+from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.processor.publish import Publisher, Send
+from srv6pm.processor.service import Processor, ProcessorOptions, tune_gc
+from srv6pm.records import CounterRecord
+
+BASE_PERIOD = 880_000_000
+PERIOD_S = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class InfluxProcess:
+    """The embedded InfluxDB (engine and its Python v2-write front) in a process of its own.
+
+    In this process the front's thread would take the processor's interpreter lock: the benchmark
+    measures the processor, not the lab's front.
+    """
+
+    SCRIPT = ("import sys; from srv6pm.lab.influxdb import EmbeddedInfluxDB\n"
+              "with EmbeddedInfluxDB(port=int(sys.argv[1])) as db:\n"
+              "    print(db.url, flush=True); sys.stdin.read()\n")
+
+    def __enter__(self) -> str:
+        self._child = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(free_port())],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        url = self._child.stdout.readline().strip()
+        if not url:
+            self._child.kill()
+            raise RuntimeError("the embedded InfluxDB did not start")
+        return url
+
+    def __exit__(self, *exc) -> None:
+        self._child.stdin.close()
+        try:
+            self._child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+
+
+def fill(bootstrap: str, flows: int, periods: int) -> int:
+    """Publish the counter blocks, period by period (as exporters do); returns how many."""
+    publisher = Publisher({"bootstrap_servers": bootstrap}, "bench-fill")
+    count = 0
+    try:
+        for k in range(BASE_PERIOD, BASE_PERIOD + periods):
+            sends = []
+            for f in range(flows):
+                flow = f"flow-{f:05d}"
+                for role, node, packets in (("ingress", "r1", 1000), ("egress", "r4", 1000 - f % 3)):
+                    block = CounterRecord(node, flow, role, k, PERIOD_S, k % 2, packets, packets * 100,
+                                          read_ns=(k + 1) * 2_000_000_000 + 1_000_000_000)
+                    sends.append(Send(records.COUNTERS, None, flow.encode(), block.to_json()))
+            failed = publisher.publish(sends)
+            if failed:
+                raise RuntimeError(f"could not fill the topic: {failed[0][1]}")
+            count += len(sends)
+    finally:
+        publisher.close()
+    return count
+
+
+def bare(bootstrap: str, total: int) -> float:
+    """Flow-periods per second of a consumer that only polls."""
+    consumer = KafkaConsumer(records.COUNTERS, bootstrap_servers=bootstrap, group_id=f"bare-{uuid.uuid4().hex[:8]}",
+                             auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
+                             heartbeat_interval_ms=500)
+    try:
+        got, start = 0, None
+        while got < total:
+            batch = consumer.poll(timeout_ms=500)
+            if batch and start is None:
+                start = time.perf_counter()
+            got += sum(len(m) for m in batch.values())
+        return total / 2 / (time.perf_counter() - start)
+    finally:
+        consumer.close()
+
+
+def processor(bootstrap: str, influx: InfluxSettings, total: int, max_records: int,
+              profile: bool) -> tuple[float, dict, str]:
+    """Flow-periods per second of one processor, its stats, and the profile summary (or "")."""
+    options = ProcessorOptions(group=f"bench-{uuid.uuid4().hex[:8]}", client_id="bench-processor",
+                               session_timeout_ms=6000, heartbeat_interval_ms=500, poll_ms=200,
+                               max_records=max_records, pair_wait_s=30.0)
+    proc = Processor(KafkaSettings(bootstrap=bootstrap), influx, options)
+    tune_gc()  # as `srv6pm processor run` does
+    profiler = cProfile.Profile()
+    try:
+        while proc.stats["records"] == 0:  # joining the group; then the clock starts after a first batch
+            proc.step()
+        first = proc.stats["records"]
+        start = time.perf_counter()
+        if profile:
+            profiler.enable()
+        while proc.stats["results"] < total // 2:
+            proc.step()
+        elapsed = time.perf_counter() - start
+        profiler.disable()
+    finally:
+        proc.close()
+    summary = ""
+    if profile:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+        summary = out.getvalue()
+    # The first batch was processed before the clock started: count the flow-periods after it.
+    return (total - first) / 2 / elapsed, dict(proc.stats), summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--flows", type=int, default=10_000)
+    parser.add_argument("--periods", type=int, default=10)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--max-records", type=int, default=ProcessorOptions.max_records)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile summary of the processor's loop")
+    args = parser.parse_args(argv)
+
+    native = kafka_record_util.crc32c_c is not None
+    print(f"kafka-python CRC32C: {'native (crc32c package)' if native else 'pure Python'}")
+    with EmbeddedBroker(port=free_port()) as broker, InfluxProcess() as influx_url:
+        ensure_topics(broker.bootstrap, {records.COUNTERS: args.partitions, records.LOSS: args.partitions,
+                                         records.ALARMS: args.partitions, records.DEADLETTER: 1})
+        influxql(InfluxSettings(url=influx_url), 'CREATE DATABASE "bench"', database="_internal")
+        influx = InfluxSettings(url=influx_url, bucket="bench")
+        total = fill(broker.bootstrap, args.flows, args.periods)
+        print(f"{total} records: {args.flows} flows x {args.periods} periods, {args.partitions} partitions")
+        before = bare(broker.bootstrap, total)
+        rate, stats, summary = processor(broker.bootstrap, influx, total, args.max_records, args.profile)
+        after = bare(broker.bootstrap, total)
+    baseline = (before + after) / 2
+    print()
+    print("| | flow-periods/s | vs bare consumer |")
+    print("|---|---:|---:|")
+    print(f"| bare kafka-python consumer (before, after) | {before:,.0f}, {after:,.0f} | 1.00 |")
+    print(f"| processor | {rate:,.0f} | {rate / baseline:.2f} |")
+    print()
+    print(f"processor stats: {stats}")
+    if summary:
+        print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The fast decoders (srv6pm.decode) against the reference (srv6pm.records: jsonschema on the published schemas).
+
+Property-based: hypothesis builds records field by field from valid values,
+values just outside the schema's bounds, values of the wrong JSON type and
+values in a non-canonical form; leaves members out, adds unknown ones,
+repeats keys, and mutates the bytes of valid records. For every input:
+
+* the fast decoder's outcome (the record, or the reason) is the reference's;
+* whatever the typed decoder alone accepts, jsonschema accepts too (and every
+  member at every edge the schema states is checked one at a time);
+* a record as an exporter writes it is taken by the typed decoder (the fast
+  path is really the path), and decodes to the record it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from srv6pm import decode, records
+from srv6pm.records import CounterRecord, RecordError, StampSample
+
+SETTINGS = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+def outcome(fn, raw):
+    """("ok", field values with their types) or ("error", reason)."""
+    try:
+        record = fn(raw)
+    except RecordError as exc:
+        return "error", str(exc)
+    return "ok", [(f.name, type(v), v) for f in dataclasses.fields(record) for v in [getattr(record, f.name)]]
+
+
+def schema_accepts(topic, raw) -> bool:
+    try:
+        records.validate(topic, json.loads(raw))
+    except (RecordError, ValueError):
+        return False
+    return True
+
+
+# -- values --------------------------------------------------------------------------------------------
+
+def odd_values():
+    """Values of every JSON type, including forms of integers and strings at the edges of the schemas."""
+    return st.one_of(
+        st.none(), st.booleans(),
+        st.integers(min_value=-3, max_value=3), st.integers(), st.integers(min_value=2**63 - 2, max_value=2**70),
+        st.sampled_from([0.0, 1.0, 2.0, -0.0, 0.5, 1e-300, 1e300, 4294967296.0, 255.0, 1048575.0, 1048576.0]),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from(["", "x", "r1", "ingress", "egress", "transit", "x" * 255, "x" * 256, "é" * 255,
+                         "\U0001F600" * 256, "0", "1"]),
+        st.text(max_size=8),
+        st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+    )
+
+
+TYPE_EDGES = {
+    "integer": [0, 1, -1, 1.0, 1.5, True, "1", None], "number": [0.5, 1, -0.5, 1e308, "1", True, None],
+    "string": ["", "a", 1, None], "boolean": [True, False, 0, 1, None, "true"], "null": [None, 0, False],
+    "object": [{}, {"a": "b"}, {"a": 1}, {"a": None}, [], None], "array": [[], {}, None],
+}
+
+
+def edges(prop: dict) -> list:
+    """Values at and just past the bounds that a schema property states, in every JSON form that matters."""
+    out = []
+    types = prop.get("type", [])
+    for kind in [types] if isinstance(types, str) else types:
+        out += TYPE_EDGES[kind]
+    for bound in ("minimum", "maximum", "exclusiveMinimum"):
+        if bound in prop:
+            n = prop[bound]
+            out += [n - 1, n, n + 1, float(n), float(n - 1), n + 0.5, n - 0.5]
+    for bound in ("minLength", "maxLength"):
+        if bound in prop:
+            n = prop[bound]
+            out += [c * k for c in ("x", "\u00e9", "\U0001F600") for k in (max(0, n - 1), n, n + 1)]
+    for value in prop.get("enum", []) + ([prop["const"]] if "const" in prop else []):
+        out.append(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            out += [float(value), bool(value), str(value), value + 1]
+        if isinstance(value, str):
+            out += [value.upper(), value + " "]
+    return out
+
+
+@st.composite
+def perturbed(draw, valid_doc, topic):
+    """A valid document with none, one or two members changed: put at a schema edge, given an odd value,
+    left out, or added."""
+    doc = draw(valid_doc)
+    properties = records.schema(topic)["properties"]
+    for name in draw(st.lists(st.sampled_from(sorted(properties) + ["extra"]), max_size=2, unique=True)):
+        change = draw(st.sampled_from(["edge", "edge", "edge", "odd", "drop"]))
+        values = edges(properties.get(name, {}))
+        if change == "drop":
+            doc.pop(name, None)
+        elif change == "edge" and values:
+            doc[name] = draw(st.sampled_from(values))
+        else:
+            doc[name] = draw(odd_values())
+    return doc
+
+
+def counters_doc():
+    return perturbed(exporter_counters().map(CounterRecord.to_dict), records.COUNTERS)
+
+
+def stamp_doc():
+    return perturbed(exporter_stamps().map(StampSample.to_dict), records.STAMP)
+
+
+@st.composite
+def raw_json(draw, doc):
+    """The document as JSON bytes: members in any order, sometimes a key repeated, sometimes spaces."""
+    members = list(draw(doc).items())
+    members = draw(st.permutations(members))
+    if members and draw(st.integers(0, 3)) == 0:  # a repeated key: the last one counts
+        key, value = draw(st.sampled_from(members))
+        members.insert(draw(st.integers(0, len(members))), (key, draw(st.one_of(st.just(value), odd_values()))))
+    sep = draw(st.sampled_from([",", ", ", " ,\n"]))
+    body = sep.join(f"{json.dumps(k)}:{json.dumps(v, ensure_ascii=draw(st.booleans()))}" for k, v in members)
+    return ("{" + body + "}").encode()
+
+
+@st.composite
+def mutated(draw, valid_raw):
+    """A valid record's bytes with a few bytes replaced, inserted or removed."""
+    data = bytearray(draw(valid_raw))
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data)))
+        edit = draw(st.sampled_from(["replace", "insert", "delete"]))
+        byte = draw(st.sampled_from(list(b'0123456789.-eE"{}[],:\\ntu\x00\xff\xc3') + [draw(st.integers(0, 255))]))
+        if edit == "replace" and at < len(data):
+            data[at] = byte
+        elif edit == "insert":
+            data.insert(at, byte)
+        elif at < len(data):
+            del data[at]
+    return bytes(data)
+
+
+def exporter_counters():
+    name = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=255)
+    period = st.integers(min_value=0, max_value=2**40)
+
+    @st.composite
+    def build(draw):
+        k = draw(period)
+        role = draw(st.sampled_from(["ingress", "egress", "transit"]))
+        position = draw(st.one_of(st.none(), st.just(0) if role == "ingress" else st.integers(1, 255)))
+        return CounterRecord(draw(name), draw(name), role, k, draw(st.sampled_from([0.5, 1.0, 2.0, 10.0])), k % 2,
+                             draw(st.integers(0, 2**63)), draw(st.integers(0, 2**63)),
+                             read_ns=draw(st.one_of(st.none(), st.integers(0, 2**63))),
+                             flowmon_id=draw(st.one_of(st.none(), st.integers(1, 1048575))), position=position)
+    return build()
+
+
+def exporter_stamps():
+    @st.composite
+    def build(draw):
+        t1 = draw(st.integers(1, 2**62))
+        lost = draw(st.booleans())
+        if lost:
+            t2 = t3 = t4 = None
+        else:
+            t2 = draw(st.integers(1, 2**62))
+            t3 = t2 + draw(st.integers(0, 10**6))
+            t4 = t1 + draw(st.integers(0, 10**9))
+        return StampSample(draw(st.text(min_size=1, max_size=20)), draw(st.integers(0, 4294967295)),
+                           draw(st.sampled_from([1.0, 2.0])), t1, t2, t3, t4, lost,
+                           sender=draw(st.one_of(st.none(), st.text(max_size=5))),
+                           reflector=draw(st.one_of(st.none(), st.text(max_size=5))),
+                           timestamps=draw(st.one_of(st.none(), st.just({"t1": "software-tx", "t2": "kernel"}))),
+                           ttl=draw(st.one_of(st.none(), st.integers(0, 255))),
+                           reflector_seq=draw(st.one_of(st.none(), st.integers(0, 2**32))))
+    return build()
+
+
+# -- counters ------------------------------------------------------------------------------------------
+
+@SETTINGS
+@given(st.one_of(raw_json(counters_doc()), mutated(exporter_counters().map(CounterRecord.to_json))))
+@example(b'{"v":1.0,"node":"r1","flow":"f","role":"ingress","period":4,"period_s":2,"color":0,"packets":1,"bytes":1}')
+@example(b'{"v":1,"node":"r1","flow":"f","role":"ingress","period":4.0,"period_s":2,"color":0,"packets":1,"bytes":1}')
+@example(b'{"v":true,"node":"r1","flow":"f","role":"ingress","period":4,"period_s":2,"color":0,"packets":1,"bytes":1}')
+@example(b'{"v":1,"node":"r1","flow":"f","role":"ingress","period":4,"period_s":1e400,"color":0,"packets":1,"bytes":1}')
+@example(b'{"v":1,"node":"\\ud800","flow":"f","role":"ingress","period":4,"period_s":2,"color":0,"packets":1,"bytes":1}')
+@example(b'\xef\xbb\xbf{"v":1,"node":"r1","flow":"f","role":"ingress","period":4,"period_s":2,"color":0,"packets":1,"bytes":1}')
+@example(b'{"v":1,"node":"r1","flow":"f","role":"egress","period":5,"period_s":2,"color":1,"packets":1,"bytes":1,"position":0}')
+@example(b'{"v":1,"node":"r1","flow":"f","role":"ingress","period":4,"period_s":2,"color":0,"packets":1,"bytes":1,"x":NaN}')
+@example(b'{"v":1,"node":"r1","flow":"f","role":"ingress","period":4,"period_s":2,"color":0,"packets":1,"bytes":1,"read_ns":null}')
+@example(None)
+@example(b"")
+def test_counters_decode_as_the_reference_decodes(raw):
+    assert outcome(decode.decode_counters, raw) == outcome(records.decode_counters, raw)
+    if decode.typed(records.COUNTERS, raw) is not None:
+        assert schema_accepts(records.COUNTERS, raw)
+
+
+@SETTINGS
+@given(exporter_counters())
+def test_counters_as_exporters_write_them_take_the_fast_path(record):
+    raw = record.to_json()
+    assert decode.fast_counters(raw) == record
+    assert outcome(decode.decode_counters, raw) == outcome(records.decode_counters, raw)
+
+
+def test_a_record_too_large_or_absent_has_the_reference_reason():
+    for raw in (None, b" " * (records.MAX_RECORD_BYTES + 1)):
+        with pytest.raises(RecordError) as fast:
+            decode.decode_counters(raw)
+        with pytest.raises(RecordError) as reference:
+            records.decode_counters(raw)
+        assert str(fast.value) == str(reference.value)
+
+
+def test_a_schema_valid_record_in_another_form_is_still_accepted():
+    raw = b'{"v":1.0,"node":"r1","flow":"f","role":"ingress","period":4.0,"period_s":2,"color":0,"packets":1,"bytes":1}'
+    assert decode.fast_counters(raw) is None  # not canonical: the typed decoder leaves it to the reference ...
+    assert decode.decode_counters(raw) == records.decode_counters(raw)  # ... which accepts it, as the schema does
+
+
+# -- stamp ---------------------------------------------------------------------------------------------
+
+@SETTINGS
+@given(st.one_of(raw_json(stamp_doc()), mutated(exporter_stamps().map(StampSample.to_json))))
+@example(b'{"v":1,"session":"s","seq":1,"period_s":1,"t1":5,"t2":null,"t3":null,"t4":null,"lost":true}')
+@example(b'{"v":1,"session":"s","seq":1,"period_s":1,"t1":5,"t2":6,"t3":7,"t4":4,"lost":false}')
+@example(b'{"v":1,"session":"s","seq":1,"period_s":1,"t1":5,"t3":null,"t4":null,"lost":true}')
+@example(b'{"v":1,"session":"s","seq":1,"period_s":1,"t1":5,"t2":null,"t3":null,"t4":null,"lost":1}')
+@example(b'{"v":1,"session":"s","seq":1,"period_s":1,"t1":5,"t2":null,"t3":null,"t4":null,"lost":true,"sender":null}')
+@example(b'{"v":1,"session":"s","seq":1,"period_s":1,"t1":5,"t2":null,"t3":null,"t4":null,"lost":true,"timestamps":{"t1":1}}')
+def test_stamp_samples_decode_as_the_reference_decodes(raw):
+    assert outcome(decode.decode_stamp, raw) == outcome(records.decode_stamp, raw)
+    if decode.typed(records.STAMP, raw) is not None:
+        assert schema_accepts(records.STAMP, raw)
+
+
+@SETTINGS
+@given(exporter_stamps())
+def test_stamp_samples_as_senders_write_them_take_the_fast_path(sample):
+    raw = sample.to_json()
+    assert decode.fast_stamp(raw) == sample
+    assert outcome(decode.decode_stamp, raw) == outcome(records.decode_stamp, raw)
+
+
+# -- every edge of every member, one at a time -----------------------------------------------------------
+
+COUNTER_BASES = [
+    CounterRecord("r1", "f1", "ingress", 40, 2.0, 0, 10, 1000).to_dict(),
+    CounterRecord("r3", "f1", "transit", 41, 2.0, 1, 10, 1000, read_ns=5, flowmon_id=7, position=2).to_dict(),
+]
+STAMP_BASES = [
+    StampSample("s1", 3, 1.0, 10, 20, 30, 40, False, "r1", "r4", {"t1": "kernel"}, 64, 9).to_dict(),
+    StampSample("s1", 4, 1.0, 10, None, None, None, True).to_dict(),
+]
+
+
+def single_edges(topic, bases):
+    properties = records.schema(topic)["properties"]
+    for base in bases:
+        for name in sorted(properties) + ["extra"]:
+            yield {k: v for k, v in base.items() if k != name}  # left out
+            for value in edges(properties.get(name, {})) + [None, "x", 1.5, [], {}]:
+                yield {**base, name: value}
+
+
+@pytest.mark.parametrize("topic, fast, reference, bases", [
+    (records.COUNTERS, decode.decode_counters, records.decode_counters, COUNTER_BASES),
+    (records.STAMP, decode.decode_stamp, records.decode_stamp, STAMP_BASES),
+])
+def test_every_edge_of_every_member_decodes_as_the_reference_decodes(topic, fast, reference, bases):
+    checked = 0
+    for doc in single_edges(topic, bases):
+        raw = json.dumps(doc).encode()
+        assert outcome(fast, raw) == outcome(reference, raw), raw
+        if decode.typed(topic, raw) is not None:
+            assert schema_accepts(topic, raw), raw
+        checked += 1
+    assert checked > 200

@@ -1,0 +1,73 @@
+"""The processor's batch publisher against kafka-python's record reader and the real broker (Tansu)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kafka import KafkaConsumer, TopicPartition
+from kafka.record.default_records import DefaultRecordBatch
+
+from srv6pm.kafka import ensure_topics
+from srv6pm.processor.publish import Publisher, Send, encode_batch
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=300)), st.binary(max_size=20000)),
+                min_size=1, max_size=40),
+       st.integers(min_value=0, max_value=2**41))
+def test_a_batch_reads_back_with_kafka_pythons_reader(records, timestamp_ms):
+    batch = DefaultRecordBatch(encode_batch(records, timestamp_ms))
+    assert batch.validate_crc()
+    assert (batch.magic, batch.compression_type, batch.records_count) == (2, 0, len(records))
+    got = [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in batch]
+    assert got == [(i, timestamp_ms, k, v, []) for i, (k, v) in enumerate(records)]
+
+
+def read_all(bootstrap, topic, partitions, count, timeout_s=20):
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        for tp, messages in consumer.poll(timeout_ms=300).items():
+            got += [(tp.partition, m.key, m.value) for m in messages]
+    consumer.close()
+    return got
+
+
+@pytest.mark.services
+def test_records_are_appended_in_order_per_partition_across_several_batches(fresh_broker):
+    ensure_topics(fresh_broker, {"t.out": 3, "t.letters": 2})
+    publisher = Publisher({"bootstrap_servers": fresh_broker}, "test-publisher", max_batch_bytes=2000)
+    try:
+        sends = [Send("t.out", i % 3, b"k%d" % i, b"v%d-" % i + b"x" * 100) for i in range(300)]
+        sends += [Send("t.letters", None, b"flow-a", b"keyed"), Send("t.letters", None, None, b"unkeyed")]
+        assert publisher.publish(sends) == []
+        assert publisher.publish([Send("t.out", 1, None, b"after")]) == []
+    finally:
+        publisher.close()
+    got = read_all(fresh_broker, "t.out", [0, 1, 2], 301)
+    for p in range(3):  # 100 records of about 110 bytes per partition: six batches of 2000 bytes or less each
+        want = [(s.key, s.value) for s in sends[:300] if s.partition == p] + ([(None, b"after")] if p == 1 else [])
+        assert [(k, v) for q, k, v in got if q == p] == want
+    letters = read_all(fresh_broker, "t.letters", [0, 1], 2)
+    assert sorted(v for _, _, v in letters) == [b"keyed", b"unkeyed"]
+
+
+@pytest.mark.services
+def test_a_send_the_broker_refuses_comes_back_with_its_error_and_the_others_go_through(fresh_broker):
+    ensure_topics(fresh_broker, {"t.out": 2})
+    publisher = Publisher({"bootstrap_servers": fresh_broker}, "test-publisher")
+    try:
+        bad = Send("t.out", 7, b"k", b"no such partition")
+        failed = publisher.publish([Send("t.out", 0, b"k", b"fine"), bad, Send("t.out", 1, None, b"also fine")])
+    finally:
+        publisher.close()
+    assert [send for send, _ in failed] == [bad]
+    assert isinstance(failed[0][1], Exception)
+    assert sorted(v for _, _, v in read_all(fresh_broker, "t.out", [0, 1], 2)) == [b"also fine", b"fine"]
