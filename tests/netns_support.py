@@ -43,3 +43,22 @@ def wait_for(read, expected, timeout: float = 3.0):
         time.sleep(0.1)
         value = read()
     return value
+
+
+def square_plan(prefix: str):
+    """The example scenario's square a - b - c - d - a with test-unique node names (``prefix`` + random + a..d):
+    f1 from a to d via b, c; f2 from a to c via d. Returns the lab's addressing plan (nothing is built)."""
+    import secrets
+
+    from srv6pm.lab import scenario, topology
+    tag = secrets.token_hex(2)
+    a, b, c, d = (f"{prefix}{tag}{x}" for x in "abcd")
+    text = f"""
+period: 1
+nodes: [{a}, {b}, {c}, {d}]
+links: [[{a}, {b}], [{b}, {c}], [{c}, {d}], [{a}, {d}]]
+flows:
+  - {{name: f1, from: {a}, to: {d}, via: [{b}, {c}], rate: 10}}
+  - {{name: f2, from: {a}, to: {c}, via: [{d}], rate: 10}}
+"""
+    return topology.plan(scenario.parse(text, source="test"))

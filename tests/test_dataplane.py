@@ -12,13 +12,13 @@ import socket
 import time
 
 import pytest
-from netns_support import send, skip_reason, wait_for
+from netns_support import send, skip_reason, square_plan, wait_for
 from pyroute2 import netns as pr_netns
 
 from srv6pm import netns as nsutil
 from srv6pm.exporter.dataplane import CountingTable, DataplaneError, FlowMatch
 from srv6pm.exporter.nft import Nft
-from srv6pm.lab import network, scenario, topology
+from srv6pm.lab import network, topology
 
 
 _REASON = skip_reason()
@@ -29,21 +29,8 @@ PACKET_BYTES = 40 + 8 + PAYLOAD  # inner IPv6 header + UDP header + payload
 DSCP = (11, 15)
 
 
-def _scenario_text(tag: str) -> str:
-    a, b, c, d = (f"tp{tag}{x}" for x in "abcd")
-    # the example scenario with test-unique node names:  a - b - c - d - a
-    return f"""
-period: 1
-nodes: [{a}, {b}, {c}, {d}]
-links: [[{a}, {b}], [{b}, {c}], [{c}, {d}], [{a}, {d}]]
-flows:
-  - {{name: f1, from: {a}, to: {d}, via: [{b}, {c}], rate: 10}}
-  - {{name: f2, from: {a}, to: {c}, via: [{d}], rate: 10}}
-"""
-
-
 def _new_plan() -> topology.Plan:
-    return topology.plan(scenario.parse(_scenario_text(secrets.token_hex(2)), source="test"))
+    return square_plan("tp")
 
 
 def _assert_gone(plan: topology.Plan) -> None:

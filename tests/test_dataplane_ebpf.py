@@ -19,14 +19,14 @@ import subprocess
 import time
 
 import pytest
-from netns_support import send, skip_reason, wait_for
+from netns_support import send, skip_reason, square_plan, wait_for
 
 from srv6pm import bpf
 from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
 from srv6pm.exporter.ebpf import EbpfTable, Point
 from srv6pm.exporter.nft import Nft
-from srv6pm.lab import network, scenario, topology
+from srv6pm.lab import network
 
 _REASON = skip_reason() or (None if ebpf.OBJECT.exists() else f"{ebpf.OBJECT} is not built (./setup.sh)")
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
@@ -35,21 +35,9 @@ PAYLOAD = 100
 PACKET_BYTES = 40 + 8 + PAYLOAD  # the inner IPv6 packet: header + UDP header + payload
 
 
-def _scenario_text(tag: str) -> str:
-    a, b, c, d = (f"te{tag}{x}" for x in "abcd")
-    return f"""
-period: 1
-nodes: [{a}, {b}, {c}, {d}]
-links: [[{a}, {b}], [{b}, {c}], [{c}, {d}], [{a}, {d}]]
-flows:
-  - {{name: f1, from: {a}, to: {d}, via: [{b}, {c}], rate: 10}}
-  - {{name: f2, from: {a}, to: {c}, via: [{d}], rate: 10}}
-"""
-
-
 @pytest.fixture(scope="module")
 def lab():
-    plan = topology.plan(scenario.parse(_scenario_text(secrets.token_hex(2)), source="test"))
+    plan = square_plan("te")
     try:
         network.build(plan)
         yield plan
