@@ -35,7 +35,8 @@ If any step fails, everything created so far is removed before the
 :func:`teardown` (alias :func:`clean`) deletes exactly the namespaces of the
 plan that exist, which also deletes their veths (and the eBPF programs attached
 to them), and the bpffs folders in which the exporters of the plan's nodes
-pinned their maps (``/sys/fs/bpf/srv6pm-exporter/<node>``); it is idempotent.
+pinned their maps (``/sys/fs/bpf/srv6pm-exporter/<node>`` and, for their eBPF
+STAMP reflectors, ``/sys/fs/bpf/srv6pm-stamp/<node>``); it is idempotent.
 
 Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN).
 """
@@ -55,6 +56,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from srv6pm import bpf
 from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
+from srv6pm.stamp import ebpf as stamp_ebpf
 from srv6pm.exporter.nft import Nft
 from srv6pm.lab import arrivals
 from srv6pm.lab.topology import HOST_IFNAME, HOST_PEER_IFNAME, HostPlan, NodePlan, Plan
@@ -384,8 +386,9 @@ def teardown(plan: Plan) -> list[str]:
             removed.append(ns)
         except OSError as exc:
             failed.append(f"{ns} ({_reason(exc)})")
-    for node in plan.scenario.nodes:  # the exporters' pinned counters outlive the namespaces
+    for node in plan.scenario.nodes:  # pinned maps outlive the namespaces (and a killed exporter)
         bpf.unpin(ebpf.pin_dir(node))
+        bpf.unpin(stamp_ebpf.PIN_ROOT / node)  # the exporter's eBPF STAMP reflector, named after the node
     if failed:
         raise NetworkError(f"cannot remove network namespace(s): {', '.join(failed)}")
     return removed
