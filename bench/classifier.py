@@ -24,16 +24,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import socket
 import sys
 import time
 import uuid
+
+from flood import arrived, flood
 
 from srv6pm.exporter.dataplane import CountingTable, FlowMatch
 from srv6pm.exporter.nft import Nft
 from srv6pm.lab import network, topology
 from srv6pm.lab.scenario import parse
-from srv6pm.netns import NetnsThread
 
 DSCP = 11  # colour 0
 
@@ -62,33 +62,6 @@ def rule_per_flow(nft: Nft, flows: list[FlowMatch]) -> None:
     nft.run(cmds)
 
 
-def blast(thread: NetnsThread, src: str, dst: str, seconds: float) -> int:
-    def run():
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, DSCP << 2)
-        sock.bind((src, 0))
-        payload = b"\0" * 64
-        sent = 0
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for _ in range(256):
-                try:
-                    sock.sendto(payload, (dst, 9))
-                    sent += 1
-                except OSError:
-                    pass
-        sock.close()
-        return sent
-    return thread.call(run)
-
-
-def forwarded(nft: Nft, dev_ns_table: str = "srv6pm_host") -> int:
-    """Packets that reached the egress host (its sink table counts them)."""
-    out = nft.run([{"list": {"table": {"family": "ip6", "name": dev_ns_table}}}])
-    return sum(o["rule"]["expr"][-2]["counter"]["packets"] for o in out if "rule" in o
-               and any("counter" in e for e in o["rule"]["expr"]))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flows", default="1,100,1000", help="flow counts to measure (default 1,100,1000)")
@@ -109,17 +82,16 @@ flows: [{{name: m, from: {p}a, to: {p}c, via: [{p}b], rate: 1}}]
     flow = plan.flow("m")
     network.build(plan)
     try:
-        sender = NetnsThread(flow.src_netns)
         egress = Nft(flow.egress)
         sink = Nft(flow.dst_netns)
         measured = FlowMatch("m", *plan.flow_match("m"))
         rows = []
 
         def measure(label: str, n: int | None) -> None:
-            before = forwarded(sink)
-            sent = blast(sender, flow.src_addr, flow.dst_addr, args.seconds)
+            before = arrived(sink)
+            sent = flood(flow.src_netns, flow.dst_addr, args.seconds, dscp=DSCP, src=flow.src_addr)
             time.sleep(0.2)
-            got = forwarded(sink) - before
+            got = arrived(sink) - before
             rows.append((label, n, sent / args.seconds, got / args.seconds))
             print(f"  {label:6} flows={n if n is not None else '-':>5}  sent {sent / args.seconds:10.0f}/s  "
                   f"forwarded {got / args.seconds:10.0f}/s", file=sys.stderr, flush=True)
@@ -142,7 +114,6 @@ flows: [{{name: m, from: {p}a, to: {p}c, via: [{p}b], rate: 1}}]
         lo, hi = min(counts), max(counts)
         print(f"\nsets:  {hi} flows vs {lo}: {sets[hi] / sets[lo]:.2f}x the rate")
         print(f"rules: {hi} flows vs {lo}: {rules[hi] / rules[lo]:.2f}x the rate")
-        sender.close()
         egress.close()
         sink.close()
     finally:

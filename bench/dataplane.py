@@ -38,13 +38,13 @@ import argparse
 import ipaddress
 import json
 import secrets
-import socket
 import struct
 import sys
 import time
 
+from flood import arrived, flood
+
 from srv6pm import bpf
-from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
 from srv6pm.exporter.dataplane import CountingTable, FlowMatch
 from srv6pm.exporter.nft import Nft
@@ -68,25 +68,6 @@ def other_flows(count: int) -> list[tuple[str, str]]:
             for i in range(count)]
 
 
-def blast(netns: str, dst: str, size: int, seconds: float) -> int:
-    """Send UDP datagrams to ``dst`` from inside ``netns`` for ``seconds``; return how many were sent."""
-    with nsutil.NetnsThread(netns) as t:
-        sock = t.call(socket.socket, socket.AF_INET6, socket.SOCK_DGRAM)
-    payload = b"x" * max(0, size - UDP_IP6)
-    sent = 0
-    with sock:
-        sock.setblocking(False)
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for _ in range(256):
-                try:
-                    sock.sendto(payload, (dst, 9))
-                    sent += 1
-                except BlockingIOError:
-                    pass
-    return sent
-
-
 def encapsulated(src: str, dst: str, segments: tuple[str, ...], size: int) -> bytes:
     """Ethernet + outer IPv6 + SRH + the inner UDP packet of ``size`` octets: what H.Encaps makes."""
     def ip6(s: str, d: str, nh: int, payload: bytes) -> bytes:
@@ -96,14 +77,6 @@ def encapsulated(src: str, dst: str, segments: tuple[str, ...], size: int) -> by
     segs = b"".join(ipaddress.IPv6Address(x).packed for x in reversed(segments))
     srh = struct.pack("!BBBBBBH", 41, len(segs) // 8, 4, len(segments) - 1, len(segments) - 1, 0, 0) + segs
     return bytes(12) + b"\x86\xdd" + ip6("fcff::1", segments[0], 43, srh + inner)
-
-
-def arrived(nft: Nft) -> int:
-    """Packets the destination host's drop rule counted (the lab's host table)."""
-    for obj in nft.run([{"list": {"table": {"family": "ip6", "name": network.HOST_TABLE}}}]):
-        if "rule" in obj:
-            return next(e["counter"]["packets"] for e in obj["rule"]["expr"] if "counter" in e)
-    return 0
 
 
 class Backend:
@@ -184,7 +157,7 @@ def run(args) -> list[dict]:
     try:
         network.build(plan)
         host = Nft(flow.dst_netns)
-        blast(flow.src_netns, flow.dst_addr, args.size, 0.3)  # neighbour caches
+        flood(flow.src_netns, flow.dst_addr, 0.3, payload=args.size - UDP_IP6)  # neighbour caches
         try:
             for n in args.flows:
                 baseline = None
@@ -196,7 +169,7 @@ def run(args) -> list[dict]:
                         total = 0
                         for _ in range(args.repeat):
                             before = arrived(host)
-                            sent = blast(flow.src_netns, flow.dst_addr, args.size, args.seconds)
+                            sent = flood(flow.src_netns, flow.dst_addr, args.seconds, payload=args.size - UDP_IP6)
                             time.sleep(0.2)
                             got = arrived(host) - before
                             total += got
