@@ -389,6 +389,10 @@ class CountingTable:
         ], needs_table=True)
         self._colour = colour
 
+    def read_all(self, colour: int) -> dict[str, Reading]:
+        """Role -> the counters of ``colour``, for each role with installed flows (the eBPF table's interface)."""
+        return {role: self.read(role, colour) for role in ROLES if self._flows and self._flows[role]}
+
     def read(self, role: str, colour: int) -> Reading:
         """The counters of ``role`` (``"ingress"``/``"egress"``) and ``colour``.
 

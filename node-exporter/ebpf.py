@@ -246,10 +246,6 @@ class EbpfTable:
                 counts[p.role][p.name] = (sum(value[0::2]), sum(value[1::2]))
         return {role: Reading(role, colour, counts[role], self.generation) for role in ROLES}
 
-    def read(self, role: str, colour: int) -> Reading:
-        """The counters of one role and colour (see :meth:`read_all`)."""
-        return self.read_all(colour)[role]
-
     # -- lifecycle -------------------------------------------------------------------
     def detach(self) -> None:
         """Take the programs off every interface (counting and marking stop; maps stay pinned)."""

@@ -202,7 +202,7 @@ class Exporter:
             if self._table is None:
                 return out
             for colour in (0, 1):
-                readings = self._read_all(colour)
+                readings = self._table.read_all(colour)
                 for role in ROLES:
                     if not self._flows[role]:
                         continue
@@ -212,12 +212,6 @@ class Exporter:
                                           reading.generation)
                     out.append((role, colour, reading))
         return out
-
-    def _read_all(self, colour: int) -> dict[str, Reading]:
-        """Role -> reading of ``colour`` for every role with flows (one batch read with ebpf)."""
-        if self.config.dataplane == "ebpf":
-            return self._table.read_all(colour)
-        return {role: self._table.read(role, colour) for role in ROLES if self._flows[role]}
 
     def flow_ids(self, flow: str, role: str) -> tuple[int, int] | None:
         """(flowmon_id, position) of a counted flow with the ebpf data plane, else None."""
@@ -310,7 +304,7 @@ class Exporter:
         with self.lock:
             if self._table is None:
                 return
-            readings = self._read_all(colour)
+            readings = self._table.read_all(colour)
             for role in ROLES:
                 if not self._flows[role]:
                     continue
