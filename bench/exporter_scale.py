@@ -30,18 +30,12 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mib() -> float:
@@ -147,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     from srv6pm import records
     from srv6pm.kafka import ensure_topics
     from srv6pm.lab.broker import EmbeddedBroker
+    from srv6pm.ports import free_port
     counts = [int(x) for x in args.flows.split(",")]
-    with EmbeddedBroker(port=_free_port()) as broker:
+    with EmbeddedBroker(port=free_port()) as broker:
         ensure_topics(broker.bootstrap, {records.COUNTERS: 4})
         for dataplane in args.dataplanes.split(","):
             base = None

@@ -26,6 +26,7 @@ import socket
 import time
 
 from srv6pm.kafka import BrokerUnavailableError, wait_for_broker
+from srv6pm.ports import free_port
 
 from .process import ChildProcess
 
@@ -97,7 +98,10 @@ class EmbeddedBroker:
             raise RuntimeError("broker already started")
         binary = self.binary or _tansu_binary()
         if self.port == 0:
-            self.port = _free_port(self.host)
+            try:
+                self.port = free_port(self.host)
+            except OSError as exc:
+                raise BrokerStartError(f"cannot listen on {self.host}: {exc.strerror}") from exc
         elif not _port_is_free(self.host, self.port):
             raise BrokerStartError(
                 f"cannot start Kafka broker: {self.bootstrap} is already in use "
@@ -220,11 +224,3 @@ def _accepts_connections(host: str, port: int, timeout: float) -> bool:
         return False
 
 
-def _free_port(host: str) -> int:
-    """A port that is free on ``host`` right now (another process may still take it)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, 0))
-        except OSError as exc:
-            raise BrokerStartError(f"cannot listen on {host}: {exc.strerror}") from exc
-        return sock.getsockname()[1]

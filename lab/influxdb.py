@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from srv6pm.lab.process import ChildProcess
+from srv6pm.ports import free_ports
 from srv6pm.lab.influx_front import DEFAULT_MAX_BODY_BYTES, InfluxFront
 
 __all__ = ["EmbeddedInfluxDB", "InfluxDBStartError"]
@@ -212,7 +213,7 @@ class EmbeddedInfluxDB:
 
     def _start_engine(self, binary: str, started: float) -> None:
         assert self._directory is not None
-        http_port, rpc_port = _free_ports(_ENGINE_HOST, 2)
+        http_port, rpc_port = free_ports(_ENGINE_HOST, 2)
         config = self._directory / "influxdb.conf"
         config.write_text(self._config(http_port, rpc_port), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_")}  # they override the file
@@ -333,19 +334,6 @@ bind-address = {q(f"{_ENGINE_HOST}:{rpc_port}")}
 class _PortTaken(InfluxDBStartError):
     """influxd lost the race for the internal ports picked for it."""
 
-
-def _free_ports(host: str, count: int) -> list[int]:
-    """``count`` distinct ports free on ``host`` right now (another process may still take them)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _request(

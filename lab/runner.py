@@ -49,6 +49,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.ports import free_ports
 
 from . import arrivals, control, network, topology
 from .process import ChildProcess
@@ -148,7 +149,7 @@ class Lab:
         for link in self.plan.links:
             if link.delay_ms > 0:
                 self._spawn_delay(link)
-        self.grpc_ports = {node: _free_tcp_port(self.grpc_host) for node in self.scenario.nodes}
+        self.grpc_ports = dict(zip(self.scenario.nodes, free_ports(self.grpc_host, len(self.scenario.nodes))))
         for node in self.scenario.nodes:
             self._spawn_exporter(node)
         if self.processor:
@@ -336,14 +337,6 @@ class Lab:
         topics = (records.LOSS, records.DELAY) + ((records.ALARMS,) if alarms else ())
         return ResultReader(self.kafka, topics, from_beginning)
 
-
-def _free_tcp_port(host: str) -> int:
-    """A TCP port free on ``host`` right now."""
-    import socket
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class ResultReader:

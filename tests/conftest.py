@@ -14,20 +14,16 @@ Every service is stopped (and its temporary directory removed) when its scope en
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from srv6pm.lab.broker import EmbeddedBroker
 from srv6pm.lab.influxdb import EmbeddedInfluxDB
+from srv6pm.ports import free_port
 
 
-def find_free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` now (the kernel's choice; another process may still take it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+find_free_port = free_port  # tests import it under this name
 
 
 @pytest.fixture(autouse=True)
