@@ -71,6 +71,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from srv6pm.errors import InputError
 from srv6pm import netspec, yamlfile
 from srv6pm.netspec import MAX_SEGMENTS, Link, kind
 from srv6pm.southbound import validate
@@ -91,7 +92,7 @@ _DECAP = ("End.DX6", "End.DT6")
 MAX_NODES = 1024
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """The collector configuration is unreadable or invalid; ``str()`` is one line."""
 
 

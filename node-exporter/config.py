@@ -75,6 +75,7 @@ from typing import NamedTuple
 
 from srv6pm import yamlfile
 
+from srv6pm.errors import InputError
 from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND
 
 __all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "GrpcSettings", "Override", "ReflectorSettings",
@@ -85,7 +86,7 @@ ROLES = ("ingress", "transit", "egress")
 DATAPLANES = ("ebpf", "nftables")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """The exporter configuration is invalid; ``str()`` is one line."""
 
 

@@ -36,6 +36,7 @@ import threading
 from kafka import KafkaProducer
 
 from srv6pm import metrics, records
+from srv6pm.errors import OperationError
 from srv6pm.netns import NetnsError
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp import TIMESTAMP_KINDS, ReflectorConfig, Sender, SenderConfig, StampError
@@ -47,7 +48,7 @@ __all__ = ["ProbeError", "Probes"]
 log = logging.getLogger("srv6pm.exporter.stamp")
 
 
-class ProbeError(RuntimeError):
+class ProbeError(OperationError, RuntimeError):
     """A STAMP session or reflector cannot run; ``str()`` is ``"<what>: <reason>"`` (the kernel's reason)."""
 
 

@@ -29,11 +29,11 @@ from pathlib import Path
 
 from srv6pm import __version__, logs, metrics
 from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings
-from srv6pm.stopping import Stop, quiet_on_closed_pipe, status_of
+from srv6pm.exits import guard
+from srv6pm.stopping import Stop, quiet_on_closed_pipe
 
 log = logging.getLogger("srv6pm")
 
-EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -451,21 +451,7 @@ def _main(argv: list[str] | None) -> int:
         ("exporter", "run"): cmd_exporter_run, ("processor", "run"): cmd_processor_run,
     }[(args.command, getattr(args, "lab_command", None) or getattr(args, "exporter_command", None)
        or getattr(args, "processor_command", None))]
-    from srv6pm.exporter.config import ConfigError as ExporterConfigError
-    from srv6pm.lab.scenario import ScenarioError
-    try:
-        return handler(args)
-    except (ConfigError, ScenarioError, ExporterConfigError) as exc:
-        print(f"srv6pm: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal before the command's stop was ready
-        return status_of(exc)
-    except BrokenPipeError:
-        raise  # main's: quiet, 141
-    except Exception as exc:  # a clear last word instead of a traceback; -vv shows the traceback
-        log.debug("failure", exc_info=True)
-        print(f"srv6pm: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    return guard(lambda: handler(args))  # exit status and one line from the error's class (srv6pm.errors)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,13 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from srv6pm.errors import InputError
+
 __all__ = ["ConfigError", "InfluxSettings", "KafkaSettings"]
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A setting is missing or invalid; ``str()`` names it."""
 
 

@@ -53,6 +53,7 @@ from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from srv6pm.errors import OperationError
 from srv6pm.config import ConfigError
 
 __all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "api_call_interceptor", "get", "observe_all",
@@ -65,7 +66,7 @@ ENV_PORT = "SRV6PM_METRICS_PORT"
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
 
-class MetricsError(RuntimeError):
+class MetricsError(OperationError, RuntimeError):
     """The metrics endpoint could not be started; ``str()`` says why."""
 
 

@@ -68,6 +68,7 @@ import ipaddress
 import math
 import re
 
+from srv6pm.errors import InputError
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp.backends import BACKENDS as REFLECTOR_BACKENDS
 
@@ -98,7 +99,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NEEDS_NEXTHOP = {pb.SID_BEHAVIOR_END_X, pb.SID_BEHAVIOR_END_DX6}
 
 
-class InvalidArgument(ValueError):
+class InvalidArgument(InputError, ValueError):
     """A request field is missing or malformed. ``str()`` is ``"<field>: <message>"``."""
 
     def __init__(self, field: str, message: str):
