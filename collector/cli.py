@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 from typing import Callable
 
 from srv6pm import metrics
 from srv6pm.config import ConfigError as SettingsError
-from srv6pm.config import KafkaSettings
+from srv6pm.config import KafkaSettings, given, setting
 from srv6pm.exits import guard
 from srv6pm.stopping import Stop
 
@@ -48,7 +47,7 @@ def _add_state_dir(parser: argparse.ArgumentParser, what: str) -> None:
 
 def state_dir(args) -> str:
     """The state directory: ``--state-dir``, else ``$SRV6PM_COLLECTOR_STATE_DIR``, else the default."""
-    return args.state_dir or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
+    return setting(args, "state_dir", STATE_DIR_ENV, DEFAULT_STATE_DIR)
 
 
 def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] | None = None):
@@ -169,7 +168,7 @@ def cmd_run(args) -> int:
 
 def _graph(args):
     """ArangoGraph when an ArangoDB URL is given (flag or environment), else None (the collector's MemoryGraph)."""
-    if not (args.arango_url or os.environ.get("SRV6PM_ARANGO_URL")):
+    if given(args, "arango_url", "SRV6PM_ARANGO_URL") is None:
         return None
     from srv6pm.collector.arango import ArangoGraph, ArangoSettings
     return ArangoGraph.from_settings(ArangoSettings.from_args(args))
