@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 from typing import Callable
@@ -32,8 +31,6 @@ from srv6pm.exits import guard
 from srv6pm.stopping import Stop
 
 __all__ = ["DEFAULT_STATE_DIR", "STATE_DIR_ENV", "add_commands"]
-
-log = logging.getLogger("srv6pm.collector")
 
 DEFAULT_STATE_DIR = "/var/lib/srv6pm/collector"
 STATE_DIR_ENV = "SRV6PM_COLLECTOR_STATE_DIR"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -31,9 +30,6 @@ from srv6pm import __version__, logs, metrics
 from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings, given
 from srv6pm.exits import guard
 from srv6pm.stopping import Stop, quiet_on_closed_pipe
-
-log = logging.getLogger("srv6pm")
-
 
 
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 import threading
@@ -42,8 +41,6 @@ from srv6pm.stamp.timestamp import TimestampFormat
 from srv6pm.stopping import Stop
 
 __all__ = ["add_commands", "cmd_reflector", "cmd_sender"]
-
-log = logging.getLogger("srv6pm.stamp")
 
 
 KEY_HELP = ("file holding the shared HMAC-SHA-256 key: one line of hexadecimal digits (16 to 1024 octets; "

@@ -37,7 +37,7 @@ from srv6pm.lab.runner import Lab
 from srv6pm.netns import exists
 from srv6pm.ports import free_port
 
-from test_lab_e2e import DropRule
+from test_lab_e2e import DropRule, collect
 
 pytestmark = [
     pytest.mark.netns,
@@ -69,16 +69,6 @@ stamp:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def poll(lab, until, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lab.seen += lab.reader.poll(0.3)
-        lab.check_children()
-        if until(lab.seen):
-            return
-    raise AssertionError(f"timed out; {len(lab.seen)} results so far")
 
 
 def loss(results, flow=None, complete=None):
@@ -204,7 +194,7 @@ def run():
 def _steps(lab, nodes, started_ms) -> Run:
     a, b, c, d = nodes
     clock = PeriodClock(PERIOD)
-    poll(lab, lambda rs: all(len(loss(rs, f, True)) >= 2 for f in ("f1", "f2")) and len(delay(rs, "round_trip")) >= 2)
+    collect(lab, lambda rs: all(len(loss(rs, f, True)) >= 2 for f in ("f1", "f2")) and len(delay(rs, "round_trip")) >= 2)
 
     # Loss: drop one in five of f1's packets at transit node b for four periods.
     drop = DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
@@ -226,7 +216,7 @@ def _steps(lab, nodes, started_ms) -> Run:
     time.sleep(3.2 * PERIOD)
     lab.restart(f"exporter-{c}")
     t_back = clock.current()
-    poll(lab, lambda rs: all(max(r["period"] for r in loss(rs, f, True)) >= t_back + 3 for f in ("f1", "f2")))
+    collect(lab, lambda rs: all(max(r["period"] for r in loss(rs, f, True)) >= t_back + 3 for f in ("f1", "f2")))
     # The restarted exporter's first records may be what completed those periods: let the processor write
     # two more health points, so that the latest one before alive_ms has seen them (all exporters still run).
     time.sleep(2 * HEALTH_INTERVAL + 0.2)
