@@ -30,12 +30,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from arango import ArangoClient
 from arango.exceptions import ArangoError, ArangoServerError
 from arango.http import DefaultHTTPClient
 
-from srv6pm.config import ConfigError, _readable, _secret
+from srv6pm.config import ConfigError, readable, secret, setting
 
 from .graph import EDGE_DEFINITIONS, GRAPH, LINKS, NODES, NO_DELAY_WEIGHT, PATHS, GraphStore, GraphStoreError
 
@@ -82,10 +83,7 @@ class ArangoSettings:
                   env: Mapping[str, str] | None = None) -> "ArangoSettings":
         """Resolve flags, then environment, then defaults; raise ConfigError naming a bad or missing setting."""
         env = os.environ if env is None else env
-
-        def pick(attr: str, var: str):
-            value = getattr(args, attr, None) if args is not None else None
-            return value if value not in (None, "") else env.get(var) or None
+        pick = partial(setting, args, env=env)
 
         url = pick("arango_url", "SRV6PM_ARANGO_URL") or cls.url
         if not url.startswith(("http://", "https://")):
@@ -94,13 +92,13 @@ class ArangoSettings:
         if not _DB_NAME.fullmatch(database):
             raise ConfigError(f"ArangoDB database {database!r} is not a valid name "
                               "(a letter, then letters, digits, '_' or '-'; at most 64)")
-        password = _secret(env, "SRV6PM_ARANGO_PASSWORD")
+        password = secret(env, "SRV6PM_ARANGO_PASSWORD")
         if password is None:
             raise ConfigError("ArangoDB password: set SRV6PM_ARANGO_PASSWORD or SRV6PM_ARANGO_PASSWORD_FILE "
                               "(an empty file for a server without authentication)")
         return cls(url=url, database=database, user=pick("arango_user", "SRV6PM_ARANGO_USER") or cls.user,
                    password=password,
-                   cafile=_readable(pick("arango_cafile", "SRV6PM_ARANGO_CAFILE"), "ArangoDB CA file"))
+                   cafile=readable(pick("arango_cafile", "SRV6PM_ARANGO_CAFILE"), "ArangoDB CA file"))
 
 
 class ArangoGraph(GraphStore):

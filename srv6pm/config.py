@@ -3,7 +3,9 @@
 Each setting comes from a command-line flag, else from an environment
 variable, else from a default. Secrets (passwords, tokens) come only from the
 environment or from files, never from flags (which show in ``ps``) and never
-from defaults in code.
+from defaults in code. Every component resolves its settings this way with
+:func:`given` / :func:`setting` (flag, environment, default), :func:`secret`
+and :func:`readable` (below the table).
 
 ==========================  ===================================  =======================
 flag                        environment                          default
@@ -31,20 +33,55 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
-__all__ = ["ConfigError", "InfluxSettings", "KafkaSettings"]
+from srv6pm.errors import InputError
+
+__all__ = ["ConfigError", "Given", "InfluxSettings", "KafkaSettings", "given", "readable", "secret", "setting"]
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A setting is missing or invalid; ``str()`` names it."""
 
 
-def _secret(env: Mapping[str, str], name: str) -> str | None:
+@dataclass(frozen=True)
+class Given:
+    """A setting as given: its ``value`` and where it came from (``source``: ``--flag`` or ``SRV6PM_VAR``)."""
+
+    value: Any
+    source: str
+
+
+def given(args: argparse.Namespace | None, attr: str, var: str | None = None,
+          env: Mapping[str, str] | None = None) -> Given | None:
+    """Flag, then environment: the flag of ``args`` whose dest is ``attr``, else ``$var``; None when neither is given.
+
+    A flag counts as given unless it is None or ""; it keeps the type its
+    parser gave it, and its source is ``--attr-with-dashes``. A variable counts
+    as set unless it is empty or blank; its value is the text as set.
+    ``env`` defaults to ``os.environ``.
+    """
+    value = getattr(args, attr, None) if args is not None else None
+    if value is not None and value != "":
+        return Given(value, "--" + attr.replace("_", "-"))
+    env = os.environ if env is None else env
+    text = env.get(var) if var else None
+    return Given(text, var) if text and text.strip() else None
+
+
+def setting(args: argparse.Namespace | None, attr: str, var: str | None = None, default: Any = None,
+            env: Mapping[str, str] | None = None) -> Any:
+    """Flag, then environment, then ``default``: the value :func:`given` finds, else ``default``."""
+    found = given(args, attr, var, env)
+    return default if found is None else found.value
+
+
+def secret(env: Mapping[str, str], name: str) -> str | None:
     """The secret in ``$name``, or in the file named by ``$name_FILE`` (trailing newline stripped)."""
     value = env.get(name)
     path = env.get(f"{name}_FILE")
@@ -58,7 +95,8 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _readable(path: str | None, what: str) -> str | None:
+def readable(path: str | None, what: str) -> str | None:
+    """``path`` when it is None or a file this process can read; else ConfigError naming ``what``."""
     if path and not os.access(path, os.R_OK):
         raise ConfigError(f"{what} {path}: not a readable file")
     return path
@@ -96,12 +134,9 @@ class KafkaSettings:
     @classmethod
     def from_args(cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> "KafkaSettings":
         env = os.environ if env is None else env
+        pick = partial(setting, args, env=env)
 
-        def pick(attr: str, var: str):
-            value = getattr(args, attr, None) if args is not None else None
-            return value if value not in (None, "") else env.get(var) or None
-
-        cafile = _readable(pick("kafka_cafile", "SRV6PM_KAFKA_CAFILE"), "Kafka CA file")
+        cafile = readable(pick("kafka_cafile", "SRV6PM_KAFKA_CAFILE"), "Kafka CA file")
         protocol = pick("kafka_security_protocol", "SRV6PM_KAFKA_SECURITY_PROTOCOL") or ("SSL" if cafile else "PLAINTEXT")
         if protocol not in _PROTOCOLS:
             raise ConfigError(f"Kafka security protocol {protocol!r} is not one of {', '.join(_PROTOCOLS)}")
@@ -112,11 +147,11 @@ class KafkaSettings:
             bootstrap=pick("kafka", "SRV6PM_KAFKA_BOOTSTRAP") or cls.bootstrap,
             security_protocol=protocol,
             cafile=cafile,
-            certfile=_readable(pick("kafka_certfile", "SRV6PM_KAFKA_CERTFILE"), "Kafka client certificate"),
-            keyfile=_readable(pick("kafka_keyfile", "SRV6PM_KAFKA_KEYFILE"), "Kafka client key"),
+            certfile=readable(pick("kafka_certfile", "SRV6PM_KAFKA_CERTFILE"), "Kafka client certificate"),
+            keyfile=readable(pick("kafka_keyfile", "SRV6PM_KAFKA_KEYFILE"), "Kafka client key"),
             sasl_mechanism=mechanism,
             username=pick("kafka_username", "SRV6PM_KAFKA_USERNAME"),
-            password=_secret(env, "SRV6PM_KAFKA_PASSWORD"),
+            password=secret(env, "SRV6PM_KAFKA_PASSWORD"),
         )
         if protocol.startswith("SASL") and not (mechanism and settings.username and settings.password):
             raise ConfigError(f"Kafka {protocol} needs --kafka-sasl-mechanism, --kafka-username and "
@@ -163,10 +198,7 @@ class InfluxSettings:
     @classmethod
     def from_args(cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> "InfluxSettings":
         env = os.environ if env is None else env
-
-        def pick(attr: str, var: str):
-            value = getattr(args, attr, None) if args is not None else None
-            return value if value not in (None, "") else env.get(var) or None
+        pick = partial(setting, args, env=env)
 
         url = pick("influx_url", "SRV6PM_INFLUX_URL") or cls.url
         if not url.startswith(("http://", "https://")):
@@ -175,6 +207,6 @@ class InfluxSettings:
             url=url,
             org=pick("influx_org", "SRV6PM_INFLUX_ORG") or cls.org,
             bucket=pick("influx_bucket", "SRV6PM_INFLUX_BUCKET") or cls.bucket,
-            token=_secret(env, "SRV6PM_INFLUX_TOKEN"),
-            cafile=_readable(pick("influx_cafile", "SRV6PM_INFLUX_CAFILE"), "InfluxDB CA file"),
+            token=secret(env, "SRV6PM_INFLUX_TOKEN"),
+            cafile=readable(pick("influx_cafile", "SRV6PM_INFLUX_CAFILE"), "InfluxDB CA file"),
         )

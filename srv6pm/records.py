@@ -23,6 +23,8 @@ from typing import Any
 import jsonschema
 import msgspec
 
+from srv6pm.errors import InputError
+
 __all__ = [
     "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS", "EVENTS",
     "Alarm", "CounterEncoder", "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "Segment",
@@ -43,7 +45,7 @@ EVENTS = "srv6pm.events"
 MAX_RECORD_BYTES = 64 * 1024
 
 
-class RecordError(ValueError):
+class RecordError(InputError, ValueError):
     """A record cannot be used; ``str()`` is the reason, one line."""
 
 

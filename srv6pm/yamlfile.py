@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from srv6pm.errors import InputError
+
 __all__ = ["parse", "read"]
 
 
@@ -28,7 +30,7 @@ def read(path: str | Path, error: type[Exception]) -> str:
         raise error(f"{path}: not UTF-8 text") from None
 
 
-class _DuplicateKey(yaml.YAMLError):
+class _DuplicateKey(InputError, yaml.YAMLError):
     """A key given twice in one mapping; ``str()`` names it and both lines."""
 
 
