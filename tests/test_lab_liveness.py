@@ -4,7 +4,7 @@ Real namespaces, SRv6 routes, exporters, collector and the embedded broker. The 
 the test's own at the transit node that drops every forwarded IPv6 packet (both directions of the session);
 deleting it restores the path. The liveness alarm must appear on ``srv6pm.alarms`` with raised true, then
 false; the path_down / path_up events on ``srv6pm.events``; and the collector's graph must mark the session's
-path edge down, then up. Needs root; run under ``flock /tmp/srv6pm-netns.lock``. Nothing is timed: every wait
+path edge down, then up; and the lab's processor must have stored both as ``liveness`` points. Needs root; run under ``flock /tmp/srv6pm-netns.lock``. Nothing is timed: every wait
 has a generous guard against a hang only.
 """
 
@@ -19,6 +19,7 @@ import pytest
 
 from srv6pm import records
 from srv6pm.exporter.nft import Nft
+from srv6pm.influx import influxql
 from srv6pm.lab import scenario as scenario_mod
 from srv6pm.lab.runner import EventReader, Lab
 from srv6pm.netns import exists
@@ -127,6 +128,12 @@ def test_a_cut_path_is_declared_down_on_the_broker_and_in_the_graph_then_up(free
         up = wait("liveness alarm cleared", liveness(False))
         wait("graph edge of s1 marked up again", edge(True))
         changes = wait("path_down and path_up events", path_events)
+
+        def stored():  # the lab's processor stores the liveness alarms as InfluxDB points
+            (res,) = influxql(lab.influx, "SELECT \"up\", \"count\" FROM \"liveness\" WHERE \"session\" = 's1'")
+            series = res.get("series") or []
+            return series[0]["values"] if series and len(series[0]["values"]) >= 2 else None
+        points = wait("the two liveness points in InfluxDB", stored)
         reader.close()
         events.close()
     assert not any(exists(ns) for ns in lab.plan.namespaces), "namespaces left behind"
@@ -137,5 +144,6 @@ def test_a_cut_path_is_declared_down_on_the_broker_and_in_the_graph_then_up(free
     assert (down["value"], down["threshold"], up["value"], up["threshold"]) == (3, 3, 3, 3)
     assert down["last_reply_ns"] is not None and down["time_ns"] > down["last_reply_ns"]
     assert down_edge["liveness"]["time_ns"] == down["time_ns"] and down_edge["delay_us"] is None
+    assert [(t, up, count) for t, up, count in points] == [(down["time_ns"], 0, 3), (up["time_ns"], 1, 3)]
     assert [(e["kind"], e["node"], e["object"]) for e in changes] == [
         ("path_down", a, "stamp_session s1"), ("path_up", a, "stamp_session s1")]
