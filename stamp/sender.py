@@ -49,6 +49,7 @@ releases a sender that will not run.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import math
@@ -258,7 +259,8 @@ class _Pending:
     deadline: float
     t1_tx: int | None = None
     miss_at: float = math.inf  # liveness: a miss from then on (monotonic s)
-    missed: bool = False  # liveness: already counted as a miss
+    missed: bool = False  # liveness: counted as a miss
+    answered: bool = False  # liveness: counted as a reply
 
 
 class Sender:
@@ -270,6 +272,7 @@ class Sender:
         self._path = PathState(config.liveness) if config.liveness is not None else None
         self._on_liveness = on_liveness
         self._miss_after = miss_timeout(config.interval, config.timeout)
+        self._watching: collections.deque[_Pending] = collections.deque()  # liveness: sent, in miss_at order
         self._clock = clock
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -412,6 +415,8 @@ class Sender:
                         self._counts["sent"] += 1
                         sent_at = time.monotonic()
                         pending[seq] = _Pending(seq, t1_user, sent_at + cfg.timeout, miss_at=sent_at + self._miss_after)
+                        if self._path is not None:
+                            self._watching.append(pending[seq])
                         by_tskey[tskey] = seq
                         tskey = (tskey + 1) & 0xFFFFFFFF
                     except OSError as exc:
@@ -426,13 +431,18 @@ class Sender:
                         next_send = now + cfg.interval
                     self._read_tx(sock, pending, by_tskey)
                     continue
-                self._watch(pending)
+                if self._watching and self._watching[0].miss_at <= now:
+                    # a miss is due: first take the replies that are already here (after a stall of this
+                    # thread they may be waiting in the socket), so that none is counted as a miss
+                    self._read_tx(sock, pending, by_tskey)
+                    yield from self._read_replies(sock, pending, sender_ee, tai_utc)
+                    self._watch()
                 yield from self._expire(pending, sender_ee)
                 waits = [1.0]
                 if pending:
                     waits.append(min(p.deadline for p in pending.values()) - now)
-                    if self._path is not None:
-                        waits += [p.miss_at - now for p in pending.values() if not p.missed]
+                if self._watching:
+                    waits.append(self._watching[0].miss_at - now)
                 if more_to_send:
                     waits.append(next_send - now)
                 timeout_ms = max(0, math.ceil(min(waits) * 1000))
@@ -462,14 +472,22 @@ class Sender:
             for key in sorted(by_tskey)[:len(by_tskey) - 4096]:
                 by_tskey.pop(key, None)
 
-    def _watch(self, pending: dict[int, _Pending]) -> None:
-        """Liveness: count the pending packets whose miss time has come as misses."""
-        if self._path is None:
-            return
+    def _watch(self) -> None:
+        """Liveness: count the packets whose miss time has come without a reply as misses, in send order.
+
+        Afterwards the first packet still watched (if any) is the next one that can become a miss.
+        """
         now = time.monotonic()
-        for p in sorted((p for p in pending.values() if not p.missed and p.miss_at <= now), key=lambda p: p.miss_at):
-            p.missed = True
-            self._miss()
+        while self._watching:
+            p = self._watching[0]
+            if p.answered or p.missed:
+                self._watching.popleft()
+            elif p.miss_at <= now:
+                self._watching.popleft()
+                p.missed = True
+                self._miss()
+            else:
+                break
 
     def _miss(self) -> None:
         if self._path is not None:
@@ -534,6 +552,7 @@ class Sender:
             self._counts["late_replies"] += 1
             return None
         if self._path is not None and not p.missed:
+            p.answered = True
             self._report(self._path.reply(rx.rx_ns, self._clock()))
         return_path = None
         if self._return_path_requested:
