@@ -53,10 +53,11 @@ from srv6pm.ports import free_port
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp.liveness import TIMEOUT_INTERVALS
+from srv6pm.stamp.protocol import STAMP_PORT
 from srv6pm.stamp.reflector import Reflector, ReflectorConfig
 
 S_ADDR, R_ADDR = "fd7c:1::1", "fd7c:1::2"
-PORT = 862
+PORT = STAMP_PORT
 TABLE = "benchcut"
 GUARD_S = 30
 
