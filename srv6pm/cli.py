@@ -290,11 +290,17 @@ def cmd_processor_run(args) -> int:
         delay_p99_us=_threshold(args, "alarm_delay_p99_us", "SRV6PM_ALARM_DELAY_P99_US", None))
     kafka, influx, port = KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
     metrics.serve(port)
+    from srv6pm.processor import liveness
     with Stop() as stop:
         processor = Processor(kafka, influx, options)
+        store, thread = liveness.start(kafka, influx, options.group, options.client_id)  # liveness points
         tune_gc()
-        stop.attach(processor.stop)
-        processor.run()
+        stop.attach(lambda: (processor.stop(), store.stop()))
+        try:
+            processor.run()
+        finally:
+            store.stop()
+            thread.join(timeout=10)
     return stop.status()
 
 
