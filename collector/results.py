@@ -148,6 +148,8 @@ def _parse(raw: bytes | None) -> dict:
         raise records.RecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise records.RecordError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise records.RecordError("not usable JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise records.RecordError(f"not a JSON object but {type(doc).__name__}")
     return doc
