@@ -57,6 +57,7 @@ import logging
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
@@ -88,6 +89,7 @@ log = logging.getLogger("srv6pm.processor")
 
 COMPONENT = "processor"
 LAG_INTERVAL_S = 10.0  # how often the lag gauges are refreshed when no health points are written
+LAG_TIMEOUT_MS = 2_000  # end offsets for the lag: given up after this long (the point goes without lag)
 COMMIT_TIMEOUT_MS = 5_000  # a commit that takes longer is given up and tried again with the next one
 REVOKE_GRACE_S = 2.0  # a revocation first waits this long for the output in flight to be written
 
@@ -180,6 +182,8 @@ class Processor:
         self._publisher = Publisher(client, o.client_id, max_batch_bytes=MAX_REQUEST_BYTES // 2)
         self._store = InfluxWriter(influx)
         self._health_store = InfluxWriter(influx)
+        self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srv6pm-health")
+        self._health_job: tuple[Future, float] | None = None  # (write under way, its time)
         self._tracker = OffsetTracker()
         self._ledgers = {t: Ledger(s.output_topic, s.subject_field, o.ledger_records) for t, s in self.stages.items()}
         self._alarms = {t: Alarms(o.alarms, s.alarm_kinds, o.ledger_records) for t, s in self.stages.items()}
@@ -332,8 +336,7 @@ class Processor:
         """Health points (or lag gauges) when due; none while InfluxDB is away (their counts wait)."""
         now_s = time.time()
         if self.health is not None:
-            if self.health.due(now_s) and not self.waiting.active("influxdb"):
-                self._write_health()
+            self._health_step()
         elif now_s >= self._lag_due_s:  # no health points: the lag gauges are still kept current
             self._lag_due_s = now_s + LAG_INTERVAL_S
             self._safe_lag()
@@ -365,7 +368,7 @@ class Processor:
         self.stats["holds"] += 1
         self._consumer.pause(*self._consumer.assignment())
         log.warning("input paused until the results in flight are written",
-                    extra={"waiting_for": sorted(self.waiting.now())})
+                    extra={"waiting_for": self._writer.phase, "failing": sorted(self.waiting.now())})
 
     def _release(self) -> None:
         """The output in flight is written: finish it, commit, hand the held one over, resume the input."""
@@ -558,7 +561,7 @@ class Processor:
         assigned = sorted(self._consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
         if not assigned:
             return {}
-        ends = self._consumer.end_offsets(assigned)
+        ends = self._consumer.end_offsets(assigned, timeout_ms=LAG_TIMEOUT_MS)
         lag: dict[str, int] = {}
         for tp in assigned:
             behind = max(0, ends[tp] - self._consumer.position(tp))
@@ -574,16 +577,29 @@ class Processor:
             log.warning("consumer lag unknown", extra={"error": str(exc)})
             return {}
 
-    def _write_health(self) -> None:
-        lag = self._safe_lag()
+    def _health_step(self) -> None:
+        """Collect the health write under way, if it ended; start the next one when due.
+
+        The write itself runs in a thread of its own (one at a time), so that InfluxDB being slow or away
+        never holds up the loop's polls; the counts are kept for the next write until one succeeds.
+        """
+        if self._health_job is not None:
+            future, at = self._health_job
+            if not future.done():
+                return
+            self._health_job = None
+            try:
+                future.result()
+            except StoreError as exc:
+                self.metrics.errors.labels(COMPONENT, "health").inc()
+                self.waiting.failed("influxdb_health", exc)
+            else:
+                self.waiting.ok("influxdb_health")
+                self.health.written(at)
         now = time.time()
-        try:
-            self._health_store.write(self.health.points(now, lag))
-        except StoreError as exc:
-            self.metrics.errors.labels(COMPONENT, "health").inc()
-            log.warning("health write failed; its counts go with the next one", extra={"error": str(exc)})
-            return
-        self.health.written(now)
+        if self.health.due(now):
+            points = self.health.points(now, self._safe_lag())
+            self._health_job = (self._health_pool.submit(self._health_store.write, points), now)
 
     def _commit(self) -> None:
         """Commit what the tracker allows, on the loop's thread; a failure leaves it for the next commit."""
@@ -611,11 +627,17 @@ class Processor:
         self._writer.close()
         if self.health:  # the counts since the last health point, without lag (the broker may be gone)
             try:
+                if self._health_job is not None:  # the write under way first, so that nothing is counted twice
+                    future, at = self._health_job
+                    self._health_job = None
+                    future.result()
+                    self.health.written(at)
                 now = time.time()
                 self._health_store.write(self.health.points(now))
                 self.health.written(now)
             except StoreError as exc:
                 log.debug("last health write failed", extra={"error": str(exc)})
+        self._health_pool.shutdown(wait=True)
         for closer in (self._consumer.close, self._ledger_reader.close, self._publisher.close, self._store.close,
                        self._health_store.close):
             try:

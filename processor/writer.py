@@ -77,6 +77,7 @@ class Writer:
         self._in_flight: tuple[Output, Future] | None = None
         self._lock = threading.Lock()  # guards Output.withdrawn and _attempt
         self._attempt: set[Origin] = set()  # origins of the store or publish attempt under way
+        self.phase: str | None = None  # what the output in flight waits for: "influxdb", "kafka" or None
 
     @property
     def busy(self) -> bool:
@@ -127,10 +128,15 @@ class Writer:
     # -- in the writer's thread ------------------------------------------------
 
     def _write(self, output: Output) -> None:
-        if output.lines:
-            self._store_all(output)
-        if output.sends:
-            self._publish_all(output)
+        try:
+            if output.lines:
+                self.phase = "influxdb"
+                self._store_all(output)
+            if output.sends:
+                self.phase = "kafka"
+                self._publish_all(output)
+        finally:
+            self.phase = None
         output.done_s = time.time()
 
     def _begin(self, output: Output, items: list, origins: list[Origin]) -> list:
