@@ -35,7 +35,8 @@ the output in flight and the one kept (``writer``), its state dropped; nothing
 of it is stored or published by this member any more, and the next owner
 re-reads its uncommitted records. Newly assigned partitions stay paused until
 the loop, on its own thread, has read their ledgers (retried while the
-brokers are away). Commits happen only on the loop's thread, with a timeout;
+brokers are away) and set them back to their last commit (also a partition
+this member keeps: its unfinished work was dropped with the revocation). Commits happen only on the loop's thread, with a timeout;
 a failed commit is tried again with the next one.
 
 A record re-read after a restart whose result the ledger already holds is
@@ -232,6 +233,7 @@ class Processor:
                 continue
             alarms = self._alarms[topic]
             try:
+                self._rewind(topic, mine)
                 loaded = ledger.load(self._ledger_reader, mine)
                 states = alarms.load(self._ledger_reader, mine) if alarms.enabled else 0
             except (KafkaError, TimeoutError, OSError) as exc:
@@ -247,6 +249,20 @@ class Processor:
                 self._consumer.resume(*(TopicPartition(t, p) for t, p in sorted(done)))
         self.waiting.ok("kafka_ledger")
         self._ledger_delay = 0.2
+
+    def _rewind(self, topic: str, partitions: list[int]) -> None:
+        """Read the partitions from their last committed offset (the earliest record without one).
+
+        A partition assigned to this member again keeps kafka-python 3's position, but its unfinished work
+        was dropped when it was revoked: like any next owner, this member reads it again from the commit.
+        """
+        for p in partitions:
+            tp = TopicPartition(topic, p)
+            offset = self._consumer.committed(tp, timeout_ms=COMMIT_TIMEOUT_MS)
+            if offset is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
 
     async def _revoked(self, partitions: list[tuple[str, int]], lost: bool = False) -> None:
         """Listener callback (on kafka-python's IO thread, while the loop waits in ``poll``).

@@ -167,7 +167,7 @@ class Writer:
             try:
                 if kept:
                     self._store.write([text for text, _ in kept])
-                self._waiting.ok("influxdb")
+                    self._waiting.ok("influxdb")
                 return
             except StoreError as exc:
                 error = exc
@@ -185,7 +185,8 @@ class Writer:
             finally:
                 self._end()
             if not failed:
-                self._waiting.ok("kafka")
+                if kept:
+                    self._waiting.ok("kafka")
                 return
             origin_of = {id(send): origin for send, origin in kept}
             pending = [(send, origin_of[id(send)]) for send, _ in failed]
