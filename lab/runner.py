@@ -89,11 +89,13 @@ class Lab:
     # for an external one (docker compose).
     external_collector: Path | None = None
     processor: bool = True  # False: external processors (docker compose) consume the lab's records
+    processor_args: tuple[str, ...] = ()  # more arguments of `srv6pm processor run` (tests: shorter timings)
     converge_timeout_s: float = 60.0
     children: dict[str, ChildProcess] = field(default_factory=dict)
 
     def __post_init__(self):
         self.plan = topology.plan(self.scenario)
+        self.embedded_influxdb = None
         self._stack = contextlib.ExitStack()
         self._started = False
         if self.pair_wait_s is None:
@@ -136,6 +138,7 @@ class Lab:
             influx = EmbeddedInfluxDB(port=self.influx_port, database="srv6pm")
             stack.callback(influx.stop)
             influx.start()
+            self.embedded_influxdb = influx  # the lab's own InfluxDB (fault tests freeze it)
             self.influx = InfluxSettings(url=influx.url)
         from srv6pm.kafka import ensure_topics
         ensure_topics(self.kafka, {records.COUNTERS: self.partitions, records.LOSS: self.partitions,
@@ -269,7 +272,7 @@ class Lab:
                             "--influx-bucket", self.influx.bucket, "--pair-wait", str(self.pair_wait_s),
                             "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500",
                             "--delay-lateness", str(STAMP_TIMEOUT_S + 2), "--delay-idle", "10",
-                            "--client-id", f"srv6pm-lab-{name}")
+                            "--client-id", f"srv6pm-lab-{name}", *self.processor_args)
         self._spawn(name, argv)
 
     def _srv6pm(self, *args: str) -> list[str]:

@@ -1,0 +1,91 @@
+"""The lab through an InfluxDB outage while drops are active: every period once, loss = the drop counter.
+
+The lab's own InfluxDB engine is suspended (SIGSTOP) for ``OUTAGE_S`` and resumed. The processor's
+``--max-poll-interval-ms`` is lowered to ``MAX_POLL_MS`` so that the outage lasts twice as long as
+that interval in a test of reasonable length: a processor that stopped polling while its results
+cannot be stored would be removed from its group (the failure this guards against).
+
+Needs root; run under ``flock /tmp/srv6pm-netns.lock``.
+"""
+
+import os
+import time
+
+import pytest
+
+from srv6pm.clock import PeriodClock
+from srv6pm.influx import influxql
+from srv6pm.lab.runner import Lab
+from srv6pm.netns import exists
+
+from test_lab_e2e import PERIOD, DropRule, by_flow_period, collect, complete_periods, have_through, make_scenario
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.services,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)"),
+]
+
+OUTAGE_S = 30.0
+MAX_POLL_MS = 15_000
+
+
+@pytest.fixture
+def lab(free_port):
+    scenario, nodes = make_scenario("ebpf")
+    running = Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2,
+                  processor_args=("--max-poll-interval-ms", str(MAX_POLL_MS)))
+    running.nodes = nodes
+    with running:
+        running.reader = running.results(from_beginning=True)
+        running.seen = []
+        yield running
+        running.reader.close()
+    assert not any(exists(ns) for ns in running.plan.namespaces), "namespaces left behind"
+
+
+def test_influxdb_stopped_during_drops_every_period_once_in_influxdb_and_on_kafka(lab):
+    a, b, c, d = lab.nodes
+    clock = PeriodClock(PERIOD)
+    collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
+    first = max(complete_periods(lab.seen, "f1")[0], complete_periods(lab.seen, "f2")[0])
+
+    drop = DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
+    lab.embedded_influxdb.freeze()
+    try:
+        t_stop = clock.current()
+        during = []
+        deadline = time.monotonic() + OUTAGE_S
+        while time.monotonic() < deadline:
+            during += lab.reader.poll(0.5)
+            lab.check_children()  # the processor is still running
+        lab.seen += during
+    finally:
+        lab.embedded_influxdb.thaw()
+    dropped = drop.stop()
+    t_del = clock.current()
+    last = t_del + 3
+    collect(lab, have_through(last), timeout=120)
+    lab.check_children()
+
+    results = by_flow_period(lab.seen)  # asserts: nothing published twice
+    # Results are stored before they are published: none of a period that ended during the outage came out.
+    assert all(r["period"] <= t_stop for r in during if "flow" in r), sorted(r["period"] for r in during)
+    window = range(first, last + 1)
+    f1 = [results[("f1", k)] for k in window]
+    f2 = [results[("f2", k)] for k in window]
+    assert all(r["complete"] for r in f1 + f2), [r for r in f1 + f2 if not r["complete"]]
+    assert dropped > 0
+    assert sum(r["lost_packets"] for r in f1) == dropped
+    assert all(r["lost_packets"] == 0 for r in f2)
+    assert all(r["lost_packets"] == r["tx_packets"] - r["rx_packets"] for r in f1)
+
+    # InfluxDB holds every period of the window exactly once, with the numbers published.
+    start, end = clock.start_ns(first), clock.start_ns(last)
+    for flow, rows in (("f1", f1), ("f2", f2)):
+        res = influxql(lab.influx, f"SELECT tx_packets, rx_packets, lost_packets, complete FROM loss "
+                                   f"WHERE flow = '{flow}' AND time >= {start} AND time <= {end}")
+        series = res[0]["series"][0]
+        stored = [dict(zip(series["columns"], row)) for row in series["values"]]
+        assert [(s["time"], s["tx_packets"], s["rx_packets"], s["lost_packets"], s["complete"]) for s in stored] == \
+            [(clock.start_ns(r["period"]), r["tx_packets"], r["rx_packets"], r["lost_packets"], True) for r in rows]
