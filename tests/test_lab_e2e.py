@@ -4,6 +4,7 @@ counters, the real broker, the real InfluxDB engine, exporters and processor as 
 Needs root. Node names are random so that these tests never touch a lab that is running.
 """
 
+import contextlib
 import os
 import subprocess
 import time
@@ -44,11 +45,11 @@ stamp:
     return scenario_mod.parse(text, source="e2e"), (a, b, c, d)
 
 
-@pytest.fixture
-def lab(free_port, request):
-    """A running lab; ``indirect`` parametrisation chooses its data plane (default ebpf)."""
-    scenario, nodes = make_scenario(getattr(request, "param", "ebpf"))
-    running = Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2)
+@contextlib.contextmanager
+def running_lab(free_port, dataplane="ebpf", **options):
+    """A running lab of :func:`make_scenario` (``options``: more Lab arguments) with a results reader."""
+    scenario, nodes = make_scenario(dataplane)
+    running = Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2, **options)
     running.nodes = nodes
     with running:
         running.reader = running.results(from_beginning=True)
@@ -56,6 +57,13 @@ def lab(free_port, request):
         yield running
         running.reader.close()
     assert not any(exists(ns) for ns in running.plan.namespaces), "namespaces left behind"
+
+
+@pytest.fixture
+def lab(free_port, request):
+    """A running lab; ``indirect`` parametrisation chooses its data plane (default ebpf)."""
+    with running_lab(free_port, getattr(request, "param", "ebpf")) as running:
+        yield running
 
 
 def collect(lab, until, timeout=60):
@@ -142,15 +150,19 @@ class DropRule:
 BOTH_DATAPLANES = pytest.mark.parametrize("lab", ["ebpf", "nftables"], indirect=True)
 
 
-@BOTH_DATAPLANES
-def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
+def start_drops(lab):
+    """Once both flows have two complete periods, drop one in five of f1's packets at transit node b
+    (encapsulated, on their way to c's End SID). Returns (first complete period of both flows, the rule)."""
     a, b, c, d = lab.nodes
-    clock = PeriodClock(PERIOD)
     collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
     first = max(complete_periods(lab.seen, "f1")[0], complete_periods(lab.seen, "f2")[0])
+    return first, DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
 
-    # At transit node b, drop one in five of f1's packets (encapsulated, on their way to c's End SID).
-    drop = DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
+
+@BOTH_DATAPLANES
+def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
+    clock = PeriodClock(PERIOD)
+    first, drop = start_drops(lab)
     t_add = clock.current()
     time.sleep(4 * PERIOD)
     dropped = drop.stop()

@@ -15,10 +15,8 @@ import pytest
 
 from srv6pm.clock import PeriodClock
 from srv6pm.influx import influxql
-from srv6pm.lab.runner import Lab
-from srv6pm.netns import exists
 
-from test_lab_e2e import PERIOD, DropRule, by_flow_period, collect, complete_periods, have_through, make_scenario
+from test_lab_e2e import PERIOD, by_flow_period, collect, have_through, running_lab, start_drops
 
 pytestmark = [
     pytest.mark.netns,
@@ -32,25 +30,13 @@ MAX_POLL_MS = 15_000
 
 @pytest.fixture
 def lab(free_port):
-    scenario, nodes = make_scenario("ebpf")
-    running = Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2,
-                  processor_args=("--max-poll-interval-ms", str(MAX_POLL_MS)))
-    running.nodes = nodes
-    with running:
-        running.reader = running.results(from_beginning=True)
-        running.seen = []
+    with running_lab(free_port, processor_args=("--max-poll-interval-ms", str(MAX_POLL_MS))) as running:
         yield running
-        running.reader.close()
-    assert not any(exists(ns) for ns in running.plan.namespaces), "namespaces left behind"
 
 
 def test_influxdb_stopped_during_drops_every_period_once_in_influxdb_and_on_kafka(lab):
-    a, b, c, d = lab.nodes
     clock = PeriodClock(PERIOD)
-    collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
-    first = max(complete_periods(lab.seen, "f1")[0], complete_periods(lab.seen, "f2")[0])
-
-    drop = DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
+    first, drop = start_drops(lab)
     lab.embedded_influxdb.freeze()
     try:
         t_stop = clock.current()
