@@ -390,6 +390,8 @@ class Processor:
         """The output in flight is written: finish it, commit, hand the held one over, resume the input."""
         held_s = time.monotonic() - self._holding_since
         self._held_s += held_s
+        if self.health:
+            self.health.held(held_s)
         self._holding_since = None
         held, self._held = self._held, None
         self._finish_written()

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from srv6pm import metrics as metrics_mod
 from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
 from srv6pm.lab.broker import EmbeddedBroker
 from srv6pm.lab.influxdb import EmbeddedInfluxDB
@@ -126,6 +127,8 @@ def test_influxdb_hung_longer_than_max_poll_interval_is_waited_out_in_the_group(
     said = [r.getMessage() for r in caplog.records if r.name == "srv6pm.processor"]
     assert said.count("waiting for influxdb") == 1 and said.count("influxdb is back") == 1, said
     assert said.count("input paused until the results in flight are written") == processor.stats["holds"]
+    (res,) = influxql(influx, 'SELECT sum("held_s") FROM "pipeline" WHERE "topic" = \'srv6pm.counters\'')
+    assert res["series"][0]["values"][0][1] >= 15  # the outage, less the first second and a write's timeout
 
 
 def test_broker_hung_longer_than_the_session_timeout_is_ridden_out(own_broker, own_influxdb):
