@@ -136,6 +136,11 @@ class EmbeddedBroker:
         )
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id, or None when not started."""
+        return self._process.pid if self._process is not None else None
+
     def freeze(self) -> None:
         """Suspend the broker (SIGSTOP): it keeps its topics but answers nothing until :meth:`thaw`."""
         self._require_process().freeze()

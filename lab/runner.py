@@ -95,6 +95,7 @@ class Lab:
 
     def __post_init__(self):
         self.plan = topology.plan(self.scenario)
+        self.embedded_broker = None  # the lab's own broker and InfluxDB, when it runs them
         self.embedded_influxdb = None
         self._stack = contextlib.ExitStack()
         self._started = False
@@ -132,6 +133,7 @@ class Lab:
             broker = EmbeddedBroker(port=self.kafka_port)
             stack.callback(broker.stop)
             broker.start()
+            self.embedded_broker = broker
             self.kafka = KafkaSettings(bootstrap=broker.bootstrap)
         if self.influx is None:
             from .influxdb import EmbeddedInfluxDB
@@ -308,7 +310,17 @@ class Lab:
         self._spawn(name, old.args)
 
     def check_children(self) -> None:
-        """Raise LabError if a child that should be running has ended."""
+        """Raise LabError if a child or an embedded service that should be running has ended.
+
+        The components ride out a broker or InfluxDB that is away, so without this check a lab whose
+        embedded service died would run on, measuring nothing.
+        """
+        if self.embedded_broker is not None and not self.embedded_broker.running:
+            raise LabError("the lab's embedded Kafka broker exited: it kept its topics and offsets in memory, "
+                           "so every record of this run is gone")
+        if self.embedded_influxdb is not None and not self.embedded_influxdb.running:
+            raise LabError("the lab's embedded InfluxDB exited: the results stored so far are gone with its "
+                           "temporary directory")
         for child in self.children.values():
             code = child.returncode
             if code is not None:

@@ -349,7 +349,7 @@ class Processor:
         self._housekeeping()
 
     def _housekeeping(self) -> None:
-        """Health points (or lag gauges) when due; none while InfluxDB is away (their counts wait)."""
+        """Health points (written in the background, see :meth:`_health_step`) or lag gauges, when due."""
         now_s = time.time()
         if self.health is not None:
             self._health_step()

@@ -139,13 +139,15 @@ class Writer:
             self.phase = None
         output.done_s = time.time()
 
-    def _begin(self, output: Output, items: list, origins: list[Origin]) -> list:
-        """The items whose origin is not withdrawn; marks their origins as under way."""
+    def _begin(self, output: Output, items: list, origins: list[Origin]) -> tuple[list, list[Origin]]:
+        """The items whose origin is not withdrawn, and their origins; marks those origins as under way."""
         with self._lock:
             gone = output.withdrawn
-            kept = [(item, origin) for item, origin in zip(items, origins) if origin not in gone]
-            self._attempt = {origin for _, origin in kept}
-        return kept
+            if gone:
+                pairs = [(item, origin) for item, origin in zip(items, origins) if origin not in gone]
+                items, origins = [item for item, _ in pairs], [origin for _, origin in pairs]
+            self._attempt = set(origins)
+        return items, origins
 
     def _end(self) -> None:
         with self._lock:
@@ -163,10 +165,10 @@ class Writer:
     def _store_all(self, output: Output) -> None:
         delay = 0.2
         while True:
-            kept = self._begin(output, output.lines, output.line_origins)
+            lines, _ = self._begin(output, output.lines, output.line_origins)
             try:
-                if kept:
-                    self._store.write([text for text, _ in kept])
+                if lines:
+                    self._store.write(lines)
                     self._waiting.ok("influxdb")
                 return
             except StoreError as exc:
@@ -176,19 +178,20 @@ class Writer:
             delay = self._retry_or_raise(output, "store", "influxdb", error, delay)
 
     def _publish_all(self, output: Output) -> None:
-        pending = list(zip(output.sends, output.send_origins))
+        pending, origins = output.sends, output.send_origins
         delay = 0.2
         while True:
-            kept = self._begin(output, [send for send, _ in pending], [origin for _, origin in pending])
+            sends, origins = self._begin(output, pending, origins)
             try:
-                failed = self._publisher.publish([send for send, _ in kept]) if kept else []
+                failed = self._publisher.publish(sends) if sends else []
             finally:
                 self._end()
             if not failed:
-                if kept:
+                if sends:
                     self._waiting.ok("kafka")
                 return
-            origin_of = {id(send): origin for send, origin in kept}
-            pending = [(send, origin_of[id(send)]) for send, _ in failed]
+            origin_of = {id(send): origin for send, origin in zip(sends, origins)}
+            pending = [send for send, _ in failed]
+            origins = [origin_of[id(send)] for send in pending]
             delay = self._retry_or_raise(output, "publish", "kafka",
                                          f"{len(failed)} records not acknowledged: {failed[0][1]}", delay)

@@ -54,8 +54,10 @@ def running_lab(free_port, dataplane="ebpf", **options):
     with running:
         running.reader = running.results(from_beginning=True)
         running.seen = []
-        yield running
-        running.reader.close()
+        try:
+            yield running
+        finally:
+            running.reader.close()
     assert not any(exists(ns) for ns in running.plan.namespaces), "namespaces left behind"
 
 

@@ -9,12 +9,15 @@ Needs root; run under ``flock /tmp/srv6pm-netns.lock``.
 """
 
 import os
+import signal
 import time
 
 import pytest
 
 from srv6pm.clock import PeriodClock
 from srv6pm.influx import influxql
+from srv6pm.lab.runner import LabError
+from srv6pm.netns import exists
 
 from test_lab_e2e import PERIOD, by_flow_period, collect, have_through, running_lab, start_drops
 
@@ -75,3 +78,17 @@ def test_influxdb_stopped_during_drops_every_period_once_in_influxdb_and_on_kafk
         stored = [dict(zip(series["columns"], row)) for row in series["values"]]
         assert [(s["time"], s["tx_packets"], s["rx_packets"], s["lost_packets"], s["complete"]) for s in stored] == \
             [(clock.start_ns(r["period"]), r["tx_packets"], r["rx_packets"], r["lost_packets"], True) for r in rows]
+
+
+def test_the_embedded_broker_dying_stops_the_lab_saying_its_records_are_gone(free_port):
+    labs = []
+    with pytest.raises(LabError, match="embedded Kafka broker exited: .* every record of this run is gone"):
+        with running_lab(free_port) as lab:
+            labs.append(lab)
+            os.kill(lab.embedded_broker.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                lab.check_children()
+                time.sleep(0.2)
+    (lab,) = labs
+    assert not any(exists(ns) for ns in lab.plan.namespaces), "namespaces left behind"
