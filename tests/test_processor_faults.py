@@ -139,19 +139,22 @@ def test_broker_hung_longer_than_the_session_timeout_is_ridden_out(own_broker, o
     try:
         produce(kafka, blocks(range(0, 3)))
         run_until(processor, lambda: processor.stats["results"] == 12)
-        produce(kafka, blocks(range(3, 6)))
-        processor.step()  # some of these records read, their output perhaps in flight
+        produce(kafka, blocks(range(3, 6)) + [("junk", b"\xff not a record")])
+        processor.step()  # some of these records read, their output (results, the dead letter) perhaps in flight
         own_broker.freeze()
         try:
             run_for(processor, 15)  # 2.5 session timeouts: the broker evicts the member when it resumes
         finally:
             own_broker.thaw()
-        run_until(processor, lambda: processor.stats["results"] >= 24, timeout=90)
+        run_until(processor, lambda: processor.stats["results"] >= 24 and processor.stats["deadletters"] >= 1,
+                  timeout=90)
         run_for(processor, 3)  # anything doubled would show up now
         processor._commit()
     finally:
         processor.close()
-    assert_exactly_once(kafka, influx, range(0, 6), opts.group)
+    assert_exactly_once(kafka, influx, range(0, 6), opts.group, other_counters=1)
+    letters = [(key, r["topic"], r["raw_bytes"]) for _, _, key, r in read_topic(kafka, records.DEADLETTER)]
+    assert letters == [(b"junk", records.COUNTERS, len(b"\xff not a record"))]  # once, not lost, not doubled
 
 
 def poison() -> list[tuple[str, bytes]]:
