@@ -149,6 +149,23 @@ class DropRule:
         return counter["packets"]
 
 
+def drop_window(lab, first, last, dropped):
+    """f1's and f2's results of periods first..last, each published once and complete; f1's losses add up
+    to the ``dropped`` packets of :func:`start_drops` (tx − rx each period), f2 lost nothing."""
+    results = by_flow_period(lab.seen)
+    window = range(first, last + 1)
+    f1 = [results[("f1", k)] for k in window]
+    f2 = [results[("f2", k)] for k in window]
+    assert all(r["complete"] for r in f1 + f2), [r for r in f1 + f2 if not r["complete"]]
+    assert dropped > 0
+    assert sum(r["lost_packets"] for r in f1) == dropped
+    assert all(r["lost_packets"] == r["tx_packets"] - r["rx_packets"] for r in f1)
+    assert any(r["lost_packets"] > 0 for r in f1)
+    assert all(r["lost_packets"] == 0 for r in f2)
+    assert all(r["tx_packets"] > 0 for r in f1 + f2)
+    return f1, f2
+
+
 BOTH_DATAPLANES = pytest.mark.parametrize("lab", ["ebpf", "nftables"], indirect=True)
 
 
@@ -172,20 +189,10 @@ def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
     last = t_del + 3
     collect(lab, have_through(last))
 
-    results = by_flow_period(lab.seen)
-    window = range(first, last + 1)
-    f1 = [results[("f1", k)] for k in window]
-    f2 = [results[("f2", k)] for k in window]
-    assert all(r["complete"] for r in f1 + f2), [r for r in f1 + f2 if not r["complete"]]
-    assert dropped > 0
-    assert sum(r["lost_packets"] for r in f1) == dropped
+    f1, f2 = drop_window(lab, first, last, dropped)
     for r in f1:
         if r["period"] < t_add - 1 or r["period"] > t_del + 1:
             assert r["lost_packets"] == 0, r
-        assert r["lost_packets"] == r["tx_packets"] - r["rx_packets"]
-    assert any(r["lost_packets"] > 0 for r in f1)
-    assert all(r["lost_packets"] == 0 for r in f2)
-    assert all(r["tx_packets"] > 0 for r in f1 + f2)
 
     # InfluxQL over the loss measurement gives the same numbers.
     start, end = clock.start_ns(first), clock.start_ns(last)
