@@ -143,13 +143,13 @@ class Events:
         if self._producer is None:
             from kafka import KafkaProducer
 
-            from srv6pm.kafka import ensure_topics
+            from srv6pm.kafka import PRODUCER_LIMITS, ensure_topics
             ensure_topics(self.kafka, {records.EVENTS: PARTITIONS}, timeout=5.0)
             options = ({"bootstrap_servers": self.kafka} if isinstance(self.kafka, str)
                        else self.kafka.client_options())
             self._producer = KafkaProducer(**options, client_id="srv6pm-collector", acks="all", linger_ms=5,
                                            retries=3, max_block_ms=5000, request_timeout_ms=5000,
-                                           delivery_timeout_ms=15_000)
+                                           delivery_timeout_ms=15_000, **PRODUCER_LIMITS)
         futures = [self._producer.send(records.EVENTS, key=e.key.encode(), value=e.to_json()) for e in batch]
         self._producer.flush(timeout=10)
         for f in futures:

@@ -22,6 +22,11 @@ fails (:class:`GraphStoreError`), the record is retried with back-off and
 nothing is committed; :meth:`stop` ends the retries (the record is re-read
 at the next start).
 
+The brokers being away never ends the consumer: a failed poll or commit is
+logged once (``srv6pm.waiting``: ``waiting for kafka_commit`` ... ``kafka_commit
+is back``) and tried again; a commit refused after a rebalance leaves the
+records to be re-read (applying them again changes nothing).
+
 The topics must exist before the consumer starts (the processor or the lab
 creates them with :func:`srv6pm.kafka.ensure_topics`); on the embedded broker
 subscribing to a missing topic creates it with the broker's default
@@ -38,11 +43,13 @@ import time
 from dataclasses import dataclass, field
 
 from kafka import TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from srv6pm import records
 from srv6pm.config import KafkaSettings
 from srv6pm.kafka import group_consumer
+from srv6pm.waiting import Waiting
 
 from .graph import APPLIED, GraphStore, GraphStoreError
 
@@ -51,6 +58,9 @@ __all__ = ["ResultsConsumer", "ResultsOptions"]
 log = logging.getLogger("srv6pm.collector.results")
 
 TOPICS = (records.LOSS, records.DELAY, records.ALARMS)
+
+
+COMMIT_TIMEOUT_MS = 5_000
 
 
 @dataclass
@@ -81,6 +91,10 @@ class ResultsConsumer:
             max_poll_records=o.max_records,
         )
         self.stats = {"records": 0, "applied": 0, "stale": 0, "unknown": 0, "bad": 0}
+        self.waiting = Waiting("collector", log)
+        self._retry_at = 0.0
+        self._delay = 0.2
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
 
     def run(self) -> None:
         """Consume until :meth:`stop` is called (from a signal handler or another thread); then close."""
@@ -95,7 +109,15 @@ class ResultsConsumer:
 
     def step(self) -> int:
         """Poll one batch, apply it to the graph, commit it. Returns the number of records consumed."""
-        batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
+        if time.monotonic() < self._retry_at:
+            self._stop.wait(self.options.poll_ms / 1000)
+            return 0
+        try:
+            batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
+        except KafkaError as exc:
+            self._failed("kafka_consumer", exc)
+            return 0
+        self.waiting.ok("kafka_consumer")
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         good: list[tuple[str, dict]] = []
         count = 0
@@ -117,9 +139,30 @@ class ResultsConsumer:
         if good:  # the whole poll in one graph update: one bulk read and write per collection
             for outcome in self._retry(lambda: self.graph.update_many(good)):
                 self.stats[outcome if outcome != APPLIED else "applied"] += 1
-        if offsets:
-            self._consumer.commit(offsets)
+        self._uncommitted.update(offsets)
+        if self._uncommitted:
+            self._commit()
         return count
+
+    def _commit(self) -> None:
+        """Commit the offsets applied so far; a failure keeps them for the next step's commit."""
+        try:
+            self._consumer.commit(dict(self._uncommitted), timeout_ms=COMMIT_TIMEOUT_MS)
+        except CommitFailedError as exc:  # the group moved on: the records are re-read, applying them is idempotent
+            log.info("commit refused after a rebalance", extra={"error": str(exc)})
+            self._uncommitted.clear()
+            return
+        except KafkaError as exc:
+            self._failed("kafka_commit", exc)
+            return
+        self._uncommitted.clear()
+        self.waiting.ok("kafka_commit")
+        self._delay = 0.2
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.waiting.failed(what, exc)
+        self._retry_at = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, self.options.retry_max_s)
 
     def _retry(self, action):
         delay = 0.2
@@ -152,6 +195,8 @@ def _parse(raw: bytes | None) -> dict:
         raise records.RecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise records.RecordError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise records.RecordError("not usable JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise records.RecordError(f"not a JSON object but {type(doc).__name__}")
     return doc

@@ -137,6 +137,24 @@ class EmbeddedBroker:
         )
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id, or None when not started."""
+        return self._process.pid if self._process is not None else None
+
+    def freeze(self) -> None:
+        """Suspend the broker (SIGSTOP): it keeps its topics but answers nothing until :meth:`thaw`."""
+        self._require_process().freeze()
+
+    def thaw(self) -> None:
+        """Resume the broker after :meth:`freeze` (SIGCONT)."""
+        self._require_process().thaw()
+
+    def _require_process(self) -> ChildProcess:
+        if self._process is None:
+            raise RuntimeError("broker not started")
+        return self._process
+
     def stop(self) -> None:
         """Stop the broker (SIGTERM, SIGKILL after ``stop_timeout``). Idempotent; data is lost."""
         process, self._process = self._process, None

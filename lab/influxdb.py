@@ -107,6 +107,18 @@ class EmbeddedInfluxDB:
         """True while the engine process is alive and the front is serving."""
         return self._process is not None and self._process.running and self._front is not None
 
+    def freeze(self) -> None:
+        """Suspend the engine (SIGSTOP): it keeps its data, the front stays up, requests hang until :meth:`thaw`."""
+        if self._process is None:
+            raise RuntimeError("influxdb not started")
+        self._process.freeze()
+
+    def thaw(self) -> None:
+        """Resume the engine after :meth:`freeze` (SIGCONT)."""
+        if self._process is None:
+            raise RuntimeError("influxdb not started")
+        self._process.thaw()
+
     def start(self) -> EmbeddedInfluxDB:
         """Start engine and front, create the database; returns ``self``."""
         if self._process is not None or self._front is not None:

@@ -94,6 +94,19 @@ class ChildProcess:
         self._reader.start()
         self._log.debug("started", extra={"pid": self._process.pid, "argv": self.args})
 
+    def freeze(self) -> None:
+        """Suspend the child (SIGSTOP), as a hung or paused service looks to its clients; :meth:`thaw` resumes it."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Resume a child suspended by :meth:`freeze` (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        if not self.running:
+            raise RuntimeError(f"{self.name}: not running")
+        self._process.send_signal(signum)
+
     def output_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the child's output, ANSI colours removed.
 

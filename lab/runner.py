@@ -90,11 +90,14 @@ class Lab:
     # for an external one (docker compose).
     external_collector: Path | None = None
     processor: bool = True  # False: external processors (docker compose) consume the lab's records
+    processor_args: tuple[str, ...] = ()  # more arguments of `srv6pm processor run` (tests: shorter timings)
     converge_timeout_s: float = 60.0
     children: dict[str, ChildProcess] = field(default_factory=dict)
 
     def __post_init__(self):
         self.plan = topology.plan(self.scenario)
+        self.embedded_broker = None  # the lab's own broker and InfluxDB, when it runs them
+        self.embedded_influxdb = None
         self._stack = contextlib.ExitStack()
         self._started = False
         if self.pair_wait_s is None:
@@ -131,12 +134,14 @@ class Lab:
             broker = EmbeddedBroker(port=self.kafka_port)
             stack.callback(broker.stop)
             broker.start()
+            self.embedded_broker = broker
             self.kafka = KafkaSettings(bootstrap=broker.bootstrap)
         if self.influx is None:
             from .influxdb import EmbeddedInfluxDB
             influx = EmbeddedInfluxDB(port=self.influx_port, database="srv6pm")
             stack.callback(influx.stop)
             influx.start()
+            self.embedded_influxdb = influx  # the lab's own InfluxDB (fault tests freeze it)
             self.influx = InfluxSettings(url=influx.url)
         from srv6pm.kafka import ensure_topics
         ensure_topics(self.kafka, {records.COUNTERS: self.partitions, records.LOSS: self.partitions,
@@ -270,7 +275,7 @@ class Lab:
                             "--influx-bucket", self.influx.bucket, "--pair-wait", str(self.pair_wait_s),
                             "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500",
                             "--delay-lateness", str(STAMP_TIMEOUT_S + 2), "--delay-idle", "10",
-                            "--client-id", f"srv6pm-lab-{name}")
+                            "--client-id", f"srv6pm-lab-{name}", *self.processor_args)
         self._spawn(name, argv)
 
     def _srv6pm(self, *args: str) -> list[str]:
@@ -306,7 +311,17 @@ class Lab:
         self._spawn(name, old.args)
 
     def check_children(self) -> None:
-        """Raise LabError if a child that should be running has ended."""
+        """Raise LabError if a child or an embedded service that should be running has ended.
+
+        The components ride out a broker or InfluxDB that is away, so without this check a lab whose
+        embedded service died would run on, measuring nothing.
+        """
+        if self.embedded_broker is not None and not self.embedded_broker.running:
+            raise LabError("the lab's embedded Kafka broker exited: it kept its topics and offsets in memory, "
+                           "so every record of this run is gone")
+        if self.embedded_influxdb is not None and not self.embedded_influxdb.running:
+            raise LabError("the lab's embedded InfluxDB exited: the results stored so far are gone with its "
+                           "temporary directory")
         for child in self.children.values():
             code = child.returncode
             if code is not None:

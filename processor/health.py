@@ -14,7 +14,10 @@ processor writes, every ``interval_s`` seconds, two measurements:
 
   each counted since this instance's previous ``pipeline`` point (so a sum over
   a time range is the exact total, and ``records_in / interval_s`` the rate);
-  float field ``interval_s``, the seconds that point covers; and integer field
+  float field ``interval_s``, the seconds that point covers; float field
+  ``held_s``, the seconds its input was paused because InfluxDB or the brokers
+  were away (holds that ended since the previous point; the same on each topic's
+  point of the instance); and integer field
   ``lag``: records on the assigned partitions of the topic not yet consumed
   (end offset − position, summed), left out when the broker could not say.
 
@@ -67,6 +70,7 @@ class Health:
     interval_s: float = 10.0
     _counts: dict = field(default_factory=lambda: defaultdict(lambda: dict.fromkeys(FIELDS, 0)))
     _nodes: dict = field(default_factory=dict)
+    _held_s: float = 0.0  # seconds of holds ended since the last written points
     _last_s: float | None = None  # end of the interval the last written points covered
     _pending: tuple | None = None  # what the last points() reported, until written()
 
@@ -81,6 +85,10 @@ class Health:
         if name not in FIELDS:
             raise ValueError(f"unknown health field {name!r}")
         self._counts[topic][name] += n
+
+    def held(self, seconds: float) -> None:
+        """The processor's input was paused for ``seconds`` (a hold that just ended)."""
+        self._held_s += seconds
 
     def seen(self, node: str | None, timestamp_s: float | None, records: int = 1) -> None:
         """``records`` records from ``node`` were consumed, the newest produced at ``timestamp_s`` (Kafka time)."""
@@ -110,7 +118,8 @@ class Health:
             counts = self._counts[topic]
             point = (Point(PIPELINE.measurement).tag(PIPELINE.component, "processor")
                      .tag(PIPELINE.instance, self.instance).tag(PIPELINE.topic, topic)
-                     .field(PIPELINE.interval_s, round(now - start, 3)))
+                     .field(PIPELINE.interval_s, round(now - start, 3))
+                     .field(PIPELINE.held_s, round(self._held_s, 3)))
             for name in FIELDS:
                 point.field(name, int(counts[name]))
             if topic in lag:
@@ -123,15 +132,17 @@ class Health:
             if entry.newest_s is not None:
                 point.field(EXPORTER.last_record_age_s, round(max(0.0, now - entry.newest_s), 3))
             out.append(point.time(ts, WritePrecision.NS))
-        self._pending = ({t: dict(c) for t, c in self._counts.items()}, {n: e.records for n, e in self._nodes.items()})
+        self._pending = ({t: dict(c) for t, c in self._counts.items()}, {n: e.records for n, e in self._nodes.items()},
+                         self._held_s)
         return out
 
     def written(self, now: float) -> None:
         """The points made by the last :meth:`points` call are stored: start the next interval at ``now``."""
         if self._pending is None:
             raise RuntimeError("written() without points()")
-        counts, records = self._pending
+        counts, records, held_s = self._pending
         self._pending = None
+        self._held_s -= held_s
         for topic, values in counts.items():
             for name, n in values.items():
                 self._counts[topic][name] -= n

@@ -20,6 +20,25 @@ Each loop iteration (:meth:`Processor.step`):
    :class:`~srv6pm.processor.offsets.OffsetTracker` allows;
 4. hands this batch's output to the writer.
 
+While InfluxDB or the brokers are away the output in flight cannot be
+finished: after ``hold_after_s`` the loop *holds* — it pauses every assigned
+partition and goes on polling (so the member keeps its place in the group and
+takes part in rebalances), keeps the batch it made, and stops the stages'
+clock (a pairing wait does not run out while nothing can be read); once the
+writer is done it finishes that output, commits, hands the kept one over and
+resumes the partitions, where it stopped. The wait is said once in the logs
+and in ``srv6pm_waiting`` (``srv6pm.waiting``), not once per retry.
+
+Rebalances (kafka-python 3's asynchronous listener, on its IO thread, inside
+``poll``): a revoked or lost partition's lines and records are withdrawn from
+the output in flight and the one kept (``writer``), its state dropped; nothing
+of it is stored or published by this member any more, and the next owner
+re-reads its uncommitted records. Newly assigned partitions stay paused until
+the loop, on its own thread, has read their ledgers (retried while the
+brokers are away) and set them back to their last commit (also a partition
+this member keeps: its unfinished work was dropped with the revocation). Commits happen only on the loop's thread, with a timeout;
+a failed commit is tried again with the next one.
+
 A record re-read after a restart whose result the ledger already holds is
 not published again; its results are re-written to InfluxDB (idempotent).
 A record whose result was made earlier in the same batch or is still being
@@ -39,17 +58,21 @@ import logging
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.net.selector import KernelEvent
 from kafka.structs import OffsetAndMetadata
 
 from srv6pm import metrics as metrics_mod
 from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import InfluxWriter, StoreError
-from srv6pm.kafka import group_consumer
+from srv6pm.kafka import CONSUMER_LIMITS, MAX_REQUEST_BYTES, group_consumer
+from srv6pm.waiting import Waiting
 
 from . import fetch
 from .alarms import AlarmRules, Alarms
@@ -67,6 +90,9 @@ log = logging.getLogger("srv6pm.processor")
 
 COMPONENT = "processor"
 LAG_INTERVAL_S = 10.0  # how often the lag gauges are refreshed when no health points are written
+LAG_TIMEOUT_MS = 2_000  # end offsets for the lag: given up after this long (the point goes without lag)
+COMMIT_TIMEOUT_MS = 5_000  # a commit that takes longer is given up and tried again with the next one
+REVOKE_GRACE_S = 2.0  # a revocation first waits this long for the output in flight to be written
 
 
 def tune_gc() -> None:
@@ -98,6 +124,7 @@ class ProcessorOptions:
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 60_000
     retry_max_s: float = 10.0
+    hold_after_s: float = 1.0  # the output in flight not written after this long: pause the input and wait
     health_interval_s: float | None = 10.0  # None: no health points in InfluxDB
     alarms: AlarmRules = field(default_factory=AlarmRules)
 
@@ -107,22 +134,32 @@ class _Written:
     """The loop's part of an output in flight: what to finish once it is stored and published."""
 
     docs: list  # (stage, partition, result, its record, its JSON)
-    alarms: list  # (partition, alarm)
-    letters: list[str]  # input topic of each dead letter
+    alarms: list  # (input topic, partition, alarm)
+    letters: list[tuple[str, int]]  # input (topic, partition) of each dead letter
     tokens: list  # every record the output finishes
     involved: set[str]  # input topics with results or dead letters
     keys: dict  # (input topic, partition) -> {(subject, period)} of the results
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """kafka-python 3 awaits these on its IO thread, inside ``poll``; waiting in them keeps heartbeats going."""
+
     def __init__(self, processor: "Processor"):
         self.processor = processor
 
-    def on_partitions_revoked(self, revoked):
-        self.processor._revoked([(tp.topic, tp.partition) for tp in revoked])
+    async def on_partitions_revoked(self, revoked):
+        await self.processor._revoked(sorted((tp.topic, tp.partition) for tp in revoked))
 
-    def on_partitions_assigned(self, assigned):
-        self.processor._assigned([(tp.topic, tp.partition) for tp in assigned])
+    async def on_partitions_lost(self, lost):
+        await self.processor._revoked(sorted((tp.topic, tp.partition) for tp in lost), lost=True)
+
+    async def on_partitions_assigned(self, assigned):
+        self.processor._assigned(sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+async def _io_sleep(seconds: float) -> None:
+    """Sleep inside a listener callback without blocking kafka-python's IO loop (its own sleep event)."""
+    await KernelEvent("_sleep", seconds)
 
 
 class Processor:
@@ -140,23 +177,34 @@ class Processor:
             heartbeat_interval_ms=o.heartbeat_interval_ms, max_poll_interval_ms=o.max_poll_interval_ms,
             max_poll_records=o.max_records, listener=_Rebalance(self),
         )
-        self._ledger_reader = KafkaConsumer(**client, group_id=None, client_id=f"{o.client_id}-ledger",
-                                            enable_auto_commit=False)
+        self._ledger_reader = KafkaConsumer(**{**CONSUMER_LIMITS, **client}, group_id=None,
+                                            client_id=f"{o.client_id}-ledger", enable_auto_commit=False)
         fetch.install(self._consumer)
-        self._publisher = Publisher(client, o.client_id)
+        self._publisher = Publisher(client, o.client_id, max_batch_bytes=MAX_REQUEST_BYTES // 2)
         self._store = InfluxWriter(influx)
         self._health_store = InfluxWriter(influx)
+        self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srv6pm-health")
+        self._health_job: tuple[Future, float] | None = None  # (write under way, its time)
         self._tracker = OffsetTracker()
         self._ledgers = {t: Ledger(s.output_topic, s.subject_field, o.ledger_records) for t, s in self.stages.items()}
         self._alarms = {t: Alarms(o.alarms, s.alarm_kinds, o.ledger_records) for t, s in self.stages.items()}
         self._committed: dict[tuple[str, int], int] = {}
         self._raw: dict[tuple, tuple[bytes | None, bytes | None]] = {}
         self._stop = threading.Event()
-        self._writer = Writer(self._store, self._publisher, self._stop, o.retry_max_s)
+        self.metrics = metrics or metrics_mod.get()
+        self.waiting = Waiting(COMPONENT, log, self.metrics)
+        self._writer = Writer(self._store, self._publisher, self._stop, o.retry_max_s, self.waiting)
+        self._held: Output | None = None  # the batch made while holding (see the module docstring)
+        self._holding_since: float | None = None  # monotonic start of the hold
+        self._held_s = 0.0  # seconds held so far: the stages' clock stands still meanwhile
+        self._unloaded: set[tuple[str, int]] = set()  # assigned, paused until their ledger is read
+        self._ledger_retry_at = 0.0
+        self._ledger_delay = 0.2
+        self._poll_retry_at = 0.0
+        self._poll_delay = 0.2
         # (topic, partition) -> {(subject, period)} of results made but not yet in the ledger
         self._closed: dict[tuple[str, int], set[tuple]] = {}
-        self.stats = {"records": 0, "results": 0, "incomplete": 0, "deadletters": 0, "replayed": 0}
-        self.metrics = metrics or metrics_mod.get()
+        self.stats = {"records": 0, "results": 0, "incomplete": 0, "deadletters": 0, "replayed": 0, "holds": 0}
         self.health = (Health(o.client_id, tuple(self.stages), o.health_interval_s)
                        if o.health_interval_s else None)
         self._lag_partitions: set[tuple[str, int]] = set()
@@ -165,25 +213,79 @@ class Processor:
     # -- rebalancing ---------------------------------------------------------
 
     def _assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """Listener callback: the partitions stay paused until the loop has read their ledgers."""
+        fresh = [tp for tp in partitions if tp[0] in self._ledgers]
+        self._unloaded.update(fresh)
+        self._ledger_retry_at = 0.0
+        self._consumer.pause(*(TopicPartition(t, p) for t, p in fresh))
+
+    def _load_ledgers(self) -> None:
+        """On the loop's thread: read the ledgers (and alarm states) of newly assigned partitions, then resume them.
+
+        While the brokers cannot give the tails the partitions stay paused (processing without the ledger
+        could publish a result twice); loading is retried with capped backoff.
+        """
+        if not self._unloaded or time.monotonic() < self._ledger_retry_at:
+            return
         for topic, ledger in self._ledgers.items():
-            mine = [p for t, p in partitions if t == topic]
-            loaded = ledger.load(self._ledger_reader, mine)
+            mine = sorted(p for t, p in self._unloaded if t == topic)
+            if not mine:
+                continue
             alarms = self._alarms[topic]
-            states = alarms.load(self._ledger_reader, mine) if alarms.enabled else 0
+            try:
+                self._rewind(topic, mine)
+                loaded = ledger.load(self._ledger_reader, mine)
+                states = alarms.load(self._ledger_reader, mine) if alarms.enabled else 0
+            except (KafkaError, TimeoutError, OSError) as exc:
+                self.waiting.failed("kafka_ledger", exc)
+                self._ledger_retry_at = time.monotonic() + self._ledger_delay
+                self._ledger_delay = min(self._ledger_delay * 2, self.options.retry_max_s)
+                return
             log.info("partitions assigned", extra={"topic": topic, "partitions": mine, "ledger_results": loaded,
                                                    "alarms": states})
+            done = {(topic, p) for p in mine}
+            self._unloaded -= done
+            if self._holding_since is None:
+                self._consumer.resume(*(TopicPartition(t, p) for t, p in sorted(done)))
+        self.waiting.ok("kafka_ledger")
+        self._ledger_delay = 0.2
 
-    def _revoked(self, partitions: list[tuple[str, int]]) -> None:
-        """Called inside ``poll`` (on kafka-python's IO thread, while the loop waits in poll).
+    def _rewind(self, topic: str, partitions: list[int]) -> None:
+        """Read the partitions from their last committed offset (the earliest record without one).
 
-        The output in flight is waited for and finished first, so every result this member made for
-        the partitions is published before their next owner reads the ledger's tail. Nothing is
-        committed here: commits are the loop's, on its own thread (kafka-python cannot commit
-        synchronously from its IO thread); the next owner re-reads the records finished since the
-        loop's last commit and finds their results in the ledger.
+        A partition assigned to this member again keeps kafka-python 3's position, but its unfinished work
+        was dropped when it was revoked: like any next owner, this member reads it again from the commit.
         """
-        self._finish_written()
+        for p in partitions:
+            tp = TopicPartition(topic, p)
+            offset = self._consumer.committed(tp, timeout_ms=COMMIT_TIMEOUT_MS)
+            if offset is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+
+    async def _revoked(self, partitions: list[tuple[str, int]], lost: bool = False) -> None:
+        """Listener callback (on kafka-python's IO thread, while the loop waits in ``poll``).
+
+        The output in flight is given ``REVOKE_GRACE_S`` to be written; if it is, it is finished here as the
+        loop would have. Otherwise the partitions' lines and records are withdrawn from it (and from the
+        batch held, if any), waiting for an attempt under way to end: once this returns, this member stores
+        and publishes nothing more of theirs, so their next owner, which re-reads their uncommitted records
+        and the ledger's tail, makes each result once. Nothing is committed here: commits are the loop's.
+        """
         gone = set(partitions)
+        deadline = time.monotonic() + (0.0 if lost else REVOKE_GRACE_S)
+        while self._writer.busy and not self._writer.done and time.monotonic() < deadline:
+            await _io_sleep(0.02)
+        if self._writer.done and self._held is None:
+            try:
+                self._finish_written()
+            except Exception as exc:  # stopping: what it held is re-read by the next owner
+                log.warning("output in flight not written", extra={"error": str(exc)})
+        while not self._writer.withdraw(gone):
+            await _io_sleep(0.02)
+        if self._held is not None:
+            self._held.withdrawn.update(gone)
         for topic, stage in self.stages.items():
             stage.drop({t for t in stage.pending_tokens() if t[:2] in gone})
             self._ledgers[topic].forget([p for t, p in partitions if t == topic])
@@ -191,11 +293,13 @@ class Processor:
         self._tracker.forget(partitions)
         for tp in partitions:
             self._committed.pop(tp, None)
+            self._closed.pop(tp, None)
+        self._unloaded -= gone
         self._raw = {t: v for t, v in self._raw.items() if t[:2] not in gone}
         for topic, partition in gone & self._lag_partitions:
             self.metrics.consumer_lag.remove(COMPONENT, topic, str(partition))
         self._lag_partitions -= gone
-        log.info("partitions revoked", extra={"partitions": partitions})
+        log.info("partitions lost" if lost else "partitions revoked", extra={"partitions": partitions})
 
     # -- the loop ------------------------------------------------------------
 
@@ -211,9 +315,23 @@ class Processor:
         self._stop.set()
 
     def step(self) -> None:
-        """One iteration: poll and process a batch; finish the previous output; commit; hand this one over."""
-        batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
-        now = time.monotonic()
+        """One iteration: poll and process a batch; finish the previous output; commit; hand this one over.
+
+        While holding (see the module docstring) it only polls the paused partitions and checks whether the
+        output in flight is written.
+        """
+        self._load_ledgers()
+        if self._holding_since is not None:
+            for tp, messages in self._poll().items():  # none while paused; any that come are read again later
+                self._consumer.seek(tp, messages[0].offset)
+            if self._writer.busy and not self._writer.done:
+                self._housekeeping()
+                return
+            self._release()
+            self._housekeeping()
+            return
+        batch = self._poll()
+        now = self._stage_clock()
         outcomes: list[Outcome] = []
         restores: list[tuple[Stage, int, dict]] = []
         for tp, messages in batch.items():
@@ -221,17 +339,68 @@ class Processor:
         for stage in self.stages.values():
             outcomes.extend(stage.expire(now))
         output = self._output(outcomes, restores) if outcomes else None
+        if not self._writer.settle(self.options.hold_after_s):
+            self._hold(output)
+            return
         self._finish_written()
         self._commit()
         if output is not None:
             self._writer.submit(output)
+        self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        """Health points (written in the background, see :meth:`_health_step`) or lag gauges, when due."""
         now_s = time.time()
         if self.health is not None:
-            if self.health.due(now_s):
-                self._write_health()
+            self._health_step()
         elif now_s >= self._lag_due_s:  # no health points: the lag gauges are still kept current
             self._lag_due_s = now_s + LAG_INTERVAL_S
             self._safe_lag()
+
+    def _stage_clock(self) -> float:
+        """The stages' clock: monotonic seconds, standing still while the loop holds."""
+        return time.monotonic() - self._held_s
+
+    def _poll(self) -> dict:
+        """One poll; a failure of the consumer is waited out (logged once) and gives an empty batch."""
+        if time.monotonic() < self._poll_retry_at:
+            self._stop.wait(self.options.poll_ms / 1000)
+            return {}
+        try:
+            batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
+        except KafkaError as exc:
+            self.waiting.failed("kafka_consumer", exc)
+            self._poll_retry_at = time.monotonic() + self._poll_delay
+            self._poll_delay = min(self._poll_delay * 2, self.options.retry_max_s)
+            return {}
+        self.waiting.ok("kafka_consumer")
+        self._poll_delay = 0.2
+        return batch
+
+    def _hold(self, output: Output | None) -> None:
+        """The output in flight is not written yet: keep ``output``, pause the input, stop the stages' clock."""
+        self._held = output
+        self._holding_since = time.monotonic()
+        self.stats["holds"] += 1
+        self._consumer.pause(*self._consumer.assignment())
+        log.warning("input paused until the results in flight are written",
+                    extra={"waiting_for": self._writer.phase, "failing": sorted(self.waiting.now())})
+
+    def _release(self) -> None:
+        """The output in flight is written: finish it, commit, hand the held one over, resume the input."""
+        held_s = time.monotonic() - self._holding_since
+        self._held_s += held_s
+        if self.health:
+            self.health.held(held_s)
+        self._holding_since = None
+        held, self._held = self._held, None
+        self._finish_written()
+        self._commit()
+        if held is not None:
+            self._writer.submit(held)
+        resume = [tp for tp in self._consumer.assignment() if (tp.topic, tp.partition) not in self._unloaded]
+        self._consumer.resume(*resume)
+        log.warning("input resumed", extra={"held_s": round(held_s, 3)})
 
     def _take(self, tp, messages, now: float, outcomes: list[Outcome], restores: list) -> None:
         """Decode the records of one partition and give them to its stage."""
@@ -249,8 +418,13 @@ class Processor:
             try:
                 record = decode(m.value)
             except records.RecordError as exc:
-                self._raw[token] = (m.key, m.value)
-                outcomes.append(Outcome([token], rejected={token: str(exc)}))
+                self._reject(token, m, str(exc), outcomes)
+                continue
+            except RecursionError:
+                self._reject(token, m, "not usable JSON: nested too deeply", outcomes)
+                continue
+            except Exception as exc:  # no record may stop the loop: whatever the decoder did not expect is rejected
+                self._reject(token, m, f"cannot be decoded: {type(exc).__name__}: {exc}", outcomes)
                 continue
             node = node_of(record)
             if node:
@@ -285,39 +459,55 @@ class Processor:
             for node, (count, newest_ms) in nodes.items():
                 self.health.seen(node, newest_ms / 1000 if newest_ms is not None else None, count)
 
+    def _reject(self, token, message, reason: str, outcomes: list[Outcome]) -> None:
+        self._raw[token] = (message.key, message.value)
+        outcomes.append(Outcome([token], rejected={token: reason}))
+
     def _output(self, outcomes: list[Outcome], restores: list[tuple[Stage, int, dict]]) -> Output:
         """Everything the outcomes write: lines of results (and of re-read ones), results, alarms, dead letters."""
         sends: list[Send] = []
+        send_origins: list[tuple[str, int]] = []
         docs = []
         lines: list[str] = []
+        line_origins: list[tuple[str, int]] = []
         keys: dict[tuple[str, int], set[tuple]] = {}
-        letters: list[str] = []  # input topic of each dead letter
+        letters: list[tuple[str, int]] = []  # input (topic, partition) of each dead letter
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
                 key, raw = self._raw.pop(token, (None, None))
                 topic, partition, offset = token
                 letter = records.dead_letter(topic, partition, offset, reason, raw, self.options.group)
-                sends.append(Send(records.DEADLETTER, None, key, records.encode(letter)))
-                letters.append(topic)
+                sends.append(Send(records.DEADLETTER, None, records.dead_letter_key(key), records.encode(letter)))
+                send_origins.append((topic, partition))
+                letters.append((topic, partition))
                 log.warning("record dead-lettered", extra={"topic": topic, "partition": partition,
                                                            "offset": offset, "reason": reason})
             if outcome.results:
                 topic, partition, _ = outcome.tokens[0]
                 stage = self.stages[topic]
                 output_topic, lines_of = stage.output_topic, stage.lines
+                origin = (topic, partition)
+                n_lines = len(lines)
                 for result in outcome.results:
                     doc = result.to_dict()
                     value = records.encode_fast(doc)
                     docs.append((stage, partition, result, doc, value))
                     sends.append(Send(output_topic, partition, result.subject.encode(), value))
                     lines += lines_of(doc)
-                    keys.setdefault((topic, partition), set()).add((result.subject, result.period))
+                    keys.setdefault(origin, set()).add((result.subject, result.period))
+                send_origins += [origin] * len(outcome.results)
+                line_origins += [origin] * (len(lines) - n_lines)
         alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d, _ in docs] + restores)
-        sends += [Send(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()) for partition, alarm in alarms]
-        lines += [text for stage, _, doc in restores for text in stage.lines(doc)]
+        for topic, partition, alarm in alarms:
+            sends.append(Send(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()))
+            send_origins.append((topic, partition))
+        for stage, partition, doc in restores:
+            texts = stage.lines(doc)
+            lines += texts
+            line_origins += [(stage.input_topic, partition)] * len(texts)
         involved = {o.tokens[0][0] for o in outcomes if o.results or o.rejected}
         state = _Written(docs, alarms, letters, [t for o in outcomes for t in o.tokens], involved, keys)
-        return Output(lines, sends, state)
+        return Output(lines, sends, state, line_origins=line_origins, send_origins=send_origins)
 
     def _finish_written(self) -> None:
         """Wait for the output in flight; then remember its results and let its records' offsets move."""
@@ -325,16 +515,19 @@ class Processor:
         if output is None:
             return
         done: _Written = output.state
+        gone = output.withdrawn  # origins revoked meanwhile: their next owner makes and finishes these
         for kind, n in output.errors.items():
             for _ in range(n):
                 self._count_error(kind, done.involved)
-        self.metrics.records_out.labels(COMPONENT, records.ALARMS).inc(len(done.alarms))
-        for _, alarm in done.alarms:
+        alarms = [a for t, p, a in done.alarms if (t, p) not in gone]
+        self.metrics.records_out.labels(COMPONENT, records.ALARMS).inc(len(alarms))
+        for alarm in alarms:
             log.warning("alarm raised" if alarm.raised else "alarm cleared",
                         extra={"kind": alarm.kind, "subject": alarm.subject, "direction": alarm.direction,
                                "period": alarm.period, "value": alarm.value, "threshold": alarm.threshold})
-        self.stats["deadletters"] += len(done.letters)
-        for topic in done.letters:
+        letters = [topic for topic, partition in done.letters if (topic, partition) not in gone]
+        self.stats["deadletters"] += len(letters)
+        for topic in letters:
             self.metrics.deadletters.labels(COMPONENT, topic).inc()
             self.metrics.records_out.labels(COMPONENT, records.DEADLETTER).inc()
             if self.health:
@@ -342,6 +535,8 @@ class Processor:
         per_stage: dict[Stage, list[float]] = {}
         info = log.isEnabledFor(logging.INFO)
         for stage, partition, result, doc, value in done.docs:
+            if gone and (stage.input_topic, partition) in gone:
+                continue
             self._ledgers[stage.input_topic].add(partition, doc, value)
             end_s = (result.period + 1) * result.period_s  # the period's end, Unix seconds
             per_stage.setdefault(stage, []).append(max(0.0, output.done_s - end_s))
@@ -357,17 +552,18 @@ class Processor:
                 self.health.count(stage.input_topic, "records_out", len(latencies))
         finished = self._tracker.finished
         for topic, partition, offset in done.tokens:
-            finished((topic, partition), offset)
+            finished((topic, partition), offset)  # a forgotten (revoked) partition ignores it
         for tp, written in done.keys.items():
-            self._closed[tp] -= written
+            if tp in self._closed:
+                self._closed[tp] -= written
 
-    def _evaluate_alarms(self, results: list[tuple[Stage, int, dict]]) -> list[tuple[int, records.Alarm]]:
-        """(partition, alarm) for each alarm state the results change, evaluated in period order."""
+    def _evaluate_alarms(self, results: list[tuple[Stage, int, dict]]) -> list[tuple[str, int, records.Alarm]]:
+        """(input topic, partition, alarm) for each alarm state the results change, evaluated in period order."""
         out = []
         for stage, partition, doc in sorted(results, key=lambda r: r[2]["period"]):
             alarm = self._alarms[stage.input_topic].evaluate(partition, doc)
             if alarm is not None:
-                out.append((partition, alarm))
+                out.append((stage.input_topic, partition, alarm))
         return out
 
     def _count_error(self, kind: str, topics: set[str]) -> None:
@@ -383,7 +579,7 @@ class Processor:
         assigned = sorted(self._consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
         if not assigned:
             return {}
-        ends = self._consumer.end_offsets(assigned)
+        ends = self._consumer.end_offsets(assigned, timeout_ms=LAG_TIMEOUT_MS)
         lag: dict[str, int] = {}
         for tp in assigned:
             behind = max(0, ends[tp] - self._consumer.position(tp))
@@ -399,22 +595,45 @@ class Processor:
             log.warning("consumer lag unknown", extra={"error": str(exc)})
             return {}
 
-    def _write_health(self) -> None:
-        lag = self._safe_lag()
+    def _health_step(self) -> None:
+        """Collect the health write under way, if it ended; start the next one when due.
+
+        The write itself runs in a thread of its own (one at a time), so that InfluxDB being slow or away
+        never holds up the loop's polls; the counts are kept for the next write until one succeeds.
+        """
+        if self._health_job is not None:
+            future, at = self._health_job
+            if not future.done():
+                return
+            self._health_job = None
+            try:
+                future.result()
+            except StoreError as exc:
+                self.metrics.errors.labels(COMPONENT, "health").inc()
+                self.waiting.failed("influxdb_health", exc)
+            else:
+                self.waiting.ok("influxdb_health")
+                self.health.written(at)
         now = time.time()
-        try:
-            self._health_store.write(self.health.points(now, lag))
-        except StoreError as exc:
-            self.metrics.errors.labels(COMPONENT, "health").inc()
-            log.warning("health write failed; its counts go with the next one", extra={"error": str(exc)})
-            return
-        self.health.written(now)
+        if self.health.due(now):
+            points = self.health.points(now, self._safe_lag())
+            self._health_job = (self._health_pool.submit(self._health_store.write, points), now)
 
     def _commit(self) -> None:
+        """Commit what the tracker allows, on the loop's thread; a failure leaves it for the next commit."""
         offsets = {tp: o for tp, o in self._tracker.committable().items() if self._committed.get(tp) != o}
         if not offsets:
             return
-        self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+        try:
+            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()},
+                                  timeout_ms=COMMIT_TIMEOUT_MS)
+        except CommitFailedError as exc:  # the group moved on: the partitions' next owner re-reads from the last commit
+            log.info("commit refused after a rebalance", extra={"error": str(exc)})
+            return
+        except KafkaError as exc:
+            self.waiting.failed("kafka_commit", exc)
+            return
+        self.waiting.ok("kafka_commit")
         self._committed.update(offsets)
 
     def close(self) -> None:
@@ -426,11 +645,17 @@ class Processor:
         self._writer.close()
         if self.health:  # the counts since the last health point, without lag (the broker may be gone)
             try:
+                if self._health_job is not None:  # the write under way first, so that nothing is counted twice
+                    future, at = self._health_job
+                    self._health_job = None
+                    future.result()
+                    self.health.written(at)
                 now = time.time()
                 self._health_store.write(self.health.points(now))
                 self.health.written(now)
             except StoreError as exc:
                 log.debug("last health write failed", extra={"error": str(exc)})
+        self._health_pool.shutdown(wait=True)
         for closer in (self._consumer.close, self._ledger_reader.close, self._publisher.close, self._store.close,
                        self._health_store.close):
             try:

@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="consumer group session timeout (default 10000)")
     prun.add_argument("--heartbeat-interval-ms", type=int, default=1_000, metavar="MS",
                       help="consumer group heartbeat interval (default 1000)")
+    prun.add_argument("--max-poll-interval-ms", type=int, default=60_000, metavar="MS",
+                      help="consumer group max poll interval: a member that does not poll for this long is "
+                           "removed from the group (default 60000; the processor polls on while InfluxDB or "
+                           "the brokers are away)")
     prun.add_argument("--health-interval", type=float, metavar="S",
                       help="seconds between the processor's health points in InfluxDB (measurements pipeline "
                            "and exporter; default $SRV6PM_HEALTH_INTERVAL, else 10; 0: none)")
@@ -281,7 +285,8 @@ def cmd_processor_run(args) -> int:
     options = ProcessorOptions(group=args.group, pair_wait_s=args.pair_wait, ledger_records=args.ledger_records,
                                delay_lateness_s=args.delay_lateness, delay_idle_s=args.delay_idle,
                                session_timeout_ms=args.session_timeout_ms,
-                               heartbeat_interval_ms=args.heartbeat_interval_ms)
+                               heartbeat_interval_ms=args.heartbeat_interval_ms,
+                               max_poll_interval_ms=args.max_poll_interval_ms)
     if args.client_id:
         options.client_id = args.client_id
     options.health_interval_s = _health_interval(args) or None

@@ -106,6 +106,7 @@ class PipelineNames:
     deadletters: str = "deadletters"
     errors: str = "errors"
     interval_s: str = "interval_s"
+    held_s: str = "held_s"
     lag: str = "lag"
 
 

@@ -16,6 +16,16 @@ configuration is the configuration module's job, not this one's. Extra
 Requires kafka-python 3.x (dict-based ``create_topics(..., raise_errors=False)``
 and dict-shaped ``describe_topics`` results).
 
+Size limits (:data:`CONSUMER_LIMITS`, :data:`PRODUCER_LIMITS`) are set here
+and nowhere else: every srv6pm consumer fetches at most
+``MAX_PARTITION_FETCH_BYTES`` per partition and ``FETCH_MAX_BYTES`` per
+request (a broker still returns a single record larger than that, so no
+record is too large to be read, and the processor dead-letters what it cannot
+use), and every producer sends requests of at most ``MAX_REQUEST_BYTES``,
+within the brokers' default ``message.max.bytes`` (1 MiB). The processor's
+own records are far smaller: a result is under 2 KB, a dead letter under
+100 KB (:func:`srv6pm.records.dead_letter`).
+
 Why topics are created explicitly: the embedded lab broker (Tansu) creates a
 topic with 4 partitions as soon as a producer or a subscribing consumer asks for
 its metadata, so a component that starts before :func:`ensure_topics` ran gets
@@ -41,6 +51,11 @@ if TYPE_CHECKING:
     from srv6pm.config import KafkaSettings
 
 __all__ = [
+    "CONSUMER_LIMITS",
+    "FETCH_MAX_BYTES",
+    "MAX_PARTITION_FETCH_BYTES",
+    "MAX_REQUEST_BYTES",
+    "PRODUCER_LIMITS",
     "BrokerUnavailableError",
     "KafkaTarget",
     "TopicPartitionCountError",
@@ -50,6 +65,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+MAX_PARTITION_FETCH_BYTES = 2 * 1024 * 1024  # per partition and fetch: a few thousand records of under 1 KB
+FETCH_MAX_BYTES = 16 * 1024 * 1024  # per fetch request, over all partitions
+MAX_REQUEST_BYTES = 1024 * 1024  # per produce request: a broker's default message.max.bytes (1 MiB) accepts it
+CONSUMER_LIMITS = {"max_partition_fetch_bytes": MAX_PARTITION_FETCH_BYTES, "fetch_max_bytes": FETCH_MAX_BYTES}
+PRODUCER_LIMITS = {"max_request_size": MAX_REQUEST_BYTES}
 
 _RETRY_INTERVAL_S = 0.1
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code TOPIC_ALREADY_EXISTS
@@ -211,6 +232,7 @@ def group_consumer(
     * a group without committed offsets starts at the earliest record
       (``auto_offset_reset="earliest"``), so nothing produced before the first
       start is skipped;
+    * the size limits of :data:`CONSUMER_LIMITS` (unless ``client_options`` give others);
     * the given group timings and batch size. The defaults of the components
       suit a production broker; the lab passes short ones (e.g. 2000/500 ms)
       because a join on the embedded broker (Tansu) takes about
@@ -240,6 +262,7 @@ def group_consumer(
         raise ValueError(f"heartbeat_interval_ms: must be below session_timeout_ms ({session_timeout_ms}), "
                          f"got {heartbeat_interval_ms}")
     _, options = _connection(kafka, client_options)
+    options = {**CONSUMER_LIMITS, **options}
     options.update(group_id=group_id, client_id=client_id, enable_auto_commit=False,
                    auto_offset_reset="earliest", **timings)
     consumer = KafkaConsumer(**options)

@@ -29,6 +29,11 @@ metric                                             labels                       
 ``srv6pm_consumer_lag``                            component, topic, partition    end offset − position
 ``srv6pm_period_latency_seconds``                  component, topic               end of a period → its result
                                                                                   stored and published (histogram)
+``srv6pm_waiting``                                 component, what                1 while waiting for a service
+                                                                                  that is away (``what``:
+                                                                                  influxdb, kafka, ...)
+``srv6pm_waits_total``                             component, what                waits begun (see
+                                                                                  ``srv6pm.waiting``)
 ``srv6pm_exporter_blocks_published_total``         component, node                counter blocks published
 ``srv6pm_exporter_guard_misses_total``             component, node                guard times missed
 ``srv6pm_api_calls_total``                         component, method, code        southbound gRPC calls (served
@@ -90,6 +95,9 @@ class Metrics:
         self.period_latency = Histogram("srv6pm_period_latency_seconds", "Seconds from the end of a period "
                                         "to its result being stored in InfluxDB and published, per result topic.", ["component", "topic"],
                                         buckets=LATENCY_BUCKETS, registry=registry)
+        self.waiting = Gauge("srv6pm_waiting", "1 while the component waits for a service that is away "
+                             "(influxdb, kafka, ...), else 0.", ["component", "what"], registry=registry)
+        self.waits = counter("srv6pm_waits", "Waits begun for a service that was away.", ["what"])
         # -- node exporter -----------------------------------------------------
         self.blocks_published = counter("srv6pm_exporter_blocks_published",
                                         "Counter blocks published to srv6pm.counters.", ["node"])

@@ -12,6 +12,7 @@ on the dead-letter topic.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from dataclasses import KW_ONLY, asdict, dataclass
@@ -28,7 +29,7 @@ from srv6pm.errors import InputError
 __all__ = [
     "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS", "EVENTS",
     "Alarm", "CounterEncoder", "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "Segment",
-    "StampSample", "build", "counter_from", "dead_letter", "decode_counters", "decode_event", "decode_stamp", "encode",
+    "StampSample", "build", "counter_from", "dead_letter", "dead_letter_key", "decode_counters", "decode_event", "decode_stamp", "encode",
     "encode_fast", "schema", "stamp_from", "validate",
 ]
 
@@ -116,6 +117,8 @@ def _decode_json(raw: bytes | None) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise RecordError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise RecordError("not usable JSON: nested too deeply") from None
 
 
 def _reject_constant(name: str):
@@ -499,12 +502,33 @@ def decode_event(raw: bytes | None) -> Event:
     return Event(**{k: obj[k] for k in Event.__dataclass_fields__})
 
 
+DEADLETTER_RAW_BYTES = 64 * 1024  # of the rejected value, kept in a dead letter (base64 makes it 4/3 larger)
+DEADLETTER_KEY_BYTES = 1024  # of the rejected record's key, kept as the dead letter's key
+DEADLETTER_REASON_CHARS = 1000
+
+
 def dead_letter(topic: str, partition: int, offset: int, reason: str, raw: bytes | None, consumer: str) -> dict:
-    """The ``srv6pm.deadletter`` record for a rejected input record."""
+    """The ``srv6pm.deadletter`` record for a rejected input record; always small enough to publish.
+
+    ``raw`` is the value as received: the letter keeps its first
+    ``DEADLETTER_RAW_BYTES`` bytes (base64, ``raw``), its length
+    (``raw_bytes``), whether it was cut (``raw_truncated``) and the SHA-256 of
+    the whole value (``raw_sha256``), so a letter is at most about 90 KB however
+    large the record was. The reason is cut to ``DEADLETTER_REASON_CHARS``.
+    """
+    raw = raw or b""
+    kept = raw[:DEADLETTER_RAW_BYTES]
     return {
         "v": VERSION, "topic": topic, "partition": partition, "offset": offset,
-        "reason": reason, "raw": base64.b64encode(raw or b"").decode("ascii"), "consumer": consumer,
+        "reason": _short(reason, DEADLETTER_REASON_CHARS), "raw": base64.b64encode(kept).decode("ascii"),
+        "raw_bytes": len(raw), "raw_truncated": len(kept) < len(raw), "raw_sha256": hashlib.sha256(raw).hexdigest(),
+        "consumer": consumer,
     }
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The key of a dead letter: the rejected record's key, cut to ``DEADLETTER_KEY_BYTES``."""
+    return None if key is None else key[:DEADLETTER_KEY_BYTES]
 
 
 def _short(message: str, limit: int = 300) -> str:

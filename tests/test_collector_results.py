@@ -239,3 +239,32 @@ def test_liveness_alarms_mark_the_path_edge_and_other_alarms_leave_the_graph_alo
     s1 = {p["_key"]: p for p in graph.snapshot()["paths"]}["stamp:s1"]
     assert s1["alive"] is False and s1["liveness"]["last_reply_ns"] == 9_940_000_000
     assert committed(kafka, group, records.ALARMS) == {0: 2, 1: None}
+
+
+def test_a_broker_hung_longer_than_the_session_timeout_is_ridden_out(graph):
+    """The broker suspended (SIGSTOP) for three session timeouts and resumed: the consumer never raises,
+    goes on with the records produced after, and commits everything."""
+    from srv6pm.lab.broker import EmbeddedBroker
+    from srv6pm.ports import free_port
+
+    with EmbeddedBroker(port=free_port()) as broker:
+        kafka = KafkaSettings(bootstrap=broker.bootstrap)
+        ensure_topics(kafka, {records.LOSS: 2, records.DELAY: 2})
+        group = "test-" + uuid.uuid4().hex[:8]
+        produce(kafka, records.LOSS, [("f1", loss("f1", 100, lost=1))])
+        consumer = ResultsConsumer(kafka, graph, group_id=group, options=options())
+        try:
+            consume_until(consumer, lambda: consumer.stats["records"] >= 1)
+            broker.freeze()
+            try:
+                deadline = time.monotonic() + 6  # three times the session timeout of options()
+                while time.monotonic() < deadline:
+                    consumer.step()
+            finally:
+                broker.thaw()
+            produce(kafka, records.LOSS, [("f1", loss("f1", 101, lost=2))])
+            consume_until(consumer, lambda: consumer.stats["applied"] >= 2, timeout=60)
+            consume_until(consumer, lambda: committed(kafka, group, records.LOSS)[0] == 2, timeout=30)
+        finally:
+            consumer.close()
+    assert next(p for p in graph.snapshot()["paths"] if p["_key"] == "flow:f1")["loss"]["lost_packets"] == 2

@@ -19,7 +19,7 @@ def test_the_names_are_the_documented_ones():
         "session", "direction", "sender", "reflector", "samples", "lost", "min_us", "mean_us", "max_us", "p50_us",
         "p99_us", "jitter_us")} | {"measurement": "delay"}
     assert asdict(PIPELINE) == {name: name for name in (
-        "component", "instance", "topic", "records_in", "records_out", "deadletters", "errors", "interval_s",
+        "component", "instance", "topic", "records_in", "records_out", "deadletters", "errors", "interval_s", "held_s",
         "lag")} | {"measurement": "pipeline"}
     assert asdict(EXPORTER) == {"measurement": "exporter", "node": "node", "instance": "instance",
                                 "records": "records", "last_record_age_s": "last_record_age_s"}
@@ -37,6 +37,6 @@ def test_the_processor_writes_these_names():
     health.seen("r1", 99.0, 2)
     lines = [p.to_line_protocol() for p in health.points(100.0, {"srv6pm.counters": 4})]
     assert lines == [
-        "pipeline,component=processor,instance=p1,topic=srv6pm.counters deadletters=0i,errors=0i,interval_s=0,lag=4i,"
+        "pipeline,component=processor,instance=p1,topic=srv6pm.counters deadletters=0i,errors=0i,held_s=0,interval_s=0,lag=4i,"
         "records_in=0i,records_out=0i 100000000000",
         "exporter,instance=p1,node=r1 last_record_age_s=1,records=2i 100000000000"]

@@ -4,6 +4,7 @@ counters, the real broker, the real InfluxDB engine, exporters and processor as 
 Needs root. Node names are random so that these tests never touch a lab that is running.
 """
 
+import contextlib
 import os
 import subprocess
 import time
@@ -44,18 +45,27 @@ stamp:
     return scenario_mod.parse(text, source="e2e"), (a, b, c, d)
 
 
-@pytest.fixture
-def lab(free_port, request):
-    """A running lab; ``indirect`` parametrisation chooses its data plane (default ebpf)."""
-    scenario, nodes = make_scenario(getattr(request, "param", "ebpf"))
-    running = Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2)
+@contextlib.contextmanager
+def running_lab(free_port, dataplane="ebpf", **options):
+    """A running lab of :func:`make_scenario` (``options``: more Lab arguments) with a results reader."""
+    scenario, nodes = make_scenario(dataplane)
+    running = Lab(scenario, kafka_port=free_port(), influx_port=free_port(), partitions=2, **options)
     running.nodes = nodes
     with running:
         running.reader = running.results(from_beginning=True)
         running.seen = []
-        yield running
-        running.reader.close()
+        try:
+            yield running
+        finally:
+            running.reader.close()
     assert not any(exists(ns) for ns in running.plan.namespaces), "namespaces left behind"
+
+
+@pytest.fixture
+def lab(free_port, request):
+    """A running lab; ``indirect`` parametrisation chooses its data plane (default ebpf)."""
+    with running_lab(free_port, getattr(request, "param", "ebpf")) as running:
+        yield running
 
 
 def collect(lab, until, timeout=60):
@@ -140,25 +150,9 @@ class DropRule:
         return counter["packets"]
 
 
-BOTH_DATAPLANES = pytest.mark.parametrize("lab", ["ebpf", "nftables"], indirect=True)
-
-
-@BOTH_DATAPLANES
-def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
-    a, b, c, d = lab.nodes
-    clock = PeriodClock(PERIOD)
-    collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
-    first = max(complete_periods(lab.seen, "f1")[0], complete_periods(lab.seen, "f2")[0])
-
-    # At transit node b, drop one in five of f1's packets (encapsulated, on their way to c's End SID).
-    drop = DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
-    t_add = clock.current()
-    time.sleep(4 * PERIOD)
-    dropped = drop.stop()
-    t_del = clock.current()
-    last = t_del + 3
-    collect(lab, have_through(last))
-
+def drop_window(lab, first, last, dropped):
+    """f1's and f2's results of periods first..last, each published once and complete; f1's losses add up
+    to the ``dropped`` packets of :func:`start_drops` (tx − rx each period), f2 lost nothing."""
     results = by_flow_period(lab.seen)
     window = range(first, last + 1)
     f1 = [results[("f1", k)] for k in window]
@@ -166,13 +160,40 @@ def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
     assert all(r["complete"] for r in f1 + f2), [r for r in f1 + f2 if not r["complete"]]
     assert dropped > 0
     assert sum(r["lost_packets"] for r in f1) == dropped
-    for r in f1:
-        if r["period"] < t_add - 1 or r["period"] > t_del + 1:
-            assert r["lost_packets"] == 0, r
-        assert r["lost_packets"] == r["tx_packets"] - r["rx_packets"]
+    assert all(r["lost_packets"] == r["tx_packets"] - r["rx_packets"] for r in f1)
     assert any(r["lost_packets"] > 0 for r in f1)
     assert all(r["lost_packets"] == 0 for r in f2)
     assert all(r["tx_packets"] > 0 for r in f1 + f2)
+    return f1, f2
+
+
+BOTH_DATAPLANES = pytest.mark.parametrize("lab", ["ebpf", "nftables"], indirect=True)
+
+
+def start_drops(lab):
+    """Once both flows have two complete periods, drop one in five of f1's packets at transit node b
+    (encapsulated, on their way to c's End SID). Returns (first complete period of both flows, the rule)."""
+    a, b, c, d = lab.nodes
+    collect(lab, lambda rs: len(complete_periods(rs, "f1")) >= 2 and len(complete_periods(rs, "f2")) >= 2)
+    first = max(complete_periods(lab.seen, "f1")[0], complete_periods(lab.seen, "f2")[0])
+    return first, DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
+
+
+@BOTH_DATAPLANES
+def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
+    clock = PeriodClock(PERIOD)
+    first, drop = start_drops(lab)
+    t_add = clock.current()
+    time.sleep(4 * PERIOD)
+    dropped = drop.stop()
+    t_del = clock.current()
+    last = t_del + 3
+    collect(lab, have_through(last))
+
+    f1, f2 = drop_window(lab, first, last, dropped)
+    for r in f1:
+        if r["period"] < t_add - 1 or r["period"] > t_del + 1:
+            assert r["lost_packets"] == 0, r
 
     # InfluxQL over the loss measurement gives the same numbers.
     start, end = clock.start_ns(first), clock.start_ns(last)

@@ -1,4 +1,5 @@
 import base64
+import hashlib
 import json
 
 import pytest
@@ -50,6 +51,27 @@ def test_dead_letter_record_satisfies_its_schema():
     letter = records.dead_letter(records.COUNTERS, 3, 17, "not JSON", b"\x00garbage", "g")
     records.validate(records.DEADLETTER, letter)
     assert base64.b64decode(letter["raw"]) == b"\x00garbage"
+    assert (letter["raw_bytes"], letter["raw_truncated"]) == (8, False)
+    assert letter["raw_sha256"] == hashlib.sha256(b"\x00garbage").hexdigest()
+
+
+def test_dead_letter_of_a_huge_record_keeps_its_head_length_and_digest_and_stays_small():
+    raw = bytes(range(256)) * 8192  # 2 MiB
+    letter = records.dead_letter(records.COUNTERS, 0, 5, "x " * 5000, raw, "g")
+    records.validate(records.DEADLETTER, letter)
+    assert base64.b64decode(letter["raw"]) == raw[:records.DEADLETTER_RAW_BYTES]
+    assert (letter["raw_bytes"], letter["raw_truncated"]) == (len(raw), True)
+    assert letter["raw_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert len(letter["reason"]) == records.DEADLETTER_REASON_CHARS
+    assert len(records.encode(letter)) < 100_000
+    assert records.dead_letter_key(b"k" * 5000) == b"k" * records.DEADLETTER_KEY_BYTES
+    assert records.dead_letter_key(None) is None
+
+
+def test_json_nested_too_deeply_is_a_record_error_not_a_crash():
+    nested = b'{"x":' + b"[" * 20_000 + b"]" * 20_000 + b"}"  # under MAX_RECORD_BYTES, beyond the recursion limit
+    with pytest.raises(RecordError, match="nested too deeply"):
+        records.decode_counters(nested)
 
 
 def test_loss_result_satisfies_its_schema():
