@@ -36,6 +36,7 @@ from arango.exceptions import ArangoError, ArangoServerError
 from arango.http import DefaultHTTPClient
 
 from srv6pm.config import ConfigError, _readable, _secret
+from srv6pm.inputs import url as check_url
 
 from .graph import EDGE_DEFINITIONS, GRAPH, LINKS, NODES, NO_DELAY_WEIGHT, PATHS, GraphStore, GraphStoreError
 
@@ -88,8 +89,7 @@ class ArangoSettings:
             return value if value not in (None, "") else env.get(var) or None
 
         url = pick("arango_url", "SRV6PM_ARANGO_URL") or cls.url
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"ArangoDB URL {url!r} must start with http:// or https://")
+        check_url(url, "--arango-url" if getattr(args, "arango_url", None) else "SRV6PM_ARANGO_URL")
         database = pick("arango_database", "SRV6PM_ARANGO_DATABASE") or cls.database
         if not _DB_NAME.fullmatch(database):
             raise ConfigError(f"ArangoDB database {database!r} is not a valid name "
@@ -100,7 +100,7 @@ class ArangoSettings:
                               "(an empty file for a server without authentication)")
         return cls(url=url, database=database, user=pick("arango_user", "SRV6PM_ARANGO_USER") or cls.user,
                    password=password,
-                   cafile=_readable(pick("arango_cafile", "SRV6PM_ARANGO_CAFILE"), "ArangoDB CA file"))
+                   cafile=_readable(pick("arango_cafile", "SRV6PM_ARANGO_CAFILE"), "--arango-cafile" if getattr(args, "arango_cafile", None) else "SRV6PM_ARANGO_CAFILE"))
 
 
 class ArangoGraph(GraphStore):

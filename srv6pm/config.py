@@ -59,9 +59,22 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
 
 
 def _readable(path: str | None, what: str) -> str | None:
-    if path and not os.access(path, os.R_OK):
-        raise ConfigError(f"{what} {path}: not a readable file")
-    return path
+    """``path`` if it names a readable file (None passes); ``what`` names the setting in the error."""
+    from srv6pm.inputs import readable_file
+    return readable_file(path, what) if path else path
+
+
+def _picker(args: argparse.Namespace | None, env: Mapping[str, str]):
+    """``pick(attr, var)``: the flag's value, else the environment's; ``pick.names[attr]`` says which it was."""
+    def pick(attr: str, var: str):
+        value = getattr(args, attr, None) if args is not None else None
+        if value not in (None, ""):
+            pick.names[attr] = "--" + attr.replace("_", "-")
+            return value
+        pick.names[attr] = var
+        return env.get(var) or None
+    pick.names = {}
+    return pick
 
 
 @dataclass(frozen=True)
@@ -95,25 +108,26 @@ class KafkaSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> "KafkaSettings":
+        from srv6pm.inputs import host_ports
         env = os.environ if env is None else env
-
-        def pick(attr: str, var: str):
-            value = getattr(args, attr, None) if args is not None else None
-            return value if value not in (None, "") else env.get(var) or None
-
-        cafile = _readable(pick("kafka_cafile", "SRV6PM_KAFKA_CAFILE"), "Kafka CA file")
+        pick = _picker(args, env)
+        cafile = pick("kafka_cafile", "SRV6PM_KAFKA_CAFILE")
+        cafile = _readable(cafile, pick.names["kafka_cafile"])
         protocol = pick("kafka_security_protocol", "SRV6PM_KAFKA_SECURITY_PROTOCOL") or ("SSL" if cafile else "PLAINTEXT")
         if protocol not in _PROTOCOLS:
             raise ConfigError(f"Kafka security protocol {protocol!r} is not one of {', '.join(_PROTOCOLS)}")
         mechanism = pick("kafka_sasl_mechanism", "SRV6PM_KAFKA_SASL_MECHANISM")
         if mechanism and mechanism not in _MECHANISMS:
             raise ConfigError(f"Kafka SASL mechanism {mechanism!r} is not one of {', '.join(_MECHANISMS)}")
+        bootstrap = pick("kafka", "SRV6PM_KAFKA_BOOTSTRAP") or cls.bootstrap
+        host_ports(bootstrap, pick.names["kafka"], default_port=9092)  # kafka-python's default port
+        certfile, keyfile = pick("kafka_certfile", "SRV6PM_KAFKA_CERTFILE"), pick("kafka_keyfile", "SRV6PM_KAFKA_KEYFILE")
         settings = cls(
-            bootstrap=pick("kafka", "SRV6PM_KAFKA_BOOTSTRAP") or cls.bootstrap,
+            bootstrap=bootstrap,
             security_protocol=protocol,
             cafile=cafile,
-            certfile=_readable(pick("kafka_certfile", "SRV6PM_KAFKA_CERTFILE"), "Kafka client certificate"),
-            keyfile=_readable(pick("kafka_keyfile", "SRV6PM_KAFKA_KEYFILE"), "Kafka client key"),
+            certfile=_readable(certfile, pick.names["kafka_certfile"]),
+            keyfile=_readable(keyfile, pick.names["kafka_keyfile"]),
             sasl_mechanism=mechanism,
             username=pick("kafka_username", "SRV6PM_KAFKA_USERNAME"),
             password=_secret(env, "SRV6PM_KAFKA_PASSWORD"),
@@ -162,19 +176,15 @@ class InfluxSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> "InfluxSettings":
+        from srv6pm.inputs import url as check_url
         env = os.environ if env is None else env
-
-        def pick(attr: str, var: str):
-            value = getattr(args, attr, None) if args is not None else None
-            return value if value not in (None, "") else env.get(var) or None
-
-        url = pick("influx_url", "SRV6PM_INFLUX_URL") or cls.url
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"InfluxDB URL {url!r} must start with http:// or https://")
+        pick = _picker(args, env)
+        url = check_url(pick("influx_url", "SRV6PM_INFLUX_URL") or cls.url, pick.names["influx_url"])
+        cafile = pick("influx_cafile", "SRV6PM_INFLUX_CAFILE")
         return cls(
             url=url,
             org=pick("influx_org", "SRV6PM_INFLUX_ORG") or cls.org,
             bucket=pick("influx_bucket", "SRV6PM_INFLUX_BUCKET") or cls.bucket,
             token=_secret(env, "SRV6PM_INFLUX_TOKEN"),
-            cafile=_readable(pick("influx_cafile", "SRV6PM_INFLUX_CAFILE"), "InfluxDB CA file"),
+            cafile=_readable(cafile, pick.names["influx_cafile"]),
         )
