@@ -203,7 +203,11 @@ def cmd_run(args) -> int:
     from srv6pm.collector.results import ResultsOptions
     from srv6pm.collector.service import Collector
 
+    from srv6pm import reach
     given = inputs(args)
+    reach.kafka(given.kafka)
+    if given.arango is not None:
+        reach.arango(given.arango)
     graph = _graph(given.arango)
     options = ResultsOptions(session_timeout_ms=args.session_timeout_ms,
                              heartbeat_interval_ms=args.heartbeat_interval_ms)

@@ -380,8 +380,11 @@ def cmd_processor_check(args) -> int:
 
 
 def cmd_processor_run(args) -> int:
+    from srv6pm import reach
     from srv6pm.processor.service import Processor, tune_gc
     options, kafka, influx, port = processor_inputs(args)
+    reach.kafka(kafka)
+    reach.influx(influx)
     metrics.serve(port)
     with Stop() as stop:
         processor = Processor(kafka, influx, options)
@@ -459,7 +462,12 @@ def cmd_lab_run(args) -> int:
     from srv6pm.lab.latency import DetectionLatency
     from srv6pm.lab.output import JsonLines, ResultTable
     from srv6pm.lab.runner import Lab
+    from srv6pm import reach
     scenario, kafka, influx = lab_inputs(args)
+    if kafka is not None:  # external services: they answer, or nothing is built
+        reach.kafka(kafka)
+    if influx is not None:
+        reach.influx(influx)
     # A signal ends the loop of _show_results (one while building lets the build finish, so that the
     # teardown knows everything built); the lab then tears down and the status tells which signal it was.
     with Stop(then=_keep_going) as stop:
