@@ -87,7 +87,8 @@ def host_port(value: str, name: str, *, any_port: bool = False, default_port: in
     if default_port is not None and (text.endswith("]") or (text and ":" not in text)):
         text = f"{text}:{default_port}"
     where, _, port = text.rpartition(":")
-    if not where or not port.isdigit() or (where.count(":") and not where.startswith("[")):
+    bracketed = where.startswith("[") and where.endswith("]")
+    if not where or not port.isdigit() or (":" in where and not bracketed) or where.startswith("[") != bracketed:
         raise ConfigError(f"{name} {quote(value)}: not HOST:PORT (an IPv6 address in brackets: [::1]:9092)")
     number = int(port)
     if not (0 if any_port else 1) <= number <= 65535:
