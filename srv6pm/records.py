@@ -23,6 +23,8 @@ from typing import Any
 import jsonschema
 import msgspec
 
+from srv6pm.quote import quote, shorten
+
 __all__ = [
     "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS", "EVENTS",
     "Alarm", "CounterEncoder", "CounterRecord", "DelayResult", "Event", "LossResult", "RecordError", "Segment",
@@ -71,7 +73,7 @@ def validate(topic: str, obj: Any) -> None:
     error = jsonschema.exceptions.best_match(_validator(topic).iter_errors(obj))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(record)"
-        raise RecordError(f"schema: {where}: {_short(error.message)}")
+        raise RecordError(f"schema: {where}: {shorten(error.message)}")
 
 
 def encode(obj: dict) -> bytes:
@@ -221,7 +223,8 @@ def counter_from(obj: Mapping[str, Any]) -> CounterRecord:
     Absent optional members may be given as None. Raises :class:`RecordError`.
     """
     if obj["color"] != obj["period"] % 2:
-        raise RecordError(f"color {obj['color']} does not match period {obj['period']} (period mod 2 = {obj['period'] % 2})")
+        raise RecordError(f"color {obj['color']} does not match period {quote(obj['period'])} "
+                          f"(period mod 2 = {obj['period'] % 2})")
     period_s = float(obj["period_s"])
     if not math.isfinite(period_s):
         raise RecordError("period_s is not finite")
@@ -367,9 +370,9 @@ def stamp_from(obj: Mapping[str, Any]) -> StampSample:
         if None in (t2, t3, t4):
             raise RecordError("a returned packet needs t1, t2, t3 and t4")
         if t4 < t1:
-            raise RecordError(f"t4 ({t4}) is before t1 ({t1}) on the sender's clock")
+            raise RecordError(f"t4 ({quote(t4)}) is before t1 ({quote(t1)}) on the sender's clock")
         if t3 < t2:
-            raise RecordError(f"t3 ({t3}) is before t2 ({t2}) on the reflector's clock")
+            raise RecordError(f"t3 ({quote(t3)}) is before t2 ({quote(t2)}) on the reflector's clock")
     if not math.isfinite(float(obj["period_s"])):
         raise RecordError("period_s is not finite")
     return StampSample(
@@ -489,7 +492,3 @@ def dead_letter(topic: str, partition: int, offset: int, reason: str, raw: bytes
         "reason": reason, "raw": base64.b64encode(raw or b"").decode("ascii"), "consumer": consumer,
     }
 
-
-def _short(message: str, limit: int = 300) -> str:
-    message = " ".join(message.split())
-    return message if len(message) <= limit else message[: limit - 1] + "…"
