@@ -37,6 +37,7 @@ from arango.http import DefaultHTTPClient
 
 from srv6pm.config import ConfigError, _readable, _secret
 from srv6pm.inputs import url as check_url
+from srv6pm.quote import quote
 
 from .graph import EDGE_DEFINITIONS, GRAPH, LINKS, NODES, NO_DELAY_WEIGHT, PATHS, GraphStore, GraphStoreError
 
@@ -92,7 +93,7 @@ class ArangoSettings:
         check_url(url, "--arango-url" if getattr(args, "arango_url", None) else "SRV6PM_ARANGO_URL")
         database = pick("arango_database", "SRV6PM_ARANGO_DATABASE") or cls.database
         if not _DB_NAME.fullmatch(database):
-            raise ConfigError(f"ArangoDB database {database!r} is not a valid name "
+            raise ConfigError(f"ArangoDB database {quote(database)} is not a valid name "
                               "(a letter, then letters, digits, '_' or '-'; at most 64)")
         password = _secret(env, "SRV6PM_ARANGO_PASSWORD")
         if password is None:
@@ -143,7 +144,7 @@ class ArangoGraph(GraphStore):
             yield
         except ArangoServerError as exc:
             if exc.http_code == 401:
-                raise GraphStoreError(f"ArangoDB {self.url}: user {self._user!r}: wrong user name or password "
+                raise GraphStoreError(f"ArangoDB {self.url}: user {quote(self._user)}: wrong user name or password "
                                       f"({what})") from None
             raise GraphStoreError(f"ArangoDB {self.url}: {what}: {exc}") from None
         except (ArangoError, OSError) as exc:

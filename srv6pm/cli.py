@@ -36,6 +36,7 @@ from pathlib import Path
 
 from srv6pm import __version__, logs, metrics
 from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings
+from srv6pm.quote import quote
 from srv6pm.stopping import Stop, quiet_on_closed_pipe, status_of
 
 log = logging.getLogger("srv6pm")
@@ -266,7 +267,7 @@ def _exporter_api(args, config):
         return None
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"--grpc-listen: {listen!r} is not HOST:PORT (IPv6 in brackets: [::]:50051)")
+        raise ConfigError(f"--grpc-listen: {quote(listen)} is not HOST:PORT (IPv6 in brackets: [::]:50051)")
     from srv6pm.inputs import host as check_host
     check_host(host, "--grpc-listen")
     cert = args.grpc_tls_cert or file.cert
@@ -357,7 +358,7 @@ def processor_inputs(args):
                  " (below --session-timeout-ms)")
     for flag, value in (("--group", args.group), ("--client-id", args.client_id)):
         if value is not None and not value.strip():
-            raise ConfigError(f"{flag} {value!r}: must not be empty")
+            raise ConfigError(f"{flag} {quote(value)}: must not be empty")
     options = ProcessorOptions(group=args.group, pair_wait_s=args.pair_wait, ledger_records=args.ledger_records,
                                delay_lateness_s=args.delay_lateness, delay_idle_s=args.delay_idle,
                                session_timeout_ms=args.session_timeout_ms,
@@ -405,7 +406,7 @@ def _health_interval(value: float | None) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(f"SRV6PM_HEALTH_INTERVAL={text!r}: not a number of seconds") from None
+            raise ConfigError(f"SRV6PM_HEALTH_INTERVAL={quote(text)}: not a number of seconds") from None
     if not 0 <= value < float("inf"):
         raise ConfigError(f"{name} {value:g}: must be a finite number of seconds >= 0 (0: no health points)")
     return value
@@ -427,7 +428,7 @@ def _threshold(value: str | None, flag: str, env: str, default: float | None) ->
     except ValueError:
         number = float("nan")
     if not 0 <= number < float("inf"):
-        raise ConfigError(f"{name} {value!r}: must be a number >= 0, or 'off'")
+        raise ConfigError(f"{name} {quote(value)}: must be a number >= 0, or 'off'")
     return number
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from srv6pm.quote import quote
+
 __all__ = ["ConfigError", "InfluxSettings", "KafkaSettings"]
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -115,10 +117,10 @@ class KafkaSettings:
         cafile = _readable(cafile, pick.names["kafka_cafile"])
         protocol = pick("kafka_security_protocol", "SRV6PM_KAFKA_SECURITY_PROTOCOL") or ("SSL" if cafile else "PLAINTEXT")
         if protocol not in _PROTOCOLS:
-            raise ConfigError(f"Kafka security protocol {protocol!r} is not one of {', '.join(_PROTOCOLS)}")
+            raise ConfigError(f"Kafka security protocol {quote(protocol)} is not one of {', '.join(_PROTOCOLS)}")
         mechanism = pick("kafka_sasl_mechanism", "SRV6PM_KAFKA_SASL_MECHANISM")
         if mechanism and mechanism not in _MECHANISMS:
-            raise ConfigError(f"Kafka SASL mechanism {mechanism!r} is not one of {', '.join(_MECHANISMS)}")
+            raise ConfigError(f"Kafka SASL mechanism {quote(mechanism)} is not one of {', '.join(_MECHANISMS)}")
         bootstrap = pick("kafka", "SRV6PM_KAFKA_BOOTSTRAP") or cls.bootstrap
         host_ports(bootstrap, pick.names["kafka"], default_port=9092)  # kafka-python's default port
         certfile, keyfile = pick("kafka_certfile", "SRV6PM_KAFKA_CERTFILE"), pick("kafka_keyfile", "SRV6PM_KAFKA_KEYFILE")

@@ -54,6 +54,7 @@ from collections.abc import Mapping
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from srv6pm.config import ConfigError
+from srv6pm.quote import quote
 
 __all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "api_call_interceptor", "get", "observe_all",
            "port_from_args", "serve"]
@@ -152,7 +153,7 @@ def serve(port: int | None, addr: str = "", registry: CollectorRegistry | None =
     if not port:
         return None
     if not isinstance(port, int) or not 0 < port < 65536:
-        raise MetricsError(f"metrics port {port!r}: must be an integer from 1 to 65535")
+        raise MetricsError(f"metrics port {quote(port)}: must be an integer from 1 to 65535")
     try:
         server, _thread = start_http_server(port, addr=addr or "0.0.0.0",
                                             registry=REGISTRY if registry is None else registry)
@@ -184,7 +185,7 @@ def port_from_args(args: argparse.Namespace | None = None, env: Mapping[str, str
         try:
             value = int(text)
         except ValueError:
-            raise ConfigError(f"{ENV_PORT}={text!r}: not a port number") from None
+            raise ConfigError(f"{ENV_PORT}={quote(text)}: not a port number") from None
     if not 0 <= value < 65536:
         raise ConfigError(f"{name} {value}: must be from 0 (off) to 65535")
     return value or None

@@ -228,3 +228,17 @@ def test_lab_run_with_a_bad_option_builds_nothing_as_a_process(tmp_path):
 def test_a_long_value_is_quoted_cut_short(files, capsys):
     status, err = main_status(["lab", "check", str(files / "s.yaml"), "--grpc-host", "a" * 5000 + "!"], capsys)
     assert status == 2 and len(err) < 200 and "(5001 characters)" in err
+
+
+@pytest.mark.parametrize("command, text", [
+    (["lab", "check"], "period: 2\nnodes: [iq1, iq2]\nlinks: [[iq1, iq2]]\nflows: [{name: f1, from: iq1, to: "
+                       + "x" * 5000 + ", rate: 10}]\n"),
+    (["collector", "check", "--grpc-plaintext", "--config"],
+     'nodes:\n  - {name: r1, grpc: "127.0.0.1:1", sids: [{sid: "fcff:1::1", behavior: ' + "E" * 5000 + "}]}\n"),
+    (["exporter", "check", "--grpc-plaintext", "--config"], "node: r1\nperiod: 2\ndataplane: " + "d" * 5000 + "\n"),
+])
+def test_a_long_value_in_a_file_is_quoted_cut_short(command, text, files, capsys):
+    path = files / "long.yaml"
+    path.write_text(text)
+    status, err = main_status([*command, str(path)], capsys)
+    assert status == 2 and "… (5000 characters)" in err and len(err) < 300 + len(str(path)), err
