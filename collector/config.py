@@ -216,6 +216,17 @@ def parse(text: str, source: str = "<config>") -> Config:
     return _Validator(source).config(yamlfile.parse(text, source, ConfigError))
 
 
+def _is_host(text: str) -> bool:
+    """Whether ``text`` is a host name or address by srv6pm.inputs.host (``999.1.1.1`` is neither)."""
+    from srv6pm.config import ConfigError as SettingsError
+    from srv6pm.inputs import host
+    try:
+        host(text, "host")
+    except SettingsError:
+        return False
+    return True
+
+
 class _Validator(netspec.Validator):
     """The shared network rules (:mod:`srv6pm.netspec`), raising ConfigError, and the collector's own.
 
@@ -301,7 +312,7 @@ class _Validator(netspec.Validator):
                 raise self.fail(field, f"{host[1:-1]!r} is not an IPv6 address") from None
         elif ":" in host:
             raise self.fail(field, f"{quote(value)}: write an IPv6 address in brackets, [address]:port")
-        elif not _HOST.match(host):
+        elif not _HOST.match(host) or not _is_host(host):
             raise self.fail(field, f"{quote(host)} is not a host name or IPv4 address")
         return f"{host}:{int(port)}"
 

@@ -269,7 +269,7 @@ def _exporter_api(args, config):
     if not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"--grpc-listen: {quote(listen)} is not HOST:PORT (IPv6 in brackets: [::]:50051)")
     from srv6pm.inputs import host as check_host
-    check_host(host, "--grpc-listen")
+    check_host(host, "--grpc-listen" if args.grpc_listen is not None else f"{args.config}: grpc.listen")
     cert = args.grpc_tls_cert or file.cert
     key = args.grpc_tls_key or file.key
     client_ca = args.grpc_tls_client_ca or file.client_ca

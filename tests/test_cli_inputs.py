@@ -47,6 +47,8 @@ def files(tmp_path, monkeypatch):
     (tmp_path / "e.yaml").write_text(EXPORTER)
     (tmp_path / "c.yaml").write_text(COLLECTOR)
     (tmp_path / "c-tls.yaml").write_text(COLLECTOR + f"tls: {{ca: {tmp_path}/no-ca.pem}}\n")
+    (tmp_path / "c-host.yaml").write_text(COLLECTOR.replace("127.0.0.1:1", "999.1.1.1:50051"))
+    (tmp_path / "e-listen.yaml").write_text(EXPORTER + 'grpc: {listen: "999.1.1.1:50051", plaintext: true}\n')
     return tmp_path
 
 
@@ -140,6 +142,12 @@ EXPORTER_CASES = [
 ]
 
 
+def test_exporter_names_the_files_grpc_listen_when_it_is_the_bad_one(files, capsys):
+    for action in ("run", "check"):
+        status, err = main_status(["exporter", action, "--config", str(files / "e-listen.yaml")], capsys)
+        assert status == 2 and err == f"srv6pm: {files / 'e-listen.yaml'}: grpc.listen '999.1.1.1': not an IPv4 address"
+
+
 @pytest.mark.parametrize("flags, words", EXPORTER_CASES)
 def test_exporter_run_and_check_refuse_bad_options_before_starting(flags, words, files, capsys):
     answers = []
@@ -167,6 +175,7 @@ COLLECTOR_CASES = [
     ("c.yaml", ["--grpc-plaintext", "--arango-url", "tcp://db:8529"], "--arango-url 'tcp://db:8529': must start"),
     ("c.yaml", ["--grpc-plaintext", "--metrics-port", "99999"], "--metrics-port 99999: must be from 0"),
     ("missing.yaml", ["--grpc-plaintext"], "missing.yaml: cannot read"),
+    ("c-host.yaml", ["--grpc-plaintext"], "c-host.yaml: nodes[0].grpc: '999.1.1.1' is not a host name or IPv4"),
 ]
 
 
