@@ -251,3 +251,17 @@ def test_a_long_value_in_a_file_is_quoted_cut_short(command, text, files, capsys
     path.write_text(text)
     status, err = main_status([*command, str(path)], capsys)
     assert status == 2 and "… (5000 characters)" in err and len(err) < 300 + len(str(path)), err
+
+
+@pytest.mark.parametrize("var, value, words", [
+    ("SRV6PM_KAFKA_BOOTSTRAP", "bad:port", "SRV6PM_KAFKA_BOOTSTRAP 'bad:port': not HOST:PORT"),
+    ("SRV6PM_INFLUX_URL", "influx:8086", "SRV6PM_INFLUX_URL 'influx:8086': must start with http:// or https://"),
+    ("SRV6PM_HEALTH_INTERVAL", "nan", "SRV6PM_HEALTH_INTERVAL nan: must be a finite number of seconds >= 0"),
+    ("SRV6PM_METRICS_PORT", "x", "SRV6PM_METRICS_PORT='x': not a port number"),
+])
+def test_processor_names_the_environment_variable_a_bad_setting_came_from(var, value, words, files, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setenv(var, value)
+    for action in ("run", "check"):
+        status, err = main_status(["processor", action], capsys)
+        assert status == 2 and err.startswith(f"srv6pm: {words}") and "\n" not in err, (action, err)
