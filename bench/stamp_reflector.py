@@ -66,6 +66,7 @@ from srv6pm import netns as nsutil
 from srv6pm.stamp import udp
 from srv6pm.stamp.ebpf import OBJECT, EbpfReflector
 from srv6pm.stamp.packet import ReflectorPacket, SenderPacket
+from srv6pm.stamp.protocol import STAMP_PORT
 from srv6pm.stamp.reflector import Reflector, ReflectorConfig
 from srv6pm.stamp.timestamp import decode, ntp_from_unix_ns
 from srv6pm.stamp.tlv import TlvList, extra_padding
@@ -73,7 +74,7 @@ from srv6pm.stamp.tlv import TlvList, extra_padding
 SIZES = (64, 1500)
 KINDS = ("echo", "socket", "ebpf tc", "ebpf xdp-generic")
 RCVBUF = ReflectorConfig().rcvbuf
-PORT = 862
+PORT = STAMP_PORT
 G_ADDR, R_ADDR, R_SIDE, D_ADDR = "fd7b:1::1", "fd7b:1::2", "fd7b:2::1", "fd7b:2::2"
 BATCH = 64
 MTU = 9000

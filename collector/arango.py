@@ -30,12 +30,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from arango import ArangoClient
 from arango.exceptions import ArangoError, ArangoServerError
 from arango.http import DefaultHTTPClient
 
-from srv6pm.config import ConfigError, _readable, _secret
+from srv6pm.config import ConfigError, given, given_file, secret, setting
 from srv6pm.inputs import url as check_url
 from srv6pm.quote import quote
 
@@ -84,24 +85,21 @@ class ArangoSettings:
                   env: Mapping[str, str] | None = None) -> "ArangoSettings":
         """Resolve flags, then environment, then defaults; raise ConfigError naming a bad or missing setting."""
         env = os.environ if env is None else env
+        pick = partial(setting, args, env=env)
 
-        def pick(attr: str, var: str):
-            value = getattr(args, attr, None) if args is not None else None
-            return value if value not in (None, "") else env.get(var) or None
-
-        url = pick("arango_url", "SRV6PM_ARANGO_URL") or cls.url
-        check_url(url, "--arango-url" if getattr(args, "arango_url", None) else "SRV6PM_ARANGO_URL")
+        found = given(args, "arango_url", "SRV6PM_ARANGO_URL", env)
+        url = cls.url if found is None else check_url(found.value, found.source)
         database = pick("arango_database", "SRV6PM_ARANGO_DATABASE") or cls.database
         if not _DB_NAME.fullmatch(database):
             raise ConfigError(f"ArangoDB database {quote(database)} is not a valid name "
                               "(a letter, then letters, digits, '_' or '-'; at most 64)")
-        password = _secret(env, "SRV6PM_ARANGO_PASSWORD")
+        password = secret(env, "SRV6PM_ARANGO_PASSWORD")
         if password is None:
             raise ConfigError("ArangoDB password: set SRV6PM_ARANGO_PASSWORD or SRV6PM_ARANGO_PASSWORD_FILE "
                               "(an empty file for a server without authentication)")
         return cls(url=url, database=database, user=pick("arango_user", "SRV6PM_ARANGO_USER") or cls.user,
                    password=password,
-                   cafile=_readable(pick("arango_cafile", "SRV6PM_ARANGO_CAFILE"), "--arango-cafile" if getattr(args, "arango_cafile", None) else "SRV6PM_ARANGO_CAFILE"))
+                   cafile=given_file(args, "arango_cafile", "SRV6PM_ARANGO_CAFILE", env))
 
 
 class ArangoGraph(GraphStore):
@@ -144,7 +142,7 @@ class ArangoGraph(GraphStore):
             yield
         except ArangoServerError as exc:
             if exc.http_code == 401:
-                raise GraphStoreError(f"ArangoDB {self.url}: user {quote(self._user)}: wrong user name or password "
+                raise GraphStoreError(f"ArangoDB {self.url}: user {self._user!r}: wrong user name or password "
                                       f"({what})") from None
             raise GraphStoreError(f"ArangoDB {self.url}: {what}: {exc}") from None
         except (ArangoError, OSError) as exc:

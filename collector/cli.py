@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -29,14 +27,12 @@ from typing import Any, Callable
 
 from srv6pm import metrics
 from srv6pm.config import ConfigError as SettingsError
-from srv6pm.config import KafkaSettings
-from srv6pm.stopping import Stop, status_of
+from srv6pm.config import KafkaSettings, given, setting
+from srv6pm.exits import guard
+from srv6pm.stopping import Stop
 
 __all__ = ["DEFAULT_STATE_DIR", "STATE_DIR_ENV", "add_commands"]
 
-log = logging.getLogger("srv6pm.collector")
-
-EXIT_FAILURE, EXIT_USAGE = 1, 2
 DEFAULT_STATE_DIR = "/var/lib/srv6pm/collector"
 STATE_DIR_ENV = "SRV6PM_COLLECTOR_STATE_DIR"
 
@@ -49,7 +45,7 @@ def _add_state_dir(parser: argparse.ArgumentParser, what: str) -> None:
 
 def state_dir(args) -> str:
     """The state directory: ``--state-dir``, else ``$SRV6PM_COLLECTOR_STATE_DIR``, else the default."""
-    return args.state_dir or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
+    return setting(args, "state_dir", STATE_DIR_ENV, DEFAULT_STATE_DIR)
 
 
 def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] | None = None):
@@ -121,23 +117,9 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
 
 
 def _errors(handler):
-    """Turn bad input into one line and exit 2, other failures into one line and exit 1."""
+    """Turn a failure into one line and the exit status of its class (bad input 2, others 1: srv6pm.exits)."""
     def wrapped(args) -> int:
-        from srv6pm.collector.config import ConfigError
-        from srv6pm.southbound.tls import TlsError
-        try:
-            return handler(args)
-        except (ConfigError, SettingsError, TlsError) as exc:
-            print(f"srv6pm: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except KeyboardInterrupt as exc:  # Ctrl-C, or a signal before the command's stop was ready
-            return status_of(exc)
-        except BrokenPipeError:
-            raise  # srv6pm.cli.main's: quiet, 141
-        except Exception as exc:  # a clear last word instead of a traceback; -vv shows the traceback
-            log.debug("failure", exc_info=True)
-            print(f"srv6pm: error: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
+        return guard(lambda: handler(args))
     return wrapped
 
 
@@ -186,7 +168,7 @@ def inputs(args) -> Inputs:
     tls = Collector._southbound_tls(tls, args.grpc_plaintext, loaded)  # what run refuses: no TLS choice, bad files
     allocator = flowmon.Allocator(flowmon.state_path(state_dir(args)))
     kafka = KafkaSettings.from_args(args)
-    arango = (ArangoSettings.from_args(args) if args.arango_url or os.environ.get("SRV6PM_ARANGO_URL") else None)
+    arango = ArangoSettings.from_args(args) if given(args, "arango_url", "SRV6PM_ARANGO_URL") is not None else None
     return Inputs(flowmon.assign(loaded, allocator, save=False), tls, kafka, arango, metrics.port_from_args(args))
 
 

@@ -72,6 +72,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from srv6pm import netspec, yamlfile
+from srv6pm.errors import InputError
 from srv6pm.netspec import MAX_SEGMENTS, Link, kind
 from srv6pm.quote import quote
 from srv6pm.southbound import validate
@@ -92,7 +93,7 @@ _DECAP = ("End.DX6", "End.DT6")
 MAX_NODES = 1024
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """The collector configuration is unreadable or invalid; ``str()`` is one line."""
 
 
@@ -425,7 +426,8 @@ class _Validator(netspec.Validator):
             for end, node in (("from", r.src), ("to", r.dst)):
                 if nodes[node].pm_address is None:
                     raise self.fail(f"{f}.{end}", f"node {quote(node)} has no pm_address")
-            timeout = self.number(item["timeout"], f"{f}.timeout", 0.01, 60) if "timeout" in item else 2.0
+            timeout = (self.number(item["timeout"], f"{f}.timeout", *validate.TIMEOUT_RANGE) if "timeout" in item
+                       else validate.DEFAULT_TIMEOUT_S)
             key_file = self.text(item.get("auth_key_file") or "", f"{f}.auth_key_file", "an absolute path")
             msg = self.checked(validate.stamp_session,
                                pb.StampSession(name=r.name, destination=nodes[r.dst].pm_address,

@@ -67,7 +67,7 @@ PHASES = (1, 2, 3, 4)
 STEPS = tuple([("remove", p) for p in reversed(PHASES)] + [("apply", p) for p in PHASES])
 """The order of actions: (verb, phase) for step 0..7."""
 
-_ROLE_NAME = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EGRESS: "egress"}
+_ROLE_NAME = validate.ROLE_NAMES
 
 
 def key(message) -> Key:

@@ -112,6 +112,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from srv6pm.errors import InputError, UnavailableError
 from srv6pm import records
 
 __all__ = [
@@ -148,11 +149,11 @@ _DELAY_FIELDS = ("period", "period_start", "samples", "lost", "min_us", "mean_us
                  "jitter_us")
 
 
-class GraphError(ValueError):
+class GraphError(InputError, ValueError):
     """Bad input to the graph (a topology or a query); ``str()`` names the field."""
 
 
-class GraphStoreError(RuntimeError):
+class GraphStoreError(UnavailableError, RuntimeError):
     """The store failed (unreachable, refused); the operation may be retried."""
 
 

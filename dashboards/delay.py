@@ -9,24 +9,27 @@ from __future__ import annotations
 
 from grafanalib.core import Table, TimeSeries
 
+from srv6pm.influx_schema import DELAY as D
+
 from .common import DATASOURCE, dashboard, layout, query_variable, targets
 
 UID = "srv6pm-delay"
 
 DIRECTIONS = ("forward", "backward", "round_trip")
-SESSION = '"session" = \'$session\''
+SESSION = f'"{D.session}" = \'$session\''
 
 
 def per_direction(direction: str) -> str:
-    return ('SELECT "min_us" AS "min", "mean_us" AS "mean", "max_us" AS "max", "p99_us" AS "p99", '
-            f'"jitter_us" AS "jitter" FROM "delay" WHERE {SESSION} AND "direction" = \'{direction}\' AND $timeFilter')
+    return (f'SELECT "{D.min_us}" AS "min", "{D.mean_us}" AS "mean", "{D.max_us}" AS "max", "{D.p99_us}" AS "p99", '
+            f'"{D.jitter_us}" AS "jitter" FROM "{D.measurement}" WHERE {SESSION} AND "{D.direction}" = \'{direction}\' '
+            'AND $timeFilter')
 
 
-SUMMARY = ('SELECT min("min_us") AS "min", mean("mean_us") AS "mean", max("max_us") AS "max", '
-           'max("p99_us") AS "p99", mean("jitter_us") AS "jitter", sum("samples") AS "samples", sum("lost") AS "lost" '
-           f'FROM "delay" WHERE {SESSION} AND $timeFilter GROUP BY "direction"')
-PACKETS = (f'SELECT "samples" AS "answered", "lost" FROM "delay" WHERE {SESSION} AND "direction" = \'round_trip\' '
-           'AND $timeFilter')
+SUMMARY = (f'SELECT min("{D.min_us}") AS "min", mean("{D.mean_us}") AS "mean", max("{D.max_us}") AS "max", '
+           f'max("{D.p99_us}") AS "p99", mean("{D.jitter_us}") AS "jitter", sum("{D.samples}") AS "samples", '
+           f'sum("{D.lost}") AS "lost" FROM "{D.measurement}" WHERE {SESSION} AND $timeFilter GROUP BY "{D.direction}"')
+PACKETS = (f'SELECT "{D.samples}" AS "answered", "{D.lost}" FROM "{D.measurement}" WHERE {SESSION} '
+           f'AND "{D.direction}" = \'round_trip\' AND $timeFilter')
 
 _TITLES = {"forward": "Forward delay (sender → reflector)", "backward": "Backward delay (reflector → sender)",
            "round_trip": "Round-trip delay (without the reflector's own time)"}
@@ -51,5 +54,5 @@ def build():
     )
     return dashboard(UID, "srv6pm: path delay", "STAMP delay of one session per direction: min, mean, max, p99, jitter.",
                      panels, [query_variable("session", "STAMP session",
-                                             'SHOW TAG VALUES FROM "delay" WITH KEY = "session"')],
+                                             f'SHOW TAG VALUES FROM "{D.measurement}" WITH KEY = "{D.session}"')],
                      time_from="now-30m")

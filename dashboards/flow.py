@@ -14,28 +14,34 @@ from __future__ import annotations
 
 from grafanalib.core import Stat, Table, TimeSeries
 
+from srv6pm.influx_schema import LOSS as L
 from srv6pm.influx_schema import SEGMENT_LOSS as SEG
 
 from .common import DATASOURCE, dashboard, layout, query_variable, targets
 
 UID = "srv6pm-flow"
 
-FLOW = '"flow" = \'$flow\''
-LOST = f'SELECT sum("lost_packets") AS "lost" FROM "loss" WHERE {FLOW} AND "complete" = true AND $timeFilter'
-RATIO = (f'SELECT sum("lost_packets") / sum("tx_packets") AS "loss_ratio" FROM "loss" '
-         f'WHERE {FLOW} AND "complete" = true AND $timeFilter')
-INCOMPLETE = f'SELECT count("complete") AS "incomplete" FROM "loss" WHERE {FLOW} AND "complete" = false AND $timeFilter'
-PACKETS = f'SELECT "tx_packets" AS "tx", "rx_packets" AS "rx" FROM "loss" WHERE {FLOW} AND "complete" = true AND $timeFilter'
-LOST_PER_PERIOD = f'SELECT "lost_packets" AS "lost" FROM "loss" WHERE {FLOW} AND "complete" = true AND $timeFilter'
-RATIO_PER_PERIOD = f'SELECT "loss_ratio" FROM "loss" WHERE {FLOW} AND "complete" = true AND $timeFilter'
-INCOMPLETE_PER_PERIOD = (f'SELECT "tx_packets" AS "tx (egress missing)", "rx_packets" AS "rx (ingress missing)" '
-                         f'FROM "loss" WHERE {FLOW} AND "complete" = false AND $timeFilter')
+FLOW = f'"{L.flow}" = \'$flow\''
+LOST = (f'SELECT sum("{L.lost_packets}") AS "lost" FROM "{L.measurement}" WHERE {FLOW} AND "{L.complete}" = true '
+        'AND $timeFilter')
+RATIO = (f'SELECT sum("{L.lost_packets}") / sum("{L.tx_packets}") AS "loss_ratio" FROM "{L.measurement}" '
+         f'WHERE {FLOW} AND "{L.complete}" = true AND $timeFilter')
+INCOMPLETE = (f'SELECT count("{L.complete}") AS "incomplete" FROM "{L.measurement}" WHERE {FLOW} '
+              f'AND "{L.complete}" = false AND $timeFilter')
+PACKETS = (f'SELECT "{L.tx_packets}" AS "tx", "{L.rx_packets}" AS "rx" FROM "{L.measurement}" WHERE {FLOW} '
+           f'AND "{L.complete}" = true AND $timeFilter')
+LOST_PER_PERIOD = (f'SELECT "{L.lost_packets}" AS "lost" FROM "{L.measurement}" WHERE {FLOW} '
+                   f'AND "{L.complete}" = true AND $timeFilter')
+RATIO_PER_PERIOD = (f'SELECT "{L.loss_ratio}" FROM "{L.measurement}" WHERE {FLOW} AND "{L.complete}" = true '
+                    'AND $timeFilter')
+INCOMPLETE_PER_PERIOD = (f'SELECT "{L.tx_packets}" AS "tx (egress missing)", "{L.rx_packets}" AS "rx (ingress missing)" '
+                         f'FROM "{L.measurement}" WHERE {FLOW} AND "{L.complete}" = false AND $timeFilter')
 SEGMENT_LOST_PER_PERIOD = (f'SELECT "{SEG.lost_packets}" AS "lost" FROM "{SEG.measurement}" '
                           f'WHERE "{SEG.flow}" = \'$flow\' AND "{SEG.complete}" = true AND $timeFilter '
                           f'GROUP BY "{SEG.from_node}", "{SEG.to_node}"')
 SEGMENT_ALIAS = f"$tag_{SEG.from_node} → $tag_{SEG.to_node}"
-PERIODS = (f'SELECT "tx_packets", "rx_packets", "lost_packets", "loss_ratio", "complete", "ingress", "egress" '
-           f'FROM "loss" WHERE {FLOW} AND $timeFilter ORDER BY time DESC')
+PERIODS = (f'SELECT "{L.tx_packets}", "{L.rx_packets}", "{L.lost_packets}", "{L.loss_ratio}", "{L.complete}", '
+           f'"{L.ingress}", "{L.egress}" FROM "{L.measurement}" WHERE {FLOW} AND $timeFilter ORDER BY time DESC')
 
 _PERCENT = [{"matcher": {"id": "byName", "options": "loss_ratio"}, "properties": [{"id": "unit", "value": "percentunit"}]}]
 _COMPLETE = [{"type": "value", "options": {"true": {"text": "complete", "color": "green", "index": 0},
@@ -86,5 +92,5 @@ def build():
         ]),
     )
     return dashboard(UID, "srv6pm: flow detail", "Per-period loss of one flow, incomplete periods shown as such.",
-                     panels, [query_variable("flow", "flow", 'SHOW TAG VALUES FROM "loss" WITH KEY = "flow"')],
+                     panels, [query_variable("flow", "flow", f'SHOW TAG VALUES FROM "{L.measurement}" WITH KEY = "{L.flow}"')],
                      time_from="now-30m")

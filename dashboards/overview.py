@@ -10,33 +10,41 @@ from __future__ import annotations
 
 from grafanalib.core import Stat, Table, TableSortByField, TimeSeries
 
+from srv6pm.influx_schema import DELAY as D
+from srv6pm.influx_schema import LOSS as L
+
 from .common import DATASOURCE, dashboard, layout, targets, textbox_variable
 
 UID = "srv6pm-overview"
 
 FLOWS_WITH_LOSS_NOW = (
-    'SELECT count("lost") AS "flows" FROM (SELECT last("lost_packets") AS "lost" FROM "loss" '
-    'WHERE "complete" = true AND $timeFilter GROUP BY "flow") WHERE "lost" > 0')
-LOST_IN_RANGE = 'SELECT sum("lost_packets") AS "lost" FROM "loss" WHERE "complete" = true AND $timeFilter'
-INCOMPLETE_IN_RANGE = 'SELECT count("complete") AS "incomplete" FROM "loss" WHERE "complete" = false AND $timeFilter'
+    f'SELECT count("lost") AS "flows" FROM (SELECT last("{L.lost_packets}") AS "lost" FROM "{L.measurement}" '
+    f'WHERE "{L.complete}" = true AND $timeFilter GROUP BY "{L.flow}") WHERE "lost" > 0')
+LOST_IN_RANGE = (f'SELECT sum("{L.lost_packets}") AS "lost" FROM "{L.measurement}" WHERE "{L.complete}" = true '
+                 'AND $timeFilter')
+INCOMPLETE_IN_RANGE = (f'SELECT count("{L.complete}") AS "incomplete" FROM "{L.measurement}" '
+                       f'WHERE "{L.complete}" = false AND $timeFilter')
 FLOWS_RANKED = (
-    'SELECT sum("lost_packets") AS "lost", sum("tx_packets") AS "sent", '
-    'sum("lost_packets") / sum("tx_packets") AS "loss_ratio", count("lost_packets") AS "periods" '
-    'FROM "loss" WHERE "complete" = true AND $timeFilter GROUP BY "flow"')
+    f'SELECT sum("{L.lost_packets}") AS "lost", sum("{L.tx_packets}") AS "sent", '
+    f'sum("{L.lost_packets}") / sum("{L.tx_packets}") AS "loss_ratio", count("{L.lost_packets}") AS "periods" '
+    f'FROM "{L.measurement}" WHERE "{L.complete}" = true AND $timeFilter GROUP BY "{L.flow}"')
 INCOMPLETE_BY_FLOW = (
-    'SELECT count("complete") AS "incomplete" FROM "loss" WHERE "complete" = false AND $timeFilter GROUP BY "flow"')
+    f'SELECT count("{L.complete}") AS "incomplete" FROM "{L.measurement}" WHERE "{L.complete}" = false '
+    f'AND $timeFilter GROUP BY "{L.flow}"')
 LOSS_OVER_TIME = (
-    'SELECT sum("lost_packets") AS "lost" FROM "loss" WHERE "complete" = true AND $timeFilter '
-    'GROUP BY time($__interval), "flow" fill(none)')
+    f'SELECT sum("{L.lost_packets}") AS "lost" FROM "{L.measurement}" WHERE "{L.complete}" = true AND $timeFilter '
+    f'GROUP BY time($__interval), "{L.flow}" fill(none)')
 DELAY_PER_SESSION = (
-    'SELECT mean("mean_us") AS "mean", max("p99_us") AS "p99" FROM "delay" '
-    'WHERE "direction" = \'round_trip\' AND $timeFilter GROUP BY time($__interval), "session" fill(none)')
+    f'SELECT mean("{D.mean_us}") AS "mean", max("{D.p99_us}") AS "p99" FROM "{D.measurement}" '
+    f'WHERE "{D.direction}" = \'round_trip\' AND $timeFilter GROUP BY time($__interval), "{D.session}" fill(none)')
 LOSS_ALARMS = (
-    'SELECT "loss_ratio", "lost_packets", "tx_packets" FROM "loss" '
-    'WHERE "complete" = true AND "loss_ratio" > $loss_threshold AND $timeFilter GROUP BY "flow" ORDER BY time DESC')
+    f'SELECT "{L.loss_ratio}", "{L.lost_packets}", "{L.tx_packets}" FROM "{L.measurement}" '
+    f'WHERE "{L.complete}" = true AND "{L.loss_ratio}" > $loss_threshold AND $timeFilter GROUP BY "{L.flow}" '
+    'ORDER BY time DESC')
 DELAY_ALARMS = (
-    'SELECT "p99_us", "samples", "lost" FROM "delay" '
-    'WHERE "p99_us" > $p99_threshold_us AND $timeFilter GROUP BY "session", "direction" ORDER BY time DESC')
+    f'SELECT "{D.p99_us}", "{D.samples}", "{D.lost}" FROM "{D.measurement}" '
+    f'WHERE "{D.p99_us}" > $p99_threshold_us AND $timeFilter GROUP BY "{D.session}", "{D.direction}" '
+    'ORDER BY time DESC')
 
 _GREEN_RED = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
 
@@ -68,10 +76,10 @@ def build():
         ]),
         (8, [
             (TimeSeries(title="Lost packets by flow", dataSource=DATASOURCE,
-                        targets=targets((LOSS_OVER_TIME, "$tag_flow")), drawStyle="bars", fillOpacity=80,
+                        targets=targets((LOSS_OVER_TIME, f"$tag_{L.flow}")), drawStyle="bars", fillOpacity=80,
                         unit="none"), 12),
             (TimeSeries(title="Round-trip delay per STAMP session", dataSource=DATASOURCE,
-                        targets=targets((DELAY_PER_SESSION, "$tag_session $col")), unit="µs",
+                        targets=targets((DELAY_PER_SESSION, f"$tag_{D.session} $col")), unit="µs",
                         description="Mean and worst p99 of the round-trip delay per path (STAMP session)."), 12),
         ]),
         (8, [

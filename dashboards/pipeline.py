@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from grafanalib.core import Stat, Table, TimeSeries
 
+from srv6pm.influx_schema import EXPORTER as E
+from srv6pm.influx_schema import PIPELINE as P
+
 from .common import DATASOURCE, dashboard, layout, targets
 
 UID = "srv6pm-pipeline"
@@ -20,21 +23,23 @@ MIN_INTERVAL = "10s"
 # An exporter publishes at least once per period (default 10 s); three periods of silence is an outage.
 STALE_AFTER_S = 30
 
-RATES = ('SELECT sum("records_in") * 1000 / $__interval_ms AS "in", sum("records_out") * 1000 / $__interval_ms AS "out" '
-         'FROM "pipeline" WHERE $timeFilter GROUP BY time($__interval), "topic" fill(0)')
-LAG = 'SELECT max("lag") AS "lag" FROM "pipeline" WHERE $timeFilter GROUP BY time($__interval), "topic", "instance" fill(none)'
-DEADLETTERS = 'SELECT sum("deadletters") AS "deadletters" FROM "pipeline" WHERE $timeFilter'
-ERRORS = 'SELECT sum("errors") AS "errors" FROM "pipeline" WHERE $timeFilter'
-DEADLETTERS_OVER_TIME = ('SELECT sum("deadletters") AS "deadletters", sum("errors") AS "errors" FROM "pipeline" '
-                         'WHERE $timeFilter GROUP BY time($__interval), "topic" fill(0)')
-PROCESSORS = ('SELECT sum("records_in") AS "records_in", sum("records_out") AS "records_out", '
-              'sum("deadletters") AS "deadletters", sum("errors") AS "errors", last("lag") AS "lag" '
-              'FROM "pipeline" WHERE $timeFilter GROUP BY "instance", "topic"')
-EXPORTERS = ('SELECT min("age") AS "last_record_age_s", sum("records") AS "records" FROM '
-             '(SELECT last("last_record_age_s") AS "age", sum("records") AS "records" FROM "exporter" '
-             'WHERE $timeFilter GROUP BY "node", "instance") GROUP BY "node"')
-EXPORTER_AGE = ('SELECT min("last_record_age_s") AS "age" FROM "exporter" WHERE $timeFilter '
-                'GROUP BY time($__interval), "node" fill(none)')
+RATES = (f'SELECT sum("{P.records_in}") * 1000 / $__interval_ms AS "in", '
+         f'sum("{P.records_out}") * 1000 / $__interval_ms AS "out" '
+         f'FROM "{P.measurement}" WHERE $timeFilter GROUP BY time($__interval), "{P.topic}" fill(0)')
+LAG = (f'SELECT max("{P.lag}") AS "lag" FROM "{P.measurement}" WHERE $timeFilter '
+       f'GROUP BY time($__interval), "{P.topic}", "{P.instance}" fill(none)')
+DEADLETTERS = f'SELECT sum("{P.deadletters}") AS "deadletters" FROM "{P.measurement}" WHERE $timeFilter'
+ERRORS = f'SELECT sum("{P.errors}") AS "errors" FROM "{P.measurement}" WHERE $timeFilter'
+DEADLETTERS_OVER_TIME = (f'SELECT sum("{P.deadletters}") AS "deadletters", sum("{P.errors}") AS "errors" '
+                         f'FROM "{P.measurement}" WHERE $timeFilter GROUP BY time($__interval), "{P.topic}" fill(0)')
+PROCESSORS = (f'SELECT sum("{P.records_in}") AS "records_in", sum("{P.records_out}") AS "records_out", '
+              f'sum("{P.deadletters}") AS "deadletters", sum("{P.errors}") AS "errors", last("{P.lag}") AS "lag" '
+              f'FROM "{P.measurement}" WHERE $timeFilter GROUP BY "{P.instance}", "{P.topic}"')
+EXPORTERS = (f'SELECT min("age") AS "last_record_age_s", sum("records") AS "records" FROM '
+             f'(SELECT last("{E.last_record_age_s}") AS "age", sum("{E.records}") AS "records" FROM "{E.measurement}" '
+             f'WHERE $timeFilter GROUP BY "{E.node}", "{E.instance}") GROUP BY "{E.node}"')
+EXPORTER_AGE = (f'SELECT min("{E.last_record_age_s}") AS "age" FROM "{E.measurement}" WHERE $timeFilter '
+                f'GROUP BY time($__interval), "{E.node}" fill(none)')
 
 _STALE = [{"color": "green", "value": None}, {"color": "red", "value": STALE_AFTER_S}]
 _ANY = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
@@ -44,9 +49,10 @@ def build():
     panels = layout(
         (8, [
             (TimeSeries(title="Records per second per topic", dataSource=DATASOURCE,
-                        targets=targets((RATES, "$tag_topic $col")), interval=MIN_INTERVAL, unit="rps",
+                        targets=targets((RATES, f"$tag_{P.topic} $col")), interval=MIN_INTERVAL, unit="rps",
                         description="Consumed (in) and results published (out) per input topic, all processors."), 12),
-            (TimeSeries(title="Consumer lag", dataSource=DATASOURCE, targets=targets((LAG, "$tag_topic $tag_instance")),
+            (TimeSeries(title="Consumer lag", dataSource=DATASOURCE, 
+                        targets=targets((LAG, f"$tag_{P.topic} $tag_{P.instance}")),
                         interval=MIN_INTERVAL, unit="none",
                         description="Records on the assigned partitions not yet consumed, per processor."), 12),
         ]),
@@ -58,7 +64,7 @@ def build():
                   noValue="0", graphMode="none", thresholds=_ANY,
                   description="Failed attempts to publish or store results (each was retried)."), 6),
             (TimeSeries(title="Dead letters and errors", dataSource=DATASOURCE,
-                        targets=targets((DEADLETTERS_OVER_TIME, "$tag_topic $col")), interval=MIN_INTERVAL,
+                        targets=targets((DEADLETTERS_OVER_TIME, f"$tag_{P.topic} $col")), interval=MIN_INTERVAL,
                         drawStyle="bars", fillOpacity=80, unit="none"), 12),
         ]),
         (8, [
@@ -70,7 +76,7 @@ def build():
                                               {"id": "thresholds", "value": {"mode": "absolute", "steps": _STALE}},
                                               {"id": "custom.displayMode", "value": "color-background"}]}]), 10),
             (TimeSeries(title="Age of the newest record per exporter", dataSource=DATASOURCE,
-                        targets=targets((EXPORTER_AGE, "$tag_node")), unit="s", thresholds=_STALE,
+                        targets=targets((EXPORTER_AGE, f"$tag_{E.node}")), unit="s", thresholds=_STALE,
                         thresholdsStyleMode="line"), 14),
         ]),
         (7, [

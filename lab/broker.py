@@ -25,6 +25,7 @@ import os
 import socket
 import time
 
+from srv6pm.errors import OperationError
 from srv6pm.kafka import BrokerUnavailableError, wait_for_broker
 from srv6pm.ports import free_port
 
@@ -46,7 +47,7 @@ _TANSU_ENV = (
 )
 
 
-class BrokerStartError(RuntimeError):
+class BrokerStartError(OperationError, RuntimeError):
     """The embedded broker could not be started (missing binary, port in use, crash, timeout)."""
 
 

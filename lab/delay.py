@@ -127,6 +127,7 @@ import threading
 import time
 from collections import deque
 
+from srv6pm.errors import OperationError
 from srv6pm.exporter.nft import Nft, NftError
 from srv6pm.lab.nfqueue import NfQueue, NfQueueError, add_queue_rule, queue_bindings, remove_table_if_unused
 from srv6pm.netns import NetnsError, NetnsThread
@@ -145,7 +146,7 @@ PR_SET_TIMERSLACK = 29
 RT_PRIORITY = 10
 
 
-class DelayError(RuntimeError):
+class DelayError(OperationError, RuntimeError):
     """An element could not start (queue taken, interface already delayed, namespace missing, ...)."""
 
 

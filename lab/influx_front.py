@@ -66,6 +66,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from srv6pm.errors import InputError
+
 __all__ = ["InfluxFront", "bucket_to_database", "DEFAULT_MAX_BODY_BYTES"]
 
 log = logging.getLogger(__name__)
@@ -126,11 +128,11 @@ def bucket_to_database(bucket: str) -> tuple[str, str]:
     return database, retention_policy
 
 
-class _BodyTooLarge(Exception):
+class _BodyTooLarge(InputError):
     pass
 
 
-class _BadRequestBody(Exception):
+class _BadRequestBody(InputError):
     pass
 
 

@@ -29,6 +29,7 @@ import weakref
 from pathlib import Path
 from urllib.parse import urlencode
 
+from srv6pm.errors import OperationError
 from srv6pm.lab.process import ChildProcess
 from srv6pm.ports import free_ports
 from srv6pm.lab.influx_front import DEFAULT_MAX_BODY_BYTES, InfluxFront
@@ -42,7 +43,7 @@ _ENGINE_HOST = "127.0.0.1"
 _PORT_ATTEMPTS = 3
 
 
-class InfluxDBStartError(RuntimeError):
+class InfluxDBStartError(OperationError, RuntimeError):
     """The embedded InfluxDB could not be started (influxd missing, port in use, crash, timeout)."""
 
 

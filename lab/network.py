@@ -53,6 +53,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from srv6pm.errors import OperationError
 from srv6pm import bpf
 from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
@@ -68,7 +69,7 @@ IFA_F_NODAD = 0x02
 NUD_PERMANENT = 0x80
 
 
-class NetworkError(RuntimeError):
+class NetworkError(OperationError, RuntimeError):
     """Building or tearing down the lab network failed; ``str()`` names the namespace and object."""
 
 

@@ -98,6 +98,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from srv6pm.errors import OperationError
 from srv6pm.netns import NetnsThread
 
 __all__ = [
@@ -466,7 +467,7 @@ def nfnl_message(subsys: int, msg: int, flags: int, seq: int, family: int, res_i
                          pid=0) + body
 
 
-class NetlinkError(OSError):
+class NetlinkError(OperationError, OSError):
     """The kernel answered a request with an error (``errno`` set; ``str()`` says which request)."""
 
 
@@ -588,7 +589,7 @@ class NetlinkSocket:
 
 
 # ----------------------------------------------------------------- NFQUEUE
-class NfQueueError(RuntimeError):
+class NfQueueError(OperationError, RuntimeError):
     """Binding or configuring a queue failed."""
 
 

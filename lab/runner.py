@@ -47,6 +47,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
+from srv6pm.errors import OperationError
 from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.ports import free_ports
@@ -64,7 +65,7 @@ log = logging.getLogger("srv6pm.lab")
 STAMP_TIMEOUT_S = 1.0
 
 
-class LabError(RuntimeError):
+class LabError(OperationError, RuntimeError):
     """The lab could not be started or a component failed."""
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from srv6pm.errors import InputError
 from srv6pm import netspec, yamlfile
 from srv6pm.netspec import DEFAULT_DATAPLANE, MAX_DELAY_MS, MAX_SEGMENTS, MAX_STAMP_RATE, Link, StampSession
 from srv6pm.quote import quote
@@ -54,7 +55,7 @@ MAX_PERIOD = 3600.0
 MAX_NODES = 64
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError, ValueError):
     """A scenario file is unreadable or invalid; ``str()`` is a one-line message."""
 
 

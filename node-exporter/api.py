@@ -42,6 +42,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from srv6pm import __version__, metrics
+from srv6pm.errors import OperationError, grpc_status
 from srv6pm.netns import NetnsError
 from srv6pm.southbound import tls as southbound_tls
 from srv6pm.southbound import validate
@@ -55,7 +56,7 @@ from .intent import kind_of
 from .probes import ProbeError
 from .routes import RouteError
 
-__all__ = ["ApiServer", "InvalidArgument", "Node", "Refused", "ServerSettings", "Servicer", "SERVICE_NAME"]
+__all__ = ["ApiServer", "InvalidArgument", "Node", "Refused", "ServerSettings", "Servicer", "SERVICE_NAME", "failure"]
 
 log = logging.getLogger("srv6pm.exporter.api")
 
@@ -65,7 +66,7 @@ ROLE_VALUES = {name: value for value, name in ROLE_NAMES.items()}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-class Refused(RuntimeError):
+class Refused(OperationError, RuntimeError):
     """The node cannot make the change (the kernel refused, or it conflicts with applied state).
 
     ``str()`` is one line with the reason. Nothing was changed.
@@ -250,6 +251,21 @@ class Node:
         self.exporter.probes.stop_reflector()
 
 
+def failure(exc: Exception, what: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and message of an RPC failing with ``exc``: the code follows from the error's class.
+
+    (:func:`srv6pm.errors.grpc_status`: bad input ``INVALID_ARGUMENT``, a refused
+    or failed change ``FAILED_PRECONDITION``). Anything else is a bug or an
+    unexpected failure: ``INTERNAL``, the message names its type, and the log
+    gets ``what`` and the traceback.
+    """
+    code = grpc_status(exc)
+    if code != grpc.StatusCode.INTERNAL:
+        return code, str(exc)
+    log.error(what, exc_info=exc, extra={"error": str(exc)})
+    return code, f"{type(exc).__name__}: {exc}"
+
+
 class Servicer(rpc.NodeExporterServicer):
     """``NodeExporter`` over gRPC: :class:`Node`'s answers and errors as status codes."""
 
@@ -259,13 +275,8 @@ class Servicer(rpc.NodeExporterServicer):
     def _do(self, context, fn, *args):
         try:
             return fn(*args)
-        except InvalidArgument as exc:
-            error = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Refused as exc:
-            error = (grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except Exception as exc:  # a bug or an unexpected failure: say what, keep serving
-            log.error("request failed", exc_info=True, extra={"error": str(exc)})
-            error = (grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            error = failure(exc, "request failed")
         context.abort(*error)
 
     def GetInfo(self, request, context):

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import logging
 
-import grpc
-
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.southbound.validate import InvalidArgument
@@ -71,16 +69,10 @@ def _one(node, message) -> pb.BatchResult:
 
 
 def _error(exc: Exception) -> pb.BatchResult:
-    """The result an RPC answering with ``exc`` gives (the codes of :class:`~srv6pm.exporter.api.Servicer`)."""
-    from .api import Refused
-    if isinstance(exc, InvalidArgument):
-        code = grpc.StatusCode.INVALID_ARGUMENT
-    elif isinstance(exc, Refused):
-        code = grpc.StatusCode.FAILED_PRECONDITION
-    else:  # a bug or an unexpected failure: say what, go on with the next item
-        log.error("batch item failed", exc_info=exc, extra={"error": str(exc)})
-        code, exc = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
-    return pb.BatchResult(code=code.value[0], error=str(exc))
+    """The result an RPC answering with ``exc`` gives (:func:`srv6pm.exporter.api.failure`); the batch goes on."""
+    from .api import failure
+    code, message = failure(exc, "batch item failed")
+    return pb.BatchResult(code=code.value[0], error=message)
 
 
 def _match(f):

@@ -24,9 +24,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from srv6pm.southbound.validate import FLOWMON_ID_MAX, ROLE_NAMES
+
 __all__ = ["BPF_ANY", "BPF_NOEXIST", "Change", "Model", "Op", "Point", "ROLES", "U32"]
 
-ROLES = ("ingress", "transit", "egress")
+ROLES = tuple(ROLE_NAMES.values())
 BPF_ANY = 0
 BPF_NOEXIST = 1
 COUNTER_VALUE = struct.Struct("<QQ")
@@ -51,8 +53,8 @@ class Point:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"flow {self.name!r}: role must be one of {', '.join(ROLES)}, got {self.role!r}")
-        if not 1 <= self.flowmon_id <= 0xFFFFF:
-            raise ValueError(f"flow {self.name!r}: the eBPF data plane needs a FlowMonID in 1..1048575, "
+        if not 1 <= self.flowmon_id <= FLOWMON_ID_MAX:
+            raise ValueError(f"flow {self.name!r}: the eBPF data plane needs a FlowMonID in 1..{FLOWMON_ID_MAX}, "
                              f"got {self.flowmon_id}")
         for name in ("src", "dst"):
             try:

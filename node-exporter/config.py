@@ -76,17 +76,21 @@ from typing import NamedTuple
 from srv6pm import yamlfile
 from srv6pm.quote import quote
 
+from srv6pm.errors import InputError
+from srv6pm.southbound.validate import (DEFAULT_TIMEOUT_S, FLOWMON_ID_MAX, POSITION_MAX, RATE_RANGE, ROLE_NAMES,
+                                        TIMEOUT_RANGE)
 from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND
+from srv6pm.stamp.protocol import STAMP_PORT
 
 __all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "GrpcSettings", "Override", "ReflectorSettings",
            "SessionSettings", "load", "parse"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ROLES = ("ingress", "transit", "egress")
+ROLES = tuple(ROLE_NAMES.values())
 DATAPLANES = ("ebpf", "nftables")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """The exporter configuration is invalid; ``str()`` is one line."""
 
 
@@ -114,7 +118,7 @@ class FlowConfig:
 @dataclass(frozen=True)
 class ReflectorSettings:
     bind: str
-    port: int = 862
+    port: int = STAMP_PORT
     stateful: bool = False
     auth_key_file: str | None = None
     backend: str = ""  # as the file says it ("": not said)
@@ -126,7 +130,7 @@ class SessionSettings:
     dest: str
     rate: float
     source: str | None = None
-    port: int = 862
+    port: int = STAMP_PORT
     segments: tuple[str, ...] = ()
     return_segments: tuple[str, ...] = ()
     timeout: float = 2.0
@@ -174,7 +178,7 @@ class ExporterConfig:
         import os
 
         from srv6pm.southbound.v1 import southbound_pb2 as pb
-        roles = {"ingress": pb.ROLE_INGRESS, "transit": pb.ROLE_TRANSIT, "egress": pb.ROLE_EGRESS}
+        roles = {name: value for value, name in ROLE_NAMES.items()}
         out: list = [pb.FlowMonitor(flow=f.name, role=roles[f.role], source_prefix=f.src, destination_prefix=f.dst,
                                     flowmon_id=f.flowmon_id, position=f.position)
                      for f in self.flows]
@@ -281,7 +285,7 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
             except ValueError as exc:
                 raise fail(f"{field}.{key}", f"not an IPv6 prefix: {exc}") from None
         numbers = []
-        for key, high in (("flowmon_id", 0xFFFFF), ("position", 255)):
+        for key, high in (("flowmon_id", FLOWMON_ID_MAX), ("position", POSITION_MAX)):
             value = item.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
                 raise fail(f"{field}.{key}", f"must be an integer 0..{high}, got {quote(value)}")
@@ -408,7 +412,7 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
             raise fail("stamp.reflector.stateful", "must be true or false")
         if not only_backend:
             reflector = ReflectorSettings(address(r["bind"], "stamp.reflector.bind"),
-                                          port(r.get("port", 862), "stamp.reflector.port"), r.get("stateful", False),
+                                          port(r.get("port", STAMP_PORT), "stamp.reflector.port"), r.get("stateful", False),
                                           path(r.get("auth_key_file"), "stamp.reflector.auth_key_file"),
                                           r.get("backend", ""))
     sessions = []
@@ -440,10 +444,10 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
             raise fail(f"{field}.reflector", "must be a node name")
         sessions.append(SessionSettings(
             name=name, dest=address(item["dest"], f"{field}.dest"),
-            rate=number(item["rate"], f"{field}.rate", 0.01, 1000),
+            rate=number(item["rate"], f"{field}.rate", *RATE_RANGE),
             source=address(item["source"], f"{field}.source") if "source" in item else None,
-            port=port(item.get("port", 862), f"{field}.port"),
+            port=port(item.get("port", STAMP_PORT), f"{field}.port"),
             segments=segs["segments"], return_segments=segs["return_segments"],
-            timeout=number(item.get("timeout", 2.0), f"{field}.timeout", 0.01, 60),
+            timeout=number(item.get("timeout", DEFAULT_TIMEOUT_S), f"{field}.timeout", *TIMEOUT_RANGE),
             reflector=reflector_name, auth_key_file=path(item.get("auth_key_file"), f"{field}.auth_key_file")))
     return reflector, tuple(sessions), backend

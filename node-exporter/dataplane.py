@@ -66,6 +66,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+from srv6pm.errors import OperationError
 from srv6pm.exporter.nft import Nft, NftError
 
 __all__ = ["CountingTable", "DataplaneError", "FlowMatch", "Reading", "ROLES", "DEFAULT_DSCP"]
@@ -83,7 +84,7 @@ _DADDR = {"payload": {"protocol": "ip6", "field": "daddr"}}
 _DSCP = {"payload": {"protocol": "ip6", "field": "dscp"}}
 
 
-class DataplaneError(RuntimeError):
+class DataplaneError(OperationError, RuntimeError):
     """The counting table could not be installed, changed or read; ``str()`` names namespace and table."""
 
 

@@ -42,7 +42,7 @@ from typing import Iterable
 from srv6pm import bpf
 from srv6pm.netns import NetnsThread
 
-from .classify import U32, Model, Op, Point
+from .classify import ROLES, U32, Model, Op, Point
 from .dataplane import DataplaneError, Reading
 
 __all__ = ["OBJECT", "PIN_ROOT", "EbpfTable", "Point", "pin_dir"]
@@ -51,7 +51,6 @@ log = logging.getLogger("srv6pm.exporter")
 
 OBJECT = bpf.object_path(Path(__file__).parent / "bpf", "altmark")
 PIN_ROOT = Path(bpf.BPFFS) / "srv6pm-exporter"
-ROLES = ("ingress", "transit", "egress")
 PINNED = ("counters0", "counters1", "exact", "sources", "flows", "colour")
 _U32 = U32
 # tc filter slot of srv6pm's programs on every interface (handle, priority)

@@ -25,6 +25,7 @@ import socket
 import struct
 import threading
 
+from srv6pm.errors import OperationError, UnavailableError
 from srv6pm.netns import NetnsThread
 
 __all__ = ["Nft", "NftError", "NftUnavailable"]
@@ -41,7 +42,7 @@ _lib = None
 _lib_lock = threading.Lock()
 
 
-class NftError(RuntimeError):
+class NftError(OperationError, RuntimeError):
     """libnftables refused a batch; ``str()`` carries its error text and the namespace."""
 
     def __init__(self, message: str, *, netns: str | None = None, commands: list[dict] | None = None):
@@ -50,7 +51,7 @@ class NftError(RuntimeError):
         self.commands = commands
 
 
-class NftUnavailable(NftError):
+class NftUnavailable(NftError, UnavailableError):
     """libnftables.so.1 is not installed or cannot be loaded."""
 
 

@@ -36,18 +36,20 @@ import threading
 from kafka import KafkaProducer
 
 from srv6pm import metrics, records
+from srv6pm.errors import OperationError
 from srv6pm.netns import NetnsError
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp import TIMESTAMP_KINDS, ReflectorConfig, Sender, SenderConfig, StampError
 from srv6pm.stamp.backends import DEFAULT_BACKEND, BackendUnavailable, make_reflector, open_reflector
 from srv6pm.stamp.keys import load_key
+from srv6pm.stamp.protocol import STAMP_PORT
 
 __all__ = ["ProbeError", "Probes"]
 
 log = logging.getLogger("srv6pm.exporter.stamp")
 
 
-class ProbeError(RuntimeError):
+class ProbeError(OperationError, RuntimeError):
     """A STAMP session or reflector cannot run; ``str()`` is ``"<what>: <reason>"`` (the kernel's reason)."""
 
 
@@ -88,7 +90,7 @@ class Probes:
         try:
             key = load_key(s.auth_key_file) if s.auth_key_file else None
             return Sender(SenderConfig(
-                dest=s.destination, port=s.port or 862, session=s.name, source=s.source or None, count=None,
+                dest=s.destination, port=s.port or STAMP_PORT, session=s.name, source=s.source or None, count=None,
                 interval=1.0 / s.rate, segments=tuple(s.segments), return_segments=tuple(s.return_segments),
                 key=key, timeout=s.timeout_s or 2.0, netns=self.netns, reflector_timestamps=TIMESTAMP_KINDS))
         except (StampError, ValueError, OSError) as exc:
@@ -174,14 +176,14 @@ class Probes:
         reflector = None
         try:
             key = load_key(r.auth_key_file) if r.auth_key_file else None
-            reflector = make_reflector(ReflectorConfig(bind=r.bind, port=r.port or 862, key=key, stateful=r.stateful,
+            reflector = make_reflector(ReflectorConfig(bind=r.bind, port=r.port or STAMP_PORT, key=key, stateful=r.stateful,
                                                        netns=self.netns), backend, instance=self.node)
             open_reflector(reflector, how)
             return reflector.start()
         except (StampError, ValueError, OSError, NetnsError, BackendUnavailable) as exc:
             if reflector is not None:
                 reflector.close()
-            raise ProbeError(f"STAMP reflector on [{r.bind}]:{r.port or 862} ({backend}): {_reason(exc)}") from None
+            raise ProbeError(f"STAMP reflector on [{r.bind}]:{r.port or STAMP_PORT} ({backend}): {_reason(exc)}") from None
 
     def start_reflector(self, settings: pb.StampReflector) -> None:
         """Run the reflector with ``settings`` (replacing the running one); :class:`ProbeError` if it cannot.

@@ -53,6 +53,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from srv6pm.errors import OperationError
 from srv6pm.netns import NetnsThread
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
@@ -89,7 +90,7 @@ def _align(n: int) -> int:
     return (n + 3) & ~3
 
 
-class RouteError(RuntimeError):
+class RouteError(OperationError, RuntimeError):
     """The kernel refused a route change (or a device is missing).
 
     ``str()`` is ``"<what>: <reason>"`` where ``reason`` is the kernel's

@@ -50,7 +50,7 @@ from kafka import KafkaProducer
 from srv6pm import metrics, records
 from srv6pm.clock import PeriodClock
 from srv6pm.config import KafkaSettings
-from srv6pm.errors import Srv6pmError
+from srv6pm.errors import UnavailableError
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
@@ -73,7 +73,7 @@ ROLE_NAMES = validate.ROLE_NAMES
 ROLES = tuple(ROLE_NAMES.values())
 
 
-class DataplaneUnavailable(Srv6pmError):
+class DataplaneUnavailable(UnavailableError):
     """The configured data plane cannot run on this machine; ``str()`` says why and what to choose instead."""
 
 

@@ -40,9 +40,11 @@ from dataclasses import dataclass, field
 
 from influxdb_client import Point, WritePrecision
 
+from srv6pm.influx_schema import EXPORTER, PIPELINE
+
 __all__ = ["FIELDS", "Health", "node_of"]
 
-FIELDS = ("records_in", "records_out", "deadletters", "errors")
+FIELDS = (PIPELINE.records_in, PIPELINE.records_out, PIPELINE.deadletters, PIPELINE.errors)
 
 
 def node_of(record) -> str | None:
@@ -106,18 +108,20 @@ class Health:
         out = []
         for topic in self.topics:
             counts = self._counts[topic]
-            point = (Point("pipeline").tag("component", "processor").tag("instance", self.instance)
-                     .tag("topic", topic).field("interval_s", round(now - start, 3)))
+            point = (Point(PIPELINE.measurement).tag(PIPELINE.component, "processor")
+                     .tag(PIPELINE.instance, self.instance).tag(PIPELINE.topic, topic)
+                     .field(PIPELINE.interval_s, round(now - start, 3)))
             for name in FIELDS:
                 point.field(name, int(counts[name]))
             if topic in lag:
-                point.field("lag", int(lag[topic]))
+                point.field(PIPELINE.lag, int(lag[topic]))
             out.append(point.time(ts, WritePrecision.NS))
         for node in sorted(self._nodes):
             entry = self._nodes[node]
-            point = Point("exporter").tag("node", node).tag("instance", self.instance).field("records", entry.records)
+            point = (Point(EXPORTER.measurement).tag(EXPORTER.node, node).tag(EXPORTER.instance, self.instance)
+                     .field(EXPORTER.records, entry.records))
             if entry.newest_s is not None:
-                point.field("last_record_age_s", round(max(0.0, now - entry.newest_s), 3))
+                point.field(EXPORTER.last_record_age_s, round(max(0.0, now - entry.newest_s), 3))
             out.append(point.time(ts, WritePrecision.NS))
         self._pending = ({t: dict(c) for t, c in self._counts.items()}, {n: e.records for n, e in self._nodes.items()})
         return out

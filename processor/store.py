@@ -26,7 +26,7 @@ from __future__ import annotations
 from influxdb_client import Point, WritePrecision
 
 from srv6pm.clock import period_clock
-from srv6pm.influx_schema import SEGMENT_LOSS
+from srv6pm.influx_schema import DELAY, LOSS, SEGMENT_LOSS
 from srv6pm.records import DelayResult, LossResult
 
 from .lines import field_text, line, tag_text
@@ -35,8 +35,9 @@ __all__ = ["delay_lines", "delay_point", "loss_lines", "loss_point", "segment_po
 
 Parts = tuple[str, dict, dict, int]  # measurement, tags, fields, time in ns
 
-_LOSS_COUNTS = ("tx_packets", "rx_packets", "lost_packets", "tx_bytes", "rx_bytes")
-_DELAY_FIGURES = ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us")
+# InfluxDB fields named as the record fields they come from (srv6pm.influx_schema)
+_LOSS_COUNTS = (LOSS.tx_packets, LOSS.rx_packets, LOSS.lost_packets, LOSS.tx_bytes, LOSS.rx_bytes)
+_DELAY_FIGURES = (DELAY.min_us, DELAY.mean_us, DELAY.max_us, DELAY.p50_us, DELAY.p99_us, DELAY.jitter_us)
 
 
 def _start_ns(doc: dict) -> int:
@@ -44,12 +45,12 @@ def _start_ns(doc: dict) -> int:
 
 
 def _loss(doc: dict) -> Parts:
-    tags = {"flow": doc["flow"], "ingress": doc.get("ingress") or None, "egress": doc.get("egress") or None}
+    tags = {LOSS.flow: doc["flow"], LOSS.ingress: doc.get("ingress") or None, LOSS.egress: doc.get("egress") or None}
     fields = {name: int(doc[name]) for name in _LOSS_COUNTS if doc.get(name) is not None}
     if doc.get("loss_ratio") is not None:
-        fields["loss_ratio"] = float(doc["loss_ratio"])
-    fields["complete"] = bool(doc["complete"])
-    return "loss", tags, fields, _start_ns(doc)
+        fields[LOSS.loss_ratio] = float(doc["loss_ratio"])
+    fields[LOSS.complete] = bool(doc["complete"])
+    return LOSS.measurement, tags, fields, _start_ns(doc)
 
 
 def _segments(doc: dict) -> list[Parts]:
@@ -87,14 +88,17 @@ def _delay(doc: dict) -> Parts:
     ``mean_us``, ``max_us``, ``p50_us``, ``p99_us``, ``jitter_us`` (left out
     when there was no sample); timestamp = period start. Idempotent like loss.
     """
-    tags = {"session": doc["session"], "direction": doc["direction"], "sender": doc.get("sender") or None,
-            "reflector": doc.get("reflector") or None}
-    fields = {"samples": int(doc["samples"]), "lost": int(doc["lost"])}
+    tags = {DELAY.session: doc["session"], DELAY.direction: doc["direction"], DELAY.sender: doc.get("sender") or None,
+            DELAY.reflector: doc.get("reflector") or None}
+    fields = {DELAY.samples: int(doc["samples"]), DELAY.lost: int(doc["lost"])}
     fields.update({name: float(doc[name]) for name in _DELAY_FIGURES if doc.get(name) is not None})
-    return "delay", tags, fields, _start_ns(doc)
+    return DELAY.measurement, tags, fields, _start_ns(doc)
 
 
-_LINE_COUNTS = ("lost_packets", "rx_bytes", "rx_packets", "tx_bytes", "tx_packets")  # in line order
+_LINE_COUNTS = (LOSS.lost_packets, LOSS.rx_bytes, LOSS.rx_packets, LOSS.tx_bytes, LOSS.tx_packets)  # in line order
+_LINE_TAGS = (LOSS.egress, LOSS.flow, LOSS.ingress)  # in line order
+_COMPLETE_FIELDS = (f"{LOSS.complete}=true,{LOSS.loss_ratio}={{}},{LOSS.lost_packets}={{}}i,{LOSS.rx_bytes}={{}}i,"
+                    f"{LOSS.rx_packets}={{}}i,{LOSS.tx_bytes}={{}}i,{LOSS.tx_packets}={{}}i").format
 _heads: dict[tuple, str] = {}  # (egress, flow, ingress) -> "loss,egress=..,flow=..,ingress=..": a series per flow
 
 
@@ -102,8 +106,8 @@ def _loss_head(doc: dict) -> str:
     key = (doc.get("egress"), doc["flow"], doc.get("ingress"))
     head = _heads.get(key)
     if head is None:
-        head = "loss"
-        for name, value in zip(("egress", "flow", "ingress"), key):
+        head = LOSS.measurement
+        for name, value in zip(_LINE_TAGS, key):
             text = tag_text(value) if value else ""
             if text:
                 head += f",{name}={text}"
@@ -124,12 +128,11 @@ def loss_lines(doc: dict) -> list[str]:
     counts = tuple(doc.get(name) for name in _LINE_COUNTS)
     if doc["complete"] and ratio_text is not None and None not in counts:  # a complete period, as pairing makes
         lost, rx_bytes, rx_packets, tx_bytes, tx_packets = map(int, counts)
-        fields = (f"complete=true,loss_ratio={ratio_text},lost_packets={lost}i,rx_bytes={rx_bytes}i,"
-                  f"rx_packets={rx_packets}i,tx_bytes={tx_bytes}i,tx_packets={tx_packets}i")
+        fields = _COMPLETE_FIELDS(ratio_text, lost, rx_bytes, rx_packets, tx_bytes, tx_packets)
     else:
-        parts = ["complete=true" if doc["complete"] else "complete=false"]
+        parts = [f"{LOSS.complete}=true" if doc["complete"] else f"{LOSS.complete}=false"]
         if ratio_text is not None:
-            parts.append(f"loss_ratio={ratio_text}")
+            parts.append(f"{LOSS.loss_ratio}={ratio_text}")
         for name, value in zip(_LINE_COUNTS, counts):
             if value is not None:
                 parts.append(f"{name}={int(value)}i")

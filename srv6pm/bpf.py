@@ -41,7 +41,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from srv6pm.errors import Srv6pmError
+from srv6pm.errors import OperationError, UnavailableError
 
 __all__ = ["BPFFS", "BTF_PATH", "XDP_MODES", "BpfError", "BpfObject", "BpfUnavailable", "Map", "VerifierError",
            "build", "check_loadable", "check_support", "ensure_bpffs", "map_id", "pinned_map", "possible_cpus",
@@ -63,11 +63,11 @@ XDP_MODES = {"native": 4, "generic": 2}  # XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MOD
 _LOG_LIMIT = 1 << 20
 
 
-class BpfError(Srv6pmError):
+class BpfError(OperationError):
     """libbpf or the kernel refused an operation; ``str()`` says which and why."""
 
 
-class BpfUnavailable(BpfError):
+class BpfUnavailable(BpfError, UnavailableError):
     """This machine cannot run srv6pm's eBPF programs; ``str()`` names what is missing."""
 
 

@@ -29,19 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
 from srv6pm import __version__, logs, metrics
-from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings
+from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings, given
+from srv6pm.errors import EXIT_USAGE
+from srv6pm.exits import guard
 from srv6pm.quote import quote
-from srv6pm.stopping import Stop, quiet_on_closed_pipe, status_of
-
-log = logging.getLogger("srv6pm")
-
-EXIT_FAILURE, EXIT_USAGE = 1, 2
+from srv6pm.stopping import Stop, quiet_on_closed_pipe
 
 
 class Parser(argparse.ArgumentParser):
@@ -296,18 +293,13 @@ def exporter_config_of(args, environ=None):
     ``environ`` defaults to ``os.environ``; an empty SRV6PM_NODE counts as not set.
     Raises the exporter's ConfigError (one line, naming the file's field or the override).
     """
-    import os
-
     from srv6pm.exporter import config as exporter_config
-    environ = os.environ if environ is None else environ
-    node = exporter_config.Override(args.node, "--node") if args.node is not None else None
-    if node is None and environ.get("SRV6PM_NODE", "").strip():
-        node = exporter_config.Override(environ["SRV6PM_NODE"], "SRV6PM_NODE")
-    period = exporter_config.Override(args.period, "--period") if args.period is not None else None
-    dataplane = exporter_config.Override(args.dataplane, "--dataplane") if args.dataplane is not None else None
-    if dataplane is None and environ.get("SRV6PM_DATAPLANE"):
-        dataplane = exporter_config.Override(environ["SRV6PM_DATAPLANE"], "SRV6PM_DATAPLANE")
-    return exporter_config.load(args.config, node=node, period=period, dataplane=dataplane)
+
+    def override(attr: str, var: str | None = None):
+        found = given(args, attr, var, environ)
+        return None if found is None else exporter_config.Override(found.value, found.source)
+    return exporter_config.load(args.config, node=override("node", "SRV6PM_NODE"), period=override("period"),
+                                dataplane=override("dataplane", "SRV6PM_DATAPLANE"))
 
 
 def exporter_inputs(args):
@@ -365,10 +357,10 @@ def processor_inputs(args):
                                heartbeat_interval_ms=args.heartbeat_interval_ms)
     if args.client_id:
         options.client_id = args.client_id
-    options.health_interval_s = _health_interval(args.health_interval) or None
+    options.health_interval_s = _health_interval(args) or None
     options.alarms = AlarmRules(
-        loss_ratio=_threshold(args.alarm_loss_ratio, "--alarm-loss-ratio", "SRV6PM_ALARM_LOSS_RATIO", 0.01),
-        delay_p99_us=_threshold(args.alarm_delay_p99_us, "--alarm-delay-p99-us", "SRV6PM_ALARM_DELAY_P99_US", None))
+        loss_ratio=_threshold(args, "alarm_loss_ratio", "SRV6PM_ALARM_LOSS_RATIO", 0.01),
+        delay_p99_us=_threshold(args, "alarm_delay_p99_us", "SRV6PM_ALARM_DELAY_P99_US", None))
     return options, KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
 
 
@@ -395,33 +387,28 @@ def cmd_processor_run(args) -> int:
     return stop.status()
 
 
-def _health_interval(value: float | None) -> float:
-    import os
-    name = "--health-interval"
-    if value is None:
-        text = os.environ.get("SRV6PM_HEALTH_INTERVAL", "").strip()
-        if not text:
-            return 10.0
-        name = "SRV6PM_HEALTH_INTERVAL"
+def _health_interval(args) -> float:
+    found = given(args, "health_interval", "SRV6PM_HEALTH_INTERVAL")
+    if found is None:
+        return 10.0
+    value = found.value
+    if isinstance(value, str):  # from the environment
         try:
-            value = float(text)
+            value = float(value)
         except ValueError:
-            raise ConfigError(f"SRV6PM_HEALTH_INTERVAL={quote(text)}: not a number of seconds") from None
+            raise ConfigError(f"{found.source}={quote(value.strip())}: not a number of seconds") from None
     if not 0 <= value < float("inf"):
-        raise ConfigError(f"{name} {value:g}: must be a finite number of seconds >= 0 (0: no health points)")
+        raise ConfigError(f"{found.source} {value:g}: must be a finite number of seconds >= 0 (0: no health points)")
     return value
 
 
-def _threshold(value: str | None, flag: str, env: str, default: float | None) -> float | None:
-    """An alarm threshold from ``flag``, else ``$env``, else ``default``: a number >= 0, or None for 'off'."""
-    import os
-    name = flag
-    if value is None:
-        value = os.environ.get(env, "").strip()
-        if not value:
-            return default
-        name = env
-    if value.strip().lower() == "off":
+def _threshold(args, attr: str, var: str, default: float | None) -> float | None:
+    """An alarm threshold from flag ``attr``, else ``$var``, else ``default``: a number >= 0, or None for 'off'."""
+    found = given(args, attr, var)
+    if found is None:
+        return default
+    name, value = found.source, found.value.strip()
+    if value.lower() == "off":
         return None
     try:
         number = float(value)
@@ -559,21 +546,7 @@ def _main(argv: list[str] | None) -> int:
         ("exporter", "check"): cmd_exporter_check, ("processor", "check"): cmd_processor_check,
     }[(args.command, getattr(args, "lab_command", None) or getattr(args, "exporter_command", None)
        or getattr(args, "processor_command", None))]
-    from srv6pm.exporter.config import ConfigError as ExporterConfigError
-    from srv6pm.lab.scenario import ScenarioError
-    try:
-        return handler(args)
-    except (ConfigError, ScenarioError, ExporterConfigError) as exc:
-        print(f"srv6pm: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal before the command's stop was ready
-        return status_of(exc)
-    except BrokenPipeError:
-        raise  # main's: quiet, 141
-    except Exception as exc:  # a clear last word instead of a traceback; -vv shows the traceback
-        log.debug("failure", exc_info=True)
-        print(f"srv6pm: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    return guard(lambda: handler(args))  # exit status and one line from the error's class (srv6pm.errors)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,9 @@
 Each setting comes from a command-line flag, else from an environment
 variable, else from a default. Secrets (passwords, tokens) come only from the
 environment or from files, never from flags (which show in ``ps``) and never
-from defaults in code.
+from defaults in code. Every component resolves its settings this way with
+:func:`given` / :func:`setting` (flag, environment, default), :func:`secret`
+and :func:`readable` (below the table).
 
 ==========================  ===================================  =======================
 flag                        environment                          default
@@ -31,22 +33,57 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
+from srv6pm.errors import InputError
 from srv6pm.quote import quote
 
-__all__ = ["ConfigError", "InfluxSettings", "KafkaSettings"]
+__all__ = ["ConfigError", "Given", "InfluxSettings", "KafkaSettings", "given", "given_file", "readable", "secret",
+           "setting"]
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A setting is missing or invalid; ``str()`` names it."""
 
 
-def _secret(env: Mapping[str, str], name: str) -> str | None:
+@dataclass(frozen=True)
+class Given:
+    """A setting as given: its ``value`` and where it came from (``source``: ``--flag`` or ``SRV6PM_VAR``)."""
+
+    value: Any
+    source: str
+
+
+def given(args: argparse.Namespace | None, attr: str, var: str | None = None,
+          env: Mapping[str, str] | None = None) -> Given | None:
+    """Flag, then environment: the flag of ``args`` whose dest is ``attr``, else ``$var``; None when neither is given.
+
+    A flag counts as given unless it is None or ""; it keeps the type its
+    parser gave it, and its source is ``--attr-with-dashes``. A variable counts
+    as set unless it is empty or blank; its value is the text as set.
+    ``env`` defaults to ``os.environ``.
+    """
+    value = getattr(args, attr, None) if args is not None else None
+    if value is not None and value != "":
+        return Given(value, "--" + attr.replace("_", "-"))
+    env = os.environ if env is None else env
+    text = env.get(var) if var else None
+    return Given(text, var) if text and text.strip() else None
+
+
+def setting(args: argparse.Namespace | None, attr: str, var: str | None = None, default: Any = None,
+            env: Mapping[str, str] | None = None) -> Any:
+    """Flag, then environment, then ``default``: the value :func:`given` finds, else ``default``."""
+    found = given(args, attr, var, env)
+    return default if found is None else found.value
+
+
+def secret(env: Mapping[str, str], name: str) -> str | None:
     """The secret in ``$name``, or in the file named by ``$name_FILE`` (trailing newline stripped)."""
     value = env.get(name)
     path = env.get(f"{name}_FILE")
@@ -60,23 +97,18 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _readable(path: str | None, what: str) -> str | None:
-    """``path`` if it names a readable file (None passes); ``what`` names the setting in the error."""
+def readable(path: str | None, what: str) -> str | None:
+    """``path`` when it is None or a file this process can read; else ConfigError naming ``what``
+    (exists, is a file, can be read: :func:`srv6pm.inputs.readable_file`)."""
     from srv6pm.inputs import readable_file
     return readable_file(path, what) if path else path
 
 
-def _picker(args: argparse.Namespace | None, env: Mapping[str, str]):
-    """``pick(attr, var)``: the flag's value, else the environment's; ``pick.names[attr]`` says which it was."""
-    def pick(attr: str, var: str):
-        value = getattr(args, attr, None) if args is not None else None
-        if value not in (None, ""):
-            pick.names[attr] = "--" + attr.replace("_", "-")
-            return value
-        pick.names[attr] = var
-        return env.get(var) or None
-    pick.names = {}
-    return pick
+def given_file(args: argparse.Namespace | None, attr: str, var: str,
+               env: Mapping[str, str] | None = None) -> str | None:
+    """The file named by flag ``attr``, else ``$var``, checked as :func:`readable`, the error naming its source."""
+    found = given(args, attr, var, env)
+    return None if found is None else readable(found.value, found.source)
 
 
 @dataclass(frozen=True)
@@ -110,29 +142,29 @@ class KafkaSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> "KafkaSettings":
-        from srv6pm.inputs import host_ports
         env = os.environ if env is None else env
-        pick = _picker(args, env)
-        cafile = pick("kafka_cafile", "SRV6PM_KAFKA_CAFILE")
-        cafile = _readable(cafile, pick.names["kafka_cafile"])
+        pick = partial(setting, args, env=env)
+
+        cafile = given_file(args, "kafka_cafile", "SRV6PM_KAFKA_CAFILE", env)
         protocol = pick("kafka_security_protocol", "SRV6PM_KAFKA_SECURITY_PROTOCOL") or ("SSL" if cafile else "PLAINTEXT")
         if protocol not in _PROTOCOLS:
             raise ConfigError(f"Kafka security protocol {quote(protocol)} is not one of {', '.join(_PROTOCOLS)}")
         mechanism = pick("kafka_sasl_mechanism", "SRV6PM_KAFKA_SASL_MECHANISM")
         if mechanism and mechanism not in _MECHANISMS:
             raise ConfigError(f"Kafka SASL mechanism {quote(mechanism)} is not one of {', '.join(_MECHANISMS)}")
-        bootstrap = pick("kafka", "SRV6PM_KAFKA_BOOTSTRAP") or cls.bootstrap
-        host_ports(bootstrap, pick.names["kafka"], default_port=9092)  # kafka-python's default port
-        certfile, keyfile = pick("kafka_certfile", "SRV6PM_KAFKA_CERTFILE"), pick("kafka_keyfile", "SRV6PM_KAFKA_KEYFILE")
+        from srv6pm.inputs import host_ports
+        bootstrap = given(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP", env)
+        if bootstrap is not None:
+            host_ports(bootstrap.value, bootstrap.source, default_port=9092)  # kafka-python's default port
         settings = cls(
-            bootstrap=bootstrap,
+            bootstrap=cls.bootstrap if bootstrap is None else bootstrap.value,
             security_protocol=protocol,
             cafile=cafile,
-            certfile=_readable(certfile, pick.names["kafka_certfile"]),
-            keyfile=_readable(keyfile, pick.names["kafka_keyfile"]),
+            certfile=given_file(args, "kafka_certfile", "SRV6PM_KAFKA_CERTFILE", env),
+            keyfile=given_file(args, "kafka_keyfile", "SRV6PM_KAFKA_KEYFILE", env),
             sasl_mechanism=mechanism,
             username=pick("kafka_username", "SRV6PM_KAFKA_USERNAME"),
-            password=_secret(env, "SRV6PM_KAFKA_PASSWORD"),
+            password=secret(env, "SRV6PM_KAFKA_PASSWORD"),
         )
         if protocol.startswith("SASL") and not (mechanism and settings.username and settings.password):
             raise ConfigError(f"Kafka {protocol} needs --kafka-sasl-mechanism, --kafka-username and "
@@ -178,15 +210,16 @@ class InfluxSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> "InfluxSettings":
-        from srv6pm.inputs import url as check_url
         env = os.environ if env is None else env
-        pick = _picker(args, env)
-        url = check_url(pick("influx_url", "SRV6PM_INFLUX_URL") or cls.url, pick.names["influx_url"])
-        cafile = pick("influx_cafile", "SRV6PM_INFLUX_CAFILE")
+        pick = partial(setting, args, env=env)
+
+        from srv6pm.inputs import url as check_url
+        found = given(args, "influx_url", "SRV6PM_INFLUX_URL", env)
+        url = cls.url if found is None else check_url(found.value, found.source)
         return cls(
             url=url,
             org=pick("influx_org", "SRV6PM_INFLUX_ORG") or cls.org,
             bucket=pick("influx_bucket", "SRV6PM_INFLUX_BUCKET") or cls.bucket,
-            token=_secret(env, "SRV6PM_INFLUX_TOKEN"),
-            cafile=_readable(cafile, pick.names["influx_cafile"]),
+            token=secret(env, "SRV6PM_INFLUX_TOKEN"),
+            cafile=given_file(args, "influx_cafile", "SRV6PM_INFLUX_CAFILE", env),
         )

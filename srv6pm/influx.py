@@ -16,12 +16,13 @@ from influxdb_client import InfluxDBClient, Point
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
+from srv6pm.errors import OperationError
 from srv6pm.config import InfluxSettings
 
 __all__ = ["InfluxWriter", "StoreError", "influxql"]
 
 
-class StoreError(RuntimeError):
+class StoreError(OperationError, RuntimeError):
     """A write was not accepted; nothing may be assumed stored."""
 
 

@@ -1,7 +1,19 @@
 """Names in InfluxDB that the processor writes and the dashboards read, kept in one place.
 
-Both ``srv6pm.processor.store`` (the points) and ``srv6pm.dashboards`` (the
-InfluxQL queries) take these names from here, so they cannot drift apart.
+Both the processor (``srv6pm.processor.store``: the result points,
+``srv6pm.processor.health``: its health points) and ``srv6pm.dashboards``
+(the InfluxQL queries) take the measurement, tag and field names from here, so
+they cannot drift apart. The measurements:
+
+``loss`` (:data:`LOSS`): one point per (flow, period); rules in
+``srv6pm.processor.store``. Its counts and ratio are named as the fields of
+the ``srv6pm.loss`` record they come from.
+
+``delay`` (:data:`DELAY`): one point per (STAMP session, period, direction);
+its figures are named as the fields of the ``srv6pm.delay`` record.
+
+``pipeline`` (:data:`PIPELINE`) and ``exporter`` (:data:`EXPORTER`): the
+processors' health points; rules in ``srv6pm.processor.health``.
 
 ``segment_loss``: one point per segment of a flow's path per period, when the
 flow's counters carry positions (ebpf data plane). Tags ``flow``, ``from``,
@@ -21,7 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SEGMENT_LOSS", "SegmentLossNames"]
+__all__ = ["DELAY", "EXPORTER", "LOSS", "PIPELINE", "SEGMENT_LOSS", "DelayNames", "ExporterNames", "LossNames",
+           "PipelineNames", "SegmentLossNames"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +52,72 @@ class SegmentLossNames:
 
 
 SEGMENT_LOSS = SegmentLossNames()
+
+
+@dataclass(frozen=True)
+class LossNames:
+    """The measurement, tag and field names of ``loss``."""
+
+    measurement: str = "loss"
+    flow: str = "flow"
+    ingress: str = "ingress"
+    egress: str = "egress"
+    tx_packets: str = "tx_packets"
+    rx_packets: str = "rx_packets"
+    lost_packets: str = "lost_packets"
+    tx_bytes: str = "tx_bytes"
+    rx_bytes: str = "rx_bytes"
+    loss_ratio: str = "loss_ratio"
+    complete: str = "complete"
+
+
+@dataclass(frozen=True)
+class DelayNames:
+    """The measurement, tag and field names of ``delay``."""
+
+    measurement: str = "delay"
+    session: str = "session"
+    direction: str = "direction"
+    sender: str = "sender"
+    reflector: str = "reflector"
+    samples: str = "samples"
+    lost: str = "lost"
+    min_us: str = "min_us"
+    mean_us: str = "mean_us"
+    max_us: str = "max_us"
+    p50_us: str = "p50_us"
+    p99_us: str = "p99_us"
+    jitter_us: str = "jitter_us"
+
+
+@dataclass(frozen=True)
+class PipelineNames:
+    """The measurement, tag and field names of ``pipeline`` (a processor's health per input topic)."""
+
+    measurement: str = "pipeline"
+    component: str = "component"
+    instance: str = "instance"
+    topic: str = "topic"
+    records_in: str = "records_in"
+    records_out: str = "records_out"
+    deadletters: str = "deadletters"
+    errors: str = "errors"
+    interval_s: str = "interval_s"
+    lag: str = "lag"
+
+
+@dataclass(frozen=True)
+class ExporterNames:
+    """The measurement, tag and field names of ``exporter`` (an exporter's liveness, as a processor saw it)."""
+
+    measurement: str = "exporter"
+    node: str = "node"
+    instance: str = "instance"
+    records: str = "records"
+    last_record_age_s: str = "last_record_age_s"
+
+
+LOSS = LossNames()
+DELAY = DelayNames()
+PIPELINE = PipelineNames()
+EXPORTER = ExporterNames()

@@ -35,6 +35,8 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaConfigurationError, KafkaError
 
+from srv6pm.errors import OperationError, UnavailableError
+
 if TYPE_CHECKING:
     from srv6pm.config import KafkaSettings
 
@@ -58,11 +60,11 @@ KafkaTarget = Union[str, "KafkaSettings"]
 """A bootstrap string, or settings with a ``client_options()`` method."""
 
 
-class BrokerUnavailableError(RuntimeError):
+class BrokerUnavailableError(UnavailableError, RuntimeError):
     """No Kafka broker answered at the bootstrap address within the timeout."""
 
 
-class TopicPartitionCountError(RuntimeError):
+class TopicPartitionCountError(OperationError, RuntimeError):
     """An existing topic has fewer partitions than required."""
 
 

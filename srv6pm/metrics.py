@@ -46,14 +46,14 @@ metric                                             labels                       
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 from bisect import bisect_left
 from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from srv6pm.config import ConfigError
+from srv6pm.config import ConfigError, given
+from srv6pm.errors import OperationError
 from srv6pm.quote import quote
 
 __all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "api_call_interceptor", "get", "observe_all",
@@ -66,7 +66,7 @@ ENV_PORT = "SRV6PM_METRICS_PORT"
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
 
-class MetricsError(RuntimeError):
+class MetricsError(OperationError, RuntimeError):
     """The metrics endpoint could not be started; ``str()`` says why."""
 
 
@@ -174,18 +174,15 @@ def port_from_args(args: argparse.Namespace | None = None, env: Mapping[str, str
 
     Raises :class:`srv6pm.config.ConfigError` naming the setting when the value is not a port number.
     """
-    env = os.environ if env is None else env
-    value = getattr(args, "metrics_port", None) if args is not None else None
-    name = "--metrics-port"
-    if value is None:
-        text = (env.get(ENV_PORT) or "").strip()
-        if not text:
-            return None
-        name = ENV_PORT
+    found = given(args, "metrics_port", ENV_PORT, env)
+    if found is None:
+        return None
+    name, value = found.source, found.value
+    if isinstance(value, str):  # from the environment
         try:
-            value = int(text)
+            value = int(value)
         except ValueError:
-            raise ConfigError(f"{ENV_PORT}={quote(text)}: not a port number") from None
+            raise ConfigError(f"{ENV_PORT}={quote(value.strip())}: not a port number") from None
     if not 0 <= value < 65536:
         raise ConfigError(f"{name} {value}: must be from 0 (off) to 65535")
     return value or None

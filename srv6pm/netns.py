@@ -41,6 +41,8 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, TypeVar
 
+from srv6pm.errors import OperationError
+
 __all__ = ["NETNS_DIR", "NetnsError", "NetnsThread", "exists", "netns_path"]
 
 NETNS_DIR = "/run/netns"
@@ -52,7 +54,7 @@ _libc = None
 _libc_lock = threading.Lock()
 
 
-class NetnsError(RuntimeError):
+class NetnsError(OperationError, RuntimeError):
     """A namespace is missing, cannot be entered, or its worker thread is closed."""
 
 

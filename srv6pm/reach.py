@@ -24,7 +24,7 @@ import struct
 import urllib.error
 import urllib.request
 
-from srv6pm.errors import Srv6pmError
+from srv6pm.errors import UnavailableError
 
 __all__ = ["Unreachable", "arango", "describe", "influx", "kafka"]
 
@@ -32,7 +32,7 @@ TIMEOUT_S = 5.0
 _CLIENT_ID = b"srv6pm-reach"
 
 
-class Unreachable(Srv6pmError):
+class Unreachable(UnavailableError):
     """A service does not answer; ``str()`` is one line naming it, its address and what was tried."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import jsonschema
 import msgspec
 
+from srv6pm.errors import InputError
 from srv6pm.quote import quote, shorten
 
 __all__ = [
@@ -45,7 +46,7 @@ EVENTS = "srv6pm.events"
 MAX_RECORD_BYTES = 64 * 1024
 
 
-class RecordError(ValueError):
+class RecordError(InputError, ValueError):
     """A record cannot be used; ``str()`` is the reason, one line."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from srv6pm.errors import InputError
 from srv6pm.quote import quote
 
 __all__ = ["parse", "read"]
@@ -30,7 +31,7 @@ def read(path: str | Path, error: type[Exception]) -> str:
         raise error(f"{path}: not UTF-8 text") from None
 
 
-class _DuplicateKey(yaml.YAMLError):
+class _DuplicateKey(InputError, yaml.YAMLError):
     """A key given twice in one mapping; ``str()`` names it and both lines."""
 
 

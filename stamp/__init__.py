@@ -17,6 +17,7 @@ One thing per module:
 ``sender``      :class:`Sender`: the Session-Sender, yielding :class:`Sample` objects
 ``cli``         ``srv6pm stamp reflector`` / ``srv6pm stamp sender``
 ``errors``      :class:`StampError` and its subclasses
+``protocol``    constants of the protocol used across srv6pm (:data:`STAMP_PORT`, 862)
 ==============  =====================================================================
 
 Driving both ends from one process whose data-plane sockets live in other

@@ -11,7 +11,7 @@ back to the other backend by itself.
 from __future__ import annotations
 
 from srv6pm import bpf
-from srv6pm.errors import Srv6pmError
+from srv6pm.errors import UnavailableError
 from srv6pm.stamp.reflector import Reflector, ReflectorConfig
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "BackendUnavailable", "make_reflector", "open_reflector"]
@@ -20,7 +20,7 @@ BACKENDS = ("ebpf", "socket")
 DEFAULT_BACKEND = "ebpf"
 
 
-class BackendUnavailable(Srv6pmError):
+class BackendUnavailable(UnavailableError):
     """The ebpf backend cannot run here; ``str()`` says why (first line) and what to choose instead,
     then libbpf's and the verifier's log if there is one."""
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 import threading
 from typing import Callable
 
+from srv6pm.errors import EXIT_OK, InputError, OperationError, Srv6pmError, exit_status
+from srv6pm.exits import guard
 from srv6pm.netns import NetnsError
 from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND, BackendUnavailable, make_reflector, open_reflector
 from srv6pm.stamp.ebpf import ATTACH_MODES
@@ -37,13 +38,10 @@ from srv6pm.stamp.reflector import DEFAULT_PORT, ReflectorConfig
 from srv6pm.stamp.sender import Sample, Sender, SenderConfig, summarize
 from srv6pm.stamp.srh import parse_segments
 from srv6pm.stamp.timestamp import TimestampFormat
-from srv6pm.stopping import Stop, status_of
+from srv6pm.stopping import Stop
 
 __all__ = ["add_commands", "cmd_reflector", "cmd_sender"]
 
-log = logging.getLogger("srv6pm.stamp")
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 KEY_HELP = ("file holding the shared HMAC-SHA-256 key: one line of hexadecimal digits (16 to 1024 octets; "
             "'#' comment lines allowed), e.g. made with: python3 -c 'import secrets; print(secrets.token_hex(32))'. "
@@ -51,7 +49,7 @@ KEY_HELP = ("file holding the shared HMAC-SHA-256 key: one line of hexadecimal d
             "from the command line.")
 
 
-class UsageError(ValueError):
+class UsageError(InputError, ValueError):
     """Bad command-line input; ``str()`` is the one-line message."""
 
 
@@ -200,24 +198,25 @@ def _format(name: str) -> TimestampFormat:
 
 
 def _guard(body: Callable[[], int]) -> int:
-    """Run ``body``; map bad input to exit 2 and other failures to exit 1, one line each."""
-    try:
-        return body()
-    except (UsageError, NetnsError) as exc:  # a missing namespace is a bad --netns value
-        print(f"srv6pm: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal before the command's stop was ready
-        return status_of(exc)
-    except BrokenPipeError:
-        raise  # srv6pm.cli.main's: quiet, 141
-    except BackendUnavailable as exc:  # what is missing, and --backend socket
-        print(f"srv6pm: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except Exception as exc:  # runtime failure: a clear last word; -vv logs the traceback
-        log.debug("failure", exc_info=True)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(f"srv6pm: error: {reason}", file=sys.stderr)
-        return EXIT_FAILURE
+    """Run ``body`` through :func:`srv6pm.exits.guard` (bad input exit 2, other failures 1, one line each).
+
+    Here a missing namespace is a bad --netns value (exit 2), an unusable
+    backend says what is missing without ``error:`` (exit 1), and an OS
+    error says the kernel's reason alone.
+    """
+    def explained() -> int:
+        try:
+            return body()
+        except NetnsError as exc:
+            raise UsageError(str(exc)) from None
+        except BackendUnavailable as exc:  # what is missing, and --backend socket
+            print(f"srv6pm: {exc}", file=sys.stderr)
+            return exit_status(exc)
+        except OSError as exc:
+            if exc.strerror and not isinstance(exc, (BrokenPipeError, Srv6pmError)):
+                raise OperationError(exc.strerror) from exc
+            raise
+    return guard(explained)
 
 
 # -- reflector --------------------------------------------------------------------------

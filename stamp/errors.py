@@ -8,10 +8,12 @@ exception escaping a decoder is a bug.
 
 from __future__ import annotations
 
+from srv6pm.errors import InputError
+
 __all__ = ["AuthenticationError", "KeyFileError", "MalformedPacket", "StampError", "TimestampError"]
 
 
-class StampError(ValueError):
+class StampError(InputError, ValueError):
     """A STAMP packet, field or setting cannot be used; ``str()`` is the reason."""
 
 

@@ -67,6 +67,7 @@ from typing import Callable, Protocol
 from srv6pm.stamp import tlv as tlvmod
 from srv6pm.stamp import udp
 from srv6pm.stamp.errors import AuthenticationError, StampError
+from srv6pm.stamp.protocol import STAMP_PORT
 from srv6pm.stamp.packet import ReflectorPacket, SenderPacket
 from srv6pm.stamp.srh import MAX_SEGMENTS, StickyRoute
 from srv6pm.stamp.timestamp import ClockState, ErrorEstimate, TimestampFormat, encode, local_clock
@@ -77,7 +78,7 @@ __all__ = ["DEFAULT_PORT", "TIMESTAMP_KINDS", "Reflector", "ReflectorConfig", "R
 
 log = logging.getLogger("srv6pm.stamp.reflector")
 
-DEFAULT_PORT = 862
+DEFAULT_PORT = STAMP_PORT
 TIMESTAMP_KINDS = (udp.KIND_KERNEL, udp.KIND_USER)  # how this reflector takes (t2, t3); t2 falls back to "user"
 RECV_BUFFER = 65536
 BURST = 64              # datagrams handled per wake-up before checking for stop

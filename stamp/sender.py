@@ -57,6 +57,7 @@ from srv6pm.netns import NetnsError
 from srv6pm.stamp import tlv as tlvmod
 from srv6pm.stamp import udp
 from srv6pm.stamp.errors import AuthenticationError, StampError
+from srv6pm.stamp.protocol import STAMP_PORT
 from srv6pm.stamp.packet import ReflectorPacket, SenderPacket, base_size
 from srv6pm.stamp.srh import MAX_SEGMENTS, StickyRoute
 from srv6pm.stamp.timestamp import ErrorEstimate, TimestampFormat, decode, encode, local_clock
@@ -66,7 +67,7 @@ __all__ = ["DEFAULT_PORT", "Sample", "Sender", "SenderConfig", "SenderStats", "s
 
 log = logging.getLogger("srv6pm.stamp.sender")
 
-DEFAULT_PORT = 862
+DEFAULT_PORT = STAMP_PORT
 KIND_REMOTE = "remote"
 RECV_BUFFER = 65536
 MAX_SIZE = 65507

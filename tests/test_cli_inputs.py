@@ -137,7 +137,7 @@ EXPORTER_CASES = [
     (["--grpc-tls-cert", "/nonexistent/c.pem", "--grpc-tls-key", "/nonexistent/k.pem"], "cannot read"),
     (["--grpc-plaintext", "--metrics-port", "-1"], "--metrics-port -1: must be from 0 (off) to 65535"),
     (["--grpc-plaintext", "--kafka", "k:0"], "--kafka 'k:0': port 0 is not from 1 to 65535"),
-    (["--grpc-plaintext", "--node", ""], "--node"),
+    (["--grpc-plaintext", "--node", "bad node"], "--node: 'bad node' is not a valid node name"),
     (["--dataplane", "dpdk"], "argument --dataplane: invalid choice: 'dpdk'"),
 ]
 

@@ -66,7 +66,8 @@ def collect(lab, until, timeout=60):
         lab.check_children()
         if until(lab.seen):
             return lab.seen
-    raise AssertionError(f"timed out; results so far: {[(r['flow'], r['period'], r['complete']) for r in lab.seen]}")
+    seen = [(r.get("flow", r.get("session")), r["period"], r.get("complete")) for r in lab.seen]  # loss or delay
+    raise AssertionError(f"timed out; results so far: {seen}")
 
 
 def complete_periods(results, flow):

@@ -16,6 +16,7 @@ import logging
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from srv6pm.errors import OperationError
 from srv6pm.southbound import validate
 from srv6pm.southbound.tls import ClientTls, channel
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -44,7 +45,7 @@ _REMOVE = {
 }
 
 
-class SouthboundError(Exception):
+class SouthboundError(OperationError):
     """A southbound call failed. ``code`` is the ``grpc.StatusCode``; ``str()`` is ``"CODE: message"``."""
 
     def __init__(self, code: grpc.StatusCode, message: str):

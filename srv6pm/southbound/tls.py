@@ -16,12 +16,14 @@ from pathlib import Path
 
 import grpc
 
+from srv6pm.errors import InputError
+
 __all__ = ["ClientTls", "ServerTls", "TlsError", "channel", "server_port"]
 
 TARGET_NAME_OVERRIDE = "grpc.ssl_target_name_override"
 
 
-class TlsError(ValueError):
+class TlsError(InputError, ValueError):
     """A TLS setting cannot be used: a missing, unreadable or malformed file, a lone cert or key."""
 
 

@@ -68,9 +68,12 @@ import ipaddress
 import math
 import re
 
+from srv6pm.errors import InputError
+from srv6pm.netspec import MAX_SEGMENTS, MAX_STAMP_RATE, MIN_STAMP_RATE
 from srv6pm.quote import quote
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp.backends import BACKENDS as REFLECTOR_BACKENDS
+from srv6pm.stamp.protocol import STAMP_PORT
 
 FLOWMON_ID_MAX = (1 << 20) - 1
 """The largest RFC 9343 FlowMonID (20 bits); 0 means none."""
@@ -85,12 +88,10 @@ __all__ = [
     "batch_item", "batch_object",
 ]
 
-MAX_SEGMENTS = 16
-STAMP_PORT = 862
 MAIN_TABLE = 254
 DEFAULT_DEVICE = "lo"
 DEFAULT_TIMEOUT_S = 2.0
-RATE_RANGE = (0.01, 1000.0)
+RATE_RANGE = (MIN_STAMP_RATE, float(MAX_STAMP_RATE))
 TIMEOUT_RANGE = (0.01, 60.0)
 IFNAMSIZ = 16  # including the terminating NUL
 REFLECTOR_KEY = "reflector"
@@ -99,7 +100,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NEEDS_NEXTHOP = {pb.SID_BEHAVIOR_END_X, pb.SID_BEHAVIOR_END_DX6}
 
 
-class InvalidArgument(ValueError):
+class InvalidArgument(InputError, ValueError):
     """A request field is missing or malformed. ``str()`` is ``"<field>: <message>"``."""
 
     def __init__(self, field: str, message: str):
