@@ -6,6 +6,12 @@ errors: a bad configuration file, flag or TLS file is one line on stderr,
 ``srv6pm: ...``, and exit status 2; 1 is a runtime failure; 130 after SIGINT
 (Ctrl-C), 143 after SIGTERM (see :mod:`srv6pm.stopping`).
 
+Both commands check what they are given with one function, :func:`inputs`,
+so ``check`` refuses exactly what ``run`` would refuse before it connects
+(``check`` takes every option of ``run``). ``run`` then checks that Kafka and,
+when configured, ArangoDB answer (:mod:`srv6pm.reach`; exit status 1 and one
+line naming the one that does not).
+
 Settings: flags override ``SRV6PM_*`` environment variables, which override
 defaults (Kafka: see :mod:`srv6pm.config`; ArangoDB: see
 :mod:`srv6pm.collector.arango`, used when ``--arango-url`` or
@@ -181,25 +187,25 @@ def cmd_check(args) -> int:
 
 @_errors
 def cmd_run(args) -> int:
+    from srv6pm import reach
     from srv6pm.collector.reconcile import Backoff
     from srv6pm.collector.results import ResultsOptions
     from srv6pm.collector.service import Collector
 
-    from srv6pm import reach
-    given = inputs(args)
-    reach.kafka(given.kafka)
-    if given.arango is not None:
-        reach.arango(given.arango)
-    graph = _graph(given.arango)
+    checked = inputs(args)
+    reach.kafka(checked.kafka)
+    if checked.arango is not None:
+        reach.arango(checked.arango)
+    graph = _graph(checked.arango)
     options = ResultsOptions(session_timeout_ms=args.session_timeout_ms,
                              heartbeat_interval_ms=args.heartbeat_interval_ms)
     with Stop() as stop:
-        collector = Collector(args.config, given.kafka, tls=given.tls, plaintext=given.tls is None,
+        collector = Collector(args.config, checked.kafka, tls=checked.tls, plaintext=checked.tls is None,
                               interval=args.interval, graph=graph, graph_dump=args.graph_dump, timeout=args.timeout,
                               backoff=Backoff(args.retry_initial, args.retry_max), results=not args.no_results,
                               results_options=options, state_dir=state_dir(args))
         stop.attach(collector.stop)
-        metrics.serve(given.metrics_port, addr="0.0.0.0")  # metrics.serve's default addr "" does not resolve here
+        metrics.serve(checked.metrics_port, addr="0.0.0.0")  # metrics.serve's default addr "" does not resolve here
         signal.signal(signal.SIGHUP, lambda *_: collector.request_reload())
         collector.run()
     return stop.status()
