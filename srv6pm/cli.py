@@ -46,7 +46,8 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         from srv6pm.quote import shorten
-        self.exit(EXIT_USAGE, f"srv6pm: {self.prog.removeprefix('srv6pm ')}: {shorten(message)} "
+        command = self.prog.removeprefix("srv6pm").strip()
+        self.exit(EXIT_USAGE, f"srv6pm: {command + ': ' if command else ''}{shorten(message)} "
                               f"(usage: {self.prog} --help)\n")
 
 
