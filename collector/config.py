@@ -30,6 +30,7 @@
         rate: 10                       # test packets per second
         timeout: 2                     # optional, seconds
         auth_key_file: /etc/srv6pm/stamp.key   # optional: a path on both nodes
+        liveness: {down_after: 3, up_after: 3}  # optional: watch the path (true: these defaults)
     tls:                               # client TLS for the southbound API
       ca: /etc/srv6pm/ca.pem
       cert: /etc/srv6pm/collector.pem  # optional: mutual TLS (with key)
@@ -435,7 +436,7 @@ class _Validator(netspec.Validator):
                                                segments=self.end_sids(r.via, f"{f}.via", nodes),
                                                return_segments=self.end_sids(r.return_via, f"{f}.return_via", nodes),
                                                rate=r.rate, timeout_s=timeout, reflector_node=r.dst,
-                                               auth_key_file=key_file),
+                                               auth_key_file=key_file, **validate.liveness_fields(r.liveness)),
                                f, {"name": f"{f}.name", "segments": f"{f}.via", "return_segments": f"{f}.return_via",
                                    "rate": f"{f}.rate", "timeout_s": f"{f}.timeout",
                                    "auth_key_file": f"{f}.auth_key_file"})
@@ -446,7 +447,8 @@ class _Validator(netspec.Validator):
                                 f"{other_key or 'no key file'!s}; the one reflector of a node has one key")
             reflector_keys.setdefault(r.dst, (msg.auth_key_file, r.name))
             sessions.append(StampSession(r.name, r.src, r.dst, r.via, r.return_via, msg.rate, tuple(msg.segments),
-                                         tuple(msg.return_segments), msg.timeout_s, msg.auth_key_file))
+                                         tuple(msg.return_segments), msg.timeout_s, msg.auth_key_file,
+                                         liveness=r.liveness))
         return tuple(sessions)
 
     # ------------------------------------------------------------ TLS

@@ -47,7 +47,7 @@ STAMP session, from the flow's ingress (the session's sender) to its egress
     _key = "flow:<name>" | "stamp:<name>", _from, _to, kind ("flow" | "stamp"),
     name, via (list of node names), segments (list of SIDs);
     flows also: source, destination, loss;
-    sessions also: return_via (list of node names), return_segments, delay, delay_us
+    sessions also: return_via (list of node names), return_segments, delay, delay_us, alive, liveness
 
   ``loss`` (null until the first result)::
 
@@ -66,6 +66,16 @@ STAMP session, from the flow's ingress (the session's sender) to its egress
   ``delay_us`` is the latest forward mean in µs, the weight for lowest-delay
   queries; null when that period had no sample or a negative mean (clocks not
   synchronised): such an edge is not used by :meth:`GraphStore.lowest_delay_path`.
+
+  ``alive`` is the path's liveness (sessions that watch their path, from the
+  ``liveness`` alarms on ``srv6pm.alarms``): null until the first such alarm,
+  false while the path is down, true once it is up again. While it is down
+  ``delay_us`` is null, so no lowest-delay route uses the edge. ``liveness``
+  (null until the first alarm) is the latest change::
+
+    {up, time_ns, at (time_ns as RFC 3339), last_reply_ns, count, threshold, updated_at}
+
+  Example AQL, the STAMP paths down now: ``FOR e IN paths FILTER e.alive == false RETURN e.name``
 
 Graph ``srv6pm`` has both edge collections, each from ``nodes`` to ``nodes``.
 Example AQL, lowest forward delay from r1 to r4 over measured paths::
@@ -87,7 +97,8 @@ the graph's writes grow with the number of paths and links, not of records.
   OLDER period than the stored one is ignored (``stats["stale"]``); the same
   period overwrites (applying a result twice changes nothing but
   ``updated_at``). Delay directions are ordered independently, and so are a
-  flow's segments on each link.
+  flow's segments on each link. Liveness alarms are ordered by their
+  ``time_ns`` (an older change than the stored one is stale).
 * When :meth:`GraphStore.sync_topology` keeps a path whose route changed
   (endpoints, via, segments or the return path), its figures are dropped: they
   described the old route; so are its segments on the links, and those of a
@@ -303,7 +314,7 @@ class GraphStore(ABC):
         self._clock_ns = clock_ns
         self._lock = threading.RLock()
         self._warned: set[tuple[str, str]] = set()
-        self.stats = {"loss": 0, "delay": 0, "status": 0, "stale": 0, "unknown": 0}
+        self.stats = {"loss": 0, "delay": 0, "liveness": 0, "status": 0, "stale": 0, "unknown": 0}
 
     # -- storage primitives (backends) ------------------------------------------------
 
@@ -434,8 +445,18 @@ class GraphStore(ABC):
         """
         return self.update_many([(records.DELAY, result)])[0]
 
+    def update_liveness(self, alarm: Mapping) -> str:
+        """Store a ``liveness`` alarm of ``srv6pm.alarms`` on its session's path (``alive``, ``liveness``).
+
+        Raises :class:`srv6pm.records.RecordError` when it does not satisfy the
+        topic's schema, :class:`GraphError` for another kind of alarm. Returns
+        :data:`APPLIED`, :data:`STALE` or :data:`UNKNOWN`.
+        """
+        return self.update_many([(records.ALARMS, alarm)])[0]
+
     def update_many(self, results: Sequence[tuple[str, Mapping]]) -> list[str]:
-        """Store a batch of results, ``(topic, result)`` with topic ``srv6pm.loss`` or ``srv6pm.delay``, in order.
+        """Store a batch of results, ``(topic, result)`` with topic ``srv6pm.loss`` or ``srv6pm.delay``
+        (or ``srv6pm.alarms``, liveness alarms only), in order.
 
         The same as :meth:`update_loss` / :meth:`update_delay` one by one, but
         every document the batch touches is read once and written once: one
@@ -446,9 +467,12 @@ class GraphStore(ABC):
         anything is stored. Returns one outcome per result.
         """
         for topic, result in results:
-            if topic not in (records.LOSS, records.DELAY):
-                raise GraphError(f"topic: results come from {records.LOSS} or {records.DELAY}, not {topic!r}")
+            if topic not in (records.LOSS, records.DELAY, records.ALARMS):
+                raise GraphError(f"topic: results come from {records.LOSS}, {records.DELAY} or {records.ALARMS}, "
+                                 f"not {topic!r}")
             records.validate(topic, result)
+            if topic == records.ALARMS and result["kind"] != "liveness":
+                raise GraphError(f"kind: only liveness alarms go onto the graph, not {result['kind']!r}")
         with self._lock:
             paths = self._get_many(PATHS, {_path_key(topic, r) for topic, r in results})
             ends = set()
@@ -463,13 +487,15 @@ class GraphStore(ABC):
             for topic, r in results:
                 edge = paths.get(_path_key(topic, r))
                 if edge is None:
-                    outcomes.append(self._unknown("flow" if topic == records.LOSS else "session",
-                                                  r["flow" if topic == records.LOSS else "session"]))
+                    outcomes.append(self._unknown("flow", r["flow"]) if topic == records.LOSS else
+                                    self._unknown("session", r.get("session") or r.get("subject")))
                     continue
                 if topic == records.LOSS:
                     outcome = self._loss_onto(edge, r, links, touched_links)
-                else:
+                elif topic == records.DELAY:
                     outcome = self._delay_onto(edge, r)
+                else:
+                    outcome = self._liveness_onto(edge, r)
                 if outcome == APPLIED:
                     touched_paths.add(edge["_key"])
                 outcomes.append(outcome)
@@ -522,8 +548,25 @@ class GraphStore(ABC):
         edge["delay"] = delay
         if direction == "forward":
             mean = result.get("mean_us")
-            edge["delay_us"] = float(mean) if _number(mean) and mean >= 0 else None
+            usable = _number(mean) and mean >= 0 and edge.get("alive") is not False  # a down path is no route
+            edge["delay_us"] = float(mean) if usable else None
         self.stats["delay"] += 1
+        return APPLIED
+
+    def _liveness_onto(self, edge: dict, alarm: Mapping) -> str:
+        """Put a liveness alarm on its session's path edge (in memory); the outcome."""
+        current = edge.get("liveness")
+        if current and current["time_ns"] > alarm["time_ns"]:
+            self.stats["stale"] += 1
+            return STALE
+        up = not alarm["raised"]
+        edge["liveness"] = {"up": up, "time_ns": alarm["time_ns"], "at": rfc3339_ns(alarm["time_ns"]),
+                            "last_reply_ns": alarm["last_reply_ns"], "count": alarm["value"],
+                            "threshold": alarm["threshold"], "updated_at": rfc3339_ns(self._clock_ns())}
+        edge["alive"] = up
+        if not up:
+            edge["delay_us"] = None
+        self.stats["liveness"] += 1
         return APPLIED
 
     def lowest_delay_path(self, src: str, dst: str) -> DelayPath | None:
@@ -576,7 +619,7 @@ class GraphStore(ABC):
             figures = ("loss",)
         else:
             doc.update(return_via=list(p.return_via), return_segments=list(p.return_segments))
-            figures = ("delay", "delay_us")
+            figures = ("delay", "delay_us", "alive", "liveness")
         old = self._get(PATHS, p.key) or {}
         same_route = all(old.get(k) == doc[k] for k in _ROUTE_FIELDS if k in doc)
         for name in figures:
@@ -591,7 +634,9 @@ class GraphStore(ABC):
 
 
 def _path_key(topic: str, result: Mapping) -> str:
-    return f"flow:{result['flow']}" if topic == records.LOSS else f"stamp:{result['session']}"
+    if topic == records.LOSS:
+        return f"flow:{result['flow']}"
+    return f"stamp:{result['session'] if topic == records.DELAY else result['subject']}"
 
 
 def _segment(doc: Mapping) -> dict:

@@ -1,7 +1,10 @@
-"""The collector's measurement feed: ``srv6pm.loss`` and ``srv6pm.delay`` into the topology graph.
+"""The collector's measurement feed: ``srv6pm.loss``, ``srv6pm.delay`` and liveness alarms into the graph.
 
 A loss result goes onto its flow's path edge, and its segments (counters with
-positions) onto the link edges between their nodes (see ``graph``).
+positions) onto the link edges between their nodes (see ``graph``). Of
+``srv6pm.alarms`` only kind ``liveness`` is used: it marks its STAMP
+session's path edge down or up (``alive``); the other alarms are consumed and
+committed without touching the graph.
 
 :class:`ResultsConsumer` is one member of a Kafka consumer group on both
 result topics. Each loop iteration (:meth:`ResultsConsumer.step`) polls a
@@ -47,7 +50,7 @@ __all__ = ["ResultsConsumer", "ResultsOptions"]
 
 log = logging.getLogger("srv6pm.collector.results")
 
-TOPICS = (records.LOSS, records.DELAY)
+TOPICS = (records.LOSS, records.DELAY, records.ALARMS)
 
 
 @dataclass
@@ -107,7 +110,8 @@ class ResultsConsumer:
                     log.warning("result record skipped", extra={"topic": tp.topic, "partition": tp.partition,
                                                                 "offset": m.offset, "reason": str(exc)})
                 else:
-                    good.append((tp.topic, doc))
+                    if tp.topic != records.ALARMS or doc["kind"] == "liveness":
+                        good.append((tp.topic, doc))
                 offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
                 count += 1
         if good:  # the whole poll in one graph update: one bulk read and write per collection

@@ -4,11 +4,19 @@ Loss figures come only from *complete* periods (``complete = true``): an
 incomplete period has no ``lost_packets`` and counts separately, as incomplete,
 never as loss or as no loss. "Now" means the last complete period of each flow
 inside the chosen time range, so the panels also read right for a past range.
+
+Path liveness comes from ``liveness`` (one point per change of a STAMP path
+that its session watches: ``up`` 0 when it went down, 1 when it came up
+again); the state timeline carries each session's last state forward through
+the range (a session with no change in the range shows nothing: it did not
+change).
 """
 
 from __future__ import annotations
 
-from grafanalib.core import Stat, Table, TableSortByField, TimeSeries
+from grafanalib.core import Stat, StateTimeline, Table, TableSortByField, TimeSeries
+
+from srv6pm.influx_schema import LIVENESS
 
 from srv6pm.influx_schema import DELAY as D
 from srv6pm.influx_schema import LOSS as L
@@ -45,6 +53,10 @@ DELAY_ALARMS = (
     f'SELECT "{D.p99_us}", "{D.samples}", "{D.lost}" FROM "{D.measurement}" '
     f'WHERE "{D.p99_us}" > $p99_threshold_us AND $timeFilter GROUP BY "{D.session}", "{D.direction}" '
     'ORDER BY time DESC')
+
+PATH_LIVENESS = (
+    f'SELECT last("{LIVENESS.up}") AS "up" FROM "{LIVENESS.measurement}" WHERE $timeFilter '
+    f'GROUP BY time($__interval), "{LIVENESS.session}" fill(previous)')
 
 _GREEN_RED = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
 
@@ -89,6 +101,16 @@ def build():
                                "properties": [{"id": "unit", "value": "percentunit"}]}]), 12),
             (Table(title="Alarms: periods with p99 delay above $p99_threshold_us µs", dataSource=DATASOURCE,
                    targets=targets(DELAY_ALARMS, table=True)), 12),
+        ]),
+        (6, [
+            (StateTimeline(title="STAMP path liveness", dataSource=DATASOURCE,
+                           targets=targets((PATH_LIVENESS, "$tag_session")),
+                           description="Sessions that watch their path: down (red) from the moment the sender "
+                                       "declared it (N test packets in a row without a reply), up (green) again "
+                                       "after M replies in a row. From the liveness alarms on srv6pm.alarms.",
+                           mappings=[{"type": "value", "options": {
+                               "0": {"text": "down", "color": "red", "index": 0},
+                               "1": {"text": "up", "color": "green", "index": 1}}}]), 24),
         ]),
     )
     return dashboard(

@@ -60,7 +60,8 @@ def collector_config(plan: Plan, grpc_ports: Mapping[str, int], host: str = "127
                   "source": f.src_prefix, "destination": f.dst_prefix}
                  for f in plan.flows.values() if flows is None or f.name in flows]
     stamp = [{"name": s.name, "from": s.src, "to": s.dst, "via": list(s.via), "return_via": list(s.return_via),
-              "rate": s.rate, **({"timeout": stamp_timeout_s} if stamp_timeout_s else {})}
+              "rate": s.rate, **({"timeout": stamp_timeout_s} if stamp_timeout_s else {}),
+              **({"liveness": {"down_after": s.liveness[0], "up_after": s.liveness[1]}} if s.liveness else {})}
              for s in plan.scenario.stamp]
     return {"dataplane": plan.scenario.dataplane, "nodes": nodes, "links": links, "flows": flow_list,
             "stamp": stamp, "tls": {"plaintext": True}}

@@ -10,6 +10,12 @@ A loss row of a flow with segments names the segments that lost packets
 (``r2→r3: 5``) and those that could not be measured (``r3→r4: ?``); the
 summary names, per flow, the segments whose complete periods lost packets,
 and gives the run's detection latency (``latency``) when it is given one.
+
+A liveness alarm (a STAMP session watching its path) is a row of its own
+(``ALARM  raised   liveness: path down, 3 test packets without a reply, 61.8 ms
+after the last reply`` / ``ALARM  cleared  liveness: path up, 3 replies``);
+the summary then gives, per such session, the path's state at the end, how
+often it went down and up, and the longest silence before a down.
 """
 
 from __future__ import annotations
@@ -87,6 +93,14 @@ class _DelayTotals:
     worst_p99_us: float | None = None
 
 
+@dataclass
+class _LivenessTotals:
+    up: bool = True
+    downs: int = 0
+    ups: int = 0
+    longest_silence_ms: float | None = None  # time_ns - last_reply_ns of a down, the longest
+
+
 def _lower(a, b):
     return b if a is None or (b is not None and b < a) else a
 
@@ -104,6 +118,7 @@ class ResultTable:
         self.flows: dict[str, _FlowTotals] = {}
         self.delays: dict[tuple[str, str], _DelayTotals] = {}
         self.alarms_raised: set[tuple] = set()
+        self.liveness: dict[str, _LivenessTotals] = {}
 
     def header(self) -> None:
         self._line("period start (UTC)", "flow/session", "period", "result")
@@ -154,6 +169,8 @@ class ResultTable:
         key = (r.get("kind"), r.get("subject"), r.get("direction"))
         (self.alarms_raised.add if r.get("raised") else self.alarms_raised.discard)(key)
         what = r.get("kind", "?") + (f" {r['direction']}" if r.get("direction") else "")
+        if r.get("kind") == "liveness":
+            return self._liveness(r)
         if r.get("kind") == "delay_p99_us":
             value, threshold = f"{_ms(r.get('value'))} ms", f"{_ms(r.get('threshold'))} ms"
         else:
@@ -162,9 +179,23 @@ class ResultTable:
             return f"ALARM  raised   {what}: {value} > {threshold}"
         return f"ALARM  cleared  {what}: {value} <= {threshold}"
 
+    def _liveness(self, r: dict) -> str:
+        totals = self.liveness.setdefault(r.get("subject") or "?", _LivenessTotals())
+        totals.up = not r.get("raised")
+        if totals.up:
+            totals.ups += 1
+            return f"ALARM  cleared  liveness: path up, {_num(r.get('value'))} replies"
+        totals.downs += 1
+        silence = ""
+        if r.get("time_ns") is not None and r.get("last_reply_ns") is not None:
+            ms = (r["time_ns"] - r["last_reply_ns"]) / 1e6
+            totals.longest_silence_ms = _higher(totals.longest_silence_ms, ms)
+            silence = f", {ms:.1f} ms after the last reply"
+        return f"ALARM  raised   liveness: path down, {_num(r.get('value'))} test packets without a reply{silence}"
+
     def summary(self) -> None:
-        """Totals over the run: per flow (complete periods only) and per session and direction."""
-        if not self.flows and not self.delays:
+        """Totals over the run: per flow (complete periods only), per session and direction, path liveness."""
+        if not self.flows and not self.delays and not self.liveness:
             self.out.write("\nno results yet\n")
             self.out.flush()
             return
@@ -187,6 +218,12 @@ class ResultTable:
                 mean = t.weighted_mean_us / t.samples if t.samples else None
                 w(row.format(session, direction, t.periods, t.samples, t.lost, _ms(t.min_us), _ms(mean),
                              _ms(t.worst_p99_us), _ms(t.max_us)))
+        if self.liveness:
+            row = "{:<12}  {:<4}  {:>5}  {:>5}  {:>24}\n"
+            w("\n" + row.format("session", "path", "downs", "ups", "longest silence, ms"))
+            for session, t in sorted(self.liveness.items()):
+                w(row.format(session, "up" if t.up else "DOWN", t.downs, t.ups,
+                             _num(t.longest_silence_ms, "{:.1f}")))
         if self.latency is not None:
             w("\n" + self.latency.summary() + "\n")
         if self.alarms_raised:

@@ -49,6 +49,8 @@
           timeout: 2              # seconds until a packet counts as lost (optional)
           reflector: r4           # reflector's node name, for the records (optional)
           auth_key_file: ...      # optional
+          liveness: {down_after: 3, up_after: 3}   # optional: watch the path (true: these defaults;
+                                  # liveness alarms on srv6pm.alarms, path_down/path_up on srv6pm.events)
 
 :func:`load` validates the whole file and raises :class:`ConfigError` with a
 one-line message naming the file and the field.
@@ -74,9 +76,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from srv6pm import yamlfile
-from srv6pm.quote import quote
-
 from srv6pm.errors import InputError
+from srv6pm.quote import quote
+from srv6pm.southbound import validate
 from srv6pm.southbound.validate import (DEFAULT_TIMEOUT_S, FLOWMON_ID_MAX, POSITION_MAX, RATE_RANGE, ROLE_NAMES,
                                         TIMEOUT_RANGE)
 from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND
@@ -136,6 +138,7 @@ class SessionSettings:
     timeout: float = 2.0
     reflector: str | None = None
     auth_key_file: str | None = None
+    liveness: tuple[int, int] | None = None  # (down_after, up_after); None: the path is not watched
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,8 @@ class ExporterConfig:
             out.append(pb.StampSession(name=s.name, destination=s.dest, source=s.source or "", port=s.port,
                                        segments=s.segments, return_segments=s.return_segments, rate=s.rate,
                                        timeout_s=s.timeout, reflector_node=s.reflector or "",
-                                       auth_key_file=os.path.abspath(s.auth_key_file) if s.auth_key_file else ""))
+                                       auth_key_file=os.path.abspath(s.auth_key_file) if s.auth_key_file else "",
+                                       **validate.liveness_fields(s.liveness)))
         return out
 
 
@@ -397,6 +401,12 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
             raise fail(field, "must be a file path")
         return value
 
+    def liveness(value, field):
+        try:
+            return validate.liveness_setting(value)
+        except validate.InvalidArgument as exc:
+            raise fail(f"{field}.{exc.field}" if exc.field else field, exc.message) from None
+
     reflector = None
     backend = DEFAULT_BACKEND
     if doc.get("reflector") is not None:
@@ -423,7 +433,7 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
     for i, item in enumerate(raw):
         field = f"stamp.sessions[{i}]"
         item = fields(item, field, {"name", "dest", "source", "port", "segments", "return_segments", "rate",
-                                    "timeout", "reflector", "auth_key_file"}, {"name", "dest", "rate"})
+                                    "timeout", "reflector", "auth_key_file", "liveness"}, {"name", "dest", "rate"})
         name = item["name"]
         if not isinstance(name, str) or not _NAME.match(name):
             raise fail(f"{field}.name", f"{quote(name)} is not a valid session name")
@@ -449,5 +459,6 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
             port=port(item.get("port", STAMP_PORT), f"{field}.port"),
             segments=segs["segments"], return_segments=segs["return_segments"],
             timeout=number(item.get("timeout", DEFAULT_TIMEOUT_S), f"{field}.timeout", *TIMEOUT_RANGE),
-            reflector=reflector_name, auth_key_file=path(item.get("auth_key_file"), f"{field}.auth_key_file")))
+            reflector=reflector_name, auth_key_file=path(item.get("auth_key_file"), f"{field}.auth_key_file"),
+            liveness=liveness(item.get("liveness", False), f"{field}.liveness")))
     return reflector, tuple(sessions), backend

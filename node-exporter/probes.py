@@ -12,6 +12,10 @@ processor can cut per-period statistics; the producer batches them
 (``linger_ms``). Samples are published in the order the sender decides them,
 which is what the processor's event-time windows expect.
 
+A session with ``liveness`` watches its path: its sender's declarations of
+the path down or up again are published at once on ``srv6pm.alarms`` and
+``srv6pm.events`` by a :class:`~srv6pm.exporter.liveness.LivenessPublisher`.
+
 Starting checks what the kernel will refuse before anything changes: the key
 file is read and the sender's socket is opened (bound, SRH set) once, so a
 bad source address or key file is a :class:`ProbeError` and the session that
@@ -42,7 +46,10 @@ from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp import TIMESTAMP_KINDS, ReflectorConfig, Sender, SenderConfig, StampError
 from srv6pm.stamp.backends import DEFAULT_BACKEND, BackendUnavailable, make_reflector, open_reflector
 from srv6pm.stamp.keys import load_key
+from srv6pm.stamp.liveness import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER, LivenessSettings
 from srv6pm.stamp.protocol import STAMP_PORT
+
+from .liveness import LivenessPublisher
 
 __all__ = ["ProbeError", "Probes"]
 
@@ -72,12 +79,13 @@ class Probes:
     """The STAMP reflector and senders of one exporter. Thread safe."""
 
     def __init__(self, node: str, period: float, producer: KafkaProducer, netns: str | None = None,
-                 reflector_backend: str = DEFAULT_BACKEND):
+                 reflector_backend: str = DEFAULT_BACKEND, boot_id: str | None = None):
         self.node = node
         self.period = period
         self.netns = netns
         self.reflector_backend = reflector_backend
         self._producer = producer
+        self._liveness = LivenessPublisher(producer, node, period, boot_id)
         self._lock = threading.RLock()
         self._sessions: dict[str, _Session] = {}
         self._reflector = None  # a Reflector or an EbpfReflector
@@ -89,10 +97,12 @@ class Probes:
         what = f"STAMP session {s.name}"
         try:
             key = load_key(s.auth_key_file) if s.auth_key_file else None
+            liveness = LivenessSettings(s.liveness_down_after or DEFAULT_DOWN_AFTER, s.liveness_up_after or DEFAULT_UP_AFTER) if s.liveness else None
             return Sender(SenderConfig(
                 dest=s.destination, port=s.port or STAMP_PORT, session=s.name, source=s.source or None, count=None,
                 interval=1.0 / s.rate, segments=tuple(s.segments), return_segments=tuple(s.return_segments),
-                key=key, timeout=s.timeout_s or 2.0, netns=self.netns, reflector_timestamps=TIMESTAMP_KINDS))
+                key=key, timeout=s.timeout_s or 2.0, netns=self.netns, reflector_timestamps=TIMESTAMP_KINDS,
+                liveness=liveness), on_liveness=lambda change: self._liveness.changed(s, change))
         except (StampError, ValueError, OSError) as exc:
             raise ProbeError(f"{what}: {_reason(exc)}") from None
 
@@ -248,4 +258,5 @@ class Probes:
             names = list(self._sessions)
         for name in names:
             self.stop_session(name)
+        self._liveness.close()
         self.stop_reflector()

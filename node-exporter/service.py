@@ -101,7 +101,8 @@ class Exporter:
         self._routes: Routes | None = None
         self._baselines = Baselines(config.state_file)
         self._encoder = records.CounterEncoder(config.node, config.period)  # the guard's record values
-        self.probes = Probes(config.node, config.period, self._producer, config.netns, config.reflector_backend)
+        self.probes = Probes(config.node, config.period, self._producer, config.netns, config.reflector_backend,
+                             boot_id=self.boot_id)
         self.intent = Intent(path_for(config.state_file))
         self._api_settings = api
         self._server = None

@@ -380,11 +380,17 @@ def cmd_processor_run(args) -> int:
     reach.kafka(kafka)
     reach.influx(influx)
     metrics.serve(port)
+    from srv6pm.processor import liveness
     with Stop() as stop:
         processor = Processor(kafka, influx, options)
+        store, thread = liveness.start(kafka, influx, options.group, options.client_id)  # liveness points
         tune_gc()
-        stop.attach(processor.stop)
-        processor.run()
+        stop.attach(lambda: (processor.stop(), store.stop()))
+        try:
+            processor.run()
+        finally:
+            store.stop()
+            thread.join(timeout=10)
     return stop.status()
 
 

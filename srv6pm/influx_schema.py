@@ -15,6 +15,9 @@ its figures are named as the fields of the ``srv6pm.delay`` record.
 ``pipeline`` (:data:`PIPELINE`) and ``exporter`` (:data:`EXPORTER`): the
 processors' health points; rules in ``srv6pm.processor.health``.
 
+``liveness`` (:data:`LIVENESS`): one point per change of a watched STAMP
+path; see :class:`LivenessNames`.
+
 ``segment_loss``: one point per segment of a flow's path per period, when the
 flow's counters carry positions (ebpf data plane). Tags ``flow``, ``from``,
 ``to`` (the nodes of the two counting points); integer fields ``tx_packets``
@@ -33,8 +36,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DELAY", "EXPORTER", "LOSS", "PIPELINE", "SEGMENT_LOSS", "DelayNames", "ExporterNames", "LossNames",
-           "PipelineNames", "SegmentLossNames"]
+__all__ = ["DELAY", "EXPORTER", "LIVENESS", "LOSS", "PIPELINE", "SEGMENT_LOSS", "DelayNames", "ExporterNames",
+           "LivenessNames", "LossNames", "PipelineNames", "SegmentLossNames"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +124,30 @@ LOSS = LossNames()
 DELAY = DelayNames()
 PIPELINE = PipelineNames()
 EXPORTER = ExporterNames()
+
+
+@dataclass(frozen=True)
+class LivenessNames:
+    """The measurement, tag and field names of ``liveness``.
+
+    One point per change of a watched STAMP path (a ``liveness`` alarm on
+    ``srv6pm.alarms``), written by the processor's liveness store
+    (``srv6pm.processor.liveness``): tags ``session``, ``sender``,
+    ``reflector``; integer fields ``up`` (1: the path came up again, 0: it went
+    down), ``count`` and ``threshold`` (the alarm's value and threshold),
+    ``last_reply_ns`` (left out when the session never had a reply);
+    timestamp = the alarm's ``time_ns``. The same alarm written again is the
+    same point.
+    """
+
+    measurement: str = "liveness"
+    session: str = "session"
+    sender: str = "sender"
+    reflector: str = "reflector"
+    up: str = "up"
+    count: str = "count"
+    threshold: str = "threshold"
+    last_reply_ns: str = "last_reply_ns"
+
+
+LIVENESS = LivenessNames()

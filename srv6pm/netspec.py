@@ -22,7 +22,9 @@ The rules:
   directly following itself (counting ``from`` and ``to``), and, where the
   caller gives the links' adjacency, each hop reachable over the links;
 * a STAMP session sends between :data:`MIN_STAMP_RATE` and
-  :data:`MAX_STAMP_RATE` test packets per second;
+  :data:`MAX_STAMP_RATE` test packets per second; its optional ``liveness``
+  is ``true``/``false`` or a mapping with ``down_after`` and/or ``up_after``
+  (the counts' rule is the southbound API's, :func:`srv6pm.southbound.validate.liveness_setting`);
 * the data plane (top-level ``dataplane``) is one of :data:`DATAPLANES`,
   :data:`DEFAULT_DATAPLANE` when not given; with ``ebpf`` no node is twice on
   a flow's path (``from``, ``via``, ``to``), since each counts it at one position.
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from srv6pm.quote import quote
@@ -75,6 +77,8 @@ class StampSession:
     via: tuple[str, ...]
     return_via: tuple[str, ...]
     rate: float  # test packets per second
+    _: KW_ONLY
+    liveness: tuple[int, int] | None = None  # watch the path: (down_after, up_after); None: not watched
 
 
 def kind(value: Any) -> str:
@@ -277,10 +281,20 @@ class Validator:
         ``more`` are the caller's further allowed keys (left in the returned
         mapping for the caller to check); ``adjacency`` and ``what`` go to :meth:`path`.
         """
-        item = self.mapping(item, field, {"name", "from", "to", "via", "return_via", "rate"} | more,
+        item = self.mapping(item, field, {"name", "from", "to", "via", "return_via", "rate", "liveness"} | more,
                             {"name", "from", "to", "rate"})
         name, src, dst = self.endpoints(item, field, "session", names, nodes)
         via = self.path(item.get("via", []), f"{field}.via", src, dst, nodes, adjacency, what)
         return_via = self.path(item.get("return_via", []), f"{field}.return_via", dst, src, nodes, adjacency, what)
         rate = self.number(item["rate"], f"{field}.rate", MIN_STAMP_RATE, MAX_STAMP_RATE)
-        return StampSession(name, src, dst, via, return_via, rate), item
+        liveness = self.liveness(item.get("liveness", False), f"{field}.liveness")
+        return StampSession(name, src, dst, via, return_via, rate, liveness=liveness), item
+
+    def liveness(self, value: Any, field: str) -> tuple[int, int] | None:
+        """A session's ``liveness`` (:func:`srv6pm.southbound.validate.liveness_setting`)."""
+        from srv6pm.southbound import validate  # it imports this module's limits
+
+        try:
+            return validate.liveness_setting(value)
+        except validate.InvalidArgument as exc:
+            raise self.fail(f"{field}.{exc.field}" if exc.field else field, exc.message) from None

@@ -418,12 +418,18 @@ class DelayResult:
         return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
 
 
-ALARM_KINDS = ("loss_ratio", "delay_p99_us")
+ALARM_KINDS = ("loss_ratio", "delay_p99_us", "liveness")
+LIVENESS_FIELDS = ("time_ns", "last_reply_ns", "sender", "reflector")  # members of liveness alarms only
 
 
 @dataclass(frozen=True)
 class Alarm:
-    """A threshold alarm raised or cleared (topic ``srv6pm.alarms``; see its schema for the rules)."""
+    """A threshold alarm raised or cleared (topic ``srv6pm.alarms``; see its schema for the rules).
+
+    Kind ``liveness`` (published by the STAMP session's exporter, see
+    :mod:`srv6pm.exporter.liveness`) also has :data:`LIVENESS_FIELDS`; the
+    other kinds never carry them.
+    """
 
     kind: str  # one of ALARM_KINDS
     subject: str  # the flow or the session
@@ -434,25 +440,34 @@ class Alarm:
     value: float
     threshold: float
     raised: bool
+    _: KW_ONLY
+    time_ns: int | None = None  # liveness: when the sender declared the change (Unix ns)
+    last_reply_ns: int | None = None  # liveness: arrival of the last reply before it (None: none yet)
+    sender: str | None = None  # liveness: the sender's node
+    reflector: str | None = None  # liveness: the reflector's node or address
 
     @property
     def key(self) -> str:
         return self.subject
 
     def to_dict(self) -> dict:
-        return {"v": VERSION, **asdict(self)}
+        doc = {"v": VERSION, **asdict(self)}
+        if self.kind != "liveness":
+            for name in LIVENESS_FIELDS:
+                del doc[name]
+        return doc
 
     def to_json(self) -> bytes:
         return encode(self.to_dict())
 
 
 EVENT_KINDS = ("node_up", "node_down", "node_restarted", "applied", "removed", "apply_failed",
-               "config_loaded", "config_rejected", "converged")
+               "config_loaded", "config_rejected", "converged", "path_down", "path_up")
 
 
 @dataclass(frozen=True)
 class Event:
-    """Something the collector did or saw (topic ``srv6pm.events``).
+    """Something the collector did or saw (topic ``srv6pm.events``), or a node exporter's path_down / path_up.
 
     ``node`` is None for events about the collector's configuration as a whole
     (config_loaded, config_rejected, converged); :attr:`key` is then
@@ -462,7 +477,7 @@ class Event:
 
     kind: str
     time: str  # RFC 3339 UTC
-    generation: int  # the collector's configuration generation (1 = first load)
+    generation: int  # the collector's configuration generation (1 = first load; 0 from an exporter)
     node: str | None = None
     object: str | None = None  # "policy f1", "local_sid fcff:1::1", "flow f1 ingress", ...
     detail: str | None = None

@@ -31,6 +31,14 @@ matched to requests by the echoed Session-Sender Sequence Number (and SSID).
   base packet) and, when TLVs other than Extra Padding are present, an HMAC
   TLV; replies whose HMACs do not verify are counted and ignored.
 
+* **Liveness.** With ``liveness`` (:class:`~srv6pm.stamp.liveness.LivenessSettings`)
+  the sender also watches the path (:mod:`srv6pm.stamp.liveness`): each test
+  packet is a reply or, :func:`~srv6pm.stamp.liveness.miss_timeout` after its
+  send without one (or when it cannot be sent), a miss; every declaration of
+  the path down or up again is passed at once to ``on_liveness`` (in the
+  session's thread, so it must not block) and :attr:`Sender.path_up` says the
+  current state.
+
 Use :meth:`Sender.samples` (an iterator, in the calling thread) or
 :meth:`Sender.run` (a callback per sample); :meth:`Sender.stop` may be called
 from any thread. The sockets live in ``netns`` if given. :meth:`Sender.open`
@@ -41,6 +49,7 @@ releases a sender that will not run.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import math
@@ -56,6 +65,7 @@ from typing import Callable, Iterable, Iterator
 from srv6pm.netns import NetnsError
 from srv6pm.stamp import tlv as tlvmod
 from srv6pm.stamp import udp
+from srv6pm.stamp.liveness import Change, LivenessSettings, PathState, miss_timeout
 from srv6pm.stamp.errors import AuthenticationError, StampError
 from srv6pm.stamp.protocol import STAMP_PORT
 from srv6pm.stamp.packet import ReflectorPacket, SenderPacket, base_size
@@ -103,6 +113,7 @@ class SenderConfig:
     ssid: int = 0
     timestamp_format: TimestampFormat = TimestampFormat.NTP
     reflector_timestamps: tuple[str, str] = (KIND_REMOTE, KIND_REMOTE)
+    liveness: LivenessSettings | None = None  # None: the path is not watched
 
     def __post_init__(self):
         dest = _ip("destination", self.dest)
@@ -247,13 +258,21 @@ class _Pending:
     t1_user: int
     deadline: float
     t1_tx: int | None = None
+    miss_at: float = math.inf  # liveness: a miss from then on (monotonic s)
+    missed: bool = False  # liveness: counted as a miss
+    answered: bool = False  # liveness: counted as a reply
 
 
 class Sender:
     """A Session-Sender for one test session (see the module documentation)."""
 
-    def __init__(self, config: SenderConfig, *, clock: Callable[[], int] = time.time_ns):
+    def __init__(self, config: SenderConfig, *, clock: Callable[[], int] = time.time_ns,
+                 on_liveness: Callable[[Change], None] | None = None):
         self.config = config
+        self._path = PathState(config.liveness) if config.liveness is not None else None
+        self._on_liveness = on_liveness
+        self._miss_after = miss_timeout(config.interval, config.timeout)
+        self._watching: collections.deque[_Pending] = collections.deque()  # liveness: sent, in miss_at order
         self._clock = clock
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -273,6 +292,11 @@ class Sender:
 
     def stats(self) -> SenderStats:
         return SenderStats(**self._counts)
+
+    @property
+    def path_up(self) -> bool | None:
+        """Whether the watched path is up (it starts up); None when the session does not watch it."""
+        return None if self._path is None else self._path.up
 
     def run(self, on_sample: Callable[[Sample], None]) -> SenderStats:
         """Run the session, calling ``on_sample`` for each sample; returns the final counters."""
@@ -389,13 +413,17 @@ class Sender:
                     try:
                         sock.sendto(payload, (cfg.dest, cfg.port))
                         self._counts["sent"] += 1
-                        pending[seq] = _Pending(seq, t1_user, time.monotonic() + cfg.timeout)
+                        sent_at = time.monotonic()
+                        pending[seq] = _Pending(seq, t1_user, sent_at + cfg.timeout, miss_at=sent_at + self._miss_after)
+                        if self._path is not None:
+                            self._watching.append(pending[seq])
                         by_tskey[tskey] = seq
                         tskey = (tskey + 1) & 0xFFFFFFFF
                     except OSError as exc:
                         self._counts["send_errors"] += 1
                         log.debug("send failed", extra={"session": cfg.session, "seq": seq,
                                                         "reason": exc.strerror or str(exc)})
+                        self._miss()
                         yield self._lost(seq, t1_user, "user", sender_ee, len(payload))
                     seq = (seq + 1) & 0xFFFFFFFF
                     next_send += cfg.interval
@@ -403,10 +431,18 @@ class Sender:
                         next_send = now + cfg.interval
                     self._read_tx(sock, pending, by_tskey)
                     continue
+                if self._watching and self._watching[0].miss_at <= now:
+                    # a miss is due: first take the replies that are already here (after a stall of this
+                    # thread they may be waiting in the socket), so that none is counted as a miss
+                    self._read_tx(sock, pending, by_tskey)
+                    yield from self._read_replies(sock, pending, sender_ee, tai_utc)
+                    self._watch()
                 yield from self._expire(pending, sender_ee)
                 waits = [1.0]
                 if pending:
                     waits.append(min(p.deadline for p in pending.values()) - now)
+                if self._watching:
+                    waits.append(self._watching[0].miss_at - now)
                 if more_to_send:
                     waits.append(next_send - now)
                 timeout_ms = max(0, math.ceil(min(waits) * 1000))
@@ -436,6 +472,35 @@ class Sender:
             for key in sorted(by_tskey)[:len(by_tskey) - 4096]:
                 by_tskey.pop(key, None)
 
+    def _watch(self) -> None:
+        """Liveness: count the packets whose miss time has come without a reply as misses, in send order.
+
+        Afterwards the first packet still watched (if any) is the next one that can become a miss.
+        """
+        now = time.monotonic()
+        while self._watching:
+            p = self._watching[0]
+            if p.answered or p.missed:
+                self._watching.popleft()
+            elif p.miss_at <= now:
+                self._watching.popleft()
+                p.missed = True
+                self._miss()
+            else:
+                break
+
+    def _miss(self) -> None:
+        if self._path is not None:
+            self._report(self._path.miss(self._clock()))
+
+    def _report(self, change: Change | None) -> None:
+        if change is None:
+            return
+        log.info("path up" if change.up else "path down",
+                 extra={"session": self.config.session, "count": change.count})
+        if self._on_liveness is not None:
+            self._on_liveness(change)
+
     def _lost(self, seq: int, t1: int, kind: str, sender_ee: ErrorEstimate, size: int) -> Sample:
         self._counts["lost"] += 1
         return Sample(self.config.session, seq, True, t1=t1, t1_kind=kind, sender_error=sender_ee,
@@ -445,6 +510,9 @@ class Sender:
         now = time.monotonic()
         for seq in [s for s, p in pending.items() if p.deadline <= now]:
             p = pending.pop(seq)
+            if not p.missed:
+                p.missed = True
+                self._miss()
             t1, kind = (p.t1_tx, udp.KIND_SOFTWARE_TX) if p.t1_tx is not None else (p.t1_user, udp.KIND_USER)
             yield self._lost(seq, t1, kind, sender_ee, self._tlvs.size + base_size(self.config.key is not None))
 
@@ -483,6 +551,9 @@ class Sender:
         if p is None:
             self._counts["late_replies"] += 1
             return None
+        if self._path is not None and not p.missed:
+            p.answered = True
+            self._report(self._path.reply(rx.rx_ns, self._clock()))
         return_path = None
         if self._return_path_requested:
             tlvs = reply.tlvs.tlvs

@@ -524,3 +524,46 @@ def test_a_batch_of_results_is_one_bulk_read_and_write_per_collection():
     assert batched.snapshot()["paths"][0]["loss"]["period"] == 9
     assert [c[:2] for c in batched.calls if c[0] != "put"] == [("get_many", g.PATHS), ("get_many", g.LINKS),
                                                                 ("put_many", g.PATHS), ("put_many", g.LINKS)]
+
+
+def liveness(raised, time_ns, session="s1", kind="liveness"):
+    return records.Alarm(kind=kind, subject=session, direction=None, period=time_ns // 2_000_000_000,
+                         period_start="2025-11-24T16:00:00Z", period_s=2.0, value=3, threshold=3, raised=raised,
+                         time_ns=time_ns, last_reply_ns=time_ns - 60_000_000, sender="r1", reflector="r4").to_dict()
+
+
+def test_a_liveness_alarm_marks_the_session_s_path_edge_down_then_up(graph):
+    assert path(graph, "stamp:s1")["alive"] is None and path(graph, "stamp:s1")["liveness"] is None
+    graph.update_delay(delay(period=100, mean=20_000.0))
+    assert graph.update_liveness(liveness(True, NOW)) == g.APPLIED
+    s1 = path(graph, "stamp:s1")
+    assert s1["alive"] is False and s1["delay_us"] is None  # a down path is no route
+    assert s1["liveness"] == {"up": False, "time_ns": NOW, "at": g.rfc3339_ns(NOW), "last_reply_ns": NOW - 60_000_000,
+                              "count": 3, "threshold": 3, "updated_at": g.rfc3339_ns(NOW)}
+    assert graph.lowest_delay_path("r1", "r4") is None
+    graph.update_delay(delay(period=101, mean=20_000.0))  # a period measured before the cut, arriving late
+    assert path(graph, "stamp:s1")["delay_us"] is None
+    assert graph.update_liveness(liveness(False, NOW - 1)) == g.STALE  # older than the stored change
+    assert graph.update_liveness(liveness(False, NOW + 1)) == g.APPLIED
+    assert path(graph, "stamp:s1")["alive"] is True
+    graph.update_delay(delay(period=102, mean=20_000.0))
+    assert path(graph, "stamp:s1")["delay_us"] == 20_000.0
+    assert graph.update_liveness(liveness(True, NOW, session="s9")) == g.UNKNOWN
+    assert graph.stats["liveness"] == 2
+
+
+def test_only_liveness_alarms_go_onto_the_graph(graph):
+    other = liveness(True, NOW, kind="loss_ratio")  # to_dict() leaves out the liveness members
+    with pytest.raises(g.GraphError, match="only liveness alarms"):
+        graph.update_liveness(other)
+    with pytest.raises(records.RecordError):
+        graph.update_liveness({**liveness(True, NOW), "time_ns": "soon"})
+
+
+def test_a_changed_route_drops_the_path_s_liveness(graph):
+    graph.update_liveness(liveness(True, NOW))
+    graph.sync_topology(topology())
+    assert path(graph, "stamp:s1")["alive"] is False  # same route: kept
+    moved = topology(paths=[g.PathSpec("stamp", "s1", "r1", "r4", ("r2",), ("fcff:2::1",), return_via=("r2",))])
+    graph.sync_topology(moved)
+    assert path(graph, "stamp:s1")["alive"] is None and path(graph, "stamp:s1")["liveness"] is None

@@ -218,3 +218,24 @@ def test_segment_loss_published_by_the_processor_goes_onto_the_links(kafka):
     links = {li["_key"]: li["segment_loss"] for li in store.snapshot()["links"]}
     assert (links["r1--r2"]["f1"]["lost_packets"], links["r3--r2"]["f1"]["lost_packets"]) == (3, 0)
     assert (links["r3--r2"]["f1"]["from"], links["r3--r2"]["f1"]["to"]) == ("r2", "r3")
+
+
+def test_liveness_alarms_mark_the_path_edge_and_other_alarms_leave_the_graph_alone(kafka, graph):
+    ensure_topics(kafka, {records.ALARMS: 2})
+    group = "test-" + uuid.uuid4().hex[:8]
+    base = dict(subject="s1", direction=None, period=5, period_start="2025-11-24T16:00:10Z", period_s=2.0,
+                value=3, threshold=3)
+    down = records.Alarm(kind="liveness", raised=True, time_ns=10_000_000_000, last_reply_ns=9_940_000_000,
+                         sender="r1", reflector="r4", **base)
+    delay_alarm = records.Alarm(kind="delay_p99_us", **{**base, "direction": "forward", "value": 9e5,
+                                                        "threshold": 5e4}, raised=True)
+    produce(kafka, records.ALARMS, [("s1", down.to_json()), ("s1", delay_alarm.to_json())])
+    consumer = ResultsConsumer(kafka, graph, group_id=group, options=options())
+    try:
+        consume_until(consumer, lambda: consumer.stats["records"] >= 2)
+    finally:
+        consumer.close()
+    assert consumer.stats == {"records": 2, "applied": 1, "stale": 0, "unknown": 0, "bad": 0}
+    s1 = {p["_key"]: p for p in graph.snapshot()["paths"]}["stamp:s1"]
+    assert s1["alive"] is False and s1["liveness"]["last_reply_ns"] == 9_940_000_000
+    assert committed(kafka, group, records.ALARMS) == {0: 2, 1: None}

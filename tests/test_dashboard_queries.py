@@ -333,6 +333,13 @@ def test_overview_delay_alarms(run, dash):
     assert got and len(got) < len(p99s)
 
 
+@shows(OV, "STAMP path liveness")
+def test_overview_path_liveness_is_empty_when_no_session_watches_its_path(run, dash):
+    # this lab's session does not watch its path, so nothing changed; tests/test_processor_liveness.py runs
+    # the panel over the points of real liveness alarms
+    assert dash.run(OV, "STAMP path liveness", run.start_ms, run.end_ms) == []
+
+
 # ---- flow detail -----------------------------------------------------------------------
 FD = "srv6pm-flow"
 

@@ -94,6 +94,19 @@ def test_the_files_flows_and_stamp_become_api_messages():
     assert session.auth_key_file == os.path.join(os.getcwd(), "keys/s1.key")
 
 
+def test_a_session_s_liveness_becomes_its_api_fields():
+    from srv6pm.southbound import validate
+    c = parse(GOOD + "stamp: {sessions: [{name: s1, dest: 'fcff:4::2', rate: 100, liveness: {down_after: 2}}, "
+                     "{name: s2, dest: 'fcff:4::2', rate: 100}]}\n")
+    s1, s2 = (validate.request(m) for m in c.objects()[1:])
+    assert (s1.liveness, s1.liveness_down_after, s1.liveness_up_after) == (True, 2, 3)
+    assert (s2.liveness, s2.liveness_down_after, s2.liveness_up_after) == (False, 0, 0)
+    with pytest.raises(ConfigError, match=r"x.yaml: stamp.sessions\[0\].liveness.up_after: 0: must be a whole|"
+                                          r"stamp.sessions\[0\].liveness.up_after: must be a whole number"):
+        parse(GOOD + "stamp: {sessions: [{name: s1, dest: 'fcff:4::2', rate: 1, liveness: {up_after: 0}}]}\n",
+              "x.yaml")
+
+
 def test_node_and_period_from_outside_the_file_win_and_make_the_file_keys_optional():
     c = parse(GOOD, node=Override("k8s-node-7", "SRV6PM_NODE"), period=Override("5", "--period"))
     assert (c.node, c.period) == ("k8s-node-7", 5.0)

@@ -60,3 +60,13 @@ def test_lab_check_shows_the_data_plane_and_each_flow_s_dscp():
     plan = topology.plan(scenario.load(EXAMPLE)).to_dict()
     assert plan["dataplane"] == "ebpf"
     assert {name: f["dscp"] for name, f in plan["flows"].items()} == {"f1": 46, "f2": 0}
+
+
+def test_a_scenario_session_s_liveness_reaches_its_sender():
+    text = open(EXAMPLE).read().replace("    rate: 10 ", "    liveness: {down_after: 4}\n    rate: 10 ")
+    assert "down_after" in text
+    c = parsed_collector_config(scenario.parse(text, source="x.yaml"))
+    assert c.stamp[0].liveness == (4, 3)
+    state = desired.desired_state(flowmon.assign(c, flowmon.Allocator(None)))
+    (session,) = [m for objects in state.values() for m in objects.values() if isinstance(m, pb.StampSession)]
+    assert (session.liveness, session.liveness_down_after, session.liveness_up_after) == (True, 4, 3)

@@ -128,3 +128,24 @@ def test_the_summary_gives_the_runs_detection_latency_from_the_records_timestamp
     assert ("detection latency (period end -> result in InfluxDB and on srv6pm.loss), 100 results: "
             "p50 1.49 s, p99 1.98 s, max 1.99 s; guard 1 s + pair wait 4 s = 5 s") in out.getvalue()
     assert "no loss results" in DetectionLatency(pair_wait_s=4.0).summary()
+
+
+def liveness(raised, value, time_ns, last_reply_ns):
+    return {"v": 1, "kind": "liveness", "subject": "s1", "direction": None, "period": 7, "period_start": START,
+            "period_s": 1.0, "value": value, "threshold": 3, "raised": raised, "time_ns": time_ns,
+            "last_reply_ns": last_reply_ns, "sender": "r1", "reflector": "r4"}
+
+
+def test_liveness_alarms_are_rows_and_the_summary_gives_each_path_s_state():
+    out = io.StringIO()
+    table = ResultTable(out)
+    for r in [liveness(True, 3, 1_061_800_000, 1_000_000_000), liveness(False, 3, 2_000_000_000, 1_990_000_000),
+              liveness(True, 3, 3_040_000_000, 3_000_000_000)]:
+        table.row(r)
+    table.summary()
+    text = out.getvalue()
+    assert "s1                     7  ALARM  raised   liveness: path down, 3 test packets without a reply, " \
+           "61.8 ms after the last reply" in text
+    assert "s1                     7  ALARM  cleared  liveness: path up, 3 replies" in text
+    assert "s1            DOWN      2      1                      61.8" in text
+    assert text.splitlines()[-1] == "alarms still raised: s1 liveness"

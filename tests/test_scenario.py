@@ -74,6 +74,15 @@ def test_link_delay_and_stamp_sessions():
     assert parse(BASE).stamp == ()
 
 
+def test_stamp_liveness_setting():
+    assert parse(STAMP).stamp[0].liveness is None
+    assert parse(STAMP.replace("rate: 10}", "rate: 10, liveness: true}")).stamp[0].liveness == (3, 3)
+    assert parse(STAMP.replace("rate: 10}", "rate: 10, liveness: false}")).stamp[0].liveness is None
+    got = parse(STAMP.replace("rate: 10}", "rate: 10, liveness: {down_after: 2, up_after: 5}}")).stamp[0].liveness
+    assert got == (2, 5)
+    assert parse(STAMP.replace("rate: 10}", "rate: 10, liveness: {up_after: 4}}")).stamp[0].liveness == (3, 4)
+
+
 @pytest.mark.parametrize("change, message", [
     (("delay_ms: 20", "delay_ms: -1"), "links[1].delay_ms: must be between 0 and 10000"),
     (("delay_ms: 20", "delay: 20"), "links[1].delay: unknown field"),
@@ -83,6 +92,10 @@ def test_link_delay_and_stamp_sessions():
     (("rate: 10}", "rate: 5000}"), "stamp[0].rate: must be between"),
     (("to: r4, via: [r2, r3], return", "to: r1, via: [r2, r3], return"), "stamp[0].to: same node as 'from'"),
     (("name: s1", "name: 's 1'"), "stamp[0].name"),
+    (("rate: 10}", "rate: 10, liveness: yes please}"), "stamp[0].liveness: must be true, false or a mapping"),
+    (("rate: 10}", "rate: 10, liveness: {down_after: 0}}"), "stamp[0].liveness.down_after: must be a whole number"),
+    (("rate: 10}", "rate: 10, liveness: {up_after: 1001}}"), "stamp[0].liveness.up_after: 1001 not in 1..1000"),
+    (("rate: 10}", "rate: 10, liveness: {after: 1}}"), "stamp[0].liveness.after: unknown field"),
 ])
 def test_stamp_and_delay_errors(change, message):
     with pytest.raises(ScenarioError) as err:

@@ -87,6 +87,9 @@ def _stamp_session() -> pb.StampSession:
     m.timeout_s = 0.75
     m.reflector_node = "r4"
     m.auth_key_file = "/etc/srv6pm/stamp.key"
+    m.liveness = True
+    m.liveness_down_after = 4
+    m.liveness_up_after = 5
     return m
 
 

@@ -74,6 +74,16 @@ def test_stamp_session_ipv4_and_explicit_values():
     assert (out.reflector_node, out.auth_key_file) == ("r4", "/etc/srv6pm/k")
 
 
+def test_stamp_session_liveness_defaults_and_values():
+    off = v.stamp_session(pb.StampSession(name="s", destination="fc00::4", rate=100))
+    assert (off.liveness, off.liveness_down_after, off.liveness_up_after) == (False, 0, 0)
+    on = v.stamp_session(pb.StampSession(name="s", destination="fc00::4", rate=100, liveness=True))
+    assert (on.liveness_down_after, on.liveness_up_after) == (3, 3)
+    mine = v.stamp_session(pb.StampSession(name="s", destination="fc00::4", rate=100, liveness=True,
+                                           liveness_down_after=1, liveness_up_after=1000))
+    assert (mine.liveness_down_after, mine.liveness_up_after) == (1, 1000)
+
+
 def test_stamp_reflector_defaults():
     out = v.stamp_reflector(pb.StampReflector(bind="0:0::0", stateful=True))
     assert out == pb.StampReflector(bind="::", port=862, stateful=True)
@@ -134,7 +144,7 @@ KNOWN_FIELDS = {
     "FlowMonitor": {"flow", "role", "source_prefix", "destination_prefix", "flowmon_id", "position"},
     "FlowMonitorRef": {"flow", "role"},
     "StampSession": {"name", "destination", "source", "port", "segments", "return_segments", "rate", "timeout_s",
-                     "reflector_node", "auth_key_file"},
+                     "reflector_node", "auth_key_file", "liveness", "liveness_down_after", "liveness_up_after"},
     "StampSessionRef": {"name"},
     "StampReflector": {"bind", "port", "stateful", "auth_key_file", "backend"},
     "StampReflectorRef": set(),
@@ -232,6 +242,11 @@ BAD = [
     (pb.StampSession, SESSION_OK, dict(timeout_s=61), "timeout_s", "not in 0.01..60"),
     (pb.StampSession, SESSION_OK, dict(reflector_node="r 4"), "reflector_node", "not a valid name"),
     (pb.StampSession, SESSION_OK, dict(auth_key_file="keys/k"), "auth_key_file", "not an absolute path"),
+    (pb.StampSession, SESSION_OK, dict(liveness_down_after=3), "liveness_down_after", "only with liveness"),
+    (pb.StampSession, SESSION_OK, dict(liveness_up_after=2), "liveness_up_after", "only with liveness"),
+    (pb.StampSession, SESSION_OK, dict(liveness=True, liveness_down_after=1001), "liveness_down_after",
+     "not in 1..1000"),
+    (pb.StampSession, SESSION_OK, dict(liveness=True, liveness_up_after=5000), "liveness_up_after", "not in 1..1000"),
     # STAMP reflector
     (pb.StampReflector, REFLECTOR_OK, dict(bind=""), "bind", "missing"),
     (pb.StampReflector, REFLECTOR_OK, dict(bind="localhost"), "bind", "not an IPv6 or IPv4 address"),
@@ -303,7 +318,10 @@ def stamp_sessions(draw):
         return_segments=draw(segments) if v6 else [],
         rate=draw(st.floats(0.01, 1000)), timeout_s=draw(st.one_of(st.just(0.0), st.floats(0.01, 60))),
         reflector_node=draw(st.one_of(st.just(""), name)),
-        auth_key_file=draw(st.sampled_from(["", "/etc/srv6pm/stamp.key"])))
+        auth_key_file=draw(st.sampled_from(["", "/etc/srv6pm/stamp.key"])),
+        **draw(st.one_of(st.just({}), st.fixed_dictionaries({
+            "liveness": st.just(True), "liveness_down_after": st.integers(0, 1000),
+            "liveness_up_after": st.integers(0, 1000)}))))
 
 
 messages = st.one_of(

@@ -46,7 +46,9 @@ Normalisation rules:
   destination's IP version; ``port`` 0 becomes 862 (1..65535); ``segments``
   and ``return_segments`` 0..16 IPv6 addresses each, only with an IPv6
   destination; ``timeout_s`` 0 becomes 2.0 (0.01..60); ``reflector_node``
-  optional name; ``auth_key_file`` optional absolute path (kept as given).
+  optional name; ``auth_key_file`` optional absolute path (kept as given);
+  with ``liveness``, ``liveness_down_after`` and ``liveness_up_after`` 0
+  become 3 (1..1000, :mod:`srv6pm.stamp.liveness`); without it both must be 0.
 * ``StampReflector``: ``bind`` (IPv6 or IPv4 address, ``::`` for all)
   required; ``port`` 0 becomes 862; ``auth_key_file`` optional absolute path;
   ``backend`` ``"ebpf"``, ``"socket"`` or ``""`` (the exporter's default; kept
@@ -73,6 +75,7 @@ from srv6pm.netspec import MAX_SEGMENTS, MAX_STAMP_RATE, MIN_STAMP_RATE
 from srv6pm.quote import quote
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp.backends import BACKENDS as REFLECTOR_BACKENDS
+from srv6pm.stamp.liveness import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER, MAX_COUNT as LIVENESS_MAX
 from srv6pm.stamp.protocol import STAMP_PORT
 
 FLOWMON_ID_MAX = (1 << 20) - 1
@@ -85,7 +88,7 @@ ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EG
 __all__ = [
     "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
-    "batch_item", "batch_object",
+    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting",
 ]
 
 MAIN_TABLE = 254
@@ -332,7 +335,57 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
     if out.reflector_node:
         _name("reflector_node", out.reflector_node)
     _key_file("auth_key_file", out.auth_key_file)
+    out.liveness_down_after, out.liveness_up_after = liveness(out.liveness, out.liveness_down_after,
+                                                              out.liveness_up_after)
     return out
+
+
+def liveness_setting(value) -> tuple[int, int] | None:
+    """A configuration file's ``liveness`` of a session, as YAML gave it: ``true`` (default counts), ``false``,
+    or a mapping with ``down_after`` and/or ``up_after``; (down_after, up_after), None when not watched.
+    Raises :class:`InvalidArgument` whose field is ``""`` (the value), ``down_after`` or ``up_after``."""
+    if isinstance(value, bool):
+        counts, enabled = {}, value
+    elif isinstance(value, dict):
+        counts, enabled = value, True
+        for key, count in counts.items():
+            if key not in ("down_after", "up_after"):
+                raise InvalidArgument(str(key), "unknown field (allowed: down_after, up_after)")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise InvalidArgument(key, f"must be a whole number from 1 to {LIVENESS_MAX}, got {count!r}")
+    else:
+        raise InvalidArgument("", "must be true, false or a mapping with down_after and/or up_after")
+    try:
+        out = liveness(enabled, counts.get("down_after", 0), counts.get("up_after", 0))
+    except InvalidArgument as exc:
+        raise InvalidArgument(exc.field.removeprefix("liveness_"), exc.message) from None
+    return out if enabled else None
+
+
+def liveness_fields(liveness: tuple[int, int] | None) -> dict:
+    """The ``StampSession`` fields of a configuration's ``liveness`` ((down_after, up_after), None: not watched)."""
+    if liveness is None:
+        return {}
+    return {"liveness": True, "liveness_down_after": liveness[0], "liveness_up_after": liveness[1]}
+
+
+def liveness(enabled: bool, down_after: int, up_after: int) -> tuple[int, int]:
+    """The normal form of a session's liveness counts (the rule of ``StampSession``): (0, 0) without
+    liveness, else each 1..1000 with 0 the default. Raises :class:`InvalidArgument` naming
+    ``liveness_down_after`` or ``liveness_up_after``; also used for the configuration files."""
+    out = []
+    for field, value, default in (("liveness_down_after", down_after, DEFAULT_DOWN_AFTER),
+                                  ("liveness_up_after", up_after, DEFAULT_UP_AFTER)):
+        if not enabled:
+            if value:
+                raise InvalidArgument(field, f"{value}: only with liveness")
+            out.append(0)
+            continue
+        value = value or default
+        if not 1 <= value <= LIVENESS_MAX:
+            raise InvalidArgument(field, f"{value} not in 1..{LIVENESS_MAX}")
+        out.append(value)
+    return out[0], out[1]
 
 
 def stamp_session_ref(message: pb.StampSessionRef) -> pb.StampSessionRef:

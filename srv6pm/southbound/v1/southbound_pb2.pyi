@@ -165,7 +165,7 @@ class Counters(_message.Message):
     def __init__(self, read_ns: _Optional[int] = ..., counters: _Optional[_Iterable[_Union[FlowCounter, _Mapping]]] = ...) -> None: ...
 
 class StampSession(_message.Message):
-    __slots__ = ("name", "destination", "source", "port", "segments", "return_segments", "rate", "timeout_s", "reflector_node", "auth_key_file")
+    __slots__ = ("name", "destination", "source", "port", "segments", "return_segments", "rate", "timeout_s", "reflector_node", "auth_key_file", "liveness", "liveness_down_after", "liveness_up_after")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,9 @@ class StampSession(_message.Message):
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     REFLECTOR_NODE_FIELD_NUMBER: _ClassVar[int]
     AUTH_KEY_FILE_FIELD_NUMBER: _ClassVar[int]
+    LIVENESS_FIELD_NUMBER: _ClassVar[int]
+    LIVENESS_DOWN_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIVENESS_UP_AFTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     destination: str
     source: str
@@ -186,7 +189,10 @@ class StampSession(_message.Message):
     timeout_s: float
     reflector_node: str
     auth_key_file: str
-    def __init__(self, name: _Optional[str] = ..., destination: _Optional[str] = ..., source: _Optional[str] = ..., port: _Optional[int] = ..., segments: _Optional[_Iterable[str]] = ..., return_segments: _Optional[_Iterable[str]] = ..., rate: _Optional[float] = ..., timeout_s: _Optional[float] = ..., reflector_node: _Optional[str] = ..., auth_key_file: _Optional[str] = ...) -> None: ...
+    liveness: bool
+    liveness_down_after: int
+    liveness_up_after: int
+    def __init__(self, name: _Optional[str] = ..., destination: _Optional[str] = ..., source: _Optional[str] = ..., port: _Optional[int] = ..., segments: _Optional[_Iterable[str]] = ..., return_segments: _Optional[_Iterable[str]] = ..., rate: _Optional[float] = ..., timeout_s: _Optional[float] = ..., reflector_node: _Optional[str] = ..., auth_key_file: _Optional[str] = ..., liveness: _Optional[bool] = ..., liveness_down_after: _Optional[int] = ..., liveness_up_after: _Optional[int] = ...) -> None: ...
 
 class StampSessionRef(_message.Message):
     __slots__ = ("name",)

@@ -1,0 +1,87 @@
+"""The processor's liveness store against the real broker and the real InfluxDB engine, and the overview
+dashboard's liveness panel over the points it wrote.
+
+Liveness alarms (as the node exporters publish them), an alarm of another kind and a record that is no alarm
+go onto srv6pm.alarms; the store must write exactly the liveness alarms as ``liveness`` points, commit every
+record it read, and the committed dashboard's panel query must show each session's state (down, then up).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from srv6pm import records
+from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.dashboards import generate
+from srv6pm.dashboards.panels import interpolate, queries
+from srv6pm.influx import influxql
+from srv6pm.kafka import ensure_topics
+from srv6pm.processor.liveness import LivenessStore, liveness_lines
+
+pytestmark = pytest.mark.services
+
+T0 = 1_764_000_000 * 10**9  # a whole second
+
+
+def alarm(session, raised, time_ns, kind="liveness", last_reply_ns=None):
+    extra = dict(time_ns=time_ns, last_reply_ns=last_reply_ns, sender="r1", reflector="r4") if kind == "liveness" else {}
+    return records.Alarm(kind=kind, subject=session, direction="forward" if kind == "delay_p99_us" else None,
+                         period=time_ns // 10**9, period_start="2025-11-24T16:00:00Z", period_s=1.0, value=3,
+                         threshold=3, raised=raised, **extra).to_json()
+
+
+def test_a_liveness_line_has_the_schema_s_names_and_leaves_out_an_unknown_last_reply():
+    (text,) = liveness_lines(json.loads(alarm("s1", True, T0)))
+    assert text == f"liveness,reflector=r4,sender=r1,session=s1 count=3i,threshold=3i,up=0i {T0}"
+    (text,) = liveness_lines(json.loads(alarm("s1", False, T0 + 5, last_reply_ns=T0 + 1)))
+    assert text == f"liveness,reflector=r4,sender=r1,session=s1 count=3i,last_reply_ns={T0 + 1}i,threshold=3i,up=1i {T0 + 5}"
+
+
+def test_the_store_writes_liveness_alarms_and_the_panel_shows_the_path_state(fresh_broker, influxdb):
+    kafka = KafkaSettings(bootstrap=fresh_broker)
+    ensure_topics(kafka, {records.ALARMS: 1})
+    name = "t" + uuid.uuid4().hex[:12]
+    influxql(InfluxSettings(url=influxdb.url), f'CREATE DATABASE "{name}"', database="_internal")
+    influx = InfluxSettings(url=influxdb.url, bucket=name)
+    producer = KafkaProducer(bootstrap_servers=fresh_broker, acks="all")
+    for value in (alarm("s1", True, T0 + 2 * 10**9, last_reply_ns=T0 + 19 * 10**8),
+                  alarm("s2", True, T0 + 3 * 10**9),
+                  alarm("s1", True, T0, kind="delay_p99_us"),
+                  b"{not json",
+                  alarm("s1", False, T0 + 6 * 10**9, last_reply_ns=T0 + 6 * 10**9 - 1)):
+        producer.send(records.ALARMS, key=b"s1", value=value, partition=0)
+    producer.flush()
+    producer.close()
+    group = "p" + uuid.uuid4().hex[:8]
+    store = LivenessStore(kafka, influx, group, "test")
+    try:
+        deadline = time.monotonic() + 60  # against a hang only
+        while store.stats["records"] < 5:
+            assert time.monotonic() < deadline, store.stats
+            store.step()
+    finally:
+        store.close()
+    assert store.stats == {"records": 5, "stored": 3, "bad": 1}
+    reader = KafkaConsumer(bootstrap_servers=fresh_broker, group_id=store.group, enable_auto_commit=False)
+    try:
+        assert reader.committed(TopicPartition(records.ALARMS, 0)) == 5
+    finally:
+        reader.close()
+
+    overview = json.loads((generate.JSON_DIR / "srv6pm-overview.json").read_text())
+    ((panel, target),) = [(p, t) for p, t in queries(overview) if p["title"] == "STAMP path liveness"]
+    assert target["alias"] == "$tag_session"
+    start_ms, end_ms = T0 // 10**6, T0 // 10**6 + 8000
+    (res,) = influxql(influx, interpolate(target["query"], {}, start_ms, end_ms, 1.0))
+    got = {s["tags"]["session"]: [(t // 10**9 - T0 // 10**9, up) for t, up in s["values"] if up is not None]
+           for s in res["series"]}
+    # s1: down from second 2, up again from second 6; s2: down from second 3 to the end of the range
+    assert got == {"s1": [(2, 0), (3, 0), (4, 0), (5, 0), (6, 1), (7, 1), (8, 1)],
+                   "s2": [(3, 0), (4, 0), (5, 0), (6, 0), (7, 0), (8, 0)]}
+    mappings = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert (mappings["0"]["text"], mappings["1"]["text"]) == ("down", "up")
