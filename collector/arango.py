@@ -36,7 +36,9 @@ from arango import ArangoClient
 from arango.exceptions import ArangoError, ArangoServerError
 from arango.http import DefaultHTTPClient
 
-from srv6pm.config import ConfigError, readable, secret, setting
+from srv6pm.config import ConfigError, given, given_file, secret, setting
+from srv6pm.inputs import url as check_url
+from srv6pm.quote import quote
 
 from .graph import EDGE_DEFINITIONS, GRAPH, LINKS, NODES, NO_DELAY_WEIGHT, PATHS, GraphStore, GraphStoreError
 
@@ -85,12 +87,11 @@ class ArangoSettings:
         env = os.environ if env is None else env
         pick = partial(setting, args, env=env)
 
-        url = pick("arango_url", "SRV6PM_ARANGO_URL") or cls.url
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"ArangoDB URL {url!r} must start with http:// or https://")
+        found = given(args, "arango_url", "SRV6PM_ARANGO_URL", env)
+        url = cls.url if found is None else check_url(found.value, found.source)
         database = pick("arango_database", "SRV6PM_ARANGO_DATABASE") or cls.database
         if not _DB_NAME.fullmatch(database):
-            raise ConfigError(f"ArangoDB database {database!r} is not a valid name "
+            raise ConfigError(f"ArangoDB database {quote(database)} is not a valid name "
                               "(a letter, then letters, digits, '_' or '-'; at most 64)")
         password = secret(env, "SRV6PM_ARANGO_PASSWORD")
         if password is None:
@@ -98,7 +99,7 @@ class ArangoSettings:
                               "(an empty file for a server without authentication)")
         return cls(url=url, database=database, user=pick("arango_user", "SRV6PM_ARANGO_USER") or cls.user,
                    password=password,
-                   cafile=readable(pick("arango_cafile", "SRV6PM_ARANGO_CAFILE"), "ArangoDB CA file"))
+                   cafile=given_file(args, "arango_cafile", "SRV6PM_ARANGO_CAFILE", env))
 
 
 class ArangoGraph(GraphStore):

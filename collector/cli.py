@@ -6,6 +6,12 @@ errors: a bad configuration file, flag or TLS file is one line on stderr,
 ``srv6pm: ...``, and exit status 2; 1 is a runtime failure; 130 after SIGINT
 (Ctrl-C), 143 after SIGTERM (see :mod:`srv6pm.stopping`).
 
+Both commands check what they are given with one function, :func:`inputs`,
+so ``check`` refuses exactly what ``run`` would refuse before it connects
+(``check`` takes every option of ``run``). ``run`` then checks that Kafka and,
+when configured, ArangoDB answer (:mod:`srv6pm.reach`; exit status 1 and one
+line naming the one that does not).
+
 Settings: flags override ``SRV6PM_*`` environment variables, which override
 defaults (Kafka: see :mod:`srv6pm.config`; ArangoDB: see
 :mod:`srv6pm.collector.arango`, used when ``--arango-url`` or
@@ -22,7 +28,8 @@ import argparse
 import json
 import signal
 import sys
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from srv6pm import metrics
 from srv6pm.config import ConfigError as SettingsError
@@ -99,11 +106,14 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     ArangoSettings.add_arguments(run)
 
     check = actions.add_parser(
-        "check", help="validate a configuration and print the desired state per node as JSON",
+        "check", help="validate a configuration and print the desired state per node as JSON", add_help=False,
         description="Validate the configuration file and print, per node, the objects the collector would "
-        "apply (normalised, with their phase) as JSON. Exit status 2 with the first error otherwise.")
-    check.add_argument("--config", required=True, metavar="FILE", help="collector configuration (YAML)")
-    _add_state_dir(check, "read only: check shows the ids run would use and writes nothing")
+        "apply (normalised, with their phase) as JSON. Takes every option of 'collector run' and refuses "
+        "exactly what 'collector run' would refuse before it connects (the file, the southbound TLS choice and "
+        "files, the state directory, every option and SRV6PM_* setting); the state directory is only read. "
+        "Exit status 2 with the first error otherwise.")
+    from srv6pm.cli import same_options
+    same_options(run, check)
     check.set_defaults(collector_handler=cmd_check)
 
     if common is not None:
@@ -119,53 +129,91 @@ def _errors(handler):
     return wrapped
 
 
-@_errors
-def cmd_check(args) -> int:
-    from srv6pm.collector import config, desired, flowmon
-    allocator = flowmon.Allocator(flowmon.state_path(state_dir(args)))
-    state = desired.desired_state(flowmon.assign(config.load(args.config), allocator, save=False))
-    print(json.dumps(desired.to_json(state), indent=2))
-    return 0
+@dataclass(frozen=True)
+class Inputs:
+    """What ``collector run`` is given, checked (see :func:`inputs`)."""
+
+    config: Any  # the collector.config.Config with its FlowMonIDs (as check shows them)
+    tls: Any  # ClientTls or None (plaintext)
+    kafka: KafkaSettings
+    arango: Any  # ArangoSettings, or None: the graph in memory
+    metrics_port: int | None
 
 
-@_errors
-def cmd_run(args) -> int:
-    from srv6pm.collector.reconcile import Backoff
-    from srv6pm.collector.results import ResultsOptions
+def inputs(args) -> Inputs:
+    """Everything ``collector run`` is given, checked before anything connects; ``collector check`` calls the same.
+
+    Raises the collector's ConfigError, srv6pm.config.ConfigError or TlsError naming the file's field,
+    the option or the setting.
+    """
+    from srv6pm import inputs as checks
+    from srv6pm.collector import config, flowmon
+    from srv6pm.collector.arango import ArangoSettings
     from srv6pm.collector.service import Collector
     from srv6pm.southbound.tls import ClientTls
 
     for name in ("interval", "timeout", "retry_initial", "retry_max"):
-        if not 0 < getattr(args, name) < float("inf"):
-            raise SettingsError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+        checks.seconds(getattr(args, name), f"--{name.replace('_', '-')}")
     if args.retry_initial > args.retry_max:
         raise SettingsError("--retry-initial must not exceed --retry-max")
+    checks.count(args.session_timeout_ms, "--session-timeout-ms", 1, 3_600_000)
+    checks.count(args.heartbeat_interval_ms, "--heartbeat-interval-ms", 1, args.session_timeout_ms - 1,
+                 " (below --session-timeout-ms)")
     files = [args.grpc_ca, args.grpc_cert, args.grpc_key]
     if args.grpc_plaintext and any(files):
         raise SettingsError("--grpc-plaintext: give either it or the --grpc-ca/--grpc-cert/--grpc-key files")
     if bool(args.grpc_cert) != bool(args.grpc_key):
         raise SettingsError("--grpc-cert and --grpc-key go together (mutual TLS)")
+    for flag, path in (("--grpc-ca", args.grpc_ca), ("--grpc-cert", args.grpc_cert), ("--grpc-key", args.grpc_key)):
+        if path:
+            checks.readable_file(path, flag)
+    if args.graph_dump:
+        checks.new_file(args.graph_dump, "--graph-dump")
     tls = ClientTls(args.grpc_ca, args.grpc_cert, args.grpc_key) if any(files) else None
+    loaded = config.load(args.config)
+    tls = Collector._southbound_tls(tls, args.grpc_plaintext, loaded)  # what run refuses: no TLS choice, bad files
+    allocator = flowmon.Allocator(flowmon.state_path(state_dir(args)))
     kafka = KafkaSettings.from_args(args)
-    port = metrics.port_from_args(args)
-    graph = _graph(args)
+    arango = ArangoSettings.from_args(args) if given(args, "arango_url", "SRV6PM_ARANGO_URL") is not None else None
+    return Inputs(flowmon.assign(loaded, allocator, save=False), tls, kafka, arango, metrics.port_from_args(args))
+
+
+@_errors
+def cmd_check(args) -> int:
+    from srv6pm.collector import desired
+    print(json.dumps(desired.to_json(desired.desired_state(inputs(args).config)), indent=2))
+    return 0
+
+
+@_errors
+def cmd_run(args) -> int:
+    from srv6pm import reach
+    from srv6pm.collector.reconcile import Backoff
+    from srv6pm.collector.results import ResultsOptions
+    from srv6pm.collector.service import Collector
+
+    checked = inputs(args)
+    reach.kafka(checked.kafka)
+    if checked.arango is not None:
+        reach.arango(checked.arango)
+    graph = _graph(checked.arango)
     options = ResultsOptions(session_timeout_ms=args.session_timeout_ms,
                              heartbeat_interval_ms=args.heartbeat_interval_ms)
     with Stop() as stop:
-        collector = Collector(args.config, kafka, tls=tls, plaintext=args.grpc_plaintext, interval=args.interval,
-                              graph=graph, graph_dump=args.graph_dump, timeout=args.timeout,
+        collector = Collector(args.config, checked.kafka, tls=checked.tls, plaintext=checked.tls is None,
+                              interval=args.interval, graph=graph, graph_dump=args.graph_dump, timeout=args.timeout,
                               backoff=Backoff(args.retry_initial, args.retry_max), results=not args.no_results,
                               results_options=options, state_dir=state_dir(args))
         stop.attach(collector.stop)
-        metrics.serve(port, addr="0.0.0.0")  # metrics.serve's default addr "" does not resolve here
+        metrics.serve(checked.metrics_port, addr="0.0.0.0")  # metrics.serve's default addr "" does not resolve here
         signal.signal(signal.SIGHUP, lambda *_: collector.request_reload())
         collector.run()
     return stop.status()
 
 
-def _graph(args):
-    """ArangoGraph when an ArangoDB URL is given (flag or environment), else None (the collector's MemoryGraph)."""
-    if given(args, "arango_url", "SRV6PM_ARANGO_URL") is None:
+def _graph(settings):
+    """ArangoGraph for ``settings`` (ArangoSettings), or None (the collector's MemoryGraph)."""
+    if settings is None:
         return None
-    from srv6pm.collector.arango import ArangoGraph, ArangoSettings
-    return ArangoGraph.from_settings(ArangoSettings.from_args(args))
+    from srv6pm.collector.arango import ArangoGraph
+    return ArangoGraph.from_settings(settings)

@@ -75,6 +75,7 @@ from typing import Any, Mapping
 from srv6pm import netspec, yamlfile
 from srv6pm.errors import InputError
 from srv6pm.netspec import MAX_SEGMENTS, Link, kind
+from srv6pm.quote import quote
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
@@ -217,6 +218,17 @@ def parse(text: str, source: str = "<config>") -> Config:
     return _Validator(source).config(yamlfile.parse(text, source, ConfigError))
 
 
+def _is_host(text: str) -> bool:
+    """Whether ``text`` is a host name or address by srv6pm.inputs.host (``999.1.1.1`` is neither)."""
+    from srv6pm.config import ConfigError as SettingsError
+    from srv6pm.inputs import host
+    try:
+        host(text, "host")
+    except SettingsError:
+        return False
+    return True
+
+
 class _Validator(netspec.Validator):
     """The shared network rules (:mod:`srv6pm.netspec`), raising ConfigError, and the collector's own.
 
@@ -272,7 +284,7 @@ class _Validator(netspec.Validator):
             name = self.unique(self.name(item["name"], f"{f}.name", "node"), f"{f}.name", seen_names, "node")
             grpc = self.grpc_address(item["grpc"], f"{f}.grpc")
             if grpc in seen_grpc:
-                raise self.fail(f"{f}.grpc", f"{grpc} is already node {seen_grpc[grpc]!r}'s address")
+                raise self.fail(f"{f}.grpc", f"{grpc} is already node {quote(seen_grpc[grpc])}'s address")
             seen_grpc[grpc] = name
             pm = None
             if item.get("pm_address") is not None:
@@ -281,7 +293,7 @@ class _Validator(netspec.Validator):
                                                                    "an IPv6 address")),
                                   f"{f}.pm_address", {"bind": f"{f}.pm_address"}).bind
                 if pm in seen_pm:
-                    raise self.fail(f"{f}.pm_address", f"{pm} is already node {seen_pm[pm]!r}'s address")
+                    raise self.fail(f"{f}.pm_address", f"{pm} is already node {quote(seen_pm[pm])}'s address")
                 seen_pm[pm] = name
             sids = self.sids(item.get("sids") or [], f"{f}.sids", name, seen_sids)
             nodes.append(Node(name, grpc, pm, sids))
@@ -292,18 +304,18 @@ class _Validator(netspec.Validator):
         value = self.text(value, field, "host:port")
         host, sep, port = value.rpartition(":")
         if not sep or not host:
-            raise self.fail(field, f"{value!r} is not host:port (IPv6 as [address]:port)")
+            raise self.fail(field, f"{quote(value)} is not host:port (IPv6 as [address]:port)")
         if not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise self.fail(field, f"port {port!r} is not a number from 1 to 65535")
+            raise self.fail(field, f"port {quote(port)} is not a number from 1 to 65535")
         if host.startswith("[") and host.endswith("]"):
             try:
                 host = f"[{ipaddress.IPv6Address(host[1:-1])}]"
             except ValueError:
                 raise self.fail(field, f"{host[1:-1]!r} is not an IPv6 address") from None
         elif ":" in host:
-            raise self.fail(field, f"{value!r}: write an IPv6 address in brackets, [address]:port")
-        elif not _HOST.match(host):
-            raise self.fail(field, f"{host!r} is not a host name or IPv4 address")
+            raise self.fail(field, f"{quote(value)}: write an IPv6 address in brackets, [address]:port")
+        elif not _HOST.match(host) or not _is_host(host):
+            raise self.fail(field, f"{quote(host)} is not a host name or IPv4 address")
         return f"{host}:{int(port)}"
 
     def sids(self, value: Any, field: str, node: str, seen: dict[str, str]) -> tuple[Sid, ...]:
@@ -313,10 +325,10 @@ class _Validator(netspec.Validator):
             item = self.mapping(item, f, {"sid", "behavior", "nexthop", "table", "device"}, {"sid", "behavior"})
             behavior = item["behavior"]
             if behavior not in BEHAVIORS:
-                raise self.fail(f"{f}.behavior", f"{behavior!r} is not one of {', '.join(BEHAVIORS)}")
+                raise self.fail(f"{f}.behavior", f"{quote(behavior)} is not one of {', '.join(BEHAVIORS)}")
             table = item.get("table", 0)
             if isinstance(table, bool) or not isinstance(table, int) or not 0 <= table < 2**32:
-                raise self.fail(f"{f}.table", f"must be a routing table number, got {table!r}")
+                raise self.fail(f"{f}.table", f"must be a routing table number, got {quote(table)}")
             msg = pb.LocalSid(sid=self.text(item["sid"], f"{f}.sid", "an IPv6 address"),
                               behavior=BEHAVIORS[behavior],
                               nexthop=self.text(item.get("nexthop") or "", f"{f}.nexthop", "an IPv6 address"),
@@ -325,7 +337,7 @@ class _Validator(netspec.Validator):
             names = {k: f"{f}.{k}" for k in ("sid", "behavior", "nexthop", "table", "device")}
             msg = self.checked(validate.local_sid, msg, f, names)
             if msg.sid in seen:
-                raise self.fail(f"{f}.sid", f"{msg.sid} is already a SID of node {seen[msg.sid]!r}")
+                raise self.fail(f"{f}.sid", f"{msg.sid} is already a SID of node {quote(seen[msg.sid])}")
             seen[msg.sid] = node
             sids.append(Sid(msg.sid, behavior, msg.nexthop, msg.table, msg.device))
         return tuple(sids)
@@ -337,7 +349,7 @@ class _Validator(netspec.Validator):
         sid = node.decap_sid if decap else node.end_sid
         if sid is None:
             kind = "decap SID (End.DX6 or End.DT6)" if decap else "End SID"
-            raise self.fail(field, f"node {node.name!r} has no {kind}")
+            raise self.fail(field, f"node {quote(node.name)} has no {kind}")
         return sid
 
     def end_sids(self, via: tuple[str, ...], field: str, nodes: dict[str, Node]) -> tuple[str, ...]:
@@ -385,13 +397,13 @@ class _Validator(netspec.Validator):
                                    f, {"flow": f"{f}.name", "source_prefix": f"{f}.source",
                                        "destination_prefix": f"{f}.destination"})
             if (src, policy.destination) in ingress_routes:
-                raise self.fail(f"{f}.destination", f"flow {ingress_routes[(src, policy.destination)]!r} already "
-                                f"steers {policy.destination} at {src!r} (one policy per destination and node)")
+                raise self.fail(f"{f}.destination", f"flow {quote(ingress_routes[(src, policy.destination)])} already "
+                                f"steers {policy.destination} at {quote(src)} (one policy per destination and node)")
             ingress_routes[(src, policy.destination)] = name
             match = (dst, monitor.source_prefix, monitor.destination_prefix)
             if match in egress_matches:
-                raise self.fail(f, f"same source and destination at egress {dst!r} as flow "
-                                f"{egress_matches[match]!r}: the counters could not tell them apart")
+                raise self.fail(f, f"same source and destination at egress {quote(dst)} as flow "
+                                f"{quote(egress_matches[match])}: the counters could not tell them apart")
             egress_matches[match] = name
             segments = tuple(policy.segments)
             if "segments" in item:
@@ -414,7 +426,7 @@ class _Validator(netspec.Validator):
                                          what="nodes")
             for end, node in (("from", r.src), ("to", r.dst)):
                 if nodes[node].pm_address is None:
-                    raise self.fail(f"{f}.{end}", f"node {node!r} has no pm_address")
+                    raise self.fail(f"{f}.{end}", f"node {quote(node)} has no pm_address")
             timeout = (self.number(item["timeout"], f"{f}.timeout", *validate.TIMEOUT_RANGE) if "timeout" in item
                        else validate.DEFAULT_TIMEOUT_S)
             key_file = self.text(item.get("auth_key_file") or "", f"{f}.auth_key_file", "an absolute path")
@@ -431,7 +443,7 @@ class _Validator(netspec.Validator):
             # One reflector per node: all sessions to a node must agree on its key file.
             if r.dst in reflector_keys and reflector_keys[r.dst][0] != msg.auth_key_file:
                 other_key, other = reflector_keys[r.dst]
-                raise self.fail(f"{f}.auth_key_file", f"session {other!r} to {r.dst!r} uses "
+                raise self.fail(f"{f}.auth_key_file", f"session {quote(other)} to {quote(r.dst)} uses "
                                 f"{other_key or 'no key file'!s}; the one reflector of a node has one key")
             reflector_keys.setdefault(r.dst, (msg.auth_key_file, r.name))
             sessions.append(StampSession(r.name, r.src, r.dst, r.via, r.return_via, msg.rate, tuple(msg.segments),

@@ -37,6 +37,7 @@ from typing import Any
 from srv6pm.errors import InputError
 from srv6pm import netspec, yamlfile
 from srv6pm.netspec import DEFAULT_DATAPLANE, MAX_DELAY_MS, MAX_SEGMENTS, MAX_STAMP_RATE, Link, StampSession
+from srv6pm.quote import quote
 
 from .traffic import MAX_DSCP
 
@@ -134,10 +135,10 @@ class _Validator(netspec.Validator):
         for i, name in enumerate(self.node_list(value, MAX_NODES, "node names")):
             field = f"nodes[{i}]"
             if not isinstance(name, str) or not _NODE_NAME.match(name):
-                raise self.fail(field, f"{name!r} is not a valid node name "
+                raise self.fail(field, f"{quote(name)} is not a valid node name "
                                 "(lower-case letter, then up to 14 of a-z, 0-9, _)")
             if name in _RESERVED_NODE_NAMES:
-                raise self.fail(field, f"{name!r} is reserved")
+                raise self.fail(field, f"{quote(name)} is reserved")
             self.unique(name, field, seen, "node")
         return tuple(value)
 

@@ -77,6 +77,7 @@ from typing import NamedTuple
 
 from srv6pm import yamlfile
 from srv6pm.errors import InputError
+from srv6pm.quote import quote
 from srv6pm.southbound import validate
 from srv6pm.southbound.validate import (DEFAULT_TIMEOUT_S, FLOWMON_ID_MAX, POSITION_MAX, RATE_RANGE, ROLE_NAMES,
                                         TIMEOUT_RANGE)
@@ -241,7 +242,7 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
         raise fail("period", "missing (or give --period)")
     netns = doc.get("netns")
     if netns is not None and (not isinstance(netns, str) or not _NAME.match(netns)):
-        raise fail("netns", f"{netns!r} is not a valid namespace name")
+        raise fail("netns", f"{quote(netns)} is not a valid namespace name")
     file_dataplane = _dataplane(doc.get("dataplane", "ebpf"), lambda m: fail("dataplane", m))
     if dataplane is not None:
         dataplane = _dataplane(dataplane.value, lambda m, o=dataplane.origin: ConfigError(f"{o}: {m}"))
@@ -250,7 +251,7 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     dscp = doc.get("dscp", [11, 15])
     if (not isinstance(dscp, list) or len(dscp) != 2 or any(isinstance(d, bool) or not isinstance(d, int) for d in dscp)
             or not all(0 <= d <= 63 for d in dscp) or dscp[0] == dscp[1]):
-        raise fail("dscp", f"must be two different DSCP values 0..63 (colour 0, colour 1), got {dscp!r}")
+        raise fail("dscp", f"must be two different DSCP values 0..63 (colour 0, colour 1), got {quote(dscp)}")
     state_file = doc.get("state_file")
     if state_file is not None and not isinstance(state_file, str):
         raise fail("state_file", "must be a path")
@@ -274,12 +275,12 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
                 raise fail(f"{field}.{key}", "missing")
         name = item["name"]
         if not isinstance(name, str) or not _NAME.match(name):
-            raise fail(f"{field}.name", f"{name!r} is not a valid flow name")
+            raise fail(f"{field}.name", f"{quote(name)} is not a valid flow name")
         role = item["role"]
         if role not in ROLES:
-            raise fail(f"{field}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
+            raise fail(f"{field}.role", f"must be one of {', '.join(ROLES)}, got {quote(role)}")
         if (name, role) in seen:
-            raise fail(f"{field}.name", f"flow {name!r} is listed twice as {role}")
+            raise fail(f"{field}.name", f"flow {quote(name)} is listed twice as {role}")
         seen.add((name, role))
         prefixes = []
         for key in ("src", "dst"):
@@ -291,10 +292,10 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
         for key, high in (("flowmon_id", FLOWMON_ID_MAX), ("position", POSITION_MAX)):
             value = item.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-                raise fail(f"{field}.{key}", f"must be an integer 0..{high}, got {value!r}")
+                raise fail(f"{field}.{key}", f"must be an integer 0..{high}, got {quote(value)}")
             numbers.append(value)
         if role != "transit" and (role, *prefixes) in seen_matches:
-            raise fail(f"{field}", f"same {role} src/dst as flow {seen_matches[(role, *prefixes)]!r}: "
+            raise fail(f"{field}", f"same {role} src/dst as flow {quote(seen_matches[(role, *prefixes)])}: "
                        "the counters could not tell them apart")
         if role != "transit":
             seen_matches[(role, *prefixes)] = name
@@ -307,13 +308,13 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
 
 def _dataplane(value, fail) -> str:
     if value not in DATAPLANES:
-        raise fail(f"must be one of {', '.join(DATAPLANES)}, got {value!r}")
+        raise fail(f"must be one of {', '.join(DATAPLANES)}, got {quote(value)}")
     return value
 
 
 def _node(value, fail) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
-        raise fail(f"{value!r} is not a valid node name (letters, digits, '_', '.', '-'; at most 64)")
+        raise fail(f"{quote(value)} is not a valid node name (letters, digits, '_', '.', '-'; at most 64)")
     return value
 
 
@@ -326,7 +327,7 @@ def _period(value, fail, *, text_ok: bool = False) -> float:
         except ValueError:
             number = None
     if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0.5 <= number <= 3600:
-        raise fail(f"must be a number of seconds from 0.5 to 3600, got {value!r}")
+        raise fail(f"must be a number of seconds from 0.5 to 3600, got {quote(value)}")
     return float(number)
 
 
@@ -340,7 +341,7 @@ def _grpc(doc, fail) -> GrpcSettings:
             raise fail(f"grpc.{key}", "unknown field (allowed: listen, plaintext, tls)")
     listen = doc.get("listen")
     if listen is not None and not isinstance(listen, str):
-        raise fail("grpc.listen", f"must be host:port, \"\" or \"none\", got {listen!r}")
+        raise fail("grpc.listen", f"must be host:port, \"\" or \"none\", got {quote(listen)}")
     plaintext = doc.get("plaintext", False)
     if not isinstance(plaintext, bool):
         raise fail("grpc.plaintext", "must be true or false")
@@ -381,16 +382,16 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
         try:
             return str(ipaddress.ip_address(str(value)))
         except ValueError:
-            raise fail(field, f"{value!r} is not an IP address") from None
+            raise fail(field, f"{quote(value)} is not an IP address") from None
 
     def port(value, field):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            raise fail(field, f"must be a UDP port 1..65535, got {value!r}")
+            raise fail(field, f"must be a UDP port 1..65535, got {quote(value)}")
         return value
 
     def number(value, field, low, high):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise fail(field, f"must be a number from {low:g} to {high:g}, got {value!r}")
+            raise fail(field, f"must be a number from {low:g} to {high:g}, got {quote(value)}")
         return float(value)
 
     def path(value, field):
@@ -416,7 +417,7 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
         if "backend" in r:
             backend = r["backend"]
             if backend not in BACKENDS:
-                raise fail("stamp.reflector.backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
+                raise fail("stamp.reflector.backend", f"must be one of {', '.join(BACKENDS)}, got {quote(backend)}")
         if not isinstance(r.get("stateful", False), bool):
             raise fail("stamp.reflector.stateful", "must be true or false")
         if not only_backend:
@@ -435,9 +436,9 @@ def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, 
                                     "timeout", "reflector", "auth_key_file", "liveness"}, {"name", "dest", "rate"})
         name = item["name"]
         if not isinstance(name, str) or not _NAME.match(name):
-            raise fail(f"{field}.name", f"{name!r} is not a valid session name")
+            raise fail(f"{field}.name", f"{quote(name)} is not a valid session name")
         if name in names:
-            raise fail(f"{field}.name", f"duplicate session {name!r}")
+            raise fail(f"{field}.name", f"duplicate session {quote(name)}")
         names.add(name)
         segs = {}
         for key in ("segments", "return_segments"):

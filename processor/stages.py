@@ -9,11 +9,13 @@ result published twice) hold for all of them.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from srv6pm import decode, records
 from srv6pm.clock import period_clock
 
+from . import plausible
 from .delay import DelayWindows
 from .outcome import Outcome, Token
 from .pairing import Pairing
@@ -31,7 +33,8 @@ class Stage:
     alarm_kinds: tuple[str, ...]  # the srv6pm.alarms kinds evaluated on this stage's results
 
     def decode(self, raw: bytes | None) -> Any:
-        """The record in ``raw``, exactly as the ``records`` decoder gives it; raises records.RecordError with its reason."""
+        """The record in ``raw``, exactly as the ``records`` decoder gives it, if it is also plausible
+        (``plausible``); raises records.RecordError with its reason."""
         raise NotImplementedError
 
     def key(self, record: Any) -> tuple[str, int]:
@@ -67,7 +70,7 @@ class LossStage(Stage):
         self.pairing = Pairing(pair_wait_s)
 
     def decode(self, raw):
-        return decode.decode_counters(raw)
+        return plausible.counters(decode.decode_counters(raw), time.time_ns())
 
     def key(self, record):
         return record.flow, record.period
@@ -102,7 +105,7 @@ class DelayStage(Stage):
         self.windows = DelayWindows(lateness_s, idle_s)
 
     def decode(self, raw):
-        return decode.decode_stamp(raw)
+        return plausible.stamp(decode.decode_stamp(raw), time.time_ns())
 
     def key(self, sample):
         return sample.session, period_clock(sample.period_s).period_at(sample.t1)

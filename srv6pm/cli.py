@@ -6,14 +6,21 @@
     srv6pm lab check SCENARIO                         validate a scenario, print its plan
     srv6pm lab clean SCENARIO                         remove namespaces a killed lab left
     srv6pm exporter run --config FILE                 node exporter (southbound API, marking, counting, STAMP)
+    srv6pm exporter check --config FILE               validate what 'exporter run' is given, print its settings
     srv6pm processor run                              processor (Kafka -> loss and delay -> InfluxDB)
+    srv6pm processor check                            validate what 'processor run' is given, print its settings
     srv6pm collector run --config FILE                collector (config -> exporters over gRPC, graph)
     srv6pm collector check --config FILE              validate a collector config, print desired state
     srv6pm stamp reflector --bind ADDR                STAMP Session-Reflector
     srv6pm stamp sender --dest ADDR                   STAMP Session-Sender
     srv6pm dashboards generate [--out DIR] [--check]  Grafana dashboards as JSON
 
-Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input file,
+Every command checks everything it is given (:mod:`srv6pm.inputs`) before it builds or connects to
+anything, and each ``check`` takes the options of its ``run`` and refuses exactly what ``run`` would
+refuse (one validation function per command, e.g. :func:`processor_inputs`). Commands that use Kafka,
+InfluxDB or ArangoDB then check that they answer (:mod:`srv6pm.reach`) before they start work.
+
+Exit status: 0 success, 1 runtime failure (e.g. a service that does not answer), 2 bad usage or bad input file,
 130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM (both after a clean stop),
 141 standard output was a pipe that its reader closed (see :mod:`srv6pm.stopping`).
 """
@@ -28,8 +35,26 @@ from pathlib import Path
 
 from srv6pm import __version__, logs, metrics
 from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings, given
+from srv6pm.errors import EXIT_USAGE
 from srv6pm.exits import guard
+from srv6pm.quote import quote
 from srv6pm.stopping import Stop, quiet_on_closed_pipe
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line (naming the argument), exit status 2."""
+
+    def error(self, message: str):
+        from srv6pm.quote import shorten
+        command = self.prog.removeprefix("srv6pm").strip()
+        self.exit(EXIT_USAGE, f"srv6pm: {command + ': ' if command else ''}{shorten(message)} "
+                              f"(usage: {self.prog} --help)\n")
+
+
+def same_options(source: argparse.ArgumentParser, target: argparse.ArgumentParser) -> None:
+    """Give ``target`` (made with ``add_help=False``) every argument of ``source``: a ``check`` takes
+    what its ``run`` takes, so that it can refuse exactly what ``run`` would refuse."""
+    target._add_container_actions(source)  # what argparse's parents= does
 
 
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -44,7 +69,7 @@ def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="srv6pm", description="Performance monitoring for SRv6 networks: exact per-flow packet loss "
         "(RFC 9341 alternate marking) through Kafka into InfluxDB.",
         epilog="Run 'srv6pm COMMAND --help' for the options of each command.")
@@ -90,20 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
     KafkaSettings.add_arguments(run)
     InfluxSettings.add_arguments(run)
-    for name, text, description in (
-            ("check", "validate a scenario and print the addressing plan as JSON",
-             "Validate the scenario and print its addressing plan as one JSON object on stdout: the "
-             "period, data plane, namespaces, nodes, links with their prefixes and addresses, and each "
-             "flow's and STAMP session's path and segment list. Creates nothing and needs no root. Exit "
-             "status 2 with the first error (one line on stderr naming the file and the field) if the "
-             "scenario is not valid."),
-            ("clean", "delete the namespaces of a scenario that a killed lab left behind (root)",
-             "Delete the network namespaces (nodes and NODE-host end hosts) of the scenario that a lab "
-             "killed with SIGKILL left behind; namespaces that do not exist are skipped. Prints nothing on "
-             "success; errors are one line on stderr.")):
-        p = lab_cmds.add_parser(name, help=text, description=description)
-        p.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
-        _add_common(p)
+    check = lab_cmds.add_parser(
+        "check", help="validate a scenario and print the addressing plan as JSON", add_help=False,
+        description="Validate the scenario and print its addressing plan as one JSON object on stdout: the "
+        "period, data plane, namespaces, nodes, links with their prefixes and addresses, and each "
+        "flow's and STAMP session's path and segment list. Creates nothing, connects to nothing and needs "
+        "no root. Takes every option of 'lab run' and refuses exactly what 'lab run' would refuse before "
+        "building anything. Exit status 2 with the first error (one line on stderr naming the file and the "
+        "field, or the flag) if the scenario or an option is not valid.")
+    same_options(run, check)
+    clean = lab_cmds.add_parser(
+        "clean", help="delete the namespaces of a scenario that a killed lab left behind (root)",
+        description="Delete the network namespaces (nodes and NODE-host end hosts) of the scenario that a lab "
+        "killed with SIGKILL left behind; namespaces that do not exist are skipped. Prints nothing on "
+        "success; errors are one line on stderr.")
+    clean.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
+    _add_common(clean)
 
     exporter = commands.add_parser(
         "exporter", help="node exporter: alternate marking and counting",
@@ -149,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_metrics_argument(erun)
     _add_common(erun)
     KafkaSettings.add_arguments(erun)
+    echeck = exp_cmds.add_parser(
+        "check", help="validate the configuration and options of 'exporter run'; print the settings as JSON",
+        add_help=False, description="Validate everything 'exporter run' is given (the configuration file, "
+        "every option, the TLS files, the Kafka settings) exactly as 'exporter run' does before it starts, "
+        "and print the settings it would run with as one JSON object on stdout (no secrets). Touches no data "
+        "plane, connects to nothing, needs no root. Exit status 2 with one line naming the file's field or "
+        "the option otherwise.")
+    same_options(erun, echeck)
 
     from srv6pm.stamp.cli import add_commands as add_stamp_commands
     add_stamp_commands(commands, common=_add_common)
@@ -207,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(prun)
     KafkaSettings.add_arguments(prun)
     InfluxSettings.add_arguments(prun)
+    pcheck = proc_cmds.add_parser(
+        "check", help="validate the options of 'processor run'; print the settings as JSON", add_help=False,
+        description="Validate every option and setting 'processor run' is given (flags and SRV6PM_* "
+        "environment variables) exactly as 'processor run' does before it connects, and print the settings "
+        "it would run with as one JSON object on stdout (no secrets). Connects to nothing. Exit status 2 "
+        "with one line naming the option otherwise.")
+    same_options(prun, pcheck)
     from srv6pm.dashboards.cli import add_commands as add_dashboard_commands
     add_dashboard_commands(commands, common=_add_common)
     return parser
@@ -227,7 +269,9 @@ def _exporter_api(args, config):
         return None
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"--grpc-listen: {listen!r} is not HOST:PORT (IPv6 in brackets: [::]:50051)")
+        raise ConfigError(f"--grpc-listen: {quote(listen)} is not HOST:PORT (IPv6 in brackets: [::]:50051)")
+    from srv6pm.inputs import host as check_host
+    check_host(host, "--grpc-listen" if args.grpc_listen is not None else f"{args.config}: grpc.listen")
     cert = args.grpc_tls_cert or file.cert
     key = args.grpc_tls_key or file.key
     client_ca = args.grpc_tls_client_ca or file.client_ca
@@ -263,10 +307,29 @@ def exporter_config_of(args, environ=None):
                                 dataplane=override("dataplane", "SRV6PM_DATAPLANE"))
 
 
+def exporter_inputs(args):
+    """Everything ``exporter run`` is given, checked: (config, Kafka settings, API settings or None, metrics port).
+
+    ``exporter check`` calls the same. Raises ConfigError (or the exporter's) naming the option or field.
+    """
+    config = exporter_config_of(args)
+    return config, KafkaSettings.from_args(args), _exporter_api(args, config), metrics.port_from_args(args)
+
+
+def cmd_exporter_check(args) -> int:
+    config, kafka, api, port = exporter_inputs(args)
+    print(json.dumps({
+        "node": config.node, "period_s": config.period, "dataplane": config.dataplane,
+        "flows": [f.name for f in config.flows], "stamp_sessions": [s.name for s in config.sessions],
+        "reflector": config.reflector is not None, "kafka": kafka.bootstrap,
+        "api": None if api is None else {"listen": api.listen, "tls": api.tls is not None},
+        "metrics_port": port}, indent=2))
+    return 0
+
+
 def cmd_exporter_run(args) -> int:
     from srv6pm.exporter.service import Exporter
-    config = exporter_config_of(args)
-    kafka, api, port = KafkaSettings.from_args(args), _exporter_api(args, config), metrics.port_from_args(args)
+    config, kafka, api, port = exporter_inputs(args)
     metrics.serve(port)
     with Stop() as stop:
         exporter = Exporter(config, kafka, api=api)
@@ -275,13 +338,24 @@ def cmd_exporter_run(args) -> int:
     return stop.status()
 
 
-def cmd_processor_run(args) -> int:
+def processor_inputs(args):
+    """Everything ``processor run`` is given, checked: (options, Kafka settings, InfluxDB settings, metrics port).
+
+    ``processor check`` calls the same. Raises ConfigError naming the option or environment variable.
+    """
+    from srv6pm import inputs
     from srv6pm.processor.alarms import AlarmRules
-    from srv6pm.processor.service import Processor, ProcessorOptions, tune_gc
-    if not args.pair_wait > 0:
-        raise ConfigError("--pair-wait must be positive")
-    if args.delay_lateness < 0 or not args.delay_idle > 0:
-        raise ConfigError("--delay-lateness must be >= 0 and --delay-idle positive")
+    from srv6pm.processor.service import ProcessorOptions
+    inputs.seconds(args.pair_wait, "--pair-wait")
+    inputs.seconds(args.delay_lateness, "--delay-lateness", zero=True)
+    inputs.seconds(args.delay_idle, "--delay-idle")
+    inputs.count(args.ledger_records, "--ledger-records", 1, 100_000_000)
+    inputs.count(args.session_timeout_ms, "--session-timeout-ms", 1, 3_600_000)
+    inputs.count(args.heartbeat_interval_ms, "--heartbeat-interval-ms", 1, args.session_timeout_ms - 1,
+                 " (below --session-timeout-ms)")
+    for flag, value in (("--group", args.group), ("--client-id", args.client_id)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} {quote(value)}: must not be empty")
     options = ProcessorOptions(group=args.group, pair_wait_s=args.pair_wait, ledger_records=args.ledger_records,
                                delay_lateness_s=args.delay_lateness, delay_idle_s=args.delay_idle,
                                session_timeout_ms=args.session_timeout_ms,
@@ -293,7 +367,23 @@ def cmd_processor_run(args) -> int:
     options.alarms = AlarmRules(
         loss_ratio=_threshold(args, "alarm_loss_ratio", "SRV6PM_ALARM_LOSS_RATIO", 0.01),
         delay_p99_us=_threshold(args, "alarm_delay_p99_us", "SRV6PM_ALARM_DELAY_P99_US", None))
-    kafka, influx, port = KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
+    return options, KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
+
+
+def cmd_processor_check(args) -> int:
+    import dataclasses
+    options, kafka, influx, port = processor_inputs(args)
+    print(json.dumps({**dataclasses.asdict(options), "kafka": kafka.bootstrap, "influx_url": influx.url,
+                      "influx_bucket": influx.bucket, "metrics_port": port}, indent=2))
+    return 0
+
+
+def cmd_processor_run(args) -> int:
+    from srv6pm import reach
+    from srv6pm.processor.service import Processor, tune_gc
+    options, kafka, influx, port = processor_inputs(args)
+    reach.kafka(kafka)
+    reach.influx(influx)
     metrics.serve(port)
     from srv6pm.processor import liveness
     with Stop() as stop:
@@ -318,9 +408,9 @@ def _health_interval(args) -> float:
         try:
             value = float(value)
         except ValueError:
-            raise ConfigError(f"{found.source}={value.strip()!r}: not a number of seconds") from None
+            raise ConfigError(f"{found.source}={quote(value.strip())}: not a number of seconds") from None
     if not 0 <= value < float("inf"):
-        raise ConfigError(f"{found.source} {value:g}: must be >= 0 seconds (0: no health points)")
+        raise ConfigError(f"{found.source} {value:g}: must be a finite number of seconds >= 0 (0: no health points)")
     return value
 
 
@@ -337,7 +427,7 @@ def _threshold(args, attr: str, var: str, default: float | None) -> float | None
     except ValueError:
         number = float("nan")
     if not 0 <= number < float("inf"):
-        raise ConfigError(f"{name} {value!r}: must be a number >= 0, or 'off'")
+        raise ConfigError(f"{name} {quote(value)}: must be a number >= 0, or 'off'")
     return number
 
 
@@ -346,18 +436,38 @@ def _external(args, prefix: str, env_var: str) -> bool:
     return any(getattr(args, a) for a in vars(args) if a.startswith(prefix)) or bool(os.environ.get(env_var))
 
 
-def cmd_lab_run(args) -> int:
+def lab_inputs(args):
+    """Everything ``lab run`` is given, checked before anything is built: (scenario, Kafka settings or
+    None, InfluxDB settings or None); None: the lab's own embedded service.
+
+    ``lab check`` calls the same. Raises ConfigError or ScenarioError naming the option, file or field.
+    """
+    from srv6pm import inputs
     from srv6pm.lab import scenario as scenario_mod
+    scenario = scenario_mod.load(args.scenario)
+    inputs.seconds(args.duration, "--duration", optional=True)
+    inputs.count(args.partitions, "--partitions", 1, 1000)
+    inputs.seconds(args.pair_wait, "--pair-wait", optional=True)
+    inputs.host(args.grpc_host, "--grpc-host")
+    if args.advertise_host is not None:
+        inputs.host(args.advertise_host, "--advertise-host")
+    if args.external_collector:
+        inputs.new_file(args.external_collector, "--external-collector")
+    kafka = KafkaSettings.from_args(args) if _external(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP") else None
+    influx = InfluxSettings.from_args(args) if _external(args, "influx", "SRV6PM_INFLUX_URL") else None
+    return scenario, kafka, influx
+
+
+def cmd_lab_run(args) -> int:
     from srv6pm.lab.latency import DetectionLatency
     from srv6pm.lab.output import JsonLines, ResultTable
     from srv6pm.lab.runner import Lab
-    scenario = scenario_mod.load(args.scenario)
-    if args.duration is not None and not args.duration > 0:
-        raise ConfigError("--duration must be positive")
-    if not 1 <= args.partitions <= 1000:
-        raise ConfigError("--partitions must be from 1 to 1000")
-    kafka = KafkaSettings.from_args(args) if _external(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP") else None
-    influx = InfluxSettings.from_args(args) if _external(args, "influx", "SRV6PM_INFLUX_URL") else None
+    from srv6pm import reach
+    scenario, kafka, influx = lab_inputs(args)
+    if kafka is not None:  # external services: they answer, or nothing is built
+        reach.kafka(kafka)
+    if influx is not None:
+        reach.influx(influx)
     # A signal ends the loop of _show_results (one while building lets the build finish, so that the
     # teardown knows everything built); the lab then tears down and the status tells which signal it was.
     with Stop(then=_keep_going) as stop:
@@ -413,9 +523,8 @@ def _print_arrivals(lab) -> None:
 
 
 def cmd_lab_check(args) -> int:
-    from srv6pm.lab import scenario as scenario_mod
     from srv6pm.lab import topology
-    plan = topology.plan(scenario_mod.load(args.scenario))
+    plan = topology.plan(lab_inputs(args)[0])
     print(json.dumps(plan.to_dict(), indent=2))
     return 0
 
@@ -446,6 +555,7 @@ def _main(argv: list[str] | None) -> int:
     handler = {
         ("lab", "run"): cmd_lab_run, ("lab", "check"): cmd_lab_check, ("lab", "clean"): cmd_lab_clean,
         ("exporter", "run"): cmd_exporter_run, ("processor", "run"): cmd_processor_run,
+        ("exporter", "check"): cmd_exporter_check, ("processor", "check"): cmd_processor_check,
     }[(args.command, getattr(args, "lab_command", None) or getattr(args, "exporter_command", None)
        or getattr(args, "processor_command", None))]
     return guard(lambda: handler(args))  # exit status and one line from the error's class (srv6pm.errors)

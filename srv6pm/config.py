@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from srv6pm.errors import InputError
+from srv6pm.quote import quote
 
-__all__ = ["ConfigError", "Given", "InfluxSettings", "KafkaSettings", "given", "readable", "secret", "setting"]
+__all__ = ["ConfigError", "Given", "InfluxSettings", "KafkaSettings", "given", "given_file", "readable", "secret",
+           "setting"]
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -96,10 +98,17 @@ def secret(env: Mapping[str, str], name: str) -> str | None:
 
 
 def readable(path: str | None, what: str) -> str | None:
-    """``path`` when it is None or a file this process can read; else ConfigError naming ``what``."""
-    if path and not os.access(path, os.R_OK):
-        raise ConfigError(f"{what} {path}: not a readable file")
-    return path
+    """``path`` when it is None or a file this process can read; else ConfigError naming ``what``
+    (exists, is a file, can be read: :func:`srv6pm.inputs.readable_file`)."""
+    from srv6pm.inputs import readable_file
+    return readable_file(path, what) if path else path
+
+
+def given_file(args: argparse.Namespace | None, attr: str, var: str,
+               env: Mapping[str, str] | None = None) -> str | None:
+    """The file named by flag ``attr``, else ``$var``, checked as :func:`readable`, the error naming its source."""
+    found = given(args, attr, var, env)
+    return None if found is None else readable(found.value, found.source)
 
 
 @dataclass(frozen=True)
@@ -136,19 +145,23 @@ class KafkaSettings:
         env = os.environ if env is None else env
         pick = partial(setting, args, env=env)
 
-        cafile = readable(pick("kafka_cafile", "SRV6PM_KAFKA_CAFILE"), "Kafka CA file")
+        cafile = given_file(args, "kafka_cafile", "SRV6PM_KAFKA_CAFILE", env)
         protocol = pick("kafka_security_protocol", "SRV6PM_KAFKA_SECURITY_PROTOCOL") or ("SSL" if cafile else "PLAINTEXT")
         if protocol not in _PROTOCOLS:
-            raise ConfigError(f"Kafka security protocol {protocol!r} is not one of {', '.join(_PROTOCOLS)}")
+            raise ConfigError(f"Kafka security protocol {quote(protocol)} is not one of {', '.join(_PROTOCOLS)}")
         mechanism = pick("kafka_sasl_mechanism", "SRV6PM_KAFKA_SASL_MECHANISM")
         if mechanism and mechanism not in _MECHANISMS:
-            raise ConfigError(f"Kafka SASL mechanism {mechanism!r} is not one of {', '.join(_MECHANISMS)}")
+            raise ConfigError(f"Kafka SASL mechanism {quote(mechanism)} is not one of {', '.join(_MECHANISMS)}")
+        from srv6pm.inputs import host_ports
+        bootstrap = given(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP", env)
+        if bootstrap is not None:
+            host_ports(bootstrap.value, bootstrap.source, default_port=9092)  # kafka-python's default port
         settings = cls(
-            bootstrap=pick("kafka", "SRV6PM_KAFKA_BOOTSTRAP") or cls.bootstrap,
+            bootstrap=cls.bootstrap if bootstrap is None else bootstrap.value,
             security_protocol=protocol,
             cafile=cafile,
-            certfile=readable(pick("kafka_certfile", "SRV6PM_KAFKA_CERTFILE"), "Kafka client certificate"),
-            keyfile=readable(pick("kafka_keyfile", "SRV6PM_KAFKA_KEYFILE"), "Kafka client key"),
+            certfile=given_file(args, "kafka_certfile", "SRV6PM_KAFKA_CERTFILE", env),
+            keyfile=given_file(args, "kafka_keyfile", "SRV6PM_KAFKA_KEYFILE", env),
             sasl_mechanism=mechanism,
             username=pick("kafka_username", "SRV6PM_KAFKA_USERNAME"),
             password=secret(env, "SRV6PM_KAFKA_PASSWORD"),
@@ -200,13 +213,13 @@ class InfluxSettings:
         env = os.environ if env is None else env
         pick = partial(setting, args, env=env)
 
-        url = pick("influx_url", "SRV6PM_INFLUX_URL") or cls.url
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"InfluxDB URL {url!r} must start with http:// or https://")
+        from srv6pm.inputs import url as check_url
+        found = given(args, "influx_url", "SRV6PM_INFLUX_URL", env)
+        url = cls.url if found is None else check_url(found.value, found.source)
         return cls(
             url=url,
             org=pick("influx_org", "SRV6PM_INFLUX_ORG") or cls.org,
             bucket=pick("influx_bucket", "SRV6PM_INFLUX_BUCKET") or cls.bucket,
             token=secret(env, "SRV6PM_INFLUX_TOKEN"),
-            cafile=readable(pick("influx_cafile", "SRV6PM_INFLUX_CAFILE"), "InfluxDB CA file"),
+            cafile=given_file(args, "influx_cafile", "SRV6PM_INFLUX_CAFILE", env),
         )

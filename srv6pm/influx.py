@@ -48,8 +48,9 @@ class InfluxWriter:
             self._write.write(bucket=self.settings.bucket, org=self.settings.org, record=points)
         except ApiException as exc:
             raise StoreError(f"InfluxDB refused the write: HTTP {exc.status}: {(exc.body or exc.reason or '')!s:.300}") from None
-        except Exception as exc:  # urllib3 connection errors and the like
-            raise StoreError(f"InfluxDB write failed: {exc}") from None
+        except Exception as exc:  # urllib3 connection errors and the like: no answer from the store
+            from srv6pm.reach import describe
+            raise StoreError(f"InfluxDB at {self.settings.url} does not answer: write failed: {describe(exc)}") from None
 
     def close(self) -> None:
         self._client.close()

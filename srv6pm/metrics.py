@@ -57,8 +57,9 @@ from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from srv6pm.errors import OperationError
 from srv6pm.config import ConfigError, given
+from srv6pm.errors import OperationError
+from srv6pm.quote import quote
 
 __all__ = ["ENV_PORT", "Metrics", "MetricsError", "add_metrics_argument", "api_call_interceptor", "get", "observe_all",
            "port_from_args", "serve"]
@@ -160,7 +161,7 @@ def serve(port: int | None, addr: str = "", registry: CollectorRegistry | None =
     if not port:
         return None
     if not isinstance(port, int) or not 0 < port < 65536:
-        raise MetricsError(f"metrics port {port!r}: must be an integer from 1 to 65535")
+        raise MetricsError(f"metrics port {quote(port)}: must be an integer from 1 to 65535")
     try:
         server, _thread = start_http_server(port, addr=addr or "0.0.0.0",
                                             registry=REGISTRY if registry is None else registry)
@@ -189,7 +190,7 @@ def port_from_args(args: argparse.Namespace | None = None, env: Mapping[str, str
         try:
             value = int(value)
         except ValueError:
-            raise ConfigError(f"{ENV_PORT}={value.strip()!r}: not a port number") from None
+            raise ConfigError(f"{ENV_PORT}={quote(value.strip())}: not a port number") from None
     if not 0 <= value < 65536:
         raise ConfigError(f"{name} {value}: must be from 0 (off) to 65535")
     return value or None

@@ -43,6 +43,8 @@ from collections import deque
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
+from srv6pm.quote import quote
+
 __all__ = ["DATAPLANES", "DEFAULT_DATAPLANE", "MAX_DELAY_MS", "MAX_SEGMENTS", "MAX_STAMP_RATE", "MIN_STAMP_RATE",
            "NAME", "Link", "StampSession", "Validator", "adjacency", "kind", "reachable"]
 
@@ -160,7 +162,7 @@ class Validator:
         """``value`` as an int between ``low`` and ``high`` inclusive (no fractions, true/false is not a number)."""
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(field, f"must be a whole number from {low} to {high}, got {kind(value)}"
-                            + (f" {value!r}" if isinstance(value, (float, str)) else ""))
+                            + (f" {quote(value)}" if isinstance(value, (float, str)) else ""))
         if not low <= value <= high:
             raise self.fail(field, f"must be a whole number from {low} to {high}, got {value}")
         return value
@@ -168,7 +170,7 @@ class Validator:
     def choice(self, value: Any, field: str, choices: tuple[str, ...]) -> str:
         """``value`` as one of the strings ``choices``."""
         if not isinstance(value, str) or value not in choices:
-            raise self.fail(field, f"{value!r} is not one of {', '.join(choices)}")
+            raise self.fail(field, f"{quote(value)} is not one of {', '.join(choices)}")
         return value
 
     def dataplane(self, doc: dict) -> str:
@@ -178,13 +180,13 @@ class Validator:
     def name(self, value: Any, field: str, what: str) -> str:
         """``value`` as a :data:`NAME`; ``what`` (``flow``, ``session``, ``node``) is said in the message."""
         if not isinstance(value, str) or not NAME.match(value):
-            raise self.fail(field, f"{value!r} is not a valid {what} name (letters, digits, '_', '.', '-'; at most 64)")
+            raise self.fail(field, f"{quote(value)} is not a valid {what} name (letters, digits, '_', '.', '-'; at most 64)")
         return value
 
     def unique(self, value: str, field: str, seen: set[str], what: str) -> str:
         """``value``, added to ``seen``; an error ``duplicate <what> 'value'`` if it was there already."""
         if value in seen:
-            raise self.fail(field, f"duplicate {what} {value!r}")
+            raise self.fail(field, f"duplicate {what} {quote(value)}")
         seen.add(value)
         return value
 
@@ -203,7 +205,7 @@ class Validator:
         if not isinstance(value, str):
             raise self.fail(field, f"must be a node name, got {kind(value)}")
         if value not in nodes:
-            raise self.fail(field, f"unknown node {value!r} (nodes: {', '.join(nodes)})")
+            raise self.fail(field, f"unknown node {quote(value)} (nodes: {', '.join(nodes)})")
         return value
 
     def links(self, value: Any, nodes: tuple[str, ...]) -> tuple[Link, ...]:
@@ -226,9 +228,9 @@ class Validator:
             a = self.node_ref(item[0], f"{ends_field}[0]", nodes)
             b = self.node_ref(item[1], f"{ends_field}[1]", nodes)
             if a == b:
-                raise self.fail(field, f"links {a!r} to itself")
+                raise self.fail(field, f"links {quote(a)} to itself")
             if frozenset((a, b)) in seen:
-                raise self.fail(field, f"duplicate link between {a!r} and {b!r}")
+                raise self.fail(field, f"duplicate link between {quote(a)} and {quote(b)}")
             seen.add(frozenset((a, b)))
             links.append(Link(a, b, delay_ms))
         return tuple(links)
@@ -240,7 +242,7 @@ class Validator:
         src = self.node_ref(item["from"], f"{field}.from", nodes)
         dst = self.node_ref(item["to"], f"{field}.to", nodes)
         if src == dst:
-            raise self.fail(f"{field}.to", f"same node as 'from' ({src!r})")
+            raise self.fail(f"{field}.to", f"same node as 'from' ({quote(src)})")
         return name, src, dst
 
     def path(self, value: Any, field: str, src: str, dst: str, nodes: tuple[str, ...],
@@ -257,9 +259,9 @@ class Validator:
         hops = (src, *via, dst)
         for j in range(len(hops) - 1):
             if hops[j] == hops[j + 1]:
-                raise self.fail(field, f"node {hops[j]!r} follows itself in the path")
+                raise self.fail(field, f"node {quote(hops[j])} follows itself in the path")
             if adjacency is not None and not reachable(adjacency, hops[j], hops[j + 1]):
-                raise self.fail(field, f"no path from {hops[j]!r} to {hops[j + 1]!r} over the links")
+                raise self.fail(field, f"no path from {quote(hops[j])} to {quote(hops[j + 1])} over the links")
         return via
 
     def counted_once(self, src: str, via: tuple[str, ...], dst: str, field: str) -> None:
@@ -267,7 +269,7 @@ class Validator:
         seen: set[str] = set()
         for node in (src, *via, dst):
             if node in seen:
-                raise self.fail(field, f"node {node!r} is on the path twice; with dataplane ebpf each node counts "
+                raise self.fail(field, f"node {quote(node)} is on the path twice; with dataplane ebpf each node counts "
                                 "a flow at one position (dataplane: nftables counts only at from and to)")
             seen.add(node)
 

@@ -25,6 +25,7 @@ import jsonschema
 import msgspec
 
 from srv6pm.errors import InputError
+from srv6pm.quote import quote, shorten
 
 __all__ = [
     "COUNTERS", "LOSS", "DEADLETTER", "STAMP", "DELAY", "ALARMS", "EVENTS",
@@ -74,7 +75,7 @@ def validate(topic: str, obj: Any) -> None:
     error = jsonschema.exceptions.best_match(_validator(topic).iter_errors(obj))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(record)"
-        raise RecordError(f"schema: {where}: {_short(error.message)}")
+        raise RecordError(f"schema: {where}: {shorten(error.message)}")
 
 
 def encode(obj: dict) -> bytes:
@@ -226,7 +227,8 @@ def counter_from(obj: Mapping[str, Any]) -> CounterRecord:
     Absent optional members may be given as None. Raises :class:`RecordError`.
     """
     if obj["color"] != obj["period"] % 2:
-        raise RecordError(f"color {obj['color']} does not match period {obj['period']} (period mod 2 = {obj['period'] % 2})")
+        raise RecordError(f"color {obj['color']} does not match period {quote(obj['period'])} "
+                          f"(period mod 2 = {obj['period'] % 2})")
     period_s = float(obj["period_s"])
     if not math.isfinite(period_s):
         raise RecordError("period_s is not finite")
@@ -372,9 +374,9 @@ def stamp_from(obj: Mapping[str, Any]) -> StampSample:
         if None in (t2, t3, t4):
             raise RecordError("a returned packet needs t1, t2, t3 and t4")
         if t4 < t1:
-            raise RecordError(f"t4 ({t4}) is before t1 ({t1}) on the sender's clock")
+            raise RecordError(f"t4 ({quote(t4)}) is before t1 ({quote(t1)}) on the sender's clock")
         if t3 < t2:
-            raise RecordError(f"t3 ({t3}) is before t2 ({t2}) on the reflector's clock")
+            raise RecordError(f"t3 ({quote(t3)}) is before t2 ({quote(t2)}) on the reflector's clock")
     if not math.isfinite(float(obj["period_s"])):
         raise RecordError("period_s is not finite")
     return StampSample(
@@ -520,7 +522,7 @@ def dead_letter(topic: str, partition: int, offset: int, reason: str, raw: bytes
     kept = raw[:DEADLETTER_RAW_BYTES]
     return {
         "v": VERSION, "topic": topic, "partition": partition, "offset": offset,
-        "reason": _short(reason, DEADLETTER_REASON_CHARS), "raw": base64.b64encode(kept).decode("ascii"),
+        "reason": shorten(reason, DEADLETTER_REASON_CHARS), "raw": base64.b64encode(kept).decode("ascii"),
         "raw_bytes": len(raw), "raw_truncated": len(kept) < len(raw), "raw_sha256": hashlib.sha256(raw).hexdigest(),
         "consumer": consumer,
     }
@@ -530,7 +532,3 @@ def dead_letter_key(key: bytes | None) -> bytes | None:
     """The key of a dead letter: the rejected record's key, cut to ``DEADLETTER_KEY_BYTES``."""
     return None if key is None else key[:DEADLETTER_KEY_BYTES]
 
-
-def _short(message: str, limit: int = 300) -> str:
-    message = " ".join(message.split())
-    return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from srv6pm.errors import InputError
+from srv6pm.quote import quote
 
 __all__ = ["parse", "read"]
 
@@ -53,7 +54,7 @@ def _check_unique(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
         line = key_node.start_mark.line + 1
         try:
             if key in first_line:
-                raise _DuplicateKey(f"line {line}: {key!r} given twice (first on line {first_line[key]})")
+                raise _DuplicateKey(f"line {line}: {quote(key)} given twice (first on line {first_line[key]})")
             first_line[key] = line
         except TypeError:  # an unhashable key: PyYAML's own error says so
             continue

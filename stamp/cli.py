@@ -180,6 +180,19 @@ def _segments(text: str | None, option: str) -> tuple:
         raise UsageError(f"{option}: {exc}") from None
 
 
+# The words a SenderConfig/ReflectorConfig error starts with, and the option they come from.
+_FLAGS = (("destination address", "--dest"), ("source", "--source"), ("SSID", "--ssid"), ("size", "--size"),
+          ("port", "--port"), ("return segments", "--return-segments"), ("segments", "--segments"),
+          ("bind address", "--bind"), ("count", "--count"), ("interval", "--interval"), ("timeout", "--timeout"))
+
+
+def _usage(exc: ValueError) -> UsageError:
+    """A configuration's ValueError as a UsageError that names the option it came from (``--ssid: ...``)."""
+    message = str(exc)
+    flag = next((f for words, f in _FLAGS if message.startswith(words)), None)
+    return UsageError(f"{flag}: {message}" if flag else message)
+
+
 def _format(name: str) -> TimestampFormat:
     return TimestampFormat.PTP if name == "ptp" else TimestampFormat.NTP
 
@@ -223,7 +236,7 @@ def cmd_reflector(args) -> int:
             reflector = make_reflector(config, args.backend, instance=f"cli-{args.netns or 'host'}-{args.port}",
                                        attach=args.attach)
         except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            raise _usage(exc) from None
         with Stop(reflector.stop) as stop:
             report = _serve(reflector, args, config)
         print(json.dumps(report), file=sys.stderr, flush=True)
@@ -331,7 +344,7 @@ def cmd_sender(args) -> int:
                 key=_key(args.auth_key), timeout=args.timeout, netns=args.netns, ssid=args.ssid,
                 timestamp_format=_format(args.timestamp_format))
         except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            raise _usage(exc) from None
         view = _Json() if args.json else _Table()
         sender = Sender(config)
         samples: list[Sample] = []

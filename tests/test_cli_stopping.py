@@ -32,28 +32,31 @@ def _wait_for_stderr_line(proc: subprocess.Popen, timeout: float = 20) -> str:
     return proc.stderr.readline()
 
 
-def _long_running(kind: str, tmp_path: Path) -> list[str]:
-    """A long-running command that needs no root, broker or peer (closed ports stand in for them)."""
+def _long_running(kind: str, tmp_path: Path, broker: str, influx_url: str) -> list[str]:
+    """A long-running command that needs no root or peer (closed ports stand in for the peers); the
+    processor and the collector get the session's broker and InfluxDB, since they check at start that
+    these answer."""
     if kind == "stamp reflector":
         return ["stamp", "reflector", "--backend", "socket", "--bind", "127.0.0.1", "--port", str(_free_udp_port())]
     if kind == "stamp sender":  # --count 0: until stopped; nothing answers, every packet is lost
         return ["stamp", "sender", "--dest", "127.0.0.1", "--port", str(_free_udp_port()), "--count", "0",
                 "--interval", "0.2", "--timeout", "0.2", "-v"]
     if kind == "processor run":
-        return ["processor", "run", "--kafka", "127.0.0.1:1", "--influx-url", "http://127.0.0.1:1",
+        return ["processor", "run", "--kafka", broker, "--influx-url", influx_url,
                 "--metrics-port", "0", "-v"]
     if kind == "collector run":
         config = tmp_path / "collector.yaml"
         config.write_text(COLLECTOR_CONFIG)
-        return ["collector", "run", "--config", str(config), "--grpc-plaintext", "--kafka", "127.0.0.1:1",
+        return ["collector", "run", "--config", str(config), "--grpc-plaintext", "--kafka", broker,
                 "--no-results", "--state-dir", str(tmp_path / "state"), "--metrics-port", "0", "-v"]
     raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 @pytest.mark.parametrize("kind", ["stamp reflector", "stamp sender", "processor run", "collector run"])
-def test_long_running_command_stops_cleanly_with_128_plus_the_signal(kind, sig, status, tmp_path):
-    proc = subprocess.Popen([*SRV6PM, *_long_running(kind, tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+def test_long_running_command_stops_cleanly_with_128_plus_the_signal(kind, sig, status, tmp_path, broker, influxdb):
+    proc = subprocess.Popen([*SRV6PM, *_long_running(kind, tmp_path, broker, influxdb.url)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_stderr_line(proc)
@@ -95,7 +98,8 @@ def _to_closed_pipe(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args", [["lab", "check", "scenarios/example.yaml"],
-                                  ["collector", "check", "--config", "{config}", "--state-dir", "{state}"]])
+                                  ["collector", "check", "--config", "{config}", "--state-dir", "{state}",
+                                   "--grpc-plaintext"]])
 def test_output_to_a_closed_pipe_exits_141_without_a_word(args, tmp_path):
     config = tmp_path / "collector.yaml"
     config.write_text(COLLECTOR_CONFIG)

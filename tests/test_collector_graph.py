@@ -350,7 +350,7 @@ def test_settings_flags_override_env_and_bad_values_are_named():
     args = parser.parse_args(["--arango-url", "http://flag:8529", "--arango-database", "flagdb"])
     s = ArangoSettings.from_args(args, env={"SRV6PM_ARANGO_URL": "http://env:8529", "SRV6PM_ARANGO_PASSWORD": "p"})
     assert (s.url, s.database) == ("http://flag:8529", "flagdb")
-    with pytest.raises(ConfigError, match="ArangoDB URL 'db:8529'"):
+    with pytest.raises(ConfigError, match="SRV6PM_ARANGO_URL 'db:8529': must start with http"):
         ArangoSettings.from_args(env={"SRV6PM_ARANGO_URL": "db:8529", "SRV6PM_ARANGO_PASSWORD": "p"})
     with pytest.raises(ConfigError, match="ArangoDB database '1 bad'"):
         ArangoSettings.from_args(env={"SRV6PM_ARANGO_DATABASE": "1 bad", "SRV6PM_ARANGO_PASSWORD": "p"})

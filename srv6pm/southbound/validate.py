@@ -72,6 +72,7 @@ import re
 
 from srv6pm.errors import InputError
 from srv6pm.netspec import MAX_SEGMENTS, MAX_STAMP_RATE, MIN_STAMP_RATE
+from srv6pm.quote import quote
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp.backends import BACKENDS as REFLECTOR_BACKENDS
 from srv6pm.stamp.liveness import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER, MAX_COUNT as LIVENESS_MAX
@@ -124,7 +125,7 @@ def _required(field: str, value: str) -> str:
 
 def _no_scope(field: str, text: str) -> None:
     if "%" in text:
-        raise InvalidArgument(field, f"{text!r}: scoped addresses are not accepted")
+        raise InvalidArgument(field, f"{quote(text)}: scoped addresses are not accepted")
 
 
 def _ipv6(field: str, text: str) -> str:
@@ -133,7 +134,7 @@ def _ipv6(field: str, text: str) -> str:
     try:
         return str(ipaddress.IPv6Address(text))
     except ValueError:
-        raise InvalidArgument(field, f"{text!r} is not an IPv6 address") from None
+        raise InvalidArgument(field, f"{quote(text)} is not an IPv6 address") from None
 
 
 def _ip(field: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -142,7 +143,7 @@ def _ip(field: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
-        raise InvalidArgument(field, f"{text!r} is not an IPv6 or IPv4 address") from None
+        raise InvalidArgument(field, f"{quote(text)} is not an IPv6 or IPv4 address") from None
 
 
 def _prefix(field: str, text: str) -> str:
@@ -152,8 +153,8 @@ def _prefix(field: str, text: str) -> str:
         return str(ipaddress.IPv6Network(text, strict=True))
     except ValueError as exc:
         if "has host bits set" in str(exc):
-            raise InvalidArgument(field, f"{text!r} has host bits set") from None
-        raise InvalidArgument(field, f"{text!r} is not an IPv6 prefix") from None
+            raise InvalidArgument(field, f"{quote(text)} has host bits set") from None
+        raise InvalidArgument(field, f"{quote(text)} is not an IPv6 prefix") from None
 
 
 def _sid(field: str, text: str) -> str:
@@ -164,7 +165,7 @@ def _sid(field: str, text: str) -> str:
     for unfit, what in ((address.is_unspecified, "the unspecified address"), (address.is_loopback, "loopback"),
                         (address.is_multicast, "multicast"), (address.is_link_local, "link-local")):
         if unfit:
-            raise InvalidArgument(field, f"{text!r} is {what}, which cannot be a SID")
+            raise InvalidArgument(field, f"{quote(text)} is {what}, which cannot be a SID")
     return text
 
 
@@ -177,7 +178,7 @@ def _segments(field: str, items) -> list[str]:
 def _name(field: str, text: str) -> str:
     _required(field, text)
     if not _NAME.fullmatch(text):
-        raise InvalidArgument(field, f"{text!r} is not a valid name "
+        raise InvalidArgument(field, f"{quote(text)} is not a valid name "
                                      "(letters, digits, '_', '.', '-'; at most 64; starts with a letter or digit)")
     return text
 
@@ -186,7 +187,7 @@ def _ifname(field: str, text: str) -> str:
     _required(field, text)
     if (len(text.encode()) >= IFNAMSIZ or text in (".", "..")
             or any(c in "/:\0" or c.isspace() for c in text)):
-        raise InvalidArgument(field, f"{text!r} is not a valid interface name "
+        raise InvalidArgument(field, f"{quote(text)} is not a valid interface name "
                                      f"(1..{IFNAMSIZ - 1} bytes, no '/', ':' or whitespace, not '.' or '..')")
     return text
 
@@ -203,7 +204,7 @@ def _enum(field: str, enum, value: int, *, default: int | None = None) -> int:
 
 def _number(field: str, value: float, low: float, high: float) -> float:
     if not (math.isfinite(value) and low <= value <= high):
-        raise InvalidArgument(field, f"{value!r} not in {low:g}..{high:g}")
+        raise InvalidArgument(field, f"{quote(value)} not in {low:g}..{high:g}")
     return float(value)
 
 
@@ -217,7 +218,7 @@ def _port(field: str, value: int) -> int:
 
 def _key_file(field: str, text: str) -> str:
     if text and (not text.startswith("/") or "\0" in text):
-        raise InvalidArgument(field, f"{text!r} is not an absolute path")
+        raise InvalidArgument(field, f"{quote(text)} is not an absolute path")
     return text
 
 
@@ -320,7 +321,7 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
     if out.source:
         source = _ip("source", out.source)
         if source.version != destination.version:
-            raise InvalidArgument("source", f"{out.source!r} is not of the destination's IP version "
+            raise InvalidArgument("source", f"{quote(out.source)} is not of the destination's IP version "
                                             f"(IPv{destination.version})")
         out.source = str(source)
     out.port = _port("port", out.port)
@@ -401,7 +402,7 @@ def stamp_reflector(message: pb.StampReflector) -> pb.StampReflector:
     out.port = _port("port", out.port)
     _key_file("auth_key_file", out.auth_key_file)
     if out.backend and out.backend not in REFLECTOR_BACKENDS:
-        raise InvalidArgument("backend", f"{out.backend!r} is not one of {', '.join(REFLECTOR_BACKENDS)} "
+        raise InvalidArgument("backend", f"{quote(out.backend)} is not one of {', '.join(REFLECTOR_BACKENDS)} "
                                          "(or empty: the exporter's default)")
     return out
 
