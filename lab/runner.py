@@ -28,8 +28,10 @@ reverse order; it runs on normal exit, on errors and on Ctrl-C (the ``with``
 statement), and is idempotent.
 
 Child processes are started with a parent-death signal, so even a lab killed
-with SIGKILL does not leave exporters or traffic running (its namespaces do
-remain: ``srv6pm lab clean SCENARIO`` removes them).
+with SIGKILL does not leave exporters or traffic running. Its namespaces,
+pins and temporary folders do remain; the next lab and ``srv6pm lab clean``
+remove them (:mod:`.leftovers`: the workdir's marker names the owning process
+and what it built).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.ports import free_ports
 
-from . import arrivals, control, network, topology
+from . import arrivals, control, leftovers, network, topology
 from .process import ChildProcess
 from .scenario import Scenario
 
@@ -121,8 +122,9 @@ class Lab:
 
     def _start(self) -> None:
         stack = self._stack
+        leftovers.sweep()  # what killed labs left (their namespaces may be ours)
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="srv6pm-lab-"))
+            self.workdir = leftovers.owned_tempdir("srv6pm-lab-", self.plan.namespaces, self.scenario.nodes)
             stack.callback(shutil.rmtree, self.workdir, True)
         # Refuse before starting anything if the namespaces are taken.
         network.check_free(self.plan)

@@ -97,10 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
              "flow's and STAMP session's path and segment list. Creates nothing and needs no root. Exit "
              "status 2 with the first error (one line on stderr naming the file and the field) if the "
              "scenario is not valid."),
-            ("clean", "delete the namespaces of a scenario that a killed lab left behind (root)",
-             "Delete the network namespaces (nodes and NODE-host end hosts) of the scenario that a lab "
-             "killed with SIGKILL left behind; namespaces that do not exist are skipped. Prints nothing on "
-             "success; errors are one line on stderr.")):
+            ("clean", "delete what killed labs left behind: namespaces, eBPF pins, temporary folders (root)",
+             "Delete the network namespaces (nodes and NODE-host end hosts) and eBPF pins of the scenario "
+             "that a lab killed with SIGKILL left behind, and everything any killed lab left: its temporary "
+             "folders (srv6pm-lab-*, srv6pm-influxdb-*) with the namespaces and pins they name. A running "
+             "lab's namespaces are refused (exit status 1); namespaces that do not exist are skipped. Prints "
+             "nothing on success; errors are one line on stderr.")):
         p = lab_cmds.add_parser(name, help=text, description=description)
         p.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
         _add_common(p)
@@ -416,9 +418,14 @@ def cmd_lab_check(args) -> int:
 
 
 def cmd_lab_clean(args) -> int:
-    from srv6pm.lab import network, topology
+    from srv6pm.lab import leftovers, network, topology
     from srv6pm.lab import scenario as scenario_mod
     plan = topology.plan(scenario_mod.load(args.scenario))
+    leftovers.sweep()  # every killed lab's namespaces, pins and temporary folders
+    live = leftovers.live_namespaces()
+    taken = [f"{ns} (pid {live[ns]})" for ns in plan.namespaces if ns in live]
+    if taken:
+        raise RuntimeError(f"namespace(s) of a running lab, not removed: {', '.join(taken)}; stop that lab instead")
     network.teardown(plan)
     return 0
 
