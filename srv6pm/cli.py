@@ -46,7 +46,8 @@ def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="srv6pm", description="Performance monitoring for SRv6 networks: exact per-flow packet loss "
-        "(RFC 9341 alternate marking) through Kafka into InfluxDB.",
+        "(RFC 9341 alternate marking) through Kafka into InfluxDB. Each command prints its results on stdout "
+        "and its logs on stderr; its --help says exactly what it prints.",
         epilog="Run 'srv6pm COMMAND --help' for the options of each command.")
     parser.add_argument("--version", action="version", version=f"srv6pm {__version__}")
     _add_common(parser, top=True)
@@ -67,13 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Kafka-compatible broker on 127.0.0.1:9092 and an embedded InfluxDB on 127.0.0.1:8086 (unless "
         "--kafka / --influx-url name external ones), run a node exporter on every node, the collector "
         "(which configures SIDs, policies, monitored flows and STAMP sessions on the exporters over gRPC), "
-        "a processor and the test traffic, and print every loss and delay result as it arrives. Everything "
+        "a processor and the test traffic (one generator per source host), and print on stdout every loss "
+        "and delay result and alarm as it arrives, a row when a flow's traffic falls below its configured rate, "
+        "then a summary and the packets that reached each flow's destination host (with --json: JSON lines, "
+        "see --json); progress lines go to stderr. Everything "
         "is torn down at the end, on Ctrl-C and on errors. The first results appear about three periods after the start: the "
         "first reading of each colour is only a baseline.")
     run.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
     run.add_argument("--duration", type=float, metavar="S", help="seconds to run (default: until Ctrl-C)")
     run.add_argument("--json", action="store_true",
-                     help="print one JSON object per result line (the srv6pm.loss records) instead of a table")
+                     help="print one JSON object per line instead of a table: the srv6pm.loss, srv6pm.delay and "
+                          "srv6pm.alarms records as they arrive, 'traffic' records (a flow below its configured "
+                          "rate; one per flow at the end) and one 'summary' record last (schema: "
+                          "srv6pm/schemas/srv6pm.lab-output.schema.json)")
     run.add_argument("--partitions", type=int, default=4, metavar="N",
                      help="partitions of the counters and loss topics (default 4)")
     run.add_argument("--pair-wait", type=float, metavar="S",
@@ -112,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The node exporter, one per SRv6 router: it applies SIDs, policies, monitored flows and "
         "STAMP sessions given over its southbound gRPC API, marks and counts the flows' packets per "
         "alternate-marking period and publishes the counts (srv6pm.counters) and STAMP samples "
-        "(srv6pm.stamp) to Kafka. 'run' starts it.")
+        "(srv6pm.stamp) to Kafka. 'run' starts it; it prints one JSON line on stdout when its API "
+        "listens, and nothing else there (logs go to stderr).")
     exp_cmds = exporter.add_subparsers(dest="exporter_command", metavar="ACTION", required=True,
                                        help="what to do")
     erun = exp_cmds.add_parser(
@@ -161,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         "processor", help="processor: exact loss and delay statistics into Kafka and InfluxDB",
         description="The processor, a Kafka consumer group member: it turns the exporters' counters and STAMP "
         "samples into exact per-period loss and delay statistics, published on Kafka and stored in "
-        "InfluxDB, and raises threshold alarms. Run as many as the topics have partitions. 'run' starts one.")
+        "InfluxDB, and raises threshold alarms. Run as many as the topics have partitions. 'run' starts one; "
+        "it prints nothing on stdout (results go to Kafka and InfluxDB, logs to stderr).")
     proc_cmds = processor.add_subparsers(dest="processor_command", metavar="ACTION", required=True,
                                          help="what to do")
     prun = proc_cmds.add_parser(
@@ -377,22 +386,32 @@ def _keep_going() -> None:
 
 
 def _show_results(lab, view, latency, args, period: float, stop: Stop) -> None:
-    """Print the lab's results until ``--duration`` ends or a signal comes, then the summary and arrivals."""
+    """Print the lab's results until ``--duration`` ends or a signal comes, then the summary and arrivals.
+
+    Traffic below its configured rate is a row when it starts and ends, and a summary line
+    (:mod:`srv6pm.lab.rates`).
+    """
+    from srv6pm.lab.rates import RateWatch
     reader = lab.results(alarms=True)
     print(f"srv6pm lab: running; first results in about {3 * period + 1:g} s"
           + (f", stopping after {args.duration:g} s" if args.duration else "; Ctrl-C stops") + ".",
           file=sys.stderr, flush=True)
     view.header()
     deadline = time.monotonic() + args.duration if args.duration else None
+    rates = RateWatch()
     try:
         while not stop.stopping and (deadline is None or time.monotonic() < deadline):
             for result, published_s in reader.poll_timed(0.5):
                 if "flow" in result and "kind" not in result:
                     latency.add(result, published_s)
                 view.row(result)
+            for record in rates.update(lab.traffic_sent()):
+                view.traffic(record)
             lab.check_children()
     finally:
         reader.close()
+        for record in rates.final(lab.traffic_sent()):
+            view.traffic(record)
         view.summary()
         if not args.json:  # JSON lines are records only
             _print_arrivals(lab)
