@@ -114,7 +114,6 @@ def test_the_demo_s_lost_packets_equal_the_drop_counter():
     assert lost_on == {"r2→r3": dropped}
     assert all(r["lost_packets"] == 0 for r in losses if r["flow"] != "f1" and r["complete"])
     delays = [r for r in out.lines if "samples" in r and "record" not in r]
-    print([(r["period"], r["direction"], r["samples"], r["lost"]) for r in delays])
     assert [(r["period"], r["direction"], r["lost"]) for r in delays if r["lost"]] == [], \
         [(r["period"], r["direction"], r["samples"], r["lost"]) for r in delays]
     (summary,) = [r for r in out.lines if r.get("record") == "summary"]
