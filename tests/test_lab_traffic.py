@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import subprocess
@@ -109,3 +110,24 @@ def test_a_flow_is_below_its_rate_when_it_sent_under_95_percent_of_its_due_packe
     (back,) = watch.update({"seconds": 30.0, "flows": {"f1": counts(29_000, 30_001)}})
     assert back["reached"]
     assert [r["flow"] for r in watch.final({"seconds": 31.0, "flows": {"f1": counts(30_000, 31_001)}})] == ["f1"]
+
+
+def test_a_flow_whose_sends_fail_is_reported_below_its_rate_from_the_generator_s_own_report(tmp_path):
+    """The whole chain without namespaces: the generator's --report file, then the verdict. Sends to an
+    IPv4-mapped address from a socket bound to ::1 are refused by the kernel (ENETUNREACH), so that flow
+    sends nothing however fast the machine is."""
+    from srv6pm.lab.rates import RateWatch
+    with receiver() as rx:
+        flows, report = tmp_path / "flows.json", tmp_path / "sent.json"
+        flows.write_text(json.dumps([
+            {"name": "ok", "src": "::1", "dst": "::1", "rate": 50, "port": rx.getsockname()[1]},
+            {"name": "stuck", "src": "::1", "dst": "::ffff:127.0.0.1", "rate": 50}]))
+        proc = subprocess.run([sys.executable, "-m", "srv6pm.lab.traffic", "--flows", str(flows), "--report",
+                               str(report), "--duration", "0.5"], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+    counts = json.loads(report.read_text())
+    assert json.loads(proc.stdout) == counts
+    assert counts["flows"]["ok"]["sent"] == 25 and counts["flows"]["stuck"]["sent"] == 0
+    assert counts["flows"]["stuck"]["errors"] == 25
+    verdicts = {r["flow"]: r["reached"] for r in RateWatch().final(counts)}
+    assert verdicts == {"ok": True, "stuck": False}

@@ -116,5 +116,8 @@ def test_the_demo_s_lost_packets_equal_the_drop_counter():
     delays = [r for r in out.lines if "samples" in r and "record" not in r]
     assert [(r["period"], r["direction"], r["lost"]) for r in delays if r["lost"]] == [], \
         [(r["period"], r["direction"], r["samples"], r["lost"]) for r in delays]
+    # What the generators really sent: a record per flow at the end, every flow at its rate.
+    final = {r["flow"]: r for r in out.lines if r.get("record") == "traffic"}
+    assert sorted(final) == ["f1", "f2"] and all(r["reached"] and r["sent"] > 0 for r in final.values())
     (summary,) = [r for r in out.lines if r.get("record") == "summary"]
-    assert summary["traffic_below_rate"] == []
+    assert summary["traffic_below_rate"] == [] and out.lines[-1] is summary
