@@ -220,9 +220,10 @@ class ResultTable:
 
     def traffic(self, r: dict) -> None:
         """A flow's test traffic fell below its configured rate, or got back to it (:mod:`srv6pm.lab.rates`)."""
+        before = self.traffic_last.get(r["flow"])
         self.traffic_last[r["flow"]] = r
-        if r["reached"] and r["sent"] == r["due"]:
-            return  # the end-of-run record of a flow that always kept its rate: only the summary counts it
+        if r["reached"] == (before["reached"] if before else True):
+            return  # no change to show (e.g. the end-of-run record of a flow that kept its rate)
         self._line("", r["flow"], "", "traffic " + _traffic(r) + ("" if r["reached"] else "  RATE"))
 
     def totals(self) -> dict:

@@ -108,9 +108,12 @@ def test_traffic_below_its_rate_is_a_row_and_a_summary_line():
     table.row(loss(8, 1000, 1000))
     table.traffic(traffic("f1", 20_000, 100_001, rate=10_000.0))
     table.traffic(traffic("f2", 1001, 1001))  # the end-of-run record of a flow that kept its rate: no row
+    table.traffic(traffic("f3", 10, 1001))
+    table.traffic(traffic("f3", 1000, 1001))  # back at its rate: a row without RATE, and not in the summary
     table.summary()
     text = out.getvalue()
     assert "f1                        traffic sent 2000/s of 10000/s (20.0 % of its packets)  RATE" in text
+    assert "f3                        traffic sent 100/s of 100/s (99.9 % of its packets)\n" in text
     assert "f2 " not in text.split("\n\n")[0]
     assert "traffic below its configured rate: f1 sent 2000/s of 10000/s (20.0 % of its packets)" in text
 
