@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and delay result and alarm as it arrives, a row when a flow's traffic falls below its configured rate, "
         "then a summary and the packets that reached each flow's destination host (with --json: JSON lines, "
         "see --json); progress lines go to stderr. Everything "
-        "is torn down at the end, on Ctrl-C and on errors. The first results appear about three periods after the start: the "
+        "is torn down at the end, on Ctrl-C and on errors (what a lab killed with SIGKILL leaves, the next "
+        "'lab run' or 'lab clean' removes). The first results appear about three periods after the start: the "
         "first reading of each colour is only a baseline.")
     run.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
     run.add_argument("--duration", type=float, metavar="S", help="seconds to run (default: until Ctrl-C)")
