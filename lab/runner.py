@@ -20,8 +20,9 @@ separate process:
 * the test traffic, one generator per source host sending all of its flows
   (:mod:`srv6pm.lab.traffic`), started once the collector reports that the
   network has converged (so that set-up is not measured as loss), each flow
-  with its DSCP; :meth:`Lab.traffic_sent` reads what each really sent. The destination host counts the flow's packets by the DSCP
-  they arrive with (:mod:`srv6pm.lab.arrivals`; :meth:`Lab.arrivals`).
+  with its DSCP; :meth:`Lab.traffic_sent` reads what each really sent. The
+  destination host counts the flow's packets by the DSCP they arrive with
+  (:mod:`srv6pm.lab.arrivals`; :meth:`Lab.arrivals`).
 
 The exporters and the processor talk only through Kafka; the collector talks
 to the exporters only through gRPC. :meth:`Lab.stop` undoes everything in
