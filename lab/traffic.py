@@ -13,8 +13,7 @@ long-run rate of each is exact even when single sends are late; a flow more
 than one second behind skips ahead rather than bursting and counts the
 packets it skipped. Each payload carries the flow name and the packet's
 sequence number. A flow's packets leave with its DSCP (0..63): traffic class
-``dscp << 2`` (ECN bits 0), given per packet (``IPV6_TCLASS`` ancillary data),
-so one socket per source address serves every flow.
+``dscp << 2`` (ECN bits 0), from one socket per source address and DSCP.
 
 What was really sent is counted per flow: ``sent``, ``errors`` (a send
 refused) and ``skipped``, beside ``due`` (the packets its schedule had
@@ -46,6 +45,7 @@ MAGIC = b"srv6pm\x00\x01"
 MAX_DSCP = 63
 MAX_SIZE = 1400
 BEHIND_LIMIT_S = 1.0
+CHECK_EVERY_S = 0.05  # how often the loop looks at the stop flag and the clock for the report
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,6 @@ def open_socket(src: str | None = None, dscp: int = 0) -> socket.socket:
     return sock
 
 
-def _tclass(dscp: int) -> list[tuple[int, int, bytes]]:
-    return [(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, struct.pack("i", dscp << 2))]
-
-
 class _Counts:
     __slots__ = ("sent", "errors", "skipped", "next")
 
@@ -105,7 +101,7 @@ def send_all(flows: list[FlowSpec], duration: float | None = None, stop=lambda: 
     """
     for flow in flows:
         flow.check()
-    sockets = {src: open_socket(src) for src in {f.src for f in flows}}
+    sockets = {key: open_socket(*key) for key in {(f.src, f.dscp) for f in flows}}
     try:
         return _loop(flows, sockets, duration, stop, report, report_every_s)
     finally:
@@ -116,13 +112,14 @@ def send_all(flows: list[FlowSpec], duration: float | None = None, stop=lambda: 
 def _loop(flows, sockets, duration, stop, report, report_every_s) -> dict:
     counts = [_Counts() for _ in flows]
     intervals = [1.0 / f.rate for f in flows]
-    names = [f.name.encode() for f in flows]
-    lengths = [max(f.size, HEADER.size + len(name)) for f, name in zip(flows, names)]
-    ancillary = [_tclass(f.dscp) for f in flows]
+    tails = [f.name.encode().ljust(max(f.size - HEADER.size, 0), b"\x00") for f in flows]  # name, padding
+    sends = [sockets[(f.src, f.dscp)].sendto for f in flows]
     targets = [(f.dst, f.port) for f in flows]
-    socks = [sockets[f.src] for f in flows]
-    start = time.monotonic()
+    pack, clock = HEADER.pack, time.monotonic
+    start = clock()
+    next_check = start + CHECK_EVERY_S
     next_report = start + report_every_s
+    end = start + duration if duration is not None else float("inf")
     due = [(start, i) for i in range(len(flows))]  # (time the flow's next packet is due, flow)
     heapq.heapify(due)
 
@@ -130,20 +127,27 @@ def _loop(flows, sockets, duration, stop, report, report_every_s) -> dict:
         seconds = now - start
         return {"seconds": round(seconds, 3), "flows": {
             f.name: {"rate": f.rate, "sent": c.sent, "errors": c.errors, "skipped": c.skipped,
-                     "due": int(seconds * f.rate) + 1}
+                     "due": int(min(seconds, duration or seconds) * f.rate) + 1}
             for f, c in zip(flows, counts)}}
 
-    while due and not stop():
+    now = start
+    while due:
         when, i = due[0]
-        now = time.monotonic()
-        if report is not None and now >= next_report:
-            report(snapshot(now))
-            next_report = now + report_every_s
-        if duration is not None and when - start >= duration:
+        if when >= end:
             heapq.heappop(due)  # this flow is done
             continue
         if when > now:
-            time.sleep(min(when - now, 0.2, max(next_report - now, 0.001)))
+            now = clock()
+        if now >= next_check:  # the stop flag and the report: a few times a second, not per packet
+            if stop():
+                break
+            if report is not None and now >= next_report:
+                report(snapshot(now))
+                next_report = now + report_every_s
+            next_check = now + CHECK_EVERY_S
+        if when > now:
+            time.sleep(min(when - now, next_check - now))
+            now = clock()
             continue
         c = counts[i]
         if now - when > BEHIND_LIMIT_S:
@@ -151,16 +155,14 @@ def _loop(flows, sockets, duration, stop, report, report_every_s) -> dict:
             c.next += behind
             c.skipped += behind
         else:
-            body = HEADER.pack(MAGIC, c.next) + names[i]
             try:
-                socks[i].sendmsg([body.ljust(lengths[i], b"\x00")], ancillary[i], 0, targets[i])
+                sends[i](pack(MAGIC, c.next) + tails[i], targets[i])
                 c.sent += 1
             except OSError:
                 c.errors += 1
             c.next += 1
         heapq.heapreplace(due, (start + c.next * intervals[i], i))
-    end = time.monotonic()
-    out = snapshot(end)
+    out = snapshot(clock())
     for f, c in zip(flows, counts):  # at the end, due is what the schedule reached: every packet tried
         out["flows"][f.name]["due"] = c.next
     return out
