@@ -445,7 +445,8 @@ def cmd_lab_clean(args) -> int:
     live = leftovers.live_namespaces()
     taken = [f"{ns} (pid {live[ns]})" for ns in plan.namespaces if ns in live]
     if taken:
-        raise RuntimeError(f"namespace(s) of a running lab, not removed: {', '.join(taken)}; stop that lab instead")
+        raise network.NetworkError(f"namespace(s) of a running lab, not removed: {', '.join(taken)}; "
+                                   f"stop that lab instead")
     network.teardown(plan)
     return 0
 
