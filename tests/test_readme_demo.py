@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lab_schema import lab_output_validator
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-PERIOD_S = 2  # scenarios/example.yaml's period
+PERIOD_S = yaml.safe_load((ROOT / "scenarios/example.yaml").read_text())["period"]
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
 
 
