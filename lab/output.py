@@ -238,8 +238,11 @@ class ResultTable:
                     for (session, direction), t in sorted(self.delays.items())]
         raised = [{"kind": kind, "subject": subject, "direction": direction}
                   for kind, subject, direction in sorted(self.alarms_raised, key=str)]
+        paths = {session: {"up": t.up, "downs": t.downs, "ups": t.ups, "longest_silence_ms": t.longest_silence_ms}
+                 for session, t in sorted(self.liveness.items())}
         below = [r for _, r in sorted(self.traffic_last.items()) if not r["reached"]]
-        return {"flows": flows, "sessions": sessions, "alarms_raised": raised, "traffic_below_rate": below}
+        return {"flows": flows, "sessions": sessions, "paths": paths, "alarms_raised": raised,
+                "traffic_below_rate": below}
 
     def summary(self) -> None:
         """Totals over the run: per flow (complete periods only), per session and direction, path liveness."""

@@ -78,6 +78,7 @@ def test_json_lines_are_exactly_the_records_then_the_lab_s_own_and_a_summary_las
                         "sessions": [{"session": "s1", "direction": "forward", "periods": 1, "samples": 10,
                                       "lost": 0, "min_us": 19_900, "mean_us": 20_000.0, "worst_p99_us": 20_200,
                                       "max_us": 20_300}],
+                        "paths": {},
                         "alarms_raised": [{"kind": "loss_ratio", "subject": "f1", "direction": None}],
                         "traffic_below_rate": [records[3]]}
 
@@ -90,11 +91,13 @@ def test_every_kind_of_json_line_passes_the_published_schema_and_a_wrong_one_doe
     view.row(loss(9, 0, 400, complete=False))
     view.row(delay(8, "round_trip", 40_000))
     view.row(alarm(8, True, 0.005))
+    view.row(liveness(True, 3, 2_000_000_000, 1_938_200_000))
     view.traffic(traffic("f1", 20_000, 100_001, rate=10_000.0))
     view.summary()
     validator = lab_output_validator()
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line.get("record") for line in lines] == [None] * 4 + ["traffic", "summary"]
+    assert [line.get("record") for line in lines] == [None] * 5 + ["traffic", "summary"]
+    assert lines[-1]["paths"] == {"s1": {"up": False, "downs": 1, "ups": 0, "longest_silence_ms": 61.8}}
     for line in lines:
         validator.validate(line)
     for wrong in ({"record": "summary"}, {"record": "traffic", "flow": "f1"}, {"flow": "f1"},
