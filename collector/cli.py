@@ -61,7 +61,9 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     collector = subparsers.add_parser(
         "collector", help="collector: the control plane (declarative config -> node exporters over gRPC)",
         description="Drive every node exporter over the southbound gRPC API until the network is what the "
-        "configuration file says: SIDs, SRv6 policies, monitored flows, STAMP sessions.")
+        "configuration file says: SIDs, SRv6 policies, monitored flows, STAMP sessions. 'run' does it and prints "
+        "nothing on stdout (its events go to srv6pm.events, logs to stderr); 'check' prints the desired state "
+        "per node as JSON.")
     actions = collector.add_subparsers(dest="collector_command", metavar="ACTION", required=True,
                                        help="what to do")
 

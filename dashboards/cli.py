@@ -21,7 +21,8 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     """Add ``dashboards generate`` to ``subparsers``; the leaf sets ``args.dashboards_handler(args) -> int``."""
     dashboards = subparsers.add_parser("dashboards", help="Grafana dashboards as code (grafanalib)",
                                        description="Build the srv6pm Grafana dashboards (InfluxQL on the srv6pm "
-                                       "database, datasource uid srv6pm-influxdb) as JSON.")
+                                       "database, datasource uid srv6pm-influxdb) as JSON. 'generate' writes them and prints one line per "
+                                       "file written (or, with --check, per stale file).")
     actions = dashboards.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True,
                                         help="what to do")
     gen = actions.add_parser("generate", help="write the dashboards' JSON files",

@@ -23,13 +23,13 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import time
 import weakref
 from pathlib import Path
 from urllib.parse import urlencode
 
 from srv6pm.errors import OperationError
+from srv6pm.lab.leftovers import owned_tempdir
 from srv6pm.lab.process import ChildProcess
 from srv6pm.ports import free_ports
 from srv6pm.lab.influx_front import DEFAULT_MAX_BODY_BYTES, InfluxFront
@@ -127,7 +127,7 @@ class EmbeddedInfluxDB:
         started = time.monotonic()
         try:
             self._check_public_port()
-            self._directory = Path(tempfile.mkdtemp(prefix="srv6pm-influxdb-"))
+            self._directory = owned_tempdir("srv6pm-influxdb-")  # swept if this process is killed (.leftovers)
             # Removes the data even if stop() is never called (runs after the engine is killed).
             self._directory_cleanup = weakref.finalize(self, shutil.rmtree, self._directory, True)
             for attempt in range(1, _PORT_ATTEMPTS + 1):

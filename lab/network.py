@@ -47,6 +47,7 @@ import contextlib
 import errno
 import os
 import secrets
+from collections.abc import Iterable, Sequence
 from typing import Iterator
 
 from pyroute2 import IPRoute
@@ -62,7 +63,7 @@ from srv6pm.exporter.nft import Nft
 from srv6pm.lab import arrivals
 from srv6pm.lab.topology import HOST_IFNAME, HOST_PEER_IFNAME, HostPlan, NodePlan, Plan
 
-__all__ = ["NetworkError", "build", "clean", "teardown", "HOST_TABLE"]
+__all__ = ["NetworkError", "build", "clean", "teardown", "teardown_names", "HOST_TABLE"]
 
 HOST_TABLE = "srv6pm_host"
 IFA_F_NODAD = 0x02
@@ -378,8 +379,13 @@ def teardown(plan: Plan) -> list[str]:
     Returns the names removed. Raises :class:`NetworkError` naming the
     namespaces that could not be removed (after trying all of them).
     """
+    return teardown_names(plan.namespaces, plan.scenario.nodes)
+
+
+def teardown_names(namespaces: Sequence[str], nodes: Iterable[str]) -> list[str]:
+    """:func:`teardown` by name: the ``namespaces`` that exist (in reverse order), the pins of ``nodes``."""
     removed, failed = [], []
-    for ns in reversed(plan.namespaces):
+    for ns in reversed(namespaces):
         if not nsutil.exists(ns):
             continue
         try:
@@ -387,7 +393,7 @@ def teardown(plan: Plan) -> list[str]:
             removed.append(ns)
         except OSError as exc:
             failed.append(f"{ns} ({_reason(exc)})")
-    for node in plan.scenario.nodes:  # pinned maps outlive the namespaces (and a killed exporter)
+    for node in nodes:  # pinned maps outlive the namespaces (and a killed exporter)
         bpf.unpin(ebpf.pin_dir(node))
         bpf.unpin(stamp_ebpf.PIN_ROOT / node)  # the exporter's eBPF STAMP reflector, named after the node
     if failed:

@@ -1,10 +1,16 @@
 """How the lab shows results: a table for people, JSON lines for programs.
 
-The JSON objects are exactly the records of the result topics
+The JSON lines are exactly the records of the result topics
 (``srv6pm.loss``, ``srv6pm.delay`` and ``srv6pm.alarms``; a delay record has
 a ``direction``, an alarm a ``kind``; a loss record has its ``segments`` when
-the flow's counters carry positions). The table ends with a summary per flow
-and per session; JSON lines have no summary, so that every line is a record.
+the flow's counters carry positions), and the lab's own records, which have a
+``record`` field the topics' records do not have: ``traffic`` (a flow's test
+traffic fell below its configured rate or got back to it, and at the end one
+per flow: :mod:`srv6pm.lab.rates`) and, last, one ``summary`` with the
+table's totals (:meth:`ResultTable.totals`). The schema of every line is
+``srv6pm/schemas/srv6pm.lab-output.schema.json``. The table ends with a
+summary per flow and per session, and names the flows whose traffic stayed
+below its configured rate.
 
 A loss row of a flow with segments names the segments that lost packets
 (``r2→r3: 5``) and those that could not be measured (``r3→r4: ?``); the
@@ -20,6 +26,7 @@ often it went down and up, and the longest silence before a down.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from dataclasses import dataclass, field
@@ -31,18 +38,35 @@ __all__ = ["JsonLines", "ResultTable"]
 
 
 class JsonLines:
+    """One JSON object per line: every record as it comes, then one ``summary`` record (module docstring)."""
+
     def __init__(self, out: TextIO = sys.stdout):
         self.out = out
+        self._totals = ResultTable(io.StringIO())  # the same totals as the table's summary
 
     def header(self) -> None:
         pass
 
     def row(self, result: dict) -> None:
-        self.out.write(json.dumps(result, separators=(",", ":")) + "\n")
-        self.out.flush()
+        self._totals.row(result)
+        self._write(result)
+
+    def traffic(self, record: dict) -> None:
+        self._totals.traffic(record)
+        self._write(record)
 
     def summary(self) -> None:
-        pass
+        self._write({"record": "summary", **self._totals.totals()})
+
+    def _write(self, record: dict) -> None:
+        self.out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+
+def _traffic(r: dict) -> str:
+    """``sent 23456.7/s of 100000/s (23.5 %)``: a traffic record's rate against the configured one."""
+    share = 100 * r["sent"] / r["due"] if r["due"] else 100.0
+    return f"sent {_num(r['sent_rate'], '{:g}')}/s of {r['rate']:g}/s ({share:.1f} % of its packets)"
 
 
 def _num(value, fmt: str = "{}") -> str:
@@ -119,6 +143,7 @@ class ResultTable:
         self.delays: dict[tuple[str, str], _DelayTotals] = {}
         self.alarms_raised: set[tuple] = set()
         self.liveness: dict[str, _LivenessTotals] = {}
+        self.traffic_last: dict[str, dict] = {}  # flow -> its latest traffic record (srv6pm.lab.rates)
 
     def header(self) -> None:
         self._line("period start (UTC)", "flow/session", "period", "result")
@@ -193,8 +218,38 @@ class ResultTable:
             silence = f", {ms:.1f} ms after the last reply"
         return f"ALARM  raised   liveness: path down, {_num(r.get('value'))} test packets without a reply{silence}"
 
+    def traffic(self, r: dict) -> None:
+        """A flow's test traffic fell below its configured rate, or got back to it (:mod:`srv6pm.lab.rates`)."""
+        before = self.traffic_last.get(r["flow"])
+        self.traffic_last[r["flow"]] = r
+        if r["reached"] == (before["reached"] if before else True):
+            return  # no change to show (e.g. the end-of-run record of a flow that kept its rate)
+        self._line("", r["flow"], "", "traffic " + _traffic(r) + ("" if r["reached"] else "  RATE"))
+
+    def totals(self) -> dict:
+        """The summary's figures as one object (the JSON ``summary`` record; see the schema)."""
+        flows = {flow: {"periods": t.complete, "incomplete": t.incomplete, "tx_packets": t.tx, "rx_packets": t.rx,
+                        "lost_packets": t.lost, "loss_ratio": t.lost / t.tx if t.tx else None,
+                        "segments": dict(t.segments)} for flow, t in sorted(self.flows.items())}
+        sessions = [{"session": session, "direction": direction, "periods": t.periods, "samples": t.samples,
+                     "lost": t.lost, "min_us": t.min_us,
+                     "mean_us": t.weighted_mean_us / t.samples if t.samples else None,
+                     "worst_p99_us": t.worst_p99_us, "max_us": t.max_us}
+                    for (session, direction), t in sorted(self.delays.items())]
+        raised = [{"kind": kind, "subject": subject, "direction": direction}
+                  for kind, subject, direction in sorted(self.alarms_raised, key=str)]
+        paths = {session: {"up": t.up, "downs": t.downs, "ups": t.ups, "longest_silence_ms": t.longest_silence_ms}
+                 for session, t in sorted(self.liveness.items())}
+        below = [r for _, r in sorted(self.traffic_last.items()) if not r["reached"]]
+        return {"flows": flows, "sessions": sessions, "paths": paths, "alarms_raised": raised,
+                "traffic_below_rate": below}
+
     def summary(self) -> None:
         """Totals over the run: per flow (complete periods only), per session and direction, path liveness."""
+        below = [r for _, r in sorted(self.traffic_last.items()) if not r["reached"]]
+        if below:
+            self.out.write("\ntraffic below its configured rate: "
+                           + "; ".join(f"{r['flow']} {_traffic(r)}" for r in below) + "\n")
         if not self.flows and not self.delays and not self.liveness:
             self.out.write("\nno results yet\n")
             self.out.flush()

@@ -17,10 +17,12 @@ separate process:
   flow and STAMP session to the exporters over gRPC, as in production, and
   reports on ``srv6pm.events``;
 * the processor, and the link delay elements;
-* each flow's test traffic, started once the collector reports that the
-  network has converged (so that set-up is not measured as loss), sent with
-  the flow's DSCP. The destination host counts the flow's packets by the DSCP
-  they arrive with (:mod:`srv6pm.lab.arrivals`; :meth:`Lab.arrivals`).
+* the test traffic, one generator per source host sending all of its flows
+  (:mod:`srv6pm.lab.traffic`), started once the collector reports that the
+  network has converged (so that set-up is not measured as loss), each flow
+  with its DSCP; :meth:`Lab.traffic_sent` reads what each really sent. The
+  destination host counts the flow's packets by the DSCP they arrive with
+  (:mod:`srv6pm.lab.arrivals`; :meth:`Lab.arrivals`).
 
 The exporters and the processor talk only through Kafka; the collector talks
 to the exporters only through gRPC. :meth:`Lab.stop` undoes everything in
@@ -28,8 +30,10 @@ reverse order; it runs on normal exit, on errors and on Ctrl-C (the ``with``
 statement), and is idempotent.
 
 Child processes are started with a parent-death signal, so even a lab killed
-with SIGKILL does not leave exporters or traffic running (its namespaces do
-remain: ``srv6pm lab clean SCENARIO`` removes them).
+with SIGKILL does not leave exporters or traffic running. Its namespaces,
+pins and temporary folders do remain; the next lab and ``srv6pm lab clean``
+remove them (:mod:`.leftovers`: the workdir's marker names the owning process
+and what it built).
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +55,7 @@ from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.ports import free_ports
 
-from . import arrivals, control, network, topology
+from . import arrivals, control, leftovers, network, topology
 from .process import ChildProcess
 from .scenario import Scenario
 
@@ -124,8 +127,9 @@ class Lab:
 
     def _start(self) -> None:
         stack = self._stack
+        leftovers.sweep()  # what killed labs left (their namespaces may be ours)
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="srv6pm-lab-"))
+            self.workdir = leftovers.owned_tempdir("srv6pm-lab-", self.plan.namespaces, self.scenario.nodes)
             stack.callback(shutil.rmtree, self.workdir, True)
         # Refuse before starting anything if the namespaces are taken.
         network.check_free(self.plan)
@@ -165,8 +169,9 @@ class Lab:
             self._spawn("collector", self.collector_command())
         self.wait_converged(after=None, timeout=self.converge_timeout_s)
         self.check_children()
-        for flow in self.plan.flows.values():
-            self._spawn(f"traffic-{flow.name}", self.traffic_command(flow.name))
+        for netns in self.traffic_hosts():
+            self.traffic_flows_path(netns).write_text(json.dumps(self.traffic_flows(netns)))
+            self._spawn(f"traffic-{netns}", self.traffic_command(netns))
 
     def stop(self) -> None:
         """Stop everything this lab started, in reverse order. Idempotent."""
@@ -198,12 +203,38 @@ class Lab:
         path.write_text(json.dumps(self.exporter_config(node), indent=2))
         self._spawn(f"exporter-{node}", self.exporter_command(node, path))
 
-    def traffic_command(self, flow: str) -> list[str]:
-        """The command line of ``flow``'s test traffic, run in its source host's namespace with its DSCP."""
-        f = self.plan.flow(flow)
-        return ["ip", "netns", "exec", f.src_netns, sys.executable, "-m", "srv6pm.lab.traffic",
-                "--dst", f.dst_addr, "--src", f.src_addr, "--flow", f.name, "--rate", str(f.rate),
-                "--dscp", str(f.dscp)]
+    def traffic_hosts(self) -> list[str]:
+        """The source hosts' namespaces, one traffic generator each (in flow order)."""
+        return list(dict.fromkeys(f.src_netns for f in self.plan.flows.values()))
+
+    def traffic_flows(self, netns: str) -> list[dict]:
+        """The flows that the generator in ``netns`` sends (:class:`srv6pm.lab.traffic.FlowSpec` fields)."""
+        return [{"name": f.name, "src": f.src_addr, "dst": f.dst_addr, "rate": f.rate, "dscp": f.dscp}
+                for f in self.plan.flows.values() if f.src_netns == netns]
+
+    def traffic_flows_path(self, netns: str) -> Path:
+        return self.workdir / f"traffic-{netns}.flows.json"
+
+    def traffic_report_path(self, netns: str) -> Path:
+        return self.workdir / f"traffic-{netns}.sent.json"
+
+    def traffic_command(self, netns: str) -> list[str]:
+        """The command line of the test traffic of every flow from ``netns`` (one process, its flows' DSCPs)."""
+        return ["ip", "netns", "exec", netns, sys.executable, "-m", "srv6pm.lab.traffic",
+                "--flows", str(self.traffic_flows_path(netns)), "--report", str(self.traffic_report_path(netns))]
+
+    def traffic_sent(self) -> dict:
+        """What the generators report sending so far: ``{"seconds": S, "flows": {flow: counts}}``
+        (:mod:`srv6pm.lab.traffic`; the least ``seconds`` of the hosts; flows not reported yet are absent)."""
+        seconds, flows = None, {}
+        for netns in self.traffic_hosts():
+            try:
+                report = json.loads(self.traffic_report_path(netns).read_text())
+            except (OSError, ValueError):
+                continue
+            seconds = report["seconds"] if seconds is None else min(seconds, report["seconds"])
+            flows.update(report["flows"])
+        return {"seconds": seconds or 0.0, "flows": flows}
 
     # -- control plane ---------------------------------------------------------
 

@@ -71,7 +71,8 @@ def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="srv6pm", description="Performance monitoring for SRv6 networks: exact per-flow packet loss "
-        "(RFC 9341 alternate marking) through Kafka into InfluxDB.",
+        "(RFC 9341 alternate marking) through Kafka into InfluxDB. Each command prints its results on stdout "
+        "and its logs on stderr; its --help says exactly what it prints.",
         epilog="Run 'srv6pm COMMAND --help' for the options of each command.")
     parser.add_argument("--version", action="version", version=f"srv6pm {__version__}")
     _add_common(parser, top=True)
@@ -92,13 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Kafka-compatible broker on 127.0.0.1:9092 and an embedded InfluxDB on 127.0.0.1:8086 (unless "
         "--kafka / --influx-url name external ones), run a node exporter on every node, the collector "
         "(which configures SIDs, policies, monitored flows and STAMP sessions on the exporters over gRPC), "
-        "a processor and the test traffic, and print every loss and delay result as it arrives. Everything "
-        "is torn down at the end, on Ctrl-C and on errors. The first results appear about three periods after the start: the "
+        "a processor and the test traffic (one generator per source host), and print on stdout every loss "
+        "and delay result and alarm as it arrives, a row when a flow's traffic falls below its configured rate, "
+        "then a summary and the packets that reached each flow's destination host (with --json: JSON lines, "
+        "see --json); progress lines go to stderr. Everything "
+        "is torn down at the end, on Ctrl-C and on errors (what a lab killed with SIGKILL leaves, the next "
+        "'lab run' or 'lab clean' removes). The first results appear about three periods after the start: the "
         "first reading of each colour is only a baseline.")
     run.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
     run.add_argument("--duration", type=float, metavar="S", help="seconds to run (default: until Ctrl-C)")
     run.add_argument("--json", action="store_true",
-                     help="print one JSON object per result line (the srv6pm.loss records) instead of a table")
+                     help="print one JSON object per line instead of a table: the srv6pm.loss, srv6pm.delay and "
+                          "srv6pm.alarms records as they arrive, 'traffic' records (a flow below its configured "
+                          "rate; one per flow at the end) and one 'summary' record last (schema: "
+                          "srv6pm/schemas/srv6pm.lab-output.schema.json)")
     run.add_argument("--partitions", type=int, default=4, metavar="N",
                      help="partitions of the counters and loss topics (default 4)")
     run.add_argument("--pair-wait", type=float, metavar="S",
@@ -125,10 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         "field, or the flag) if the scenario or an option is not valid.")
     same_options(run, check)
     clean = lab_cmds.add_parser(
-        "clean", help="delete the namespaces of a scenario that a killed lab left behind (root)",
-        description="Delete the network namespaces (nodes and NODE-host end hosts) of the scenario that a lab "
-        "killed with SIGKILL left behind; namespaces that do not exist are skipped. Prints nothing on "
-        "success; errors are one line on stderr.")
+        "clean", help="delete what killed labs left behind: namespaces, eBPF pins, temporary folders (root)",
+        description="Delete the network namespaces (nodes and NODE-host end hosts) and eBPF pins of the scenario "
+        "that a lab killed with SIGKILL left behind, and everything any killed lab left: its temporary "
+        "folders (srv6pm-lab-*, srv6pm-influxdb-*) with the namespaces and pins they name. A running "
+        "lab's namespaces are refused (exit status 1); namespaces that do not exist are skipped. Prints "
+        "nothing on success; errors are one line on stderr.")
     clean.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see scenarios/example.yaml)")
     _add_common(clean)
 
@@ -137,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The node exporter, one per SRv6 router: it applies SIDs, policies, monitored flows and "
         "STAMP sessions given over its southbound gRPC API, marks and counts the flows' packets per "
         "alternate-marking period and publishes the counts (srv6pm.counters) and STAMP samples "
-        "(srv6pm.stamp) to Kafka. 'run' starts it.")
+        "(srv6pm.stamp) to Kafka. 'run' starts it; it prints one JSON line on stdout when its API "
+        "listens, and nothing else there (logs go to stderr).")
     exp_cmds = exporter.add_subparsers(dest="exporter_command", metavar="ACTION", required=True,
                                        help="what to do")
     erun = exp_cmds.add_parser(
@@ -194,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         "processor", help="processor: exact loss and delay statistics into Kafka and InfluxDB",
         description="The processor, a Kafka consumer group member: it turns the exporters' counters and STAMP "
         "samples into exact per-period loss and delay statistics, published on Kafka and stored in "
-        "InfluxDB, and raises threshold alarms. Run as many as the topics have partitions. 'run' starts one.")
+        "InfluxDB, and raises threshold alarms. Run as many as the topics have partitions. 'run' starts one; "
+        "it prints nothing on stdout (results go to Kafka and InfluxDB, logs to stderr).")
     proc_cmds = processor.add_subparsers(dest="processor_command", metavar="ACTION", required=True,
                                          help="what to do")
     prun = proc_cmds.add_parser(
@@ -490,22 +502,32 @@ def _keep_going() -> None:
 
 
 def _show_results(lab, view, latency, args, period: float, stop: Stop) -> None:
-    """Print the lab's results until ``--duration`` ends or a signal comes, then the summary and arrivals."""
+    """Print the lab's results until ``--duration`` ends or a signal comes, then the summary and arrivals.
+
+    Traffic below its configured rate is a row when it starts and ends, and a summary line
+    (:mod:`srv6pm.lab.rates`).
+    """
+    from srv6pm.lab.rates import RateWatch
     reader = lab.results(alarms=True)
     print(f"srv6pm lab: running; first results in about {3 * period + 1:g} s"
           + (f", stopping after {args.duration:g} s" if args.duration else "; Ctrl-C stops") + ".",
           file=sys.stderr, flush=True)
     view.header()
     deadline = time.monotonic() + args.duration if args.duration else None
+    rates = RateWatch()
     try:
         while not stop.stopping and (deadline is None or time.monotonic() < deadline):
             for result, published_s in reader.poll_timed(0.5):
                 if "flow" in result and "kind" not in result:
                     latency.add(result, published_s)
                 view.row(result)
+            for record in rates.update(lab.traffic_sent()):
+                view.traffic(record)
             lab.check_children()
     finally:
         reader.close()
+        for record in rates.final(lab.traffic_sent()):
+            view.traffic(record)
         view.summary()
         if not args.json:  # JSON lines are records only
             _print_arrivals(lab)
@@ -530,9 +552,15 @@ def cmd_lab_check(args) -> int:
 
 
 def cmd_lab_clean(args) -> int:
-    from srv6pm.lab import network, topology
+    from srv6pm.lab import leftovers, network, topology
     from srv6pm.lab import scenario as scenario_mod
     plan = topology.plan(scenario_mod.load(args.scenario))
+    leftovers.sweep()  # every killed lab's namespaces, pins and temporary folders
+    live = leftovers.live_namespaces()
+    taken = [f"{ns} (pid {live[ns]})" for ns in plan.namespaces if ns in live]
+    if taken:
+        raise network.NetworkError(f"namespace(s) of a running lab, not removed: {', '.join(taken)}; "
+                                   f"stop that lab instead")
     network.teardown(plan)
     return 0
 

@@ -36,13 +36,10 @@ def test_every_parser_has_a_description_and_every_argument_a_help(path, parser):
     assert missing == [], f"srv6pm {' '.join(path)}: arguments without help: {missing}"
 
 
-LEAVES = [(p, parser) for p, parser in PARSERS
-          if p and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)]
-
-
-@pytest.mark.parametrize("path, parser", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])
+@pytest.mark.parametrize("path, parser", PARSERS, ids=[" ".join(p) or "srv6pm" for p, _ in PARSERS])
 def test_every_command_says_what_it_prints(path, parser):
-    """A command's description names its output (what goes to stdout or stderr), or that it prints nothing."""
+    """A command's description (a group's too: ``srv6pm lab --help``) names its output (what goes to stdout
+    or stderr), or that it prints nothing."""
     said = re.search(r"\bprint(s|ed)?\b", parser.description, re.IGNORECASE)
     assert said, f"srv6pm {' '.join(path)}: its description does not say what it prints"
 
@@ -54,3 +51,10 @@ def test_help_of_every_parser_is_shown_by_the_command(path):
     assert out.returncode == 0 and out.stdout.startswith("usage: srv6pm")
     description = " ".join(dict(PARSERS)[path].description.split())
     assert description[:60] in " ".join(out.stdout.split())
+
+
+def test_lab_run_json_names_every_kind_of_line_it_prints():
+    (json_flag,) = [a for a in dict(PARSERS)[("lab", "run")]._actions if "--json" in a.option_strings]
+    for kind in ("srv6pm.loss", "srv6pm.delay", "srv6pm.alarms", "'traffic'", "'summary'",
+                 "srv6pm/schemas/srv6pm.lab-output.schema.json"):
+        assert kind in json_flag.help

@@ -51,9 +51,11 @@ def test_command_lines_carry_the_data_plane_the_state_dir_and_the_dscp(tmp_path)
     assert exporter[exporter.index("--grpc-listen") + 1] == "127.0.0.1:50052"
     collector = lab.collector_command()
     assert collector[collector.index("--state-dir") + 1] == str(tmp_path / "collector-state")
-    f1, f2 = lab.traffic_command("f1"), lab.traffic_command("f2")
-    assert f1[f1.index("--dscp") + 1] == "46" and f2[f2.index("--dscp") + 1] == "0"
-    assert f1[:4] == ["ip", "netns", "exec", "r1-host"]
+    assert lab.traffic_hosts() == ["r1-host"]  # one generator for both flows
+    assert {f["name"]: f["dscp"] for f in lab.traffic_flows("r1-host")} == {"f1": 46, "f2": 0}
+    traffic = lab.traffic_command("r1-host")
+    assert traffic[:4] == ["ip", "netns", "exec", "r1-host"]
+    assert traffic[traffic.index("--flows") + 1] == str(tmp_path / "traffic-r1-host.flows.json")
 
 
 def test_lab_check_shows_the_data_plane_and_each_flow_s_dscp():

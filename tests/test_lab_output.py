@@ -56,14 +56,69 @@ def test_summary_without_results():
     assert out.getvalue() == "\nno results yet\n"
 
 
-def test_json_lines_are_exactly_the_records_and_have_no_summary():
+def traffic(flow, sent, due, rate=100.0, seconds=10.0):
+    return {"record": "traffic", "flow": flow, "rate": rate, "sent_rate": round(sent / seconds, 1), "sent": sent,
+            "due": due, "seconds": seconds, "reached": sent >= 0.95 * due - 1}
+
+
+def test_json_lines_are_exactly_the_records_then_the_lab_s_own_and_a_summary_last():
     out = io.StringIO()
     view = JsonLines(out)
     view.header()
-    view.row(loss(8, 1000, 999))
-    view.row(alarm(8, True, 0.001))
+    records = [loss(8, 1000, 999), alarm(8, True, 0.001), delay(8, "forward", 20_000), traffic("f2", 200, 1001)]
+    for r in records[:3]:
+        view.row(r)
+    view.traffic(records[3])
     view.summary()
-    assert [json.loads(line) for line in out.getvalue().splitlines()] == [loss(8, 1000, 999), alarm(8, True, 0.001)]
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[:4] == records
+    assert lines[4] == {"record": "summary",
+                        "flows": {"f1": {"periods": 1, "incomplete": 0, "tx_packets": 1000, "rx_packets": 999,
+                                         "lost_packets": 1, "loss_ratio": 0.001, "segments": {}}},
+                        "sessions": [{"session": "s1", "direction": "forward", "periods": 1, "samples": 10,
+                                      "lost": 0, "min_us": 19_900, "mean_us": 20_000.0, "worst_p99_us": 20_200,
+                                      "max_us": 20_300}],
+                        "paths": {},
+                        "alarms_raised": [{"kind": "loss_ratio", "subject": "f1", "direction": None}],
+                        "traffic_below_rate": [records[3]]}
+
+
+def test_every_kind_of_json_line_passes_the_published_schema_and_a_wrong_one_does_not():
+    from lab_schema import lab_output_validator
+    out = io.StringIO()
+    view = JsonLines(out)
+    view.row(with_segments(loss(8, 1000, 995), seg("r1", "r2", 1000, 995), seg("r2", "r3", 995, 0, complete=False)))
+    view.row(loss(9, 0, 400, complete=False))
+    view.row(delay(8, "round_trip", 40_000))
+    view.row(alarm(8, True, 0.005))
+    view.row(liveness(True, 3, 2_000_000_000, 1_938_200_000))
+    view.traffic(traffic("f1", 20_000, 100_001, rate=10_000.0))
+    view.summary()
+    validator = lab_output_validator()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line.get("record") for line in lines] == [None] * 5 + ["traffic", "summary"]
+    assert lines[-1]["paths"] == {"s1": {"up": False, "downs": 1, "ups": 0, "longest_silence_ms": 61.8}}
+    for line in lines:
+        validator.validate(line)
+    for wrong in ({"record": "summary"}, {"record": "traffic", "flow": "f1"}, {"flow": "f1"},
+                  dict(traffic("f1", 1, 1), sent=-1)):
+        assert not validator.is_valid(wrong), wrong
+
+
+def test_traffic_below_its_rate_is_a_row_and_a_summary_line():
+    out = io.StringIO()
+    table = ResultTable(out)
+    table.row(loss(8, 1000, 1000))
+    table.traffic(traffic("f1", 20_000, 100_001, rate=10_000.0))
+    table.traffic(traffic("f2", 1001, 1001))  # the end-of-run record of a flow that kept its rate: no row
+    table.traffic(traffic("f3", 10, 1001))
+    table.traffic(traffic("f3", 1000, 1001))  # back at its rate: a row without RATE, and not in the summary
+    table.summary()
+    text = out.getvalue()
+    assert "f1                        traffic sent 2000/s of 10000/s (20.0 % of its packets)  RATE" in text
+    assert "f3                        traffic sent 100/s of 100/s (99.9 % of its packets)\n" in text
+    assert "f2 " not in text.split("\n\n")[0]
+    assert "traffic below its configured rate: f1 sent 2000/s of 10000/s (20.0 % of its packets)" in text
 
 
 def seg(a, b, tx, rx, complete=True):
