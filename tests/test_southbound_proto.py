@@ -87,6 +87,10 @@ def _stamp_session() -> pb.StampSession:
     m.timeout_s = 0.75
     m.reflector_node = "r4"
     m.auth_key_file = "/etc/srv6pm/stamp.key"
+    m.direct_measurement = True
+    m.dscp = 0  # optional: set to 0 is not unset
+    m.ssid = 4242
+    m.stop_if_ssid_ignored = True
     return m
 
 

@@ -74,6 +74,14 @@ def test_stamp_session_ipv4_and_explicit_values():
     assert (out.reflector_node, out.auth_key_file) == ("r4", "/etc/srv6pm/k")
 
 
+def test_stamp_session_rfc8972_settings():
+    out = v.stamp_session(pb.StampSession(name="s", destination="fc00:4::1", rate=1, direct_measurement=True,
+                                          dscp=0, ssid=65535, stop_if_ssid_ignored=True))
+    assert out.direct_measurement and out.HasField("dscp") and out.dscp == 0
+    assert (out.ssid, out.stop_if_ssid_ignored) == (65535, True)
+    assert not v.stamp_session(pb.StampSession(name="s", destination="fc00:4::1", rate=1)).HasField("dscp")
+
+
 def test_stamp_reflector_defaults():
     out = v.stamp_reflector(pb.StampReflector(bind="0:0::0", stateful=True))
     assert out == pb.StampReflector(bind="::", port=862, stateful=True)
@@ -134,7 +142,7 @@ KNOWN_FIELDS = {
     "FlowMonitor": {"flow", "role", "source_prefix", "destination_prefix", "flowmon_id", "position"},
     "FlowMonitorRef": {"flow", "role"},
     "StampSession": {"name", "destination", "source", "port", "segments", "return_segments", "rate", "timeout_s",
-                     "reflector_node", "auth_key_file"},
+                     "reflector_node", "auth_key_file", "direct_measurement", "dscp", "ssid", "stop_if_ssid_ignored"},
     "StampSessionRef": {"name"},
     "StampReflector": {"bind", "port", "stateful", "auth_key_file", "backend"},
     "StampReflectorRef": set(),
@@ -232,6 +240,9 @@ BAD = [
     (pb.StampSession, SESSION_OK, dict(timeout_s=61), "timeout_s", "not in 0.01..60"),
     (pb.StampSession, SESSION_OK, dict(reflector_node="r 4"), "reflector_node", "not a valid name"),
     (pb.StampSession, SESSION_OK, dict(auth_key_file="keys/k"), "auth_key_file", "not an absolute path"),
+    (pb.StampSession, SESSION_OK, dict(dscp=64), "dscp", "not a DSCP (0..63)"),
+    (pb.StampSession, SESSION_OK, dict(ssid=65536), "ssid", "not an SSID"),
+    (pb.StampSession, SESSION_OK, dict(stop_if_ssid_ignored=True), "stop_if_ssid_ignored", "needs an ssid"),
     # STAMP reflector
     (pb.StampReflector, REFLECTOR_OK, dict(bind=""), "bind", "missing"),
     (pb.StampReflector, REFLECTOR_OK, dict(bind="localhost"), "bind", "not an IPv6 or IPv4 address"),

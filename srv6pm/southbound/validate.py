@@ -46,7 +46,9 @@ Normalisation rules:
   destination's IP version; ``port`` 0 becomes 862 (1..65535); ``segments``
   and ``return_segments`` 0..16 IPv6 addresses each, only with an IPv6
   destination; ``timeout_s`` 0 becomes 2.0 (0.01..60); ``reflector_node``
-  optional name; ``auth_key_file`` optional absolute path (kept as given).
+  optional name; ``auth_key_file`` optional absolute path (kept as given);
+  ``dscp`` optional, 0..63; ``ssid`` 0 (none) or 1..65535;
+  ``stop_if_ssid_ignored`` only with an ``ssid``; ``direct_measurement`` any.
 * ``StampReflector``: ``bind`` (IPv6 or IPv4 address, ``::`` for all)
   required; ``port`` 0 becomes 862; ``auth_key_file`` optional absolute path;
   ``backend`` ``"ebpf"``, ``"socket"`` or ``""`` (the exporter's default; kept
@@ -331,6 +333,12 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
     if out.reflector_node:
         _name("reflector_node", out.reflector_node)
     _key_file("auth_key_file", out.auth_key_file)
+    if out.HasField("dscp") and out.dscp > 63:
+        raise InvalidArgument("dscp", f"{out.dscp} is not a DSCP (0..63)")
+    if out.ssid > 0xFFFF:
+        raise InvalidArgument("ssid", f"{out.ssid} is not an SSID (1..65535, or 0 for none)")
+    if out.stop_if_ssid_ignored and not out.ssid:
+        raise InvalidArgument("stop_if_ssid_ignored", "needs an ssid: without one no reply can ignore it")
     return out
 
 
