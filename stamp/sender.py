@@ -155,6 +155,8 @@ class SenderConfig:
             raise ValueError("timeout must be a positive number of seconds")
         if not 0 <= self.ssid <= 0xFFFF:
             raise ValueError("SSID must be 0..65535 (0: none)")
+        if self.stop_if_ssid_ignored and not self.ssid:
+            raise ValueError("stop_if_ssid_ignored needs an SSID: without one no reply can ignore it")
         if self.dscp is not None and not 0 <= self.dscp <= 63:
             raise ValueError(f"DSCP {self.dscp} not in 0..63")
         for name in ("segments", "return_segments"):
@@ -278,7 +280,8 @@ class Sample:
 
     def to_dict(self) -> dict:
         """Plain JSON-able data with the ``srv6pm.stamp`` fields (session, seq, t1..t4, lost, timestamps,
-        ttl, reflector_seq; t2..t4 None when lost) and details (reply_ttl, error estimates, return_path, size)."""
+        ttl, reflector_seq; t2..t4 None when lost; the RFC 8972 ones and impossible_timestamps only when
+        known / set) and details (reply_ttl, error estimates, return_path, size)."""
         return {
             "session": self.session, "seq": self.seq, "t1": self.t1, "t2": self.t2, "t3": self.t3, "t4": self.t4,
             "lost": self.lost, "timestamps": self.timestamps, "ttl": self.ttl, "reflector_seq": self.reflector_seq,
@@ -286,10 +289,12 @@ class Sample:
             "sender_error": self.sender_error.to_dict() if self.sender_error else None,
             "reflector_error": self.reflector_error.to_dict() if self.reflector_error else None,
             "return_path": self.return_path, "size": self.size,
-            "sender_tx": self.sender_tx, "reflector_rx": self.reflector_rx, "reflector_tx": self.reflector_tx,
-            "dscp": self.dscp, "dscp_at_reflector": self.dscp_at_reflector, "dscp_remarked": self.dscp_remarked,
-            "reply_dscp": self.reply_dscp, "reply_dscp_remarked": self.reply_dscp_remarked,
-            "impossible_timestamps": self.impossible_timestamps,
+            **{name: value for name, value in (
+                ("sender_tx", self.sender_tx), ("reflector_rx", self.reflector_rx),
+                ("reflector_tx", self.reflector_tx), ("dscp", self.dscp),
+                ("dscp_at_reflector", self.dscp_at_reflector), ("dscp_remarked", self.dscp_remarked),
+                ("reply_dscp", self.reply_dscp), ("reply_dscp_remarked", self.reply_dscp_remarked),
+                ("impossible_timestamps", self.impossible_timestamps or None)) if value is not None},
         }
 
 

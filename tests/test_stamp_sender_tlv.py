@@ -17,6 +17,7 @@ import threading
 
 import pytest
 
+from srv6pm import records
 from srv6pm.stamp import udp
 from srv6pm.stamp.reflector import Reflector, ReflectorConfig
 from srv6pm.stamp.sender import Sender, SenderConfig, SsidIgnored, impossible_timestamps, summarize
@@ -83,12 +84,14 @@ def test_direct_measurement_counters_tell_forward_from_backward_loss():
     # S_TxC counts what the sender sent, R_RxC what reached the reflector (not seq 2), R_TxC its replies
     assert got == [(0, 1, 1, 1), (1, 2, 2, 2), (3, 4, 3, 3), (5, 6, 5, 5)]
     assert all(s.sender_tx is None for s in samples if s.lost)
+    for s in samples:
+        records.validate(records.STAMP, {"v": 1, "period_s": 1.0, **s.to_dict()})
 
 
 def test_without_direct_measurement_there_are_no_counters():
     with Reflector(ReflectorConfig(bind="::1", port=0)) as r:
         samples, _ = run(r.address, count=2)
-    assert [s.sender_tx for s in samples] == [None, None] and samples[0].to_dict()["reflector_rx"] is None
+    assert [s.sender_tx for s in samples] == [None, None] and "reflector_rx" not in samples[0].to_dict()
 
 
 def test_class_of_service_reports_re_marking():
@@ -105,6 +108,7 @@ def test_class_of_service_reports_re_marking():
     for s in remarked:
         assert (s.dscp, s.dscp_at_reflector, s.dscp_remarked) == (10, 0, True)
         assert s.to_dict()["dscp_remarked"] is True
+        records.validate(records.STAMP, {"v": 1, "period_s": 1.0, **s.to_dict()})
 
 
 # -- hand-built reflectors ------------------------------------------------------------------
