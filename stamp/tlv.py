@@ -305,6 +305,15 @@ def extra_padding(total_size: int, *, random: bool = True) -> Tlv:
     return Tlv(TlvType.EXTRA_PADDING, os.urandom(length) if random else bytes(length))
 
 
+def _fixed_value(tlv: Tlv, tlv_type: TlvType, length: int, what: str) -> bytes:
+    """The value of a whole ``tlv_type`` TLV whose Length must be ``length``; :class:`MalformedPacket` if not."""
+    if tlv.type != tlv_type or tlv.length is not None:
+        raise MalformedPacket(f"not a complete {what} TLV")
+    if len(tlv.value) != length:
+        raise MalformedPacket(f"{what} TLV: length {len(tlv.value)} is not {length}")
+    return tlv.value
+
+
 # -- Class of Service (RFC 8972 §4.4) ----------------------------------------------
 
 _COS = struct.Struct("!HH")
@@ -339,11 +348,7 @@ class ClassOfService:
 
     @classmethod
     def from_tlv(cls, tlv: Tlv) -> "ClassOfService":
-        if tlv.type != TlvType.CLASS_OF_SERVICE or tlv.length is not None:
-            raise MalformedPacket("not a complete Class of Service TLV")
-        if len(tlv.value) != 4:
-            raise MalformedPacket(f"Class of Service TLV: length {len(tlv.value)} is not 4")
-        word, _reserved = _COS.unpack(tlv.value)
+        word, _reserved = _COS.unpack(_fixed_value(tlv, TlvType.CLASS_OF_SERVICE, _COS.size, "Class of Service"))
         return cls(word >> 10, word >> 4 & 0x3F, word >> 2 & 0x3, word & 0x3)
 
 
@@ -377,11 +382,7 @@ class DirectMeasurement:
 
     @classmethod
     def from_tlv(cls, tlv: Tlv) -> "DirectMeasurement":
-        if tlv.type != TlvType.DIRECT_MEASUREMENT or tlv.length is not None:
-            raise MalformedPacket("not a complete Direct Measurement TLV")
-        if len(tlv.value) != 12:
-            raise MalformedPacket(f"Direct Measurement TLV: length {len(tlv.value)} is not 12")
-        return cls(*_DM.unpack(tlv.value))
+        return cls(*_DM.unpack(_fixed_value(tlv, TlvType.DIRECT_MEASUREMENT, _DM.size, "Direct Measurement")))
 
 
 # -- Destination Node Address (RFC 9503 §3) ---------------------------------------

@@ -85,32 +85,41 @@ def test_counters_that_go_back_are_not_believed():
     assert direction_loss([a, lost, b]) == (1, 0)
 
 
+def _two_periods(fates: list[str]) -> tuple[set, set]:
+    """(lost, lost_forward, lost_backward) of the records of periods 0 and 1: 0.1 s per test packet."""
+    w = DelayWindows(lateness_s=0.2, idle_s=100)
+    s = Session()
+    out = []
+    for seq, fate in enumerate(fates):
+        for outcome in w.add(s.send(seq, fate), seq, 0):
+            out.extend(outcome.results)
+    return tuple({(r.lost, r.lost_forward, r.lost_backward) for r in out if r.period == 1_800_000_000 + n}
+                 for n in (0, 1))
+
+
 def test_delay_windows_carry_the_replies_across_periods():
-    w = DelayWindows(lateness_s=0.2, idle_s=100)
+    # seq 8 and 9 lost forward in period 0, 10 backward in period 1: one mixed gap across the two
+    assert _two_periods(["ok"] * 8 + ["forward", "forward", "backward"] + ["ok"] * 13) == (
+        {(2, None, None)}, {(1, None, None)})
+    # 8 forward and 9 backward (the gap ends with 10, in period 1), 11 backward
+    assert _two_periods(["ok"] * 8 + ["forward", "backward", "ok", "backward"] + ["ok"] * 12) == (
+        {(2, 1, 1)}, {(1, 0, 1)})
+
+
+def test_unknown_direction_is_absent_from_the_record():
     s = Session()
-    # period 0: seq 0..9 at 0.1 s each, 8 and 9 lost forward; period 1: seq 10 lost backward, 11.. fine
-    fates = ["ok"] * 8 + ["forward", "forward", "backward"] + ["ok"] * 13
-    out = []
-    for seq, fate in enumerate(fates):
-        for outcome in w.add(s.send(seq, fate), seq, 0):
-            out.extend(outcome.results)
-    first = [r for r in out if r.period == 1_800_000_000]
-    second = [r for r in out if r.period == 1_800_000_001]
-    assert {(r.lost, r.lost_forward, r.lost_backward) for r in first} == {(2, None, None)}  # a mixed gap spans
-    assert {(r.lost, r.lost_forward, r.lost_backward) for r in second} == {(1, None, None)}
-    assert "lost_forward" not in first[0].to_dict()
-    w = DelayWindows(lateness_s=0.2, idle_s=100)
-    s = Session()
-    fates = ["ok"] * 8 + ["forward", "backward"] + ["ok", "backward", "ok"] + ["ok"] * 11
-    out = []
-    for seq, fate in enumerate(fates):
-        for outcome in w.add(s.send(seq, fate), seq, 0):
-            out.extend(outcome.results)
-    first = [r for r in out if r.period == 1_800_000_000]
-    second = [r for r in out if r.period == 1_800_000_001]
-    assert {(r.lost, r.lost_forward, r.lost_backward) for r in first} == {(2, 1, 1)}
-    assert {(r.lost, r.lost_forward, r.lost_backward) for r in second} == {(1, 0, 1)}
-    assert first[0].to_dict()["lost_forward"] == 1
+    samples = [s.send(0, "forward"), s.send(1)]
+    w = DelayWindows(lateness_s=0, idle_s=1)
+    for i, x in enumerate(samples):
+        w.add(x, i, 0)
+    (outcome,) = w.expire(5)
+    doc = outcome.results[0].to_dict()
+    assert doc["lost"] == 1 and "lost_forward" not in doc and "lost_backward" not in doc  # no reply before
+    w = DelayWindows(lateness_s=0, idle_s=1)
+    for i, x in enumerate([s.send(2), s.send(3, "forward"), s.send(4)]):
+        w.add(x, i, 0)
+    (outcome,) = w.expire(5)
+    assert [(r.to_dict()["lost_forward"], r.to_dict()["lost_backward"]) for r in outcome.results] == [(1, 0)] * 3
 
 
 def test_impossible_timestamps_are_counted_and_left_out_of_one_way_figures():
