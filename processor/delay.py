@@ -99,9 +99,12 @@ class DelayWindows:
         return [self._close(k) for k in sorted(self._windows) if now - self._windows[k].last_seen >= self.idle_s]
 
     def drop(self, tokens: set[Token]) -> None:
-        """Forget windows holding any of ``tokens`` (their partition was revoked)."""
+        """Forget windows holding any of ``tokens`` (their partition was revoked), and the last replies
+        of their sessions (another processor may see the next ones: a later reply here would not be the
+        next one)."""
         for key in [k for k, w in self._windows.items() if any(t in tokens for t in w.tokens)]:
             del self._windows[key]
+            self._last_reply.pop(key[0], None)
 
     def _close(self, key: tuple[str, int]) -> Outcome:
         window = self._windows.pop(key)
@@ -112,7 +115,7 @@ class DelayWindows:
         after = next((min((s for s in self._windows[k].samples.values() if not s.lost), key=lambda s: s.seq)
                       for k in later if any(not s.lost for s in self._windows[k].samples.values())), None)
         replies = [s for s in samples if not s.lost]
-        if replies:
+        if replies and (before is None or replies[-1].t1 > before.t1):
             self._last_reply[session] = replies[-1]
         return Outcome(window.tokens, results(session, key[1], samples, before, after))
 

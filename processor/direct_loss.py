@@ -45,6 +45,10 @@ def direction_loss(samples: list[StampSample], before: StampSample | None = None
     lost = [s for s in samples if s.lost]
     if not lost:
         return (0, 0) if any(s.counted for s in samples) else None
+    if before is not None and before.t1 >= samples[0].t1:
+        before = None  # not before the period after all (a late sample reopened an old period)
+    if after is not None and after.t1 <= samples[-1].t1:
+        after = None
     replies = ([before] if before is not None else []) + [s for s in samples if not s.lost]
     replies += [after] if after is not None else []
     gaps: dict[tuple[int, int], int] = {}  # (index of the reply before, after) -> lost packets of the period
@@ -81,6 +85,8 @@ def _gap(i: StampSample, j: StampSample) -> tuple[int, int, int] | None:
     if not (i.counted and j.counted):
         return None
     total = (j.seq - i.seq - 1) % _WRAP
+    if total >= _WRAP // 2:  # j is not after i: no gap between them
+        return None
     fwd = ((j.sender_tx - i.sender_tx) - (j.reflector_rx - i.reflector_rx)) % _WRAP
     bwd = (j.reflector_tx - i.reflector_tx - 1) % _WRAP
     if fwd + bwd > total:

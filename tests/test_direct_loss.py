@@ -136,3 +136,35 @@ def test_impossible_timestamps_are_counted_and_left_out_of_one_way_figures():
     assert (fwd.samples, fwd.impossible_timestamps, fwd.min_us, fwd.max_us) == (2, 1, 100.0, 100.0)
     assert (bwd.min_us, bwd.max_us) == (190.0, 190.0)
     assert rtt.max_us == 290.0 and rtt.min_us == 290.0  # t3 - t2 is still right: round trip kept
+
+
+def test_replies_around_that_are_not_around_are_ignored():
+    s = Session()
+    a, lost, b, later = s.send(0), s.send(1, "forward"), s.send(2), s.send(3)
+    assert direction_loss([lost, b], later) is None           # "before" that is after: unknown
+    assert direction_loss([a, lost], None, a) is None          # "after" that is before: unknown
+    assert direction_loss([a, lost], None, b) == (1, 0)
+
+    u = Session()
+    first = [u.send(0), u.send(1, "forward"), u.send(2)]
+    second = [u.send(3, "forward", at_ms=1100), u.send(4, at_ms=1200)]
+
+    def closed_first_period() -> DelayWindows:
+        w = DelayWindows(lateness_s=0, idle_s=1)
+        for token, x in enumerate(first):
+            w.add(x, token, 0)
+        assert len(w.expire(5)) == 1  # the session's last reply is now seq 2
+        return w
+
+    def next_period(w: DelayWindows) -> tuple:
+        for token, x in enumerate(second, 30):
+            w.add(x, token, 10)
+        (outcome,) = w.expire(20)
+        return outcome.results[0].lost_forward, outcome.results[0].lost_backward
+
+    assert next_period(closed_first_period()) == (1, 0)  # seq 3 lost between seq 2 and seq 4
+    w = closed_first_period()
+    w.add(second[0], 3, 6)
+    w.drop({3})  # the partition went elsewhere: its windows and the session's last reply are forgotten
+    assert len(w) == 0
+    assert next_period(w) == (None, None)  # when it comes back, seq 2 may no longer be the reply before

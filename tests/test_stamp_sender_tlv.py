@@ -206,3 +206,12 @@ def test_impossible_timestamps_rule():
     assert impossible_timestamps(100, 200, 420, 400, ee, ee)             # t3 after t4 beyond it
     assert impossible_timestamps(100, 300, 200, 400, ee, ee)             # t3 before t2
     assert not impossible_timestamps(10**9, 1, 2, 10**9 + 10, ee, unstated)  # 1 s allowed for unstated
+
+
+def test_direct_measurement_in_authenticated_mode():
+    key = bytes(range(32))
+    with Reflector(ReflectorConfig(bind="::1", port=0, key=key, stateful=True)) as r:
+        samples, sender = run(r.address, count=3, key=key, direct_measurement=True, dscp=18)
+    assert [(s.sender_tx, s.reflector_rx, s.reflector_tx) for s in samples] == [(1, 1, 1), (2, 2, 2), (3, 3, 3)]
+    assert [s.dscp_at_reflector for s in samples] == [18] * 3  # the HMAC TLV verified after the reflector filled
+    assert sender.stats().auth_failures == 0
