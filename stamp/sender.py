@@ -75,6 +75,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
+from srv6pm.errors import OperationError
 from srv6pm.netns import NetnsError
 from srv6pm.stamp import tlv as tlvmod
 from srv6pm.stamp import udp
@@ -98,7 +99,7 @@ MAX_SIZE = 65507
 UNSTATED_ERROR_NS = 1_000_000_000  # the error of a clock whose Error Estimate states none (multiplier 0)
 
 
-class SsidIgnored(Exception):
+class SsidIgnored(OperationError):
     """The reflector returned SSID 0 for a session with an SSID and ``stop_if_ssid_ignored`` is set:
     the session ends with this (``str()`` says so)."""
 
