@@ -28,8 +28,9 @@ configured) and one thread that answers every valid Session-Sender packet:
   authenticated and TLVs other than Extra Padding are present; on failure
   every TLV is copied with I = 1 and none is acted upon. Extra Padding,
   HMAC, Class of Service, Direct Measurement, Destination Node Address and
-  Return Path are understood (U = 0); any other TLV is copied with U = 1. A malformed TLV gets M = 1 and
-  processing stops; the rest of the packet is copied unchanged.
+  Return Path are understood (U = 0); any other TLV is copied with U = 1.
+  A malformed TLV gets M = 1 and processing stops; the rest of the packet
+  is copied unchanged.
 * **Class of Service** (RFC 8972 §4.4): DSCP2 and ECN get the DSCP and ECN
   the test packet arrived with; the reply is sent with DSCP1 (ECN 0), RP
   stays 0 (no local policy refuses a DSCP). U = 1 if the kernel did not say
