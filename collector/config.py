@@ -31,6 +31,10 @@
         timeout: 2                     # optional, seconds
         auth_key_file: /etc/srv6pm/stamp.key   # optional: a path on both nodes
         liveness: {down_after: 3, up_after: 3}  # optional: watch the path (true: these defaults)
+        direct_measurement: true       # optional: RFC 8972 counters, loss per direction
+        dscp: 46                       # optional: send with this DSCP, report re-marking
+        ssid: 7                        # optional: the session's SSID (1..65535)
+        stop_if_ssid_ignored: false    # optional: stop when the reflector returns SSID 0
     tls:                               # client TLS for the southbound API
       ca: /etc/srv6pm/ca.pem
       cert: /etc/srv6pm/collector.pem  # optional: mutual TLS (with key)
@@ -154,6 +158,13 @@ class StampSession(netspec.StampSession):
     return_segments: tuple[str, ...]
     timeout: float = 2.0
     auth_key_file: str = ""
+    direct_measurement: bool = False
+    dscp: int | None = None
+    ssid: int = 0
+    stop_if_ssid_ignored: bool = False
+
+
+_RFC8972_SETTINGS = frozenset({"direct_measurement", "dscp", "ssid", "stop_if_ssid_ignored"})
 
 
 @dataclass(frozen=True)
@@ -422,24 +433,33 @@ class _Validator(netspec.Validator):
         reflector_keys: dict[str, tuple[str, str]] = {}
         for i, item in enumerate(self.sequence(value, "stamp")):
             f = f"stamp[{i}]"
-            r, item = self.stamp_session(item, f, names, tuple(nodes), more=frozenset({"timeout", "auth_key_file"}),
-                                         what="nodes")
+            r, item = self.stamp_session(item, f, names, tuple(nodes),
+                                         more=frozenset({"timeout", "auth_key_file"}) | _RFC8972_SETTINGS, what="nodes")
             for end, node in (("from", r.src), ("to", r.dst)):
                 if nodes[node].pm_address is None:
                     raise self.fail(f"{f}.{end}", f"node {quote(node)} has no pm_address")
             timeout = (self.number(item["timeout"], f"{f}.timeout", *validate.TIMEOUT_RANGE) if "timeout" in item
                        else validate.DEFAULT_TIMEOUT_S)
             key_file = self.text(item.get("auth_key_file") or "", f"{f}.auth_key_file", "an absolute path")
+            for flag in ("direct_measurement", "stop_if_ssid_ignored"):
+                if not isinstance(item.get(flag, False), bool):
+                    raise self.fail(f"{f}.{flag}", f"must be true or false, got {kind(item[flag])}")
+            rfc8972 = {"direct_measurement": item.get("direct_measurement", False),
+                       "ssid": self.integer(item["ssid"], f"{f}.ssid", 1, 0xFFFF) if "ssid" in item else 0,
+                       "stop_if_ssid_ignored": item.get("stop_if_ssid_ignored", False)}
+            if item.get("dscp") is not None:
+                rfc8972["dscp"] = self.integer(item["dscp"], f"{f}.dscp", 0, 63)
             msg = self.checked(validate.stamp_session,
                                pb.StampSession(name=r.name, destination=nodes[r.dst].pm_address,
                                                source=nodes[r.src].pm_address,
                                                segments=self.end_sids(r.via, f"{f}.via", nodes),
                                                return_segments=self.end_sids(r.return_via, f"{f}.return_via", nodes),
                                                rate=r.rate, timeout_s=timeout, reflector_node=r.dst,
-                                               auth_key_file=key_file, **validate.liveness_fields(r.liveness)),
+                                               auth_key_file=key_file, **validate.liveness_fields(r.liveness), **rfc8972),
                                f, {"name": f"{f}.name", "segments": f"{f}.via", "return_segments": f"{f}.return_via",
                                    "rate": f"{f}.rate", "timeout_s": f"{f}.timeout",
-                                   "auth_key_file": f"{f}.auth_key_file"})
+                                   "auth_key_file": f"{f}.auth_key_file",
+                                   **{name: f"{f}.{name}" for name in _RFC8972_SETTINGS}})
             # One reflector per node: all sessions to a node must agree on its key file.
             if r.dst in reflector_keys and reflector_keys[r.dst][0] != msg.auth_key_file:
                 other_key, other = reflector_keys[r.dst]
@@ -448,7 +468,8 @@ class _Validator(netspec.Validator):
             reflector_keys.setdefault(r.dst, (msg.auth_key_file, r.name))
             sessions.append(StampSession(r.name, r.src, r.dst, r.via, r.return_via, msg.rate, tuple(msg.segments),
                                          tuple(msg.return_segments), msg.timeout_s, msg.auth_key_file,
-                                         liveness=r.liveness))
+                                         msg.direct_measurement, msg.dscp if msg.HasField("dscp") else None,
+                                         msg.ssid, msg.stop_if_ssid_ignored, liveness=r.liveness))
         return tuple(sessions)
 
     # ------------------------------------------------------------ TLS

@@ -131,6 +131,8 @@ def desired_state(config: Config) -> dict[str, dict[Key, Any]]:
         put(s.src, pb.StampSession(name=s.name, destination=dst.pm_address, source=src.pm_address,
                                    segments=s.segments, return_segments=s.return_segments, rate=s.rate,
                                    timeout_s=s.timeout, reflector_node=s.dst, auth_key_file=s.auth_key_file,
+                                   direct_measurement=s.direct_measurement, dscp=s.dscp, ssid=s.ssid,
+                                   stop_if_ssid_ignored=s.stop_if_ssid_ignored,
                                    **validate.liveness_fields(s.liveness)))
         put(s.dst, pb.StampReflector(bind=dst.pm_address, auth_key_file=s.auth_key_file))
     return out

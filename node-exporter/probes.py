@@ -43,7 +43,7 @@ from srv6pm import metrics, records
 from srv6pm.errors import OperationError
 from srv6pm.netns import NetnsError
 from srv6pm.southbound.v1 import southbound_pb2 as pb
-from srv6pm.stamp import TIMESTAMP_KINDS, ReflectorConfig, Sender, SenderConfig, StampError
+from srv6pm.stamp import ReflectorConfig, Sender, SenderConfig, StampError
 from srv6pm.stamp.backends import DEFAULT_BACKEND, BackendUnavailable, make_reflector, open_reflector
 from srv6pm.stamp.keys import load_key
 from srv6pm.stamp.liveness import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER, LivenessSettings
@@ -75,6 +75,21 @@ class _Session:
     stopped: bool = False
 
 
+def _reply_fields(sample) -> dict:
+    """The ``srv6pm.stamp`` members of a sample's reply: t2, t3, t4 (null when lost) and what its RFC 8972
+    TLVs and timestamp checks give. t2/t3 of a reply flagged ``impossible_timestamps`` are published
+    only if after 1970 (else null)."""
+    if sample.lost:
+        return {"t2": None, "t3": None, "t4": None}
+    out = {name: getattr(sample, name) for name in (
+        "t2", "t3", "t4", "sender_tx", "reflector_rx", "reflector_tx", "dscp", "dscp_at_reflector", "dscp_remarked",
+        "reply_dscp", "reply_dscp_remarked")}
+    if sample.impossible_timestamps:
+        out.update(impossible_timestamps=True, t2=sample.t2 if sample.t2 >= 1 else None,
+                   t3=sample.t3 if sample.t3 >= 1 else None)
+    return out
+
+
 class Probes:
     """The STAMP reflector and senders of one exporter. Thread safe."""
 
@@ -101,8 +116,10 @@ class Probes:
             return Sender(SenderConfig(
                 dest=s.destination, port=s.port or STAMP_PORT, session=s.name, source=s.source or None, count=None,
                 interval=1.0 / s.rate, segments=tuple(s.segments), return_segments=tuple(s.return_segments),
-                key=key, timeout=s.timeout_s or 2.0, netns=self.netns, reflector_timestamps=TIMESTAMP_KINDS,
-                liveness=liveness), on_liveness=lambda change: self._liveness.changed(s, change))
+                key=key, timeout=s.timeout_s or 2.0, netns=self.netns, ssid=s.ssid,
+                direct_measurement=s.direct_measurement, dscp=s.dscp if s.HasField("dscp") else None,
+                stop_if_ssid_ignored=s.stop_if_ssid_ignored, liveness=liveness),
+                on_liveness=lambda change: self._liveness.changed(s, change))
         except (StampError, ValueError, OSError) as exc:
             raise ProbeError(f"{what}: {_reason(exc)}") from None
 
@@ -158,13 +175,13 @@ class Probes:
             log.warning("test packet not sent", extra={"session": s.name, "seq": sample.seq})
             return
         record = records.StampSample(
-            session=s.name, seq=sample.seq, period_s=self.period,
-            t1=sample.t1, t2=None if sample.lost else sample.t2, t3=None if sample.lost else sample.t3,
-            t4=None if sample.lost else sample.t4, lost=sample.lost, sender=self.node,
+            session=s.name, seq=sample.seq, period_s=self.period, t1=sample.t1, lost=sample.lost, sender=self.node,
             reflector=s.reflector_node or s.destination, timestamps=sample.timestamps or None,
-            ttl=sample.ttl, reflector_seq=sample.reflector_seq)
+            ttl=sample.ttl, reflector_seq=sample.reflector_seq, **_reply_fields(sample))
         self._producer.send(records.STAMP, key=s.name.encode(), value=record.to_json())
         metrics.get().records_out.labels("exporter", records.STAMP).inc()
+        if sample.impossible_timestamps:
+            metrics.get().stamp_impossible_timestamps.labels("exporter", s.name).inc()
 
     def session_status(self) -> list[pb.StampSessionStatus]:
         """The live status of every session, sorted by name."""

@@ -14,6 +14,12 @@ closes the window when it can no longer change:
 
 A closed window yields three :class:`~srv6pm.records.DelayResult` records,
 ``forward`` (t2−t1), ``backward`` (t4−t3) and ``round_trip`` ((t4−t1)−(t3−t2)).
+Replies flagged ``impossible_timestamps`` are counted (``impossible_timestamps``)
+and left out of ``forward`` and ``backward`` (``round_trip`` keeps them when
+t3 >= t2). ``lost_forward`` / ``lost_backward`` come from the replies'
+Direct Measurement counters (:mod:`.direct_loss`): with the session's last
+reply before the window (kept from the windows closed before) and its first
+reply after it (from the windows still open).
 Like ``pairing``, this module is pure: ``now`` (monotonic seconds) comes in.
 """
 
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field
 from srv6pm.clock import period_clock
 from srv6pm.records import DelayResult, StampSample
 
+from .direct_loss import direction_loss
 from .outcome import Outcome, Token
 
 __all__ = ["DIRECTIONS", "DelayWindows", "statistics"]
@@ -49,6 +56,7 @@ class DelayWindows:
         self.idle_s = idle_s
         self._windows: dict[tuple[str, int], _Window] = {}
         self._watermark: dict[str, int] = {}  # per session: latest t1 seen
+        self._last_reply: dict[str, StampSample] = {}  # per session: the last reply of the windows closed
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -91,34 +99,52 @@ class DelayWindows:
         return [self._close(k) for k in sorted(self._windows) if now - self._windows[k].last_seen >= self.idle_s]
 
     def drop(self, tokens: set[Token]) -> None:
-        """Forget windows holding any of ``tokens`` (their partition was revoked)."""
+        """Forget windows holding any of ``tokens`` (their partition was revoked), and the last replies
+        of their sessions (another processor may see the next ones: a later reply here would not be the
+        next one)."""
         for key in [k for k, w in self._windows.items() if any(t in tokens for t in w.tokens)]:
             del self._windows[key]
+            self._last_reply.pop(key[0], None)
 
     def _close(self, key: tuple[str, int]) -> Outcome:
         window = self._windows.pop(key)
         samples = [window.samples[s] for s in sorted(window.samples)]
-        return Outcome(window.tokens, results(key[0], key[1], samples))
+        session = key[0]
+        before = self._last_reply.get(session)
+        later = [k for k in sorted(self._windows) if k[0] == session and k[1] > key[1]]
+        after = next((min((s for s in self._windows[k].samples.values() if not s.lost), key=lambda s: s.seq)
+                      for k in later if any(not s.lost for s in self._windows[k].samples.values())), None)
+        replies = [s for s in samples if not s.lost]
+        if replies and (before is None or replies[-1].t1 > before.t1):
+            self._last_reply[session] = replies[-1]
+        return Outcome(window.tokens, results(session, key[1], samples, before, after))
 
 
-def results(session: str, period: int, samples: list[StampSample]) -> list[DelayResult]:
-    """The three direction results of one window (``samples`` in sequence order)."""
+def results(session: str, period: int, samples: list[StampSample], before: StampSample | None = None,
+            after: StampSample | None = None) -> list[DelayResult]:
+    """The three direction results of one window (``samples`` in sequence order; ``before``/``after``:
+    the session's replies around the window, see :func:`.direct_loss.direction_loss`)."""
     first = samples[0]
     clock = period_clock(first.period_s)
     received = [s for s in samples if not s.lost]
     lost = len(samples) - len(received)
+    plausible = [s for s in received if not s.impossible_timestamps]
     series = {
-        "forward": [s.t2 - s.t1 for s in received],
-        "backward": [s.t4 - s.t3 for s in received],
-        "round_trip": [(s.t4 - s.t1) - (s.t3 - s.t2) for s in received],
+        "forward": [s.t2 - s.t1 for s in plausible],
+        "backward": [s.t4 - s.t3 for s in plausible],
+        "round_trip": [(s.t4 - s.t1) - (s.t3 - s.t2) for s in received
+                       if s.t2 is not None and s.t3 is not None and s.t3 >= s.t2],
     }
+    split = direction_loss(samples, before, after)
+    lost_forward, lost_backward = split if split is not None else (None, None)
     out = []
     for direction in DIRECTIONS:
         stats = statistics(series[direction])
         out.append(DelayResult(
             session=session, period=period, period_start=clock.start_rfc3339(period), period_s=first.period_s,
             direction=direction, sender=first.sender, reflector=first.reflector,
-            samples=len(received), lost=lost, **stats))
+            samples=len(received), lost=lost, **stats, lost_forward=lost_forward, lost_backward=lost_backward,
+            impossible_timestamps=len(received) - len(plausible)))
     return out
 
 

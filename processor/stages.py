@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from srv6pm import decode, records
+from srv6pm import decode, metrics, records
 from srv6pm.clock import period_clock
 
 from . import plausible
@@ -111,6 +111,8 @@ class DelayStage(Stage):
         return sample.session, period_clock(sample.period_s).period_at(sample.t1)
 
     def add(self, sample, token, now):
+        if sample.impossible_timestamps:
+            metrics.get().stamp_impossible_timestamps.labels("processor", sample.session).inc()
         return self.windows.add(sample, token, now)
 
     def expire(self, now):

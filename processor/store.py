@@ -86,12 +86,17 @@ def _delay(doc: dict) -> Parts:
     Tags ``session``, ``direction`` (and ``sender``, ``reflector`` when known);
     integer fields ``samples`` and ``lost``, float fields ``min_us``,
     ``mean_us``, ``max_us``, ``p50_us``, ``p99_us``, ``jitter_us`` (left out
-    when there was no sample); timestamp = period start. Idempotent like loss.
+    when there was no sample), integer ``lost_forward``, ``lost_backward`` (left
+    out when not known) and ``impossible_timestamps`` (names: :data:`srv6pm.influx_schema.DELAY`);
+    timestamp = period start. Idempotent like loss.
     """
     tags = {DELAY.session: doc["session"], DELAY.direction: doc["direction"], DELAY.sender: doc.get("sender") or None,
             DELAY.reflector: doc.get("reflector") or None}
     fields = {DELAY.samples: int(doc["samples"]), DELAY.lost: int(doc["lost"])}
     fields.update({name: float(doc[name]) for name in _DELAY_FIGURES if doc.get(name) is not None})
+    for name in (DELAY.lost_forward, DELAY.lost_backward, DELAY.impossible_timestamps):
+        if doc.get(name) is not None:  # unknown direction: left out, never 0
+            fields[name] = int(doc[name])
     return DELAY.measurement, tags, fields, _start_ns(doc)
 
 

@@ -37,6 +37,8 @@ _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 _Positive = Annotated[float, msgspec.Meta(gt=0)]
 _Stamp = Annotated[int, msgspec.Meta(ge=1)]
+_U32 = Annotated[int, msgspec.Meta(ge=0, le=4294967295)]
+_Dscp = Annotated[int, msgspec.Meta(ge=0, le=63)]
 
 
 class _CounterWire(TypedDict):
@@ -73,6 +75,15 @@ class _StampWire(TypedDict):
     timestamps: NotRequired[dict[str, str]]
     ttl: NotRequired[int | None]
     reflector_seq: NotRequired[int | None]
+    sender_tx: NotRequired[_U32]  # optional, never null (as are the rest)
+    reflector_rx: NotRequired[_U32]
+    reflector_tx: NotRequired[_U32]
+    dscp: NotRequired[_Dscp]
+    dscp_at_reflector: NotRequired[_Dscp]
+    dscp_remarked: NotRequired[bool]
+    reply_dscp: NotRequired[_Dscp]
+    reply_dscp_remarked: NotRequired[bool]
+    impossible_timestamps: NotRequired[Literal[True]]
 
 
 _DECODERS = {records.COUNTERS: msgspec.json.Decoder(_CounterWire), records.STAMP: msgspec.json.Decoder(_StampWire)}

@@ -91,6 +91,9 @@ class DelayNames:
     p50_us: str = "p50_us"
     p99_us: str = "p99_us"
     jitter_us: str = "jitter_us"
+    lost_forward: str = "lost_forward"    # RFC 8972 Direct Measurement: left out, never 0, when not known
+    lost_backward: str = "lost_backward"
+    impossible_timestamps: str = "impossible_timestamps"
 
 
 @dataclass(frozen=True)

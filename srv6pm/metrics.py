@@ -104,6 +104,9 @@ class Metrics:
                                         "Counter blocks published to srv6pm.counters.", ["node"])
         self.guard_misses = counter("srv6pm_exporter_guard_misses",
                                     "Guard times missed (the period is lost, reported incomplete).", ["node"])
+        self.stamp_impossible_timestamps = counter(
+            "srv6pm_stamp_impossible_timestamps", "STAMP replies whose t2/t3 cannot be right (left out of "
+            "one-way delay): the exporter counts those its senders get, the processor those it takes.", ["session"])
         self.api_calls = counter("srv6pm_api_calls", "Southbound gRPC calls, by method and status code.",
                                  ["method", "code"])
         # -- collector ---------------------------------------------------------

@@ -345,6 +345,20 @@ class StampSample:
     timestamps: dict | None = None
     ttl: int | None = None
     reflector_seq: int | None = None
+    sender_tx: int | None = None          # Direct Measurement counters (RFC 8972 §4.5), when filled in
+    reflector_rx: int | None = None
+    reflector_tx: int | None = None
+    dscp: int | None = None               # Class of Service (RFC 8972 §4.4), when asked for
+    dscp_at_reflector: int | None = None
+    dscp_remarked: bool | None = None
+    reply_dscp: int | None = None
+    reply_dscp_remarked: bool | None = None
+    impossible_timestamps: bool | None = None  # t2/t3 cannot be right: no one-way delay
+
+    @property
+    def counted(self) -> bool:
+        """Whether the reply carried the reflector's Direct Measurement counters."""
+        return self.reflector_rx is not None
 
     def to_dict(self) -> dict:
         return {"v": VERSION, **{k: v for k, v in asdict(self).items()
@@ -367,23 +381,37 @@ def stamp_from(obj: Mapping[str, Any]) -> StampSample:
     Absent optional members may be given as None. Raises :class:`RecordError`.
     """
     t1, t2, t3, t4 = obj["t1"], obj["t2"], obj["t3"], obj["t4"]
+    impossible = bool(obj.get("impossible_timestamps"))
+    counters = [obj.get(name) for name in _DIRECT_COUNTERS]
     if obj["lost"]:
         if not (t2 is None and t3 is None and t4 is None):
             raise RecordError("a lost packet must have null t2, t3 and t4")
+        if impossible or any(c is not None for c in counters):
+            raise RecordError("a lost packet has no reply: no counters, no impossible_timestamps")
     else:
-        if None in (t2, t3, t4):
-            raise RecordError("a returned packet needs t1, t2, t3 and t4")
+        if t4 is None or (not impossible and (t2 is None or t3 is None)):
+            raise RecordError("a returned packet needs t1, t2, t3 and t4 (t2, t3 may be null only with "
+                              "impossible_timestamps)")
         if t4 < t1:
             raise RecordError(f"t4 ({quote(t4)}) is before t1 ({quote(t1)}) on the sender's clock")
-        if t3 < t2:
-            raise RecordError(f"t3 ({quote(t3)}) is before t2 ({quote(t2)}) on the reflector's clock")
+        if not impossible and t3 < t2:
+            raise RecordError(f"t3 ({quote(t3)}) is before t2 ({quote(t2)}) on the reflector's clock "
+                              "(a sender flags that as impossible_timestamps)")
+        if any(c is None for c in counters) and any(c is not None for c in counters):
+            raise RecordError(f"{', '.join(_DIRECT_COUNTERS)} come together or not at all")
     if not math.isfinite(float(obj["period_s"])):
         raise RecordError("period_s is not finite")
     return StampSample(
         session=obj["session"], seq=obj["seq"], period_s=float(obj["period_s"]), t1=t1, t2=t2, t3=t3, t4=t4,
         lost=obj["lost"], sender=obj.get("sender"), reflector=obj.get("reflector"),
         timestamps=obj.get("timestamps"), ttl=obj.get("ttl"), reflector_seq=obj.get("reflector_seq"),
+        **{name: obj.get(name) for name in _STAMP_EXTRAS},
     )
+
+
+_DIRECT_COUNTERS = ("sender_tx", "reflector_rx", "reflector_tx")
+_STAMP_EXTRAS = (*_DIRECT_COUNTERS, "dscp", "dscp_at_reflector", "dscp_remarked", "reply_dscp",
+                 "reply_dscp_remarked", "impossible_timestamps")
 
 
 @dataclass(frozen=True)
@@ -405,13 +433,21 @@ class DelayResult:
     p50_us: float | None
     p99_us: float | None
     jitter_us: float | None
+    lost_forward: int | None = None    # of ``lost``: test packets that did not reach the reflector
+    lost_backward: int | None = None   # of ``lost``: replies sent that did not come back
+    impossible_timestamps: int = 0     # replies left out of forward/backward (impossible t2/t3)
 
     @property
     def subject(self) -> str:
         return self.session
 
     def to_dict(self) -> dict:
-        return {"v": VERSION, **asdict(self)}
+        """The record; ``lost_forward``/``lost_backward`` are left out when not known (never 0 for unknown)."""
+        out = {"v": VERSION, **asdict(self)}
+        for name in ("lost_forward", "lost_backward"):
+            if out[name] is None:
+                del out[name]
+        return out
 
     def to_json(self) -> bytes:
         return encode(self.to_dict())

@@ -4,7 +4,8 @@ One thing per module:
 
 ==============  =====================================================================
 ``timestamp``   NTP 64-bit and PTPv2 truncated timestamps <-> Unix ns; Error Estimate
-``tlv``         RFC 8972 TLVs (U/M/I flags, Extra Padding, HMAC TLV) and RFC 9503's
+``tlv``         RFC 8972 TLVs (U/M/I flags, Extra Padding, Class of Service, Direct
+                Measurement, HMAC TLV; padding told from TLVs) and RFC 9503's
                 Destination Node Address and Return Path (SRv6 Segment List, ...)
 ``packet``      the four base packet layouts, HMAC-SHA-256/128 of authenticated mode
 ``srh``         the SRv6 Segment Routing Header a UDP socket attaches (IPV6_RTHDR)
@@ -37,11 +38,12 @@ network namespaces::
 from srv6pm.stamp.errors import AuthenticationError, KeyFileError, MalformedPacket, StampError, TimestampError
 from srv6pm.stamp.keys import load_key
 from srv6pm.stamp.reflector import TIMESTAMP_KINDS, Reflector, ReflectorConfig, ReflectorStats
-from srv6pm.stamp.sender import Sample, Sender, SenderConfig, SenderStats, summarize
+from srv6pm.stamp.sender import Sample, Sender, SenderConfig, SenderStats, SsidIgnored, summarize
 from srv6pm.stamp.timestamp import ErrorEstimate, TimestampFormat
 
 __all__ = [
     "AuthenticationError", "ErrorEstimate", "KeyFileError", "MalformedPacket", "Reflector", "ReflectorConfig",
-    "ReflectorStats", "Sample", "Sender", "SenderConfig", "SenderStats", "StampError", "TIMESTAMP_KINDS",
+    "ReflectorStats", "Sample", "Sender", "SenderConfig", "SenderStats", "SsidIgnored", "StampError",
+    "TIMESTAMP_KINDS",
     "TimestampError", "TimestampFormat", "load_key", "summarize",
 ]

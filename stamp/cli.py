@@ -149,6 +149,15 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     snd.add_argument("--session", default="stamp", metavar="NAME", help="session name put in every record")
     snd.add_argument("--ssid", type=int, default=0, metavar="N",
                      help="STAMP Session Identifier (RFC 8972), 1..65535 (default 0: none)")
+    snd.add_argument("--stop-if-ssid-ignored", action="store_true",
+                     help="end the session (exit 1) when the reflector returns SSID 0, i.e. does not implement "
+                          "RFC 8972 (default: say so once and go on measuring)")
+    snd.add_argument("--direct-measurement", action="store_true",
+                     help="carry an RFC 8972 Direct Measurement TLV: the reflector's counters tell forward "
+                          "from backward loss (sender_tx, reflector_rx, reflector_tx in --json rows)")
+    snd.add_argument("--dscp", type=int, metavar="N",
+                     help="send with DSCP N (0..63) and a Class of Service TLV asking for it on the reply; "
+                          "rows say whether it arrived re-marked")
     snd.add_argument("--timestamp-format", choices=("ntp", "ptp"), default="ntp",
                      help="format of the sender's timestamp: NTP 64-bit (default) or PTPv2 truncated (TAI)")
     snd.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
@@ -342,7 +351,8 @@ def cmd_sender(args) -> int:
                 segments=_segments(args.segments, "--segments"),
                 return_segments=_segments(args.return_segments, "--return-segments"),
                 key=_key(args.auth_key), timeout=args.timeout, netns=args.netns, ssid=args.ssid,
-                timestamp_format=_format(args.timestamp_format))
+                timestamp_format=_format(args.timestamp_format), direct_measurement=args.direct_measurement,
+                dscp=args.dscp, stop_if_ssid_ignored=args.stop_if_ssid_ignored)
         except ValueError as exc:
             raise _usage(exc) from None
         view = _Json() if args.json else _Table()
@@ -367,4 +377,5 @@ def cmd_sender(args) -> int:
 def _extra(sender: Sender) -> dict:
     stats = sender.stats()
     return {"auth_failures": stats.auth_failures, "bad_replies": stats.bad_replies,
-            "late_replies": stats.late_replies, "send_errors": stats.send_errors}
+            "late_replies": stats.late_replies, "send_errors": stats.send_errors,
+            "ssid_ignored": stats.ssid_ignored, "impossible_timestamps": stats.impossible_timestamps}

@@ -33,6 +33,10 @@ comparison. The key is the shared secret of the session
 by an HMAC TLV instead (RFC 8972 §4.8, :func:`srv6pm.stamp.tlv.sign`), under
 the same key.
 
+A TWAMP-Light Session-Sender may send fewer octets (RFC 8762 §4.6: 14 to 43,
+unauthenticated); :func:`pad_short` makes such a packet the base size, as the
+reflector answers it.
+
 ``timestamp`` fields hold the 64-bit wire value; the format (NTP or PTP) is
 the Z bit of the Error Estimate next to it (:mod:`srv6pm.stamp.timestamp`).
 ``unpack`` raises :class:`~srv6pm.stamp.errors.MalformedPacket` for a packet
@@ -53,12 +57,14 @@ from srv6pm.stamp.timestamp import ErrorEstimate
 from srv6pm.stamp.tlv import TlvList
 
 __all__ = [
-    "AUTH_BASE", "HMAC_COVERED", "UNAUTH_BASE", "ReflectorPacket", "SenderPacket", "base_size",
+    "AUTH_BASE", "HMAC_COVERED", "SHORTEST_SENDER", "UNAUTH_BASE", "ReflectorPacket", "SenderPacket", "base_size",
+    "pad_short",
 ]
 
 UNAUTH_BASE = 44
 AUTH_BASE = 112
 HMAC_COVERED = 96  # octets covered by the base packet's HMAC (RFC 8762 §4.4)
+SHORTEST_SENDER = 14  # Sequence Number, Timestamp, Error Estimate: the least a TWAMP-Light sender sends
 
 #                               seq  ts   ee   ssid mbz
 _SENDER_OPEN = struct.Struct("!I    Q    H    H    28x".replace(" ", ""))
@@ -82,6 +88,17 @@ def base_size(authenticated: bool) -> int:
     return AUTH_BASE if authenticated else UNAUTH_BASE
 
 
+def pad_short(data: bytes) -> bytes:
+    """An unauthenticated Session-Sender packet of 14 to 43 octets filled up with zeros to 44 (RFC 8762 §4.6).
+
+    The missing octets are the SSID (zero: none) and MBZ. Any other length is
+    returned unchanged (a packet shorter than 14 octets stays malformed).
+    """
+    if SHORTEST_SENDER <= len(data) < UNAUTH_BASE:
+        return bytes(data) + bytes(UNAUTH_BASE - len(data))
+    return data
+
+
 def _check(name: str, value: int, maximum: int) -> None:
     if not 0 <= value <= maximum:
         raise ValueError(f"{name} {value!r} out of range 0..{maximum}")
@@ -96,13 +113,13 @@ def _verify(key: bytes, data: bytes, what: str) -> None:
         raise AuthenticationError(f"{what}: HMAC does not verify")
 
 
-def _split(data: bytes, authenticated: bool, what: str) -> tuple[bytes, TlvList]:
+def _split(data: bytes, authenticated: bool, what: str, parse=tlvmod.parse) -> tuple[bytes, TlvList]:
     data = bytes(data)
     size = base_size(authenticated)
     if len(data) < size:
         mode = "authenticated" if authenticated else "unauthenticated"
         raise MalformedPacket(f"{what} of {len(data)} octets is shorter than the {size}-octet {mode} base packet")
-    return data, tlvmod.parse(data[size:])
+    return data, parse(data[size:])
 
 
 @dataclass(frozen=True)
@@ -143,9 +160,10 @@ class SenderPacket:
         """Decode; with ``key`` the authenticated layout whose base HMAC must verify.
 
         TLVs are split leniently (their own HMAC TLV is not checked here; see
-        :func:`srv6pm.stamp.tlv.verify`).
+        :func:`srv6pm.stamp.tlv.verify`); trailing octets that do not start
+        like a TLV are padding (:func:`srv6pm.stamp.tlv.parse_sent`).
         """
-        data, tlvs = _split(data, key is not None, "Session-Sender packet")
+        data, tlvs = _split(data, key is not None, "Session-Sender packet", tlvmod.parse_sent)
         if key is None:
             seq, ts, ee, ssid = _SENDER_OPEN.unpack_from(data)
         else:

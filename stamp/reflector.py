@@ -19,13 +19,27 @@ configured) and one thread that answers every valid Session-Sender packet:
 * **Echo.** Session-Sender fields are copied; Session-Sender TTL is the
   TTL / Hop Limit the packet arrived with (0 if the kernel did not say);
   SSID is copied; the reply has the size of the request (the TLVs are
-  reflected in place, trailing zero padding is copied).
+  reflected in place, trailing padding is copied unchanged: octets after the
+  base packet that do not start like a TLV, see
+  :func:`srv6pm.stamp.tlv.parse_sent`). An unauthenticated test packet of
+  14 to 43 octets (a TWAMP-Light sender, RFC 8762 §4.6) is answered as if
+  zero-filled to 44 octets: with a 44-octet reply.
 * **TLVs** (RFC 8972 §4): HMAC TLV verified first when present, or when
   authenticated and TLVs other than Extra Padding are present; on failure
   every TLV is copied with I = 1 and none is acted upon. Extra Padding,
-  HMAC, Destination Node Address and Return Path are understood (U = 0);
-  any other TLV is copied with U = 1. A malformed TLV gets M = 1 and
-  processing stops; the rest of the packet is copied unchanged.
+  HMAC, Class of Service, Direct Measurement, Destination Node Address and
+  Return Path are understood (U = 0); any other TLV is copied with U = 1.
+  A malformed TLV gets M = 1 and processing stops; the rest of the packet
+  is copied unchanged.
+* **Class of Service** (RFC 8972 §4.4): DSCP2 and ECN get the DSCP and ECN
+  the test packet arrived with; the reply is sent with DSCP1 (ECN 0), RP
+  stays 0 (no local policy refuses a DSCP). U = 1 if the kernel did not say
+  what the packet's Traffic Class was (then the reply's DSCP is the socket's).
+* **Direct Measurement** (RFC 8972 §4.5): R_RxC = the test packets carrying
+  the TLV that this session sent here, this one included; R_TxC = the
+  replies to them sent, this one included (a reply that cannot be sent is
+  not counted). A session is keyed as for stateful mode; its counters start
+  at 0 and are forgotten like its sequence counter (bounded, idle expiry).
 * **Destination Node Address** (RFC 9503 §3): U = 1 unless the address is the
   one the packet was sent to (or the bound address).
 * **Return Path** (RFC 9503 §4, first one only): a Control Code without the
@@ -68,10 +82,10 @@ from srv6pm.stamp import tlv as tlvmod
 from srv6pm.stamp import udp
 from srv6pm.stamp.errors import AuthenticationError, StampError
 from srv6pm.stamp.protocol import STAMP_PORT
-from srv6pm.stamp.packet import ReflectorPacket, SenderPacket
+from srv6pm.stamp.packet import ReflectorPacket, SenderPacket, pad_short
 from srv6pm.stamp.srh import MAX_SEGMENTS, StickyRoute
 from srv6pm.stamp.timestamp import ClockState, ErrorEstimate, TimestampFormat, encode, local_clock
-from srv6pm.stamp.tlv import ReturnPath, SubTlvType, Tlv, TlvList, TlvType
+from srv6pm.stamp.tlv import ClassOfService, DirectMeasurement, ReturnPath, SubTlvType, Tlv, TlvList, TlvType
 
 __all__ = ["DEFAULT_PORT", "TIMESTAMP_KINDS", "Reflector", "ReflectorConfig", "ReflectorStats", "Reply",
            "SessionTable"]
@@ -144,13 +158,17 @@ class Reply:
     """What to send back for one packet: ``packet`` (its Timestamp is set at send time) to
     ``destination``, from ``source`` (None: the kernel's choice), through ``waypoints`` (SRv6
     segments before the destination). ``fallback_tlvs`` are the TLVs to send instead if the
-    segment list cannot be installed (Return Path flagged U = 1)."""
+    segment list cannot be installed (Return Path flagged U = 1). ``tclass``: the Traffic Class /
+    TOS to send with (Class of Service TLV; None: the socket's). ``counted``: the session whose
+    Direct Measurement transmit counter counts this reply once it is sent (None: no such TLV)."""
 
     packet: ReflectorPacket
     destination: tuple[str, int]
     source: str | None = None
     waypoints: tuple[ipaddress.IPv6Address, ...] = ()
     fallback_tlvs: TlvList | None = None
+    tclass: int | None = None
+    counted: tuple | None = None
 
 
 @dataclass
@@ -160,31 +178,61 @@ class _TlvOutcome:
     waypoints: tuple[ipaddress.IPv6Address, ...] = ()
     destination: str | None = None
     fallback: TlvList | None = None
+    tclass: int | None = None
+    counted: tuple | None = None
 
 
-class _Sessions:
-    """Stateful sequence counters, bounded (LRU) and expiring when idle."""
+class _Table:
+    """Per-session counters (``width`` of them, from 0), bounded (LRU) and forgotten when idle."""
 
-    def __init__(self, limit: int, idle_s: float):
-        self.limit, self.idle_ns = limit, int(idle_s * 1e9)
-        self._table: OrderedDict[tuple, list[int]] = OrderedDict()  # key -> [next_seq, last_seen_ns]
+    def __init__(self, limit: int, idle_s: float, width: int = 1):
+        self.limit, self.idle_ns, self.width = limit, int(idle_s * 1e9), width
+        self._table: OrderedDict[tuple, list[int]] = OrderedDict()  # key -> [counters..., last_seen_ns]
 
-    def next_seq(self, key: tuple, now_ns: int) -> int:
+    def entry(self, key: tuple, now_ns: int) -> list[int]:
+        """The live counters of ``key`` (new ones at 0 for a new or idle session), seen now."""
         entry = self._table.get(key)
-        if entry is None or now_ns - entry[1] > self.idle_ns:
-            entry = [0, now_ns]
+        if entry is None or now_ns - entry[-1] > self.idle_ns:
+            entry = [0] * self.width + [now_ns]
             self._table[key] = entry
             while len(self._table) > self.limit:
                 self._table.popitem(last=False)
         else:
             self._table.move_to_end(key)
-        seq = entry[0]
-        entry[0] = (seq + 1) & 0xFFFFFFFF
-        entry[1] = now_ns
-        return seq
+        entry[-1] = now_ns
+        return entry
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+class _Sessions(_Table):
+    """Stateful sequence counters."""
+
+    def next_seq(self, key: tuple, now_ns: int) -> int:
+        entry = self.entry(key, now_ns)
+        seq = entry[0]
+        entry[0] = (seq + 1) & 0xFFFFFFFF
+        return seq
+
+
+class _DirectCounts(_Table):
+    """Direct Measurement counters per session: [received, sent]."""
+
+    def __init__(self, limit: int, idle_s: float):
+        super().__init__(limit, idle_s, width=2)
+
+    def received(self, key: tuple, now_ns: int) -> tuple[int, int]:
+        """Count one test packet of ``key``; (R_RxC, R_TxC) for its reply, both this one included."""
+        entry = self.entry(key, now_ns)
+        entry[0] = (entry[0] + 1) & 0xFFFFFFFF
+        return entry[0], (entry[1] + 1) & 0xFFFFFFFF
+
+    def sent(self, key: tuple) -> None:
+        """Count one reply of ``key`` as sent (if the session is still kept)."""
+        entry = self._table.get(key)
+        if entry is not None:
+            entry[1] = (entry[1] + 1) & 0xFFFFFFFF
 
 
 class SessionTable(Protocol):
@@ -218,6 +266,7 @@ class Reflector:
         self._clock = clock
         self._counters = ReflectorStats()
         self._sessions = sessions if sessions is not None else _Sessions(config.max_sessions, config.session_idle_s)
+        self._direct = _DirectCounts(config.max_sessions, config.session_idle_s)
         self._clock_state = clock_state
         self._state: ClockState | None = None
         self._sock: socket.socket | None = None
@@ -327,14 +376,12 @@ class Reflector:
         if rx.truncated:
             raise StampError(f"datagram larger than {RECV_BUFFER} octets")
         key = self.config.key
-        request = SenderPacket.unpack(rx.data, key)
+        request = SenderPacket.unpack(rx.data if key is not None else pad_short(rx.data), key)
         outcome = self._reflect_tlvs(request, rx)
         if outcome.suppress:
             return None
         if self.config.stateful:
-            session = (rx.source[0], rx.source[1], rx.destination, self.address[1] if self.address else None,
-                       request.ssid)
-            seq = self._sessions.next_seq(session, rx.rx_ns)
+            seq = self._sessions.next_seq(self._session(request, rx), rx.rx_ns)
         else:
             seq = request.seq
         ee = self._error_estimate()
@@ -348,7 +395,10 @@ class Reflector:
         fallback = self._signed(outcome.fallback, seq) if outcome.fallback is not None else None
         destination = (outcome.destination or rx.source[0], rx.source[1])
         source = rx.destination if self._wildcard() else None
-        return Reply(packet, destination, source, outcome.waypoints, fallback)
+        return Reply(packet, destination, source, outcome.waypoints, fallback, outcome.tclass, outcome.counted)
+
+    def _session(self, request: SenderPacket, rx: udp.Received) -> tuple:
+        return (rx.source[0], rx.source[1], rx.destination, self.address[1] if self.address else None, request.ssid)
 
     def _signed(self, tlvs: TlvList, seq: int) -> TlvList:
         key = self.config.key
@@ -381,6 +431,14 @@ class Reflector:
                     if t.type == TlvType.HMAC and len(t.value) != tlvmod.HMAC_LEN:
                         raise StampError("HMAC TLV length is not 16")
                     out.append(t.with_flags(u=False, m=False, i=False))
+                elif t.type == TlvType.CLASS_OF_SERVICE:
+                    out.append(self._class_of_service(ClassOfService.from_tlv(t), t, rx, outcome))
+                elif t.type == TlvType.DIRECT_MEASUREMENT:
+                    asked = DirectMeasurement.from_tlv(t)
+                    if outcome.counted is None:
+                        outcome.counted = self._session(request, rx)
+                    received, sent = self._direct.received(outcome.counted, rx.rx_ns)
+                    out.append(replace(asked, reflector_rx=received, reflector_tx=sent).to_tlv(flags=0))
                 elif t.type == TlvType.DESTINATION_NODE_ADDRESS:
                     wanted = tlvmod.DestinationNodeAddress.from_tlv(t).address
                     out.append(t.with_flags(u=not self._is_local(wanted, rx), m=False, i=False))
@@ -394,12 +452,21 @@ class Reflector:
                 out.extend(tlvs[index + 1:])
                 outcome.suppress = False
                 outcome.waypoints, outcome.destination, outcome.fallback = (), None, None
+                outcome.tclass = outcome.counted = None
                 break
         outcome.tlvs = TlvList(tuple(out), area.rest, area.malformed)
         if outcome.waypoints:  # in case the SRH cannot be installed: the Return Path flagged U = 1
             outcome.fallback = TlvList(tuple(t.with_flags(u=True) if t.type == TlvType.RETURN_PATH else t
                                              for t in out), area.rest, area.malformed)
         return outcome
+
+    @staticmethod
+    def _class_of_service(cos: ClassOfService, raw: Tlv, rx: udp.Received, outcome: _TlvOutcome) -> Tlv:
+        if rx.tclass is None:  # what the packet arrived with is not known: cannot fill it in
+            return raw.with_flags(u=True)
+        if outcome.tclass is None:  # the first one decides the reply's DSCP
+            outcome.tclass = cos.dscp1 << 2
+        return replace(cos, dscp2=rx.tclass >> 2, ecn=rx.tclass & 0x3, rp=0).to_tlv(flags=0)
 
     def _is_local(self, address, rx: udp.Received) -> bool:
         candidates = {rx.destination, None if self._wildcard() else self.config.bind}
@@ -523,9 +590,13 @@ class Reflector:
                 packet = replace(packet, tlvs=reply.fallback_tlvs or packet.tlvs)
                 self._counters.return_path_refused += 1
         ancillary = self._source_ancillary(reply.source, sock.family)
+        if reply.tclass is not None:
+            ancillary += udp.tclass_ancillary(reply.destination[0], reply.tclass)
         now = self._clock()  # t3: as late as possible
         payload = packet.pack(self.config.key, timestamp=encode(now, packet.error_estimate.format, self._tai_utc))
         sock.sendmsg([payload], ancillary, 0, reply.destination)
+        if reply.counted is not None:
+            self._direct.sent(reply.counted)
         self._counters.reflected += 1
         if waypoints:
             self._counters.return_path_srv6 += 1

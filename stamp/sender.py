@@ -24,6 +24,28 @@ matched to requests by the echoed Session-Sender Sequence Number (and SSID).
   how the peer took them) unless ``reflector_timestamps`` states it, e.g.
   ``("kernel", "user")`` for srv6pm's own reflector
   (:data:`srv6pm.stamp.reflector.TIMESTAMP_KINDS`).
+* **Per-direction loss.** With ``direct_measurement``, every test packet
+  carries a Direct Measurement TLV (RFC 8972 §4.5) whose S_TxC counts the
+  test packets sent so far, this one included; a reflector that fills it in
+  (U = 0) returns its receive and transmit counters, which the sample
+  carries (``sender_tx``, ``reflector_rx``, ``reflector_tx``). Otherwise
+  they are None.
+* **DSCP.** With ``dscp``, test packets are sent with that DSCP and carry a
+  Class of Service TLV (RFC 8972 §4.4) asking for the same DSCP on the reply;
+  the sample says what DSCP the test packet had at the reflector
+  (``dscp_at_reflector``, ``dscp_remarked``) and the reply had here
+  (``reply_dscp``, ``reply_dscp_remarked``; None where the reflector did not
+  fill the TLV in or refused DSCP1).
+* **SSID.** A reflector that does not implement RFC 8972 returns the SSID as
+  zero (§3). Such a reply still counts (the sample is not lost): the sender
+  logs once that the reflector ignores the SSID and goes on, or, with
+  ``stop_if_ssid_ignored``, ends the session with :class:`SsidIgnored`.
+* **Impossible timestamps.** A reply whose t2 or t3 lies outside t1..t4 by
+  more than the two clocks' stated errors (the Error Estimates; 1 s for one
+  that states none), or whose t3 is before t2, is a sample with
+  ``impossible_timestamps`` set (a reflector writing another epoch or
+  format than it says, a clock stepped): it is not lost, but its one-way
+  delays mean nothing.
 * **Size.** ``size`` is the UDP payload of each test packet: the base packet
   (44 octets, 112 authenticated) plus TLVs, filled up with an Extra Padding
   TLV (so ``size`` is either the minimum or at least 4 octets more).
@@ -62,6 +84,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
+from srv6pm.errors import OperationError
 from srv6pm.netns import NetnsError
 from srv6pm.stamp import tlv as tlvmod
 from srv6pm.stamp import udp
@@ -71,9 +94,11 @@ from srv6pm.stamp.protocol import STAMP_PORT
 from srv6pm.stamp.packet import ReflectorPacket, SenderPacket, base_size
 from srv6pm.stamp.srh import MAX_SEGMENTS, StickyRoute
 from srv6pm.stamp.timestamp import ErrorEstimate, TimestampFormat, decode, encode, local_clock
-from srv6pm.stamp.tlv import ReturnPath, Srv6SegmentList, Tlv, TlvList, TlvType
+from srv6pm.stamp.tlv import (
+    FLAG_I, FLAG_M, FLAG_U, ClassOfService, DirectMeasurement, ReturnPath, Srv6SegmentList, Tlv, TlvList, TlvType,
+)
 
-__all__ = ["DEFAULT_PORT", "Sample", "Sender", "SenderConfig", "SenderStats", "summarize"]
+__all__ = ["DEFAULT_PORT", "Sample", "Sender", "SenderConfig", "SenderStats", "SsidIgnored", "summarize"]
 
 log = logging.getLogger("srv6pm.stamp.sender")
 
@@ -81,6 +106,12 @@ DEFAULT_PORT = STAMP_PORT
 KIND_REMOTE = "remote"
 RECV_BUFFER = 65536
 MAX_SIZE = 65507
+UNSTATED_ERROR_NS = 1_000_000_000  # the error of a clock whose Error Estimate states none (multiplier 0)
+
+
+class SsidIgnored(OperationError):
+    """The reflector returned SSID 0 for a session with an SSID and ``stop_if_ssid_ignored`` is set:
+    the session ends with this (``str()`` says so)."""
 
 
 def _ip(what: str, text) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -114,6 +145,9 @@ class SenderConfig:
     timestamp_format: TimestampFormat = TimestampFormat.NTP
     reflector_timestamps: tuple[str, str] = (KIND_REMOTE, KIND_REMOTE)
     liveness: LivenessSettings | None = None  # None: the path is not watched
+    direct_measurement: bool = False
+    dscp: int | None = None
+    stop_if_ssid_ignored: bool = False
 
     def __post_init__(self):
         dest = _ip("destination", self.dest)
@@ -133,6 +167,10 @@ class SenderConfig:
             raise ValueError("timeout must be a positive number of seconds")
         if not 0 <= self.ssid <= 0xFFFF:
             raise ValueError("SSID must be 0..65535 (0: none)")
+        if self.stop_if_ssid_ignored and not self.ssid:
+            raise ValueError("stop_if_ssid_ignored needs an SSID: without one no reply can ignore it")
+        if self.dscp is not None and not 0 <= self.dscp <= 63:
+            raise ValueError(f"DSCP {self.dscp} not in 0..63")
         for name in ("segments", "return_segments"):
             try:
                 segs = tuple(ipaddress.IPv6Address(s) for s in getattr(self, name))
@@ -159,6 +197,10 @@ class SenderConfig:
 
     def _tlvs(self) -> tuple[Tlv, ...]:
         out: list[Tlv] = []
+        if self.dscp is not None:
+            out.append(ClassOfService(self.dscp).to_tlv())
+        if self.direct_measurement:
+            out.append(DirectMeasurement(0).to_tlv())  # S_TxC is set per packet (Sender._tlvs_for)
         if self.return_segments:
             out.append(ReturnPath.build(Srv6SegmentList(self.return_segments)).to_tlv())
         if out and self.key is not None:
@@ -185,7 +227,13 @@ class Sample:
     ``ttl`` is the TTL / Hop Limit the test packet had at the reflector
     (as the reflector reported it; 0 = unknown), ``reply_ttl`` the one the
     reply had here. ``return_path`` is None when no return path was asked
-    for, else whether the reflector honoured it.
+    for, else whether the reflector honoured it. ``sender_tx``,
+    ``reflector_rx``, ``reflector_tx``: the Direct Measurement counters of
+    the reply (None unless the reflector filled them in). ``dscp``: the DSCP
+    the test packet was sent with (None: not set); ``dscp_at_reflector``,
+    ``reply_dscp``, ``reply_dscp_remarked``: see the module documentation.
+    ``impossible_timestamps``: t2/t3 cannot be right (module documentation);
+    the one-way delays are then None.
     """
 
     session: str
@@ -206,18 +254,35 @@ class Sample:
     reflector_seq: int | None = None
     return_path: bool | None = None
     size: int | None = None
+    sender_tx: int | None = None
+    reflector_rx: int | None = None
+    reflector_tx: int | None = None
+    dscp: int | None = None
+    dscp_at_reflector: int | None = None
+    reply_dscp: int | None = None
+    reply_dscp_remarked: bool | None = None
+    impossible_timestamps: bool = False
+
+    @property
+    def dscp_remarked(self) -> bool | None:
+        """Whether the test packet reached the reflector with another DSCP than it was sent with."""
+        if self.dscp is None or self.dscp_at_reflector is None:
+            return None
+        return self.dscp_at_reflector != self.dscp
 
     @property
     def forward_ns(self) -> int | None:
-        return None if self.lost else self.t2 - self.t1
+        return None if self.lost or self.impossible_timestamps else self.t2 - self.t1
 
     @property
     def backward_ns(self) -> int | None:
-        return None if self.lost else self.t4 - self.t3
+        return None if self.lost or self.impossible_timestamps else self.t4 - self.t3
 
     @property
     def round_trip_ns(self) -> int | None:
-        return None if self.lost else (self.t4 - self.t1) - (self.t3 - self.t2)
+        if self.lost or self.t3 < self.t2:
+            return None
+        return (self.t4 - self.t1) - (self.t3 - self.t2)
 
     @property
     def timestamps(self) -> dict:
@@ -227,7 +292,8 @@ class Sample:
 
     def to_dict(self) -> dict:
         """Plain JSON-able data with the ``srv6pm.stamp`` fields (session, seq, t1..t4, lost, timestamps,
-        ttl, reflector_seq; t2..t4 None when lost) and details (reply_ttl, error estimates, return_path, size)."""
+        ttl, reflector_seq; t2..t4 None when lost; the RFC 8972 ones and impossible_timestamps only when
+        known / set) and details (reply_ttl, error estimates, return_path, size)."""
         return {
             "session": self.session, "seq": self.seq, "t1": self.t1, "t2": self.t2, "t3": self.t3, "t4": self.t4,
             "lost": self.lost, "timestamps": self.timestamps, "ttl": self.ttl, "reflector_seq": self.reflector_seq,
@@ -235,6 +301,12 @@ class Sample:
             "sender_error": self.sender_error.to_dict() if self.sender_error else None,
             "reflector_error": self.reflector_error.to_dict() if self.reflector_error else None,
             "return_path": self.return_path, "size": self.size,
+            **{name: value for name, value in (
+                ("sender_tx", self.sender_tx), ("reflector_rx", self.reflector_rx),
+                ("reflector_tx", self.reflector_tx), ("dscp", self.dscp),
+                ("dscp_at_reflector", self.dscp_at_reflector), ("dscp_remarked", self.dscp_remarked),
+                ("reply_dscp", self.reply_dscp), ("reply_dscp_remarked", self.reply_dscp_remarked),
+                ("impossible_timestamps", self.impossible_timestamps or None)) if value is not None},
         }
 
 
@@ -250,6 +322,8 @@ class SenderStats:
     bad_replies: int = 0
     auth_failures: int = 0
     tx_software_timestamps: int = 0
+    ssid_ignored: int = 0
+    impossible_timestamps: int = 0
 
 
 @dataclass
@@ -281,6 +355,7 @@ class Sender:
         self._started = False
         self._tlvs = config.tlvs()
         self._return_path_requested = bool(config.return_segments)
+        self._dm_index = next((i for i, t in enumerate(self._tlvs.tlvs) if t.type == TlvType.DIRECT_MEASUREMENT), None)
 
     def stop(self) -> None:
         """End the session: no more packets are sent; the iterator ends promptly (pending ones are dropped)."""
@@ -362,6 +437,11 @@ class Sender:
         bind = cfg.source or ("::" if family == socket.AF_INET6 else "0.0.0.0")
         sock = udp.open_socket(bind, 0, netns=cfg.netns, tx_timestamps=True, v6only=True)
         try:
+            if cfg.dscp is not None:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, udp.IPV6_TCLASS, cfg.dscp << 2)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, udp.IP_TOS, cfg.dscp << 2)
             if cfg.segments:
                 StickyRoute(sock).use(cfg.segments, cfg.dest)
         except OSError:
@@ -408,7 +488,7 @@ class Sender:
                 if more_to_send and now >= next_send:
                     t1_user = self._clock()
                     packet = SenderPacket(seq, encode(t1_user, cfg.timestamp_format, tai_utc), sender_ee, cfg.ssid,
-                                          self._tlvs)
+                                          self._tlvs_for(self._counts["sent"] + 1))
                     payload = packet.pack(cfg.key)
                     try:
                         sock.sendto(payload, (cfg.dest, cfg.port))
@@ -458,6 +538,13 @@ class Sender:
             log.info("session ended", extra={"session": cfg.session, **self._counts})
 
     # -- helpers ------------------------------------------------------------------------
+    def _tlvs_for(self, sender_tx: int) -> TlvList:
+        """The TLVs of the next test packet: S_TxC = ``sender_tx`` (packets sent, this one included)."""
+        if self._dm_index is None:
+            return self._tlvs
+        tlvs = list(self._tlvs.tlvs)
+        tlvs[self._dm_index] = DirectMeasurement(sender_tx & 0xFFFFFFFF).to_tlv()
+        return TlvList(tuple(tlvs), self._tlvs.rest)
     def _read_tx(self, sock: socket.socket, pending: dict[int, _Pending], by_tskey: dict[int, int]) -> None:
         try:
             stamps = udp.read_tx_timestamps(sock)
@@ -531,6 +618,8 @@ class Sender:
             except AuthenticationError:
                 self._counts["auth_failures"] += 1
                 continue
+            except SsidIgnored:
+                raise
             except StampError as exc:
                 self._counts["bad_replies"] += 1
                 log.debug("bad reply", extra={"session": cfg.session, "reason": str(exc)})
@@ -546,7 +635,9 @@ class Sender:
             raise StampError(f"reply from port {rx.source[1]}, not {cfg.port}")
         reply = ReflectorPacket.unpack(rx.data, cfg.key)
         if cfg.ssid and reply.ssid != cfg.ssid:
-            raise StampError(f"reply for SSID {reply.ssid}, not {cfg.ssid}")
+            if reply.ssid:
+                raise StampError(f"reply for SSID {reply.ssid}, not {cfg.ssid}")
+            self._ssid_ignored()
         p = pending.pop(reply.sender_seq, None)
         if p is None:
             self._counts["late_replies"] += 1
@@ -569,10 +660,63 @@ class Sender:
         t3 = decode(reply.timestamp, fmt, t4, tai_utc)
         t1, kind = (p.t1_tx, udp.KIND_SOFTWARE_TX) if p.t1_tx is not None else (p.t1_user, udp.KIND_USER)
         t2_kind, t3_kind = cfg.reflector_timestamps
+        impossible = impossible_timestamps(t1, t2, t3, t4, sender_ee, reply.error_estimate)
+        if impossible:
+            self._counts["impossible_timestamps"] += 1
         return Sample(cfg.session, p.seq, False, t1, t2, t3, t4, kind, t2_kind, t3_kind, rx.rx_kind,
                       ttl=reply.sender_ttl, reply_ttl=rx.ttl, sender_error=sender_ee,
                       reflector_error=reply.error_estimate, reflector_seq=reply.seq, return_path=return_path,
-                      size=len(rx.data))
+                      size=len(rx.data), **self._reply_tlvs(reply, rx), impossible_timestamps=impossible)
+
+    def _ssid_ignored(self) -> None:
+        cfg = self.config
+        self._counts["ssid_ignored"] += 1
+        if cfg.stop_if_ssid_ignored:
+            raise SsidIgnored(f"the reflector at {cfg.dest} returns SSID 0 for SSID {cfg.ssid}: it does not "
+                              "implement RFC 8972 (stop_if_ssid_ignored is set)")
+        if self._counts["ssid_ignored"] == 1:
+            log.warning("the reflector ignores the SSID (returns 0: no RFC 8972); measuring on",
+                        extra={"session": cfg.session, "dest": cfg.dest, "ssid": cfg.ssid})
+
+    def _reply_tlvs(self, reply: ReflectorPacket, rx: udp.Received) -> dict:
+        """The Sample fields that the reply's Direct Measurement and Class of Service TLVs give."""
+        cfg = self.config
+        out: dict = {}
+        if cfg.direct_measurement or cfg.dscp is not None:
+            filled = {t.type: t for t in reply.tlvs.tlvs if not t.flags & (FLAG_U | FLAG_M | FLAG_I)}
+            if cfg.key is not None and not tlvmod.verify(reply.tlvs.tlvs, reply.seq_field, cfg.key):
+                filled = {}
+            dm = filled.get(TlvType.DIRECT_MEASUREMENT)
+            if cfg.direct_measurement and dm is not None:
+                try:
+                    counts = DirectMeasurement.from_tlv(dm)
+                except StampError:
+                    counts = None
+                if counts is not None:
+                    out.update(sender_tx=counts.sender_tx, reflector_rx=counts.reflector_rx,
+                               reflector_tx=counts.reflector_tx)
+            if cfg.dscp is not None:
+                out["dscp"] = cfg.dscp
+                cos = filled.get(TlvType.CLASS_OF_SERVICE)
+                try:
+                    cos = ClassOfService.from_tlv(cos) if cos is not None else None
+                except StampError:
+                    cos = None
+                if cos is not None:
+                    out["dscp_at_reflector"] = cos.dscp2
+                    if rx.tclass is not None:
+                        out["reply_dscp"] = rx.tclass >> 2
+                        out["reply_dscp_remarked"] = None if cos.rp else rx.tclass >> 2 != cos.dscp1
+        return out
+
+
+def impossible_timestamps(t1: int, t2: int, t3: int, t4: int, sender: ErrorEstimate,
+                          reflector: ErrorEstimate) -> bool:
+    """True if t2, t3 cannot have been taken between t1 and t4: ``t1 - e <= t2 <= t3 <= t4 + e`` fails,
+    where ``e`` is the sum of the two clocks' stated errors (:data:`UNSTATED_ERROR_NS` for one that
+    states none)."""
+    error = sum(UNSTATED_ERROR_NS if ee.error_ns is None else ee.error_ns for ee in (sender, reflector))
+    return not (t1 - error <= t2 <= t3 <= t4 + error)
 
 
 def _stats(values: list[float]) -> dict | None:
@@ -588,5 +732,5 @@ def summarize(samples: Iterable[Sample]) -> dict:
     out = {"sent": len(samples), "received": len(ok), "lost": len(samples) - len(ok)}
     for name, attr in (("forward_us", "forward_ns"), ("backward_us", "backward_ns"),
                        ("round_trip_us", "round_trip_ns")):
-        out[name] = _stats([getattr(s, attr) / 1000 for s in ok])
+        out[name] = _stats([getattr(s, attr) / 1000 for s in ok if getattr(s, attr) is not None])
     return out

@@ -19,6 +19,14 @@ packet), after which it stops processing TLVs and copies the remainder of
 the packet; I = 1 on every TLV when the HMAC TLV does not verify. Otherwise
 it clears the flag.
 
+A Session-Reflector tells TLVs from the packet padding of a TWAMP-Light style
+sender (RFC 8762 §4.6; any octets, zero or not) by the first four octets after
+the base packet (:func:`parse_sent`): they start TLVs only if they read as the
+header a Session-Sender sends (a non-zero Type, M = 0 and I = 0, a Length that
+fits in the packet); anything else is padding, copied back unchanged, flags
+and all. (So a first TLV cut short by the end of the packet is taken for
+padding; later ones get M = 1 as above.)
+
 Code points (IANA "STAMP TLV Types"): 1 Extra Padding, 2 Location,
 3 Timestamp Information, 4 Class of Service, 5 Direct Measurement, 6 Access
 Report, 7 Follow-Up Telemetry, 8 HMAC (RFC 8972); 9 Destination Node
@@ -52,9 +60,9 @@ from srv6pm.stamp.errors import MalformedPacket
 
 __all__ = [
     "FLAG_I", "FLAG_M", "FLAG_U", "HEADER_LEN", "HMAC_LEN",
-    "ControlCode", "DestinationNodeAddress", "ReturnAddress", "ReturnPath", "SrMplsLabelStack",
+    "ClassOfService", "ControlCode", "DestinationNodeAddress", "DirectMeasurement", "ReturnAddress", "ReturnPath", "SrMplsLabelStack",
     "Srv6SegmentList", "SubTlvType", "Tlv", "TlvList", "TlvType",
-    "extra_padding", "hmac16", "hmac_placeholder", "parse", "sign", "verify",
+    "extra_padding", "hmac16", "hmac_placeholder", "parse", "parse_sent", "sign", "starts_tlvs", "verify",
 ]
 
 FLAG_U = 0x80
@@ -161,8 +169,9 @@ class Tlv:
 class TlvList:
     """The TLV area of a packet, exactly as received or to be sent.
 
-    ``rest`` holds trailing octets that are not TLVs: all-zero padding (a
-    TWAMP-Light style sender pads with zeros, RFC 8762 §4.6; it is echoed
+    ``rest`` holds trailing octets that are not TLVs: padding (a TWAMP-Light
+    style sender pads, RFC 8762 §4.6: all-zero octets, or with
+    :func:`parse_sent` anything that does not start like a TLV; it is echoed
     unchanged) or 1-3 octets too short for a TLV header (then ``malformed``).
     ``malformed`` is True if the last TLV was cut short (it carries the M
     flag) or ``rest`` is such a fragment.
@@ -208,6 +217,30 @@ def parse(data: bytes) -> TlvList:
         tlvs.append(Tlv(tlv_type, data[start:start + length], flags))
         pos = start + length
     return TlvList(tuple(tlvs), b"", False)
+
+
+def starts_tlvs(data: bytes) -> bool:
+    """True if ``data`` starts with a TLV header as a Session-Sender sends one (RFC 8972 §4).
+
+    That is: a non-zero Type, the M and I flags clear, and a Length that fits
+    in ``data``. Anything else after the base packet is packet padding.
+    """
+    if len(data) < HEADER_LEN:
+        return False
+    flags, tlv_type, length = _HEADER.unpack_from(data)
+    return tlv_type != 0 and not flags & (FLAG_M | FLAG_I) and HEADER_LEN + length <= len(data)
+
+
+def parse_sent(data: bytes) -> TlvList:
+    """The TLV area of a Session-Sender packet: TLVs (:func:`parse`), or padding kept whole in ``rest``.
+
+    Padding is whatever does not start like a TLV (:func:`starts_tlvs`);
+    never raises.
+    """
+    data = bytes(data)
+    if not starts_tlvs(data):
+        return TlvList((), data, False)
+    return parse(data)
 
 
 # -- HMAC TLV (RFC 8972 §4.8) ------------------------------------------------------
@@ -270,6 +303,86 @@ def extra_padding(total_size: int, *, random: bool = True) -> Tlv:
         raise ValueError(f"an Extra Padding TLV takes at least {HEADER_LEN} octets, not {total_size}")
     length = total_size - HEADER_LEN
     return Tlv(TlvType.EXTRA_PADDING, os.urandom(length) if random else bytes(length))
+
+
+def _fixed_value(tlv: Tlv, tlv_type: TlvType, length: int, what: str) -> bytes:
+    """The value of a whole ``tlv_type`` TLV whose Length must be ``length``; :class:`MalformedPacket` if not."""
+    if tlv.type != tlv_type or tlv.length is not None:
+        raise MalformedPacket(f"not a complete {what} TLV")
+    if len(tlv.value) != length:
+        raise MalformedPacket(f"{what} TLV: length {len(tlv.value)} is not {length}")
+    return tlv.value
+
+
+# -- Class of Service (RFC 8972 §4.4) ----------------------------------------------
+
+_COS = struct.Struct("!HH")
+
+
+@dataclass(frozen=True)
+class ClassOfService:
+    """Class of Service TLV (type 4, Length 4)::
+
+        DSCP1 (6 bits) | DSCP2 (6 bits) | ECN (2 bits) | RP (2 bits) | Reserved (16 bits)
+
+    DSCP1: the DSCP the Session-Sender asks the reflector to send its reply
+    with. DSCP2 and ECN: what the test packet's IP header carried when it
+    reached the reflector (zero from the sender; RFC 8972 erratum 8199: the
+    reflector copies both). RP: the reflector sets 1 when it did not use DSCP1
+    for the reply (its policy refused it); zero from the sender.
+    """
+
+    dscp1: int
+    dscp2: int = 0
+    ecn: int = 0
+    rp: int = 0
+
+    def __post_init__(self):
+        for name, top in (("dscp1", 63), ("dscp2", 63), ("ecn", 3), ("rp", 3)):
+            if not 0 <= getattr(self, name) <= top:
+                raise ValueError(f"Class of Service {name} {getattr(self, name)!r} out of range 0..{top}")
+
+    def to_tlv(self, flags: int = FLAG_U) -> Tlv:
+        word = self.dscp1 << 10 | self.dscp2 << 4 | self.ecn << 2 | self.rp
+        return Tlv(TlvType.CLASS_OF_SERVICE, _COS.pack(word, 0), flags)
+
+    @classmethod
+    def from_tlv(cls, tlv: Tlv) -> "ClassOfService":
+        word, _reserved = _COS.unpack(_fixed_value(tlv, TlvType.CLASS_OF_SERVICE, _COS.size, "Class of Service"))
+        return cls(word >> 10, word >> 4 & 0x3F, word >> 2 & 0x3, word & 0x3)
+
+
+# -- Direct Measurement (RFC 8972 §4.5) ---------------------------------------------
+
+_DM = struct.Struct("!III")
+
+
+@dataclass(frozen=True)
+class DirectMeasurement:
+    """Direct Measurement TLV (type 5, Length 12): three 32-bit counters of the test session.
+
+    ``sender_tx`` (S_TxC): test packets the Session-Sender transmitted in the
+    session, this one included. ``reflector_rx`` (R_RxC) and ``reflector_tx``
+    (R_TxC): test packets the Session-Reflector received in the session and
+    replies it transmitted, this one and its reply included; zero from the
+    sender, filled by the reflector. Counters wrap modulo 2**32.
+    """
+
+    sender_tx: int
+    reflector_rx: int = 0
+    reflector_tx: int = 0
+
+    def __post_init__(self):
+        for name in ("sender_tx", "reflector_rx", "reflector_tx"):
+            if not 0 <= getattr(self, name) <= 0xFFFFFFFF:
+                raise ValueError(f"Direct Measurement {name} {getattr(self, name)!r} is not 32 bits")
+
+    def to_tlv(self, flags: int = FLAG_U) -> Tlv:
+        return Tlv(TlvType.DIRECT_MEASUREMENT, _DM.pack(self.sender_tx, self.reflector_rx, self.reflector_tx), flags)
+
+    @classmethod
+    def from_tlv(cls, tlv: Tlv) -> "DirectMeasurement":
+        return cls(*_DM.unpack(_fixed_value(tlv, TlvType.DIRECT_MEASUREMENT, _DM.size, "Direct Measurement")))
 
 
 # -- Destination Node Address (RFC 9503 §3) ---------------------------------------

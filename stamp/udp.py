@@ -16,8 +16,9 @@ turns on what STAMP needs:
   stamp on the socket's error queue with a per-socket counter (0, 1, 2, ...
   per ``sendmsg``); :func:`read_tx_timestamps` drains them. Kind
   ``"software-tx"``.
-* the received TTL / Hop Limit (``IP_RECVTTL`` / ``IPV6_RECVHOPLIMIT``) and
-  destination address (``IP_PKTINFO`` / ``IPV6_RECVPKTINFO``).
+* the received TTL / Hop Limit (``IP_RECVTTL`` / ``IPV6_RECVHOPLIMIT``),
+  Traffic Class / TOS octet (``IP_RECVTOS`` / ``IPV6_RECVTCLASS``: DSCP and
+  ECN) and destination address (``IP_PKTINFO`` / ``IPV6_RECVPKTINFO``).
 
 All timestamps are CLOCK_REALTIME, integer ns since the Unix epoch.
 """
@@ -35,7 +36,7 @@ from srv6pm.netns import NetnsThread
 
 __all__ = [
     "KIND_KERNEL", "KIND_SOFTWARE_TX", "KIND_USER", "Received",
-    "family_of", "open_socket", "read_tx_timestamps", "receive",
+    "family_of", "open_socket", "read_tx_timestamps", "receive", "tclass_ancillary",
 ]
 
 # asm-generic/socket.h, linux/net_tstamp.h, linux/errqueue.h, linux/in.h, linux/in6.h
@@ -49,11 +50,15 @@ SOF_TIMESTAMPING_OPT_ID = 1 << 7
 SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
 SO_EE_ORIGIN_TIMESTAMPING = 4
 SCM_TSTAMP_SND = 0
+IP_TOS = 1
 IP_TTL = 2
 IP_PKTINFO = 8
 IP_RECVERR = 11
 IP_RECVTTL = 12
+IP_RECVTOS = 13
 IPV6_RECVERR = 25
+IPV6_RECVTCLASS = 66
+IPV6_TCLASS = 67
 
 KIND_KERNEL = "kernel"
 KIND_SOFTWARE_TX = "software-tx"
@@ -75,7 +80,8 @@ class Received:
     """One datagram and what the kernel said about it.
 
     ``destination`` is the local address it was sent to (None if unknown),
-    ``ttl`` the TTL / Hop Limit it arrived with (None if unknown).
+    ``ttl`` the TTL / Hop Limit it arrived with (None if unknown),
+    ``tclass`` its Traffic Class / TOS octet (DSCP << 2 | ECN; None if unknown).
     """
 
     data: bytes
@@ -85,6 +91,7 @@ class Received:
     rx_ns: int
     rx_kind: str
     truncated: bool
+    tclass: int | None = None
 
 
 def _setup(sock: socket.socket, family: int, tx_timestamps: bool) -> None:
@@ -101,9 +108,11 @@ def _setup(sock: socket.socket, family: int, tx_timestamps: bool) -> None:
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)
     else:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
 
 
 def open_socket(bind: str, port: int, *, netns: str | None = None, tx_timestamps: bool = False,
@@ -155,7 +164,7 @@ def receive(sock: socket.socket, bufsize: int) -> Received:
     data, ancillary, flags, source = sock.recvmsg(bufsize, ANCILLARY_SIZE)
     user_ns = time.time_ns()
     rx_ns = None
-    ttl = destination = None
+    ttl = destination = tclass = None
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind in (SO_TIMESTAMPING, SO_TIMESTAMPNS):
             rx_ns = _timespec_ns(payload)  # SCM_TIMESTAMPING: ts[0] is the software stamp
@@ -167,11 +176,25 @@ def receive(sock: socket.socket, bufsize: int) -> Received:
             ttl = payload[0] if len(payload) < 4 else _INT.unpack_from(payload)[0]
         elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
             destination = str(ipaddress.IPv4Address(payload[8:12]))  # struct in_pktinfo: ifindex, spec_dst, addr
+        elif level == socket.IPPROTO_IPV6 and kind == IPV6_TCLASS and len(payload) >= 4:
+            tclass = _INT.unpack_from(payload)[0] & 0xFF
+        elif level == socket.IPPROTO_IP and kind == IP_TOS and payload:
+            tclass = payload[0]
     if rx_ns is None:
         rx_ns, rx_kind = user_ns, KIND_USER
     else:
         rx_kind = KIND_KERNEL
-    return Received(data, (source[0], source[1]), destination, ttl, rx_ns, rx_kind, bool(flags & socket.MSG_TRUNC))
+    return Received(data, (source[0], source[1]), destination, ttl, rx_ns, rx_kind, bool(flags & socket.MSG_TRUNC),
+                    tclass)
+
+
+def tclass_ancillary(destination: str, tclass: int) -> list:
+    """The ``sendmsg`` ancillary item that sends one datagram to ``destination`` with Traffic Class / TOS
+    ``tclass``: IPV6_TCLASS to an IPv6 address, IP_TOS to an IPv4 one (also as ``::ffff:a.b.c.d``)."""
+    address = ipaddress.ip_address(destination)
+    if address.version == 6 and address.ipv4_mapped is None:
+        return [(socket.IPPROTO_IPV6, IPV6_TCLASS, _INT.pack(tclass))]
+    return [(socket.IPPROTO_IP, IP_TOS, _INT.pack(tclass))]
 
 
 def read_tx_timestamps(sock: socket.socket) -> list[tuple[int, int]]:

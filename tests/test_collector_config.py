@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from srv6pm.collector import config
+from srv6pm.collector import config, desired
 from srv6pm.collector.config import ConfigError
 
 GOOD = {
@@ -155,6 +155,10 @@ def test_dataplane_nftables_allows_a_node_twice_on_a_path():
     (with_("stamp.0.auth_key_file", "stamp.key"), "stamp[0].auth_key_file", "not an absolute path"),
     (with_("stamp.0.name", "s 1"), "stamp[0].name", "not a valid session name"),
     (with_("stamp.0.from", "r4"), "stamp[0].to", "same node as 'from'"),
+    (with_("stamp.0.dscp", 64), "stamp[0].dscp", "from 0 to 63"),
+    (with_("stamp.0.ssid", 0), "stamp[0].ssid", "from 1 to 65535"),
+    (with_("stamp.0.direct_measurement", "yes"), "stamp[0].direct_measurement", "true or false"),
+    (with_("stamp.0.stop_if_ssid_ignored", True), "stamp[0].stop_if_ssid_ignored", "needs an ssid"),
     # TLS
     (with_("tls.plaintext", "yes"), "tls.plaintext", "true or false"),
     (with_("tls.cert", "/c.pem"), "tls.key", "needs both"),
@@ -197,3 +201,16 @@ def test_unreadable_and_not_yaml(tmp_path):
     empty.write_text("")
     with pytest.raises(ConfigError, match="empty file"):
         config.load(empty)
+
+
+def test_stamp_rfc8972_settings_reach_the_session_message():
+    doc = with_("stamp.0.direct_measurement", True, with_("stamp.0.dscp", 0, with_("stamp.0.ssid", 9,
+                with_("stamp.0.stop_if_ssid_ignored", True))))
+    c = parse({**doc, "flows": []})
+    s = c.stamp[0]
+    assert (s.direct_measurement, s.dscp, s.ssid, s.stop_if_ssid_ignored) == (True, 0, 9, True)
+    assert (parse(GOOD).stamp[0].dscp, parse(GOOD).stamp[0].direct_measurement) == (None, False)
+    messages = [m for objects in desired.desired_state(c).values() for m in objects.values()
+                if m.DESCRIPTOR.name == "StampSession"]
+    assert [(m.direct_measurement, m.HasField("dscp"), m.dscp, m.ssid, m.stop_if_ssid_ignored)
+            for m in messages] == [(True, True, 0, 9, True)]

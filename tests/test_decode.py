@@ -178,8 +178,22 @@ def exporter_stamps():
                            reflector=draw(st.one_of(st.none(), st.text(max_size=5))),
                            timestamps=draw(st.one_of(st.none(), st.just({"t1": "software-tx", "t2": "kernel"}))),
                            ttl=draw(st.one_of(st.none(), st.integers(0, 255))),
-                           reflector_seq=draw(st.one_of(st.none(), st.integers(0, 2**32))))
+                           reflector_seq=draw(st.one_of(st.none(), st.integers(0, 2**32))),
+                           **({} if lost else draw(reply_extras())))
     return build()
+
+
+def reply_extras():
+    """The optional members of a returned packet (RFC 8972 TLVs, impossible timestamps)."""
+    counter = st.integers(0, 2**32 - 1)
+    dscp = st.integers(0, 63)
+    counters = st.one_of(st.just({}), st.fixed_dictionaries(
+        {"sender_tx": counter, "reflector_rx": counter, "reflector_tx": counter}))
+    cos = st.one_of(st.just({}), st.fixed_dictionaries(
+        {"dscp": dscp}, optional={"dscp_at_reflector": dscp, "dscp_remarked": st.booleans(), "reply_dscp": dscp,
+                                  "reply_dscp_remarked": st.booleans()}))
+    flag = st.one_of(st.just({}), st.just({"impossible_timestamps": True}))
+    return st.tuples(counters, cos, flag).map(lambda parts: {k: v for part in parts for k, v in part.items()})
 
 
 # -- counters ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ def test_the_names_are_the_documented_ones():
         "tx_packets": "tx_packets", "rx_packets": "rx_packets", "lost_packets": "lost_packets", "complete": "complete"}
     assert asdict(DELAY) == {name: name for name in (
         "session", "direction", "sender", "reflector", "samples", "lost", "min_us", "mean_us", "max_us", "p50_us",
-        "p99_us", "jitter_us")} | {"measurement": "delay"}
+        "p99_us", "jitter_us", "lost_forward", "lost_backward", "impossible_timestamps")} | {"measurement": "delay"}
     assert asdict(PIPELINE) == {name: name for name in (
         "component", "instance", "topic", "records_in", "records_out", "deadletters", "errors", "interval_s", "held_s",
         "lag")} | {"measurement": "pipeline"}

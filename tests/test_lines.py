@@ -48,6 +48,9 @@ def test_loss_and_segment_lines_write_what_the_schema_says():
              "sender": "r1", "reflector": None, "samples": 0, "lost": 3, "min_us": None, "mean_us": None,
              "max_us": None, "p50_us": None, "p99_us": None, "jitter_us": None}
     assert delay_lines(delay) == ["delay,direction=forward,sender=r1,session=s1 lost=3i,samples=0i 20000000000"]
+    directed = {**delay, "lost_forward": 2, "lost_backward": 1, "impossible_timestamps": 0}
+    assert delay_lines(directed) == ["delay,direction=forward,sender=r1,session=s1 impossible_timestamps=0i,"
+                                     "lost=3i,lost_backward=1i,lost_forward=2i,samples=0i 20000000000"]
 
 
 @settings(max_examples=300, deadline=None)

@@ -90,6 +90,10 @@ def _stamp_session() -> pb.StampSession:
     m.liveness = True
     m.liveness_down_after = 4
     m.liveness_up_after = 5
+    m.direct_measurement = True
+    m.dscp = 0  # optional: set to 0 is not unset
+    m.ssid = 4242
+    m.stop_if_ssid_ignored = True
     return m
 
 

@@ -84,6 +84,14 @@ def test_stamp_session_liveness_defaults_and_values():
     assert (mine.liveness_down_after, mine.liveness_up_after) == (1, 1000)
 
 
+def test_stamp_session_rfc8972_settings():
+    out = v.stamp_session(pb.StampSession(name="s", destination="fc00:4::1", rate=1, direct_measurement=True,
+                                          dscp=0, ssid=65535, stop_if_ssid_ignored=True))
+    assert out.direct_measurement and out.HasField("dscp") and out.dscp == 0
+    assert (out.ssid, out.stop_if_ssid_ignored) == (65535, True)
+    assert not v.stamp_session(pb.StampSession(name="s", destination="fc00:4::1", rate=1)).HasField("dscp")
+
+
 def test_stamp_reflector_defaults():
     out = v.stamp_reflector(pb.StampReflector(bind="0:0::0", stateful=True))
     assert out == pb.StampReflector(bind="::", port=862, stateful=True)
@@ -144,7 +152,8 @@ KNOWN_FIELDS = {
     "FlowMonitor": {"flow", "role", "source_prefix", "destination_prefix", "flowmon_id", "position"},
     "FlowMonitorRef": {"flow", "role"},
     "StampSession": {"name", "destination", "source", "port", "segments", "return_segments", "rate", "timeout_s",
-                     "reflector_node", "auth_key_file", "liveness", "liveness_down_after", "liveness_up_after"},
+                     "reflector_node", "auth_key_file", "liveness", "liveness_down_after", "liveness_up_after",
+                     "direct_measurement", "dscp", "ssid", "stop_if_ssid_ignored"},
     "StampSessionRef": {"name"},
     "StampReflector": {"bind", "port", "stateful", "auth_key_file", "backend"},
     "StampReflectorRef": set(),
@@ -247,6 +256,9 @@ BAD = [
     (pb.StampSession, SESSION_OK, dict(liveness=True, liveness_down_after=1001), "liveness_down_after",
      "not in 1..1000"),
     (pb.StampSession, SESSION_OK, dict(liveness=True, liveness_up_after=5000), "liveness_up_after", "not in 1..1000"),
+    (pb.StampSession, SESSION_OK, dict(dscp=64), "dscp", "not a DSCP (0..63)"),
+    (pb.StampSession, SESSION_OK, dict(ssid=65536), "ssid", "not an SSID"),
+    (pb.StampSession, SESSION_OK, dict(stop_if_ssid_ignored=True), "stop_if_ssid_ignored", "needs an ssid"),
     # STAMP reflector
     (pb.StampReflector, REFLECTOR_OK, dict(bind=""), "bind", "missing"),
     (pb.StampReflector, REFLECTOR_OK, dict(bind="localhost"), "bind", "not an IPv6 or IPv4 address"),

@@ -89,6 +89,22 @@ def test_sender_json_and_table_against_a_reflector(tmp_path):
         assert lost.returncode == 0 and [x["lost"] for x in records[:2]] == [True, True] and records[2]["lost"] == 2
 
 
+def test_sender_rfc8972_options_against_a_reflector():
+    with Reflector(ReflectorConfig(bind="::1", port=0)) as r:
+        port = str(r.address[1])
+        out = stamp("sender", "--dest", "::1", "--port", port, "--count", "2", "--interval", "0.01", "--json",
+                    "--direct-measurement", "--dscp", "46")
+        assert out.returncode == 0, out.stderr
+        rows = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [(x["sender_tx"], x["reflector_rx"], x["reflector_tx"]) for x in rows[:2]] == [(1, 1, 1), (2, 2, 2)]
+        assert [(x["dscp_at_reflector"], x["dscp_remarked"]) for x in rows[:2]] == [(46, False)] * 2
+        assert rows[2]["ssid_ignored"] == 0 and rows[2]["impossible_timestamps"] == 0
+    bad = stamp("sender", "--dest", "::1", "--stop-if-ssid-ignored")
+    assert bad.returncode == 2 and "needs an SSID" in bad.stderr
+    bad = stamp("sender", "--dest", "::1", "--dscp", "64")
+    assert bad.returncode == 2 and "DSCP 64 not in 0..63" in bad.stderr
+
+
 def test_reflector_command_runs_and_reports(tmp_path):
     out = stamp("reflector", "--bind", "::1", "--port", "18627", "--duration", "0.5", "--backend", "socket")
     assert out.returncode == 0, out.stderr

@@ -44,7 +44,7 @@ from srv6pm.stamp.reflector import ReflectorConfig, ReflectorStats
 from srv6pm.stamp.srh import SegmentRoutingHeader
 from srv6pm.stamp.timestamp import ClockState, ErrorEstimate, TimestampFormat, decode, encode
 from srv6pm.stamp.tlv import (
-    FLAG_M, ControlCode, DestinationNodeAddress, ReturnAddress, ReturnPath, SrMplsLabelStack, Srv6SegmentList,
+    FLAG_M, ClassOfService, ControlCode, DestinationNodeAddress, DirectMeasurement, ReturnAddress, ReturnPath, SrMplsLabelStack, Srv6SegmentList,
     Tlv, TlvList, TlvType, extra_padding, hmac_placeholder,
 )
 
@@ -317,7 +317,12 @@ CASES = {
     "control code: no reply": (stamp(tlvs=[_rp(ControlCode(0))]), {}, None, None),
     "control code: reply": (stamp(tlvs=[_rp(_segments(WAYPOINT), ControlCode(1))]), {}, "kernel", None),
     "forward SRH": (stamp(tlvs=[extra_padding(16)]), {"forward": (ELSEWHERE,)}, "kernel", None),
-    "a TLV cut short": (stamp(rest=_raw_tlv(0x80, 2, 40, bytes(8))), {}, "kernel", None),
+    "a TLV cut short": (stamp(tlvs=[extra_padding(8)], rest=_raw_tlv(0x80, 2, 40, bytes(8))), {}, "kernel", None),
+    "a first TLV header that does not fit": (stamp(rest=_raw_tlv(0x80, 2, 40, bytes(8))), {}, "user",
+                                             "passed_tlv"),
+    "non-zero padding": (stamp(rest=bytes([0xA5]) * 20), {}, "user", "passed_tlv"),
+    "class of service": (stamp(tlvs=[ClassOfService(46).to_tlv()]), {}, "user", "passed_tlv"),
+    "direct measurement": (stamp(tlvs=[DirectMeasurement(1).to_tlv()]), {}, "user", "passed_tlv"),
     "zero padding": (stamp(rest=bytes(60)), {}, "kernel", None),
     "a fragment after a TLV": (stamp(tlvs=[extra_padding(8)], rest=b"\x01\x02"), {}, "kernel", None),
     "two return paths": (stamp(tlvs=[_rp(_segments(WAYPOINT)), _rp(_segments(ELSEWHERE))]), {}, "kernel", None),
@@ -329,7 +334,7 @@ CASES = {
     "seventeen TLVs": (stamp(tlvs=[extra_padding(4)] * 17), {}, "user", "passed_tlv"),
     "nine return segments": (stamp(tlvs=[_rp(_segments(*[f"fd5e:9::{i}" for i in range(1, 10)]))]), {}, "user",
                              "passed_tlv"),
-    "too short": (stamp()[:30], {}, None, "passed_malformed"),
+    "too short": (stamp()[:30], {}, "user", "passed_malformed"),  # TWAMP-Light: a 44-octet reply
     "zero checksum": (stamp(), {"checksum": "zero"}, None, "passed_checksum"),
 }
 KERNEL_CASES = [name for name, case in CASES.items() if case[2] == "kernel"]
@@ -424,6 +429,19 @@ def test_the_socket_reflector_answers_as_expected(socket_replies):
     # Segment List [SENDER, WAYPOINT], Segments Left 1: the IPV6_RTHDR the kernel builds
     assert srh == SegmentRoutingHeader((ipaddress.IPv6Address(SENDER), ipaddress.IPv6Address(WAYPOINT)), 1,
                                        next_header=17).pack()
+
+
+def test_the_socket_reflector_fills_in_what_the_kernel_passes_up(socket_replies):
+    got = {name: split(socket_replies.replies[name]) for name in (
+        "too short", "non-zero padding", "a first TLV header that does not fit", "class of service",
+        "direct measurement")}
+    assert len(got["too short"]["stamp"]) == 44
+    assert got["non-zero padding"]["stamp"][44:] == bytes([0xA5]) * 20
+    assert got["a first TLV header that does not fit"]["stamp"][44:] == _raw_tlv(0x80, 2, 40, bytes(8))
+    cos = got["class of service"]
+    assert cos["stamp"][44:] == bytes.fromhex("00040004") + (46 << 10).to_bytes(2, "big") + bytes(2)
+    assert (cos["ip6"][0] & 0x0F) << 4 | cos["ip6"][1] >> 4 == 46 << 2  # the reply's Traffic Class: DSCP1
+    assert got["direct measurement"]["stamp"][44:] == bytes.fromhex("0005000c" "00000001" "00000001" "00000001")
 
 
 @pytest.mark.parametrize("attach", ["tc", "xdp-generic", "xdp"])

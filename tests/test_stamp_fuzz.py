@@ -95,7 +95,7 @@ def check(data: bytes, key) -> None:
     if reply is None:
         return
     wire = reply.packet.pack(key, timestamp=1)
-    assert len(wire) == len(data), "reply size differs from request size"
+    assert len(wire) == max(len(data), 44), "reply size differs from request size (44 for a shorter one)"
     back = ReflectorPacket.unpack(wire, key)
     assert back.sender_ttl == 60
     if reply.fallback_tlvs is not None:

@@ -205,7 +205,7 @@ def test_hmac_tlv_without_a_key_cannot_be_verified():
 
 def test_everything_wrong_is_a_stamp_error():
     r = reflector()
-    for data in (b"", b"\x00" * 43):
+    for data in (b"", b"\x00" * 13):  # below the 14 octets of a TWAMP-Light test packet
         with pytest.raises(StampError):
             r.handle(rx(data))
     with pytest.raises(StampError):
@@ -216,3 +216,84 @@ def test_config_validation_and_repr_hides_key():
     with pytest.raises(ValueError, match="not an IPv4 or IPv6 address"):
         ReflectorConfig(bind="nonsense")
     assert "key=set" in repr(ReflectorConfig(key=KEY)) and KEY.hex() not in repr(ReflectorConfig(key=KEY))
+
+
+# -- RFC 8762 §4.6: TWAMP-Light senders, hand-built bytes --------------------------------------
+
+@pytest.mark.parametrize("size", [14, 20, 43])
+def test_short_twamp_light_packet_gets_a_base_size_reply(size):
+    # Sequence Number 7, Timestamp, Error Estimate (S=1, Z=0, scale 0, multiplier 1), then whatever
+    # the sender sent of the rest (MBZ): 14 to 43 octets in all.
+    data = (bytes.fromhex("00000007" "e8e8e8e8" "00000001" "8001") + bytes(30))[:size]
+    reply = reflector().handle(rx(data))
+    wire = reply.packet.pack()
+    assert len(wire) == 44
+    assert wire[:4] == bytes.fromhex("00000007")            # stateless: the sender's number
+    assert wire[24:28] == bytes.fromhex("00000007")         # Session-Sender Sequence Number
+    assert wire[28:36] == bytes.fromhex("e8e8e8e800000001")  # Session-Sender Timestamp
+    assert wire[36:38] == bytes.fromhex("8001")             # Session-Sender Error Estimate
+    assert wire[14:16] == bytes(2)                          # SSID: none
+    assert wire[40] == 61
+
+
+def test_short_packet_in_authenticated_mode_is_malformed():
+    with pytest.raises(MalformedPacket):
+        reflector(key=KEY).handle(rx(bytes.fromhex("00000007") + bytes(40)))
+
+
+# -- padding that is not TLVs ----------------------------------------------------------------
+
+@pytest.mark.parametrize("padding", [
+    bytes([0xFF]) * 30,                        # M and I set: no sender sends that
+    bytes.fromhex("a5") * 17,                  # I set
+    bytes.fromhex("80010fff") + b"\x11" * 12,  # a TLV header whose Length exceeds the packet
+    bytes.fromhex("0000") + b"\x07" * 10,      # Type 0
+])
+def test_non_tlv_padding_is_copied_unchanged(padding):
+    data = request(seq=9) + padding
+    reply = reflector().handle(rx(data))
+    assert reply.packet.tlvs.tlvs == ()
+    assert reply.packet.pack()[44:] == padding and len(reply.packet.pack()) == len(data)
+
+
+# -- RFC 8972 §4.4 Class of Service, hand-built bytes ----------------------------------------
+
+def test_class_of_service_reports_what_arrived_and_asks_for_dscp1():
+    # Flags U, Type 4, Length 4; DSCP1 = 46 (EF), DSCP2 = 0, ECN 0, RP 0, Reserved 0
+    cos = bytes.fromhex("80040004") + (46 << 10).to_bytes(2, "big") + bytes(2)
+    data = request() + cos
+    reply = reflector().handle(udp.Received(data, SENDER, LOCAL, 61, RX_NS, "kernel", False, tclass=(10 << 2) | 1))
+    tail = reply.packet.pack()[44:]
+    assert tail[:4] == bytes.fromhex("00040004")                            # understood: U = 0
+    assert int.from_bytes(tail[4:6], "big") == 46 << 10 | 10 << 4 | 1 << 2  # DSCP2 10 (AF11), ECN 1, RP 0
+    assert tail[6:8] == bytes(2)
+    assert reply.tclass == 46 << 2                                          # the reply goes with DSCP1
+
+
+def test_class_of_service_unknown_tclass_and_bad_length():
+    cos = bytes.fromhex("80040004") + (46 << 10).to_bytes(2, "big") + bytes(2)
+    reply = reflector().handle(rx(request() + cos))  # the kernel did not say
+    assert reply.packet.pack()[44:] == cos and reply.tclass is None
+    bad = bytes.fromhex("80040002") + bytes(2)
+    reply = reflector().handle(rx(request() + bad))
+    assert reply.packet.tlvs.tlvs[0].flags & FLAG_M
+
+
+# -- RFC 8972 §4.5 Direct Measurement, hand-built bytes --------------------------------------
+
+def test_direct_measurement_counts_per_session():
+    r = reflector()
+
+    def dm(sender_tx: int) -> bytes:  # Flags U, Type 5, Length 12; S_TxC, R_RxC 0, R_TxC 0
+        return bytes.fromhex("8005000c") + sender_tx.to_bytes(4, "big") + bytes(8)
+
+    first = r.handle(rx(request(seq=0) + dm(1)))
+    assert first.packet.pack()[44:] == bytes.fromhex("0005000c" "00000001" "00000001" "00000001")
+    assert first.counted is not None
+    # the reply was not sent (handle only): the next one counts one more received, the same sent
+    second = r.handle(rx(request(seq=1) + dm(2)))
+    assert second.packet.pack()[48:] == bytes.fromhex("00000002" "00000002" "00000001")
+    other = r.handle(rx(request(seq=0) + dm(1), source=("fd01:1::3", 40000)))  # another session
+    assert other.packet.pack()[48:] == bytes.fromhex("00000001" "00000001" "00000001")
+    bad = r.handle(rx(request() + bytes.fromhex("8005000800000001") + bytes(4)))
+    assert bad.packet.tlvs.tlvs[0].flags & FLAG_M and bad.counted is None

@@ -15,6 +15,7 @@ import pytest
 from srv6pm.stamp.errors import MalformedPacket
 from srv6pm.stamp.srh import SegmentRoutingHeader, parse_segments
 from srv6pm.stamp.tlv import (
+    ClassOfService, DirectMeasurement, parse_sent,
     FLAG_I, FLAG_M, FLAG_U, ControlCode, DestinationNodeAddress, ReturnAddress, ReturnPath, SrMplsLabelStack,
     Srv6SegmentList, SubTlvType, Tlv, TlvType, extra_padding, hmac_placeholder, parse, sign, verify,
 )
@@ -154,3 +155,36 @@ def test_parse_segments():
     for bad in ("", "fcff:2::1,", "10.0.0.1", "fcff::1,zz"):
         with pytest.raises(ValueError):
             parse_segments(bad)
+
+
+def test_class_of_service_layout():
+    # DSCP1 46 | DSCP2 10 | ECN 1 | RP 1 | Reserved: 1011 1000 1010 0101, 0x0000
+    wire = ClassOfService(46, 10, 1, 1).to_tlv().pack()
+    assert wire == bytes.fromhex("80040004" "b8a5" "0000")
+    assert ClassOfService.from_tlv(parse(wire).tlvs[0]) == ClassOfService(46, 10, 1, 1)
+    with pytest.raises(MalformedPacket):
+        ClassOfService.from_tlv(parse(bytes.fromhex("80040002" "b8a5")).tlvs[0])
+    with pytest.raises(ValueError):
+        ClassOfService(64)
+
+
+def test_direct_measurement_layout():
+    wire = DirectMeasurement(7).to_tlv().pack()
+    assert wire == bytes.fromhex("8005000c" "00000007" "00000000" "00000000")
+    filled = parse(bytes.fromhex("0005000c" "00000007" "00000006" "00000005")).tlvs[0]
+    assert DirectMeasurement.from_tlv(filled) == DirectMeasurement(7, 6, 5)
+    with pytest.raises(MalformedPacket):
+        DirectMeasurement.from_tlv(parse(bytes.fromhex("80050004" "00000007")).tlvs[0])
+
+
+def test_parse_sent_tells_padding_from_tlvs():
+    tlv = bytes.fromhex("80010002" "abcd")
+    assert [t.type for t in parse_sent(tlv).tlvs] == [1]
+    assert [t.type for t in parse_sent(bytes.fromhex("00f00000")).tlvs] == [0xF0]  # U = 0 is still a TLV
+    for padding in (bytes(12), b"\xff" * 12, bytes.fromhex("c0010000"), bytes.fromhex("a0010000"),
+                    bytes.fromhex("800100ff") + bytes(4), bytes.fromhex("80000000"), b"\x80\x01"):
+        parsed = parse_sent(padding)
+        assert parsed.tlvs == () and parsed.rest == padding and not parsed.malformed and parsed.pack() == padding
+    # after a whole first TLV, a cut-short one is still a malformed TLV
+    cut = parse_sent(tlv + bytes.fromhex("800a0040" "0102"))
+    assert cut.malformed and cut.tlvs[-1].malformed

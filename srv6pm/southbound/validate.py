@@ -49,6 +49,8 @@ Normalisation rules:
   optional name; ``auth_key_file`` optional absolute path (kept as given);
   with ``liveness``, ``liveness_down_after`` and ``liveness_up_after`` 0
   become 3 (1..1000, :mod:`srv6pm.stamp.liveness`); without it both must be 0.
+  ``dscp`` optional, 0..63; ``ssid`` 0 (none) or 1..65535;
+  ``stop_if_ssid_ignored`` only with an ``ssid``; ``direct_measurement`` any.
 * ``StampReflector``: ``bind`` (IPv6 or IPv4 address, ``::`` for all)
   required; ``port`` 0 becomes 862; ``auth_key_file`` optional absolute path;
   ``backend`` ``"ebpf"``, ``"socket"`` or ``""`` (the exporter's default; kept
@@ -337,6 +339,12 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
     _key_file("auth_key_file", out.auth_key_file)
     out.liveness_down_after, out.liveness_up_after = liveness(out.liveness, out.liveness_down_after,
                                                               out.liveness_up_after)
+    if out.HasField("dscp") and out.dscp > 63:
+        raise InvalidArgument("dscp", f"{out.dscp} is not a DSCP (0..63)")
+    if out.ssid > 0xFFFF:
+        raise InvalidArgument("ssid", f"{out.ssid} is not an SSID (1..65535, or 0 for none)")
+    if out.stop_if_ssid_ignored and not out.ssid:
+        raise InvalidArgument("stop_if_ssid_ignored", "needs an ssid: without one no reply can ignore it")
     return out
 
 

@@ -23,7 +23,9 @@
  * Destination Node Address, Return Path (Control Code, SRv6 Segment List,
  * SR-MPLS Label Stack and unknown sub-TLVs refused) and TLVs it copies with
  * U = 1; a TLV cut short by the end of the packet gets M = 1; an all-zero
- * TLV area is copied as it is. The reply goes back from the address the test
+ * TLV area (or 1-3 trailing octets) is copied as it is. Class of Service and
+ * Direct Measurement TLVs, and trailing octets that do not start like a TLV
+ * (padding, see stamp/tlv.py parse_sent) go up to user space. The reply goes back from the address the test
  * packet was sent to, to its source, through the Return Path's SRv6 segments
  * if any (an SRH exactly as the kernel's IPV6_RTHDR option builds it: Segment
  * List[0] = the sender, the destination address = the first segment).
@@ -79,9 +81,12 @@
 
 #define TLV_U 0x80
 #define TLV_M 0x40
+#define TLV_I 0x20
 #define TLV_KNOWN 0xE0       /* U, M, I; the others are reserved */
 
 #define TLV_EXTRA_PADDING 1
+#define TLV_CLASS_OF_SERVICE 4
+#define TLV_DIRECT_MEASUREMENT 5
 #define TLV_HMAC 8
 #define TLV_DESTINATION_NODE_ADDRESS 9
 #define TLV_RETURN_PATH 10
@@ -508,8 +513,8 @@ static __always_inline long tlv_step(struct refl_walk *k, const int xdp)
 		return stop(k, P_HEADERS);
 	flags = hdr[0];
 	len = (__u32)hdr[2] << 8 | hdr[3];
-	if (hdr[1] == TLV_HMAC)
-		return stop(k, P_TLV);
+	if (hdr[1] == TLV_HMAC || hdr[1] == TLV_CLASS_OF_SERVICE || hdr[1] == TLV_DIRECT_MEASUREMENT)
+		return stop(k, P_TLV); /* user space fills these in (its sockets see the DSCP; its counters) */
 	if (len > rest - 4) /* cut short by the end of the packet: M = 1, the rest as it came */
 		return note(&w->plan, off, flags, flags | TLV_M) ? stop(k, P_TLV) : 1;
 	new = (flags & TLV_KNOWN) | TLV_U; /* not understood, or a second Return Path TLV: U = 1 */
@@ -663,7 +668,11 @@ static __always_inline int plan_tlvs(void *ctx, const int xdp, struct refl_work 
 	w->rp_tlv_off = 0;
 	if (k.end == BASE)
 		return 0;
-	if (k.end - BASE >= 4 && !LOAD(pl + BASE, hdr, 4) && !(hdr[0] | hdr[1] | hdr[2] | hdr[3])) {
+	if (k.end - BASE < 4)
+		return 0; /* 1-3 octets: padding, echoed as they came */
+	if (LOAD(pl + BASE, hdr, 4))
+		return P_HEADERS;
+	if (!(hdr[0] | hdr[1] | hdr[2] | hdr[3])) {
 		int sum = xdp ? refl_sum_xdp(ctx, pl + BASE, k.end - BASE) : refl_sum_tc(ctx, pl + BASE, k.end - BASE);
 
 		if (sum < 0)
@@ -671,6 +680,10 @@ static __always_inline int plan_tlvs(void *ctx, const int xdp, struct refl_work 
 		if (sum == 0)
 			return 0; /* all-zero padding: echoed as it came */
 	}
+	/* Not a TLV header as a Session-Sender sends one (a non-zero Type, M = I = 0, a Length that fits):
+	 * padding (RFC 8762 §4.6), which the user-space reflector copies back unchanged. */
+	if (!hdr[1] || (hdr[0] & (TLV_M | TLV_I)) || ((__u32)hdr[2] << 8 | hdr[3]) > k.end - BASE - 4)
+		return P_TLV;
 	bpf_loop(MAX_TLVS + 1, xdp ? (void *)tlv_step_xdp : (void *)tlv_step_tc, &k, 0);
 	return k.rc;
 }

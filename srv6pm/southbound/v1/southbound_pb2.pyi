@@ -165,7 +165,7 @@ class Counters(_message.Message):
     def __init__(self, read_ns: _Optional[int] = ..., counters: _Optional[_Iterable[_Union[FlowCounter, _Mapping]]] = ...) -> None: ...
 
 class StampSession(_message.Message):
-    __slots__ = ("name", "destination", "source", "port", "segments", "return_segments", "rate", "timeout_s", "reflector_node", "auth_key_file", "liveness", "liveness_down_after", "liveness_up_after")
+    __slots__ = ("name", "destination", "source", "port", "segments", "return_segments", "rate", "timeout_s", "reflector_node", "auth_key_file", "liveness", "liveness_down_after", "liveness_up_after", "direct_measurement", "dscp", "ssid", "stop_if_ssid_ignored")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +179,10 @@ class StampSession(_message.Message):
     LIVENESS_FIELD_NUMBER: _ClassVar[int]
     LIVENESS_DOWN_AFTER_FIELD_NUMBER: _ClassVar[int]
     LIVENESS_UP_AFTER_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_MEASUREMENT_FIELD_NUMBER: _ClassVar[int]
+    DSCP_FIELD_NUMBER: _ClassVar[int]
+    SSID_FIELD_NUMBER: _ClassVar[int]
+    STOP_IF_SSID_IGNORED_FIELD_NUMBER: _ClassVar[int]
     name: str
     destination: str
     source: str
@@ -192,7 +196,11 @@ class StampSession(_message.Message):
     liveness: bool
     liveness_down_after: int
     liveness_up_after: int
-    def __init__(self, name: _Optional[str] = ..., destination: _Optional[str] = ..., source: _Optional[str] = ..., port: _Optional[int] = ..., segments: _Optional[_Iterable[str]] = ..., return_segments: _Optional[_Iterable[str]] = ..., rate: _Optional[float] = ..., timeout_s: _Optional[float] = ..., reflector_node: _Optional[str] = ..., auth_key_file: _Optional[str] = ..., liveness: _Optional[bool] = ..., liveness_down_after: _Optional[int] = ..., liveness_up_after: _Optional[int] = ...) -> None: ...
+    direct_measurement: bool
+    dscp: int
+    ssid: int
+    stop_if_ssid_ignored: bool
+    def __init__(self, name: _Optional[str] = ..., destination: _Optional[str] = ..., source: _Optional[str] = ..., port: _Optional[int] = ..., segments: _Optional[_Iterable[str]] = ..., return_segments: _Optional[_Iterable[str]] = ..., rate: _Optional[float] = ..., timeout_s: _Optional[float] = ..., reflector_node: _Optional[str] = ..., auth_key_file: _Optional[str] = ..., liveness: _Optional[bool] = ..., liveness_down_after: _Optional[int] = ..., liveness_up_after: _Optional[int] = ..., direct_measurement: _Optional[bool] = ..., dscp: _Optional[int] = ..., ssid: _Optional[int] = ..., stop_if_ssid_ignored: _Optional[bool] = ...) -> None: ...
 
 class StampSessionRef(_message.Message):
     __slots__ = ("name",)
