@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="counting backend: ebpf (RFC 9343 option, counting at every hop, the customer's DSCP "
                            "untouched) or nftables (kernels without BPF; the colour rewrites the DSCP) "
                            "(default: $SRV6PM_DATAPLANE, else the file's dataplane, else ebpf)")
+    erun.add_argument("--buffer-size", metavar="SIZE",
+                      help="most bytes of records kept on disk while they cannot be published (the broker away), "
+                           "e.g. 256MiB; beyond it the oldest are dropped and counted (default: $SRV6PM_BUFFER_SIZE, "
+                           "else the file's buffer_size, else 256MiB)")
+    erun.add_argument("--buffer-dir", metavar="DIR",
+                      help="directory of those records, kept across restarts (default: $SRV6PM_BUFFER_DIR, else the "
+                           "file's buffer_dir, else <state_file>.buffer)")
     erun.add_argument("--grpc-listen", metavar="HOST:PORT",
                       help="address of the southbound API (default: the file's grpc.listen, else [::]:50051; "
                            "port 0: any free port; 'none' or '': no API)")
@@ -265,7 +272,13 @@ def exporter_config_of(args, environ=None):
     dataplane = exporter_config.Override(args.dataplane, "--dataplane") if args.dataplane is not None else None
     if dataplane is None and environ.get("SRV6PM_DATAPLANE"):
         dataplane = exporter_config.Override(environ["SRV6PM_DATAPLANE"], "SRV6PM_DATAPLANE")
-    return exporter_config.load(args.config, node=node, period=period, dataplane=dataplane)
+    buffer = {}
+    for name, var in (("buffer_size", "SRV6PM_BUFFER_SIZE"), ("buffer_dir", "SRV6PM_BUFFER_DIR")):
+        if getattr(args, name, None) is not None:
+            buffer[name] = exporter_config.Override(getattr(args, name), "--" + name.replace("_", "-"))
+        elif environ.get(var, "").strip():
+            buffer[name] = exporter_config.Override(environ[var], var)
+    return exporter_config.load(args.config, node=node, period=period, dataplane=dataplane, **buffer)
 
 
 def cmd_exporter_run(args) -> int:

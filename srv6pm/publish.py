@@ -13,7 +13,10 @@ metadata, TLS, SASL are kafka-python's), only not its producer.
 
 Contract of :meth:`Publisher.publish`: records of one partition are appended
 in the order given; the call returns when each record is either acknowledged
-or listed as failed. A failed record may still have been written (a lost
+or listed as failed; of one partition's records, those acknowledged come
+before those failed (a failed batch stops the partition's later ones).
+:attr:`Publisher.ends` holds, per partition written, the offset after the
+last batch acknowledged (a lower bound of where later records will land). A failed record may still have been written (a lost
 response); the processor's re-publication of failures is at least once, as
 with any producer's retries. Records larger than one batch's limit are sent
 one to a batch (a record that alone exceeds the broker's limit fails with
@@ -112,6 +115,7 @@ class Publisher:
             self.close()
             raise
         self._cluster = self._manager.cluster
+        self.ends: dict[TopicPartition, int] = {}  # partition -> offset after the last batch acknowledged
 
     def publish(self, sends: list[Send]) -> list[tuple[Send, Exception]]:
         """Publish ``sends``; returns those not acknowledged, each with its error (see the module docstring)."""
@@ -133,6 +137,10 @@ class Publisher:
                 broken.setdefault(TopicPartition(send.topic, self._partition(send)), error)
                 failed.append((send, error))
         return failed
+
+    def partition(self, send: Send) -> int:
+        """The partition ``send`` goes to (raises ``KafkaError`` while its topic's partitions are unknown)."""
+        return self._partition(send)
 
     def close(self) -> None:
         try:
@@ -210,6 +218,9 @@ class Publisher:
                         if getattr(error, "invalid_metadata", False):
                             self._cluster.request_update()
                         failed += [(s, error) for s in chunks[TopicPartition(topic.name, part.index)]]
+                    else:
+                        tp = TopicPartition(topic.name, part.index)
+                        self.ends[tp] = part.base_offset + len(chunks[tp])
         return failed
 
 
