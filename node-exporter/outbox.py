@@ -2,8 +2,9 @@
 
 :meth:`Outbox.put` hands records (``srv6pm.counters`` from the guard,
 ``srv6pm.stamp`` from the STAMP sessions) to one background thread that
-publishes them with the shared batch :class:`~srv6pm.publish.Publisher` (one
-record batch per partition, ``acks=all``), in the order they were put, and
+connects at once (so an unreachable broker shows at start) and publishes
+them with the shared batch :class:`~srv6pm.publish.Publisher` (one record
+batch per partition, ``acks=all``), in the order they were put;
 :meth:`Outbox.wait` lets the guard wait until its records are acknowledged or
 safely on disk.
 
@@ -148,12 +149,13 @@ class Outbox:
         delay = self.backoff_s
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closing or bool(self.spool) or bool(self._pending))
+                self._cond.wait_for(lambda: self._closing or self._publisher is None or bool(self.spool)
+                                    or bool(self._pending))
                 if self._closing:
                     return
             try:
                 if self._publisher is None:
-                    self._connect()
+                    self._connect()  # at start, and again after a failure
                 if self._sending_spool():
                     self._send_spooled()
                 else:
@@ -228,10 +230,10 @@ class Outbox:
 
     def _send_pending(self) -> None:
         with self._cond:
+            if not self._pending:
+                return
             batch, self._pending = self._pending, []
             self._inflight, upto = batch, self._put
-        if not batch:
-            return
         failed = self._publish(batch)
         with self._cond:
             self._inflight = None
