@@ -68,7 +68,10 @@ class Outbox:
     ``connect()`` returns a connected :class:`~srv6pm.publish.Publisher` (it
     raises while the broker is unreachable); ``client_options`` (kafka-python
     keyword arguments) serve the read-back. ``topics`` are the topics
-    records are put on. Thread safe. See the module docstring.
+    records will be put on (others are learnt as they come). :meth:`send`
+    and :meth:`flush` let code written for kafka-python's producer use it.
+    Counting ``srv6pm_records_out`` is the callers' part, as with a producer.
+    Thread safe. See the module docstring.
     """
 
     def __init__(self, spool: Spool, connect: Callable[[], Publisher], client_options: dict, topics: list[str],
@@ -111,12 +114,22 @@ class Outbox:
         if not sends:
             return
         with self._cond:
+            self.topics.extend(t for t in {s.topic for s in sends} if t not in self.topics)
             self._pending.extend(sends)
             self._put += len(sends)
             if self._closed or (self._down and self._inflight is None
                                 and (durable or len(self._pending) >= _SPOOL_AT)):
                 self._spool_pending()
             self._cond.notify_all()
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> None:
+        """:meth:`put` of one record, in kafka-python producer's terms (for the STAMP probes and liveness)."""
+        self.put([Send(topic, None, key, value)])
+
+    def flush(self, timeout: float | None = None) -> None:
+        """:meth:`wait` in kafka-python producer's terms; returns when done or after ``timeout`` s regardless
+        (what is not acknowledged by then is kept and published later)."""
+        self.wait(60.0 if timeout is None else timeout)
 
     def wait(self, timeout: float) -> bool:
         """Wait until every record put so far is acknowledged or on disk; False if ``timeout`` s passed first."""
@@ -210,20 +223,16 @@ class Outbox:
     def _publish(self, sends: list[Send]) -> list[Send]:
         """Publish ``sends``; the unacknowledged ones, in their order (their floors noted first)."""
         publisher = self._publisher
-        with self._cond:
-            self._floors = dict(publisher.ends)
         try:
+            new = sorted({s.topic for s in sends} - {tp.topic for tp in publisher.ends})
+            for tp, offset in (readback.latest_offsets(self._options, new, self.timeout_ms) if new else {}).items():
+                publisher.ends.setdefault(tp, offset)  # a topic first put after the connection: its floors
+            with self._cond:
+                self._floors = dict(publisher.ends)
             failed = publisher.publish(sends)
         except Exception as exc:  # the client itself gave up: nothing of this call is known to be written
             failed = [(s, exc) for s in sends]
         failed_ids = {id(s) for s, _ in failed}
-        counts: dict[str, int] = {}
-        for s in sends:
-            if id(s) not in failed_ids:
-                counts[s.topic] = counts.get(s.topic, 0) + 1
-        out = metrics.get().records_out
-        for topic, n in counts.items():
-            out.labels("exporter", topic).inc(n)
         if failed:
             self._first_error = failed[0][1]
         return [s for s in sends if id(s) in failed_ids]

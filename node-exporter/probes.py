@@ -8,8 +8,8 @@ Each session runs a :class:`~srv6pm.stamp.Sender` in its own thread (sockets
 in the data plane's namespace, if configured), sending ``rate`` test packets
 per second until it is stopped. Every sample becomes one ``srv6pm.stamp``
 record keyed by the session name, with the exporter's period so that the
-processor can cut per-period statistics; the exporter's outbox
-(:mod:`.outbox`) batches them and keeps them through a broker outage. Samples are published in the order the sender decides them,
+processor can cut per-period statistics; the producer batches them
+(``linger_ms``). Samples are published in the order the sender decides them,
 which is what the processor's event-time windows expect.
 
 Starting checks what the kernel will refuse before anything changes: the key
@@ -33,9 +33,10 @@ import dataclasses
 import logging
 import threading
 
-from srv6pm import records
+from kafka import KafkaProducer
+
+from srv6pm import metrics, records
 from srv6pm.netns import NetnsError
-from srv6pm.publish import Send
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp import TIMESTAMP_KINDS, ReflectorConfig, Sender, SenderConfig, StampError
 from srv6pm.stamp.backends import DEFAULT_BACKEND, BackendUnavailable, make_reflector, open_reflector
@@ -68,13 +69,13 @@ class _Session:
 class Probes:
     """The STAMP reflector and senders of one exporter. Thread safe."""
 
-    def __init__(self, node: str, period: float, outbox, netns: str | None = None,
+    def __init__(self, node: str, period: float, producer: KafkaProducer, netns: str | None = None,
                  reflector_backend: str = DEFAULT_BACKEND):
         self.node = node
         self.period = period
         self.netns = netns
         self.reflector_backend = reflector_backend
-        self._outbox = outbox  # an Outbox: put(list of Send)
+        self._producer = producer
         self._lock = threading.RLock()
         self._sessions: dict[str, _Session] = {}
         self._reflector = None  # a Reflector or an EbpfReflector
@@ -150,7 +151,8 @@ class Probes:
             t4=None if sample.lost else sample.t4, lost=sample.lost, sender=self.node,
             reflector=s.reflector_node or s.destination, timestamps=sample.timestamps or None,
             ttl=sample.ttl, reflector_seq=sample.reflector_seq)
-        self._outbox.put([Send(records.STAMP, None, s.name.encode(), record.to_json())])
+        self._producer.send(records.STAMP, key=s.name.encode(), value=record.to_json())
+        metrics.get().records_out.labels("exporter", records.STAMP).inc()
 
     def session_status(self) -> list[pb.StampSessionStatus]:
         """The live status of every session, sorted by name."""

@@ -345,7 +345,9 @@ class Exporter:
                 out += [Send(topic, None, block.flow.encode(), value) for block, value in zip(blocks, values)]
         self._encoder.rotate()
         self.outbox.put(out, durable=True)
-        metrics.get().blocks_published.labels("exporter", self.config.node).inc(len(out))
+        m = metrics.get()
+        m.blocks_published.labels("exporter", self.config.node).inc(len(out))
+        m.records_out.labels("exporter", records.COUNTERS).inc(len(out))
         with self.lock:
             self._baselines.save()  # while the outbox's thread publishes
         if not self.outbox.wait(max(1.0, self.config.period / 4)):  # the outbox keeps them and goes on trying
