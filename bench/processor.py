@@ -40,8 +40,8 @@ from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
 from srv6pm.lab.broker import EmbeddedBroker
-from srv6pm.processor.publish import Publisher, Send
 from srv6pm.processor.service import Processor, ProcessorOptions, tune_gc
+from srv6pm.publish import Publisher, Send
 from srv6pm.records import CounterRecord
 
 BASE_PERIOD = 880_000_000

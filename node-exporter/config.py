@@ -14,6 +14,13 @@
     dscp: [11, 15]                # nftables data plane: DSCP of colour 0 and colour 1 (optional)
     state_file: /var/lib/srv6pm/r1.json   # baselines across restarts (optional); the
                                   # applied state is kept beside it (<state_file>.intent.db)
+    buffer_size: 256MiB           # records that cannot be published yet (the broker away) wait on
+                                  # disk, up to this many bytes (a number, or one with KiB, MiB or
+                                  # GiB; default 256MiB, at least 64KiB); beyond it the oldest are
+                                  # dropped and counted. --buffer-size or $SRV6PM_BUFFER_SIZE win.
+    buffer_dir: /var/lib/srv6pm/r1.json.buffer   # where they wait (default <state_file>.buffer;
+                                  # without a state file, a temporary directory removed at exit).
+                                  # --buffer-dir or $SRV6PM_BUFFER_DIR win.
     grpc:                         # the southbound API (optional; flags of `srv6pm exporter run`
                                   # override it)
       listen: "[::]:50051"        # host:port; "" or "none": no API (file-only mode)
@@ -55,7 +62,7 @@
 :func:`load` validates the whole file and raises :class:`ConfigError` with a
 one-line message naming the file and the field.
 
-``node``, ``period`` and ``dataplane`` may also come from outside the file (the command
+``node``, ``period``, ``dataplane``, ``buffer_size`` and ``buffer_dir`` may also come from outside the file (the command
 line, the environment) as an :class:`Override`, which wins over the file;
 the file may then leave them out. An override is validated like the file's
 value and its error names the override's origin (``--node: ...``,
@@ -90,6 +97,10 @@ __all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "GrpcSettings", "Overr
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ROLES = tuple(ROLE_NAMES.values())
 DATAPLANES = ("ebpf", "nftables")
+DEFAULT_BUFFER_SIZE = 256 * 2**20
+MIN_BUFFER_SIZE = 64 * 2**10
+_UNITS = {"": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB)?\s*$")
 
 
 class ConfigError(InputError, ValueError):
@@ -169,6 +180,14 @@ class ExporterConfig:
     sessions: tuple[SessionSettings, ...] = ()
     grpc: GrpcSettings = GrpcSettings()
     reflector_backend: str = "ebpf"  # for a StampReflector whose backend is "" (stamp.reflector.backend)
+    buffer_size: int = DEFAULT_BUFFER_SIZE  # bytes of unpublished records kept on disk at most
+    buffer_dir: str | None = None  # None: <state_file>.buffer, or a temporary directory without a state file
+
+    def buffer_path(self) -> str | None:
+        """The buffer's directory: ``buffer_dir``, else ``<state_file>.buffer``; None: none configured."""
+        if self.buffer_dir:
+            return self.buffer_dir
+        return f"{self.state_file}.buffer" if self.state_file else None
 
     def flows_of(self, role: str) -> list[FlowConfig]:
         return [f for f in self.flows if f.role == role]
@@ -200,14 +219,17 @@ class ExporterConfig:
 
 
 def load(path: str | Path, *, node: Override | None = None, period: Override | None = None,
-         dataplane: Override | None = None) -> ExporterConfig:
-    """Read and validate the file at ``path``; ``node``, ``period``, ``dataplane`` override the file's (see :func:`parse`)."""
+         dataplane: Override | None = None, buffer_size: Override | None = None,
+         buffer_dir: Override | None = None) -> ExporterConfig:
+    """Read and validate the file at ``path``; the overrides win over the file's values (see :func:`parse`)."""
     path = Path(path)
-    return parse(yamlfile.read(path, ConfigError), str(path), node=node, period=period, dataplane=dataplane)
+    return parse(yamlfile.read(path, ConfigError), str(path), node=node, period=period, dataplane=dataplane,
+                 buffer_size=buffer_size, buffer_dir=buffer_dir)
 
 
 def parse(text: str, source: str = "<config>", *, node: Override | None = None,
-          period: Override | None = None, dataplane: Override | None = None) -> ExporterConfig:
+          period: Override | None = None, dataplane: Override | None = None,
+          buffer_size: Override | None = None, buffer_dir: Override | None = None) -> ExporterConfig:
     """Validate the configuration ``text`` (``source`` names it in errors).
 
     ``node`` and ``period``, when given, win over the file's values, which
@@ -219,7 +241,8 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     doc = yamlfile.parse(text, source, ConfigError)
     if not isinstance(doc, dict):
         raise fail("", "must be a mapping")
-    allowed = {"node", "netns", "period", "dataplane", "dscp", "state_file", "flows", "stamp", "grpc"}
+    allowed = {"node", "netns", "period", "dataplane", "dscp", "state_file", "flows", "stamp", "grpc", "buffer_size",
+               "buffer_dir"}
     for key in doc:
         if key not in allowed:
             raise fail(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
@@ -255,6 +278,16 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     state_file = doc.get("state_file")
     if state_file is not None and not isinstance(state_file, str):
         raise fail("state_file", "must be a path")
+    size = _buffer_size(doc.get("buffer_size", DEFAULT_BUFFER_SIZE), lambda m: fail("buffer_size", m))
+    if buffer_size is not None:
+        size = _buffer_size(buffer_size.value, lambda m, o=buffer_size.origin: ConfigError(f"{o}: {m}"))
+    directory = doc.get("buffer_dir")
+    if directory is not None and (not isinstance(directory, str) or not directory.strip()):
+        raise fail("buffer_dir", "must be a directory path")
+    if buffer_dir is not None:
+        if not isinstance(buffer_dir.value, str) or not buffer_dir.value.strip():
+            raise ConfigError(f"{buffer_dir.origin}: must be a directory path")
+        directory = buffer_dir.value
     flows_raw = doc.get("flows", [])
     if flows_raw is None:
         flows_raw = []
@@ -303,7 +336,20 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     reflector, sessions, backend = _stamp(doc.get("stamp"), fail)
     return ExporterConfig(node=node, period=period, flows=tuple(flows), netns=netns, dataplane=dataplane,
                           dscp=(dscp[0], dscp[1]), state_file=state_file, reflector=reflector, sessions=sessions,
-                          grpc=_grpc(doc.get("grpc"), fail), reflector_backend=backend)
+                          grpc=_grpc(doc.get("grpc"), fail), reflector_backend=backend, buffer_size=size,
+                          buffer_dir=directory)
+
+
+def _buffer_size(value, fail) -> int:
+    """Bytes from an integer or text such as ``"256MiB"`` (KiB, MiB, GiB); at least 64 KiB."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        number = int(float(match.group(1)) * _UNITS[match.group(2) or ""])
+    if number is None or number < MIN_BUFFER_SIZE:
+        raise fail(f"must be a size of at least 64KiB (bytes, or a number with KiB, MiB or GiB), got {value!r}")
+    return number
 
 
 def _dataplane(value, fail) -> str:

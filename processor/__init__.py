@@ -4,7 +4,8 @@
 into end-to-end and per-segment loss,
 ``offsets`` decides what may be committed, ``ledger`` keeps restarts from
 doubling results, ``store`` maps results to InfluxDB points (as line protocol:
-``lines``), ``fetch`` unpacks fetched records, ``publish`` sends record
-batches, ``writer`` stores and publishes each iteration's output in the
-background, and ``service`` is the Kafka consumer loop that ties them together.
+``lines``), ``fetch`` unpacks fetched records, ``writer`` stores and publishes
+each iteration's output in the background (record batches through the shared
+:mod:`srv6pm.publish`), and ``service`` is the Kafka consumer loop that ties
+them together.
 """

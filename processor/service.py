@@ -73,6 +73,7 @@ from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import InfluxWriter, StoreError
 from srv6pm.kafka import CONSUMER_LIMITS, MAX_REQUEST_BYTES, group_consumer
 from srv6pm.waiting import Waiting
+from srv6pm.publish import Publisher, Send
 
 from . import fetch
 from .alarms import AlarmRules, Alarms
@@ -80,7 +81,6 @@ from .health import Health, node_of
 from .ledger import Ledger
 from .offsets import OffsetTracker
 from .outcome import Outcome
-from .publish import Publisher, Send
 from .stages import DelayStage, LossStage, Stage
 from .writer import Output, Writer
 

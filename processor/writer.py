@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srv6pm.influx import InfluxWriter, StoreError
+from srv6pm.publish import Publisher, Send
 from srv6pm.waiting import Waiting
-
-from .publish import Publisher, Send
 
 __all__ = ["Output", "Writer"]
 

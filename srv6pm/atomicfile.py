@@ -17,15 +17,15 @@ from pathlib import Path
 __all__ = ["replace"]
 
 
-def replace(path: str | Path, text: str, *, fsync: bool = True) -> None:
-    """Make ``text`` (UTF-8) the content of ``path`` in one atomic step; see the module docstring."""
+def replace(path: str | Path, text: str | bytes, *, fsync: bool = True) -> None:
+    """Make ``text`` (str: UTF-8; or bytes) the content of ``path`` in one atomic step; see the module docstring."""
     path = Path(path)
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(fd, "wb") as out:
+            out.write(text.encode("utf-8") if isinstance(text, str) else text)
             out.flush()
             if fsync:
                 os.fsync(out.fileno())

@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="counting backend: ebpf (RFC 9343 option, counting at every hop, the customer's DSCP "
                            "untouched) or nftables (kernels without BPF; the colour rewrites the DSCP) "
                            "(default: $SRV6PM_DATAPLANE, else the file's dataplane, else ebpf)")
+    erun.add_argument("--buffer-size", metavar="SIZE",
+                      help="most bytes of records kept on disk while they cannot be published (the broker away), "
+                           "e.g. 256MiB; beyond it the oldest are dropped and counted (default: $SRV6PM_BUFFER_SIZE, "
+                           "else the file's buffer_size, else 256MiB)")
+    erun.add_argument("--buffer-dir", metavar="DIR",
+                      help="directory of those records, kept across restarts (default: $SRV6PM_BUFFER_DIR, else the "
+                           "file's buffer_dir, else <state_file>.buffer)")
     erun.add_argument("--grpc-listen", metavar="HOST:PORT",
                       help="address of the southbound API (default: the file's grpc.listen, else [::]:50051; "
                            "port 0: any free port; 'none' or '': no API)")
@@ -316,7 +323,9 @@ def exporter_config_of(args, environ=None):
         found = given(args, attr, var, environ)
         return None if found is None else exporter_config.Override(found.value, found.source)
     return exporter_config.load(args.config, node=override("node", "SRV6PM_NODE"), period=override("period"),
-                                dataplane=override("dataplane", "SRV6PM_DATAPLANE"))
+                                dataplane=override("dataplane", "SRV6PM_DATAPLANE"),
+                                buffer_size=override("buffer_size", "SRV6PM_BUFFER_SIZE"),
+                                buffer_dir=override("buffer_dir", "SRV6PM_BUFFER_DIR"))
 
 
 def exporter_inputs(args):

@@ -107,6 +107,13 @@ class Metrics:
         self.stamp_impossible_timestamps = counter(
             "srv6pm_stamp_impossible_timestamps", "STAMP replies whose t2/t3 cannot be right (left out of "
             "one-way delay): the exporter counts those its senders get, the processor those it takes.", ["session"])
+        self.buffered = Gauge("srv6pm_exporter_buffered_records", "Records kept in the exporter's on-disk buffer, "
+                              "not yet published.", ["component", "node"], registry=registry)
+        self.buffer_dropped = counter("srv6pm_exporter_buffer_dropped", "Records dropped, oldest first, because "
+                                      "the buffer was full (or a buffer file unreadable); their periods end up "
+                                      "incomplete.", ["node"])
+        self.broker_waiting = Gauge("srv6pm_exporter_broker_waiting", "1 while the exporter cannot publish and "
+                                    "waits for the broker, else 0.", ["component", "node"], registry=registry)
         self.api_calls = counter("srv6pm_api_calls", "Southbound gRPC calls, by method and status code.",
                                  ["method", "code"])
         # -- collector ---------------------------------------------------------

@@ -188,16 +188,36 @@ class CounterEncoder:
     def encode(self, flow: str, role: str, period: int, color: int, packets: int, nbytes: int,
                read_ns: int | None = None, flowmon_id: int | None = None, position: int | None = None) -> bytes:
         key = (flow, role, flowmon_id, position)
-        parts = self._parts.get(key) or self._previous.get(key)
-        if parts is None:
-            head = encode({"v": VERSION, "node": self.node, "flow": flow, "role": role}).decode()[:-1]
-            tail = "".join(f',"{name}":{value}' for name, value in (("flowmon_id", flowmon_id), ("position", position))
-                           if value is not None) + "}"
-            parts = (head, tail)
+        parts = self._parts.get(key) or self._previous.get(key) or self._make(key)
         self._parts[key] = parts
         read = "" if read_ns is None else f',"read_ns":{int(read_ns)}'
         return (f'{parts[0]},"period":{int(period)},"period_s":{self.period_s},"color":{int(color)},'
                 f'"packets":{int(packets)},"bytes":{int(nbytes)}{read}{parts[1]}').encode()
+
+    def encode_blocks(self, role: str, period: int, color: int, blocks, read_ns: int | None = None,
+                      ids: dict | None = None) -> list[bytes]:
+        """:meth:`encode` of each ``(flow, packets, bytes)`` of ``blocks`` (int counts), all of ``role``,
+        ``period`` and ``color``, the fields they share formatted once (a guard's 100,000 records);
+        ``ids`` maps ``(flow, role)`` to ``(flowmon_id, position)`` where a flow has them."""
+        mid = f',"period":{int(period)},"period_s":{self.period_s},"color":{int(color)},"packets":'
+        read = "" if read_ns is None else f',"read_ns":{int(read_ns)}'
+        now, previous, get_ids, none = self._parts, self._previous, (ids or {}).get, (None, None)
+        out = []
+        append = out.append
+        for flow, packets, nbytes in blocks:
+            key = (flow, role, *get_ids((flow, role), none))
+            parts = now.get(key) or previous.get(key) or self._make(key)
+            now[key] = parts
+            append(f'{parts[0]}{mid}{packets},"bytes":{nbytes}{read}{parts[1]}'.encode())
+        return out
+
+    def _make(self, key: tuple) -> tuple[str, str]:
+        """The constant head and tail of the values of ``key`` = (flow, role, flowmon_id, position)."""
+        flow, role, flowmon_id, position = key
+        head = encode({"v": VERSION, "node": self.node, "flow": flow, "role": role}).decode()[:-1]
+        tail = "".join(f',"{name}":{value}' for name, value in (("flowmon_id", flowmon_id), ("position", position))
+                       if value is not None) + "}"
+        return head, tail
 
 
 def decode_counters(raw: bytes | None) -> CounterRecord:

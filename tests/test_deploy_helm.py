@@ -150,6 +150,7 @@ def test_schema_validation_catches_broken_manifests():
     ("processor.replica=3", "/processor"),
     ("processor.alarms.lossRatio=lots", "/processor/alarms/lossRatio"),
     ("exporter.dataplane=xdp", "/exporter/dataplane"),
+    ("exporter.bufferSize=lots", "/exporter/bufferSize"),
 ])
 def test_values_schema_refuses_bad_values_by_name(setting, complaint):
     run = helm("template", "rel", str(CHART), "--set", setting, check=False)
@@ -385,6 +386,9 @@ def test_exporter_is_named_after_its_kubernetes_node(name, tmp_path):
     assert config.node == "router-7.example" and config.period == values["exporter"]["period"]
     assert config.reflector_backend == values["exporter"]["stampReflectorBackend"] and config.reflector is None
     assert str(config.state_file).startswith("/var/lib/srv6pm/")
+    # the unpublished records' buffer: its size from the values, on the node's state directory
+    assert env["SRV6PM_BUFFER_SIZE"] == str(values["exporter"]["bufferSize"])
+    assert config.buffer_size == 256 * 2**20 and config.buffer_path().startswith("/var/lib/srv6pm/")
     [state] = [v for v in pod["volumes"] if v["name"] == "state"]
     assert state["hostPath"]["path"] == "/var/lib/srv6pm"
     # Without the downward API's variable the file alone names no node: the chart depends on it.

@@ -23,6 +23,22 @@ def test_dataplane_from_file_or_override():
         parse(GOOD + "dataplane: tc\n", dataplane=Override("ebpf", "--dataplane"))
 
 
+def test_buffer_size_and_directory_from_file_or_override():
+    c = parse(GOOD)
+    assert (c.buffer_size, c.buffer_path()) == (256 * 2**20, None)  # no state file: a temporary directory
+    c = parse(GOOD + "state_file: /var/lib/srv6pm/r1.json\nbuffer_size: 64KiB\n")
+    assert (c.buffer_size, c.buffer_path()) == (65536, "/var/lib/srv6pm/r1.json.buffer")
+    c = parse(GOOD + "buffer_size: 1000000\nbuffer_dir: /data/buffer\n",
+              buffer_size=Override("1.5GiB", "--buffer-size"), buffer_dir=Override("/spool", "SRV6PM_BUFFER_DIR"))
+    assert (c.buffer_size, c.buffer_path()) == (int(1.5 * 2**30), "/spool")
+    with pytest.raises(ConfigError, match=r"^--buffer-size: must be a size of at least 64KiB .* got '10 TB'$"):
+        parse(GOOD, buffer_size=Override("10 TB", "--buffer-size"))
+    with pytest.raises(ConfigError, match="buffer_size: must be a size of at least 64KiB"):  # checked when overridden
+        parse(GOOD + "buffer_size: 1KiB\n", buffer_size=Override("1MiB", "--buffer-size"))
+    with pytest.raises(ConfigError, match="buffer_dir: must be a directory path"):
+        parse(GOOD + "buffer_dir: 5\n")
+
+
 def test_flow_ids_of_the_ebpf_data_plane():
     c = parse(GOOD.replace("role: ingress,", "role: ingress, flowmon_id: 7,")
               + '  - {name: f1, role: transit, src: "fd01:1::2/128", dst: "fd01:4::101", flowmon_id: 7, position: 1}\n')

@@ -1,4 +1,4 @@
-"""The processor's batch publisher against kafka-python's record reader and the real broker (Tansu)."""
+"""The batch publisher (srv6pm.publish) against kafka-python's record reader and the real broker (Tansu)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.record.default_records import DefaultRecordBatch
 
 from srv6pm.kafka import ensure_topics
-from srv6pm.processor.publish import Publisher, Send, encode_batch
+from srv6pm.publish import Publisher, Send, encode_batch
 
 
 @settings(max_examples=200, deadline=None)

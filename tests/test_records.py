@@ -156,6 +156,20 @@ def test_the_counter_encoder_gives_the_bytes_of_to_json():
         encoder.rotate()
 
 
+def test_encoding_a_guards_blocks_at_once_gives_the_bytes_of_encode():
+    from srv6pm.records import CounterEncoder
+    blocks = [("f1", 10, 1000), ('f"2', 0, 0), ("f3", 2**40, 7)]
+    ids = {("f1", "transit"): (7, 2), ("f3", "transit"): (9, 1)}
+    for read_ns in (None, 123):
+        one, many = CounterEncoder("r1", 2.5), CounterEncoder("r1", 2.5)
+        for _ in range(2):  # the second from the cached parts
+            want = [one.encode(f, "transit", 41, 1, p, b, read_ns, *ids.get((f, "transit"), (None, None)))
+                    for f, p, b in blocks]
+            assert many.encode_blocks("transit", 41, 1, blocks, read_ns, ids) == want
+            one.rotate()
+            many.rotate()
+
+
 def test_to_dict_names_every_field_of_the_record_and_fast_encoding_is_the_same_json():
     from dataclasses import fields
 

@@ -13,7 +13,10 @@ metadata, TLS, SASL are kafka-python's), only not its producer.
 
 Contract of :meth:`Publisher.publish`: records of one partition are appended
 in the order given; the call returns when each record is either acknowledged
-or listed as failed. A failed record may still have been written (a lost
+or listed as failed; of one partition's records, those acknowledged come
+before those failed (a failed batch stops the partition's later ones).
+:attr:`Publisher.ends` holds, per partition written, the offset after the
+last batch acknowledged (a lower bound of where later records will land). A failed record may still have been written (a lost
 response); the processor's re-publication of failures is at least once, as
 with any producer's retries. Records larger than one batch's limit are sent
 one to a batch (a record that alone exceeds the broker's limit fails with
@@ -38,6 +41,7 @@ from kafka.structs import TopicPartition
 __all__ = ["Publisher", "Send", "encode_batch"]
 
 MAX_BATCH_BYTES = 512 * 1024  # well under the broker's default message.max.bytes (1 MiB)
+_KEYS_KEPT = 1_000_000  # keys whose partition is remembered (murmur2 is pure Python: ~6 µs a key)
 
 # Record batch header (KIP-98), offsets as in the Kafka protocol guide.
 _HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -112,19 +116,29 @@ class Publisher:
             self.close()
             raise
         self._cluster = self._manager.cluster
+        self.ends: dict[TopicPartition, int] = {}  # partition -> offset after the last batch acknowledged
+        self._by_key: dict[str, dict[bytes, tuple[int, int]]] = defaultdict(dict)  # topic -> key -> (count, p)
 
     def publish(self, sends: list[Send]) -> list[tuple[Send, Exception]]:
         """Publish ``sends``; returns those not acknowledged, each with its error (see the module docstring)."""
         if not sends:
             return []
-        self._net.run(self._known, sorted({s.topic for s in sends}))
+        topics = sorted({s.topic for s in sends})
+        self._net.run(self._known, topics)
         failed: list[tuple[Send, Exception]] = []
         per_partition: dict[TopicPartition, list[Send]] = defaultdict(list)
+        partitions = {t: sorted(self._cluster.partitions_for_topic(t) or ()) for t in topics}
+        tps: dict[tuple[str, int], TopicPartition] = {}
         for send in sends:
             try:
-                per_partition[TopicPartition(send.topic, self._partition(send))].append(send)
+                p = self._partition(send, partitions[send.topic])
             except kafka_errors.KafkaError as exc:
                 failed.append((send, exc))
+                continue
+            tp = tps.get((send.topic, p))
+            if tp is None:
+                tp = tps[(send.topic, p)] = TopicPartition(send.topic, p)
+            per_partition[tp].append(send)
         broken: dict[TopicPartition, Exception] = {}  # a partition whose chunk failed sends no later chunk
         for chunks in self._rounds(per_partition):
             for tp in [tp for tp in chunks if tp in broken]:
@@ -142,15 +156,26 @@ class Publisher:
 
     # -- internals -----------------------------------------------------------
 
-    def _partition(self, send: Send) -> int:
+    def _partition(self, send: Send, partitions: list[int] | None = None) -> int:
+        """``send``'s partition; ``partitions``: its topic's, sorted (None: looked up). A key's is remembered."""
         if send.partition is not None:
             return send.partition
-        partitions = sorted(self._cluster.partitions_for_topic(send.topic) or ())
+        if partitions is None:
+            partitions = sorted(self._cluster.partitions_for_topic(send.topic) or ())
         if not partitions:
             raise kafka_errors.UnknownTopicOrPartitionError(send.topic)
         if send.key is None:
             return random.choice(partitions)
-        return partitions[(murmur2(send.key) & 0x7FFFFFFF) % len(partitions)]
+        n = len(partitions)
+        known = self._by_key[send.topic]
+        cached = known.get(send.key)
+        if cached is not None and cached[0] == n:
+            return cached[1]
+        partition = partitions[(murmur2(send.key) & 0x7FFFFFFF) % n]
+        if len(known) >= _KEYS_KEPT:
+            known.clear()
+        known[send.key] = (n, partition)
+        return partition
 
     def _rounds(self, per_partition: dict[TopicPartition, list[Send]]) -> list[dict[TopicPartition, list[Send]]]:
         """Chunks of at most max_batch_bytes per partition; round r holds the r-th chunk of every partition."""
@@ -210,6 +235,9 @@ class Publisher:
                         if getattr(error, "invalid_metadata", False):
                             self._cluster.request_update()
                         failed += [(s, error) for s in chunks[TopicPartition(topic.name, part.index)]]
+                    else:
+                        tp = TopicPartition(topic.name, part.index)
+                        self.ends[tp] = part.base_offset + len(chunks[tp])
         return failed
 
 
