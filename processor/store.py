@@ -39,8 +39,17 @@ _LOSS_COUNTS = ("tx_packets", "rx_packets", "lost_packets", "tx_bytes", "rx_byte
 _DELAY_FIGURES = ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us")
 
 
+_period_ns: dict = {}  # period_s -> period in ns: one clock lookup per period length, not per point
+
+
 def _start_ns(doc: dict) -> int:
-    return period_clock(doc["period_s"]).start_ns(doc["period"])
+    period_s = doc["period_s"]
+    ns = _period_ns.get(period_s)
+    if ns is None:
+        if len(_period_ns) >= 64:
+            _period_ns.clear()
+        ns = _period_ns[period_s] = period_clock(period_s).period_ns
+    return doc["period"] * ns
 
 
 def _loss(doc: dict) -> Parts:
@@ -119,23 +128,29 @@ def loss_lines(doc: dict) -> list[str]:
     The ``loss`` line is :func:`line` of :func:`_loss`, written out for speed (one per result):
     tags egress, flow, ingress and the fields in key order, as ``line`` sorts them.
     """
-    ratio = doc.get("loss_ratio")
-    ratio_text = None if ratio is None else field_text(float(ratio))
-    counts = tuple(doc.get(name) for name in _LINE_COUNTS)
-    if doc["complete"] and ratio_text is not None and None not in counts:  # a complete period, as pairing makes
-        lost, rx_bytes, rx_packets, tx_bytes, tx_packets = map(int, counts)
+    get = doc.get
+    ratio = get("loss_ratio")
+    tx_packets, rx_packets, lost = get("tx_packets"), get("rx_packets"), get("lost_packets")
+    tx_bytes, rx_bytes = get("tx_bytes"), get("rx_bytes")
+    if doc["complete"] and type(ratio) is float and ratio - ratio == 0.0 and type(tx_packets) is int \
+            and type(rx_packets) is int and type(lost) is int and type(tx_bytes) is int and type(rx_bytes) is int:
+        # a complete period, as pairing makes it (a finite ratio, integer counts)
+        ratio_text = repr(ratio)
+        if ratio_text.endswith(".0"):
+            ratio_text = ratio_text[:-2]
         fields = (f"complete=true,loss_ratio={ratio_text},lost_packets={lost}i,rx_bytes={rx_bytes}i,"
                   f"rx_packets={rx_packets}i,tx_bytes={tx_bytes}i,tx_packets={tx_packets}i")
     else:
+        ratio_text = None if ratio is None else field_text(float(ratio))
         parts = ["complete=true" if doc["complete"] else "complete=false"]
         if ratio_text is not None:
             parts.append(f"loss_ratio={ratio_text}")
-        for name, value in zip(_LINE_COUNTS, counts):
+        for name, value in zip(_LINE_COUNTS, (lost, rx_bytes, rx_packets, tx_bytes, tx_packets)):
             if value is not None:
                 parts.append(f"{name}={int(value)}i")
         fields = ",".join(parts)
     out = [f"{_loss_head(doc)} {fields} {_start_ns(doc)}"]
-    if doc.get("segments"):
+    if get("segments"):
         out += [line(*parts) for parts in _segments(doc)]
     return out
 
