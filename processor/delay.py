@@ -49,6 +49,7 @@ class DelayWindows:
         self.idle_s = idle_s
         self._windows: dict[tuple[str, int], _Window] = {}
         self._watermark: dict[str, int] = {}  # per session: latest t1 seen
+        self._open: dict[str, set[int]] = {}  # per session: the periods of its windows (a sample looks only at these)
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -63,6 +64,7 @@ class DelayWindows:
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = _Window(now)
+            self._open.setdefault(sample.session, set()).add(key[1])
         held = window.samples.get(sample.seq)
         if held is not None:
             if held == sample:
@@ -77,8 +79,9 @@ class DelayWindows:
         window.last_seen = now
         mark = max(self._watermark.get(sample.session, 0), sample.t1)
         self._watermark[sample.session] = mark
-        return [self._close(k) for k in sorted(self._windows)
-                if k[0] == sample.session and self._closable(k, mark)]
+        session = sample.session
+        return [self._close(k) for k in [(session, p) for p in sorted(self._open[session])]
+                if self._closable(k, mark)]
 
     def _closable(self, key: tuple[str, int], mark: int) -> bool:
         window = self._windows[key]
@@ -94,9 +97,18 @@ class DelayWindows:
         """Forget windows holding any of ``tokens`` (their partition was revoked)."""
         for key in [k for k, w in self._windows.items() if any(t in tokens for t in w.tokens)]:
             del self._windows[key]
+            self._forget(key)
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        """``key``'s window is gone: take it out of its session's periods."""
+        periods = self._open[key[0]]
+        periods.discard(key[1])
+        if not periods:
+            del self._open[key[0]]
 
     def _close(self, key: tuple[str, int]) -> Outcome:
         window = self._windows.pop(key)
+        self._forget(key)
         samples = [window.samples[s] for s in sorted(window.samples)]
         return Outcome(window.tokens, results(key[0], key[1], samples))
 

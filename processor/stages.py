@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from srv6pm import decode, records
+from srv6pm import records
+from srv6pm.decode import decode_counters, decode_stamp
 from srv6pm.clock import period_clock
 
 from .delay import DelayWindows
@@ -66,15 +67,14 @@ class LossStage(Stage):
     def __init__(self, pair_wait_s: float):
         self.pairing = Pairing(pair_wait_s)
 
-    def decode(self, raw):
-        return decode.decode_counters(raw)
+    decode = staticmethod(decode_counters)  # called once per record: no frame of its own
 
     def key(self, record):
         return record.flow, record.period
 
     def add(self, record, token, now):
         outcome = self.pairing.add(record, token, now)
-        return [] if outcome is None else [outcome]
+        return () if outcome is None else (outcome,)
 
     def expire(self, now):
         return self.pairing.expire(now)
@@ -101,8 +101,7 @@ class DelayStage(Stage):
     def __init__(self, lateness_s: float, idle_s: float):
         self.windows = DelayWindows(lateness_s, idle_s)
 
-    def decode(self, raw):
-        return decode.decode_stamp(raw)
+    decode = staticmethod(decode_stamp)
 
     def key(self, sample):
         return sample.session, period_clock(sample.period_s).period_at(sample.t1)

@@ -8,7 +8,9 @@ with the standard library and validates against the published JSON Schema
 with jsonschema, which costs about 90 µs a record.
 
 How: a msgspec typed decoder (``_CounterWire``, ``_StampWire``) parses and
-checks the bytes into a dict in one pass, in C. Its types say what the schema says, but
+checks the bytes into a dict in one pass, in C; for counter blocks (two per
+flow-period) that dict, once the rules beyond the schema hold, becomes the
+record's attributes as it is (:func:`fast_counters`). Its types say what the schema says, but
 only in the *canonical* form that srv6pm's exporters write (an integer is a
 JSON integer, ``"v"`` is the integer 1), so everything it accepts the schema
 accepts too, with the same values. Whatever it does not accept goes to the
