@@ -188,20 +188,30 @@ class _Client(ExporterClient):
 
     single = False
     batches = 0
+    seconds: dict  # address -> seconds spent in its ApplyBatch calls
+
+    def __init__(self, address, *args, **kwargs):
+        super().__init__(address, *args, **kwargs)
+        self.address = address
 
     def apply_batch(self, messages):
         if self.single:
             raise SouthboundError(grpc.StatusCode.UNIMPLEMENTED, "ApplyBatch left out for the baseline")
         type(self).batches += 1
-        return super().apply_batch(messages)
+        t0 = time.perf_counter()
+        try:
+            return super().apply_batch(messages)
+        finally:
+            self.seconds[self.address] = self.seconds.get(self.address, 0.0) + time.perf_counter() - t0
 
 
 def reconcile_real(n: int, batch: bool, broker: str) -> dict:
     """Converge four real exporters from empty to ``n`` flows; the time, calls and memory."""
     exporters = _Exporters(broker)
-    client = type("Client", (_Client,), {"single": not batch, "batches": 0})
+    client = type("Client", (_Client,), {"single": not batch, "batches": 0, "seconds": {}})
     registry = metrics_mod.get(CollectorRegistry())
-    engine = Engine(Events(None), interval=0.1, backoff=Backoff(0.2, 0.4), timeout=120.0, client_factory=client,
+    events = Events(None)
+    engine = Engine(events, interval=0.1, backoff=Backoff(0.2, 0.4), timeout=120.0, client_factory=client,
                     metrics=registry)
     try:
         engine.load(make_config(n, exporters.addresses, device="v0"), 1)
@@ -217,7 +227,10 @@ def reconcile_real(n: int, batch: bool, broker: str) -> dict:
         return {"bench": "reconcile", "exporters": "real", "flows": n, "mode": "batch" if batch else "single",
                 "seconds": round(seconds, 2), "rounds": rounds + 1, "objects": held,
                 "calls": client.batches if batch else int(singles), "collector_rss_mib": round(_rss_mib(), 1),
-                "exporter_rss_mib": exporters.rss_mib()}
+                "exporter_rss_mib": exporters.rss_mib(),
+                "refused": [f"{e.node}: {e.object}: {e.detail}" for e in events.history if e.kind == "apply_failed"][:3],
+                "batch_s": {name: round(client.seconds.get(address, 0.0), 2)
+                            for name, address in exporters.addresses.items()} if batch else None}
     finally:
         engine.close()
         exporters.close()

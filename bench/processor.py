@@ -14,7 +14,10 @@ egress block each), then drains it:
 
 Each rate is flow-periods per second from the first record received to the
 last one drained (bare) or the last result stored, published and finished
-(processor). ``--profile`` adds a cProfile summary of the processor's loop
+(processor), by the wall clock and by this process's CPU time (all its
+threads; the broker and InfluxDB run in processes of their own). On a machine
+shared with other work the wall-clock figures move with its load; the CPU
+ones much less: they are what the process would do with a core to itself. ``--profile`` adds a cProfile summary of the processor's loop
 thread. Prints figures and ratios; asserts nothing.
 
 ``--input stamp`` measures the delay path the same way: ``srv6pm.stamp``
@@ -136,27 +139,29 @@ def fill_stamp(bootstrap: str, sessions: int, periods: int, samples: int) -> int
     return count
 
 
-def bare(bootstrap: str, total: int, topic: str = records.COUNTERS, per_unit: int = 2) -> float:
-    """Flow-periods (``per_unit`` records each) per second of a consumer that only polls."""
+def bare(bootstrap: str, total: int, topic: str = records.COUNTERS, per_unit: int = 2) -> tuple[float, float]:
+    """Flow-periods (``per_unit`` records each) per second of a consumer that only polls, and per second of
+    this process's CPU time (all its threads)."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bare-{uuid.uuid4().hex[:8]}",
                              auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
                              heartbeat_interval_ms=500)
     try:
-        got, start = 0, None
+        got, start, cpu = 0, None, None
         while got < total:
             batch = consumer.poll(timeout_ms=500)
             if batch and start is None:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
             got += sum(len(m) for m in batch.values())
-        return total / per_unit / (time.perf_counter() - start)
+        return total / per_unit / (time.perf_counter() - start), total / per_unit / (time.process_time() - cpu)
     finally:
         consumer.close()
 
 
 def processor(bootstrap: str, influx: InfluxSettings, total: int, max_records: int,
-              profile: bool, results: int | None = None, per_unit: int = 2) -> tuple[float, dict, str]:
-    """Flow-periods (``per_unit`` records each) per second of one processor, its stats, and the profile summary
-    (or ""); done when ``results`` results are out (default: one per flow-period)."""
+              profile: bool, results: int | None = None, per_unit: int = 2) -> tuple[float, float, dict, str]:
+    """Flow-periods (``per_unit`` records each) per second of one processor and per second of this process's CPU
+    time (all its threads: the loop, the writer, kafka-python's), its stats, and the profile summary (or "");
+    done when ``results`` results are out (default: one per flow-period)."""
     results = total // 2 if results is None else results
     options = ProcessorOptions(group=f"bench-{uuid.uuid4().hex[:8]}", client_id="bench-processor",
                                session_timeout_ms=6000, heartbeat_interval_ms=500, poll_ms=200,
@@ -168,12 +173,12 @@ def processor(bootstrap: str, influx: InfluxSettings, total: int, max_records: i
         while proc.stats["records"] == 0:  # joining the group; then the clock starts after a first batch
             proc.step()
         first = proc.stats["records"]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if profile:
             profiler.enable()
         while proc.stats["results"] < results or proc.stats["records"] < total:
             proc.step()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         profiler.disable()
     finally:
         proc.close()
@@ -183,7 +188,7 @@ def processor(bootstrap: str, influx: InfluxSettings, total: int, max_records: i
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
         summary = out.getvalue()
     # The first batch was processed before the clock started: count the flow-periods after it.
-    return (total - first) / per_unit / elapsed, dict(proc.stats), summary
+    return (total - first) / per_unit / elapsed, (total - first) / per_unit / cpu, dict(proc.stats), summary
 
 
 def main(argv=None) -> int:
@@ -217,15 +222,16 @@ def main(argv=None) -> int:
             print(f"{total} records: {args.flows} flows x {args.periods} periods, {args.partitions} partitions")
             results = None
         before = bare(broker.bootstrap, total, topic, per_unit)
-        rate, stats, summary = processor(broker.bootstrap, influx, total, args.max_records, args.profile, results,
-                                         per_unit)
+        rate, cpu_rate, stats, summary = processor(broker.bootstrap, influx, total, args.max_records, args.profile,
+                                                   results, per_unit)
         after = bare(broker.bootstrap, total, topic, per_unit)
-    baseline = (before + after) / 2
+    baseline, cpu_baseline = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     print()
-    print(f"| | {unit} | vs bare consumer |")
-    print("|---|---:|---:|")
-    print(f"| bare kafka-python consumer (before, after) | {before:,.0f}, {after:,.0f} | 1.00 |")
-    print(f"| processor | {rate:,.0f} | {rate / baseline:.2f} |")
+    print(f"| | {unit} | vs bare consumer | {unit} of CPU time | vs bare consumer |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| bare kafka-python consumer (before, after) | {before[0]:,.0f}, {after[0]:,.0f} | 1.00 "
+          f"| {before[1]:,.0f}, {after[1]:,.0f} | 1.00 |")
+    print(f"| processor | {rate:,.0f} | {rate / baseline:.2f} | {cpu_rate:,.0f} | {cpu_rate / cpu_baseline:.2f} |")
     print()
     print(f"processor stats: {stats}")
     if summary:
