@@ -14,10 +14,20 @@ egress block each), then drains it:
 
 Each rate is flow-periods per second from the first record received to the
 last one drained (bare) or the last result stored, published and finished
-(processor). ``--profile`` adds a cProfile summary of the processor's loop
+(processor), by the wall clock and by this process's CPU time (all its
+threads; the broker and InfluxDB run in processes of their own). On a machine
+shared with other work the wall-clock figures move with its load; the CPU
+ones much less: they are what the process would do with a core to itself. ``--profile`` adds a cProfile summary of the processor's loop
 thread. Prints figures and ratios; asserts nothing.
 
-    .venv/bin/python bench/processor.py [--flows 10000] [--periods 10] [--partitions 4] [--profile]
+``--input stamp`` measures the delay path the same way: ``srv6pm.stamp``
+filled with SESSIONS x PERIODS x SAMPLES STAMP samples (``--flows`` sessions,
+``--samples`` per session and period), the rate in samples per second; the
+processor's clock stops when every period that a later sample closes (by event
+time, lateness 0) has its three results out.
+
+    .venv/bin/python bench/processor.py [--input counters|stamp] [--flows 10000] [--periods 10]
+                                        [--samples 10] [--partitions 4] [--profile]
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ from srv6pm.kafka import ensure_topics
 from srv6pm.lab.broker import EmbeddedBroker
 from srv6pm.processor.service import Processor, ProcessorOptions, tune_gc
 from srv6pm.publish import Publisher, Send
-from srv6pm.records import CounterRecord
+from srv6pm.records import CounterRecord, StampSample
 
 BASE_PERIOD = 880_000_000
 PERIOD_S = 2.0
@@ -104,29 +114,58 @@ def fill(bootstrap: str, flows: int, periods: int) -> int:
     return count
 
 
-def bare(bootstrap: str, total: int) -> float:
-    """Flow-periods per second of a consumer that only polls."""
-    consumer = KafkaConsumer(records.COUNTERS, bootstrap_servers=bootstrap, group_id=f"bare-{uuid.uuid4().hex[:8]}",
+def fill_stamp(bootstrap: str, sessions: int, periods: int, samples: int) -> int:
+    """Publish the STAMP samples, period by period, each session's in sequence; returns how many."""
+    publisher = Publisher({"bootstrap_servers": bootstrap}, "bench-fill")
+    period_ns = round(PERIOD_S * 1e9)
+    count = 0
+    try:
+        for k in range(BASE_PERIOD, BASE_PERIOD + periods):
+            sends = []
+            for s in range(sessions):
+                session = f"session-{s:05d}"
+                for j in range(samples):
+                    t1 = k * period_ns + j * (period_ns // samples) + 1
+                    t2 = t1 + 50_000 + (s * 7 + j * 13) % 5_000
+                    sample = StampSample(session, (k - BASE_PERIOD) * samples + j, PERIOD_S, t1, t2, t2 + 10_000,
+                                         t2 + 70_000, False, sender="r1", reflector="r4")
+                    sends.append(Send(records.STAMP, None, session.encode(), sample.to_json()))
+            failed = publisher.publish(sends)
+            if failed:
+                raise RuntimeError(f"could not fill the topic: {failed[0][1]}")
+            count += len(sends)
+    finally:
+        publisher.close()
+    return count
+
+
+def bare(bootstrap: str, total: int, topic: str = records.COUNTERS, per_unit: int = 2) -> tuple[float, float]:
+    """Flow-periods (``per_unit`` records each) per second of a consumer that only polls, and per second of
+    this process's CPU time (all its threads)."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bare-{uuid.uuid4().hex[:8]}",
                              auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
                              heartbeat_interval_ms=500)
     try:
-        got, start = 0, None
+        got, start, cpu = 0, None, None
         while got < total:
             batch = consumer.poll(timeout_ms=500)
             if batch and start is None:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
             got += sum(len(m) for m in batch.values())
-        return total / 2 / (time.perf_counter() - start)
+        return total / per_unit / (time.perf_counter() - start), total / per_unit / (time.process_time() - cpu)
     finally:
         consumer.close()
 
 
 def processor(bootstrap: str, influx: InfluxSettings, total: int, max_records: int,
-              profile: bool) -> tuple[float, dict, str]:
-    """Flow-periods per second of one processor, its stats, and the profile summary (or "")."""
+              profile: bool, results: int | None = None, per_unit: int = 2) -> tuple[float, float, dict, str]:
+    """Flow-periods (``per_unit`` records each) per second of one processor and per second of this process's CPU
+    time (all its threads: the loop, the writer, kafka-python's), its stats, and the profile summary (or "");
+    done when ``results`` results are out (default: one per flow-period)."""
+    results = total // 2 if results is None else results
     options = ProcessorOptions(group=f"bench-{uuid.uuid4().hex[:8]}", client_id="bench-processor",
                                session_timeout_ms=6000, heartbeat_interval_ms=500, poll_ms=200,
-                               max_records=max_records, pair_wait_s=30.0)
+                               max_records=max_records, pair_wait_s=30.0, delay_lateness_s=0.0)
     proc = Processor(KafkaSettings(bootstrap=bootstrap), influx, options)
     tune_gc()  # as `srv6pm processor run` does
     profiler = cProfile.Profile()
@@ -134,12 +173,12 @@ def processor(bootstrap: str, influx: InfluxSettings, total: int, max_records: i
         while proc.stats["records"] == 0:  # joining the group; then the clock starts after a first batch
             proc.step()
         first = proc.stats["records"]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if profile:
             profiler.enable()
-        while proc.stats["results"] < total // 2:
+        while proc.stats["results"] < results or proc.stats["records"] < total:
             proc.step()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         profiler.disable()
     finally:
         proc.close()
@@ -149,12 +188,14 @@ def processor(bootstrap: str, influx: InfluxSettings, total: int, max_records: i
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
         summary = out.getvalue()
     # The first batch was processed before the clock started: count the flow-periods after it.
-    return (total - first) / 2 / elapsed, dict(proc.stats), summary
+    return (total - first) / per_unit / elapsed, (total - first) / per_unit / cpu, dict(proc.stats), summary
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--flows", type=int, default=10_000)
+    parser.add_argument("--input", choices=("counters", "stamp"), default="counters")
+    parser.add_argument("--flows", type=int, default=10_000, help="flows (counters) or sessions (stamp)")
+    parser.add_argument("--samples", type=int, default=10, help="STAMP samples per session and period")
     parser.add_argument("--periods", type=int, default=10)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-records", type=int, default=ProcessorOptions.max_records)
@@ -163,22 +204,34 @@ def main(argv=None) -> int:
 
     native = kafka_record_util.crc32c_c is not None
     print(f"kafka-python CRC32C: {'native (crc32c package)' if native else 'pure Python'}")
+    stamp = args.input == "stamp"
+    topic, per_unit, unit = (records.STAMP, 1, "samples/s") if stamp else (records.COUNTERS, 2, "flow-periods/s")
     with EmbeddedBroker(port=free_port()) as broker, InfluxProcess() as influx_url:
-        ensure_topics(broker.bootstrap, {records.COUNTERS: args.partitions, records.LOSS: args.partitions,
-                                         records.ALARMS: args.partitions, records.DEADLETTER: 1})
+        ensure_topics(broker.bootstrap, {topic: args.partitions, records.LOSS: args.partitions,
+                                         records.DELAY: args.partitions, records.ALARMS: args.partitions,
+                                         records.DEADLETTER: 1})
         influxql(InfluxSettings(url=influx_url), 'CREATE DATABASE "bench"', database="_internal")
         influx = InfluxSettings(url=influx_url, bucket="bench")
-        total = fill(broker.bootstrap, args.flows, args.periods)
-        print(f"{total} records: {args.flows} flows x {args.periods} periods, {args.partitions} partitions")
-        before = bare(broker.bootstrap, total)
-        rate, stats, summary = processor(broker.bootstrap, influx, total, args.max_records, args.profile)
-        after = bare(broker.bootstrap, total)
-    baseline = (before + after) / 2
+        if stamp:
+            total = fill_stamp(broker.bootstrap, args.flows, args.periods, args.samples)
+            print(f"{total} samples: {args.flows} sessions x {args.periods} periods x {args.samples}, "
+                  f"{args.partitions} partitions")
+            results = args.flows * (args.periods - 1) * 3  # the last period closes by wall time only
+        else:
+            total = fill(broker.bootstrap, args.flows, args.periods)
+            print(f"{total} records: {args.flows} flows x {args.periods} periods, {args.partitions} partitions")
+            results = None
+        before = bare(broker.bootstrap, total, topic, per_unit)
+        rate, cpu_rate, stats, summary = processor(broker.bootstrap, influx, total, args.max_records, args.profile,
+                                                   results, per_unit)
+        after = bare(broker.bootstrap, total, topic, per_unit)
+    baseline, cpu_baseline = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     print()
-    print("| | flow-periods/s | vs bare consumer |")
-    print("|---|---:|---:|")
-    print(f"| bare kafka-python consumer (before, after) | {before:,.0f}, {after:,.0f} | 1.00 |")
-    print(f"| processor | {rate:,.0f} | {rate / baseline:.2f} |")
+    print(f"| | {unit} | vs bare consumer | {unit} of CPU time | vs bare consumer |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| bare kafka-python consumer (before, after) | {before[0]:,.0f}, {after[0]:,.0f} | 1.00 "
+          f"| {before[1]:,.0f}, {after[1]:,.0f} | 1.00 |")
+    print(f"| processor | {rate:,.0f} | {rate / baseline:.2f} | {cpu_rate:,.0f} | {cpu_rate / cpu_baseline:.2f} |")
     print()
     print(f"processor stats: {stats}")
     if summary:

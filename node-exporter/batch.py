@@ -2,8 +2,9 @@
 
 The contract is the proto's (``rpc ApplyBatch``): per object, in order, not
 all-or-nothing. :func:`apply_batch` holds the exporter's lock for the whole
-batch and persists it in one transaction of the intent
-(:meth:`~srv6pm.exporter.intent.Intent.held`).
+batch, persists it in one transaction of the intent
+(:meth:`~srv6pm.exporter.intent.Intent.held`) and reads the kernel's routes
+once for it (:meth:`~srv6pm.exporter.routes.Routes.batch`).
 
 Items other than flows go one by one through :meth:`Node.apply
 <srv6pm.exporter.api.Node.apply>` / :meth:`Node.remove
@@ -42,7 +43,7 @@ _FLOW_TYPES = (pb.FlowMonitor, pb.FlowMonitorRef)
 def apply_batch(node, request: pb.Batch) -> pb.BatchReply:
     """Apply every item of ``request`` on ``node`` (an :class:`~srv6pm.exporter.api.Node`); one result per item."""
     results: list[pb.BatchResult | None] = [None] * len(request.items)
-    with node.exporter.lock, node.intent.held():
+    with node.exporter.lock, node.intent.held(), node.exporter.routes.batch():
         run = _Run(node, results)
         for index, item in enumerate(request.items):
             try:

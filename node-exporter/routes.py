@@ -41,12 +41,14 @@ Everything runs in one worker thread inside the namespace
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import itertools
 import os
 import socket
 import struct
+import threading
 from socket import AF_INET6
 
 from pyroute2 import IPRoute
@@ -119,6 +121,11 @@ def _sid_text(sid: pb.LocalSid) -> str:
 def _policy_text(policy: pb.Policy) -> str:
     return (f"policy {policy.name} ({policy.destination} encap seg6 mode {_MODES.get(policy.mode, '?')} "
             f"segs {','.join(policy.segments)}{' dev ' + policy.device if policy.device else ''})")
+
+
+def _prefix(msg) -> str:
+    """The destination prefix of a route message, as ``ipaddress`` writes it."""
+    return str(ipaddress.IPv6Network(f"{msg.get('dst') or '::'}/{msg['dst_len']}"))
 
 
 class _MainTable:
@@ -218,6 +225,9 @@ class Routes:
 
     def __init__(self, netns: str | None = None):
         self.netns = netns
+        # Within batch(): the thread that holds the batch, and table main by prefix (None: not read yet)
+        self._batch_thread: int | None = None
+        self._batch_routes: dict[str, list | None] | None = None
         self._thread = NetnsThread(netns, thread_name=f"routes-{netns or '(current)'}")
         try:
             self._ipr: IPRoute = self._thread.call(IPRoute)
@@ -266,10 +276,42 @@ class Routes:
         links = self._thread.call(self._ipr.link, "get", index=index)
         return links[0].get("ifname") if links else None
 
+    @contextlib.contextmanager
+    def batch(self):
+        """Within: the routes to a prefix come from ONE reading of table main, taken at the first question, not
+        from a reading of the whole table per question (an ApplyBatch of 10,000 policies read the table 10,000
+        times: quadratic). A prefix this object changes meanwhile is asked of the kernel again. Only the thread
+        that entered sees that reading (the caller holds the exporter's lock, as for every change); nested
+        calls share it."""
+        if self._batch_thread is not None:
+            yield
+            return
+        self._batch_thread, self._batch_routes = threading.get_ident(), None
+        try:
+            yield
+        finally:
+            self._batch_thread = self._batch_routes = None
+
     def _routes_to(self, what: str, obj, dst: str | None, protocol: int = 0) -> list:
         """The kernel's routes of table main whose destination is exactly prefix ``dst`` (None: any),
         of ``protocol`` if given (0: all)."""
-        return self._call(what, obj, self._main.routes, dst, protocol)
+        if dst is None or self._batch_thread != threading.get_ident():
+            return self._call(what, obj, self._main.routes, dst, protocol)
+        if self._batch_routes is None:
+            by_prefix: dict[str, list | None] = {}
+            for msg in self._call(what, obj, self._main.routes, None):
+                by_prefix.setdefault(_prefix(msg), []).append(msg)
+            self._batch_routes = by_prefix
+        key = str(ipaddress.IPv6Network(dst))
+        held = self._batch_routes.get(key, [])
+        if held is None:  # changed in this batch
+            return self._call(what, obj, self._main.routes, dst, protocol)
+        return [msg for msg in held if not protocol or msg["proto"] == protocol]
+
+    def _changed(self, dst: str) -> None:
+        """The route to ``dst`` was just changed: within a batch, ask the kernel about it again."""
+        if self._batch_routes is not None and self._batch_thread == threading.get_ident():
+            self._batch_routes[str(ipaddress.IPv6Network(dst))] = None
 
     def _current(self, what: str, obj, dst: str):
         """srv6pm's route to ``dst`` or None; RouteError if another protocol's route is there."""
@@ -310,6 +352,7 @@ class Routes:
         request = dict(encap)
         if request["type"] == "seg6":  # path order -> SRH order; a fresh list (pyroute2 edits it)
             request["segs"] = list(reversed(encap["segs"]))
+        self._changed(dst)
         self._call(what, obj, self._ipr.route, "add" if current is None else "replace", dst=dst, oif=oif,
                    table=MAIN_TABLE, proto=RTPROT_SRV6PM, encap=request)
         return True
@@ -317,6 +360,7 @@ class Routes:
     def _remove(self, what: str, dst: str) -> bool:
         if not self._routes_to(what, None, dst, RTPROT_SRV6PM):
             return False
+        self._changed(dst)
         try:
             self._call(what, None, self._ipr.route, "del", dst=dst, table=MAIN_TABLE, proto=RTPROT_SRV6PM)
         except RouteError as exc:

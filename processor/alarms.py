@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from kafka import KafkaConsumer
 
@@ -54,8 +55,7 @@ class AlarmRules:
                 raise ValueError(f"alarm threshold {name} must be a number >= 0, not {value!r}")
 
 
-@dataclass(frozen=True)
-class _State:
+class _State(NamedTuple):  # a tuple: one is made per result evaluated
     period: int
     raised: bool
 

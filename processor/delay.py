@@ -57,6 +57,7 @@ class DelayWindows:
         self._windows: dict[tuple[str, int], _Window] = {}
         self._watermark: dict[str, int] = {}  # per session: latest t1 seen
         self._last_reply: dict[str, StampSample] = {}  # per session: the last reply of the windows closed
+        self._open: dict[str, set[int]] = {}  # per session: the periods of its windows (a sample looks only at these)
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -71,6 +72,7 @@ class DelayWindows:
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = _Window(now)
+            self._open.setdefault(sample.session, set()).add(key[1])
         held = window.samples.get(sample.seq)
         if held is not None:
             if held == sample:
@@ -85,8 +87,9 @@ class DelayWindows:
         window.last_seen = now
         mark = max(self._watermark.get(sample.session, 0), sample.t1)
         self._watermark[sample.session] = mark
-        return [self._close(k) for k in sorted(self._windows)
-                if k[0] == sample.session and self._closable(k, mark)]
+        session = sample.session
+        return [self._close(k) for k in [(session, p) for p in sorted(self._open[session])]
+                if self._closable(k, mark)]
 
     def _closable(self, key: tuple[str, int], mark: int) -> bool:
         window = self._windows[key]
@@ -105,13 +108,22 @@ class DelayWindows:
         for key in [k for k, w in self._windows.items() if any(t in tokens for t in w.tokens)]:
             del self._windows[key]
             self._last_reply.pop(key[0], None)
+            self._forget(key)
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        """``key``'s window is gone: take it out of its session's periods."""
+        periods = self._open[key[0]]
+        periods.discard(key[1])
+        if not periods:
+            del self._open[key[0]]
 
     def _close(self, key: tuple[str, int]) -> Outcome:
         window = self._windows.pop(key)
+        self._forget(key)
         samples = [window.samples[s] for s in sorted(window.samples)]
         session = key[0]
         before = self._last_reply.get(session)
-        later = [k for k in sorted(self._windows) if k[0] == session and k[1] > key[1]]
+        later = [(session, p) for p in sorted(self._open.get(session, ())) if p > key[1]]  # its windows only
         after = next((min((s for s in self._windows[k].samples.values() if not s.lost), key=lambda s: s.seq)
                       for k in later if any(not s.lost for s in self._windows[k].samples.values())), None)
         replies = [s for s in samples if not s.lost]

@@ -53,24 +53,64 @@ def plain_records(topic: str, partition: int, leader_epoch: int, batch) -> list[
     append = out.append
     try:
         for _ in range(count):
-            # Each varint inline when it is one byte (most are), else through _varint.
+            # Each varint inline when it takes one or two bytes (nearly all do), else through _varint.
             b = buf[pos]
-            length, pos = ((b >> 1) ^ -(b & 1), pos + 1) if b < 0x80 else varint(buf, pos)
+            if b < 0x80:
+                length = (b >> 1) ^ -(b & 1)
+                pos += 1
+            elif buf[pos + 1] < 0x80:
+                z = (b & 0x7F) | (buf[pos + 1] << 7)
+                length = (z >> 1) ^ -(z & 1)
+                pos += 2
+            else:
+                length, pos = varint(buf, pos)
             start = pos
             pos += 1  # attributes: one byte, unused
             b = buf[pos]
-            ts_delta, pos = ((b >> 1) ^ -(b & 1), pos + 1) if b < 0x80 else varint(buf, pos)
+            if b < 0x80:
+                ts_delta = (b >> 1) ^ -(b & 1)
+                pos += 1
+            elif buf[pos + 1] < 0x80:
+                z = (b & 0x7F) | (buf[pos + 1] << 7)
+                ts_delta = (z >> 1) ^ -(z & 1)
+                pos += 2
+            else:
+                ts_delta, pos = varint(buf, pos)
             b = buf[pos]
-            offset_delta, pos = ((b >> 1) ^ -(b & 1), pos + 1) if b < 0x80 else varint(buf, pos)
+            if b < 0x80:
+                offset_delta = (b >> 1) ^ -(b & 1)
+                pos += 1
+            elif buf[pos + 1] < 0x80:
+                z = (b & 0x7F) | (buf[pos + 1] << 7)
+                offset_delta = (z >> 1) ^ -(z & 1)
+                pos += 2
+            else:
+                offset_delta, pos = varint(buf, pos)
             b = buf[pos]
-            key_len, pos = ((b >> 1) ^ -(b & 1), pos + 1) if b < 0x80 else varint(buf, pos)
+            if b < 0x80:
+                key_len = (b >> 1) ^ -(b & 1)
+                pos += 1
+            elif buf[pos + 1] < 0x80:
+                z = (b & 0x7F) | (buf[pos + 1] << 7)
+                key_len = (z >> 1) ^ -(z & 1)
+                pos += 2
+            else:
+                key_len, pos = varint(buf, pos)
             if key_len >= 0:
                 key = buf[pos:pos + key_len]
                 pos += key_len
             else:
                 key = None
             b = buf[pos]
-            value_len, pos = ((b >> 1) ^ -(b & 1), pos + 1) if b < 0x80 else varint(buf, pos)
+            if b < 0x80:
+                value_len = (b >> 1) ^ -(b & 1)
+                pos += 1
+            elif buf[pos + 1] < 0x80:
+                z = (b & 0x7F) | (buf[pos + 1] << 7)
+                value_len = (z >> 1) ^ -(z & 1)
+                pos += 2
+            else:
+                value_len, pos = varint(buf, pos)
             if value_len >= 0:
                 value = buf[pos:pos + value_len]
                 pos += value_len

@@ -67,11 +67,17 @@ class Ledger:
 
     def add(self, partition: int, result: dict, value: bytes | None = None) -> None:
         """Remember ``result``; ``value`` is its JSON record when the caller has it already."""
-        part = self._parts.setdefault(partition, OrderedDict())
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = OrderedDict()
         key = (result[self.subject_field], result["period"])
-        part.setdefault(key, []).append(value if value is not None else _encode(result))
-        while len(part) > self.tail_records:
-            part.popitem(last=False)
+        held = part.get(key)
+        if held is None:
+            part[key] = [value if value is not None else _encode(result)]
+            if len(part) > self.tail_records:
+                part.popitem(last=False)
+        else:
+            held.append(value if value is not None else _encode(result))
 
     def forget(self, partitions) -> None:
         for p in partitions:

@@ -12,6 +12,8 @@ why downstream writes must be idempotent (see ``ledger``).
 from __future__ import annotations
 
 import heapq
+import operator
+from itertools import islice
 from typing import Hashable
 
 __all__ = ["OffsetTracker"]
@@ -38,15 +40,23 @@ class OffsetTracker:
         unfinished = self._unfinished.setdefault(partition, set())
         unfinished.update(offsets)
         heap = self._heaps.setdefault(partition, [])
-        push = heapq.heappush
-        for offset in offsets:
-            push(heap, offset)
+        if offsets and offsets[0] >= self._next.get(partition, 0) \
+                and all(map(operator.lt, offsets, islice(offsets, 1, None))):
+            # Ascending and past every offset seen (a poll's records): appended in order, the list stays a
+            # heap (every new item is at least each item before it, so at least its parent).
+            heap += offsets
+        else:
+            push = heapq.heappush
+            for offset in offsets:
+                push(heap, offset)
         if offsets:
             self._next[partition] = max(self._next.get(partition, 0), max(offsets) + 1)
 
     def finished(self, partition: Partition, offset: int) -> None:
         """The record at ``offset`` needs nothing more."""
-        self._unfinished.get(partition, set()).discard(offset)
+        unfinished = self._unfinished.get(partition)
+        if unfinished is not None:
+            unfinished.discard(offset)
 
     def committable(self) -> dict[Partition, int]:
         """For every partition seen: the offset to commit (the next record to read after a restart)."""

@@ -38,13 +38,19 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from srv6pm.clock import period_clock
-from srv6pm.records import CounterRecord, LossResult, Segment, build
+from srv6pm.records import CounterRecord, LossResult, Segment
 
 from .outcome import Outcome, Token
 
 __all__ = ["Pairing", "loss_result", "segments"]
 
+_new = object.__new__
+_set = object.__setattr__  # a record's attributes in one dict: what the frozen dataclass's __init__ makes
+
 Held = tuple[CounterRecord, Token]
+_First = tuple[CounterRecord, Token, float]
+"""A period's lone end block without a position, with the time it came (the usual first block: kept as a
+plain tuple, since a flow-period is made and paired tens of thousands of times a second)."""
 
 
 class _Pending:
@@ -56,6 +62,14 @@ class _Pending:
         self.first_seen = first_seen
         self.ends: dict[str, Held] = {}  # "ingress" / "egress"
         self.transits: dict[int, Held] = {}  # position -> block
+
+    @classmethod
+    def of(cls, first: "_First") -> "_Pending":
+        """The pending period of a lone end block."""
+        record, token, first_seen = first
+        pending = cls(first_seen)
+        pending.ends[record.role] = (record, token)
+        return pending
 
     def held(self) -> list[Held]:
         """Every block: ingress, egress, then transits in path order."""
@@ -95,7 +109,7 @@ class Pairing:
         if wait_s <= 0:
             raise ValueError("wait_s must be positive")
         self.wait_s = wait_s
-        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._pending: dict[tuple[str, int], _Pending | _First] = {}
         # Last node seen on each side of each flow, so that an incomplete
         # period is still tagged with the node of its missing side.
         self._nodes: dict[str, dict[str, str]] = {}
@@ -108,24 +122,41 @@ class Pairing:
         return len(self._pending)
 
     def pending_tokens(self) -> list[Token]:
-        return [tok for p in self._pending.values() for _, tok in p.held()]
+        return [tok for p in self._pending.values() for _, tok in _as_pending(p).held()]
 
     def add(self, record: CounterRecord, token: Token, now: float) -> Outcome | None:
         """Take one block. Returns an Outcome when ``token``'s fate is decided now."""
-        if record.role == "transit" and record.position is None:
-            # Without a position a transit block cannot be placed on the path;
-            # end-to-end loss needs only the two ends.
-            return Outcome([token])
-        if record.role != "transit":
+        role = record.role
+        if role == "transit":
+            if record.position is None:
+                # Without a position a transit block cannot be placed on the path;
+                # end-to-end loss needs only the two ends.
+                return Outcome([token])
+        else:
             nodes = self._nodes.get(record.flow)
             if nodes is None:
                 nodes = self._nodes[record.flow] = {}
-            nodes[record.role] = record.node
+            nodes[role] = record.node
         key = (record.flow, record.period)
         pending = self._pending.get(key)
         if pending is None:
+            if role != "transit" and record.position is None:
+                self._pending[key] = (record, token, now)  # the usual first block: see _First
+                return None
             pending = self._pending[key] = _Pending(now)
         else:
+            if type(pending) is tuple:
+                other, other_token, _ = pending
+                if other.role != role and role != "transit" and record.position is None:
+                    # The other end, and no positions (nftables counters): the usual pair.
+                    reason = _mismatch(other, other.flowmon_id, record)
+                    if reason is not None:
+                        return Outcome([token], rejected={token: reason})
+                    del self._pending[key]
+                    if role == "egress":
+                        return Outcome([other_token, token], [loss_result(other, record)])
+                    return Outcome([token, other_token], [loss_result(record, other)])
+                pending = self._pending[key] = _Pending.of(pending)
             reason = _conflict(pending, record)
             if reason == "":
                 return Outcome([token])  # the same block again (an exporter retry): nothing to do
@@ -143,15 +174,17 @@ class Pairing:
     def expire(self, now: float) -> list[Outcome]:
         """The results of every ``(flow, period)`` that waited ``wait_s`` or more, as they stand."""
         out = []
-        for key in [k for k, p in self._pending.items() if now - p.first_seen >= self.wait_s]:
-            pending = self._pending.pop(key)
+        wait_s = self.wait_s
+        for key in [k for k, p in self._pending.items()
+                    if now - (p[2] if type(p) is tuple else p.first_seen) >= wait_s]:
+            pending = _as_pending(self._pending.pop(key))
             held = pending.held()
             out.append(Outcome([tok for _, tok in held], [self._result(pending, held)]))
         return out
 
     def drop(self, tokens: set[Token]) -> None:
         """Forget pending blocks whose tokens are in ``tokens`` (their partition was revoked)."""
-        for key in [k for k, p in self._pending.items() if any(t in tokens for _, t in p.held())]:
+        for key in [k for k, p in self._pending.items() if any(t in tokens for _, t in _as_pending(p).held())]:
             del self._pending[key]
 
     def _remember(self, record: CounterRecord) -> None:
@@ -214,6 +247,10 @@ class Pairing:
         )
 
 
+def _as_pending(pending: _Pending | _First) -> _Pending:
+    return _Pending.of(pending) if type(pending) is tuple else pending
+
+
 def _conflict(pending: _Pending, record: CounterRecord) -> str | None:
     """Why ``record`` cannot join ``pending``: None if it can, "" if it is an exact duplicate."""
     held = pending.slot(record)
@@ -225,13 +262,10 @@ def _conflict(pending: _Pending, record: CounterRecord) -> str | None:
                 f"{record.packets} packets from {record.node!r}, already have {held[0].packets} from {held[0].node!r}")
     ends = pending.ends
     other = (ends.get("ingress") or ends.get("egress") or pending.held()[0])[0]  # the first held block
-    if other.period_s != record.period_s:
-        return f"period_s {record.period_s:g} differs from the {other.role} block's {other.period_s:g} {_where(record)}"
-    if record.flowmon_id is not None:
-        theirs = _flowmon_id(r for r, _ in pending.held())
-        if theirs is not None and record.flowmon_id != theirs:
-            return (f"flowmon_id {record.flowmon_id} differs from the period's other blocks' {theirs} "
-                    f"{_where(record)}")
+    reason = _mismatch(other, _flowmon_id(r for r, _ in pending.held()) if record.flowmon_id is not None else None,
+                       record)
+    if reason is not None:
+        return reason
     if not pending.transits and record.role != "transit":
         return None
     egress = ends.get("egress", (None,))[0]
@@ -243,6 +277,17 @@ def _conflict(pending: _Pending, record: CounterRecord) -> str | None:
             and max(pending.transits) >= record.position:
         return (f"egress position {record.position} of {record.node!r} is not after transit position "
                 f"{max(pending.transits)} {_where(record)}")
+    return None
+
+
+def _mismatch(other: CounterRecord, theirs: int | None, record: CounterRecord) -> str | None:
+    """Why ``record`` does not belong with the period's first held block ``other`` (whose blocks' FlowMonID
+    is ``theirs``): another period length or FlowMonID; None if it does."""
+    if other.period_s != record.period_s:
+        return f"period_s {record.period_s:g} differs from the {other.role} block's {other.period_s:g} {_where(record)}"
+    if record.flowmon_id is not None and theirs is not None and record.flowmon_id != theirs:
+        return (f"flowmon_id {record.flowmon_id} differs from the period's other blocks' {theirs} "
+                f"{_where(record)}")
     return None
 
 
@@ -275,20 +320,35 @@ def segments(points: Mapping[int, CounterRecord], last: int | None, nodes: Mappi
     return out
 
 
+_starts: dict[tuple[float, int], str] = {}  # (period_s, period) -> RFC 3339 start: every flow of a period shares it
+
+
+def _start(period_s: float, period: int) -> str:
+    text = _starts.get((period_s, period))
+    if text is None:
+        if len(_starts) >= 4096:
+            _starts.clear()
+        text = _starts[(period_s, period)] = period_clock(period_s).start_rfc3339(period)
+    return text
+
+
 def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
     """The complete loss result of one period from its two end blocks (without segments)."""
-    lost = ingress.packets - egress.packets
-    if ingress.packets:
-        ratio = lost / ingress.packets
+    tx = ingress.packets
+    lost = tx - egress.packets
+    if tx:
+        ratio = lost / tx
     else:
         ratio = 0.0 if lost == 0 else None  # packets out of nothing: no meaningful ratio
-    clock = period_clock(ingress.period_s)
-    return build(LossResult, {
-        "flow": ingress.flow, "period": ingress.period, "period_start": clock.start_rfc3339(ingress.period),
+    flowmon_id = ingress.flowmon_id
+    result = _new(LossResult)
+    _set(result, "__dict__", {
+        "flow": ingress.flow, "period": ingress.period, "period_start": _start(ingress.period_s, ingress.period),
         "period_s": ingress.period_s, "ingress": ingress.node, "egress": egress.node,
-        "tx_packets": ingress.packets, "rx_packets": egress.packets,
+        "tx_packets": tx, "rx_packets": egress.packets,
         "tx_bytes": ingress.bytes, "rx_bytes": egress.bytes,
         "lost_packets": lost, "loss_ratio": ratio, "complete": True, "missing": None,
-        "flowmon_id": ingress.flowmon_id if ingress.flowmon_id is not None else egress.flowmon_id,
+        "flowmon_id": flowmon_id if flowmon_id is not None else egress.flowmon_id,
         "segments": None,
     })
+    return result

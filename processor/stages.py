@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from srv6pm import decode, metrics, records
+from srv6pm import metrics, records
+from srv6pm.decode import decode_counters, decode_stamp
 from srv6pm.clock import period_clock
 
 from . import plausible
@@ -70,14 +71,14 @@ class LossStage(Stage):
         self.pairing = Pairing(pair_wait_s)
 
     def decode(self, raw):
-        return plausible.counters(decode.decode_counters(raw), time.time_ns())
+        return plausible.counters(decode_counters(raw), time.time_ns())
 
     def key(self, record):
         return record.flow, record.period
 
     def add(self, record, token, now):
         outcome = self.pairing.add(record, token, now)
-        return [] if outcome is None else [outcome]
+        return () if outcome is None else (outcome,)
 
     def expire(self, now):
         return self.pairing.expire(now)
@@ -105,7 +106,7 @@ class DelayStage(Stage):
         self.windows = DelayWindows(lateness_s, idle_s)
 
     def decode(self, raw):
-        return plausible.stamp(decode.decode_stamp(raw), time.time_ns())
+        return plausible.stamp(decode_stamp(raw), time.time_ns())
 
     def key(self, sample):
         return sample.session, period_clock(sample.period_s).period_at(sample.t1)

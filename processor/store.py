@@ -40,8 +40,17 @@ _LOSS_COUNTS = (LOSS.tx_packets, LOSS.rx_packets, LOSS.lost_packets, LOSS.tx_byt
 _DELAY_FIGURES = (DELAY.min_us, DELAY.mean_us, DELAY.max_us, DELAY.p50_us, DELAY.p99_us, DELAY.jitter_us)
 
 
+_period_ns: dict = {}  # period_s -> period in ns: one clock lookup per period length, not per point
+
+
 def _start_ns(doc: dict) -> int:
-    return period_clock(doc["period_s"]).start_ns(doc["period"])
+    period_s = doc["period_s"]
+    ns = _period_ns.get(period_s)
+    if ns is None:
+        if len(_period_ns) >= 64:
+            _period_ns.clear()
+        ns = _period_ns[period_s] = period_clock(period_s).period_ns
+    return doc["period"] * ns
 
 
 def _loss(doc: dict) -> Parts:
@@ -128,22 +137,28 @@ def loss_lines(doc: dict) -> list[str]:
     The ``loss`` line is :func:`line` of :func:`_loss`, written out for speed (one per result):
     tags egress, flow, ingress and the fields in key order, as ``line`` sorts them.
     """
-    ratio = doc.get("loss_ratio")
-    ratio_text = None if ratio is None else field_text(float(ratio))
-    counts = tuple(doc.get(name) for name in _LINE_COUNTS)
-    if doc["complete"] and ratio_text is not None and None not in counts:  # a complete period, as pairing makes
-        lost, rx_bytes, rx_packets, tx_bytes, tx_packets = map(int, counts)
+    get = doc.get
+    ratio = get(LOSS.loss_ratio)
+    tx_packets, rx_packets, lost = get(LOSS.tx_packets), get(LOSS.rx_packets), get(LOSS.lost_packets)
+    tx_bytes, rx_bytes = get(LOSS.tx_bytes), get(LOSS.rx_bytes)
+    if doc["complete"] and type(ratio) is float and ratio - ratio == 0.0 and type(tx_packets) is int \
+            and type(rx_packets) is int and type(lost) is int and type(tx_bytes) is int and type(rx_bytes) is int:
+        # a complete period, as pairing makes it (a finite ratio, integer counts)
+        ratio_text = repr(ratio)
+        if ratio_text.endswith(".0"):
+            ratio_text = ratio_text[:-2]
         fields = _COMPLETE_FIELDS(ratio_text, lost, rx_bytes, rx_packets, tx_bytes, tx_packets)
     else:
+        ratio_text = None if ratio is None else field_text(float(ratio))
         parts = [f"{LOSS.complete}=true" if doc["complete"] else f"{LOSS.complete}=false"]
         if ratio_text is not None:
             parts.append(f"{LOSS.loss_ratio}={ratio_text}")
-        for name, value in zip(_LINE_COUNTS, counts):
+        for name, value in zip(_LINE_COUNTS, (lost, rx_bytes, rx_packets, tx_bytes, tx_packets)):
             if value is not None:
                 parts.append(f"{name}={int(value)}i")
         fields = ",".join(parts)
     out = [f"{_loss_head(doc)} {fields} {_start_ns(doc)}"]
-    if doc.get("segments"):
+    if get("segments"):
         out += [line(*parts) for parts in _segments(doc)]
     return out
 

@@ -8,7 +8,9 @@ with the standard library and validates against the published JSON Schema
 with jsonschema, which costs about 90 µs a record.
 
 How: a msgspec typed decoder (``_CounterWire``, ``_StampWire``) parses and
-checks the bytes into a dict in one pass, in C. Its types say what the schema says, but
+checks the bytes into a dict in one pass, in C; for counter blocks (two per
+flow-period) that dict, once the rules beyond the schema hold, becomes the
+record's attributes as it is (:func:`fast_counters`). Its types say what the schema says, but
 only in the *canonical* form that srv6pm's exporters write (an integer is a
 JSON integer, ``"v"`` is the integer 1), so everything it accepts the schema
 accepts too, with the same values. Whatever it does not accept goes to the
@@ -24,6 +26,7 @@ as a whole accepts, rejects and explains exactly as the reference does.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal, NotRequired, TypedDict
 
 import msgspec
@@ -87,6 +90,7 @@ class _StampWire(TypedDict):
 
 
 _DECODERS = {records.COUNTERS: msgspec.json.Decoder(_CounterWire), records.STAMP: msgspec.json.Decoder(_StampWire)}
+_MAX = records.MAX_RECORD_BYTES
 
 
 def typed(topic: str, raw: bytes | None) -> dict | None:
@@ -94,7 +98,7 @@ def typed(topic: str, raw: bytes | None) -> dict | None:
 
     Unknown members are left out of the dict.
     """
-    if raw is None or len(raw) > records.MAX_RECORD_BYTES:
+    if raw is None or len(raw) > _MAX:
         return None
     try:
         if not raw.isascii():  # msgspec does not check the UTF-8 of the members it skips
@@ -104,24 +108,51 @@ def typed(topic: str, raw: bytes | None) -> dict | None:
         return None
 
 
-def _fast(topic: str, raw: bytes | None, build):
-    obj = typed(topic, raw)
-    if obj is None:
-        return None
-    try:
-        return build(obj)
-    except RecordError:
-        return None  # the reference gives the reason
+_counter_wire = _DECODERS[records.COUNTERS].decode
+_new = object.__new__
+_set = object.__setattr__
+_isfinite = math.isfinite
 
 
 def fast_counters(raw: bytes | None) -> CounterRecord | None:
-    """The record, if the typed decoder accepts ``raw``; None if only the reference can tell."""
-    return _fast(records.COUNTERS, raw, records.counter_from)
+    """The record, if the typed decoder accepts ``raw``; None if only the reference can tell.
+
+    :func:`typed` and :func:`srv6pm.records.counter_from` in one function (about a third of the
+    time, once per input record): the rules beyond the schema are checked here in the same order,
+    and anything they refuse is left to the reference, which gives the reason. The typed dict
+    becomes the record's attributes as it is (the record is what ``counter_from`` builds).
+    """
+    if raw is None or len(raw) > _MAX:
+        return None
+    try:
+        if not raw.isascii():  # msgspec does not check the UTF-8 of the members it skips
+            raw.decode("utf-8")
+        obj = _counter_wire(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    position = obj.get("position")
+    if obj["color"] != obj["period"] % 2 or not _isfinite(obj["period_s"]) \
+            or (position is not None and (position == 0) != (obj["role"] == "ingress")):
+        return None  # the reference gives the reason
+    del obj["v"]
+    if len(obj) != 11:  # the three optional members, None when absent
+        obj.setdefault("read_ns", None)
+        obj.setdefault("flowmon_id", None)
+        obj.setdefault("position", None)
+    record = _new(CounterRecord)
+    _set(record, "__dict__", obj)
+    return record
 
 
 def fast_stamp(raw: bytes | None) -> StampSample | None:
     """The sample, if the typed decoder accepts ``raw``; None if only the reference can tell."""
-    return _fast(records.STAMP, raw, records.stamp_from)
+    obj = typed(records.STAMP, raw)
+    if obj is None:
+        return None
+    try:
+        return records.stamp_from(obj)
+    except RecordError:
+        return None  # the reference gives the reason
 
 
 def decode_counters(raw: bytes | None) -> CounterRecord:

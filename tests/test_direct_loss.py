@@ -168,3 +168,27 @@ def test_replies_around_that_are_not_around_are_ignored():
     w.drop({3})  # the partition went elsewhere: its windows and the session's last reply are forgotten
     assert len(w) == 0
     assert next_period(w) == (None, None)  # when it comes back, seq 2 may no longer be the reply before
+
+
+def test_the_delay_stage_counts_impossible_timestamps_in_its_metric():
+    """A sample flagged impossible_timestamps is counted in srv6pm_stamp_impossible_timestamps
+    (component processor) as the delay stage takes it; a plausible one is not."""
+    from prometheus_client import CollectorRegistry
+
+    from srv6pm import metrics
+    from srv6pm.processor.stages import DelayStage
+
+    registry = CollectorRegistry()
+    metrics.get(registry)
+    original = metrics.get
+    stage = DelayStage(lateness_s=1.0, idle_s=5.0)
+    good = Session().send(1)
+    odd = replace(good, seq=2, t2=None, t3=None, impossible_timestamps=True)
+    try:
+        metrics.get = lambda registry_=None: original(registry)
+        stage.add(good, ("t", 0, 1), 0.0)
+        stage.add(odd, ("t", 0, 2), 0.0)
+    finally:
+        metrics.get = original
+    assert registry.get_sample_value("srv6pm_stamp_impossible_timestamps_total",
+                                     {"component": "processor", "session": "s"}) == 1.0

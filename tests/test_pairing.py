@@ -266,3 +266,18 @@ def test_drop_forgets_pending_transit_blocks_too():
     assert sorted(p.pending_tokens()) == [(0, 1), (0, 2), (1, 1)]
     p.drop({(0, 2)})
     assert p.pending_tokens() == [(1, 1)]
+
+
+def test_ends_without_positions_that_contradict_each_other_are_rejected_and_the_period_still_pairs():
+    """The usual pair (two ends, no positions) takes a path of its own: the same refusals, the same result."""
+    p = Pairing(wait_s=5)
+    p.add(block("ingress", 10), "in", 0)
+    assert p.add(block("egress", 9, period_s=1.0), "x", 0).rejected == {
+        "x": "period_s 1 differs from the ingress block's 2 for flow 'f1' period 100"}
+    bad = CounterRecord("r4", "f1", "egress", 100, 2.0, 0, 9, 900, flowmon_id=8)
+    p.add(CounterRecord("r1", "f1", "ingress", 101, 2.0, 1, 10, 1000, flowmon_id=7), "in2", 0)
+    assert "flowmon_id 8 differs from the period's other blocks' 7" in \
+        p.add(bad.__class__(**{**bad.__dict__, "period": 101, "color": 1}), "y", 0).rejected["y"]
+    assert p.add(block("ingress", 10), "again", 0).tokens == ["again"]  # the same block again: nothing to do
+    out = p.add(block("egress", 9), "eg", 0)
+    assert out.tokens == ["in", "eg"] and out.results[0].lost_packets == 1 and len(p) == 1
