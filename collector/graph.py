@@ -121,7 +121,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from srv6pm.errors import InputError, UnavailableError
 from srv6pm import records
@@ -280,7 +280,7 @@ def _check_key(value: Any, where: str) -> None:
         raise GraphError(f"{where}: {value!r} is not a valid name (1-200 of letters, digits and _-:.@()+,=;$!*'%)")
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -356,7 +356,7 @@ class GraphStore(ABC):
         list when there is no path.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional hook, not abstract: the memory backend holds nothing
         """Release connections (nothing for the memory backend)."""
 
     # -- the contract ------------------------------------------------------------------
@@ -616,7 +616,7 @@ class GraphStore(ABC):
                                "kind": p.kind, "name": p.name, "via": list(p.via), "segments": list(p.segments)}
         if p.kind == "flow":
             doc.update(source=p.source, destination=p.destination)
-            figures = ("loss",)
+            figures: tuple[str, ...] = ("loss",)
         else:
             doc.update(return_via=list(p.return_via), return_segments=list(p.return_segments))
             figures = ("delay", "delay_us", "alive", "liveness")

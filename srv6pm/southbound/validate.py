@@ -82,7 +82,7 @@ FLOWMON_ID_MAX = (1 << 20) - 1
 """The largest RFC 9343 FlowMonID (20 bits); 0 means none."""
 POSITION_MAX = 255
 """The largest counting-point position on a flow's path."""
-ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EGRESS: "egress"}
+ROLE_NAMES: dict[int, str] = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EGRESS: "egress"}
 """A counting point's role as named in records and configuration files, by its southbound value."""
 
 __all__ = [
