@@ -82,7 +82,7 @@ FLOWMON_ID_MAX = (1 << 20) - 1
 """The largest RFC 9343 FlowMonID (20 bits); 0 means none."""
 POSITION_MAX = 255
 """The largest counting-point position on a flow's path."""
-ROLE_NAMES: dict[int, str] = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EGRESS: "egress"}
+ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EGRESS: "egress"}
 """A counting point's role as named in records and configuration files, by its southbound value."""
 
 __all__ = [
@@ -462,7 +462,7 @@ def request(message):
     return check(message)
 
 
-def key_of(message) -> str | tuple[str, int]:
+def key_of(message) -> str | tuple[str, pb.Role]:
     """The identity key of a (validated) object or of the ``*Ref`` that removes it.
 
     ``LocalSid``/``LocalSidRef`` -> sid; ``Policy``/``PolicyRef`` -> name;
