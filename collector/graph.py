@@ -313,7 +313,7 @@ class GraphStore(ABC):
     def __init__(self, clock_ns: Callable[[], int] = time.time_ns):
         self._clock_ns = clock_ns
         self._lock = threading.RLock()
-        self._warned: set[tuple[str, str]] = set()
+        self._warned: set[tuple[str, str | None]] = set()
         self.stats = {"loss": 0, "delay": 0, "liveness": 0, "status": 0, "stale": 0, "unknown": 0}
 
     # -- storage primitives (backends) ------------------------------------------------
@@ -548,8 +548,10 @@ class GraphStore(ABC):
         edge["delay"] = delay
         if direction == "forward":
             mean = result.get("mean_us")
-            usable = _number(mean) and mean >= 0 and edge.get("alive") is not False  # a down path is no route
-            edge["delay_us"] = float(mean) if usable else None
+            if _number(mean) and mean >= 0 and edge.get("alive") is not False:  # a down path is no route
+                edge["delay_us"] = float(mean)
+            else:
+                edge["delay_us"] = None
         self.stats["delay"] += 1
         return APPLIED
 
@@ -598,7 +600,7 @@ class GraphStore(ABC):
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _unknown(self, kind: str, name: str) -> str:
+    def _unknown(self, kind: str, name: str | None) -> str:
         self.stats["unknown"] += 1
         if (kind, name) not in self._warned:
             self._warned.add((kind, name))
