@@ -28,6 +28,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -35,6 +36,7 @@ from functools import partial
 from arango import ArangoClient
 from arango.exceptions import ArangoError, ArangoServerError
 from arango.http import DefaultHTTPClient
+from arango.result import Result
 
 from srv6pm.config import ConfigError, given, given_file, secret, setting
 from srv6pm.inputs import url as check_url
@@ -113,7 +115,7 @@ class ArangoGraph(GraphStore):
     request, ``timeout_s`` its request timeout.
     """
 
-    def __init__(self, url: str, database: str, user: str, password: str, *, cafile: str | None = None,
+    def __init__(self, url: str, database: str, user: str, password: str | None, *, cafile: str | None = None,
                  timeout_s: float = 10.0, retries: int = 3, clock_ns: Callable[[], int] = time.time_ns):
         super().__init__(clock_ns)
         if not isinstance(password, str):
@@ -194,7 +196,7 @@ class ArangoGraph(GraphStore):
 
     def _get(self, collection: str, key: str) -> dict | None:
         with self._errors(f"read {collection}/{key}"):
-            doc = self._db.collection(collection).get(key)
+            doc = _answer(self._db.collection(collection).get(key))
         return _plain(doc) if doc is not None else None
 
     def _put(self, collection: str, doc: dict) -> None:
@@ -206,7 +208,7 @@ class ArangoGraph(GraphStore):
         if not keys:
             return {}
         with self._errors(f"read {len(keys)} documents of {collection}"):
-            return {d["_key"]: _plain(d) for d in self._db.collection(collection).get_many(keys)}
+            return {d["_key"]: _plain(d) for d in _answer(self._db.collection(collection).get_many(keys))}
 
     def _put_many(self, collection: str, docs: list[dict]) -> None:
         if not docs:
@@ -221,12 +223,21 @@ class ArangoGraph(GraphStore):
 
     def _all(self, collection: str) -> list[dict]:
         with self._errors(f"list {collection}"):
-            return [_plain(d) for d in self._db.collection(collection).all()]
+            return [_plain(d) for d in _answer(self._db.collection(collection).all())]
 
     def _shortest(self, src: str, dst: str) -> list[dict]:
         with self._errors("query a shortest path"):
             cursor = self._db.aql.execute(_SHORTEST_PATH, bind_vars={"src": f"{NODES}/{src}", "dst": f"{NODES}/{dst}"})
-            return list(cursor)
+            return list(_answer(cursor))
+
+
+def _answer(result: Result[Any]) -> Any:
+    """The value of a python-arango call on a standard (synchronous) database.
+
+    python-arango types every call as "value, async job, batch job or None"; this
+    class only uses a standard database, which answers with the value itself.
+    """
+    return result
 
 
 def _plain(doc: dict) -> dict:

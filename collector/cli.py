@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 

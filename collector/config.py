@@ -78,7 +78,7 @@ from typing import Any, Mapping
 
 from srv6pm import netspec, yamlfile
 from srv6pm.errors import InputError
-from srv6pm.netspec import MAX_SEGMENTS, Link, kind
+from srv6pm.netspec import MAX_SEGMENTS, Link, kind  # noqa: F401 -- MAX_SEGMENTS re-exported
 from srv6pm.quote import quote
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb

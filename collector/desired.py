@@ -118,10 +118,10 @@ def desired_state(config: Config) -> dict[str, dict[Key, Any]]:
         message = validate.request(message)
         out[node][key(message)] = message
 
-    for node in config.nodes:
-        for s in node.sids:
-            put(node.name, pb.LocalSid(sid=s.sid, behavior=BEHAVIORS[s.behavior], nexthop=s.nexthop,
-                                       table=s.table, device=s.device))
+    for n in config.nodes:
+        for sid in n.sids:
+            put(n.name, pb.LocalSid(sid=sid.sid, behavior=BEHAVIORS[sid.behavior], nexthop=sid.nexthop,
+                                    table=sid.table, device=sid.device))
     for f in config.flows:
         put(f.src, pb.Policy(name=f.name, destination=f.destination, segments=f.segments, device=f.device))
         for node, monitor in flow_monitors(config, f):
@@ -140,7 +140,7 @@ def desired_state(config: Config) -> dict[str, dict[Key, Any]]:
 
 def flow_monitors(config: Config, flow: Flow) -> list[tuple[str, pb.FlowMonitor]]:
     """(node, monitor) for each counting point of ``flow``, in path order (see the module docstring)."""
-    def monitor(role: int, **counting) -> pb.FlowMonitor:
+    def monitor(role: pb.Role, **counting) -> pb.FlowMonitor:
         return pb.FlowMonitor(flow=flow.name, role=role, source_prefix=flow.source,
                               destination_prefix=flow.destination, **counting)
 

@@ -61,7 +61,7 @@ class Events:
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._producer = None
+        self._producer: Any = None  # a kafka-python KafkaProducer (untyped) once the first batch is sent
         self.history: collections.deque[Event] = collections.deque(maxlen=1000)  # recent events, for tests/status
 
     # ------------------------------------------------------------ emitting

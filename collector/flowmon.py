@@ -93,7 +93,7 @@ class Allocator:
             raise ValueError(f"max_id {max_id} not in 1..{FLOWMON_ID_MAX}")
         self.path = Path(path) if path is not None else None
         self.max_id = max_id
-        self._state = self._load() if self.path is not None else _State()
+        self._state = self._load(self.path) if self.path is not None else _State()
 
     @property
     def ids(self) -> dict[str, int]:
@@ -128,7 +128,7 @@ class Allocator:
         if not save:
             return ids
         if state != self._state and self.path is not None:
-            self._save(state)
+            self._save(self.path, state)
         self._state = state
         return ids
 
@@ -138,9 +138,9 @@ class Allocator:
         return FlowMonError(f"{self.path}: FlowMonID state file {why}; the collector does not reset it by "
                             f"itself (fix or remove the file: removing it gives every flow a new FlowMonID)")
 
-    def _load(self) -> _State:
+    def _load(self, path: Path) -> _State:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return _State()
         except (OSError, UnicodeDecodeError) as exc:
@@ -168,9 +168,9 @@ class Allocator:
             seen[value] = what
         return _State(nxt, dict(flows), list(released))
 
-    def _save(self, state: _State) -> None:
+    def _save(self, path: Path, state: _State) -> None:
         try:
-            atomicfile.replace(self.path, state.to_json())
+            atomicfile.replace(path, state.to_json())
         except OSError as exc:
             raise FlowMonError(f"{self.path}: cannot write the FlowMonID state file: {exc.strerror or exc}") from None
 

@@ -121,7 +121,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from srv6pm.errors import InputError, UnavailableError
 from srv6pm import records
@@ -280,7 +280,7 @@ def _check_key(value: Any, where: str) -> None:
         raise GraphError(f"{where}: {value!r} is not a valid name (1-200 of letters, digits and _-:.@()+,=;$!*'%)")
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -313,7 +313,7 @@ class GraphStore(ABC):
     def __init__(self, clock_ns: Callable[[], int] = time.time_ns):
         self._clock_ns = clock_ns
         self._lock = threading.RLock()
-        self._warned: set[tuple[str, str]] = set()
+        self._warned: set[tuple[str, str | None]] = set()
         self.stats = {"loss": 0, "delay": 0, "liveness": 0, "status": 0, "stale": 0, "unknown": 0}
 
     # -- storage primitives (backends) ------------------------------------------------
@@ -356,7 +356,7 @@ class GraphStore(ABC):
         list when there is no path.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional hook, not abstract: the memory backend holds nothing
         """Release connections (nothing for the memory backend)."""
 
     # -- the contract ------------------------------------------------------------------
@@ -548,8 +548,10 @@ class GraphStore(ABC):
         edge["delay"] = delay
         if direction == "forward":
             mean = result.get("mean_us")
-            usable = _number(mean) and mean >= 0 and edge.get("alive") is not False  # a down path is no route
-            edge["delay_us"] = float(mean) if usable else None
+            if _number(mean) and mean >= 0 and edge.get("alive") is not False:  # a down path is no route
+                edge["delay_us"] = float(mean)
+            else:
+                edge["delay_us"] = None
         self.stats["delay"] += 1
         return APPLIED
 
@@ -598,7 +600,7 @@ class GraphStore(ABC):
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _unknown(self, kind: str, name: str) -> str:
+    def _unknown(self, kind: str, name: str | None) -> str:
         self.stats["unknown"] += 1
         if (kind, name) not in self._warned:
             self._warned.add((kind, name))
@@ -616,7 +618,7 @@ class GraphStore(ABC):
                                "kind": p.kind, "name": p.name, "via": list(p.via), "segments": list(p.segments)}
         if p.kind == "flow":
             doc.update(source=p.source, destination=p.destination)
-            figures = ("loss",)
+            figures: tuple[str, ...] = ("loss",)
         else:
             doc.update(return_via=list(p.return_via), return_segments=list(p.return_segments))
             figures = ("delay", "delay_us", "alive", "liveness")

@@ -10,6 +10,9 @@ for the panel), and the dashboard's own template variables as ``$name``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from grafanalib.core import (REFRESH_ON_TIME_RANGE_CHANGE, SORT_ALPHA_ASC, Dashboard, GridPos, Template,
                              Templating, Time)
 from grafanalib.influxdb import InfluxDBTarget
@@ -44,7 +47,7 @@ def textbox_variable(name: str, label: str, default: str) -> Template:
     return Template(name=name, label=label, query=default, default=default, type="textbox")
 
 
-def layout(*rows: tuple[int, list[tuple[object, int]]]) -> list:
+def layout(*rows: tuple[int, list[tuple[Any, int]]]) -> list:
     """Place panels on Grafana's 24-column grid, row by row: each row is ``(height, [(panel, width), …])``."""
     placed, y = [], 0
     for height, row in rows:
@@ -59,7 +62,7 @@ def layout(*rows: tuple[int, list[tuple[object, int]]]) -> list:
     return placed
 
 
-def dashboard(uid: str, title: str, description: str, panels: list, variables: list[Template] = (),
+def dashboard(uid: str, title: str, description: str, panels: list, variables: Sequence[Template] = (),
               time_from: str = "now-1h") -> Dashboard:
     """A dashboard with stable panel ids, tagged ``srv6pm``, refreshing every 10 s."""
     return Dashboard(

@@ -267,7 +267,7 @@ class LinkDelay:
         """The families in which this element's rule exists now."""
         nft = self._nft
         own = nft is None
-        if own:
+        if nft is None:
             nft = Nft(self.netns)
         try:
             return [r["family"] for r in self._own_rules(nft)]
@@ -300,6 +300,7 @@ class LinkDelay:
 
     def _clear_stale(self) -> None:
         """Refuse if a running element delays ``dev``; delete the rules of dead ones (a killed process)."""
+        assert self._nft is not None  # start() opened it
         bound = queue_bindings(self.netns)
         stale = []
         for rule in self._rules(self._nft):
@@ -347,6 +348,7 @@ class LinkDelay:
     def _cleanup_failed_start(self) -> None:
         if self._installed:  # never someone else's rule
             with contextlib.suppress(Exception):
+                assert self._nft is not None  # opened before the rule was installed
                 self._delete(self._nft, self._own_rules(self._nft))
             with contextlib.suppress(Exception):
                 remove_table_if_unused(self.netns, self.table, CHAIN, self.families)
@@ -377,6 +379,7 @@ class LinkDelay:
                 return dict(self._final)
             if self._thread is None:
                 return self.stats()
+            assert self._nft is not None and self._nfq is not None  # a running loop has both
             rule_packets = None
             problems = []
             try:
@@ -469,11 +472,13 @@ class LinkDelay:
             ids.append(pid)
         self.sends += 1
         self.delayed += len(ids)
+        assert self._nfq is not None  # the loop runs only with a queue
         self._nfq.verdicts(ids)
 
     def _receive(self) -> None:
         delay = self._delay_ns
         held = self._held
+        assert self._nfq is not None  # the loop runs only with a queue
         for p in self._nfq.receive(limit=512):
             held.append((p.received_ns + delay, p.id))
             self.packets += 1
@@ -487,6 +492,7 @@ class LinkDelay:
             except OSError as exc:
                 log.info("no real-time scheduling for the delay loop", extra={"error": str(exc)})
         cpu0 = time.thread_time()
+        assert self._nfq is not None  # start() binds the queue before the thread
         fd, wake = self._nfq.fileno(), self._wake_r
         clock = time.monotonic_ns
         held = self._held
@@ -518,6 +524,7 @@ class LinkDelay:
     def _drain(self, quiet_s: float = 0.05, limit_s: float = 3.0) -> None:
         """Release everything held, then accept stragglers until the kernel holds nothing for us."""
         nfq = self._nfq
+        assert nfq is not None  # called by the loop, which runs only with a queue
         held = self._held
         start = time.monotonic()
         quiet_until = start + quiet_s
@@ -572,8 +579,10 @@ class DelayProcess:
 
     def start(self) -> DelayProcess:
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], self.ready_timeout)
-        line = self.proc.stdout.readline() if ready else ""
+        stdout = self.proc.stdout
+        assert stdout is not None  # stdout=PIPE
+        ready, _, _ = select.select([stdout], [], [], self.ready_timeout)
+        line = stdout.readline() if ready else ""
         try:
             doc = json.loads(line) if line else {}
         except ValueError:
@@ -650,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         try:
-            for ns, dev, d, q in zip(args.netns, args.dev, args.delay_ms, args.queue):
+            for ns, dev, d, q in zip(args.netns, args.dev, args.delay_ms, args.queue, strict=True):
                 elements.append(LinkDelay(ns, dev, d, q, late_ms=args.late_ms, rt_priority=rt).start())
         except (DelayError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)

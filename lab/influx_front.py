@@ -151,7 +151,8 @@ class _FrontServer(ThreadingHTTPServer):
         # HTTPServer.server_bind would resolve the host name (socket.getfqdn): a DNS lookup
         # that can stall startup for seconds on machines without working DNS.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, self.server_port = self.server_address[:2]
+        self.server_name = str(host)
 
     def track(self, connection: socket.socket, open_: bool) -> None:
         with self._connections_lock:
@@ -268,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing -------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.timeout = self.server.front.idle_timeout
+        self.timeout = self.server.front.idle_timeout  # type: ignore[misc]  # per connection: setup() reads it
         super().setup()
         self.server.track(self.connection, True)
 

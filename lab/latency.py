@@ -44,6 +44,7 @@ class DetectionLatency:
         """One line: p50, p99 and max over the run, and what bounds them."""
         if not self.seconds:
             return "detection latency: no loss results"
+        assert self.guard_s is not None  # set by add() with the first result
         return (f"detection latency (period end -> result in InfluxDB and on srv6pm.loss), {len(self.seconds)} "
                 f"results: p50 {self.percentile(50):.2f} s, p99 {self.percentile(99):.2f} s, "
                 f"max {max(self.seconds):.2f} s; guard {self.guard_s:g} s + pair wait {self.pair_wait_s:g} s "

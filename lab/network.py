@@ -316,6 +316,7 @@ class _Builder:
         for node in self.plan.nodes.values():
             for itf in node.interfaces:
                 if itf.name == HOST_IFNAME:
+                    assert node.host is not None  # the host interface exists only with a host
                     ends.append((node.netns, itf.name, node.host.netns, HOST_PEER_IFNAME, itf.peer_address))
                 else:
                     ends.append((node.netns, itf.name, self.plan.nodes[itf.peer].netns, node.name, itf.peer_address))

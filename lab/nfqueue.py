@@ -95,8 +95,9 @@ import socket
 import struct
 import time
 from collections import namedtuple
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from struct import Struct
+from typing import Any, ClassVar, NamedTuple
 
 from srv6pm.errors import OperationError
 from srv6pm.netns import NetnsThread
@@ -186,6 +187,12 @@ class CStruct:
 
     byte_order = "="
     fields: tuple[tuple[str, str], ...] = ()
+    # Set by __init_subclass__ from ``fields``:
+    struct: ClassVar[Struct]
+    size: ClassVar[int]
+    names: ClassVar[tuple[str, ...]]
+    _public: ClassVar[list[int] | None]
+    Value: ClassVar[type[Any]]  # the named tuple ``decode`` returns
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -194,7 +201,7 @@ class CStruct:
         cls.names = tuple(name for name, _ in cls.fields)
         public = [i for i, name in enumerate(cls.names) if not name.startswith("_")]
         cls._public = public if len(public) != len(cls.names) else None
-        cls.Value = namedtuple(cls.__name__, [cls.names[i] for i in public])
+        cls.Value = namedtuple(cls.__name__, [cls.names[i] for i in public])  # type: ignore[misc]  # fields known only at run time
 
     @classmethod
     def pack(cls, **values: Any) -> bytes:
@@ -205,7 +212,7 @@ class CStruct:
 
     @classmethod
     def decode(cls, buf, offset: int = 0):
-        raw = cls.struct.unpack_from(buf, offset)
+        raw: Sequence[Any] = cls.struct.unpack_from(buf, offset)
         if cls._public is not None:
             raw = [raw[i] for i in cls._public]
         return cls.Value._make(raw)
@@ -848,7 +855,7 @@ class NfQueue:
         for line in text.splitlines():
             parts = line.split()
             if len(parts) >= 8 and parts[0].isdigit() and int(parts[0]) == self.queue:
-                return dict(zip(_PROC_FIELDS, (int(p) for p in parts[:8])))
+                return dict(zip(_PROC_FIELDS, (int(p) for p in parts[:8]), strict=True))
         return None
 
     def close(self, accept_pending: bool = True) -> None:
@@ -1014,5 +1021,5 @@ def queue_bindings(netns: str | None) -> dict[int, dict[str, int]]:
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 8 and parts[0].isdigit():
-            out[int(parts[0])] = dict(zip(_PROC_FIELDS, (int(p) for p in parts[:8])))
+            out[int(parts[0])] = dict(zip(_PROC_FIELDS, (int(p) for p in parts[:8]), strict=True))
     return out

@@ -105,6 +105,7 @@ class ChildProcess:
     def _signal(self, signum: int) -> None:
         if not self.running:
             raise RuntimeError(f"{self.name}: not running")
+        assert self._process is not None  # running
         self._process.send_signal(signum)
 
     def output_tail(self, lines: int = 40) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 
 from srv6pm.errors import InputError
 from srv6pm import netspec, yamlfile
-from srv6pm.netspec import DEFAULT_DATAPLANE, MAX_DELAY_MS, MAX_SEGMENTS, MAX_STAMP_RATE, Link, StampSession
+from srv6pm.netspec import DEFAULT_DATAPLANE, MAX_SEGMENTS, Link, StampSession  # noqa: F401 -- MAX_SEGMENTS re-exported
 from srv6pm.quote import quote
 
 from .traffic import MAX_DSCP

@@ -128,7 +128,7 @@ def _loop(flows, sockets, duration, stop, report, report_every_s) -> dict:
         return {"seconds": round(seconds, 3), "flows": {
             f.name: {"rate": f.rate, "sent": c.sent, "errors": c.errors, "skipped": c.skipped,
                      "due": int(min(seconds, duration or seconds) * f.rate) + 1}
-            for f, c in zip(flows, counts)}}
+            for f, c in zip(flows, counts, strict=True)}}
 
     now = start
     while due:
@@ -163,7 +163,7 @@ def _loop(flows, sockets, duration, stop, report, report_every_s) -> dict:
             c.next += 1
         heapq.heapreplace(due, (start + c.next * intervals[i], i))
     out = snapshot(clock())
-    for f, c in zip(flows, counts):  # at the end, due is what the schedule reached: every packet tried
+    for f, c in zip(flows, counts, strict=True):  # at the end, due is what the schedule reached: every packet tried
         out["flows"][f.name]["due"] = c.next
     return out
 

@@ -25,6 +25,7 @@ its items are applied one by one, each getting its own answer.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -57,7 +58,7 @@ def apply_batch(node, request: pb.Batch) -> pb.BatchReply:
                 run.flush()
                 results[index] = _one(node, message)
         run.flush()
-    return pb.BatchReply(results=results)
+    return pb.BatchReply(results=cast("list[pb.BatchResult]", results))  # every index has its result now
 
 
 def _one(node, message) -> pb.BatchResult:

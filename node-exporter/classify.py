@@ -22,6 +22,7 @@ import bisect
 import ipaddress
 import struct
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable
 
 from srv6pm.southbound.validate import FLOWMON_ID_MAX, ROLE_NAMES
@@ -94,7 +95,7 @@ class Change:
     """The map operations of one validated change, and :meth:`revert` to put the model back if they fail."""
 
     ops: list[Op] = field(default_factory=list)
-    _undo: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _undo: list[Callable[[], object]] = field(default_factory=list, repr=False)
 
     def revert(self) -> None:
         while self._undo:
@@ -208,12 +209,16 @@ class Model:
                 if source.users == 0:
                     self._drop_source(source, change)
             del self._matches[match]
-            change._undo.append(lambda: self._matches.__setitem__(match, p.name))
+            change._undo.append(partial(self._matches.__setitem__, match, p.name))
         for m in ("counters0", "counters1"):
             ops.append(Op("delete", m, _id(p), _ZERO))
         del self.points[p.key]
         del self.by_id[p.flowmon_id]
-        change._undo.append(lambda: (self.points.__setitem__(p.key, p), self.by_id.__setitem__(p.flowmon_id, p)))
+
+        def restore() -> None:
+            self.points[p.key] = p
+            self.by_id[p.flowmon_id] = p
+        change._undo.append(restore)
 
     # -- source prefixes -------------------------------------------------------------
     def _new_source(self, p: Point, change: Change) -> _Source:

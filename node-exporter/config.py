@@ -251,16 +251,16 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     if "period" in doc:
         file_period = _period(doc["period"], lambda m: fail("period", m))
     if node is not None:
-        node = _node(node.value, lambda m, o=node.origin: ConfigError(f"{o}: {m}"))
+        chosen_node = _node(node.value, lambda m, o=node.origin: ConfigError(f"{o}: {m}"))
     elif "node" in doc:
-        node = file_node
+        chosen_node = file_node
     else:
         raise fail("node", "missing (or give --node or $SRV6PM_NODE)")
     if period is not None:
         text_ok = isinstance(period.value, str)
-        period = _period(period.value, lambda m, o=period.origin: ConfigError(f"{o}: {m}"), text_ok=text_ok)
+        chosen_period = _period(period.value, lambda m, o=period.origin: ConfigError(f"{o}: {m}"), text_ok=text_ok)
     elif "period" in doc:
-        period = file_period
+        chosen_period = file_period
     else:
         raise fail("period", "missing (or give --period)")
     netns = doc.get("netns")
@@ -268,9 +268,9 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
         raise fail("netns", f"{quote(netns)} is not a valid namespace name")
     file_dataplane = _dataplane(doc.get("dataplane", "ebpf"), lambda m: fail("dataplane", m))
     if dataplane is not None:
-        dataplane = _dataplane(dataplane.value, lambda m, o=dataplane.origin: ConfigError(f"{o}: {m}"))
+        chosen_dataplane = _dataplane(dataplane.value, lambda m, o=dataplane.origin: ConfigError(f"{o}: {m}"))
     else:
-        dataplane = file_dataplane
+        chosen_dataplane = file_dataplane
     dscp = doc.get("dscp", [11, 15])
     if (not isinstance(dscp, list) or len(dscp) != 2 or any(isinstance(d, bool) or not isinstance(d, int) for d in dscp)
             or not all(0 <= d <= 63 for d in dscp) or dscp[0] == dscp[1]):
@@ -321,7 +321,7 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
                 prefixes.append(str(ipaddress.IPv6Network(str(item[key]), strict=False)))
             except ValueError as exc:
                 raise fail(f"{field}.{key}", f"not an IPv6 prefix: {exc}") from None
-        numbers = []
+        numbers: list[int] = []
         for key, high in (("flowmon_id", FLOWMON_ID_MAX), ("position", POSITION_MAX)):
             value = item.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
@@ -332,9 +332,10 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
                        "the counters could not tell them apart")
         if role != "transit":
             seen_matches[(role, *prefixes)] = name
-        flows.append(FlowConfig(name, role, *prefixes, *numbers))
+        flows.append(FlowConfig(name, role, prefixes[0], prefixes[1], numbers[0], numbers[1]))
     reflector, sessions, backend = _stamp(doc.get("stamp"), fail)
-    return ExporterConfig(node=node, period=period, flows=tuple(flows), netns=netns, dataplane=dataplane,
+    return ExporterConfig(node=chosen_node, period=chosen_period, flows=tuple(flows), netns=netns,
+                          dataplane=chosen_dataplane,
                           dscp=(dscp[0], dscp[1]), state_file=state_file, reflector=reflector, sessions=sessions,
                           grpc=_grpc(doc.get("grpc"), fail), reflector_backend=backend, buffer_size=size,
                           buffer_dir=directory)

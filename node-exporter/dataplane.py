@@ -202,7 +202,7 @@ class CountingTable:
             raise ValueError(f"invalid table name {table!r}")
         self.nft = nft
         self.table = table
-        self.dscp: tuple[int, int] = dscp  # type: ignore[assignment]
+        self.dscp: tuple[int, int] = dscp
         self._flows: dict[str, dict[tuple[str, str], str]] | None = None  # role -> key -> flow name
         self._names: dict[str, dict[str, tuple[str, str]]] = {}  # role -> flow name -> key
         self._colour: int | None = None

@@ -239,7 +239,7 @@ class EbpfTable:
         per_key = struct.Struct("<" + "QQ" * ncpu)
         by_id = self._model.by_id
         for (flowmon_id,), value in zip(_U32.iter_unpack(keys[:count * 4]),
-                                         per_key.iter_unpack(values[:count * per_key.size])):
+                                         per_key.iter_unpack(values[:count * per_key.size]), strict=True):
             p = by_id.get(flowmon_id)
             if p is not None:
                 counts[p.role][p.name] = (sum(value[0::2]), sum(value[1::2]))

@@ -159,6 +159,7 @@ class Intent:
         return self._db
 
     def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None  # _open() connects only with a path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -177,6 +178,7 @@ class Intent:
 
     def _migrate(self) -> None:
         """Import the JSON file of earlier versions once, then rename it (``.migrated``)."""
+        assert self.path is not None and self._db is not None  # _open() migrates what it just connected
         legacy = legacy_path_for(self.path)
         try:
             doc = json.loads(legacy.read_text(encoding="utf-8"))
@@ -352,8 +354,11 @@ class Intent:
             return [m for kind in KINDS for _, m in sorted(by_kind[kind], key=lambda km: km[0])]
 
     def _write_many(self, sql: str, rows: list) -> None:
+        db = self._open()
+        if db is None:
+            return
         try:
-            with self._db:
-                self._db.executemany(sql, rows)
+            with db:
+                db.executemany(sql, rows)
         except sqlite3.Error as exc:
             log.warning("applied state not saved", extra={"path": str(self.path), "error": str(exc)})

@@ -125,7 +125,7 @@ class Nft:
         lib = _load()
         self._thread = NetnsThread(netns, thread_name=f"nft-{netns or '(current)'}")
         try:
-            self._ctx = self._thread.call(self._new_context, lib)
+            self._ctx: int | None = self._thread.call(self._new_context, lib)  # None once freed
             self.netns_cookie: int | None = self._thread.call(_netns_cookie)
         except BaseException:
             self._thread.close()

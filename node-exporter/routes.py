@@ -50,6 +50,7 @@ import socket
 import struct
 import threading
 from socket import AF_INET6
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -173,7 +174,8 @@ class _MainTable:
         request = _RTMSG.pack(AF_INET6, 0, 0, 0, MAIN_TABLE, protocol, 0, 0, 0)
         self._sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(request), _RTM_GETROUTE, _NLM_F_REQUEST | _NLM_F_DUMP,
                                        seq, 0) + request)
-        buf, found, consistent = self._buffer, [], True
+        found: list[rtmsg] = []
+        buf, consistent = self._buffer, True
         while True:
             size = self._sock.recv_into(buf, 0, socket.MSG_TRUNC)
             if size > len(buf):
@@ -201,7 +203,7 @@ class _MainTable:
                 found.append(message)
 
     @staticmethod
-    def _has_dst(buf: bytearray, start: int, length: int, dst_len: int, dst: bytes) -> bool:
+    def _has_dst(buf: bytearray, start: int, length: int, dst_len: int | None, dst: bytes) -> bool:
         """Whether the route message at ``start`` has destination ``dst``/``dst_len`` (no RTA_DST: ``::``)."""
         if buf[start + _RTM_DST_LEN] != dst_len:
             return False
@@ -326,11 +328,11 @@ class Routes:
     @staticmethod
     def _spec(msg) -> dict:
         """A kernel route in the comparable form made by :meth:`_wanted_*`."""
-        encap = {}
+        encap: dict[str, Any] = {}
         attrs = dict((msg.get("encap") or {}).get("attrs", []))
         if msg.get("encap_type") == _ENCAP_SEG6LOCAL:
-            encap = {"type": "seg6local", "action": _ACTION_NAMES.get(attrs.get("SEG6_LOCAL_ACTION"),
-                                                                     attrs.get("SEG6_LOCAL_ACTION"))}
+            action = attrs.get("SEG6_LOCAL_ACTION")
+            encap = {"type": "seg6local", "action": None if action is None else _ACTION_NAMES.get(action, action)}
             if "SEG6_LOCAL_NH6" in attrs:
                 encap["nh6"] = _addr(attrs["SEG6_LOCAL_NH6"])
             if "SEG6_LOCAL_TABLE" in attrs:

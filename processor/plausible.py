@@ -114,6 +114,7 @@ def stamp(sample: StampSample, now_ns: int) -> StampSample:
     if sample.lost:
         return sample
     t1, t2, t3, t4 = sample.t1, sample.t2, sample.t3, sample.t4
+    assert t2 is not None and t3 is not None and t4 is not None  # a sample not lost has all four (stamp_from)
     if t3 - t2 > MAX_ROUND_TRIP_S * NS_PER_S:
         raise Implausible(f"t3 - t2 = {(t3 - t2) / NS_PER_S:.6g} s: a reflector answers within {MAX_ROUND_TRIP_S} s")
     if t4 - t1 > MAX_ROUND_TRIP_S * NS_PER_S:

@@ -115,7 +115,7 @@ class _BatchOpts(ctypes.Structure):
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _lib = None
-_libc = None
+_libc: ctypes.CDLL | None = None
 _lock = threading.Lock()
 _log_lock = threading.Lock()
 _log: list[str] | None = None  # libbpf's messages while a load is under way
@@ -124,7 +124,7 @@ _log: list[str] | None = None  # libbpf's messages while a load is under way
 def _print(level: int, fmt: bytes, args: int) -> int:
     # libbpf formats printf-style with a va_list; vsnprintf turns it into text (x86-64 and
     # others where va_list is passed as a pointer).
-    if _log is not None and fmt is not None:
+    if _log is not None and fmt is not None and _libc is not None:  # _libc: loaded before any log
         buf = ctypes.create_string_buffer(4096)
         _libc.vsnprintf(buf, len(buf), fmt, ctypes.c_void_p(args))
         if sum(map(len, _log)) < _LOG_LIMIT:
@@ -245,6 +245,7 @@ def ensure_bpffs(root: str = BPFFS) -> None:
         _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
 
     _load()
+    assert _libc is not None  # loaded by _load()
     st = _Statfs()
     if _libc.statfs(root.encode(), ctypes.byref(st)) == 0 and (st.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC:
         return
@@ -434,6 +435,8 @@ class BpfObject:
         self.path = str(path)
         self._max_entries = dict(max_entries or {})
         self.pin_dir = Path(pin_dir) if pin_dir else None
+        if pin and self.pin_dir is None:
+            raise ValueError(f"{self.path}: maps to pin ({', '.join(pin)}) but no pin_dir")
         self._obj = None
         self._maps: dict[str, Map] = {}
         lib = _load()
@@ -467,6 +470,7 @@ class BpfObject:
                         lib.bpf_object__close(obj)
                         raise BpfError(f"{self.path}: map {name}: max_entries {entries}: {os.strerror(_err(rc))}")
                 for name in pin:
+                    assert self.pin_dir is not None  # __init__ refuses pin without pin_dir
                     m = lib.bpf_object__find_map_by_name(obj, name.encode())
                     if not m:
                         lib.bpf_object__close(obj)

@@ -73,7 +73,7 @@ def given(args: argparse.Namespace | None, attr: str, var: str | None = None,
         return Given(value, "--" + attr.replace("_", "-"))
     env = os.environ if env is None else env
     text = env.get(var) if var else None
-    return Given(text, var) if text and text.strip() else None
+    return Given(text, var) if var and text and text.strip() else None
 
 
 def setting(args: argparse.Namespace | None, attr: str, var: str | None = None, default: Any = None,

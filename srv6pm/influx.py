@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
+from typing import cast
 
 from influxdb_client import InfluxDBClient, Point
 from influxdb_client.client.write_api import SYNCHRONOUS
@@ -42,10 +43,11 @@ class InfluxWriter:
     def write(self, points: list[Point] | list[str]) -> None:
         if not points:
             return
+        record: list[Point] | list[str] | bytes = points
         if all(isinstance(p, str) for p in points):
-            points = "\n".join(p for p in points if p).encode()
+            record = "\n".join(p for p in cast("list[str]", points) if p).encode()
         try:
-            self._write.write(bucket=self.settings.bucket, org=self.settings.org, record=points)
+            self._write.write(bucket=self.settings.bucket, org=self.settings.org, record=record)
         except ApiException as exc:
             raise StoreError(f"InfluxDB refused the write: HTTP {exc.status}: {(exc.body or exc.reason or '')!s:.300}") from None
         except Exception as exc:  # urllib3 connection errors and the like: no answer from the store

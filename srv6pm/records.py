@@ -12,6 +12,7 @@ on the dead-letter topic.
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import json
 import math
@@ -162,7 +163,7 @@ class CounterRecord:
                 out[name] = value
         return out
 
-    def to_json(self) -> bytes:
+    def to_json(self) -> builtins.bytes:  # plain `bytes` here is the field of that name
         return encode(self.to_dict())
 
 

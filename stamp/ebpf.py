@@ -209,7 +209,7 @@ class EbpfReflector:
                 self._state = local_clock()
                 self._reflector = Reflector(self.config,
                                             sessions=MapSessions(obj.map("sessions"), self.config.session_idle_s),
-                                            clock_state=lambda: self._state)
+                                            clock_state=self._clock)
                 self._reflector.open()  # pass-ups have a socket before the program answers anything
                 # maps pinned by a reflector that was killed are reused: its counts and routes are not ours
                 counters = obj.map("counters")
@@ -229,15 +229,22 @@ class EbpfReflector:
         log.info("ebpf reflector attached", extra={"instance": self.instance, "netns": self.config.netns,
                                                    "interfaces": sorted(set(self._attached.values()))})
 
+    def _clock(self) -> ClockState:
+        """The clock state last read (the socket reflector's ``clock_state``; open() reads it first)."""
+        assert self._state is not None
+        return self._state
+
     def start(self) -> "EbpfReflector":
         """Open, and serve what the kernel passes up in a background thread; returns self."""
         self.open()
+        assert self._reflector is not None  # made by open()
         self._reflector.start()
         return self
 
     def run(self) -> None:
         """Open, and serve what the kernel passes up in the calling thread until :meth:`stop`."""
         self.open()
+        assert self._reflector is not None  # made by open()
         self._reflector.run()
 
     def stop(self) -> None:
@@ -326,6 +333,7 @@ class EbpfReflector:
     # -- settings and attachment ----------------------------------------------------------
     def _write_settings(self) -> None:
         config, state = self.config, self._state
+        assert state is not None and self._obj is not None and self.address is not None  # open() made them
         ptp = config.timestamp_format is TimestampFormat.PTP
         ee = ErrorEstimate.for_error(state.error_ns, state.synchronized, config.timestamp_format)
         bind = ipaddress.IPv6Address(config.bind)
@@ -341,6 +349,7 @@ class EbpfReflector:
         """Until close(): a new route generation at every routing event, new clock settings and interfaces
         every REFRESH_S."""
         events = self._events
+        assert events is not None  # open() subscribes before starting this thread
         due = time.monotonic() + REFRESH_S
         while not self._stopping.is_set():
             changed = bool(select.select([events], [], [], EVENT_WAIT_S)[0])
@@ -363,6 +372,7 @@ class EbpfReflector:
 
     def _attach_new(self) -> None:
         """Attach to every interface of the namespace that has not got the program yet (lo excepted)."""
+        assert self._obj is not None and self._thread is not None  # open() made them
         xdp_fd, tc_fd = self._obj.program_fd(XDP_PROGRAM), self._obj.program_fd(TC_PROGRAM)
         hop_limits = self._obj.map("hop_limits")
         mode, attached = self.attach, self._attached
@@ -388,6 +398,7 @@ class EbpfReflector:
 
     def _detach_all(self) -> None:
         attached = dict(self._attached)
+        assert self._thread is not None  # _teardown() calls this only with the thread
 
         def run() -> None:
             present = {index for index, _ in socket.if_nameindex()}

@@ -470,7 +470,7 @@ def request(message):
     return check(message)
 
 
-def key_of(message) -> str | tuple[str, int]:
+def key_of(message) -> str | tuple[str, pb.Role]:
     """The identity key of a (validated) object or of the ``*Ref`` that removes it.
 
     ``LocalSid``/``LocalSidRef`` -> sid; ``Policy``/``PolicyRef`` -> name;
