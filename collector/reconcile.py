@@ -80,6 +80,10 @@ StatusCallback = Callable[[str, bool, "str | None", int], None]
 """on_status(node, alive, boot_id, at_ns): called on every liveness change."""
 
 
+# One object's answer: (the reply, None) when done, (None, the error) when refused.
+Answer = tuple[Any, SouthboundError | None]
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Retry delays: attempt n waits a uniformly random time in [d/2, d], d = min(maximum, initial * 2**(n-1))."""
@@ -291,6 +295,7 @@ class Engine:
         self.events.emit(kind, generation=self.generation, **fields)
 
     def _ready(self, node: str, action: Action, present: dict[str, set[Key]]) -> bool:
+        assert self.config is not None, "called from a reconcile pass, which returns early without a config"
         need = desired_mod.prerequisite(self.config, node, action.message)
         return need is None or need[1] in present.get(need[0], ())
 
@@ -404,13 +409,13 @@ class Engine:
             except SouthboundError as exc:
                 self._down(status, exc)
                 break
-            for action, (reply, error) in zip(chunk, answers):
+            for action, (reply, error) in zip(chunk, answers, strict=False):  # answers stop at unreachable
                 self._answered(status, action, reply, error, present, counts)
             if len(answers) < len(chunk):  # unreachable part way
                 break
         return counts
 
-    def _batch(self, status: NodeStatus, chunk: list[Action]) -> list:
+    def _batch(self, status: NodeStatus, chunk: list[Action]) -> list[Answer]:
         """[(reply, error)] of one ApplyBatch; SouthboundError if the node is unreachable."""
         try:
             results = self._counted("ApplyBatch", status.client.apply_batch, [_request(a) for a in chunk])
@@ -423,16 +428,16 @@ class Engine:
             else:  # the call as a whole was refused (too large, say): each object on its own tells why
                 log.warning("batch refused, one call per object", extra={"node": status.name, "error": str(exc)})
             return self._singly(status, chunk)
-        out = []
-        for action, r in zip(chunk, results):
+        out: list[Answer] = []
+        for action, r in zip(chunk, results, strict=True):  # the client checks one result per item
             code = _STATUS.get(r.code, grpc.StatusCode.UNKNOWN)
             self.metrics.api_calls.labels("collector", _method(action), code.name).inc()  # per item, see metrics
             out.append((r.reply, None) if code == grpc.StatusCode.OK else (None, SouthboundError(code, r.error)))
         return out
 
-    def _singly(self, status: NodeStatus, chunk: list[Action]) -> list:
+    def _singly(self, status: NodeStatus, chunk: list[Action]) -> list[Answer]:
         """[(reply, error)] of one call per action; stops (shorter list) at the first unreachable error."""
-        out = []
+        out: list[Answer] = []
         for action in chunk:
             try:
                 call = status.client.apply if action.verb == "apply" else status.client.remove

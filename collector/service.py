@@ -39,7 +39,7 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srv6pm import atomicfile
 from srv6pm.collector import config as config_mod
@@ -51,9 +51,14 @@ from srv6pm.collector.reconcile import Backoff, Engine
 from srv6pm.config import KafkaSettings
 from srv6pm.southbound.tls import ClientTls
 
+if TYPE_CHECKING:  # imported when the results loop starts (see _results_loop)
+    from srv6pm.collector.results import ResultsConsumer
+
 __all__ = ["Collector"]
 
 log = logging.getLogger("srv6pm.collector")
+
+_BACKOFF = Backoff()  # the default retry delays (Backoff is frozen: one shared instance is safe)
 
 
 class Collector:
@@ -70,7 +75,7 @@ class Collector:
     def __init__(self, config_path: str | Path, kafka: KafkaSettings | str | None = None, *,
                  tls: ClientTls | None = None, plaintext: bool = False, interval: float = 2.0,
                  graph: GraphStore | None = None, graph_dump: str | Path | None = None,
-                 backoff: Backoff = Backoff(), timeout: float = 5.0, watch_interval: float = 1.0,
+                 backoff: Backoff = _BACKOFF, timeout: float = 5.0, watch_interval: float = 1.0,
                  results: bool = True, results_options: Any = None, state_dir: str | Path | None = None):
         if tls is not None and plaintext:
             raise ConfigError("southbound: choose TLS or plaintext, not both")
@@ -92,7 +97,7 @@ class Collector:
         self.engine = Engine(self.events, tls=self.tls, interval=interval, backoff=backoff, timeout=timeout,
                              on_status=self._node_status)
         self._run_results = results and self.kafka is not None
-        self._results = None
+        self._results: ResultsConsumer | None = None
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -216,6 +221,7 @@ class Collector:
     def _results_loop(self) -> None:
         """Run the results consumer; (re)create it with backoff while Kafka is away."""
         from srv6pm.collector.results import ResultsConsumer
+        assert self.kafka is not None, "started only with Kafka settings (see _run_results)"
         delay = 0.5
         while not self._stop.is_set():
             try:

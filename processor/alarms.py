@@ -100,6 +100,7 @@ class Alarms:
             return None
         kind, direction, value, threshold = measured
         subject = result.get("flow") or result.get("session")
+        assert subject is not None, "a published result names its flow (loss) or its session (delay)"
         key = (partition, kind, subject, direction)
         last = self._state.get(key)
         if last is not None and result["period"] <= last.period:

@@ -141,12 +141,19 @@ def results(session: str, period: int, samples: list[StampSample], before: Stamp
     received = [s for s in samples if not s.lost]
     lost = len(samples) - len(received)
     plausible = [s for s in received if not s.impossible_timestamps]
-    series = {
-        "forward": [s.t2 - s.t1 for s in plausible],
-        "backward": [s.t4 - s.t3 for s in plausible],
-        "round_trip": [(s.t4 - s.t1) - (s.t3 - s.t2) for s in received
-                       if s.t2 is not None and s.t3 is not None and s.t3 >= s.t2],
-    }
+    forward: list[int] = []
+    backward: list[int] = []
+    round_trip: list[int] = []
+    for s in plausible:
+        assert s.t2 is not None and s.t3 is not None and s.t4 is not None, \
+            "a returned reply without impossible_timestamps has t2, t3 and t4 (records.stamp_from)"
+        forward.append(s.t2 - s.t1)
+        backward.append(s.t4 - s.t3)
+    for s in received:
+        assert s.t4 is not None, "a returned reply has t4 (records.stamp_from)"
+        if s.t2 is not None and s.t3 is not None and s.t3 >= s.t2:
+            round_trip.append((s.t4 - s.t1) - (s.t3 - s.t2))
+    series = {"forward": forward, "backward": backward, "round_trip": round_trip}
     split = direction_loss(samples, before, after)
     lost_forward, lost_backward = split if split is not None else (None, None)
     out = []
@@ -171,6 +178,6 @@ def statistics(delays_ns: list[int]) -> dict:
     def rank(p: float) -> int:  # nearest-rank percentile
         return ordered[max(1, math.ceil(p / 100 * n)) - 1]
 
-    jitter = (sum(abs(b - a) for a, b in zip(delays_ns, delays_ns[1:])) / (n - 1)) if n > 1 else None
+    jitter = (sum(abs(b - a) for a, b in zip(delays_ns, delays_ns[1:], strict=False)) / (n - 1)) if n > 1 else None
     values = (ordered[0], sum(ordered) / n, ordered[-1], rank(50), rank(99), jitter)
-    return {k: (None if v is None else round(v / 1000, 3)) for k, v in zip(keys, values)}
+    return {k: (None if v is None else round(v / 1000, 3)) for k, v in zip(keys, values, strict=True)}

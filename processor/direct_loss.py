@@ -84,6 +84,10 @@ def _gap(i: StampSample, j: StampSample) -> tuple[int, int, int] | None:
     """(packets between, lost forward, lost backward) between consecutive replies ``i`` and ``j``."""
     if not (i.counted and j.counted):
         return None
+    assert i.sender_tx is not None and i.reflector_rx is not None and i.reflector_tx is not None, \
+        "counted: the three Direct Measurement counters come together (records.stamp_from)"
+    assert j.sender_tx is not None and j.reflector_rx is not None and j.reflector_tx is not None, \
+        "counted: the three Direct Measurement counters come together (records.stamp_from)"
     total = (j.seq - i.seq - 1) % _WRAP
     if total >= _WRAP // 2:  # j is not after i: no gap between them
         return None

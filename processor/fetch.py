@@ -22,6 +22,7 @@ built by kafka-python.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.consumer import fetcher as kafka_fetcher
@@ -39,7 +40,7 @@ _LOG_APPEND_TIME = 0x08
 _RECORDS_START = 61  # the v2 batch header's size
 
 
-def plain_records(topic: str, partition: int, leader_epoch: int, batch) -> list[tuple[int, object]]:
+def plain_records(topic: str, partition: int, leader_epoch: int, batch) -> list[tuple[int, Any]]:
     """(record length, ConsumerRecord) of each record of an uncompressed, non-control v2 ``batch``
     (a kafka-python DefaultRecordBatch). Raises CorruptRecordError where kafka-python's reader would."""
     buf = bytes(batch._buffer)  # slices of bytes are bytes: one copy per record field, not two
@@ -49,7 +50,7 @@ def plain_records(topic: str, partition: int, leader_epoch: int, batch) -> list[
     varint = _varint
     new, record_type = tuple.__new__, _ConsumerRecord  # the namedtuple's own __new__ is a Python function
     pos = _RECORDS_START
-    out = []
+    out: list[tuple[int, Any]] = []  # (length, kafka-python ConsumerRecord: untyped)
     append = out.append
     try:
         for _ in range(count):
@@ -117,7 +118,7 @@ def plain_records(topic: str, partition: int, leader_epoch: int, batch) -> list[
             else:
                 value = None
             if buf[pos] == 0:  # no headers: the usual case
-                headers = []
+                headers: list[tuple[str, bytes | None]] = []
                 pos += 1
             else:
                 headers, pos = _headers(buf, pos)
@@ -153,7 +154,7 @@ def _varint(buf, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _headers(buf, pos: int) -> tuple[list, int]:
+def _headers(buf, pos: int) -> tuple[list[tuple[str, bytes | None]], int]:
     count, pos = _varint(buf, pos)
     if count == 0:
         return [], pos
@@ -176,7 +177,7 @@ def _headers(buf, pos: int) -> tuple[list, int]:
     return headers, pos
 
 
-_Stock = getattr(getattr(kafka_fetcher, "Fetcher", None), "PartitionRecords", None)
+_Stock: Any = getattr(getattr(kafka_fetcher, "Fetcher", None), "PartitionRecords", None)  # kafka-python: untyped
 
 
 if _Stock is not None:

@@ -85,11 +85,13 @@ class _Pending:
 
     def slot(self, record: CounterRecord) -> Held | None:
         if record.role == "transit":
+            assert record.position is not None, "Pairing.add answers a transit block without a position itself"
             return self.transits.get(record.position)
         return self.ends.get(record.role)
 
     def put(self, record: CounterRecord, token: Token) -> None:
         if record.role == "transit":
+            assert record.position is not None, "Pairing.add answers a transit block without a position itself"
             self.transits[record.position] = (record, token)
         else:
             self.ends[record.role] = (record, token)
@@ -145,7 +147,7 @@ class Pairing:
                 return None
             pending = self._pending[key] = _Pending(now)
         else:
-            if type(pending) is tuple:
+            if isinstance(pending, tuple):  # not a _Pending: a _First
                 other, other_token, _ = pending
                 if other.role != role and role != "transit" and record.position is None:
                     # The other end, and no positions (nftables counters): the usual pair.
@@ -176,7 +178,7 @@ class Pairing:
         out = []
         wait_s = self.wait_s
         for key in [k for k, p in self._pending.items()
-                    if now - (p[2] if type(p) is tuple else p.first_seen) >= wait_s]:
+                    if now - (p[2] if isinstance(p, tuple) else p.first_seen) >= wait_s]:
             pending = _as_pending(self._pending.pop(key))
             held = pending.held()
             out.append(Outcome([tok for _, tok in held], [self._result(pending, held)]))
@@ -189,9 +191,11 @@ class Pairing:
 
     def _remember(self, record: CounterRecord) -> None:
         """Note the node at the position of ``record`` (which has one)."""
-        self._layout.setdefault(record.flow, {})[record.position] = record.node
+        position = record.position
+        assert position is not None, "called only for a record with a position"
+        self._layout.setdefault(record.flow, {})[position] = record.node
         if record.role == "egress":
-            self._egress_at[record.flow] = record.position
+            self._egress_at[record.flow] = position
 
     def _result(self, pending: _Pending, held: list[Held]) -> LossResult:
         ingress = pending.ends.get("ingress", (None,))[0]
@@ -248,7 +252,7 @@ class Pairing:
 
 
 def _as_pending(pending: _Pending | _First) -> _Pending:
-    return _Pending.of(pending) if type(pending) is tuple else pending
+    return _Pending.of(pending) if isinstance(pending, tuple) else pending
 
 
 def _conflict(pending: _Pending, record: CounterRecord) -> str | None:
@@ -270,7 +274,7 @@ def _conflict(pending: _Pending, record: CounterRecord) -> str | None:
         return None
     egress = ends.get("egress", (None,))[0]
     if record.role == "transit" and egress is not None and egress.position is not None \
-            and record.position >= egress.position:
+            and record.position is not None and record.position >= egress.position:
         return (f"transit position {record.position} of {record.node!r} is not before the egress position "
                 f"{egress.position} {_where(record)}")
     if record.role == "egress" and record.position is not None and pending.transits \
@@ -336,6 +340,7 @@ def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
     """The complete loss result of one period from its two end blocks (without segments)."""
     tx = ingress.packets
     lost = tx - egress.packets
+    ratio: float | None
     if tx:
         ratio = lost / tx
     else:

@@ -60,6 +60,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
@@ -80,7 +81,7 @@ from .alarms import AlarmRules, Alarms
 from .health import Health, node_of
 from .ledger import Ledger
 from .offsets import OffsetTracker
-from .outcome import Outcome
+from .outcome import Outcome, Token
 from .stages import DelayStage, LossStage, Stage
 from .writer import Output, Writer
 
@@ -93,6 +94,15 @@ LAG_INTERVAL_S = 10.0  # how often the lag gauges are refreshed when no health p
 LAG_TIMEOUT_MS = 2_000  # end offsets for the lag: given up after this long (the point goes without lag)
 COMMIT_TIMEOUT_MS = 5_000  # a commit that takes longer is given up and tried again with the next one
 REVOKE_GRACE_S = 2.0  # a revocation first waits this long for the output in flight to be written
+
+# The token the processor gives each record it hands a stage (stages treat tokens as opaque).
+MessageToken = tuple[str, int, int]  # (topic, partition, offset)
+Partition = tuple[str, int]  # (topic, partition): what the offset tracker is given
+
+
+def _partition_of(token: Token) -> Partition:
+    """The (topic, partition) of a token the processor made."""
+    return cast(MessageToken, token)[:2]
 
 
 def tune_gc() -> None:
@@ -189,7 +199,7 @@ class Processor:
         self._ledgers = {t: Ledger(s.output_topic, s.subject_field, o.ledger_records) for t, s in self.stages.items()}
         self._alarms = {t: Alarms(o.alarms, s.alarm_kinds, o.ledger_records) for t, s in self.stages.items()}
         self._committed: dict[tuple[str, int], int] = {}
-        self._raw: dict[tuple, tuple[bytes | None, bytes | None]] = {}
+        self._raw: dict[Token, tuple[bytes | None, bytes | None]] = {}
         self._stop = threading.Event()
         self.metrics = metrics or metrics_mod.get()
         self.waiting = Waiting(COMPONENT, log, self.metrics)
@@ -287,7 +297,7 @@ class Processor:
         if self._held is not None:
             self._held.withdrawn.update(gone)
         for topic, stage in self.stages.items():
-            stage.drop({t for t in stage.pending_tokens() if t[:2] in gone})
+            stage.drop({t for t in stage.pending_tokens() if _partition_of(t) in gone})
             self._ledgers[topic].forget([p for t, p in partitions if t == topic])
             self._alarms[topic].forget([p for t, p in partitions if t == topic])
         self._tracker.forget(partitions)
@@ -295,7 +305,7 @@ class Processor:
             self._committed.pop(tp, None)
             self._closed.pop(tp, None)
         self._unloaded -= gone
-        self._raw = {t: v for t, v in self._raw.items() if t[:2] not in gone}
+        self._raw = {t: v for t, v in self._raw.items() if _partition_of(t) not in gone}
         for topic, partition in gone & self._lag_partitions:
             self.metrics.consumer_lag.remove(COMPONENT, topic, str(partition))
         self._lag_partitions -= gone
@@ -388,6 +398,7 @@ class Processor:
 
     def _release(self) -> None:
         """The output in flight is written: finish it, commit, hand the held one over, resume the input."""
+        assert self._holding_since is not None, "released only while holding (_hold set it)"
         held_s = time.monotonic() - self._holding_since
         self._held_s += held_s
         if self.health:
@@ -475,7 +486,7 @@ class Processor:
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
                 key, raw = self._raw.pop(token, (None, None))
-                topic, partition, offset = token
+                topic, partition, offset = cast(MessageToken, token)
                 letter = records.dead_letter(topic, partition, offset, reason, raw, self.options.group)
                 sends.append(Send(records.DEADLETTER, None, records.dead_letter_key(key), records.encode(letter)))
                 send_origins.append((topic, partition))
@@ -483,7 +494,7 @@ class Processor:
                 log.warning("record dead-lettered", extra={"topic": topic, "partition": partition,
                                                            "offset": offset, "reason": reason})
             if outcome.results:
-                topic, partition, _ = outcome.tokens[0]
+                topic, partition, _ = cast(MessageToken, outcome.tokens[0])
                 stage = self.stages[topic]
                 output_topic, lines_of = stage.output_topic, stage.lines
                 origin = (topic, partition)
@@ -505,7 +516,7 @@ class Processor:
             texts = stage.lines(doc)
             lines += texts
             line_origins += [(stage.input_topic, partition)] * len(texts)
-        involved = {o.tokens[0][0] for o in outcomes if o.results or o.rejected}
+        involved = {cast(MessageToken, o.tokens[0])[0] for o in outcomes if o.results or o.rejected}
         state = _Written(docs, alarms, letters, [t for o in outcomes for t in o.tokens], involved, keys)
         return Output(lines, sends, state, line_origins=line_origins, send_origins=send_origins)
 
@@ -601,6 +612,7 @@ class Processor:
         The write itself runs in a thread of its own (one at a time), so that InfluxDB being slow or away
         never holds up the loop's polls; the counts are kept for the next write until one succeeds.
         """
+        assert self.health is not None, "called only when health points are configured"
         if self._health_job is not None:
             future, at = self._health_job
             if not future.done():
@@ -621,7 +633,8 @@ class Processor:
 
     def _commit(self) -> None:
         """Commit what the tracker allows, on the loop's thread; a failure leaves it for the next commit."""
-        offsets = {tp: o for tp, o in self._tracker.committable().items() if self._committed.get(tp) != o}
+        committable = cast(dict[Partition, int], self._tracker.committable())  # it is given (topic, partition)s
+        offsets = {tp: o for tp, o in committable.items() if self._committed.get(tp) != o}
         if not offsets:
             return
         try:

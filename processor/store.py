@@ -55,7 +55,7 @@ def _start_ns(doc: dict) -> int:
 
 def _loss(doc: dict) -> Parts:
     tags = {LOSS.flow: doc["flow"], LOSS.ingress: doc.get("ingress") or None, LOSS.egress: doc.get("egress") or None}
-    fields = {name: int(doc[name]) for name in _LOSS_COUNTS if doc.get(name) is not None}
+    fields: dict[str, int | float | bool] = {name: int(doc[name]) for name in _LOSS_COUNTS if doc.get(name) is not None}
     if doc.get("loss_ratio") is not None:
         fields[LOSS.loss_ratio] = float(doc["loss_ratio"])
     fields[LOSS.complete] = bool(doc["complete"])
@@ -101,7 +101,7 @@ def _delay(doc: dict) -> Parts:
     """
     tags = {DELAY.session: doc["session"], DELAY.direction: doc["direction"], DELAY.sender: doc.get("sender") or None,
             DELAY.reflector: doc.get("reflector") or None}
-    fields = {DELAY.samples: int(doc["samples"]), DELAY.lost: int(doc["lost"])}
+    fields: dict[str, int | float] = {DELAY.samples: int(doc["samples"]), DELAY.lost: int(doc["lost"])}
     fields.update({name: float(doc[name]) for name in _DELAY_FIGURES if doc.get(name) is not None})
     for name in (DELAY.lost_forward, DELAY.lost_backward, DELAY.impossible_timestamps):
         if doc.get(name) is not None:  # unknown direction: left out, never 0
@@ -121,7 +121,7 @@ def _loss_head(doc: dict) -> str:
     head = _heads.get(key)
     if head is None:
         head = LOSS.measurement
-        for name, value in zip(_LINE_TAGS, key):
+        for name, value in zip(_LINE_TAGS, key, strict=True):
             text = tag_text(value) if value else ""
             if text:
                 head += f",{name}={text}"
@@ -149,11 +149,10 @@ def loss_lines(doc: dict) -> list[str]:
             ratio_text = ratio_text[:-2]
         fields = _COMPLETE_FIELDS(ratio_text, lost, rx_bytes, rx_packets, tx_bytes, tx_packets)
     else:
-        ratio_text = None if ratio is None else field_text(float(ratio))
         parts = [f"{LOSS.complete}=true" if doc["complete"] else f"{LOSS.complete}=false"]
-        if ratio_text is not None:
-            parts.append(f"{LOSS.loss_ratio}={ratio_text}")
-        for name, value in zip(_LINE_COUNTS, (lost, rx_bytes, rx_packets, tx_bytes, tx_packets)):
+        if ratio is not None:
+            parts.append(f"{LOSS.loss_ratio}={field_text(float(ratio))}")
+        for name, value in zip(_LINE_COUNTS, (lost, rx_bytes, rx_packets, tx_bytes, tx_packets), strict=True):
             if value is not None:
                 parts.append(f"{name}={int(value)}i")
         fields = ",".join(parts)

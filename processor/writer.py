@@ -143,7 +143,7 @@ class Writer:
         with self._lock:
             gone = output.withdrawn
             if gone:
-                pairs = [(item, origin) for item, origin in zip(items, origins) if origin not in gone]
+                pairs = [(item, origin) for item, origin in zip(items, origins, strict=True) if origin not in gone]
                 items, origins = [item for item, _ in pairs], [origin for _, origin in pairs]
             self._attempt = set(origins)
         return items, origins
@@ -189,7 +189,7 @@ class Writer:
                 if sends:
                     self._waiting.ok("kafka")
                 return
-            origin_of = {id(send): origin for send, origin in zip(sends, origins)}
+            origin_of = {id(send): origin for send, origin in zip(sends, origins, strict=True)}
             pending = [send for send, _ in failed]
             origins = [origin_of[id(send)] for send in pending]
             delay = self._retry_or_raise(output, "publish", "kafka",

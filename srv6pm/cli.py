@@ -32,6 +32,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from srv6pm import __version__, logs, metrics
 from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings, given
@@ -411,7 +412,11 @@ def cmd_processor_run(args) -> int:
         processor = Processor(kafka, influx, options)
         store, thread = liveness.start(kafka, influx, options.group, options.client_id)  # liveness points
         tune_gc()
-        stop.attach(lambda: (processor.stop(), store.stop()))
+        def stop_both() -> None:
+            processor.stop()
+            store.stop()
+
+        stop.attach(stop_both)
         try:
             processor.run()
         finally:
@@ -499,6 +504,7 @@ def cmd_lab_run(args) -> int:
         print(f"srv6pm lab: building {len(scenario.nodes)} nodes, {len(scenario.links)} links, "
               f"{len(scenario.flows)} flows, {len(scenario.stamp)} STAMP sessions (period {scenario.period:g} s)…",
               file=sys.stderr, flush=True)
+        assert lab.pair_wait_s is not None, "Lab fills in its default pair wait when it is made"
         latency = DetectionLatency(lab.pair_wait_s)
         view = JsonLines() if args.json else ResultTable(latency=latency)
         with lab:
@@ -589,12 +595,13 @@ def _main(argv: list[str] | None) -> int:
         return args.collector_handler(args)  # handles its own errors and exit status
     if args.command == "dashboards":
         return args.dashboards_handler(args)  # handles its own errors and exit status
-    handler = {
+    handlers: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
         ("lab", "run"): cmd_lab_run, ("lab", "check"): cmd_lab_check, ("lab", "clean"): cmd_lab_clean,
         ("exporter", "run"): cmd_exporter_run, ("processor", "run"): cmd_processor_run,
         ("exporter", "check"): cmd_exporter_check, ("processor", "check"): cmd_processor_check,
-    }[(args.command, getattr(args, "lab_command", None) or getattr(args, "exporter_command", None)
-       or getattr(args, "processor_command", None))]
+    }
+    handler = handlers[(args.command, getattr(args, "lab_command", None) or getattr(args, "exporter_command", None)
+                        or getattr(args, "processor_command", None))]
     return guard(lambda: handler(args))  # exit status and one line from the error's class (srv6pm.errors)
 
 if __name__ == "__main__":

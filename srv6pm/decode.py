@@ -27,7 +27,7 @@ as a whole accepts, rejects and explains exactly as the reference does.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import msgspec
 
@@ -89,7 +89,7 @@ class _StampWire(TypedDict):
     impossible_timestamps: NotRequired[Literal[True]]
 
 
-_DECODERS = {records.COUNTERS: msgspec.json.Decoder(_CounterWire), records.STAMP: msgspec.json.Decoder(_StampWire)}
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {records.COUNTERS: msgspec.json.Decoder(_CounterWire), records.STAMP: msgspec.json.Decoder(_StampWire)}
 _MAX = records.MAX_RECORD_BYTES
 
 

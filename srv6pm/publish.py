@@ -79,7 +79,7 @@ def _v(n: int) -> bytes:
 
 def encode_batch(keys_values: list[tuple[bytes | None, bytes]], timestamp_ms: int) -> bytes:
     """One record batch (magic 2) of the (key, value) records, all with timestamp ``timestamp_ms``."""
-    parts = []
+    parts: list[bytes] = []
     append = parts.append
     for offset, (key, value) in enumerate(keys_values):
         head = b"\x00\x00" + _v(offset)  # attributes, timestamp delta 0, offset delta
@@ -181,7 +181,8 @@ class Publisher:
         """Chunks of at most max_batch_bytes per partition; round r holds the r-th chunk of every partition."""
         rounds: list[dict[TopicPartition, list[Send]]] = []
         for tp, sends in per_partition.items():
-            chunk, size, r = [], 0, 0
+            chunk: list[Send] = []
+            size, r = 0, 0
             for send in sends:
                 n = len(send.value) + len(send.key or b"") + 16
                 if chunk and size + n > self.max_batch_bytes:

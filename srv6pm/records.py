@@ -207,7 +207,7 @@ class CounterEncoder:
         mid = f',"period":{int(period)},"period_s":{self.period_s},"color":{int(color)},"packets":'
         read = "" if read_ns is None else f',"read_ns":{int(read_ns)}'
         now, previous, get_ids, none = self._parts, self._previous, (ids or {}).get, (None, None)
-        out = []
+        out: list[bytes] = []
         append = out.append
         for flow, packets, nbytes in blocks:
             key = (flow, role, *get_ids((flow, role), none))
