@@ -269,16 +269,16 @@ class ResultTable:
             row = "{:<12}  {:<10}  {:>7}  {:>7}  {:>5}  {:>8}  {:>8}  {:>12}  {:>8}\n"
             w("\n" + row.format("session", "direction", "periods", "samples", "lost", "min ms", "mean ms",
                                 "worst p99 ms", "max ms"))
-            for (session, direction), t in sorted(self.delays.items()):
-                mean = t.weighted_mean_us / t.samples if t.samples else None
-                w(row.format(session, direction, t.periods, t.samples, t.lost, _ms(t.min_us), _ms(mean),
-                             _ms(t.worst_p99_us), _ms(t.max_us)))
+            for (session, direction), d in sorted(self.delays.items()):
+                mean = d.weighted_mean_us / d.samples if d.samples else None
+                w(row.format(session, direction, d.periods, d.samples, d.lost, _ms(d.min_us), _ms(mean),
+                             _ms(d.worst_p99_us), _ms(d.max_us)))
         if self.liveness:
             row = "{:<12}  {:<4}  {:>5}  {:>5}  {:>24}\n"
             w("\n" + row.format("session", "path", "downs", "ups", "longest silence, ms"))
-            for session, t in sorted(self.liveness.items()):
-                w(row.format(session, "up" if t.up else "DOWN", t.downs, t.ups,
-                             _num(t.longest_silence_ms, "{:.1f}")))
+            for session, live in sorted(self.liveness.items()):
+                w(row.format(session, "up" if live.up else "DOWN", live.downs, live.ups,
+                             _num(live.longest_silence_ms, "{:.1f}")))
         if self.latency is not None:
             w("\n" + self.latency.summary() + "\n")
         if self.alarms_raised:

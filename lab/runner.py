@@ -159,7 +159,7 @@ class Lab:
         for link in self.plan.links:
             if link.delay_ms > 0:
                 self._spawn_delay(link)
-        self.grpc_ports = dict(zip(self.scenario.nodes, free_ports(self.grpc_host, len(self.scenario.nodes))))
+        self.grpc_ports = dict(zip(self.scenario.nodes, free_ports(self.grpc_host, len(self.scenario.nodes)), strict=True))
         for node in self.scenario.nodes:
             self._spawn_exporter(node)
         if self.processor:
@@ -179,6 +179,21 @@ class Lab:
 
     # -- components ------------------------------------------------------------
 
+    def _dir(self) -> Path:
+        """The lab's working folder (given, or made by :meth:`start` before anything is put in it)."""
+        assert self.workdir is not None, "start() makes the workdir before any path in it is used"
+        return self.workdir
+
+    def _kafka(self) -> KafkaSettings:
+        """The broker the lab uses (given, or the embedded one :meth:`start` runs first)."""
+        assert self.kafka is not None, "start() sets kafka before any child or reader is started"
+        return self.kafka
+
+    def _influx(self) -> InfluxSettings:
+        """The InfluxDB the lab uses (given, or the embedded one :meth:`start` runs first)."""
+        assert self.influx is not None, "start() sets influx before any processor is started"
+        return self.influx
+
     def exporter_config(self, node: str) -> dict:
         """The exporter's own configuration: who it is, its namespace, its period, its STAMP reflector's backend
         (socket next to a delayed link, see the module docstring). No flows: they come from the collector."""
@@ -190,7 +205,7 @@ class Lab:
 
     def exporter_state_file(self, node: str) -> Path:
         """The exporter's state file (baselines; its applied state is kept beside it)."""
-        return self.workdir / f"exporter-{node}.state.json"
+        return self._dir() / f"exporter-{node}.state.json"
 
     def exporter_command(self, node: str, config_path: Path) -> list[str]:
         """The command line of ``node``'s exporter: its file, its API port, the scenario's data plane."""
@@ -199,7 +214,7 @@ class Lab:
                             "--grpc-plaintext", "--dataplane", self.scenario.dataplane)
 
     def _spawn_exporter(self, node: str) -> None:
-        path = self.workdir / f"exporter-{node}.json"
+        path = self._dir() / f"exporter-{node}.json"
         path.write_text(json.dumps(self.exporter_config(node), indent=2))
         self._spawn(f"exporter-{node}", self.exporter_command(node, path))
 
@@ -213,10 +228,10 @@ class Lab:
                 for f in self.plan.flows.values() if f.src_netns == netns]
 
     def traffic_flows_path(self, netns: str) -> Path:
-        return self.workdir / f"traffic-{netns}.flows.json"
+        return self._dir() / f"traffic-{netns}.flows.json"
 
     def traffic_report_path(self, netns: str) -> Path:
-        return self.workdir / f"traffic-{netns}.sent.json"
+        return self._dir() / f"traffic-{netns}.sent.json"
 
     def traffic_command(self, netns: str) -> list[str]:
         """The command line of the test traffic of every flow from ``netns`` (one process, its flows' DSCPs)."""
@@ -242,13 +257,13 @@ class Lab:
         """The command line of the lab's own collector (its FlowMonIDs are kept in the lab's workdir)."""
         return self._srv6pm(
             "collector", "run", "--config", str(self.collector_config_path), "--grpc-plaintext",
-            "--state-dir", str(self.workdir / "collector-state"),
-            "--interval", "0.5", "--retry-max", "2", "--graph-dump", str(self.workdir / "graph.json"),
+            "--state-dir", str(self._dir() / "collector-state"),
+            "--interval", "0.5", "--retry-max", "2", "--graph-dump", str(self._dir() / "graph.json"),
             "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500")
 
     @property
     def collector_config_path(self) -> Path:
-        return self.external_collector or self.workdir / "collector.yaml"
+        return self.external_collector or self._dir() / "collector.yaml"
 
     def write_collector_config(self, flows: set[str] | None = None) -> None:
         """(Re)write the collector configuration: the scenario, limited to ``flows`` (None: all).
@@ -302,8 +317,9 @@ class Lab:
 
     def start_processor(self, name: str = "processor") -> None:
         """Start (or restart) a processor process named ``name``."""
-        argv = self._srv6pm("processor", "run", "--influx-url", self.influx.url,
-                            "--influx-bucket", self.influx.bucket, "--pair-wait", str(self.pair_wait_s),
+        influx = self._influx()
+        argv = self._srv6pm("processor", "run", "--influx-url", influx.url,
+                            "--influx-bucket", influx.bucket, "--pair-wait", str(self.pair_wait_s),
                             "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500",
                             "--delay-lateness", str(STAMP_TIMEOUT_S + 2), "--delay-idle", "10",
                             "--client-id", f"srv6pm-lab-{name}", *self.processor_args)
@@ -313,7 +329,7 @@ class Lab:
         argv = [sys.executable, "-m", "srv6pm"]
         if self.verbosity:
             argv.append("-" + "v" * self.verbosity)
-        return [*argv, *args, "--kafka", self.kafka.bootstrap]
+        return [*argv, *args, "--kafka", self._kafka().bootstrap]
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         child = ChildProcess(name, argv, env=self._child_env())
@@ -332,6 +348,7 @@ class Lab:
         """Kill child ``name`` with SIGKILL (a crash, for tests), and wait for it."""
         child = self.children[name]
         if child.running:
+            assert child.pid is not None, "a running child has been started, so it has a pid"
             os.kill(child.pid, 9)
         child.stop()
 
@@ -382,7 +399,7 @@ class Lab:
         """A reader of ``srv6pm.loss`` and ``srv6pm.delay``, and of ``srv6pm.alarms`` if ``alarms``
         (all partitions; from now on, or from the beginning)."""
         topics = (records.LOSS, records.DELAY) + ((records.ALARMS,) if alarms else ())
-        return ResultReader(self.kafka, topics, from_beginning)
+        return ResultReader(self._kafka(), topics, from_beginning)
 
 
 

@@ -223,6 +223,8 @@ class Outbox:
     def _publish(self, sends: list[Send]) -> list[Send]:
         """Publish ``sends``; the unacknowledged ones, in their order (their floors noted first)."""
         publisher = self._publisher
+        assert publisher is not None, ("_run() connects before sending, and only it drops the publisher "
+                                       "(close() does so once the thread has ended)")
         try:
             new = sorted({s.topic for s in sends} - {tp.topic for tp in publisher.ends})
             for tp, offset in (readback.latest_offsets(self._options, new, self.timeout_ms) if new else {}).items():

@@ -302,7 +302,11 @@ class Routes:
         if self._batch_routes is None:
             by_prefix: dict[str, list | None] = {}
             for msg in self._call(what, obj, self._main.routes, None):
-                by_prefix.setdefault(_prefix(msg), []).append(msg)
+                prefix = _prefix(msg)
+                routes = by_prefix.get(prefix)
+                if routes is None:  # (a None only marks a prefix changed in the batch, later)
+                    routes = by_prefix[prefix] = []
+                routes.append(msg)
             self._batch_routes = by_prefix
         key = str(ipaddress.IPv6Network(dst))
         held = self._batch_routes.get(key, [])

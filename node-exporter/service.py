@@ -53,6 +53,7 @@ import tempfile
 import threading
 import time
 import uuid
+from typing import TYPE_CHECKING, Iterable
 
 from srv6pm import metrics, records
 from srv6pm.clock import PeriodClock
@@ -71,6 +72,9 @@ from .outbox import Outbox
 from .probes import Probes
 from .routes import Routes
 from .spool import Spool
+
+if TYPE_CHECKING:
+    from .api import ApiServer
 
 __all__ = ["DataplaneUnavailable", "Exporter"]
 
@@ -103,10 +107,13 @@ class Exporter:
         self.boot_id = uuid.uuid4().hex
         self.started_ns = time.time_ns()
         self.lock = threading.RLock()
-        self._buffer_tmp = None if config.buffer_path() else tempfile.mkdtemp(prefix=f"srv6pm-buffer-{config.node}-")
+        buffer_dir = config.buffer_path()
+        self._buffer_tmp: str | None = None  # the throw-away buffer directory made when none is configured
+        if not buffer_dir:
+            buffer_dir = self._buffer_tmp = tempfile.mkdtemp(prefix=f"srv6pm-buffer-{config.node}-")
         options, client_id = kafka.client_options(), f"srv6pm-exporter-{config.node}"
         self.outbox = Outbox(
-            Spool(config.buffer_path() or self._buffer_tmp, config.buffer_size),
+            Spool(buffer_dir, config.buffer_size),
             lambda: Publisher(options, client_id, request_timeout_ms=publish_timeout_ms), options,
             [records.COUNTERS, records.STAMP], config.node, timeout_ms=publish_timeout_ms)
         self._nft: Nft | None = None
@@ -120,7 +127,7 @@ class Exporter:
                              boot_id=self.boot_id)
         self.intent = Intent(path_for(config.state_file))
         self._api_settings = api
-        self._server = None
+        self._server: ApiServer | None = None
         self._stop = threading.Event()
         self._closed = False
 
@@ -148,7 +155,7 @@ class Exporter:
             return role, Point(f.flow, role, f.flowmon_id, f.position, f.source_prefix, f.destination_prefix)
         return role, FlowMatch(f.flow, f.source_prefix, f.destination_prefix)
 
-    def change_flows(self, add: list[pb.FlowMonitor] = (), remove: list[pb.FlowMonitor] = ()) -> None:
+    def change_flows(self, add: Iterable[pb.FlowMonitor] = (), remove: Iterable[pb.FlowMonitor] = ()) -> None:
         """Stop counting ``remove`` and count ``add`` (validated ``FlowMonitor`` messages) from now on, in one step.
 
         ``remove`` are applied monitors that stop or are replaced; every other
@@ -213,7 +220,7 @@ class Exporter:
 
     def read_counters(self, flow: str = "") -> list[tuple[str, int, Reading]]:
         """``[(role, colour, reading)]`` of every role with flows and both colours (only ``flow``'s counts if given)."""
-        out = []
+        out: list[tuple[str, int, Reading]] = []
         with self.lock:
             if self._table is None:
                 return out
@@ -252,7 +259,7 @@ class Exporter:
         with self.intent.held():
             # one batch: the flows become one data-plane change, which keeps the counters of every kept flow
             reply = node.batch(pb.Batch(items=[validate.batch_item(m) for m in restored]))
-            for message, result in zip(restored, reply.results):
+            for message, result in zip(restored, reply.results, strict=True):  # one result per item
                 if result.code:
                     log.warning("applied object no longer applies, dropped",
                                 extra={"node": self.config.node, "object": type(message).__name__,
@@ -343,7 +350,7 @@ class Exporter:
                 reading = readings[role]
                 blocks = self._baselines.advance(role, colour, k, reading.generation, reading.counts)
                 values = self._encoder.encode_blocks(role, k, colour, blocks, now, self._points)
-                out += [Send(topic, None, block.flow.encode(), value) for block, value in zip(blocks, values)]
+                out += [Send(topic, None, block.flow.encode(), value) for block, value in zip(blocks, values, strict=True)]
         self._encoder.rotate()
         self.outbox.put(out, durable=True)
         m = metrics.get()

@@ -29,6 +29,7 @@ key) and the value's length (u32), each followed by its bytes.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import struct
@@ -142,7 +143,8 @@ class Spool:
         floors are kept); a part of ``sends`` that cannot fit even so is
         dropped (and counted).
         """
-        dropped, chunk, size = 0, [], _HEAD.size
+        chunk: list[Send] = []
+        dropped, size = 0, _HEAD.size
         for s in sends:
             n = _RECORD.size + len(s.topic.encode()) + len(s.key or b"") + len(s.value)
             if chunk and size + n > self.segment_bytes:
@@ -244,7 +246,7 @@ class Spool:
         self.floors = dict(floors)
 
     # -- files ------------------------------------------------------------------------
-    def _write(self, name: str, data: bytes) -> None:
+    def _write(self, name: str, data: builtins.bytes) -> None:  # builtins: the class has a bytes property
         try:
             atomicfile.replace(self.directory / name, data)
         except OSError as exc:

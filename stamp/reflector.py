@@ -355,11 +355,13 @@ class Reflector:
             state = self._clock_state()
             if state != self._state:
                 self._use(state)
+            assert self._ee is not None, "_state starts as None, so the first call ran _use(), which sets _ee"
             return self._ee
         now = time.monotonic()
         if self._ee is None or now - self._ee_at > CLOCK_REFRESH_S:
             self._use(local_clock())
             self._ee_at = now
+        assert self._ee is not None, "set by _use() above when it was None"
         return self._ee
 
     def _use(self, state: ClockState) -> None:
@@ -417,8 +419,8 @@ class Reflector:
         tlvs = area.tlvs
         needs_hmac = self.config.key is not None or any(t.type == TlvType.HMAC for t in tlvs)
         if needs_hmac and not tlvmod.verify(tlvs, request.seq_field, self.config.key):
-            out = tuple(t.with_flags(i=True) for t in tlvs)
-            return _TlvOutcome(TlvList(out, area.rest, area.malformed))
+            flagged = tuple(t.with_flags(i=True) for t in tlvs)
+            return _TlvOutcome(TlvList(flagged, area.rest, area.malformed))
         out: list[Tlv] = []
         outcome = _TlvOutcome(area)
         seen_return_path = False
@@ -538,9 +540,10 @@ class Reflector:
                         return
                     self._internal(exc)
                     break
-                self._one(rx)
+                self._one(rx, sock)
 
-    def _one(self, rx: udp.Received) -> None:
+    def _one(self, rx: udp.Received, sock: socket.socket) -> None:
+        """Answer one received packet through ``sock`` (the socket it came in on), counting the outcome."""
         c = self._counters
         c.received += 1
         if rx.rx_kind == udp.KIND_KERNEL:
@@ -568,15 +571,15 @@ class Reflector:
         if any(t.type == TlvType.RETURN_PATH and t.unrecognized for t in reply.packet.tlvs.tlvs):
             c.return_path_refused += 1
         try:
-            self._send(reply)
+            self._send(reply, sock)
         except OSError as exc:
             c.send_errors += 1
             log.debug("cannot send reply", extra={"reason": exc.strerror or str(exc), "peer": reply.destination[0]})
         except Exception as exc:
             self._internal(exc)
 
-    def _send(self, reply: Reply) -> None:
-        sock, route = self._sock, self._route
+    def _send(self, reply: Reply, sock: socket.socket) -> None:
+        route = self._route
         packet, waypoints = reply.packet, reply.waypoints
         if route is not None:
             try:

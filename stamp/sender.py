@@ -270,19 +270,35 @@ class Sample:
             return None
         return self.dscp_at_reflector != self.dscp
 
+    def _times(self) -> tuple[int, int, int, int]:
+        """t1, t2, t3, t4 of a sample that is not lost (only a reply makes one, and it sets all four)."""
+        t1, t2, t3, t4 = self.t1, self.t2, self.t3, self.t4
+        assert t1 is not None and t2 is not None and t3 is not None and t4 is not None, \
+            "a Sample that is not lost is built from a reply, with all four timestamps"
+        return t1, t2, t3, t4
+
     @property
     def forward_ns(self) -> int | None:
-        return None if self.lost or self.impossible_timestamps else self.t2 - self.t1
+        if self.lost or self.impossible_timestamps:
+            return None
+        t1, t2, _, _ = self._times()
+        return t2 - t1
 
     @property
     def backward_ns(self) -> int | None:
-        return None if self.lost or self.impossible_timestamps else self.t4 - self.t3
+        if self.lost or self.impossible_timestamps:
+            return None
+        _, _, t3, t4 = self._times()
+        return t4 - t3
 
     @property
     def round_trip_ns(self) -> int | None:
-        if self.lost or self.t3 < self.t2:
+        if self.lost:
             return None
-        return (self.t4 - self.t1) - (self.t3 - self.t2)
+        t1, t2, t3, t4 = self._times()
+        if t3 < t2:
+            return None
+        return (t4 - t1) - (t3 - t2)
 
     @property
     def timestamps(self) -> dict:
@@ -697,9 +713,9 @@ class Sender:
                                reflector_tx=counts.reflector_tx)
             if cfg.dscp is not None:
                 out["dscp"] = cfg.dscp
-                cos = filled.get(TlvType.CLASS_OF_SERVICE)
+                cos_tlv = filled.get(TlvType.CLASS_OF_SERVICE)
                 try:
-                    cos = ClassOfService.from_tlv(cos) if cos is not None else None
+                    cos = ClassOfService.from_tlv(cos_tlv) if cos_tlv is not None else None
                 except StampError:
                     cos = None
                 if cos is not None:
@@ -729,7 +745,7 @@ def summarize(samples: Iterable[Sample]) -> dict:
     """Counts and min/mean/max of forward, backward and round-trip delay in µs (None without replies)."""
     samples = list(samples)
     ok = [s for s in samples if not s.lost]
-    out = {"sent": len(samples), "received": len(ok), "lost": len(samples) - len(ok)}
+    out: dict[str, int | dict | None] = {"sent": len(samples), "received": len(ok), "lost": len(samples) - len(ok)}
     for name, attr in (("forward_us", "forward_ns"), ("backward_us", "backward_ns"),
                        ("round_trip_us", "round_trip_ns")):
         out[name] = _stats([getattr(s, attr) / 1000 for s in ok if getattr(s, attr) is not None])

@@ -54,7 +54,7 @@ import os
 import struct
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TypeVar
 
 from srv6pm.stamp.errors import MalformedPacket
 
@@ -497,7 +497,8 @@ class Srv6SegmentList:
 
 
 SubTlv = ControlCode | ReturnAddress | SrMplsLabelStack | Srv6SegmentList
-_SUB_CLASSES = {
+_SubT = TypeVar("_SubT", ControlCode, ReturnAddress, SrMplsLabelStack, Srv6SegmentList)
+_SUB_CLASSES: dict[int, type[SubTlv]] = {
     SubTlvType.CONTROL_CODE: ControlCode, SubTlvType.RETURN_ADDRESS: ReturnAddress,
     SubTlvType.SR_MPLS_LABEL_STACK: SrMplsLabelStack, SubTlvType.SRV6_SEGMENT_LIST: Srv6SegmentList,
 }
@@ -538,25 +539,26 @@ class ReturnPath:
                 kind.from_tlv(sub)  # validates
         return cls(parsed.tlvs)
 
-    def _first(self, sub_type: SubTlvType):
+    def _first(self, sub_type: SubTlvType, kind: type[_SubT]) -> _SubT | None:
+        """The first sub-TLV of ``sub_type`` decoded as ``kind`` (its class), or None."""
         sub = next((s for s in self.sub_tlvs if s.type == sub_type), None)
-        return None if sub is None else _SUB_CLASSES[sub_type].from_tlv(sub)
+        return None if sub is None else kind.from_tlv(sub)
 
     @property
     def control_code(self) -> ControlCode | None:
-        return self._first(SubTlvType.CONTROL_CODE)
+        return self._first(SubTlvType.CONTROL_CODE, ControlCode)
 
     @property
     def return_address(self) -> ReturnAddress | None:
-        return self._first(SubTlvType.RETURN_ADDRESS)
+        return self._first(SubTlvType.RETURN_ADDRESS, ReturnAddress)
 
     @property
     def srv6_segment_list(self) -> Srv6SegmentList | None:
-        return self._first(SubTlvType.SRV6_SEGMENT_LIST)
+        return self._first(SubTlvType.SRV6_SEGMENT_LIST, Srv6SegmentList)
 
     @property
     def sr_mpls_label_stack(self) -> SrMplsLabelStack | None:
-        return self._first(SubTlvType.SR_MPLS_LABEL_STACK)
+        return self._first(SubTlvType.SR_MPLS_LABEL_STACK, SrMplsLabelStack)
 
     def with_sub_flags(self, used: Iterable[int]) -> "ReturnPath":
         """A copy whose sub-TLVs of the types in ``used`` have U = 0 and all others U = 1 (M, I cleared)."""
