@@ -96,6 +96,8 @@ lab)
     exec .venv/bin/srv6pm lab run "$scenario" --duration "$duration"
     ;;
 test)
+    # Static checks first (ruff and mypy over the package as installed; see pyproject.toml), then the suite.
+    .venv/bin/python tools/static_check.py
     exec .venv/bin/python -m pytest "$@"
     ;;
 esac

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from kafka.structs import TopicPartition
 
 from srv6pm import metrics
+from srv6pm.errors import OperationError
 from srv6pm.publish import Publisher, Send
 
 from . import readback
@@ -58,7 +59,7 @@ log = logging.getLogger("srv6pm.exporter.outbox")
 _SPOOL_AT = 1000  # while the broker is away, records waiting in memory beyond this go to disk at once
 
 
-class _Failed(Exception):
+class _Failed(OperationError):
     """A publish left records unacknowledged (the first error is the argument)."""
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from kafka.structs import TopicPartition
 
 from srv6pm import atomicfile
+from srv6pm.errors import UnavailableError
 from srv6pm.publish import Send
 
 __all__ = ["Spool", "SpoolError"]
@@ -50,7 +51,7 @@ _RECORD = struct.Struct(">HiiI")
 _FLOORS = "floors.json"
 
 
-class SpoolError(OSError):
+class SpoolError(UnavailableError, OSError):
     """The spool directory cannot be used (not writable, a segment unreadable)."""
 
 

@@ -15,6 +15,7 @@ Needs root. Node names are random so that these tests never touch a lab that is 
 import json
 import socket
 import os
+import shutil
 import time
 
 import pytest
@@ -141,8 +142,8 @@ def test_a_router_that_lost_everything_is_reconciled_and_its_loss_results_resume
         for flow in ("f1", "f2"):
             ipr.route("del", dst=f"{lab.plan.flows[flow].dst_addr}/128")
     lose_counters(lab, a)
-    for path in lab.workdir.glob(f"exporter-{a}.state*"):
-        path.unlink()
+    for path in lab.workdir.glob(f"exporter-{a}.state*"):  # the state files and the unpublished-records buffer
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert encap_routes(a) == []
     time.sleep(2 * PERIOD)
     assert events_of(lab, "node_down", a), "the collector did not notice the exporter was gone"

@@ -162,7 +162,7 @@ def drop_window(lab, first, last, dropped):
     assert sum(r["lost_packets"] for r in f1) == dropped
     assert all(r["lost_packets"] == r["tx_packets"] - r["rx_packets"] for r in f1)
     assert any(r["lost_packets"] > 0 for r in f1)
-    assert all(r["lost_packets"] == 0 for r in f2)
+    assert all(r["lost_packets"] == 0 for r in f2), [(r["period"], r["tx_packets"], r["rx_packets"], r["lost_packets"], r.get("segments")) for r in f2 if r["lost_packets"]]
     assert all(r["tx_packets"] > 0 for r in f1 + f2)
     return f1, f2
 

@@ -1,6 +1,8 @@
-"""The lab through an InfluxDB outage while drops are active: every period once, loss = the drop counter.
+"""The lab through an InfluxDB outage, and through a broker outage, while drops are active: every
+period once, loss = the drop counter.
 
-The lab's own InfluxDB engine is suspended (SIGSTOP) for ``OUTAGE_S`` and resumed. The processor's
+The lab's own InfluxDB engine, or its broker, is suspended (SIGSTOP) for ``OUTAGE_S`` and resumed
+(a suspended broker keeps its memory storage: a killed one would lose its topics). The processor's
 ``--max-poll-interval-ms`` is lowered to ``MAX_POLL_MS`` so that the outage lasts twice as long as
 that interval in a test of reasonable length: a processor that stopped polling while its results
 cannot be stored would be removed from its group (the failure this guards against).
@@ -84,3 +86,27 @@ def test_the_embedded_broker_dying_stops_the_lab_saying_its_records_are_gone(fre
                 time.sleep(0.2)
     (lab,) = labs
     assert not any(exists(ns) for ns in lab.plan.namespaces), "namespaces left behind"
+
+
+def test_broker_unreachable_during_drops_every_counted_period_paired_once(free_port):
+    """The lab's broker suspended (SIGSTOP) for ``OUTAGE_S`` while drops are active, then resumed: the
+    exporters keep what they could not publish and publish it in order, the processor waits, and
+    every period of the window comes out once, complete, with f1's losses adding up to the drop
+    counter (nothing counted during the outage is lost or doubled, and no gap shows as loss)."""
+    with running_lab(free_port, processor_args=("--max-poll-interval-ms", str(MAX_POLL_MS))) as lab:
+        clock = PeriodClock(PERIOD)
+        first, drop = start_drops(lab)
+        lab.embedded_broker.freeze()
+        try:
+            deadline = time.monotonic() + OUTAGE_S
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                lab.check_children()  # nobody exits while the broker is away
+        finally:
+            lab.embedded_broker.thaw()
+        time.sleep(2 * PERIOD)
+        dropped = drop.stop()
+        last = clock.current() + 3
+        collect(lab, have_through(last), timeout=180)
+        lab.check_children()
+        drop_window(lab, first, last, dropped)
