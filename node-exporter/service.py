@@ -358,7 +358,11 @@ class Exporter:
         m.records_out.labels("exporter", records.COUNTERS).inc(len(out))
         with self.lock:
             self._baselines.save()  # while the outbox's thread publishes
-        if not self.outbox.wait(max(1.0, self.config.period / 4)):  # the outbox keeps them and goes on trying
+        # Wait a little for the acknowledgement, but never into the next colour switch: a switch made late
+        # marks the next period's first packets with this period's colour after some nodes read it (a
+        # segment then counts more than it was sent). What is not acknowledged the outbox keeps and retries.
+        left_s = (clock.start_ns(k + 2) - _GUARD_MARGIN_NS - time.time_ns()) / 1e9
+        if not self.outbox.wait(max(0.0, min(max(1.0, self.config.period / 4), left_s))):
             log.info("publish not yet acknowledged", extra={"node": self.config.node, "period": k})
         log.info("block", extra={"node": self.config.node, "period": k, "records": len(out)})
 

@@ -92,7 +92,9 @@ def test_broker_unreachable_during_drops_every_counted_period_paired_once(free_p
     """The lab's broker suspended (SIGSTOP) for ``OUTAGE_S`` while drops are active, then resumed: the
     exporters keep what they could not publish and publish it in order, the processor waits, and
     every period of the window comes out once, complete, with f1's losses adding up to the drop
-    counter (nothing counted during the outage is lost or doubled, and no gap shows as loss)."""
+    counter (nothing counted during the outage is lost or doubled, and no gap shows as loss). It also
+    guards the exporters' period loop: a guard that waited for the broker into the next colour switch
+    made f2, which nothing drops, show loss on one segment and a surplus on the next."""
     with running_lab(free_port, processor_args=("--max-poll-interval-ms", str(MAX_POLL_MS))) as lab:
         clock = PeriodClock(PERIOD)
         first, drop = start_drops(lab)
