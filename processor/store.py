@@ -150,8 +150,9 @@ def loss_lines(doc: dict) -> list[str]:
         fields = _COMPLETE_FIELDS(ratio_text, lost, rx_bytes, rx_packets, tx_bytes, tx_packets)
     else:
         parts = [f"{LOSS.complete}=true" if doc["complete"] else f"{LOSS.complete}=false"]
-        if ratio is not None:
-            parts.append(f"{LOSS.loss_ratio}={field_text(float(ratio))}")
+        text = None if ratio is None else field_text(float(ratio))  # None: not finite, left out
+        if text is not None:
+            parts.append(f"{LOSS.loss_ratio}={text}")
         for name, value in zip(_LINE_COUNTS, (lost, rx_bytes, rx_packets, tx_bytes, tx_packets), strict=True):
             if value is not None:
                 parts.append(f"{name}={int(value)}i")
