@@ -49,7 +49,7 @@ from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
-from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.lab.emulators.broker import EmbeddedBroker
 from srv6pm.processor.service import Processor, ProcessorOptions, tune_gc
 from srv6pm.publish import Publisher, Send
 from srv6pm.records import CounterRecord, StampSample
@@ -71,7 +71,7 @@ class InfluxProcess:
     measures the processor, not the lab's front.
     """
 
-    SCRIPT = ("import sys; from srv6pm.lab.influxdb import EmbeddedInfluxDB\n"
+    SCRIPT = ("import sys; from srv6pm.lab.emulators.influxdb import EmbeddedInfluxDB\n"
               "with EmbeddedInfluxDB(port=int(sys.argv[1])) as db:\n"
               "    print(db.url, flush=True); sys.stdin.read()\n")
 

@@ -9,7 +9,7 @@ separate process:
   on 127.0.0.1 (plaintext: the lab is one machine), with the scenario's data
   plane (``--dataplane``); its STAMP reflector is the
   default ebpf one, except on a node at either end of a link with
-  ``delay_ms``: that delay is added at postrouting (NFQUEUE, :mod:`.delay`),
+  ``delay_ms``: that delay is added at postrouting (NFQUEUE, :mod:`.emulators.delay`),
   which a reply the kernel sends from XDP or tc never passes through, so
   there the exporter runs the socket reflector;
 * the collector, with the collector configuration of the scenario
@@ -56,7 +56,7 @@ from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.ports import free_ports
 
 from . import arrivals, control, leftovers, network, topology
-from .process import ChildProcess
+from .emulators.launcher import ChildProcess
 from .scenario import Scenario
 
 __all__ = ["Lab", "LabError"]
@@ -134,14 +134,14 @@ class Lab:
         # Refuse before starting anything if the namespaces are taken.
         network.check_free(self.plan)
         if self.kafka is None:
-            from .broker import EmbeddedBroker
+            from .emulators.broker import EmbeddedBroker
             broker = EmbeddedBroker(port=self.kafka_port)
             stack.callback(broker.stop)
             broker.start()
             self.embedded_broker = broker
             self.kafka = KafkaSettings(bootstrap=broker.bootstrap)
         if self.influx is None:
-            from .influxdb import EmbeddedInfluxDB
+            from .emulators.influxdb import EmbeddedInfluxDB
             influx = EmbeddedInfluxDB(port=self.influx_port, database="srv6pm")
             stack.callback(influx.stop)
             influx.start()
@@ -305,7 +305,7 @@ class Lab:
     def _spawn_delay(self, link) -> None:
         """The link's delay in both directions: one NFQUEUE element per direction (``delay``), one process."""
         name = f"delay-{link.a}-{link.b}"
-        argv = [sys.executable, "-m", "srv6pm.lab.delay"]
+        argv = [sys.executable, "-m", "srv6pm.lab.emulators.delay"]
         for ns, dev in ((link.a, link.b), (link.b, link.a)):
             argv += ["--netns", ns, "--dev", dev, "--delay-ms", repr(link.delay_ms), "--queue", str(link.index)]
         self._spawn(name, argv)

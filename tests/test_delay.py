@@ -1,4 +1,4 @@
-"""The NFQUEUE link-delay element (srv6pm.lab.delay, srv6pm.lab.nfqueue) on real namespaces.
+"""The NFQUEUE link-delay element (srv6pm.lab.emulators.delay, srv6pm.lab.emulators.nfqueue) on real namespaces.
 
 Probes are UDP datagrams carrying their send time (CLOCK_REALTIME, taken just
 before sendto); arrival times are the kernel's receive timestamps
@@ -42,8 +42,9 @@ from pyroute2 import netns as pr_netns
 
 from srv6pm import netns as nsutil
 from srv6pm.exporter.nft import Nft
-from srv6pm.lab import network, nfqueue, scenario, topology
-from srv6pm.lab.delay import TABLE, DelayError, DelayProcess, LinkDelay
+from srv6pm.lab import network, scenario, topology
+from srv6pm.lab.emulators import nfqueue
+from srv6pm.lab.emulators.delay import TABLE, DelayError, DelayProcess, LinkDelay
 
 
 _REASON = skip_reason("network namespaces, NFQUEUE bindings and nftables tables")
