@@ -27,13 +27,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .emulators.influxdb import EmbeddedInfluxDB
 from .emulators.launcher import OWNER_FILE, owned_tempdir, owner_alive, read_owner
 
 __all__ = ["OWNER_FILE", "PREFIXES", "live_namespaces", "owned_tempdir", "sweep"]
 
 log = logging.getLogger("srv6pm.lab")
 
-PREFIXES = ("srv6pm-lab-", "srv6pm-influxdb-")
+PREFIXES = ("srv6pm-lab-", EmbeddedInfluxDB.workdir_prefix)  # the lab's own folders, the embedded InfluxDB's
 
 
 def _folders(root: Path | None) -> list[Path]:

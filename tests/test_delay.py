@@ -388,8 +388,7 @@ def test_no_silent_bypass_and_stale_rule_replaced(pair):
     """A killed element leaves its rule: the link drops (never passes undelayed) until an element replaces it."""
     with echo_pair(pair) as (prober, echo):
         proc = DelayProcess([(pair["a"], "b", 10, 5)]).start()
-        proc.proc.send_signal(signal.SIGKILL)
-        proc.proc.wait()
+        proc.kill()
         assert ("ip6", TABLE) in _tables(pair["a"])
         prober.run(20, 100, settle=0.3)
         assert len(echo.received) == 0, "packets bypassed the dead element"

@@ -20,20 +20,15 @@ take about half the session timeout, so keep ``session_timeout_ms`` short.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
-import time
 
-from srv6pm.errors import OperationError
 from srv6pm.kafka import BrokerUnavailableError, wait_for_broker
 from srv6pm.ports import free_port
 
-from .launcher import ChildProcess
+from .launcher import ChildProcess, Launcher, LaunchError
 
 __all__ = ["BrokerStartError", "EmbeddedBroker"]
-
-log = logging.getLogger(__name__)
 
 # Environment variables Tansu reads as defaults for its options; the lab passes
 # every option explicitly, so inherited values must not leak in.
@@ -47,11 +42,11 @@ _TANSU_ENV = (
 )
 
 
-class BrokerStartError(OperationError, RuntimeError):
+class BrokerStartError(LaunchError):
     """The embedded broker could not be started (missing binary, port in use, crash, timeout)."""
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Launcher):
     """A Tansu Kafka-compatible broker (memory storage) running as a child process.
 
     Listens on ``host:port`` and advertises exactly that address, so clients must
@@ -59,9 +54,16 @@ class EmbeddedBroker:
     free port at :meth:`start` time and stores it in :attr:`port`. :meth:`start` returns once the broker answers
     Kafka metadata requests and raises :class:`BrokerStartError` with the broker's
     output tail otherwise (binary missing, port in use, early exit, no answer
-    within ``start_timeout`` seconds). :meth:`stop` is idempotent. Usable as a
-    context manager (``with EmbeddedBroker() as broker: ...``).
+    within ``start_timeout`` seconds). :meth:`stop` is idempotent; all data is
+    lost. Usable as a context manager (``with EmbeddedBroker() as broker: ...``).
+    The rest of its life cycle (:meth:`freeze`, :meth:`thaw`, :attr:`pid`) is
+    the launcher's (:class:`~srv6pm.lab.emulators.launcher.Launcher`).
     """
+
+    name = "broker"
+    what = "Kafka broker"
+    StartError = BrokerStartError
+    poll_interval = 0.02
 
     def __init__(
         self,
@@ -75,29 +77,19 @@ class EmbeddedBroker:
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port!r}")
+        super().__init__(start_timeout=start_timeout, stop_timeout=stop_timeout)
         self.host = host
         self.port = port
         self.binary = binary
         self.cluster_id = cluster_id
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self._process: ChildProcess | None = None
 
     @property
     def bootstrap(self) -> str:
         """Kafka bootstrap string ``"host:port"`` (IPv6 hosts in brackets)."""
         return _host_port(self.host, self.port)
 
-    @property
-    def running(self) -> bool:
-        """True while the broker process is alive."""
-        return self._process is not None and self._process.running
-
-    def start(self) -> EmbeddedBroker:
-        """Start the broker and wait until it answers Kafka requests; returns ``self``."""
-        if self._process is not None:
-            raise RuntimeError("broker already started")
-        binary = self.binary or _tansu_binary()
+    def prepare(self) -> None:
+        self.binary = self.binary or _tansu_binary()
         if self.port == 0:
             try:
                 self.port = free_port(self.host)
@@ -109,93 +101,40 @@ class EmbeddedBroker:
                 "(another broker running? pick another port or stop it)"
             )
 
+    def command(self) -> list[str]:
+        assert self.binary is not None  # prepare() found it
         url = f"tcp://{self.bootstrap}"
-        args = [
-            binary, "broker",
+        return [
+            self.binary, "broker",
             "--listener-url", url,
             "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
             "--cluster-id", self.cluster_id,
         ]
+
+    def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env["NO_COLOR"] = "1"
-        process = ChildProcess("broker", args, env=env)
-        started = time.monotonic()
+        return env
+
+    def readiness(self) -> str:
+        return f"answer on {self.bootstrap}"
+
+    def ready(self, child: ChildProcess, remaining: float) -> bool:
+        # Probe TCP first: kafka-python logs every refused bootstrap connection as an error.
+        if not _accepts_connections(self.host, self.port, timeout=min(0.2, remaining)):
+            return False
         try:
-            process.start()
-        except OSError as exc:
-            raise BrokerStartError(f"cannot run Kafka broker binary {binary!r}: {exc}") from exc
-        self._process = process
-        try:
-            self._wait_ready(started)
-        except BaseException:
-            self.stop()
-            raise
-        log.info(
-            "kafka broker ready",
-            extra={"bootstrap": self.bootstrap, "pid": process.pid, "startup_s": round(time.monotonic() - started, 3)},
-        )
-        return self
+            wait_for_broker(self.bootstrap, timeout=min(2.0, remaining))
+        except BrokerUnavailableError:
+            return False
+        return True
 
-    @property
-    def pid(self) -> int | None:
-        """The broker's process id, or None when not started."""
-        return self._process.pid if self._process is not None else None
-
-    def freeze(self) -> None:
-        """Suspend the broker (SIGSTOP): it keeps its topics but answers nothing until :meth:`thaw`."""
-        self._require_process().freeze()
-
-    def thaw(self) -> None:
-        """Resume the broker after :meth:`freeze` (SIGCONT)."""
-        self._require_process().thaw()
-
-    def _require_process(self) -> ChildProcess:
-        if self._process is None:
-            raise RuntimeError("broker not started")
-        return self._process
-
-    def stop(self) -> None:
-        """Stop the broker (SIGTERM, SIGKILL after ``stop_timeout``). Idempotent; data is lost."""
-        process, self._process = self._process, None
-        if process is not None:
-            process.stop(self.stop_timeout)
-            log.info("kafka broker stopped", extra={"bootstrap": self.bootstrap})
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def details(self) -> dict[str, object]:
+        return {"bootstrap": self.bootstrap}
 
     def __repr__(self) -> str:
         return f"EmbeddedBroker(bootstrap={self.bootstrap!r}, running={self.running})"
-
-    def _wait_ready(self, started: float) -> None:
-        process = self._process
-        assert process is not None
-        deadline = started + self.start_timeout
-        while True:
-            if not process.running:
-                raise BrokerStartError(
-                    f"Kafka broker exited (status {process.returncode}) before it was ready on "
-                    f"{self.bootstrap}; its output ends with:\n{process.output_tail()}"
-                )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BrokerStartError(
-                    f"Kafka broker did not answer on {self.bootstrap} within {self.start_timeout:g} s; "
-                    f"its output ends with:\n{process.output_tail()}"
-                )
-            # Probe TCP first: kafka-python logs every refused bootstrap connection as an error.
-            if not _accepts_connections(self.host, self.port, timeout=min(0.2, remaining)):
-                time.sleep(0.02)
-                continue
-            try:
-                wait_for_broker(self.bootstrap, timeout=min(2.0, remaining))
-                return
-            except BrokerUnavailableError:
-                continue
 
 
 def _tansu_binary() -> str:

@@ -121,14 +121,13 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
 
-from srv6pm.errors import OperationError
 from srv6pm.exporter.nft import Nft, NftError
+from .launcher import LaunchError, ModuleLauncher
 from .nfqueue import NfQueue, NfQueueError, add_queue_rule, queue_bindings, remove_table_if_unused
 from srv6pm.netns import NetnsError, NetnsThread
 
@@ -146,7 +145,7 @@ PR_SET_TIMERSLACK = 29
 RT_PRIORITY = 10
 
 
-class DelayError(OperationError, RuntimeError):
+class DelayError(LaunchError):
     """An element could not start (queue taken, interface already delayed, namespace missing, ...)."""
 
 
@@ -551,73 +550,63 @@ class LinkDelay:
                 quiet_until = time.monotonic() + quiet_s
 
 
-class DelayProcess:
+class DelayProcess(ModuleLauncher):
     """Elements run by the command line in a process of their own (no GIL shared with the caller).
 
-    ``elements``: ``(netns, dev, delay_ms, queue)`` tuples. :meth:`start`
+    ``elements``: ``(netns, dev, delay_ms, queue)`` tuples; ``name`` names the
+    process in logs (``srv6pm.lab.<name>``). :meth:`start`
     returns once every element runs (the process printed its ``ready``
     line) or raises :class:`DelayError` with the process' error output;
-    :meth:`stop` sends SIGTERM and returns the elements' final statistics.
+    :meth:`stop` sends SIGTERM and returns the elements' final statistics
+    (idempotent). The rest is the launcher's
+    (:class:`~srv6pm.lab.emulators.launcher.Launcher`: :meth:`kill`,
+    :meth:`output_tail`, ...).
     """
 
+    name = "delay"
+    what = "delay process"
+    StartError = DelayError
+    module = "srv6pm.lab.emulators.delay"
+
     def __init__(self, elements, *, late_ms: float = 1.0, ready_timeout: float = 15.0,
-                 options: list[str] | tuple[str, ...] = ()):
+                 options: list[str] | tuple[str, ...] = (), stop_timeout: float = 15.0, name: str = "delay"):
+        super().__init__(start_timeout=ready_timeout, stop_timeout=stop_timeout)
+        self.name = name  # its logger: srv6pm.lab.<name>
         self.elements = [(ns, dev, float(d), int(q)) for ns, dev, d, q in elements]
         if not self.elements:
             raise ValueError("no elements")
         self.late_ms = late_ms
-        self.ready_timeout = ready_timeout
         self.options = list(options)  # more command-line options, e.g. ["--rt-priority", "0"]
-        self.proc: subprocess.Popen | None = None
         self.result: list[dict] | None = None
 
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "srv6pm.lab.emulators.delay", "--late-ms", str(self.late_ms), *self.options]
+    def arguments(self) -> list[str]:
+        args = ["--late-ms", str(self.late_ms), *self.options]
         for ns, dev, d, q in self.elements:
-            cmd += ["--netns", ns, "--dev", dev, "--delay-ms", repr(d), "--queue", str(q)]
-        return cmd
+            args += ["--netns", ns, "--dev", dev, "--delay-ms", repr(d), "--queue", str(q)]
+        return args
 
     def start(self) -> DelayProcess:
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        stdout = self.proc.stdout
-        assert stdout is not None  # stdout=PIPE
-        ready, _, _ = select.select([stdout], [], [], self.ready_timeout)
-        line = stdout.readline() if ready else ""
         try:
-            doc = json.loads(line) if line else {}
-        except ValueError:
-            doc = {}
-        if doc.get("event") != "ready":
-            self.proc.kill()
-            out, err = self.proc.communicate()
-            raise DelayError(f"delay process did not start: {(err or line or out).strip() or 'no output'}")
-        return self
+            return super().start()
+        except DelayError as exc:
+            said = [line for line in self.output_tail().splitlines() if not line.startswith("{")]
+            raise DelayError(f"delay process did not start: {' '.join(said).strip() or exc}") from exc
 
-    def stop(self, timeout: float = 15.0) -> list[dict]:
-        """SIGTERM, wait, and return the per-element statistics (idempotent)."""
-        if self.result is not None or self.proc is None:
-            return self.result or []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
-            raise DelayError(f"delay process did not stop within {timeout:g} s: {err.strip()}") from None
-        for line in reversed(out.splitlines()):
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if doc.get("event") == "stats":
-                    self.result = doc["elements"]
-                    return self.result
-        raise DelayError(f"delay process exited {self.proc.returncode} without statistics: {err.strip()}")
-
-    def __enter__(self) -> DelayProcess:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def stop(self) -> list[dict]:  # type: ignore[override]  # the statistics, not the exit status
+        """SIGTERM, wait, and return the per-element statistics (idempotent; [] if it never ran)."""
+        if self.result is not None:
+            return self.result
+        if self._process is None:  # never started, or failed to start
+            super().stop()
+            return []
+        status = super().stop()
+        for event in reversed(self.events()):
+            if event.get("event") == "stats":
+                self.result = event["elements"]
+                return self.result
+        if status == -signal.SIGKILL:
+            raise DelayError(f"delay process did not stop within {self.stop_timeout:g} s: {self.output_tail(5)}")
+        raise DelayError(f"delay process exited {status} without statistics: {self.output_tail(5)}")
 
 
 # ---------------------------------------------------------------- command line

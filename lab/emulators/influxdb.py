@@ -1,5 +1,11 @@
 """Embedded InfluxDB for the local lab: Debian's influxd 1.6.7 plus a v2-write front.
 
+:class:`InfluxDBProcess` runs the same in a process of its own (the command
+line ``python -m srv6pm.lab.emulators.influxdb [--host H] [--port P]
+[--database D]``, which prints ``{"event": "ready", "url": ...}`` and serves
+until SIGTERM), so that the front's thread shares no interpreter lock with
+the caller: benchmarks that measure the caller use it.
+
 :class:`EmbeddedInfluxDB` runs ``influxd`` as a child process with a generated
 configuration in a private temporary directory (meta, data and WAL live there
 and are deleted on :meth:`~EmbeddedInfluxDB.stop`). The engine listens on
@@ -16,38 +22,34 @@ See :mod:`srv6pm.lab.emulators.influx_front` for exactly what the public address
 
 from __future__ import annotations
 
+import argparse
 import errno
 import http.client
 import json
-import logging
 import os
 import shutil
+import signal
 import socket
-import time
-import weakref
-from pathlib import Path
+import sys
 from urllib.parse import urlencode
 
-from srv6pm.errors import OperationError
 from srv6pm.ports import free_ports
 
 from .influx_front import DEFAULT_MAX_BODY_BYTES, InfluxFront
-from .launcher import ChildProcess, owned_tempdir
+from .launcher import ChildProcess, Launcher, LaunchError, ModuleLauncher
 
-__all__ = ["EmbeddedInfluxDB", "InfluxDBStartError"]
-
-log = logging.getLogger(__name__)
+__all__ = ["EmbeddedInfluxDB", "InfluxDBProcess", "InfluxDBStartError", "main"]
 
 _DEBIAN_INFLUXD = "/usr/bin/influxd"
 _ENGINE_HOST = "127.0.0.1"
 _PORT_ATTEMPTS = 3
 
 
-class InfluxDBStartError(OperationError, RuntimeError):
+class InfluxDBStartError(LaunchError):
     """The embedded InfluxDB could not be started (influxd missing, port in use, crash, timeout)."""
 
 
-class EmbeddedInfluxDB:
+class EmbeddedInfluxDB(Launcher):
     """influxd 1.x in a temporary directory, published through the v2-write front.
 
     ``host:port`` is the public address clients use (:attr:`url`); ``port=0``
@@ -61,7 +63,16 @@ class EmbeddedInfluxDB:
     with the engine's output tail. :meth:`stop` is idempotent and removes the
     temporary directory (all data); if it is never called, the engine is killed
     and the directory removed at interpreter exit. Context manager support.
+    :meth:`freeze` suspends the engine only: the front stays up and requests
+    hang until :meth:`thaw`. The life cycle is the launcher's
+    (:class:`~srv6pm.lab.emulators.launcher.Launcher`).
     """
+
+    name = "influxd"
+    what = "influxd"
+    StartError = InfluxDBStartError
+    workdir_prefix = "srv6pm-influxdb-"  # swept if this process is killed (srv6pm.lab.leftovers)
+    attempts = _PORT_ATTEMPTS  # the free internal ports picked may be taken before influxd binds them
 
     def __init__(
         self,
@@ -78,17 +89,14 @@ class EmbeddedInfluxDB:
             raise ValueError(f"port must be in 0..65535, got {port!r}")
         if not database:
             raise ValueError("database name must not be empty")
+        super().__init__(start_timeout=start_timeout, stop_timeout=stop_timeout)
         self.host = host
         self.port = port
         self.database = database
         self.influxd = influxd
         self.max_body_bytes = max_body_bytes
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
         self.engine_port: int | None = None
-        self._directory: Path | None = None
-        self._directory_cleanup: weakref.finalize | None = None
-        self._process: ChildProcess | None = None
+        self._binary: str | None = None
         self._front: InfluxFront | None = None
 
     @property
@@ -105,80 +113,56 @@ class EmbeddedInfluxDB:
     @property
     def running(self) -> bool:
         """True while the engine process is alive and the front is serving."""
-        return self._process is not None and self._process.running and self._front is not None
+        return super().running and self._front is not None
 
-    def freeze(self) -> None:
-        """Suspend the engine (SIGSTOP): it keeps its data, the front stays up, requests hang until :meth:`thaw`."""
-        if self._process is None:
-            raise RuntimeError("influxdb not started")
-        self._process.freeze()
+    # -- the launcher's steps -------------------------------------------------------
 
-    def thaw(self) -> None:
-        """Resume the engine after :meth:`freeze` (SIGCONT)."""
-        if self._process is None:
-            raise RuntimeError("influxdb not started")
-        self._process.thaw()
+    def prepare(self) -> None:
+        self._binary = self._find_influxd()
+        self._check_public_port()  # fail fast, before influxd starts
 
-    def start(self) -> EmbeddedInfluxDB:
-        """Start engine and front, create the database; returns ``self``."""
-        if self._process is not None or self._front is not None:
-            raise RuntimeError("InfluxDB already started")
-        binary = self._find_influxd()
-        started = time.monotonic()
+    def command(self) -> list[str]:
+        assert self.workdir is not None and self._binary is not None  # made and found before the first attempt
+        http_port, rpc_port = free_ports(_ENGINE_HOST, 2)
+        self.engine_port = http_port
+        config = self.workdir / "influxdb.conf"
+        config.write_text(self._config(http_port, rpc_port), encoding="utf-8")
+        return [self._binary, "run", "-config", str(config)]
+
+    def environment(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_")}  # they override the file
+
+    def readiness(self) -> str:
+        return f"answer /ping on {_ENGINE_HOST}:{self.engine_port}"
+
+    def ready(self, child: ChildProcess, remaining: float) -> bool:
+        assert self.engine_port is not None  # command() picked it
         try:
-            self._check_public_port()
-            self._directory = owned_tempdir("srv6pm-influxdb-")  # swept if this process is killed (srv6pm.lab.leftovers)
-            # Removes the data even if stop() is never called (runs after the engine is killed).
-            self._directory_cleanup = weakref.finalize(self, shutil.rmtree, self._directory, True)
-            for attempt in range(1, _PORT_ATTEMPTS + 1):
-                try:
-                    self._start_engine(binary, started)
-                    break
-                except _PortTaken:
-                    # The free ports we picked were taken before influxd bound them; pick again.
-                    if attempt == _PORT_ATTEMPTS:
-                        raise
-                    log.debug("influxd lost its internal ports to another process, retrying",
-                              extra={"attempt": attempt})
-            self._create_database()
-            self._start_front()
-        except BaseException:
-            self.stop()
-            raise
-        log.info(
-            "influxdb ready",
-            extra={
-                "url": self.url,
-                "engine_url": self.engine_url,
-                "database": self.database,
-                "startup_s": round(time.monotonic() - started, 3),
-            },
-        )
-        return self
+            status, _ = _request(self.engine_port, "GET", "/ping", timeout=min(1.0, remaining))
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 204
 
-    def stop(self) -> None:
-        """Stop front and engine (SIGTERM, SIGKILL after ``stop_timeout``), delete all data. Idempotent."""
+    def retry(self, output: str) -> bool:
+        return "address already in use" in output  # influxd lost its internal ports to another process
+
+    def started(self) -> None:
+        self._create_database()
+        self._start_front()
+
+    def stopping(self) -> None:
         front, self._front = self._front, None
         if front is not None:
             front.stop()
-        process, self._process = self._process, None
-        if process is not None:
-            process.stop(self.stop_timeout)
-        directory, self._directory = self._directory, None
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
-        if self._directory_cleanup is not None:
-            self._directory_cleanup.detach()
-            self._directory_cleanup = None
-        if front is not None or process is not None:
-            log.info("influxdb stopped", extra={"url": self.url})
+
+    def stop(self) -> int | None:
+        """Stop front and engine (SIGTERM, SIGKILL after ``stop_timeout``), delete all data. Idempotent."""
+        status = super().stop()
         self.engine_port = None
+        return status
 
-    def __enter__(self) -> EmbeddedInfluxDB:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def details(self) -> dict[str, object]:
+        return {"url": self.url, "engine_url": self.engine_url, "database": self.database}
 
     def __repr__(self) -> str:
         return f"EmbeddedInfluxDB(url={self.url!r}, database={self.database!r}, running={self.running})"
@@ -224,50 +208,6 @@ class EmbeddedInfluxDB:
         hint = " (another InfluxDB running? pick another port or stop it)" if exc.errno == errno.EADDRINUSE else ""
         return InfluxDBStartError(f"cannot serve InfluxDB on {self.url}: {exc.strerror or exc}{hint}")
 
-    def _start_engine(self, binary: str, started: float) -> None:
-        assert self._directory is not None
-        http_port, rpc_port = free_ports(_ENGINE_HOST, 2)
-        config = self._directory / "influxdb.conf"
-        config.write_text(self._config(http_port, rpc_port), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_")}  # they override the file
-        process = ChildProcess("influxd", [binary, "run", "-config", str(config)], env=env, cwd=str(self._directory))
-        try:
-            process.start()
-        except OSError as exc:
-            raise InfluxDBStartError(f"cannot run influxd {binary!r}: {exc}") from exc
-        self._process = process
-        self.engine_port = http_port
-        try:
-            self._wait_for_ping(process, http_port, started + self.start_timeout)
-        except InfluxDBStartError:
-            tail = process.output_tail()
-            process.stop(self.stop_timeout)
-            self._process = None
-            self.engine_port = None
-            if "address already in use" in tail:
-                raise _PortTaken(f"influxd could not bind its internal ports; its output ends with:\n{tail}") from None
-            raise
-
-    def _wait_for_ping(self, process: ChildProcess, port: int, deadline: float) -> None:
-        while True:
-            if not process.running:
-                raise InfluxDBStartError(
-                    f"influxd exited (status {process.returncode}) during startup; "
-                    f"its output ends with:\n{process.output_tail()}"
-                )
-            try:
-                status, _ = _request(port, "GET", "/ping", timeout=1.0)
-                if status == 204:
-                    return
-            except (OSError, http.client.HTTPException):
-                pass
-            if time.monotonic() >= deadline:
-                raise InfluxDBStartError(
-                    f"influxd did not answer /ping on {_ENGINE_HOST}:{port} within {self.start_timeout:g} s; "
-                    f"its output ends with:\n{process.output_tail()}"
-                )
-            time.sleep(0.05)
-
     def _create_database(self) -> None:
         assert self.engine_port is not None
         query = f"CREATE DATABASE {_quote_identifier(self.database)}"
@@ -289,9 +229,9 @@ class EmbeddedInfluxDB:
             )
 
     def _config(self, http_port: int, rpc_port: int) -> str:
-        assert self._directory is not None
+        assert self.workdir is not None
         q = _toml_string
-        directory = self._directory
+        directory = self.workdir
         return f"""\
 # Generated by srv6pm.lab.emulators.influxdb for one lab run; deleted when the lab stops.
 reporting-enabled = false
@@ -344,11 +284,6 @@ bind-address = {q(f"{_ENGINE_HOST}:{rpc_port}")}
 """
 
 
-class _PortTaken(InfluxDBStartError):
-    """influxd lost the race for the internal ports picked for it."""
-
-
-
 def _request(
     port: int,
     method: str,
@@ -388,3 +323,56 @@ def _quote_identifier(name: str) -> str:
 def _toml_string(value: str) -> str:
     """A TOML basic string (JSON string escapes are valid TOML escapes)."""
     return json.dumps(value)
+
+
+class InfluxDBProcess(ModuleLauncher):
+    """:class:`EmbeddedInfluxDB` (engine and front) in a process of its own; :attr:`url` once started.
+
+    ``port=0`` picks a free port (in the child). Start and stop as any
+    launcher (:class:`~srv6pm.lab.emulators.launcher.Launcher`);
+    :class:`InfluxDBStartError` carries the child's output if it fails.
+    """
+
+    name = "influxdb"
+    what = "embedded InfluxDB process"
+    StartError = InfluxDBStartError
+    module = "srv6pm.lab.emulators.influxdb"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8086, *, database: str = "srv6pm",
+                 start_timeout: float = 45.0, stop_timeout: float = 15.0) -> None:
+        super().__init__(start_timeout=start_timeout, stop_timeout=stop_timeout)
+        self.host, self.port, self.database = host, port, database
+
+    def arguments(self) -> list[str]:
+        return ["--host", self.host, "--port", str(self.port), "--database", self.database]
+
+    @property
+    def url(self) -> str:
+        """The public base URL the child serves (from its ready line)."""
+        if self.ready_event is None:
+            raise RuntimeError("embedded InfluxDB process not started")
+        return self.ready_event["url"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m srv6pm.lab.emulators.influxdb``: serve until SIGTERM or SIGINT; 1 if it cannot start."""
+    parser = argparse.ArgumentParser(prog="python -m srv6pm.lab.emulators.influxdb",
+                                     description="The lab's embedded InfluxDB (influxd 1.x and its v2-write front).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8086, help="public port (0: a free one)")
+    parser.add_argument("--database", default="srv6pm")
+    args = parser.parse_args(argv)
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        with EmbeddedInfluxDB(args.host, args.port, database=args.database) as db:
+            print(json.dumps({"event": "ready", "url": db.url, "database": db.database}), flush=True)
+            signal.sigwait(signals)
+    except (InfluxDBStartError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
