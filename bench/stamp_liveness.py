@@ -45,7 +45,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from srv6pm import netns as nsutil
 from srv6pm import records
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.exporter.probes import Probes
 from srv6pm.kafka import ensure_topics
 from srv6pm.lab.emulators.broker import EmbeddedBroker

@@ -35,7 +35,7 @@ nftables' own ``queue`` statement is missing from this kernel
 (``CONFIG_NFT_QUEUE`` unset) and libnftables' JSON cannot express the xtables
 ``NFQUEUE`` target, so the rule is added over nf_tables netlink
 (:func:`srv6pm.lab.emulators.nfqueue.add_queue_rule`); it is found (by its comment),
-read and deleted through :class:`srv6pm.exporter.nft.Nft` (libnftables JSON).
+read and deleted through :class:`srv6pm.nft.Nft` (libnftables JSON).
 
 The table is shared, not one per element, because of a kernel behaviour:
 deleting *any* base chain in a namespace makes the kernel drop every packet
@@ -126,7 +126,7 @@ import threading
 import time
 from collections import deque
 
-from srv6pm.exporter.nft import Nft, NftError
+from srv6pm.nft import Nft, NftError
 from .launcher import LaunchError, ModuleLauncher
 from .nfqueue import NfQueue, NfQueueError, add_queue_rule, queue_bindings, remove_table_if_unused
 from srv6pm.netns import NetnsError, NetnsThread
