@@ -313,7 +313,7 @@ class Lab:
         try:
             delay.start()
         except OperationError as exc:
-            raise LabError(f"{name} did not start: {exc}") from exc
+            raise LabError(f"{name}: {exc}") from exc  # "delay process did not start: ..."
         self.delays[name] = delay
         log.info("started", extra={"child": name, "pid": delay.pid})
 
