@@ -45,10 +45,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from srv6pm import netns as nsutil
 from srv6pm import records
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.exporter.probes import Probes
 from srv6pm.kafka import ensure_topics
-from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.lab.emulators.broker import EmbeddedBroker
 from srv6pm.ports import free_port
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb

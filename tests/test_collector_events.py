@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from srv6pm import records
 from srv6pm.collector.events import Events, now_rfc3339
-from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.lab.emulators.broker import EmbeddedBroker
 
 
 def test_event_record_round_trips_and_the_schema_holds_it_to_its_kinds():
