@@ -16,7 +16,7 @@ import builtins
 import hashlib
 import json
 import math
-from dataclasses import KW_ONLY, asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass, fields
 from functools import cache
 from importlib import resources
 from collections.abc import Mapping
@@ -107,6 +107,12 @@ def encode_fast(obj: dict) -> bytes:
     if text.count(b"null") != list(obj.values()).count(None):
         _check_finite(obj)
     return text
+
+
+@cache
+def _field_names(cls) -> tuple[str, ...]:
+    """The fields of the dataclass ``cls``, in order (what ``asdict`` walks)."""
+    return tuple(f.name for f in fields(cls))
 
 
 def _check_finite(container: dict | list | tuple) -> None:
@@ -503,7 +509,8 @@ class DelayResult:
 
     def to_dict(self) -> dict:
         """The record; ``lost_forward``/``lost_backward`` are left out when not known (never 0 for unknown)."""
-        out = {"v": VERSION, **asdict(self)}
+        d = self.__dict__  # (not asdict: every field is a scalar, and asdict costs 20 µs a result)
+        out = {"v": VERSION, **{name: d[name] for name in _field_names(DelayResult)}}
         for name in ("lost_forward", "lost_backward"):
             if out[name] is None:
                 del out[name]
@@ -572,7 +579,8 @@ class Alarm:
         return self.subject
 
     def to_dict(self) -> dict:
-        doc = {"v": VERSION, **asdict(self)}
+        d = self.__dict__  # every field is a scalar
+        doc = {"v": VERSION, **{name: d[name] for name in _field_names(Alarm)}}
         if self.kind != "liveness":
             for name in LIVENESS_FIELDS:
                 del doc[name]
@@ -627,7 +635,8 @@ class Event:
         return self.node or "collector"
 
     def to_dict(self) -> dict:
-        return {"v": VERSION, **asdict(self)}
+        d = self.__dict__  # every field is a scalar
+        return {"v": VERSION, **{name: d[name] for name in _field_names(Event)}}
 
     def to_json(self) -> bytes:
         return encode(self.to_dict())
