@@ -88,7 +88,7 @@ def test_the_store_writes_liveness_alarms_and_the_panel_shows_the_path_state(fre
     finally:
         letters.close()
     assert [key for key, _ in got] == [b"s1", b"s1"]
-    for (_, letter), offset, raw in zip(got, (3, 4), (b"{not json", no_sender)):
+    for (_, letter), offset, raw in zip(got, (3, 4), (b"{not json", no_sender), strict=True):
         records.validate(records.DEADLETTER, letter)
         assert letter == records.dead_letter(records.ALARMS, 0, offset, letter["reason"], raw, store.group)
         assert base64.b64decode(letter["raw"]) == raw
