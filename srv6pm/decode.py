@@ -349,23 +349,19 @@ def decode(topic: str, raw: bytes | None) -> Any:
 
 def decode_loss(raw: bytes | None) -> LossResult:
     """:func:`srv6pm.records.decode_loss`, fast for the records the processor writes."""
-    record = fast(records.LOSS, raw)
-    return record if record is not None else records.decode_loss(raw)
+    return decode(records.LOSS, raw)
 
 
 def decode_delay(raw: bytes | None) -> DelayResult:
     """:func:`srv6pm.records.decode_delay`, fast for the records the processor writes."""
-    record = fast(records.DELAY, raw)
-    return record if record is not None else records.decode_delay(raw)
+    return decode(records.DELAY, raw)
 
 
 def decode_alarm(raw: bytes | None) -> Alarm:
     """:func:`srv6pm.records.decode_alarm`, fast for the alarms the processor and the exporters write."""
-    record = fast(records.ALARMS, raw)
-    return record if record is not None else records.decode_alarm(raw)
+    return decode(records.ALARMS, raw)
 
 
 def decode_event(raw: bytes | None) -> Event:
     """:func:`srv6pm.records.decode_event`, fast for the events the collector and the exporters write."""
-    record = fast(records.EVENTS, raw)
-    return record if record is not None else records.decode_event(raw)
+    return decode(records.EVENTS, raw)

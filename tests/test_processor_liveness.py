@@ -39,6 +39,21 @@ def alarm(session, raised, time_ns, kind="liveness", last_reply_ns=None):
                          threshold=3, raised=raised, **extra).to_json()
 
 
+def produce(bootstrap: str, values: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for value in values:
+        producer.send(records.ALARMS, key=b"s1", value=value, partition=0)
+    producer.flush()
+    producer.close()
+
+
+def step_until(store: LivenessStore, stat: str, count: int) -> None:
+    deadline = time.monotonic() + 60  # against a hang only
+    while store.stats[stat] < count:
+        assert time.monotonic() < deadline, store.stats
+        store.step()
+
+
 def test_a_liveness_line_has_the_schema_s_names_and_leaves_out_an_unknown_last_reply():
     (text,) = liveness_lines(decode.decode_alarm(alarm("s1", True, T0)))
     assert text == f"liveness,reflector=r4,sender=r1,session=s1 count=3i,threshold=3i,up=0i {T0}"
@@ -52,24 +67,17 @@ def test_the_store_writes_liveness_alarms_and_the_panel_shows_the_path_state(fre
     name = "t" + uuid.uuid4().hex[:12]
     influxql(InfluxSettings(url=influxdb.url), f'CREATE DATABASE "{name}"', database="_internal")
     influx = InfluxSettings(url=influxdb.url, bucket=name)
-    producer = KafkaProducer(bootstrap_servers=fresh_broker, acks="all")
     no_sender = json.dumps({k: v for k, v in json.loads(alarm("s3", True, T0)).items() if k != "sender"}).encode()
-    for value in (alarm("s1", True, T0 + 2 * 10**9, last_reply_ns=T0 + 19 * 10**8),
-                  alarm("s2", True, T0 + 3 * 10**9),
-                  alarm("s1", True, T0, kind="delay_p99_us"),
-                  b"{not json",
-                  no_sender,
-                  alarm("s1", False, T0 + 6 * 10**9, last_reply_ns=T0 + 6 * 10**9 - 1)):
-        producer.send(records.ALARMS, key=b"s1", value=value, partition=0)
-    producer.flush()
-    producer.close()
+    produce(fresh_broker, [alarm("s1", True, T0 + 2 * 10**9, last_reply_ns=T0 + 19 * 10**8),
+                           alarm("s2", True, T0 + 3 * 10**9),
+                           alarm("s1", True, T0, kind="delay_p99_us"),
+                           b"{not json",
+                           no_sender,
+                           alarm("s1", False, T0 + 6 * 10**9, last_reply_ns=T0 + 6 * 10**9 - 1)])
     group = "p" + uuid.uuid4().hex[:8]
     store = LivenessStore(kafka, influx, group, "test")
     try:
-        deadline = time.monotonic() + 60  # against a hang only
-        while store.stats["records"] < 6:
-            assert time.monotonic() < deadline, store.stats
-            store.step()
+        step_until(store, "records", 6)
     finally:
         store.close()
     assert store.stats == {"records": 6, "stored": 3, "bad": 2}
@@ -115,10 +123,7 @@ def test_while_influxdb_refuses_the_points_the_store_says_so_once_and_once_when_
     ensure_topics(kafka, {records.ALARMS: 1})
     name = "t" + uuid.uuid4().hex[:12]
     influx = InfluxSettings(url=influxdb.url, bucket=name)  # no such database yet: InfluxDB refuses every write
-    producer = KafkaProducer(bootstrap_servers=fresh_broker, acks="all")
-    producer.send(records.ALARMS, key=b"s1", value=alarm("s1", True, T0), partition=0)
-    producer.flush()
-    producer.close()
+    produce(fresh_broker, [alarm("s1", True, T0)])
     store = LivenessStore(kafka, influx, "p" + uuid.uuid4().hex[:8], "test", retry_max_s=0.2)
     refused = threading.Event()
     store._store.write = lambda lines, write=store._store.write: (refused.set(), write(lines))[1]
@@ -131,10 +136,7 @@ def test_while_influxdb_refuses_the_points_the_store_says_so_once_and_once_when_
     creator.start()
     caplog.set_level(logging.DEBUG, logger="srv6pm.processor.liveness")
     try:
-        deadline = time.monotonic() + 60  # against a hang only
-        while store.stats["stored"] < 1:
-            assert time.monotonic() < deadline, store.stats
-            store.step()
+        step_until(store, "stored", 1)
     finally:
         creator.join()
         store.close()
