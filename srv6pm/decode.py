@@ -232,11 +232,8 @@ _MAX = records.MAX_RECORD_BYTES
 _BRACKETS = 500
 
 
-def typed(topic: str, raw: bytes | None) -> dict | None:
-    """The members of ``raw`` if the typed decoder of ``topic`` accepts it (the schema's part), else None.
-
-    Unknown members are left out of the dict.
-    """
+def _wire(decode_wire, raw: bytes | None) -> dict | None:
+    """What the msgspec decoder ``decode_wire`` makes of ``raw``; None where it, or json.loads, would refuse it."""
     if raw is None or len(raw) > _MAX:
         return None
     try:
@@ -244,8 +241,18 @@ def typed(topic: str, raw: bytes | None) -> dict | None:
             raw.decode("utf-8")
         if raw.count(b"[") + raw.count(b"{") > _BRACKETS:
             return None
-        obj = _DECODERS[topic].decode(raw)
+        return decode_wire(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def typed(topic: str, raw: bytes | None) -> dict | None:
+    """The members of ``raw`` if the typed decoder of ``topic`` accepts it (the schema's part), else None.
+
+    Unknown members are left out of the dict.
+    """
+    obj = _wire(_DECODERS[topic].decode, raw)
+    if obj is None:
         return None
     for holds in _AFTER.get(topic, ()):
         if not holds(obj):
@@ -267,15 +274,8 @@ def fast_counters(raw: bytes | None) -> CounterRecord | None:
     and anything they refuse is left to the reference, which gives the reason. The typed dict
     becomes the record's attributes as it is (the record is what ``counter_from`` builds).
     """
-    if raw is None or len(raw) > _MAX:
-        return None
-    try:
-        if not raw.isascii():  # msgspec does not check the UTF-8 of the members it skips
-            raw.decode("utf-8")
-        if raw.count(b"[") + raw.count(b"{") > _BRACKETS:
-            return None
-        obj = _counter_wire(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    obj = _wire(_counter_wire, raw)
+    if obj is None:
         return None
     position = obj.get("position")
     if obj["color"] != obj["period"] % 2 or not _isfinite(obj["period_s"]) \
