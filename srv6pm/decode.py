@@ -11,7 +11,7 @@ same name in :mod:`srv6pm.records` returns, and raise
 with the standard library and validates against the published JSON Schema
 with jsonschema, which costs about 90 µs a record.
 
-How: a msgspec typed decoder (``_CounterWire``, ``_StampWire``) parses and
+How: a msgspec typed decoder (``_CounterWire``, ``_StampWire``, ``_LossWire``, ...) parses and
 checks the bytes into a dict in one pass, in C; for counter blocks (two per
 flow-period) that dict, once the rules beyond the schema hold, becomes the
 record's attributes as it is (:func:`fast_counters`). Its types say what the schema says, but
@@ -25,8 +25,9 @@ position and role, finite ``period_s``, the STAMP timestamp rules) are the
 reference's own functions on both paths. What a typed dict cannot say of a
 schema (the alarms schema's rules per kind, a ``date-time`` format) is checked
 after it, in :func:`typed`, and refused there to the reference as well.
-Values keep their JSON type on both paths (a JSON number is an int or a
-float as written). ``tests/test_decode.py`` generates
+Values keep their JSON type on both paths (a result's JSON number is an int or a
+float as written; ``period_s`` of counters and samples is made a float on both).
+``tests/test_decode.py`` generates
 valid and invalid records and checks both claims against jsonschema: fast
 acceptance implies schema acceptance with the same record, and the decoder
 as a whole accepts, rejects and explains exactly as the reference does.
