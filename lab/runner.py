@@ -51,7 +51,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from srv6pm.errors import OperationError
-from srv6pm import records
+from srv6pm import decode, records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.ports import free_ports
 
@@ -435,14 +435,20 @@ class ResultReader:
         return [doc for doc, _ in self.poll_timed(timeout_s)]
 
     def poll_timed(self, timeout_s: float = 0.5) -> list[tuple[dict, float]]:
-        """(record, its Kafka timestamp in seconds) of the records that arrived."""
+        """(record, its Kafka timestamp in seconds) of the records that arrived.
+
+        Each record is decoded and checked by its topic's typed decoder (:func:`srv6pm.decode.decode`)
+        and given as its ``to_dict()``: the record as srv6pm publishes it. One that is not valid is
+        logged with the reason and left out.
+        """
         out = []
         for messages in self._consumer.poll(timeout_ms=int(timeout_s * 1000)).values():
             for m in messages:
                 try:
-                    out.append((json.loads(m.value), m.timestamp / 1000))
-                except ValueError:
-                    log.warning("unreadable result record", extra={"topic": m.topic, "offset": m.offset})
+                    out.append((decode.decode(m.topic, m.value).to_dict(), m.timestamp / 1000))
+                except records.RecordError as exc:
+                    log.warning("unreadable result record", extra={"topic": m.topic, "offset": m.offset,
+                                                                   "reason": str(exc)})
         return out
 
     def close(self) -> None:
