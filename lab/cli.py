@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from srv6pm.commands import Common, add_check, component
-from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.config import InfluxSettings, KafkaSettings, given
 from srv6pm.stopping import Stop
 
 __all__ = ["add_commands", "cmd_check", "cmd_clean", "cmd_run", "inputs"]
@@ -92,9 +92,11 @@ def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentP
     return lab
 
 
-def _external(args, prefix: str, env_var: str) -> bool:
-    import os
-    return any(getattr(args, a) for a in vars(args) if a.startswith(prefix)) or bool(os.environ.get(env_var))
+def _external(args, prefix: str, var: str) -> bool:
+    """Whether the lab uses an external service rather than its own: one of its flags (``--kafka*``,
+    ``--influx-*``: the dests starting with ``prefix``) or ``$var`` is given (:func:`srv6pm.config.given`)."""
+    return (any(given(args, attr) is not None for attr in vars(args) if attr.startswith(prefix))
+            or given(None, prefix, var) is not None)
 
 
 def inputs(args):
