@@ -91,15 +91,15 @@ def inputs(args):
 
     ``processor check`` calls the same. Raises ConfigError naming the option or environment variable.
     """
-    from srv6pm import inputs
+    from srv6pm import inputs as checks
     from srv6pm.processor.alarms import AlarmRules
     from srv6pm.processor.service import ProcessorOptions
-    inputs.seconds(args.pair_wait, "--pair-wait")
-    inputs.seconds(args.delay_lateness, "--delay-lateness", zero=True)
-    inputs.seconds(args.delay_idle, "--delay-idle")
-    inputs.count(args.ledger_records, "--ledger-records", 1, 100_000_000)
-    inputs.count(args.session_timeout_ms, "--session-timeout-ms", 1, 3_600_000)
-    inputs.count(args.heartbeat_interval_ms, "--heartbeat-interval-ms", 1, args.session_timeout_ms - 1,
+    checks.seconds(args.pair_wait, "--pair-wait")
+    checks.seconds(args.delay_lateness, "--delay-lateness", zero=True)
+    checks.seconds(args.delay_idle, "--delay-idle")
+    checks.count(args.ledger_records, "--ledger-records", 1, 100_000_000)
+    checks.count(args.session_timeout_ms, "--session-timeout-ms", 1, 3_600_000)
+    checks.count(args.heartbeat_interval_ms, "--heartbeat-interval-ms", 1, args.session_timeout_ms - 1,
                  " (below --session-timeout-ms)")
     for flag, value in (("--group", args.group), ("--client-id", args.client_id)):
         if value is not None and not value.strip():
