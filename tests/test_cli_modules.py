@@ -122,8 +122,8 @@ ENVIRONMENT = {
     "srv6pm/config.py": (None, "the resolver: flag, then environment, then default; secrets"),
     "srv6pm/logs.py": (1, "sets GRPC_VERBOSITY for gRPC's C core (which reads it), a write, not a setting"),
     "lab/runner.py": (1, "the lab's children inherit this process' environment, less the settings it gives them"),
-    "lab/broker.py": (1, "the embedded broker's process inherits the environment, less Tansu's own variables"),
-    "lab/influxdb.py": (1, "the embedded InfluxDB inherits the environment, less INFLUXDB_* (they override its file)"),
+    "lab/emulators/broker.py": (1, "the embedded broker's process inherits the environment, less Tansu's own variables"),
+    "lab/emulators/influxdb.py": (1, "the embedded InfluxDB inherits the environment, less INFLUXDB_* (they override its file)"),
 }
 
 
