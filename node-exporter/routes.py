@@ -35,6 +35,14 @@ read over a plain rtnetlink socket and only the messages whose destination is
 exactly the prefix are decoded; srv6pm's own routes (for reading, removing,
 :meth:`Routes.dump`) come from a dump the kernel filters to protocol 77.
 
+Many policies at once (:meth:`Routes.apply_policies`, what ``ApplyBatch``
+uses) go to the kernel in bulk over that same socket: their ``RTM_NEWROUTE``
+requests, framed here (:func:`_policy_request`, the bytes pyroute2 would
+send), up to :data:`_BULK` in one ``send``, each asking for its own
+acknowledgement, which are read after it; every route is still its own change
+with its own answer (the kernel handles the messages of one send one after
+another and acknowledges each), so one refusal refuses that route only.
+
 Everything runs in one worker thread inside the namespace
 (:class:`srv6pm.netns.NetnsThread`), which also serialises the netlink socket.
 """
@@ -50,7 +58,7 @@ import socket
 import struct
 import threading
 from socket import AF_INET6
-from typing import Any
+from typing import Any, cast
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -81,16 +89,51 @@ _ERRNO = struct.Struct("=i")           # struct nlmsgerr starts with the (negati
 _RTM_DST_LEN = _NLMSGHDR.size + 1      # offset of rtm_dst_len in a message
 _RTM_TABLE = _NLMSGHDR.size + 4
 _RTM_PROTOCOL = _NLMSGHDR.size + 5
-_RTA_DST, _RTA_TABLE = 1, 15
-_NLMSG_ERROR, _NLMSG_DONE, _RTM_GETROUTE = 2, 3, 26
-_NLM_F_REQUEST, _NLM_F_DUMP, _NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
-_SOL_NETLINK, _NETLINK_GET_STRICT_CHK = 270, 12
+_RTA_DST, _RTA_OIF, _RTA_TABLE, _RTA_ENCAP, _RTA_ENCAP_TYPE = 1, 4, 15, 22, 21
+_NLMSG_ERROR, _NLMSG_DONE, _RTM_NEWROUTE, _RTM_GETROUTE = 2, 3, 24, 26
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP, _NLM_F_DUMP_INTR = 0x1, 0x4, 0x300, 0x10
+_NLM_F_REPLACE, _NLM_F_EXCL, _NLM_F_CREATE = 0x100, 0x200, 0x400
+_SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_GET_STRICT_CHK = 270, 10, 12
+_RT_SCOPE_UNIVERSE, _RTN_UNICAST = 0, 1
+# seg6 encapsulation (linux/seg6_iptunnel.h, linux/seg6.h): SEG6_IPTUNNEL_SRH is a struct seg6_iptunnel_encap,
+# the mode then an IPv6 Segment Routing Header (RFC 8754) without TLVs
+_SEG6_IPTUNNEL_SRH = 1
+_SEG6_MODES = {"inline": 0, "encap": 1}
+_SEG6_ENCAP = struct.Struct("=i")
+_SRH = struct.Struct("=BBBBBBH")        # nexthdr, hdrlen, type, segments_left, first_segment, flags, tag
+_SRH_TYPE = 4                           # Routing Type 4: Segment Routing Header
+_BULK = 128                             # route requests per send: their acks fit the default receive buffer
 _RECV_BUFFER = 256 * 1024               # a dump part is at most 32 KiB
 _DUMP_ATTEMPTS = 5                      # dumps interrupted by concurrent route changes are repeated
 
 
 def _align(n: int) -> int:
     return (n + 3) & ~3
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute (``struct nlattr`` and its payload, padded to 4 octets)."""
+    return _NLATTR.pack(_NLATTR.size + len(payload), kind) + payload + bytes(_align(len(payload)) - len(payload))
+
+
+def _policy_request(dst: str, oif: int, mode: str, segments: list[str], *, replace: bool) -> bytes:
+    """The ``RTM_NEWROUTE`` request (sequence number and port 0) for ``dst encap seg6 mode <mode> segs
+    <segments> dev <oif>`` in table main, protocol 77, asking for an acknowledgement; ``replace``: replacing
+    the route there (``NLM_F_REPLACE``), else only creating one (``NLM_F_EXCL``). ``segments`` in path order.
+    The same bytes as pyroute2's ``IPRoute.route("add"|"replace", ...)`` with that encap (a test compares them)."""
+    net = ipaddress.IPv6Network(dst)
+    srh_segments = [ipaddress.IPv6Address(s).packed for s in reversed(segments)]
+    if mode == "inline":
+        srh_segments.insert(0, bytes(16))  # Segment List[0]: the final destination, filled in per packet
+    last = len(srh_segments) - 1
+    srh = (_SEG6_ENCAP.pack(_SEG6_MODES[mode]) + _SRH.pack(0, 2 * len(srh_segments), _SRH_TYPE, last, last, 0, 0)
+           + b"".join(srh_segments))
+    body = (_RTMSG.pack(AF_INET6, net.prefixlen, 0, 0, MAIN_TABLE, RTPROT_SRV6PM, _RT_SCOPE_UNIVERSE, _RTN_UNICAST, 0)
+            + _attr(_RTA_DST, net.network_address.packed) + _attr(_RTA_OIF, struct.pack("=I", oif))
+            + _attr(_RTA_TABLE, struct.pack("=I", MAIN_TABLE)) + _attr(_RTA_ENCAP, _attr(_SEG6_IPTUNNEL_SRH, srh))
+            + _attr(_RTA_ENCAP_TYPE, struct.pack("=H", _ENCAP_SEG6)))
+    flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | (_NLM_F_REPLACE if replace else _NLM_F_EXCL)
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), _RTM_NEWROUTE, flags, 0, 0) + body
 
 
 class RouteError(OperationError, RuntimeError):
@@ -124,13 +167,15 @@ def _policy_text(policy: pb.Policy) -> str:
             f"segs {','.join(policy.segments)}{' dev ' + policy.device if policy.device else ''})")
 
 
-def _prefix(msg) -> str:
-    """The destination prefix of a route message, as ``ipaddress`` writes it."""
-    return str(ipaddress.IPv6Network(f"{msg.get('dst') or '::'}/{msg['dst_len']}"))
+def _key(dst: str) -> tuple[int, bytes]:
+    """The key of prefix ``dst`` in :meth:`_MainTable.by_prefix`."""
+    net = ipaddress.IPv6Network(dst)
+    return net.prefixlen, net.network_address.packed
 
 
 class _MainTable:
-    """IPv6 routes of table main, read over a rtnetlink socket of its own (create it in the namespace).
+    """IPv6 routes of table main, read (and changed in bulk) over a rtnetlink socket of its own (create it in
+    the namespace).
 
     :meth:`routes` answers the routes whose destination is exactly a prefix,
     decoded by pyroute2 (the same messages ``IPRoute.route("dump")`` gives),
@@ -139,6 +184,7 @@ class _MainTable:
     and protocol are also asked of the kernel (strict checking); both are
     checked here again, so a kernel that ignores the filter gives the same
     answer, only slower. Raises :class:`NetlinkError` with the kernel's error.
+    :meth:`change` sends route requests in bulk and reads each one's acknowledgement.
     Not thread safe (:class:`Routes` calls it from its worker thread only).
     """
 
@@ -150,6 +196,10 @@ class _MainTable:
                 self._sock.setsockopt(_SOL_NETLINK, _NETLINK_GET_STRICT_CHK, 1)
             except OSError:
                 pass  # older than Linux 4.20: unfiltered dumps, filtered below
+            try:  # an error acknowledgement without a copy of the request
+                self._sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+            except OSError:
+                pass
         except BaseException:
             self._sock.close()
             raise
@@ -162,19 +212,67 @@ class _MainTable:
     def routes(self, dst: str | None, protocol: int = 0) -> list:
         """Routes of table main to exactly prefix ``dst`` (None: to anywhere); with ``protocol``, only its."""
         net = ipaddress.IPv6Network(dst) if dst is not None else None
+        return [_decoded(raw) for raw in self._read(net.prefixlen if net else None,
+                                                   net.network_address.packed if net else None, protocol)]
+
+    def by_prefix(self) -> dict[tuple[int, bytes], list[bytes]]:
+        """Every route of table main, NOT decoded (:func:`_decoded` decodes one), by its destination:
+        (prefix length, the 16 octets of its address)."""
+        out: dict[tuple[int, bytes], list[bytes]] = {}
+        for raw in self._read(None, None, 0):
+            out.setdefault((raw[_RTM_DST_LEN], self._dst(raw, 0, len(raw))), []).append(raw)
+        return out
+
+    def _read(self, dst_len: int | None, dst: bytes | None, protocol: int) -> list[bytes]:
         for _ in range(_DUMP_ATTEMPTS):
-            found, consistent = self._dump(net.prefixlen if net else None,
-                                           net.network_address.packed if net else None, protocol)
+            found, consistent = self._dump(dst_len, dst, protocol)
             if consistent:
                 return found
         raise NetlinkError(errno.EAGAIN, "the route dump was interrupted by route changes every time")
 
-    def _dump(self, dst_len: int | None, dst: bytes | None, protocol: int) -> tuple[list, bool]:
+    def change(self, requests: list[bytes]) -> list[int | None]:
+        """Send ``requests`` (netlink messages asking for an acknowledgement; their sequence numbers are set
+        here) in ONE ``send``; each one's outcome in order: 0 done, else the kernel's errno; None where its
+        acknowledgement was lost (the receive buffer overran: keep to :data:`_BULK` requests or fewer).
+
+        The kernel handles the messages of one send one after another within the call, each on its own (a
+        refused one does not stop the next), and acknowledges each; so when ``send`` returns, every
+        acknowledgement is queued on the socket (or was dropped), and they are read without waiting."""
+        seqs, data = [], bytearray()
+        for request in requests:
+            seq = next(self._seq) & 0xFFFFFFFF
+            seqs.append(seq)
+            start = len(data)
+            data += request
+            struct.pack_into("=I", data, start + 8, seq)  # nlmsg_seq
+        outcome: dict[int, int] = {}
+        self._sock.send(data)
+        buf = self._buffer
+        while len(outcome) < len(seqs):
+            try:
+                size = self._sock.recv_into(buf, 0, socket.MSG_DONTWAIT | socket.MSG_TRUNC)
+            except BlockingIOError:
+                break  # nothing more: those not answered were dropped
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    continue  # some were dropped; read the rest
+                raise
+            offset, size = 0, min(size, len(buf))
+            while offset + _NLMSGHDR.size <= size:
+                length, kind, _flags, msg_seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
+                if length < _NLMSGHDR.size:
+                    break
+                if kind == _NLMSG_ERROR:
+                    outcome[msg_seq] = -_ERRNO.unpack_from(buf, offset + _NLMSGHDR.size)[0]
+                offset += _align(length)
+        return [outcome.get(seq) for seq in seqs]
+
+    def _dump(self, dst_len: int | None, dst: bytes | None, protocol: int) -> tuple[list[bytes], bool]:
         seq = next(self._seq) & 0xFFFFFFFF
         request = _RTMSG.pack(AF_INET6, 0, 0, 0, MAIN_TABLE, protocol, 0, 0, 0)
         self._sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(request), _RTM_GETROUTE, _NLM_F_REQUEST | _NLM_F_DUMP,
                                        seq, 0) + request)
-        found: list[rtmsg] = []
+        found: list[bytes] = []
         buf, consistent = self._buffer, True
         while True:
             size = self._sock.recv_into(buf, 0, socket.MSG_TRUNC)
@@ -196,26 +294,29 @@ class _MainTable:
                     code = -_ERRNO.unpack_from(buf, start + _NLMSGHDR.size)[0]
                     raise NetlinkError(code, os.strerror(code))
                 if (buf[start + _RTM_TABLE] != MAIN_TABLE or (protocol and buf[start + _RTM_PROTOCOL] != protocol)
-                        or (dst is not None and not self._has_dst(buf, start, length, dst_len, dst))):
+                        or (dst is not None and (buf[start + _RTM_DST_LEN] != dst_len or self._dst(buf, start, length) != dst))):
                     continue
-                message = rtmsg(bytes(buf[start:start + length]))
-                message.decode()
-                found.append(message)
+                found.append(bytes(buf[start:start + length]))
 
     @staticmethod
-    def _has_dst(buf: bytearray, start: int, length: int, dst_len: int | None, dst: bytes) -> bool:
-        """Whether the route message at ``start`` has destination ``dst``/``dst_len`` (no RTA_DST: ``::``)."""
-        if buf[start + _RTM_DST_LEN] != dst_len:
-            return False
+    def _dst(buf, start: int, length: int) -> bytes:
+        """The destination address (``RTA_DST``; none: ``::``) of the route message at ``start``."""
         end, attr = start + length, start + _NLMSGHDR.size + _RTMSG.size
         while attr + _NLATTR.size <= end:
             attr_len, attr_type = _NLATTR.unpack_from(buf, attr)
             if attr_len < _NLATTR.size:
                 break
             if attr_type == _RTA_DST:
-                return buf[attr + _NLATTR.size:attr + attr_len] == dst
+                return bytes(buf[attr + _NLATTR.size:attr + attr_len])
             attr += _align(attr_len)
-        return dst == bytes(16)
+        return bytes(16)
+
+
+def _decoded(raw: bytes) -> rtmsg:
+    """A route message, decoded by pyroute2."""
+    message = rtmsg(raw)
+    message.decode()
+    return message
 
 
 class Routes:
@@ -229,7 +330,7 @@ class Routes:
         self.netns = netns
         # Within batch(): the thread that holds the batch, and table main by prefix (None: not read yet)
         self._batch_thread: int | None = None
-        self._batch_routes: dict[str, list | None] | None = None
+        self._batch_routes: dict[tuple[int, bytes], list[bytes] | None] | None = None
         self._thread = NetnsThread(netns, thread_name=f"routes-{netns or '(current)'}")
         try:
             self._ipr: IPRoute = self._thread.call(IPRoute)
@@ -299,25 +400,18 @@ class Routes:
         of ``protocol`` if given (0: all)."""
         if dst is None or self._batch_thread != threading.get_ident():
             return self._call(what, obj, self._main.routes, dst, protocol)
-        if self._batch_routes is None:
-            by_prefix: dict[str, list | None] = {}
-            for msg in self._call(what, obj, self._main.routes, None):
-                prefix = _prefix(msg)
-                routes = by_prefix.get(prefix)
-                if routes is None:  # (a None only marks a prefix changed in the batch, later)
-                    routes = by_prefix[prefix] = []
-                routes.append(msg)
-            self._batch_routes = by_prefix
-        key = str(ipaddress.IPv6Network(dst))
+        if self._batch_routes is None:  # (a None in it only marks a prefix changed in the batch, later)
+            self._batch_routes = dict(self._call(what, obj, self._main.by_prefix))
+        key = _key(dst)
         held = self._batch_routes.get(key, [])
         if held is None:  # changed in this batch
             return self._call(what, obj, self._main.routes, dst, protocol)
-        return [msg for msg in held if not protocol or msg["proto"] == protocol]
+        return [msg for msg in map(_decoded, held) if not protocol or msg["proto"] == protocol]
 
     def _changed(self, dst: str) -> None:
         """The route to ``dst`` was just changed: within a batch, ask the kernel about it again."""
         if self._batch_routes is not None and self._batch_thread == threading.get_ident():
-            self._batch_routes[str(ipaddress.IPv6Network(dst))] = None
+            self._batch_routes[_key(dst)] = None
 
     def _current(self, what: str, obj, dst: str):
         """srv6pm's route to ``dst`` or None; RouteError if another protocol's route is there."""
@@ -422,6 +516,51 @@ class Routes:
         encap = {"type": "seg6", "mode": _MODES[policy.mode], "segs": [_addr(s) for s in policy.segments]}
         return self._apply(what, policy, str(ipaddress.IPv6Network(policy.destination)),
                            self.policy_device(policy), encap)
+
+    def apply_policies(self, policies: list[pb.Policy]) -> list[bool | RouteError]:
+        """:meth:`apply_policy` for each of ``policies`` (validated, each to another destination), the kernel's
+        requests made in bulk (see the module documentation); one answer per policy, in order: True changed,
+        False already so, or the :class:`RouteError` that refused it (its route stays as it was; the others
+        are made regardless, as if applied one by one). A device's index is asked of the kernel once per call."""
+        answers: list[bool | RouteError | None] = [None] * len(policies)
+        pending: list[tuple[int, str, pb.Policy, str, dict, bytes]] = []
+        oifs: dict[str, int] = {}
+        for index, policy in enumerate(policies):
+            what = _policy_text(policy)
+            segments = [_addr(s) for s in policy.segments]
+            dst = str(ipaddress.IPv6Network(policy.destination))
+            try:
+                oif = oifs.get(policy.device) if policy.device else None
+                if oif is None:
+                    oif = self.policy_device(policy)
+                    if policy.device:
+                        oifs[policy.device] = oif
+                current = self._current(what, policy, dst)
+            except RouteError as exc:
+                answers[index] = exc
+                continue
+            wanted = {"oif": oif, "encap": {"type": "seg6", "mode": _MODES[policy.mode], "segs": segments}}
+            if current is not None and self._spec(current) == wanted:
+                answers[index] = False
+                continue
+            pending.append((index, what, policy, dst, wanted,
+                            _policy_request(dst, oif, _MODES[policy.mode], segments, replace=current is not None)))
+        for start in range(0, len(pending), _BULK):
+            part = pending[start:start + _BULK]
+            for _index, _what, _policy, dst, _wanted, _request in part:
+                self._changed(dst)
+            codes = self._call("policy routes", None, self._main.change, [request for *_, request in part])
+            for (index, what, policy, dst, wanted, _request), code in zip(part, codes, strict=True):
+                if code is None:  # its acknowledgement was lost: what the kernel holds says
+                    try:
+                        current = self._current(what, policy, dst)
+                    except RouteError as exc:
+                        answers[index] = exc
+                        continue
+                    code = 0 if current is not None and self._spec(current) == wanted else errno.ENOBUFS
+                answers[index] = True if code == 0 else RouteError(what, os.strerror(code), code=code, obj=policy)
+        assert None not in answers, "every policy is answered above"
+        return cast("list[bool | RouteError]", answers)
 
     def remove_policy(self, destination: str) -> bool:
         """Delete srv6pm's route to prefix ``destination``; False if there was none."""
