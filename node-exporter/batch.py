@@ -100,6 +100,15 @@ def _error(exc: Exception) -> pb.BatchResult:
     return pb.BatchResult(code=code.value[0], error=message)
 
 
+def _validated(results: list, index: int, message):
+    """``message`` validated and normalised; None if it is invalid, item ``index``'s result then saying why."""
+    try:
+        return validate.request(message)
+    except InvalidArgument as exc:
+        results[index] = _error(exc)
+        return None
+
+
 def _match(f):
     """A flow monitor's secondary key in the intent (its counting match), or None."""
     return SECONDARY["flows"](f) if isinstance(f, pb.FlowMonitor) else None
@@ -127,10 +136,8 @@ class _Run:
     def take(self, index: int, message) -> None:
         """Answer item ``index`` now if it changes nothing or is refused, else add it to the run."""
         from .api import Refused
-        try:
-            msg = validate.request(message)
-        except InvalidArgument as exc:
-            self.results[index] = _error(exc)
+        msg = _validated(self.results, index, message)
+        if msg is None:
             return
         current = self.node.intent.get(msg)
         if current is None if isinstance(msg, pb.FlowMonitorRef) else current == msg:
@@ -188,10 +195,8 @@ class _Policies:
     def take(self, index: int, message) -> None:
         """Answer item ``index`` now if it is invalid or refused by the applied state, else add it to the run."""
         from .api import Refused
-        try:
-            msg = validate.request(message)
-        except InvalidArgument as exc:
-            self.results[index] = _error(exc)
+        msg = _validated(self.results, index, message)
+        if msg is None:
             return
         current = self.node.intent.get(msg)
         if (msg.destination in self.destinations or msg.name in self.names
