@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from collector_standin import CallLog, StandIn  # noqa: E402
+from ns_exporter import rss_mib  # noqa: E402
 
 import grpc  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
@@ -53,11 +54,6 @@ from srv6pm.collector.reconcile import Backoff, Engine  # noqa: E402
 from srv6pm.southbound.client import ExporterClient, SouthboundError  # noqa: E402
 
 NODES = ("r1", "r2", "r3", "r4")
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
 
 
 def make_config(n: int, addresses: dict[str, str], device: str = "") -> config.Config:
@@ -90,7 +86,7 @@ def reconcile(n: int, batch: bool) -> dict:
         held = sum(len(s.objects) for s in standins.values())
         return {"bench": "reconcile", "flows": n, "mode": "batch" if batch else "single", "seconds": round(seconds, 2),
                 "objects": held, "calls": sum(len(s.batches) for s in standins.values()) if batch else len(log.calls),
-                "rss_mib": round(_rss_mib(), 1)}
+                "rss_mib": round(rss_mib(), 1)}
     finally:
         engine.close()
         for s in standins.values():
@@ -101,45 +97,12 @@ def exporter_child(name: str, broker: str) -> int:
     """One real exporter (the child process): its namespace, its API on a free port; the port on stdout, then
     its resident memory (MiB) for every line read from stdin; at end of input it closes and cleans up."""
     import secrets
-    import tempfile
 
-    from pyroute2 import IPRoute
-    from pyroute2 import netns as pr_netns
-
-    from srv6pm import bpf
-    from srv6pm.config import KafkaSettings
-    from srv6pm.exporter import ebpf as ebpf_mod
-    from srv6pm.exporter.api import ServerSettings
-    from srv6pm.exporter.config import parse
-    from srv6pm.exporter.service import Exporter
-    from srv6pm.netns import NetnsThread
-
-    ns, node = "cs" + secrets.token_hex(4), f"cs{secrets.token_hex(2)}{name}"
-    pr_netns.create(ns)
-    state = tempfile.mkdtemp(prefix="srv6pm-bench-")
-
-    def links():  # a device for the policies' routes; the SIDs go on lo
-        with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            ipr.link("add", ifname="v0", kind="veth", peer="v1")
-            for dev in ("v0", "v1"):
-                ipr.link("set", index=ipr.link_lookup(ifname=dev)[0], state="up")
-    exporter = None
-    try:
-        with NetnsThread(ns) as t:
-            t.call(links)
-        exporter = Exporter(parse(f"node: {node}\nnetns: {ns}\nperiod: 10\ndataplane: ebpf\n"
-                                  f"state_file: {state}/state.json\n"),
-                            KafkaSettings(bootstrap=broker), api=ServerSettings("127.0.0.1:0", None))
-        exporter.start()
-        print(f"port {exporter._server.port}", flush=True)
+    from ns_exporter import exporter, rss_mib
+    with exporter("cs", broker, node=f"cs{secrets.token_hex(2)}{name}") as started:
+        print(f"port {started._server.port}", flush=True)
         for _ in sys.stdin:
-            print(f"rss {round(_rss_mib(), 1)}", flush=True)
-    finally:
-        if exporter is not None:
-            exporter.close()
-            bpf.unpin(ebpf_mod.pin_dir(node))
-        pr_netns.remove(ns)
+            print(f"rss {round(rss_mib(), 1)}", flush=True)
     return 0
 
 
@@ -226,7 +189,7 @@ def reconcile_real(n: int, batch: bool, broker: str) -> dict:
         singles = sum(v for (labels, v) in _api_calls(registry) if labels[1] not in ("GetState", "ApplyBatch"))
         return {"bench": "reconcile", "exporters": "real", "flows": n, "mode": "batch" if batch else "single",
                 "seconds": round(seconds, 2), "rounds": rounds + 1, "objects": held,
-                "calls": client.batches if batch else int(singles), "collector_rss_mib": round(_rss_mib(), 1),
+                "calls": client.batches if batch else int(singles), "collector_rss_mib": round(rss_mib(), 1),
                 "exporter_rss_mib": exporters.rss_mib(),
                 "refused": [f"{e.node}: {e.object}: {e.detail}" for e in events.history if e.kind == "apply_failed"][:3],
                 "batch_s": {name: round(client.seconds.get(address, 0.0), 2)

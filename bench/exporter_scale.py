@@ -36,21 +36,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from ns_exporter import rss_mib as _rss_mib
 
 
 def flow(i: int, ebpf: bool):
@@ -62,39 +53,13 @@ def flow(i: int, ebpf: bool):
 
 def one(dataplane: str, n: int, broker: str) -> dict:
     """Measure one data plane at ``n`` flows in this process (the child)."""
-    from pyroute2 import IPRoute
-    from pyroute2 import netns as pr_netns
-
     import grpc
-    from srv6pm import bpf
-    from srv6pm.config import KafkaSettings
-    from srv6pm.exporter import ebpf as ebpf_mod
-    from srv6pm.exporter.api import ServerSettings
-    from srv6pm.exporter.config import parse
-    from srv6pm.exporter.service import Exporter
-    from srv6pm.netns import NetnsThread
+    from ns_exporter import exporter as ns_exporter
     from srv6pm.southbound import validate
     from srv6pm.southbound.v1 import southbound_pb2 as pb
     from srv6pm.southbound.v1 import southbound_pb2_grpc as rpc
 
-    ns, node = "bx" + secrets.token_hex(4), "bx" + secrets.token_hex(3)
-    pr_netns.create(ns)
-    state = tempfile.mkdtemp(prefix="srv6pm-bench-")
-
-    def links():
-        with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            ipr.link("add", ifname="v0", kind="veth", peer="v1")
-            for name in ("v0", "v1"):
-                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
-    exporter = None
-    try:
-        with NetnsThread(ns) as t:
-            t.call(links)
-        config = parse(f"node: {node}\nnetns: {ns}\nperiod: 10\ndataplane: {dataplane}\n"
-                       f"state_file: {state}/state.json\n")
-        exporter = Exporter(config, KafkaSettings(bootstrap=broker), api=ServerSettings("127.0.0.1:0", None))
-        exporter.start()
+    with ns_exporter("bx", broker, dataplane=dataplane) as exporter:
         rss0 = _rss_mib()
         stub = rpc.NodeExporterStub(grpc.insecure_channel(f"127.0.0.1:{exporter._server.port}"))
         ebpf = dataplane == "ebpf"
@@ -137,11 +102,6 @@ def one(dataplane: str, n: int, broker: str) -> dict:
                 "producer_ms": round(producer * 1000, 1),
                 "publish_ratio": round(publish / producer, 3), "colour_ms": round(colour * 1000, 2),
                 "rss_mib": round(rss, 1), "rss_flows_mib": round(rss - rss0, 1)}
-    finally:
-        if exporter is not None:
-            exporter.close()  # the namespace's removal takes the programs off its interfaces
-            bpf.unpin(ebpf_mod.pin_dir(node))
-        pr_netns.remove(ns)
 
 
 def _producer_baseline(broker: str, n: int) -> float:

@@ -51,7 +51,7 @@ Pure functions, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from srv6pm.collector.config import BEHAVIORS, Config, Flow
 from srv6pm.southbound import validate
@@ -174,12 +174,13 @@ def prerequisite(config: Config, node: str, message) -> tuple[str, Key] | None:
     return None
 
 
-def actual_state(state: pb.NodeState) -> dict[Key, Any]:
+def actual_state(state: pb.NodeState, normalise: Callable[[Any], Any] = validate.request) -> dict[Key, Any]:
     """The objects of a ``GetState`` answer, keyed like :func:`desired_state`.
 
-    Each is normalised again (idempotent for a conforming exporter); one that
-    does not validate is kept as reported, so it differs from any desired
-    object and is replaced or removed.
+    Each is normalised again with ``normalise`` (``validate.request``, or a
+    memo of it; idempotent for a conforming exporter); one that does not
+    validate is kept as reported, so it differs from any desired object and
+    is replaced or removed.
     """
     items: list = [*state.local_sids, *state.policies, *state.flows, *state.stamp_sessions]
     if state.HasField("stamp_reflector"):
@@ -187,7 +188,7 @@ def actual_state(state: pb.NodeState) -> dict[Key, Any]:
     out: dict[Key, Any] = {}
     for message in items:
         try:
-            message = validate.request(message)
+            message = normalise(message)
         except validate.InvalidArgument:
             pass
         out[key(message)] = message

@@ -35,6 +35,14 @@ read over a plain rtnetlink socket and only the messages whose destination is
 exactly the prefix are decoded; srv6pm's own routes (for reading, removing,
 :meth:`Routes.dump`) come from a dump the kernel filters to protocol 77.
 
+Many policies at once (:meth:`Routes.apply_policies`, what ``ApplyBatch``
+uses) go to the kernel in bulk over that same socket: their ``RTM_NEWROUTE``
+requests, framed here (:func:`_policy_request`, the bytes pyroute2 would
+send), up to :data:`_BULK` in one ``send``, each asking for its own
+acknowledgement, which are read after it; every route is still its own change
+with its own answer (the kernel handles the messages of one send one after
+another and acknowledges each), so one refusal refuses that route only.
+
 Everything runs in one worker thread inside the namespace
 (:class:`srv6pm.netns.NetnsThread`), which also serialises the netlink socket.
 """
@@ -49,7 +57,7 @@ import os
 import socket
 import threading
 from socket import AF_INET6
-from typing import Any
+from typing import Any, cast
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -57,21 +65,34 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from srv6pm.errors import OperationError
 from srv6pm.netlink import (
+    NETLINK_CAP_ACK,
     NETLINK_GET_STRICT_CHK,
     NETLINK_ROUTE,
+    NLM_F_ACK,
+    NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_DUMP_INTR,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
     RTA_DST,
+    RTA_ENCAP,
+    RTA_ENCAP_TYPE,
+    RTA_OIF,
+    RTA_TABLE,
     RTM_GETROUTE,
+    RTM_NEWROUTE,
     SOL_NETLINK,
+    CStruct,
     NlAttr,
     NlMsgErr,
     NlMsgHdr,
     RtMsg,
+    Scalar,
     align,
+    nla,
 )
 from srv6pm.netns import NetnsThread
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -89,13 +110,56 @@ _ACTION_NAMES = {number: name for number, name in _ACTIONS.values()}
 _MODES = {pb.ENCAP_MODE_UNSPECIFIED: "encap", pb.ENCAP_MODE_ENCAP: "encap", pb.ENCAP_MODE_INLINE: "inline"}
 
 
-# rtnetlink, as far as the route dump of _MainTable needs it: the structures are srv6pm.netlink's.
+# rtnetlink: the structures and constants are srv6pm.netlink's; what only the routes need is declared here.
 _RTM_DST_LEN = NlMsgHdr.size + RtMsg.offset("dst_len")  # offsets of route message fields in a message
 _RTM_TABLE = NlMsgHdr.size + RtMsg.offset("table")
 _RTM_PROTOCOL = NlMsgHdr.size + RtMsg.offset("protocol")
+_RTM_SEQ = NlMsgHdr.offset("seq")
+_RT_SCOPE_UNIVERSE, _RTN_UNICAST = 0, 1
+_U16, _U32 = Scalar("=H"), Scalar("=I")
+
+
+class Seg6IptunnelEncap(CStruct):
+    """struct seg6_iptunnel_encap (linux/seg6_iptunnel.h): the mode; the SRH follows."""
+    fields = (("mode", "i"),)
+
+
+class Ipv6SrHdr(CStruct):
+    """struct ipv6_sr_hdr (linux/seg6.h, RFC 8754 without TLVs); the segment list follows."""
+    fields = (("nexthdr", "B"), ("hdrlen", "B"), ("type", "B"), ("segments_left", "B"), ("first_segment", "B"),
+              ("flags", "B"), ("tag", "H"))
+
+
+_SEG6_IPTUNNEL_SRH = 1
+_SEG6_MODES = {"inline": 0, "encap": 1}
+_SRH_TYPE = 4                           # Routing Type 4: Segment Routing Header
+_BULK = 128                             # route requests per send: their acks fit the default receive buffer
 _RECV_BUFFER = 256 * 1024               # a dump part is at most 32 KiB
 _DUMP_ATTEMPTS = 5                      # dumps interrupted by concurrent route changes are repeated
 _unpack_header, _unpack_attr = NlMsgHdr.struct.unpack_from, NlAttr.struct.unpack_from  # the hot loops' own names
+_unpack_error = NlMsgErr.struct.unpack_from
+
+
+def _policy_request(dst: str, oif: int, mode: str, segments: list[str], *, replace: bool) -> bytes:
+    """The ``RTM_NEWROUTE`` request (sequence number and port 0) for ``dst encap seg6 mode <mode> segs
+    <segments> dev <oif>`` in table main, protocol 77, asking for an acknowledgement; ``replace``: replacing
+    the route there (``NLM_F_REPLACE``), else only creating one (``NLM_F_EXCL``). ``segments`` in path order.
+    The same bytes as pyroute2's ``IPRoute.route("add"|"replace", ...)`` with that encap (a test compares them)."""
+    net = ipaddress.IPv6Network(dst)
+    srh_segments = [ipaddress.IPv6Address(s).packed for s in reversed(segments)]
+    if mode == "inline":
+        srh_segments.insert(0, bytes(16))  # Segment List[0]: the final destination, filled in per packet
+    last = len(srh_segments) - 1
+    srh = (Seg6IptunnelEncap.pack(mode=_SEG6_MODES[mode])
+           + Ipv6SrHdr.pack(hdrlen=2 * len(srh_segments), type=_SRH_TYPE, segments_left=last, first_segment=last)
+           + b"".join(srh_segments))
+    body = (RtMsg.pack(family=AF_INET6, dst_len=net.prefixlen, table=MAIN_TABLE, protocol=RTPROT_SRV6PM,
+                       scope=_RT_SCOPE_UNIVERSE, type=_RTN_UNICAST)
+            + nla(RTA_DST, net.network_address.packed) + nla(RTA_OIF, _U32.encode(oif))
+            + nla(RTA_TABLE, _U32.encode(MAIN_TABLE)) + nla(RTA_ENCAP, nla(_SEG6_IPTUNNEL_SRH, srh))
+            + nla(RTA_ENCAP_TYPE, _U16.encode(_ENCAP_SEG6)))
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
+    return NlMsgHdr.pack(len=NlMsgHdr.size + len(body), type=RTM_NEWROUTE, flags=flags) + body
 
 
 class RouteError(OperationError, RuntimeError):
@@ -129,13 +193,15 @@ def _policy_text(policy: pb.Policy) -> str:
             f"segs {','.join(policy.segments)}{' dev ' + policy.device if policy.device else ''})")
 
 
-def _prefix(msg) -> str:
-    """The destination prefix of a route message, as ``ipaddress`` writes it."""
-    return str(ipaddress.IPv6Network(f"{msg.get('dst') or '::'}/{msg['dst_len']}"))
+def _key(dst: str) -> tuple[int, bytes]:
+    """The key of prefix ``dst`` in :meth:`_MainTable.by_prefix`."""
+    net = ipaddress.IPv6Network(dst)
+    return net.prefixlen, net.network_address.packed
 
 
 class _MainTable:
-    """IPv6 routes of table main, read over a rtnetlink socket of its own (create it in the namespace).
+    """IPv6 routes of table main, read (and changed in bulk) over a rtnetlink socket of its own (create it in
+    the namespace).
 
     :meth:`routes` answers the routes whose destination is exactly a prefix,
     decoded by pyroute2 (the same messages ``IPRoute.route("dump")`` gives),
@@ -144,6 +210,7 @@ class _MainTable:
     and protocol are also asked of the kernel (strict checking); both are
     checked here again, so a kernel that ignores the filter gives the same
     answer, only slower. Raises :class:`NetlinkError` with the kernel's error.
+    :meth:`change` sends route requests in bulk and reads each one's acknowledgement.
     Not thread safe (:class:`Routes` calls it from its worker thread only).
     """
 
@@ -155,6 +222,10 @@ class _MainTable:
                 self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
             except OSError:
                 pass  # older than Linux 4.20: unfiltered dumps, filtered below
+            try:  # an error acknowledgement without a copy of the request
+                self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            except OSError:
+                pass
         except BaseException:
             self._sock.close()
             raise
@@ -167,19 +238,67 @@ class _MainTable:
     def routes(self, dst: str | None, protocol: int = 0) -> list:
         """Routes of table main to exactly prefix ``dst`` (None: to anywhere); with ``protocol``, only its."""
         net = ipaddress.IPv6Network(dst) if dst is not None else None
+        return [_decoded(raw) for raw in self._read(net.prefixlen if net else None,
+                                                   net.network_address.packed if net else None, protocol)]
+
+    def by_prefix(self) -> dict[tuple[int, bytes], list[bytes]]:
+        """Every route of table main, NOT decoded (:func:`_decoded` decodes one), by its destination:
+        (prefix length, the 16 octets of its address)."""
+        out: dict[tuple[int, bytes], list[bytes]] = {}
+        for raw in self._read(None, None, 0):
+            out.setdefault((raw[_RTM_DST_LEN], self._dst(raw, 0, len(raw))), []).append(raw)
+        return out
+
+    def _read(self, dst_len: int | None, dst: bytes | None, protocol: int) -> list[bytes]:
         for _ in range(_DUMP_ATTEMPTS):
-            found, consistent = self._dump(net.prefixlen if net else None,
-                                           net.network_address.packed if net else None, protocol)
+            found, consistent = self._dump(dst_len, dst, protocol)
             if consistent:
                 return found
         raise NetlinkError(errno.EAGAIN, "the route dump was interrupted by route changes every time")
 
-    def _dump(self, dst_len: int | None, dst: bytes | None, protocol: int) -> tuple[list, bool]:
+    def change(self, requests: list[bytes]) -> list[int | None]:
+        """Send ``requests`` (netlink messages asking for an acknowledgement; their sequence numbers are set
+        here) in ONE ``send``; each one's outcome in order: 0 done, else the kernel's errno; None where its
+        acknowledgement was lost (the receive buffer overran: keep to :data:`_BULK` requests or fewer).
+
+        The kernel handles the messages of one send one after another within the call, each on its own (a
+        refused one does not stop the next), and acknowledges each; so when ``send`` returns, every
+        acknowledgement is queued on the socket (or was dropped), and they are read without waiting."""
+        seqs, data = [], bytearray()
+        for request in requests:
+            seq = next(self._seq) & 0xFFFFFFFF
+            seqs.append(seq)
+            start = len(data)
+            data += request
+            _U32.s.pack_into(data, start + _RTM_SEQ, seq)  # nlmsg_seq
+        outcome: dict[int, int] = {}
+        self._sock.send(data)
+        buf = self._buffer
+        while len(outcome) < len(seqs):
+            try:
+                size = self._sock.recv_into(buf, 0, socket.MSG_DONTWAIT | socket.MSG_TRUNC)
+            except BlockingIOError:
+                break  # nothing more: those not answered were dropped
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    continue  # some were dropped; read the rest
+                raise
+            offset, size = 0, min(size, len(buf))
+            while offset + NlMsgHdr.size <= size:
+                length, kind, _flags, msg_seq, _pid = _unpack_header(buf, offset)
+                if length < NlMsgHdr.size:
+                    break
+                if kind == NLMSG_ERROR:
+                    outcome[msg_seq] = -_unpack_error(buf, offset + NlMsgHdr.size)[0]
+                offset += align(length)
+        return [outcome.get(seq) for seq in seqs]
+
+    def _dump(self, dst_len: int | None, dst: bytes | None, protocol: int) -> tuple[list[bytes], bool]:
         seq = next(self._seq) & 0xFFFFFFFF
         request = RtMsg.pack(family=AF_INET6, table=MAIN_TABLE, protocol=protocol)
         self._sock.send(NlMsgHdr.pack(len=NlMsgHdr.size + len(request), type=RTM_GETROUTE,
                                       flags=NLM_F_REQUEST | NLM_F_DUMP, seq=seq) + request)
-        found: list[rtmsg] = []
+        found: list[bytes] = []
         buf, consistent = self._buffer, True
         while True:
             size = self._sock.recv_into(buf, 0, socket.MSG_TRUNC)
@@ -198,29 +317,32 @@ class _MainTable:
                 if kind == NLMSG_DONE:
                     return found, consistent
                 if kind == NLMSG_ERROR:
-                    code = -NlMsgErr.decode(buf, start + NlMsgHdr.size).error
+                    code = -_unpack_error(buf, start + NlMsgHdr.size)[0]
                     raise NetlinkError(code, os.strerror(code))
                 if (buf[start + _RTM_TABLE] != MAIN_TABLE or (protocol and buf[start + _RTM_PROTOCOL] != protocol)
-                        or (dst is not None and not self._has_dst(buf, start, length, dst_len, dst))):
+                        or (dst is not None and (buf[start + _RTM_DST_LEN] != dst_len or self._dst(buf, start, length) != dst))):
                     continue
-                message = rtmsg(bytes(buf[start:start + length]))
-                message.decode()
-                found.append(message)
+                found.append(bytes(buf[start:start + length]))
 
     @staticmethod
-    def _has_dst(buf: bytearray, start: int, length: int, dst_len: int | None, dst: bytes) -> bool:
-        """Whether the route message at ``start`` has destination ``dst``/``dst_len`` (no RTA_DST: ``::``)."""
-        if buf[start + _RTM_DST_LEN] != dst_len:
-            return False
+    def _dst(buf, start: int, length: int) -> bytes:
+        """The destination address (``RTA_DST``; none: ``::``) of the route message at ``start``."""
         end, attr = start + length, start + NlMsgHdr.size + RtMsg.size
         while attr + NlAttr.size <= end:
             attr_len, attr_type = _unpack_attr(buf, attr)
             if attr_len < NlAttr.size:
                 break
             if attr_type == RTA_DST:
-                return buf[attr + NlAttr.size:attr + attr_len] == dst
+                return bytes(buf[attr + NlAttr.size:attr + attr_len])
             attr += align(attr_len)
-        return dst == bytes(16)
+        return bytes(16)
+
+
+def _decoded(raw: bytes) -> rtmsg:
+    """A route message, decoded by pyroute2."""
+    message = rtmsg(raw)
+    message.decode()
+    return message
 
 
 class Routes:
@@ -234,7 +356,7 @@ class Routes:
         self.netns = netns
         # Within batch(): the thread that holds the batch, and table main by prefix (None: not read yet)
         self._batch_thread: int | None = None
-        self._batch_routes: dict[str, list | None] | None = None
+        self._batch_routes: dict[tuple[int, bytes], list[bytes] | None] | None = None
         self._thread = NetnsThread(netns, thread_name=f"routes-{netns or '(current)'}")
         try:
             self._ipr: IPRoute = self._thread.call(IPRoute)
@@ -304,25 +426,18 @@ class Routes:
         of ``protocol`` if given (0: all)."""
         if dst is None or self._batch_thread != threading.get_ident():
             return self._call(what, obj, self._main.routes, dst, protocol)
-        if self._batch_routes is None:
-            by_prefix: dict[str, list | None] = {}
-            for msg in self._call(what, obj, self._main.routes, None):
-                prefix = _prefix(msg)
-                routes = by_prefix.get(prefix)
-                if routes is None:  # (a None only marks a prefix changed in the batch, later)
-                    routes = by_prefix[prefix] = []
-                routes.append(msg)
-            self._batch_routes = by_prefix
-        key = str(ipaddress.IPv6Network(dst))
+        if self._batch_routes is None:  # (a None in it only marks a prefix changed in the batch, later)
+            self._batch_routes = dict(self._call(what, obj, self._main.by_prefix))
+        key = _key(dst)
         held = self._batch_routes.get(key, [])
         if held is None:  # changed in this batch
             return self._call(what, obj, self._main.routes, dst, protocol)
-        return [msg for msg in held if not protocol or msg["proto"] == protocol]
+        return [msg for msg in map(_decoded, held) if not protocol or msg["proto"] == protocol]
 
     def _changed(self, dst: str) -> None:
         """The route to ``dst`` was just changed: within a batch, ask the kernel about it again."""
         if self._batch_routes is not None and self._batch_thread == threading.get_ident():
-            self._batch_routes[str(ipaddress.IPv6Network(dst))] = None
+            self._batch_routes[_key(dst)] = None
 
     def _current(self, what: str, obj, dst: str):
         """srv6pm's route to ``dst`` or None; RouteError if another protocol's route is there."""
@@ -427,6 +542,51 @@ class Routes:
         encap = {"type": "seg6", "mode": _MODES[policy.mode], "segs": [_addr(s) for s in policy.segments]}
         return self._apply(what, policy, str(ipaddress.IPv6Network(policy.destination)),
                            self.policy_device(policy), encap)
+
+    def apply_policies(self, policies: list[pb.Policy]) -> list[bool | RouteError]:
+        """:meth:`apply_policy` for each of ``policies`` (validated, each to another destination), the kernel's
+        requests made in bulk (see the module documentation); one answer per policy, in order: True changed,
+        False already so, or the :class:`RouteError` that refused it (its route stays as it was; the others
+        are made regardless, as if applied one by one). A device's index is asked of the kernel once per call."""
+        answers: list[bool | RouteError | None] = [None] * len(policies)
+        pending: list[tuple[int, str, pb.Policy, str, dict, bytes]] = []
+        oifs: dict[str, int] = {}
+        for index, policy in enumerate(policies):
+            what = _policy_text(policy)
+            segments = [_addr(s) for s in policy.segments]
+            dst = str(ipaddress.IPv6Network(policy.destination))
+            try:
+                oif = oifs.get(policy.device) if policy.device else None
+                if oif is None:
+                    oif = self.policy_device(policy)
+                    if policy.device:
+                        oifs[policy.device] = oif
+                current = self._current(what, policy, dst)
+            except RouteError as exc:
+                answers[index] = exc
+                continue
+            wanted = {"oif": oif, "encap": {"type": "seg6", "mode": _MODES[policy.mode], "segs": segments}}
+            if current is not None and self._spec(current) == wanted:
+                answers[index] = False
+                continue
+            pending.append((index, what, policy, dst, wanted,
+                            _policy_request(dst, oif, _MODES[policy.mode], segments, replace=current is not None)))
+        for start in range(0, len(pending), _BULK):
+            part = pending[start:start + _BULK]
+            for _index, _what, _policy, dst, _wanted, _request in part:
+                self._changed(dst)
+            codes = self._call("policy routes", None, self._main.change, [request for *_, request in part])
+            for (index, what, policy, dst, wanted, _request), code in zip(part, codes, strict=True):
+                if code is None:  # its acknowledgement was lost: what the kernel holds says
+                    try:
+                        current = self._current(what, policy, dst)
+                    except RouteError as exc:
+                        answers[index] = exc
+                        continue
+                    code = 0 if current is not None and self._spec(current) == wanted else errno.ENOBUFS
+                answers[index] = True if code == 0 else RouteError(what, os.strerror(code), code=code, obj=policy)
+        assert None not in answers, "every policy is answered above"
+        return cast("list[bool | RouteError]", answers)
 
     def remove_policy(self, destination: str) -> bool:
         """Delete srv6pm's route to prefix ``destination``; False if there was none."""

@@ -61,6 +61,8 @@ NLM_F_CAPPED = 0x100    # in an NLMSG_ERROR: the request's payload is not echoed
 NLM_F_DUMP = 0x300      # NLM_F_ROOT | NLM_F_MATCH
 NLM_F_APPEND = 0x800
 NLM_F_CREATE = 0x400
+NLM_F_REPLACE = 0x100   # in a new request: replace what is there
+NLM_F_EXCL = 0x200      # in a new request: refuse (EEXIST) if it is there
 NLM_F_NONREC = 0x100    # in a delete request: refuse (EBUSY) instead of deleting the contents
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
 NLMSGERR_ATTR_MSG = 1
@@ -75,8 +77,8 @@ NFNL_MSG_BATCH_BEGIN = 0x10  # NLMSG_MIN_TYPE
 NFNL_MSG_BATCH_END = 0x11
 
 # linux/rtnetlink.h
-RTM_GETROUTE = 26
-RTA_DST, RTA_TABLE = 1, 15
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTA_DST, RTA_OIF, RTA_TABLE, RTA_ENCAP_TYPE, RTA_ENCAP = 1, 4, 15, 21, 22
 
 
 # ------------------------------------------------------- data structures

@@ -159,3 +159,51 @@ def test_ebpf_one_flow_is_a_few_map_updates_at_any_count(ns, broker, tmp_path): 
     finally:
         r.stop()
         bpf.unpin(ebpf.pin_dir(node))
+
+
+def test_a_batch_of_policies_is_answered_as_one_call_each_with_the_routes_in_bulk(running, ns):  # noqa: F811
+    """Policies in a batch: the new ones' routes are sent in bulk, not one request each, and every item gets the
+    answer of its own ApplyPolicy: applied, already applied, replaced, moved, refused by the kernel (nothing
+    changed), a destination another policy steers (also within the batch), one name twice (the second replaces)."""
+    from test_exporter_api import kernel
+    assert running.stub.ApplyPolicy(pb.Policy(name="old", destination="fd00:ff00::/64", segments=["fc00:1::9"]),
+                                    timeout=5).changed
+    assert running.stub.ApplyPolicy(pb.Policy(name="mv", destination="fd00:ff01::/64", segments=["fc00:1::9"]),
+                                    timeout=5).changed
+    new = [pb.Policy(name=f"p{i}", destination=f"fd00:{i:x}::/64", segments=["fc00:1::9"]) for i in range(200)]
+    items = new[:100] + [
+        pb.Policy(name="old", destination="fd00:ff00::/64", segments=["fc00:1::9"]),                  # 100 unchanged
+        pb.Policy(name="old", destination="fd00:ff00::/64", segments=["fc00:1::9", "fcff:2::1"]),     # 101 replaced
+        pb.Policy(name="mv", destination="fd00:ff02::/64", segments=["fc00:1::9"]),                   # 102 moved
+        pb.Policy(name="down", destination="fd00:ff03::/64", segments=["fc00:1::9"], device="d0"),    # 103 kernel
+        pb.Policy(name="steal", destination="fd00:7::/64", segments=["fc00:1::9"]),                   # 104 p7's
+        pb.Policy(name="twice", destination="fd00:ff04::/64", segments=["fc00:1::9"]),                # 105 applied
+        pb.Policy(name="twice", destination="fd00:ff04::/64", segments=["fcff:1::9", "fc00:1::9"]),   # 106 unreachable
+        pb.Policy(name="bad", destination="fd00::1/64", segments=["fc00:1::9"]),                      # 107 invalid
+    ] + new[100:]
+    main = running.exporter.routes._main
+    sends = []
+    real = main.change
+    main.change = lambda requests: sends.append(len(requests)) or real(requests)
+    try:
+        results = running.stub.ApplyBatch(batch(*items), timeout=60).results
+    finally:
+        main.change = real
+    ok, refused, invalid = 0, grpc.StatusCode.FAILED_PRECONDITION.value[0], grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert [r.code for r in results] == [ok] * 103 + [refused, refused, ok, refused, invalid] + [ok] * 100
+    assert all(r.reply.changed and r.reply.detail.startswith("applied policies p") for r in results[:100] + results[108:])
+    assert (results[100].reply.changed, results[100].reply.detail) == (False, "policies old already applied")
+    assert [r.reply.detail for r in results[101:103]] == ["replaced policies old", "replaced policies mv"]
+    assert results[103].error.endswith("Network is down")
+    assert results[104].error == "destination: fd00:7::/64 is already steered by policy 'p7'"
+    assert results[106].error.endswith("Network is unreachable") and results[107].error.startswith("destination")
+    assert len(sends) <= 4 and sum(sends) >= 201  # in bulk, not 201 sends
+    state = running.stub.GetState(pb.GetStateRequest(), timeout=5)
+    assert sorted(p.name for p in state.policies) == sorted(["old", "mv", "twice"] + [p.name for p in new])
+    routes = {r["dst"]: r for r in kernel(ns)[0]}
+    assert set(routes) == {p.destination for p in state.policies}
+    assert routes["fd00:ff00::/64"]["encap"]["segs"] == ["fc00:1::9", "fcff:2::1"]
+    assert routes["fd00:ff04::/64"]["encap"]["segs"] == ["fc00:1::9"]  # the refused replacement changed nothing
+    # each answer is what its own RPC answers now
+    again = running.stub.ApplyBatch(batch(*new), timeout=60).results
+    assert [(r.code, r.reply.changed) for r in again] == [(0, False)] * 200

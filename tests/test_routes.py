@@ -14,6 +14,7 @@ from netns_support import skip_reason
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from srv6pm.exporter import routes as routes_mod
 from srv6pm.exporter.routes import RTPROT_SRV6PM, RouteError, Routes
 from srv6pm.netns import NetnsThread
 from srv6pm.southbound import validate
@@ -242,19 +243,100 @@ def test_a_batch_reads_table_main_once_and_answers_as_one_call_each(ns, routes):
         ipr.route("add", dst="fd00:ffff::/64", oif=v0, proto=4)
     _in_ns(ns, populate)
     reads = []
-    read = routes._main.routes
+    read, whole = routes._main.routes, routes._main.by_prefix
     routes._main.routes = lambda dst, protocol=0: reads.append(dst) or read(dst, protocol)
+    routes._main.by_prefix = lambda: reads.append("table") or whole()
     wanted = [policy(name=f"p{i}", destination=f"fd00:{i:x}::/64", segments=["fc00:1::9"]) for i in range(300)]
     with routes.batch():
         assert [routes.apply_policy(p) for p in wanted] == [True] * 300
-        assert reads == [None]
+        assert reads == ["table"]
         assert routes.apply_policy(wanted[7]) is False
         with pytest.raises(RouteError, match="srv6pm did not make"):
             routes.apply_policy(policy(name="x", destination="fd00:ffff::/64", segments=["fc00:1::9"]))
         assert routes.remove_policy("fd00:1::/64") is True
         assert routes.remove_policy("fd00:1::/64") is False
-    assert reads == [None, "fd00:7::/64", "fd00:1::/64", "fd00:1::/64"]
+    assert reads == ["table", "fd00:7::/64", "fd00:1::/64", "fd00:1::/64"]
     assert sorted(r["dst"] for r in routes.dump()) == sorted(
         str(ipaddress.IPv6Network(f"fd00:{i:x}::/64")) for i in range(300) if i != 1)
     assert routes.apply_policy(wanted[2]) is False
     assert reads[-2:] == [None, "fd00:2::/64"]  # outside a batch: dump()'s read, then the prefix's own
+
+
+def test_the_bulk_route_requests_are_the_bytes_pyroute2_sends():
+    """:func:`_policy_request` frames what ``IPRoute.route("add"|"replace", ...)`` would send (sequence and port
+    left 0), for both modes, one segment and several."""
+    import struct
+
+    from pyroute2.iproute.linux import IPBatch
+    compiler = IPBatch()
+    try:
+        for mode in ("encap", "inline"):
+            for replace in (False, True):
+                for segments in (["fcff:3::1"], ["fcff:2::1", "fcff:3::1", "fcff:4::100"]):
+                    compiler.reset()
+                    compiler.route("replace" if replace else "add", dst="fd01:4:0:7::/64", oif=3, table=254,
+                                   proto=RTPROT_SRV6PM, encap={"type": "seg6", "mode": mode,
+                                                               "segs": list(reversed(segments))})
+                    theirs = bytearray(compiler.batch)
+                    struct.pack_into("=II", theirs, 8, 0, 0)
+                    assert routes_mod._policy_request("fd01:4:0:7::/64", 3, mode, segments,
+                                                      replace=replace) == bytes(theirs), (mode, replace, segments)
+    finally:
+        compiler.close()
+
+
+def test_policies_applied_in_bulk_answer_each_as_one_call_would(ns, routes):
+    """apply_policies: 300 new policies go in sends of _BULK requests, not one each; every policy gets the answer
+    apply_policy gives (True, False, or the RouteError with the kernel's reason), a refused one changes nothing and
+    does not stop the next; the routes are those apply_policy makes."""
+    existing = policy(name="old", destination="fd00:ff00::/64", segments=["fc00:1::9"])
+    changed = policy(name="chg", destination="fd00:ff01::/64", segments=["fc00:1::9"])
+    assert routes.apply_policy(existing) is True and routes.apply_policy(changed) is True
+    before = {r["dst"]: r for r in routes.dump()}
+    wanted = [policy(name=f"p{i}", destination=f"fd00:{i:x}::/64", segments=["fc00:1::9", "fcff:3::1"],
+                     **({"device": "v0", "mode": pb.ENCAP_MODE_INLINE} if i % 2 else {})) for i in range(300)]
+    odd = [existing,
+           policy(name="chg", destination="fd00:ff01::/64", segments=["fc00:1::9", "fcff:9::1"]),
+           policy(name="down", destination="fd00:ff02::/64", segments=["fc00:1::9"], device="d0"),
+           policy(name="none", destination="fd00:ff03::/64", segments=["fc00:1::9"], device="nosuch0"),
+           policy(name="kern", destination="fc00:1::/64", segments=["fc00:1::9"]),
+           policy(name="unreach", destination="fd00:ff04::/64", segments=["fcff:99::1"])]
+    mixed = wanted[:150] + odd + wanted[150:]
+    sends = []
+    change = routes._main.change
+    routes._main.change = lambda requests: sends.append(len(requests)) or change(requests)
+    with routes.batch():
+        answers = routes.apply_policies(mixed)
+    assert sends == [128, 128, 46]  # 300 new, one changed, one the kernel refuses (its device is down)
+    assert answers[:150] == [True] * 150 and answers[156:] == [True] * 150
+    assert answers[150:152] == [False, True]
+    reasons = [(str(a), a.code, a.object) for a in answers[152:156]]
+    assert reasons[0][0].endswith("Network is down") and reasons[0][2] is odd[2]
+    assert reasons[1][0].endswith("device 'nosuch0': No such device")
+    assert "srv6pm did not make" in reasons[2][0]
+    assert reasons[3][0].endswith("Network is unreachable")
+    got = {r["dst"]: r for r in routes.dump()}
+    assert set(got) == set(before) | {p.destination for p in wanted}
+    assert got["fd00:ff00::/64"] == before["fd00:ff00::/64"]
+    assert got["fd00:ff01::/64"]["encap"]["segs"] == ["fc00:1::9", "fcff:9::1"]
+    for p in wanted:
+        assert routes.apply_policy(p) is False  # what one call makes: the same route
+    assert got["fd00:1::/64"] == {"dst": "fd00:1::/64", "oif": got["fd00:1::/64"]["oif"], "device": "v0", "encap": {
+        "type": "seg6", "mode": "inline", "segs": ["fc00:1::9", "fcff:3::1"]}}
+
+
+def test_policies_whose_acknowledgements_are_lost_are_answered_from_the_kernel(ns, routes):
+    """A receive buffer too small for a send's acknowledgements (ENOBUFS): what the kernel then holds answers for
+    the policies whose acknowledgement was dropped, so each is still answered as made."""
+    import socket
+    routes._thread.call(routes._main._sock.setsockopt, socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the minimum
+    outcomes = []
+    change = routes._main.change
+    routes._main.change = lambda requests: outcomes.extend(change(requests)) or outcomes[-len(requests):]
+    wanted = [policy(name=f"p{i}", destination=f"fd00:{i:x}::/64", segments=["fc00:1::9"]) for i in range(128)]
+    wanted[5] = policy(name="down", destination="fd00:5::/64", segments=["fc00:1::9"], device="d0")
+    answers = routes.apply_policies(wanted)
+    assert None in outcomes  # acknowledgements were dropped
+    assert [a is True for a in answers] == [i != 5 for i in range(128)]
+    assert isinstance(answers[5], RouteError)
+    assert len(routes.dump()) == 127
