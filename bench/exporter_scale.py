@@ -17,7 +17,8 @@ the embedded Kafka-compatible broker) and measures:
   baselines saved (one record per flow);
   measured at the second guard with records (as every period after it;
   ``first_guard_publish_ms``: the first, which also encodes each flow's
-  constant record fields once);
+  constant record fields once); ``uncompressed_ms``: the same with the record
+  batches not compressed (the baseline of the exporter's compression);
 * ``producer_ms``, the baseline: the same N records sent with kafka-python's
   ``KafkaProducer`` one ``send()`` each, then ``flush()`` (what the exporter
   did before), and ``publish_ratio``: ``guard_publish_ms`` over it;
@@ -91,6 +92,11 @@ def one(dataplane: str, n: int, broker: str) -> dict:
         exporter._guard(k + 2, clock.start_ns(k + 3))  # the same again, as every later period
         assert exporter.outbox.wait(600)
         publish = time.perf_counter() - t0
+        exporter.outbox._publisher.compression = None  # the same again, record batches uncompressed (as before)
+        t0 = time.perf_counter()
+        exporter._guard(k + 4, clock.start_ns(k + 5))
+        assert exporter.outbox.wait(600)
+        uncompressed = time.perf_counter() - t0
         producer = _producer_baseline(broker, n + 5)
         t0 = time.perf_counter()
         with exporter.lock:
@@ -99,6 +105,7 @@ def one(dataplane: str, n: int, broker: str) -> dict:
         return {"dataplane": dataplane, "flows": n, "install_s": round(install, 3),
                 "add_one_ms": round(statistics.median(adds) * 1000, 2), "guard_read_ms": round(read * 1000, 1),
                 "guard_publish_ms": round(publish * 1000, 1), "first_guard_publish_ms": round(first * 1000, 1),
+                "uncompressed_ms": round(uncompressed * 1000, 1),
                 "producer_ms": round(producer * 1000, 1),
                 "publish_ratio": round(publish / producer, 3), "colour_ms": round(colour * 1000, 2),
                 "rss_mib": round(rss, 1), "rss_flows_mib": round(rss - rss0, 1)}
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     print(f"{dataplane:8} {n:>7} flows  install {row['install_s']:8.2f} s  add one "
                           f"{row['add_one_ms']:7.2f} ms (x{row['add_ratio']})  guard read {row['guard_read_ms']:8.1f} ms"
-                          f"  guard+publish {row['guard_publish_ms']:8.1f} ms (x{row['publish_ratio']} of producer "
+                          f"  guard+publish {row['guard_publish_ms']:8.1f} ms (uncompressed {row['uncompressed_ms']:.1f} ms; "
+                          f"x{row['publish_ratio']} of producer "
                           f"{row['producer_ms']:.1f} ms)  colour {row['colour_ms']:6.2f} ms  "
                           f"RSS {row['rss_mib']:7.1f} MiB ({row['rss_per_flow_b']} B/flow)", flush=True)
     return 0

@@ -5,8 +5,9 @@ accumulator, a future per record, the partitioner), more than the rest of
 the processor's work on a result. The processor always publishes a whole
 loop iteration's records and then waits for all of them, so
 :class:`Publisher` does exactly that and no more: it encodes each
-partition's records as one Kafka record batch (message format v2, no
-compression, CRC32C over the batch), sends one produce request per leader
+partition's records as one Kafka record batch (message format v2, CRC32C
+over the batch; uncompressed, or compressed with one of :data:`CODECS`, as
+kafka-python's producer would, which its consumer reads), sends one produce request per leader
 with ``acks=all`` (-1), and returns the records that were not acknowledged,
 with the error. It uses kafka-python's connection manager (bootstrap,
 metadata, TLS, SASL are kafka-python's), only not its producer.
@@ -28,10 +29,13 @@ from __future__ import annotations
 import random
 import struct
 import time
+from bisect import bisect_right
 from collections import defaultdict
+from itertools import accumulate
 from typing import NamedTuple
 
 from crc32c import crc32c
+from kafka import codec as kafka_codec
 from kafka import errors as kafka_errors
 from kafka.net.compat import KafkaNetClient
 from kafka.partitioner.default import murmur2
@@ -41,12 +45,22 @@ from kafka.structs import TopicPartition
 __all__ = ["Publisher", "Send", "encode_batch"]
 
 MAX_BATCH_BYTES = 512 * 1024  # well under the broker's default message.max.bytes (1 MiB)
+COMPRESSED_CHUNK = 4  # a compressed batch holds up to 4 * MAX_BATCH_BYTES of records (fewer round trips)
 _KEYS_KEPT = 1_000_000  # keys whose partition is remembered (murmur2 is pure Python: ~6 µs a key)
 
 # Record batch header (KIP-98), offsets as in the Kafka protocol guide.
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _CRC_FROM = 21  # the CRC covers attributes .. end
 _NO_PRODUCER = (-1, -1, -1)  # producer id, epoch, base sequence: not idempotent
+
+# Compression codecs of a record batch: name -> (the attributes' codec bits, compress, is its library there).
+# kafka-python's own codec functions, so a batch is compressed as its producer would (and its consumer reads).
+CODECS = {
+    "gzip": (1, kafka_codec.gzip_encode, kafka_codec.has_gzip),
+    "snappy": (2, kafka_codec.snappy_encode, kafka_codec.has_snappy),
+    "lz4": (3, kafka_codec.lz4_encode, kafka_codec.has_lz4),
+    "zstd": (4, kafka_codec.zstd_encode, kafka_codec.has_zstd),
+}
 
 
 class Send(NamedTuple):
@@ -77,8 +91,9 @@ def _v(n: int) -> bytes:
     return _SMALL[n] if 0 <= n < 16384 else _varint(n)
 
 
-def encode_batch(keys_values: list[tuple[bytes | None, bytes]], timestamp_ms: int) -> bytes:
-    """One record batch (magic 2) of the (key, value) records, all with timestamp ``timestamp_ms``."""
+def encode_batch(keys_values: list[tuple[bytes | None, bytes]], timestamp_ms: int, compression: str | None = None) -> bytes:
+    """One record batch (magic 2) of the (key, value) records, all with timestamp ``timestamp_ms``;
+    ``compression`` (a name of :data:`CODECS`) compresses its records."""
     parts: list[bytes] = []
     append = parts.append
     for offset, (key, value) in enumerate(keys_values):
@@ -88,8 +103,12 @@ def encode_batch(keys_values: list[tuple[bytes | None, bytes]], timestamp_ms: in
         append(_v(len(body)))
         append(body)
     records = b"".join(parts)
+    attributes = 0
+    if compression is not None:
+        attributes, compress, _ = CODECS[compression]
+        records = compress(records)
     count = len(keys_values)
-    header = _HEADER.pack(0, _HEADER.size - 12 + len(records), -1, 2, 0, 0, count - 1, timestamp_ms, timestamp_ms,
+    header = _HEADER.pack(0, _HEADER.size - 12 + len(records), -1, 2, 0, attributes, count - 1, timestamp_ms, timestamp_ms,
                           *_NO_PRODUCER, count)
     batch = bytearray(header)
     batch += records
@@ -101,7 +120,16 @@ class Publisher:
     """Publishes lists of :class:`Send` (see the module docstring for the contract). Not thread-safe."""
 
     def __init__(self, client_options: dict, client_id: str, *, request_timeout_ms: int = 30_000,
-                 max_batch_bytes: int = MAX_BATCH_BYTES):
+                 max_batch_bytes: int = MAX_BATCH_BYTES, compression: str | None = None):
+        if compression is not None:
+            if compression not in CODECS:
+                raise ValueError(f"unknown compression {compression!r}: one of {', '.join(CODECS)} or None")
+            if not CODECS[compression][2]():
+                raise ValueError(f"compression {compression!r} needs its Python library, which is not installed")
+        self.compression = compression
+        # Records per batch, by their uncompressed size: compressed, a batch of COMPRESSED_CHUNK times as many
+        # bytes is still under max_batch_bytes unless its records compress less than that (JSON: 5-50 times).
+        self.chunk_bytes = max_batch_bytes * (COMPRESSED_CHUNK if compression is not None else 1)
         options = {k: v for k, v in client_options.items()}
         options.update(client_id=client_id, request_timeout_ms=request_timeout_ms)
         self.request_timeout_ms = request_timeout_ms
@@ -129,12 +157,20 @@ class Publisher:
         per_partition: dict[TopicPartition, list[Send]] = defaultdict(list)
         partitions = {t: sorted(self._cluster.partitions_for_topic(t) or ()) for t in topics}
         tps: dict[tuple[str, int], TopicPartition] = {}
+        known = {t: (len(partitions[t]), self._by_key[t]) for t in topics}  # the keys' partitions remembered
         for send in sends:
-            try:
-                p = self._partition(send, partitions[send.topic])
-            except kafka_errors.KafkaError as exc:
-                failed.append((send, exc))
-                continue
+            p = send.partition
+            if p is None:  # by key: a remembered key's partition inline (the common case), else _partition
+                n, by_key = known[send.topic]
+                cached = by_key.get(send.key) if send.key is not None else None
+                if cached is not None and cached[0] == n:
+                    p = cached[1]
+                else:
+                    try:
+                        p = self._partition(send, partitions[send.topic])
+                    except kafka_errors.KafkaError as exc:
+                        failed.append((send, exc))
+                        continue
             tp = tps.get((send.topic, p))
             if tp is None:
                 tp = tps[(send.topic, p)] = TopicPartition(send.topic, p)
@@ -178,21 +214,18 @@ class Publisher:
         return partition
 
     def _rounds(self, per_partition: dict[TopicPartition, list[Send]]) -> list[dict[TopicPartition, list[Send]]]:
-        """Chunks of at most max_batch_bytes per partition; round r holds the r-th chunk of every partition."""
+        """Chunks of at most :attr:`chunk_bytes` per partition; round r holds the r-th chunk of every partition."""
         rounds: list[dict[TopicPartition, list[Send]]] = []
+        limit = self.chunk_bytes
         for tp, sends in per_partition.items():
-            chunk: list[Send] = []
-            size, r = 0, 0
-            for send in sends:
-                n = len(send.value) + len(send.key or b"") + 16
-                if chunk and size + n > self.max_batch_bytes:
-                    rounds.extend({} for _ in range(r + 1 - len(rounds)))
-                    rounds[r][tp] = chunk
-                    chunk, size, r = [], 0, r + 1
-                chunk.append(send)
-                size += n
-            rounds.extend({} for _ in range(r + 1 - len(rounds)))
-            rounds[r][tp] = chunk
+            ends = list(accumulate(len(s.value) + len(s.key or b"") + 16 for s in sends))  # a record's ~size
+            start, base, r = 0, 0, 0
+            while start < len(sends):
+                end = max(start + 1, bisect_right(ends, base + limit, start))  # a record alone may be larger
+                if r == len(rounds):
+                    rounds.append({})
+                rounds[r][tp] = sends[start:end]
+                start, base, r = end, ends[end - 1], r + 1
         return rounds
 
     async def _known(self, topics: list[str]) -> None:
@@ -220,7 +253,7 @@ class Publisher:
         futures = []
         for leader, tps in by_leader.items():
             request = _produce_request(
-                {tp: encode_batch([(s.key, s.value) for s in chunks[tp]], now_ms) for tp in tps},
+                {tp: encode_batch([(s.key, s.value) for s in chunks[tp]], now_ms, self.compression) for tp in tps},
                 self.request_timeout_ms)
             futures.append((tps, self._manager.send(request, node_id=leader, request_timeout_ms=self.request_timeout_ms)))
         for tps, future in futures:

@@ -14,6 +14,8 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -119,3 +121,58 @@ def test_periods_counted_while_the_broker_is_stopped_arrive_once_and_in_order(ns
     for periods in got.values():
         assert len(periods) >= 12
         assert periods == list(range(periods[0], periods[0] + len(periods)))  # no gap, no repeat, in order
+
+
+def _exporter(config, bootstrap: str) -> subprocess.Popen:
+    """``srv6pm exporter run`` as a process of its own (no API, no metrics port), logs to a pipe."""
+    return subprocess.Popen([sys.executable, "-m", "srv6pm", "exporter", "run", "--config", str(config),
+                             "--grpc-listen", "none", "--metrics-port", "0", "--kafka", bootstrap],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("outage", [signal.SIGSTOP, signal.SIGKILL], ids=["frozen", "gone"])
+def test_sigterm_with_the_broker_away_exits_keeping_the_records_for_the_next_broker(ns, tmp_path, outage):
+    config = tmp_path / "exporter.yaml"
+    config.write_text(f"node: stop-{secrets.token_hex(3)}\nnetns: {ns}\nperiod: 1\ndataplane: nftables\n"
+                      f"state_file: {tmp_path}/state.json\n" + FLOWS)
+    buffer = tmp_path / "state.json.buffer"
+    with EmbeddedBroker(port=free_port()) as first:
+        ensure_topics(first.bootstrap, {records.COUNTERS: 2, records.STAMP: 1})
+        proc = _exporter(config, first.bootstrap)
+        try:
+            time.sleep(4)  # a baseline, then records of a few periods, published
+            os.kill(first._process.pid, outage)
+            time.sleep(4)  # a few periods' records the broker never acknowledges
+            proc.send_signal(signal.SIGTERM)
+            try:
+                _, err = proc.communicate(timeout=60)  # bounded: it must not wait for the broker
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                pytest.fail("the exporter did not exit on SIGTERM with the broker away: "
+                            + proc.communicate()[1][-2000:])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if outage == signal.SIGSTOP:
+                os.kill(first._process.pid, signal.SIGCONT)
+        assert proc.returncode == 143, err[-2000:]
+    assert list(buffer.glob("*.seg")), "the unacknowledged records were not kept on disk"
+    with EmbeddedBroker(port=free_port()) as second:
+        ensure_topics(second.bootstrap, {records.COUNTERS: 2, records.STAMP: 1})
+        proc = _exporter(config, second.bootstrap)
+        try:
+            deadline = time.monotonic() + 30
+            while list(buffer.glob("*.seg")) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 143, err[-2000:]
+        assert not list(buffer.glob("*.seg")), "the buffer was not published to the new broker"
+        after = counters(second.bootstrap)
+    assert set(after) == {"f1", "f2"}
+    for flow, periods in after.items():
+        assert len(periods) == len(set(periods)) and periods == sorted(periods), (flow, periods)  # once, in order
+        assert len(periods) >= 2, (flow, periods)  # the outage's periods, from the buffer

@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.record.default_records import DefaultRecordBatch
 
 from srv6pm.kafka import ensure_topics
-from srv6pm.publish import Publisher, Send, encode_batch
+from srv6pm.publish import CODECS, Publisher, Send, encode_batch
 
 
 @settings(max_examples=200, deadline=None)
@@ -24,6 +24,38 @@ def test_a_batch_reads_back_with_kafka_pythons_reader(records, timestamp_ms):
     assert (batch.magic, batch.compression_type, batch.records_count) == (2, 0, len(records))
     got = [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in batch]
     assert got == [(i, timestamp_ms, k, v, []) for i, (k, v) in enumerate(records)]
+
+
+@pytest.mark.parametrize("codec", ["gzip", "lz4", "zstd"])
+def test_a_compressed_batch_reads_back_with_kafka_pythons_reader(codec):
+    records = [(b"f%d" % i, b'{"flow":"f%d","packets":%d}' % (i, i * 7)) for i in range(500)] + [(None, b"")]
+    raw = encode_batch(records, 1234)
+    batch = DefaultRecordBatch(encode_batch(records, 1234, codec))
+    assert batch.validate_crc()
+    assert (batch.compression_type, batch.records_count) == (CODECS[codec][0], len(records))
+    assert len(batch._buffer) < len(raw) / 2
+    assert [(r.offset, r.timestamp, r.key, r.value) for r in batch] == [
+        (i, 1234, k, v) for i, (k, v) in enumerate(records)]
+
+
+def test_an_unknown_or_unavailable_codec_is_refused_before_connecting():
+    with pytest.raises(ValueError, match="unknown compression 'brotli'"):
+        Publisher({"bootstrap_servers": "127.0.0.1:1"}, "test", compression="brotli")
+
+
+@pytest.mark.services
+def test_zstd_batches_go_through_the_broker_to_a_kafka_python_consumer(fresh_broker):
+    ensure_topics(fresh_broker, {"t.zstd": 2})
+    publisher = Publisher({"bootstrap_servers": fresh_broker}, "test-publisher", max_batch_bytes=4000,
+                          compression="zstd")
+    try:
+        sends = [Send("t.zstd", i % 2, b"k%d" % i, b"v%d-" % i + b"x" * 100) for i in range(200)]
+        assert publisher.publish(sends) == []
+    finally:
+        publisher.close()
+    got = read_all(fresh_broker, "t.zstd", [0, 1], 200)
+    for p in range(2):
+        assert [(k, v) for q, k, v in got if q == p] == [(s.key, s.value) for s in sends if s.partition == p]
 
 
 def read_all(bootstrap, topic, partitions, count, timeout_s=20):
