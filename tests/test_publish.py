@@ -26,7 +26,8 @@ def test_a_batch_reads_back_with_kafka_pythons_reader(records, timestamp_ms):
     assert got == [(i, timestamp_ms, k, v, []) for i, (k, v) in enumerate(records)]
 
 
-@pytest.mark.parametrize("codec", ["gzip", "lz4", "zstd"])
+# gzip is in the standard library and zstd (zstandard) a dependency: the codecs srv6pm installs.
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
 def test_a_compressed_batch_reads_back_with_kafka_pythons_reader(codec):
     records = [(b"f%d" % i, b'{"flow":"f%d","packets":%d}' % (i, i * 7)) for i in range(500)] + [(None, b"")]
     raw = encode_batch(records, 1234)
