@@ -123,6 +123,27 @@ class Validator:
         prefix = f"{self.source}: {field}: " if field else f"{self.source}: "
         return self.error(prefix + message)
 
+    def checked(self, check, message, field: str, names: dict[str, str]):
+        """``check(message)`` (a :mod:`srv6pm.southbound.validate` function), with its
+        :class:`~srv6pm.southbound.validate.InvalidArgument` raised as this file's error on the file's field.
+
+        This is how every configuration file hands its objects to the one home of their rules: the
+        file's reader builds the southbound message from what YAML gave, leaving unset what the file
+        does not say (the defaults are the rule's), and reports the rule's verdict in the file's terms.
+        ``names`` maps a proto field (``segments`` also covers ``segments[i]``) to the file's field
+        path; a field not in ``names`` is reported at ``field``.
+        """
+        from srv6pm.southbound import validate  # it imports this module's limits
+
+        try:
+            return check(message)
+        except validate.InvalidArgument as exc:
+            proto_field = exc.field or ""
+            base, _, index = proto_field.partition("[")
+            where = names.get(proto_field) or (names[base] + ("[" + index if index else "")
+                                                if base in names else field)
+            raise self.fail(where, exc.message) from None
+
     # ------------------------------------------------------------ values
 
     def mapping(self, value: Any, field: str, allowed: set[str], required: set[str]) -> dict:

@@ -71,6 +71,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from srv6pm.errors import InputError
 from srv6pm.netspec import MAX_SEGMENTS, MAX_STAMP_RATE, MIN_STAMP_RATE
@@ -78,7 +80,7 @@ from srv6pm.quote import quote
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp.backends import BACKENDS as REFLECTOR_BACKENDS
 from srv6pm.stamp.liveness import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER, MAX_COUNT as LIVENESS_MAX
-from srv6pm.stamp.protocol import STAMP_PORT
+from srv6pm.stamp.protocol import DEFAULT_TIMEOUT_S, STAMP_PORT
 
 FLOWMON_ID_MAX = (1 << 20) - 1
 """The largest RFC 9343 FlowMonID (20 bits); 0 means none."""
@@ -88,14 +90,30 @@ ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EG
 """A counting point's role as named in records and configuration files, by its southbound value."""
 
 __all__ = [
-    "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
+    "DEFAULTS", "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
     "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting",
 ]
 
 MAIN_TABLE = 254
-DEFAULT_DEVICE = "lo"
-DEFAULT_TIMEOUT_S = 2.0
+DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "LocalSid": MappingProxyType({"table": MAIN_TABLE, "device": "lo"}),  # table: End.DT6 only
+    "Policy": MappingProxyType({"mode": pb.ENCAP_MODE_ENCAP}),
+    "StampSession": MappingProxyType({"port": STAMP_PORT, "timeout_s": DEFAULT_TIMEOUT_S,
+                                      "liveness_down_after": DEFAULT_DOWN_AFTER,  # with liveness only
+                                      "liveness_up_after": DEFAULT_UP_AFTER}),
+    "StampReflector": MappingProxyType({"port": STAMP_PORT}),
+})
+"""What a field left 0 or empty becomes, by message and field: the one table of the control plane's defaults.
+
+Every reader of a configuration file leaves a field it is not given unset
+and lets the functions below fill it in from here; nothing else states these
+values (the STAMP sender's own defaults are :mod:`srv6pm.stamp.protocol`'s,
+which this table reads)."""
+_SID = DEFAULTS["LocalSid"]
+_SESSION = DEFAULTS["StampSession"]
+SSID_MAX = 0xFFFF
+"""The largest Session-Sender Identifier (RFC 8972 §3, 16 bits); 0 means none."""
 RATE_RANGE = (MIN_STAMP_RATE, float(MAX_STAMP_RATE))
 TIMEOUT_RANGE = (0.01, 60.0)
 IFNAMSIZ = 16  # including the terminating NUL
@@ -210,9 +228,9 @@ def _number(field: str, value: float, low: float, high: float) -> float:
     return float(value)
 
 
-def _port(field: str, value: int) -> int:
+def _port(field: str, value: int, default: int) -> int:
     if value == 0:
-        return STAMP_PORT
+        return default
     if not 1 <= value <= 65535:
         raise InvalidArgument(field, f"{value} not in 1..65535")
     return value
@@ -245,10 +263,10 @@ def local_sid(message: pb.LocalSid) -> pb.LocalSid:
     elif out.nexthop:
         raise InvalidArgument("nexthop", "only End.X and End.DX6 take a next hop")
     if out.behavior == pb.SID_BEHAVIOR_END_DT6:
-        out.table = out.table or MAIN_TABLE
+        out.table = out.table or _SID["table"]
     elif out.table:
         raise InvalidArgument("table", "only End.DT6 takes a table")
-    out.device = _ifname("device", out.device or DEFAULT_DEVICE)
+    out.device = _ifname("device", out.device or _SID["device"])
     return out
 
 
@@ -269,7 +287,7 @@ def policy(message: pb.Policy) -> pb.Policy:
     if not out.segments:
         raise InvalidArgument("segments", "missing")
     out.segments[:] = _segments("segments", out.segments)
-    out.mode = _enum("mode", pb.EncapMode, out.mode, default=pb.ENCAP_MODE_ENCAP)
+    out.mode = _enum("mode", pb.EncapMode, out.mode, default=DEFAULTS["Policy"]["mode"])
     if out.device:
         _ifname("device", out.device)
     return out
@@ -326,14 +344,14 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
             raise InvalidArgument("source", f"{quote(out.source)} is not of the destination's IP version "
                                             f"(IPv{destination.version})")
         out.source = str(source)
-    out.port = _port("port", out.port)
+    out.port = _port("port", out.port, _SESSION["port"])
     for field in ("segments", "return_segments"):
         items = getattr(out, field)
         if items and destination.version != 6:
             raise InvalidArgument(field, "segments need an IPv6 destination (SRv6)")
         items[:] = _segments(field, items)
     out.rate = _number("rate", out.rate, *RATE_RANGE)
-    out.timeout_s = _number("timeout_s", out.timeout_s or DEFAULT_TIMEOUT_S, *TIMEOUT_RANGE)
+    out.timeout_s = _number("timeout_s", out.timeout_s or _SESSION["timeout_s"], *TIMEOUT_RANGE)
     if out.reflector_node:
         _name("reflector_node", out.reflector_node)
     _key_file("auth_key_file", out.auth_key_file)
@@ -341,7 +359,7 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
                                                               out.liveness_up_after)
     if out.HasField("dscp") and out.dscp > 63:
         raise InvalidArgument("dscp", f"{out.dscp} is not a DSCP (0..63)")
-    if out.ssid > 0xFFFF:
+    if out.ssid > SSID_MAX:
         raise InvalidArgument("ssid", f"{out.ssid} is not an SSID (1..65535, or 0 for none)")
     if out.stop_if_ssid_ignored and not out.ssid:
         raise InvalidArgument("stop_if_ssid_ignored", "needs an ssid: without one no reply can ignore it")
@@ -382,14 +400,13 @@ def liveness(enabled: bool, down_after: int, up_after: int) -> tuple[int, int]:
     liveness, else each 1..1000 with 0 the default. Raises :class:`InvalidArgument` naming
     ``liveness_down_after`` or ``liveness_up_after``; also used for the configuration files."""
     out = []
-    for field, value, default in (("liveness_down_after", down_after, DEFAULT_DOWN_AFTER),
-                                  ("liveness_up_after", up_after, DEFAULT_UP_AFTER)):
+    for field, value in (("liveness_down_after", down_after), ("liveness_up_after", up_after)):
         if not enabled:
             if value:
                 raise InvalidArgument(field, f"{value}: only with liveness")
             out.append(0)
             continue
-        value = value or default
+        value = value or _SESSION[field]
         if not 1 <= value <= LIVENESS_MAX:
             raise InvalidArgument(field, f"{value} not in 1..{LIVENESS_MAX}")
         out.append(value)
@@ -407,7 +424,7 @@ def stamp_reflector(message: pb.StampReflector) -> pb.StampReflector:
     """A normalised copy of a ``StampReflector``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.StampReflector)
     out.bind = str(_ip("bind", out.bind))
-    out.port = _port("port", out.port)
+    out.port = _port("port", out.port, DEFAULTS["StampReflector"]["port"])
     _key_file("auth_key_file", out.auth_key_file)
     if out.backend and out.backend not in REFLECTOR_BACKENDS:
         raise InvalidArgument("backend", f"{quote(out.backend)} is not one of {', '.join(REFLECTOR_BACKENDS)} "
