@@ -14,7 +14,9 @@ idempotent: ``f(f(m)) == f(m)``.
 
 Field names in errors are the proto's; list items are ``segments[1]``.
 
-Normalisation rules:
+Normalisation rules (the defaults they name are :data:`DEFAULTS`, the one
+table of them; a configuration file's reader leaves unset what the file does
+not say and lets these functions fill it in):
 
 * IPv6 addresses become their compressed text, ``str(IPv6Address(x))``
   (``FC00:0:0::1`` -> ``fc00::1``). Scoped addresses (``fe80::1%eth0``) are
@@ -110,8 +112,13 @@ Every reader of a configuration file leaves a field it is not given unset
 and lets the functions below fill it in from here; nothing else states these
 values (the STAMP sender's own defaults are :mod:`srv6pm.stamp.protocol`'s,
 which this table reads)."""
-_SID = DEFAULTS["LocalSid"]
-_SESSION = DEFAULTS["StampSession"]
+
+
+def _default(kind: str, field: str) -> Any:
+    """``DEFAULTS[kind][field]``, looked up when a message is validated."""
+    return DEFAULTS[kind][field]
+
+
 SSID_MAX = 0xFFFF
 """The largest Session-Sender Identifier (RFC 8972 §3, 16 bits); 0 means none."""
 RATE_RANGE = (MIN_STAMP_RATE, float(MAX_STAMP_RATE))
@@ -263,10 +270,10 @@ def local_sid(message: pb.LocalSid) -> pb.LocalSid:
     elif out.nexthop:
         raise InvalidArgument("nexthop", "only End.X and End.DX6 take a next hop")
     if out.behavior == pb.SID_BEHAVIOR_END_DT6:
-        out.table = out.table or _SID["table"]
+        out.table = out.table or _default("LocalSid", "table")
     elif out.table:
         raise InvalidArgument("table", "only End.DT6 takes a table")
-    out.device = _ifname("device", out.device or _SID["device"])
+    out.device = _ifname("device", out.device or _default("LocalSid", "device"))
     return out
 
 
@@ -287,7 +294,7 @@ def policy(message: pb.Policy) -> pb.Policy:
     if not out.segments:
         raise InvalidArgument("segments", "missing")
     out.segments[:] = _segments("segments", out.segments)
-    out.mode = _enum("mode", pb.EncapMode, out.mode, default=DEFAULTS["Policy"]["mode"])
+    out.mode = _enum("mode", pb.EncapMode, out.mode, default=_default("Policy", "mode"))
     if out.device:
         _ifname("device", out.device)
     return out
@@ -344,14 +351,14 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
             raise InvalidArgument("source", f"{quote(out.source)} is not of the destination's IP version "
                                             f"(IPv{destination.version})")
         out.source = str(source)
-    out.port = _port("port", out.port, _SESSION["port"])
+    out.port = _port("port", out.port, _default("StampSession", "port"))
     for field in ("segments", "return_segments"):
         items = getattr(out, field)
         if items and destination.version != 6:
             raise InvalidArgument(field, "segments need an IPv6 destination (SRv6)")
         items[:] = _segments(field, items)
     out.rate = _number("rate", out.rate, *RATE_RANGE)
-    out.timeout_s = _number("timeout_s", out.timeout_s or _SESSION["timeout_s"], *TIMEOUT_RANGE)
+    out.timeout_s = _number("timeout_s", out.timeout_s or _default("StampSession", "timeout_s"), *TIMEOUT_RANGE)
     if out.reflector_node:
         _name("reflector_node", out.reflector_node)
     _key_file("auth_key_file", out.auth_key_file)
@@ -406,7 +413,7 @@ def liveness(enabled: bool, down_after: int, up_after: int) -> tuple[int, int]:
                 raise InvalidArgument(field, f"{value}: only with liveness")
             out.append(0)
             continue
-        value = value or _SESSION[field]
+        value = value or _default("StampSession", field)
         if not 1 <= value <= LIVENESS_MAX:
             raise InvalidArgument(field, f"{value} not in 1..{LIVENESS_MAX}")
         out.append(value)
@@ -424,7 +431,7 @@ def stamp_reflector(message: pb.StampReflector) -> pb.StampReflector:
     """A normalised copy of a ``StampReflector``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.StampReflector)
     out.bind = str(_ip("bind", out.bind))
-    out.port = _port("port", out.port, DEFAULTS["StampReflector"]["port"])
+    out.port = _port("port", out.port, _default("StampReflector", "port"))
     _key_file("auth_key_file", out.auth_key_file)
     if out.backend and out.backend not in REFLECTOR_BACKENDS:
         raise InvalidArgument("backend", f"{quote(out.backend)} is not one of {', '.join(REFLECTOR_BACKENDS)} "
