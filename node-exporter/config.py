@@ -84,6 +84,7 @@ from typing import Any, NamedTuple
 
 from srv6pm import netspec, yamlfile
 from srv6pm.errors import InputError
+from srv6pm.exporter.dataplane import DEFAULT_DSCP
 from srv6pm.netspec import kind
 from srv6pm.quote import quote
 from srv6pm.southbound import validate
@@ -146,7 +147,7 @@ class ExporterConfig:
     flows: tuple[pb.FlowMonitor, ...]
     netns: str | None = None
     dataplane: str = netspec.DEFAULT_DATAPLANE
-    dscp: tuple[int, int] = (11, 15)
+    dscp: tuple[int, int] = DEFAULT_DSCP
     state_file: str | None = None
     reflector: pb.StampReflector | None = None
     sessions: tuple[pb.StampSession, ...] = ()
@@ -207,14 +208,14 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     else:
         raise fail("period", "missing (or give --period)")
     netns = doc.get("netns")
-    if netns is not None and (not isinstance(netns, str) or not netspec.NAME.match(netns)):
+    if netns is not None and (not isinstance(netns, str) or not netspec.NAME.fullmatch(netns)):
         raise fail("netns", f"{quote(netns)} is not a valid namespace name")
     file_dataplane = _dataplane(doc.get("dataplane", netspec.DEFAULT_DATAPLANE), lambda m: fail("dataplane", m))
     if dataplane is not None:
         chosen_dataplane = _dataplane(dataplane.value, lambda m, o=dataplane.origin: ConfigError(f"{o}: {m}"))
     else:
         chosen_dataplane = file_dataplane
-    dscp = doc.get("dscp", [11, 15])
+    dscp = doc.get("dscp", list(DEFAULT_DSCP))
     if (not isinstance(dscp, list) or len(dscp) != 2 or any(isinstance(d, bool) or not isinstance(d, int) for d in dscp)
             or not all(0 <= d <= 63 for d in dscp) or dscp[0] == dscp[1]):
         raise fail("dscp", f"must be two different DSCP values 0..63 (colour 0, colour 1), got {quote(dscp)}")
@@ -259,7 +260,7 @@ def _dataplane(value, fail) -> str:
 
 
 def _node(value, fail) -> str:
-    if not isinstance(value, str) or not netspec.NAME.match(value):
+    if not isinstance(value, str) or not netspec.NAME.fullmatch(value):
         raise fail(f"{quote(value)} is not a valid node name (letters, digits, '_', '.', '-'; at most 64)")
     return value
 

@@ -48,7 +48,8 @@ from srv6pm.quote import quote
 __all__ = ["DATAPLANES", "DEFAULT_DATAPLANE", "MAX_DELAY_MS", "MAX_SEGMENTS", "MAX_STAMP_RATE", "MIN_STAMP_RATE",
            "NAME", "Link", "StampSession", "Validator", "adjacency", "kind", "reachable"]
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""The rule of every name (node, flow, session, policy, reflector node): match it with ``fullmatch``."""
 MAX_SEGMENTS = 16  # SIDs in a segment list, the egress' included
 MAX_DELAY_MS = 10_000
 MIN_STAMP_RATE = 0.01  # STAMP test packets per second per session
@@ -200,7 +201,7 @@ class Validator:
 
     def name(self, value: Any, field: str, what: str) -> str:
         """``value`` as a :data:`NAME`; ``what`` (``flow``, ``session``, ``node``) is said in the message."""
-        if not isinstance(value, str) or not NAME.match(value):
+        if not isinstance(value, str) or not NAME.fullmatch(value):
             raise self.fail(field, f"{quote(value)} is not a valid {what} name (letters, digits, '_', '.', '-'; at most 64)")
         return value
 

@@ -72,12 +72,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from srv6pm.errors import InputError
-from srv6pm.netspec import MAX_SEGMENTS, MAX_STAMP_RATE, MIN_STAMP_RATE
+from srv6pm.netspec import MAX_SEGMENTS, MAX_STAMP_RATE, MIN_STAMP_RATE, NAME
 from srv6pm.quote import quote
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp.backends import BACKENDS as REFLECTOR_BACKENDS
@@ -94,7 +93,7 @@ ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EG
 __all__ = [
     "DEFAULTS", "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
-    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting",
+    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name",
 ]
 
 MAIN_TABLE = 254
@@ -126,7 +125,6 @@ TIMEOUT_RANGE = (0.01, 60.0)
 IFNAMSIZ = 16  # including the terminating NUL
 REFLECTOR_KEY = "reflector"
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NEEDS_NEXTHOP = {pb.SID_BEHAVIOR_END_X, pb.SID_BEHAVIOR_END_DX6}
 
 
@@ -202,9 +200,10 @@ def _segments(field: str, items) -> list[str]:
     return [_sid(f"{field}[{i}]", s) for i, s in enumerate(items)]
 
 
-def _name(field: str, text: str) -> str:
+def name(field: str, text: str) -> str:
+    """``text`` if it is a valid name (:data:`srv6pm.netspec.NAME`); :class:`InvalidArgument` on ``field``."""
     _required(field, text)
-    if not _NAME.fullmatch(text):
+    if not NAME.fullmatch(text):
         raise InvalidArgument(field, f"{quote(text)} is not a valid name "
                                      "(letters, digits, '_', '.', '-'; at most 64; starts with a letter or digit)")
     return text
@@ -289,7 +288,7 @@ def local_sid_ref(message: pb.LocalSidRef) -> pb.LocalSidRef:
 def policy(message: pb.Policy) -> pb.Policy:
     """A normalised copy of a ``Policy``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.Policy)
-    out.name = _name("name", out.name)
+    out.name = name("name", out.name)
     out.destination = _prefix("destination", out.destination)
     if not out.segments:
         raise InvalidArgument("segments", "missing")
@@ -303,7 +302,7 @@ def policy(message: pb.Policy) -> pb.Policy:
 def policy_ref(message: pb.PolicyRef) -> pb.PolicyRef:
     """A normalised copy of a ``PolicyRef``."""
     out = _copy(message, pb.PolicyRef)
-    out.name = _name("name", out.name)
+    out.name = name("name", out.name)
     return out
 
 
@@ -312,7 +311,7 @@ def policy_ref(message: pb.PolicyRef) -> pb.PolicyRef:
 def flow_monitor(message: pb.FlowMonitor) -> pb.FlowMonitor:
     """A normalised copy of a ``FlowMonitor``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.FlowMonitor)
-    out.flow = _name("flow", out.flow)
+    out.flow = name("flow", out.flow)
     out.role = _enum("role", pb.Role, out.role)
     out.source_prefix = _prefix("source_prefix", out.source_prefix)
     out.destination_prefix = _prefix("destination_prefix", out.destination_prefix)
@@ -332,7 +331,7 @@ def flow_monitor(message: pb.FlowMonitor) -> pb.FlowMonitor:
 def flow_monitor_ref(message: pb.FlowMonitorRef) -> pb.FlowMonitorRef:
     """A normalised copy of a ``FlowMonitorRef``."""
     out = _copy(message, pb.FlowMonitorRef)
-    out.flow = _name("flow", out.flow)
+    out.flow = name("flow", out.flow)
     out.role = _enum("role", pb.Role, out.role)
     return out
 
@@ -342,7 +341,7 @@ def flow_monitor_ref(message: pb.FlowMonitorRef) -> pb.FlowMonitorRef:
 def stamp_session(message: pb.StampSession) -> pb.StampSession:
     """A normalised copy of a ``StampSession``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.StampSession)
-    out.name = _name("name", out.name)
+    out.name = name("name", out.name)
     destination = _ip("destination", out.destination)
     out.destination = str(destination)
     if out.source:
@@ -360,7 +359,7 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
     out.rate = _number("rate", out.rate, *RATE_RANGE)
     out.timeout_s = _number("timeout_s", out.timeout_s or _default("StampSession", "timeout_s"), *TIMEOUT_RANGE)
     if out.reflector_node:
-        _name("reflector_node", out.reflector_node)
+        name("reflector_node", out.reflector_node)
     _key_file("auth_key_file", out.auth_key_file)
     out.liveness_down_after, out.liveness_up_after = liveness(out.liveness, out.liveness_down_after,
                                                               out.liveness_up_after)
@@ -423,7 +422,7 @@ def liveness(enabled: bool, down_after: int, up_after: int) -> tuple[int, int]:
 def stamp_session_ref(message: pb.StampSessionRef) -> pb.StampSessionRef:
     """A normalised copy of a ``StampSessionRef``."""
     out = _copy(message, pb.StampSessionRef)
-    out.name = _name("name", out.name)
+    out.name = name("name", out.name)
     return out
 
 
