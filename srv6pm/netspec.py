@@ -22,7 +22,8 @@ The rules:
   directly following itself (counting ``from`` and ``to``), and, where the
   caller gives the links' adjacency, each hop reachable over the links;
 * a STAMP session sends between :data:`MIN_STAMP_RATE` and
-  :data:`MAX_STAMP_RATE` test packets per second; its optional ``liveness``
+  :data:`MAX_STAMP_RATE` test packets per second (the rule is the southbound
+  API's, :func:`srv6pm.southbound.validate.stamp_rate`); its optional ``liveness``
   is ``true``/``false`` or a mapping with ``down_after`` and/or ``up_after``
   (the counts' rule is the southbound API's, :func:`srv6pm.southbound.validate.liveness_setting`);
 * the data plane (top-level ``dataplane``) is one of :data:`DATAPLANES`,
@@ -308,7 +309,12 @@ class Validator:
         name, src, dst = self.endpoints(item, field, "session", names, nodes)
         via = self.path(item.get("via", []), f"{field}.via", src, dst, nodes, adjacency, what)
         return_via = self.path(item.get("return_via", []), f"{field}.return_via", dst, src, nodes, adjacency, what)
-        rate = self.number(item["rate"], f"{field}.rate", MIN_STAMP_RATE, MAX_STAMP_RATE)
+        from srv6pm.southbound import validate  # it imports this module's limits
+
+        rate = item["rate"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+            raise self.fail(f"{field}.rate", f"must be a number, got {kind(rate)}")
+        rate = self.checked(validate.stamp_rate, rate, f"{field}.rate", {})
         liveness = self.liveness(item.get("liveness", False), f"{field}.liveness")
         return StampSession(name, src, dst, via, return_via, rate, liveness=liveness), item
 

@@ -148,7 +148,7 @@ def test_dataplane_nftables_allows_a_node_twice_on_a_path():
      "flows[1].destination", "already steers"),
     # STAMP
     (with_("stamp.0.to", "r2"), "stamp[0].to", "has no pm_address"),
-    (with_("stamp.0.rate", 0), "stamp[0].rate", "between"),
+    (with_("stamp.0.rate", 0), "stamp[0].rate", "0 not in 0.01..1000"),
     (with_("stamp.0.rate", "fast"), "stamp[0].rate", "must be a number"),
     (with_("stamp.0.timeout", 120), "stamp[0].timeout", "not in 0.01..60"),
     (with_("stamp.0.return_via", ["r9"]), "stamp[0].return_via[0]", "unknown node 'r9'"),

@@ -93,7 +93,7 @@ ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EG
 __all__ = [
     "DEFAULTS", "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
-    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name",
+    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name", "stamp_rate",
 ]
 
 MAIN_TABLE = 254
@@ -356,7 +356,7 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
         if items and destination.version != 6:
             raise InvalidArgument(field, "segments need an IPv6 destination (SRv6)")
         items[:] = _segments(field, items)
-    out.rate = _number("rate", out.rate, *RATE_RANGE)
+    out.rate = stamp_rate(out.rate)
     out.timeout_s = _number("timeout_s", out.timeout_s or _default("StampSession", "timeout_s"), *TIMEOUT_RANGE)
     if out.reflector_node:
         name("reflector_node", out.reflector_node)
@@ -370,6 +370,13 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
     if out.stop_if_ssid_ignored and not out.ssid:
         raise InvalidArgument("stop_if_ssid_ignored", "needs an ssid: without one no reply can ignore it")
     return out
+
+
+def stamp_rate(rate: float) -> float:
+    """A STAMP session's ``rate``, test packets per second, in :data:`RATE_RANGE`; :class:`InvalidArgument`
+    on ``rate`` otherwise. The rule of ``StampSession`` and of the sessions of every file (scenarios too,
+    whose sessions have no message)."""
+    return _number("rate", rate, *RATE_RANGE)
 
 
 def liveness_setting(value) -> tuple[int, int] | None:
