@@ -61,8 +61,11 @@ fields, unknown or duplicate nodes, duplicate names, SIDs or addresses, and a
 flow or session from a node to itself are errors. Every object the collector
 will send is checked with :mod:`srv6pm.southbound.validate` here, so a bad
 address in the file is a configuration error, not a failed RPC later; the
-:class:`Config` holds the normalised values (compressed addresses, strict
-prefixes). The rules the lab's scenarios share (names, node references, links,
+:class:`Config` holds the validated messages themselves (compressed addresses,
+strict prefixes, the API's defaults: :data:`srv6pm.southbound.validate.DEFAULTS`),
+which :mod:`srv6pm.collector.desired` only places on the nodes. A value YAML
+gives of the wrong type is this module's error; a value of the right type
+that breaks a rule is the rule's error, on the file's field. The rules the lab's scenarios share (names, node references, links,
 paths, STAMP session basics) are those of :mod:`srv6pm.netspec`; here paths are
 not checked against ``links``, which only feed the topology graph.
 """

@@ -60,7 +60,14 @@
                                   # liveness alarms on srv6pm.alarms, path_down/path_up on srv6pm.events)
 
 :func:`load` validates the whole file and raises :class:`ConfigError` with a
-one-line message naming the file and the field.
+one-line message naming the file and the field. The YAML values' types are
+checked like those of scenarios and the collector's file
+(:class:`srv6pm.netspec.Validator`); the flows and STAMP settings are then the
+southbound API's messages, with its rules and defaults
+(:mod:`srv6pm.southbound.validate`, :data:`~srv6pm.southbound.validate.DEFAULTS`):
+a prefix is strict (host bits set is an error; a bare address is a /128), a
+port or timeout left out is the API's default, errors read like the API's
+(``stamp.sessions[0].timeout: 99.0 not in 0.01..60``).
 
 ``node``, ``period``, ``dataplane``, ``buffer_size`` and ``buffer_dir`` may also come from outside the file (the command
 line, the environment) as an :class:`Override`, which wins over the file;
@@ -70,8 +77,8 @@ value and its error names the override's origin (``--node: ...``,
 overridden, so a file is never silently wrong.
 
 The flows and STAMP settings of the file are the exporter's initial state:
-:meth:`ExporterConfig.objects` turns them into the southbound API's messages,
-which the exporter applies through the same code path as the API's requests.
+:meth:`ExporterConfig.objects` lists them as the validated messages, which the
+exporter applies through the same code path as the API's requests.
 """
 
 from __future__ import annotations
