@@ -61,7 +61,7 @@ log = logging.getLogger("srv6pm.exporter.api")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NodeExporter"].full_name  # srv6pm.southbound.v1.NodeExporter
 ROLE_NAMES = validate.ROLE_NAMES
-ROLE_VALUES = {name: value for value, name in ROLE_NAMES.items()}
+ROLE_VALUES = validate.ROLE_VALUES
 
 
 class Refused(OperationError, RuntimeError):

@@ -101,7 +101,6 @@ from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND
 __all__ = ["ConfigError", "ExporterConfig", "GrpcSettings", "Override", "load", "parse"]
 
 ROLES = tuple(validate.ROLE_NAMES.values())
-_ROLE_VALUES = {name: value for value, name in validate.ROLE_NAMES.items()}
 DATAPLANES = netspec.DATAPLANES
 DEFAULT_BUFFER_SIZE = 256 * 2**20
 MIN_BUFFER_SIZE = 64 * 2**10
@@ -338,7 +337,7 @@ class _Reader(netspec.Validator):
                                 {"name", "role", "src", "dst"})
             role = self.choice(item["role"], f"{f}.role", ROLES)
             monitor = self.checked(validate.flow_monitor, pb.FlowMonitor(
-                flow=self.text(item["name"], f"{f}.name", "a flow name"), role=_ROLE_VALUES[role],
+                flow=self.text(item["name"], f"{f}.name", "a flow name"), role=validate.ROLE_VALUES[role],
                 source_prefix=self.text(item["src"], f"{f}.src", "an IPv6 prefix"),
                 destination_prefix=self.text(item["dst"], f"{f}.dst", "an IPv6 prefix"),
                 flowmon_id=self.whole(item.get("flowmon_id", 0), f"{f}.flowmon_id"),

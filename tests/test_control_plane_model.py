@@ -95,3 +95,27 @@ def test_the_files_report_the_rule_s_verdict_on_their_own_field():
     with pytest.raises(exporter_config.ConfigError,
                        match=r"^e.yaml: stamp.sessions\[0\].timeout: 99.0 not in 0.01..60$"):
         exporter_config.parse(EXPORTER % ", timeout: 99", "e.yaml")
+
+
+def test_the_collector_and_the_exporter_read_one_flow_as_one_message():
+    c = collector_config.parse("""
+dataplane: nftables
+nodes:
+  - {name: r1, grpc: "127.0.0.1:50051", sids: [{sid: "fcff:1::1", behavior: End}]}
+  - {name: r4, grpc: "127.0.0.1:50054", sids: [{sid: "FCFF:4:0::100", behavior: End.DT6}]}
+flows:
+  - {name: f1, from: r1, to: r4, source: "FD01:1::2", destination: "fd01:4:0::101/128"}
+""", "c.yaml")
+    wanted = desired.desired_state(c)
+    (ingress,) = [m for m in wanted["r1"].values() if isinstance(m, pb.FlowMonitor)]
+    (egress,) = [m for m in wanted["r4"].values() if isinstance(m, pb.FlowMonitor)]
+    e = exporter_config.parse("""
+node: r1
+period: 2
+dataplane: nftables
+flows:
+  - {name: f1, role: ingress, src: "fd01:1::2/128", dst: "FD01:4::101"}
+  - {name: f1, role: egress, src: "FD01:1::2", dst: "fd01:4::101/128"}
+""", "e.yaml")
+    assert list(e.flows) == [ingress, egress]
+    assert [validate.request(m) for m in e.flows] == list(e.flows)

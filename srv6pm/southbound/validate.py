@@ -89,9 +89,11 @@ POSITION_MAX = 255
 """The largest counting-point position on a flow's path."""
 ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EGRESS: "egress"}
 """A counting point's role as named in records and configuration files, by its southbound value."""
+ROLE_VALUES = {name: value for value, name in ROLE_NAMES.items()}
+"""The southbound value of a role by its name (``"ingress"`` -> ``ROLE_INGRESS``)."""
 
 __all__ = [
-    "DEFAULTS", "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
+    "DEFAULTS", "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "ROLE_VALUES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
     "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name", "stamp_rate",
 ]
