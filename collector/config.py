@@ -481,13 +481,15 @@ class _Validator(netspec.Validator):
                        "ssid": self.integer(item["ssid"], f"{f}.ssid", 1, validate.SSID_MAX) if "ssid" in item else 0,
                        "stop_if_ssid_ignored": item.get("stop_if_ssid_ignored", False)}
             if item.get("dscp") is not None:
-                rfc8972["dscp"] = self.integer(item["dscp"], f"{f}.dscp", 0, 2**32 - 1)  # the DSCP range: the rule's
+                rfc8972["dscp"] = self.whole(item["dscp"], f"{f}.dscp")  # the DSCP range is the rule's
             msg = self.checked(validate.stamp_session,
                                pb.StampSession(name=r.name, destination=nodes[r.dst].pm_address,
                                                source=nodes[r.src].pm_address,
                                                segments=self.end_sids(r.via, f"{f}.via", nodes),
                                                return_segments=self.end_sids(r.return_via, f"{f}.return_via", nodes),
-                                               rate=r.rate, timeout_s=timeout, reflector_node=r.dst,
+                                               rate=r.rate, reflector_node=r.dst,
+                                               timeout_s=self.given(validate.stamp_timeout, timeout, "timeout" in item,
+                                                                    f"{f}.timeout"),
                                                auth_key_file=key_file, **validate.liveness_fields(r.liveness), **rfc8972),
                                f, {"name": f"{f}.name", "segments": f"{f}.via", "return_segments": f"{f}.return_via",
                                    "rate": f"{f}.rate", "timeout_s": f"{f}.timeout",

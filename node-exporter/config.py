@@ -67,7 +67,7 @@ southbound API's messages, with its rules and defaults
 (:mod:`srv6pm.southbound.validate`, :data:`~srv6pm.southbound.validate.DEFAULTS`):
 a prefix is strict (host bits set is an error; a bare address is a /128), a
 port or timeout left out is the API's default, errors read like the API's
-(``stamp.sessions[0].timeout: 99.0 not in 0.01..60``).
+(``stamp.sessions[0].timeout: 99 not in 0.01..60``).
 
 ``node``, ``period``, ``dataplane``, ``buffer_size`` and ``buffer_dir`` may also come from outside the file (the command
 line, the environment) as an :class:`Override`, which wins over the file;
@@ -106,7 +106,6 @@ DEFAULT_BUFFER_SIZE = 256 * 2**20
 MIN_BUFFER_SIZE = 64 * 2**10
 _UNITS = {"": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB)?\s*$")
-_UINT32 = 2**32 - 1  # a proto uint32: the range itself is the southbound rule's
 
 
 class ConfigError(InputError, ValueError):
@@ -323,10 +322,6 @@ class _Reader(netspec.Validator):
     def __init__(self, source: str):
         super().__init__(source, ConfigError)
 
-    def whole(self, value: Any, field: str) -> int:
-        """``value`` as a whole number that fits a proto uint32 (its range is the southbound rule's)."""
-        return self.integer(value, field, 0, _UINT32)
-
     def flows(self, value: Any) -> tuple[pb.FlowMonitor, ...]:
         flows: list[pb.FlowMonitor] = []
         seen_matches: dict[tuple, str] = {}
@@ -387,7 +382,8 @@ class _Reader(netspec.Validator):
             if not only_backend:
                 reflector = self.checked(validate.stamp_reflector, pb.StampReflector(
                     bind=self.text(r["bind"], f"{f}.bind", "an IP address"),
-                    port=self.whole(r.get("port", 0), f"{f}.port"), stateful=stateful, backend=r.get("backend", ""),
+                    port=self.given(validate.port, self.whole(r.get("port", 0), f"{f}.port"), "port" in r, f"{f}.port"),
+                    stateful=stateful, backend=r.get("backend", ""),
                     auth_key_file=_key_file(self.text(r.get("auth_key_file") or "", f"{f}.auth_key_file",
                                                       "a file path"))),
                     f, {name: f"{f}.{name}" for name in ("bind", "port", "auth_key_file", "backend")})
@@ -408,10 +404,11 @@ class _Reader(netspec.Validator):
             sessions.append(self.checked(validate.stamp_session, pb.StampSession(
                 name=name, destination=self.text(item["dest"], f"{f}.dest", "an IP address"),
                 source=self.text(item.get("source") or "", f"{f}.source", "an IP address"),
-                port=self.whole(item.get("port", 0), f"{f}.port"),
+                port=self.given(validate.port, self.whole(item.get("port", 0), f"{f}.port"), "port" in item,
+                                f"{f}.port"),
                 segments=self.addresses(item.get("segments", []), f"{f}.segments"),
                 return_segments=self.addresses(item.get("return_segments", []), f"{f}.return_segments"),
-                rate=rate, timeout_s=timeout,
+                rate=rate, timeout_s=self.given(validate.stamp_timeout, timeout, "timeout" in item, f"{f}.timeout"),
                 reflector_node=self.text(item.get("reflector") or "", f"{f}.reflector", "a node name"),
                 auth_key_file=_key_file(self.text(item.get("auth_key_file") or "", f"{f}.auth_key_file",
                                                   "a file path")),

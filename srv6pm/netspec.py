@@ -58,6 +58,7 @@ MAX_STAMP_RATE = 1000
 DATAPLANES = ("ebpf", "nftables")
 """The exporters' counting back-ends: RFC 9343 FlowMonID at every node (ebpf), or DSCP colours at the ends (nftables)."""
 DEFAULT_DATAPLANE = "ebpf"
+_UINT32 = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,15 @@ class Validator:
                                                 if base in names else field)
             raise self.fail(where, exc.message) from None
 
+    def given(self, check, value, given: bool, field: str):
+        """``value``; when the file ``given`` it, first judged by the rule ``check`` (a
+        :mod:`srv6pm.southbound.validate` function of the value) and reported at ``field``.
+
+        For the fields whose 0 means "the default" in a message: a file that leaves them out gets
+        the default, one that says 0 (or anything out of range) gets the rule's error.
+        """
+        return self.checked(check, value, field, {}) if given else value
+
     # ------------------------------------------------------------ values
 
     def mapping(self, value: Any, field: str, allowed: set[str], required: set[str]) -> dict:
@@ -188,6 +198,14 @@ class Validator:
                             + (f" {quote(value)}" if isinstance(value, (float, str)) else ""))
         if not low <= value <= high:
             raise self.fail(field, f"must be a whole number from {low} to {high}, got {value}")
+        return value
+
+    def whole(self, value: Any, field: str) -> int:
+        """``value`` as a whole number from 0 that fits a message's 32 bits: the type check of a field whose
+        range is the southbound rule's (:mod:`srv6pm.southbound.validate`), which then judges it."""
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _UINT32:
+            raise self.fail(field, f"must be a whole number (0 or more), got {kind(value)}"
+                            + (f" {quote(value)}" if isinstance(value, (int, float, str)) else ""))
         return value
 
     def choice(self, value: Any, field: str, choices: tuple[str, ...]) -> str:

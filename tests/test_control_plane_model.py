@@ -90,10 +90,10 @@ def test_a_sender_refuses_a_message_that_was_not_normalised():
 
 
 def test_the_files_report_the_rule_s_verdict_on_their_own_field():
-    with pytest.raises(collector_config.ConfigError, match=r"^c.yaml: stamp\[0\].timeout: 99.0 not in 0.01..60$"):
+    with pytest.raises(collector_config.ConfigError, match=r"^c.yaml: stamp\[0\].timeout: 99 not in 0.01..60$"):
         collector_config.parse(COLLECTOR % ", timeout: 99", "c.yaml")
     with pytest.raises(exporter_config.ConfigError,
-                       match=r"^e.yaml: stamp.sessions\[0\].timeout: 99.0 not in 0.01..60$"):
+                       match=r"^e.yaml: stamp.sessions\[0\].timeout: 99 not in 0.01..60$"):
         exporter_config.parse(EXPORTER % ", timeout: 99", "e.yaml")
 
 
@@ -119,3 +119,27 @@ flows:
 """, "e.yaml")
     assert list(e.flows) == [ingress, egress]
     assert [validate.request(m) for m in e.flows] == list(e.flows)
+
+
+def test_a_value_of_the_wrong_type_is_the_file_s_error_a_value_out_of_range_the_rule_s():
+    with pytest.raises(collector_config.ConfigError,
+                       match=r"^c.yaml: stamp\[0\].dscp: must be a whole number \(0 or more\), got text 'ef'$"):
+        collector_config.parse(COLLECTOR % ", dscp: ef", "c.yaml")
+    with pytest.raises(collector_config.ConfigError, match=r"^c.yaml: stamp\[0\].dscp: 64 is not a DSCP \(0..63\)$"):
+        collector_config.parse(COLLECTOR % ", dscp: 64", "c.yaml")
+    with pytest.raises(exporter_config.ConfigError,
+                       match=r"^e.yaml: stamp.sessions\[0\].port: must be a whole number \(0 or more\), got int -1$"):
+        exporter_config.parse(EXPORTER % ", port: -1", "e.yaml")
+    with pytest.raises(exporter_config.ConfigError, match=r"^e.yaml: stamp.sessions\[0\].port: 70000 not in 1..65535$"):
+        exporter_config.parse(EXPORTER % ", port: 70000", "e.yaml")
+
+
+def test_a_file_that_says_0_where_a_message_s_0_is_the_default_is_refused():
+    with pytest.raises(collector_config.ConfigError, match=r"^c.yaml: stamp\[0\].timeout: 0 not in 0.01..60$"):
+        collector_config.parse(COLLECTOR % ", timeout: 0", "c.yaml")
+    with pytest.raises(exporter_config.ConfigError, match=r"^e.yaml: stamp.sessions\[0\].timeout: 0 not in 0.01..60$"):
+        exporter_config.parse(EXPORTER % ", timeout: 0", "e.yaml")
+    with pytest.raises(exporter_config.ConfigError, match=r"^e.yaml: stamp.sessions\[0\].port: 0 not in 1..65535$"):
+        exporter_config.parse(EXPORTER % ", port: 0", "e.yaml")
+    with pytest.raises(exporter_config.ConfigError, match=r"^e.yaml: stamp.reflector.port: 0 not in 1..65535$"):
+        exporter_config.parse(EXPORTER.replace('bind: "fcff:1::2"', 'bind: "fcff:1::2", port: 0') % "", "e.yaml")

@@ -95,7 +95,7 @@ ROLE_VALUES = {name: value for value, name in ROLE_NAMES.items()}
 __all__ = [
     "DEFAULTS", "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "ROLE_VALUES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
-    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name", "stamp_rate",
+    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name", "port", "stamp_rate", "stamp_timeout",
 ]
 
 MAIN_TABLE = 254
@@ -237,11 +237,21 @@ def _number(field: str, value: float, low: float, high: float) -> float:
 
 
 def _port(field: str, value: int, default: int) -> int:
-    if value == 0:
-        return default
+    return port(value or default)
+
+
+def port(value: int) -> int:
+    """A UDP port a file or a message names, 1..65535; :class:`InvalidArgument` on ``port`` otherwise.
+    (In a message 0 means the default, filled in first; a file that says ``port: 0`` is refused.)"""
     if not 1 <= value <= 65535:
-        raise InvalidArgument(field, f"{value} not in 1..65535")
+        raise InvalidArgument("port", f"{value} not in 1..65535")
     return value
+
+
+def stamp_timeout(value: float) -> float:
+    """A STAMP session's ``timeout_s`` in :data:`TIMEOUT_RANGE`; :class:`InvalidArgument` on ``timeout_s``.
+    (In a message 0 means the default, filled in first; a file that says ``timeout: 0`` is refused.)"""
+    return _number("timeout_s", value, *TIMEOUT_RANGE)
 
 
 def _key_file(field: str, text: str) -> str:
@@ -359,7 +369,7 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
             raise InvalidArgument(field, "segments need an IPv6 destination (SRv6)")
         items[:] = _segments(field, items)
     out.rate = stamp_rate(out.rate)
-    out.timeout_s = _number("timeout_s", out.timeout_s or _default("StampSession", "timeout_s"), *TIMEOUT_RANGE)
+    out.timeout_s = stamp_timeout(out.timeout_s or _default("StampSession", "timeout_s"))
     if out.reflector_node:
         name("reflector_node", out.reflector_node)
     _key_file("auth_key_file", out.auth_key_file)
