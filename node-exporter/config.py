@@ -330,7 +330,9 @@ class _Reader(netspec.Validator):
             f = f"flows[{i}]"
             item = self.mapping(item, f, {"name", "role", "src", "dst", "flowmon_id", "position"},
                                 {"name", "role", "src", "dst"})
-            role = self.choice(item["role"], f"{f}.role", ROLES)
+            role = item["role"]
+            if role not in ROLES:
+                raise self.fail(f"{f}.role", f"must be one of {', '.join(ROLES)}, got {quote(role)}")
             monitor = self.checked(validate.flow_monitor, pb.FlowMonitor(
                 flow=self.text(item["name"], f"{f}.name", "a flow name"), role=validate.ROLE_VALUES[role],
                 source_prefix=self.text(item["src"], f"{f}.src", "an IPv6 prefix"),
