@@ -61,8 +61,11 @@ fields, unknown or duplicate nodes, duplicate names, SIDs or addresses, and a
 flow or session from a node to itself are errors. Every object the collector
 will send is checked with :mod:`srv6pm.southbound.validate` here, so a bad
 address in the file is a configuration error, not a failed RPC later; the
-:class:`Config` holds the normalised values (compressed addresses, strict
-prefixes). The rules the lab's scenarios share (names, node references, links,
+:class:`Config` holds the validated messages themselves (compressed addresses,
+strict prefixes, the API's defaults: :data:`srv6pm.southbound.validate.DEFAULTS`),
+which :mod:`srv6pm.collector.desired` only places on the nodes. A value YAML
+gives of the wrong type is this module's error; a value of the right type
+that breaks a rule is the rule's error, on the file's field. The rules the lab's scenarios share (names, node references, links,
 paths, STAMP session basics) are those of :mod:`srv6pm.netspec`; here paths are
 not checked against ``links``, which only feed the topology graph.
 """
@@ -83,7 +86,7 @@ from srv6pm.quote import quote
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
-__all__ = ["BEHAVIORS", "Config", "ConfigError", "Flow", "Link", "Node", "Sid", "StampSession", "TlsConfig",
+__all__ = ["BEHAVIORS", "Config", "ConfigError", "Flow", "Link", "Node", "StampSession", "TlsConfig",
            "load", "parse"]
 
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
@@ -94,7 +97,6 @@ BEHAVIORS = {
     "End.DT6": pb.SID_BEHAVIOR_END_DT6,
     "End.DX6": pb.SID_BEHAVIOR_END_DX6,
 }
-_DECAP = ("End.DX6", "End.DT6")
 MAX_NODES = 1024
 
 
@@ -102,28 +104,26 @@ class ConfigError(InputError, ValueError):
     """The collector configuration is unreadable or invalid; ``str()`` is one line."""
 
 
-@dataclass(frozen=True)
-class Sid:
-    """One of a node's own SIDs, normalised as the exporter reports it."""
-
-    sid: str
-    behavior: str  # a key of BEHAVIORS
-    nexthop: str = ""
-    table: int = 0
-    device: str = "lo"
+_DECAP = (pb.SID_BEHAVIOR_END_DX6, pb.SID_BEHAVIOR_END_DT6)
 
 
 @dataclass(frozen=True)
 class Node:
+    """A node: its southbound address, its measurement address and its own SIDs.
+
+    ``sids`` are validated ``LocalSid`` messages (:func:`srv6pm.southbound.validate.local_sid`), as the
+    exporter holds them; like every message of a :class:`Config` they are not to be modified.
+    """
+
     name: str
     grpc: str  # host:port or [v6]:port
     pm_address: str | None = None
-    sids: tuple[Sid, ...] = ()
+    sids: tuple[pb.LocalSid, ...] = field(default=(), hash=False)
 
     @property
     def end_sid(self) -> str | None:
         """The first SID with behaviour End, or None."""
-        return next((s.sid for s in self.sids if s.behavior == "End"), None)
+        return next((s.sid for s in self.sids if s.behavior == pb.SID_BEHAVIOR_END), None)
 
     @property
     def decap_sid(self) -> str | None:
@@ -137,31 +137,81 @@ class Flow:
 
     ``via`` are the transit nodes by name: as written, or, for an explicit
     ``segments`` list, the nodes owning those SIDs (other than ``dst``), in order.
+    ``policy`` (placed at ``src``) and ``monitor`` (the ingress ``FlowMonitor``,
+    without FlowMonID) are validated southbound messages; the flow's other
+    counting points are ``monitor`` at another role and position
+    (:func:`srv6pm.collector.desired.flow_monitors`).
     """
 
     name: str
     src: str
     dst: str
     via: tuple[str, ...]
-    segments: tuple[str, ...]
-    source: str  # inner source prefix
-    destination: str  # inner destination prefix
-    device: str = ""
+    policy: pb.Policy = field(hash=False)
+    monitor: pb.FlowMonitor = field(hash=False)
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.policy.segments)
+
+    @property
+    def source(self) -> str:
+        """The inner source prefix (counter match)."""
+        return self.monitor.source_prefix
+
+    @property
+    def destination(self) -> str:
+        """The inner destination prefix (policy and counter match)."""
+        return self.policy.destination
+
+    @property
+    def device(self) -> str:
+        return self.policy.device
 
 
 @dataclass(frozen=True)
 class StampSession(netspec.StampSession):
     """A STAMP session from ``src``'s to ``dst``'s measurement address, along the End SIDs of ``via``
-    (``segments``) and back along those of ``return_via`` (``return_segments``)."""
+    and back along those of ``return_via``.
 
-    segments: tuple[str, ...]
-    return_segments: tuple[str, ...]
-    timeout: float = 2.0
-    auth_key_file: str = ""
-    direct_measurement: bool = False
-    dscp: int | None = None
-    ssid: int = 0
-    stop_if_ssid_ignored: bool = False
+    ``message`` is the validated ``StampSession`` placed at ``src``; ``reflector`` the validated
+    ``StampReflector`` the session needs at ``dst``. The other attributes read them.
+    """
+
+    message: pb.StampSession = field(hash=False)
+    reflector: pb.StampReflector = field(hash=False)
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.message.segments)
+
+    @property
+    def return_segments(self) -> tuple[str, ...]:
+        return tuple(self.message.return_segments)
+
+    @property
+    def timeout(self) -> float:
+        return self.message.timeout_s
+
+    @property
+    def auth_key_file(self) -> str:
+        return self.message.auth_key_file
+
+    @property
+    def direct_measurement(self) -> bool:
+        return self.message.direct_measurement
+
+    @property
+    def dscp(self) -> int | None:
+        return self.message.dscp if self.message.HasField("dscp") else None
+
+    @property
+    def ssid(self) -> int:
+        return self.message.ssid
+
+    @property
+    def stop_if_ssid_ignored(self) -> bool:
+        return self.message.stop_if_ssid_ignored
 
 
 _RFC8972_SETTINGS = frozenset({"direct_measurement", "dscp", "ssid", "stop_if_ssid_ignored"})
@@ -249,24 +299,6 @@ class _Validator(netspec.Validator):
     def __init__(self, source: str):
         super().__init__(source, ConfigError)
 
-    def checked(self, check, message, field: str, names: dict[str, str]):
-        """``check(message)``, with an InvalidArgument turned into a ConfigError on the config's field.
-
-        ``names`` maps a proto field (``segments`` also covers ``segments[i]``)
-        to the configuration's field path.
-        """
-        try:
-            return check(message)
-        except validate.InvalidArgument as exc:
-            proto_field = exc.field or ""
-            base, _, index = proto_field.partition("[")
-            where = names.get(proto_field) or (names[base] + ("[" + index if index else "")
-                                                if base in names else field)
-            text = str(exc)
-            if text.startswith(proto_field + ": "):
-                text = text[len(proto_field) + 2:]
-            raise self.fail(where, text) from None
-
     def config(self, doc: Any) -> Config:
         if doc is None:
             raise self.fail("", "empty file")
@@ -329,8 +361,8 @@ class _Validator(netspec.Validator):
             raise self.fail(field, f"{quote(host)} is not a host name or IPv4 address")
         return f"{host}:{int(port)}"
 
-    def sids(self, value: Any, field: str, node: str, seen: dict[str, str]) -> tuple[Sid, ...]:
-        sids: list[Sid] = []
+    def sids(self, value: Any, field: str, node: str, seen: dict[str, str]) -> tuple[pb.LocalSid, ...]:
+        sids: list[pb.LocalSid] = []
         for j, item in enumerate(self.sequence(value, field, "a list of SIDs")):
             f = f"{field}[{j}]"
             item = self.mapping(item, f, {"sid", "behavior", "nexthop", "table", "device"}, {"sid", "behavior"})
@@ -350,7 +382,7 @@ class _Validator(netspec.Validator):
             if msg.sid in seen:
                 raise self.fail(f"{f}.sid", f"{msg.sid} is already a SID of node {quote(seen[msg.sid])}")
             seen[msg.sid] = node
-            sids.append(Sid(msg.sid, behavior, msg.nexthop, msg.table, msg.device))
+            sids.append(msg)
         return tuple(sids)
 
     # ------------------------------------------------------------ flows
@@ -421,8 +453,7 @@ class _Validator(netspec.Validator):
                 via_names = tuple(owner[s] for s in segments if s in owner and owner[s] != dst)
             if dataplane == "ebpf":
                 self.counted_once(src, via_names, dst, f"{f}.segments" if "segments" in item else f"{f}.via")
-            flows.append(Flow(name, src, dst, via_names, segments, monitor.source_prefix,
-                              monitor.destination_prefix, policy.device))
+            flows.append(Flow(name, src, dst, via_names, policy, monitor))
         return tuple(flows)
 
     # ------------------------------------------------------------ STAMP
@@ -438,38 +469,43 @@ class _Validator(netspec.Validator):
             for end, node in (("from", r.src), ("to", r.dst)):
                 if nodes[node].pm_address is None:
                     raise self.fail(f"{f}.{end}", f"node {quote(node)} has no pm_address")
-            timeout = (self.number(item["timeout"], f"{f}.timeout", *validate.TIMEOUT_RANGE) if "timeout" in item
-                       else validate.DEFAULT_TIMEOUT_S)
+            timeout = item.get("timeout", 0)  # 0: the southbound default
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise self.fail(f"{f}.timeout", f"must be a number, got {kind(timeout)}")
             key_file = self.text(item.get("auth_key_file") or "", f"{f}.auth_key_file", "an absolute path")
             for flag in ("direct_measurement", "stop_if_ssid_ignored"):
                 if not isinstance(item.get(flag, False), bool):
                     raise self.fail(f"{f}.{flag}", f"must be true or false, got {kind(item[flag])}")
             rfc8972 = {"direct_measurement": item.get("direct_measurement", False),
-                       "ssid": self.integer(item["ssid"], f"{f}.ssid", 1, 0xFFFF) if "ssid" in item else 0,
+                       # 0 is the message's "no SSID": a file that names one gives 1 or more
+                       "ssid": self.integer(item["ssid"], f"{f}.ssid", 1, validate.SSID_MAX) if "ssid" in item else 0,
                        "stop_if_ssid_ignored": item.get("stop_if_ssid_ignored", False)}
             if item.get("dscp") is not None:
-                rfc8972["dscp"] = self.integer(item["dscp"], f"{f}.dscp", 0, 63)
+                rfc8972["dscp"] = self.whole(item["dscp"], f"{f}.dscp")  # the DSCP range is the rule's
             msg = self.checked(validate.stamp_session,
                                pb.StampSession(name=r.name, destination=nodes[r.dst].pm_address,
                                                source=nodes[r.src].pm_address,
                                                segments=self.end_sids(r.via, f"{f}.via", nodes),
                                                return_segments=self.end_sids(r.return_via, f"{f}.return_via", nodes),
-                                               rate=r.rate, timeout_s=timeout, reflector_node=r.dst,
+                                               rate=r.rate, reflector_node=r.dst,
+                                               timeout_s=self.given(validate.stamp_timeout, timeout, "timeout" in item,
+                                                                    f"{f}.timeout"),
                                                auth_key_file=key_file, **validate.liveness_fields(r.liveness), **rfc8972),
                                f, {"name": f"{f}.name", "segments": f"{f}.via", "return_segments": f"{f}.return_via",
                                    "rate": f"{f}.rate", "timeout_s": f"{f}.timeout",
                                    "auth_key_file": f"{f}.auth_key_file",
                                    **{name: f"{f}.{name}" for name in _RFC8972_SETTINGS}})
+            reflector = self.checked(validate.stamp_reflector,
+                                     pb.StampReflector(bind=nodes[r.dst].pm_address, auth_key_file=msg.auth_key_file),
+                                     f, {"auth_key_file": f"{f}.auth_key_file"})
             # One reflector per node: all sessions to a node must agree on its key file.
             if r.dst in reflector_keys and reflector_keys[r.dst][0] != msg.auth_key_file:
                 other_key, other = reflector_keys[r.dst]
                 raise self.fail(f"{f}.auth_key_file", f"session {quote(other)} to {quote(r.dst)} uses "
                                 f"{other_key or 'no key file'!s}; the one reflector of a node has one key")
             reflector_keys.setdefault(r.dst, (msg.auth_key_file, r.name))
-            sessions.append(StampSession(r.name, r.src, r.dst, r.via, r.return_via, msg.rate, tuple(msg.segments),
-                                         tuple(msg.return_segments), msg.timeout_s, msg.auth_key_file,
-                                         msg.direct_measurement, msg.dscp if msg.HasField("dscp") else None,
-                                         msg.ssid, msg.stop_if_ssid_ignored, liveness=r.liveness))
+            sessions.append(StampSession(r.name, r.src, r.dst, r.via, r.return_via, msg.rate, liveness=r.liveness,
+                                         message=msg, reflector=reflector))
         return tuple(sessions)
 
     # ------------------------------------------------------------ TLS

@@ -1,9 +1,10 @@
 """Desired state per node, and the ordered actions that get a node there.
 
 :func:`desired_state` turns a :class:`~srv6pm.collector.config.Config` into,
-for every node, the southbound objects it should hold, as NORMALISED messages
-(:mod:`srv6pm.southbound.validate`) so that they compare equal to what the
-exporter reports in ``GetState``:
+for every node, the southbound objects it should hold. It only places them:
+the configuration already holds them as NORMALISED messages
+(:mod:`srv6pm.southbound.validate`, applied when the file is read), so that
+they compare equal to what the exporter reports in ``GetState``:
 
 * every node: a ``LocalSid`` per configured SID;
 * a flow's ``from``: a ``Policy`` (name = flow) and a ``FlowMonitor`` INGRESS;
@@ -53,7 +54,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from srv6pm.collector.config import BEHAVIORS, Config, Flow
+from srv6pm.collector.config import Config, Flow
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
@@ -115,34 +116,32 @@ def desired_state(config: Config) -> dict[str, dict[Key, Any]]:
     out: dict[str, dict[Key, Any]] = {n.name: {} for n in config.nodes}
 
     def put(node: str, message) -> None:
-        message = validate.request(message)
         out[node][key(message)] = message
 
     for n in config.nodes:
         for sid in n.sids:
-            put(n.name, pb.LocalSid(sid=sid.sid, behavior=BEHAVIORS[sid.behavior], nexthop=sid.nexthop,
-                                    table=sid.table, device=sid.device))
+            put(n.name, sid)
     for f in config.flows:
-        put(f.src, pb.Policy(name=f.name, destination=f.destination, segments=f.segments, device=f.device))
+        put(f.src, f.policy)
         for node, monitor in flow_monitors(config, f):
             put(node, monitor)
     for s in config.stamp:
-        src, dst = config.node(s.src), config.node(s.dst)
-        put(s.src, pb.StampSession(name=s.name, destination=dst.pm_address, source=src.pm_address,
-                                   segments=s.segments, return_segments=s.return_segments, rate=s.rate,
-                                   timeout_s=s.timeout, reflector_node=s.dst, auth_key_file=s.auth_key_file,
-                                   direct_measurement=s.direct_measurement, dscp=s.dscp, ssid=s.ssid,
-                                   stop_if_ssid_ignored=s.stop_if_ssid_ignored,
-                                   **validate.liveness_fields(s.liveness)))
-        put(s.dst, pb.StampReflector(bind=dst.pm_address, auth_key_file=s.auth_key_file))
+        put(s.src, s.message)
+        put(s.dst, s.reflector)
     return out
 
 
 def flow_monitors(config: Config, flow: Flow) -> list[tuple[str, pb.FlowMonitor]]:
-    """(node, monitor) for each counting point of ``flow``, in path order (see the module docstring)."""
-    def monitor(role: pb.Role, **counting) -> pb.FlowMonitor:
-        return pb.FlowMonitor(flow=flow.name, role=role, source_prefix=flow.source,
-                              destination_prefix=flow.destination, **counting)
+    """(node, monitor) for each counting point of ``flow``, in path order (see the module docstring).
+
+    Each is the flow's validated ingress monitor (``flow.monitor``) at its role and position: a normal
+    form by construction (:func:`srv6pm.southbound.validate.flow_monitor` holds the rule).
+    """
+    def monitor(role: pb.Role, flowmon_id: int = 0, position: int = 0) -> pb.FlowMonitor:
+        out = pb.FlowMonitor()
+        out.CopyFrom(flow.monitor)
+        out.role, out.flowmon_id, out.position = role, flowmon_id, position
+        return out
 
     if config.dataplane != "ebpf":
         return [(flow.src, monitor(pb.ROLE_INGRESS)), (flow.dst, monitor(pb.ROLE_EGRESS))]
@@ -152,8 +151,7 @@ def flow_monitors(config: Config, flow: Flow) -> list[tuple[str, pb.FlowMonitor]
         raise ValueError(f"flow {flow.name!r} has no FlowMonID: the ebpf data plane needs one per flow "
                          "(srv6pm.collector.flowmon.assign)") from None
     points = [(flow.src, pb.ROLE_INGRESS), *((v, pb.ROLE_TRANSIT) for v in flow.via), (flow.dst, pb.ROLE_EGRESS)]
-    return [(node, monitor(role, flowmon_id=flowmon_id, position=position))
-            for position, (node, role) in enumerate(points)]
+    return [(node, monitor(role, flowmon_id, position)) for position, (node, role) in enumerate(points)]
 
 
 def prerequisite(config: Config, node: str, message) -> tuple[str, Key] | None:

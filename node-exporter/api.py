@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from concurrent import futures
@@ -62,8 +61,7 @@ log = logging.getLogger("srv6pm.exporter.api")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NodeExporter"].full_name  # srv6pm.southbound.v1.NodeExporter
 ROLE_NAMES = validate.ROLE_NAMES
-ROLE_VALUES = {name: value for value, name in ROLE_NAMES.items()}
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ROLE_VALUES = validate.ROLE_VALUES
 
 
 class Refused(OperationError, RuntimeError):
@@ -111,8 +109,8 @@ class Node:
         return state
 
     def counters(self, request: pb.ReadCountersRequest) -> pb.Counters:
-        if request.flow and not _NAME.fullmatch(request.flow):
-            raise InvalidArgument("flow", f"{request.flow!r} is not a valid flow name")
+        if request.flow:
+            validate.name("flow", request.flow)
         try:
             readings = self.exporter.read_counters(request.flow)
         except DataplaneError as exc:

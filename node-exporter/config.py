@@ -60,7 +60,14 @@
                                   # liveness alarms on srv6pm.alarms, path_down/path_up on srv6pm.events)
 
 :func:`load` validates the whole file and raises :class:`ConfigError` with a
-one-line message naming the file and the field.
+one-line message naming the file and the field. The YAML values' types are
+checked like those of scenarios and the collector's file
+(:class:`srv6pm.netspec.Validator`); the flows and STAMP settings are then the
+southbound API's messages, with its rules and defaults
+(:mod:`srv6pm.southbound.validate`, :data:`~srv6pm.southbound.validate.DEFAULTS`):
+a prefix is strict (host bits set is an error; a bare address is a /128), a
+port or timeout left out is the API's default, errors read like the API's
+(``stamp.sessions[0].timeout: 99 not in 0.01..60``).
 
 ``node``, ``period``, ``dataplane``, ``buffer_size`` and ``buffer_dir`` may also come from outside the file (the command
 line, the environment) as an :class:`Override`, which wins over the file;
@@ -70,33 +77,31 @@ value and its error names the override's origin (``--node: ...``,
 overridden, so a file is never silently wrong.
 
 The flows and STAMP settings of the file are the exporter's initial state:
-:meth:`ExporterConfig.objects` turns them into the southbound API's messages,
-which the exporter applies through the same code path as the API's requests.
+:meth:`ExporterConfig.objects` lists them as the validated messages, which the
+exporter applies through the same code path as the API's requests.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from srv6pm import yamlfile
+from srv6pm import netspec, yamlfile
 from srv6pm.errors import InputError
+from srv6pm.exporter.dataplane import DEFAULT_DSCP
+from srv6pm.netspec import kind
 from srv6pm.quote import quote
 from srv6pm.southbound import validate
-from srv6pm.southbound.validate import (DEFAULT_TIMEOUT_S, FLOWMON_ID_MAX, POSITION_MAX, RATE_RANGE, ROLE_NAMES,
-                                        TIMEOUT_RANGE)
+from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND
-from srv6pm.stamp.protocol import STAMP_PORT
 
-__all__ = ["ConfigError", "ExporterConfig", "FlowConfig", "GrpcSettings", "Override", "ReflectorSettings",
-           "SessionSettings", "load", "parse"]
+__all__ = ["ConfigError", "ExporterConfig", "GrpcSettings", "Override", "load", "parse"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ROLES = tuple(ROLE_NAMES.values())
-DATAPLANES = ("ebpf", "nftables")
+ROLES = tuple(validate.ROLE_NAMES.values())
+DATAPLANES = netspec.DATAPLANES
 DEFAULT_BUFFER_SIZE = 256 * 2**20
 MIN_BUFFER_SIZE = 64 * 2**10
 _UNITS = {"": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
@@ -119,40 +124,6 @@ class Override(NamedTuple):
 
 
 @dataclass(frozen=True)
-class FlowConfig:
-    name: str
-    role: str
-    src: str  # normalised prefix text
-    dst: str
-    flowmon_id: int = 0
-    position: int = 0
-
-
-@dataclass(frozen=True)
-class ReflectorSettings:
-    bind: str
-    port: int = STAMP_PORT
-    stateful: bool = False
-    auth_key_file: str | None = None
-    backend: str = ""  # as the file says it ("": not said)
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    name: str
-    dest: str
-    rate: float
-    source: str | None = None
-    port: int = STAMP_PORT
-    segments: tuple[str, ...] = ()
-    return_segments: tuple[str, ...] = ()
-    timeout: float = 2.0
-    reflector: str | None = None
-    auth_key_file: str | None = None
-    liveness: tuple[int, int] | None = None  # (down_after, up_after); None: the path is not watched
-
-
-@dataclass(frozen=True)
 class GrpcSettings:
     """The ``grpc`` section: where the southbound API listens and how it is secured.
 
@@ -169,17 +140,24 @@ class GrpcSettings:
 
 @dataclass(frozen=True)
 class ExporterConfig:
+    """A validated exporter configuration.
+
+    ``flows``, ``reflector`` and ``sessions`` are the file's initial objects as
+    southbound messages, validated and normalised by
+    :mod:`srv6pm.southbound.validate` (the API's own rules and defaults).
+    """
+
     node: str
     period: float
-    flows: tuple[FlowConfig, ...]
+    flows: tuple[pb.FlowMonitor, ...]
     netns: str | None = None
-    dataplane: str = "ebpf"
-    dscp: tuple[int, int] = (11, 15)
+    dataplane: str = netspec.DEFAULT_DATAPLANE
+    dscp: tuple[int, int] = DEFAULT_DSCP
     state_file: str | None = None
-    reflector: ReflectorSettings | None = None
-    sessions: tuple[SessionSettings, ...] = ()
+    reflector: pb.StampReflector | None = None
+    sessions: tuple[pb.StampSession, ...] = ()
     grpc: GrpcSettings = GrpcSettings()
-    reflector_backend: str = "ebpf"  # for a StampReflector whose backend is "" (stamp.reflector.backend)
+    reflector_backend: str = DEFAULT_BACKEND  # for a StampReflector whose backend is "" (stamp.reflector.backend)
     buffer_size: int = DEFAULT_BUFFER_SIZE  # bytes of unpublished records kept on disk at most
     buffer_dir: str | None = None  # None: <state_file>.buffer, or a temporary directory without a state file
 
@@ -189,33 +167,10 @@ class ExporterConfig:
             return self.buffer_dir
         return f"{self.state_file}.buffer" if self.state_file else None
 
-    def flows_of(self, role: str) -> list[FlowConfig]:
-        return [f for f in self.flows if f.role == role]
-
     def objects(self) -> list:
-        """The file's flows and STAMP settings as southbound API messages (not yet validated).
-
-        Key file paths are made absolute (the API takes absolute paths only).
-        """
-        import os
-
-        from srv6pm.southbound.v1 import southbound_pb2 as pb
-        roles = {name: value for value, name in ROLE_NAMES.items()}
-        out: list = [pb.FlowMonitor(flow=f.name, role=roles[f.role], source_prefix=f.src, destination_prefix=f.dst,
-                                    flowmon_id=f.flowmon_id, position=f.position)
-                     for f in self.flows]
-        if self.reflector is not None:
-            r = self.reflector
-            out.append(pb.StampReflector(bind=r.bind, port=r.port, stateful=r.stateful, backend=r.backend,
-                                         auth_key_file=os.path.abspath(r.auth_key_file) if r.auth_key_file else ""))
-        for s in self.sessions:
-            out.append(pb.StampSession(name=s.name, destination=s.dest, source=s.source or "", port=s.port,
-                                       segments=s.segments, return_segments=s.return_segments, rate=s.rate,
-                                       timeout_s=s.timeout, reflector_node=s.reflector or "",
-                                       auth_key_file=os.path.abspath(s.auth_key_file) if s.auth_key_file else "",
-                                       **validate.liveness_fields(s.liveness)))
-        return out
-
+        """The file's flows and STAMP settings as southbound API messages (validated), in file order:
+        flows, the reflector, sessions."""
+        return [*self.flows, *([self.reflector] if self.reflector is not None else []), *self.sessions]
 
 
 def load(path: str | Path, *, node: Override | None = None, period: Override | None = None,
@@ -235,17 +190,11 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     ``node`` and ``period``, when given, win over the file's values, which
     then become optional; each is validated with its own origin in the error.
     """
-    def fail(field: str, message: str) -> ConfigError:
-        return ConfigError(f"{source}: {field}: {message}" if field else f"{source}: {message}")
-
-    doc = yamlfile.parse(text, source, ConfigError)
-    if not isinstance(doc, dict):
-        raise fail("", "must be a mapping")
-    allowed = {"node", "netns", "period", "dataplane", "dscp", "state_file", "flows", "stamp", "grpc", "buffer_size",
-               "buffer_dir"}
-    for key in doc:
-        if key not in allowed:
-            raise fail(str(key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+    reader = _Reader(source)
+    fail = reader.fail
+    doc = reader.mapping(yamlfile.parse(text, source, ConfigError), "",
+                         {"node", "netns", "period", "dataplane", "dscp", "state_file", "flows", "stamp", "grpc",
+                          "buffer_size", "buffer_dir"}, set())
     if "node" in doc:
         file_node = _node(doc["node"], lambda m: fail("node", m))
     if "period" in doc:
@@ -264,14 +213,14 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
     else:
         raise fail("period", "missing (or give --period)")
     netns = doc.get("netns")
-    if netns is not None and (not isinstance(netns, str) or not _NAME.match(netns)):
+    if netns is not None and (not isinstance(netns, str) or not netspec.NAME.fullmatch(netns)):
         raise fail("netns", f"{quote(netns)} is not a valid namespace name")
-    file_dataplane = _dataplane(doc.get("dataplane", "ebpf"), lambda m: fail("dataplane", m))
+    file_dataplane = _dataplane(doc.get("dataplane", netspec.DEFAULT_DATAPLANE), lambda m: fail("dataplane", m))
     if dataplane is not None:
         chosen_dataplane = _dataplane(dataplane.value, lambda m, o=dataplane.origin: ConfigError(f"{o}: {m}"))
     else:
         chosen_dataplane = file_dataplane
-    dscp = doc.get("dscp", [11, 15])
+    dscp = doc.get("dscp", list(DEFAULT_DSCP))
     if (not isinstance(dscp, list) or len(dscp) != 2 or any(isinstance(d, bool) or not isinstance(d, int) for d in dscp)
             or not all(0 <= d <= 63 for d in dscp) or dscp[0] == dscp[1]):
         raise fail("dscp", f"must be two different DSCP values 0..63 (colour 0, colour 1), got {quote(dscp)}")
@@ -288,53 +237,9 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
         if not isinstance(buffer_dir.value, str) or not buffer_dir.value.strip():
             raise ConfigError(f"{buffer_dir.origin}: must be a directory path")
         directory = buffer_dir.value
-    flows_raw = doc.get("flows", [])
-    if flows_raw is None:
-        flows_raw = []
-    if not isinstance(flows_raw, list):
-        raise fail("flows", "must be a list")
-    flows = []
-    seen = set()
-    seen_matches: dict[tuple, str] = {}
-    for i, item in enumerate(flows_raw):
-        field = f"flows[{i}]"
-        if not isinstance(item, dict):
-            raise fail(field, "must be a mapping")
-        for key in item:
-            if key not in ("name", "role", "src", "dst", "flowmon_id", "position"):
-                raise fail(f"{field}.{key}", "unknown field (allowed: dst, flowmon_id, name, position, role, src)")
-        for key in ("name", "role", "src", "dst"):
-            if key not in item:
-                raise fail(f"{field}.{key}", "missing")
-        name = item["name"]
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise fail(f"{field}.name", f"{quote(name)} is not a valid flow name")
-        role = item["role"]
-        if role not in ROLES:
-            raise fail(f"{field}.role", f"must be one of {', '.join(ROLES)}, got {quote(role)}")
-        if (name, role) in seen:
-            raise fail(f"{field}.name", f"flow {quote(name)} is listed twice as {role}")
-        seen.add((name, role))
-        prefixes = []
-        for key in ("src", "dst"):
-            try:
-                prefixes.append(str(ipaddress.IPv6Network(str(item[key]), strict=False)))
-            except ValueError as exc:
-                raise fail(f"{field}.{key}", f"not an IPv6 prefix: {exc}") from None
-        numbers: list[int] = []
-        for key, high in (("flowmon_id", FLOWMON_ID_MAX), ("position", POSITION_MAX)):
-            value = item.get(key, 0)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-                raise fail(f"{field}.{key}", f"must be an integer 0..{high}, got {quote(value)}")
-            numbers.append(value)
-        if role != "transit" and (role, *prefixes) in seen_matches:
-            raise fail(f"{field}", f"same {role} src/dst as flow {quote(seen_matches[(role, *prefixes)])}: "
-                       "the counters could not tell them apart")
-        if role != "transit":
-            seen_matches[(role, *prefixes)] = name
-        flows.append(FlowConfig(name, role, prefixes[0], prefixes[1], numbers[0], numbers[1]))
-    reflector, sessions, backend = _stamp(doc.get("stamp"), fail)
-    return ExporterConfig(node=chosen_node, period=chosen_period, flows=tuple(flows), netns=netns,
+    flows = reader.flows(doc.get("flows") or [])
+    reflector, sessions, backend = reader.stamp(doc.get("stamp"))
+    return ExporterConfig(node=chosen_node, period=chosen_period, flows=flows, netns=netns,
                           dataplane=chosen_dataplane,
                           dscp=(dscp[0], dscp[1]), state_file=state_file, reflector=reflector, sessions=sessions,
                           grpc=_grpc(doc.get("grpc"), fail), reflector_backend=backend, buffer_size=size,
@@ -360,7 +265,7 @@ def _dataplane(value, fail) -> str:
 
 
 def _node(value, fail) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not netspec.NAME.fullmatch(value):
         raise fail(f"{quote(value)} is not a valid node name (letters, digits, '_', '.', '-'; at most 64)")
     return value
 
@@ -404,108 +309,114 @@ def _grpc(doc, fail) -> GrpcSettings:
                         client_ca=tls.get("client_ca"))
 
 
-def _stamp(doc, fail) -> tuple[ReflectorSettings | None, tuple[SessionSettings, ...], str]:
-    """The file's reflector (None: none), its sessions, and the reflector backend (default ebpf)."""
-    if doc is None:
-        return None, (), DEFAULT_BACKEND
-    if not isinstance(doc, dict):
-        raise fail("stamp", "must be a mapping with 'reflector' and/or 'sessions'")
-    for key in doc:
-        if key not in ("reflector", "sessions"):
-            raise fail(f"stamp.{key}", "unknown field (allowed: reflector, sessions)")
+def _key_file(value: str) -> str:
+    """A key file path as the southbound API takes it: absolute (relative to the working directory)."""
+    return os.path.abspath(value) if value else ""
 
-    def fields(item, field, allowed, required):
-        if not isinstance(item, dict):
-            raise fail(field, "must be a mapping")
-        for key in item:
-            if key not in allowed:
-                raise fail(f"{field}.{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
-        for key in sorted(required):
-            if key not in item:
-                raise fail(f"{field}.{key}", "missing")
-        return item
 
-    def address(value, field):
-        try:
-            return str(ipaddress.ip_address(str(value)))
-        except ValueError:
-            raise fail(field, f"{quote(value)} is not an IP address") from None
+class _Reader(netspec.Validator):
+    """The file's flows and STAMP settings as southbound messages: the YAML values' types are checked
+    here (:class:`srv6pm.netspec.Validator`, as for scenarios and the collector's file), every rule
+    and default of the objects is :mod:`srv6pm.southbound.validate`'s."""
 
-    def port(value, field):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            raise fail(field, f"must be a UDP port 1..65535, got {quote(value)}")
+    def __init__(self, source: str):
+        super().__init__(source, ConfigError)
+
+    def flows(self, value: Any) -> tuple[pb.FlowMonitor, ...]:
+        flows: list[pb.FlowMonitor] = []
+        seen_matches: dict[tuple, str] = {}
+        seen: set = set()
+        for i, item in enumerate(self.sequence(value, "flows")):
+            f = f"flows[{i}]"
+            item = self.mapping(item, f, {"name", "role", "src", "dst", "flowmon_id", "position"},
+                                {"name", "role", "src", "dst"})
+            role = item["role"]
+            if role not in ROLES:
+                raise self.fail(f"{f}.role", f"must be one of {', '.join(ROLES)}, got {quote(role)}")
+            monitor = self.checked(validate.flow_monitor, pb.FlowMonitor(
+                flow=self.text(item["name"], f"{f}.name", "a flow name"), role=validate.ROLE_VALUES[role],
+                source_prefix=self.text(item["src"], f"{f}.src", "an IPv6 prefix"),
+                destination_prefix=self.text(item["dst"], f"{f}.dst", "an IPv6 prefix"),
+                flowmon_id=self.whole(item.get("flowmon_id", 0), f"{f}.flowmon_id"),
+                position=self.whole(item.get("position", 0), f"{f}.position")),
+                f, {"flow": f"{f}.name", "role": f"{f}.role", "source_prefix": f"{f}.src",
+                    "destination_prefix": f"{f}.dst", "flowmon_id": f"{f}.flowmon_id", "position": f"{f}.position"})
+            if validate.key_of(monitor) in seen:
+                raise self.fail(f"{f}.name", f"flow {quote(monitor.flow)} is listed twice as {role}")
+            seen.add(validate.key_of(monitor))
+            match = (role, monitor.source_prefix, monitor.destination_prefix)
+            if role != "transit" and match in seen_matches:
+                raise self.fail(f, f"same {role} src/dst as flow {quote(seen_matches[match])}: "
+                                "the counters could not tell them apart")
+            seen_matches.setdefault(match, monitor.flow)
+            flows.append(monitor)
+        return tuple(flows)
+
+    def flag(self, value: Any, field: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(field, f"must be true or false, got {kind(value)}")
         return value
 
-    def number(value, field, low, high):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise fail(field, f"must be a number from {low:g} to {high:g}, got {quote(value)}")
-        return float(value)
+    def addresses(self, value: Any, field: str) -> list[str]:
+        return [self.text(v, f"{field}[{j}]", "an IPv6 SID")
+                for j, v in enumerate(self.sequence(value, field, "a list of IPv6 SIDs"))]
 
-    def path(value, field):
+    def stamp(self, value: Any) -> tuple[pb.StampReflector | None, tuple[pb.StampSession, ...], str]:
+        """The file's reflector (None: none), its sessions, and the reflector backend (default ebpf)."""
         if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise fail(field, "must be a file path")
-        return value
-
-    def liveness(value, field):
-        try:
-            return validate.liveness_setting(value)
-        except validate.InvalidArgument as exc:
-            raise fail(f"{field}.{exc.field}" if exc.field else field, exc.message) from None
-
-    reflector = None
-    backend = DEFAULT_BACKEND
-    if doc.get("reflector") is not None:
-        raw = doc["reflector"]
-        only_backend = isinstance(raw, dict) and set(raw) == {"backend"}
-        r = fields(raw, "stamp.reflector", {"bind", "port", "stateful", "auth_key_file", "backend"},
-                   set() if only_backend else {"bind"})
-        if "backend" in r:
-            backend = r["backend"]
-            if backend not in BACKENDS:
-                raise fail("stamp.reflector.backend", f"must be one of {', '.join(BACKENDS)}, got {quote(backend)}")
-        if not isinstance(r.get("stateful", False), bool):
-            raise fail("stamp.reflector.stateful", "must be true or false")
-        if not only_backend:
-            reflector = ReflectorSettings(address(r["bind"], "stamp.reflector.bind"),
-                                          port(r.get("port", STAMP_PORT), "stamp.reflector.port"), r.get("stateful", False),
-                                          path(r.get("auth_key_file"), "stamp.reflector.auth_key_file"),
-                                          r.get("backend", ""))
-    sessions = []
-    raw = doc.get("sessions", [])
-    if not isinstance(raw, list):
-        raise fail("stamp.sessions", "must be a list")
-    names = set()
-    for i, item in enumerate(raw):
-        field = f"stamp.sessions[{i}]"
-        item = fields(item, field, {"name", "dest", "source", "port", "segments", "return_segments", "rate",
-                                    "timeout", "reflector", "auth_key_file", "liveness"}, {"name", "dest", "rate"})
-        name = item["name"]
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise fail(f"{field}.name", f"{quote(name)} is not a valid session name")
-        if name in names:
-            raise fail(f"{field}.name", f"duplicate session {quote(name)}")
-        names.add(name)
-        segs = {}
-        for key in ("segments", "return_segments"):
-            value = item.get(key, [])
-            if not isinstance(value, list):
-                raise fail(f"{field}.{key}", "must be a list of IPv6 SIDs")
-            try:
-                segs[key] = tuple(str(ipaddress.IPv6Address(str(v))) for v in value)
-            except ValueError as exc:
-                raise fail(f"{field}.{key}", f"not an IPv6 SID: {exc}") from None
-        reflector_name = item.get("reflector")
-        if reflector_name is not None and not isinstance(reflector_name, str):
-            raise fail(f"{field}.reflector", "must be a node name")
-        sessions.append(SessionSettings(
-            name=name, dest=address(item["dest"], f"{field}.dest"),
-            rate=number(item["rate"], f"{field}.rate", *RATE_RANGE),
-            source=address(item["source"], f"{field}.source") if "source" in item else None,
-            port=port(item.get("port", STAMP_PORT), f"{field}.port"),
-            segments=segs["segments"], return_segments=segs["return_segments"],
-            timeout=number(item.get("timeout", DEFAULT_TIMEOUT_S), f"{field}.timeout", *TIMEOUT_RANGE),
-            reflector=reflector_name, auth_key_file=path(item.get("auth_key_file"), f"{field}.auth_key_file"),
-            liveness=liveness(item.get("liveness", False), f"{field}.liveness")))
-    return reflector, tuple(sessions), backend
+            return None, (), DEFAULT_BACKEND
+        if not isinstance(value, dict):
+            raise self.fail("stamp", "must be a mapping with 'reflector' and/or 'sessions'")
+        doc = self.mapping(value, "stamp", {"reflector", "sessions"}, set())
+        reflector = None
+        backend = DEFAULT_BACKEND
+        if doc.get("reflector") is not None:
+            f = "stamp.reflector"
+            raw = doc["reflector"]
+            only_backend = isinstance(raw, dict) and set(raw) == {"backend"}
+            r = self.mapping(raw, f, {"bind", "port", "stateful", "auth_key_file", "backend"},
+                             set() if only_backend else {"bind"})
+            if "backend" in r:
+                backend = r["backend"]
+                if backend not in BACKENDS:
+                    raise self.fail(f"{f}.backend", f"must be one of {', '.join(BACKENDS)}, got {quote(backend)}")
+            stateful = self.flag(r.get("stateful", False), f"{f}.stateful")
+            if not only_backend:
+                reflector = self.checked(validate.stamp_reflector, pb.StampReflector(
+                    bind=self.text(r["bind"], f"{f}.bind", "an IP address"),
+                    port=self.given(validate.port, self.whole(r.get("port", 0), f"{f}.port"), "port" in r, f"{f}.port"),
+                    stateful=stateful, backend=r.get("backend", ""),
+                    auth_key_file=_key_file(self.text(r.get("auth_key_file") or "", f"{f}.auth_key_file",
+                                                      "a file path"))),
+                    f, {name: f"{f}.{name}" for name in ("bind", "port", "auth_key_file", "backend")})
+        sessions = []
+        names: set[str] = set()
+        for i, item in enumerate(self.sequence(doc.get("sessions", []), "stamp.sessions")):
+            f = f"stamp.sessions[{i}]"
+            item = self.mapping(item, f, {"name", "dest", "source", "port", "segments", "return_segments", "rate",
+                                          "timeout", "reflector", "auth_key_file", "liveness"}, {"name", "dest", "rate"})
+            name = self.unique(self.name(item["name"], f"{f}.name", "session"), f"{f}.name", names, "session")
+            liveness = self.liveness(item.get("liveness", False), f"{f}.liveness")
+            rate = item["rate"]
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+                raise self.fail(f"{f}.rate", f"must be a number, got {kind(rate)}")
+            timeout = item.get("timeout", 0)
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise self.fail(f"{f}.timeout", f"must be a number, got {kind(timeout)}")
+            sessions.append(self.checked(validate.stamp_session, pb.StampSession(
+                name=name, destination=self.text(item["dest"], f"{f}.dest", "an IP address"),
+                source=self.text(item.get("source") or "", f"{f}.source", "an IP address"),
+                port=self.given(validate.port, self.whole(item.get("port", 0), f"{f}.port"), "port" in item,
+                                f"{f}.port"),
+                segments=self.addresses(item.get("segments", []), f"{f}.segments"),
+                return_segments=self.addresses(item.get("return_segments", []), f"{f}.return_segments"),
+                rate=rate, timeout_s=self.given(validate.stamp_timeout, timeout, "timeout" in item, f"{f}.timeout"),
+                reflector_node=self.text(item.get("reflector") or "", f"{f}.reflector", "a node name"),
+                auth_key_file=_key_file(self.text(item.get("auth_key_file") or "", f"{f}.auth_key_file",
+                                                  "a file path")),
+                **validate.liveness_fields(liveness)),
+                f, {"name": f"{f}.name", "destination": f"{f}.dest", "source": f"{f}.source", "port": f"{f}.port",
+                    "segments": f"{f}.segments", "return_segments": f"{f}.return_segments", "rate": f"{f}.rate",
+                    "timeout_s": f"{f}.timeout", "reflector_node": f"{f}.reflector",
+                    "auth_key_file": f"{f}.auth_key_file"}))
+        return reflector, tuple(sessions), backend

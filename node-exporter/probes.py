@@ -46,8 +46,6 @@ from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp import ReflectorConfig, Sender, SenderConfig, StampError
 from srv6pm.stamp.backends import DEFAULT_BACKEND, BackendUnavailable, make_reflector, open_reflector
 from srv6pm.stamp.keys import load_key
-from srv6pm.stamp.liveness import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER, LivenessSettings
-from srv6pm.stamp.protocol import STAMP_PORT
 
 from .liveness import LivenessPublisher
 
@@ -112,14 +110,8 @@ class Probes:
         what = f"STAMP session {s.name}"
         try:
             key = load_key(s.auth_key_file) if s.auth_key_file else None
-            liveness = LivenessSettings(s.liveness_down_after or DEFAULT_DOWN_AFTER, s.liveness_up_after or DEFAULT_UP_AFTER) if s.liveness else None
-            return Sender(SenderConfig(
-                dest=s.destination, port=s.port or STAMP_PORT, session=s.name, source=s.source or None, count=None,
-                interval=1.0 / s.rate, segments=tuple(s.segments), return_segments=tuple(s.return_segments),
-                key=key, timeout=s.timeout_s or 2.0, netns=self.netns, ssid=s.ssid,
-                direct_measurement=s.direct_measurement, dscp=s.dscp if s.HasField("dscp") else None,
-                stop_if_ssid_ignored=s.stop_if_ssid_ignored, liveness=liveness),
-                on_liveness=lambda change: self._liveness.changed(s, change))
+            return Sender(SenderConfig.from_session(s, key=key, netns=self.netns),
+                          on_liveness=lambda change: self._liveness.changed(s, change))
         except (StampError, ValueError, OSError) as exc:
             raise ProbeError(f"{what}: {_reason(exc)}") from None
 
@@ -203,14 +195,14 @@ class Probes:
         reflector = None
         try:
             key = load_key(r.auth_key_file) if r.auth_key_file else None
-            reflector = make_reflector(ReflectorConfig(bind=r.bind, port=r.port or STAMP_PORT, key=key, stateful=r.stateful,
-                                                       netns=self.netns), backend, instance=self.node)
+            reflector = make_reflector(ReflectorConfig.from_message(r, key=key, netns=self.netns), backend,
+                                       instance=self.node)
             open_reflector(reflector, how)
             return reflector.start()
         except (StampError, ValueError, OSError, NetnsError, BackendUnavailable) as exc:
             if reflector is not None:
                 reflector.close()
-            raise ProbeError(f"STAMP reflector on [{r.bind}]:{r.port or STAMP_PORT} ({backend}): {_reason(exc)}") from None
+            raise ProbeError(f"STAMP reflector on [{r.bind}]:{r.port} ({backend}): {_reason(exc)}") from None
 
     def start_reflector(self, settings: pb.StampReflector) -> None:
         """Run the reflector with ``settings`` (replacing the running one); :class:`ProbeError` if it cannot.

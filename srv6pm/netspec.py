@@ -22,7 +22,8 @@ The rules:
   directly following itself (counting ``from`` and ``to``), and, where the
   caller gives the links' adjacency, each hop reachable over the links;
 * a STAMP session sends between :data:`MIN_STAMP_RATE` and
-  :data:`MAX_STAMP_RATE` test packets per second; its optional ``liveness``
+  :data:`MAX_STAMP_RATE` test packets per second (the rule is the southbound
+  API's, :func:`srv6pm.southbound.validate.stamp_rate`); its optional ``liveness``
   is ``true``/``false`` or a mapping with ``down_after`` and/or ``up_after``
   (the counts' rule is the southbound API's, :func:`srv6pm.southbound.validate.liveness_setting`);
 * the data plane (top-level ``dataplane``) is one of :data:`DATAPLANES`,
@@ -48,7 +49,8 @@ from srv6pm.quote import quote
 __all__ = ["DATAPLANES", "DEFAULT_DATAPLANE", "MAX_DELAY_MS", "MAX_SEGMENTS", "MAX_STAMP_RATE", "MIN_STAMP_RATE",
            "NAME", "Link", "StampSession", "Validator", "adjacency", "kind", "reachable"]
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""The rule of every name (node, flow, session, policy, reflector node): match it with ``fullmatch``."""
 MAX_SEGMENTS = 16  # SIDs in a segment list, the egress' included
 MAX_DELAY_MS = 10_000
 MIN_STAMP_RATE = 0.01  # STAMP test packets per second per session
@@ -56,6 +58,7 @@ MAX_STAMP_RATE = 1000
 DATAPLANES = ("ebpf", "nftables")
 """The exporters' counting back-ends: RFC 9343 FlowMonID at every node (ebpf), or DSCP colours at the ends (nftables)."""
 DEFAULT_DATAPLANE = "ebpf"
+_UINT32 = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,36 @@ class Validator:
         prefix = f"{self.source}: {field}: " if field else f"{self.source}: "
         return self.error(prefix + message)
 
+    def checked(self, check, message, field: str, names: dict[str, str]):
+        """``check(message)`` (a :mod:`srv6pm.southbound.validate` function), with its
+        :class:`~srv6pm.southbound.validate.InvalidArgument` raised as this file's error on the file's field.
+
+        This is how every configuration file hands its objects to the one home of their rules: the
+        file's reader builds the southbound message from what YAML gave, leaving unset what the file
+        does not say (the defaults are the rule's), and reports the rule's verdict in the file's terms.
+        ``names`` maps a proto field (``segments`` also covers ``segments[i]``) to the file's field
+        path; a field not in ``names`` is reported at ``field``.
+        """
+        from srv6pm.southbound import validate  # it imports this module's limits
+
+        try:
+            return check(message)
+        except validate.InvalidArgument as exc:
+            proto_field = exc.field or ""
+            base, _, index = proto_field.partition("[")
+            where = names.get(proto_field) or (names[base] + ("[" + index if index else "")
+                                                if base in names else field)
+            raise self.fail(where, exc.message) from None
+
+    def given(self, check, value, given: bool, field: str):
+        """``value``; when the file ``given`` it, first judged by the rule ``check`` (a
+        :mod:`srv6pm.southbound.validate` function of the value) and reported at ``field``.
+
+        For the fields whose 0 means "the default" in a message: a file that leaves them out gets
+        the default, one that says 0 (or anything out of range) gets the rule's error.
+        """
+        return self.checked(check, value, field, {}) if given else value
+
     # ------------------------------------------------------------ values
 
     def mapping(self, value: Any, field: str, allowed: set[str], required: set[str]) -> dict:
@@ -167,6 +200,14 @@ class Validator:
             raise self.fail(field, f"must be a whole number from {low} to {high}, got {value}")
         return value
 
+    def whole(self, value: Any, field: str) -> int:
+        """``value`` as a whole number from 0 that fits a message's 32 bits: the type check of a field whose
+        range is the southbound rule's (:mod:`srv6pm.southbound.validate`), which then judges it."""
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _UINT32:
+            raise self.fail(field, f"must be a whole number (0 or more), got {kind(value)}"
+                            + (f" {quote(value)}" if isinstance(value, (int, float, str)) else ""))
+        return value
+
     def choice(self, value: Any, field: str, choices: tuple[str, ...]) -> str:
         """``value`` as one of the strings ``choices``."""
         if not isinstance(value, str) or value not in choices:
@@ -179,7 +220,7 @@ class Validator:
 
     def name(self, value: Any, field: str, what: str) -> str:
         """``value`` as a :data:`NAME`; ``what`` (``flow``, ``session``, ``node``) is said in the message."""
-        if not isinstance(value, str) or not NAME.match(value):
+        if not isinstance(value, str) or not NAME.fullmatch(value):
             raise self.fail(field, f"{quote(value)} is not a valid {what} name (letters, digits, '_', '.', '-'; at most 64)")
         return value
 
@@ -286,7 +327,12 @@ class Validator:
         name, src, dst = self.endpoints(item, field, "session", names, nodes)
         via = self.path(item.get("via", []), f"{field}.via", src, dst, nodes, adjacency, what)
         return_via = self.path(item.get("return_via", []), f"{field}.return_via", dst, src, nodes, adjacency, what)
-        rate = self.number(item["rate"], f"{field}.rate", MIN_STAMP_RATE, MAX_STAMP_RATE)
+        from srv6pm.southbound import validate  # it imports this module's limits
+
+        rate = item["rate"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+            raise self.fail(f"{field}.rate", f"must be a number, got {kind(rate)}")
+        rate = self.checked(validate.stamp_rate, rate, f"{field}.rate", {})
         liveness = self.liveness(item.get("liveness", False), f"{field}.liveness")
         return StampSession(name, src, dst, via, return_via, rate, liveness=liveness), item
 

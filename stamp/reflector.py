@@ -124,6 +124,13 @@ class ReflectorConfig:
         if self.max_sessions < 1 or not self.session_idle_s > 0:
             raise ValueError("max_sessions must be >= 1 and session_idle_s > 0")
 
+    @classmethod
+    def from_message(cls, message, *, key: bytes | None = None, netns: str | None = None) -> "ReflectorConfig":
+        """The reflector of a southbound ``StampReflector`` message normalised by
+        :func:`srv6pm.southbound.validate.stamp_reflector` (its port filled in); ``key`` is the content
+        of its ``auth_key_file`` (the caller reads it). The backend is the caller's to choose."""
+        return cls(bind=message.bind, port=message.port, key=key, stateful=message.stateful, netns=netns)
+
     def __repr__(self) -> str:  # never print the key
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__dataclass_fields__ if k != "key")
         return f"ReflectorConfig({fields}, key={'set' if self.key else None})"

@@ -90,7 +90,7 @@ from srv6pm.stamp import tlv as tlvmod
 from srv6pm.stamp import udp
 from srv6pm.stamp.liveness import Change, LivenessSettings, PathState, miss_timeout
 from srv6pm.stamp.errors import AuthenticationError, StampError
-from srv6pm.stamp.protocol import STAMP_PORT
+from srv6pm.stamp.protocol import DEFAULT_TIMEOUT_S, STAMP_PORT
 from srv6pm.stamp.packet import ReflectorPacket, SenderPacket, base_size
 from srv6pm.stamp.srh import MAX_SEGMENTS, StickyRoute
 from srv6pm.stamp.timestamp import ErrorEstimate, TimestampFormat, decode, encode, local_clock
@@ -139,7 +139,7 @@ class SenderConfig:
     segments: tuple[ipaddress.IPv6Address, ...] = ()
     return_segments: tuple[ipaddress.IPv6Address, ...] = ()
     key: bytes | None = None
-    timeout: float = 2.0
+    timeout: float = DEFAULT_TIMEOUT_S
     netns: str | None = None
     ssid: int = 0
     timestamp_format: TimestampFormat = TimestampFormat.NTP
@@ -190,6 +190,26 @@ class SenderConfig:
                                  f"(use {minimum} or at least {minimum + tlvmod.HEADER_LEN})")
             if self.size > MAX_SIZE:
                 raise ValueError(f"size {self.size} exceeds the largest UDP payload ({MAX_SIZE})")
+
+    @classmethod
+    def from_session(cls, message, *, key: bytes | None = None, netns: str | None = None) -> "SenderConfig":
+        """The sender of a southbound ``StampSession`` message, field for field: it sends until stopped,
+        ``rate`` packets a second, ``liveness`` watched with the message's counts.
+
+        The message must be normalised by :func:`srv6pm.southbound.validate.stamp_session`, which
+        fills in every default (port, timeout, liveness counts); nothing is defaulted here, and an
+        unnormalised message (port 0, timeout 0) is refused by the checks above. ``key`` is the
+        content of the message's ``auth_key_file`` (the caller reads it), ``netns`` where to send from.
+        """
+        return cls(dest=message.destination, port=message.port, session=message.name,
+                   source=message.source or None, count=None, interval=1.0 / message.rate,
+                   segments=tuple(message.segments), return_segments=tuple(message.return_segments), key=key,
+                   timeout=message.timeout_s, netns=netns, ssid=message.ssid,
+                   direct_measurement=message.direct_measurement,
+                   dscp=message.dscp if message.HasField("dscp") else None,
+                   stop_if_ssid_ignored=message.stop_if_ssid_ignored,
+                   liveness=(LivenessSettings(message.liveness_down_after, message.liveness_up_after)
+                             if message.liveness else None))
 
     def __repr__(self) -> str:  # never print the key
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__dataclass_fields__ if k != "key")

@@ -49,17 +49,17 @@ def test_flow_ids_of_the_ebpf_data_plane():
 def test_parse_normalises_prefixes():
     c = parse(GOOD)
     assert c.node == "r1" and c.netns == "r1" and c.dscp == (11, 15)
-    assert c.flows[0].dst == "fd01:4::101/128"
-    assert [f.name for f in c.flows_of("ingress")] == ["f1"]
+    assert c.flows[0].destination_prefix == "fd01:4::101/128"  # a bare address is a /128, as in the API
+    assert [f.flow for f in c.flows] == ["f1"]
 
 
 @pytest.mark.parametrize("change, message", [
     (("period: 2", "period: 0.1"), "period"),
     (("role: ingress", "role: middle"), "flows[0].role"),
-    (("role: ingress", "role: ingress, flowmon_id: 1048576"), "flows[0].flowmon_id: must be an integer 0..1048575"),
-    (("role: ingress", "role: transit, position: 256"), "flows[0].position: must be an integer 0..255"),
+    (("role: ingress", "role: ingress, flowmon_id: 1048576"), "flows[0].flowmon_id: 1048576 not in 0..1048575"),
+    (("role: ingress", "role: transit, position: 256"), "flows[0].position: 256 not in 0..255"),
     (("period: 2", "period: 2\ndataplane: bpf"), "dataplane: must be one of ebpf, nftables"),
-    (('src: "fd01:1::2/128"', 'src: "10.0.0.1/32"'), "flows[0].src: not an IPv6 prefix"),
+    (('src: "fd01:1::2/128"', 'src: "10.0.0.1/32"'), "flows[0].src: '10.0.0.1/32' is not an IPv6 prefix"),
     (("netns: r1", "netns: '../etc'"), "netns"),
     (("node: r1", "nodes: r1"), "nodes: unknown field"),
 ])

@@ -79,7 +79,7 @@ def test_good_values_are_returned():
     assert names == {"s1"}
     assert "stamp[1].name: duplicate session name 's1'" in check(
         "stamp_session", {"name": "s1", "from": "r1", "to": "r3", "rate": 1}, "stamp[1]", names, NODES)
-    assert "stamp[0].rate: must be between 0.01 and 1000" in check(
+    assert "stamp[0].rate: 1001 not in 0.01..1000" in check(  # the southbound rule, validate.stamp_rate
         "stamp_session", {"name": "s2", "from": "r1", "to": "r3", "rate": 1001}, "stamp[0]", set(), NODES)
 
 

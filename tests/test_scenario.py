@@ -89,7 +89,7 @@ def test_stamp_liveness_setting():
     (("{ends: [r2, r3]", "{ends: [r2]"), "links[1].ends: must be a pair"),
     (("{ends: [r2, r3]", "{ends: [r2, r7]"), "links[1].ends[1]: unknown node 'r7'"),
     (("return_via: [r3, r2]", "return_via: [r3, r9]"), "stamp[0].return_via[1]: unknown node 'r9'"),
-    (("rate: 10}", "rate: 5000}"), "stamp[0].rate: must be between"),
+    (("rate: 10}", "rate: 5000}"), "stamp[0].rate: 5000 not in 0.01..1000"),
     (("to: r4, via: [r2, r3], return", "to: r1, via: [r2, r3], return"), "stamp[0].to: same node as 'from'"),
     (("name: s1", "name: 's 1'"), "stamp[0].name"),
     (("rate: 10}", "rate: 10, liveness: yes please}"), "stamp[0].liveness: must be true, false or a mapping"),

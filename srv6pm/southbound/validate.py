@@ -14,7 +14,9 @@ idempotent: ``f(f(m)) == f(m)``.
 
 Field names in errors are the proto's; list items are ``segments[1]``.
 
-Normalisation rules:
+Normalisation rules (the defaults they name are :data:`DEFAULTS`, the one
+table of them; a configuration file's reader leaves unset what the file does
+not say and lets these functions fill it in):
 
 * IPv6 addresses become their compressed text, ``str(IPv6Address(x))``
   (``FC00:0:0::1`` -> ``fc00::1``). Scoped addresses (``fe80::1%eth0``) are
@@ -70,15 +72,16 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from srv6pm.errors import InputError
-from srv6pm.netspec import MAX_SEGMENTS, MAX_STAMP_RATE, MIN_STAMP_RATE
+from srv6pm.netspec import MAX_SEGMENTS, MAX_STAMP_RATE, MIN_STAMP_RATE, NAME
 from srv6pm.quote import quote
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 from srv6pm.stamp.backends import BACKENDS as REFLECTOR_BACKENDS
 from srv6pm.stamp.liveness import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER, MAX_COUNT as LIVENESS_MAX
-from srv6pm.stamp.protocol import STAMP_PORT
+from srv6pm.stamp.protocol import DEFAULT_TIMEOUT_S, STAMP_PORT
 
 FLOWMON_ID_MAX = (1 << 20) - 1
 """The largest RFC 9343 FlowMonID (20 bits); 0 means none."""
@@ -86,22 +89,44 @@ POSITION_MAX = 255
 """The largest counting-point position on a flow's path."""
 ROLE_NAMES = {pb.ROLE_INGRESS: "ingress", pb.ROLE_TRANSIT: "transit", pb.ROLE_EGRESS: "egress"}
 """A counting point's role as named in records and configuration files, by its southbound value."""
+ROLE_VALUES = {name: value for value, name in ROLE_NAMES.items()}
+"""The southbound value of a role by its name (``"ingress"`` -> ``ROLE_INGRESS``)."""
 
 __all__ = [
-    "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
+    "DEFAULTS", "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "ROLE_VALUES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
-    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting",
+    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name", "port", "stamp_rate", "stamp_timeout",
 ]
 
 MAIN_TABLE = 254
-DEFAULT_DEVICE = "lo"
-DEFAULT_TIMEOUT_S = 2.0
+DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "LocalSid": MappingProxyType({"table": MAIN_TABLE, "device": "lo"}),  # table: End.DT6 only
+    "Policy": MappingProxyType({"mode": pb.ENCAP_MODE_ENCAP}),
+    "StampSession": MappingProxyType({"port": STAMP_PORT, "timeout_s": DEFAULT_TIMEOUT_S,
+                                      "liveness_down_after": DEFAULT_DOWN_AFTER,  # with liveness only
+                                      "liveness_up_after": DEFAULT_UP_AFTER}),
+    "StampReflector": MappingProxyType({"port": STAMP_PORT}),
+})
+"""What a field left 0 or empty becomes, by message and field: the one table of the control plane's defaults.
+
+Every reader of a configuration file leaves a field it is not given unset
+and lets the functions below fill it in from here; nothing else states these
+values (the STAMP sender's own defaults are :mod:`srv6pm.stamp.protocol`'s,
+which this table reads)."""
+
+
+def _default(kind: str, field: str) -> Any:
+    """``DEFAULTS[kind][field]``, looked up when a message is validated."""
+    return DEFAULTS[kind][field]
+
+
+SSID_MAX = 0xFFFF
+"""The largest Session-Sender Identifier (RFC 8972 §3, 16 bits); 0 means none."""
 RATE_RANGE = (MIN_STAMP_RATE, float(MAX_STAMP_RATE))
 TIMEOUT_RANGE = (0.01, 60.0)
 IFNAMSIZ = 16  # including the terminating NUL
 REFLECTOR_KEY = "reflector"
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NEEDS_NEXTHOP = {pb.SID_BEHAVIOR_END_X, pb.SID_BEHAVIOR_END_DX6}
 
 
@@ -177,9 +202,10 @@ def _segments(field: str, items) -> list[str]:
     return [_sid(f"{field}[{i}]", s) for i, s in enumerate(items)]
 
 
-def _name(field: str, text: str) -> str:
+def name(field: str, text: str) -> str:
+    """``text`` if it is a valid name (:data:`srv6pm.netspec.NAME`); :class:`InvalidArgument` on ``field``."""
     _required(field, text)
-    if not _NAME.fullmatch(text):
+    if not NAME.fullmatch(text):
         raise InvalidArgument(field, f"{quote(text)} is not a valid name "
                                      "(letters, digits, '_', '.', '-'; at most 64; starts with a letter or digit)")
     return text
@@ -210,12 +236,22 @@ def _number(field: str, value: float, low: float, high: float) -> float:
     return float(value)
 
 
-def _port(field: str, value: int) -> int:
-    if value == 0:
-        return STAMP_PORT
+def _port(field: str, value: int, default: int) -> int:
+    return port(value or default)
+
+
+def port(value: int) -> int:
+    """A UDP port a file or a message names, 1..65535; :class:`InvalidArgument` on ``port`` otherwise.
+    (In a message 0 means the default, filled in first; a file that says ``port: 0`` is refused.)"""
     if not 1 <= value <= 65535:
-        raise InvalidArgument(field, f"{value} not in 1..65535")
+        raise InvalidArgument("port", f"{value} not in 1..65535")
     return value
+
+
+def stamp_timeout(value: float) -> float:
+    """A STAMP session's ``timeout_s`` in :data:`TIMEOUT_RANGE`; :class:`InvalidArgument` on ``timeout_s``.
+    (In a message 0 means the default, filled in first; a file that says ``timeout: 0`` is refused.)"""
+    return _number("timeout_s", value, *TIMEOUT_RANGE)
 
 
 def _key_file(field: str, text: str) -> str:
@@ -245,10 +281,10 @@ def local_sid(message: pb.LocalSid) -> pb.LocalSid:
     elif out.nexthop:
         raise InvalidArgument("nexthop", "only End.X and End.DX6 take a next hop")
     if out.behavior == pb.SID_BEHAVIOR_END_DT6:
-        out.table = out.table or MAIN_TABLE
+        out.table = out.table or _default("LocalSid", "table")
     elif out.table:
         raise InvalidArgument("table", "only End.DT6 takes a table")
-    out.device = _ifname("device", out.device or DEFAULT_DEVICE)
+    out.device = _ifname("device", out.device or _default("LocalSid", "device"))
     return out
 
 
@@ -264,12 +300,12 @@ def local_sid_ref(message: pb.LocalSidRef) -> pb.LocalSidRef:
 def policy(message: pb.Policy) -> pb.Policy:
     """A normalised copy of a ``Policy``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.Policy)
-    out.name = _name("name", out.name)
+    out.name = name("name", out.name)
     out.destination = _prefix("destination", out.destination)
     if not out.segments:
         raise InvalidArgument("segments", "missing")
     out.segments[:] = _segments("segments", out.segments)
-    out.mode = _enum("mode", pb.EncapMode, out.mode, default=pb.ENCAP_MODE_ENCAP)
+    out.mode = _enum("mode", pb.EncapMode, out.mode, default=_default("Policy", "mode"))
     if out.device:
         _ifname("device", out.device)
     return out
@@ -278,7 +314,7 @@ def policy(message: pb.Policy) -> pb.Policy:
 def policy_ref(message: pb.PolicyRef) -> pb.PolicyRef:
     """A normalised copy of a ``PolicyRef``."""
     out = _copy(message, pb.PolicyRef)
-    out.name = _name("name", out.name)
+    out.name = name("name", out.name)
     return out
 
 
@@ -287,7 +323,7 @@ def policy_ref(message: pb.PolicyRef) -> pb.PolicyRef:
 def flow_monitor(message: pb.FlowMonitor) -> pb.FlowMonitor:
     """A normalised copy of a ``FlowMonitor``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.FlowMonitor)
-    out.flow = _name("flow", out.flow)
+    out.flow = name("flow", out.flow)
     out.role = _enum("role", pb.Role, out.role)
     out.source_prefix = _prefix("source_prefix", out.source_prefix)
     out.destination_prefix = _prefix("destination_prefix", out.destination_prefix)
@@ -307,7 +343,7 @@ def flow_monitor(message: pb.FlowMonitor) -> pb.FlowMonitor:
 def flow_monitor_ref(message: pb.FlowMonitorRef) -> pb.FlowMonitorRef:
     """A normalised copy of a ``FlowMonitorRef``."""
     out = _copy(message, pb.FlowMonitorRef)
-    out.flow = _name("flow", out.flow)
+    out.flow = name("flow", out.flow)
     out.role = _enum("role", pb.Role, out.role)
     return out
 
@@ -317,7 +353,7 @@ def flow_monitor_ref(message: pb.FlowMonitorRef) -> pb.FlowMonitorRef:
 def stamp_session(message: pb.StampSession) -> pb.StampSession:
     """A normalised copy of a ``StampSession``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.StampSession)
-    out.name = _name("name", out.name)
+    out.name = name("name", out.name)
     destination = _ip("destination", out.destination)
     out.destination = str(destination)
     if out.source:
@@ -326,26 +362,33 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
             raise InvalidArgument("source", f"{quote(out.source)} is not of the destination's IP version "
                                             f"(IPv{destination.version})")
         out.source = str(source)
-    out.port = _port("port", out.port)
+    out.port = _port("port", out.port, _default("StampSession", "port"))
     for field in ("segments", "return_segments"):
         items = getattr(out, field)
         if items and destination.version != 6:
             raise InvalidArgument(field, "segments need an IPv6 destination (SRv6)")
         items[:] = _segments(field, items)
-    out.rate = _number("rate", out.rate, *RATE_RANGE)
-    out.timeout_s = _number("timeout_s", out.timeout_s or DEFAULT_TIMEOUT_S, *TIMEOUT_RANGE)
+    out.rate = stamp_rate(out.rate)
+    out.timeout_s = stamp_timeout(out.timeout_s or _default("StampSession", "timeout_s"))
     if out.reflector_node:
-        _name("reflector_node", out.reflector_node)
+        name("reflector_node", out.reflector_node)
     _key_file("auth_key_file", out.auth_key_file)
     out.liveness_down_after, out.liveness_up_after = liveness(out.liveness, out.liveness_down_after,
                                                               out.liveness_up_after)
     if out.HasField("dscp") and out.dscp > 63:
         raise InvalidArgument("dscp", f"{out.dscp} is not a DSCP (0..63)")
-    if out.ssid > 0xFFFF:
+    if out.ssid > SSID_MAX:
         raise InvalidArgument("ssid", f"{out.ssid} is not an SSID (1..65535, or 0 for none)")
     if out.stop_if_ssid_ignored and not out.ssid:
         raise InvalidArgument("stop_if_ssid_ignored", "needs an ssid: without one no reply can ignore it")
     return out
+
+
+def stamp_rate(rate: float) -> float:
+    """A STAMP session's ``rate``, test packets per second, in :data:`RATE_RANGE`; :class:`InvalidArgument`
+    on ``rate`` otherwise. The rule of ``StampSession`` and of the sessions of every file (scenarios too,
+    whose sessions have no message)."""
+    return _number("rate", rate, *RATE_RANGE)
 
 
 def liveness_setting(value) -> tuple[int, int] | None:
@@ -382,14 +425,13 @@ def liveness(enabled: bool, down_after: int, up_after: int) -> tuple[int, int]:
     liveness, else each 1..1000 with 0 the default. Raises :class:`InvalidArgument` naming
     ``liveness_down_after`` or ``liveness_up_after``; also used for the configuration files."""
     out = []
-    for field, value, default in (("liveness_down_after", down_after, DEFAULT_DOWN_AFTER),
-                                  ("liveness_up_after", up_after, DEFAULT_UP_AFTER)):
+    for field, value in (("liveness_down_after", down_after), ("liveness_up_after", up_after)):
         if not enabled:
             if value:
                 raise InvalidArgument(field, f"{value}: only with liveness")
             out.append(0)
             continue
-        value = value or default
+        value = value or _default("StampSession", field)
         if not 1 <= value <= LIVENESS_MAX:
             raise InvalidArgument(field, f"{value} not in 1..{LIVENESS_MAX}")
         out.append(value)
@@ -399,7 +441,7 @@ def liveness(enabled: bool, down_after: int, up_after: int) -> tuple[int, int]:
 def stamp_session_ref(message: pb.StampSessionRef) -> pb.StampSessionRef:
     """A normalised copy of a ``StampSessionRef``."""
     out = _copy(message, pb.StampSessionRef)
-    out.name = _name("name", out.name)
+    out.name = name("name", out.name)
     return out
 
 
@@ -407,7 +449,7 @@ def stamp_reflector(message: pb.StampReflector) -> pb.StampReflector:
     """A normalised copy of a ``StampReflector``; :class:`InvalidArgument` if it is not valid."""
     out = _copy(message, pb.StampReflector)
     out.bind = str(_ip("bind", out.bind))
-    out.port = _port("port", out.port)
+    out.port = _port("port", out.port, _default("StampReflector", "port"))
     _key_file("auth_key_file", out.auth_key_file)
     if out.backend and out.backend not in REFLECTOR_BACKENDS:
         raise InvalidArgument("backend", f"{quote(out.backend)} is not one of {', '.join(REFLECTOR_BACKENDS)} "
