@@ -17,6 +17,7 @@ import json
 from srv6pm import metrics
 from srv6pm.commands import Common, add_check, component
 from srv6pm.config import ConfigError, KafkaSettings, given
+from srv6pm.netspec import DATAPLANES
 from srv6pm.quote import quote
 from srv6pm.stopping import Stop
 
@@ -52,7 +53,7 @@ def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentP
     erun.add_argument("--node", metavar="NAME",
                       help="this node's name in the records (default: $SRV6PM_NODE, else the file's node)")
     erun.add_argument("--period", metavar="S", help="alternate-marking period in seconds (default: the file's)")
-    erun.add_argument("--dataplane", choices=("ebpf", "nftables"),
+    erun.add_argument("--dataplane", choices=DATAPLANES,
                       help="counting backend: ebpf (RFC 9343 option, counting at every hop, the customer's DSCP "
                            "untouched) or nftables (kernels without BPF; the colour rewrites the DSCP) "
                            "(default: $SRV6PM_DATAPLANE, else the file's dataplane, else ebpf)")

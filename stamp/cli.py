@@ -27,6 +27,7 @@ from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND, make_reflector, ope
 from srv6pm.stamp.ebpf import ATTACH_MODES
 from srv6pm.stamp.errors import StampError
 from srv6pm.stamp.keys import load_key
+from srv6pm.stamp.protocol import DEFAULT_TIMEOUT_S
 from srv6pm.stamp.reflector import DEFAULT_PORT, ReflectorConfig
 from srv6pm.stamp.sender import Sample, Sender, SenderConfig, summarize
 from srv6pm.stamp.srh import parse_segments
@@ -123,8 +124,8 @@ def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentP
                      help="test packets to send (default 10; 0: until Ctrl-C)")
     snd.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
                      help="time between test packets (default 1)")
-    snd.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
-                     help="a test packet without a reply after this long is lost (default 2)")
+    snd.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                     help=f"a test packet without a reply after this long is lost (default {DEFAULT_TIMEOUT_S:g})")
     snd.add_argument("--segments", metavar="SID,SID...",
                      help="forward SRv6 segment list: the test packets carry a Segment Routing Header and visit "
                           "these SIDs in order before the reflector (IPv6 only)")
