@@ -1,63 +1,91 @@
-"""Benchmark: forwarding rate through an ingress node and guard-read time, per data plane and flow count.
+"""Benchmark: what counting costs a saturated router, per data plane, counting point and number of flows.
 
-Builds a two-node lab network of its own (random node names; root needed):
-the test flow's source host -> ``a`` (ingress: seg6 encapsulation, and the
-data plane under test marking and counting) -> ``b`` (egress, End.DX6) -> the
-destination host. For each data plane (``none``: no counting at all, the
-baseline; ``nftables``; ``ebpf``) and each number of installed flows (the
-test flow plus ``N - 1`` others that no packet matches), it
+Builds a three-node lab network of its own (random names; root needed): the
+test flow's source host -> ``a`` (ingress: seg6 H.Encaps, and the data plane
+under test marking and counting) -> ``b`` (transit: End, and with ``ebpf``
+counting by the RFC 9343 option) -> ``c`` (egress). Two counting points are
+measured, each as the **node under test**:
 
-* installs the flows at ``a`` (ingress) and ``b`` (egress) and times that;
-* sends UDP packets of ``--size`` octets from the source host as fast as one
-  Python sender can, ``--repeat`` times for ``--seconds`` each, and counts at
-  the destination host how many arrived; the best of the repeats is the
-  forwarding rate (other load on the machine only ever lowers a rate), reported
-  beside the baseline's in the same run;
-* times one guard read of one colour at ``a`` (every ingress flow's counters);
-* for ``ebpf``, the kernel's own time per packet of each program
-  (``BPF_PROG_TEST_RUN``: ``altmark_mark`` on 2,000 freshly encapsulated
-  test-flow packets, ``altmark_count`` on one marked packet repeated 100,000
-  times), which shows whether the per-packet cost depends on the flow count
-  without the sender's limits.
+* ``ingress``: node ``a``, with ``none`` (no counting at all: the baseline),
+  ``nftables`` (DSCP marking and counting) and ``ebpf`` (``altmark_mark`` on
+  tc egress inserting the Destination Options header, ``altmark_count`` on tc
+  ingress) — fed with the test flow's UDP packets as the source host sends them;
+* ``transit``: node ``b``, with ``none`` and ``ebpf`` (the nftables data plane
+  does not count at transit nodes) — fed with the frames ``a`` sends when it
+  marks, so the option is there in both settings.
 
-The forwarding rate is that of one Python sender on this machine (the sender,
-the forwarding and the receiver share its cores), so it is a figure relative
-to the baseline of the same run, not the node's capacity.
+How the rate is made sound on a small machine: the frames (captured once from
+the real path, so they are exactly what the node receives) are sent by one
+process pinned to CPU 0 through a packet socket, 64 frames per ``sendmmsg``,
+past the qdisc layer; RPS puts the node under test's receive processing (its
+whole forwarding, the programs included) on CPU 1, alone; the next node drops
+everything on arrival (an nftables ``netdev`` ingress chain) on CPU 0, so the
+rest of the path costs the node under test nothing. The figure is the packets
+the node under test put out of its egress interface per second (its
+``tx_packets`` + ``tx_dropped``), next to what was offered: a share well under
+100 % means the node, not the sender, was the limit. Per flow count, the
+settings take turns (``--rounds`` rounds, the order rotated each round, so a
+change of the machine's other load hits all alike); each row gives the median
+rate and its range, the median and range of the ratio to ``none`` *of the same
+round*, the CPU time per packet that ratio implies over the baseline
+(``1/rate - 1/rate_none``, from the medians) and how busy CPU 1 was.
+
+For each number of installed flows (the test flow plus ``N - 1`` others that
+no packet matches) it also gives the install time, the time of one guard read
+of one colour (every flow's counters at the node under test: nftables in the
+first round only, it takes seconds at 100,000), and for ``ebpf`` the kernel's
+own time per packet of each program (``BPF_PROG_TEST_RUN``: ``altmark_mark``
+once on each of 2,000 fresh copies of the encapsulated frame, so every run is
+a cold one, ``altmark_count`` 100,000 times on the marked frame).
 
 Prints a table for people (or JSON lines with ``--json``); asserts nothing
-about times. The counters of the test flow are checked against the packets
-that arrived (ingress >= arrived == egress), so a broken data plane cannot
-report a rate. Everything it builds is removed at the end.
+about times. The node under test's counters of the test flow are checked
+against what it forwarded (counted >= forwarded), so a data plane that does
+not count cannot report a rate. Everything it builds is removed at the end.
 
-    python bench/dataplane.py [--flows 1,1000,10000,100000] [--seconds 2] [--repeat 3] [--size 64] [--json]
+    python bench/dataplane.py [--flows 1,1000,10000,100000] [--points ingress,transit]
+                              [--seconds 1] [--rounds 5] [--size 64] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import ipaddress
 import json
+import os
 import secrets
+import socket
+import statistics
 import struct
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import Callable
 
-from flood import arrived, flood
+from flood import Batch, frame_socket, pin, steer
 
 from srv6pm import bpf
+from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
 from srv6pm.exporter.dataplane import CountingTable, FlowMatch
 from srv6pm.exporter.nft import Nft
 from srv6pm.lab import network, scenario, topology
 
-BACKENDS = ("none", "nftables", "ebpf")
+POINTS = {"ingress": ("none", "nftables", "ebpf"), "transit": ("none", "ebpf")}
 UDP_IP6 = 48  # IPv6 + UDP headers
+ETH_P_IPV6 = 0x86DD
+PACKET_OUTGOING = 4
+SINK_TABLE = "srv6pm_bench_sink"
+SENDER_CPU, NODE_CPU = 0, 1
+TEST_FLOWMON_ID = 1
 
 
 def build_plan() -> topology.Plan:
     tag = secrets.token_hex(2)
-    a, b = f"bd{tag}a", f"bd{tag}b"
-    text = f"period: 1\nnodes: [{a}, {b}]\nlinks: [[{a}, {b}]]\nflows:\n  - {{name: f1, from: {a}, to: {b}, rate: 1}}\n"
+    a, b, c = f"bd{tag}a", f"bd{tag}b", f"bd{tag}c"
+    text = (f"period: 1\ndataplane: ebpf\nnodes: [{a}, {b}, {c}]\nlinks: [[{a}, {b}], [{b}, {c}]]\n"
+            f"flows:\n  - {{name: f1, from: {a}, to: {c}, via: [{b}], rate: 1}}\n")
     return topology.plan(scenario.parse(text, source="bench"))
 
 
@@ -68,141 +96,445 @@ def other_flows(count: int) -> list[tuple[str, str]]:
             for i in range(count)]
 
 
-def encapsulated(src: str, dst: str, segments: tuple[str, ...], size: int) -> bytes:
-    """Ethernet + outer IPv6 + SRH + the inner UDP packet of ``size`` octets: what H.Encaps makes."""
-    def ip6(s: str, d: str, nh: int, payload: bytes) -> bytes:
-        return (struct.pack("!IHBB", 6 << 28, len(payload), nh, 64) + ipaddress.IPv6Address(s).packed
-                + ipaddress.IPv6Address(d).packed + payload)
-    inner = ip6(src, dst, 17, struct.pack("!HHHH", 1, 9, size - 40, 0) + bytes(size - UDP_IP6))
-    segs = b"".join(ipaddress.IPv6Address(x).packed for x in reversed(segments))
-    srh = struct.pack("!BBBBBBH", 41, len(segs) // 8, 4, len(segments) - 1, len(segments) - 1, 0, 0) + segs
-    return bytes(12) + b"\x86\xdd" + ip6("fcff::1", segments[0], 43, srh + inner)
+# -- the network's figures ------------------------------------------------------------------
+
+def _tx(dev: str) -> int:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        (link,) = ipr.get_links(ifname=dev)
+    stats = link.get_attr("IFLA_STATS64")
+    return stats["tx_packets"] + stats["tx_dropped"]
 
 
-class Backend:
-    """Install N flows on the two nodes with one data plane; read the ingress counters."""
+def tx_packets(ns: str, dev: str) -> int:
+    """Packets ``dev`` in ``ns`` transmitted or dropped on transmit (a veth drops when its peer's backlog is full)."""
+    with nsutil.NetnsThread(ns) as t:
+        return t.call(_tx, dev)
 
-    def __init__(self, kind: str, plan: topology.Plan):
-        self.kind, self.plan = kind, plan
-        self.a, self.b = plan.scenario.nodes
-        self.tables: dict[str, object] = {}
-        self.nfts: list[Nft] = []
 
-    def install(self, n: int) -> float:
-        match = self.plan.flow_match("f1")
-        others = other_flows(n - 1)
-        t0 = time.perf_counter()
-        if self.kind == "nftables":
-            for node in (self.a, self.b):
-                nft = Nft(node)
-                self.nfts.append(nft)
-                self.tables[node] = CountingTable(nft)
-            flows = [FlowMatch("f1", *match)] + [FlowMatch(f"o{i}", s, d) for i, (s, d) in enumerate(others)]
-            self.tables[self.a].install(flows, [], colour=0)
-            self.tables[self.b].install([], flows, colour=0)
-        elif self.kind == "ebpf":
-            for node in (self.a, self.b):
-                self.tables[node] = ebpf.EbpfTable(node, node)
-            ing = [ebpf.Point("f1", "ingress", 1, 0, *match)]
-            ing += [ebpf.Point(f"o{i}", "ingress", i + 2, 0, s, d) for i, (s, d) in enumerate(others)]
-            self.tables[self.a].install(ing, colour=0)
-            self.tables[self.b].install([ebpf.Point(p.name, "egress", p.flowmon_id, 1) for p in ing], colour=0)
-        return time.perf_counter() - t0
+def _drop_clsact() -> None:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    with IPRoute() as ipr:
+        for index, name in socket.if_nameindex():
+            if name != "lo":
+                try:
+                    ipr.tc("del", "clsact", index)
+                except NetlinkError:  # none there
+                    pass
 
-    def counts(self) -> tuple[int, int] | None:
-        """(ingress, egress) packets of f1, colour 0; None for no data plane."""
-        if self.kind == "nftables":
-            return (self.tables[self.a].read("ingress", 0).counts["f1"][0],
-                    self.tables[self.b].read("egress", 0).counts["f1"][0])
+
+def drop_clsact(ns: str) -> None:
+    """Delete the clsact qdisc that attaching left on ``ns``'s interfaces: ``none`` runs with no tc hook at all."""
+    with nsutil.NetnsThread(ns) as t:
+        t.call(_drop_clsact)
+
+
+TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """Jiffies of one CPU from /proc/stat: busy (neither idle nor iowait), softirq (where a node's forwarding
+    runs), steal (the hypervisor's), total."""
+
+    busy: int
+    softirq: int
+    steal: int
+    total: int
+
+    @classmethod
+    def of(cls, cpu: int) -> CpuTimes:
+        with open("/proc/stat", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(f"cpu{cpu} "):
+                    v = [int(x) for x in line.split()[1:]]
+                    return cls(sum(v) - v[3] - v[4], v[6], v[7], sum(v))
+        return cls(0, 0, 0, 0)
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.busy - other.busy, self.softirq - other.softirq, self.steal - other.steal,
+                        self.total - other.total)
+
+
+def capture(ns: str, dev: str, send: Callable[[], None], wanted: Callable[[bytes], bool], timeout: float = 5.0) -> bytes:
+    """The first IPv6 frame ``dev`` in ``ns`` receives for which ``wanted`` is true, while ``send()`` runs repeatedly."""
+    with nsutil.NetnsThread(ns) as t:
+        sock = t.call(socket.socket, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+        t.call(sock.bind, (dev, ETH_P_IPV6))
+    with sock:
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            send()
+            try:
+                while True:
+                    data, address = sock.recvfrom(65535)
+                    if address[2] != PACKET_OUTGOING and wanted(data):
+                        return data
+            except TimeoutError:
+                continue
+    raise SystemExit(f"bench/dataplane.py: no matching frame arrived on {dev} in {ns}")
+
+
+def send_one(ns: str, dst: str, payload: int) -> Callable[[], None]:
+    def send() -> None:
+        with nsutil.NetnsThread(ns) as t:
+            sock = t.call(socket.socket, socket.AF_INET6, socket.SOCK_DGRAM)
+        with sock:
+            sock.sendto(bytes(payload), (dst, 9))
+    return send
+
+
+@dataclass
+class Frames:
+    """What each node receives of the test flow: the host's UDP packet at ``a``; at ``b`` the packet
+    after H.Encaps (``encapsulated``) and after marking (``marked``)."""
+
+    host: bytes
+    encapsulated: bytes
+    marked: bytes
+
+
+def capture_frames(plan: topology.Plan, size: int) -> Frames:
+    a, b, _c = plan.scenario.nodes
+    flow = plan.flow("f1")
+    send = send_one(flow.src_netns, flow.dst_addr, size - UDP_IP6)
+    host = capture(a, "host", send, lambda f: f[20] == 17 and f[38:54] == ipaddress.IPv6Address(flow.dst_addr).packed)
+    encapsulated = capture(b, a, send, lambda f: f[20] == 43)
+    table = ebpf.EbpfTable(a, a)
+    try:
+        table.install([ebpf.Point("f1", "ingress", TEST_FLOWMON_ID, 0, *plan.flow_match("f1"))], colour=0)
+        marked = capture(b, a, send, lambda f: f[20] == 60)
+    finally:
+        table.remove()
+        drop_clsact(a)
+    return Frames(host, encapsulated, marked)
+
+
+# -- the programs' own time, in the path ----------------------------------------------------
+
+class ProgramStats:
+    """The kernel's run-time statistics of BPF programs (``BPF_ENABLE_STATS``), on while this object is open:
+    :meth:`read` gives (ns, runs) of a program as it ran on real packets in the forwarding path."""
+
+    INFO_RUN_TIME = 192  # offsetof(struct bpf_prog_info, run_time_ns); run_cnt follows
+
+    def __init__(self) -> None:
+        self._lib = ctypes.CDLL(bpf.LIBRARY, use_errno=True)
+        self.fd = self._lib.bpf_enable_stats(0)  # BPF_STATS_RUN_TIME
+        if self.fd < 0:
+            raise SystemExit(f"bench/dataplane.py: BPF_ENABLE_STATS: {os.strerror(-self.fd)}")
+
+    def read(self, prog_fd: int) -> tuple[int, int]:
+        info = ctypes.create_string_buffer(256)
+        length = ctypes.c_uint32(len(info))
+        if self._lib.bpf_obj_get_info_by_fd(prog_fd, info, ctypes.byref(length)):
+            raise SystemExit("bench/dataplane.py: bpf_obj_get_info_by_fd failed")
+        ns, runs = struct.unpack_from("<QQ", info.raw, self.INFO_RUN_TIME)
+        return ns, runs
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+# -- one counting point as the node under test ------------------------------------------------
+
+@dataclass
+class Point:
+    """The node under test for one counting point: fed on ``rx`` by a packet socket on the far end of the link
+    (in ``feeder_ns``), measured on ``tx``; ``sink`` (namespace, interface) drops what it forwards."""
+
+    name: str
+    node: str
+    feeder_ns: str
+    feeder_dev: str
+    rx: str
+    tx: str
+    sink: tuple[str, str]
+    frame: bytes
+    settings: tuple[str, ...]
+    tables: dict[str, object] = field(default_factory=dict)
+
+    def prepare(self, plan: topology.Plan) -> None:
+        """The node's receive processing on its own CPU; the sink's (and the feeder's) on the sender's."""
+        steer(self.node, self.rx, NODE_CPU)
+        steer(*self.sink, SENDER_CPU)
+        nft = Nft(self.sink[0])
+        try:
+            nft.run([{"add": {"table": {"family": "netdev", "name": SINK_TABLE}}},
+                     {"add": {"chain": {"family": "netdev", "table": SINK_TABLE, "name": "drop", "type": "filter",
+                                        "hook": "ingress", "dev": self.sink[1], "prio": -500, "policy": "drop"}}}])
+        finally:
+            nft.close()
+
+    def finish(self) -> None:
+        nft = Nft(self.sink[0])
+        try:
+            nft.run([{"delete": {"table": {"family": "netdev", "name": SINK_TABLE}}}])
+        finally:
+            nft.close()
+
+
+def points(plan: topology.Plan, frames: Frames, wanted: list[str]) -> list[Point]:
+    a, b, c = plan.scenario.nodes
+    flow = plan.flow("f1")
+    out = {"ingress": Point("ingress", a, flow.src_netns, topology.HOST_PEER_IFNAME, "host", b, (b, a),
+                            frames.host, POINTS["ingress"]),
+           "transit": Point("transit", b, a, b, a, c, (c, b), frames.marked, POINTS["transit"])}
+    return [out[name] for name in wanted]
+
+
+class Setting:
+    """One data plane at the node under test, with ``n`` flows: :meth:`on` before a run, :meth:`off` after."""
+
+    def __init__(self, kind: str, point: Point, plan: topology.Plan, n: int):
+        self.kind, self.point, self.n = kind, point, n
+        self.match = plan.flow_match("f1")
+        self.install_s: list[float] = []
+        self.table: ebpf.EbpfTable | CountingTable | None = None
+        self.nft: Nft | None = None
+        if kind == "ebpf":  # loaded and filled once; attached for its runs only
+            t0 = time.perf_counter()
+            table = ebpf.EbpfTable(point.node, point.node, attach=False)
+            if point.name == "ingress":
+                ps = [ebpf.Point("f1", "ingress", TEST_FLOWMON_ID, 0, *self.match)]
+                ps += [ebpf.Point(f"o{i}", "ingress", i + 2, 0, s, d) for i, (s, d) in enumerate(other_flows(n - 1))]
+            else:
+                ps = [ebpf.Point("f1", "transit", TEST_FLOWMON_ID, 1)]
+                ps += [ebpf.Point(f"o{i}", "transit", i + 2, 1) for i in range(n - 1)]
+            table.install(ps, colour=0)
+            self.install_s.append(time.perf_counter() - t0)
+            self.table = table
+
+    def on(self) -> None:
         if self.kind == "ebpf":
-            return (self.tables[self.a].read_all(0)["ingress"].counts["f1"][0],
-                    self.tables[self.b].read_all(0)["egress"].counts["f1"][0])
+            assert isinstance(self.table, ebpf.EbpfTable)
+            self.table.attach()
+        elif self.kind == "nftables":  # installed for each run, removed after it: `none` has no table at all
+            self.nft = Nft(self.point.node)
+            table = CountingTable(self.nft)
+            flows = [FlowMatch("f1", *self.match)] + [FlowMatch(f"o{i}", s, d)
+                                                      for i, (s, d) in enumerate(other_flows(self.n - 1))]
+            t0 = time.perf_counter()
+            table.install(flows, [], colour=0)
+            self.install_s.append(time.perf_counter() - t0)
+            self.table = table
+
+    def packets(self) -> int | None:
+        """The test flow's packets counted so far (colour 0) at the node under test; None for no data plane."""
+        if isinstance(self.table, ebpf.EbpfTable):
+            return self.table.read_all(0)[self.point.name].counts["f1"][0]
+        if isinstance(self.table, CountingTable):
+            return self.table.read("ingress", 0).counts["f1"][0]
         return None
 
-    def program_ns(self, size: int) -> tuple[float, float] | None:
-        """(mark, count) kernel ns per packet of the eBPF programs on the test flow's packets."""
-        if self.kind != "ebpf":
-            return None
-        flow = self.plan.flow("f1")
-        table = self.tables[self.a]
-        packet = encapsulated(flow.src_addr, flow.dst_addr, flow.segments, size)
-        runs = [bpf.test_run(table.program_fd("altmark_mark"), packet) for _ in range(2000)]
-        marked = runs[0].packet
-        count = bpf.test_run(self.tables[self.b].program_fd("altmark_count"), marked, repeat=100_000)
-        return sum(r.ns_per_run for r in runs) / len(runs), float(count.ns_per_run)
-
-    def guard_read(self) -> float | None:
-        if self.kind == "none":
-            return None
+    def guard_read(self) -> float:
         t0 = time.perf_counter()
-        if self.kind == "nftables":
-            self.tables[self.a].read("ingress", 0)
-        else:
-            self.tables[self.a].read_all(0)
+        if isinstance(self.table, ebpf.EbpfTable):
+            self.table.read_all(0)
+        elif isinstance(self.table, CountingTable):
+            self.table.read("ingress", 0)
         return time.perf_counter() - t0
 
-    def remove(self) -> None:
-        for table in self.tables.values():
-            table.remove()
-        for nft in self.nfts:
-            nft.close()
-        self.tables.clear()
-        self.nfts.clear()
+    def off(self) -> None:
+        if isinstance(self.table, ebpf.EbpfTable):
+            self.table.detach()
+            drop_clsact(self.point.node)
+        elif isinstance(self.table, CountingTable):
+            self.table.remove()
+            self.table = None
+        if self.nft is not None:
+            self.nft.close()
+            self.nft = None
+
+    def close(self) -> None:
+        self.off()
+        if isinstance(self.table, ebpf.EbpfTable):
+            self.table.remove()
+        self.table = None
+
+
+@dataclass
+class Run:
+    """One run: frames tried and taken by the sender's kernel, forwarded by the node; CPU 1's time meanwhile."""
+
+    offered: int
+    accepted: int
+    forwarded: int
+    seconds: float
+    cpu: CpuTimes
+
+    @property
+    def pps(self) -> float:
+        return self.forwarded / self.seconds
+
+    @property
+    def softirq_ns(self) -> float:
+        """CPU 1's softirq time per forwarded packet: the node's forwarding cost, whatever else ran on CPU 1."""
+        return self.cpu.softirq * TICK_NS / self.forwarded if self.forwarded else float("nan")
+
+    def share(self, jiffies: int) -> float:
+        return jiffies / self.cpu.total if self.cpu.total else float("nan")
+
+
+def measure(point: Point, setting: Setting, seconds: float, guard: list[float], first: bool) -> Run:
+    """One run: the setting on, a short warm-up, ``seconds`` of bursts, the setting off."""
+    setting.on()
+    try:
+        sock = frame_socket(point.feeder_ns, point.feeder_dev)
+        with sock:
+            batch = Batch(sock, point.frame)
+            batch.flood(0.1)
+            time.sleep(0.05)
+            counted0 = setting.packets() if setting.kind == "ebpf" else None
+            tx0 = tx_packets(point.node, point.tx)
+            cpu0 = CpuTimes.of(NODE_CPU)
+            t0 = time.perf_counter()
+            accepted, offered = batch.flood(seconds)
+            elapsed = time.perf_counter() - t0
+            cpu = CpuTimes.of(NODE_CPU) - cpu0
+            time.sleep(0.05)  # what is queued drains
+            forwarded = tx_packets(point.node, point.tx) - tx0
+        if setting.kind == "ebpf" or (setting.kind == "nftables" and first):
+            guard.append(setting.guard_read())
+            counted = setting.packets()
+            if counted is None or (counted0 is not None and counted - counted0 < forwarded) or counted < forwarded:
+                raise SystemExit(f"{setting.kind} at the {point.name} node with {setting.n} flows: counted "
+                                 f"{counted} (from {counted0}) but forwarded {forwarded}")
+    finally:
+        setting.off()
+    return Run(offered, accepted, forwarded, elapsed, cpu)
+
+
+def in_path_ns(point: Point, setting: Setting, seconds: float) -> dict[str, float]:
+    """Program -> its kernel ns per run on the real packets of one more run (with run-time statistics on, which
+    add their own clock reads, so that run's rate is not used)."""
+    assert isinstance(setting.table, ebpf.EbpfTable)
+    fds = {name: setting.table.program_fd(f"altmark_{name}") for name in ("mark", "count")}
+    setting.on()
+    stats = ProgramStats()
+    try:
+        with frame_socket(point.feeder_ns, point.feeder_dev) as sock:
+            batch = Batch(sock, point.frame)
+            batch.flood(0.1)
+            before = {name: stats.read(fd) for name, fd in fds.items()}
+            batch.flood(seconds)
+            time.sleep(0.05)
+            after = {name: stats.read(fd) for name, fd in fds.items()}
+    finally:
+        stats.close()
+        setting.off()
+    return {name: (after[name][0] - before[name][0]) / (after[name][1] - before[name][1])
+            for name in fds if after[name][1] > before[name][1]}
+
+
+def program_ns(setting: Setting, frames: Frames) -> float:
+    """Kernel ns per packet of the program of ``setting``'s counting point (``BPF_PROG_TEST_RUN``)."""
+    assert isinstance(setting.table, ebpf.EbpfTable)
+    if setting.point.name == "ingress":
+        runs = [bpf.test_run(setting.table.program_fd("altmark_mark"), frames.encapsulated) for _ in range(2000)]
+        if runs[0].packet[20] != 60:
+            raise SystemExit("altmark_mark did not mark the test flow's frame")
+        return sum(r.ns_per_run for r in runs) / len(runs)
+    return float(bpf.test_run(setting.table.program_fd("altmark_count"), frames.marked, repeat=100_000).ns_per_run)
+
+
+def median_range(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def run_point(point: Point, plan: topology.Plan, frames: Frames, args) -> list[dict]:
+    rows = []
+    point.prepare(plan)
+    try:
+        for n in args.flows:
+            settings = {kind: Setting(kind, point, plan, n) for kind in point.settings}
+            runs: dict[str, list[Run]] = {kind: [] for kind in point.settings}
+            guards: dict[str, list[float]] = {kind: [] for kind in point.settings}
+            programs = None
+            in_path: dict[str, float] = {}
+            try:
+                for r in range(args.rounds):
+                    order = point.settings[r % len(point.settings):] + point.settings[:r % len(point.settings)]
+                    for kind in order:
+                        x = measure(point, settings[kind], args.seconds, guards[kind], r == 0)
+                        runs[kind].append(x)
+                        if args.verbose:
+                            print(f"  round {r} {point.name} {kind} {n}: {x.pps:,.0f} pps, {x.softirq_ns:.0f} ns/pkt, "
+                                  f"offered {x.offered:,} accepted {x.accepted:,} forwarded {x.forwarded:,}, cpu1 "
+                                  f"{x.cpu}", file=sys.stderr, flush=True)
+                if "ebpf" in settings:
+                    programs = program_ns(settings["ebpf"], frames)
+                    in_path = in_path_ns(point, settings["ebpf"], args.seconds)
+            finally:
+                for s in settings.values():
+                    s.close()
+            base = [x.pps for x in runs["none"]]
+            base_ns = statistics.median(x.softirq_ns for x in runs["none"])
+            for kind in point.settings:
+                pps = [x.pps for x in runs[kind]]
+                ratios = [p / b for p, b in zip(pps, base, strict=True)]
+                rate, low, high = median_range(pps)
+                ratio, rlow, rhigh = median_range(ratios)
+                cost, clow, chigh = median_range([x.softirq_ns for x in runs[kind]])
+                row = {"point": point.name, "dataplane": kind, "flows": n, "rounds": args.rounds,
+                       "forwarded_pps": round(rate), "forwarded_pps_min": round(low), "forwarded_pps_max": round(high),
+                       "offered_pps": round(statistics.median(x.offered / x.seconds for x in runs[kind])),
+                       "forwarded_share": round(statistics.median(x.forwarded / x.offered for x in runs[kind]), 3),
+                       "ratio_to_none": round(ratio, 3), "ratio_min": round(rlow, 3), "ratio_max": round(rhigh, 3),
+                       "softirq_ns_per_packet": round(cost, 1), "softirq_ns_min": round(clow, 1),
+                       "softirq_ns_max": round(chigh, 1),
+                       "extra_softirq_ns": None if kind == "none" else round(cost - base_ns, 1),
+                       "cpu_ratio_to_none": round(base_ns / cost, 3),
+                       "cpu1_softirq": round(statistics.median(x.share(x.cpu.softirq) for x in runs[kind]), 3),
+                       "cpu1_busy": round(statistics.median(x.share(x.cpu.busy) for x in runs[kind]), 3),
+                       "cpu1_steal": round(statistics.median(x.share(x.cpu.steal) for x in runs[kind]), 3),
+                       "install_s": round(statistics.median(settings[kind].install_s), 4)
+                       if settings[kind].install_s else None,
+                       "guard_read_s": round(statistics.median(guards[kind]), 5) if guards[kind] else None,
+                       "program_ns": round(programs, 1) if kind == "ebpf" and programs is not None else None,
+                       "mark_ns_in_path": round(in_path["mark"], 1) if kind == "ebpf" and "mark" in in_path else None,
+                       "count_ns_in_path": round(in_path["count"], 1) if kind == "ebpf" and "count" in in_path
+                       else None}
+                rows.append(row)
+                show(row, args.json)
+    finally:
+        point.finish()
+    return rows
+
+
+def show(row: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row), flush=True)
+        return
+    extra = "" if row["extra_softirq_ns"] is None else f" ({row['extra_softirq_ns']:+.0f})"
+    guard = "" if row["guard_read_s"] is None else f"  guard read {row['guard_read_s'] * 1000:.2f} ms"
+    install = "" if row["install_s"] is None else f"  install {row['install_s']:.3f} s"
+    program = "" if row["program_ns"] is None else \
+        (f"  {'mark' if row['point'] == 'ingress' else 'count'} {row['program_ns']:.0f} ns (test run)"
+         f", in path: mark {row['mark_ns_in_path'] or 0:.0f} ns, count {row['count_ns_in_path'] or 0:.0f} ns")
+    print(f"{row['point']:8} {row['dataplane']:9} {row['flows']:>7}  {row['forwarded_pps']:>9,} pps "
+          f"[{row['forwarded_pps_min']:,}-{row['forwarded_pps_max']:,}] {100 * row['forwarded_share']:3.0f} % of offered"
+          f"  x{row['ratio_to_none']:.3f} [{row['ratio_min']:.3f}-{row['ratio_max']:.3f}]"
+          f"  softirq {row['softirq_ns_per_packet']:.0f} ns/pkt [{row['softirq_ns_min']:.0f}-{row['softirq_ns_max']:.0f}]"
+          f"{extra} x{row['cpu_ratio_to_none']:.3f}  cpu1 softirq/busy/steal {100 * row['cpu1_softirq']:.0f}/"
+          f"{100 * row['cpu1_busy']:.0f}/{100 * row['cpu1_steal']:.0f} %{install}{guard}{program}", flush=True)
 
 
 def run(args) -> list[dict]:
     plan = build_plan()
-    flow = plan.flow("f1")
-    rows = []
+    rows: list[dict] = []
+    pin(SENDER_CPU)
     try:
         network.build(plan)
-        host = Nft(flow.dst_netns)
-        flood(flow.src_netns, flow.dst_addr, 0.3, payload=args.size - UDP_IP6)  # neighbour caches
-        try:
-            for n in args.flows:
-                baseline = None
-                for kind in BACKENDS:
-                    backend = Backend(kind, plan)
-                    try:
-                        install_s = backend.install(n) if kind != "none" else 0.0
-                        best = (0, 0)
-                        total = 0
-                        for _ in range(args.repeat):
-                            before = arrived(host)
-                            sent = flood(flow.src_netns, flow.dst_addr, args.seconds, payload=args.size - UDP_IP6)
-                            time.sleep(0.2)
-                            got = arrived(host) - before
-                            total += got
-                            best = max(best, (got, sent))
-                        got, sent = best
-                        counts = backend.counts()
-                        if counts is not None and not (counts[0] >= total and counts[1] == total):
-                            raise SystemExit(f"{kind} at {n} flows: counters {counts} do not match {total} arrived")
-                        guard = backend.guard_read()
-                        programs = backend.program_ns(args.size)
-                    finally:
-                        backend.remove()
-                    rate = got / args.seconds
-                    if kind == "none":
-                        baseline = rate
-                    row = {"dataplane": kind, "flows": n, "sent_pps": round(sent / args.seconds),
-                           "forwarded_pps": round(rate), "ratio_to_none": round(rate / baseline, 3) if baseline else None,
-                           "install_s": round(install_s, 4), "guard_read_s": None if guard is None else round(guard, 5),
-                           "mark_ns": None if programs is None else round(programs[0], 1),
-                           "count_ns": None if programs is None else round(programs[1], 1)}
-                    rows.append(row)
-                    if args.json:
-                        print(json.dumps(row), flush=True)
-                    else:
-                        print(f"{kind:9} {n:>7} flows  sent {row['sent_pps']:>8} pps  forwarded {row['forwarded_pps']:>8} pps"
-                              f"  x{row['ratio_to_none']:<6} install {install_s:8.3f} s  guard read "
-                              + ("       -" if guard is None else f"{guard * 1000:9.2f} ms")
-                              + ("" if programs is None else f"  program ns/packet: mark {programs[0]:.0f}, "
-                                                             f"count {programs[1]:.0f}"), flush=True)
-        finally:
-            host.close()
+        frames = capture_frames(plan, args.size)
+        for point in points(plan, frames, args.points):
+            rows += run_point(point, plan, frames, args)
     finally:
         network.teardown(plan)
+        for node in plan.scenario.nodes:
+            bpf.unpin(ebpf.pin_dir(node))
     return rows
 
 
@@ -210,22 +542,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flows", default="1,1000,10000,100000",
                         help="installed flow counts, comma separated (default 1,1000,10000,100000)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="sending time per measurement (default 2)")
-    parser.add_argument("--repeat", type=int, default=3, help="measurements per set-up; the best counts (default 3)")
-    parser.add_argument("--size", type=int, default=64, help="IPv6 packet size in octets, >= 48 (default 64)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per measurement")
+    parser.add_argument("--points", default="ingress,transit",
+                        help="counting points to measure: ingress, transit or both (default both)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="sending time per run (default 1)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="runs per setting, the settings taking turns; medians and ranges shown (default 5)")
+    parser.add_argument("--size", type=int, default=64, help="the test flow's IPv6 packet size in octets, >= 48 "
+                        "(default 64)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per row")
+    parser.add_argument("--verbose", action="store_true", help="every run's figures on stderr")
     args = parser.parse_args(argv)
     try:
         args.flows = [int(x) for x in args.flows.split(",")]
     except ValueError:
         parser.error("--flows: comma-separated whole numbers")
-    if any(n < 1 for n in args.flows) or not 0 < args.seconds <= 60 or args.size < UDP_IP6 or args.repeat < 1:
-        parser.error("--flows >= 1 each, --seconds in (0, 60], --repeat >= 1, --size >= 48")
+    args.points = args.points.split(",")
+    if any(p not in POINTS for p in args.points):
+        parser.error(f"--points: some of {', '.join(POINTS)}")
+    if any(n < 1 for n in args.flows) or not 0 < args.seconds <= 60 or args.size < UDP_IP6 or args.rounds < 1:
+        parser.error("--flows >= 1 each, --seconds in (0, 60], --rounds >= 1, --size >= 48")
+    if os.geteuid() != 0:
+        print("bench/dataplane.py: needs root (network namespaces, eBPF programs)", file=sys.stderr)
+        return 2
     try:
         bpf.check_support(ebpf.OBJECT)
     except bpf.BpfError as exc:
         print(f"bench/dataplane.py: {exc}", file=sys.stderr)
         return 1
+    if (os.cpu_count() or 1) < 2:
+        print("bench/dataplane.py: one CPU only: the sender and the node under test share it", file=sys.stderr)
     run(args)
     return 0
 

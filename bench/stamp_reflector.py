@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import multiprocessing as mp
 import os
 import secrets
@@ -61,6 +60,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from flood import BATCH, Batch, pin, steer
 
 from srv6pm import netns as nsutil
 from srv6pm.stamp import udp
@@ -76,14 +77,7 @@ KINDS = ("echo", "socket", "ebpf tc", "ebpf xdp-generic")
 RCVBUF = ReflectorConfig().rcvbuf
 PORT = STAMP_PORT
 G_ADDR, R_ADDR, R_SIDE, D_ADDR = "fd7b:1::1", "fd7b:1::2", "fd7b:2::1", "fd7b:2::2"
-BATCH = 64
 MTU = 9000
-
-
-def _pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, {cpu % os.cpu_count()})
 
 
 # -- the network ---------------------------------------------------------------------------
@@ -125,7 +119,7 @@ class Network:
         # receive processing (where the eBPF reflector and the forwarding run) on the servers' CPU,
         # the replies' on the generator's
         for ns, dev, cpu in ((r, r_g, 1), (r, r_d, 1), (g, g_if, 0), (d, d_if, 1)):
-            _steer(ns, dev, cpu)
+            steer(ns, dev, cpu)
 
     def tx_checksum_offload(self, on: bool) -> None:
         """G's veth offloads UDP checksums (partial ones on the wire), or computes them (XDP needs that)."""
@@ -142,14 +136,6 @@ class Network:
         _, _, d, d_if = self.links[1]
         with nsutil.NetnsThread(d) as t:
             return t.call(_rx_packets, d_if)
-
-
-def _steer(ns: str, dev: str, cpu: int) -> None:
-    """RPS: process what ``dev`` receives on ``cpu`` (sysfs of the namespace, as ``ip netns exec`` mounts it)."""
-    if (os.cpu_count() or 1) < 2:
-        return
-    subprocess.run(["ip", "netns", "exec", ns, "tee", f"/sys/class/net/{dev}/queues/rx-0/rps_cpus"],
-                   input=f"{1 << (cpu % os.cpu_count()):x}\n", text=True, check=True, capture_output=True)
 
 
 def _mac(dev: str) -> str:
@@ -177,7 +163,7 @@ def _tx_checksum_offload(dev: str, on: bool) -> None:
 
 def echo_server(conn, net: Network) -> None:
     """Bare echo loop; keeps t3 - t2 (kernel receive timestamp -> clock before sendto)."""
-    _pin(1)
+    pin(1)
     sock = udp.open_socket(R_ADDR, PORT, netns=net.r, rcvbuf=RCVBUF)
     conn.send("ready")
     delays: list[int] = []
@@ -209,7 +195,7 @@ def echo_server(conn, net: Network) -> None:
 
 
 def reflector_server(conn, net: Network, kind: str) -> None:
-    _pin(1)
+    pin(1)
     config = ReflectorConfig(bind=R_ADDR, port=PORT, netns=net.r, rcvbuf=RCVBUF)
     if kind == "socket":
         reflector = Reflector(config)
@@ -224,53 +210,6 @@ def reflector_server(conn, net: Network, kind: str) -> None:
         if command == "delays":
             conn.send([])
     reflector.close()
-
-
-# -- the generator: sendmmsg / recvmmsg through ctypes ------------------------------------
-
-class _Iovec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-class _Msghdr(ctypes.Structure):
-    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.POINTER(_Iovec)), ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t), ("msg_flags", ctypes.c_int)]
-
-
-class _Mmsghdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_MSG_DONTWAIT = 0x40
-
-
-class Batch:
-    """BATCH copies of one datagram for ``sendmmsg``, and BATCH receive buffers for ``recvmmsg``, on a
-    connected UDP socket."""
-
-    def __init__(self, sock: socket.socket, data: bytes):
-        self.fd = sock.fileno()
-        self._data = ctypes.create_string_buffer(data, len(data))
-        self._out_iov = (_Iovec * BATCH)(*[_Iovec(ctypes.addressof(self._data), len(data))] * BATCH)
-        self._out = (_Mmsghdr * BATCH)()
-        self._bufs = [ctypes.create_string_buffer(65536) for _ in range(BATCH)]
-        self._in_iov = (_Iovec * BATCH)(*[_Iovec(ctypes.addressof(b), 65536) for b in self._bufs])
-        self._in = (_Mmsghdr * BATCH)()
-        for i in range(BATCH):
-            self._out[i].msg_hdr.msg_iov = ctypes.pointer(self._out_iov[i])
-            self._out[i].msg_hdr.msg_iovlen = 1
-            self._in[i].msg_hdr.msg_iov = ctypes.pointer(self._in_iov[i])
-            self._in[i].msg_hdr.msg_iovlen = 1
-
-    def send(self, n: int) -> int:
-        done = _libc.sendmmsg(self.fd, self._out, min(n, BATCH), _MSG_DONTWAIT)
-        return max(done, 0)
-
-    def receive(self) -> int:
-        done = _libc.recvmmsg(self.fd, self._in, BATCH, _MSG_DONTWAIT, None)
-        return max(done, 0)
 
 
 def _socket(net: Network, dest: str) -> socket.socket:
@@ -430,7 +369,7 @@ def main() -> int:
     if not OBJECT.exists():
         print(f"bench/stamp_reflector.py: {OBJECT} is not built (./setup.sh)", file=sys.stderr)
         return 2
-    _pin(0)
+    pin(0)
     net = Network()
     started = time.monotonic()
     results: dict[str, dict] = {}
