@@ -69,7 +69,7 @@ from srv6pm import bpf
 from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
 from srv6pm.exporter.dataplane import CountingTable, FlowMatch
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.lab import network, scenario, topology
 
 POINTS = {"ingress": ("none", "nftables", "ebpf"), "transit": ("none", "ebpf")}

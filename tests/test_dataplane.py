@@ -17,7 +17,7 @@ from pyroute2 import netns as pr_netns
 
 from srv6pm import netns as nsutil
 from srv6pm.exporter.dataplane import CountingTable, DataplaneError, FlowMatch
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.lab import network, topology
 
 
@@ -244,7 +244,7 @@ def test_flowmatch_and_table_validation():
 
 
 def test_nft_errors_are_clear(temp_netns):
-    from srv6pm.exporter.nft import NftError
+    from srv6pm.nft import NftError
 
     with Nft(temp_netns) as nft:
         with pytest.raises(NftError, match=f"network namespace '{temp_netns}'"):
