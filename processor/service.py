@@ -82,7 +82,7 @@ from srv6pm.publish import Publisher, Send
 
 from . import fetch
 from .alarms import AlarmRules, Alarms
-from .health import Health, node_of
+from .health import Health
 from .ledger import Ledger
 from .outcome import Outcome
 from .partitions import PartitionState
@@ -107,14 +107,18 @@ Partition = tuple[str, int]  # (topic, partition): what the offset tracker is gi
 def tune_gc() -> None:
     """Fewer collections of the young generation, for a process that runs a processor.
 
-    A processor allocates a few dozen objects per record and keeps tens of thousands alive
-    (pending blocks, alarm states, the records being written); with Python's default threshold
-    (700) the collector runs several thousand times a second and takes half the loop's time.
-    Collecting every 20,000 allocations (and leaving start-up's objects out of collections)
-    costs some memory, not time. Process-wide: the command line calls it, a library user may.
+    A processor allocates some fifteen tracked objects per flow-period and keeps them until the
+    batch's output is written: with a batch of 10,000 records and one in flight, about 170,000
+    live at a time, and tens of thousands more (pending blocks, alarm states) for longer. With
+    Python's default threshold (700) the collector runs several thousand times a second; with a
+    threshold below a batch's objects it still runs a few times per batch, each time walking the
+    whole batch (up to a fifth of the loop's time, measured with ``bench/processor.py``). Collecting
+    every 100,000 net allocations lets a batch's objects be freed before most collections (and
+    leaves start-up's objects out of them); it costs some memory, not time. Process-wide: the
+    command line calls it, a library user may.
     """
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gc.set_threshold(100_000, 20, 20)
 
 
 @dataclass
@@ -305,11 +309,11 @@ class Processor:
             self._housekeeping()
             return
         batch = self._loop.poll()
-        now = self._stage_clock()
+        now, now_ns = self._stage_clock(), time.time_ns()
         outcomes: list[Outcome] = []
         restores: list[tuple[Stage, int, dict]] = []
         for tp, messages in batch.items():
-            self._take(tp, messages, now, outcomes, restores)
+            self._take(tp, messages, now, now_ns, outcomes, restores)
         for stage in self.stages.values():
             outcomes.extend(stage.expire(now))
         output = self._output(outcomes, restores) if outcomes else None
@@ -359,8 +363,8 @@ class Processor:
         self._loop.release(self._partitions.unloaded)
         log.warning("input resumed", extra={"held_s": round(held_s, 3)})
 
-    def _take(self, tp, messages, now: float, outcomes: list[Outcome], restores: list) -> None:
-        """Decode the records of one partition and give them to its stage."""
+    def _take(self, tp, messages, now: float, now_ns: int, outcomes: list[Outcome], restores: list) -> None:
+        """Decode the records of one partition and give them to its stage (``now_ns``: the batch's wall clock)."""
         topic, partition = tp.topic, tp.partition
         stage = self.stages[topic]
         ledger = self._ledgers[topic]
@@ -369,12 +373,14 @@ class Processor:
         self.sensor.consumed(topic, len(messages))
         state.tracker.seen_all((topic, partition), [m.offset for m in messages])
         replayed = 0
-        nodes: dict[str, list] = {}  # node -> [records, newest timestamp (s)]
-        decode, key_of, add = stage.decode, stage.key, stage.add
+        counts: dict[str, int] = {}  # node -> records
+        newest: dict[str, int] = {}  # node -> newest Kafka timestamp (ms)
+        decode, key_of, add, node_field = stage.decode, stage.key, stage.add, stage.node_field
+        append = outcomes.append
         for m in messages:
             token = (topic, partition, m.offset)
             try:
-                record = decode(m.value)
+                record = decode(m.value, now_ns)
             except records.RecordError as exc:
                 self._reject(token, m, str(exc), outcomes)
                 continue
@@ -384,39 +390,37 @@ class Processor:
             except Exception as exc:  # no record may stop the loop: whatever the decoder did not expect is rejected
                 self._reject(token, m, f"cannot be decoded: {type(exc).__name__}: {exc}", outcomes)
                 continue
-            node = node_of(record)
+            node = getattr(record, node_field)
             if node:
-                seen = nodes.get(node)
-                if seen is None:
-                    seen = nodes[node] = [0, None]
-                seen[0] += 1
-                if m.timestamp and m.timestamp > 0 and (seen[1] is None or m.timestamp > seen[1]):
-                    seen[1] = m.timestamp
+                counts[node] = counts.get(node, 0) + 1
+                ts = m.timestamp
+                if ts and ts > 0 and ts > newest.get(node, 0):
+                    newest[node] = ts
             key = key_of(record)
             if key in closed:
                 # Its result was made in this batch or is being written (the ledger holds it only once
                 # stored and published): nothing more to do, or a late block would open the period again.
                 replayed += 1
-                outcomes.append(Outcome([token]))
+                append(Outcome([token]))
                 continue
             published = ledger.get(partition, *key)
             if published is not None:
                 # Re-read after a restart, or late after its period was closed.
                 replayed += 1
                 restores += [(stage, partition, r) for r in published]
-                outcomes.append(Outcome([token]))
+                append(Outcome([token]))
                 continue
             for outcome in add(record, token, now):
                 if outcome.rejected:
                     state.raw.update({t: (m.key, m.value) for t in outcome.rejected})
                 for r in outcome.results:
                     closed.add((r.subject, r.period))
-                outcomes.append(outcome)
+                append(outcome)
         if replayed:
             self.sensor.replayed(replayed)
-        if nodes:
-            self.sensor.nodes({node: (count, newest_ms / 1000 if newest_ms is not None else None)
-                               for node, (count, newest_ms) in nodes.items()})
+        if counts:
+            self.sensor.nodes({node: (n, newest[node] / 1000 if node in newest else None)
+                               for node, n in counts.items()})
 
     def _reject(self, token, message, reason: str, outcomes: list[Outcome]) -> None:
         self._partitions.raw[token] = (message.key, message.value)
@@ -426,11 +430,17 @@ class Processor:
         """Everything the outcomes write: lines of results (and of re-read ones), results, alarms, dead letters."""
         sends: list[Send] = []
         send_origins: list[tuple[str, int]] = []
-        docs = []
+        docs: list[tuple] = []
         lines: list[str] = []
         line_origins: list[tuple[str, int]] = []
         keys: dict[tuple[str, int], set[tuple]] = {}
         letters: list[tuple[str, int]] = []  # input (topic, partition) of each dead letter
+        encode, add_doc, add_send = records.encode_fast, docs.append, sends.append
+        new_send = tuple.__new__  # Send is a NamedTuple: its own __new__ is a Python function
+        origin: tuple[str, int] | None = None
+        stage = next(iter(self.stages.values()))  # each set below before use
+        output_topic, lines_of = stage.output_topic, stage.lines
+        closing: set[tuple] = set()
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
                 key, raw = self._partitions.raw.pop(token, (None, None))
@@ -441,20 +451,24 @@ class Processor:
                 letters.append((topic, partition))
                 log.warning("record dead-lettered", extra={"topic": topic, "partition": partition,
                                                            "offset": offset, "reason": reason})
-            if outcome.results:
+            results = outcome.results
+            if results:
                 topic, partition, _ = cast(MessageToken, outcome.tokens[0])
-                stage = self.stages[topic]
-                output_topic, lines_of = stage.output_topic, stage.lines
-                origin = (topic, partition)
+                if (topic, partition) != origin:  # outcomes come partition by partition: looked up once each
+                    origin = (topic, partition)
+                    stage = self.stages[topic]
+                    output_topic, lines_of = stage.output_topic, stage.lines
+                    closing = keys.setdefault(origin, set())
                 n_lines = len(lines)
-                for result in outcome.results:
+                for result in results:
                     doc = result.to_dict()
-                    value = records.encode_fast(doc)
-                    docs.append((stage, partition, result, doc, value))
-                    sends.append(Send(output_topic, partition, result.subject.encode(), value))
+                    value = encode(doc)
+                    subject = result.subject
+                    add_doc((stage, partition, result, doc, value))
+                    add_send(new_send(Send, (output_topic, partition, subject.encode(), value)))
                     lines += lines_of(doc)
-                    keys.setdefault(origin, set()).add((result.subject, result.period))
-                send_origins += [origin] * len(outcome.results)
+                    closing.add((subject, result.period))
+                send_origins += [origin] * len(results)
                 line_origins += [origin] * (len(lines) - n_lines)
         alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d, _ in docs] + restores)
         for topic, partition, alarm in alarms:
@@ -493,13 +507,20 @@ class Processor:
         per_stage: dict[Stage, list[float]] = {}
         incomplete: dict[Stage, int] = {}
         info = log.isEnabledFor(logging.INFO)
+        done_s = output.done_s
+        assert done_s is not None, "the writer sets done_s once the output is stored and published"
+        last: Stage | None = None
         for stage, partition, result, doc, value in done.docs:
             if gone and (stage.input_topic, partition) in gone:
                 continue
-            self._ledgers[stage.input_topic].add(partition, doc, value)
+            if stage is not last:  # docs come stage by stage, mostly: looked up once per run of them
+                last = stage
+                remember = self._ledgers[stage.input_topic].add
+                latencies = per_stage.setdefault(stage, [])
+            remember(partition, doc, value)
             end_s = (result.period + 1) * result.period_s  # the period's end, Unix seconds
-            per_stage.setdefault(stage, []).append(max(0.0, output.done_s - end_s))
-            if getattr(result, "complete", True) is False:
+            latencies.append(max(0.0, done_s - end_s))
+            if doc.get("complete", True) is False:
                 incomplete[stage] = incomplete.get(stage, 0) + 1
             if info:
                 log.info("result", extra={"topic": stage.output_topic, "subject": result.subject,
