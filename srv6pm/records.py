@@ -468,7 +468,7 @@ class DelayResult:
 
     def to_dict(self) -> dict:
         """The record; ``lost_forward``/``lost_backward`` are left out when not known (never 0 for unknown)."""
-        out = {"v": VERSION, **asdict(self)}
+        out = {"v": VERSION, **self.__dict__}  # asdict(self), without its deep copy of values that are all scalars
         for name in ("lost_forward", "lost_backward"):
             if out[name] is None:
                 del out[name]
