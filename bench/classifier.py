@@ -31,7 +31,7 @@ import uuid
 from flood import arrived, flood
 
 from srv6pm.exporter.dataplane import CountingTable, FlowMatch
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.lab import network, topology
 from srv6pm.lab.scenario import parse
 

@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_real(counts: list[int], as_json: bool) -> int:
     from srv6pm.kafka import ensure_topics
-    from srv6pm.lab.broker import EmbeddedBroker
+    from srv6pm.lab.emulators.broker import EmbeddedBroker
     from srv6pm.ports import free_port
     with EmbeddedBroker(port=free_port()) as broker:
         ensure_topics(broker.bootstrap, {records.COUNTERS: 4})

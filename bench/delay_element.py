@@ -1,4 +1,4 @@
-"""Benchmark of the NFQUEUE link-delay element (srv6pm.lab.delay), beside a baseline without it.
+"""Benchmark of the NFQUEUE link-delay element (srv6pm.lab.emulators.delay), beside a baseline without it.
 
     python bench/delay_element.py [--delay-ms 10] [--seconds 1.5] [--json]
 
@@ -7,7 +7,7 @@ forwarding in ``rtr``), so that the delayed packets are forwarded ones, as on
 a lab router. A sender process in ``src`` paces UDP datagrams that carry
 their send time (CLOCK_REALTIME); a receiver in ``dst`` takes the kernel's
 receive timestamp (SO_TIMESTAMPNS), so a one-way delay is measured on one
-clock. The element runs in its own process (``python -m srv6pm.lab.delay``,
+clock. The element runs in its own process (``python -m srv6pm.lab.emulators.delay``,
 as the lab runs it) on ``rtr``'s interface towards ``dst``.
 
 It prints, for the baseline (no element) and with the element:
@@ -40,7 +40,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from srv6pm import netns as nsutil
-from srv6pm.lab.delay import DelayProcess
+from srv6pm.lab.emulators.delay import DelayProcess
 
 PROBE = struct.Struct("!Iq")  # sequence, send time (ns, CLOCK_REALTIME)
 SO_TIMESTAMPNS = 35

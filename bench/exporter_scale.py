@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from srv6pm import records
     from srv6pm.kafka import ensure_topics
-    from srv6pm.lab.broker import EmbeddedBroker
+    from srv6pm.lab.emulators.broker import EmbeddedBroker
     from srv6pm.ports import free_port
     counts = [int(x) for x in args.flows.split(",")]
     with EmbeddedBroker(port=free_port()) as broker:

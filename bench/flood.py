@@ -9,7 +9,7 @@ import socket
 import time
 
 from srv6pm import netns as nsutil
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.lab import network
 
 __all__ = ["arrived", "flood"]

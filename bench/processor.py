@@ -37,9 +37,8 @@ import cProfile
 import gc
 import io
 import pstats
-import socket
 import os
-import subprocess
+import socket
 import sys
 import threading
 import time
@@ -52,7 +51,8 @@ from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
-from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.lab.emulators.broker import EmbeddedBroker
+from srv6pm.lab.emulators.influxdb import InfluxDBProcess
 from srv6pm.processor.service import Processor, ProcessorOptions, tune_gc
 from srv6pm.publish import Publisher, Send
 from srv6pm.records import CounterRecord, StampSample
@@ -65,34 +65,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-class InfluxProcess:
-    """The embedded InfluxDB (engine and its Python v2-write front) in a process of its own.
-
-    In this process the front's thread would take the processor's interpreter lock: the benchmark
-    measures the processor, not the lab's front.
-    """
-
-    SCRIPT = ("import sys; from srv6pm.lab.influxdb import EmbeddedInfluxDB\n"
-              "with EmbeddedInfluxDB(port=int(sys.argv[1])) as db:\n"
-              "    print(db.url, flush=True); sys.stdin.read()\n")
-
-    def __enter__(self) -> str:
-        self._child = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(free_port())],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        url = self._child.stdout.readline().strip()
-        if not url:
-            self._child.kill()
-            raise RuntimeError("the embedded InfluxDB did not start")
-        return url
-
-    def __exit__(self, *exc) -> None:
-        self._child.stdin.close()
-        try:
-            self._child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._child.kill()
 
 
 def thread_cpu() -> dict[str, float]:
@@ -253,7 +225,10 @@ def main(argv=None) -> int:
     print(f"kafka-python CRC32C: {'native (crc32c package)' if native else 'pure Python'}")
     stamp = args.input == "stamp"
     topic, per_unit, unit = (records.STAMP, 1, "samples/s") if stamp else (records.COUNTERS, 2, "flow-periods/s")
-    with EmbeddedBroker(port=free_port()) as broker, InfluxProcess() as influx_url:
+    # The embedded InfluxDB in a process of its own: in this one the front's thread would take the processor's
+    # interpreter lock, and the benchmark measures the processor, not the lab's front.
+    with EmbeddedBroker(port=free_port()) as broker, InfluxDBProcess(port=0) as influxdb:
+        influx_url = influxdb.url
         ensure_topics(broker.bootstrap, {topic: args.partitions, records.LOSS: args.partitions,
                                          records.DELAY: args.partitions, records.ALARMS: args.partitions,
                                          records.DEADLETTER: 1})

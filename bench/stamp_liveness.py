@@ -33,7 +33,6 @@ miss 3 intervals after its send). The goal is under 100 ms on the broker at
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import secrets
 import statistics
@@ -44,11 +43,11 @@ import time
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from srv6pm import netns as nsutil
-from srv6pm import records
-from srv6pm.exporter.nft import Nft
+from srv6pm import decode, records
+from srv6pm.nft import Nft
 from srv6pm.exporter.probes import Probes
 from srv6pm.kafka import ensure_topics
-from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.lab.emulators.broker import EmbeddedBroker
 from srv6pm.ports import free_port
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -123,9 +122,9 @@ class AlarmReader:
             for messages in self._consumer.poll(timeout_ms=20).values():
                 read_ns = time.time_ns()
                 for m in messages:
-                    doc = json.loads(m.value)
-                    if doc.get("kind") == "liveness" and doc["raised"] is raised:
-                        return doc, read_ns
+                    alarm = decode.decode_alarm(m.value)
+                    if alarm.kind == "liveness" and alarm.raised is raised:
+                        return alarm.to_dict(), read_ns
         raise SystemExit(f"no liveness alarm with raised={raised} within {GUARD_S} s")
 
     def close(self) -> None:

@@ -24,7 +24,6 @@ flag                   environment                   default
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -86,7 +85,6 @@ class ArangoSettings:
     def from_args(cls, args: argparse.Namespace | None = None,
                   env: Mapping[str, str] | None = None) -> "ArangoSettings":
         """Resolve flags, then environment, then defaults; raise ConfigError naming a bad or missing setting."""
-        env = os.environ if env is None else env
         pick = partial(setting, args, env=env)
 
         found = given(args, "arango_url", "SRV6PM_ARANGO_URL", env)

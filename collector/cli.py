@@ -1,10 +1,10 @@
 """``srv6pm collector run`` and ``srv6pm collector check``.
 
-Added to the ``srv6pm`` command by :func:`add_commands`; each leaf sets
-``args.collector_handler(args) -> int`` (an exit status) and handles its own
-errors: a bad configuration file, flag or TLS file is one line on stderr,
-``srv6pm: ...``, and exit status 2; 1 is a runtime failure; 130 after SIGINT
-(Ctrl-C), 143 after SIGTERM (see :mod:`srv6pm.stopping`).
+Added to the ``srv6pm`` command by :func:`add_commands` (the interface of
+:mod:`srv6pm.commands`): a bad configuration file, flag or TLS file ends the
+command with one line on stderr, ``srv6pm: ...``, and exit status 2; 1 is a
+runtime failure; 130 after SIGINT (Ctrl-C), 143 after SIGTERM (see
+:mod:`srv6pm.exits` and :mod:`srv6pm.stopping`).
 
 Both commands check what they are given with one function, :func:`inputs`,
 so ``check`` refuses exactly what ``run`` would refuse before it connects
@@ -28,15 +28,15 @@ import argparse
 import json
 import signal
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from srv6pm import metrics
+from srv6pm.commands import Common, add_check, component
 from srv6pm.config import ConfigError as SettingsError
 from srv6pm.config import KafkaSettings, given, setting
-from srv6pm.exits import guard
 from srv6pm.stopping import Stop
 
-__all__ = ["DEFAULT_STATE_DIR", "STATE_DIR_ENV", "add_commands"]
+__all__ = ["DEFAULT_STATE_DIR", "STATE_DIR_ENV", "add_commands", "cmd_check", "cmd_run", "inputs"]
 
 DEFAULT_STATE_DIR = "/var/lib/srv6pm/collector"
 STATE_DIR_ENV = "SRV6PM_COLLECTOR_STATE_DIR"
@@ -53,18 +53,16 @@ def state_dir(args) -> str:
     return setting(args, "state_dir", STATE_DIR_ENV, DEFAULT_STATE_DIR)
 
 
-def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] | None = None):
+def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentParser:
     """Add ``collector run`` and ``collector check`` to ``subparsers``; returns the ``collector`` parser."""
     from srv6pm.collector.arango import ArangoSettings
 
-    collector = subparsers.add_parser(
-        "collector", help="collector: the control plane (declarative config -> node exporters over gRPC)",
+    collector, actions = component(
+        subparsers, "collector", help="collector: the control plane (declarative config -> node exporters over gRPC)",
         description="Drive every node exporter over the southbound gRPC API until the network is what the "
         "configuration file says: SIDs, SRv6 policies, monitored flows, STAMP sessions. 'run' does it and prints "
         "nothing on stdout (its events go to srv6pm.events, logs to stderr); 'check' prints the desired state "
         "per node as JSON.")
-    actions = collector.add_subparsers(dest="collector_command", metavar="ACTION", required=True,
-                                       help="what to do")
 
     run = actions.add_parser(
         "run", help="reconcile the node exporters with the configuration; keep the topology graph",
@@ -102,32 +100,22 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     run.add_argument("--heartbeat-interval-ms", type=int, default=1_000, metavar="MS",
                      help="results consumer group heartbeat interval (default 1000)")
     metrics.add_metrics_argument(run)
-    run.set_defaults(collector_handler=cmd_run)
+    run.set_defaults(handler=cmd_run)
     KafkaSettings.add_arguments(run)
     ArangoSettings.add_arguments(run)
 
-    check = actions.add_parser(
-        "check", help="validate a configuration and print the desired state per node as JSON", add_help=False,
+    check = add_check(actions, run, cmd_check,
+        help="validate a configuration and print the desired state per node as JSON",
         description="Validate the configuration file and print, per node, the objects the collector would "
         "apply (normalised, with their phase) as JSON. Takes every option of 'collector run' and refuses "
         "exactly what 'collector run' would refuse before it connects (the file, the southbound TLS choice and "
         "files, the state directory, every option and SRV6PM_* setting); the state directory is only read. "
         "Exit status 2 with the first error otherwise.")
-    from srv6pm.cli import same_options
-    same_options(run, check)
-    check.set_defaults(collector_handler=cmd_check)
 
     if common is not None:
         for parser in (collector, run, check):
             common(parser)
     return collector
-
-
-def _errors(handler):
-    """Turn a failure into one line and the exit status of its class (bad input 2, others 1: srv6pm.exits)."""
-    def wrapped(args) -> int:
-        return guard(lambda: handler(args))
-    return wrapped
 
 
 @dataclass(frozen=True)
@@ -179,15 +167,15 @@ def inputs(args) -> Inputs:
     return Inputs(flowmon.assign(loaded, allocator, save=False), tls, kafka, arango, metrics.port_from_args(args))
 
 
-@_errors
 def cmd_check(args) -> int:
+    """``srv6pm collector check``: print the desired state per node as JSON; 0."""
     from srv6pm.collector import desired
     print(json.dumps(desired.to_json(desired.desired_state(inputs(args).config)), indent=2))
     return 0
 
 
-@_errors
 def cmd_run(args) -> int:
+    """``srv6pm collector run``: reconcile until a signal; the exit status after it stopped."""
     from srv6pm import reach
     from srv6pm.collector.reconcile import Backoff
     from srv6pm.collector.results import ResultsOptions

@@ -37,12 +37,11 @@ partition count.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from dataclasses import dataclass, field
 
-from srv6pm import records
+from srv6pm import decode, records
 from srv6pm.config import KafkaSettings
 from srv6pm.consume import FAILED, ConsumeLoop
 from srv6pm.kafka import group_consumer
@@ -104,15 +103,14 @@ class ResultsConsumer:
         for tp, messages in batch.items():
             for m in messages:
                 try:
-                    doc = _parse(m.value)
-                    records.validate(tp.topic, doc)
+                    record = decode.decode(tp.topic, m.value)
                 except records.RecordError as exc:
                     self.stats["bad"] += 1
                     log.warning("result record skipped", extra={"topic": tp.topic, "partition": tp.partition,
                                                                 "offset": m.offset, "reason": str(exc)})
                 else:
-                    if tp.topic != records.ALARMS or doc["kind"] == "liveness":
-                        good.append((tp.topic, doc))
+                    if tp.topic != records.ALARMS or record.kind == "liveness":
+                        good.append((tp.topic, record.to_dict()))
             if messages:
                 offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
                 count += len(messages)
@@ -139,25 +137,3 @@ class ResultsConsumer:
         except Exception as exc:  # closing must not hide the reason we are closing
             log.debug("error while closing", extra={"error": str(exc)})
 
-
-def _parse(raw: bytes | None) -> dict:
-    """The JSON object in ``raw``, or RecordError (the schema is checked by the graph's update)."""
-    if raw is None:
-        raise records.RecordError("empty value (tombstone)")
-    if len(raw) > records.MAX_RECORD_BYTES:
-        raise records.RecordError(f"value of {len(raw)} bytes exceeds {records.MAX_RECORD_BYTES}")
-    try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise records.RecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise records.RecordError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise records.RecordError("not usable JSON: nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise records.RecordError(f"not a JSON object but {type(doc).__name__}")
-    return doc
-
-
-def _reject_constant(name: str):
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)

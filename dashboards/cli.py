@@ -4,27 +4,35 @@
 ``dashboards/json/``). With ``--check`` it writes nothing, lists the stale
 files (missing, different, or made by no dashboard) on stderr and exits 1 if
 there are any, 0 otherwise. Exit status 2: grafanalib is not installed (the
-``dashboards`` extra) or DIR is not a folder.
+``dashboards`` extra) or DIR is not a folder (a :class:`UsageError`, one line
+on stderr: :mod:`srv6pm.exits`). Added to the ``srv6pm`` command by
+:func:`add_commands` (the interface of :mod:`srv6pm.commands`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["add_commands"]
+from srv6pm.commands import Common, component
+from srv6pm.errors import InputError
+
+__all__ = ["UsageError", "add_commands", "cmd_generate"]
 
 
-def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] | None = None):
-    """Add ``dashboards generate`` to ``subparsers``; the leaf sets ``args.dashboards_handler(args) -> int``."""
-    dashboards = subparsers.add_parser("dashboards", help="Grafana dashboards as code (grafanalib)",
-                                       description="Build the srv6pm Grafana dashboards (InfluxQL on the srv6pm "
-                                       "database, datasource uid srv6pm-influxdb) as JSON. 'generate' writes them and prints one line per "
-                                       "file written (or, with --check, per stale file).")
-    actions = dashboards.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True,
-                                        help="what to do")
+class UsageError(InputError, ValueError):
+    """``dashboards generate`` cannot work with what it was given: DIR is not a folder, or grafanalib (the
+    ``dashboards`` extra) is not installed; ``str()`` says which."""
+
+
+def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentParser:
+    """Add ``dashboards generate`` to ``subparsers``; returns the ``dashboards`` parser."""
+    dashboards, actions = component(
+        subparsers, "dashboards", help="Grafana dashboards as code (grafanalib)",
+        description="Build the srv6pm Grafana dashboards (InfluxQL on the srv6pm database, datasource uid "
+        "srv6pm-influxdb) as JSON. 'generate' writes them and prints one line per file written (or, with "
+        "--check, per stale file).")
     gen = actions.add_parser("generate", help="write the dashboards' JSON files",
                              description="Write <uid>.json for every dashboard (sorted keys, indent 2), "
                              "or with --check only tell which files are stale. Prints one line 'wrote PATH' per "
@@ -36,20 +44,19 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     if common:
         common(dashboards)
         common(gen)
-    gen.set_defaults(dashboards_handler=cmd_generate)
+    gen.set_defaults(handler=cmd_generate)
     return dashboards
 
 
 def cmd_generate(args) -> int:
+    """``srv6pm dashboards generate``: write the dashboards (0), or with --check list the stale ones (1 if any)."""
     try:
         from . import generate
     except ImportError as exc:
-        print(f"srv6pm: dashboards need grafanalib (pip install 'srv6pm[dashboards]'): {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"dashboards need grafanalib (pip install 'srv6pm[dashboards]'): {exc}") from None
     out = args.out or generate.JSON_DIR
     if out.exists() and not out.is_dir():
-        print(f"srv6pm: --out {out}: not a folder", file=sys.stderr)
-        return 2
+        raise UsageError(f"--out {out}: not a folder")
     if args.check:
         stale = generate.stale(out)
         for path in stale:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 
 from .topology import FlowPlan, Plan
 
@@ -101,7 +101,7 @@ def commands(plan: Plan, netns: str) -> list[dict]:
 def read(plan: Plan) -> dict[str, Arrivals]:
     """Flow name -> :class:`Arrivals` for every flow of ``plan``, from its destination host's counters.
 
-    Raises :class:`~srv6pm.exporter.nft.NftError` if a host's table cannot be listed (the lab is down).
+    Raises :class:`~srv6pm.nft.NftError` if a host's table cannot be listed (the lab is down).
     """
     counts: dict[str, int] = {}
     for netns in dict.fromkeys(f.dst_netns for f in plan.flows.values()):

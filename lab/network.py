@@ -2,7 +2,7 @@
 
 :func:`build` creates exactly what the plan describes, through netlink
 (pyroute2), ``/proc/sys`` (from a thread inside each namespace, see
-:mod:`srv6pm.netns`) and libnftables (:mod:`srv6pm.exporter.nft`):
+:mod:`srv6pm.netns`) and libnftables (:mod:`srv6pm.nft`):
 
 1. every namespace of ``plan.namespaces`` (nodes, then hosts) -- refused with
    :class:`NetworkError`, before anything is created, if any of them exists;
@@ -59,7 +59,7 @@ from srv6pm import bpf
 from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
 from srv6pm.stamp import ebpf as stamp_ebpf
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.lab import arrivals
 from srv6pm.lab.topology import HOST_IFNAME, HOST_PEER_IFNAME, HostPlan, NodePlan, Plan
 

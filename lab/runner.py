@@ -9,7 +9,7 @@ separate process:
   on 127.0.0.1 (plaintext: the lab is one machine), with the scenario's data
   plane (``--dataplane``); its STAMP reflector is the
   default ebpf one, except on a node at either end of a link with
-  ``delay_ms``: that delay is added at postrouting (NFQUEUE, :mod:`.delay`),
+  ``delay_ms``: that delay is added at postrouting (NFQUEUE, :mod:`.emulators.delay`),
   which a reply the kernel sends from XDP or tc never passes through, so
   there the exporter runs the socket reflector;
 * the collector, with the collector configuration of the scenario
@@ -51,12 +51,13 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from srv6pm.errors import OperationError
-from srv6pm import records
+from srv6pm import decode, records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.ports import free_ports
 
 from . import arrivals, control, leftovers, network, topology
-from .process import ChildProcess
+from .emulators.delay import DelayProcess
+from .emulators.launcher import ChildProcess
 from .scenario import Scenario
 
 __all__ = ["Lab", "LabError"]
@@ -96,6 +97,7 @@ class Lab:
     processor_args: tuple[str, ...] = ()  # more arguments of `srv6pm processor run` (tests: shorter timings)
     converge_timeout_s: float = 60.0
     children: dict[str, ChildProcess] = field(default_factory=dict)
+    delays: dict[str, DelayProcess] = field(default_factory=dict)  # one process per delayed link
 
     def __post_init__(self):
         self.plan = topology.plan(self.scenario)
@@ -134,14 +136,14 @@ class Lab:
         # Refuse before starting anything if the namespaces are taken.
         network.check_free(self.plan)
         if self.kafka is None:
-            from .broker import EmbeddedBroker
+            from .emulators.broker import EmbeddedBroker
             broker = EmbeddedBroker(port=self.kafka_port)
             stack.callback(broker.stop)
             broker.start()
             self.embedded_broker = broker
             self.kafka = KafkaSettings(bootstrap=broker.bootstrap)
         if self.influx is None:
-            from .influxdb import EmbeddedInfluxDB
+            from .emulators.influxdb import EmbeddedInfluxDB
             influx = EmbeddedInfluxDB(port=self.influx_port, database="srv6pm")
             stack.callback(influx.stop)
             influx.start()
@@ -155,10 +157,10 @@ class Lab:
         stack.callback(self.events.close)
         network.build(self.plan, srv6=False)
         stack.callback(network.teardown, self.plan)
-        stack.callback(self._stop_children)
-        for link in self.plan.links:
+        for link in self.plan.links:  # stopped after the children (below), before the teardown
             if link.delay_ms > 0:
-                self._spawn_delay(link)
+                self._start_delay(link)
+        stack.callback(self._stop_children)
         self.grpc_ports = dict(zip(self.scenario.nodes, free_ports(self.grpc_host, len(self.scenario.nodes)), strict=True))
         for node in self.scenario.nodes:
             self._spawn_exporter(node)
@@ -302,18 +304,26 @@ class Lab:
         self.events.poll(0.1)
         return max((e.get("generation", 0) for e in self.events.seen), default=0)
 
-    def _spawn_delay(self, link) -> None:
+    def _start_delay(self, link) -> None:
         """The link's delay in both directions: one NFQUEUE element per direction (``delay``), one process."""
         name = f"delay-{link.a}-{link.b}"
-        argv = [sys.executable, "-m", "srv6pm.lab.delay"]
-        for ns, dev in ((link.a, link.b), (link.b, link.a)):
-            argv += ["--netns", ns, "--dev", dev, "--delay-ms", repr(link.delay_ms), "--queue", str(link.index)]
-        self._spawn(name, argv)
-        deadline = time.monotonic() + 15
-        while '"event": "ready"' not in self.children[name].output_tail(20):
-            if self.children[name].returncode is not None or time.monotonic() > deadline:
-                raise LabError(f"{name} did not start: {self.log_tail(name)}")
-            time.sleep(0.05)
+        delay = DelayProcess([(ns, dev, link.delay_ms, link.index) for ns, dev in ((link.a, link.b), (link.b, link.a))],
+                             name=name)
+        self._stack.callback(self._stop_delay, delay)
+        try:
+            delay.start()
+        except OperationError as exc:
+            raise LabError(f"{name}: {exc}") from exc  # "delay process did not start: ..."
+        self.delays[name] = delay
+        log.info("started", extra={"child": name, "pid": delay.pid})
+
+    @staticmethod
+    def _stop_delay(delay: DelayProcess) -> None:
+        """Stop a delay process; a lost final report is logged, never stops the teardown."""
+        try:
+            delay.stop()
+        except OperationError as exc:
+            log.warning("delay process stopped without its statistics", extra={"child": delay.name, "error": str(exc)})
 
     def start_processor(self, name: str = "processor") -> None:
         """Start (or restart) a processor process named ``name``."""
@@ -347,9 +357,7 @@ class Lab:
     def kill(self, name: str) -> None:
         """Kill child ``name`` with SIGKILL (a crash, for tests), and wait for it."""
         child = self.children[name]
-        if child.running:
-            assert child.pid is not None, "a running child has been started, so it has a pid"
-            os.kill(child.pid, 9)
+        child.kill()
         child.stop()
 
     def restart(self, name: str) -> None:
@@ -370,6 +378,10 @@ class Lab:
         if self.embedded_influxdb is not None and not self.embedded_influxdb.running:
             raise LabError("the lab's embedded InfluxDB exited: the results stored so far are gone with its "
                            "temporary directory")
+        for name, delay in self.delays.items():
+            if not delay.running:
+                raise LabError(f"{name} exited with status {delay.returncode}: "
+                               f"{' | '.join(delay.output_tail(5).splitlines()) or '(no output)'}")
         for child in self.children.values():
             code = child.returncode
             if code is not None:
@@ -379,9 +391,9 @@ class Lab:
         return " | ".join(self.children[name].output_tail(lines).splitlines()) or "(no output)"
 
     def _stop_children(self) -> None:
-        # Traffic first (so exporters count whole periods), then exporters, the processor, the delays.
+        # Traffic first (so exporters count whole periods), then exporters, the processor (the delays after).
         def rank(child: ChildProcess) -> int:
-            order = ("traffic", "collector", "exporter", "processor", "delay")
+            order = ("traffic", "collector", "exporter", "processor")
             return next((i for i, prefix in enumerate(order) if child.name.startswith(prefix)), len(order))
         for child in sorted(self.children.values(), key=rank):
             child.stop(grace=10)
@@ -423,14 +435,20 @@ class ResultReader:
         return [doc for doc, _ in self.poll_timed(timeout_s)]
 
     def poll_timed(self, timeout_s: float = 0.5) -> list[tuple[dict, float]]:
-        """(record, its Kafka timestamp in seconds) of the records that arrived."""
+        """(record, its Kafka timestamp in seconds) of the records that arrived.
+
+        Each record is decoded and checked by its topic's typed decoder (:func:`srv6pm.decode.decode`)
+        and given as its ``to_dict()``: the record as srv6pm publishes it. One that is not valid is
+        logged with the reason and left out.
+        """
         out = []
         for messages in self._consumer.poll(timeout_ms=int(timeout_s * 1000)).values():
             for m in messages:
                 try:
-                    out.append((json.loads(m.value), m.timestamp / 1000))
-                except ValueError:
-                    log.warning("unreadable result record", extra={"topic": m.topic, "offset": m.offset})
+                    out.append((decode.decode(m.topic, m.value).to_dict(), m.timestamp / 1000))
+                except records.RecordError as exc:
+                    log.warning("unreadable result record", extra={"topic": m.topic, "offset": m.offset,
+                                                                   "reason": str(exc)})
         return out
 
     def close(self) -> None:

@@ -56,7 +56,7 @@ depend on the number of flows. A consumer computes deltas, and detects
 that counters restarted through :attr:`Reading.generation`, which changes
 whenever the set is recreated (or the table, or the namespace).
 
-All commands run through one :class:`~srv6pm.exporter.nft.Nft`, bound to the
+All commands run through one :class:`~srv6pm.nft.Nft`, bound to the
 node's namespace; see :mod:`srv6pm.netns` for driving it from the root namespace.
 """
 
@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from srv6pm.errors import OperationError
-from srv6pm.exporter.nft import Nft, NftError
+from srv6pm.nft import Nft, NftError
 
 __all__ = ["CountingTable", "DataplaneError", "FlowMatch", "Reading", "ROLES", "DEFAULT_DSCP"]
 

@@ -47,7 +47,6 @@ import ipaddress
 import itertools
 import os
 import socket
-import struct
 import threading
 from socket import AF_INET6
 from typing import Any
@@ -57,6 +56,23 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from srv6pm.errors import OperationError
+from srv6pm.netlink import (
+    NETLINK_GET_STRICT_CHK,
+    NETLINK_ROUTE,
+    NLM_F_DUMP,
+    NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    RTA_DST,
+    RTM_GETROUTE,
+    SOL_NETLINK,
+    NlAttr,
+    NlMsgErr,
+    NlMsgHdr,
+    RtMsg,
+    align,
+)
 from srv6pm.netns import NetnsThread
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
@@ -73,24 +89,13 @@ _ACTION_NAMES = {number: name for number, name in _ACTIONS.values()}
 _MODES = {pb.ENCAP_MODE_UNSPECIFIED: "encap", pb.ENCAP_MODE_ENCAP: "encap", pb.ENCAP_MODE_INLINE: "inline"}
 
 
-# rtnetlink, as far as the route dump of _MainTable needs it (linux/netlink.h, linux/rtnetlink.h).
-_NLMSGHDR = struct.Struct("=IHHII")    # nlmsg_len, nlmsg_type, nlmsg_flags, nlmsg_seq, nlmsg_pid
-_RTMSG = struct.Struct("=BBBBBBBBI")   # family, dst_len, src_len, tos, table, protocol, scope, type, flags
-_NLATTR = struct.Struct("=HH")         # nla_len, nla_type
-_ERRNO = struct.Struct("=i")           # struct nlmsgerr starts with the (negative) error
-_RTM_DST_LEN = _NLMSGHDR.size + 1      # offset of rtm_dst_len in a message
-_RTM_TABLE = _NLMSGHDR.size + 4
-_RTM_PROTOCOL = _NLMSGHDR.size + 5
-_RTA_DST, _RTA_TABLE = 1, 15
-_NLMSG_ERROR, _NLMSG_DONE, _RTM_GETROUTE = 2, 3, 26
-_NLM_F_REQUEST, _NLM_F_DUMP, _NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
-_SOL_NETLINK, _NETLINK_GET_STRICT_CHK = 270, 12
+# rtnetlink, as far as the route dump of _MainTable needs it: the structures are srv6pm.netlink's.
+_RTM_DST_LEN = NlMsgHdr.size + RtMsg.offset("dst_len")  # offsets of route message fields in a message
+_RTM_TABLE = NlMsgHdr.size + RtMsg.offset("table")
+_RTM_PROTOCOL = NlMsgHdr.size + RtMsg.offset("protocol")
 _RECV_BUFFER = 256 * 1024               # a dump part is at most 32 KiB
 _DUMP_ATTEMPTS = 5                      # dumps interrupted by concurrent route changes are repeated
-
-
-def _align(n: int) -> int:
-    return (n + 3) & ~3
+_unpack_header, _unpack_attr = NlMsgHdr.struct.unpack_from, NlAttr.struct.unpack_from  # the hot loops' own names
 
 
 class RouteError(OperationError, RuntimeError):
@@ -143,11 +148,11 @@ class _MainTable:
     """
 
     def __init__(self):
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         try:
             self._sock.bind((0, 0))
             try:
-                self._sock.setsockopt(_SOL_NETLINK, _NETLINK_GET_STRICT_CHK, 1)
+                self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
             except OSError:
                 pass  # older than Linux 4.20: unfiltered dumps, filtered below
         except BaseException:
@@ -171,9 +176,9 @@ class _MainTable:
 
     def _dump(self, dst_len: int | None, dst: bytes | None, protocol: int) -> tuple[list, bool]:
         seq = next(self._seq) & 0xFFFFFFFF
-        request = _RTMSG.pack(AF_INET6, 0, 0, 0, MAIN_TABLE, protocol, 0, 0, 0)
-        self._sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(request), _RTM_GETROUTE, _NLM_F_REQUEST | _NLM_F_DUMP,
-                                       seq, 0) + request)
+        request = RtMsg.pack(family=AF_INET6, table=MAIN_TABLE, protocol=protocol)
+        self._sock.send(NlMsgHdr.pack(len=NlMsgHdr.size + len(request), type=RTM_GETROUTE,
+                                      flags=NLM_F_REQUEST | NLM_F_DUMP, seq=seq) + request)
         found: list[rtmsg] = []
         buf, consistent = self._buffer, True
         while True:
@@ -181,19 +186,19 @@ class _MainTable:
             if size > len(buf):
                 raise NetlinkError(errno.EMSGSIZE, f"route dump part of {size} bytes exceeds the buffer")
             offset = 0
-            while offset + _NLMSGHDR.size <= size:
-                length, kind, flags, msg_seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
-                if length < _NLMSGHDR.size or offset + length > size:
+            while offset + NlMsgHdr.size <= size:
+                length, kind, flags, msg_seq, _pid = _unpack_header(buf, offset)
+                if length < NlMsgHdr.size or offset + length > size:
                     raise NetlinkError(errno.EBADMSG, "malformed rtnetlink message in the route dump")
-                start, offset = offset, offset + _align(length)
+                start, offset = offset, offset + align(length)
                 if msg_seq != seq:
                     continue  # left over from an earlier request that was abandoned
-                if flags & _NLM_F_DUMP_INTR:
+                if flags & NLM_F_DUMP_INTR:
                     consistent = False
-                if kind == _NLMSG_DONE:
+                if kind == NLMSG_DONE:
                     return found, consistent
-                if kind == _NLMSG_ERROR:
-                    code = -_ERRNO.unpack_from(buf, start + _NLMSGHDR.size)[0]
+                if kind == NLMSG_ERROR:
+                    code = -NlMsgErr.decode(buf, start + NlMsgHdr.size).error
                     raise NetlinkError(code, os.strerror(code))
                 if (buf[start + _RTM_TABLE] != MAIN_TABLE or (protocol and buf[start + _RTM_PROTOCOL] != protocol)
                         or (dst is not None and not self._has_dst(buf, start, length, dst_len, dst))):
@@ -207,14 +212,14 @@ class _MainTable:
         """Whether the route message at ``start`` has destination ``dst``/``dst_len`` (no RTA_DST: ``::``)."""
         if buf[start + _RTM_DST_LEN] != dst_len:
             return False
-        end, attr = start + length, start + _NLMSGHDR.size + _RTMSG.size
-        while attr + _NLATTR.size <= end:
-            attr_len, attr_type = _NLATTR.unpack_from(buf, attr)
-            if attr_len < _NLATTR.size:
+        end, attr = start + length, start + NlMsgHdr.size + RtMsg.size
+        while attr + NlAttr.size <= end:
+            attr_len, attr_type = _unpack_attr(buf, attr)
+            if attr_len < NlAttr.size:
                 break
-            if attr_type == _RTA_DST:
-                return buf[attr + _NLATTR.size:attr + attr_len] == dst
-            attr += _align(attr_len)
+            if attr_type == RTA_DST:
+                return buf[attr + NlAttr.size:attr + attr_len] == dst
+            attr += align(attr_len)
         return dst == bytes(16)
 
 

@@ -67,7 +67,7 @@ from .blocks import Baselines
 from .config import ExporterConfig
 from .dataplane import CountingTable, FlowMatch, Reading
 from .intent import Intent, path_for
-from .nft import Nft
+from srv6pm.nft import Nft
 from .outbox import Outbox
 from .probes import Probes
 from .routes import Routes

@@ -25,7 +25,6 @@ made again.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -37,8 +36,6 @@ from srv6pm.records import Alarm
 from .ledger import read_tail
 
 __all__ = ["AlarmRules", "Alarms"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,15 +114,12 @@ class Alarms:
         """Read the state of ``partitions`` back from the tail of ``srv6pm.alarms``; the alarms read."""
         self.forget(partitions)
         loaded = 0
-        for partition, doc in read_tail(consumer, records.ALARMS, partitions, self.tail_records, timeout_s):
-            if doc.get("kind") not in self.kinds:
+        alarm: Alarm
+        for partition, alarm in read_tail(consumer, records.ALARMS, partitions, self.tail_records, timeout_s):
+            if alarm.kind not in self.kinds:
                 continue
-            try:
-                key = (partition, doc["kind"], doc["subject"], doc.get("direction"))
-                state = _State(int(doc["period"]), bool(doc["raised"]))
-            except (KeyError, TypeError, ValueError):
-                log.warning("unreadable alarm on srv6pm.alarms, skipped", extra={"partition": partition})
-                continue
+            key = (partition, alarm.kind, alarm.subject, alarm.direction)
+            state = _State(alarm.period, alarm.raised)
             last = self._state.get(key)
             if last is None or state.period >= last.period:
                 self._state[key] = state

@@ -24,14 +24,17 @@ exceed the number of results a partition receives during one pairing wait.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 from kafka import KafkaConsumer, TopicPartition
+
+from srv6pm import decode
+from srv6pm.records import RecordError
 
 __all__ = ["Ledger", "read_tail"]
 
@@ -94,18 +97,18 @@ class Ledger:
             self._parts[p] = OrderedDict()
         loaded = 0
         for partition, result in read_tail(consumer, self.topic, partitions, self.tail_records, timeout_s, idle_s):
-            try:
-                self.add(partition, result)
-                loaded += 1
-            except (TypeError, KeyError):
-                log.warning("result without subject or period on the result topic, skipped",
-                            extra={"topic": self.topic, "partition": partition})
+            self.add(partition, result.to_dict())
+            loaded += 1
         return loaded
 
 
 def read_tail(consumer: KafkaConsumer, topic: str, partitions: list[int], tail_records: int,
-              timeout_s: float = 30.0, idle_s: float = 0.5) -> Iterator[tuple[int, dict]]:
-    """Yield (partition, JSON object) for the last ``tail_records`` records of each of ``partitions``.
+              timeout_s: float = 30.0, idle_s: float = 0.5) -> Iterator[tuple[int, Any]]:
+    """Yield (partition, record) for the last ``tail_records`` records of each of ``partitions``.
+
+    The records are those of ``topic`` (:func:`srv6pm.decode.decode`: a
+    :class:`~srv6pm.records.LossResult`, :class:`~srv6pm.records.DelayResult`
+    or :class:`~srv6pm.records.Alarm`).
 
     Reads with ``consumer`` (no group; assigned here, unassigned at the end)
     from ``tail_records`` before the reported end until the partitions have
@@ -130,14 +133,13 @@ def read_tail(consumer: KafkaConsumer, topic: str, partitions: list[int], tail_r
         for tp, messages in batch.items():
             for message in messages:
                 try:
-                    doc = json.loads(message.value)
-                except (TypeError, ValueError):
-                    doc = None
-                if not isinstance(doc, dict):
+                    record = decode.decode(topic, message.value)
+                except RecordError as exc:
                     log.warning("unreadable record on a result topic, skipped",
-                                extra={"topic": topic, "partition": tp.partition, "offset": message.offset})
+                                extra={"topic": topic, "partition": tp.partition, "offset": message.offset,
+                                       "reason": str(exc)})
                     continue
-                yield tp.partition, doc
+                yield tp.partition, record
         at_end = all(consumer.position(tp) >= ends[tp] for tp in tps)
         now = time.monotonic()
         if batch or not at_end:

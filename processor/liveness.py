@@ -4,33 +4,42 @@ The node exporters publish the liveness alarms of the STAMP sessions that
 watch their path themselves, on ``srv6pm.alarms`` (the processor does not make
 them). :class:`LivenessStore` reads them there and writes each as one
 ``liveness`` point (:data:`srv6pm.influx_schema.LIVENESS`, :func:`liveness_lines`);
-the other alarm kinds are read and skipped, and so is a record that is not a
-valid alarm (logged, counted in ``stats["bad"]``: the topic has foreign
-producers at most).
+the other alarm kinds are read and skipped. A record that is not a valid
+alarm (:func:`srv6pm.decode.decode_alarm`) goes to ``srv6pm.deadletter`` with
+the reason, as the processor's bad inputs do (``consumer`` is this store's
+group), and is counted in ``stats["bad"]``.
 
 It is a member of a consumer group of its own (the processor's group name
 with ``-liveness``), beside the processor's loop, so every processor of a
 group stores its share of the partitions. Offsets are committed only after
 InfluxDB accepted the batch's points; after a crash the tail is read and
-written again, which changes nothing (same series, same timestamp). While
-InfluxDB fails, the batch is retried with back-off; :meth:`stop` ends that
-(nothing of it committed).
+written again, which changes nothing (same series, same timestamp), and a
+dead letter may be published again. Offsets move only after the batch's dead
+letters are acknowledged as well. While InfluxDB or the brokers fail, the
+batch is retried with back-off, the wait said once when it starts and once
+when it ends (:class:`srv6pm.waiting.Waiting`, ``influxdb_liveness`` and
+``kafka_deadletter``); :meth:`stop` ends that (nothing of it committed).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
+from collections.abc import Callable
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from srv6pm import records
+from srv6pm import decode, metrics, records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import InfluxWriter, StoreError
 from srv6pm.influx_schema import LIVENESS
 from srv6pm.kafka import group_consumer
+from srv6pm.publish import Publisher, Send
+from srv6pm.quote import shorten
+from srv6pm.records import Alarm
+from srv6pm.waiting import Waiting
 
 from .lines import line
 
@@ -39,14 +48,18 @@ __all__ = ["LivenessStore", "liveness_lines", "start"]
 log = logging.getLogger("srv6pm.processor.liveness")
 
 
-def liveness_lines(alarm: dict) -> list[str]:
+COMPONENT = "processor"  # the liveness store runs in the processor; its waits and dead letters are the processor's
+
+
+def liveness_lines(alarm: Alarm) -> list[str]:
     """The ``liveness`` line of a liveness alarm as published (see :class:`srv6pm.influx_schema.LivenessNames`)."""
     n = LIVENESS
+    assert alarm.time_ns is not None, "a liveness alarm has its time_ns (the topic's schema)"
     return [line(n.measurement,
-                 {n.session: alarm["subject"], n.sender: alarm["sender"], n.reflector: alarm["reflector"]},
-                 {n.up: 0 if alarm["raised"] else 1, n.count: int(alarm["value"]),
-                  n.threshold: int(alarm["threshold"]), n.last_reply_ns: alarm["last_reply_ns"]},
-                 alarm["time_ns"])]
+                 {n.session: alarm.subject, n.sender: alarm.sender, n.reflector: alarm.reflector},
+                 {n.up: 0 if alarm.raised else 1, n.count: int(alarm.value),
+                  n.threshold: int(alarm.threshold), n.last_reply_ns: alarm.last_reply_ns},
+                 alarm.time_ns)]
 
 
 class LivenessStore:
@@ -64,6 +77,11 @@ class LivenessStore:
                                         session_timeout_ms=session_timeout_ms,
                                         heartbeat_interval_ms=heartbeat_interval_ms, max_poll_interval_ms=60_000,
                                         max_poll_records=5000)
+        self._kafka = kafka
+        self._client_id = f"{client_id}-liveness"
+        self._publisher: Publisher | None = None  # made for the first dead letter
+        self.metrics = metrics.get()
+        self.waiting = Waiting(COMPONENT, log, self.metrics)
         self.stats = {"records": 0, "stored": 0, "bad": 0}
 
     def run(self) -> None:
@@ -81,6 +99,7 @@ class LivenessStore:
         """Poll one batch, write its liveness points, commit it. Returns the number of records consumed."""
         batch = self._consumer.poll(timeout_ms=self.poll_ms)
         lines: list[str] = []
+        letters: list[Send] = []
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         count = 0
         for tp, messages in batch.items():
@@ -88,38 +107,61 @@ class LivenessStore:
                 count += 1
                 offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
                 try:
-                    doc = json.loads(m.value)
-                    records.validate(records.ALARMS, doc)
-                except (ValueError, TypeError) as exc:  # RecordError is a ValueError, so is bad JSON
-                    self.stats["bad"] += 1
-                    log.warning("alarm record skipped", extra={"partition": tp.partition, "offset": m.offset,
-                                                               "reason": str(exc)[:300]})
+                    alarm = decode.decode_alarm(m.value)
+                except records.RecordError as exc:
+                    letters.append(self._dead_letter(tp.partition, m, str(exc)))
                     continue
-                if doc["kind"] == "liveness":
-                    lines += liveness_lines(doc)
+                if alarm.kind == "liveness":
+                    lines += liveness_lines(alarm)
         self.stats["records"] += count
-        if lines and not self._write(lines):
+        if lines and not self._retry("influxdb_liveness", lambda: self._store.write(lines)):
             return count  # stopping: nothing committed, the batch is read again next time
         self.stats["stored"] += len(lines)
+        bad = len(letters)
+        if letters and not self._retry("kafka_deadletter", lambda: self._publish(letters)):
+            return count
+        self.stats["bad"] += bad
+        self.metrics.deadletters.labels(COMPONENT, records.ALARMS).inc(bad)
+        self.metrics.records_out.labels(COMPONENT, records.DEADLETTER).inc(bad)
         if offsets:
             self._consumer.commit(offsets)
         return count
 
-    def _write(self, lines: list[str]) -> bool:
+    def _dead_letter(self, partition: int, message, reason: str) -> Send:
+        """The dead letter of a record that is not an alarm: the processor's (``srv6pm.records.dead_letter``)."""
+        log.warning("record dead-lettered", extra={"topic": records.ALARMS, "partition": partition,
+                                                   "offset": message.offset, "reason": shorten(reason)})
+        letter = records.dead_letter(records.ALARMS, partition, message.offset, reason, message.value, self.group)
+        return Send(records.DEADLETTER, None, records.dead_letter_key(message.key), records.encode(letter))
+
+    def _publish(self, sends: list[Send]) -> None:
+        """Publish ``sends``; those not acknowledged are left in it, and KafkaError says why."""
+        if self._publisher is None:
+            self._publisher = Publisher(self._kafka.client_options(), self._client_id)
+        failed = self._publisher.publish(sends)
+        sends[:] = [send for send, _ in failed]
+        if failed:
+            raise KafkaError(f"{len(failed)} dead letter(s) not acknowledged: {shorten(str(failed[0][1]))}")
+
+    def _retry(self, what: str, action: Callable[[], None]) -> bool:
+        """Do ``action`` until it works (True) or :meth:`stop` is called (False); the wait said once (``what``)."""
         delay = 0.2
         while True:
             try:
-                self._store.write(lines)
-                return True
-            except StoreError as exc:
+                action()
+            except (StoreError, KafkaError) as exc:
+                self.waiting.failed(what, exc)
                 if self._stop.is_set():
                     return False
-                log.warning("liveness points not stored, retrying", extra={"error": str(exc), "delay_s": delay})
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.retry_max_s)
+            else:
+                self.waiting.ok(what)
+                return True
 
     def close(self) -> None:
-        for closer in (self._consumer.close, self._store.close):
+        publisher = self._publisher
+        for closer in (self._consumer.close, self._store.close) + ((publisher.close,) if publisher else ()):
             try:
                 closer()
             except Exception as exc:  # closing must not hide the reason we are closing

@@ -83,8 +83,12 @@ def setting(args: argparse.Namespace | None, attr: str, var: str | None = None, 
     return default if found is None else found.value
 
 
-def secret(env: Mapping[str, str], name: str) -> str | None:
-    """The secret in ``$name``, or in the file named by ``$name_FILE`` (trailing newline stripped)."""
+def secret(env: Mapping[str, str] | None, name: str) -> str | None:
+    """The secret in ``$name``, or in the file named by ``$name_FILE`` (trailing newline stripped).
+
+    ``env`` None is ``os.environ``.
+    """
+    env = os.environ if env is None else env
     value = env.get(name)
     path = env.get(f"{name}_FILE")
     if value and path:

@@ -1,13 +1,17 @@
-"""Fast decoding of the processor's input records, with exactly the result of ``records``.
+"""Typed decoding of every topic's records, with exactly the result of ``records``; the one way to read them.
 
-:func:`decode_counters` and :func:`decode_stamp` return what
-:func:`srv6pm.records.decode_counters` and :func:`srv6pm.records.decode_stamp`
-return, and raise :class:`~srv6pm.records.RecordError` with the same reason
-for the same input; only faster. ``records`` stays the reference: it parses
+:func:`decode_counters`, :func:`decode_stamp` (the processor's inputs),
+:func:`decode_loss`, :func:`decode_delay`, :func:`decode_alarm` and
+:func:`decode_event` (the results, alarms and events their readers consume:
+the collector, the lab, the processor's ledger, alarm state and liveness
+store), or :func:`decode` by topic, return what the reference decoder of the
+same name in :mod:`srv6pm.records` returns, and raise
+:class:`~srv6pm.records.RecordError` with the same reason for the same input
+(the reason a dead letter carries); only faster. ``records`` stays the reference: it parses
 with the standard library and validates against the published JSON Schema
 with jsonschema, which costs about 90 µs a record.
 
-How: a msgspec typed decoder (``_CounterWire``, ``_StampWire``) parses and
+How: a msgspec typed decoder (``_CounterWire``, ``_StampWire``, ``_LossWire``, ...) parses and
 checks the bytes into a dict in one pass, in C; for counter blocks (two per
 flow-period) that dict, once the rules beyond the schema hold, becomes the
 record's attributes as it is (:func:`fast_counters`). Its types say what the schema says, but
@@ -18,7 +22,12 @@ reference decoder, which then accepts it after all (a schema-valid record in
 another form, such as ``"period": 5.0``) or gives the reason that goes on the
 dead-letter topic. The rules beyond the schema (colour and period parity,
 position and role, finite ``period_s``, the STAMP timestamp rules) are the
-reference's own functions on both paths. ``tests/test_decode.py`` generates
+reference's own functions on both paths. What a typed dict cannot say of a
+schema (the alarms schema's rules per kind, a ``date-time`` format) is checked
+after it, in :func:`typed`, and refused there to the reference as well.
+Values keep their JSON type on both paths (a result's JSON number is an int or a
+float as written; ``period_s`` of counters and samples is made a float on both).
+``tests/test_decode.py`` generates
 valid and invalid records and checks both claims against jsonschema: fast
 acceptance implies schema acceptance with the same record, and the decoder
 as a whole accepts, rejects and explains exactly as the reference does.
@@ -33,9 +42,10 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 import msgspec
 
 from srv6pm import records
-from srv6pm.records import CounterRecord, RecordError, StampSample
+from srv6pm.records import Alarm, CounterRecord, DelayResult, Event, LossResult, RecordError, StampSample
 
-__all__ = ["decode_counters", "decode_stamp", "fast_counters", "fast_stamp", "typed"]
+__all__ = ["decode", "decode_alarm", "decode_counters", "decode_delay", "decode_event", "decode_loss", "decode_stamp",
+           "fast", "fast_counters", "fast_stamp", "typed"]
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -90,8 +100,152 @@ class _StampWire(TypedDict):
     impossible_timestamps: NotRequired[Literal[True]]
 
 
-_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {records.COUNTERS: msgspec.json.Decoder(_CounterWire), records.STAMP: msgspec.json.Decoder(_StampWire)}
+# The result topics. A JSON number keeps its form (int or float), as json.loads gives it.
+_Number = int | float
+_NonNegative = Annotated[int, msgspec.Meta(ge=0)] | Annotated[float, msgspec.Meta(ge=0)]
+_PositiveNumber = Annotated[int, msgspec.Meta(gt=0)] | Annotated[float, msgspec.Meta(gt=0)]
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_Direction = Literal["forward", "backward", "round_trip"]
+
+_SegmentWire = TypedDict("_SegmentWire", {  # "from" is a keyword
+    "from": str | None, "to": str | None, "tx_packets": _Count | None, "rx_packets": _Count | None,
+    "lost_packets": int | None, "complete": bool,
+})
+
+
+class _LossWire(TypedDict):
+    """``srv6pm/schemas/srv6pm.loss.schema.json`` (other members are ignored)."""
+
+    v: Literal[1]
+    flow: _NonEmpty
+    period: _Count
+    period_start: str  # date-time: checked after
+    period_s: _PositiveNumber
+    ingress: NotRequired[str | None]
+    egress: NotRequired[str | None]
+    tx_packets: _Count | None
+    rx_packets: _Count | None
+    tx_bytes: NotRequired[_Count | None]
+    rx_bytes: NotRequired[_Count | None]
+    lost_packets: int | None
+    loss_ratio: _Number | None
+    complete: bool
+    missing: NotRequired[Literal["ingress", "egress", "both"] | None]
+    flowmon_id: NotRequired[Annotated[int, msgspec.Meta(ge=1, le=1048575)]]
+    segments: NotRequired[list[_SegmentWire]]
+
+
+class _DelayWire(TypedDict):
+    """``srv6pm/schemas/srv6pm.delay.schema.json`` (other members are ignored)."""
+
+    v: Literal[1]
+    session: _NonEmpty
+    period: _Count
+    period_start: str  # date-time: checked after
+    period_s: _PositiveNumber
+    direction: _Direction
+    sender: NotRequired[str | None]
+    reflector: NotRequired[str | None]
+    samples: _Count
+    lost: _Count
+    min_us: _Number | None
+    mean_us: _Number | None
+    max_us: _Number | None
+    p50_us: _Number | None
+    p99_us: _Number | None
+    jitter_us: _Number | None
+    lost_forward: NotRequired[_Count]
+    lost_backward: NotRequired[_Count]
+    impossible_timestamps: NotRequired[_Count]
+
+
+class _AlarmWire(TypedDict):
+    """``srv6pm/schemas/srv6pm.alarms.schema.json`` but its ``allOf`` (checked after; other members are ignored)."""
+
+    v: Literal[1]
+    kind: Literal["loss_ratio", "delay_p99_us", "liveness"]
+    subject: _NonEmpty
+    direction: _Direction | None
+    period: _Count
+    period_start: str  # date-time: checked after
+    period_s: _PositiveNumber
+    value: _Number
+    threshold: _NonNegative
+    raised: bool
+    time_ns: NotRequired[_Count]
+    last_reply_ns: NotRequired[_Count | None]
+    sender: NotRequired[_NonEmpty]
+    reflector: NotRequired[_NonEmpty]
+
+
+class _EventWire(TypedDict):
+    """``srv6pm/schemas/srv6pm.events.schema.json`` (other members are ignored)."""
+
+    v: Literal[1]
+    time: str  # date-time: checked after
+    kind: Literal["node_up", "node_down", "node_restarted", "applied", "removed", "apply_failed",
+                  "config_loaded", "config_rejected", "converged", "path_down", "path_up"]
+    node: _NonEmpty | None
+    object: _NonEmpty | None
+    detail: str | None
+    boot_id: str | None
+    generation: _Count
+
+
+def _is_int(value: object, least: int) -> bool:
+    """A JSON integer (as the typed decoder gives it: an int, not a float) of at least ``least``."""
+    return type(value) is int and value >= least
+
+
+def _alarm_rules(obj: dict) -> bool:
+    """The alarms schema's ``allOf``: what each kind requires of ``direction``, ``value``, ``threshold``."""
+    kind = obj["kind"]
+    if kind == "delay_p99_us":
+        return obj["direction"] is not None
+    if obj["direction"] is not None:
+        return False
+    if kind == "liveness":  # (a float value or threshold of an integer's value is left to the reference)
+        return _is_int(obj["value"], 1) and _is_int(obj["threshold"], 1) \
+            and all(name in obj for name in records.LIVENESS_FIELDS)
+    return True
+
+
+def _date_time(topic: str, member: str):
+    """The check, after the typed decoder, of the schema's ``"format": "date-time"`` of ``member``."""
+    return lambda obj: records.conforms(topic, obj[member], "date-time")
+
+
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    records.COUNTERS: msgspec.json.Decoder(_CounterWire), records.STAMP: msgspec.json.Decoder(_StampWire),
+    records.LOSS: msgspec.json.Decoder(_LossWire), records.DELAY: msgspec.json.Decoder(_DelayWire),
+    records.ALARMS: msgspec.json.Decoder(_AlarmWire), records.EVENTS: msgspec.json.Decoder(_EventWire),
+}
+_AFTER: dict[str, tuple] = {  # what the typed dict cannot say, per topic: each must hold
+    records.LOSS: (_date_time(records.LOSS, "period_start"),),
+    records.DELAY: (_date_time(records.DELAY, "period_start"),),
+    records.ALARMS: (_alarm_rules, _date_time(records.ALARMS, "period_start")),
+    records.EVENTS: (_date_time(records.EVENTS, "time"),),
+}
 _MAX = records.MAX_RECORD_BYTES
+# Nesting: json.loads and msgspec stop at about the same depth (the interpreter's recursion limit, 1000,
+# less the caller's stack), json a few levels before msgspec. A value that could be that deep (that many
+# brackets, in strings or not) is left to the reference: the typed decoder must not take what json.loads
+# refuses. (A loss record of a 255-hop path has 257.)
+_BRACKETS = 500
+
+
+def _wire(decode_wire, raw: bytes | None) -> dict | None:
+    """What the msgspec decoder ``decode_wire`` makes of ``raw``; None where it, or json.loads, would refuse it."""
+    if raw is None or len(raw) > _MAX:
+        return None
+    try:
+        if not raw.isascii():  # msgspec does not check the UTF-8 of the members it skips
+            raw.decode("utf-8")
+        if raw.count(b"[") + raw.count(b"{") > _BRACKETS:
+            return None
+        return decode_wire(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def typed(topic: str, raw: bytes | None) -> dict | None:
@@ -99,14 +253,13 @@ def typed(topic: str, raw: bytes | None) -> dict | None:
 
     Unknown members are left out of the dict.
     """
-    if raw is None or len(raw) > _MAX:
+    obj = _wire(_DECODERS[topic].decode, raw)
+    if obj is None:
         return None
-    try:
-        if not raw.isascii():  # msgspec does not check the UTF-8 of the members it skips
-            raw.decode("utf-8")
-        return _DECODERS[topic].decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
+    for holds in _AFTER.get(topic, ()):
+        if not holds(obj):
+            return None
+    return obj
 
 
 _counter_wire = _DECODERS[records.COUNTERS].decode
@@ -123,13 +276,8 @@ def fast_counters(raw: bytes | None) -> CounterRecord | None:
     and anything they refuse is left to the reference, which gives the reason. The typed dict
     becomes the record's attributes as it is (the record is what ``counter_from`` builds).
     """
-    if raw is None or len(raw) > _MAX:
-        return None
-    try:
-        if not raw.isascii():  # msgspec does not check the UTF-8 of the members it skips
-            raw.decode("utf-8")
-        obj = _counter_wire(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    obj = _wire(_counter_wire, raw)
+    if obj is None:
         return None
     position = obj.get("position")
     if obj["color"] != obj["period"] % 2 or not _isfinite(obj["period_s"]) \
@@ -186,3 +334,56 @@ def decode_stamp(raw: bytes | None) -> StampSample:
     """:func:`srv6pm.records.decode_stamp`, fast for canonical records."""
     sample = fast_stamp(raw)
     return sample if sample is not None else records.decode_stamp(raw)
+
+
+# -- results, alarms, events ------------------------------------------------------------------------------
+
+_FROM = {records.LOSS: records.loss_from, records.DELAY: records.delay_from, records.ALARMS: records.alarm_from,
+         records.EVENTS: records.event_from, records.STAMP: records.stamp_from, records.COUNTERS: records.counter_from}
+_REFERENCE = {records.LOSS: records.decode_loss, records.DELAY: records.decode_delay,
+              records.ALARMS: records.decode_alarm, records.EVENTS: records.decode_event,
+              records.STAMP: records.decode_stamp, records.COUNTERS: records.decode_counters}
+
+
+def fast(topic: str, raw: bytes | None) -> Any:
+    """The record of ``topic`` in ``raw``, if the typed decoder accepts it; None if only the reference can tell."""
+    obj = typed(topic, raw)
+    if obj is None:
+        return None
+    try:
+        return _FROM[topic](obj)
+    except RecordError:
+        return None  # a rule beyond the schema (counters, stamp): the reference gives the reason
+
+
+def decode(topic: str, raw: bytes | None) -> Any:
+    """The record of ``topic`` (one of the topics of :mod:`srv6pm.records` but the dead letters) in ``raw``.
+
+    :func:`decode_counters`, :func:`decode_stamp`, :func:`decode_loss`, :func:`decode_delay`,
+    :func:`decode_alarm` or :func:`decode_event`, by topic; KeyError for another topic.
+    Raises :class:`~srv6pm.records.RecordError` with the reason.
+    """
+    if topic == records.COUNTERS:
+        return decode_counters(raw)  # its own fast path
+    record = fast(topic, raw)
+    return record if record is not None else _REFERENCE[topic](raw)
+
+
+def decode_loss(raw: bytes | None) -> LossResult:
+    """:func:`srv6pm.records.decode_loss`, fast for the records the processor writes."""
+    return decode(records.LOSS, raw)
+
+
+def decode_delay(raw: bytes | None) -> DelayResult:
+    """:func:`srv6pm.records.decode_delay`, fast for the records the processor writes."""
+    return decode(records.DELAY, raw)
+
+
+def decode_alarm(raw: bytes | None) -> Alarm:
+    """:func:`srv6pm.records.decode_alarm`, fast for the alarms the processor and the exporters write."""
+    return decode(records.ALARMS, raw)
+
+
+def decode_event(raw: bytes | None) -> Event:
+    """:func:`srv6pm.records.decode_event`, fast for the events the collector and the exporters write."""
+    return decode(records.EVENTS, raw)

@@ -5,7 +5,8 @@ that a caller (a command line, an RPC handler) can tell the product's own,
 already-explained failures from programming errors with one ``except``. Each
 error derives from one of three branches, and the branch alone decides how a
 command exits (:func:`exit_status`) and which gRPC status the southbound API
-answers with (:func:`grpc_status`):
+answers with (:func:`grpc_status`); a command's last line is ``srv6pm: <message>``
+for bad input and ``srv6pm: error: <message>`` otherwise (the class's ``label``):
 
 ============================ =========== ======================= =====================================
 branch                       exit status gRPC status             meaning
@@ -43,6 +44,9 @@ class Srv6pmError(Exception):
     exit_status = EXIT_FAILURE
     #: The name of the ``grpc.StatusCode`` the southbound API answers with.
     grpc_status = "INTERNAL"
+    #: What a command's last line puts between ``srv6pm:`` and the message (:func:`srv6pm.exits.guard`):
+    #: ``error:`` for a failure, nothing where the message itself says what to change.
+    label = "error: "
 
 
 class InputError(Srv6pmError):
@@ -50,6 +54,7 @@ class InputError(Srv6pmError):
 
     exit_status = EXIT_USAGE
     grpc_status = "INVALID_ARGUMENT"
+    label = ""
 
 
 class UnavailableError(Srv6pmError):

@@ -5,7 +5,8 @@ looks the same whichever command it ends:
 
 - an error srv6pm raises on purpose (:class:`~srv6pm.errors.Srv6pmError`)
   prints ``srv6pm: <message>`` for bad input (:class:`~srv6pm.errors.InputError`)
-  and ``srv6pm: error: <message>`` otherwise, and exits with
+  and ``srv6pm: error: <message>`` otherwise (the class's ``label``, which an
+  error whose message says what to do instead may leave empty), and exits with
   :func:`srv6pm.errors.exit_status` (2 for bad input, 1 otherwise);
 - Ctrl-C or a signal before the command's stop was ready exits 130 / 143
   (:func:`srv6pm.stopping.status_of`);
@@ -39,7 +40,7 @@ def guard(body: Callable[[], int]) -> int:
     except Srv6pmError as exc:
         if not isinstance(exc, InputError):
             log.debug("failure", exc_info=True)
-        print(f"srv6pm: {exc}" if isinstance(exc, InputError) else f"srv6pm: error: {exc}", file=sys.stderr)
+        print(f"srv6pm: {exc.label}{exc}", file=sys.stderr)
         return exit_status(exc)
     except Exception as exc:  # a clear last word instead of a traceback; -vv shows the traceback
         log.debug("failure", exc_info=True)

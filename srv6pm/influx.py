@@ -1,7 +1,7 @@
 """InfluxDB access: batched writes through influxdb-client, InfluxQL reads.
 
 Writes use the v2 write API (``/api/v2/write``), which InfluxDB 1.8+, 2.x and
-3.x serve (the lab's embedded 1.6.7 engine gets it from ``srv6pm.lab.influx_front``).
+3.x serve (the lab's embedded 1.6.7 engine gets it from ``srv6pm.lab.emulators.influx_front``).
 Reads use InfluxQL on ``/query``, which every version serves (2.x and 3.x
 through their v1 compatibility API), as the dashboards do.
 """

@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+from srv6pm.config import setting
+
 __all__ = ["setup"]
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -75,7 +77,7 @@ def setup(verbosity: int = 0, fmt: str | None = None) -> None:
     ``GRPC_VERBOSITY`` is set). ``fmt`` is ``logfmt`` or ``json``; default from
     ``SRV6PM_LOG_FORMAT``, else logfmt.
     """
-    fmt = fmt or os.environ.get("SRV6PM_LOG_FORMAT", "logfmt")
+    fmt = fmt or setting(None, "log_format", "SRV6PM_LOG_FORMAT", "logfmt")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     if verbosity <= 0:

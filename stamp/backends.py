@@ -24,6 +24,8 @@ class BackendUnavailable(UnavailableError):
     """The ebpf backend cannot run here; ``str()`` says why (first line) and what to choose instead,
     then libbpf's and the verifier's log if there is one."""
 
+    label = ""  # the message says what is missing and what to choose instead: no "error:"
+
 
 def make_reflector(config: ReflectorConfig, backend: str, *, instance: str, attach: str = "auto"):
     """A reflector of ``backend`` for ``config``, not opened yet.

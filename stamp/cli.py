@@ -1,17 +1,10 @@
 """The ``stamp`` commands: ``srv6pm stamp reflector`` and ``srv6pm stamp sender``.
 
-:func:`add_commands` adds them to the project's argparse parser::
-
-    stamp = add_commands(commands, common=_add_common)   # commands: the top-level subparsers
-    ...
-    args = parser.parse_args()
-    if args.command == "stamp":
-        return args.stamp_handler(args)                    # an exit status
-
-Each handler validates its input first and answers bad input (an address,
-an unreadable key file, a bad SID list, a size that cannot be built) with
-one line on stderr, ``srv6pm: ...``, and exit status 2; 1 is a runtime
-failure (e.g. the port is in use, or the reflector's default ``ebpf`` backend
+:func:`add_commands` adds them to the ``srv6pm`` command (the interface of
+:mod:`srv6pm.commands`). Each handler validates its input first and raises
+bad input (an address, an unreadable key file, a bad SID list, a size that
+cannot be built) as a :class:`UsageError`: one line on stderr, ``srv6pm:
+...``, and exit status 2 (:mod:`srv6pm.exits`); 1 is a runtime failure (e.g. the port is in use, or the reflector's default ``ebpf`` backend
 cannot run here: the message says what is missing and names ``--backend
 socket``, followed by the verifier's log if it refused the program), 130
 after SIGINT (Ctrl-C) and 143 after SIGTERM, once stopped cleanly (the sender
@@ -27,10 +20,10 @@ import sys
 import threading
 from typing import Callable
 
-from srv6pm.errors import EXIT_OK, InputError, OperationError, Srv6pmError, exit_status
-from srv6pm.exits import guard
+from srv6pm.commands import Common, component
+from srv6pm.errors import EXIT_OK, InputError, OperationError, Srv6pmError
 from srv6pm.netns import NetnsError
-from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND, BackendUnavailable, make_reflector, open_reflector
+from srv6pm.stamp.backends import BACKENDS, DEFAULT_BACKEND, make_reflector, open_reflector
 from srv6pm.stamp.ebpf import ATTACH_MODES
 from srv6pm.stamp.errors import StampError
 from srv6pm.stamp.keys import load_key
@@ -63,19 +56,17 @@ def _port(text: str) -> int:
     return value
 
 
-def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] | None = None):
+def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentParser:
     """Add ``stamp reflector`` and ``stamp sender`` to ``subparsers``; returns the ``stamp`` parser.
 
-    ``common`` (e.g. srv6pm.cli's option adder for -v/--log-format) is applied
-    to each new parser. Each leaf sets ``args.stamp_handler(args) -> int``.
+    ``common`` (srv6pm.cli's adder of -v/--log-format) is applied to each new parser.
     """
-    stamp = subparsers.add_parser(
-        "stamp", help="STAMP delay measurement (RFC 8762/8972/9503): Session-Sender and Session-Reflector",
+    stamp, actions = component(
+        subparsers, "stamp", help="STAMP delay measurement (RFC 8762/8972/9503): Session-Sender and Session-Reflector",
         description="Measure one-way and round-trip delay with STAMP, over SRv6 paths if wanted. "
         "Interoperates with other STAMP (and TWAMP-Light, unauthenticated) implementations. 'reflector' "
-        "answers test packets, 'sender' sends them and prints the delays.")
-    actions = stamp.add_subparsers(dest="stamp_command", metavar="ACTION", required=True,
-                                   help="which end of a STAMP session to run")
+        "answers test packets, 'sender' sends them and prints the delays.",
+        actions="which end of a STAMP session to run")
 
     ref = actions.add_parser(
         "reflector", help="answer STAMP test packets (Session-Reflector)",
@@ -114,7 +105,7 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
                           "with offloaded checksums), native XDP elsewhere, tc where XDP cannot attach; xdp: native "
                           "XDP; xdp-generic: the kernel's generic XDP; tc: tc clsact ingress")
     ref.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until stopped)")
-    ref.set_defaults(stamp_handler=cmd_reflector)
+    ref.set_defaults(handler=cmd_reflector)
 
     snd = actions.add_parser(
         "sender", help="send STAMP test packets and report delays (Session-Sender)",
@@ -161,7 +152,7 @@ def add_commands(subparsers, common: Callable[[argparse.ArgumentParser], None] |
     snd.add_argument("--timestamp-format", choices=("ntp", "ptp"), default="ntp",
                      help="format of the sender's timestamp: NTP 64-bit (default) or PTPv2 truncated (TAI)")
     snd.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    snd.set_defaults(stamp_handler=cmd_sender)
+    snd.set_defaults(handler=cmd_sender)
 
     if common is not None:
         for parser in (stamp, ref, snd):
@@ -206,26 +197,23 @@ def _format(name: str) -> TimestampFormat:
     return TimestampFormat.PTP if name == "ptp" else TimestampFormat.NTP
 
 
-def _guard(body: Callable[[], int]) -> int:
-    """Run ``body`` through :func:`srv6pm.exits.guard` (bad input exit 2, other failures 1, one line each).
+def _explained(body: Callable[[], int]) -> int:
+    """``body()``, its failures said in the terms of these commands.
 
-    Here a missing namespace is a bad --netns value (exit 2), an unusable
-    backend says what is missing without ``error:`` (exit 1), and an OS
-    error says the kernel's reason alone.
+    Here a missing namespace is a bad --netns value (a :class:`UsageError`),
+    and an OS error says the kernel's reason alone (an
+    :class:`~srv6pm.errors.OperationError`). An unusable backend
+    (:class:`~srv6pm.stamp.backends.BackendUnavailable`) already says what
+    is missing and names ``--backend socket``.
     """
-    def explained() -> int:
-        try:
-            return body()
-        except NetnsError as exc:
-            raise UsageError(str(exc)) from None
-        except BackendUnavailable as exc:  # what is missing, and --backend socket
-            print(f"srv6pm: {exc}", file=sys.stderr)
-            return exit_status(exc)
-        except OSError as exc:
-            if exc.strerror and not isinstance(exc, (BrokenPipeError, Srv6pmError)):
-                raise OperationError(exc.strerror) from exc
-            raise
-    return guard(explained)
+    try:
+        return body()
+    except NetnsError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        if exc.strerror and not isinstance(exc, (BrokenPipeError, Srv6pmError)):
+            raise OperationError(exc.strerror) from exc
+        raise
 
 
 # -- reflector --------------------------------------------------------------------------
@@ -251,7 +239,7 @@ def cmd_reflector(args) -> int:
         print(json.dumps(report), file=sys.stderr, flush=True)
         return stop.status(EXIT_OK)
 
-    return _guard(body)
+    return _explained(body)
 
 
 def _backend_text(reflector) -> str:
@@ -371,7 +359,7 @@ def cmd_sender(args) -> int:
         view.summary({"session": config.session, **summarize(samples), **_extra(sender)})
         return stop.status(EXIT_OK)
 
-    return _guard(body)
+    return _explained(body)
 
 
 def _extra(sender: Sender) -> dict:

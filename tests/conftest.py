@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from srv6pm.lab.broker import EmbeddedBroker
-from srv6pm.lab.influxdb import EmbeddedInfluxDB
+from srv6pm.lab.emulators.broker import EmbeddedBroker
+from srv6pm.lab.emulators.influxdb import EmbeddedInfluxDB
 from srv6pm.ports import free_port
 
 

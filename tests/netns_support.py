@@ -5,7 +5,7 @@ import socket
 import time
 
 from srv6pm import netns as nsutil
-from srv6pm.exporter.nft import Nft, NftUnavailable
+from srv6pm.nft import Nft, NftUnavailable
 
 IPV6_TCLASS = 67
 

@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from srv6pm.kafka import BrokerUnavailableError, TopicPartitionCountError, ensure_topics, wait_for_broker
-from srv6pm.lab.broker import BrokerStartError, EmbeddedBroker
+from srv6pm.lab.emulators.broker import BrokerStartError, EmbeddedBroker
 
 pytestmark = pytest.mark.services
 

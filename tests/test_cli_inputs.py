@@ -265,3 +265,22 @@ def test_processor_names_the_environment_variable_a_bad_setting_came_from(var, v
     for action in ("run", "check"):
         status, err = main_status(["processor", action], capsys)
         assert status == 2 and err.startswith(f"srv6pm: {words}") and "\n" not in err, (action, err)
+
+
+@pytest.mark.parametrize("flags, env, external", [
+    ([], {}, (False, False)),
+    ([], {"SRV6PM_KAFKA_BOOTSTRAP": "k1:9092"}, (True, False)),
+    ([], {"SRV6PM_INFLUX_URL": "http://influx:8086"}, (False, True)),
+    ([], {"SRV6PM_KAFKA_BOOTSTRAP": " ", "SRV6PM_INFLUX_URL": ""}, (False, False)),  # blank: not set
+    (["--kafka-security-protocol", "PLAINTEXT", "--influx-bucket", "b"], {}, (True, True)),
+])
+def test_lab_uses_external_services_when_a_flag_or_variable_names_them(flags, env, external, files, monkeypatch):
+    """The lab's own broker and InfluxDB, unless any --kafka* / --influx-* flag or the address variable is set."""
+    from srv6pm.lab import cli as lab_cli
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    args = cli.build_parser().parse_args(["lab", "check", str(files / "s.yaml"), *flags])
+    _, kafka, influx = lab_cli.inputs(args)
+    assert (kafka is not None, influx is not None) == external
+    if external[0] and env:
+        assert kafka.bootstrap == env["SRV6PM_KAFKA_BOOTSTRAP"]

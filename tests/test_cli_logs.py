@@ -37,7 +37,7 @@ def _stderr_for(proc: subprocess.Popen, seconds: float) -> str:
 
 
 def test_with_v_the_library_lines_appear(influxdb):
-    from srv6pm.lab.broker import EmbeddedBroker
+    from srv6pm.lab.emulators.broker import EmbeddedBroker
     from srv6pm.ports import free_port
     with EmbeddedBroker(port=free_port()) as broker:
         proc = subprocess.Popen([*PROCESSOR[:-6], "--kafka", broker.bootstrap, "--influx-url", influxdb.url,

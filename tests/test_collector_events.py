@@ -8,15 +8,16 @@ import time
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from srv6pm import records
+from srv6pm import decode, records
 from srv6pm.collector.events import Events, now_rfc3339
-from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.lab.emulators.broker import EmbeddedBroker
 
 
 def test_event_record_round_trips_and_the_schema_holds_it_to_its_kinds():
     event = records.Event(kind="apply_failed", time=now_rfc3339(), generation=3, node="r1", object="policy f1",
                           detail="FAILED_PRECONDITION: No such device", boot_id="ab12")
-    assert records.decode_event(event.to_json()) == event and event.key == "r1"
+    assert decode.decode_event(event.to_json()) == event and event.key == "r1"
+    assert decode.fast(records.EVENTS, event.to_json()) == event  # the typed decoder's own path
     doc = event.to_dict()
     assert doc["v"] == 1 and set(doc) == {"v", "time", "kind", "node", "object", "detail", "boot_id", "generation"}
     collector_wide = records.Event(kind="converged", time=now_rfc3339(), generation=1)
@@ -24,9 +25,9 @@ def test_event_record_round_trips_and_the_schema_holds_it_to_its_kinds():
     for bad, where in (({**doc, "kind": "node_sleepy"}, "kind"), ({**doc, "generation": -1}, "generation"),
                        ({k: v for k, v in doc.items() if k != "node"}, "(record)")):
         with pytest.raises(records.RecordError, match=re.escape(f"schema: {where}")):
-            records.decode_event(records.encode(bad))
+            decode.decode_event(records.encode(bad))
     # Later versions may add fields (as on every srv6pm topic): a reader of v1 takes what it knows.
-    assert records.decode_event(records.encode({**doc, "added_later": 1})) == event
+    assert decode.decode_event(records.encode({**doc, "added_later": 1})) == event
 
 
 def test_emit_refuses_an_event_the_schema_refuses():
@@ -62,7 +63,7 @@ def test_events_wait_while_kafka_is_away_and_are_published_in_order_when_it_come
                 deadline = time.monotonic() + 20
                 while len(got) < 3 and time.monotonic() < deadline:
                     for batch in consumer.poll(timeout_ms=200).values():
-                        got += [records.decode_event(m.value) for m in batch]
+                        got += [decode.decode_event(m.value) for m in batch]
             finally:
                 consumer.close()
             assert got == sent

@@ -244,7 +244,7 @@ def test_liveness_alarms_mark_the_path_edge_and_other_alarms_leave_the_graph_alo
 def test_a_broker_hung_longer_than_the_session_timeout_is_ridden_out(graph):
     """The broker suspended (SIGSTOP) for three session timeouts and resumed: the consumer never raises,
     goes on with the records produced after, and commits everything."""
-    from srv6pm.lab.broker import EmbeddedBroker
+    from srv6pm.lab.emulators.broker import EmbeddedBroker
     from srv6pm.ports import free_port
 
     with EmbeddedBroker(port=free_port()) as broker:

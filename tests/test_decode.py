@@ -1,4 +1,5 @@
-"""The fast decoders (srv6pm.decode) against the reference (srv6pm.records: jsonschema on the published schemas).
+"""The fast decoders (srv6pm.decode) against the reference (srv6pm.records: jsonschema on the published schemas),
+for every topic: counters, stamp, loss, delay, alarms, events.
 
 Property-based: hypothesis builds records field by field from valid values,
 values just outside the schema's bounds, values of the wrong JSON type and
@@ -22,7 +23,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from srv6pm import decode, records
-from srv6pm.records import CounterRecord, RecordError, StampSample
+from srv6pm.clock import PeriodClock
+from srv6pm.records import Alarm, CounterRecord, DelayResult, Event, LossResult, RecordError, Segment, StampSample
 
 SETTINGS = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -285,16 +287,185 @@ def single_edges(topic, bases):
                 yield {**base, name: value}
 
 
-@pytest.mark.parametrize("topic, fast, reference, bases", [
-    (records.COUNTERS, decode.decode_counters, records.decode_counters, COUNTER_BASES),
-    (records.STAMP, decode.decode_stamp, records.decode_stamp, STAMP_BASES),
-])
-def test_every_edge_of_every_member_decodes_as_the_reference_decodes(topic, fast, reference, bases):
+# -- results, alarms, events ---------------------------------------------------------------------------
+
+NAME = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
+MAYBE_NAME = st.one_of(st.none(), NAME)
+COUNT = st.integers(0, 2**63)
+PERIOD_S = st.sampled_from([0.5, 1.0, 2.0, 10.0])
+NUMBER = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**63), 2**63))
+MAYBE_US = st.one_of(st.none(), st.floats(min_value=0, max_value=1e9))
+
+
+def period_start(period: int, period_s: float) -> str:
+    return PeriodClock(period_s).start_rfc3339(period)
+
+
+def results():
+    """Loss results as the processor writes them: complete or not, with segments and a FlowMonID or not."""
+    @st.composite
+    def build(draw):
+        period, period_s = draw(st.integers(0, 2**31)), draw(PERIOD_S)
+        complete = draw(st.booleans())
+        tx, rx = draw(COUNT), draw(COUNT)
+        segments = draw(st.one_of(st.none(), st.lists(st.builds(
+            Segment, MAYBE_NAME, MAYBE_NAME, st.one_of(st.none(), COUNT), st.one_of(st.none(), COUNT),
+            st.one_of(st.none(), st.integers(-(2**63), 2**63)), st.booleans()), max_size=4).map(tuple)))
+        return LossResult(draw(NAME), period, period_start(period, period_s), period_s, draw(MAYBE_NAME),
+                          draw(MAYBE_NAME), tx if complete else draw(st.one_of(st.none(), COUNT)),
+                          rx if complete else None, draw(COUNT), draw(st.one_of(st.none(), COUNT)),
+                          tx - rx if complete else None,
+                          draw(st.floats(min_value=-1e6, max_value=1)) if complete else None, complete,
+                          None if complete else draw(st.sampled_from(["ingress", "egress", "both"])),
+                          draw(st.one_of(st.none(), st.integers(1, 1048575))), segments)
+    return build()
+
+
+def delays():
+    @st.composite
+    def build(draw):
+        period, period_s = draw(st.integers(0, 2**31)), draw(PERIOD_S)
+        samples = draw(st.integers(0, 10**6))
+        stats = [draw(MAYBE_US) if samples else None for _ in range(6)]
+        return DelayResult(draw(NAME), period, period_start(period, period_s), period_s,
+                           draw(st.sampled_from(["forward", "backward", "round_trip"])), draw(MAYBE_NAME),
+                           draw(MAYBE_NAME), samples, draw(st.integers(0, 10**6)), *stats,
+                           lost_forward=draw(st.one_of(st.none(), st.integers(0, 10**6))),
+                           lost_backward=draw(st.one_of(st.none(), st.integers(0, 10**6))),
+                           impossible_timestamps=draw(st.integers(0, 10**6)))
+    return build()
+
+
+def alarms():
+    """Threshold alarms as the processor writes them, liveness alarms as the exporters write them."""
+    @st.composite
+    def build(draw):
+        period, period_s = draw(st.integers(0, 2**31)), draw(PERIOD_S)
+        kind = draw(st.sampled_from(records.ALARM_KINDS))
+        common = dict(kind=kind, subject=draw(NAME), period=period, period_start=period_start(period, period_s),
+                      period_s=period_s, raised=draw(st.booleans()))
+        if kind == "liveness":
+            return Alarm(**common, direction=None, value=draw(st.integers(1, 100)), threshold=draw(st.integers(1, 100)),
+                         time_ns=draw(COUNT), last_reply_ns=draw(st.one_of(st.none(), COUNT)), sender=draw(NAME),
+                         reflector=draw(NAME))
+        direction = None if kind == "loss_ratio" else draw(st.sampled_from(["forward", "backward", "round_trip"]))
+        return Alarm(**common, direction=direction, value=draw(NUMBER),
+                     threshold=draw(st.floats(min_value=0, max_value=1e9)))
+    return build()
+
+
+def events():
+    @st.composite
+    def build(draw):
+        return Event(draw(st.sampled_from(records.EVENT_KINDS)), "2025-11-24T16:00:00.123Z", draw(st.integers(0, 2**40)),
+                     draw(MAYBE_NAME), draw(MAYBE_NAME), draw(st.one_of(st.none(), st.text(max_size=30))),
+                     draw(st.one_of(st.none(), st.uuids().map(str))))
+    return build()
+
+
+RESULT_TOPICS = [
+    (records.LOSS, decode.decode_loss, records.decode_loss, results()),
+    (records.DELAY, decode.decode_delay, records.decode_delay, delays()),
+    (records.ALARMS, decode.decode_alarm, records.decode_alarm, alarms()),
+    (records.EVENTS, decode.decode_event, records.decode_event, events()),
+]
+TOPIC_IDS = [topic for topic, *_ in RESULT_TOPICS]
+
+
+@pytest.mark.parametrize("topic, fast, reference, written", RESULT_TOPICS, ids=TOPIC_IDS)
+def test_results_alarms_and_events_decode_as_the_reference_decodes(topic, fast, reference, written):
+    @SETTINGS
+    @given(st.one_of(raw_json(perturbed(written.map(lambda r: r.to_dict()), topic)),
+                     mutated(written.map(lambda r: r.to_json()))))
+    def check(raw):
+        assert outcome(fast, raw) == outcome(reference, raw)
+        assert outcome(lambda raw: decode.decode(topic, raw), raw) == outcome(reference, raw)
+        if decode.typed(topic, raw) is not None:
+            assert schema_accepts(topic, raw)
+    check()
+
+
+@pytest.mark.parametrize("topic, fast, reference, written", RESULT_TOPICS, ids=TOPIC_IDS)
+def test_records_as_srv6pm_writes_them_take_the_fast_path_and_round_trip(topic, fast, reference, written):
+    @SETTINGS
+    @given(written)
+    def check(record):
+        raw = record.to_json()
+        assert decode.fast(topic, raw) == record
+        assert fast(raw) == reference(raw) == record
+        assert fast(raw).to_dict() == json.loads(raw)  # a reader that re-publishes the record changes nothing
+    check()
+
+
+def test_the_alarm_rules_per_kind_are_the_schema_s():
+    base = Alarm("liveness", "s1", None, 3, "2025-11-24T16:00:00Z", 1.0, 3, 3, True, time_ns=5,
+                 last_reply_ns=None, sender="r1", reflector="r4").to_dict()
+    for changes, ok in [({}, True), ({"direction": "forward"}, False), ({"value": 0}, False),
+                        ({"value": 2.5}, False), ({"value": 2.0}, True), ({"threshold": 1.0}, True),
+                        ({"kind": "delay_p99_us"}, False), ({"kind": "delay_p99_us", "direction": "backward"}, True),
+                        ({"kind": "loss_ratio", "value": 0.5, "time_ns": None}, False),
+                        ({"kind": "loss_ratio", "value": 0.5}, True)]:
+        doc = {**base, **changes}
+        raw = json.dumps(doc).encode()
+        assert schema_accepts(records.ALARMS, raw) is ok, changes
+        assert outcome(decode.decode_alarm, raw) == outcome(records.decode_alarm, raw), changes
+    for name in records.LIVENESS_FIELDS:
+        raw = json.dumps({k: v for k, v in base.items() if k != name}).encode()
+        assert decode.typed(records.ALARMS, raw) is None
+        with pytest.raises(RecordError, match=f"'{name}' is a required property"):
+            decode.decode_alarm(raw)
+
+
+def test_values_nested_as_deep_as_json_refuses_are_the_reference_s_to_judge():
+    record = CounterRecord("r1", "f1", "ingress", 40, 2.0, 0, 10, 1000).to_dict()
+    for depth in (10, 600, 995, 5000):
+        raw = json.dumps({**record, "x": 0}).encode().replace(b'"x": 0', b'"x": ' + b"[" * depth + b"]" * depth)
+        assert outcome(decode.decode_counters, raw) == outcome(records.decode_counters, raw), depth
+        for topic, fast, reference, _ in RESULT_TOPICS:
+            assert outcome(fast, raw) == outcome(reference, raw), (topic, depth)
+
+
+RESULT_BASES = {
+    records.LOSS: [
+        LossResult("f1", 40, "2025-11-24T16:01:20Z", 2.0, "r1", "r4", 10, 9, 1000, 900, 1, 0.1, True).to_dict(),
+        LossResult("f1", 41, "2025-11-24T16:01:22Z", 2.0, "r1", None, 10, None, 1000, None, None, None, False,
+                   "egress", 7, (Segment("r1", "r2", 10, 10, 0, True), Segment("r2", None, 10, None, None, False))
+                   ).to_dict(),
+    ],
+    records.DELAY: [
+        DelayResult("s1", 40, "2025-11-24T16:01:20Z", 2.0, "forward", "r1", "r4", 10, 1, 5.0, 6.0, 9.5, 6.0, 9.0,
+                    0.5, lost_forward=1, lost_backward=0, impossible_timestamps=2).to_dict(),
+        DelayResult("s1", 40, "2025-11-24T16:01:20Z", 2.0, "round_trip", None, None, 0, 3, None, None, None, None,
+                    None, None).to_dict(),
+    ],
+    records.ALARMS: [
+        Alarm("loss_ratio", "f1", None, 40, "2025-11-24T16:01:20Z", 2.0, 0.5, 0.01, True).to_dict(),
+        Alarm("delay_p99_us", "s1", "backward", 40, "2025-11-24T16:01:20Z", 2.0, 900.0, 500, False).to_dict(),
+        Alarm("liveness", "s1", None, 40, "2025-11-24T16:01:20Z", 2.0, 3, 3, True, time_ns=10**18,
+              last_reply_ns=None, sender="r1", reflector="r4").to_dict(),
+    ],
+    records.EVENTS: [
+        Event("applied", "2025-11-24T16:01:20.5Z", 3, "r1", "policy f1", None, "b-1").to_dict(),
+        Event("converged", "2025-11-24T16:01:20Z", 1).to_dict(),
+    ],
+}
+
+
+BASES = {records.COUNTERS: COUNTER_BASES, records.STAMP: STAMP_BASES, **RESULT_BASES}
+
+
+@pytest.mark.parametrize("topic, fast, reference", [
+    (records.COUNTERS, decode.decode_counters, records.decode_counters),
+    (records.STAMP, decode.decode_stamp, records.decode_stamp),
+] + [(topic, fast, reference) for topic, fast, reference, _ in RESULT_TOPICS], ids=[records.COUNTERS, records.STAMP] + TOPIC_IDS)
+def test_every_edge_of_every_member_decodes_as_the_reference_decodes(topic, fast, reference):
     checked = 0
-    for doc in single_edges(topic, bases):
+    for doc in single_edges(topic, BASES[topic]):
         raw = json.dumps(doc).encode()
         assert outcome(fast, raw) == outcome(reference, raw), raw
         if decode.typed(topic, raw) is not None:
             assert schema_accepts(topic, raw), raw
         checked += 1
     assert checked > 200
+    for base in BASES[topic]:  # and the bases themselves take the fast path
+        assert decode.fast(topic, json.dumps(base).encode()) is not None, base

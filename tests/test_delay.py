@@ -1,4 +1,4 @@
-"""The NFQUEUE link-delay element (srv6pm.lab.delay, srv6pm.lab.nfqueue) on real namespaces.
+"""The NFQUEUE link-delay element (srv6pm.lab.emulators.delay, srv6pm.lab.emulators.nfqueue) on real namespaces.
 
 Probes are UDP datagrams carrying their send time (CLOCK_REALTIME, taken just
 before sendto); arrival times are the kernel's receive timestamps
@@ -41,9 +41,11 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from srv6pm import netns as nsutil
-from srv6pm.exporter.nft import Nft
-from srv6pm.lab import network, nfqueue, scenario, topology
-from srv6pm.lab.delay import TABLE, DelayError, DelayProcess, LinkDelay
+from srv6pm.nft import Nft
+from srv6pm.lab import network, scenario, topology
+from srv6pm import netlink
+from srv6pm.lab.emulators import nfqueue
+from srv6pm.lab.emulators.delay import TABLE, DelayError, DelayProcess, LinkDelay
 
 
 _REASON = skip_reason("network namespaces, NFQUEUE bindings and nftables tables")
@@ -387,8 +389,7 @@ def test_no_silent_bypass_and_stale_rule_replaced(pair):
     """A killed element leaves its rule: the link drops (never passes undelayed) until an element replaces it."""
     with echo_pair(pair) as (prober, echo):
         proc = DelayProcess([(pair["a"], "b", 10, 5)]).start()
-        proc.proc.send_signal(signal.SIGKILL)
-        proc.proc.wait()
+        proc.kill()
         assert ("ip6", TABLE) in _tables(pair["a"])
         prober.run(20, 100, settle=0.3)
         assert len(echo.received) == 0, "packets bypassed the dead element"
@@ -608,10 +609,10 @@ def test_messages_follow_the_kernel_headers():
     assert nfqueue.NfqConfigCmd.size == 4 and nfqueue.NfqConfigParams.size == 5
     assert nfqueue.NfqPacketTimestamp.size == 16 and nfqueue.NfqPacketHw.size == 12
     assert nfqueue.XtNfqInfoV3.size == 8
-    msg = nfqueue.nfnl_message(nfqueue.NFNL_SUBSYS_QUEUE, nfqueue.NFQNL_MSG_CONFIG, 0x5, 42, 0, 7,
+    msg = netlink.nfnl_message(netlink.NFNL_SUBSYS_QUEUE, nfqueue.NFQNL_MSG_CONFIG, 0x5, 42, 0, 7,
                                nfqueue.NFQ_CONFIG_ATTRS,
                                [("cmd", {"command": nfqueue.NFQNL_CFG_CMD_BIND, "pf": 0}), ("queue_maxlen", 4096)])
-    hdr = nfqueue.NlMsgHdr.decode(msg)
+    hdr = netlink.NlMsgHdr.decode(msg)
     assert (hdr.len, hdr.type, hdr.flags, hdr.seq) == (len(msg), 0x302, 0x5, 42)
     assert msg[16:20] == b"\x00\x00\x00\x07"  # nfgenmsg: AF_UNSPEC, v0, queue 7 big endian
     assert msg[20:28] == struct.pack("=HH", 8, 1) + b"\x01\x00\x00\x00"  # NFQA_CFG_CMD bind
@@ -621,14 +622,14 @@ def test_messages_follow_the_kernel_headers():
 
 
 def test_packet_message_decodes():
-    attrs = (nfqueue.nla(1, nfqueue.NfqPacketHdr.pack(packet_id=0xFFFFFFFE, hw_protocol=0x86DD, hook=4))
-             + nfqueue.nla(6, struct.pack("!I", 12)) + nfqueue.nla(13, struct.pack("!I", 1280))
-             + nfqueue.nla(99, b"future attribute"))
-    body = nfqueue.NfGenMsg.pack(family=10, version=0, res_id=5) + attrs
-    raw = nfqueue.NlMsgHdr.pack(len=16 + len(body), type=0x300, flags=0, seq=0, pid=0) + body
+    attrs = (netlink.nla(1, nfqueue.NfqPacketHdr.pack(packet_id=0xFFFFFFFE, hw_protocol=0x86DD, hook=4))
+             + netlink.nla(6, struct.pack("!I", 12)) + netlink.nla(13, struct.pack("!I", 1280))
+             + netlink.nla(99, b"future attribute"))
+    body = netlink.NfGenMsg.pack(family=10, version=0, res_id=5) + attrs
+    raw = netlink.NlMsgHdr.pack(len=16 + len(body), type=0x300, flags=0, seq=0, pid=0) + body
     q = nfqueue.NfQueue.__new__(nfqueue.NfQueue)
     q.queue, q.netns, q.received, q._pending = 5, None, 0, []
-    q._on_message(memoryview(raw), 0, nfqueue.NlMsgHdr.decode(raw), 123)
+    q._on_message(memoryview(raw), 0, netlink.NlMsgHdr.decode(raw), 123)
     assert q._pending == [nfqueue.QueuedPacket(5, 0xFFFFFFFE, 4, 0x86DD, 1280, 12, 123, None)]
     bad = attrs + struct.pack("=HH", 200, 6) + b"\0" * 4  # an attribute longer than the message
     with pytest.raises(ValueError, match="malformed"):
@@ -644,8 +645,8 @@ def test_queue_rule_encoding():
     assert info == struct.pack("=HHHH", 513, 1, 0, 0)  # no NFQ_FLAG_BYPASS
     off = 8 + 8  # after NFTA_RULE_TABLE "t" and NFTA_RULE_CHAIN "c"
     alen, atype = struct.unpack_from("=HH", rule, off)
-    assert atype == 4 | nfqueue.NLA_F_NESTED and off + alen == len(rule)
+    assert atype == 4 | netlink.NLA_F_NESTED and off + alen == len(rule)
     _, elem_type = struct.unpack_from("=HH", rule, off + 4)
-    assert elem_type == 1 | nfqueue.NLA_F_NESTED
+    assert elem_type == 1 | netlink.NLA_F_NESTED
     with pytest.raises(ValueError):
         nfqueue.queue_rule_expressions("a-name-longer-than-15", 1)

@@ -176,7 +176,7 @@ def test_components_run_real_srv6pm_command_lines(rendered):
             assert (args.influx_url, args.influx_org, args.influx_bucket) == (
                 values["influxdb"]["url"], values["influxdb"]["org"], values["influxdb"]["bucket"])
             # The thresholds as the processor reads them (a number or off).
-            from srv6pm.cli import _threshold
+            from srv6pm.processor.cli import _threshold
             for flag, key in (("alarm_loss_ratio", "lossRatio"), ("alarm_delay_p99_us", "delayP99Us")):
                 want = values["processor"]["alarms"][key]
                 got = _threshold(args, flag, "", None)
@@ -365,7 +365,7 @@ def test_exporter_is_named_after_its_kubernetes_node(name, tmp_path):
     The file is loaded by the same function ``srv6pm exporter run`` uses, so the
     name really comes from $SRV6PM_NODE (the ConfigMap has no node of its own).
     """
-    from srv6pm.cli import exporter_config_of
+    from srv6pm.exporter.cli import exporter_config_of
     docs = render(VALUES[name])
     values = values_of(name)
     configmap = find(docs, "ConfigMap", "exporter")

@@ -67,7 +67,7 @@ def test_every_error_derives_from_srv6pm_error(name):
 def test_errors_keep_their_builtin_bases():
     """Callers that catch ValueError / RuntimeError / OSError still catch them."""
     from srv6pm.config import ConfigError
-    from srv6pm.lab.nfqueue import NetlinkError
+    from srv6pm.netlink import NetlinkError
     from srv6pm.netns import NetnsError
     assert issubclass(ConfigError, ValueError) and issubclass(NetnsError, RuntimeError)
     assert issubclass(NetlinkError, OSError)

@@ -27,7 +27,7 @@ from pyroute2 import netns as pr_netns
 from srv6pm.config import KafkaSettings
 from srv6pm.exporter.api import SERVICE_NAME, ServerSettings
 from srv6pm.exporter.config import parse
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.exporter.routes import Routes
 from srv6pm.exporter.service import Exporter
 from srv6pm.netns import NetnsThread

@@ -28,7 +28,7 @@ from srv6pm.config import KafkaSettings
 from srv6pm.exporter.config import parse
 from srv6pm.exporter.service import Exporter
 from srv6pm.kafka import ensure_topics
-from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.lab.emulators.broker import EmbeddedBroker
 from srv6pm.netns import NetnsThread
 from srv6pm.ports import free_port
 

@@ -20,7 +20,7 @@ from srv6pm import metrics
 from srv6pm.exporter.outbox import Outbox
 from srv6pm.exporter.spool import Spool, encode
 from srv6pm.kafka import ensure_topics
-from srv6pm.lab.broker import EmbeddedBroker
+from srv6pm.lab.emulators.broker import EmbeddedBroker
 from srv6pm.ports import free_port
 from srv6pm.publish import Publisher, Send
 

@@ -13,7 +13,7 @@ from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from srv6pm.lab.influx_front import InfluxFront, bucket_to_database
+from srv6pm.lab.emulators.influx_front import InfluxFront, bucket_to_database
 
 pytestmark = pytest.mark.services
 

@@ -12,7 +12,7 @@ import pytest
 from netns_support import skip_reason
 
 from srv6pm import netns as nsutil
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.lab import arrivals, network, scenario, topology
 from srv6pm.lab.traffic import open_socket
 

@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 from srv6pm import bpf
 from srv6pm.clock import PeriodClock
 from srv6pm.exporter import ebpf
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.netns import NetnsThread
 
 from test_lab_e2e import PERIOD, by_flow_period, collect, complete_periods

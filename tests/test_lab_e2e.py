@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from srv6pm.clock import PeriodClock
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.influx import influxql
 from srv6pm.lab import scenario as scenario_mod
 from srv6pm.lab.runner import Lab

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from srv6pm import records
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.influx import influxql
 from srv6pm.lab import scenario as scenario_mod
 from srv6pm.lab.runner import EventReader, Lab

@@ -2,6 +2,7 @@
 
 import io
 import json
+import time
 
 import pytest
 
@@ -204,3 +205,50 @@ def test_liveness_alarms_are_rows_and_the_summary_gives_each_path_s_state():
     assert "s1                     7  ALARM  cleared  liveness: path up, 3 replies" in text
     assert "s1            DOWN      2      1                      61.8" in text
     assert text.splitlines()[-1] == "alarms still raised: s1 liveness"
+
+
+
+@pytest.mark.services
+def test_the_lab_s_reader_gives_the_records_as_published_and_leaves_out_those_that_are_not(fresh_broker):
+    """The lab's reader of the result topics (srv6pm.lab.runner.ResultReader), on the real broker: each
+    record decoded by its topic's typed decoder and given as published; a bad one logged and left out."""
+    from kafka import KafkaProducer
+
+    from srv6pm import records
+    from srv6pm.config import KafkaSettings
+    from srv6pm.kafka import ensure_topics
+    from srv6pm.lab.runner import ResultReader
+    from srv6pm.records import Alarm, DelayResult, LossResult, Segment
+
+    kafka = KafkaSettings(bootstrap=fresh_broker)
+    ensure_topics(kafka, {records.LOSS: 1, records.DELAY: 1, records.ALARMS: 1})
+    good = [
+        (records.LOSS, LossResult("f1", 7, START, 1.0, None, "r4", None, 400, None, 40000, None, None, False, "ingress")),
+        (records.LOSS, LossResult("f1", 8, START, 1.0, "r1", "r4", 1000, 985, 10**5, 98500, 15, 0.015, True,
+                                  flowmon_id=9, segments=(Segment("r1", "r2", 1000, 990, 10, True),
+                                                          Segment("r2", None, 990, None, None, False)))),
+        (records.DELAY, DelayResult("s1", 8, START, 1.0, "forward", "r1", "r4", 10, 1, 5.0, 6.0, 9.5, 6.0, 9.0, 0.5,
+                                    lost_forward=1)),
+        (records.ALARMS, Alarm("loss_ratio", "f1", None, 9, START, 1.0, 0.015, 0.01, True)),
+        (records.ALARMS, Alarm("liveness", "s1", None, 9, START, 1.0, 3, 3, True, time_ns=10**18,
+                               last_reply_ns=None, sender="r1", reflector="r4")),
+    ]
+    bad = [(records.LOSS, b"{not json"),
+           (records.DELAY, json.dumps({**good[2][1].to_dict(), "lost": -1}).encode()),
+           (records.ALARMS, json.dumps({**good[3][1].to_dict(), "direction": "forward"}).encode())]
+    reader = ResultReader(kafka, (records.LOSS, records.DELAY, records.ALARMS))
+    producer = KafkaProducer(bootstrap_servers=fresh_broker, acks="all")
+    for topic, value in good[:2] + bad + good[2:]:
+        producer.send(topic, value if isinstance(value, bytes) else value.to_json(), partition=0)
+    producer.flush()
+    producer.close()
+    got: list[dict] = []
+    try:
+        deadline = time.monotonic() + 30  # against a hang only
+        while len(got) < len(good) and time.monotonic() < deadline:
+            got += reader.poll(0.5)
+        got += reader.poll(0.5)
+    finally:
+        reader.close()
+    expected = [json.loads(record.to_json()) for _, record in good]
+    assert sorted(got, key=json.dumps) == sorted(expected, key=json.dumps)

@@ -25,8 +25,8 @@ from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
-from srv6pm.lab.broker import EmbeddedBroker
-from srv6pm.lab.influxdb import EmbeddedInfluxDB
+from srv6pm.lab.emulators.broker import EmbeddedBroker
+from srv6pm.lab.emulators.influxdb import EmbeddedInfluxDB
 from srv6pm.ports import free_port
 from srv6pm.processor.service import Processor
 

@@ -22,7 +22,7 @@ from srv6pm import records
 from srv6pm.config import KafkaSettings
 from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
-from srv6pm.lab.process import ChildProcess
+from srv6pm.lab.emulators.launcher import ChildProcess
 from srv6pm.records import CounterRecord
 
 from test_processor import influx, read_topic  # noqa: F401  (influx: a database of its own)

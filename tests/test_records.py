@@ -198,3 +198,26 @@ def test_build_makes_the_record_the_constructor_makes():
         built.packets = 6
     loss = LossResult("f1", 40, "2025-01-01T00:00:00Z", 2.0, "r1", "r4", 10, 9, 1000, 900, 1, 0.1, True)
     assert build(LossResult, {f.name: getattr(loss, f.name) for f in fields(loss)}) == loss
+
+
+@pytest.mark.parametrize("decoder, record, bad, reason", [
+    (records.decode_loss,
+     records.LossResult("f1", 4, "2025-11-24T16:00:08Z", 2.0, "r1", None, 10, None, 1000, None, None, None, False,
+                        "egress"),
+     {"missing": "middle"}, "schema: missing"),
+    (records.decode_delay,
+     records.DelayResult("s1", 4, "2025-11-24T16:00:08Z", 2.0, "backward", None, None, 0, 2, None, None, None, None,
+                         None, None),
+     {"direction": "sideways"}, "schema: direction"),
+    (records.decode_alarm,
+     records.Alarm("delay_p99_us", "s1", "forward", 4, "2025-11-24T16:00:08Z", 2.0, 900.0, 500.0, True),
+     {"direction": None}, "schema: direction"),
+    (records.decode_event, records.Event("node_down", "2025-11-24T16:00:08Z", 2, node="r1"),
+     {"generation": -1}, "schema: generation"),
+])
+def test_results_alarms_and_events_round_trip_and_a_bad_one_has_its_reason(decoder, record, bad, reason):
+    assert decoder(record.to_json()) == record
+    with pytest.raises(RecordError, match=reason):
+        decoder(records.encode({**record.to_dict(), **bad}))
+    with pytest.raises(RecordError, match="tombstone"):
+        decoder(None)

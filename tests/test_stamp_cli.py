@@ -137,5 +137,5 @@ def test_add_commands_wires_into_a_parser():
     add_commands(commands, common=lambda p: added.append(p.prog))
     args = parser.parse_args(["stamp", "sender", "--dest", "::1", "--count", "0"])
     assert args.command == "stamp" and args.stamp_command == "sender" and args.count == 0
-    assert callable(args.stamp_handler)
+    assert callable(args.handler)
     assert added == ["srv6pm stamp", "srv6pm stamp reflector", "srv6pm stamp sender"]

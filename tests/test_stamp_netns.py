@@ -29,7 +29,7 @@ import pytest
 from netns_support import skip_reason
 
 from srv6pm import netns as nsutil
-from srv6pm.exporter.nft import Nft
+from srv6pm.nft import Nft
 from srv6pm.exporter.probes import _reply_fields
 from srv6pm.lab import network, scenario, topology
 from srv6pm.processor.delay import results
