@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import pstats
+import os
 import socket
 import sys
+import threading
 import time
 import uuid
 
@@ -62,6 +65,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process so far, by thread name (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = thread.name.rstrip("0123456789_-") or thread.name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class GcTimer:
+    """Wall-clock seconds spent in garbage collections, and how many, per generation, while installed."""
+
+    def __init__(self):
+        self.seconds, self.collections, self._started = [0.0, 0.0, 0.0], [0, 0, 0], 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+    def __str__(self) -> str:
+        return f"garbage collection {sum(self.seconds):.2f} s (" + ", ".join(
+            f"generation {g}: {n} in {t:.2f} s" for g, (n, t) in enumerate(zip(self.collections, self.seconds, strict=True))) + ")"
+
+    def __enter__(self) -> "GcTimer":
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self)
 
 
 def fill(bootstrap: str, flows: int, periods: int) -> int:
@@ -145,20 +188,24 @@ def processor(bootstrap: str, influx: InfluxSettings, total: int, max_records: i
         while proc.stats["records"] == 0:  # joining the group; then the clock starts after a first batch
             proc.step()
         first = proc.stats["records"]
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, threads = time.perf_counter(), time.process_time(), thread_cpu()
         if profile:
             profiler.enable()
-        while proc.stats["results"] < results or proc.stats["records"] < total:
-            proc.step()
+        with GcTimer() as collecting:
+            while proc.stats["results"] < results or proc.stats["records"] < total:
+                proc.step()
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         profiler.disable()
+        threads = {name: t - threads.get(name, 0.0) for name, t in thread_cpu().items()}
     finally:
         proc.close()
-    summary = ""
+    split = sorted(threads.items(), key=lambda item: -item[1])
+    summary = "processor CPU by thread: " + ", ".join(f"{name} {t:.2f} s" for name, t in split if t >= 0.01) \
+        + f" (all threads {cpu:.2f} s); {collecting}\n"
     if profile:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
-        summary = out.getvalue()
+        summary += out.getvalue()
     # The first batch was processed before the clock started: count the flow-periods after it.
     return (total - first) / per_unit / elapsed, (total - first) / per_unit / cpu, dict(proc.stats), summary
 

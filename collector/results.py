@@ -17,15 +17,17 @@ same period overwrites itself, older periods never overwrite newer ones).
 
 A record that is not JSON, or not a valid result, is logged and counted
 (``stats["bad"]``) and skipped: the processor already dead-letters its bad
-inputs, so here it can only be a foreign producer. While the graph store
-fails (:class:`GraphStoreError`), the record is retried with back-off and
-nothing is committed; :meth:`stop` ends the retries (the record is re-read
-at the next start).
+inputs, so here it can only be a foreign producer.
 
-The brokers being away never ends the consumer: a failed poll or commit is
-logged once (``srv6pm.waiting``: ``waiting for kafka_commit`` ... ``kafka_commit
-is back``) and tried again; a commit refused after a rebalance leaves the
-records to be re-read (applying them again changes nothing).
+The loop itself (poll, back-off, commit, stop) is the shared
+:class:`srv6pm.consume.ConsumeLoop`. While the graph store fails
+(:class:`GraphStoreError`), the batch is retried with back-off and nothing is
+committed (``waiting for graph``, said once); :meth:`stop` ends the retries
+(the batch is re-read at the next start). The brokers being away never ends
+the consumer: a failed poll or commit is logged once (``srv6pm.waiting``:
+``waiting for kafka_commit`` ... ``kafka_commit is back``) and tried again; a
+commit refused after a rebalance leaves the records to be re-read (applying
+them again changes nothing).
 
 The topics must exist before the consumer starts (the processor or the lab
 creates them with :func:`srv6pm.kafka.ensure_topics`); on the embedded broker
@@ -37,16 +39,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-import time
 from dataclasses import dataclass, field
-
-from kafka import TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from srv6pm import decode, records
 from srv6pm.config import KafkaSettings
+from srv6pm.consume import FAILED, ConsumeLoop
 from srv6pm.kafka import group_consumer
 from srv6pm.waiting import Waiting
 
@@ -57,9 +54,6 @@ __all__ = ["ResultsConsumer", "ResultsOptions"]
 log = logging.getLogger("srv6pm.collector.results")
 
 TOPICS = (records.LOSS, records.DELAY, records.ALARMS)
-
-
-COMMIT_TIMEOUT_MS = 5_000
 
 
 @dataclass
@@ -83,7 +77,6 @@ class ResultsConsumer:
         self.graph = graph
         self.group_id = group_id
         self.options = o = options or ResultsOptions()
-        self._stop = threading.Event()
         self._consumer = group_consumer(
             kafka, TOPICS, group_id, o.client_id, session_timeout_ms=o.session_timeout_ms,
             heartbeat_interval_ms=o.heartbeat_interval_ms, max_poll_interval_ms=o.max_poll_interval_ms,
@@ -91,38 +84,24 @@ class ResultsConsumer:
         )
         self.stats = {"records": 0, "applied": 0, "stale": 0, "unknown": 0, "bad": 0}
         self.waiting = Waiting("collector", log)
-        self._retry_at = 0.0
-        self._delay = 0.2
-        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._loop = ConsumeLoop(self._consumer, self.waiting, log, poll_ms=o.poll_ms, retry_max_s=o.retry_max_s)
+        self._uncommitted: dict[tuple[str, int], int] = {}
 
     def run(self) -> None:
         """Consume until :meth:`stop` is called (from a signal handler or another thread); then close."""
-        try:
-            while not self._stop.is_set():
-                self.step()
-        finally:
-            self.close()
+        self._loop.run(self.step, self.close)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
 
     def step(self) -> int:
         """Poll one batch, apply it to the graph, commit it. Returns the number of records consumed."""
-        if time.monotonic() < self._retry_at:
-            self._stop.wait(self.options.poll_ms / 1000)
-            return 0
-        try:
-            batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
-        except KafkaError as exc:
-            self._failed("kafka_consumer", exc)
-            return 0
-        self.waiting.ok("kafka_consumer")
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        batch = self._loop.poll()
+        offsets: dict[tuple[str, int], int] = {}
         good: list[tuple[str, dict]] = []
         count = 0
         for tp, messages in batch.items():
             for m in messages:
-                self.stats["records"] += 1
                 try:
                     record = decode.decode(tp.topic, m.value)
                 except records.RecordError as exc:
@@ -132,10 +111,12 @@ class ResultsConsumer:
                 else:
                     if tp.topic != records.ALARMS or record.kind == "liveness":
                         good.append((tp.topic, record.to_dict()))
-                offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
-                count += 1
+            if messages:
+                offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
+                count += len(messages)
+        self.stats["records"] += count
         if good:  # the whole poll in one graph update: one bulk read and write per collection
-            for outcome in self._retry(lambda: self.graph.update_many(good)):
+            for outcome in self._loop.retry(lambda: self.graph.update_many(good), GraphStoreError, "graph"):
                 self.stats[outcome if outcome != APPLIED else "applied"] += 1
         self._uncommitted.update(offsets)
         if self._uncommitted:
@@ -144,35 +125,11 @@ class ResultsConsumer:
 
     def _commit(self) -> None:
         """Commit the offsets applied so far; a failure keeps them for the next step's commit."""
-        try:
-            self._consumer.commit(dict(self._uncommitted), timeout_ms=COMMIT_TIMEOUT_MS)
-        except CommitFailedError as exc:  # the group moved on: the records are re-read, applying them is idempotent
-            log.info("commit refused after a rebalance", extra={"error": str(exc)})
-            self._uncommitted.clear()
+        result = self._loop.commit(self._uncommitted)
+        if result == FAILED:
+            self._loop.back_off("kafka_commit", "commit failed")
             return
-        except KafkaError as exc:
-            self._failed("kafka_commit", exc)
-            return
-        self._uncommitted.clear()
-        self.waiting.ok("kafka_commit")
-        self._delay = 0.2
-
-    def _failed(self, what: str, exc: Exception) -> None:
-        self.waiting.failed(what, exc)
-        self._retry_at = time.monotonic() + self._delay
-        self._delay = min(self._delay * 2, self.options.retry_max_s)
-
-    def _retry(self, action):
-        delay = 0.2
-        while True:
-            try:
-                return action()
-            except GraphStoreError as exc:
-                if self._stop.is_set():
-                    raise RuntimeError(f"stopping before the graph took a result (it will be re-read): {exc}") from None
-                log.warning("graph update failed, retrying", extra={"error": str(exc), "delay_s": delay})
-                time.sleep(delay)
-                delay = min(delay * 2, self.options.retry_max_s)
+        self._uncommitted.clear()  # committed, or refused (re-read by the next owner: applying them is idempotent)
 
     def close(self) -> None:
         try:

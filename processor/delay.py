@@ -42,6 +42,7 @@ DIRECTIONS = ("forward", "backward", "round_trip")
 @dataclass
 class _Window:
     last_seen: float
+    end_ns: int  # the end of its period (by the period_s of its samples, which all share it)
     samples: dict[int, StampSample] = field(default_factory=dict)
     tokens: list[Token] = field(default_factory=list)
 
@@ -71,7 +72,7 @@ class DelayWindows:
         key = (sample.session, clock.period_at(sample.t1))
         window = self._windows.get(key)
         if window is None:
-            window = self._windows[key] = _Window(now)
+            window = self._windows[key] = _Window(now, clock.start_ns(key[1] + 1))
             self._open.setdefault(sample.session, set()).add(key[1])
         held = window.samples.get(sample.seq)
         if held is not None:
@@ -88,14 +89,11 @@ class DelayWindows:
         mark = max(self._watermark.get(sample.session, 0), sample.t1)
         self._watermark[sample.session] = mark
         session = sample.session
-        return [self._close(k) for k in [(session, p) for p in sorted(self._open[session])]
-                if self._closable(k, mark)]
-
-    def _closable(self, key: tuple[str, int], mark: int) -> bool:
-        window = self._windows[key]
-        period_s = next(iter(window.samples.values())).period_s
-        end = period_clock(period_s).start_ns(key[1] + 1)
-        return mark >= end + self.lateness_ns
+        windows, closes_at = self._windows, mark - self.lateness_ns  # closable: mark >= end + lateness
+        closable = [p for p in self._open[session] if windows[(session, p)].end_ns <= closes_at]
+        if not closable:
+            return []
+        return [self._close((session, p)) for p in sorted(closable)]
 
     def expire(self, now: float) -> list[Outcome]:
         """Close every window that received nothing for ``idle_s``."""

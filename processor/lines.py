@@ -74,8 +74,44 @@ def _field(value) -> str | None:
     raise ValueError(f'Type: "{type(value)}" of field is not supported.')
 
 
+_heads: dict = {}  # (measurement, tag items) -> the line's head: a series repeats every period
+_orders: dict = {}  # field names in the order given -> [(name, escaped name)] sorted by name
+
+
 def line(measurement: str, tags: dict, fields: dict, time_ns: int) -> str:
     """One point as line protocol (see the module docstring)."""
+    items = tuple(tags.items())
+    head_key = None
+    head = None
+    if all(type(v) is str or v is None for _, v in items):  # kept only then: True and 1 are one key, not one text
+        head_key = (measurement, items)
+        head = _heads.get(head_key)
+    if head is None:
+        head = _head(measurement, tags)
+        if head_key is not None:
+            if len(_heads) >= _CACHE_LIMIT:
+                _heads.clear()
+            _heads[head_key] = head
+    names_key = tuple(fields)
+    names = _orders.get(names_key)
+    if names is None:
+        names = [(key, _escaped(_keys, key, False)) for key in sorted(fields)]
+        if len(_orders) >= _CACHE_LIMIT:
+            _orders.clear()
+        _orders[names_key] = names
+    field = _field
+    parts = []
+    for key, key_text in names:
+        text = field(fields[key])
+        if text is not None:
+            parts.append(f"{key_text}={text}")
+    if not parts:
+        return ""
+    return f"{head} {','.join(parts)} {time_ns}"
+
+
+def _head(measurement: str, tags: dict) -> str:
+    """The measurement and the tags of a line, escaped, tags sorted by key, None and empty ones left out."""
     out = [measurement.translate(_ESCAPE_MEASUREMENT)]
     keys, tag_values = _keys, _tag_values
     for key in sorted(tags):
@@ -86,14 +122,4 @@ def line(measurement: str, tags: dict, fields: dict, time_ns: int) -> str:
         value_text = _escaped(tag_values, value, True)
         if key_text and value_text:
             out.append(f",{key_text}={value_text}")
-    parts = []
-    for key in sorted(fields):
-        text = _field(fields[key])
-        if text is not None:
-            parts.append(f"{_escaped(keys, key, False)}={text}")
-    if not parts:
-        return ""
-    out.append(" ")
-    out.append(",".join(parts))
-    out.append(f" {time_ns}")
     return "".join(out)

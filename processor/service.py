@@ -44,10 +44,16 @@ not published again; its results are re-written to InfluxDB (idempotent).
 A record whose result was made earlier in the same batch or is still being
 written (a late or repeated block) is finished as it is.
 
-Self-monitoring: the loop counts what it does in Prometheus metrics
-(``srv6pm.metrics``, label ``component="processor"``) and, every
-``health_interval_s``, writes the ``pipeline`` and ``exporter`` measurements
-(``health``) to the same InfluxDB. A failed health write is
+The loop's mechanics (poll, back-off, hold, rebalance listener, commit) are
+the shared :class:`srv6pm.consume.ConsumeLoop`; what the processor keeps per
+input partition is one :class:`~srv6pm.processor.partitions.PartitionState`,
+cleared in one place when partitions go.
+
+Self-monitoring: the loop tells one :class:`~srv6pm.processor.sensor.Sensor`
+what it does, once per event and batch; behind it are the ``stats`` dict,
+Prometheus metrics (``srv6pm.metrics``, label ``component="processor"``) and,
+every ``health_interval_s``, the ``pipeline`` and ``exporter`` measurements
+(``health``) written to the same InfluxDB. A failed health write is
 logged and retried with the next one; it never holds up results.
 """
 
@@ -63,14 +69,12 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.net.selector import KernelEvent
-from kafka.structs import OffsetAndMetadata
+from kafka.errors import KafkaError
 
 from srv6pm import metrics as metrics_mod
 from srv6pm import records
 from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.consume import COMMIT_TIMEOUT_MS, COMMITTED, ConsumeLoop, Rebalance, io_sleep
 from srv6pm.influx import InfluxWriter, StoreError
 from srv6pm.kafka import CONSUMER_LIMITS, MAX_REQUEST_BYTES, group_consumer
 from srv6pm.waiting import Waiting
@@ -78,10 +82,11 @@ from srv6pm.publish import Publisher, Send
 
 from . import fetch
 from .alarms import AlarmRules, Alarms
-from .health import Health, node_of
+from .health import Health
 from .ledger import Ledger
-from .offsets import OffsetTracker
-from .outcome import Outcome, Token
+from .outcome import Outcome
+from .partitions import PartitionState
+from .sensor import HealthPoints, Prometheus, Sensors, Stats
 from .stages import DelayStage, LossStage, Stage
 from .writer import Output, Writer
 
@@ -92,7 +97,6 @@ log = logging.getLogger("srv6pm.processor")
 COMPONENT = "processor"
 LAG_INTERVAL_S = 10.0  # how often the lag gauges are refreshed when no health points are written
 LAG_TIMEOUT_MS = 2_000  # end offsets for the lag: given up after this long (the point goes without lag)
-COMMIT_TIMEOUT_MS = 5_000  # a commit that takes longer is given up and tried again with the next one
 REVOKE_GRACE_S = 2.0  # a revocation first waits this long for the output in flight to be written
 
 # The token the processor gives each record it hands a stage (stages treat tokens as opaque).
@@ -100,22 +104,21 @@ MessageToken = tuple[str, int, int]  # (topic, partition, offset)
 Partition = tuple[str, int]  # (topic, partition): what the offset tracker is given
 
 
-def _partition_of(token: Token) -> Partition:
-    """The (topic, partition) of a token the processor made."""
-    return cast(MessageToken, token)[:2]
-
-
 def tune_gc() -> None:
     """Fewer collections of the young generation, for a process that runs a processor.
 
-    A processor allocates a few dozen objects per record and keeps tens of thousands alive
-    (pending blocks, alarm states, the records being written); with Python's default threshold
-    (700) the collector runs several thousand times a second and takes half the loop's time.
-    Collecting every 20,000 allocations (and leaving start-up's objects out of collections)
-    costs some memory, not time. Process-wide: the command line calls it, a library user may.
+    A processor allocates some fifteen tracked objects per flow-period and keeps them until the
+    batch's output is written: with a batch of 10,000 records and one in flight, about 170,000
+    live at a time, and tens of thousands more (pending blocks, alarm states) for longer. With
+    Python's default threshold (700) the collector runs several thousand times a second; with a
+    threshold below a batch's objects it still runs a few times per batch, each time walking the
+    whole batch (up to a fifth of the loop's time, measured with ``bench/processor.py``). Collecting
+    every 100,000 net allocations lets a batch's objects be freed before most collections (and
+    leaves start-up's objects out of them); it costs some memory, not time. Process-wide: the
+    command line calls it, a library user may.
     """
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gc.set_threshold(100_000, 20, 20)
 
 
 @dataclass
@@ -151,27 +154,6 @@ class _Written:
     keys: dict  # (input topic, partition) -> {(subject, period)} of the results
 
 
-class _Rebalance(AsyncConsumerRebalanceListener):
-    """kafka-python 3 awaits these on its IO thread, inside ``poll``; waiting in them keeps heartbeats going."""
-
-    def __init__(self, processor: "Processor"):
-        self.processor = processor
-
-    async def on_partitions_revoked(self, revoked):
-        await self.processor._revoked(sorted((tp.topic, tp.partition) for tp in revoked))
-
-    async def on_partitions_lost(self, lost):
-        await self.processor._revoked(sorted((tp.topic, tp.partition) for tp in lost), lost=True)
-
-    async def on_partitions_assigned(self, assigned):
-        self.processor._assigned(sorted((tp.topic, tp.partition) for tp in assigned))
-
-
-async def _io_sleep(seconds: float) -> None:
-    """Sleep inside a listener callback without blocking kafka-python's IO loop (its own sleep event)."""
-    await KernelEvent("_sleep", seconds)
-
-
 class Processor:
     """Drives its stages: consumes their inputs, publishes and stores their results."""
 
@@ -185,7 +167,7 @@ class Processor:
         self._consumer = group_consumer(
             kafka, list(self.stages), o.group, o.client_id, session_timeout_ms=o.session_timeout_ms,
             heartbeat_interval_ms=o.heartbeat_interval_ms, max_poll_interval_ms=o.max_poll_interval_ms,
-            max_poll_records=o.max_records, listener=_Rebalance(self),
+            max_poll_records=o.max_records, listener=Rebalance(self._revoked, self._assigned),
         )
         self._ledger_reader = KafkaConsumer(**{**CONSUMER_LIMITS, **client}, group_id=None,
                                             client_id=f"{o.client_id}-ledger", enable_auto_commit=False)
@@ -195,37 +177,39 @@ class Processor:
         self._health_store = InfluxWriter(influx)
         self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srv6pm-health")
         self._health_job: tuple[Future, float] | None = None  # (write under way, its time)
-        self._tracker = OffsetTracker()
         self._ledgers = {t: Ledger(s.output_topic, s.subject_field, o.ledger_records) for t, s in self.stages.items()}
         self._alarms = {t: Alarms(o.alarms, s.alarm_kinds, o.ledger_records) for t, s in self.stages.items()}
-        self._committed: dict[tuple[str, int], int] = {}
-        self._raw: dict[Token, tuple[bytes | None, bytes | None]] = {}
+        self._partitions = PartitionState(self.stages, self._ledgers, self._alarms)
         self._stop = threading.Event()
         self.metrics = metrics or metrics_mod.get()
         self.waiting = Waiting(COMPONENT, log, self.metrics)
+        self._loop = ConsumeLoop(self._consumer, self.waiting, log, poll_ms=o.poll_ms, retry_max_s=o.retry_max_s,
+                                 stopping=self._stop)
         self._writer = Writer(self._store, self._publisher, self._stop, o.retry_max_s, self.waiting)
         self._held: Output | None = None  # the batch made while holding (see the module docstring)
         self._holding_since: float | None = None  # monotonic start of the hold
         self._held_s = 0.0  # seconds held so far: the stages' clock stands still meanwhile
-        self._unloaded: set[tuple[str, int]] = set()  # assigned, paused until their ledger is read
         self._ledger_retry_at = 0.0
         self._ledger_delay = 0.2
-        self._poll_retry_at = 0.0
-        self._poll_delay = 0.2
-        # (topic, partition) -> {(subject, period)} of results made but not yet in the ledger
-        self._closed: dict[tuple[str, int], set[tuple]] = {}
-        self.stats = {"records": 0, "results": 0, "incomplete": 0, "deadletters": 0, "replayed": 0, "holds": 0}
         self.health = (Health(o.client_id, tuple(self.stages), o.health_interval_s)
                        if o.health_interval_s else None)
-        self._lag_partitions: set[tuple[str, int]] = set()
+        stats = Stats()
+        self.stats = stats.counts
+        self.sensor = Sensors([stats, Prometheus(self.metrics, COMPONENT)]
+                              + ([HealthPoints(self.health)] if self.health else []))
         self._lag_due_s = 0.0
+
+    @property
+    def _unloaded(self) -> set[tuple[str, int]]:
+        """Assigned partitions still paused until their ledger is read."""
+        return self._partitions.unloaded
 
     # -- rebalancing ---------------------------------------------------------
 
     def _assigned(self, partitions: list[tuple[str, int]]) -> None:
         """Listener callback: the partitions stay paused until the loop has read their ledgers."""
         fresh = [tp for tp in partitions if tp[0] in self._ledgers]
-        self._unloaded.update(fresh)
+        self._partitions.unloaded.update(fresh)
         self._ledger_retry_at = 0.0
         self._consumer.pause(*(TopicPartition(t, p) for t, p in fresh))
 
@@ -254,7 +238,7 @@ class Processor:
             log.info("partitions assigned", extra={"topic": topic, "partitions": mine, "ledger_results": loaded,
                                                    "alarms": states})
             done = {(topic, p) for p in mine}
-            self._unloaded -= done
+            self._partitions.unloaded -= done
             if self._holding_since is None:
                 self._consumer.resume(*(TopicPartition(t, p) for t, p in sorted(done)))
         self.waiting.ok("kafka_ledger")
@@ -286,43 +270,28 @@ class Processor:
         gone = set(partitions)
         deadline = time.monotonic() + (0.0 if lost else REVOKE_GRACE_S)
         while self._writer.busy and not self._writer.done and time.monotonic() < deadline:
-            await _io_sleep(0.02)
+            await io_sleep(0.02)
         if self._writer.done and self._held is None:
             try:
                 self._finish_written()
             except Exception as exc:  # stopping: what it held is re-read by the next owner
                 log.warning("output in flight not written", extra={"error": str(exc)})
         while not self._writer.withdraw(gone):
-            await _io_sleep(0.02)
+            await io_sleep(0.02)
         if self._held is not None:
             self._held.withdrawn.update(gone)
-        for topic, stage in self.stages.items():
-            stage.drop({t for t in stage.pending_tokens() if _partition_of(t) in gone})
-            self._ledgers[topic].forget([p for t, p in partitions if t == topic])
-            self._alarms[topic].forget([p for t, p in partitions if t == topic])
-        self._tracker.forget(partitions)
-        for tp in partitions:
-            self._committed.pop(tp, None)
-            self._closed.pop(tp, None)
-        self._unloaded -= gone
-        self._raw = {t: v for t, v in self._raw.items() if _partition_of(t) not in gone}
-        for topic, partition in gone & self._lag_partitions:
-            self.metrics.consumer_lag.remove(COMPONENT, topic, str(partition))
-        self._lag_partitions -= gone
+        self._partitions.forget(partitions)
+        self.sensor.gone(partitions)
         log.info("partitions lost" if lost else "partitions revoked", extra={"partitions": partitions})
 
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> None:
         """Process until :meth:`stop` is called (from a signal handler or another thread)."""
-        try:
-            while not self._stop.is_set():
-                self.step()
-        finally:
-            self.close()
+        self._loop.run(self.step, self.close)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
 
     def step(self) -> None:
         """One iteration: poll and process a batch; finish the previous output; commit; hand this one over.
@@ -332,20 +301,19 @@ class Processor:
         """
         self._load_ledgers()
         if self._holding_since is not None:
-            for tp, messages in self._poll().items():  # none while paused; any that come are read again later
-                self._consumer.seek(tp, messages[0].offset)
+            self._loop.poll()  # none while paused; any that come are read again later
             if self._writer.busy and not self._writer.done:
                 self._housekeeping()
                 return
             self._release()
             self._housekeeping()
             return
-        batch = self._poll()
-        now = self._stage_clock()
+        batch = self._loop.poll()
+        now, now_ns = self._stage_clock(), time.time_ns()
         outcomes: list[Outcome] = []
         restores: list[tuple[Stage, int, dict]] = []
         for tp, messages in batch.items():
-            self._take(tp, messages, now, outcomes, restores)
+            self._take(tp, messages, now, now_ns, outcomes, restores)
         for stage in self.stages.values():
             outcomes.extend(stage.expire(now))
         output = self._output(outcomes, restores) if outcomes else None
@@ -371,28 +339,12 @@ class Processor:
         """The stages' clock: monotonic seconds, standing still while the loop holds."""
         return time.monotonic() - self._held_s
 
-    def _poll(self) -> dict:
-        """One poll; a failure of the consumer is waited out (logged once) and gives an empty batch."""
-        if time.monotonic() < self._poll_retry_at:
-            self._stop.wait(self.options.poll_ms / 1000)
-            return {}
-        try:
-            batch = self._consumer.poll(timeout_ms=self.options.poll_ms)
-        except KafkaError as exc:
-            self.waiting.failed("kafka_consumer", exc)
-            self._poll_retry_at = time.monotonic() + self._poll_delay
-            self._poll_delay = min(self._poll_delay * 2, self.options.retry_max_s)
-            return {}
-        self.waiting.ok("kafka_consumer")
-        self._poll_delay = 0.2
-        return batch
-
     def _hold(self, output: Output | None) -> None:
         """The output in flight is not written yet: keep ``output``, pause the input, stop the stages' clock."""
         self._held = output
         self._holding_since = time.monotonic()
-        self.stats["holds"] += 1
-        self._consumer.pause(*self._consumer.assignment())
+        self.sensor.hold()
+        self._loop.hold()
         log.warning("input paused until the results in flight are written",
                     extra={"waiting_for": self._writer.phase, "failing": sorted(self.waiting.now())})
 
@@ -401,33 +353,34 @@ class Processor:
         assert self._holding_since is not None, "released only while holding (_hold set it)"
         held_s = time.monotonic() - self._holding_since
         self._held_s += held_s
-        if self.health:
-            self.health.held(held_s)
+        self.sensor.held(held_s)
         self._holding_since = None
         held, self._held = self._held, None
         self._finish_written()
         self._commit()
         if held is not None:
             self._writer.submit(held)
-        resume = [tp for tp in self._consumer.assignment() if (tp.topic, tp.partition) not in self._unloaded]
-        self._consumer.resume(*resume)
+        self._loop.release(self._partitions.unloaded)
         log.warning("input resumed", extra={"held_s": round(held_s, 3)})
 
-    def _take(self, tp, messages, now: float, outcomes: list[Outcome], restores: list) -> None:
-        """Decode the records of one partition and give them to its stage."""
+    def _take(self, tp, messages, now: float, now_ns: int, outcomes: list[Outcome], restores: list) -> None:
+        """Decode the records of one partition and give them to its stage (``now_ns``: the batch's wall clock)."""
         topic, partition = tp.topic, tp.partition
         stage = self.stages[topic]
         ledger = self._ledgers[topic]
-        closed = self._closed.setdefault((topic, partition), set())  # (subject, period)
-        self.metrics.records_in.labels(COMPONENT, topic).inc(len(messages))
-        self.stats["records"] += len(messages)
-        self._tracker.seen_all((topic, partition), [m.offset for m in messages])
-        nodes: dict[str, list] = {}  # node -> [records, newest timestamp (s)]
-        decode, key_of, add = stage.decode, stage.key, stage.add
+        state = self._partitions
+        closed = state.closed_of((topic, partition))  # (subject, period)
+        self.sensor.consumed(topic, len(messages))
+        state.tracker.seen_all((topic, partition), [m.offset for m in messages])
+        replayed = 0
+        counts: dict[str, int] = {}  # node -> records
+        newest: dict[str, int] = {}  # node -> newest Kafka timestamp (ms)
+        decode, key_of, add, node_field = stage.decode, stage.key, stage.add, stage.node_field
+        append = outcomes.append
         for m in messages:
             token = (topic, partition, m.offset)
             try:
-                record = decode(m.value)
+                record = decode(m.value, now_ns)
             except records.RecordError as exc:
                 self._reject(token, m, str(exc), outcomes)
                 continue
@@ -437,55 +390,60 @@ class Processor:
             except Exception as exc:  # no record may stop the loop: whatever the decoder did not expect is rejected
                 self._reject(token, m, f"cannot be decoded: {type(exc).__name__}: {exc}", outcomes)
                 continue
-            node = node_of(record)
+            node = getattr(record, node_field)
             if node:
-                seen = nodes.get(node)
-                if seen is None:
-                    seen = nodes[node] = [0, None]
-                seen[0] += 1
-                if m.timestamp and m.timestamp > 0 and (seen[1] is None or m.timestamp > seen[1]):
-                    seen[1] = m.timestamp
+                counts[node] = counts.get(node, 0) + 1
+                ts = m.timestamp
+                if ts and ts > 0 and ts > newest.get(node, 0):
+                    newest[node] = ts
             key = key_of(record)
             if key in closed:
                 # Its result was made in this batch or is being written (the ledger holds it only once
                 # stored and published): nothing more to do, or a late block would open the period again.
-                self.stats["replayed"] += 1
-                outcomes.append(Outcome([token]))
+                replayed += 1
+                append(Outcome([token]))
                 continue
             published = ledger.get(partition, *key)
             if published is not None:
                 # Re-read after a restart, or late after its period was closed.
-                self.stats["replayed"] += 1
+                replayed += 1
                 restores += [(stage, partition, r) for r in published]
-                outcomes.append(Outcome([token]))
+                append(Outcome([token]))
                 continue
             for outcome in add(record, token, now):
                 if outcome.rejected:
-                    self._raw.update({t: (m.key, m.value) for t in outcome.rejected})
+                    state.raw.update({t: (m.key, m.value) for t in outcome.rejected})
                 for r in outcome.results:
                     closed.add((r.subject, r.period))
-                outcomes.append(outcome)
-        if self.health:
-            self.health.count(topic, "records_in", len(messages))
-            for node, (count, newest_ms) in nodes.items():
-                self.health.seen(node, newest_ms / 1000 if newest_ms is not None else None, count)
+                append(outcome)
+        if replayed:
+            self.sensor.replayed(replayed)
+        if counts:
+            self.sensor.nodes({node: (n, newest[node] / 1000 if node in newest else None)
+                               for node, n in counts.items()})
 
     def _reject(self, token, message, reason: str, outcomes: list[Outcome]) -> None:
-        self._raw[token] = (message.key, message.value)
+        self._partitions.raw[token] = (message.key, message.value)
         outcomes.append(Outcome([token], rejected={token: reason}))
 
     def _output(self, outcomes: list[Outcome], restores: list[tuple[Stage, int, dict]]) -> Output:
         """Everything the outcomes write: lines of results (and of re-read ones), results, alarms, dead letters."""
         sends: list[Send] = []
         send_origins: list[tuple[str, int]] = []
-        docs = []
+        docs: list[tuple] = []
         lines: list[str] = []
         line_origins: list[tuple[str, int]] = []
         keys: dict[tuple[str, int], set[tuple]] = {}
         letters: list[tuple[str, int]] = []  # input (topic, partition) of each dead letter
+        encode, add_doc, add_send = records.encode_fast, docs.append, sends.append
+        new_send = tuple.__new__  # Send is a NamedTuple: its own __new__ is a Python function
+        origin: tuple[str, int] | None = None
+        stage = next(iter(self.stages.values()))  # each set below before use
+        output_topic, lines_of = stage.output_topic, stage.lines
+        closing: set[tuple] = set()
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
-                key, raw = self._raw.pop(token, (None, None))
+                key, raw = self._partitions.raw.pop(token, (None, None))
                 topic, partition, offset = cast(MessageToken, token)
                 letter = records.dead_letter(topic, partition, offset, reason, raw, self.options.group)
                 sends.append(Send(records.DEADLETTER, None, records.dead_letter_key(key), records.encode(letter)))
@@ -493,20 +451,24 @@ class Processor:
                 letters.append((topic, partition))
                 log.warning("record dead-lettered", extra={"topic": topic, "partition": partition,
                                                            "offset": offset, "reason": reason})
-            if outcome.results:
+            results = outcome.results
+            if results:
                 topic, partition, _ = cast(MessageToken, outcome.tokens[0])
-                stage = self.stages[topic]
-                output_topic, lines_of = stage.output_topic, stage.lines
-                origin = (topic, partition)
+                if (topic, partition) != origin:  # outcomes come partition by partition: looked up once each
+                    origin = (topic, partition)
+                    stage = self.stages[topic]
+                    output_topic, lines_of = stage.output_topic, stage.lines
+                    closing = keys.setdefault(origin, set())
                 n_lines = len(lines)
-                for result in outcome.results:
+                for result in results:
                     doc = result.to_dict()
-                    value = records.encode_fast(doc)
-                    docs.append((stage, partition, result, doc, value))
-                    sends.append(Send(output_topic, partition, result.subject.encode(), value))
+                    value = encode(doc)
+                    subject = result.subject
+                    add_doc((stage, partition, result, doc, value))
+                    add_send(new_send(Send, (output_topic, partition, subject.encode(), value)))
                     lines += lines_of(doc)
-                    keys.setdefault(origin, set()).add((result.subject, result.period))
-                send_origins += [origin] * len(outcome.results)
+                    closing.add((subject, result.period))
+                send_origins += [origin] * len(results)
                 line_origins += [origin] * (len(lines) - n_lines)
         alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d, _ in docs] + restores)
         for topic, partition, alarm in alarms:
@@ -529,44 +491,49 @@ class Processor:
         gone = output.withdrawn  # origins revoked meanwhile: their next owner makes and finishes these
         for kind, n in output.errors.items():
             for _ in range(n):
-                self._count_error(kind, done.involved)
+                self.sensor.error(kind, done.involved)
         alarms = [a for t, p, a in done.alarms if (t, p) not in gone]
-        self.metrics.records_out.labels(COMPONENT, records.ALARMS).inc(len(alarms))
+        self.sensor.alarms(len(alarms))
         for alarm in alarms:
             log.warning("alarm raised" if alarm.raised else "alarm cleared",
                         extra={"kind": alarm.kind, "subject": alarm.subject, "direction": alarm.direction,
                                "period": alarm.period, "value": alarm.value, "threshold": alarm.threshold})
-        letters = [topic for topic, partition in done.letters if (topic, partition) not in gone]
-        self.stats["deadletters"] += len(letters)
-        for topic in letters:
-            self.metrics.deadletters.labels(COMPONENT, topic).inc()
-            self.metrics.records_out.labels(COMPONENT, records.DEADLETTER).inc()
-            if self.health:
-                self.health.count(topic, "deadletters")
+        letters: dict[str, int] = {}
+        for topic, partition in done.letters:
+            if (topic, partition) not in gone:
+                letters[topic] = letters.get(topic, 0) + 1
+        for topic, n in letters.items():
+            self.sensor.deadlettered(topic, n)
         per_stage: dict[Stage, list[float]] = {}
+        incomplete: dict[Stage, int] = {}
         info = log.isEnabledFor(logging.INFO)
+        done_s = output.done_s
+        assert done_s is not None, "the writer sets done_s once the output is stored and published"
+        last: Stage | None = None
         for stage, partition, result, doc, value in done.docs:
             if gone and (stage.input_topic, partition) in gone:
                 continue
-            self._ledgers[stage.input_topic].add(partition, doc, value)
+            if stage is not last:  # docs come stage by stage, mostly: looked up once per run of them
+                last = stage
+                remember = self._ledgers[stage.input_topic].add
+                latencies = per_stage.setdefault(stage, [])
+            remember(partition, doc, value)
             end_s = (result.period + 1) * result.period_s  # the period's end, Unix seconds
-            per_stage.setdefault(stage, []).append(max(0.0, output.done_s - end_s))
-            self.stats["incomplete"] += getattr(result, "complete", True) is False
+            latencies.append(max(0.0, done_s - end_s))
+            if doc.get("complete", True) is False:
+                incomplete[stage] = incomplete.get(stage, 0) + 1
             if info:
                 log.info("result", extra={"topic": stage.output_topic, "subject": result.subject,
                                           "period": result.period})
         for stage, latencies in per_stage.items():
-            self.stats["results"] += len(latencies)
-            self.metrics.records_out.labels(COMPONENT, stage.output_topic).inc(len(latencies))
-            metrics_mod.observe_all(self.metrics.period_latency.labels(COMPONENT, stage.output_topic), latencies)
-            if self.health:
-                self.health.count(stage.input_topic, "records_out", len(latencies))
-        finished = self._tracker.finished
+            self.sensor.results((stage.input_topic, stage.output_topic), latencies, incomplete.get(stage, 0))
+        finished = self._partitions.tracker.finished
         for topic, partition, offset in done.tokens:
             finished((topic, partition), offset)  # a forgotten (revoked) partition ignores it
+        closed = self._partitions.closed
         for tp, written in done.keys.items():
-            if tp in self._closed:
-                self._closed[tp] -= written
+            if tp in closed:
+                closed[tp] -= written
 
     def _evaluate_alarms(self, results: list[tuple[Stage, int, dict]]) -> list[tuple[str, int, records.Alarm]]:
         """(input topic, partition, alarm) for each alarm state the results change, evaluated in period order."""
@@ -576,12 +543,6 @@ class Processor:
             if alarm is not None:
                 out.append((stage.input_topic, partition, alarm))
         return out
-
-    def _count_error(self, kind: str, topics: set[str]) -> None:
-        self.metrics.errors.labels(COMPONENT, kind).inc()
-        if self.health:
-            for topic in topics:
-                self.health.count(topic, "errors")
 
     # -- health --------------------------------------------------------------
 
@@ -595,8 +556,7 @@ class Processor:
         for tp in assigned:
             behind = max(0, ends[tp] - self._consumer.position(tp))
             lag[tp.topic] = lag.get(tp.topic, 0) + behind
-            self.metrics.consumer_lag.labels(COMPONENT, tp.topic, str(tp.partition)).set(behind)
-            self._lag_partitions.add((tp.topic, tp.partition))
+            self.sensor.lag(tp.topic, tp.partition, behind)
         return lag
 
     def _safe_lag(self) -> dict[str, int]:
@@ -621,7 +581,7 @@ class Processor:
             try:
                 future.result()
             except StoreError as exc:
-                self.metrics.errors.labels(COMPONENT, "health").inc()
+                self.sensor.error("health", ())
                 self.waiting.failed("influxdb_health", exc)
             else:
                 self.waiting.ok("influxdb_health")
@@ -633,21 +593,11 @@ class Processor:
 
     def _commit(self) -> None:
         """Commit what the tracker allows, on the loop's thread; a failure leaves it for the next commit."""
-        committable = cast(dict[Partition, int], self._tracker.committable())  # it is given (topic, partition)s
-        offsets = {tp: o for tp, o in committable.items() if self._committed.get(tp) != o}
-        if not offsets:
-            return
-        try:
-            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()},
-                                  timeout_ms=COMMIT_TIMEOUT_MS)
-        except CommitFailedError as exc:  # the group moved on: the partitions' next owner re-reads from the last commit
-            log.info("commit refused after a rebalance", extra={"error": str(exc)})
-            return
-        except KafkaError as exc:
-            self.waiting.failed("kafka_commit", exc)
-            return
-        self.waiting.ok("kafka_commit")
-        self._committed.update(offsets)
+        state = self._partitions
+        committable = cast(dict[Partition, int], state.tracker.committable())  # it is given (topic, partition)s
+        offsets = {tp: o for tp, o in committable.items() if state.committed.get(tp) != o}
+        if offsets and self._loop.commit(offsets) == COMMITTED:
+            state.committed.update(offsets)
 
     def close(self) -> None:
         try:

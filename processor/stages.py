@@ -32,10 +32,11 @@ class Stage:
     output_topic: str
     subject_field: str
     alarm_kinds: tuple[str, ...]  # the srv6pm.alarms kinds evaluated on this stage's results
+    node_field: str  # the record attribute naming the node whose exporter produced it (health's "exporter")
 
-    def decode(self, raw: bytes | None) -> Any:
+    def decode(self, raw: bytes | None, now_ns: int | None = None) -> Any:
         """The record in ``raw``, exactly as the ``records`` decoder gives it, if it is also plausible
-        (``plausible``); raises records.RecordError with its reason."""
+        (``plausible``) at ``now_ns`` (Unix ns, default: now); raises records.RecordError with its reason."""
         raise NotImplementedError
 
     def key(self, record: Any) -> tuple[str, int]:
@@ -66,12 +67,13 @@ class LossStage(Stage):
     output_topic = records.LOSS
     subject_field = "flow"
     alarm_kinds = ("loss_ratio",)
+    node_field = "node"
 
     def __init__(self, pair_wait_s: float):
         self.pairing = Pairing(pair_wait_s)
 
-    def decode(self, raw):
-        return plausible.counters(decode_counters(raw), time.time_ns())
+    def decode(self, raw, now_ns=None):
+        return plausible.counters(decode_counters(raw), time.time_ns() if now_ns is None else now_ns)
 
     def key(self, record):
         return record.flow, record.period
@@ -101,12 +103,13 @@ class DelayStage(Stage):
     output_topic = records.DELAY
     subject_field = "session"
     alarm_kinds = ("delay_p99_us",)
+    node_field = "sender"
 
     def __init__(self, lateness_s: float, idle_s: float):
         self.windows = DelayWindows(lateness_s, idle_s)
 
-    def decode(self, raw):
-        return plausible.stamp(decode_stamp(raw), time.time_ns())
+    def decode(self, raw, now_ns=None):
+        return plausible.stamp(decode_stamp(raw), time.time_ns() if now_ns is None else now_ns)
 
     def key(self, sample):
         return sample.session, period_clock(sample.period_s).period_at(sample.t1)

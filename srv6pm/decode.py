@@ -35,6 +35,7 @@ as a whole accepts, rejects and explains exactly as the reference does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
@@ -292,11 +293,31 @@ def fast_counters(raw: bytes | None) -> CounterRecord | None:
     return record
 
 
+_STAMP_FIELDS = tuple(f.name for f in dataclasses.fields(StampSample))
+
+
 def fast_stamp(raw: bytes | None) -> StampSample | None:
-    """The sample, if the typed decoder accepts ``raw``; None if only the reference can tell."""
+    """The sample, if the typed decoder accepts ``raw``; None if only the reference can tell.
+
+    A reply as senders make it (returned, plausible timestamps in order, the direct counters all
+    or none) becomes the sample at once, its attributes the typed dict's members (absent ones
+    None), as :func:`srv6pm.records.stamp_from` builds it; any other goes through ``stamp_from``.
+    """
     obj = typed(records.STAMP, raw)
     if obj is None:
         return None
+    t1, t2, t3, t4 = obj["t1"], obj["t2"], obj["t3"], obj["t4"]
+    if not obj["lost"] and "impossible_timestamps" not in obj and t2 is not None and t3 is not None \
+            and t4 is not None and t4 >= t1 and t3 >= t2 and _isfinite(obj["period_s"]):
+        present = ("sender_tx" in obj) + ("reflector_rx" in obj) + ("reflector_tx" in obj)  # the direct counters
+        if present == 0 or present == 3:
+            values = dict.fromkeys(_STAMP_FIELDS)
+            values.update(obj)
+            del values["v"]
+            values["period_s"] = float(obj["period_s"])
+            sample = _new(StampSample)
+            _set(sample, "__dict__", values)
+            return sample
     try:
         return records.stamp_from(obj)
     except RecordError:
