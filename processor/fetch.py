@@ -4,13 +4,13 @@ kafka-python turns every fetched record into a ``ConsumerRecord`` through
 about twenty Python calls (a ``DefaultRecord`` object, a property per field,
 one call per varint), some 8 µs a record: as much as all of the processor's
 own work on it. :func:`install` gives one consumer a ``PartitionRecords``
-whose ``_unpack_records`` reads plain record batches (message format v2,
-uncompressed, not control batches) in one loop and yields exactly the
+whose ``_unpack_records`` reads record batches of message format v2 (not
+control batches; compressed ones once kafka-python's codec has uncompressed
+their records: the exporters publish zstd) in one loop and yields exactly the
 ``ConsumerRecord`` values kafka-python would (same fields, same errors for
 a corrupt record, CRC32C checked first as before); every other batch
-(compressed, control, message format 0/1) goes through kafka-python's own
-code, as does everything when the consumer reads ``read_committed`` or has
-deserializers. The consumer's positions, lag and metrics are kafka-python's.
+(control, message format 0/1) goes through kafka-python's own code, as does
+everything when the consumer reads ``read_committed`` or has deserializers. The consumer's positions, lag and metrics are kafka-python's.
 
 It replaces a method of kafka-python 3.0's fetcher (a documented extension
 point it is not): :func:`install` checks that the class is there and
@@ -37,19 +37,21 @@ _READ_UNCOMMITTED = getattr(getattr(kafka_fetcher, "IsolationLevel", None), "REA
 _CONTROL = 0x20
 _CODEC = 0x07
 _LOG_APPEND_TIME = 0x08
-_RECORDS_START = 61  # the v2 batch header's size
 
 
 def plain_records(topic: str, partition: int, leader_epoch: int, batch) -> list[tuple[int, Any]]:
-    """(record length, ConsumerRecord) of each record of an uncompressed, non-control v2 ``batch``
-    (a kafka-python DefaultRecordBatch). Raises CorruptRecordError where kafka-python's reader would."""
+    """(record length, ConsumerRecord) of each record of a non-control v2 ``batch`` (a kafka-python
+    DefaultRecordBatch; a compressed one is uncompressed by kafka-python's own codec first). Raises
+    CorruptRecordError where kafka-python's reader would."""
+    if batch.attributes & _CODEC:
+        batch._maybe_uncompress()  # kafka-python's: the records replace the buffer, read from 0
     buf = bytes(batch._buffer)  # slices of bytes are bytes: one copy per record field, not two
     base_offset, attributes, first_ts, max_ts, count = (batch._header_data[i] for i in (0, 5, 7, 8, 12))
     log_append = bool(attributes & _LOG_APPEND_TIME)
     timestamp_type = 1 if log_append else 0
     varint = _varint
     new, record_type = tuple.__new__, _ConsumerRecord  # the namedtuple's own __new__ is a Python function
-    pos = _RECORDS_START
+    pos = batch._pos  # the records' start: after the header, or 0 once uncompressed
     out: list[tuple[int, Any]] = []  # (length, kafka-python ConsumerRecord: untyped)
     append = out.append
     try:
@@ -203,14 +205,13 @@ if _Stock is not None:
                         self.next_fetch_offset = batch.next_offset
                         batch = records.next_batch()
                         continue
-                    if not attributes & _CODEC:
-                        for length, record in plain_records(tp.topic, tp.partition, self.leader_epoch, batch):
-                            self.records_read += 1
-                            self.bytes_read += length
-                            self.next_fetch_offset = record.offset + 1
-                            yield record
-                        batch = records.next_batch()
-                        continue
+                    for length, record in plain_records(tp.topic, tp.partition, self.leader_epoch, batch):
+                        self.records_read += 1
+                        self.bytes_read += length
+                        self.next_fetch_offset = record.offset + 1
+                        yield record
+                    batch = records.next_batch()
+                    continue
                 yield from self._stock_batch(tp, batch)
                 batch = records.next_batch()
             if last_batch is not None and last_batch.magic == 2:
@@ -218,7 +219,7 @@ if _Stock is not None:
             self.drain()
 
         def _stock_batch(self, tp, batch):
-            """kafka-python's own records of one batch (compressed, or message format 0/1)."""
+            """kafka-python's own records of one batch (message format 0/1)."""
             for record in batch:
                 if self.check_crcs and not record.validate_crc():
                     raise CorruptRecordError(f"Record for partition {self.topic_partition} at offset "

@@ -24,7 +24,7 @@ record = st.tuples(
     st.one_of(st.none(), st.binary(max_size=3000)),  # value
     st.lists(st.tuples(st.text(max_size=5), st.one_of(st.none(), st.binary(max_size=5))), max_size=2),  # headers
 )
-batch = st.tuples(st.sampled_from([0, 0, 0, 1]),  # compression: none, or gzip (kafka-python's path)
+batch = st.tuples(st.sampled_from([0, 0, 0, 1, 4]),  # compression: none, gzip or zstd (what the exporters publish)
                   st.lists(record, min_size=1, max_size=30),
                   st.booleans())  # log-append time (the broker's timestamps) instead of create time
 
