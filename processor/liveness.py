@@ -18,21 +18,20 @@ dead letter may be published again. Offsets move only after the batch's dead
 letters are acknowledged as well. While InfluxDB or the brokers fail, the
 batch is retried with back-off, the wait said once when it starts and once
 when it ends (:class:`srv6pm.waiting.Waiting`, ``influxdb_liveness`` and
-``kafka_deadletter``); :meth:`stop` ends that (nothing of it committed).
+``kafka_deadletter``); :meth:`stop` ends that (nothing of it committed). Polling,
+retrying and committing are the shared loop's (:class:`srv6pm.consume.ConsumeLoop`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
-from kafka import TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from srv6pm import decode, metrics, records
 from srv6pm.config import InfluxSettings, KafkaSettings
+from srv6pm.consume import FAILED, ConsumeLoop
 from srv6pm.influx import InfluxWriter, StoreError
 from srv6pm.influx_schema import LIVENESS
 from srv6pm.kafka import group_consumer
@@ -69,9 +68,6 @@ class LivenessStore:
                  poll_ms: int = 200, session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
                  retry_max_s: float = 10.0):
         self.group = f"{group}-liveness"
-        self.poll_ms = poll_ms
-        self.retry_max_s = retry_max_s
-        self._stop = threading.Event()
         self._store = InfluxWriter(influx)
         self._consumer = group_consumer(kafka, (records.ALARMS,), self.group, f"{client_id}-liveness",
                                         session_timeout_ms=session_timeout_ms,
@@ -83,29 +79,29 @@ class LivenessStore:
         self.metrics = metrics.get()
         self.waiting = Waiting(COMPONENT, log, self.metrics)
         self.stats = {"records": 0, "stored": 0, "bad": 0}
+        self._loop = ConsumeLoop(self._consumer, self.waiting, log, poll_ms=poll_ms, retry_max_s=retry_max_s)
+        self._uncommitted: dict[tuple[str, int], int] = {}
 
     def run(self) -> None:
         """Store until :meth:`stop`; then close."""
-        try:
-            while not self._stop.is_set():
-                self.step()
-        finally:
-            self.close()
+        self._loop.run(self.step, self.close)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
 
     def step(self) -> int:
-        """Poll one batch, write its liveness points, commit it. Returns the number of records consumed."""
-        batch = self._consumer.poll(timeout_ms=self.poll_ms)
+        """Poll one batch, write its liveness points, commit it. Returns the number of records consumed.
+        Raises :class:`srv6pm.consume.Stopped` when stopped while InfluxDB or the brokers are away
+        (nothing of the batch committed)."""
+        batch = self._loop.poll()
         lines: list[str] = []
         letters: list[Send] = []
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        offsets: dict[tuple[str, int], int] = {}
         count = 0
         for tp, messages in batch.items():
             for m in messages:
                 count += 1
-                offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
+                offsets[(tp.topic, tp.partition)] = m.offset + 1
                 try:
                     alarm = decode.decode_alarm(m.value)
                 except records.RecordError as exc:
@@ -114,18 +110,26 @@ class LivenessStore:
                 if alarm.kind == "liveness":
                     lines += liveness_lines(alarm)
         self.stats["records"] += count
-        if lines and not self._retry("influxdb_liveness", lambda: self._store.write(lines)):
-            return count  # stopping: nothing committed, the batch is read again next time
+        if lines:
+            self._loop.retry(lambda: self._store.write(lines), StoreError, "influxdb_liveness")
         self.stats["stored"] += len(lines)
         bad = len(letters)
-        if letters and not self._retry("kafka_deadletter", lambda: self._publish(letters)):
-            return count
+        if letters:
+            self._loop.retry(lambda: self._publish(letters), KafkaError, "kafka_deadletter")
         self.stats["bad"] += bad
         self.metrics.deadletters.labels(COMPONENT, records.ALARMS).inc(bad)
         self.metrics.records_out.labels(COMPONENT, records.DEADLETTER).inc(bad)
-        if offsets:
-            self._consumer.commit(offsets)
+        self._uncommitted.update(offsets)
+        if self._uncommitted:
+            self._commit()
         return count
+
+    def _commit(self) -> None:
+        """Commit the offsets stored so far; a failure keeps them for the next step's commit."""
+        if self._loop.commit(self._uncommitted) == FAILED:
+            self._loop.back_off("kafka_commit", "commit failed")
+            return
+        self._uncommitted.clear()  # committed, or refused (re-read by the next owner: writing them is idempotent)
 
     def _dead_letter(self, partition: int, message, reason: str) -> Send:
         """The dead letter of a record that is not an alarm: the processor's (``srv6pm.records.dead_letter``)."""
@@ -142,22 +146,6 @@ class LivenessStore:
         sends[:] = [send for send, _ in failed]
         if failed:
             raise KafkaError(f"{len(failed)} dead letter(s) not acknowledged: {shorten(str(failed[0][1]))}")
-
-    def _retry(self, what: str, action: Callable[[], None]) -> bool:
-        """Do ``action`` until it works (True) or :meth:`stop` is called (False); the wait said once (``what``)."""
-        delay = 0.2
-        while True:
-            try:
-                action()
-            except (StoreError, KafkaError) as exc:
-                self.waiting.failed(what, exc)
-                if self._stop.is_set():
-                    return False
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.retry_max_s)
-            else:
-                self.waiting.ok(what)
-                return True
 
     def close(self) -> None:
         publisher = self._publisher

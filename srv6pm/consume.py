@@ -122,10 +122,15 @@ class ConsumeLoop:
     # -- running -------------------------------------------------------------
 
     def run(self, step: Callable[[], object], close: Callable[[], None]) -> None:
-        """Call ``step`` until :meth:`stop`; then ``close`` (also when ``step`` raised)."""
+        """Call ``step`` until :meth:`stop`; then ``close`` (also when ``step`` raised). A step that ends in
+        :class:`Stopped` (a retry given up because of the stop) ends the loop like the stop itself."""
         try:
             while not self.stopping.is_set():
-                step()
+                try:
+                    step()
+                except Stopped as exc:
+                    self._log.debug("stopped while retrying", extra={"error": str(exc)})
+                    break
         finally:
             close()
 

@@ -194,7 +194,7 @@ def test_stop_ends_run_while_the_store_keeps_failing_and_leaves_the_record_uncom
     consumer.stop()
     thread.join(timeout=30)
     assert not thread.is_alive()
-    assert errors and "re-read" in str(errors[0])
+    assert not errors  # a stop during the retries ends run() as any stop does (srv6pm.consume.ConsumeLoop.run)
     assert committed(kafka, group, records.LOSS)[0] is None
 
 
