@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from srv6pm import decode, records
 from srv6pm.config import KafkaSettings
-from srv6pm.consume import FAILED, ConsumeLoop
+from srv6pm.consume import ConsumeLoop
 from srv6pm.kafka import group_consumer
 from srv6pm.waiting import Waiting
 
@@ -85,7 +85,6 @@ class ResultsConsumer:
         self.stats = {"records": 0, "applied": 0, "stale": 0, "unknown": 0, "bad": 0}
         self.waiting = Waiting("collector", log)
         self._loop = ConsumeLoop(self._consumer, self.waiting, log, poll_ms=o.poll_ms, retry_max_s=o.retry_max_s)
-        self._uncommitted: dict[tuple[str, int], int] = {}
 
     def run(self) -> None:
         """Consume until :meth:`stop` is called (from a signal handler or another thread); then close."""
@@ -118,18 +117,8 @@ class ResultsConsumer:
         if good:  # the whole poll in one graph update: one bulk read and write per collection
             for outcome in self._loop.retry(lambda: self.graph.update_many(good), GraphStoreError, "graph"):
                 self.stats[outcome if outcome != APPLIED else "applied"] += 1
-        self._uncommitted.update(offsets)
-        if self._uncommitted:
-            self._commit()
+        self._loop.commit_after(offsets)  # refused: re-read by the next owner, and applying them is idempotent
         return count
-
-    def _commit(self) -> None:
-        """Commit the offsets applied so far; a failure keeps them for the next step's commit."""
-        result = self._loop.commit(self._uncommitted)
-        if result == FAILED:
-            self._loop.back_off("kafka_commit", "commit failed")
-            return
-        self._uncommitted.clear()  # committed, or refused (re-read by the next owner: applying them is idempotent)
 
     def close(self) -> None:
         try:

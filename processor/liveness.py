@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 
 from srv6pm import decode, metrics, records
 from srv6pm.config import InfluxSettings, KafkaSettings
-from srv6pm.consume import FAILED, ConsumeLoop
+from srv6pm.consume import ConsumeLoop
 from srv6pm.influx import InfluxWriter, StoreError
 from srv6pm.influx_schema import LIVENESS
 from srv6pm.kafka import group_consumer
@@ -80,7 +80,6 @@ class LivenessStore:
         self.waiting = Waiting(COMPONENT, log, self.metrics)
         self.stats = {"records": 0, "stored": 0, "bad": 0}
         self._loop = ConsumeLoop(self._consumer, self.waiting, log, poll_ms=poll_ms, retry_max_s=retry_max_s)
-        self._uncommitted: dict[tuple[str, int], int] = {}
 
     def run(self) -> None:
         """Store until :meth:`stop`; then close."""
@@ -119,17 +118,8 @@ class LivenessStore:
         self.stats["bad"] += bad
         self.metrics.deadletters.labels(COMPONENT, records.ALARMS).inc(bad)
         self.metrics.records_out.labels(COMPONENT, records.DEADLETTER).inc(bad)
-        self._uncommitted.update(offsets)
-        if self._uncommitted:
-            self._commit()
+        self._loop.commit_after(offsets)  # refused: re-read by the next owner, and writing them is idempotent
         return count
-
-    def _commit(self) -> None:
-        """Commit the offsets stored so far; a failure keeps them for the next step's commit."""
-        if self._loop.commit(self._uncommitted) == FAILED:
-            self._loop.back_off("kafka_commit", "commit failed")
-            return
-        self._uncommitted.clear()  # committed, or refused (re-read by the next owner: writing them is idempotent)
 
     def _dead_letter(self, partition: int, message, reason: str) -> Send:
         """The dead letter of a record that is not an alarm: the processor's (``srv6pm.records.dead_letter``)."""

@@ -118,6 +118,7 @@ class ConsumeLoop:
         self._log = log
         self._retry_at = 0.0
         self._delay = FIRST_DELAY_S
+        self._pending: dict[Partition, int] = {}  # commit_after's offsets not committed yet
 
     # -- running -------------------------------------------------------------
 
@@ -191,6 +192,20 @@ class ConsumeLoop:
             return FAILED
         self.waiting.ok("kafka_commit")
         return COMMITTED
+
+    def commit_after(self, offsets: Mapping[Partition, int]) -> str:
+        """Commit ``offsets`` together with those an earlier failed call kept: for owners whose batches are
+        stored in order, one after another. On FAILED they are kept for the next call and the polls back off;
+        on COMMITTED or REFUSED (re-read by the partitions' next owner) they are done with."""
+        self._pending.update(offsets)
+        if not self._pending:
+            return COMMITTED
+        result = self.commit(self._pending)
+        if result == FAILED:
+            self.back_off("kafka_commit", "commit failed")
+        else:
+            self._pending.clear()
+        return result
 
     # -- retrying a store ----------------------------------------------------
 
