@@ -133,9 +133,27 @@ struct altmark_doh {
 	__be32 data; /* FlowMonID << 12 | L << 11 | D << 10 | reserved */
 };
 
+/* Each lookup call names its map as a constant: a call whose map is chosen at
+ * run time is one the verifier cannot inline (its map pointer is "poisoned"),
+ * so it stays the generic helper, an indirect call to the map's lookup. The
+ * empty asm after one call keeps the compiler from merging the two calls into
+ * one call on a selected map. */
+static __always_inline struct counter_value *counter(__u32 c, __u32 *flowmon_id)
+{
+	struct counter_value *v;
+
+	if (c) {
+		v = bpf_map_lookup_elem(&counters1, flowmon_id);
+		asm volatile("" : "+r"(v));
+	} else {
+		v = bpf_map_lookup_elem(&counters0, flowmon_id);
+	}
+	return v;
+}
+
 static __always_inline void count(__u32 flowmon_id, __u32 c, __u64 bytes)
 {
-	struct counter_value *v = bpf_map_lookup_elem(c ? (void *)&counters1 : (void *)&counters0, &flowmon_id);
+	struct counter_value *v = counter(c, &flowmon_id);
 
 	if (v) { /* per-CPU value: no other CPU writes it */
 		v->packets += 1;
@@ -154,7 +172,7 @@ int altmark_mark(struct __sk_buff *skb)
 	struct exact_key ekey;
 	struct src_key skey = { .prefixlen = 128 };
 	struct flow_key fkey = { .prefixlen = 32 + 128 };
-	struct altmark_doh doh;
+	struct altmark_doh *doh;
 	__u32 *class, *id, *c, zero = 0, srh_len, flowmon_id, mark;
 	__u16 payload;
 
@@ -192,21 +210,25 @@ int altmark_mark(struct __sk_buff *skb)
 	payload = bpf_ntohs(outer->payload_len);
 	count(flowmon_id, mark, bpf_ntohs(inner->payload_len) + sizeof(*inner));
 
+	/* The helper moves the Ethernet and outer IPv6 headers 8 octets towards the
+	 * head and zeroes the 8 octets after them, all in the linear part (which
+	 * held the SRH and inner header before and grew by 8), so the option is
+	 * written there in place, like the outer header's fields: no second helper
+	 * call (bpf_skb_store_bytes) per packet. */
 	if (bpf_skb_adjust_room(skb, DOH_LEN, BPF_ADJ_ROOM_NET, 0))
 		return TC_ACT_OK; /* counted but not marked: the next points miss it, as a loss would */
-	doh.nexthdr = NEXTHDR_ROUTING;
-	doh.hdrlen = 0;
-	doh.opt_type = ALTMARK_OPT_TYPE;
-	doh.opt_len = ALTMARK_OPT_LEN;
-	doh.data = bpf_htonl(flowmon_id << 12 | mark << 11);
-	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(struct ipv6hdr), &doh, sizeof(doh), 0))
-		return TC_ACT_OK;
 
 	data = (void *)(long)skb->data;
 	end = (void *)(long)skb->data_end;
 	outer = data + ETH_HLEN;
-	if ((void *)(outer + 1) > end)
+	doh = (void *)(outer + 1);
+	if ((void *)(doh + 1) > end)
 		return TC_ACT_OK;
+	doh->nexthdr = NEXTHDR_ROUTING;
+	doh->hdrlen = 0;
+	doh->opt_type = ALTMARK_OPT_TYPE;
+	doh->opt_len = ALTMARK_OPT_LEN;
+	doh->data = bpf_htonl(flowmon_id << 12 | mark << 11);
 	outer->nexthdr = NEXTHDR_DEST;
 	outer->payload_len = bpf_htons(payload + DOH_LEN);
 	return TC_ACT_OK;
