@@ -161,7 +161,7 @@ def test_process_reloads_on_file_change_rejects_bad_config_publishes_events_and_
         assert loaded.key == "collector" and loaded.node is None and loaded.generation == 1
         assert {e.node for e in reader.wait("node_up", 4)} == set(NAMES)
         assert "policy f1" in exporters["r1"].kinds()
-        page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).read().decode()
         assert 'srv6pm_collector_nodes_up{component="collector"} 4.0' in page
         graph = until(lambda: dump.exists() and json.loads(dump.read_text()), what="graph dump")
         assert "r1" in json.dumps(graph) and "f1" in json.dumps(graph)
