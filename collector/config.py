@@ -46,7 +46,8 @@ them (:mod:`srv6pm.collector.desired`): with ``ebpf`` (the default) every
 flow has a FlowMonID (RFC 9343; allocated by the collector,
 :mod:`srv6pm.collector.flowmon`) and is counted at its ingress, at every
 ``via`` node and at its egress; with ``nftables`` only at the ingress and
-the egress, by DSCP colour, without FlowMonIDs. With ``ebpf`` a node may be
+the egress, by DSCP colour (the FlowMonID then only names the flow's counters
+and loss results). With ``ebpf`` a node may be
 on a flow's path (``from``, ``via``, ``to``) only once, since it counts the
 flow at one position.
 
@@ -231,8 +232,7 @@ class Config:
 
     ``flowmon_ids`` (flow name -> FlowMonID) is not read from the file: the
     collector's allocator fills it in (:func:`srv6pm.collector.flowmon.assign`,
-    through :meth:`with_flowmon_ids`); empty until then, and always with the
-    nftables data plane.
+    through :meth:`with_flowmon_ids`), whatever the data plane; empty until then.
     """
 
     source: str

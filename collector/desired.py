@@ -11,12 +11,15 @@ they compare equal to what the exporter reports in ``GetState``:
 * a flow's ``to``: a ``FlowMonitor`` EGRESS;
 * with the ebpf data plane (the configuration's ``dataplane``), also each of
   a flow's ``via`` nodes: a ``FlowMonitor`` TRANSIT. Every monitor of the
-  flow then carries the flow's ``flowmon_id`` (``Config.flowmon_ids``,
-  allocated by :mod:`srv6pm.collector.flowmon`) and its ``position`` among
-  the flow's counting points in path order: 0 the ingress, 1..n the via
-  nodes, n+1 the egress (a segment that is no configured node is no
-  counting point and has no position). With the nftables data plane the
-  monitors have neither (both 0) and there are no transit monitors;
+  flow carries the flow's ``flowmon_id`` (``Config.flowmon_ids``, allocated
+  by :mod:`srv6pm.collector.flowmon`, whatever the data plane) and its
+  ``position`` among the flow's counting points in path order: with ebpf 0
+  the ingress, 1..n the via nodes, n+1 the egress (a segment that is no
+  configured node is no counting point and has no position); with the
+  nftables data plane there are no transit monitors, the ingress is 0 and
+  the egress 1 (the exporter counts by prefixes and puts only the
+  ``flowmon_id`` on its records, no position: the processor computes no
+  segments for the two ends);
 * a session's ``from``: a ``StampSession`` to ``to``'s measurement address;
 * every node that is the ``to`` of a session: one ``StampReflector`` bound to
   its measurement address.
@@ -110,8 +113,7 @@ def describe(message) -> str:
 def desired_state(config: Config) -> dict[str, dict[Key, Any]]:
     """Node name -> {key: normalised message} for every node of ``config`` (empty dict if nothing).
 
-    With the ebpf data plane every flow needs its FlowMonID in
-    ``config.flowmon_ids``: ValueError otherwise.
+    Every flow needs its FlowMonID in ``config.flowmon_ids``: ValueError otherwise.
     """
     out: dict[str, dict[Key, Any]] = {n.name: {} for n in config.nodes}
 
@@ -143,14 +145,13 @@ def flow_monitors(config: Config, flow: Flow) -> list[tuple[str, pb.FlowMonitor]
         out.role, out.flowmon_id, out.position = role, flowmon_id, position
         return out
 
-    if config.dataplane != "ebpf":
-        return [(flow.src, monitor(pb.ROLE_INGRESS)), (flow.dst, monitor(pb.ROLE_EGRESS))]
     try:
         flowmon_id = config.flowmon_ids[flow.name]
     except KeyError:
-        raise ValueError(f"flow {flow.name!r} has no FlowMonID: the ebpf data plane needs one per flow "
+        raise ValueError(f"flow {flow.name!r} has no FlowMonID: every flow needs one "
                          "(srv6pm.collector.flowmon.assign)") from None
-    points = [(flow.src, pb.ROLE_INGRESS), *((v, pb.ROLE_TRANSIT) for v in flow.via), (flow.dst, pb.ROLE_EGRESS)]
+    via = flow.via if config.dataplane == "ebpf" else ()
+    points = [(flow.src, pb.ROLE_INGRESS), *((v, pb.ROLE_TRANSIT) for v in via), (flow.dst, pb.ROLE_EGRESS)]
     return [(node, monitor(role, flowmon_id, position)) for position, (node, role) in enumerate(points)]
 
 

@@ -1,9 +1,11 @@
 """FlowMonIDs (RFC 9343): one per configured flow, allocated by the collector, kept in a state file.
 
-With the ebpf data plane every counting point of a flow recognises the flow's
-packets by the FlowMonID in their Alternate-Marking option, so the id is the
-flow's name in the data plane. :class:`Allocator` hands them out under this
-contract:
+Every flow has one, whatever the data plane: with ebpf every counting point
+of a flow recognises the flow's packets by the FlowMonID in their
+Alternate-Marking option, so the id is the flow's name in the data plane;
+with nftables the exporters count by prefixes and only name the flow's
+counters records (and so its loss results) with it. :class:`Allocator` hands
+them out under this contract:
 
 * every flow given to :meth:`Allocator.allocate` has an id in
   ``1..max_id`` (:data:`srv6pm.southbound.validate.FLOWMON_ID_MAX`,
@@ -180,9 +182,6 @@ def _is_int(value) -> bool:
 
 
 def assign(config: Config, allocator: Allocator, *, save: bool = True) -> Config:
-    """``config`` with the FlowMonIDs of its flows (see :meth:`Allocator.allocate`); with the nftables
-    data plane ``config`` itself: it carries no FlowMonIDs, and the allocation is left untouched, so
-    that flows keep their ids if the data plane becomes ebpf again."""
-    if config.dataplane != "ebpf":
-        return config
+    """``config`` with the FlowMonIDs of its flows (see :meth:`Allocator.allocate`), whatever its data plane:
+    a flow keeps its id when the data plane changes."""
     return config.with_flowmon_ids(allocator.allocate([f.name for f in config.flows], save=save))

@@ -123,7 +123,8 @@ class Exporter:
         self._nft: Nft | None = None
         self._table = None  # CountingTable (nftables) or EbpfTable (ebpf), made with the first flow
         self._flows: dict[str, dict] = {role: {} for role in ROLES}  # role -> name -> what the table counts
-        self._points: dict[tuple[str, str], tuple[int, int]] = {}  # (flow, role) -> (flowmon_id, position), ebpf
+        # (flow, role) -> (flowmon_id, position) that its records carry: see flow_ids
+        self._points: dict[tuple[str, str], tuple[int, int | None]] = {}
         self._routes: Routes | None = None
         self._baselines = Baselines(config.state_file)
         self._encoder = records.CounterEncoder(config.node, config.period)  # the guard's record values
@@ -173,7 +174,8 @@ class Exporter:
         nothing changed.
         """
         ebpf = self.config.dataplane == "ebpf"
-        adds = {(c.name, role): c for role, c in map(self._counted, add)}
+        added = list(add)
+        adds = {(c.name, role): c for role, c in map(self._counted, added)}
         with self.lock:
             gone = []
             for f in remove:
@@ -184,6 +186,7 @@ class Exporter:
                 elif old is not None:
                     gone.append(key)
             if not adds and not gone:
+                self._name(added)  # counted the same way (nftables): only its FlowMonID may have changed
                 return
             if self._table is None:
                 self._install_first(list(adds.items()))
@@ -198,11 +201,22 @@ class Exporter:
                 self._baselines.forget(role, name)  # its counters are new
             for (name, role), counted in adds.items():
                 self._flows[role][name] = counted
-                if ebpf:
-                    self._points[(name, role)] = (counted.flowmon_id, counted.position)
+            self._name(added)
         log.info("counting", extra={"node": self.config.node, "dataplane": self.config.dataplane,
                                     **{role: len(self._flows[role]) for role in ROLES}, "added": len(adds),
                                     "removed": len(gone)})
+
+    def _name(self, monitors: list[pb.FlowMonitor]) -> None:
+        """Note what the records of ``monitors`` (now counted) carry (under the lock): see :meth:`flow_ids`."""
+        ebpf = self.config.dataplane == "ebpf"
+        for f in monitors:
+            key = (f.flow, ROLE_NAMES[f.role])
+            if ebpf:
+                self._points[key] = (f.flowmon_id, f.position)
+            elif f.flowmon_id:
+                self._points[key] = (f.flowmon_id, None)
+            else:
+                self._points.pop(key, None)
 
     def _install_first(self, adds: list) -> None:
         """Open the data plane with its first flows (under the lock); on failure nothing stays open."""
@@ -241,8 +255,13 @@ class Exporter:
                     out.append((role, colour, reading))
         return out
 
-    def flow_ids(self, flow: str, role: str) -> tuple[int, int] | None:
-        """(flowmon_id, position) of a counted flow with the ebpf data plane, else None."""
+    def flow_ids(self, flow: str, role: str) -> tuple[int, int | None] | None:
+        """(flowmon_id, position) that the records of a counted flow carry, or None: none.
+
+        With the ebpf data plane both, as its monitor gives them. With nftables the monitor's FlowMonID
+        when it has one (the collector gives every flow one; an exporter run from its own file may not), and
+        position None: nftables counts only at the two ends, so its records carry no position (which
+        would make the processor compute segments)."""
         return self._points.get((flow, role))
 
     # -- lifecycle --------------------------------------------------------------------

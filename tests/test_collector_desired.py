@@ -1,7 +1,7 @@
 """Desired state per node and the diff's order: pure functions, no I/O (but for the FlowMonID state file).
 
-The tests that predate the ebpf data plane run with ``dataplane: nftables``, whose desired state is
-exactly what it was; those of the ebpf data plane (FlowMonIDs, positions, transit monitors) follow.
+The tests that predate the ebpf data plane run with ``dataplane: nftables`` (ingress and egress monitors
+only, which carry the FlowMonID and positions 0 and 1); those of the ebpf data plane (FlowMonIDs, positions, transit monitors) follow.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def test_desired_state_of_a_small_config():
                                              segments=["fcff:2::1", "fcff:3::1", "fcff:4::100"],
                                              mode=pb.ENCAP_MODE_ENCAP)
     assert r1[("FlowMonitor", ("f1", pb.ROLE_INGRESS))] == pb.FlowMonitor(
-        flow="f1", role=pb.ROLE_INGRESS, source_prefix="fd01:1::2/128", destination_prefix="fd01:4::101/128")
+        flow="f1", role=pb.ROLE_INGRESS, source_prefix="fd01:1::2/128", destination_prefix="fd01:4::101/128",
+        flowmon_id=1)
     assert r1[("StampSession", "s1")] == pb.StampSession(
         name="s1", destination="fcff:4::2", source="fcff:1::2", port=862, segments=["fcff:2::1", "fcff:3::1"],
         return_segments=["fcff:3::1", "fcff:2::1"], rate=10, timeout_s=2, reflector_node="r4",
@@ -151,13 +152,25 @@ def test_to_json_lists_objects_per_node_with_phase():
     assert [o["phase"] for o in doc["r1"]] == sorted(o["phase"] for o in doc["r1"])
 
 
-def test_nftables_data_plane_has_no_flowmon_ids_positions_or_transit_monitors():
-    state = desired.desired_state(small("nftables"))
+def test_nftables_data_plane_names_flows_by_flowmon_id_without_transit_monitors():
+    """The collector allocates FlowMonIDs with nftables too (issue 8 point 1): every monitor of a flow carries
+    its id; only the two ends count, the ingress at 0 and the egress at 1, both accepted by the southbound rules."""
+    c = small("nftables")
+    assert dict(c.flowmon_ids) == {"f1": 1, "f2": 2}
+    state = desired.desired_state(c)
     monitors = [m for n in state.values() for m in n.values() if isinstance(m, pb.FlowMonitor)]
-    assert sorted((m.flow, m.role) for m in monitors) == [
-        ("f1", pb.ROLE_INGRESS), ("f1", pb.ROLE_EGRESS), ("f2", pb.ROLE_INGRESS), ("f2", pb.ROLE_EGRESS)]
-    assert all(m.flowmon_id == 0 and m.position == 0 for m in monitors)
-    assert small("nftables").flowmon_ids == {}
+    assert sorted((m.flow, m.role, m.flowmon_id, m.position) for m in monitors) == [
+        ("f1", pb.ROLE_INGRESS, 1, 0), ("f1", pb.ROLE_EGRESS, 1, 1),
+        ("f2", pb.ROLE_INGRESS, 2, 0), ("f2", pb.ROLE_EGRESS, 2, 1)]
+    assert monitors_of(state, "f1") == [("r1", "ingress", 0, 1), ("r4", "egress", 1, 1)]  # no transit r2, r3
+    assert all(validate.request(m) == m for m in monitors)
+
+
+def test_every_data_plane_needs_the_flowmon_ids():
+    for dataplane in ("nftables", "ebpf"):
+        unassigned = config.parse(yaml.safe_dump({**copy.deepcopy(GOOD), "dataplane": dataplane}), source="c.yaml")
+        with pytest.raises(ValueError, match=r"^flow 'f1' has no FlowMonID: every flow needs one"):
+            desired.desired_state(unassigned)
 
 
 # ---------------------------------------------------------------- the ebpf data plane
@@ -253,6 +266,8 @@ def test_flowmon_ids_are_stable_across_a_re_parse_and_a_restart_with_the_state_f
 def test_switching_to_nftables_and_back_keeps_the_ids(tmp_path):
     allocator = flowmon.Allocator(flowmon.state_path(tmp_path))
     assert dict(small("ebpf", allocator=allocator).flowmon_ids) == {"f1": 1, "f2": 2}
-    assert small("nftables", GOOD, allocator).flowmon_ids == {}
+    nft = small("nftables", GOOD, allocator)
+    assert dict(nft.flowmon_ids) == {"f1": 1, "f2": 2}
+    assert monitors_of(desired.desired_state(nft), "f2") == [("r4", "ingress", 0, 2), ("r1", "egress", 1, 2)]
     assert dict(small("ebpf", allocator=flowmon.Allocator(flowmon.state_path(tmp_path))).flowmon_ids) == \
         {"f1": 1, "f2": 2}

@@ -126,3 +126,29 @@ def test_a_failed_write_is_an_error_and_keeps_the_old_allocation(tmp_path):
     assert allocator.ids == {"a": 1}
     state_dir.unlink()
     assert allocator.allocate(["a", "b"]) == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize("dataplane", ["nftables", "ebpf"])
+def test_assign_gives_every_data_plane_s_flows_their_ids_and_keeps_them_when_it_changes(path, dataplane):
+    """Issue 8 point 1: the collector allocates the FlowMonID whatever the data plane; a flow keeps it across a
+    restart, and across a reload that switches the data plane, and only a gone flow's id is reused."""
+    import copy
+
+    import yaml
+
+    from srv6pm.collector import config
+    from test_collector_config import GOOD
+
+    def parsed(dp, drop=()):
+        doc = {**copy.deepcopy(GOOD), "dataplane": dp}
+        doc["flows"] = [f for f in doc["flows"] if f["name"] not in drop]
+        return config.parse(yaml.safe_dump(doc), source="c.yaml")
+
+    assert dict(flowmon.assign(parsed(dataplane), Allocator(path)).flowmon_ids) == {"f1": 1, "f2": 2}
+    assert json.loads(path.read_text())["flows"] == {"f1": 1, "f2": 2}  # saved before it is used
+    other = "ebpf" if dataplane == "nftables" else "nftables"
+    restarted = Allocator(path)
+    assert dict(flowmon.assign(parsed(other), restarted).flowmon_ids) == {"f1": 1, "f2": 2}
+    assert dict(flowmon.assign(parsed(dataplane, drop={"f1"}), restarted).flowmon_ids) == {"f2": 2}
+    assert flowmon.assign(parsed(dataplane), restarted, save=False).flowmon_ids == {"f2": 2, "f1": 3}
+    assert restarted.ids == {"f2": 2}  # check (save=False) changed nothing

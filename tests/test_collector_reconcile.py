@@ -41,15 +41,17 @@ def exporters(calls):
         s.stop()
 
 
-def make_config(addresses: dict[str, str], doc=GOOD, dataplane: str = "nftables") -> config.Config:
+def make_config(addresses: dict[str, str], doc=GOOD, dataplane: str = "nftables",
+                allocator: flowmon.Allocator | None = None) -> config.Config:
     """GOOD at the stand-ins' addresses. The tests that predate the ebpf data plane count its objects
-    (ingress and egress monitors only): they run with nftables; ebpf gets FlowMonIDs from a fresh allocator."""
+    (ingress and egress monitors only): they run with nftables. FlowMonIDs come from ``allocator`` (default
+    a fresh one: pass the same one to configurations that follow each other, as the collector keeps its own)."""
     doc = copy.deepcopy(doc)
     for n in doc["nodes"]:
         n["grpc"] = addresses[n["name"]]
     doc["tls"] = {"plaintext": True}
     doc["dataplane"] = dataplane
-    return flowmon.assign(config.parse(yaml.safe_dump(doc), source="c.yaml"), flowmon.Allocator(None))
+    return flowmon.assign(config.parse(yaml.safe_dump(doc), source="c.yaml"), allocator or flowmon.Allocator(None))
 
 
 def addresses(exporters) -> dict[str, str]:
@@ -243,16 +245,17 @@ def test_refused_change_is_an_event_retried_with_backoff_and_the_rest_goes_on(en
 
 
 def test_config_change_adds_and_removes_in_order(engine, exporters, calls):
-    engine.load(make_config(addresses(exporters)), 1)
+    ids = flowmon.Allocator(None)
+    engine.load(make_config(addresses(exporters), allocator=ids), 1)
     converge(engine)
     calls.clear()
     doc = copy.deepcopy(GOOD)
     doc["flows"] = [f for f in doc["flows"] if f["name"] != "f1"]
     doc["flows"].append({"name": "f3", "from": "r2", "to": "r1", "via": ["r3"], "source": "fd01:2::2/128",
                          "destination": "fd01:1::102/128"})
-    engine.load(make_config(addresses(exporters), doc), 2)
+    engine.load(make_config(addresses(exporters), doc, allocator=ids), 2)
     report = engine.round()
-    assert report.removed == 3 and report.applied == 3
+    assert report.removed == 3 and report.applied == 3  # f2 keeps its FlowMonID, so its monitors stay
     assert metric(engine, "srv6pm_collector_reconcile_actions_total", action="remove") == 3
     assert metric(engine, "srv6pm_api_calls_total", method="StopFlowMonitoring", code="OK") == 2
     assert "policy f1" not in exporters["r1"].kinds() and "flow f1 egress" not in exporters["r4"].kinds()

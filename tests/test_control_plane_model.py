@@ -10,7 +10,7 @@ from types import MappingProxyType
 import pytest
 
 from srv6pm.collector import config as collector_config
-from srv6pm.collector import desired
+from srv6pm.collector import desired, flowmon
 from srv6pm.exporter import config as exporter_config
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -106,7 +106,7 @@ nodes:
 flows:
   - {name: f1, from: r1, to: r4, source: "FD01:1::2", destination: "fd01:4:0::101/128"}
 """, "c.yaml")
-    wanted = desired.desired_state(c)
+    wanted = desired.desired_state(flowmon.assign(c, flowmon.Allocator(None)))
     (ingress,) = [m for m in wanted["r1"].values() if isinstance(m, pb.FlowMonitor)]
     (egress,) = [m for m in wanted["r4"].values() if isinstance(m, pb.FlowMonitor)]
     e = exporter_config.parse("""
@@ -114,8 +114,8 @@ node: r1
 period: 2
 dataplane: nftables
 flows:
-  - {name: f1, role: ingress, src: "fd01:1::2/128", dst: "FD01:4::101"}
-  - {name: f1, role: egress, src: "FD01:1::2", dst: "fd01:4::101/128"}
+  - {name: f1, role: ingress, src: "fd01:1::2/128", dst: "FD01:4::101", flowmon_id: 1}
+  - {name: f1, role: egress, src: "FD01:1::2", dst: "fd01:4::101/128", flowmon_id: 1, position: 1}
 """, "e.yaml")
     assert list(e.flows) == [ingress, egress]
     assert [validate.request(m) for m in e.flows] == list(e.flows)

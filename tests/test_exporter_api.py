@@ -20,10 +20,12 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kafka import KafkaConsumer, TopicPartition
 from netns_support import skip_reason
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from srv6pm import records
 from srv6pm.config import KafkaSettings
 from srv6pm.exporter.api import SERVICE_NAME, ServerSettings
 from srv6pm.exporter.config import parse
@@ -347,6 +349,72 @@ def test_start_and_stop_flow_monitoring_change_the_set_elements(running, ns):
     assert [f.flow for f in running.stub.GetState(pb.GetStateRequest(), timeout=5).flows] == ["f2"]
     assert remove(running.stub, pb.FlowMonitorRef(flow="f2", role=pb.ROLE_INGRESS)).changed
     assert elements(ns, "ingress_c0") == [] and elements(ns, "egress_c0") == []
+
+
+def published_counters(bootstrap: str, node: str) -> list[dict]:
+    """Every srv6pm.counters record of ``node`` on the broker so far, each checked against the schema."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(records.COUNTERS, p) for p in sorted(consumer.partitions_for_topic(records.COUNTERS)
+                                                                    or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out = []
+        deadline = time.monotonic() + 20
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for messages in consumer.poll(timeout_ms=300).values():
+                for m in messages:
+                    records.decode_counters(m.value)
+                    if json.loads(m.value)["node"] == node:
+                        out.append(json.loads(m.value))
+        return out
+    finally:
+        consumer.close()
+
+
+def test_nftables_counters_records_name_the_flowmon_id_without_a_position(ns, broker, tmp_path):
+    """Issue 8 point 1 with the nftables data plane: the FlowMonID the collector gives a monitor is on every
+    counters record (and ReadCounters) of its flow, with no position (nftables counts only at the two ends: no
+    segments); a monitor without one (an exporter run from its own file) has records without it; a monitor
+    given its id later, counted the same way, keeps its counters and names the id from then on."""
+    node = "fmid" + secrets.token_hex(3)
+    r = Running(ns, broker, state_file=tmp_path / "state.json", node=node)
+    try:
+        f1 = pb.FlowMonitor(flow="f1", role=pb.ROLE_INGRESS, source_prefix="fd01::1", destination_prefix="fd00:4::/64",
+                            flowmon_id=21)
+        f2 = pb.FlowMonitor(flow="f2", role=pb.ROLE_EGRESS, source_prefix="fd01::2", destination_prefix="fd00:5::/64",
+                            flowmon_id=22, position=1)
+        f3 = pb.FlowMonitor(flow="f3", role=pb.ROLE_INGRESS, source_prefix="fd01::3", destination_prefix="fd00:6::/64")
+        for m in (f1, f2, f3):
+            assert apply(r.stub, m).changed
+        counters = r.stub.ReadCounters(pb.ReadCountersRequest(), timeout=5).counters
+        assert sorted({(c.flow, c.flowmon_id) for c in counters}) == [("f1", 21), ("f2", 22), ("f3", 0)]
+        time.sleep(5.5)  # 1 s periods: a baseline, then records of a few
+        named = pb.FlowMonitor()
+        named.CopyFrom(f3)
+        named.flowmon_id = 23
+        assert apply(r.stub, named).changed
+        counters = r.stub.ReadCounters(pb.ReadCountersRequest(flow="f3"), timeout=5).counters
+        assert {c.flowmon_id for c in counters} == {23}
+        renamed_at = r.exporter.clock.period_at(time.time_ns())
+        time.sleep(4.5)
+    finally:
+        r.stop()
+    got = published_counters(broker, node)
+    by_flow: dict[str, list[dict]] = {}
+    for record in got:
+        by_flow.setdefault(record["flow"], []).append(record)
+    assert set(by_flow) == {"f1", "f2", "f3"}
+    assert all("position" not in record for record in got)
+    assert {(x["role"], x.get("flowmon_id")) for x in by_flow["f1"]} == {("ingress", 21)}
+    assert {(x["role"], x.get("flowmon_id")) for x in by_flow["f2"]} == {("egress", 22)}
+    early = [x.get("flowmon_id") for x in by_flow["f3"] if x["period"] < renamed_at - 1]
+    late = [x.get("flowmon_id") for x in by_flow["f3"] if x["period"] > renamed_at + 1]
+    assert early and set(early) == {None}  # without an id, the records leave it out
+    assert late and set(late) == {23}
+    periods = sorted(x["period"] for x in by_flow["f3"])
+    assert periods == list(range(periods[0], periods[-1] + 1))  # its counters kept: no period lost to a new baseline
 
 
 def test_stamp_session_and_reflector_stop(running):

@@ -194,6 +194,12 @@ def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
     for r in f1:
         if r["period"] < t_add - 1 or r["period"] > t_del + 1:
             assert r["lost_packets"] == 0, r
+    # Issue 8 point 1, with either data plane: every result names its flow's FlowMonID (one per flow, the
+    # collector's); nftables counts only at the two ends, so its results have no segments.
+    ids = {flow: {r.get("flowmon_id") for r in rows} for flow, rows in (("f1", f1), ("f2", f2))}
+    assert all(len(v) == 1 and None not in v for v in ids.values()) and ids["f1"] != ids["f2"], ids
+    if lab.scenario.dataplane == "nftables":
+        assert not any("segments" in r for r in f1 + f2)
 
     # InfluxQL over the loss measurement gives the same numbers.
     start, end = clock.start_ns(first), clock.start_ns(last)

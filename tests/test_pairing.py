@@ -1,3 +1,4 @@
+from srv6pm import records
 from srv6pm.processor.pairing import Pairing
 from srv6pm.records import CounterRecord
 
@@ -256,6 +257,35 @@ def test_records_without_positions_are_paired_exactly_as_before():
     p.add(block("ingress", 5, period=101), "c", 0)
     (out,) = p.expire(now=5)
     assert out.results[0].segments is None and out.results[0].missing == "egress"
+
+
+def named(role, packets, period=100, flowmon_id=9):
+    """A block of the nftables data plane driven by the collector: the flow's FlowMonID, no position."""
+    b = block(role, packets, period)
+    return CounterRecord(b.node, b.flow, b.role, b.period, b.period_s, b.color, b.packets, b.bytes,
+                         flowmon_id=flowmon_id)
+
+
+def test_ends_with_a_flowmon_id_and_no_position_pair_as_before_and_the_result_names_it():
+    """Issue 8 point 1 with nftables: the loss result names the flow's FlowMonID, and without positions it is
+    still the usual pair of two ends (a transit block ignored, no segments), complete or not."""
+    p = Pairing(wait_s=5)
+    assert p.add(named("egress", 990), "b", 0) is None
+    assert p.add(named("transit", 990), "t", 0).tokens == ["t"]  # no position: no point of the path
+    out = p.add(named("ingress", 1000), "a", 0)
+    assert out.tokens == ["a", "b"] and len(p) == 0
+    (r,) = out.results
+    assert (r.tx_packets, r.rx_packets, r.lost_packets, r.complete, r.segments, r.flowmon_id) == \
+        (1000, 990, 10, True, None, 9)
+    assert r.to_dict()["flowmon_id"] == 9 and "segments" not in r.to_dict()
+    records.validate(records.LOSS, r.to_dict())
+    p.add(named("ingress", 5, period=101), "c", 0)
+    (late,) = p.expire(now=5)
+    (r,) = late.results
+    assert (r.missing, r.lost_packets, r.segments, r.flowmon_id) == ("egress", None, None, 9)
+    # One end named (an exporter run from its own file at the other): the pair still names the flow.
+    p.add(block("ingress", 7, period=102), "d", 0)
+    assert p.add(named("egress", 7, period=102), "e", 0).results[0].flowmon_id == 9
 
 
 def test_drop_forgets_pending_transit_blocks_too():
