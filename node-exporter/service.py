@@ -54,6 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
+from itertools import repeat
 from typing import TYPE_CHECKING, Iterable
 
 from srv6pm import metrics, records
@@ -196,10 +197,13 @@ class Exporter:
                 del self._flows[role][name]
                 self._points.pop((name, role), None)
                 self._baselines.forget(role, name)  # its counters are new
+                self._encoder.forget(name, role)
             for (name, role), counted in adds.items():
                 self._flows[role][name] = counted
                 if ebpf:
                     self._points[(name, role)] = (counted.flowmon_id, counted.position)
+                # its records' constant part, formatted once here rather than at every guard
+                self._encoder.prepare(name, role, *self._points.get((name, role), (None, None)))
         log.info("counting", extra={"node": self.config.node, "dataplane": self.config.dataplane,
                                     **{role: len(self._flows[role]) for role in ROLES}, "added": len(adds),
                                     "removed": len(gone)})
@@ -372,8 +376,9 @@ class Exporter:
                     continue
                 reading = readings[role]
                 blocks = self._baselines.advance(role, colour, k, reading.generation, reading.counts)
-                values = self._encoder.encode_blocks(role, k, colour, blocks, now, self._points)
-                out += [Send(topic, None, block.flow.encode(), value) for block, value in zip(blocks, values, strict=True)]
+                keys, values = self._encoder.encode_keyed(role, k, colour, blocks, now, self._points)
+                # tuple.__new__ makes each Send in C, not through its Python-level constructor
+                out += map(tuple.__new__, repeat(Send), zip(repeat(topic), repeat(None), keys, values, strict=False))
         self._encoder.rotate()
         self.outbox.put(out, durable=True)
         m = metrics.get()
