@@ -39,7 +39,7 @@ import socket
 import struct
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from srv6pm import bpf
 from srv6pm.netns import NetnsThread
@@ -264,10 +264,15 @@ class EbpfTable:
             raise DataplaneError(f"{self._where()}: {exc}") from exc
         ids = memoryview(keys)[:count * _U32.size].cast("I").tolist() if _LITTLE else \
             [i for (i,) in _U32.iter_unpack(keys[:count * _U32.size])]
-        sums = list(zip(*_per_cpu_sums(values, count, ncpu), strict=True))
+        packets, nbytes = _per_cpu_sums(values, count, ncpu)
         counts: dict[str, dict[str, tuple[int, int]]] = {}
         for role, names in self._names().items():  # FlowMonID -> name of each role's points
-            counts[role] = {names[i]: pair for i, pair in zip(ids, sums, strict=True) if i in names} if names else {}
+            named: dict = {}
+            if names:  # every key's name (None: not a point of this role, dropped after)
+                name_of: Callable[[int], str | None] = names.get
+                named = dict(zip(map(name_of, ids), zip(packets, nbytes, strict=True), strict=True))
+                named.pop(None, None)
+            counts[role] = named
         return {role: Reading(role, colour, counts[role], self.generation) for role in ROLES}
 
     def _names(self) -> dict[str, dict[int, str]]:
