@@ -16,8 +16,8 @@ the embedded Kafka-compatible broker) and measures:
   the exporter's outbox, the broker's acknowledgement of every record, the
   baselines saved (one record per flow);
   measured at the second guard with records (as every period after it;
-  ``first_guard_publish_ms``: the first, which also encodes each flow's
-  constant record fields once); ``uncompressed_ms``: the same with the record
+  ``first_guard_publish_ms``: the first, whose records are each flow's
+  first; their constant fields are formatted when the flow is installed); ``uncompressed_ms``: the same with the record
   batches not compressed (the baseline of the exporter's compression);
 * ``producer_ms``, the baseline: the same N records sent with kafka-python's
   ``KafkaProducer`` one ``send()`` each, then ``flush()`` (what the exporter
@@ -85,7 +85,7 @@ def one(dataplane: str, n: int, broker: str) -> dict:
         exporter._guard(k - 2, clock.start_ns(k - 1))  # the baseline reading
         assert exporter.outbox.wait(600)
         t0 = time.perf_counter()
-        exporter._guard(k, clock.start_ns(k + 1))  # n + 5 records, each flow's first: its record parts made
+        exporter._guard(k, clock.start_ns(k + 1))  # n + 5 records, each flow's first
         assert exporter.outbox.wait(600)  # every record acknowledged
         first = time.perf_counter() - t0
         t0 = time.perf_counter()

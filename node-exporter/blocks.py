@@ -119,7 +119,8 @@ class Baselines:
             log.warning("previous reading of this colour was not for period-2: baseline only",
                         extra={"role": role, "colour": colour, "period": period, "previous_period": previous["period"]})
             return []
-        blocks = []
+        blocks: list[Block] = []
+        append, make = blocks.append, tuple.__new__  # a Block made in C, not through its Python-level constructor
         before = previous["counts"]
         get = before.get
         for flow, (packets, nbytes) in counts.items():  # the reading's order (a sort cost 0.1 s at 100,000)
@@ -130,5 +131,5 @@ class Baselines:
             if packets < p0 or nbytes < b0:
                 log.warning("counter went backwards: baseline only", extra={"flow": flow, "role": role, "period": period})
                 continue
-            blocks.append(Block(flow, packets - p0, nbytes - b0))
+            append(make(Block, (flow, packets - p0, nbytes - b0)))
         return blocks

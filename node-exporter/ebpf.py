@@ -34,10 +34,12 @@ a lost pin, an incompatible upgrade), which is when counters restarted.
 from __future__ import annotations
 
 import logging
+import operator
 import socket
 import struct
+import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from srv6pm import bpf
 from srv6pm.netns import NetnsThread
@@ -56,6 +58,26 @@ _U32 = U32
 # tc filter slot of srv6pm's programs on every interface (handle, priority)
 TC_HANDLE = 0x5A6D
 TC_PRIORITY = 0x5A6D
+
+
+_LITTLE = sys.byteorder == "little"  # the kernel's map values are in the host's order, which "<" assumes
+
+
+def _per_cpu_sums(values: bytes, count: int, ncpu: int) -> tuple[list[int], list[int]]:
+    """(packets, bytes) of each of the ``count`` per-CPU values (``ncpu`` pairs of little-endian u64 each),
+    summed over the CPUs: one slice and one ``map(add)`` per CPU and column, no Python loop per flow."""
+    width = 2 * ncpu
+    if _LITTLE:
+        words = memoryview(values)[:count * width * 8].cast("Q").tolist()
+    else:
+        words = list(struct.unpack(f"<{count * width}Q", values[:count * width * 8]))
+    columns = []
+    for field in (0, 1):
+        total = words[field::width]
+        for cpu in range(1, ncpu):
+            total = list(map(operator.add, total, words[field + 2 * cpu::width]))
+        columns.append(total)
+    return columns[0], columns[1]
 
 
 def pin_dir(node: str) -> Path:
@@ -104,6 +126,7 @@ class EbpfTable:
         self._maps = {"counters0": self._counters[0], "counters1": self._counters[1], "exact": self._exact_map,
                       "sources": self._sources_map, "flows": self._flows_map}
         self._model = Model(self._flows_map.max_entries)
+        self._names_by_role: dict[str, dict[int, str]] | None = None  # see _names
         self._colour: int | None = None
         self._stale_counters = True  # counters of flows an earlier run had: dropped at the first install
         self._forget_strangers()
@@ -176,6 +199,7 @@ class EbpfTable:
         went backwards, never as loss).
         """
         change = self._model.change(add, remove)
+        self._names_by_role = None  # the read path's index of the points, made again at the next read
         done: list[Op] = []
         try:
             if self._stale_counters:
@@ -229,21 +253,35 @@ class EbpfTable:
 
     # -- reading ---------------------------------------------------------------------
     def read_all(self, colour: int) -> dict[str, Reading]:
-        """Role -> the counters of ``colour`` of every installed flow of that role, from one batch lookup."""
-        counts: dict[str, dict[str, tuple[int, int]]] = {role: {} for role in ROLES}
+        """Role -> the counters of ``colour`` of every installed flow of that role, from one batch lookup.
+
+        The per-CPU values are summed a whole column at a time (:func:`_per_cpu_sums`), not per flow.
+        """
         ncpu = bpf.possible_cpus()
         try:
             keys, values, count = self._counters[colour].dump()
         except bpf.BpfError as exc:
             raise DataplaneError(f"{self._where()}: {exc}") from exc
-        per_key = struct.Struct("<" + "QQ" * ncpu)
-        by_id = self._model.by_id
-        for (flowmon_id,), value in zip(_U32.iter_unpack(keys[:count * 4]),
-                                         per_key.iter_unpack(values[:count * per_key.size]), strict=True):
-            p = by_id.get(flowmon_id)
-            if p is not None:
-                counts[p.role][p.name] = (sum(value[0::2]), sum(value[1::2]))
+        ids = memoryview(keys)[:count * _U32.size].cast("I").tolist() if _LITTLE else \
+            [i for (i,) in _U32.iter_unpack(keys[:count * _U32.size])]
+        packets, nbytes = _per_cpu_sums(values, count, ncpu)
+        counts: dict[str, dict[str, tuple[int, int]]] = {}
+        for role, names in self._names().items():  # FlowMonID -> name of each role's points
+            named: dict = {}
+            if names:  # every key's name (None: not a point of this role, dropped after)
+                name_of: Callable[[int], str | None] = names.get
+                named = dict(zip(map(name_of, ids), zip(packets, nbytes, strict=True), strict=True))
+                named.pop(None, None)
+            counts[role] = named
         return {role: Reading(role, colour, counts[role], self.generation) for role in ROLES}
+
+    def _names(self) -> dict[str, dict[int, str]]:
+        """Role -> FlowMonID -> name of the installed points (made again after a change)."""
+        if self._names_by_role is None:
+            self._names_by_role = {role: {} for role in ROLES}
+            for flowmon_id, p in self._model.by_id.items():
+                self._names_by_role[p.role][flowmon_id] = p.name
+        return self._names_by_role
 
     # -- lifecycle -------------------------------------------------------------------
     def detach(self) -> None:

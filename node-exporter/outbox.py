@@ -235,9 +235,10 @@ class Outbox:
             failed = publisher.publish(sends)
         except Exception as exc:  # the client itself gave up: nothing of this call is known to be written
             failed = [(s, exc) for s in sends]
+        if not failed:
+            return []
         failed_ids = {id(s) for s, _ in failed}
-        if failed:
-            self._first_error = failed[0][1]
+        self._first_error = failed[0][1]
         return [s for s in sends if id(s) in failed_ids]
 
     def _send_pending(self) -> None:

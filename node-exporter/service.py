@@ -54,6 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
+from itertools import repeat
 from typing import TYPE_CHECKING, Iterable
 
 from srv6pm import metrics, records
@@ -199,6 +200,7 @@ class Exporter:
                 del self._flows[role][name]
                 self._points.pop((name, role), None)
                 self._baselines.forget(role, name)  # its counters are new
+                self._encoder.forget(name, role)
             for (name, role), counted in adds.items():
                 self._flows[role][name] = counted
             self._name(added)
@@ -207,7 +209,8 @@ class Exporter:
                                     "removed": len(gone)})
 
     def _name(self, monitors: list[pb.FlowMonitor]) -> None:
-        """Note what the records of ``monitors`` (now counted) carry (under the lock): see :meth:`flow_ids`."""
+        """Note what the records of ``monitors`` (now counted) carry (under the lock): see :meth:`flow_ids`;
+        their records' constant part is formatted once here, not at every guard."""
         ebpf = self.config.dataplane == "ebpf"
         for f in monitors:
             key = (f.flow, ROLE_NAMES[f.role])
@@ -217,6 +220,7 @@ class Exporter:
                 self._points[key] = (f.flowmon_id, None)
             else:
                 self._points.pop(key, None)
+            self._encoder.prepare(*key, *self._points.get(key, (None, None)))
 
     def _install_first(self, adds: list) -> None:
         """Open the data plane with its first flows (under the lock); on failure nothing stays open."""
@@ -391,8 +395,9 @@ class Exporter:
                     continue
                 reading = readings[role]
                 blocks = self._baselines.advance(role, colour, k, reading.generation, reading.counts)
-                values = self._encoder.encode_blocks(role, k, colour, blocks, now, self._points)
-                out += [Send(topic, None, block.flow.encode(), value) for block, value in zip(blocks, values, strict=True)]
+                keys, values = self._encoder.encode_keyed(role, k, colour, blocks, now, self._points)
+                # tuple.__new__ makes each Send in C, not through its Python-level constructor
+                out += map(tuple.__new__, repeat(Send), zip(repeat(topic), repeat(None), keys, values, strict=False))
         self._encoder.rotate()
         self.outbox.put(out, durable=True)
         m = metrics.get()

@@ -31,8 +31,9 @@ import struct
 import time
 from bisect import bisect_right
 from collections import defaultdict
-from itertools import accumulate
-from typing import NamedTuple
+from itertools import accumulate, repeat
+from operator import add, itemgetter
+from typing import Iterable, NamedTuple
 
 from crc32c import crc32c
 from kafka import codec as kafka_codec
@@ -83,31 +84,47 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_KEY_VALUE = itemgetter(2, 3)  # a Send's (key, value)
+_KEY, _VALUE = itemgetter(2), itemgetter(3)
 _SMALL = [_varint(n) for n in range(16384)]
 _NULL = _varint(-1)
+_HEADS = [b"\x00\x00" + v for v in _SMALL]  # a record's attributes (0), timestamp delta (0) and offset delta
 
 
 def _v(n: int) -> bytes:
     return _SMALL[n] if 0 <= n < 16384 else _varint(n)
 
 
-def encode_batch(keys_values: list[tuple[bytes | None, bytes]], timestamp_ms: int, compression: str | None = None) -> bytes:
+def encode_batch(keys_values: Iterable[tuple[bytes | None, bytes]], timestamp_ms: int, compression: str | None = None) -> bytes:
     """One record batch (magic 2) of the (key, value) records, all with timestamp ``timestamp_ms``;
-    ``compression`` (a name of :data:`CODECS`) compresses its records."""
+    ``compression`` (a name of :data:`CODECS`) compresses its records.
+
+    A record is framed from precomputed pieces (its attributes, timestamp and offset deltas for the first
+    :data:`_SMALL` offsets, the varints of small lengths) and the records joined once: no copy of a value
+    but the join's."""
     parts: list[bytes] = []
-    append = parts.append
+    extend = parts.extend
+    heads, small, null = _HEADS, _SMALL, _NULL
+    offset = -1  # the last record's (none: -1)
     for offset, (key, value) in enumerate(keys_values):
-        head = b"\x00\x00" + _v(offset)  # attributes, timestamp delta 0, offset delta
-        key_part = _NULL if key is None else _v(len(key)) + key
-        body = head + key_part + _v(len(value)) + value + b"\x00"  # no headers
-        append(_v(len(body)))
-        append(body)
+        head = heads[offset] if offset < 16384 else b"\x00\x00" + _varint(offset)  # attributes, deltas
+        n = len(value)
+        value_length = small[n] if n < 16384 else _varint(n)
+        if key is None:
+            size = len(head) + 1 + len(value_length) + n + 1
+            extend((_v(size), head, null, value_length, value, b"\x00"))  # no headers
+        else:
+            k = len(key)
+            key_length = small[k] if k < 16384 else _varint(k)
+            size = len(head) + len(key_length) + k + len(value_length) + n + 1
+            extend((small[size] if size < 16384 else _varint(size), head, key_length, key, value_length, value,
+                    b"\x00"))
     records = b"".join(parts)
     attributes = 0
     if compression is not None:
         attributes, compress, _ = CODECS[compression]
         records = compress(records)
-    count = len(keys_values)
+    count = offset + 1
     header = _HEADER.pack(0, _HEADER.size - 12 + len(records), -1, 2, 0, attributes, count - 1, timestamp_ms, timestamp_ms,
                           *_NO_PRODUCER, count)
     batch = bytearray(header)
@@ -156,25 +173,26 @@ class Publisher:
         failed: list[tuple[Send, Exception]] = []
         per_partition: dict[TopicPartition, list[Send]] = defaultdict(list)
         partitions = {t: sorted(self._cluster.partitions_for_topic(t) or ()) for t in topics}
-        tps: dict[tuple[str, int], TopicPartition] = {}
         known = {t: (len(partitions[t]), self._by_key[t]) for t in topics}  # the keys' partitions remembered
+        lists: dict[tuple[str, int], list[Send]] = {}  # (topic, partition) -> its sends
         for send in sends:
-            p = send.partition
+            topic, p, key = send[0], send[1], send[2]
             if p is None:  # by key: a remembered key's partition inline (the common case), else _partition
-                n, by_key = known[send.topic]
-                cached = by_key.get(send.key) if send.key is not None else None
+                n, by_key = known[topic]
+                cached = by_key.get(key) if key is not None else None
                 if cached is not None and cached[0] == n:
                     p = cached[1]
                 else:
                     try:
-                        p = self._partition(send, partitions[send.topic])
+                        p = self._partition(send, partitions[topic])
                     except kafka_errors.KafkaError as exc:
                         failed.append((send, exc))
                         continue
-            tp = tps.get((send.topic, p))
-            if tp is None:
-                tp = tps[(send.topic, p)] = TopicPartition(send.topic, p)
-            per_partition[tp].append(send)
+            at = (topic, p)
+            bucket = lists.get(at)
+            if bucket is None:
+                bucket = lists[at] = per_partition[TopicPartition(topic, p)]
+            bucket.append(send)
         broken: dict[TopicPartition, Exception] = {}  # a partition whose chunk failed sends no later chunk
         for chunks in self._rounds(per_partition):
             for tp in [tp for tp in chunks if tp in broken]:
@@ -218,7 +236,13 @@ class Publisher:
         rounds: list[dict[TopicPartition, list[Send]]] = []
         limit = self.chunk_bytes
         for tp, sends in per_partition.items():
-            ends = list(accumulate(len(s.value) + len(s.key or b"") + 16 for s in sends))  # a record's ~size
+            keys = list(map(_KEY, sends))
+            sizes: Iterable[int]
+            if None in keys:
+                sizes = (len(s.value) + len(s.key or b"") + 16 for s in sends)  # a record's ~size
+            else:  # the same sizes, summed in C
+                sizes = map(add, map(add, map(len, map(_VALUE, sends)), map(len, keys)), repeat(16))
+            ends = list(accumulate(sizes))
             start, base, r = 0, 0, 0
             while start < len(sends):
                 end = max(start + 1, bisect_right(ends, base + limit, start))  # a record alone may be larger
@@ -253,7 +277,7 @@ class Publisher:
         futures = []
         for leader, tps in by_leader.items():
             request = _produce_request(
-                {tp: encode_batch([(s.key, s.value) for s in chunks[tp]], now_ms, self.compression) for tp in tps},
+                {tp: encode_batch(map(_KEY_VALUE, chunks[tp]), now_ms, self.compression) for tp in tps},
                 self.request_timeout_ms)
             futures.append((tps, self._manager.send(request, node_id=leader, request_timeout_ms=self.request_timeout_ms)))
         for tps, future in futures:

@@ -189,55 +189,80 @@ class CounterEncoder:
     """The ``srv6pm.counters`` values of one node, fast: the bytes :meth:`CounterRecord.to_json` gives.
 
     The exporter publishes one record per flow and role every period (100,000
-    flows: 100,000 records), so the part of a value that does not change from
-    period to period (node, flow, role, FlowMonID, position) is encoded once
-    per flow and kept while the flow is published; only the numbers are
-    formatted each time. :meth:`rotate` once a period forgets the flows not
-    published since the previous call.
+    flows: 100,000 records), so each (flow, role) has a template: the part of
+    its value that does not change from period to period (node, flow, role,
+    FlowMonID, position) encoded once, and its record key; only the numbers
+    are formatted each time. A template is made when a flow is first encoded,
+    and :meth:`rotate` once a period forgets those not used since the previous
+    call; or it is made once when the flow is installed (:meth:`prepare`) and
+    kept until :meth:`forget`, which a guard then only looks up.
     """
 
     def __init__(self, node: str, period_s: float):
         self.node = node
         self.period_s = json.dumps(float(period_s), allow_nan=False)
-        self._parts: dict[tuple, tuple[str, str]] = {}
-        self._previous: dict[tuple, tuple[str, str]] = {}
+        # (flow, role) -> ((flowmon_id, position), head, tail, key): this period's templates and the previous one's
+        self._parts: dict[tuple, tuple] = {}
+        self._previous: dict[tuple, tuple] = {}
+        self._kept: dict[str, dict[str, tuple]] = {}  # role -> flow -> the template :meth:`prepare` made
 
     def rotate(self) -> None:
         self._previous, self._parts = self._parts, {}
 
+    def prepare(self, flow: str, role: str, flowmon_id: int | None = None, position: int | None = None) -> None:
+        """Make (flow, role)'s template now, with these identifiers, and keep it until :meth:`forget`."""
+        self._kept.setdefault(role, {})[flow] = self._make(flow, role, (flowmon_id, position))
+
+    def forget(self, flow: str, role: str) -> None:
+        """Drop (flow, role)'s template (the flow stopped, or its identifiers change)."""
+        self._kept.get(role, {}).pop(flow, None)
+        for cached in (self._parts, self._previous):
+            cached.pop((flow, role), None)
+
     def encode(self, flow: str, role: str, period: int, color: int, packets: int, nbytes: int,
                read_ns: int | None = None, flowmon_id: int | None = None, position: int | None = None) -> bytes:
-        key = (flow, role, flowmon_id, position)
-        parts = self._parts.get(key) or self._previous.get(key) or self._make(key)
-        self._parts[key] = parts
+        parts = self._template(flow, role, (flowmon_id, position))
         read = "" if read_ns is None else f',"read_ns":{int(read_ns)}'
-        return (f'{parts[0]},"period":{int(period)},"period_s":{self.period_s},"color":{int(color)},'
-                f'"packets":{int(packets)},"bytes":{int(nbytes)}{read}{parts[1]}').encode()
+        return (f'{parts[1]},"period":{int(period)},"period_s":{self.period_s},"color":{int(color)},'
+                f'"packets":{int(packets)},"bytes":{int(nbytes)}{read}{parts[2]}').encode()
 
     def encode_blocks(self, role: str, period: int, color: int, blocks, read_ns: int | None = None,
                       ids: dict | None = None) -> list[bytes]:
         """:meth:`encode` of each ``(flow, packets, bytes)`` of ``blocks`` (int counts), all of ``role``,
         ``period`` and ``color``, the fields they share formatted once (a guard's 100,000 records);
         ``ids`` maps ``(flow, role)`` to ``(flowmon_id, position)`` where a flow has them."""
+        return self.encode_keyed(role, period, color, blocks, read_ns, ids)[1]
+
+    def encode_keyed(self, role: str, period: int, color: int, blocks, read_ns: int | None = None,
+                     ids: dict | None = None) -> tuple[list[bytes], list[bytes]]:
+        """(keys, values): :meth:`encode_blocks`'s values and each one's record key (its flow, UTF-8)."""
         mid = f',"period":{int(period)},"period_s":{self.period_s},"color":{int(color)},"packets":'
         read = "" if read_ns is None else f',"read_ns":{int(read_ns)}'
-        now, previous, get_ids, none = self._parts, self._previous, (ids or {}).get, (None, None)
-        out: list[bytes] = []
-        append = out.append
+        kept = self._kept.get(role, {}).get
+        template, get_ids, none = self._template, (ids or {}).get, (None, None)
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        key_append, value_append = keys.append, values.append
         for flow, packets, nbytes in blocks:
-            key = (flow, role, *get_ids((flow, role), none))
-            parts = now.get(key) or previous.get(key) or self._make(key)
-            now[key] = parts
-            append(f'{parts[0]}{mid}{packets},"bytes":{nbytes}{read}{parts[1]}'.encode())
-        return out
+            parts = kept(flow) or template(flow, role, get_ids((flow, role), none))
+            value_append(f'{parts[1]}{mid}{packets},"bytes":{nbytes}{read}{parts[2]}'.encode())
+            key_append(parts[3])
+        return keys, values
 
-    def _make(self, key: tuple) -> tuple[str, str]:
-        """The constant head and tail of the values of ``key`` = (flow, role, flowmon_id, position)."""
-        flow, role, flowmon_id, position = key
+    def _template(self, flow: str, role: str, flow_ids: tuple) -> tuple:
+        """The template of (flow, role) with ``flow_ids`` = (flowmon_id, position), kept for this period."""
+        at = (flow, role)
+        parts = self._parts.get(at) or self._previous.get(at)
+        if parts is None or parts[0] != flow_ids:
+            parts = self._make(flow, role, flow_ids)
+        self._parts[at] = parts
+        return parts
+
+    def _make(self, flow: str, role: str, flow_ids: tuple) -> tuple:
         head = encode({"v": VERSION, "node": self.node, "flow": flow, "role": role}).decode()[:-1]
-        tail = "".join(f',"{name}":{value}' for name, value in (("flowmon_id", flowmon_id), ("position", position))
+        tail = "".join(f',"{name}":{value}' for name, value in zip(("flowmon_id", "position"), flow_ids, strict=True)
                        if value is not None) + "}"
-        return head, tail
+        return flow_ids, head, tail, flow.encode()
 
 
 def decode_counters(raw: bytes | None) -> CounterRecord:

@@ -221,3 +221,23 @@ def test_results_alarms_and_events_round_trip_and_a_bad_one_has_its_reason(decod
         decoder(records.encode({**record.to_dict(), **bad}))
     with pytest.raises(RecordError, match="tombstone"):
         decoder(None)
+
+
+def test_prepared_templates_give_the_same_bytes_until_forgotten():
+    from srv6pm.records import CounterEncoder
+    blocks = [("f1", 10, 1000), ('f"2', 0, 0)]
+    one, prepared = CounterEncoder("r1", 2.5), CounterEncoder("r1", 2.5)
+    prepared.prepare("f1", "transit", 7, 2)
+    prepared.prepare('f"2', "transit")
+    for _ in range(2):
+        keys, values = prepared.encode_keyed("transit", 41, 1, blocks, 123)  # no ids: the prepared ones
+        assert keys == [b"f1", b'f"2']
+        assert values == [one.encode("f1", "transit", 41, 1, 10, 1000, 123, 7, 2),
+                          one.encode('f"2', "transit", 41, 1, 0, 0, 123)]
+        prepared.rotate()
+    prepared.forget("f1", "transit")
+    prepared.prepare("f1", "transit", 8, 3)  # the flow's identifiers changed
+    assert prepared.encode_blocks("transit", 43, 1, blocks[:1]) == [one.encode("f1", "transit", 43, 1, 10, 1000,
+                                                                               None, 8, 3)]
+    prepared.forget("f1", "transit")
+    assert prepared.encode_blocks("transit", 43, 1, blocks[:1]) == [one.encode("f1", "transit", 43, 1, 10, 1000)]
