@@ -41,6 +41,7 @@ from srv6pm.records import Alarm
 from srv6pm.waiting import Waiting
 
 from .lines import line
+from .sensor import Prometheus
 
 __all__ = ["LivenessStore", "liveness_lines", "start"]
 
@@ -78,6 +79,7 @@ class LivenessStore:
         self._publisher: Publisher | None = None  # made for the first dead letter
         self.metrics = metrics.get()
         self.waiting = Waiting(COMPONENT, log, self.metrics)
+        self._sensor = Prometheus(self.metrics, COMPONENT)  # the processor's dead-letter counts, as its loop counts them
         self.stats = {"records": 0, "stored": 0, "bad": 0}
         self._loop = ConsumeLoop(self._consumer, self.waiting, log, poll_ms=poll_ms, retry_max_s=retry_max_s)
 
@@ -116,8 +118,7 @@ class LivenessStore:
         if letters:
             self._loop.retry(lambda: self._publish(letters), KafkaError, "kafka_deadletter")
         self.stats["bad"] += bad
-        self.metrics.deadletters.labels(COMPONENT, records.ALARMS).inc(bad)
-        self.metrics.records_out.labels(COMPONENT, records.DEADLETTER).inc(bad)
+        self._sensor.deadlettered(records.ALARMS, bad)
         self._loop.commit_after(offsets)  # refused: re-read by the next owner, and writing them is idempotent
         return count
 

@@ -384,9 +384,6 @@ class Processor:
             except records.RecordError as exc:
                 self._reject(token, m, str(exc), outcomes)
                 continue
-            except RecursionError:
-                self._reject(token, m, "not usable JSON: nested too deeply", outcomes)
-                continue
             except Exception as exc:  # no record may stop the loop: whatever the decoder did not expect is rejected
                 self._reject(token, m, f"cannot be decoded: {type(exc).__name__}: {exc}", outcomes)
                 continue
