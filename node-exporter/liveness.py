@@ -11,6 +11,13 @@ records, published by the exporter itself (the processor is not involved):
 * ``srv6pm.events``, kind ``path_down`` or ``path_up``, key the node
   (:func:`event`).
 
+A session's path starts unknown (:class:`~srv6pm.stamp.liveness.PathState`):
+nothing is published until the sender's first decision, and a first decision
+of up is not published at all, so the records keep their two states (down, up
+again) and a path that answers from its start publishes nothing. A path that
+never answers is published down after the usual ``down_after`` misses, with
+no last reply (``last_reply_ns`` null, "no reply yet" in the event).
+
 :class:`LivenessPublisher` sends them from a thread of its own and flushes
 the producer right after, so the records leave at once (not after the
 producer's linger) and the session's thread, which declared the change, never

@@ -88,7 +88,7 @@ from .outcome import Outcome
 from .partitions import PartitionState
 from .sensor import HealthPoints, Prometheus, Sensors, Stats
 from .stages import DelayStage, LossStage, Stage
-from .writer import Output, Writer
+from .writer import Output, Writer, result_letters
 
 __all__ = ["Processor", "ProcessorOptions", "tune_gc"]
 
@@ -152,6 +152,7 @@ class _Written:
     tokens: list  # every record the output finishes
     involved: set[str]  # input topics with results or dead letters
     keys: dict  # (input topic, partition) -> {(subject, period)} of the results
+    restores: list = field(default_factory=list)  # (stage, partition, result) re-written from the ledger
 
 
 class Processor:
@@ -185,7 +186,7 @@ class Processor:
         self.waiting = Waiting(COMPONENT, log, self.metrics)
         self._loop = ConsumeLoop(self._consumer, self.waiting, log, poll_ms=o.poll_ms, retry_max_s=o.retry_max_s,
                                  stopping=self._stop)
-        self._writer = Writer(self._store, self._publisher, self._stop, o.retry_max_s, self.waiting)
+        self._writer = Writer(self._store, self._publisher, self._stop, o.retry_max_s, self.waiting, self.metrics)
         self._held: Output | None = None  # the batch made while holding (see the module docstring)
         self._holding_since: float | None = None  # monotonic start of the hold
         self._held_s = 0.0  # seconds held so far: the stages' clock stands still meanwhile
@@ -476,8 +477,15 @@ class Processor:
             lines += texts
             line_origins += [(stage.input_topic, partition)] * len(texts)
         involved = {cast(MessageToken, o.tokens[0])[0] for o in outcomes if o.results or o.rejected}
-        state = _Written(docs, alarms, letters, [t for o in outcomes for t in o.tokens], involved, keys)
-        return Output(lines, sends, state, line_origins=line_origins, send_origins=send_origins)
+        state = _Written(docs, alarms, letters, [t for o in outcomes for t in o.tokens], involved, keys, restores)
+        return Output(lines, sends, state, line_origins=line_origins, send_origins=send_origins,
+                      letters=self._refused_letters)
+
+    def _refused_letters(self, done: _Written, refused: dict[int, str],
+                         lines: list[str]) -> list[tuple[Send, tuple[str, int]]]:
+        """In the writer's thread: the dead letters of the results whose points InfluxDB refused."""
+        results = [(s, p, d, v) for s, p, _, d, v in done.docs] + [(s, p, d, None) for s, p, d in done.restores]
+        return result_letters(refused, lines, results, done.tokens, self.options.group)
 
     def _finish_written(self) -> None:
         """Wait for the output in flight; then remember its results and let its records' offsets move."""
@@ -496,7 +504,7 @@ class Processor:
                         extra={"kind": alarm.kind, "subject": alarm.subject, "direction": alarm.direction,
                                "period": alarm.period, "value": alarm.value, "threshold": alarm.threshold})
         letters: dict[str, int] = {}
-        for topic, partition in done.letters:
+        for topic, partition in done.letters + output.lettered:  # input records, then results InfluxDB refused
             if (topic, partition) not in gone:
                 letters[topic] = letters.get(topic, 0) + 1
         for topic, n in letters.items():

@@ -8,32 +8,62 @@ requires that the previous one was collected with :meth:`Writer.wait`, which
 returns it once it is done, so the loop finishes its records (ledger, offsets,
 commit) strictly after their results are stored and published.
 
-Order within an output: the lines first, retried until InfluxDB takes them
-all, then the records, sending again only those not acknowledged, until all
-are. So a result on ``srv6pm.loss`` or ``srv6pm.delay`` is already in
-InfluxDB. A crash between the two leaves results stored but not published:
+Order within an output: the lines first, retried until InfluxDB has taken
+each of them or refused it as data (below), then the records (with the dead
+letters of refused lines), sending again only those not acknowledged, until
+all are. So a result on ``srv6pm.loss`` or ``srv6pm.delay`` is already in
+InfluxDB, or InfluxDB refused its point and its dead letter is published
+with it. A crash between the two leaves results stored but not published:
 their records are re-read (nothing was committed) and give the same results,
 which are then published once; InfluxDB takes the same points again
 (idempotent). While the processor is stopping a failed attempt is not
 retried: :meth:`Writer.wait` raises, and the records are re-read by the next
 owner of their partitions.
+
+What a failed store calls for is the :class:`~srv6pm.influx.StoreError`'s ``kind``:
+
+* ``transient`` (InfluxDB away, a timeout, 5xx, 429): retried with capped
+  back-off (at least InfluxDB's Retry-After), as long as it takes;
+* ``config`` (401, 403, an unknown bucket or database, ...): retried the same
+  way, since nothing is lost while the output waits, and said as an error
+  naming the cause and the setting to fix, at once and then every
+  :data:`CONFIG_LOG_INTERVAL_S` while it lasts; the gauge
+  ``srv6pm_store_misconfigured{cause}`` is 1 meanwhile;
+* ``data`` (400, 413, 422): the lines are split in halves, and the halves
+  again, until every line is stored or refused alone (or all the lines of a
+  request are refused, as a partial write's ``dropped`` count can say). The
+  refused lines go to the output's ``letters`` (the dead letters of their
+  results, published with the output's records); the others are stored. A
+  partial write of 1.x already stored the good points of a refused request:
+  writing them again changes nothing. An output without ``letters`` is
+  retried instead, as for ``config``: nothing is dropped that cannot be
+  dead-lettered.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from srv6pm.influx import InfluxWriter, StoreError
+from srv6pm import metrics as metrics_mod
+from srv6pm import records
+from srv6pm.influx import CONFIG, DATA, InfluxWriter, StoreError
 from srv6pm.publish import Publisher, Send
+from srv6pm.quote import shorten
 from srv6pm.waiting import Waiting
 
-__all__ = ["Output", "Writer"]
+__all__ = ["CONFIG_LOG_INTERVAL_S", "Output", "Writer", "result_letters"]
+
+log = logging.getLogger("srv6pm.processor")
+
+CONFIG_LOG_INTERVAL_S = 60.0  # a configuration failure that lasts is said again this often
 
 
 Origin = tuple[str, int]  # input (topic, partition)
@@ -56,6 +86,11 @@ class Output:
     errors: Counter = field(default_factory=Counter)  # failed attempts by kind ("store", "publish")
     done_s: float | None = None  # wall-clock time when stored and published
     withdrawn: set[Origin] = field(default_factory=set)
+    # The dead letters of refused lines: called with ``state``, {line index: reason} and ``lines``, in the
+    # writer's thread, it returns each letter to publish with its origin. None: refused lines are retried.
+    letters: Callable[[Any, dict[int, str], list[str]], list[tuple[Send, Origin]]] | None = None
+    refused: dict[int, str] = field(default_factory=dict)  # lines InfluxDB refused (index into lines -> reason)
+    lettered: list[Origin] = field(default_factory=list)  # the origin of each dead letter ``letters`` made
 
     def __post_init__(self):
         if len(self.line_origins) != len(self.lines) or len(self.send_origins) != len(self.sends):
@@ -66,8 +101,10 @@ class Writer:
     """Stores and publishes one :class:`Output` at a time in a thread of its own (see the module docstring)."""
 
     def __init__(self, store: InfluxWriter, publisher: Publisher, stopping: threading.Event, retry_max_s: float,
-                 waiting: Waiting):
+                 waiting: Waiting, metrics: metrics_mod.Metrics | None = None):
         self._store = store
+        self._metrics = metrics or metrics_mod.get()
+        self._misconfigured: tuple[str, float, float] | None = None  # (cause, monotonic since, last said)
         self._publisher = publisher
         self._stopping = stopping
         self._retry_max_s = retry_max_s
@@ -152,29 +189,95 @@ class Writer:
         with self._lock:
             self._attempt = set()
 
-    def _retry_or_raise(self, output: Output, kind: str, what: str, error: object, delay: float) -> float:
-        """Count a failed attempt, report the wait, raise if stopping, sleep; returns the next delay."""
+    def _retry_or_raise(self, output: Output, kind: str, what: str, error: object, delay: float,
+                        at_least_s: float | None = None) -> float:
+        """Count a failed attempt, report the wait, raise if stopping, sleep (at least ``at_least_s``); returns
+        the next delay."""
         output.errors[kind] += 1
         self._waiting.failed(what, error)
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._stopping.wait(max(delay, at_least_s or 0.0)):
             raise RuntimeError(f"stopping before the output was written (its records will be re-read): {error}")
-        time.sleep(delay)
         return min(delay * 2, self._retry_max_s)
 
     def _store_all(self, output: Output) -> None:
+        """Store the output's lines: all of them, or all but those InfluxDB refuses as data (see the module
+        docstring). ``todo`` holds the groups of line indexes not yet stored, the first one tried next."""
+        lines, origins = output.lines, output.line_origins
+        todo = deque([list(range(len(lines)))])
         delay = 0.2
-        while True:
-            lines, _ = self._begin(output, output.lines, output.line_origins)
+        while todo:
+            with self._lock:
+                gone = output.withdrawn
+                group = [i for i in todo[0] if origins[i] not in gone] if gone else todo[0]
+                self._attempt = {origins[i] for i in group}
             try:
-                if lines:
-                    self._store.write(lines)
-                    self._waiting.ok("influxdb")
-                return
+                if group:
+                    self._store.write([lines[i] for i in group])
             except StoreError as exc:
                 error = exc
+            else:
+                todo.popleft()
+                if group:
+                    self._stored()
+                continue
             finally:
                 self._end()
-            delay = self._retry_or_raise(output, "store", "influxdb", error, delay)
+            if error.kind == DATA and output.letters is not None:
+                self._waiting.ok("influxdb")  # it answers: InfluxDB is not away
+                todo.popleft()
+                if len(group) == 1 or error.dropped == sum(1 for i in group if lines[i]):
+                    reason = f"InfluxDB refused its point: HTTP {error.status}: {error.detail}"
+                    output.refused.update(dict.fromkeys(group, reason))
+                    self._metrics.store_refused.labels(self._waiting.component, str(error.status)).inc(len(group))
+                else:
+                    half = len(group) // 2
+                    todo.extendleft((group[half:], group[:half]))
+                continue
+            if error.kind in (CONFIG, DATA):
+                self._say_misconfigured(error)
+            delay = self._retry_or_raise(output, "store", "influxdb", error, delay, error.retry_after_s)
+        if output.refused:
+            self._letters(output)
+
+    def _letters(self, output: Output) -> None:
+        """Add the dead letters of the refused lines to the output's records."""
+        assert output.letters is not None, "lines are refused only when the output can dead-letter them"
+        made = output.letters(output.state, dict(output.refused), output.lines)
+        output.sends = output.sends + [send for send, _ in made]
+        output.send_origins = output.send_origins + [origin for _, origin in made]
+        output.lettered = [origin for _, origin in made]
+        first = next(iter(output.refused.values()))
+        log.warning("InfluxDB refused points: their results are dead-lettered, the other points are stored",
+                    extra={"points": len(output.refused), "of": len(output.lines), "dead_letters": len(made),
+                           "error": first})
+
+    def _stored(self) -> None:
+        """A store attempt worked: a wait for InfluxDB, and a configuration failure, are over."""
+        self._waiting.ok("influxdb")
+        if self._misconfigured is not None:
+            cause, since, _ = self._misconfigured
+            self._misconfigured = None
+            self._metrics.store_misconfigured.labels(self._waiting.component, cause).set(0)
+            log.warning("InfluxDB accepts the writes again", extra={"cause": cause,
+                                                                    "refused_s": round(time.monotonic() - since, 3)})
+
+    def _say_misconfigured(self, error: StoreError) -> None:
+        """A configuration failure: said as an error at once, when its cause changes, and then every
+        CONFIG_LOG_INTERVAL_S; the gauge of its cause is 1 while it lasts."""
+        now = time.monotonic()
+        cause = error.cause or "refused"
+        component = self._waiting.component
+        previous = self._misconfigured
+        if previous is not None and previous[0] == cause and now - previous[2] < CONFIG_LOG_INTERVAL_S:
+            return
+        if previous is not None and previous[0] != cause:
+            self._metrics.store_misconfigured.labels(component, previous[0]).set(0)
+        since = previous[1] if previous is not None and previous[0] == cause else now
+        self._misconfigured = (cause, since, now)
+        self._metrics.store_misconfigured.labels(component, cause).set(1)
+        log.error("InfluxDB refuses the writes; results are held until its settings are fixed",
+                  extra={"cause": cause, "status": error.status, "error": str(error),
+                         "refused_s": round(now - since, 3)})
 
     def _publish_all(self, output: Output) -> None:
         pending, origins = output.sends, output.send_origins
@@ -194,3 +297,39 @@ class Writer:
             origins = [origin_of[id(send)] for send in pending]
             delay = self._retry_or_raise(output, "publish", "kafka",
                                          f"{len(failed)} records not acknowledged: {failed[0][1]}", delay)
+
+
+def result_letters(refused: dict[int, str], lines: list[str], results: Iterable[tuple[Any, int, dict, bytes | None]],
+                   tokens: Iterable[tuple[str, int, int]], consumer: str) -> list[tuple[Send, Origin]]:
+    """The dead letters of the results whose InfluxDB points were ``refused`` (line index -> reason).
+
+    ``results`` are (stage, partition, result as published, its JSON or None) in the order of their lines
+    in ``lines`` (each result's lines are ``stage.lines(result)``); ``tokens`` the (topic, partition,
+    offset) of the records the output finishes. One letter per result with a refused point, keyed by
+    the result's subject: ``topic`` and ``partition`` of its input, ``offset`` the newest of the output's
+    records of that partition (the commit moves past it once the letter is out), ``raw`` the result's
+    JSON, ``result_topic`` the topic it is published on, ``point`` its first refused line, and the
+    reason InfluxDB gave.
+    """
+    newest: dict[Origin, int] = {}
+    for topic, partition, offset in tokens:
+        if offset > newest.get((topic, partition), -1):
+            newest[(topic, partition)] = offset
+    out: list[tuple[Send, Origin]] = []
+    at = 0
+    for stage, partition, result, value in results:
+        n = len(stage.lines(result))
+        first = next((i for i in range(at, at + n) if i in refused), None)
+        at += n
+        if first is None:
+            continue
+        origin = (stage.input_topic, partition)
+        raw = value if value is not None else records.encode(result)
+        letter = records.dead_letter(stage.input_topic, partition, newest.get(origin, 0), refused[first], raw,
+                                     consumer)
+        letter.update(result_topic=stage.output_topic, point=shorten(lines[first], records.DEADLETTER_REASON_CHARS))
+        key = records.dead_letter_key(str(result[stage.subject_field]).encode())
+        out.append((Send(records.DEADLETTER, None, key, records.encode(letter)), origin))
+    if at != len(lines):
+        raise AssertionError(f"the results give {at} lines, the output has {len(lines)}")
+    return out

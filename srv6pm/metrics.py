@@ -34,6 +34,14 @@ metric                                             labels                       
                                                                                   influxdb, kafka, ...)
 ``srv6pm_waits_total``                             component, what                waits begun (see
                                                                                   ``srv6pm.waiting``)
+``srv6pm_store_misconfigured``                     component, cause               1 while InfluxDB refuses
+                                                                                  every write for a reason the
+                                                                                  operator must fix (cause:
+                                                                                  unauthorized, forbidden,
+                                                                                  not_found, refused)
+``srv6pm_store_refused_points_total``              component, status              points InfluxDB refused as
+                                                                                  data, their results
+                                                                                  dead-lettered
 ``srv6pm_exporter_blocks_published_total``         component, node                counter blocks published
 ``srv6pm_exporter_guard_misses_total``             component, node                guard times missed
 ``srv6pm_api_calls_total``                         component, method, code        southbound gRPC calls (served
@@ -99,6 +107,11 @@ class Metrics:
         self.waiting = Gauge("srv6pm_waiting", "1 while the component waits for a service that is away "
                              "(influxdb, kafka, ...), else 0.", ["component", "what"], registry=registry)
         self.waits = counter("srv6pm_waits", "Waits begun for a service that was away.", ["what"])
+        self.store_misconfigured = Gauge("srv6pm_store_misconfigured", "1 while InfluxDB refuses every write for "
+                                         "a reason only the operator can fix (cause: unauthorized, forbidden, "
+                                         "not_found, refused), else 0.", ["component", "cause"], registry=registry)
+        self.store_refused = counter("srv6pm_store_refused_points", "Points InfluxDB refused as data (HTTP 400, "
+                                     "413, 422), their results dead-lettered, per HTTP status.", ["status"])
         # -- node exporter -----------------------------------------------------
         self.blocks_published = counter("srv6pm_exporter_blocks_published",
                                         "Counter blocks published to srv6pm.counters.", ["node"])

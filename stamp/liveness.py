@@ -9,10 +9,24 @@ shorter. A reply that comes later still gives a delay sample, but for
 liveness that packet stays a miss.
 
 :class:`PathState` counts the outcomes in the order they become known.
-The path starts up (nothing is reported while it stays up); ``down_after``
-consecutive misses declare it down at once, and, once down,
-``up_after`` consecutive replies declare it up again. Each declaration is
-one :class:`Change`.
+The path starts *unknown*: nothing is decided until the first reply, which
+makes it up without a declaration (a path that answers from the start
+reports nothing), or until ``down_after`` consecutive misses, which declare
+it down as they would later (a path that never answers is reported down
+after the usual number of misses). Once decided, ``down_after`` consecutive
+misses declare an up path down at once, and ``up_after`` consecutive
+replies a down path up again. Each declaration is one :class:`Change`; no
+declaration says "unknown", so the records made of them keep their two
+values (down, up again).
+
+The sender gives the outcomes of the start a longer timeout (see
+:mod:`srv6pm.stamp.sender`): until the first decision a test packet is a
+miss only once the session's reply timeout has passed without a reply, and
+the packets sent before the first one answered count for nothing. So a
+path whose routes are still being set up when its first probes leave, and
+which answers within the reply timeout, goes from unknown to up and reports
+nothing; one that never answers is declared down after ``down_after``
+misses, the first of them one reply timeout after the session started.
 
 So with probes every ``interval`` seconds the path is declared down at the
 latest ``(down_after + TIMEOUT_INTERVALS) * interval`` after the last reply
@@ -74,13 +88,20 @@ class PathState:
 
     def __init__(self, settings: LivenessSettings):
         self.settings = settings
-        self.up = True
+        self.up: bool | None = None  # None: unknown, nothing decided yet
         self.last_reply_ns: int | None = None
-        self._run = 0  # consecutive outcomes against the current state
+        self._run = 0  # consecutive outcomes against the current state (while unknown: misses)
+
+    @property
+    def state(self) -> str:
+        """``"unknown"`` (nothing decided yet), ``"up"`` or ``"down"``."""
+        return "unknown" if self.up is None else "up" if self.up else "down"
 
     def reply(self, arrived_ns: int, now_ns: int) -> Change | None:
         """A test packet was answered in time (arrived at ``arrived_ns``); the change it makes, if any."""
         self.last_reply_ns = arrived_ns
+        if self.up is None:  # the first decision: up, which is not declared (the path never was down)
+            self.up = True
         if self.up:
             self._run = 0
             return None
@@ -91,7 +112,7 @@ class PathState:
 
     def miss(self, now_ns: int) -> Change | None:
         """A test packet was not answered in time (or not sent); the change it makes, if any."""
-        if not self.up:
+        if self.up is False:
             self._run = 0
             return None
         self._run += 1

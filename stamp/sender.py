@@ -58,8 +58,14 @@ matched to requests by the echoed Session-Sender Sequence Number (and SSID).
   packet is a reply or, :func:`~srv6pm.stamp.liveness.miss_timeout` after its
   send without one (or when it cannot be sent), a miss; every declaration of
   the path down or up again is passed at once to ``on_liveness`` (in the
-  session's thread, so it must not block) and :attr:`Sender.path_up` says the
-  current state.
+  session's thread, so it must not block) and :attr:`Sender.path_state` says the
+  current state. The path starts unknown; until the first decision a test
+  packet is a miss only after the reply timeout (``timeout``), also one that
+  could not be sent, and when the first reply comes, the packets sent before
+  its own are left out: probes sent while the path's routes are still being
+  set up raise nothing if the path answers within the reply timeout, and a
+  path that never answers is declared down after the usual ``down_after``
+  misses.
 
 Use :meth:`Sender.samples` (an iterator, in the calling thread) or
 :meth:`Sender.run` (a callback per sample); :meth:`Sender.stop` may be called
@@ -369,7 +375,8 @@ class _Pending:
     deadline: float
     t1_tx: int | None = None
     miss_at: float = math.inf  # liveness: a miss from then on (monotonic s)
-    missed: bool = False  # liveness: counted as a miss
+    sent_at: float = 0.0  # liveness: when it was sent, or its send failed (monotonic s)
+    missed: bool = False  # liveness: counted as a miss (or left out: sent before the first reply)
     answered: bool = False  # liveness: counted as a reply
 
 
@@ -406,8 +413,18 @@ class Sender:
 
     @property
     def path_up(self) -> bool | None:
-        """Whether the watched path is up (it starts up); None when the session does not watch it."""
+        """Whether the watched path is up; None when the session does not watch it or nothing is decided yet."""
         return None if self._path is None else self._path.up
+
+    @property
+    def path_state(self) -> str | None:
+        """``"unknown"`` (nothing decided yet), ``"up"`` or ``"down"``; None when the session does not watch it."""
+        return None if self._path is None else self._path.state
+
+    def _miss_timeout(self) -> float:
+        """Liveness: seconds after its send at which a packet is a miss now (the reply timeout until the first
+        decision)."""
+        return self.config.timeout if self._path is not None and self._path.up is None else self._miss_after
 
     def run(self, on_sample: Callable[[Sample], None]) -> SenderStats:
         """Run the session, calling ``on_sample`` for each sample; returns the final counters."""
@@ -518,7 +535,8 @@ class Sender:
         try:
             while not self._stop.is_set():
                 more_to_send = cfg.count is None or seq < cfg.count
-                if not more_to_send and not pending:
+                if not more_to_send and not pending and not any(
+                        not (p.answered or p.missed) for p in self._watching):  # sends that failed while unknown
                     break
                 now = time.monotonic()
                 if more_to_send and now >= next_send:
@@ -530,7 +548,8 @@ class Sender:
                         sock.sendto(payload, (cfg.dest, cfg.port))
                         self._counts["sent"] += 1
                         sent_at = time.monotonic()
-                        pending[seq] = _Pending(seq, t1_user, sent_at + cfg.timeout, miss_at=sent_at + self._miss_after)
+                        pending[seq] = _Pending(seq, t1_user, sent_at + cfg.timeout, sent_at=sent_at,
+                                                miss_at=sent_at + self._miss_timeout())
                         if self._path is not None:
                             self._watching.append(pending[seq])
                         by_tskey[tskey] = seq
@@ -539,7 +558,12 @@ class Sender:
                         self._counts["send_errors"] += 1
                         log.debug("send failed", extra={"session": cfg.session, "seq": seq,
                                                         "reason": exc.strerror or str(exc)})
-                        self._miss()
+                        if self._path is not None and self._path.up is None:  # a miss once the reply timeout is over
+                            failed_at = time.monotonic()
+                            self._watching.append(_Pending(seq, t1_user, math.inf, sent_at=failed_at,
+                                                           miss_at=failed_at + cfg.timeout))
+                        else:
+                            self._miss()
                         yield self._lost(seq, t1_user, "user", sender_ee, len(payload))
                     seq = (seq + 1) & 0xFFFFFFFF
                     next_send += cfg.interval
@@ -614,7 +638,29 @@ class Sender:
 
     def _miss(self) -> None:
         if self._path is not None:
+            unknown = self._path.up is None
             self._report(self._path.miss(self._clock()))
+            if unknown and self._path.up is not None:
+                self._decided(None)
+
+    def _decided(self, answered: _Pending | None) -> None:
+        """Liveness: the first decision was made (on the reply to ``answered``, or on misses: None).
+
+        The packets sent before ``answered`` are left out (they went while the path was being set up);
+        the others still watched become misses at the usual liveness timeout from now on.
+        """
+        kept = []
+        before = answered is not None
+        for p in self._watching:
+            if p is answered:
+                before = False
+            elif before:
+                p.missed = True  # left out: neither a miss nor a reply
+                continue
+            p.miss_at = min(p.miss_at, p.sent_at + self._miss_after)
+            kept.append(p)
+        self._watching.clear()
+        self._watching.extend(kept)
 
     def _report(self, change: Change | None) -> None:
         if change is None:
@@ -680,7 +726,10 @@ class Sender:
             return None
         if self._path is not None and not p.missed:
             p.answered = True
+            unknown = self._path.up is None
             self._report(self._path.reply(rx.rx_ns, self._clock()))
+            if unknown:
+                self._decided(p)
         return_path = None
         if self._return_path_requested:
             tlvs = reply.tlvs.tlvs

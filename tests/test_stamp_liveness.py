@@ -8,6 +8,9 @@ order of outcomes and declarations, never how long they took.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from srv6pm.stamp.liveness import (DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER, TIMEOUT_INTERVALS, LivenessSettings,
@@ -60,6 +63,28 @@ def test_no_reply_ever_has_no_last_reply():
     assert path.miss(5).last_reply_ns is None
 
 
+def test_the_path_is_unknown_until_a_first_reply_makes_it_up_without_a_declaration():
+    path = PathState(LivenessSettings(down_after=3, up_after=3))
+    assert (path.up, path.state) == (None, "unknown")
+    assert path.miss(10) is None and path.miss(20) is None and path.state == "unknown"
+    assert path.reply(30, 31) is None  # first decision: up, not declared
+    assert (path.up, path.state, path.last_reply_ns) == (True, "up", 30)
+    assert path.miss(40) is None and path.miss(50) is None  # the misses before the reply do not count
+    change = path.miss(60)
+    assert change is not None and not change.up and path.state == "down" and change.count == 3
+
+
+def test_a_path_that_never_answers_is_declared_down_after_the_usual_misses_and_up_when_it_answers():
+    path = PathState(LivenessSettings(down_after=4, up_after=2))
+    assert [path.miss(t) for t in (1, 2, 3)] == [None, None, None] and path.state == "unknown"
+    change = path.miss(4)
+    assert (change.up, change.count, change.threshold, change.time_ns, change.last_reply_ns) == (False, 4, 4, 4, None)
+    assert path.state == "down"
+    assert path.reply(5, 6) is None
+    up = path.reply(7, 8)
+    assert up.up and (up.count, up.threshold, up.last_reply_ns) == (2, 2, 7) and path.state == "up"
+
+
 # -- a sender watching a real reflector ------------------------------------------------
 
 def _settled(log: list) -> list:
@@ -87,7 +112,7 @@ def test_sender_declares_a_cut_path_down_then_up_again():
     sender = Sender(SenderConfig(dest="::1", port=port, session="t", count=None, interval=interval,
                                  timeout=TIMEOUT_INTERVALS * interval, liveness=LivenessSettings(3, 2)),
                     on_liveness=log.append)
-    assert sender.path_up is True
+    assert sender.path_up is None and sender.path_state == "unknown"
     replies_after_up = 0
     try:
         for sample in sender.samples():
@@ -140,3 +165,49 @@ def test_unanswered_session_goes_down_once():
     samples = list(sender.samples())
     assert all(s.lost for s in samples) and len(samples) == 6
     assert len(calls) == 1 and not calls[0].up and calls[0].count == 2 and calls[0].last_reply_ns is None
+
+
+def test_probes_sent_before_the_path_answers_raise_nothing_when_it_answers_within_the_reply_timeout():
+    """The reflector starts only once more probes were sent unanswered than down_after (and well past their
+    liveness timeout of 3 intervals): the path goes from unknown to up with no declaration at all."""
+    with Reflector(ReflectorConfig(bind="::1", port=0)) as r:
+        port = r.address[1]  # nobody answers on it until the reflector below starts
+    calls: list = []
+    sender = Sender(SenderConfig(dest="::1", port=port, session="t", count=None, interval=0.01, timeout=30.0,
+                                 liveness=LivenessSettings(down_after=3, up_after=3)), on_liveness=calls.append)
+    sent_before: list[int] = []
+    late: list = []
+
+    def start_reflector_late():
+        while sender.stats().sent < 12:
+            time.sleep(0.005)
+        sent_before.append(sender.stats().sent)
+        late.append(Reflector(ReflectorConfig(bind="::1", port=port)).start())
+
+    starter = threading.Thread(target=start_reflector_late, daemon=True)
+    starter.start()
+    replies = 0
+    try:
+        for sample in sender.samples():
+            assert sample.seq >= sent_before[0] - 1 and not sample.lost  # the early ones are still pending
+            replies += 1
+            if replies == 20:
+                sender.stop()
+    finally:
+        starter.join(timeout=10)
+        for reflector in late:
+            reflector.close()
+    assert sent_before[0] >= 12 and replies == 20
+    assert calls == [] and sender.path_state == "up"
+
+
+def test_a_session_that_never_answers_is_declared_down_after_down_after_misses_of_the_reply_timeout():
+    with Reflector(ReflectorConfig(bind="::1", port=0)) as r:
+        port = r.address[1]
+    calls: list = []
+    sender = Sender(SenderConfig(dest="::1", port=port, count=8, interval=0.01, timeout=0.2,
+                                 liveness=LivenessSettings(down_after=3)), on_liveness=calls.append)
+    samples = list(sender.samples())
+    assert len(samples) == 8 and all(s.lost for s in samples)
+    assert [c.up for c in calls] == [False] and calls[0].count == 3 and calls[0].last_reply_ns is None
+    assert sender.path_state == "down"
