@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -54,7 +54,7 @@ from typing import Any
 
 from srv6pm import metrics as metrics_mod
 from srv6pm import records
-from srv6pm.influx import CONFIG, DATA, InfluxWriter, StoreError
+from srv6pm.influx import CONFIG_LOG_INTERVAL_S, InfluxWriter, Refusals, Split, StoreError
 from srv6pm.publish import Publisher, Send
 from srv6pm.quote import shorten
 from srv6pm.waiting import Waiting
@@ -62,9 +62,6 @@ from srv6pm.waiting import Waiting
 __all__ = ["CONFIG_LOG_INTERVAL_S", "Output", "Writer", "result_letters"]
 
 log = logging.getLogger("srv6pm.processor")
-
-CONFIG_LOG_INTERVAL_S = 60.0  # a configuration failure that lasts is said again this often
-
 
 Origin = tuple[str, int]  # input (topic, partition)
 
@@ -104,7 +101,7 @@ class Writer:
                  waiting: Waiting, metrics: metrics_mod.Metrics | None = None):
         self._store = store
         self._metrics = metrics or metrics_mod.get()
-        self._misconfigured: tuple[str, float, float] | None = None  # (cause, monotonic since, last said)
+        self._refusals = Refusals(waiting, "influxdb", log, self._metrics)
         self._publisher = publisher
         self._stopping = stopping
         self._retry_max_s = retry_max_s
@@ -201,41 +198,30 @@ class Writer:
 
     def _store_all(self, output: Output) -> None:
         """Store the output's lines: all of them, or all but those InfluxDB refuses as data (see the module
-        docstring). ``todo`` holds the groups of line indexes not yet stored, the first one tried next."""
-        lines, origins = output.lines, output.line_origins
-        todo = deque([list(range(len(lines)))])
+        docstring and :class:`srv6pm.influx.Split`)."""
+        split = Split(output.lines, split=output.letters is not None)
+        origins = output.line_origins
         delay = 0.2
-        while todo:
+
+        def select(group: list[int]) -> list[int]:
             with self._lock:
                 gone = output.withdrawn
-                group = [i for i in todo[0] if origins[i] not in gone] if gone else todo[0]
-                self._attempt = {origins[i] for i in group}
+                chosen = [i for i in group if origins[i] not in gone] if gone else group
+                self._attempt = {origins[i] for i in chosen}
+            return chosen
+
+        def write(lines: list[str]) -> None:
             try:
-                if group:
-                    self._store.write([lines[i] for i in group])
-            except StoreError as exc:
-                error = exc
-            else:
-                todo.popleft()
-                if group:
-                    self._stored()
-                continue
+                self._store.write(lines)
             finally:
                 self._end()
-            if error.kind == DATA and output.letters is not None:
-                self._waiting.ok("influxdb")  # it answers: InfluxDB is not away
-                todo.popleft()
-                if len(group) == 1 or error.dropped == sum(1 for i in group if lines[i]):
-                    reason = f"InfluxDB refused its point: HTTP {error.status}: {error.detail}"
-                    output.refused.update(dict.fromkeys(group, reason))
-                    self._metrics.store_refused.labels(self._waiting.component, str(error.status)).inc(len(group))
-                else:
-                    half = len(group) // 2
-                    todo.extendleft((group[half:], group[:half]))
-                continue
-            if error.kind in (CONFIG, DATA):
-                self._say_misconfigured(error)
-            delay = self._retry_or_raise(output, "store", "influxdb", error, delay, error.retry_after_s)
+
+        while True:
+            try:
+                output.refused.update(split.write(write, self._refusals, select))
+                break
+            except StoreError as error:
+                delay = self._retry_or_raise(output, "store", "influxdb", error, delay, error.retry_after_s)
         if output.refused:
             self._letters(output)
 
@@ -250,34 +236,6 @@ class Writer:
         log.warning("InfluxDB refused points: their results are dead-lettered, the other points are stored",
                     extra={"points": len(output.refused), "of": len(output.lines), "dead_letters": len(made),
                            "error": first})
-
-    def _stored(self) -> None:
-        """A store attempt worked: a wait for InfluxDB, and a configuration failure, are over."""
-        self._waiting.ok("influxdb")
-        if self._misconfigured is not None:
-            cause, since, _ = self._misconfigured
-            self._misconfigured = None
-            self._metrics.store_misconfigured.labels(self._waiting.component, cause).set(0)
-            log.warning("InfluxDB accepts the writes again", extra={"cause": cause,
-                                                                    "refused_s": round(time.monotonic() - since, 3)})
-
-    def _say_misconfigured(self, error: StoreError) -> None:
-        """A configuration failure: said as an error at once, when its cause changes, and then every
-        CONFIG_LOG_INTERVAL_S; the gauge of its cause is 1 while it lasts."""
-        now = time.monotonic()
-        cause = error.cause or "refused"
-        component = self._waiting.component
-        previous = self._misconfigured
-        if previous is not None and previous[0] == cause and now - previous[2] < CONFIG_LOG_INTERVAL_S:
-            return
-        if previous is not None and previous[0] != cause:
-            self._metrics.store_misconfigured.labels(component, previous[0]).set(0)
-        since = previous[1] if previous is not None and previous[0] == cause else now
-        self._misconfigured = (cause, since, now)
-        self._metrics.store_misconfigured.labels(component, cause).set(1)
-        log.error("InfluxDB refuses the writes; results are held until its settings are fixed",
-                  extra={"cause": cause, "status": error.status, "error": str(error),
-                         "refused_s": round(now - since, 3)})
 
     def _publish_all(self, output: Output) -> None:
         pending, origins = output.sends, output.send_origins

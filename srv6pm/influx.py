@@ -13,17 +13,30 @@ it but the operator can, and the message names the setting; ``data`` (400, 413, 
 these points (a field type conflict, a partial write, a body too large), so writing them again never
 works, though fewer of them may (1.x stores the good points of a partial write and says how many it
 ``dropped``).
+
+What every writer does with them is here once, for the processor's writer and the liveness store:
+:class:`Split` writes a batch of lines, splitting a group InfluxDB refuses as data in halves until each
+refused line is alone (or the whole group is refused, as ``dropped`` can say), and keeps which lines were
+refused and why, for their dead letters; any other failure it raises, and its caller retries (the split
+goes on where it stopped). :class:`Refusals` is what a component says and counts meanwhile: a
+configuration failure as an error naming the setting, at once, when its cause changes and then every
+:data:`CONFIG_LOG_INTERVAL_S` while it lasts, with the gauge ``srv6pm_store_misconfigured{component, cause}``
+1 meanwhile, and ``InfluxDB accepts the writes again`` when it ends; the refused points in
+``srv6pm_store_refused_points_total{component, status}``.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import re
 import time
 import urllib.parse
 import urllib.request
-from typing import cast
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from influxdb_client import InfluxDBClient, Point
 from influxdb_client.client.write_api import SYNCHRONOUS
@@ -33,7 +46,12 @@ from srv6pm.errors import OperationError
 from srv6pm.config import InfluxSettings
 from srv6pm.quote import quote, shorten
 
-__all__ = ["CONFIG", "DATA", "TRANSIENT", "InfluxWriter", "StoreError", "influxql", "refusal"]
+if TYPE_CHECKING:
+    from srv6pm.metrics import Metrics
+    from srv6pm.waiting import Waiting
+
+__all__ = ["CONFIG", "CONFIG_LOG_INTERVAL_S", "DATA", "TRANSIENT", "InfluxWriter", "Refusals", "Split", "StoreError",
+           "influxql", "refusal"]
 
 
 # What a failed write calls for (StoreError.kind).
@@ -48,6 +66,7 @@ _NOT_FOUND = re.compile(r"^(database not found|retention policy not found|(bucke
                         re.IGNORECASE)
 _DROPPED = re.compile(r"\bdropped=(\d+)\s*$")
 RETRY_AFTER_MAX_S = 300.0  # a Retry-After longer than this is waited for this long
+CONFIG_LOG_INTERVAL_S = 60.0  # a configuration failure that lasts is said again this often
 
 
 class StoreError(OperationError, RuntimeError):
@@ -146,6 +165,107 @@ class InfluxWriter:
 
     def close(self) -> None:
         self._client.close()
+
+
+class Refusals:
+    """What one component says and counts of InfluxDB's answers to its writes (see the module docstring).
+
+    ``what`` is the name of its wait for InfluxDB in ``waiting`` (whose ``component`` labels the gauges);
+    ``log`` says the configuration failures.
+    """
+
+    def __init__(self, waiting: Waiting, what: str, log: logging.Logger, metrics: Metrics):
+        self._waiting = waiting
+        self._what = what
+        self._log = log
+        self._metrics = metrics
+        self._misconfigured: tuple[str, float, float] | None = None  # (cause, monotonic since, last said)
+
+    def stored(self) -> None:
+        """A write worked: a wait for InfluxDB, and a configuration failure, are over."""
+        self._waiting.ok(self._what)
+        if self._misconfigured is not None:
+            cause, since, _ = self._misconfigured
+            self._misconfigured = None
+            self._metrics.store_misconfigured.labels(self._waiting.component, cause).set(0)
+            self._log.warning("InfluxDB accepts the writes again",
+                              extra={"cause": cause, "refused_s": round(time.monotonic() - since, 3)})
+
+    def answered(self) -> None:
+        """InfluxDB answered a write (refusing its points as data): it is not away."""
+        self._waiting.ok(self._what)
+
+    def refused(self, error: StoreError, points: int) -> None:
+        """``points`` were refused alone (as data, ``error``): counted by status."""
+        self._metrics.store_refused.labels(self._waiting.component, str(error.status)).inc(points)
+
+    def failed(self, error: StoreError) -> None:
+        """A write failed and is retried. A configuration failure (or a data refusal that cannot be split out)
+        is said as an error at once, when its cause changes, and then every CONFIG_LOG_INTERVAL_S; the
+        gauge of its cause is 1 while it lasts."""
+        if error.kind not in (CONFIG, DATA):
+            return
+        now = time.monotonic()
+        cause = error.cause or "refused"
+        component = self._waiting.component
+        previous = self._misconfigured
+        if previous is not None and previous[0] == cause and now - previous[2] < CONFIG_LOG_INTERVAL_S:
+            return
+        if previous is not None and previous[0] != cause:
+            self._metrics.store_misconfigured.labels(component, previous[0]).set(0)
+        since = previous[1] if previous is not None and previous[0] == cause else now
+        self._misconfigured = (cause, since, now)
+        self._metrics.store_misconfigured.labels(component, cause).set(1)
+        self._log.error("InfluxDB refuses the writes; results are held until its settings are fixed",
+                        extra={"cause": cause, "status": error.status, "error": str(error),
+                               "refused_s": round(now - since, 3)})
+
+
+class Split:
+    """One batch of ``lines`` on its way into InfluxDB, stored whole or all but the lines refused alone.
+
+    ``todo`` holds the groups of line indexes not yet written, the first one tried next; ``refused`` the
+    lines InfluxDB refused as data (index -> the reason for their dead letters). With ``split`` False a
+    data refusal is raised like any other failure (for a batch whose refused lines could not be
+    dead-lettered: it is retried instead, nothing dropped).
+    """
+
+    def __init__(self, lines: list[str], *, split: bool = True):
+        self.lines = lines
+        self.split = split
+        self.refused: dict[int, str] = {}
+        self.todo = deque([list(range(len(lines)))])
+
+    def write(self, write: Callable[[list[str]], object], refusals: Refusals,
+              select: Callable[[list[int]], list[int]] | None = None) -> dict[int, str]:
+        """Write the groups still to do with ``write`` (given their lines); returns :attr:`refused` once all
+        are done. ``select`` picks the indexes of a group still to write (default: all of them). A failure
+        other than a data refusal it can split out is told to ``refusals`` and raised: the group stays
+        first, and a call again goes on from it."""
+        lines, todo = self.lines, self.todo
+        while todo:
+            group = select(todo[0]) if select is not None else todo[0]
+            try:
+                if group:
+                    write([lines[i] for i in group])
+            except StoreError as error:
+                if error.kind != DATA or not self.split:
+                    refusals.failed(error)
+                    raise
+                refusals.answered()
+                todo.popleft()
+                if len(group) == 1 or error.dropped == sum(1 for i in group if lines[i]):
+                    reason = f"InfluxDB refused its point: HTTP {error.status}: {error.detail}"
+                    self.refused.update(dict.fromkeys(group, reason))
+                    refusals.refused(error, len(group))
+                else:
+                    half = len(group) // 2
+                    todo.extendleft((group[half:], group[:half]))
+                continue
+            todo.popleft()
+            if group:
+                refusals.stored()
+        return self.refused
 
 
 def influxql(settings: InfluxSettings, query: str, database: str | None = None, timeout_s: float = 10.0) -> list[dict]:
