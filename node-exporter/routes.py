@@ -16,8 +16,9 @@ With ``reserve`` (the eBPF data plane, :class:`Routes`), an ``encap`` policy's S
 an 8-octet PadN TLV (:data:`RESERVED_TLV`; RFC 8754 §2.1.1, Hdr Ext Len one
 more): the room where ``altmark_mark`` writes the Alternate-Marking option of a
 monitored flow's packets without changing their length (see
-``bpf/altmark.bpf.c``). Every SRv6 node ignores it; the packets of flows not
-monitored keep it. It is part of the route compared on reading back (key
+``bpf/altmark.bpf.c``). Linux accepts and ignores it; the packets of flows
+not monitored keep it (RFC 8754 §2.1.1 allows a PadN length of 0 to 5 only:
+see the README on strict routers). It is part of the route compared on reading back (key
 ``tlvs`` of the encap, the octets after the Segment List, as hex; absent when
 there are none), so switching a node's data plane replaces its routes.
 

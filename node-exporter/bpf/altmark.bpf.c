@@ -23,8 +23,8 @@
  *
  *                  The exporter's encap routes (dataplane: ebpf) reserve
  *                  the 8 octets: their SRH ends in a PadN TLV of 8 octets
- *                  (RFC 8754 2.1.1: type 4, length 6, zeroes; Hdr Ext Len one
- *                  more). For such a packet the SRH proper moves 8 octets
+ *                  (type 4, length 6, zeroes; Hdr Ext Len one more; RFC 8754
+ *                  2.1.1 asks for lengths 0-5, Linux takes any). For such a packet the SRH proper moves 8 octets
  *                  towards the tail over that TLV (direct packet access, in
  *                  8-octet words, the last first), the option goes into the 8
  *                  octets freed after the outer header and the SRH's Hdr Ext
