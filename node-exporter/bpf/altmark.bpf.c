@@ -24,8 +24,9 @@
  *                  The exporter's encap routes (dataplane: ebpf) reserve
  *                  the 8 octets: their SRH ends in a PadN TLV of 8 octets
  *                  (type 4, length 6, zeroes; Hdr Ext Len one more; RFC 8754
- *                  2.1.1 asks for lengths 0-5, Linux takes any). For such a packet the SRH proper moves 8 octets
- *                  towards the tail over that TLV (direct packet access, in
+ *                  2.1.1 asks for lengths 0-5, Linux takes any). For such a
+ *                  packet the SRH proper moves 8 octets towards the tail
+ *                  over that TLV (direct packet access, in
  *                  8-octet words, the last first), the option goes into the 8
  *                  octets freed after the outer header and the SRH's Hdr Ext
  *                  Len drops by 1: the packet's length, the outer Payload
@@ -187,9 +188,10 @@ static __always_inline void write_doh(struct altmark_doh *doh, __u32 flowmon_id,
 }
 
 /* Move the first ``words`` 8-octet words at ``srh`` one word towards the tail, the last first (the
- * areas overlap). Unrolled with constant offsets, each store checked against the packet's end (which
- * the caller already knows is beyond them), so the verifier sees every access bounded. */
-static __always_inline void move_srh(void *srh, __u32 words, void *end)
+ * areas overlap). Unrolled with constant offsets, each access checked against the packet's end (which
+ * the caller already knows is beyond them), so the verifier sees every access bounded. The first word
+ * moved is the last one, the one checked furthest: 0 (nothing moved) if it is not in the packet. */
+static __always_inline int move_srh(void *srh, __u32 words, void *end)
 {
 	__u64 *w = srh;
 
@@ -197,10 +199,11 @@ static __always_inline void move_srh(void *srh, __u32 words, void *end)
 	for (int i = MAX_SRH_WORDS - 1; i >= 0; i--) {
 		if (i < words) {
 			if ((void *)(w + i + 2) > end)
-				return;
+				return 0;
 			w[i + 1] = w[i];
 		}
 	}
+	return 1;
 }
 
 SEC("tc")
@@ -256,7 +259,8 @@ int altmark_mark(struct __sk_buff *skb)
 		__u8 *tlv = (void *)srh + words * 8;
 
 		if ((void *)(tlv + 2) <= end && tlv[0] == SRH_TLV_PADN && tlv[1] == DOH_LEN - 2) {
-			move_srh(srh, words, end);
+			if (!move_srh(srh, words, end))
+				return TC_ACT_OK;
 			srh = (void *)srh + DOH_LEN;
 			if ((void *)(srh + 1) > end)
 				return TC_ACT_OK;
