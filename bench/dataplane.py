@@ -7,9 +7,14 @@ counting by the RFC 9343 option) -> ``c`` (egress). Two counting points are
 measured, each as the **node under test**:
 
 * ``ingress``: node ``a``, with ``none`` (no counting at all: the baseline),
-  ``nftables`` (DSCP marking and counting) and ``ebpf`` (``altmark_mark`` on
-  tc egress inserting the Destination Options header, ``altmark_count`` on tc
-  ingress) — fed with the test flow's UDP packets as the source host sends them;
+  ``nftables`` (DSCP marking and counting), ``ebpf`` (``altmark_mark`` on
+  tc egress writing the Destination Options header into the 8 octets the
+  encap route reserves at the end of its SRH, ``altmark_count`` on tc
+  ingress) and ``ebpf-helper`` (the same programs with the route as the other
+  settings have it, without the reserved octets: the header is inserted by
+  ``bpf_skb_adjust_room``) — fed with the test flow's UDP packets as the
+  source host sends them. The encap route is the exporter's
+  (:class:`srv6pm.exporter.routes.Routes`), with ``reserve`` for ``ebpf``;
 * ``transit``: node ``b``, with ``none`` and ``ebpf`` (the nftables data plane
   does not count at transit nodes) — fed with the frames ``a`` sends when it
   marks, so the option is there in both settings.
@@ -35,7 +40,7 @@ no packet matches) it also gives the install time, the time of one guard read
 of one colour (every flow's counters at the node under test: nftables in the
 first round only, it takes seconds at 100,000), and for ``ebpf`` the kernel's
 own time per packet of each program (``BPF_PROG_TEST_RUN``: ``altmark_mark``
-once on each of 2,000 fresh copies of the encapsulated frame, so every run is
+once on each of 2,000 fresh copies of the encapsulated frame (with or without the reserved octets), so every run is
 a cold one, ``altmark_count`` 100,000 times on the marked frame).
 
 Prints a table for people (or JSON lines with ``--json``); asserts nothing
@@ -44,6 +49,7 @@ against what it forwarded (counted >= forwarded), so a data plane that does
 not count cannot report a rate. Everything it builds is removed at the end.
 
     python bench/dataplane.py [--flows 1,1000,10000,100000] [--points ingress,transit]
+                              [--dataplanes none,nftables,ebpf,ebpf-helper]
                               [--seconds 1] [--rounds 5] [--size 64] [--json]
 """
 
@@ -69,10 +75,13 @@ from srv6pm import bpf
 from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
 from srv6pm.exporter.dataplane import CountingTable, FlowMatch
+from srv6pm.exporter.routes import Routes
 from srv6pm.nft import Nft
 from srv6pm.lab import network, scenario, topology
+from srv6pm.southbound import validate
+from srv6pm.southbound.v1 import southbound_pb2 as pb
 
-POINTS = {"ingress": ("none", "nftables", "ebpf"), "transit": ("none", "ebpf")}
+POINTS = {"ingress": ("none", "nftables", "ebpf", "ebpf-helper"), "transit": ("none", "ebpf")}
 UDP_IP6 = 48  # IPv6 + UDP headers
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
@@ -186,30 +195,71 @@ def send_one(ns: str, dst: str, payload: int) -> Callable[[], None]:
     return send
 
 
+class EncapRoute:
+    """The test flow's encap route at the ingress, made by the exporter's :class:`Routes` (protocol 77) in
+    place of the lab's: :meth:`use` ``reserve`` or not (the SRH with or without the eBPF data plane's PadN)."""
+
+    def __init__(self, plan: topology.Plan):
+        a = plan.scenario.nodes[0]
+        (e,) = plan.nodes[a].encap_routes
+        self.policy = validate.policy(pb.Policy(name="f1", destination=e.dst, segments=list(e.segments),
+                                                device=e.dev))
+        with nsutil.NetnsThread(a) as t:
+            t.call(_delete_route, e.dst)
+        self.routes = {False: Routes(a), True: Routes(a, reserve=True)}
+        self.use(False)
+
+    def use(self, reserve: bool) -> None:
+        self.routes[reserve].apply_policy(self.policy)
+
+    def close(self) -> None:
+        for r in self.routes.values():
+            r.close()
+
+
+def _delete_route(dst: str) -> None:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        ipr.route("del", dst=dst)
+
+
 @dataclass
 class Frames:
     """What each node receives of the test flow: the host's UDP packet at ``a``; at ``b`` the packet
-    after H.Encaps (``encapsulated``) and after marking (``marked``)."""
+    after H.Encaps (``encapsulated``; ``reserved``: with the route's reserved PadN) and after marking
+    (``marked``, the same either way)."""
 
     host: bytes
     encapsulated: bytes
+    reserved: bytes
     marked: bytes
 
 
-def capture_frames(plan: topology.Plan, size: int) -> Frames:
+def capture_frames(plan: topology.Plan, size: int, route: EncapRoute) -> Frames:
     a, b, _c = plan.scenario.nodes
     flow = plan.flow("f1")
     send = send_one(flow.src_netns, flow.dst_addr, size - UDP_IP6)
     host = capture(a, "host", send, lambda f: f[20] == 17 and f[38:54] == ipaddress.IPv6Address(flow.dst_addr).packed)
     encapsulated = capture(b, a, send, lambda f: f[20] == 43)
-    table = ebpf.EbpfTable(a, a)
+    route.use(True)
     try:
-        table.install([ebpf.Point("f1", "ingress", TEST_FLOWMON_ID, 0, *plan.flow_match("f1"))], colour=0)
-        marked = capture(b, a, send, lambda f: f[20] == 60)
+        reserved = capture(b, a, send, lambda f: f[20] == 43 and len(f) == len(encapsulated) + 8)
+        table = ebpf.EbpfTable(a, a)
+        try:
+            table.install([ebpf.Point("f1", "ingress", TEST_FLOWMON_ID, 0, *plan.flow_match("f1"))], colour=0)
+            marked = capture(b, a, send, lambda f: f[20] == 60)
+            route.use(False)
+            plain = capture(b, a, send, lambda f: f[20] == 60 and len(f) == len(marked))
+            headers = slice(18, 14 + 40 + 8 + (marked[63] + 1) * 8)  # outer IPv6 from Payload Length, DOH, SRH
+            if plain[headers] != marked[headers]:  # (the flow labels and ports differ: a socket per send)
+                raise SystemExit("bench/dataplane.py: the headers marked with and without the reserved octets "
+                                 f"differ: {marked[headers].hex()} {plain[headers].hex()}")
+        finally:
+            table.remove()
+            drop_clsact(a)
     finally:
-        table.remove()
-        drop_clsact(a)
-    return Frames(host, encapsulated, marked)
+        route.use(False)
+    return Frames(host, encapsulated, reserved, marked)
 
 
 # -- the programs' own time, in the path ----------------------------------------------------
@@ -276,25 +326,30 @@ class Point:
             nft.close()
 
 
-def points(plan: topology.Plan, frames: Frames, wanted: list[str]) -> list[Point]:
+def points(plan: topology.Plan, frames: Frames, wanted: list[str], dataplanes: list[str]) -> list[Point]:
+    """The counting points of ``wanted``, each with its settings among ``dataplanes`` (``none`` always)."""
     a, b, c = plan.scenario.nodes
     flow = plan.flow("f1")
+
+    def settings(name: str) -> tuple[str, ...]:
+        return tuple(k for k in POINTS[name] if k == "none" or k in dataplanes)
     out = {"ingress": Point("ingress", a, flow.src_netns, topology.HOST_PEER_IFNAME, "host", b, (b, a),
-                            frames.host, POINTS["ingress"]),
-           "transit": Point("transit", b, a, b, a, c, (c, b), frames.marked, POINTS["transit"])}
+                            frames.host, settings("ingress")),
+           "transit": Point("transit", b, a, b, a, c, (c, b), frames.marked, settings("transit"))}
     return [out[name] for name in wanted]
 
 
 class Setting:
     """One data plane at the node under test, with ``n`` flows: :meth:`on` before a run, :meth:`off` after."""
 
-    def __init__(self, kind: str, point: Point, plan: topology.Plan, n: int):
-        self.kind, self.point, self.n = kind, point, n
+    def __init__(self, kind: str, point: Point, plan: topology.Plan, n: int, route: EncapRoute):
+        self.kind, self.point, self.n, self.route = kind, point, n, route
+        self.ebpf = kind.startswith("ebpf")
         self.match = plan.flow_match("f1")
         self.install_s: list[float] = []
         self.table: ebpf.EbpfTable | CountingTable | None = None
         self.nft: Nft | None = None
-        if kind == "ebpf":  # loaded and filled once; attached for its runs only
+        if self.ebpf:  # loaded and filled once; attached for its runs only
             t0 = time.perf_counter()
             table = ebpf.EbpfTable(point.node, point.node, attach=False)
             if point.name == "ingress":
@@ -308,7 +363,9 @@ class Setting:
             self.table = table
 
     def on(self) -> None:
-        if self.kind == "ebpf":
+        if self.kind == "ebpf" and self.point.name == "ingress":
+            self.route.use(True)
+        if self.ebpf:
             assert isinstance(self.table, ebpf.EbpfTable)
             self.table.attach()
         elif self.kind == "nftables":  # installed for each run, removed after it: `none` has no table at all
@@ -338,6 +395,8 @@ class Setting:
         return time.perf_counter() - t0
 
     def off(self) -> None:
+        if self.kind == "ebpf" and self.point.name == "ingress":
+            self.route.use(False)
         if isinstance(self.table, ebpf.EbpfTable):
             self.table.detach()
             drop_clsact(self.point.node)
@@ -387,7 +446,7 @@ def measure(point: Point, setting: Setting, seconds: float, guard: list[float], 
             batch = Batch(sock, point.frame)
             batch.flood(0.1)
             time.sleep(0.05)
-            counted0 = setting.packets() if setting.kind == "ebpf" else None
+            counted0 = setting.packets() if setting.ebpf else None
             tx0 = tx_packets(point.node, point.tx)
             cpu0 = CpuTimes.of(NODE_CPU)
             t0 = time.perf_counter()
@@ -396,7 +455,7 @@ def measure(point: Point, setting: Setting, seconds: float, guard: list[float], 
             cpu = CpuTimes.of(NODE_CPU) - cpu0
             time.sleep(0.05)  # what is queued drains
             forwarded = tx_packets(point.node, point.tx) - tx0
-        if setting.kind == "ebpf" or (setting.kind == "nftables" and first):
+        if setting.ebpf or (setting.kind == "nftables" and first):
             guard.append(setting.guard_read())
             counted = setting.packets()
             if counted is None or (counted0 is not None and counted - counted0 < forwarded) or counted < forwarded:
@@ -433,7 +492,8 @@ def program_ns(setting: Setting, frames: Frames) -> float:
     """Kernel ns per packet of the program of ``setting``'s counting point (``BPF_PROG_TEST_RUN``)."""
     assert isinstance(setting.table, ebpf.EbpfTable)
     if setting.point.name == "ingress":
-        runs = [bpf.test_run(setting.table.program_fd("altmark_mark"), frames.encapsulated) for _ in range(2000)]
+        frame = frames.reserved if setting.kind == "ebpf" else frames.encapsulated
+        runs = [bpf.test_run(setting.table.program_fd("altmark_mark"), frame) for _ in range(2000)]
         if runs[0].packet[20] != 60:
             raise SystemExit("altmark_mark did not mark the test flow's frame")
         return sum(r.ns_per_run for r in runs) / len(runs)
@@ -444,16 +504,16 @@ def median_range(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-def run_point(point: Point, plan: topology.Plan, frames: Frames, args) -> list[dict]:
+def run_point(point: Point, plan: topology.Plan, frames: Frames, route: EncapRoute, args) -> list[dict]:
     rows = []
     point.prepare(plan)
     try:
         for n in args.flows:
-            settings = {kind: Setting(kind, point, plan, n) for kind in point.settings}
+            settings = {kind: Setting(kind, point, plan, n, route) for kind in point.settings}
             runs: dict[str, list[Run]] = {kind: [] for kind in point.settings}
             guards: dict[str, list[float]] = {kind: [] for kind in point.settings}
-            programs = None
-            in_path: dict[str, float] = {}
+            programs: dict[str, float] = {}
+            in_path: dict[str, dict[str, float]] = {}
             try:
                 for r in range(args.rounds):
                     order = point.settings[r % len(point.settings):] + point.settings[:r % len(point.settings)]
@@ -464,9 +524,10 @@ def run_point(point: Point, plan: topology.Plan, frames: Frames, args) -> list[d
                             print(f"  round {r} {point.name} {kind} {n}: {x.pps:,.0f} pps, {x.softirq_ns:.0f} ns/pkt, "
                                   f"offered {x.offered:,} accepted {x.accepted:,} forwarded {x.forwarded:,}, cpu1 "
                                   f"{x.cpu}", file=sys.stderr, flush=True)
-                if "ebpf" in settings:
-                    programs = program_ns(settings["ebpf"], frames)
-                    in_path = in_path_ns(point, settings["ebpf"], args.seconds)
+                for kind, setting in settings.items():
+                    if setting.ebpf:
+                        programs[kind] = program_ns(setting, frames)
+                        in_path[kind] = in_path_ns(point, setting, args.seconds)
             finally:
                 for s in settings.values():
                     s.close()
@@ -493,9 +554,9 @@ def run_point(point: Point, plan: topology.Plan, frames: Frames, args) -> list[d
                        "install_s": round(statistics.median(settings[kind].install_s), 4)
                        if settings[kind].install_s else None,
                        "guard_read_s": round(statistics.median(guards[kind]), 5) if guards[kind] else None,
-                       "program_ns": round(programs, 1) if kind == "ebpf" and programs is not None else None,
-                       "mark_ns_in_path": round(in_path["mark"], 1) if kind == "ebpf" and "mark" in in_path else None,
-                       "count_ns_in_path": round(in_path["count"], 1) if kind == "ebpf" and "count" in in_path
+                       "program_ns": round(programs[kind], 1) if kind in programs else None,
+                       "mark_ns_in_path": round(in_path[kind]["mark"], 1) if "mark" in in_path.get(kind, {}) else None,
+                       "count_ns_in_path": round(in_path[kind]["count"], 1) if "count" in in_path.get(kind, {})
                        else None}
                 rows.append(row)
                 show(row, args.json)
@@ -514,7 +575,7 @@ def show(row: dict, as_json: bool) -> None:
     program = "" if row["program_ns"] is None else \
         (f"  {'mark' if row['point'] == 'ingress' else 'count'} {row['program_ns']:.0f} ns (test run)"
          f", in path: mark {row['mark_ns_in_path'] or 0:.0f} ns, count {row['count_ns_in_path'] or 0:.0f} ns")
-    print(f"{row['point']:8} {row['dataplane']:9} {row['flows']:>7}  {row['forwarded_pps']:>9,} pps "
+    print(f"{row['point']:8} {row['dataplane']:11} {row['flows']:>7}  {row['forwarded_pps']:>9,} pps "
           f"[{row['forwarded_pps_min']:,}-{row['forwarded_pps_max']:,}] {100 * row['forwarded_share']:3.0f} % of offered"
           f"  x{row['ratio_to_none']:.3f} [{row['ratio_min']:.3f}-{row['ratio_max']:.3f}]"
           f"  softirq {row['softirq_ns_per_packet']:.0f} ns/pkt [{row['softirq_ns_min']:.0f}-{row['softirq_ns_max']:.0f}]"
@@ -526,12 +587,16 @@ def run(args) -> list[dict]:
     plan = build_plan()
     rows: list[dict] = []
     pin(SENDER_CPU)
+    route = None
     try:
         network.build(plan)
-        frames = capture_frames(plan, args.size)
-        for point in points(plan, frames, args.points):
-            rows += run_point(point, plan, frames, args)
+        route = EncapRoute(plan)
+        frames = capture_frames(plan, args.size, route)
+        for point in points(plan, frames, args.points, args.dataplanes):
+            rows += run_point(point, plan, frames, route, args)
     finally:
+        if route is not None:
+            route.close()
         network.teardown(plan)
         for node in plan.scenario.nodes:
             bpf.unpin(ebpf.pin_dir(node))
@@ -544,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="installed flow counts, comma separated (default 1,1000,10000,100000)")
     parser.add_argument("--points", default="ingress,transit",
                         help="counting points to measure: ingress, transit or both (default both)")
+    parser.add_argument("--dataplanes", default="nftables,ebpf,ebpf-helper",
+                        help="settings besides none (the baseline, always run): nftables, ebpf, ebpf-helper "
+                             "(ingress only) (default all)")
     parser.add_argument("--seconds", type=float, default=1.0, help="sending time per run (default 1)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="runs per setting, the settings taking turns; medians and ranges shown (default 5)")
@@ -557,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error("--flows: comma-separated whole numbers")
     args.points = args.points.split(",")
+    args.dataplanes = args.dataplanes.split(",")
+    if any(d not in POINTS["ingress"] for d in args.dataplanes):
+        parser.error(f"--dataplanes: some of {', '.join(POINTS['ingress'][1:])}")
     if any(p not in POINTS for p in args.points):
         parser.error(f"--points: some of {', '.join(POINTS)}")
     if any(n < 1 for n in args.flows) or not 0 < args.seconds <= 60 or args.size < UDP_IP6 or args.rounds < 1:

@@ -12,6 +12,16 @@ with routes that others made:
   <segments> dev <device>``; with no device, the device of the route towards
   the first segment (a route lookup when the policy is applied).
 
+With ``reserve`` (the eBPF data plane, :class:`Routes`), an ``encap`` policy's SRH ends in
+an 8-octet PadN TLV (:data:`RESERVED_TLV`; RFC 8754 §2.1.1, Hdr Ext Len one
+more): the room where ``altmark_mark`` writes the Alternate-Marking option of a
+monitored flow's packets without changing their length (see
+``bpf/altmark.bpf.c``). Linux accepts and ignores it; the packets of flows
+not monitored keep it (RFC 8754 §2.1.1 allows a PadN length of 0 to 5 only:
+see the README on strict routers). It is part of the route compared on reading back (key
+``tlvs`` of the encap, the octets after the Segment List, as hex; absent when
+there are none), so switching a node's data plane replaces its routes.
+
 Segment lists are in path order in this module's interface. pyroute2 writes
 ``segs`` verbatim into the SRH's Segment List, which holds the path in reverse
 (Segment List[0] is the last segment), so they are reversed on the way in and
@@ -97,7 +107,7 @@ from srv6pm.netlink import (
 from srv6pm.netns import NetnsThread
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
-__all__ = ["RTPROT_SRV6PM", "MAIN_TABLE", "RouteError", "Routes"]
+__all__ = ["RTPROT_SRV6PM", "MAIN_TABLE", "RESERVED_TLV", "RouteError", "Routes"]
 
 RTPROT_SRV6PM = 77
 MAIN_TABLE = 254
@@ -125,7 +135,7 @@ class Seg6IptunnelEncap(CStruct):
 
 
 class Ipv6SrHdr(CStruct):
-    """struct ipv6_sr_hdr (linux/seg6.h, RFC 8754 without TLVs); the segment list follows."""
+    """struct ipv6_sr_hdr (linux/seg6.h, RFC 8754); the segment list follows, then the TLVs."""
     fields = (("nexthdr", "B"), ("hdrlen", "B"), ("type", "B"), ("segments_left", "B"), ("first_segment", "B"),
               ("flags", "B"), ("tag", "H"))
 
@@ -133,6 +143,7 @@ class Ipv6SrHdr(CStruct):
 _SEG6_IPTUNNEL_SRH = 1
 _SEG6_MODES = {"inline": 0, "encap": 1}
 _SRH_TYPE = 4                           # Routing Type 4: Segment Routing Header
+RESERVED_TLV = bytes([4, 6]) + bytes(6)  # PadN, 6 octets of zeroes: the eBPF data plane's room for its option
 _BULK = 128                             # route requests per send: their acks fit the default receive buffer
 _RECV_BUFFER = 256 * 1024               # a dump part is at most 32 KiB
 _DUMP_ATTEMPTS = 5                      # dumps interrupted by concurrent route changes are repeated
@@ -140,23 +151,34 @@ _unpack_header, _unpack_attr = NlMsgHdr.struct.unpack_from, NlAttr.struct.unpack
 _unpack_error = NlMsgErr.struct.unpack_from
 
 
-def _policy_request(dst: str, oif: int, mode: str, segments: list[str], *, replace: bool) -> bytes:
-    """The ``RTM_NEWROUTE`` request (sequence number and port 0) for ``dst encap seg6 mode <mode> segs
-    <segments> dev <oif>`` in table main, protocol 77, asking for an acknowledgement; ``replace``: replacing
-    the route there (``NLM_F_REPLACE``), else only creating one (``NLM_F_EXCL``). ``segments`` in path order.
-    The same bytes as pyroute2's ``IPRoute.route("add"|"replace", ...)`` with that encap (a test compares them)."""
-    net = ipaddress.IPv6Network(dst)
+def _srh(mode: str, segments: list[str], reserve: bool) -> bytes:
+    """struct seg6_iptunnel_encap + the SRH of ``segments`` (path order) for ``SEG6_IPTUNNEL_SRH``; with
+    ``reserve``, ending in :data:`RESERVED_TLV`."""
     srh_segments = [ipaddress.IPv6Address(s).packed for s in reversed(segments)]
     if mode == "inline":
         srh_segments.insert(0, bytes(16))  # Segment List[0]: the final destination, filled in per packet
     last = len(srh_segments) - 1
-    srh = (Seg6IptunnelEncap.pack(mode=_SEG6_MODES[mode])
-           + Ipv6SrHdr.pack(hdrlen=2 * len(srh_segments), type=_SRH_TYPE, segments_left=last, first_segment=last)
-           + b"".join(srh_segments))
+    tlvs = RESERVED_TLV if reserve and mode == "encap" else b""
+    return (Seg6IptunnelEncap.pack(mode=_SEG6_MODES[mode])
+            + Ipv6SrHdr.pack(hdrlen=2 * len(srh_segments) + len(tlvs) // 8, type=_SRH_TYPE, segments_left=last,
+                             first_segment=last)
+            + b"".join(srh_segments) + tlvs)
+
+
+def _policy_request(dst: str, oif: int, mode: str, segments: list[str], *, replace: bool,
+                    reserve: bool = False) -> bytes:
+    """The ``RTM_NEWROUTE`` request (sequence number and port 0) for ``dst encap seg6 mode <mode> segs
+    <segments> dev <oif>`` in table main, protocol 77, asking for an acknowledgement; ``replace``: replacing
+    the route there (``NLM_F_REPLACE``), else only creating one (``NLM_F_EXCL``). ``segments`` in path order;
+    ``reserve``: the SRH ends in :data:`RESERVED_TLV` (mode ``encap`` only).
+    Without it, the same bytes as pyroute2's ``IPRoute.route("add"|"replace", ...)`` with that encap (a test
+    compares them)."""
+    net = ipaddress.IPv6Network(dst)
     body = (RtMsg.pack(family=AF_INET6, dst_len=net.prefixlen, table=MAIN_TABLE, protocol=RTPROT_SRV6PM,
                        scope=_RT_SCOPE_UNIVERSE, type=_RTN_UNICAST)
             + nla(RTA_DST, net.network_address.packed) + nla(RTA_OIF, _U32.encode(oif))
-            + nla(RTA_TABLE, _U32.encode(MAIN_TABLE)) + nla(RTA_ENCAP, nla(_SEG6_IPTUNNEL_SRH, srh))
+            + nla(RTA_TABLE, _U32.encode(MAIN_TABLE))
+            + nla(RTA_ENCAP, nla(_SEG6_IPTUNNEL_SRH, _srh(mode, segments, reserve)))
             + nla(RTA_ENCAP_TYPE, _U16.encode(_ENCAP_SEG6)))
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
     return NlMsgHdr.pack(len=NlMsgHdr.size + len(body), type=RTM_NEWROUTE, flags=flags) + body
@@ -346,14 +368,17 @@ def _decoded(raw: bytes) -> rtmsg:
 
 
 class Routes:
-    """srv6pm's SRv6 routes in network namespace ``netns`` (None: the current one).
+    """srv6pm's SRv6 routes in network namespace ``netns`` (None: the current one); with ``reserve``
+    (the eBPF data plane), the SRH of every ``encap`` policy ends in :data:`RESERVED_TLV` (``inline``
+    ones are not marked).
 
     Thread safe (calls are serialised in the namespace's worker thread).
     Raises :class:`srv6pm.netns.NetnsError` if the namespace does not exist.
     """
 
-    def __init__(self, netns: str | None = None):
+    def __init__(self, netns: str | None = None, *, reserve: bool = False):
         self.netns = netns
+        self.reserve = reserve
         # Within batch(): the thread that holds the batch, and table main by prefix (None: not read yet)
         self._batch_thread: int | None = None
         self._batch_routes: dict[tuple[int, bytes], list[bytes] | None] | None = None
@@ -465,10 +490,29 @@ class Routes:
             srh = attrs.get("SEG6_IPTUNNEL_SRH", {})
             mode = srh.get("mode")
             segs = [_addr(s) for s in srh.get("segs", [])]
+            tlvs = Routes._tlvs(srh, len(segs))
             if mode == "inline" and segs and segs[0] == "::":
                 segs = segs[1:]
             encap = {"type": "seg6", "mode": mode, "segs": list(reversed(segs))}
+            if tlvs:
+                encap["tlvs"] = tlvs.hex()
         return {"oif": msg.get("oif"), "encap": encap}
+
+    @staticmethod
+    def _tlvs(srh, segments: int) -> bytes:
+        """The octets of a decoded ``SEG6_IPTUNNEL_SRH`` after its ``segments`` segments (pyroute2 decodes
+        only an HMAC TLV): Hdr Ext Len says where the SRH ends."""
+        if not srh or "hdrlen" not in srh:
+            return b""
+        start = srh.offset + 16 + 16 * segments  # attribute header, encap mode, the SRH's 8 fixed octets
+        return bytes(srh.data[start:srh.offset + 16 + 8 * srh["hdrlen"]])
+
+    def _policy_encap(self, policy: pb.Policy) -> dict:
+        """``policy``'s route encap in the form of :meth:`_spec`."""
+        encap: dict[str, Any] = {"type": "seg6", "mode": _MODES[policy.mode], "segs": [_addr(s) for s in policy.segments]}
+        if self.reserve and encap["mode"] == "encap":
+            encap["tlvs"] = RESERVED_TLV.hex()
+        return encap
 
     def _apply(self, what: str, obj, dst: str, oif: int, encap: dict) -> bool:
         current = self._current(what, obj, dst)
@@ -538,10 +582,10 @@ class Routes:
 
         :class:`RouteError` if the kernel refuses (the route stays as it was).
         """
-        what = _policy_text(policy)
-        encap = {"type": "seg6", "mode": _MODES[policy.mode], "segs": [_addr(s) for s in policy.segments]}
-        return self._apply(what, policy, str(ipaddress.IPv6Network(policy.destination)),
-                           self.policy_device(policy), encap)
+        (answer,) = self.apply_policies([policy])  # one request framed here: pyroute2 cannot encode the TLV
+        if isinstance(answer, RouteError):
+            raise answer
+        return answer
 
     def apply_policies(self, policies: list[pb.Policy]) -> list[bool | RouteError]:
         """:meth:`apply_policy` for each of ``policies`` (validated, each to another destination), the kernel's
@@ -565,12 +609,13 @@ class Routes:
             except RouteError as exc:
                 answers[index] = exc
                 continue
-            wanted = {"oif": oif, "encap": {"type": "seg6", "mode": _MODES[policy.mode], "segs": segments}}
+            wanted = {"oif": oif, "encap": self._policy_encap(policy)}
             if current is not None and self._spec(current) == wanted:
                 answers[index] = False
                 continue
             pending.append((index, what, policy, dst, wanted,
-                            _policy_request(dst, oif, _MODES[policy.mode], segments, replace=current is not None)))
+                            _policy_request(dst, oif, _MODES[policy.mode], segments, replace=current is not None,
+                                            reserve=self.reserve)))
         for start in range(0, len(pending), _BULK):
             part = pending[start:start + _BULK]
             for _index, _what, _policy, dst, _wanted, _request in part:

@@ -144,7 +144,7 @@ class Exporter:
         """The SRv6 routes of the data-plane namespace (opened at first use)."""
         with self.lock:
             if self._routes is None:
-                self._routes = Routes(self.config.netns)
+                self._routes = Routes(self.config.netns, reserve=self.config.dataplane == "ebpf")
             return self._routes
 
     def _open_table(self):

@@ -41,14 +41,18 @@ def inner_packet(dscp: int = 46) -> bytes:
     return ipv6(SRC, DST, 17, udp, tclass=dscp << 2, flow_label=0xABCDE)
 
 
-def srh(next_header: int = 41) -> bytes:
-    segs = b"".join(a(s) for s in reversed(SEGMENTS))  # the Segment List is in reverse path order
-    return struct.pack("!BBBBBBH", next_header, len(segs) // 8, 4, len(SEGMENTS) - 1, len(SEGMENTS) - 1, 0, 0) + segs
+PADN = bytes([4, 6]) + bytes(6)  # RFC 8754 2.1.1: the 8 octets the exporter's encap routes reserve (dataplane ebpf)
 
 
-def encapsulated(inner: bytes) -> bytes:
+def srh(next_header: int = 41, segments: list[str] = SEGMENTS, tlvs: bytes = b"") -> bytes:
+    segs = b"".join(a(s) for s in reversed(segments))  # the Segment List is in reverse path order
+    return struct.pack("!BBBBBBH", next_header, (len(segs) + len(tlvs)) // 8, 4, len(segments) - 1,
+                       len(segments) - 1, 0, 0) + segs + tlvs
+
+
+def encapsulated(inner: bytes, segments: list[str] = SEGMENTS, tlvs: bytes = b"") -> bytes:
     """What the ingress sends after H.Encaps: outer IPv6 (NH 43) + SRH (NH 41) + the inner packet."""
-    return ETH + ipv6(OUTER_SRC, SEGMENTS[0], 43, srh() + inner)
+    return ETH + ipv6(OUTER_SRC, segments[0], 43, srh(segments=segments, tlvs=tlvs) + inner)
 
 
 def doh(flowmon_id: int, colour: int) -> bytes:
@@ -56,8 +60,8 @@ def doh(flowmon_id: int, colour: int) -> bytes:
     return bytes([43, 0, 0x12, 4]) + struct.pack("!I", flowmon_id << 12 | colour << 11)
 
 
-def marked(inner: bytes, flowmon_id: int, colour: int) -> bytes:
-    return ETH + ipv6(OUTER_SRC, SEGMENTS[0], 60, doh(flowmon_id, colour) + srh() + inner)
+def marked(inner: bytes, flowmon_id: int, colour: int, segments: list[str] = SEGMENTS, tlvs: bytes = b"") -> bytes:
+    return ETH + ipv6(OUTER_SRC, segments[0], 60, doh(flowmon_id, colour) + srh(segments=segments, tlvs=tlvs) + inner)
 
 
 @pytest.fixture
@@ -92,8 +96,38 @@ def test_mark_uses_the_colour_of_the_moment(table):
     assert counts(table, 0)["ingress"]["f1"][0] == 1 and counts(table, 1)["ingress"]["f1"][0] == 1
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 16])
+def test_mark_in_the_reserved_octets_gives_the_same_packet(table, count):
+    """With the PadN TLV that the exporter's routes reserve at the SRH's end, the SRH moves over it and the
+    option takes its place: the packet is exactly the one the length-changing path makes from an SRH without
+    it (same length as the packet given), for every Segment List length up to the program's 16."""
+    segments = [f"fcff:{i + 2:x}::1" for i in range(count - 1)] + ["fcff:4::100"]
+    table.install([Point("f1", "ingress", 0xFEDCB, 0, f"{SRC}/128", f"{DST}/128")], colour=1)
+    inner = inner_packet()
+    given = encapsulated(inner, segments, PADN)
+    run = bpf.test_run(table.program_fd("altmark_mark"), given)
+    assert run.retval == 0
+    assert run.packet == marked(inner, 0xFEDCB, 1, segments)
+    assert len(run.packet) == len(given)
+    assert run.packet == bpf.test_run(table.program_fd("altmark_mark"), encapsulated(inner, segments)).packet
+    assert counts(table, 1) == {"ingress": {"f1": (2, 2 * len(inner))}}
+
+
+@pytest.mark.parametrize("tlvs", [
+    pytest.param(bytes([4, 14]) + bytes(14), id="PadN of 16"),
+    pytest.param(bytes([3, 6]) + bytes(6), id="other TLV"),
+])
+def test_mark_with_other_tlvs_inserts_the_header(table, tlvs):
+    """TLVs other than exactly the reserved PadN stay in the SRH; the header is inserted (length + 8)."""
+    table.install([Point("f1", "ingress", 9, 0, f"{SRC}/128", f"{DST}/128")], colour=0)
+    inner = inner_packet()
+    run = bpf.test_run(table.program_fd("altmark_mark"), encapsulated(inner, tlvs=tlvs))
+    assert run.packet == marked(inner, 9, 0, tlvs=tlvs)
+
+
 @pytest.mark.parametrize("packet", [
     pytest.param(encapsulated(ipv6("fd00:9::1", DST, 17, bytes(28))), id="other source"),
+    pytest.param(encapsulated(ipv6("fd00:9::1", DST, 17, bytes(28)), tlvs=PADN), id="other source, reserved"),
     pytest.param(encapsulated(ipv6(SRC, "fd00:5::1", 17, bytes(28))), id="other destination"),
     pytest.param(ETH + ipv6(SRC, DST, 17, bytes(28)), id="not encapsulated"),
     pytest.param(marked(inner_packet(), 3, 0), id="marked already"),

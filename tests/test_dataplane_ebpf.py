@@ -6,6 +6,12 @@ per-point counters, the packet's bytes on the wire (tcpdump at a transit
 node, compared with a hand-built RFC 9343 vector) and the DSCP the
 destination host receives. Needs root, clang-built objects (./setup.sh) and
 tcpdump; every namespace and pin is removed again.
+
+Every test runs twice: with the ingress routes the eBPF exporter makes (their
+SRH ends in the reserved PadN, which ``altmark_mark`` turns into the option
+without changing the packet's length) and with the lab's own routes (no
+reserved octets: the program inserts the header with ``bpf_skb_adjust_room``).
+The packets on the wire must be the same.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ from srv6pm import bpf
 from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
 from srv6pm.exporter.ebpf import EbpfTable, Point
+from srv6pm.exporter.routes import Routes
 from srv6pm.nft import Nft
 from srv6pm.lab import network
+from srv6pm.southbound import validate
+from srv6pm.southbound.v1 import southbound_pb2 as pb
 
 _REASON = skip_reason() or (None if ebpf.OBJECT.exists() else f"{ebpf.OBJECT} is not built (./setup.sh)")
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
@@ -35,11 +44,35 @@ PAYLOAD = 100
 PACKET_BYTES = 40 + 8 + PAYLOAD  # the inner IPv6 packet: header + UDP header + payload
 
 
-@pytest.fixture(scope="module")
-def lab():
+def _delete_route(dst: str) -> None:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        ipr.route("del", dst=dst)
+
+
+def exporter_routes(plan) -> None:
+    """Every encap route of the lab replaced by the one an eBPF exporter makes (``Routes(reserve=True)``)."""
+    for node in plan.nodes.values():
+        if not node.encap_routes:
+            continue
+        with nsutil.NetnsThread(node.netns) as t:
+            for e in node.encap_routes:
+                t.call(_delete_route, e.dst)
+        with Routes(node.netns, reserve=True) as routes:
+            for e in node.encap_routes:
+                policy = validate.policy(pb.Policy(name=e.flow, destination=e.dst, segments=list(e.segments),
+                                                   device=e.dev))
+                assert routes.apply_policy(policy) is True
+                assert routes.policy_route(e.dst)["encap"]["tlvs"] == "0406000000000000"
+
+
+@pytest.fixture(scope="module", params=["reserved", "inserted"])
+def lab(request):
     plan = square_plan("te")
     try:
         network.build(plan)
+        if request.param == "reserved":
+            exporter_routes(plan)
         yield plan
     finally:
         network.teardown(plan)
@@ -138,20 +171,16 @@ def test_customer_dscp_arrives_unchanged(lab, tables):
         nft.close()
 
 
-@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
-def test_rfc9343_layout_on_the_wire(lab, tables):
-    """The outer header as a transit node receives it, byte by byte, against a hand-built vector."""
-    a, b, c, d = lab.scenario.nodes
-    f1 = lab.flow("f1")
-    ifname = lab.nodes[b].interface(a).name
+def _captured(netns: str, ifname: str, expression: str, send_one) -> bytes:
+    """The first frame tcpdump captures on ``ifname`` in ``netns`` matching ``expression`` once ``send_one()``
+    sent a packet."""
     out = f"/tmp/srv6pm-test-{secrets.token_hex(4)}.pcap"
-    with nsutil.NetnsThread(b) as t:
-        proc = t.call(subprocess.Popen, ["tcpdump", "-i", ifname, "-U", "-c", "1", "-w", out, "ip6 proto 60"],
+    with nsutil.NetnsThread(netns) as t:
+        proc = t.call(subprocess.Popen, ["tcpdump", "-i", ifname, "-U", "-c", "1", "-w", out, expression],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)  # tcpdump is listening
-        colour = tables[a].colour
-        send(f1.src_netns, f1.dst_addr, 1, dscp=46)
+        send_one()
         proc.wait(timeout=10)
         with open(out, "rb") as fh:
             pcap = fh.read()
@@ -160,7 +189,17 @@ def test_rfc9343_layout_on_the_wire(lab, tables):
             proc.kill()
         if os.path.exists(out):
             os.unlink(out)
-    frame = pcap[24 + 16:]  # pcap global header, first record header
+    return pcap[24 + 16:]  # pcap global header, first record header
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
+def test_rfc9343_layout_on_the_wire(lab, tables):
+    """The outer header as a transit node receives it, byte by byte, against a hand-built vector."""
+    a, b, c, d = lab.scenario.nodes
+    f1 = lab.flow("f1")
+    colour = tables[a].colour
+    frame = _captured(b, lab.nodes[b].interface(a).name, "ip6 proto 60",
+                      lambda: send(f1.src_netns, f1.dst_addr, 1, dscp=46))
     outer = frame[14:]
     assert outer[6] == 60, "outer Next Header is Destination Options"
     # RFC 9343 §2 in an 8-octet Destination Options header: Next Header 43 (SRH), Hdr Ext Len 0,
@@ -169,6 +208,7 @@ def test_rfc9343_layout_on_the_wire(lab, tables):
     assert outer[40:48] == expected
     srh = outer[48:]
     assert srh[2] == 4 and srh[0] == 41  # the SRH follows, then the inner packet
+    assert (srh[1] + 1) * 8 == 8 + 16 * (srh[4] + 1), "the SRH holds its Segment List and no TLV"
     payload_len = struct.unpack("!H", outer[4:6])[0]
     assert payload_len == 8 + (srh[1] + 1) * 8 + PACKET_BYTES
     inner = srh[(srh[1] + 1) * 8:]
@@ -176,6 +216,56 @@ def test_rfc9343_layout_on_the_wire(lab, tables):
     tclass = (struct.unpack("!I", inner[:4])[0] >> 20) & 0xFF
     assert tclass >> 2 == 46, "the inner packet's DSCP is the sender's"
     assert socket.inet_ntop(socket.AF_INET6, inner[24:40]) == f1.dst_addr
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
+def test_a_flow_not_monitored_crosses_the_path_unmarked(lab, tables, request):
+    """f2 not monitored at its ingress: its packets cross the transit node unmarked, with the reserved PadN
+    still in the SRH where the route has it (End and End.DX6 ignore it), and all arrive at the host."""
+    a, b, c, d = lab.scenario.nodes
+    f2 = lab.flow("f2")
+    points = tables[a].points()
+    tables[a].install([p for p in points if p.name != "f2"], colour=tables[a].colour)
+    nft = _dscp_counter(f2.dst_netns, 0)
+    try:
+        frame = _captured(d, lab.nodes[d].interface(a).name, "ip6 proto 43",
+                          lambda: send(f2.src_netns, f2.dst_addr, 1))
+        send(f2.src_netns, f2.dst_addr, 9)
+        assert wait_for(lambda: _dscp_count(nft), 10) == 10
+    finally:
+        tables[a].install(points, colour=tables[a].colour)
+        nft.run([{"delete": {"table": {"family": "ip6", "name": "tdscp"}}}])
+        nft.close()
+    srh = frame[14 + 40:]
+    segments_end = 8 + 16 * (srh[4] + 1)
+    tlvs = srh[segments_end:(srh[1] + 1) * 8]
+    assert tlvs == (bytes([4, 6]) + bytes(6) if request.node.callspec.params["lab"] == "reserved" else b"")
+
+
+UDP_SEGMENT = 103  # linux/udp.h
+
+
+def test_gso_packets_are_marked_and_counted_at_every_hop(lab, tables, request):
+    """UDP GSO: each datagram of 10 segments crosses the path as one packet (GSO across the veths) and is
+    marked and counted as one at every point. Only where the route reserves the octets:
+    ``bpf_skb_adjust_room`` refuses GSO packets other than TCP, so through the lab's own routes they are
+    counted at the ingress but cross unmarked (seen by the next points as a loss)."""
+    if request.node.callspec.params["lab"] != "reserved":
+        pytest.skip("bpf_skb_adjust_room does not grow UDP GSO packets")
+    a, b, c, d = lab.scenario.nodes
+    f1 = lab.flow("f1")
+    colour = tables[a].colour
+    before = {n: _counts(tables[n], colour) for n in (a, b, d)}
+    with nsutil.NetnsThread(f1.src_netns) as t:
+        sock = t.call(socket.socket, socket.AF_INET6, socket.SOCK_DGRAM)
+    with sock:
+        sock.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 1000)
+        for _ in range(5):
+            sock.sendto(b"y" * 10_000, (f1.dst_addr, 9999))
+    want = (before[d]["egress"]["f1"][0] + 5, before[d]["egress"]["f1"][1] + 5 * (40 + 8 + 10_000))
+    assert wait_for(lambda: _counts(tables[d], colour)["egress"]["f1"], want) == want
+    for node, role in ((a, "ingress"), (b, "transit")):
+        assert _counts(tables[node], colour)[role]["f1"][0] - before[node][role]["f1"][0] == 5
 
 
 def test_restart_keeps_counters_and_generation(lab, tables):

@@ -125,6 +125,43 @@ def test_policy_segments_are_in_path_order_and_the_device_is_looked_up(routes):
     assert routes.remove_policy("fd00:5::1/128") is False
 
 
+def kernel_srh(ns: str, dst: str) -> bytes:
+    """The SRH of the kernel's route to ``dst`` as the kernel gives it back (the attribute's raw octets)."""
+    def srh():
+        with IPRoute() as ipr:
+            (route,) = [r for r in ipr.route("dump", family=10) if r.get("dst") == dst.split("/")[0]]
+            (attr,) = [a for name, a in route.get("encap")["attrs"] if name == "SEG6_IPTUNNEL_SRH"]
+            return bytes(attr.data[attr.offset + 8:attr.offset + attr.length])
+    with NetnsThread(ns) as t:
+        return t.call(srh)
+
+
+def test_reserved_policies_end_their_srh_in_the_padn_and_switching_replaces_them(ns):
+    """With ``reserve`` (the eBPF data plane) an encap policy's SRH ends in the 8-octet PadN (RFC 8754 2.1.1),
+    Hdr Ext Len counting it; it is part of the route read back, so applying again changes nothing, and the same
+    policy applied without ``reserve`` (or with it again) replaces the route. Inline policies never get it."""
+    p = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9", "fcff:3::1"])
+    inline = policy(name="p2", destination="fd00:5::1", segments=["fc00:1::9", "fcff:4::1"],
+                    mode=pb.ENCAP_MODE_INLINE, device="v0")
+    segs = ipaddress.IPv6Address("fcff:3::1").packed + ipaddress.IPv6Address("fc00:1::9").packed
+    with Routes(ns, reserve=True) as routes:
+        assert routes.apply_policy(p) is True and routes.apply_policies([inline]) == [True]
+        assert kernel_srh(ns, "fd00:4::/64") == bytes([0, 5, 4, 1, 1, 0, 0, 0]) + segs + bytes([4, 6]) + bytes(6)
+        assert routes.policy_route("fd00:4::/64")["encap"] == {
+            "type": "seg6", "mode": "encap", "segs": ["fc00:1::9", "fcff:3::1"], "tlvs": "0406000000000000"}
+        assert routes.policy_route("fd00:5::1/128")["encap"] == {
+            "type": "seg6", "mode": "inline", "segs": ["fc00:1::9", "fcff:4::1"]}
+        assert routes.apply_policy(p) is False and routes.apply_policies([p, inline]) == [False, False]
+    with Routes(ns) as routes:
+        assert routes.apply_policies([p, inline]) == [True, False]
+        assert kernel_srh(ns, "fd00:4::/64") == bytes([0, 4, 4, 1, 1, 0, 0, 0]) + segs
+        assert "tlvs" not in routes.policy_route("fd00:4::/64")["encap"]
+        assert routes.apply_policy(p) is False
+    with Routes(ns, reserve=True) as routes:
+        assert routes.apply_policy(p) is True
+        assert routes.policy_route("fd00:4::/64")["encap"]["tlvs"] == "0406000000000000"
+
+
 def test_a_changed_policy_replaces_its_route_in_one_request(ns, routes):
     """The kernel announces one RTM_NEWROUTE for the replace and no RTM_DELROUTE: never neither route."""
     p = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9", "fcff:3::1"])

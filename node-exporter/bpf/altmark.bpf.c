@@ -19,8 +19,21 @@
  *
  *                  The option fills the header exactly (the option data sits
  *                  at offset 4, so no Pad1/PadN is needed). The outer Next
- *                  Header becomes 60 and the outer Payload Length grows by 8;
- *                  the inner packet is not touched at all.
+ *                  Header becomes 60; the inner packet is not touched at all.
+ *
+ *                  The exporter's encap routes (dataplane: ebpf) reserve
+ *                  the 8 octets: their SRH ends in a PadN TLV of 8 octets
+ *                  (type 4, length 6, zeroes; Hdr Ext Len one more; RFC 8754
+ *                  2.1.1 asks for lengths 0-5, Linux takes any). For such a
+ *                  packet the SRH proper moves 8 octets towards the tail
+ *                  over that TLV (direct packet access, in
+ *                  8-octet words, the last first), the option goes into the 8
+ *                  octets freed after the outer header and the SRH's Hdr Ext
+ *                  Len drops by 1: the packet's length, the outer Payload
+ *                  Length, GSO and checksum offsets do not change, and no
+ *                  helper is called. Without the TLV (a route made otherwise)
+ *                  bpf_skb_adjust_room makes the room and the outer Payload
+ *                  Length grows by 8. The packet on the wire is the same.
  *
  *   altmark_count  tc ingress at every other counting point (transit nodes and
  *                  the egress node, before decapsulation). It finds the
@@ -49,6 +62,10 @@
 #define NEXTHDR_ROUTING 43
 #define NEXTHDR_DEST 60
 #define SRH_TYPE 4
+#define SRH_TLV_PADN 4
+#define MAX_SEGMENTS 16
+/* The SRH proper (8 + 16 per segment) in 8-octet words, at most. */
+#define MAX_SRH_WORDS (1 + 2 * MAX_SEGMENTS)
 
 #define ALTMARK_OPT_TYPE 0x12
 #define ALTMARK_OPT_LEN 4
@@ -161,6 +178,34 @@ static __always_inline void count(__u32 flowmon_id, __u32 c, __u64 bytes)
 	}
 }
 
+static __always_inline void write_doh(struct altmark_doh *doh, __u32 flowmon_id, __u32 mark)
+{
+	doh->nexthdr = NEXTHDR_ROUTING;
+	doh->hdrlen = 0;
+	doh->opt_type = ALTMARK_OPT_TYPE;
+	doh->opt_len = ALTMARK_OPT_LEN;
+	doh->data = bpf_htonl(flowmon_id << 12 | mark << 11);
+}
+
+/* Move the first ``words`` 8-octet words at ``srh`` one word towards the tail, the last first (the
+ * areas overlap). Unrolled with constant offsets, each access checked against the packet's end (which
+ * the caller already knows is beyond them), so the verifier sees every access bounded. The first word
+ * moved is the last one, the one checked furthest: 0 (nothing moved) if it is not in the packet. */
+static __always_inline int move_srh(void *srh, __u32 words, void *end)
+{
+	__u64 *w = srh;
+
+#pragma unroll
+	for (int i = MAX_SRH_WORDS - 1; i >= 0; i--) {
+		if (i < words) {
+			if ((void *)(w + i + 2) > end)
+				return 0;
+			w[i + 1] = w[i];
+		}
+	}
+	return 1;
+}
+
 SEC("tc")
 int altmark_mark(struct __sk_buff *skb)
 {
@@ -173,7 +218,7 @@ int altmark_mark(struct __sk_buff *skb)
 	struct src_key skey = { .prefixlen = 128 };
 	struct flow_key fkey = { .prefixlen = 32 + 128 };
 	struct altmark_doh *doh;
-	__u32 *class, *id, *c, zero = 0, srh_len, flowmon_id, mark;
+	__u32 *class, *id, *c, zero = 0, srh_len, words, flowmon_id, mark;
 	__u16 payload;
 
 	if (skb->protocol != bpf_htons(ETH_P_IPV6))
@@ -184,7 +229,7 @@ int altmark_mark(struct __sk_buff *skb)
 	if ((void *)(srh + 1) > end || srh->type != SRH_TYPE || srh->nexthdr != NEXTHDR_IPV6)
 		return TC_ACT_OK; /* only H.Encaps: the SRH is followed by the inner packet */
 	srh_len = ((__u32)srh->hdrlen + 1) * 8;
-	if (srh_len > 8 + 16 * 16)
+	if (srh_len > 8 + 16 * MAX_SEGMENTS + DOH_LEN)
 		return TC_ACT_OK;
 	inner = (void *)srh + srh_len;
 	if ((void *)(inner + 1) > end)
@@ -207,14 +252,30 @@ int altmark_mark(struct __sk_buff *skb)
 	flowmon_id = *id & 0xFFFFF;
 	c = bpf_map_lookup_elem(&colour, &zero);
 	mark = c ? (*c & 1) : 0;
-	payload = bpf_ntohs(outer->payload_len);
 	count(flowmon_id, mark, bpf_ntohs(inner->payload_len) + sizeof(*inner));
 
-	/* The helper moves the Ethernet and outer IPv6 headers 8 octets towards the
-	 * head and zeroes the 8 octets after them, all in the linear part (which
-	 * held the SRH and inner header before and grew by 8), so the option is
-	 * written there in place, like the outer header's fields: no second helper
-	 * call (bpf_skb_store_bytes) per packet. */
+	words = 1 + 2 * ((__u32)srh->first_segment + 1); /* the SRH proper, TLVs not included */
+	if (srh_len == words * 8 + DOH_LEN && words <= MAX_SRH_WORDS) {
+		__u8 *tlv = (void *)srh + words * 8;
+
+		if ((void *)(tlv + 2) <= end && tlv[0] == SRH_TLV_PADN && tlv[1] == DOH_LEN - 2) {
+			if (!move_srh(srh, words, end))
+				return TC_ACT_OK;
+			srh = (void *)srh + DOH_LEN;
+			if ((void *)(srh + 1) > end)
+				return TC_ACT_OK;
+			srh->hdrlen -= 1;
+			write_doh((void *)(outer + 1), flowmon_id, mark);
+			outer->nexthdr = NEXTHDR_DEST;
+			return TC_ACT_OK;
+		}
+	}
+
+	/* No reserved TLV: the helper moves the Ethernet and outer IPv6 headers 8
+	 * octets towards the head and zeroes the 8 octets after them, all in the
+	 * linear part (which held the SRH and inner header before and grew by 8),
+	 * so the option is written there in place, like the outer header's fields. */
+	payload = bpf_ntohs(outer->payload_len);
 	if (bpf_skb_adjust_room(skb, DOH_LEN, BPF_ADJ_ROOM_NET, 0))
 		return TC_ACT_OK; /* counted but not marked: the next points miss it, as a loss would */
 
@@ -224,11 +285,7 @@ int altmark_mark(struct __sk_buff *skb)
 	doh = (void *)(outer + 1);
 	if ((void *)(doh + 1) > end)
 		return TC_ACT_OK;
-	doh->nexthdr = NEXTHDR_ROUTING;
-	doh->hdrlen = 0;
-	doh->opt_type = ALTMARK_OPT_TYPE;
-	doh->opt_len = ALTMARK_OPT_LEN;
-	doh->data = bpf_htonl(flowmon_id << 12 | mark << 11);
+	write_doh(doh, flowmon_id, mark);
 	outer->nexthdr = NEXTHDR_DEST;
 	outer->payload_len = bpf_htons(payload + DOH_LEN);
 	return TC_ACT_OK;
