@@ -197,7 +197,7 @@ def send_one(ns: str, dst: str, payload: int) -> Callable[[], None]:
 
 class EncapRoute:
     """The test flow's encap route at the ingress, made by the exporter's :class:`Routes` (protocol 77) in
-    place of the lab's: :meth:`use` ``reserve`` or not (the SRH with or without the eBPF data plane's PadN)."""
+    place of the lab's: :meth:`use` ``reserve`` or not (the SRH with or without the eBPF data plane's reserved padding)."""
 
     def __init__(self, plan: topology.Plan):
         a = plan.scenario.nodes[0]
@@ -226,7 +226,7 @@ def _delete_route(dst: str) -> None:
 @dataclass
 class Frames:
     """What each node receives of the test flow: the host's UDP packet at ``a``; at ``b`` the packet
-    after H.Encaps (``encapsulated``; ``reserved``: with the route's reserved PadN) and after marking
+    after H.Encaps (``encapsulated``; ``reserved``: with the route's reserved padding) and after marking
     (``marked``, the same either way)."""
 
     host: bytes

@@ -13,12 +13,12 @@ with routes that others made:
   the first segment (a route lookup when the policy is applied).
 
 With ``reserve`` (the eBPF data plane, :class:`Routes`), an ``encap`` policy's SRH ends in
-an 8-octet PadN TLV (:data:`RESERVED_TLV`; RFC 8754 §2.1.1, Hdr Ext Len one
+8 octets of padding, two PadN TLVs of 4 octets each (:data:`RESERVED_TLV`; RFC 8754
+§2.1.1 allows PadN lengths 0 to 5 and any number of padding TLVs; Hdr Ext Len one
 more): the room where ``altmark_mark`` writes the Alternate-Marking option of a
 monitored flow's packets without changing their length (see
-``bpf/altmark.bpf.c``). Linux accepts and ignores it; the packets of flows
-not monitored keep it (RFC 8754 §2.1.1 allows a PadN length of 0 to 5 only:
-see the README on strict routers). It is part of the route compared on reading back (key
+``bpf/altmark.bpf.c``). Every SRv6 node ignores padding TLVs; the packets of flows
+not monitored keep them. It is part of the route compared on reading back (key
 ``tlvs`` of the encap, the octets after the Segment List, as hex; absent when
 there are none), so switching a node's data plane replaces its routes.
 
@@ -143,7 +143,7 @@ class Ipv6SrHdr(CStruct):
 _SEG6_IPTUNNEL_SRH = 1
 _SEG6_MODES = {"inline": 0, "encap": 1}
 _SRH_TYPE = 4                           # Routing Type 4: Segment Routing Header
-RESERVED_TLV = bytes([4, 6]) + bytes(6)  # PadN, 6 octets of zeroes: the eBPF data plane's room for its option
+RESERVED_TLV = bytes([4, 2, 0, 0]) * 2  # two PadN of 2 zero octets (RFC 8754 2.1.1): the eBPF data plane's room
 _BULK = 128                             # route requests per send: their acks fit the default receive buffer
 _RECV_BUFFER = 256 * 1024               # a dump part is at most 32 KiB
 _DUMP_ATTEMPTS = 5                      # dumps interrupted by concurrent route changes are repeated

@@ -41,7 +41,7 @@ def inner_packet(dscp: int = 46) -> bytes:
     return ipv6(SRC, DST, 17, udp, tclass=dscp << 2, flow_label=0xABCDE)
 
 
-PADN = bytes([4, 6]) + bytes(6)  # RFC 8754 2.1.1: the 8 octets the exporter's encap routes reserve (dataplane ebpf)
+PADN = bytes([4, 2, 0, 0]) * 2  # RFC 8754 2.1.1: the 8 octets the exporter's encap routes reserve (dataplane ebpf)
 
 
 def srh(next_header: int = 41, segments: list[str] = SEGMENTS, tlvs: bytes = b"") -> bytes:
@@ -115,6 +115,7 @@ def test_mark_in_the_reserved_octets_gives_the_same_packet(table, count):
 
 @pytest.mark.parametrize("tlvs", [
     pytest.param(bytes([4, 14]) + bytes(14), id="PadN of 16"),
+    pytest.param(bytes([4, 6]) + bytes(6), id="one PadN of 8"),  # outside RFC 8754's 0-5: not the reserve
     pytest.param(bytes([3, 6]) + bytes(6), id="other TLV"),
 ])
 def test_mark_with_other_tlvs_inserts_the_header(table, tlvs):

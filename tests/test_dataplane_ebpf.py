@@ -8,7 +8,7 @@ destination host receives. Needs root, clang-built objects (./setup.sh) and
 tcpdump; every namespace and pin is removed again.
 
 Every test runs twice: with the ingress routes the eBPF exporter makes (their
-SRH ends in the reserved PadN, which ``altmark_mark`` turns into the option
+SRH ends in the reserved padding (two PadN TLVs), which ``altmark_mark`` turns into the option
 without changing the packet's length) and with the lab's own routes (no
 reserved octets: the program inserts the header with ``bpf_skb_adjust_room``).
 The packets on the wire must be the same.
@@ -63,7 +63,7 @@ def exporter_routes(plan) -> None:
                 policy = validate.policy(pb.Policy(name=e.flow, destination=e.dst, segments=list(e.segments),
                                                    device=e.dev))
                 assert routes.apply_policy(policy) is True
-                assert routes.policy_route(e.dst)["encap"]["tlvs"] == "0406000000000000"
+                assert routes.policy_route(e.dst)["encap"]["tlvs"] == "0402000004020000"
 
 
 @pytest.fixture(scope="module", params=["reserved", "inserted"])
@@ -220,7 +220,7 @@ def test_rfc9343_layout_on_the_wire(lab, tables):
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
 def test_a_flow_not_monitored_crosses_the_path_unmarked(lab, tables, request):
-    """f2 not monitored at its ingress: its packets cross the transit node unmarked, with the reserved PadN
+    """f2 not monitored at its ingress: its packets cross the transit node unmarked, with the reserved padding
     still in the SRH where the route has it (End and End.DX6 ignore it), and all arrive at the host."""
     a, b, c, d = lab.scenario.nodes
     f2 = lab.flow("f2")
@@ -239,7 +239,7 @@ def test_a_flow_not_monitored_crosses_the_path_unmarked(lab, tables, request):
     srh = frame[14 + 40:]
     segments_end = 8 + 16 * (srh[4] + 1)
     tlvs = srh[segments_end:(srh[1] + 1) * 8]
-    assert tlvs == (bytes([4, 6]) + bytes(6) if request.node.callspec.params["lab"] == "reserved" else b"")
+    assert tlvs == (bytes([4, 2, 0, 0]) * 2 if request.node.callspec.params["lab"] == "reserved" else b"")
 
 
 UDP_SEGMENT = 103  # linux/udp.h

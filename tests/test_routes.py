@@ -137,7 +137,7 @@ def kernel_srh(ns: str, dst: str) -> bytes:
 
 
 def test_reserved_policies_end_their_srh_in_the_padn_and_switching_replaces_them(ns):
-    """With ``reserve`` (the eBPF data plane) an encap policy's SRH ends in the 8-octet PadN (RFC 8754 2.1.1),
+    """With ``reserve`` (the eBPF data plane) an encap policy's SRH ends in 8 octets of padding, two PadN TLVs (RFC 8754 2.1.1),
     Hdr Ext Len counting it; it is part of the route read back, so applying again changes nothing, and the same
     policy applied without ``reserve`` (or with it again) replaces the route. Inline policies never get it."""
     p = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9", "fcff:3::1"])
@@ -146,9 +146,9 @@ def test_reserved_policies_end_their_srh_in_the_padn_and_switching_replaces_them
     segs = ipaddress.IPv6Address("fcff:3::1").packed + ipaddress.IPv6Address("fc00:1::9").packed
     with Routes(ns, reserve=True) as routes:
         assert routes.apply_policy(p) is True and routes.apply_policies([inline]) == [True]
-        assert kernel_srh(ns, "fd00:4::/64") == bytes([0, 5, 4, 1, 1, 0, 0, 0]) + segs + bytes([4, 6]) + bytes(6)
+        assert kernel_srh(ns, "fd00:4::/64") == bytes([0, 5, 4, 1, 1, 0, 0, 0]) + segs + bytes([4, 2, 0, 0]) * 2
         assert routes.policy_route("fd00:4::/64")["encap"] == {
-            "type": "seg6", "mode": "encap", "segs": ["fc00:1::9", "fcff:3::1"], "tlvs": "0406000000000000"}
+            "type": "seg6", "mode": "encap", "segs": ["fc00:1::9", "fcff:3::1"], "tlvs": "0402000004020000"}
         assert routes.policy_route("fd00:5::1/128")["encap"] == {
             "type": "seg6", "mode": "inline", "segs": ["fc00:1::9", "fcff:4::1"]}
         assert routes.apply_policy(p) is False and routes.apply_policies([p, inline]) == [False, False]
@@ -159,7 +159,7 @@ def test_reserved_policies_end_their_srh_in_the_padn_and_switching_replaces_them
         assert routes.apply_policy(p) is False
     with Routes(ns, reserve=True) as routes:
         assert routes.apply_policy(p) is True
-        assert routes.policy_route("fd00:4::/64")["encap"]["tlvs"] == "0406000000000000"
+        assert routes.policy_route("fd00:4::/64")["encap"]["tlvs"] == "0402000004020000"
 
 
 def test_a_changed_policy_replaces_its_route_in_one_request(ns, routes):

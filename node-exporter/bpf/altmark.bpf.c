@@ -22,9 +22,10 @@
  *                  Header becomes 60; the inner packet is not touched at all.
  *
  *                  The exporter's encap routes (dataplane: ebpf) reserve
- *                  the 8 octets: their SRH ends in a PadN TLV of 8 octets
- *                  (type 4, length 6, zeroes; Hdr Ext Len one more; RFC 8754
- *                  2.1.1 asks for lengths 0-5, Linux takes any). For such a
+ *                  the 8 octets: their SRH ends in two PadN TLVs of 4
+ *                  octets (type 4, length 2, zeroes; RFC 8754 2.1.1 allows
+ *                  PadN lengths 0-5 and more than one padding TLV; Hdr Ext
+ *                  Len one more). For such a
  *                  packet the SRH proper moves 8 octets towards the tail
  *                  over that TLV (direct packet access, in
  *                  8-octet words, the last first), the option goes into the 8
@@ -258,7 +259,8 @@ int altmark_mark(struct __sk_buff *skb)
 	if (srh_len == words * 8 + DOH_LEN && words <= MAX_SRH_WORDS) {
 		__u8 *tlv = (void *)srh + words * 8;
 
-		if ((void *)(tlv + 2) <= end && tlv[0] == SRH_TLV_PADN && tlv[1] == DOH_LEN - 2) {
+		if ((void *)(tlv + DOH_LEN) <= end && tlv[0] == SRH_TLV_PADN && tlv[1] == 2
+		    && tlv[4] == SRH_TLV_PADN && tlv[5] == 2) {
 			if (!move_srh(srh, words, end))
 				return TC_ACT_OK;
 			srh = (void *)srh + DOH_LEN;
