@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from srv6pm import metrics, records
+from srv6pm import decode, metrics, records
 from srv6pm.records import Event
 
 __all__ = ["Events", "now_rfc3339"]
@@ -72,10 +72,16 @@ class Events:
         generation = self.generation if generation is None else generation
         event = Event(kind=kind, time=now_rfc3339(), generation=generation, node=node, object=object,
                       detail=detail, boot_id=boot_id or None)
-        records.validate(records.EVENTS, event.to_dict())  # a bug here must be loud, not a bad record on the topic
+        record = event.to_dict()
+        # A bug here must be loud, not a bad record on the topic. The typed decoder accepts only what the schema
+        # accepts (srv6pm.decode, kept in agreement by its tests) at a tenth of jsonschema's cost (ten thousand
+        # new flows are fifty thousand events); what it does not take, jsonschema judges.
+        if decode.typed(records.EVENTS, records.encode_fast(record)) is None:
+            records.validate(records.EVENTS, record)
         level = logging.WARNING if kind in _WARN else logging.INFO
-        log.log(level, kind, extra={k: v for k, v in event.to_dict().items()
-                                     if k not in ("v", "kind", "time") and v is not None})
+        if log.isEnabledFor(level):
+            log.log(level, kind, extra={k: v for k, v in record.items()
+                                        if k not in ("v", "kind", "time") and v is not None})
         self.stats["emitted"] += 1
         self.history.append(event)
         if self.kafka is not None:
