@@ -48,6 +48,7 @@ repeated :meth:`Engine.round`); :meth:`Engine.load` may be called from any threa
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
@@ -237,7 +238,7 @@ class Engine:
             return report
         self._poll()
         present: dict[str, set[Key]] = {}
-        plans: dict[str, list[Action]] = {}
+        plans: dict[str, list[list[Action]]] = {}  # node -> its actions of each step
         now = time.monotonic()
         for name, status in self.nodes.items():
             if status.up is not True or status.state is None:
@@ -246,20 +247,18 @@ class Engine:
             actual = _actual(status)
             present[name] = set(actual)
             actions = desired_mod.diff(self._desired.get(name, {}), actual, full=status.full)
-            plans[name] = []
+            plans[name] = [[] for _ in desired_mod.STEPS]
             for action in actions:
-                failed = status.failed.get(action.key)
+                failed = status.failed.get(action.key) if status.failed else None
                 if failed and failed[2] == action.message and now < failed[1]:
                     report.waiting += 1  # refused before; its backoff has not expired
                 else:
-                    plans[name].append(action)
+                    plans[name][action.step].append(action)
         for step in range(len(desired_mod.STEPS)):
             batch = {}
-            for name, actions in plans.items():
+            for name, steps in plans.items():
                 todo = []
-                for a in actions:
-                    if a.step != step:
-                        continue
+                for a in steps[step]:
                     if a.verb == "apply" and not self._ready(name, a, present):
                         report.waiting += 1
                         log.info("waiting for prerequisite", extra={"node": name, "object": a.object})
@@ -416,6 +415,10 @@ class Engine:
                 self._answered(status, action, reply, error, present, counts)
             if len(answers) < len(chunk):  # unreachable part way
                 break
+        for verb in ("apply", "remove"):
+            done = counts["applied" if verb == "apply" else "removed"]
+            if done:
+                self.metrics.reconcile_actions.labels("collector", verb).inc(done)
         return counts
 
     def _batch(self, status: NodeStatus, chunk: list[Action]) -> list[Answer]:
@@ -432,10 +435,13 @@ class Engine:
                 log.warning("batch refused, one call per object", extra={"node": status.name, "error": str(exc)})
             return self._singly(status, chunk)
         out: list[Answer] = []
+        calls: collections.Counter[tuple[str, str]] = collections.Counter()
         for action, r in zip(chunk, results, strict=True):  # the client checks one result per item
             code = _STATUS.get(r.code, grpc.StatusCode.UNKNOWN)
-            self.metrics.api_calls.labels("collector", _method(action), code.name).inc()  # per item, see metrics
+            calls[(_method(action), code.name)] += 1
             out.append((r.reply, None) if code == grpc.StatusCode.OK else (None, SouthboundError(code, r.error)))
+        for (method, code_name), n in calls.items():  # per item (see metrics), counted once per batch
+            self.metrics.api_calls.labels("collector", method, code_name).inc(n)
         return out
 
     def _singly(self, status: NodeStatus, chunk: list[Action]) -> list[Answer]:
@@ -463,15 +469,19 @@ class Engine:
             self._refused(status, action, error)
             counts["failed"] += 1
             return
-        status.failed.pop(action.key, None)
+        key = action.key
+        if status.failed:
+            status.failed.pop(key, None)
         if action.verb == "apply":
-            present.add(action.key)
+            present.add(key)
+            # what the exporter now holds is this normal form: its next GetState need not validate it again
+            status.normalised[(type(action.message).DESCRIPTOR.name,
+                               action.message.SerializeToString(deterministic=True))] = action.message
         else:
-            present.discard(action.key)
+            present.discard(key)
         if reply.changed:
             kind = "applied" if action.verb == "apply" else "removed"
-            counts[kind] += 1
-            self.metrics.reconcile_actions.labels("collector", action.verb).inc()
+            counts[kind] += 1  # counted in srv6pm_collector_reconcile_actions_total by _act
             self._emit(kind, node=status.name, object=action.object, boot_id=status.boot_id,
                        detail=reply.detail or None)
         else:
