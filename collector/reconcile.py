@@ -30,7 +30,9 @@ per configured node and works in ROUNDS, one every ``interval`` seconds
    A node's actions of one step go in ``ApplyBatch`` calls of at most
    :data:`BATCH` objects, each answered as its own RPC would be, so ten
    thousand new flows are ten calls, not ten thousand; an exporter without
-   that RPC (UNIMPLEMENTED) gets one call per object from then on.
+   that RPC (UNIMPLEMENTED) gets one call per object from then on. A node's
+   calls follow one another, each made while the collector accounts for the
+   answers of the one before (so the exporter does not wait for it).
    Every change is an event (``applied``/``removed``, only when the exporter
    reports it changed something). A refused change (FAILED_PRECONDITION,
    INVALID_ARGUMENT, ...) is event ``apply_failed`` with the exporter's message
@@ -172,6 +174,9 @@ class Engine:
         # a slow one never takes a worker from the nodes that answer.
         self._pool = ThreadPoolExecutor(32, thread_name_prefix="srv6pm-collector")
         self._probes = ThreadPoolExecutor(32, thread_name_prefix="srv6pm-collector-probe")
+        # A node's calls of one step: each made while its worker accounts for the answers of the one before
+        # (events, the presence set), so that the exporter is not idle meanwhile; they wait for nothing else.
+        self._calls = ThreadPoolExecutor(32, thread_name_prefix="srv6pm-collector-call")
 
     # ------------------------------------------------------------ configuration
 
@@ -227,7 +232,7 @@ class Engine:
         """Close every client and the worker threads."""
         for status in self.nodes.values():
             self._close_client(status)
-        for pool in (self._pool, self._probes):
+        for pool in (self._pool, self._probes, self._calls):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def round(self) -> RoundReport:
@@ -401,25 +406,38 @@ class Engine:
 
         The actions go in ``ApplyBatch`` calls of at most :data:`BATCH` items
         (each answered as its own RPC would be); an exporter without that RPC
-        (UNIMPLEMENTED) gets them one call each from then on.
+        (UNIMPLEMENTED) gets them one call each from then on. The calls are
+        made one after another, each while the answers of the one before are
+        accounted for.
         """
         counts = {"applied": 0, "removed": 0, "unchanged": 0, "failed": 0}
+        done: tuple[list[Action], list[Answer]] | None = None  # the call before, accounted for during the next
         for start in range(0, len(actions), BATCH):
             chunk = actions[start:start + BATCH]
+            call = self._calls.submit(self._batch if status.batch else self._singly, status, chunk)
+            if done is not None:
+                self._account(status, *done, present, counts)
+                done = None
             try:
-                answers = self._batch(status, chunk) if status.batch else self._singly(status, chunk)
+                answers = call.result()
             except SouthboundError as exc:
                 self._down(status, exc)
                 break
-            for action, (reply, error) in zip(chunk, answers, strict=False):  # answers stop at unreachable
-                self._answered(status, action, reply, error, present, counts)
+            done = (chunk, answers)
             if len(answers) < len(chunk):  # unreachable part way
                 break
+        if done is not None:
+            self._account(status, *done, present, counts)
         for verb in ("apply", "remove"):
             done = counts["applied" if verb == "apply" else "removed"]
             if done:
                 self.metrics.reconcile_actions.labels("collector", verb).inc(done)
         return counts
+
+    def _account(self, status: NodeStatus, chunk: list[Action], answers: list[Answer], present: set[Key],
+                 counts: dict[str, int]) -> None:
+        for action, (reply, error) in zip(chunk, answers, strict=False):  # answers stop at unreachable
+            self._answered(status, action, reply, error, present, counts)
 
     def _batch(self, status: NodeStatus, chunk: list[Action]) -> list[Answer]:
         """[(reply, error)] of one ApplyBatch; SouthboundError if the node is unreachable."""
