@@ -17,6 +17,7 @@ bounded queue (the oldest are dropped when it is full, and counted in
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
@@ -36,10 +37,16 @@ PARTITIONS = 1  # events are few; one partition keeps them in order
 
 
 def now_rfc3339(ns: int | None = None) -> str:
-    """RFC 3339 UTC with microseconds, e.g. ``2025-11-25T17:04:05.123456Z``."""
+    """RFC 3339 UTC with microseconds (truncated), e.g. ``2025-11-25T17:04:05.123456Z``."""
     ns = time.time_ns() if ns is None else ns
-    dt = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    return f"{_second(seconds)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a UTC second (events come thousands a second: formatted once each)."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class Events:
