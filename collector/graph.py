@@ -172,11 +172,11 @@ def _as_dict(topic: str, result: Mapping | Decoded) -> dict | Mapping:
     if kind is None:
         raise GraphError(f"topic: results come from {records.LOSS}, {records.DELAY} or {records.ALARMS}, "
                          f"not {topic!r}")
-    if isinstance(result, kind):
-        out: Mapping = result.to_dict()
-    elif isinstance(result, Mapping):
+    if isinstance(result, Mapping):
         records.validate(topic, result)
-        out = result
+        out: Mapping = result
+    elif isinstance(result, kind):
+        out = result.to_dict()
     else:
         raise GraphError(f"result: a {kind.__name__} or its JSON form for {topic}, not a {type(result).__name__}")
     if topic == records.ALARMS and out["kind"] != "liveness":
@@ -495,11 +495,11 @@ class GraphStore(ABC):
         first one that does not satisfy its topic's schema, before anything is
         stored. Returns one outcome per result.
         """
-        results = [(topic, _as_dict(topic, result)) for topic, result in results]
+        checked = [(topic, _as_dict(topic, result)) for topic, result in results]
         with self._lock:
-            paths = self._get_many(PATHS, {_path_key(topic, r) for topic, r in results})
+            paths = self._get_many(PATHS, {_path_key(topic, r) for topic, r in checked})
             ends = set()
-            for topic, r in results:
+            for topic, r in checked:
                 for seg in (r.get("segments") or ()) if topic == records.LOSS else ():
                     if seg.get("from") is not None and seg.get("to") is not None:
                         ends.update({f"{seg['from']}--{seg['to']}", f"{seg['to']}--{seg['from']}"})
@@ -507,7 +507,7 @@ class GraphStore(ABC):
             touched_paths: set[str] = set()
             touched_links: set[str] = set()
             outcomes = []
-            for topic, r in results:
+            for topic, r in checked:
                 edge = paths.get(_path_key(topic, r))
                 if edge is None:
                     outcomes.append(self._unknown("flow", r["flow"]) if topic == records.LOSS else

@@ -428,10 +428,9 @@ class Engine:
                 break
         if done is not None:
             self._account(status, *done, present, counts)
-        for verb in ("apply", "remove"):
-            done = counts["applied" if verb == "apply" else "removed"]
-            if done:
-                self.metrics.reconcile_actions.labels("collector", verb).inc(done)
+        for verb, counter in (("apply", "applied"), ("remove", "removed")):
+            if counts[counter]:
+                self.metrics.reconcile_actions.labels("collector", verb).inc(counts[counter])
         return counts
 
     def _account(self, status: NodeStatus, chunk: list[Action], answers: list[Answer], present: set[Key],

@@ -605,7 +605,7 @@ class Routes:
                         continue
                     answers[index] = True if code == 0 else RouteError(what, os.strerror(code), code=code,
                                                                        obj=policy)
-            if not again:
+            if not again or pause is None:
                 break
             time.sleep(pause)
             pending = again
