@@ -46,6 +46,7 @@ import functools
 import io
 import os
 import pstats
+import shutil
 import tempfile
 import threading
 import json
@@ -365,6 +366,7 @@ def reconcile_real(n: int, batch: bool, broker: str, profile: bool = False) -> d
                     with contextlib.suppress(FileNotFoundError):
                         with open(os.path.join(where, name), encoding="utf-8") as fh:
                             _shown(f"exporter {name}", json.load(fh), os.path.join(where, name + ".prof"), t0)
+            shutil.rmtree(where, ignore_errors=True)
 
 
 def _api_calls(registry) -> list[tuple[tuple[str, ...], float]]:

@@ -1,7 +1,9 @@
 """The collector's events: structured logs and records on ``srv6pm.events``.
 
 :class:`Events` turns each event into an :class:`srv6pm.records.Event`,
-validated against ``srv6pm/schemas/srv6pm.events.schema.json``, logs it on
+validated against ``srv6pm/schemas/srv6pm.events.schema.json`` (by the typed
+decoder of :mod:`srv6pm.decode`, which takes only what the schema takes;
+jsonschema for the rest), logs it on
 ``srv6pm.collector.events`` (INFO; WARNING for node_down, apply_failed and
 config_rejected) and hands it to a background publisher that sends it to Kafka
 (key = node name, or ``"collector"``; ``acks=all``).
