@@ -70,6 +70,7 @@ Key = tuple[str, Any]
 PHASES = (1, 2, 3, 4)
 STEPS = tuple([("remove", p) for p in reversed(PHASES)] + [("apply", p) for p in PHASES])
 """The order of actions: (verb, phase) for step 0..7."""
+_STEP_OF = {verb_phase: step for step, verb_phase in enumerate(STEPS)}
 
 _ROLE_NAME = validate.ROLE_NAMES
 
@@ -205,7 +206,7 @@ class Action:
 
     @property
     def step(self) -> int:
-        return STEPS.index((self.verb, self.phase))
+        return _STEP_OF[(self.verb, self.phase)]
 
     @property
     def key(self) -> Key:

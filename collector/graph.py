@@ -160,6 +160,30 @@ _DELAY_FIELDS = ("period", "period_start", "samples", "lost", "min_us", "mean_us
                  "jitter_us")
 
 
+Decoded = records.LossResult | records.DelayResult | records.Alarm
+"""A result as :mod:`srv6pm.decode` gives it (see :meth:`GraphStore.update_many`)."""
+_DECODED = {records.LOSS: records.LossResult, records.DELAY: records.DelayResult, records.ALARMS: records.Alarm}
+
+
+def _as_dict(topic: str, result: Mapping | Decoded) -> dict | Mapping:
+    """``result`` of ``topic`` in its JSON form, checked: a decoded record of the topic's type as it is, a mapping
+    against the topic's schema (RecordError); GraphError for another topic, type, or an alarm not of liveness."""
+    kind = _DECODED.get(topic)
+    if kind is None:
+        raise GraphError(f"topic: results come from {records.LOSS}, {records.DELAY} or {records.ALARMS}, "
+                         f"not {topic!r}")
+    if isinstance(result, Mapping):
+        records.validate(topic, result)
+        out: Mapping = result
+    elif isinstance(result, kind):
+        out = result.to_dict()
+    else:
+        raise GraphError(f"result: a {kind.__name__} or its JSON form for {topic}, not a {type(result).__name__}")
+    if topic == records.ALARMS and out["kind"] != "liveness":
+        raise GraphError(f"kind: only liveness alarms go onto the graph, not {out['kind']!r}")
+    return out
+
+
 class GraphError(InputError, ValueError):
     """Bad input to the graph (a topology or a query); ``str()`` names the field."""
 
@@ -454,7 +478,7 @@ class GraphStore(ABC):
         """
         return self.update_many([(records.ALARMS, alarm)])[0]
 
-    def update_many(self, results: Sequence[tuple[str, Mapping]]) -> list[str]:
+    def update_many(self, results: Sequence[tuple[str, Mapping | Decoded]]) -> list[str]:
         """Store a batch of results, ``(topic, result)`` with topic ``srv6pm.loss`` or ``srv6pm.delay``
         (or ``srv6pm.alarms``, liveness alarms only), in order.
 
@@ -462,21 +486,20 @@ class GraphStore(ABC):
         every document the batch touches is read once and written once: one
         :meth:`_get_many` and one :meth:`_put_many` per collection, whatever the
         number of results (a period's results of 10,000 flows are a few bulk
-        requests, not 20,000). Raises :class:`srv6pm.records.RecordError` for
-        the first result that does not satisfy its topic's schema, before
-        anything is stored. Returns one outcome per result.
+        requests, not 20,000). A result is a record as :mod:`srv6pm.decode`
+        gives it (a :class:`~srv6pm.records.LossResult`,
+        :class:`~srv6pm.records.DelayResult` or :class:`~srv6pm.records.Alarm`:
+        its schema was checked when it was decoded, so it is not checked again;
+        what the results consumer hands over) or a mapping in the topic's JSON
+        form, which is validated: :class:`srv6pm.records.RecordError` for the
+        first one that does not satisfy its topic's schema, before anything is
+        stored. Returns one outcome per result.
         """
-        for topic, result in results:
-            if topic not in (records.LOSS, records.DELAY, records.ALARMS):
-                raise GraphError(f"topic: results come from {records.LOSS}, {records.DELAY} or {records.ALARMS}, "
-                                 f"not {topic!r}")
-            records.validate(topic, result)
-            if topic == records.ALARMS and result["kind"] != "liveness":
-                raise GraphError(f"kind: only liveness alarms go onto the graph, not {result['kind']!r}")
+        checked = [(topic, _as_dict(topic, result)) for topic, result in results]
         with self._lock:
-            paths = self._get_many(PATHS, {_path_key(topic, r) for topic, r in results})
+            paths = self._get_many(PATHS, {_path_key(topic, r) for topic, r in checked})
             ends = set()
-            for topic, r in results:
+            for topic, r in checked:
                 for seg in (r.get("segments") or ()) if topic == records.LOSS else ():
                     if seg.get("from") is not None and seg.get("to") is not None:
                         ends.update({f"{seg['from']}--{seg['to']}", f"{seg['to']}--{seg['from']}"})
@@ -484,7 +507,7 @@ class GraphStore(ABC):
             touched_paths: set[str] = set()
             touched_links: set[str] = set()
             outcomes = []
-            for topic, r in results:
+            for topic, r in checked:
                 edge = paths.get(_path_key(topic, r))
                 if edge is None:
                     outcomes.append(self._unknown("flow", r["flow"]) if topic == records.LOSS else

@@ -30,7 +30,9 @@ per configured node and works in ROUNDS, one every ``interval`` seconds
    A node's actions of one step go in ``ApplyBatch`` calls of at most
    :data:`BATCH` objects, each answered as its own RPC would be, so ten
    thousand new flows are ten calls, not ten thousand; an exporter without
-   that RPC (UNIMPLEMENTED) gets one call per object from then on.
+   that RPC (UNIMPLEMENTED) gets one call per object from then on. A node's
+   calls follow one another, each made while the collector accounts for the
+   answers of the one before (so the exporter does not wait for it).
    Every change is an event (``applied``/``removed``, only when the exporter
    reports it changed something). A refused change (FAILED_PRECONDITION,
    INVALID_ARGUMENT, ...) is event ``apply_failed`` with the exporter's message
@@ -48,6 +50,7 @@ repeated :meth:`Engine.round`); :meth:`Engine.load` may be called from any threa
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
@@ -171,6 +174,9 @@ class Engine:
         # a slow one never takes a worker from the nodes that answer.
         self._pool = ThreadPoolExecutor(32, thread_name_prefix="srv6pm-collector")
         self._probes = ThreadPoolExecutor(32, thread_name_prefix="srv6pm-collector-probe")
+        # A node's calls of one step: each made while its worker accounts for the answers of the one before
+        # (events, the presence set), so that the exporter is not idle meanwhile; they wait for nothing else.
+        self._calls = ThreadPoolExecutor(32, thread_name_prefix="srv6pm-collector-call")
 
     # ------------------------------------------------------------ configuration
 
@@ -226,7 +232,7 @@ class Engine:
         """Close every client and the worker threads."""
         for status in self.nodes.values():
             self._close_client(status)
-        for pool in (self._pool, self._probes):
+        for pool in (self._pool, self._probes, self._calls):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def round(self) -> RoundReport:
@@ -237,7 +243,7 @@ class Engine:
             return report
         self._poll()
         present: dict[str, set[Key]] = {}
-        plans: dict[str, list[Action]] = {}
+        plans: dict[str, list[list[Action]]] = {}  # node -> its actions of each step
         now = time.monotonic()
         for name, status in self.nodes.items():
             if status.up is not True or status.state is None:
@@ -246,20 +252,18 @@ class Engine:
             actual = _actual(status)
             present[name] = set(actual)
             actions = desired_mod.diff(self._desired.get(name, {}), actual, full=status.full)
-            plans[name] = []
+            plans[name] = [[] for _ in desired_mod.STEPS]
             for action in actions:
-                failed = status.failed.get(action.key)
+                failed = status.failed.get(action.key) if status.failed else None
                 if failed and failed[2] == action.message and now < failed[1]:
                     report.waiting += 1  # refused before; its backoff has not expired
                 else:
-                    plans[name].append(action)
+                    plans[name][action.step].append(action)
         for step in range(len(desired_mod.STEPS)):
             batch = {}
-            for name, actions in plans.items():
+            for name, steps in plans.items():
                 todo = []
-                for a in actions:
-                    if a.step != step:
-                        continue
+                for a in steps[step]:
                     if a.verb == "apply" and not self._ready(name, a, present):
                         report.waiting += 1
                         log.info("waiting for prerequisite", extra={"node": name, "object": a.object})
@@ -402,21 +406,37 @@ class Engine:
 
         The actions go in ``ApplyBatch`` calls of at most :data:`BATCH` items
         (each answered as its own RPC would be); an exporter without that RPC
-        (UNIMPLEMENTED) gets them one call each from then on.
+        (UNIMPLEMENTED) gets them one call each from then on. The calls are
+        made one after another, each while the answers of the one before are
+        accounted for.
         """
         counts = {"applied": 0, "removed": 0, "unchanged": 0, "failed": 0}
+        done: tuple[list[Action], list[Answer]] | None = None  # the call before, accounted for during the next
         for start in range(0, len(actions), BATCH):
             chunk = actions[start:start + BATCH]
+            call = self._calls.submit(self._batch if status.batch else self._singly, status, chunk)
+            if done is not None:
+                self._account(status, *done, present, counts)
+                done = None
             try:
-                answers = self._batch(status, chunk) if status.batch else self._singly(status, chunk)
+                answers = call.result()
             except SouthboundError as exc:
                 self._down(status, exc)
                 break
-            for action, (reply, error) in zip(chunk, answers, strict=False):  # answers stop at unreachable
-                self._answered(status, action, reply, error, present, counts)
+            done = (chunk, answers)
             if len(answers) < len(chunk):  # unreachable part way
                 break
+        if done is not None:
+            self._account(status, *done, present, counts)
+        for verb, counter in (("apply", "applied"), ("remove", "removed")):
+            if counts[counter]:
+                self.metrics.reconcile_actions.labels("collector", verb).inc(counts[counter])
         return counts
+
+    def _account(self, status: NodeStatus, chunk: list[Action], answers: list[Answer], present: set[Key],
+                 counts: dict[str, int]) -> None:
+        for action, (reply, error) in zip(chunk, answers, strict=False):  # answers stop at unreachable
+            self._answered(status, action, reply, error, present, counts)
 
     def _batch(self, status: NodeStatus, chunk: list[Action]) -> list[Answer]:
         """[(reply, error)] of one ApplyBatch; SouthboundError if the node is unreachable."""
@@ -432,10 +452,13 @@ class Engine:
                 log.warning("batch refused, one call per object", extra={"node": status.name, "error": str(exc)})
             return self._singly(status, chunk)
         out: list[Answer] = []
+        calls: collections.Counter[tuple[str, str]] = collections.Counter()
         for action, r in zip(chunk, results, strict=True):  # the client checks one result per item
             code = _STATUS.get(r.code, grpc.StatusCode.UNKNOWN)
-            self.metrics.api_calls.labels("collector", _method(action), code.name).inc()  # per item, see metrics
+            calls[(_method(action), code.name)] += 1
             out.append((r.reply, None) if code == grpc.StatusCode.OK else (None, SouthboundError(code, r.error)))
+        for (method, code_name), n in calls.items():  # per item (see metrics), counted once per batch
+            self.metrics.api_calls.labels("collector", method, code_name).inc(n)
         return out
 
     def _singly(self, status: NodeStatus, chunk: list[Action]) -> list[Answer]:
@@ -463,15 +486,19 @@ class Engine:
             self._refused(status, action, error)
             counts["failed"] += 1
             return
-        status.failed.pop(action.key, None)
+        key = action.key
+        if status.failed:
+            status.failed.pop(key, None)
         if action.verb == "apply":
-            present.add(action.key)
+            present.add(key)
+            # what the exporter now holds is this normal form: its next GetState need not validate it again
+            status.normalised[(type(action.message).DESCRIPTOR.name,
+                               action.message.SerializeToString(deterministic=True))] = action.message
         else:
-            present.discard(action.key)
+            present.discard(key)
         if reply.changed:
             kind = "applied" if action.verb == "apply" else "removed"
-            counts[kind] += 1
-            self.metrics.reconcile_actions.labels("collector", action.verb).inc()
+            counts[kind] += 1  # counted in srv6pm_collector_reconcile_actions_total by _act
             self._emit(kind, node=status.name, object=action.object, boot_id=status.boot_id,
                        detail=reply.detail or None)
         else:

@@ -47,7 +47,7 @@ from srv6pm.consume import ConsumeLoop
 from srv6pm.kafka import group_consumer
 from srv6pm.waiting import Waiting
 
-from .graph import APPLIED, GraphStore, GraphStoreError
+from .graph import APPLIED, Decoded, GraphStore, GraphStoreError
 
 __all__ = ["ResultsConsumer", "ResultsOptions"]
 
@@ -97,7 +97,7 @@ class ResultsConsumer:
         """Poll one batch, apply it to the graph, commit it. Returns the number of records consumed."""
         batch = self._loop.poll()
         offsets: dict[tuple[str, int], int] = {}
-        good: list[tuple[str, dict]] = []
+        good: list[tuple[str, Decoded]] = []
         count = 0
         for tp, messages in batch.items():
             for m in messages:
@@ -109,7 +109,7 @@ class ResultsConsumer:
                                                                 "offset": m.offset, "reason": str(exc)})
                 else:
                     if tp.topic != records.ALARMS or record.kind == "liveness":
-                        good.append((tp.topic, record.to_dict()))
+                        good.append((tp.topic, record))  # decoded, so the graph does not validate it again
             if messages:
                 offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
                 count += len(messages)

@@ -61,11 +61,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import itertools
 import os
 import socket
 import threading
+import time
 from socket import AF_INET6
 from typing import Any, cast
 
@@ -145,24 +147,14 @@ _SEG6_MODES = {"inline": 0, "encap": 1}
 _SRH_TYPE = 4                           # Routing Type 4: Segment Routing Header
 RESERVED_TLV = bytes([4, 2, 0, 0]) * 2  # two PadN of 2 zero octets (RFC 8754 2.1.1): the eBPF data plane's room
 _BULK = 128                             # route requests per send: their acks fit the default receive buffer
+# A seg6 route's state takes per-CPU memory, allocated atomically: thousands of routes in a burst exhaust what
+# the per-CPU allocator has ready (ENOMEM, "percpu: allocation failed, atomic=1" in the kernel's log) until its
+# worker makes more, within milliseconds. A bulk change sends the routes refused so again after these pauses (s).
+_ENOMEM_PAUSES = (0.01, 0.05, 0.2)
 _RECV_BUFFER = 256 * 1024               # a dump part is at most 32 KiB
 _DUMP_ATTEMPTS = 5                      # dumps interrupted by concurrent route changes are repeated
 _unpack_header, _unpack_attr = NlMsgHdr.struct.unpack_from, NlAttr.struct.unpack_from  # the hot loops' own names
 _unpack_error = NlMsgErr.struct.unpack_from
-
-
-def _srh(mode: str, segments: list[str], reserve: bool) -> bytes:
-    """struct seg6_iptunnel_encap + the SRH of ``segments`` (path order) for ``SEG6_IPTUNNEL_SRH``; with
-    ``reserve``, ending in :data:`RESERVED_TLV`."""
-    srh_segments = [ipaddress.IPv6Address(s).packed for s in reversed(segments)]
-    if mode == "inline":
-        srh_segments.insert(0, bytes(16))  # Segment List[0]: the final destination, filled in per packet
-    last = len(srh_segments) - 1
-    tlvs = RESERVED_TLV if reserve and mode == "encap" else b""
-    return (Seg6IptunnelEncap.pack(mode=_SEG6_MODES[mode])
-            + Ipv6SrHdr.pack(hdrlen=2 * len(srh_segments) + len(tlvs) // 8, type=_SRH_TYPE, segments_left=last,
-                             first_segment=last)
-            + b"".join(srh_segments) + tlvs)
 
 
 def _policy_request(dst: str, oif: int, mode: str, segments: list[str], *, replace: bool,
@@ -174,14 +166,31 @@ def _policy_request(dst: str, oif: int, mode: str, segments: list[str], *, repla
     Without it, the same bytes as pyroute2's ``IPRoute.route("add"|"replace", ...)`` with that encap (a test
     compares them)."""
     net = ipaddress.IPv6Network(dst)
+    srh = _srh(mode, tuple(segments), reserve)
     body = (RtMsg.pack(family=AF_INET6, dst_len=net.prefixlen, table=MAIN_TABLE, protocol=RTPROT_SRV6PM,
                        scope=_RT_SCOPE_UNIVERSE, type=_RTN_UNICAST)
             + nla(RTA_DST, net.network_address.packed) + nla(RTA_OIF, _U32.encode(oif))
             + nla(RTA_TABLE, _U32.encode(MAIN_TABLE))
-            + nla(RTA_ENCAP, nla(_SEG6_IPTUNNEL_SRH, _srh(mode, segments, reserve)))
+            + nla(RTA_ENCAP, nla(_SEG6_IPTUNNEL_SRH, srh))
             + nla(RTA_ENCAP_TYPE, _U16.encode(_ENCAP_SEG6)))
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
     return NlMsgHdr.pack(len=NlMsgHdr.size + len(body), type=RTM_NEWROUTE, flags=flags) + body
+
+
+@functools.lru_cache(maxsize=256)
+def _srh(mode: str, segments: tuple[str, ...], reserve: bool) -> bytes:
+    """The seg6 encap attribute's value (mode, then the SRH) for ``segments`` in path order; with ``reserve``,
+    ending in :data:`RESERVED_TLV`: the same for every policy of a path, so made once (ten thousand policies
+    over one path are ten thousand requests)."""
+    srh_segments = [ipaddress.IPv6Address(s).packed for s in reversed(segments)]
+    if mode == "inline":
+        srh_segments.insert(0, bytes(16))  # Segment List[0]: the final destination, filled in per packet
+    last = len(srh_segments) - 1
+    tlvs = RESERVED_TLV if reserve and mode == "encap" else b""
+    return (Seg6IptunnelEncap.pack(mode=_SEG6_MODES[mode])
+            + Ipv6SrHdr.pack(hdrlen=2 * len(srh_segments) + len(tlvs) // 8, type=_SRH_TYPE, segments_left=last,
+                             first_segment=last)
+            + b"".join(srh_segments) + tlvs)
 
 
 class RouteError(OperationError, RuntimeError):
@@ -597,8 +606,8 @@ class Routes:
         oifs: dict[str, int] = {}
         for index, policy in enumerate(policies):
             what = _policy_text(policy)
-            segments = [_addr(s) for s in policy.segments]
-            dst = str(ipaddress.IPv6Network(policy.destination))
+            segments = list(policy.segments)  # validated: already in the form _addr and IPv6Network give
+            dst = policy.destination
             try:
                 oif = oifs.get(policy.device) if policy.device else None
                 if oif is None:
@@ -616,20 +625,31 @@ class Routes:
             pending.append((index, what, policy, dst, wanted,
                             _policy_request(dst, oif, _MODES[policy.mode], segments, replace=current is not None,
                                             reserve=self.reserve)))
-        for start in range(0, len(pending), _BULK):
-            part = pending[start:start + _BULK]
-            for _index, _what, _policy, dst, _wanted, _request in part:
-                self._changed(dst)
-            codes = self._call("policy routes", None, self._main.change, [request for *_, request in part])
-            for (index, what, policy, dst, wanted, _request), code in zip(part, codes, strict=True):
-                if code is None:  # its acknowledgement was lost: what the kernel holds says
-                    try:
-                        current = self._current(what, policy, dst)
-                    except RouteError as exc:
-                        answers[index] = exc
+        for pause in (*_ENOMEM_PAUSES, None):
+            again = []
+            for start in range(0, len(pending), _BULK):
+                part = pending[start:start + _BULK]
+                for _index, _what, _policy, dst, _wanted, _request in part:
+                    self._changed(dst)
+                codes = self._call("policy routes", None, self._main.change, [request for *_, request in part])
+                for entry, code in zip(part, codes, strict=True):
+                    index, what, policy, dst, wanted, _request = entry
+                    if code is None:  # its acknowledgement was lost: what the kernel holds says
+                        try:
+                            current = self._current(what, policy, dst)
+                        except RouteError as exc:
+                            answers[index] = exc
+                            continue
+                        code = 0 if current is not None and self._spec(current) == wanted else errno.ENOBUFS
+                    if code == errno.ENOMEM and pause is not None:
+                        again.append(entry)  # nothing was made: sent again after a pause
                         continue
-                    code = 0 if current is not None and self._spec(current) == wanted else errno.ENOBUFS
-                answers[index] = True if code == 0 else RouteError(what, os.strerror(code), code=code, obj=policy)
+                    answers[index] = True if code == 0 else RouteError(what, os.strerror(code), code=code,
+                                                                       obj=policy)
+            if not again or pause is None:
+                break
+            time.sleep(pause)
+            pending = again
         assert None not in answers, "every policy is answered above"
         return cast("list[bool | RouteError]", answers)
 

@@ -70,3 +70,12 @@ def test_events_wait_while_kafka_is_away_and_are_published_in_order_when_it_come
             events.close()
     finally:
         events.close()
+
+
+def test_event_times_are_rfc3339_utc_microseconds_truncated():
+    from datetime import datetime, timezone
+    for ns in (0, 1_764_000_000_999_999_999, 2_091_152_304_521_731_975, 1_700_000_000_000_000_500):
+        expected = datetime.fromtimestamp(ns // 10**9, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        assert now_rfc3339(ns) == f"{expected}.{ns // 1000 % 10**6:06d}Z"
+    assert now_rfc3339(1_764_000_000_999_999_999) == "2025-11-24T16:00:00.999999Z"
+    assert records.conforms(records.EVENTS, now_rfc3339(), "date-time")

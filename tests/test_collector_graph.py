@@ -567,3 +567,31 @@ def test_a_changed_route_drops_the_path_s_liveness(graph):
     moved = topology(paths=[g.PathSpec("stamp", "s1", "r1", "r4", ("r2",), ("fcff:2::1",), return_via=("r2",))])
     graph.sync_topology(moved)
     assert path(graph, "stamp:s1")["alive"] is None and path(graph, "stamp:s1")["liveness"] is None
+
+
+def test_decoded_results_are_stored_without_being_validated_again_raw_ones_are_validated(monkeypatch):
+    """update_many takes the records srv6pm.decode gives (what the results consumer hands over: their schema was
+    checked when they were decoded) as they are, and validates results in their JSON form; both give the same
+    graph, and a bad JSON-form result is refused before anything of its batch is stored."""
+    from srv6pm import decode
+    raw = [(records.LOSS, loss("f1", 100)), (records.DELAY, delay("s1", 100)), (records.LOSS, loss("f1", 99))]
+    decoded = [(topic, decode.decode(topic, records.encode(r))) for topic, r in raw]
+    assert all(isinstance(r, (LossResult, DelayResult)) for _, r in decoded)
+    checked = []
+    validate = records.validate
+    monkeypatch.setattr(g.records, "validate", lambda topic, obj: checked.append(topic) or validate(topic, obj))
+    stores = []
+    for batch in (decoded, raw):
+        store = g.MemoryGraph(clock_ns=lambda: 1_000)
+        store.ensure()
+        store.sync_topology(topology())
+        assert store.update_many(batch) == [g.APPLIED, g.APPLIED, g.STALE]
+        stores.append(store)
+    assert checked == [records.LOSS, records.DELAY, records.LOSS]  # the JSON-form batch only
+    assert stores[0].snapshot() == stores[1].snapshot()
+    bad = {**loss("f2", 101), "tx_packets": -1}
+    with pytest.raises(records.RecordError):
+        stores[0].update_many([(records.LOSS, loss("f1", 101)), (records.LOSS, bad)])
+    assert path(stores[0], "flow:f1")["loss"]["period"] == 100
+    with pytest.raises(g.GraphError, match="LossResult"):
+        stores[0].update_many([(records.LOSS, decoded[1][1])])  # a delay result is no loss result

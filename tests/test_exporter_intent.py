@@ -72,3 +72,29 @@ def test_the_classification_model_checks_by_lookup_and_reverts_a_refused_change(
                  add=[Point("c", "ingress", 4, 0, "fd00::/48", "fd09::/64"),
                       Point("d", "ingress", 5, 0, "fd00::1/128", "fd09::1/128")])
     assert set(model.by_id) == {2, 4, 5}
+
+
+def test_rows_hold_protobuf_s_json_mapping_of_each_kind():
+    """A row's body is MessageToDict's mapping with the proto's field names (made directly for messages of plain
+    fields, by MessageToDict for the others): the same for every kind, defaults left out, enums by name (an
+    unknown enum value as its number), repeated fields as lists."""
+    import json
+
+    from google.protobuf import json_format
+
+    from srv6pm.exporter import intent as intent_mod
+    messages = [pb.LocalSid(sid="fcff:1::100", behavior=pb.SID_BEHAVIOR_END_DX6, nexthop="fd01:1::2", device="v0"),
+                pb.LocalSid(sid="fcff:1::1", behavior=pb.SID_BEHAVIOR_END),
+                pb.Policy(name="f1", destination="fd01:4::/64", segments=["fcff:2::1", "fcff:4::100"], device="v0",
+                          mode=pb.ENCAP_MODE_INLINE),
+                flow("f1", "fd01:4::/64"), pb.FlowMonitor(flow="f2", role=pb.ROLE_TRANSIT, flowmon_id=1048575,
+                                                          position=3),
+                pb.FlowMonitor(flow="f3", role=99),  # not a Role: kept as its number
+                pb.StampSession(name="s1", destination="fcff:4::2", segments=["fcff:2::1"], rate=10.5, timeout_s=2),
+                pb.StampReflector(), pb.Policy()]
+    for message in messages:
+        expected = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        assert intent_mod._mapping(message) == expected
+        assert json.loads(intent_mod._body(message)) == expected
+        back = json_format.ParseDict(json.loads(intent_mod._body(message)), type(message)())
+        assert back == message

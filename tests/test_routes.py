@@ -377,3 +377,30 @@ def test_policies_whose_acknowledgements_are_lost_are_answered_from_the_kernel(n
     assert [a is True for a in answers] == [i != 5 for i in range(128)]
     assert isinstance(answers[5], RouteError)
     assert len(routes.dump()) == 127
+
+
+def test_policies_the_kernel_has_no_memory_for_yet_are_sent_again(ns, routes):
+    """A burst of seg6 routes can exhaust the per-CPU memory the kernel has ready (ENOMEM until its allocator's
+    worker makes more): apply_policies sends those again after a pause, so they are made in the same call; one
+    still refused after the last pause is answered with the kernel's reason."""
+    import errno
+    change, sends = routes._main.change, []
+
+    def short_of_memory(requests):  # the kernel's ENOMEM for some routes of the first two sends (not made)
+        sends.append(len(requests))
+        refused = {3, 7} if len(sends) == 1 else {0} if len(sends) == 2 else set()
+        codes = iter(change([r for i, r in enumerate(requests) if i not in refused]))
+        return [errno.ENOMEM if i in refused else next(codes) for i in range(len(requests))]
+    routes._main.change = short_of_memory
+    wanted = [policy(name=f"p{i}", destination=f"fd00:{i:x}::/64", segments=["fc00:1::9"]) for i in range(10)]
+    assert routes.apply_policies(wanted) == [True] * 10
+    assert sends == [10, 2, 1]
+    assert {r["dst"] for r in routes.dump()} == {p.destination for p in wanted}
+
+    def never(requests):
+        return [errno.ENOMEM] * len(requests)
+    routes._main.change = never
+    late = [policy(name="late", destination="fd00:ff::/64", segments=["fc00:1::9"])]
+    answers = routes.apply_policies(late)
+    assert isinstance(answers[0], RouteError) and answers[0].code == errno.ENOMEM
+    assert "Cannot allocate memory" in str(answers[0])

@@ -70,6 +70,7 @@ object it removes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from types import MappingProxyType
@@ -173,6 +174,12 @@ def _ip(field: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         raise InvalidArgument(field, f"{quote(text)} is not an IPv6 or IPv4 address") from None
 
 
+# The address rules are pure functions of (field, text), and a batch of ten thousand flows or policies repeats
+# most of its texts (one source prefix, the same segments): the valid ones are remembered (a refusal is not).
+_remembered = functools.lru_cache(maxsize=4096)
+
+
+@_remembered
 def _prefix(field: str, text: str) -> str:
     _required(field, text)
     _no_scope(field, text)
@@ -184,6 +191,7 @@ def _prefix(field: str, text: str) -> str:
         raise InvalidArgument(field, f"{quote(text)} is not an IPv6 prefix") from None
 
 
+@_remembered
 def _sid(field: str, text: str) -> str:
     """An IPv6 address that can be a SID: globally routable in form, so not unspecified, loopback,
     multicast or link-local (RFC 8986 SIDs are routed to the node that owns them)."""
