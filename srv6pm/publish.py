@@ -55,7 +55,7 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")
 _CRC_FROM = 21  # the CRC covers attributes .. end
 _NO_PRODUCER = (-1, -1, -1)  # producer id, epoch, base sequence: not idempotent
 
-ZSTD_LEVEL = 1  # zstd's fastest positive level: a guard's records compress some 30 times all the same
+ZSTD_LEVEL = 1  # zstd's fastest positive level; counters records come out about 12 % larger than at level 3
 _zstd = threading.local()  # each thread's compressor, made once (a compressor is not for two threads at once)
 
 
