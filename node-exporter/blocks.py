@@ -103,12 +103,13 @@ class Baselines:
                 counts: dict[str, tuple[int, int]]) -> list[Block]:
         """Record the reading of ``role``/``colour`` taken for ``period``; return its exportable blocks.
 
-        ``counts`` maps flow name to the (packets, bytes) counters as read now.
+        ``counts`` maps flow name to the (packets, bytes) counters as read now; it becomes the new
+        baseline as it is, not copied (a reading's 100,000 flows), so the caller must not change it after.
         """
         key = f"{role}/{colour}"
         previous = self._state.get(key)
         generation = str(generation)
-        self._state[key] = {"period": period, "generation": generation, "counts": dict(counts)}
+        self._state[key] = {"period": period, "generation": generation, "counts": counts}
         if previous is None:
             log.info("first reading: baseline only", extra={"role": role, "colour": colour, "period": period})
             return []

@@ -127,6 +127,7 @@ class EbpfTable:
                       "sources": self._sources_map, "flows": self._flows_map}
         self._model = Model(self._flows_map.max_entries)
         self._names_by_role: dict[str, dict[int, str]] | None = None  # see _names
+        self._order: list[tuple[bytes, dict] | None] = [None, None]  # per colour: see _key_names
         self._colour: int | None = None
         self._stale_counters = True  # counters of flows an earlier run had: dropped at the first install
         self._forget_strangers()
@@ -200,6 +201,7 @@ class EbpfTable:
         """
         change = self._model.change(add, remove)
         self._names_by_role = None  # the read path's index of the points, made again at the next read
+        self._order = [None, None]
         done: list[Op] = []
         try:
             if self._stale_counters:
@@ -262,18 +264,32 @@ class EbpfTable:
             keys, values, count = self._counters[colour].dump()
         except bpf.BpfError as exc:
             raise DataplaneError(f"{self._where()}: {exc}") from exc
-        ids = memoryview(keys)[:count * _U32.size].cast("I").tolist() if _LITTLE else \
-            [i for (i,) in _U32.iter_unpack(keys[:count * _U32.size])]
         packets, nbytes = _per_cpu_sums(values, count, ncpu)
         counts: dict[str, dict[str, tuple[int, int]]] = {}
-        for role, names in self._names().items():  # FlowMonID -> name of each role's points
+        for role, names in self._key_names(colour, keys, count).items():  # each key's name in the role
             named: dict = {}
-            if names:  # every key's name (None: not a point of this role, dropped after)
-                name_of: Callable[[int], str | None] = names.get
-                named = dict(zip(map(name_of, ids), zip(packets, nbytes, strict=True), strict=True))
+            if names is not None:  # (None: not a point of this role, dropped after)
+                named = dict(zip(names, zip(packets, nbytes, strict=True), strict=True))
                 named.pop(None, None)
             counts[role] = named
         return {role: Reading(role, colour, counts[role], self.generation) for role in ROLES}
+
+    def _key_names(self, colour: int, keys: bytes, count: int) -> dict[str, list[str | None] | None]:
+        """Role -> the name of each of the ``count`` keys of ``keys`` (a dump of ``colour``'s map) in that role,
+        None where a key is no point of the role; None for a role without points. Kept for the next read of
+        ``colour``: a map whose keys did not change dumps them in the same order, so that read finds them
+        named already (no lookup per flow)."""
+        cached = self._order[colour]
+        if cached is not None and cached[0] == keys and self._names_by_role is not None:
+            return cached[1]
+        size = count * _U32.size
+        ids = memoryview(keys)[:size].cast("I").tolist() if _LITTLE else [i for (i,) in _U32.iter_unpack(keys[:size])]
+        named: dict[str, list[str | None] | None] = {}
+        for role, names in self._names().items():  # FlowMonID -> name of each role's points
+            name_of: Callable[[int], str | None] = names.get
+            named[role] = list(map(name_of, ids)) if names else None
+        self._order[colour] = (keys, named)
+        return named
 
     def _names(self) -> dict[str, dict[int, str]]:
         """Role -> FlowMonID -> name of the installed points (made again after a change)."""

@@ -296,6 +296,11 @@ def test_flows_change_one_by_one(lab):
         assert set(_counts(table, 0)["transit"]) == {"g0", "g1", "g2"}
         table.install(p[:2], colour=0)
         assert set(_counts(table, 0)["transit"]) == {"g0", "g1"}
+        assert set(_counts(table, 0)["transit"]) == {"g0", "g1"}  # the same keys again: named as they were
+        table.install([p[0], Point("k1", "transit", 5001, 1)], colour=0)  # g1's FlowMonID under another name
+        assert set(_counts(table, 0)["transit"]) == {"g0", "k1"}
+        table.install(p[:2], colour=0)
+        assert set(_counts(table, 0)["transit"]) == {"g0", "g1"}
         with pytest.raises(ValueError, match="same FlowMonID 5000"):
             table.install([p[0], Point("h", "transit", 5000, 2)], colour=0)
         with pytest.raises(ValueError, match="source prefixes .* nest"):

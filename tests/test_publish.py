@@ -39,6 +39,19 @@ def test_a_compressed_batch_reads_back_with_kafka_pythons_reader(codec):
         (i, 1234, k, v) for i, (k, v) in enumerate(records)]
 
 
+@pytest.mark.parametrize("last", [(b"k", b"v"), (b"k", b"w"), (None, b"no key"), (b"k", b"x" * 20000), (b"k" * 16384, b"v")])
+def test_a_guard_sized_batch_reads_back_with_kafka_pythons_reader(last):
+    # a guard's chunk of keyed records, and the same with a last record that has no key, a long key or value,
+    # or an offset past the precomputed pieces
+    count = 20000 if last == (b"k", b"v") else 16000
+    records = [(b"f%d" % i, b'{"flow":"f%d","packets":%d}' % (i, i * 7) * (1 + i % 90)) for i in range(count)]
+    records.append(last)
+    batch = DefaultRecordBatch(encode_batch(records, 99, "zstd"))
+    assert batch.validate_crc()
+    assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in batch] == [
+        (i, 99, k, v, []) for i, (k, v) in enumerate(records)]
+
+
 def test_an_unknown_or_unavailable_codec_is_refused_before_connecting():
     with pytest.raises(ValueError, match="unknown compression 'brotli'"):
         Publisher({"bootstrap_servers": "127.0.0.1:1"}, "test", compression="brotli")
