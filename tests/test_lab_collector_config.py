@@ -78,7 +78,7 @@ def test_a_scenario_session_s_direct_measurement_reaches_its_sender():
     """The scenario key is the southbound field's name; the collector configuration the lab writes carries it
     to the StampSession placed at the sender, and leaves it out (off) for a session that does not set it."""
     text = open(EXAMPLE).read().replace("    rate: 10 ", "    direct_measurement: true\n    rate: 10 ")
-    assert "direct_measurement: true" in text
+    assert "\n    direct_measurement: true\n" in text  # the key, not the example's comment
     s = scenario.parse(text, source="x.yaml")
     assert s.stamp[0].direct_measurement is True
     doc = control.collector_config(topology.plan(s), {n: 50051 + i for i, n in enumerate(s.nodes)})
