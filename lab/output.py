@@ -17,6 +17,15 @@ A loss row of a flow with segments names the segments that lost packets
 summary names, per flow, the segments whose complete periods lost packets,
 and gives the run's detection latency (``latency``) when it is given one.
 
+A delay row of a session with RFC 8972 Direct Measurement (scenario key
+``direct_measurement``) whose period lost test packets says which way they
+were lost (``LOSS  forward 2, backward 1``; the record's ``lost_forward`` and
+``lost_backward``, the same in the period's three direction rows); a lossy
+period whose direction is not known says nothing more. When any row had
+them, the summary adds per session and direction the lost forward and
+backward over the periods where they were known (``-``: never known) and
+the periods that lost test packets without saying which way.
+
 A liveness alarm (a STAMP session watching its path) is a row of its own
 (``ALARM  raised   liveness: path down, 3 test packets without a reply, 61.8 ms
 after the last reply`` / ``ALARM  cleared  liveness: path up, 3 replies``);
@@ -115,6 +124,14 @@ class _DelayTotals:
     min_us: float | None = None
     max_us: float | None = None
     worst_p99_us: float | None = None
+    lost_forward: int | None = None  # summed over the periods where it was known; None: never known
+    lost_backward: int | None = None
+    direction_unknown: int = 0  # periods that lost test packets without lost_forward / lost_backward
+
+
+def _add(total: int | None, value: int | None) -> int | None:
+    """``total + value`` where ``value`` is known; None while nothing was known."""
+    return total if value is None else (total or 0) + value
 
 
 @dataclass
@@ -185,10 +202,18 @@ class ResultTable:
         totals.min_us = _lower(totals.min_us, r.get("min_us"))
         totals.max_us = _higher(totals.max_us, r.get("max_us"))
         totals.worst_p99_us = _higher(totals.worst_p99_us, r.get("p99_us"))
+        forward, backward = r.get("lost_forward"), r.get("lost_backward")
+        totals.lost_forward = _add(totals.lost_forward, forward)
+        totals.lost_backward = _add(totals.lost_backward, backward)
         text = (f"delay  {r['direction']:<10}  n {samples:>4}  lost {r.get('lost', 0):>3}  "
                 f"min {_ms(r.get('min_us'))}  mean {_ms(r.get('mean_us'))}  p99 {_ms(r.get('p99_us'))}  "
                 f"max {_ms(r.get('max_us'))}  jitter {_ms(r.get('jitter_us'))} ms")
-        return text + ("  LOSS" if r.get("lost") else "")
+        if not r.get("lost"):
+            return text
+        if forward is None or backward is None:
+            totals.direction_unknown += 1
+            return text + "  LOSS"
+        return text + f"  LOSS  forward {forward}, backward {backward}"
 
     def _alarm(self, r: dict) -> str:
         key = (r.get("kind"), r.get("subject"), r.get("direction"))
@@ -234,7 +259,8 @@ class ResultTable:
         sessions = [{"session": session, "direction": direction, "periods": t.periods, "samples": t.samples,
                      "lost": t.lost, "min_us": t.min_us,
                      "mean_us": t.weighted_mean_us / t.samples if t.samples else None,
-                     "worst_p99_us": t.worst_p99_us, "max_us": t.max_us}
+                     "worst_p99_us": t.worst_p99_us, "max_us": t.max_us, "lost_forward": t.lost_forward,
+                     "lost_backward": t.lost_backward, "direction_unknown_periods": t.direction_unknown}
                     for (session, direction), t in sorted(self.delays.items())]
         raised = [{"kind": kind, "subject": subject, "direction": direction}
                   for kind, subject, direction in sorted(self.alarms_raised, key=str)]
@@ -266,13 +292,18 @@ class ResultTable:
                 line = row.format(flow, t.complete, t.incomplete, t.tx, t.rx, t.lost, ratio)
                 w((f"{line}  {lossy or '-'}" if where and t.segments else line) + "\n")
         if self.delays:
-            row = "{:<12}  {:<10}  {:>7}  {:>7}  {:>5}  {:>8}  {:>8}  {:>12}  {:>8}\n"
-            w("\n" + row.format("session", "direction", "periods", "samples", "lost", "min ms", "mean ms",
-                                "worst p99 ms", "max ms"))
+            row = "{:<12}  {:<10}  {:>7}  {:>7}  {:>5}  {:>8}  {:>8}  {:>12}  {:>8}"
+            # Direct Measurement (some session had it): lost forward / backward, and lossy periods without them
+            directed = any(d.lost_forward is not None or d.lost_backward is not None for d in self.delays.values())
+            more = "  {:>8}  {:>9}  {:>19}" if directed else ""
+            w("\n" + (row + more).format("session", "direction", "periods", "samples", "lost", "min ms", "mean ms",
+                                         "worst p99 ms", "max ms", "lost fwd", "lost back",
+                                         "periods dir unknown") + "\n")
             for (session, direction), d in sorted(self.delays.items()):
                 mean = d.weighted_mean_us / d.samples if d.samples else None
-                w(row.format(session, direction, d.periods, d.samples, d.lost, _ms(d.min_us), _ms(mean),
-                             _ms(d.worst_p99_us), _ms(d.max_us)))
+                w((row + more).format(session, direction, d.periods, d.samples, d.lost, _ms(d.min_us), _ms(mean),
+                                      _ms(d.worst_p99_us), _ms(d.max_us), _num(d.lost_forward),
+                                      _num(d.lost_backward), d.direction_unknown) + "\n")
         if self.liveness:
             row = "{:<12}  {:<4}  {:>5}  {:>5}  {:>24}\n"
             w("\n" + row.format("session", "path", "downs", "ups", "longest silence, ms"))

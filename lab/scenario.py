@@ -13,6 +13,15 @@ The format is fixed by DESIGN.md ("The local lab")::
         via: [r2, r3]               # segment list as node names (their SIDs)
         rate: 500                   # test packets per second
         dscp: 46                    # optional: the test traffic's DSCP, 0..63 (default 0)
+    stamp:                          # optional: STAMP sessions
+      - name: s1
+        from: r1                    # Session-Sender
+        to: r4                      # Session-Reflector
+        via: [r2, r3]               # forward segment list
+        return_via: [r3, r2]        # backward segment list (Return Path TLV)
+        rate: 10                    # test packets per second
+        liveness: true              # optional: watch the path (or {down_after: N, up_after: M})
+        direct_measurement: true    # optional: RFC 8972 Direct Measurement, lost packets per direction
 
 :func:`load` parses and validates a file completely before anything is built:
 every problem is reported as one :class:`ScenarioError` whose message names
@@ -24,19 +33,23 @@ paths, STAMP sessions, the data plane) are those of :mod:`srv6pm.netspec`; a
 scenario adds that node names are usable as namespace names and that every path
 follows the links. The lab gives ``dataplane`` to the collector configuration it
 writes and to every exporter it starts (``--dataplane``); each flow's test
-traffic leaves with its ``dscp``.
+traffic leaves with its ``dscp``. A session's ``direct_measurement`` (true or
+false, default false; named as the southbound ``StampSession`` field) goes to
+the session in the collector configuration (:mod:`srv6pm.lab.control`), so
+that its test packets carry the RFC 8972 Direct Measurement TLV and its delay
+results say how many lost test packets were lost forward and backward.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from srv6pm.errors import InputError
 from srv6pm import netspec, yamlfile
-from srv6pm.netspec import DEFAULT_DATAPLANE, MAX_SEGMENTS, Link, StampSession  # noqa: F401 -- MAX_SEGMENTS re-exported
+from srv6pm.netspec import DEFAULT_DATAPLANE, MAX_SEGMENTS, Link  # noqa: F401 -- MAX_SEGMENTS re-exported
 from srv6pm.quote import quote
 
 from .traffic import MAX_DSCP
@@ -74,6 +87,15 @@ class Flow:
     def segments(self) -> tuple[str, ...]:
         """The nodes whose SIDs form the segment list, the egress last."""
         return (*self.via, self.dst)
+
+
+@dataclass(frozen=True)
+class StampSession(netspec.StampSession):
+    """A scenario's STAMP session: the shared fields (:class:`srv6pm.netspec.StampSession`) and the lab's
+    RFC 8972 setting."""
+
+    _: KW_ONLY
+    direct_measurement: bool = False  # the Direct Measurement TLV on every test packet (southbound field)
 
 
 @dataclass(frozen=True)
@@ -161,5 +183,14 @@ class _Validator(netspec.Validator):
 
     def stamp(self, value: Any, nodes: tuple[str, ...], adjacency: dict[str, set[str]]) -> tuple[StampSession, ...]:
         names: set[str] = set()
-        return tuple(self.stamp_session(item, f"stamp[{i}]", names, nodes, adjacency)[0]
-                     for i, item in enumerate(self.sequence(value, "stamp")))
+        sessions = []
+        for i, item in enumerate(self.sequence(value, "stamp")):
+            field = f"stamp[{i}]"
+            shared, item = self.stamp_session(item, field, names, nodes, adjacency,
+                                              more=frozenset({"direct_measurement"}))
+            direct = item.get("direct_measurement", False)
+            if not isinstance(direct, bool):
+                raise self.fail(f"{field}.direct_measurement", f"must be true or false, got {netspec.kind(direct)}")
+            sessions.append(StampSession(**{f.name: getattr(shared, f.name) for f in fields(shared)},
+                                         direct_measurement=direct))
+        return tuple(sessions)

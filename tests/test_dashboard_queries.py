@@ -2,7 +2,8 @@
 
 The lab runs with random node names, the real broker and InfluxDB, real
 namespaces and nftables. The test drops packets of one flow with an nftables
-rule of its own, kills one egress exporter for a while (incomplete periods),
+rule of its own (and, meanwhile, STAMP test packets on their way to the
+reflector and replies on their way back: the session has Direct Measurement), kills one egress exporter for a while (incomplete periods),
 sends a few undecodable records (dead letters), and at the end stops every
 exporter (so that the topics stop growing and exporter liveness must show them
 gone). Then it runs EVERY panel query of the committed dashboard JSON, with the
@@ -62,9 +63,18 @@ flows:
   - {{name: f1, from: {a}, to: {d}, via: [{b}, {c}], rate: 400}}
   - {{name: f2, from: {a}, to: {c}, via: [{d}], rate: 200}}
 stamp:
-  - {{name: s1, from: {a}, to: {d}, via: [{b}, {c}], return_via: [{c}, {b}], rate: 20}}
+  - {{name: s1, from: {a}, to: {d}, via: [{b}, {c}], return_via: [{c}, {b}], rate: 20, direct_measurement: true}}
 """
     return scenario_mod.parse(text, source="dashboards"), (a, b, c, d)
+
+
+class ReplyDrop(DropRule):
+    """A second drop table of the test's own on a node (DropRule's table may hold another rule there)."""
+
+    TABLE = "dashreplydrop"
+
+
+STAMP_PORT = 862
 
 
 def now_ms() -> int:
@@ -196,13 +206,19 @@ def _steps(lab, nodes, started_ms) -> Run:
     clock = PeriodClock(PERIOD)
     collect(lab, lambda rs: all(len(loss(rs, f, True)) >= 2 for f in ("f1", "f2")) and len(delay(rs, "round_trip")) >= 2)
 
-    # Loss: drop one in five of f1's packets at transit node b for four periods.
+    # Loss: drop one in five of f1's packets at transit node b for four periods; meanwhile one in four STAMP
+    # test packets at c on their way to the reflector (d) and one in four replies at c on their way back.
     drop = DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
+    stamp_forward = DropRule(c, [DropRule.udp_dport(STAMP_PORT)], one_in=4)
+    stamp_backward = ReplyDrop(c, [{"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "sport"}},
+                                              "right": STAMP_PORT}}], one_in=4)
     t_add = clock.current()
     time.sleep(2.5 * PERIOD)
     mid_drop_ms = int(clock.start_ns(t_add + 2) / 1e6) + 500  # period t_add + 2 lies wholly inside the drop
     time.sleep(2 * PERIOD)
     dropped = drop.stop()
+    stamp_forward.stop()
+    stamp_backward.stop()
 
     # Dead letters: three records no stage can decode.
     producer = KafkaProducer(**lab.kafka.client_options(), acks="all")
@@ -426,6 +442,31 @@ def test_path_delay_test_packets_per_period(run, dash):
     (packets,) = dash.run(PD, "STAMP test packets per period", run.start_ms, run.end_ms, {"session": "s1"})
     assert {row["time"]: (row["answered"], row["lost"]) for row in packets["rows"]} == \
         {run.clock.start_ns(r["period"]): (r["samples"], r["lost"]) for r in run.delay("round_trip")}
+
+
+DIRECTION_STATS = ("Lost forward (sender → reflector)", "Lost backward (reflector → sender)")
+PERIODS_WITH_LOSS = "Periods with lost test packets"
+LOST_PER_DIRECTION = "Lost test packets per direction per period"
+
+
+@shows(PD, *DIRECTION_STATS, PERIODS_WITH_LOSS, LOST_PER_DIRECTION)
+def test_path_delay_lost_test_packets_per_direction(run, dash):
+    v = {"session": "s1"}
+    rtt = run.delay("round_trip")
+    known = [r for r in rtt if r.get("lost_forward") is not None]
+    # the run lost test packets both ways (Direct Measurement on), and the drops made some of each known
+    assert any(r["lost_forward"] for r in known) and any(r["lost_backward"] for r in known), rtt
+    for title, field in zip(DIRECTION_STATS, ("lost_forward", "lost_backward"), strict=True):
+        assert one(dash.run(PD, title, run.start_ms, run.end_ms, v)) == sum(r[field] for r in known)
+    with_loss, with_direction = dash.run(PD, PERIODS_WITH_LOSS, run.start_ms, run.end_ms, v)
+    assert (one(with_loss), one(with_direction)) == (len([r for r in rtt if r["lost"]]),
+                                                    len([r for r in known if r["lost"]]))
+    per_period, lost = dash.run(PD, LOST_PER_DIRECTION, run.start_ms, run.end_ms, v)
+    # a period whose direction is not known has no bar (no row), never a 0
+    assert {row["time"]: (row["lost forward"], row["lost backward"]) for s in per_period for row in s["rows"]} == \
+        {run.clock.start_ns(r["period"]): (r["lost_forward"], r["lost_backward"]) for r in known}
+    assert {row["time"]: row["lost"] for s in lost for row in s["rows"]} == \
+        {run.clock.start_ns(r["period"]): r["lost"] for r in rtt}
 
 
 # ---- pipeline health ----------------------------------------------------------------------------

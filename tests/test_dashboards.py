@@ -162,3 +162,56 @@ def test_the_segment_panel_query_returns_the_complete_segments_written_by_the_pr
     (res,) = influxql(settings, interpolate(target["query"], {"flow": "f1"}, 0, 2_000_000, 1.0))
     got = {(s["tags"]["from"], s["tags"]["to"]): s["values"] for s in res["series"]}
     assert got == {("r1", "r2"): [[1000 * 10**9, 1]], ("r2", "r3"): [[1000 * 10**9, 0]]}
+
+
+DIRECTION_PANELS = ("Lost forward (sender → reflector)", "Lost backward (reflector → sender)",
+                    "Periods with lost test packets", "Lost test packets per direction per period")
+
+
+@pytest.mark.services
+def test_the_delay_dashboard_shows_where_test_packets_were_lost_and_never_an_unknown_direction_as_0(influxdb):
+    """The processor's delay points of a session with Direct Measurement (a period split 2 forward + 1
+    backward, one whose split is not known, one with a lost packet in neither direction, one without loss)
+    and of a session without it, through the delay dashboard's loss panels."""
+    import uuid
+
+    from srv6pm.config import InfluxSettings
+    from srv6pm.influx import InfluxWriter, influxql
+    from srv6pm.processor.store import delay_point
+    from srv6pm.records import DelayResult
+
+    name = "t" + uuid.uuid4().hex[:12]
+    influxql(InfluxSettings(url=influxdb.url), f'CREATE DATABASE "{name}"', database="_internal")
+    settings = InfluxSettings(url=influxdb.url, bucket=name)
+    periods = {"s1": [(1000, 3, 2, 1), (1001, 2, None, None), (1002, 1, 0, 0), (1003, 0, 0, 0)],
+               "s2": [(1000, 4, None, None), (1001, 0, None, None)]}
+    writer = InfluxWriter(settings)
+    try:
+        writer.write([delay_point(DelayResult(session, period, "", 1.0, direction, "r1", "r4", 10 - lost, lost,
+                                              5.0, 6.0, 9.5, 6.0, 9.0, 0.5, lost_forward=fwd, lost_backward=bwd))
+                      for session, rows in periods.items() for period, lost, fwd, bwd in rows
+                      for direction in ("forward", "backward", "round_trip")])
+    finally:
+        writer.close()
+    doc = committed()["srv6pm-delay.json"]
+
+    def run(title, session):
+        out = []
+        for panel, target in queries(doc):
+            if panel["title"] == title:
+                (res,) = influxql(settings, interpolate(target["query"], {"session": session}, 0, 2_000_000, 1.0))
+                out.append([row for s in res.get("series", []) for row in s["values"]])
+        return out
+
+    s = 10**9
+    assert run(DIRECTION_PANELS[0], "s1") == [[[0, 2]]] and run(DIRECTION_PANELS[1], "s1") == [[[0, 1]]]
+    assert run(DIRECTION_PANELS[2], "s1") == [[[0, 3]], [[0, 2]]]  # 3 periods lost packets, 2 say where
+    assert run(DIRECTION_PANELS[3], "s1") == [
+        [[1000 * s, 2, 1], [1002 * s, 0, 0], [1003 * s, 0, 0]],  # 1001: no bar, never a 0
+        [[1000 * s, 3], [1001 * s, 2], [1002 * s, 1], [1003 * s, 0]]]
+    # no Direct Measurement: nothing to show, never 0 ("not measured")
+    assert run(DIRECTION_PANELS[0], "s2") == [[]] and run(DIRECTION_PANELS[1], "s2") == [[]]
+    assert run(DIRECTION_PANELS[2], "s2") == [[[0, 1]], []]  # the stat shows its noValue "0"
+    assert run(DIRECTION_PANELS[3], "s2") == [[], [[1000 * s, 4], [1001 * s, 0]]]
+    no_value = {p["title"]: p["fieldConfig"]["defaults"]["noValue"] for p in panels(doc) if p["title"] in DIRECTION_PANELS[:3]}
+    assert no_value == dict(zip(DIRECTION_PANELS[:3], ("not measured", "not measured", "0"), strict=True))

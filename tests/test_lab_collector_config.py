@@ -72,3 +72,23 @@ def test_a_scenario_session_s_liveness_reaches_its_sender():
     state = desired.desired_state(flowmon.assign(c, flowmon.Allocator(None)))
     (session,) = [m for objects in state.values() for m in objects.values() if isinstance(m, pb.StampSession)]
     assert (session.liveness, session.liveness_down_after, session.liveness_up_after) == (True, 4, 3)
+
+
+def test_a_scenario_session_s_direct_measurement_reaches_its_sender():
+    """The scenario key is the southbound field's name; the collector configuration the lab writes carries it
+    to the StampSession placed at the sender, and leaves it out (off) for a session that does not set it."""
+    text = open(EXAMPLE).read().replace("    rate: 10 ", "    direct_measurement: true\n    rate: 10 ")
+    assert "\n    direct_measurement: true\n" in text  # the key, not the example's comment
+    s = scenario.parse(text, source="x.yaml")
+    assert s.stamp[0].direct_measurement is True
+    doc = control.collector_config(topology.plan(s), {n: 50051 + i for i, n in enumerate(s.nodes)})
+    assert doc["stamp"][0]["direct_measurement"] is True
+    c = parsed_collector_config(s)
+    assert c.stamp[0].direct_measurement is True
+    state = desired.desired_state(flowmon.assign(c, flowmon.Allocator(None)))
+    (session,) = [m for objects in state.values() for m in objects.values() if isinstance(m, pb.StampSession)]
+    assert session.direct_measurement is True and session.name == "s1"
+    plain = scenario.load(EXAMPLE)
+    assert plain.stamp[0].direct_measurement is False
+    assert "direct_measurement" not in control.collector_config(topology.plan(plain), {n: 1 for n in plain.nodes})["stamp"][0]
+    assert parsed_collector_config(plain).stamp[0].direct_measurement is False

@@ -51,6 +51,45 @@ def test_rows_and_summary():
     assert lines[-1] == "alarms still raised: f1 loss_ratio"
 
 
+def directed(period, direction, lost, forward, backward, session="s1"):
+    """A delay record of a session with Direct Measurement (None: the period's direction is not known)."""
+    r = dict(delay(period, direction, 20_000, lost=lost), session=session)
+    return r if forward is None else dict(r, lost_forward=forward, lost_backward=backward)
+
+
+def test_rows_say_which_way_test_packets_were_lost_and_the_summary_sums_where_it_was_known():
+    out = io.StringIO()
+    table = ResultTable(out)
+    for r in [directed(8, "forward", 0, 0, 0), directed(9, "forward", 3, 2, 1), directed(10, "forward", 2, None, None),
+              directed(11, "forward", 1, 0, 0), directed(12, "forward", 0, None, None),
+              directed(8, "forward", 4, None, None, session="s2")]:
+        table.row(r)
+    table.summary()
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("jitter 0.013 ms")  # nothing lost, nothing more to say
+    assert lines[1].endswith("jitter 0.013 ms  LOSS  forward 2, backward 1")
+    assert lines[2].endswith("jitter 0.013 ms  LOSS")  # lost, direction not known: never "forward 0"
+    assert lines[3].endswith("LOSS  forward 0, backward 0")  # lost in neither direction (never sent, not answered)
+    assert lines[5].endswith("jitter 0.013 ms  LOSS")
+    assert any(line.endswith("lost fwd  lost back  periods dir unknown") for line in lines)
+    (s1,) = [line for line in lines if line.startswith("s1  ")]
+    (s2,) = [line for line in lines if line.startswith("s2  ")]
+    assert s1.split()[-3:] == ["2", "1", "1"] and s1.split()[4] == "6"  # lost 6: 2 forward, 1 backward, 2 + 1 not
+    assert s2.split()[-3:] == ["-", "-", "1"]  # no Direct Measurement: not known, never 0
+    totals = {x["session"]: x for x in table.totals()["sessions"]}
+    assert [(t["lost"], t["lost_forward"], t["lost_backward"], t["direction_unknown_periods"])
+            for t in (totals["s1"], totals["s2"])] == [(6, 2, 1, 1), (4, None, None, 1)]
+
+
+def test_the_summary_has_no_direction_columns_when_no_session_had_direct_measurement():
+    out = io.StringIO()
+    table = ResultTable(out)
+    table.row(delay(8, "forward", 20_000, lost=2))
+    table.summary()
+    assert "lost fwd" not in out.getvalue()
+    assert out.getvalue().splitlines()[-1].endswith("20.300")
+
+
 def test_summary_without_results():
     out = io.StringIO()
     ResultTable(out).summary()
@@ -78,7 +117,8 @@ def test_json_lines_are_exactly_the_records_then_the_lab_s_own_and_a_summary_las
                                          "lost_packets": 1, "loss_ratio": 0.001, "segments": {}}},
                         "sessions": [{"session": "s1", "direction": "forward", "periods": 1, "samples": 10,
                                       "lost": 0, "min_us": 19_900, "mean_us": 20_000.0, "worst_p99_us": 20_200,
-                                      "max_us": 20_300}],
+                                      "max_us": 20_300, "lost_forward": None, "lost_backward": None,
+                                      "direction_unknown_periods": 0}],
                         "paths": {},
                         "alarms_raised": [{"kind": "loss_ratio", "subject": "f1", "direction": None}],
                         "traffic_below_rate": [records[3]]}
@@ -91,13 +131,15 @@ def test_every_kind_of_json_line_passes_the_published_schema_and_a_wrong_one_doe
     view.row(with_segments(loss(8, 1000, 995), seg("r1", "r2", 1000, 995), seg("r2", "r3", 995, 0, complete=False)))
     view.row(loss(9, 0, 400, complete=False))
     view.row(delay(8, "round_trip", 40_000))
+    view.row(dict(delay(9, "round_trip", 40_000, lost=3), lost_forward=2, lost_backward=1))
     view.row(alarm(8, True, 0.005))
     view.row(liveness(True, 3, 2_000_000_000, 1_938_200_000))
     view.traffic(traffic("f1", 20_000, 100_001, rate=10_000.0))
     view.summary()
     validator = lab_output_validator()
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line.get("record") for line in lines] == [None] * 5 + ["traffic", "summary"]
+    assert [line.get("record") for line in lines] == [None] * 6 + ["traffic", "summary"]
+    assert [(x["lost_forward"], x["lost_backward"]) for x in lines[-1]["sessions"]] == [(2, 1)]
     assert lines[-1]["paths"] == {"s1": {"up": False, "downs": 1, "ups": 0, "longest_silence_ms": 61.8}}
     for line in lines:
         validator.validate(line)

@@ -83,6 +83,15 @@ def test_stamp_liveness_setting():
     assert parse(STAMP.replace("rate: 10}", "rate: 10, liveness: {up_after: 4}}")).stamp[0].liveness == (3, 4)
 
 
+def test_stamp_direct_measurement_setting():
+    """Named as the southbound StampSession field; off unless the session turns it on."""
+    assert parse(STAMP).stamp[0].direct_measurement is False
+    assert parse(STAMP.replace("rate: 10}", "rate: 10, direct_measurement: true}")).stamp[0].direct_measurement is True
+    assert parse(STAMP.replace("rate: 10}", "rate: 10, direct_measurement: false}")).stamp[0].direct_measurement is False
+    both = parse(STAMP.replace("rate: 10}", "rate: 10, liveness: true, direct_measurement: true}")).stamp[0]
+    assert (both.liveness, both.direct_measurement) == ((3, 3), True)
+
+
 @pytest.mark.parametrize("change, message", [
     (("delay_ms: 20", "delay_ms: -1"), "links[1].delay_ms: must be between 0 and 10000"),
     (("delay_ms: 20", "delay: 20"), "links[1].delay: unknown field"),
@@ -96,6 +105,11 @@ def test_stamp_liveness_setting():
     (("rate: 10}", "rate: 10, liveness: {down_after: 0}}"), "stamp[0].liveness.down_after: must be a whole number"),
     (("rate: 10}", "rate: 10, liveness: {up_after: 1001}}"), "stamp[0].liveness.up_after: 1001 not in 1..1000"),
     (("rate: 10}", "rate: 10, liveness: {after: 1}}"), "stamp[0].liveness.after: unknown field"),
+    (("rate: 10}", "rate: 10, direct_measurement: 1}"), "s.yaml: stamp[0].direct_measurement: must be true or false, got int"),
+    (("rate: 10}", "rate: 10, direct_measurement: 'yes'}"),
+     "s.yaml: stamp[0].direct_measurement: must be true or false, got text"),
+    (("rate: 10}", "rate: 10, direct_measurements: true}"), "stamp[0].direct_measurements: unknown field"),
+    (("rate: 10}", "rate: 10, dscp: 46}"), "stamp[0].dscp: unknown field"),  # the lab passes on only the one above
 ])
 def test_stamp_and_delay_errors(change, message):
     with pytest.raises(ScenarioError) as err:
