@@ -103,7 +103,7 @@ class Alarms:
         periods = [r["period"] for r in results]
         if not all(map(le, periods, islice(periods, 1, None))):
             results = [results[i] for i in sorted(range(len(results)), key=periods.__getitem__)]
-        rules, state, out = self.rules, self._state, []
+        rules, state, out, new_state = self.rules, self._state, [], tuple.__new__  # (_State's own is Python)
         loss_threshold = rules.loss_ratio
         for result in results:
             if "flow" in result:  # a loss result (as _measures says, inline: one per flow-period)
@@ -127,7 +127,7 @@ class Alarms:
             if last is not None and period <= last.period:
                 continue
             raised = value > threshold
-            state[key] = _State(period, raised)
+            state[key] = new_state(_State, (period, raised))
             if raised == (last.raised if last is not None else False):
                 continue
             out.append(Alarm(kind=kind, subject=subject, direction=direction, period=period,

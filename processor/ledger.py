@@ -45,6 +45,8 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 _EMPTY: Mapping = MappingProxyType({})
 
+Held = bytes | tuple[bytes, ...]  # what the ledger holds for one (subject, period)
+
 
 class Ledger:
     """Published results per partition, keyed by (subject, period).
@@ -62,7 +64,9 @@ class Ledger:
         self.topic = topic
         self.subject_field = subject_field
         self.tail_records = tail_records
-        self._parts: dict[int, OrderedDict[tuple[str, int], list[bytes]]] = {}
+        # (subject, period) -> its JSON record, or a tuple of them when several share the key (no container
+        # per result: the garbage collector never walks them)
+        self._parts: dict[int, OrderedDict[tuple[str, int], Held]] = {}
 
     def get(self, partition: int, subject: str, period: int) -> list[dict] | None:
         """The published results of (subject, period) on ``partition``, if any."""
@@ -85,7 +89,7 @@ class Ledger:
         if part is None:
             part = self._parts[partition] = OrderedDict()
         if part.keys().isdisjoint(keys) and len(set(keys)) == len(keys):
-            part.update(zip(keys, map(list, zip(values, strict=True)), strict=True))
+            part.update(zip(keys, values, strict=True))
             pop = part.popitem
             for _ in range(len(part) - self.tail_records):
                 pop(last=False)
@@ -93,20 +97,23 @@ class Ledger:
         for key, value in zip(keys, values, strict=True):
             held = part.get(key)
             if held is None:
-                part[key] = [value]
+                part[key] = value
                 if len(part) > self.tail_records:
                     part.popitem(last=False)
             else:
-                held.append(value)
+                part[key] = (held, value) if type(held) is bytes else (*held, value)
 
-    def partition(self, partition: int) -> Mapping[tuple[str, int], list[bytes]]:
-        """The published results of ``partition``: (subject, period) -> their JSON records (do not change it)."""
+    def partition(self, partition: int) -> Mapping[tuple[str, int], Held]:
+        """The published results of ``partition``: (subject, period) -> their JSON records (see :meth:`decoded`;
+        do not change it)."""
         return self._parts.get(partition) or _EMPTY
 
     @staticmethod
-    def decoded(values: list[bytes]) -> list[dict]:
-        """The results of JSON records that :meth:`partition` holds."""
-        return [_decode(value) for value in values]
+    def decoded(held: Held) -> list[dict]:
+        """The results of what :meth:`partition` holds for one key."""
+        if isinstance(held, bytes):
+            return [_decode(held)]
+        return [_decode(value) for value in held]
 
     def forget(self, partitions) -> None:
         for p in partitions:

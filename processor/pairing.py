@@ -175,7 +175,7 @@ class Pairing:
         return Outcome([tok for _, tok in held], [self._result(pending, held)])
 
     def take(self, blocks: list[CounterRecord], tokens: list, now: float, closed: set,
-             published: Mapping) -> tuple[list[Outcome], list[bytes], int]:
+             published: Mapping) -> tuple[list[Outcome], list, int]:
         """:meth:`add` of each of ``blocks`` (a run of one partition, in order), as
         :meth:`srv6pm.processor.stages.Stage.take` says (``closed``, ``published``: what is made already).
 
@@ -188,7 +188,7 @@ class Pairing:
         run_tokens: list = []
         run_results: list[LossResult] = []
         outcomes: list[Outcome] = []
-        restored: list[bytes] = []
+        restored: list = []
         replayed = 0
         add, closed_add, keep, made = self.add, closed.add, run_tokens.append, run_results.append
         published_get = published.get if published else None
@@ -204,7 +204,7 @@ class Pairing:
                 held = published_get(key)
                 if held is not None:  # re-read after a restart, or late after its period was closed
                     replayed += 1
-                    restored += held
+                    restored.append(held)
                     keep(token)
                     continue
             role = d["role"]
@@ -421,14 +421,17 @@ def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
     else:
         ratio = 0.0 if lost == 0 else None  # packets out of nothing: no meaningful ratio
     flowmon_id = ingress.flowmon_id
+    if flowmon_id is None:
+        flowmon_id = egress.flowmon_id
     result = _new(LossResult)
-    _set(result, "__dict__", {
+    values = {
         "flow": ingress.flow, "period": ingress.period, "period_start": _start(ingress.period_s, ingress.period),
         "period_s": ingress.period_s, "ingress": ingress.node, "egress": egress.node,
         "tx_packets": tx, "rx_packets": egress.packets,
         "tx_bytes": ingress.bytes, "rx_bytes": egress.bytes,
         "lost_packets": lost, "loss_ratio": ratio, "complete": True, "missing": None,
-        "flowmon_id": flowmon_id if flowmon_id is not None else egress.flowmon_id,
-        "segments": None,
-    })
+    }  # segments None, and flowmon_id when None: the class's defaults (see LossResult.to_dict)
+    if flowmon_id is not None:
+        values["flowmon_id"] = flowmon_id
+    _set(result, "__dict__", values)
     return result

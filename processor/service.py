@@ -410,7 +410,7 @@ class Processor:
                     state.raw[token] = (m.key, m.value) if m is not None else (None, None)
         outcomes += taken
         if restored:
-            restores += [(stage, partition, doc) for doc in Ledger.decoded(restored)]
+            restores += [(stage, partition, doc) for held in restored for doc in Ledger.decoded(held)]
         if replayed:
             self.sensor.replayed(replayed)
 

@@ -26,7 +26,7 @@ from .store import delay_lines, loss_lines, loss_lines_all
 
 __all__ = ["DelayStage", "LossStage", "Stage", "Taken", "rejection"]
 
-Taken = tuple[list[Outcome], list[bytes], int]  # what Stage.take returns
+Taken = tuple[list[Outcome], list, int]  # what Stage.take returns
 
 
 class Stage:
@@ -66,12 +66,12 @@ class Stage:
     def take(self, blocks: list, tokens: list, now: float, closed: set, published: Mapping) -> Taken:
         """:meth:`add` of each of ``blocks`` (decoded records of one partition, in order) with its token, but for
         a record whose result is made already: its key is in ``closed`` (made in this batch or being written;
-        the results made here are added to it) or in ``published`` (the ledger's (subject, period) -> JSON
-        records of its partition). Such a record is finished as it is (a late or repeated record must not
-        open its period again) and counted as replayed; the published results of the latter are returned
-        to be stored again. Returns (outcomes, published JSON records to store again, records replayed)."""
+        the results made here are added to it) or in ``published`` (``Ledger.partition``: (subject, period) ->
+        what the ledger holds of its partition). Such a record is finished as it is (a late or repeated record
+        must not open its period again) and counted as replayed; what the ledger holds for the latter is
+        returned, to be stored again. Returns (outcomes, those ledger entries, records replayed)."""
         outcomes: list[Outcome] = []
-        restored: list[bytes] = []
+        restored: list = []
         replayed = 0
         key_of, add, append = self.key, self.add, outcomes.append
         for record, token in zip(blocks, tokens, strict=True):
@@ -83,7 +83,7 @@ class Stage:
             held = published.get(key) if published else None
             if held is not None:  # re-read after a restart, or late after its period was closed
                 replayed += 1
-                restored += held
+                restored.append(held)
                 append(Outcome([token]))
                 continue
             for outcome in add(record, token, now):

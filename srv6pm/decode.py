@@ -284,20 +284,25 @@ def fast_counters_all(raws) -> list[CounterRecord | None]:
     The rules beyond the schema are checked here in the same order as :func:`srv6pm.records.counter_from`,
     and anything they refuse is left to the reference (None), which gives the reason. The typed dict
     becomes the record's attributes as it is (the record is what ``counter_from`` builds). What
-    :func:`_wire` checks first is checked here inline, the same way.
+    :func:`_wire` checks first is checked here too: for a whole run at once where that tells (all of it
+    ASCII; so few brackets in all that none of the records accepted can have more than ``_BRACKETS``:
+    each of those has at least one), else record by record.
     """
     out: list[CounterRecord | None] = []
     append = out.append
     wire, most, brackets, isfinite = _counter_wire, _MAX, _BRACKETS, _isfinite
     new, set_, cls = _new, _set, CounterRecord
+    whole = b"".join(raws) if len(raws) > 1 and not any(map(is_, raws, repeat(None))) else None
+    ascii_run = whole is not None and whole.isascii()
+    total = -1 if whole is None else whole.count(b"[") + whole.count(b"{")  # -1: count each record's
     for raw in raws:
         if raw is None or len(raw) > most:
             append(None)
             continue
         try:
-            if not raw.isascii():  # msgspec does not check the UTF-8 of the members it skips
+            if not ascii_run and not raw.isascii():  # msgspec does not check the UTF-8 of the members it skips
                 raw.decode("utf-8")
-            if raw.count(b"[") + raw.count(b"{") > brackets:
+            if total < 0 and raw.count(b"[") + raw.count(b"{") > brackets:
                 append(None)
                 continue
             obj = wire(raw)
@@ -317,6 +322,12 @@ def fast_counters_all(raws) -> list[CounterRecord | None]:
         record = new(cls)
         set_(record, "__dict__", obj)
         append(record)
+    if total >= 0:
+        accepted = len(out) - sum(map(is_, out, repeat(None)))
+        if total - (accepted - 1) > brackets:  # one accepted record may have that many: each is counted
+            for i, raw in enumerate(raws):
+                if out[i] is not None and raw.count(b"[") + raw.count(b"{") > brackets:
+                    out[i] = None
     return out
 
 

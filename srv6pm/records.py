@@ -386,15 +386,16 @@ class LossResult:
         return self.flow
 
     def to_dict(self) -> dict:
-        d = self.__dict__
-        if len(d) == _LOSS_FIELDS and next(iter(d)) == "flow":  # the fields in order (as __init__ and pairing set them)
-            out = {"v": VERSION, **d}
-            if out["flowmon_id"] is None:
-                del out["flowmon_id"]
-            segments = out["segments"]
-            if segments is None:
-                del out["segments"]
-            else:
+        d = self.__dict__  # the fields in order, as __init__ sets them; pairing's results leave out the
+        # trailing defaults they do not set (flowmon_id when None, segments), which the class then gives
+        out = {"v": VERSION, **d}
+        if len(out) == _LOSS_MEMBERS and "segments" not in d and "flowmon_id" not in d:  # as pairing makes it
+            return out
+        if next(iter(d)) == "flow" and all(name in d for name in _LOSS_REQUIRED):
+            flowmon_id, segments = out.pop("flowmon_id", None), out.pop("segments", None)
+            if flowmon_id is not None:
+                out["flowmon_id"] = flowmon_id
+            if segments is not None:
                 out["segments"] = [s.to_dict() for s in segments]
             return out
         out = {"v": VERSION, "flow": self.flow, "period": self.period, "period_start": self.period_start,
@@ -419,7 +420,8 @@ class LossResult:
         return cls(**values)
 
 
-_LOSS_FIELDS = len(fields(LossResult))
+_LOSS_REQUIRED = tuple(f.name for f in fields(LossResult))[:-2]  # all but flowmon_id and segments
+_LOSS_MEMBERS = 1 + len(_LOSS_REQUIRED)  # "v" and those: a record without flowmon_id and segments
 
 
 def decode_loss(raw: bytes | None) -> LossResult:
