@@ -111,6 +111,8 @@ _new_send = partial(tuple.__new__, Send)  # Send is a NamedTuple: its own __new_
 _partition_of = itemgetter(0, 1)  # of a MessageToken
 _offset_of = itemgetter(2)
 _period_of = attrgetter("period", "period_s")  # of a result
+_offset_attr, _value_attr, _timestamp_attr = attrgetter("offset"), attrgetter("value"), attrgetter("timestamp")  # of a
+# ConsumerRecord
 
 
 def tune_gc() -> None:
@@ -383,16 +385,16 @@ class Processor:
         stage = self.stages[topic]
         state = self._partitions
         self.sensor.consumed(topic, len(messages))
-        offsets = [m.offset for m in messages]
+        offsets = list(map(_offset_attr, messages))
         state.tracker.seen_all((topic, partition), offsets)
-        tokens: list = [(topic, partition, offset) for offset in offsets]
-        raws = [m.value for m in messages]
+        tokens: list = list(zip(repeat(topic), repeat(partition), offsets))  # MessageTokens
+        raws = list(map(_value_attr, messages))
         try:
             decoded, reasons = stage.decode_all(raws, now_ns)
         except Exception as exc:  # noqa: BLE001  # the run's decoder failed as a whole: record by record
             log.debug("run decoded record by record", extra={"topic": topic, "error": repr(exc)})
             decoded, reasons = Stage.decode_all(stage, raws, now_ns)
-        times = [m.timestamp for m in messages]
+        times = list(map(_timestamp_attr, messages))
         if reasons:
             for i, reason in reasons.items():
                 self._reject(tokens[i], messages[i], reason, outcomes)

@@ -23,6 +23,7 @@ influxdb-client Points, the same points.
 
 from __future__ import annotations
 
+from math import copysign
 from operator import itemgetter
 
 from influxdb_client import Point, WritePrecision
@@ -142,6 +143,22 @@ def loss_lines(doc: dict) -> list[str]:
     return loss_lines_all([doc])
 
 
+if _COMPLETE_FIELDS(*["{}"] * 6) != ("complete=true,loss_ratio={},lost_packets={}i,rx_bytes={}i,rx_packets={}i,"
+                                     "tx_bytes={}i,tx_packets={}i"):
+    raise ImportError("srv6pm.influx_schema renamed a loss field: loss_lines_all writes the names itself")
+_ratios: dict[float, str] = {}  # loss ratio -> its text in a line: most flows lose nothing, or the same share
+
+
+def _ratio_text(ratio: float) -> str:
+    text = repr(ratio)
+    if text.endswith(".0"):
+        text = text[:-2]
+    if len(_ratios) >= 4096:
+        _ratios.clear()
+    _ratios[ratio] = text
+    return text
+
+
 _complete_members = itemgetter("complete", LOSS.loss_ratio, LOSS.lost_packets, LOSS.rx_bytes, LOSS.rx_packets,
                                LOSS.tx_bytes, LOSS.tx_packets, "period", "period_s")
 
@@ -155,7 +172,7 @@ def loss_lines_all(docs: list[dict]) -> list[str]:
     (every count an integer, a finite ratio, no segments) is formatted from one template; any other by parts.
     """
     out: list[str] = []
-    append, members, heads, head_of, ns_of = out.append, _complete_members, _heads, _loss_head, _ns_of
+    append, members, heads, head_of, ns_of, ratios = out.append, _complete_members, _heads, _loss_head, _ns_of, _ratios
     last_period_s: object = None
     period_ns = 0
     for doc in docs:
@@ -166,15 +183,17 @@ def loss_lines_all(docs: list[dict]) -> list[str]:
             continue
         if complete is True and type(ratio) is float and ratio - ratio == 0.0 and type(tx_packets) is int \
                 and type(rx_packets) is int and type(lost) is int and type(tx_bytes) is int \
-                and type(rx_bytes) is int and not doc.get("segments"):
-            ratio_text = repr(ratio)
-            if ratio_text.endswith(".0"):
-                ratio_text = ratio_text[:-2]
+                and type(rx_bytes) is int and "segments" not in doc:
+            if ratio:
+                ratio_text = ratios.get(ratio) or _ratio_text(ratio)
+            else:  # 0.0 and -0.0 are one key, not one text
+                ratio_text = "0" if copysign(1.0, ratio) > 0 else "-0"
             head = heads.get((doc.get("egress"), doc["flow"], doc.get("ingress"))) or head_of(doc)
             if period_s != last_period_s:
                 last_period_s, period_ns = period_s, ns_of(period_s)
-            append(f"{head} {_COMPLETE_FIELDS(ratio_text, lost, rx_bytes, rx_packets, tx_bytes, tx_packets)} "
-                   f"{period * period_ns}")
+            # _COMPLETE_FIELDS, as an f-string (the names checked below)
+            append(f"{head} complete=true,loss_ratio={ratio_text},lost_packets={lost}i,rx_bytes={rx_bytes}i,"
+                   f"rx_packets={rx_packets}i,tx_bytes={tx_bytes}i,tx_packets={tx_packets}i {period * period_ns}")
         else:
             out += _loss_lines(doc)
     return out
