@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import cast
 
 from srv6pm.clock import period_clock
 from srv6pm.records import CounterRecord, LossResult, Segment
@@ -226,11 +225,11 @@ class Pairing:
                         # the other end, and no positions (nftables counters): the usual pair (see add)
                         nodes_of[flow][role] = d["node"]
                         del pending[key]
-                        other_token = cast(tuple, first[1])  # the processor's tokens (see above)
+                        other_token: tuple = first[1]  # type: ignore[assignment]  # the processor's (see above)
                         closed_add(key)
                         if role == "egress":
                             result = loss_result(other, record)
-                            if other_token[:2] != token[:2]:  # its first token is another partition's
+                            if other_token[1] != token[1]:  # its first token is another partition's (one topic)
                                 outcomes.append(Outcome([other_token, token], [result]))
                                 continue
                         else:
