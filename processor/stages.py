@@ -69,27 +69,41 @@ class Stage:
         the results made here are added to it) or in ``published`` (``Ledger.partition``: (subject, period) ->
         what the ledger holds of its partition). Such a record is finished as it is (a late or repeated record
         must not open its period again) and counted as replayed; what the ledger holds for the latter is
-        returned, to be stored again. Returns (outcomes, those ledger entries, records replayed)."""
+        returned, to be stored again. Returns (outcomes, those ledger entries, records replayed).
+
+        ``tokens`` are the processor's, ``(topic, partition, offset)``: the outcomes whose results go to this
+        run's partition (their first token is of it) and the records finished as they are make one outcome,
+        so that the output is made a run at a time.
+        """
         outcomes: list[Outcome] = []
         restored: list = []
         replayed = 0
+        run_tokens: list = []  # of the run's outcome: what is finished as it is, and the outcomes merged into it
+        run_results: list = []
         key_of, add, append = self.key, self.add, outcomes.append
         for record, token in zip(blocks, tokens, strict=True):
             key = key_of(record)
             if key in closed:
                 replayed += 1
-                append(Outcome([token]))
+                run_tokens.append(token)
                 continue
             held = published.get(key) if published else None
             if held is not None:  # re-read after a restart, or late after its period was closed
                 replayed += 1
                 restored.append(held)
-                append(Outcome([token]))
+                run_tokens.append(token)
                 continue
             for outcome in add(record, token, now):
                 for r in outcome.results:
                     closed.add((r.subject, r.period))
-                append(outcome)
+                first: Any = outcome.tokens[0] if outcome.tokens else None
+                if outcome.rejected or first is None or first[:2] != token[:2]:
+                    append(outcome)  # a rejection, or results for another partition: as it is
+                else:  # its results go to this run's partition: one outcome for the run (tokens[0] is of it)
+                    run_tokens += outcome.tokens
+                    run_results += outcome.results
+        if run_tokens:
+            append(Outcome(run_tokens, run_results))
         return outcomes, restored, replayed
 
     def expire(self, now: float) -> list[Outcome]:
