@@ -26,6 +26,8 @@ made again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
+from operator import le
 from typing import NamedTuple
 
 from kafka import KafkaConsumer
@@ -92,23 +94,46 @@ class Alarms:
 
     def evaluate(self, partition: int, result: dict) -> Alarm | None:
         """The alarm that ``result`` (a published result record) makes, if it changes a state."""
-        measured = _measures(result, self.rules)
-        if measured is None:
-            return None
-        kind, direction, value, threshold = measured
-        subject = result.get("flow") or result.get("session")
-        assert subject is not None, "a published result names its flow (loss) or its session (delay)"
-        key = (partition, kind, subject, direction)
-        last = self._state.get(key)
-        if last is not None and result["period"] <= last.period:
-            return None
-        raised = value > threshold
-        self._state[key] = _State(result["period"], raised)
-        if raised == (last.raised if last is not None else False):
-            return None
-        return Alarm(kind=kind, subject=subject, direction=direction, period=result["period"],
-                     period_start=result["period_start"], period_s=result["period_s"], value=value,
-                     threshold=threshold, raised=raised)
+        alarms = self.evaluate_all(partition, [result])
+        return alarms[0] if alarms else None
+
+    def evaluate_all(self, partition: int, results: list[dict]) -> list[Alarm]:
+        """The alarms that ``results`` (published result records of ``partition``) make, evaluated in period
+        order (a stable sort: results of one period in the order given), each as :meth:`evaluate` would."""
+        periods = [r["period"] for r in results]
+        if not all(map(le, periods, islice(periods, 1, None))):
+            results = [results[i] for i in sorted(range(len(results)), key=periods.__getitem__)]
+        rules, state, out, new_state = self.rules, self._state, [], tuple.__new__  # (_State's own is Python)
+        loss_threshold = rules.loss_ratio
+        for result in results:
+            if "flow" in result:  # a loss result (as _measures says, inline: one per flow-period)
+                if loss_threshold is None or not result.get("complete"):
+                    continue
+                ratio = result.get("loss_ratio")
+                if ratio is None:
+                    continue
+                kind, direction, value, threshold = "loss_ratio", None, float(ratio), loss_threshold
+                subject = result["flow"] or result.get("session")
+            else:
+                measured = _measures(result, rules)
+                if measured is None:
+                    continue
+                kind, direction, value, threshold = measured
+                subject = result.get("flow") or result.get("session")
+            assert subject is not None, "a published result names its flow (loss) or its session (delay)"
+            key = (partition, kind, subject, direction)
+            last = state.get(key)
+            period = result["period"]
+            if last is not None and period <= last.period:
+                continue
+            raised = value > threshold
+            state[key] = new_state(_State, (period, raised))
+            if raised == (last.raised if last is not None else False):
+                continue
+            out.append(Alarm(kind=kind, subject=subject, direction=direction, period=period,
+                             period_start=result["period_start"], period_s=result["period_s"], value=value,
+                             threshold=threshold, raised=raised))
+        return out
 
     def load(self, consumer: KafkaConsumer, partitions: list[int], timeout_s: float = 30.0) -> int:
         """Read the state of ``partitions`` back from the tail of ``srv6pm.alarms``; the alarms read."""

@@ -59,6 +59,7 @@ class DelayWindows:
         self._watermark: dict[str, int] = {}  # per session: latest t1 seen
         self._last_reply: dict[str, StampSample] = {}  # per session: the last reply of the windows closed
         self._open: dict[str, set[int]] = {}  # per session: the periods of its windows (a sample looks only at these)
+        self._first_end: dict[str, int] = {}  # per session: the earliest end_ns of its windows (none closes before)
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -74,6 +75,9 @@ class DelayWindows:
         if window is None:
             window = self._windows[key] = _Window(now, clock.start_ns(key[1] + 1))
             self._open.setdefault(sample.session, set()).add(key[1])
+            first_end = self._first_end.get(sample.session)
+            if first_end is None or window.end_ns < first_end:
+                self._first_end[sample.session] = window.end_ns
         held = window.samples.get(sample.seq)
         if held is not None:
             if held == sample:
@@ -90,6 +94,8 @@ class DelayWindows:
         self._watermark[sample.session] = mark
         session = sample.session
         windows, closes_at = self._windows, mark - self.lateness_ns  # closable: mark >= end + lateness
+        if self._first_end[session] > closes_at:  # none of its windows (the usual sample)
+            return []
         closable = [p for p in self._open[session] if windows[(session, p)].end_ns <= closes_at]
         if not closable:
             return []
@@ -110,10 +116,14 @@ class DelayWindows:
 
     def _forget(self, key: tuple[str, int]) -> None:
         """``key``'s window is gone: take it out of its session's periods."""
-        periods = self._open[key[0]]
+        session = key[0]
+        periods = self._open[session]
         periods.discard(key[1])
         if not periods:
-            del self._open[key[0]]
+            del self._open[session]
+            del self._first_end[session]
+        else:
+            self._first_end[session] = min(self._windows[(session, p)].end_ns for p in periods)
 
     def _close(self, key: tuple[str, int]) -> Outcome:
         window = self._windows.pop(key)

@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
+_EMPTY: Mapping = MappingProxyType({})
+
+Held = bytes | tuple[bytes, ...]  # what the ledger holds for one (subject, period)
 
 
 class Ledger:
@@ -60,27 +64,56 @@ class Ledger:
         self.topic = topic
         self.subject_field = subject_field
         self.tail_records = tail_records
-        self._parts: dict[int, OrderedDict[tuple[str, int], list[bytes]]] = {}
+        # (subject, period) -> its JSON record, or a tuple of them when several share the key (no container
+        # per result: the garbage collector never walks them)
+        self._parts: dict[int, OrderedDict[tuple[str, int], Held]] = {}
 
     def get(self, partition: int, subject: str, period: int) -> list[dict] | None:
         """The published results of (subject, period) on ``partition``, if any."""
         part = self._parts.get(partition)
         held = None if part is None else part.get((subject, period))
-        return None if held is None else [_decode(value) for value in held]
+        return None if held is None else self.decoded(held)
 
     def add(self, partition: int, result: dict, value: bytes | None = None) -> None:
         """Remember ``result``; ``value`` is its JSON record when the caller has it already."""
+        self.add_all(partition, [(result[self.subject_field], result["period"])],
+                     [value if value is not None else _encode(result)])
+
+    def add_all(self, partition: int, keys: list[tuple[str, int]], values: list[bytes]) -> None:
+        """:meth:`add` of each result's JSON record of ``values``, its (subject, period) in ``keys``.
+
+        When none of the keys is held yet (nor twice among them: the usual batch of loss results), in one
+        update; the oldest are then let go as :meth:`add` would have, one at a time.
+        """
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = OrderedDict()
-        key = (result[self.subject_field], result["period"])
-        held = part.get(key)
-        if held is None:
-            part[key] = [value if value is not None else _encode(result)]
-            if len(part) > self.tail_records:
-                part.popitem(last=False)
-        else:
-            held.append(value if value is not None else _encode(result))
+        if part.keys().isdisjoint(keys) and len(set(keys)) == len(keys):
+            part.update(zip(keys, values, strict=True))
+            pop = part.popitem
+            for _ in range(len(part) - self.tail_records):
+                pop(last=False)
+            return
+        for key, value in zip(keys, values, strict=True):
+            held = part.get(key)
+            if held is None:
+                part[key] = value
+                if len(part) > self.tail_records:
+                    part.popitem(last=False)
+            else:
+                part[key] = (held, value) if type(held) is bytes else (*held, value)
+
+    def partition(self, partition: int) -> Mapping[tuple[str, int], Held]:
+        """The published results of ``partition``: (subject, period) -> their JSON records (see :meth:`decoded`;
+        do not change it)."""
+        return self._parts.get(partition) or _EMPTY
+
+    @staticmethod
+    def decoded(held: Held) -> list[dict]:
+        """The results of what :meth:`partition` holds for one key."""
+        if isinstance(held, bytes):
+            return [_decode(held)]
+        return [_decode(value) for value in held]
 
     def forget(self, partitions) -> None:
         for p in partitions:

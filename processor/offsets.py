@@ -58,6 +58,12 @@ class OffsetTracker:
         if unfinished is not None:
             unfinished.discard(offset)
 
+    def finished_all(self, partition: Partition, offsets) -> None:
+        """:meth:`finished` for each of ``offsets``."""
+        unfinished = self._unfinished.get(partition)
+        if unfinished is not None:
+            unfinished.difference_update(offsets)
+
     def committable(self) -> dict[Partition, int]:
         """For every partition seen: the offset to commit (the next record to read after a restart)."""
         out = {}

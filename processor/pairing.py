@@ -173,6 +173,80 @@ class Pairing:
         held = pending.held()
         return Outcome([tok for _, tok in held], [self._result(pending, held)])
 
+    def take(self, blocks: list[CounterRecord], tokens: list, now: float, closed: set,
+             published: Mapping) -> tuple[list[Outcome], list, int]:
+        """:meth:`add` of each of ``blocks`` (a run of one partition, in order), as
+        :meth:`srv6pm.processor.stages.Stage.take` says (``closed``, ``published``: what is made already).
+
+        ``tokens`` are the processor's, ``(topic, partition, offset)``. The usual blocks (ends without
+        positions: the first of a period kept, the second paired with it) are taken here inline; every other
+        block goes through :meth:`add`. The run's results whose first token is of this run's partition, and
+        every token finished as it is, make one outcome (the outcomes of :meth:`add` come as they are).
+        """
+        pending, nodes_of = self._pending, self._nodes
+        run_tokens: list = []
+        run_results: list[LossResult] = []
+        outcomes: list[Outcome] = []
+        restored: list = []
+        replayed = 0
+        add, closed_add, keep, made = self.add, closed.add, run_tokens.append, run_results.append
+        published_get = published.get if published else None
+        for record, token in zip(blocks, tokens, strict=True):
+            d = record.__dict__
+            flow = d["flow"]
+            key = (flow, d["period"])
+            if key in closed:  # made in this batch or being written: a late or repeated block
+                replayed += 1
+                keep(token)
+                continue
+            if published_get is not None:
+                held = published_get(key)
+                if held is not None:  # re-read after a restart, or late after its period was closed
+                    replayed += 1
+                    restored.append(held)
+                    keep(token)
+                    continue
+            role = d["role"]
+            if role != "transit" and d["position"] is None:
+                first = pending.get(key)
+                if first is None:  # the period's first block: kept as a _First
+                    nodes = nodes_of.get(flow)
+                    if nodes is None:
+                        nodes = nodes_of[flow] = {}
+                    nodes[role] = d["node"]
+                    pending[key] = (record, token, now)
+                    continue
+                if type(first) is tuple:
+                    other = first[0]
+                    o = other.__dict__
+                    ours, theirs = d["flowmon_id"], o["flowmon_id"]
+                    if o["role"] != role and o["period_s"] == d["period_s"] \
+                            and (ours is None or theirs is None or ours == theirs):
+                        # the other end, and no positions (nftables counters): the usual pair (see add)
+                        nodes_of[flow][role] = d["node"]
+                        del pending[key]
+                        other_token: tuple = first[1]  # type: ignore[assignment]  # the processor's (see above)
+                        closed_add(key)
+                        if role == "egress":
+                            result = loss_result(other, record)
+                            if other_token[1] != token[1]:  # its first token is another partition's (one topic)
+                                outcomes.append(Outcome([other_token, token], [result]))
+                                continue
+                        else:
+                            result = loss_result(record, other)
+                        keep(token)
+                        keep(other_token)
+                        made(result)
+                        continue
+            outcome = add(record, token, now)
+            if outcome is not None:
+                for r in outcome.results:
+                    closed_add((r.subject, r.period))
+                outcomes.append(outcome)
+        if run_tokens:
+            outcomes.append(Outcome(run_tokens, run_results))
+        return outcomes, restored, replayed
+
     def expire(self, now: float) -> list[Outcome]:
         """The results of every ``(flow, period)`` that waited ``wait_s`` or more, as they stand."""
         out = []
@@ -346,14 +420,17 @@ def loss_result(ingress: CounterRecord, egress: CounterRecord) -> LossResult:
     else:
         ratio = 0.0 if lost == 0 else None  # packets out of nothing: no meaningful ratio
     flowmon_id = ingress.flowmon_id
+    if flowmon_id is None:
+        flowmon_id = egress.flowmon_id
     result = _new(LossResult)
-    _set(result, "__dict__", {
+    values = {
         "flow": ingress.flow, "period": ingress.period, "period_start": _start(ingress.period_s, ingress.period),
         "period_s": ingress.period_s, "ingress": ingress.node, "egress": egress.node,
         "tx_packets": tx, "rx_packets": egress.packets,
         "tx_bytes": ingress.bytes, "rx_bytes": egress.bytes,
         "lost_packets": lost, "loss_ratio": ratio, "complete": True, "missing": None,
-        "flowmon_id": flowmon_id if flowmon_id is not None else egress.flowmon_id,
-        "segments": None,
-    })
+    }  # segments None, and flowmon_id when None: the class's defaults (see LossResult.to_dict)
+    if flowmon_id is not None:
+        values["flowmon_id"] = flowmon_id
+    _set(result, "__dict__", values)
     return result

@@ -46,7 +46,8 @@ from srv6pm.clock import NS_PER_S, period_clock
 from srv6pm.quote import quote
 from srv6pm.records import CounterRecord, RecordError, StampSample
 
-__all__ = ["CLOCK_SKEW_S", "MAX_CLOCK_OFFSET_S", "MAX_ROUND_TRIP_S", "Implausible", "counters", "stamp"]
+__all__ = ["CLOCK_SKEW_S", "MAX_CLOCK_OFFSET_S", "MAX_ROUND_TRIP_S", "Implausible", "counters", "counters_all",
+           "stamp"]
 
 MAX_64 = 2**64 - 1
 CLOCK_SKEW_S = 60  # how far ahead of the processor's clock an exporter's may be
@@ -76,30 +77,59 @@ _SKEW_NS = CLOCK_SKEW_S * NS_PER_S
 
 
 def counters(record: CounterRecord, now_ns: int) -> CounterRecord:
-    """``record`` if it is plausible at ``now_ns`` (Unix ns), else :class:`Implausible` with the reason.
+    """``record`` if it is plausible at ``now_ns`` (Unix ns), else :class:`Implausible` with the reason."""
+    blocks: list = [record]
+    counters_all(blocks, now_ns)
+    if blocks[0] is not record:
+        raise blocks[0]
+    return record
 
-    Every block of a period shares its bounds: they are computed once per (period_s, period), and a
-    record that passes every rule returns at once; one that may not is judged by :func:`_counters`.
+
+def counters_all(blocks: list, now_ns: int) -> None:
+    """:func:`counters` of each :class:`CounterRecord` of ``blocks`` (other items are left as they are), in
+    place: an implausible record is replaced by its :class:`Implausible`.
+
+    Every block of a period shares its bounds: they are computed once per (period_s, period) and looked up
+    once per run of blocks of one period; a record that passes every rule is kept at once, one that may
+    not is judged by :func:`_counters`.
     """
-    packets, size = record.packets, record.bytes
-    if packets <= size <= MAX_64:
-        key = (record.period_s, record.period)
-        bounds = _bounds.get(key)
-        if bounds is None:
-            try:
-                clock = period_clock(record.period_s)
-                bounds = (clock.start_ns(record.period), clock.start_ns(record.period + 1),
-                          clock.start_ns(record.period + 2))
-            except ValueError:
-                return _counters(record, now_ns)
-            if len(_bounds) >= 4096:
-                _bounds.clear()
-            _bounds[key] = bounds
-        latest = now_ns + _SKEW_NS
-        read = record.read_ns
-        if bounds[0] <= latest and (read is None or (read <= latest and bounds[1] <= read < bounds[2])):
-            return record
-    return _counters(record, now_ns)
+    latest = now_ns + _SKEW_NS
+    last: tuple | None = None  # (period_s, period) of the bounds in hand
+    bounds: tuple[int, int, int] | None = None
+    cls = CounterRecord
+    for i, record in enumerate(blocks):
+        if type(record) is not cls:
+            continue
+        packets, size = record.packets, record.bytes
+        if packets <= size <= MAX_64:
+            period, period_s = record.period, record.period_s
+            if last is None or period != last[1] or period_s != last[0]:
+                last = (period_s, period)
+                bounds = _bounds_of(period_s, period)
+            read = record.read_ns
+            if bounds is not None and bounds[0] <= latest \
+                    and (read is None or (read <= latest and bounds[1] <= read < bounds[2])):
+                continue
+        try:
+            _counters(record, now_ns)
+        except Implausible as exc:
+            blocks[i] = exc
+
+
+def _bounds_of(period_s: float, period: int) -> tuple[int, int, int] | None:
+    """The starts of ``period``, the next and the one after (None: no clock for ``period_s``)."""
+    key = (period_s, period)
+    bounds = _bounds.get(key)
+    if bounds is None:
+        try:
+            clock = period_clock(period_s)
+            bounds = (clock.start_ns(period), clock.start_ns(period + 1), clock.start_ns(period + 2))
+        except ValueError:
+            return None
+        if len(_bounds) >= 4096:
+            _bounds.clear()
+        _bounds[key] = bounds
+    return bounds
 
 
 def _counters(record: CounterRecord, now_ns: int) -> CounterRecord:

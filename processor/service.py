@@ -64,8 +64,12 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain, groupby, islice, repeat
+from operator import attrgetter, is_, itemgetter, le
 from typing import cast
 
 from kafka import KafkaConsumer, TopicPartition
@@ -102,6 +106,13 @@ REVOKE_GRACE_S = 2.0  # a revocation first waits this long for the output in fli
 # The token the processor gives each record it hands a stage (stages treat tokens as opaque).
 MessageToken = tuple[str, int, int]  # (topic, partition, offset)
 Partition = tuple[str, int]  # (topic, partition): what the offset tracker is given
+
+_new_send = partial(tuple.__new__, Send)  # Send is a NamedTuple: its own __new__ is a Python function
+_partition_of = itemgetter(0, 1)  # of a MessageToken
+_offset_of = itemgetter(2)
+_period_of = attrgetter("period", "period_s")  # of a result
+_offset_attr, _value_attr, _timestamp_attr = attrgetter("offset"), attrgetter("value"), attrgetter("timestamp")  # of a
+# ConsumerRecord
 
 
 def tune_gc() -> None:
@@ -146,7 +157,7 @@ class ProcessorOptions:
 class _Written:
     """The loop's part of an output in flight: what to finish once it is stored and published."""
 
-    docs: list  # (stage, partition, result, its record, its JSON)
+    docs: list  # (stage, partition, results, their records, their JSON, their (subject, period)s): a run each
     alarms: list  # (input topic, partition, alarm)
     letters: list[tuple[str, int]]  # input (topic, partition) of each dead letter
     tokens: list  # every record the output finishes
@@ -365,80 +376,86 @@ class Processor:
         log.warning("input resumed", extra={"held_s": round(held_s, 3)})
 
     def _take(self, tp, messages, now: float, now_ns: int, outcomes: list[Outcome], restores: list) -> None:
-        """Decode the records of one partition and give them to its stage (``now_ns``: the batch's wall clock)."""
+        """Decode the records of one partition and give them to its stage (``now_ns``: the batch's wall clock).
+
+        A run at a time: the stage decodes and checks the whole run (:meth:`Stage.decode_all`), then takes
+        the records it accepted (:meth:`Stage.take`), which finishes as they are those whose result is
+        made already (in this batch, being written, or in the ledger: then stored again).
+        """
         topic, partition = tp.topic, tp.partition
         stage = self.stages[topic]
-        ledger = self._ledgers[topic]
         state = self._partitions
-        closed = state.closed_of((topic, partition))  # (subject, period)
         self.sensor.consumed(topic, len(messages))
-        state.tracker.seen_all((topic, partition), [m.offset for m in messages])
-        replayed = 0
-        counts: dict[str, int] = {}  # node -> records
-        newest: dict[str, int] = {}  # node -> newest Kafka timestamp (ms)
-        decode, key_of, add, node_field = stage.decode, stage.key, stage.add, stage.node_field
-        append = outcomes.append
-        for m in messages:
-            token = (topic, partition, m.offset)
-            try:
-                record = decode(m.value, now_ns)
-            except records.RecordError as exc:
-                self._reject(token, m, str(exc), outcomes)
-                continue
-            except Exception as exc:  # no record may stop the loop: whatever the decoder did not expect is rejected
-                self._reject(token, m, f"cannot be decoded: {type(exc).__name__}: {exc}", outcomes)
-                continue
-            node = getattr(record, node_field)
-            if node:
-                counts[node] = counts.get(node, 0) + 1
-                ts = m.timestamp
-                if ts and ts > 0 and ts > newest.get(node, 0):
-                    newest[node] = ts
-            key = key_of(record)
-            if key in closed:
-                # Its result was made in this batch or is being written (the ledger holds it only once
-                # stored and published): nothing more to do, or a late block would open the period again.
-                replayed += 1
-                append(Outcome([token]))
-                continue
-            published = ledger.get(partition, *key)
-            if published is not None:
-                # Re-read after a restart, or late after its period was closed.
-                replayed += 1
-                restores += [(stage, partition, r) for r in published]
-                append(Outcome([token]))
-                continue
-            for outcome in add(record, token, now):
-                if outcome.rejected:
-                    state.raw.update({t: (m.key, m.value) for t in outcome.rejected})
-                for r in outcome.results:
-                    closed.add((r.subject, r.period))
-                append(outcome)
+        offsets = list(map(_offset_attr, messages))
+        state.tracker.seen_all((topic, partition), offsets)
+        tokens: list = list(zip(repeat(topic), repeat(partition), offsets))  # MessageTokens
+        raws = list(map(_value_attr, messages))
+        try:
+            decoded, reasons = stage.decode_all(raws, now_ns)
+        except Exception as exc:  # noqa: BLE001  # the run's decoder failed as a whole: record by record
+            log.debug("run decoded record by record", extra={"topic": topic, "error": repr(exc)})
+            decoded, reasons = Stage.decode_all(stage, raws, now_ns)
+        times = list(map(_timestamp_attr, messages))
+        if reasons:
+            for i, reason in reasons.items():
+                self._reject(tokens[i], messages[i], reason, outcomes)
+            kept = [i for i in range(len(decoded)) if i not in reasons]
+            decoded, tokens, times = [decoded[i] for i in kept], [tokens[i] for i in kept], [times[i] for i in kept]
+        if decoded:
+            self._seen_nodes(stage, decoded, times)
+        taken, restored, replayed = stage.take(decoded, tokens, now, state.closed_of((topic, partition)),
+                                               self._ledgers[topic].partition(partition))
+        for outcome in taken:
+            if outcome.rejected:
+                at = {m.offset: m for m in messages}
+                for token in outcome.rejected:
+                    m = at.get(cast(MessageToken, token)[2])
+                    state.raw[token] = (m.key, m.value) if m is not None else (None, None)
+        outcomes += taken
+        if restored:
+            restores += [(stage, partition, doc) for held in restored for doc in Ledger.decoded(held)]
         if replayed:
             self.sensor.replayed(replayed)
-        if counts:
-            self.sensor.nodes({node: (n, newest[node] / 1000 if node in newest else None)
-                               for node, n in counts.items()})
+
+    def _seen_nodes(self, stage: Stage, decoded: list, times: list) -> None:
+        """Tell the sensor the records per node of a run and each node's newest Kafka timestamp."""
+        nodes = list(map(attrgetter(stage.node_field), decoded))
+        counts = Counter(nodes)
+        for absent in ("", None):
+            counts.pop(absent, None)
+        if not counts:
+            return
+        newest: dict[str, int] = {}
+        try:
+            ordered = all(map(le, times, islice(times, 1, None)))
+        except TypeError:  # a record without a timestamp (None)
+            ordered = False
+        if ordered:  # each node's newest timestamp is its last one
+            newest = {node: ts for node, ts in dict(zip(nodes, times, strict=True)).items() if ts and ts > 0}
+        else:
+            for node, ts in zip(nodes, times, strict=True):
+                if node and ts and ts > 0 and ts > newest.get(node, 0):
+                    newest[node] = ts
+        self.sensor.nodes({node: (n, newest[node] / 1000 if node in newest else None) for node, n in counts.items()})
 
     def _reject(self, token, message, reason: str, outcomes: list[Outcome]) -> None:
         self._partitions.raw[token] = (message.key, message.value)
         outcomes.append(Outcome([token], rejected={token: reason}))
 
     def _output(self, outcomes: list[Outcome], restores: list[tuple[Stage, int, dict]]) -> Output:
-        """Everything the outcomes write: lines of results (and of re-read ones), results, alarms, dead letters."""
+        """Everything the outcomes write: lines of results (and of re-read ones), results, alarms, dead letters.
+
+        The results of an outcome are made into records, JSON, sends and lines together (a run of a
+        partition's results is one outcome, see :meth:`Stage.take`).
+        """
         sends: list[Send] = []
         send_origins: list[tuple[str, int]] = []
-        docs: list[tuple] = []
+        runs: list[tuple] = []
         lines: list[str] = []
         line_origins: list[tuple[str, int]] = []
         keys: dict[tuple[str, int], set[tuple]] = {}
         letters: list[tuple[str, int]] = []  # input (topic, partition) of each dead letter
-        encode, add_doc, add_send = records.encode_fast, docs.append, sends.append
-        new_send = tuple.__new__  # Send is a NamedTuple: its own __new__ is a Python function
-        origin: tuple[str, int] | None = None
-        stage = next(iter(self.stages.values()))  # each set below before use
-        output_topic, lines_of = stage.output_topic, stage.lines
-        closing: set[tuple] = set()
+        encode_all = records.encode_fast_all
         for outcome in outcomes:
             for token, reason in outcome.rejected.items():
                 key, raw = self._partitions.raw.pop(token, (None, None))
@@ -450,25 +467,27 @@ class Processor:
                 log.warning("record dead-lettered", extra={"topic": topic, "partition": partition,
                                                            "offset": offset, "reason": reason})
             results = outcome.results
-            if results:
-                topic, partition, _ = cast(MessageToken, outcome.tokens[0])
-                if (topic, partition) != origin:  # outcomes come partition by partition: looked up once each
-                    origin = (topic, partition)
-                    stage = self.stages[topic]
-                    output_topic, lines_of = stage.output_topic, stage.lines
-                    closing = keys.setdefault(origin, set())
-                n_lines = len(lines)
-                for result in results:
-                    doc = result.to_dict()
-                    value = encode(doc)
-                    subject = result.subject
-                    add_doc((stage, partition, result, doc, value))
-                    add_send(new_send(Send, (output_topic, partition, subject.encode(), value)))
-                    lines += lines_of(doc)
-                    closing.add((subject, result.period))
-                send_origins += [origin] * len(results)
-                line_origins += [origin] * (len(lines) - n_lines)
-        alarms = self._evaluate_alarms([(s, p, d) for s, p, _, d, _ in docs] + restores)
+            if not results:
+                continue
+            topic, partition, _ = cast(MessageToken, outcome.tokens[0])
+            origin = (topic, partition)
+            stage = self.stages[topic]
+            docs = [result.to_dict() for result in results]
+            values = encode_all(docs)
+            subjects = list(map(itemgetter(stage.subject_field), docs))
+            made = list(zip(subjects, map(itemgetter("period"), docs), strict=True))
+            runs.append((stage, partition, results, docs, values, made))
+            sends += map(_new_send, zip(repeat(stage.output_topic), repeat(partition),
+                                        map(str.encode, subjects), values))
+            send_origins += [origin] * len(results)
+            texts = stage.lines_all(docs)
+            lines += texts
+            line_origins += [origin] * len(texts)
+            closing = keys.get(origin)
+            if closing is None:
+                closing = keys[origin] = set()
+            closing.update(made)
+        alarms = self._evaluate_alarms(runs, restores)
         for topic, partition, alarm in alarms:
             sends.append(Send(records.ALARMS, partition, alarm.key.encode(), alarm.to_json()))
             send_origins.append((topic, partition))
@@ -477,14 +496,18 @@ class Processor:
             lines += texts
             line_origins += [(stage.input_topic, partition)] * len(texts)
         involved = {cast(MessageToken, o.tokens[0])[0] for o in outcomes if o.results or o.rejected}
-        state = _Written(docs, alarms, letters, [t for o in outcomes for t in o.tokens], involved, keys, restores)
+        tokens = list(chain.from_iterable(o.tokens for o in outcomes))
+        state = _Written(runs, alarms, letters, tokens, involved, keys, restores)
         return Output(lines, sends, state, line_origins=line_origins, send_origins=send_origins,
                       letters=self._refused_letters)
 
     def _refused_letters(self, done: _Written, refused: dict[int, str],
                          lines: list[str]) -> list[tuple[Send, tuple[str, int]]]:
-        """In the writer's thread: the dead letters of the results whose points InfluxDB refused."""
-        results = [(s, p, d, v) for s, p, _, d, v in done.docs] + [(s, p, d, None) for s, p, d in done.restores]
+        """In the writer's thread: the dead letters of the results whose points InfluxDB refused (the results
+        in the order of their lines: the runs', then the re-written ones')."""
+        results = [(stage, partition, doc, value) for stage, partition, _, docs, values, _ in done.docs
+                   for doc, value in zip(docs, values, strict=True)]
+        results += [(stage, partition, doc, None) for stage, partition, doc in done.restores]
         return result_letters(refused, lines, results, done.tokens, self.options.group)
 
     def _finish_written(self) -> None:
@@ -514,39 +537,43 @@ class Processor:
         info = log.isEnabledFor(logging.INFO)
         done_s = output.done_s
         assert done_s is not None, "the writer sets done_s once the output is stored and published"
-        last: Stage | None = None
-        for stage, partition, result, doc, value in done.docs:
+        for stage, partition, results, docs, values, made in done.docs:
             if gone and (stage.input_topic, partition) in gone:
                 continue
-            if stage is not last:  # docs come stage by stage, mostly: looked up once per run of them
-                last = stage
-                remember = self._ledgers[stage.input_topic].add
-                latencies = per_stage.setdefault(stage, [])
-            remember(partition, doc, value)
-            end_s = (result.period + 1) * result.period_s  # the period's end, Unix seconds
-            latencies.append(max(0.0, done_s - end_s))
-            if doc.get("complete", True) is False:
-                incomplete[stage] = incomplete.get(stage, 0) + 1
+            self._ledgers[stage.input_topic].add_all(partition, made, values)
+            latencies = per_stage.setdefault(stage, [])
+            for (period, period_s), n in Counter(map(_period_of, results)).items():
+                latencies += [max(0.0, done_s - (period + 1) * period_s)] * n  # from the period's end, Unix s
+            incomplete[stage] = incomplete.get(stage, 0) + sum(
+                map(is_, map(dict.get, docs, repeat("complete"), repeat(True)), repeat(False)))
             if info:
-                log.info("result", extra={"topic": stage.output_topic, "subject": result.subject,
-                                          "period": result.period})
+                for result in results:
+                    log.info("result", extra={"topic": stage.output_topic, "subject": result.subject,
+                                              "period": result.period})
         for stage, latencies in per_stage.items():
             self.sensor.results((stage.input_topic, stage.output_topic), latencies, incomplete.get(stage, 0))
-        finished = self._partitions.tracker.finished
-        for topic, partition, offset in done.tokens:
-            finished((topic, partition), offset)  # a forgotten (revoked) partition ignores it
+        finished = self._partitions.tracker.finished_all
+        for tp, tokens in groupby(done.tokens, key=_partition_of):
+            finished(tp, map(_offset_of, tokens))  # a forgotten (revoked) partition ignores them
         closed = self._partitions.closed
         for tp, written in done.keys.items():
             if tp in closed:
                 closed[tp] -= written
 
-    def _evaluate_alarms(self, results: list[tuple[Stage, int, dict]]) -> list[tuple[str, int, records.Alarm]]:
-        """(input topic, partition, alarm) for each alarm state the results change, evaluated in period order."""
+    def _evaluate_alarms(self, runs: list[tuple], restores: list[tuple[Stage, int, dict]]
+                         ) -> list[tuple[str, int, records.Alarm]]:
+        """(input topic, partition, alarm) for each alarm state the results change, evaluated in period order
+        (per input partition: the states are a partition's)."""
+        grouped: dict[tuple[Stage, int], list[dict]] = {}
+        for stage, partition, _, docs, _, _ in runs:
+            grouped.setdefault((stage, partition), []).extend(docs)
+        for stage, partition, doc in restores:
+            grouped.setdefault((stage, partition), []).append(doc)
         out = []
-        for stage, partition, doc in sorted(results, key=lambda r: r[2]["period"]):
-            alarm = self._alarms[stage.input_topic].evaluate(partition, doc)
-            if alarm is not None:
-                out.append((stage.input_topic, partition, alarm))
+        for (stage, partition), docs in grouped.items():
+            alarms = self._alarms[stage.input_topic]
+            if alarms.enabled:
+                out += [(stage.input_topic, partition, alarm) for alarm in alarms.evaluate_all(partition, docs)]
         return out
 
     # -- health --------------------------------------------------------------

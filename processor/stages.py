@@ -10,19 +10,23 @@ result published twice) hold for all of them.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from srv6pm import metrics, records
-from srv6pm.decode import decode_counters, decode_stamp
+from srv6pm.decode import decode_counters, decode_counters_all, decode_stamp
+from srv6pm.records import CounterRecord
 from srv6pm.clock import period_clock
 
 from . import plausible
 from .delay import DelayWindows
 from .outcome import Outcome, Token
 from .pairing import Pairing
-from .store import delay_lines, loss_lines
+from .store import delay_lines, loss_lines, loss_lines_all
 
-__all__ = ["DelayStage", "LossStage", "Stage"]
+__all__ = ["DelayStage", "LossStage", "Stage", "Taken", "rejection"]
+
+Taken = tuple[list[Outcome], list, int]  # what Stage.take returns
 
 
 class Stage:
@@ -39,12 +43,68 @@ class Stage:
         (``plausible``) at ``now_ns`` (Unix ns, default: now); raises records.RecordError with its reason."""
         raise NotImplementedError
 
+    def decode_all(self, raws: list, now_ns: int) -> tuple[list, dict[int, str]]:
+        """:meth:`decode` of each of ``raws`` (a partition's run of records): the records (None where one is
+        rejected) and the reasons of the rejected ones, by index. Never raises for a record."""
+        out: list = []
+        reasons: dict[int, str] = {}
+        for i, raw in enumerate(raws):
+            try:
+                out.append(self.decode(raw, now_ns))
+            except Exception as exc:  # noqa: BLE001  # no record may stop the loop (see rejection)
+                out.append(None)
+                reasons[i] = rejection(exc)
+        return out, reasons
+
     def key(self, record: Any) -> tuple[str, int]:
         """(subject, period) of the result this record contributes to."""
         raise NotImplementedError
 
     def add(self, record: Any, token: Token, now: float) -> list[Outcome]:
         raise NotImplementedError
+
+    def take(self, blocks: list, tokens: list, now: float, closed: set, published: Mapping) -> Taken:
+        """:meth:`add` of each of ``blocks`` (decoded records of one partition, in order) with its token, but for
+        a record whose result is made already: its key is in ``closed`` (made in this batch or being written;
+        the results made here are added to it) or in ``published`` (``Ledger.partition``: (subject, period) ->
+        what the ledger holds of its partition). Such a record is finished as it is (a late or repeated record
+        must not open its period again) and counted as replayed; what the ledger holds for the latter is
+        returned, to be stored again. Returns (outcomes, those ledger entries, records replayed).
+
+        ``tokens`` are the processor's, ``(topic, partition, offset)``: the outcomes whose results go to this
+        run's partition (their first token is of it) and the records finished as they are make one outcome,
+        so that the output is made a run at a time.
+        """
+        outcomes: list[Outcome] = []
+        restored: list = []
+        replayed = 0
+        run_tokens: list = []  # of the run's outcome: what is finished as it is, and the outcomes merged into it
+        run_results: list = []
+        key_of, add, append = self.key, self.add, outcomes.append
+        for record, token in zip(blocks, tokens, strict=True):
+            key = key_of(record)
+            if key in closed:
+                replayed += 1
+                run_tokens.append(token)
+                continue
+            held = published.get(key) if published else None
+            if held is not None:  # re-read after a restart, or late after its period was closed
+                replayed += 1
+                restored.append(held)
+                run_tokens.append(token)
+                continue
+            for outcome in add(record, token, now):
+                for r in outcome.results:
+                    closed.add((r.subject, r.period))
+                first: Any = outcome.tokens[0] if outcome.tokens else None
+                if outcome.rejected or first is None or first[:2] != token[:2]:
+                    append(outcome)  # a rejection, or results for another partition: as it is
+                else:  # its results go to this run's partition: one outcome for the run (tokens[0] is of it)
+                    run_tokens += outcome.tokens
+                    run_results += outcome.results
+        if run_tokens:
+            append(Outcome(run_tokens, run_results))
+        return outcomes, restored, replayed
 
     def expire(self, now: float) -> list[Outcome]:
         raise NotImplementedError
@@ -58,6 +118,18 @@ class Stage:
     def lines(self, result: dict) -> list[str]:
         """The InfluxDB points of a published result (given as its record), as line protocol."""
         raise NotImplementedError
+
+    def lines_all(self, results: list[dict]) -> list[str]:
+        """:meth:`lines` of each of ``results``, in order."""
+        return [text for result in results for text in self.lines(result)]
+
+
+def rejection(exc: Exception) -> str:
+    """The dead-letter reason of a record whose decoding raised ``exc``: a RecordError's own reason; for
+    anything the decoder did not expect, what it was (no record may stop the loop)."""
+    if isinstance(exc, records.RecordError):
+        return str(exc)
+    return f"cannot be decoded: {type(exc).__name__}: {exc}"
 
 
 class LossStage(Stage):
@@ -75,12 +147,26 @@ class LossStage(Stage):
     def decode(self, raw, now_ns=None):
         return plausible.counters(decode_counters(raw), time.time_ns() if now_ns is None else now_ns)
 
+    def decode_all(self, raws, now_ns):
+        """Every record decoded (``decode_counters_all``), then judged plausible (``counters_all``), a run at a time."""
+        blocks: list = decode_counters_all(raws)
+        plausible.counters_all(blocks, now_ns)
+        reasons = {}
+        for i, block in enumerate(blocks):
+            if type(block) is not CounterRecord:
+                reasons[i] = rejection(block)
+                blocks[i] = None
+        return blocks, reasons
+
     def key(self, record):
         return record.flow, record.period
 
     def add(self, record, token, now):
         outcome = self.pairing.add(record, token, now)
         return () if outcome is None else (outcome,)
+
+    def take(self, blocks, tokens, now, closed, published):
+        return self.pairing.take(blocks, tokens, now, closed, published)
 
     def expire(self, now):
         return self.pairing.expire(now)
@@ -94,6 +180,9 @@ class LossStage(Stage):
     def lines(self, result):
         """The ``loss`` point, then one ``segment_loss`` point per segment (see ``store``)."""
         return loss_lines(result)
+
+    def lines_all(self, results):
+        return loss_lines_all(results)
 
 
 class DelayStage(Stage):

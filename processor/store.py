@@ -23,6 +23,9 @@ influxdb-client Points, the same points.
 
 from __future__ import annotations
 
+from math import copysign
+from operator import itemgetter
+
 from influxdb_client import Point, WritePrecision
 
 from srv6pm.clock import period_clock
@@ -31,7 +34,7 @@ from srv6pm.records import DelayResult, LossResult
 
 from .lines import field_text, line, tag_text
 
-__all__ = ["delay_lines", "delay_point", "loss_lines", "loss_point", "segment_points"]
+__all__ = ["delay_lines", "delay_point", "loss_lines", "loss_lines_all", "loss_point", "segment_points"]
 
 Parts = tuple[str, dict, dict, int]  # measurement, tags, fields, time in ns
 
@@ -43,14 +46,18 @@ _DELAY_FIGURES = (DELAY.min_us, DELAY.mean_us, DELAY.max_us, DELAY.p50_us, DELAY
 _period_ns: dict = {}  # period_s -> period in ns: one clock lookup per period length, not per point
 
 
-def _start_ns(doc: dict) -> int:
-    period_s = doc["period_s"]
+def _ns_of(period_s: float) -> int:
+    """The length of a period of ``period_s`` seconds, in ns (as its clock has it)."""
     ns = _period_ns.get(period_s)
     if ns is None:
         if len(_period_ns) >= 64:
             _period_ns.clear()
         ns = _period_ns[period_s] = period_clock(period_s).period_ns
-    return doc["period"] * ns
+    return ns
+
+
+def _start_ns(doc: dict) -> int:
+    return doc["period"] * _ns_of(doc["period_s"])
 
 
 def _loss(doc: dict) -> Parts:
@@ -132,32 +139,80 @@ def _loss_head(doc: dict) -> str:
 
 
 def loss_lines(doc: dict) -> list[str]:
-    """The ``loss`` line of a published loss record, then its ``segment_loss`` lines.
+    """The ``loss`` line of a published loss record, then its ``segment_loss`` lines (see :func:`loss_lines_all`)."""
+    return loss_lines_all([doc])
 
-    The ``loss`` line is :func:`line` of :func:`_loss`, written out for speed (one per result):
-    tags egress, flow, ingress and the fields in key order, as ``line`` sorts them.
+
+if _COMPLETE_FIELDS(*["{}"] * 6) != ("complete=true,loss_ratio={},lost_packets={}i,rx_bytes={}i,rx_packets={}i,"
+                                     "tx_bytes={}i,tx_packets={}i"):
+    raise ImportError("srv6pm.influx_schema renamed a loss field: loss_lines_all writes the names itself")
+_ratios: dict[float, str] = {}  # loss ratio -> its text in a line: most flows lose nothing, or the same share
+
+
+def _ratio_text(ratio: float) -> str:
+    text = repr(ratio)
+    if text.endswith(".0"):
+        text = text[:-2]
+    if len(_ratios) >= 4096:
+        _ratios.clear()
+    _ratios[ratio] = text
+    return text
+
+
+_complete_members = itemgetter("complete", LOSS.loss_ratio, LOSS.lost_packets, LOSS.rx_bytes, LOSS.rx_packets,
+                               LOSS.tx_bytes, LOSS.tx_packets, "period", "period_s")
+
+
+def loss_lines_all(docs: list[dict]) -> list[str]:
+    """The lines of each of ``docs`` (published loss records), in order: its ``loss`` line, then its
+    ``segment_loss`` lines.
+
+    The ``loss`` line is :func:`line` of :func:`_loss`, written out for speed (one per result): tags egress,
+    flow, ingress and the fields in key order, as ``line`` sorts them. A complete period as pairing makes it
+    (every count an integer, a finite ratio, no segments) is formatted from one template; any other by parts.
     """
+    out: list[str] = []
+    append, members, heads, head_of, ns_of, ratios = out.append, _complete_members, _heads, _loss_head, _ns_of, _ratios
+    last_period_s: object = None
+    period_ns = 0
+    for doc in docs:
+        try:
+            complete, ratio, lost, rx_bytes, rx_packets, tx_bytes, tx_packets, period, period_s = members(doc)
+        except KeyError:  # a member the schema lets out (tx_bytes, ...): by parts
+            out += _loss_lines(doc)
+            continue
+        if complete is True and type(ratio) is float and ratio - ratio == 0.0 and type(tx_packets) is int \
+                and type(rx_packets) is int and type(lost) is int and type(tx_bytes) is int \
+                and type(rx_bytes) is int and "segments" not in doc:
+            if ratio:
+                ratio_text = ratios.get(ratio) or _ratio_text(ratio)
+            else:  # 0.0 and -0.0 are one key, not one text
+                ratio_text = "0" if copysign(1.0, ratio) > 0 else "-0"
+            head = heads.get((doc.get("egress"), doc["flow"], doc.get("ingress"))) or head_of(doc)
+            if period_s != last_period_s:
+                last_period_s, period_ns = period_s, ns_of(period_s)
+            # _COMPLETE_FIELDS, as an f-string (the names checked below)
+            append(f"{head} complete=true,loss_ratio={ratio_text},lost_packets={lost}i,rx_bytes={rx_bytes}i,"
+                   f"rx_packets={rx_packets}i,tx_bytes={tx_bytes}i,tx_packets={tx_packets}i {period * period_ns}")
+        else:
+            out += _loss_lines(doc)
+    return out
+
+
+def _loss_lines(doc: dict) -> list[str]:
+    """:func:`loss_lines_all` of one record, by parts."""
     get = doc.get
     ratio = get(LOSS.loss_ratio)
-    tx_packets, rx_packets, lost = get(LOSS.tx_packets), get(LOSS.rx_packets), get(LOSS.lost_packets)
-    tx_bytes, rx_bytes = get(LOSS.tx_bytes), get(LOSS.rx_bytes)
-    if doc["complete"] and type(ratio) is float and ratio - ratio == 0.0 and type(tx_packets) is int \
-            and type(rx_packets) is int and type(lost) is int and type(tx_bytes) is int and type(rx_bytes) is int:
-        # a complete period, as pairing makes it (a finite ratio, integer counts)
-        ratio_text = repr(ratio)
-        if ratio_text.endswith(".0"):
-            ratio_text = ratio_text[:-2]
-        fields = _COMPLETE_FIELDS(ratio_text, lost, rx_bytes, rx_packets, tx_bytes, tx_packets)
-    else:
-        parts = [f"{LOSS.complete}=true" if doc["complete"] else f"{LOSS.complete}=false"]
-        text = None if ratio is None else field_text(float(ratio))  # None: not finite, left out
-        if text is not None:
-            parts.append(f"{LOSS.loss_ratio}={text}")
-        for name, value in zip(_LINE_COUNTS, (lost, rx_bytes, rx_packets, tx_bytes, tx_packets), strict=True):
-            if value is not None:
-                parts.append(f"{name}={int(value)}i")
-        fields = ",".join(parts)
-    out = [f"{_loss_head(doc)} {fields} {_start_ns(doc)}"]
+    lost, rx_bytes, rx_packets = get(LOSS.lost_packets), get(LOSS.rx_bytes), get(LOSS.rx_packets)
+    tx_bytes, tx_packets = get(LOSS.tx_bytes), get(LOSS.tx_packets)
+    parts = [f"{LOSS.complete}=true" if doc["complete"] else f"{LOSS.complete}=false"]
+    text = None if ratio is None else field_text(float(ratio))  # None: not finite, left out
+    if text is not None:
+        parts.append(f"{LOSS.loss_ratio}={text}")
+    for name, value in zip(_LINE_COUNTS, (lost, rx_bytes, rx_packets, tx_bytes, tx_packets), strict=True):
+        if value is not None:
+            parts.append(f"{name}={int(value)}i")
+    out = [f"{_loss_head(doc)} {','.join(parts)} {_start_ns(doc)}"]
     if get("segments"):
         out += [line(*parts) for parts in _segments(doc)]
     return out

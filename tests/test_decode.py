@@ -227,6 +227,35 @@ def test_counters_as_exporters_write_them_take_the_fast_path(record):
     assert outcome(decode.decode_counters, raw) == outcome(records.decode_counters, raw)
 
 
+def outcome_of(value):
+    """outcome() of what a run decoder gave for one record: the record or the RecordError."""
+    return outcome(lambda _: _raise(value) if isinstance(value, RecordError) else value, None)
+
+
+def _raise(exc):
+    raise exc
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(exporter_counters().map(CounterRecord.to_json), raw_json(counters_doc()),
+                          mutated(exporter_counters().map(CounterRecord.to_json))), min_size=2, max_size=12))
+@example([CounterRecord("r1", "f", "ingress", 4, 2.0, 0, 1, 1).to_json(),
+          b'{"v":1,"node":"r1","flow":"f","role":"ingress","period":4,"period_s":2,"color":0,"packets":1,"bytes":1,'
+          b'"x":' + b"[" * 600 + b"]" * 600 + b"}"])
+@example([CounterRecord("r1", "f", "ingress", 4, 2.0, 0, 1, 1).to_json(),
+          b'{"v":1,"node":"r\xc3\xa9","flow":"f","role":"ingress","period":4,"period_s":2,"color":0,"packets":1,'
+          b'"bytes":1}', b'{"v":1,"node":"r1","flow":"\xff","role":"ingress","period":4,"period_s":2,"color":0,'
+          b'"packets":1,"bytes":1}'])
+def test_a_run_of_counters_decodes_as_the_reference_decodes_each(raws):
+    """decode_counters_all (a fetched run at once: its UTF-8 and bracket checks made on the whole run where
+    that tells) gives for each record what the reference gives."""
+    got = decode.decode_counters_all(raws)
+    assert [outcome_of(value) for value in got] == [outcome(records.decode_counters, raw) for raw in raws]
+    for raw, value in zip(raws, decode.fast_counters_all(raws), strict=True):
+        if value is not None:
+            assert schema_accepts(records.COUNTERS, raw)
+
+
 def test_a_record_too_large_or_absent_has_the_reference_reason():
     for raw in (None, b" " * (records.MAX_RECORD_BYTES + 1)):
         with pytest.raises(RecordError) as fast:

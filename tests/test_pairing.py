@@ -311,3 +311,68 @@ def test_ends_without_positions_that_contradict_each_other_are_rejected_and_the_
     assert p.add(block("ingress", 10), "again", 0).tokens == ["again"]  # the same block again: nothing to do
     out = p.add(block("egress", 9), "eg", 0)
     assert out.tokens == ["in", "eg"] and out.results[0].lost_packets == 1 and len(p) == 1
+
+
+def _by_record(pairing, blocks, tokens, now, closed, published):
+    """What Pairing.take must amount to: add() record by record, but for a record whose (flow, period) is
+    made already (closed, or published), which is finished as it is."""
+    outcomes, restored, replayed = [], [], 0
+    for record, token in zip(blocks, tokens, strict=True):
+        key = (record.flow, record.period)
+        if key in closed or key in published:
+            replayed += 1
+            if key not in closed:
+                restored.append(published[key])
+            outcomes.append(([token], [], {}))
+            continue
+        outcome = pairing.add(record, token, now)
+        if outcome is not None:
+            closed.update((r.subject, r.period) for r in outcome.results)
+            outcomes.append((outcome.tokens, outcome.results, outcome.rejected))
+    return outcomes, restored, replayed
+
+
+def _summary(outcomes):
+    """Every token, result and rejection of some outcomes, with the partition each result goes to."""
+    tokens = sorted(t for o in outcomes for t in o[0])
+    results = sorted((o[0][0][1], r.flow, r.period, r.lost_packets, r.complete) for o in outcomes for r in o[1])
+    rejected = sorted((t, reason) for o in outcomes for t, reason in o[2].items())
+    return tokens, results, rejected
+
+
+def test_take_of_a_run_is_add_of_each_record():
+    """The run path (the usual pair inline, one outcome for the run) and add() record by record finish the same
+    tokens and make the same results, for the same partitions, with the same rejections."""
+    earlier = [block("ingress", 10, period=1, flow="x"), block("egress", 9, period=2, flow="y")]  # partition 1
+    run = [
+        block("ingress", 100, flow="a"), block("egress", 98, flow="a"),  # the usual pair
+        block("egress", 98, flow="a"),  # repeated after its result was made: finished as it is
+        block("egress", 9, period=1, flow="x"),  # pairs with partition 1's ingress: the result goes there
+        block("ingress", 10, period=2, flow="y"),  # pairs with partition 1's egress: the result goes here
+        block("ingress", 5, flow="b"), block("ingress", 6, flow="b"),  # a conflicting duplicate: rejected
+        block("ingress", 5, flow="c"), block("egress", 5, flow="c", period_s=4.0),  # another period length
+        block("transit", 5, flow="d"),  # no position: finished at once
+        block("ingress", 7, flow="p"),  # published already: stored again
+        block("ingress", 8, flow="q"), block("egress", 8, flow="q"),  # closed already (being written)
+        block("egress", 1, flow="e"),  # waits for its ingress
+    ]
+    outs = []
+    for take in (True, False):
+        p = Pairing(wait_s=5)
+        for i, record in enumerate(earlier):
+            p.add(record, ("t", 1, i), 0)
+        tokens = [("t", 0, i) for i in range(len(run))]
+        closed, published = {("q", 100)}, {("p", 100): b"{}"}
+        if take:
+            got, restored, replayed = p.take(run, tokens, 1.0, closed, published)
+            outcomes = [(o.tokens, o.results, o.rejected) for o in got]
+        else:
+            outcomes, restored, replayed = _by_record(p, run, tokens, 1.0, closed, published)
+        pending = sorted(p.pending_tokens())
+        outs.append((_summary(outcomes), restored, replayed, pending, sorted(closed)))
+    assert outs[0] == outs[1]
+    (tokens, results, rejected), restored, replayed, pending, _ = outs[0]
+    assert [r[:3] for r in results] == [(0, "a", 100), (0, "y", 2), (1, "x", 1)]
+    assert [t for t, _ in rejected] == [("t", 0, 6), ("t", 0, 8)]
+    assert restored == [b"{}"] and replayed == 4
+    assert pending == [("t", 0, 5), ("t", 0, 7), ("t", 0, 13)]
