@@ -126,3 +126,29 @@ def test_event_times_are_rfc3339_utc_microseconds_truncated():
         assert now_rfc3339(ns) == f"{expected}.{ns // 1000 % 10**6:06d}Z"
     assert now_rfc3339(1_764_000_000_999_999_999) == "2025-11-24T16:00:00.999999Z"
     assert records.conforms(records.EVENTS, now_rfc3339(), "date-time")
+
+
+def test_events_emitted_while_the_broker_restarts_are_published_when_it_is_back(free_port):
+    """The publisher's connection and topic go with the broker (memory storage): it makes both again and
+    publishes what waited, in order."""
+    port = free_port()
+    events = Events(f"127.0.0.1:{port}", retry_max_s=0.5, flush_timeout=30)
+    events.start()
+    try:
+        with EmbeddedBroker(port=port):
+            events.emit("config_loaded", generation=1)
+            deadline = time.monotonic() + 30
+            while events.stats["published"] < 1:
+                assert time.monotonic() < deadline, f"not published: {events.stats}"
+                time.sleep(0.05)
+        sent = [events.emit("node_down", node=f"r{i}", generation=1) for i in range(100)]
+        deadline = time.monotonic() + 30
+        while events.stats["failed"] == 0:
+            assert time.monotonic() < deadline, "no failed publish attempt while the broker is away"
+            time.sleep(0.05)
+        with EmbeddedBroker(port=port) as broker:
+            events.close()
+            assert events.stats["published"] == 101 and events.stats["dropped"] == 0
+            assert read_events(broker.bootstrap, len(sent)) == sent
+    finally:
+        events.close()
