@@ -399,11 +399,11 @@ def graph(n: int, batch: bool) -> dict:
     store = _Counting()
     store.ensure()
     nodes = tuple(g.NodeSpec(name) for name in NODES)
-    links = tuple(g.LinkSpec(a, b) for a, b in zip(NODES, NODES[1:]))
+    links = tuple(g.LinkSpec(a, b) for a, b in zip(NODES, NODES[1:], strict=False))
     store.sync_topology(g.Topology(nodes, links, tuple(g.PathSpec("flow", f"f{i}", "r1", "r4", ("r2", "r3"))
                                                        for i in range(n))))
     segs = [{"from": a, "to": b, "tx_packets": 10, "rx_packets": 10, "lost_packets": 0, "complete": True}
-            for a, b in zip(NODES, NODES[1:])]
+            for a, b in zip(NODES, NODES[1:], strict=False)]
     results = [(records.LOSS, records.LossResult(
         flow=f"f{i}", period=100, period_start="2025-11-24T16:00:00Z", period_s=10.0, ingress="r1", egress="r4",
         tx_packets=10, rx_packets=10, tx_bytes=1000, rx_bytes=1000, lost_packets=0, loss_ratio=0.0, complete=True,

@@ -61,7 +61,7 @@ def build(tag: str) -> dict:
         links = ((src, "rtr", "fd00:b1::1", rtr, "src", "fd00:b1::2"),
                  (rtr, "dst", "fd00:b2::1", dst, "rtr", "fd00:b2::2"))
         with IPRoute() as root:
-            for i, (ns_a, if_a, _, ns_b, if_b, _) in enumerate(links):
+            for i, (ns_a, _if_a, _, ns_b, _if_b, _) in enumerate(links):
                 ta, tb = f"bdl{tag}{i}a", f"bdl{tag}{i}b"
                 root.link("add", ifname=ta, kind="veth", peer=tb)
                 root.link("set", index=root.link_lookup(ifname=ta)[0], net_ns_fd=ns_a)

@@ -12,7 +12,8 @@ Contract:
   ...). mypy resolves modules by folder name, so it is run over a throw-away tree of symlinks
   laid out as the installed package (built from package-dir each run, so it never drifts);
   its paths are reported back as repository paths.
-- ruff runs over the same folders in the repository itself (it needs no import layout).
+- ruff runs over the same folders in the repository itself (it needs no import layout), and over the
+  scripts beside the package that are not installed with it: :data:`SCRIPTS` (benchmarks, tools).
 - Both tools run from the interpreter running this script (``python -m ruff``,
   ``python -m mypy``), so the venv's installed libraries are the ones type-checked against.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "srv6pm"
+SCRIPTS = ("bench", "tools")  # linted by ruff too; not type-checked (they are scripts, not the package)
 
 
 def package_dirs(pyproject: Path) -> dict[str, Path]:
@@ -74,8 +76,8 @@ def repo_path(line: str, links: dict[Path, Path]) -> str:
 
 
 def run_ruff(mapping: dict[str, Path]) -> int:
-    """ruff check over every mapped folder, with pyproject.toml's [tool.ruff] settings."""
-    folders = sorted({str(p.relative_to(ROOT)) for p in mapping.values()})
+    """ruff check over every mapped folder and the scripts' folders, with pyproject.toml's [tool.ruff] settings."""
+    folders = sorted({str(p.relative_to(ROOT)) for p in mapping.values()} | set(SCRIPTS))
     print(f"static_check: ruff check {' '.join(folders)}", flush=True)
     return subprocess.run([sys.executable, "-m", "ruff", "check", *folders], cwd=ROOT).returncode
 
