@@ -70,18 +70,29 @@ class ProductOnly(logging.Filter):
 
 
 class CloseRace(logging.Filter):
-    """Leaves out kafka-python 3's "Error closing coroutine for cancelled task" when the coroutine was
-    still running (``ValueError: generator already executing``): a client closed while its own IO loop
-    is inside that task (seen when a consumer closes during a rebalance callback) logs it with a
-    traceback, yet the task is cancelled all the same and nothing is lost. Shown from ``-vvv`` on."""
+    """Leaves out kafka-python 3's tracebacks of a client closed while its own IO loop is still inside it;
+    nothing is lost in either, and both are shown from ``-vvv`` on:
+
+    - "Error closing coroutine for cancelled task" when the coroutine was still running (``ValueError:
+      generator already executing``; logger ``kafka.net.selector``): seen when a consumer closes during a
+      rebalance callback; the task is cancelled all the same;
+    - "Error receiving network data closing socket" when the socket is already gone (``AttributeError``
+      on ``None``'s ``recv``; logger ``kafka.net.transport``): the loop read a connection that the
+      closing thread had just closed (seen at a processor's SIGINT)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (record.msg == "Error closing coroutine for cancelled task" and isinstance(exc, ValueError)
-                    and "generator already executing" in str(exc))
+        if isinstance(exc, ValueError):
+            return not (record.msg == "Error closing coroutine for cancelled task"
+                        and "generator already executing" in str(exc))
+        if isinstance(exc, AttributeError):
+            return not (str(record.msg).endswith("Error receiving network data closing socket")
+                        and "'NoneType' object has no attribute 'recv'" in str(exc))
+        return True
 
 
 _CLOSE_RACE = CloseRace()
+_CLOSE_RACE_LOGGERS = ("kafka.net.selector", "kafka.net.transport")
 
 
 def setup(verbosity: int = 0, fmt: str | None = None) -> None:
@@ -104,8 +115,8 @@ def setup(verbosity: int = 0, fmt: str | None = None) -> None:
     # Client libraries are chatty at INFO; keep them at WARNING unless debugging.
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
-    selector = logging.getLogger("kafka.net.selector")
-    if verbosity >= 3:
-        selector.removeFilter(_CLOSE_RACE)
-    else:
-        selector.addFilter(_CLOSE_RACE)
+    for name in _CLOSE_RACE_LOGGERS:
+        if verbosity >= 3:
+            logging.getLogger(name).removeFilter(_CLOSE_RACE)
+        else:
+            logging.getLogger(name).addFilter(_CLOSE_RACE)

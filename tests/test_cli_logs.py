@@ -76,6 +76,17 @@ def test_kafka_pythons_close_race_is_left_out_below_vvv_and_its_other_errors_are
         assert "Error closing coroutine" not in capsys.readouterr().err
         emit(RuntimeError("something else"))
         assert "something else" in capsys.readouterr().err
+        transport = logging.getLogger("kafka.net.transport")
+        try:  # the socket closed by the closing thread while the loop reads it
+            None.recv(4096)  # type: ignore[attr-defined]
+        except AttributeError:
+            transport.exception("%s: Error receiving network data closing socket", "<conn>")
+        assert "Error receiving network data" not in capsys.readouterr().err
+        try:
+            raise AttributeError("'Foo' object has no attribute 'recv'")
+        except AttributeError:
+            transport.exception("%s: Error receiving network data closing socket", "<conn>")
+        assert "Error receiving network data" in capsys.readouterr().err
         logs.setup(verbosity=3)
         emit(ValueError("generator already executing"))
         assert "generator already executing" in capsys.readouterr().err
