@@ -210,7 +210,11 @@ class ConsumeLoop:
     # -- retrying a store ----------------------------------------------------
 
     def retry(self, action: Callable[[], T], errors: type[Exception] | tuple[type[Exception], ...], what: str) -> T:
-        """``action()`` until it raises none of ``errors``; each failure reported as ``what``. Stopping: :class:`Stopped`."""
+        """``action()`` until it raises none of ``errors``; each failure reported as ``what``. Stopping: :class:`Stopped`.
+
+        The waits double from :data:`FIRST_DELAY_S` up to ``retry_max_s``; a failure that says when to try again
+        (an attribute ``retry_after_s``, seconds: InfluxDB's Retry-After, see :class:`srv6pm.influx.StoreError`)
+        is waited for at least that long."""
         delay = FIRST_DELAY_S
         while True:
             try:
@@ -219,7 +223,7 @@ class ConsumeLoop:
                 if self.stopping.is_set():
                     raise Stopped(f"stopping before {what} took the batch (it will be re-read): {exc}") from None
                 self.waiting.failed(what, exc)
-                self.stopping.wait(delay)
+                self.stopping.wait(max(delay, getattr(exc, "retry_after_s", None) or 0.0))
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             self.waiting.ok(what)
