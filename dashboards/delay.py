@@ -39,20 +39,20 @@ SUMMARY = (f'SELECT min("{D.min_us}") AS "min", mean("{D.mean_us}") AS "mean", m
            f'max("{D.p99_us}") AS "p99", mean("{D.jitter_us}") AS "jitter", sum("{D.samples}") AS "samples", '
            f'sum("{D.lost}") AS "lost" FROM "{D.measurement}" WHERE {SESSION} AND $timeFilter GROUP BY "{D.direction}"')
 ROUND_TRIP = f'"{D.direction}" = \'round_trip\''  # one point per period for what the three points share
-PACKETS = (f'SELECT "{D.samples}" AS "answered", "{D.lost}" FROM "{D.measurement}" WHERE {SESSION} '
-           f'AND {ROUND_TRIP} AND $timeFilter')
 
-LOST_FORWARD = (f'SELECT sum("{D.lost_forward}") AS "lost forward" FROM "{D.measurement}" WHERE {SESSION} '
-                f'AND {ROUND_TRIP} AND $timeFilter')
-LOST_BACKWARD = (f'SELECT sum("{D.lost_backward}") AS "lost backward" FROM "{D.measurement}" WHERE {SESSION} '
-                 f'AND {ROUND_TRIP} AND $timeFilter')
-PERIODS_WITH_LOSS = (f'SELECT count("{D.lost}") FROM "{D.measurement}" WHERE {SESSION} AND {ROUND_TRIP} '
-                     f'AND "{D.lost}" > 0 AND $timeFilter')
-PERIODS_WITH_DIRECTION = (f'SELECT count("{D.lost_forward}") FROM "{D.measurement}" WHERE {SESSION} AND {ROUND_TRIP} '
-                          f'AND "{D.lost}" > 0 AND $timeFilter')
-LOST_PER_DIRECTION = (f'SELECT "{D.lost_forward}" AS "lost forward", "{D.lost_backward}" AS "lost backward" '
-                      f'FROM "{D.measurement}" WHERE {SESSION} AND {ROUND_TRIP} AND $timeFilter')
-ALL_LOST = f'SELECT "{D.lost}" FROM "{D.measurement}" WHERE {SESSION} AND {ROUND_TRIP} AND $timeFilter'
+
+def round_trip(select: str, where: str = "") -> str:
+    """``SELECT <select>`` of the session's round-trip points (one per period), with ``where`` conditions added."""
+    return f'SELECT {select} FROM "{D.measurement}" WHERE {SESSION} AND {ROUND_TRIP} {where}AND $timeFilter'
+
+
+PACKETS = round_trip(f'"{D.samples}" AS "answered", "{D.lost}"')
+LOST_FORWARD = round_trip(f'sum("{D.lost_forward}") AS "lost forward"')
+LOST_BACKWARD = round_trip(f'sum("{D.lost_backward}") AS "lost backward"')
+PERIODS_WITH_LOSS = round_trip(f'count("{D.lost}")', f'AND "{D.lost}" > 0 ')
+PERIODS_WITH_DIRECTION = round_trip(f'count("{D.lost_forward}")', f'AND "{D.lost}" > 0 ')
+LOST_PER_DIRECTION = round_trip(f'"{D.lost_forward}" AS "lost forward", "{D.lost_backward}" AS "lost backward"')
+ALL_LOST = round_trip(f'"{D.lost}"')
 
 _NOT_MEASURED = "not measured"
 _LOSS_COLOURS = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
