@@ -58,6 +58,7 @@ _U32 = U32
 # tc filter slot of srv6pm's programs on every interface (handle, priority)
 TC_HANDLE = 0x5A6D
 TC_PRIORITY = 0x5A6D
+HOOKS = ("auto", "tcx", "tc")
 
 
 _LITTLE = sys.byteorder == "little"  # the kernel's map values are in the host's order, which "<" assumes
@@ -99,15 +100,24 @@ class EbpfTable:
     Loads the programs (pinning or reusing the maps of ``node``) and attaches
     them to every interface of the namespace except ``lo`` (unless ``attach`` is
     false: then only :meth:`program_fd`'s callers run them, e.g. in
-    ``BPF_PROG_TEST_RUN``). Raises :class:`~srv6pm.bpf.BpfUnavailable` when
+    ``BPF_PROG_TEST_RUN``). ``hook`` says how: ``tcx`` (kernel 6.6 and later: a
+    BPF link per interface and direction, pinned beside the maps as
+    ``tcx-<ifindex>-<direction>``; no qdisc and no classifier in the packet's
+    path), ``tc`` (a clsact qdisc and a cls_bpf filter in direct-action mode, at
+    (:data:`TC_HANDLE`, :data:`TC_PRIORITY`): every kernel), or ``auto`` (tcx
+    when the kernel has it, asked once at the first attach, tc otherwise; the
+    choice is logged). Raises :class:`~srv6pm.bpf.BpfUnavailable` when
     the machine cannot run them (checked first), and
     :class:`~.dataplane.DataplaneError` when loading them fails. Not thread safe by itself (the exporter
     serialises calls with its lock).
     """
 
     def __init__(self, node: str, netns: str | None = None, *, obj_path: str | Path = OBJECT,
-                 pin_root: Path = PIN_ROOT, attach: bool = True):
+                 pin_root: Path = PIN_ROOT, attach: bool = True, hook: str = "auto"):
+        if hook not in HOOKS:
+            raise ValueError(f"hook must be one of {', '.join(HOOKS)}, got {hook!r}")
         bpf.check_support(obj_path)
+        self.hook = hook
         self.node = node
         self.netns = netns
         self._pins = pin_root / node
@@ -136,16 +146,31 @@ class EbpfTable:
 
     # -- attachment ------------------------------------------------------------------
     def attach(self) -> None:
-        """Attach both programs to every interface of the namespace not attached yet (lo excepted)."""
+        """Attach both programs to every interface of the namespace not attached yet (lo excepted).
+
+        With tcx, a tc filter an earlier exporter left in srv6pm's slot is
+        deleted first, so that no packet is counted twice."""
         mark, count = self._obj.program_fd("altmark_mark"), self._obj.program_fd("altmark_count")
 
         def run() -> list[int]:
+            if self.hook == "auto":
+                self.hook = "tcx" if bpf.tcx_supported() else "tc"
+                log.info("eBPF data plane: programs on the %s hooks (%s)", self.hook,
+                         "kernel 6.6 or later: BPF links, no qdisc" if self.hook == "tcx"
+                         else "this kernel has no tcx: clsact qdisc, cls_bpf filter", extra={"node": self.node})
+            elif self.hook == "tcx" and not bpf.tcx_supported():
+                raise bpf.BpfError("this kernel has no tcx hooks (Linux 6.6 or later has them): attach with "
+                                   "hook tc (clsact qdisc) instead")
             done = []
             for index, name in socket.if_nameindex():
                 if name == "lo" or index in self._attached:
                     continue
-                bpf.tc_attach(index, "egress", mark, handle=TC_HANDLE, priority=TC_PRIORITY)
-                bpf.tc_attach(index, "ingress", count, handle=TC_HANDLE, priority=TC_PRIORITY)
+                for direction, fd in (("egress", mark), ("ingress", count)):
+                    if self.hook == "tcx":
+                        bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
+                        bpf.tcx_attach(index, direction, fd, self._pins / f"tcx-{index}-{direction}")
+                    else:
+                        bpf.tc_attach(index, direction, fd, handle=TC_HANDLE, priority=TC_PRIORITY)
                 done.append(index)
             return done
 
@@ -301,11 +326,14 @@ class EbpfTable:
 
     # -- lifecycle -------------------------------------------------------------------
     def detach(self) -> None:
-        """Take the programs off every interface (counting and marking stop; maps stay pinned)."""
+        """Take the programs off every interface, from both kinds of hook (counting and marking stop; maps stay
+        pinned)."""
         def run() -> None:
             for index, _ in socket.if_nameindex():
                 bpf.tc_detach(index, "egress", handle=TC_HANDLE, priority=TC_PRIORITY)
                 bpf.tc_detach(index, "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
+            for pin in sorted(self._pins.glob("tcx-*")):
+                bpf.tcx_detach(pin)
         self._thread.call(run)
         self._attached.clear()
 
