@@ -641,23 +641,43 @@ def show(row: dict, as_json: bool) -> None:
           f"{100 * row['cpu1_busy']:.0f}/{100 * row['cpu1_steal']:.0f} %{install}{guard}{program}", flush=True)
 
 
+# The kernel symbols a data plane adds to the path, by what they are; "hook sites" are the functions where the
+# tc hooks are (tcx runs inlined there) and the first one that reads the packet's header when no program did.
+OWN = {"tc layers": ("tc_run", "tcx_", "cls_bpf_", "tcf_classify", "__tcf_classify", "sch_handle_"),
+       "programs": ("bpf_prog_",),
+       "map lookups": ("__htab_map_lookup_elem", "lookup_nulls_elem_raw", "htab_map_hash", "memcmp",
+                       "trie_lookup_elem", "jhash"),
+       "helpers": ("bpf_skb_", "skb_ensure_writable", "__pskb_pull_tail"),
+       "hook sites": ("__netif_receive_skb_core", "__dev_queue_xmit", "ip6_rcv_core")}
+
+
+def own_costs(diff: dict[str, float]) -> dict[str, float]:
+    """Category of :data:`OWN` -> ns per packet over ``none`` of the symbols in it."""
+    return {cat: sum(v for k, v in diff.items() if k.startswith(prefixes)) for cat, prefixes in OWN.items()}
+
+
 def show_profiles(point: str, n: int, profiles: dict[str, dict[str, float]], as_json: bool, top: int = 25) -> None:
-    """The symbols of CPU 1 that cost each setting more (or less) per forwarded packet than ``none``, largest first."""
+    """The symbols of CPU 1 that cost each setting more (or less) per forwarded packet than ``none``, largest first,
+    and the sum of those a data plane adds (:data:`OWN`): its own cost, which the rest of the machine's work moves
+    much less than the totals."""
     base = profiles.get("none", {})
     base_total = sum(base.values())
     for kind, prof in profiles.items():
         total = sum(prof.values())
         diff = {k: prof.get(k, 0.0) - base.get(k, 0.0) for k in set(prof) | set(base)}
         biggest = sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:top]
+        own = own_costs(diff)
         if as_json:
             print(json.dumps({"point": point, "flows": n, "dataplane": kind, "profile_ns_per_packet": round(total, 1),
                               "profile_extra_ns": round(total - base_total, 1),
+                              "own_ns": {k: round(v, 1) for k, v in own.items()},
                               "symbols_ns": {k: round(prof.get(k, 0.0), 1) for k, _ in biggest},
                               "symbols_extra_ns": {k: round(v, 1) for k, v in biggest}}), flush=True)
             continue
         print(f"  perf {point} {kind} {n}: {total:.0f} ns/pkt in CPU 1's receive softirq"
-              + ("" if kind == "none" else f", {total - base_total:+.0f} over none; by symbol (ns/pkt, over none):"),
-              flush=True)
+              + ("" if kind == "none" else f", {total - base_total:+.0f} over none; its own symbols "
+                 f"{sum(own.values()):+.0f} (" + ", ".join(f"{k} {v:+.0f}" for k, v in own.items())
+                 + "); by symbol (ns/pkt, over none):"), flush=True)
         if kind != "none":
             for k, v in biggest:
                 print(f"    {prof.get(k, 0.0):7.1f} {v:+7.1f}  {k}", flush=True)

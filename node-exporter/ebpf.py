@@ -59,6 +59,7 @@ _U32 = U32
 TC_HANDLE = 0x5A6D
 TC_PRIORITY = 0x5A6D
 HOOKS = ("auto", "tcx", "tc")
+PROGRAMS = {"egress": "altmark_mark", "ingress": "altmark_count"}  # hook direction -> its program
 
 
 _LITTLE = sys.byteorder == "little"  # the kernel's map values are in the host's order, which "<" assumes
@@ -133,6 +134,7 @@ class EbpfTable:
         self.generation = ".".join([_boot_id(), *(str(bpf.map_id(m.fd)) for m in self._counters)])
         self._thread = NetnsThread(netns, thread_name=f"bpf-{node}")
         self._attached: set[int] = set()
+        self._on: set[str] = set()  # the hook directions whose program is on the attached interfaces
         self._maps = {"counters0": self._counters[0], "counters1": self._counters[1], "exact": self._exact_map,
                       "sources": self._sources_map, "flows": self._flows_map}
         self._model = Model(self._flows_map.max_entries)
@@ -146,12 +148,15 @@ class EbpfTable:
 
     # -- attachment ------------------------------------------------------------------
     def attach(self) -> None:
-        """Attach both programs to every interface of the namespace not attached yet (lo excepted).
+        """Attach the programs to every interface of the namespace not attached yet (lo excepted).
 
-        With tcx, a tc filter an earlier exporter left in srv6pm's slot is
-        deleted first, so that no packet is counted twice."""
-        mark, count = self._obj.program_fd("altmark_mark"), self._obj.program_fd("altmark_count")
-
+        Only the programs the installed points need: ``altmark_mark`` (tc
+        egress) when there is an ingress point, ``altmark_count`` (tc ingress)
+        when there is a transit or an egress point; both while nothing is
+        installed (a restarted exporter keeps its predecessor's counting going
+        until its first install). :meth:`change` attaches and detaches them
+        as points come and go. With tcx, a tc filter an earlier exporter left
+        in srv6pm's slot is deleted first, so that no packet is counted twice."""
         def run() -> list[int]:
             if self.hook == "auto":
                 self.hook = "tcx" if bpf.tcx_supported() else "tc"
@@ -161,23 +166,55 @@ class EbpfTable:
             elif self.hook == "tcx" and not bpf.tcx_supported():
                 raise bpf.BpfError("this kernel has no tcx hooks (Linux 6.6 or later has them): attach with "
                                    "hook tc (clsact qdisc) instead")
-            done = []
-            for index, name in socket.if_nameindex():
-                if name == "lo" or index in self._attached:
-                    continue
-                for direction, fd in (("egress", mark), ("ingress", count)):
-                    if self.hook == "tcx":
-                        bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
-                        bpf.tcx_attach(index, direction, fd, self._pins / f"tcx-{index}-{direction}")
-                    else:
-                        bpf.tc_attach(index, direction, fd, handle=TC_HANDLE, priority=TC_PRIORITY)
-                done.append(index)
-            return done
+            fresh = [index for index, name in socket.if_nameindex() if name != "lo" and index not in self._attached]
+            wanted = self._wanted()
+            for index in fresh:
+                for direction in wanted:
+                    self._hook_on(index, direction)
+            self._on = wanted
+            return fresh
 
         try:
             self._attached.update(self._thread.call(run))
         except bpf.BpfError as exc:
             raise DataplaneError(f"{self._where()}: {exc}") from exc
+
+    def _wanted(self) -> set[str]:
+        """The hook directions the installed points need (both when none is installed)."""
+        roles = {p.role for p in self._model.points.values()}
+        if not roles:
+            return set(PROGRAMS)
+        return {d for d, need in (("egress", "ingress" in roles), ("ingress", bool(roles - {"ingress"}))) if need}
+
+    def _hook_on(self, index: int, direction: str) -> None:
+        fd = self._obj.program_fd(PROGRAMS[direction])
+        if self.hook == "tcx":
+            bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
+            bpf.tcx_attach(index, direction, fd, self._pins / f"tcx-{index}-{direction}")
+        else:
+            bpf.tc_attach(index, direction, fd, handle=TC_HANDLE, priority=TC_PRIORITY)
+
+    def _hook_off(self, index: int, direction: str) -> None:
+        bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
+        bpf.tcx_detach(self._pins / f"tcx-{index}-{direction}")
+
+    def _sync_hooks(self) -> None:
+        """After a change of the points: the programs they need on, the others off, on the attached interfaces."""
+        wanted = self._wanted()
+        if not self._attached or wanted == self._on:
+            return
+
+        def run() -> None:
+            for index in sorted(self._attached):
+                for direction in wanted - self._on:
+                    self._hook_on(index, direction)
+                for direction in self._on - wanted:
+                    self._hook_off(index, direction)
+        try:
+            self._thread.call(run)
+        except bpf.BpfError as exc:
+            raise DataplaneError(f"{self._where()}: {exc}") from exc
+        self._on = wanted
 
     def _where(self) -> str:
         return f"netns {self.netns!r}" if self.netns else "current netns"
@@ -242,6 +279,7 @@ class EbpfTable:
                     log.warning("undoing a map update failed", extra={"node": self.node, "map": op.map})
             change.revert()
             raise DataplaneError(f"{self._where()}: {exc}") from exc
+        self._sync_hooks()
 
     def _run(self, op: Op) -> bool:
         """Do one map operation; False if it changed nothing (the key was there, or was not)."""
@@ -336,6 +374,7 @@ class EbpfTable:
                 bpf.tcx_detach(pin)
         self._thread.call(run)
         self._attached.clear()
+        self._on = set()
 
     def remove(self) -> None:
         """Detach, close and unpin: the node's counters are gone; idempotent."""

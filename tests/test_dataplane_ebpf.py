@@ -275,7 +275,8 @@ def test_tc_hooks_count_alike_and_tcx_takes_their_place(lab, tables):
     f1 = lab.flow("f1")
     colour = tables[b].colour
     assert tables[b].hook == "tcx"  # this kernel (6.6+) has tcx: auto takes it
-    assert sorted(p.name for p in tables[b]._pins.glob("tcx-*"))  # the links, pinned beside the maps
+    # the links, pinned beside the maps; a transit node needs only altmark_count, an ingress one altmark_mark
+    assert _directions(tables[b]) == {"ingress"} and _directions(tables[lab.scenario.nodes[0]]) == {"egress"}
     tables[b].detach()
     assert not list(tables[b]._pins.glob("tcx-*"))
     old = EbpfTable(b, b, hook="tc")  # maps reused, programs on clsact
@@ -334,9 +335,22 @@ def test_flows_change_one_by_one(lab):
             table.install([Point("i1", "ingress", 1, 0, "fd00::/64", "fd01::/64"),
                            Point("i2", "ingress", 2, 0, "fd00::1/128", "fd02::/64")], colour=0)
         assert set(_counts(table, 0)["transit"]) == {"g0", "g1"}  # a refused change changed nothing
+        # only the programs the points need are on the hooks: count (ingress) for transit, mark (egress) too
+        # with an ingress point, mark alone without the others
+        assert _directions(table) == {"ingress"}
+        i1 = Point("i1", "ingress", 7000, 0, "fd77::/64", "fd78::/64")
+        table.install([*p[:2], i1], colour=0)
+        assert _directions(table) == {"ingress", "egress"}
+        table.install([i1], colour=0)
+        assert _directions(table) == {"egress"}
     finally:
         table.remove()
     assert not table._pins.exists()
+
+
+def _directions(table: EbpfTable) -> set[str]:
+    """The hook directions of the table's pinned tcx links (one per interface and direction)."""
+    return {p.name.rsplit("-", 1)[1] for p in table._pins.glob("tcx-*")}
 
 
 def test_point_validation():
