@@ -8,16 +8,18 @@ measured, each as the **node under test**:
 
 * ``ingress``: node ``a``, with ``none`` (no counting at all: the baseline),
   ``nftables`` (DSCP marking and counting), ``ebpf`` (``altmark_mark`` on
-  tc egress writing the Destination Options header into the 8 octets the
-  encap route reserves at the end of its SRH, ``altmark_count`` on tc
-  ingress) and ``ebpf-helper`` (the same programs with the route as the other
-  settings have it, without the reserved octets: the header is inserted by
-  ``bpf_skb_adjust_room``) and ``ebpf-clsact`` (``ebpf`` with the programs on a
-  clsact qdisc's cls_bpf filters, as on kernels before 6.6, instead of the tcx
-  hooks ``ebpf`` uses where the kernel has them) — fed with the test flow's UDP packets as the
+  the tcx egress hooks, writing the Destination Options header into the 8
+  octets the encap route reserves at the end of its SRH; ``altmark_count`` is
+  not attached, as the node has only ingress points), ``ebpf-clsact`` (the
+  same on a clsact qdisc's cls_bpf filter, as on kernels before 6.6) and
+  ``ebpf-helper`` (``ebpf`` with the route as the other settings have it,
+  without the reserved octets: the header is inserted by
+  ``bpf_skb_adjust_room``) — fed with the test flow's UDP packets as the
   source host sends them. The encap route is the exporter's
-  (:class:`srv6pm.exporter.routes.Routes`), with ``reserve`` for ``ebpf``;
-* ``transit``: node ``b``, with ``none``, ``ebpf`` and ``ebpf-clsact`` (the nftables data plane
+  (:class:`srv6pm.exporter.routes.Routes`), with ``reserve`` for ``ebpf`` and
+  ``ebpf-clsact``;
+* ``transit``: node ``b``, with ``none``, ``ebpf`` (``altmark_count`` on tcx
+  ingress) and ``ebpf-clsact`` (the nftables data plane
   does not count at transit nodes) — fed with the frames ``a`` sends when it
   marks, so the option is there in both settings.
 
