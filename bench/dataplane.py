@@ -625,6 +625,11 @@ def run_point(point: Point, plan: topology.Plan, frames: Frames, route: EncapRou
     return rows
 
 
+def _ns(value: float | None) -> str:
+    """A program's in-path time, or that it did not run (not attached: the node has no point that needs it)."""
+    return "not run" if value is None else f"{value:.0f} ns"
+
+
 def show(row: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(row), flush=True)
@@ -634,7 +639,7 @@ def show(row: dict, as_json: bool) -> None:
     install = "" if row["install_s"] is None else f"  install {row['install_s']:.3f} s"
     program = "" if row["program_ns"] is None else \
         (f"  {'mark' if row['point'] == 'ingress' else 'count'} {row['program_ns']:.0f} ns (test run)"
-         f", in path: mark {row['mark_ns_in_path'] or 0:.0f} ns, count {row['count_ns_in_path'] or 0:.0f} ns")
+         f", in path: mark {_ns(row['mark_ns_in_path'])}, count {_ns(row['count_ns_in_path'])}")
     print(f"{row['point']:8} {row['dataplane']:11} {row['flows']:>7}  {row['forwarded_pps']:>9,} pps "
           f"[{row['forwarded_pps_min']:,}-{row['forwarded_pps_max']:,}] {100 * row['forwarded_share']:3.0f} % of offered"
           f"  x{row['ratio_to_none']:.3f} [{row['ratio_min']:.3f}-{row['ratio_max']:.3f}]"
