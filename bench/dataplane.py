@@ -8,14 +8,18 @@ measured, each as the **node under test**:
 
 * ``ingress``: node ``a``, with ``none`` (no counting at all: the baseline),
   ``nftables`` (DSCP marking and counting), ``ebpf`` (``altmark_mark`` on
-  tc egress writing the Destination Options header into the 8 octets the
-  encap route reserves at the end of its SRH, ``altmark_count`` on tc
-  ingress) and ``ebpf-helper`` (the same programs with the route as the other
-  settings have it, without the reserved octets: the header is inserted by
+  the tcx egress hooks, writing the Destination Options header into the 8
+  octets the encap route reserves at the end of its SRH; ``altmark_count`` is
+  not attached, as the node has only ingress points), ``ebpf-clsact`` (the
+  same on a clsact qdisc's cls_bpf filter, as on kernels before 6.6) and
+  ``ebpf-helper`` (``ebpf`` with the route as the other settings have it,
+  without the reserved octets: the header is inserted by
   ``bpf_skb_adjust_room``) — fed with the test flow's UDP packets as the
   source host sends them. The encap route is the exporter's
-  (:class:`srv6pm.exporter.routes.Routes`), with ``reserve`` for ``ebpf``;
-* ``transit``: node ``b``, with ``none`` and ``ebpf`` (the nftables data plane
+  (:class:`srv6pm.exporter.routes.Routes`), with ``reserve`` for ``ebpf`` and
+  ``ebpf-clsact``;
+* ``transit``: node ``b``, with ``none``, ``ebpf`` (``altmark_count`` on tcx
+  ingress) and ``ebpf-clsact`` (the nftables data plane
   does not count at transit nodes) — fed with the frames ``a`` sends when it
   marks, so the option is there in both settings.
 
@@ -43,14 +47,20 @@ own time per packet of each program (``BPF_PROG_TEST_RUN``: ``altmark_mark``
 once on each of 2,000 fresh copies of the encapsulated frame (with or without the reserved octets), so every run is
 a cold one, ``altmark_count`` 100,000 times on the marked frame).
 
+With ``--perf DIR`` every run is also profiled (``perf record`` of CPU 1,
+cpu-clock samples), and for each number of flows it prints, per setting, the
+kernel's ns per forwarded packet in the receive softirq (the samples under
+``net_rx_action``, so other work on CPU 1 is left out), by symbol, the
+symbols that differ most from ``none`` first: where a data plane's cost goes.
+
 Prints a table for people (or JSON lines with ``--json``); asserts nothing
 about times. The node under test's counters of the test flow are checked
 against what it forwarded (counted >= forwarded), so a data plane that does
 not count cannot report a rate. Everything it builds is removed at the end.
 
     python bench/dataplane.py [--flows 1,1000,10000,100000] [--points ingress,transit]
-                              [--dataplanes none,nftables,ebpf,ebpf-helper]
-                              [--seconds 1] [--rounds 5] [--size 64] [--json]
+                              [--dataplanes nftables,ebpf,ebpf-clsact,ebpf-helper]
+                              [--seconds 1] [--rounds 5] [--size 64] [--json] [--perf DIR]
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ import secrets
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -81,7 +92,9 @@ from srv6pm.lab import network, scenario, topology
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
 
-POINTS = {"ingress": ("none", "nftables", "ebpf", "ebpf-helper"), "transit": ("none", "ebpf")}
+POINTS = {"ingress": ("none", "nftables", "ebpf", "ebpf-clsact", "ebpf-helper"),
+          "transit": ("none", "ebpf", "ebpf-clsact")}
+RESERVED = ("ebpf", "ebpf-clsact")  # the settings whose encap route reserves the option's octets
 UDP_IP6 = 48  # IPv6 + UDP headers
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
@@ -351,7 +364,8 @@ class Setting:
         self.nft: Nft | None = None
         if self.ebpf:  # loaded and filled once; attached for its runs only
             t0 = time.perf_counter()
-            table = ebpf.EbpfTable(point.node, point.node, attach=False)
+            table = ebpf.EbpfTable(point.node, point.node, attach=False,
+                                   hook="tc" if kind == "ebpf-clsact" else "auto")
             if point.name == "ingress":
                 ps = [ebpf.Point("f1", "ingress", TEST_FLOWMON_ID, 0, *self.match)]
                 ps += [ebpf.Point(f"o{i}", "ingress", i + 2, 0, s, d) for i, (s, d) in enumerate(other_flows(n - 1))]
@@ -363,7 +377,7 @@ class Setting:
             self.table = table
 
     def on(self) -> None:
-        if self.kind == "ebpf" and self.point.name == "ingress":
+        if self.kind in RESERVED and self.point.name == "ingress":
             self.route.use(True)
         if self.ebpf:
             assert isinstance(self.table, ebpf.EbpfTable)
@@ -395,7 +409,7 @@ class Setting:
         return time.perf_counter() - t0
 
     def off(self) -> None:
-        if self.kind == "ebpf" and self.point.name == "ingress":
+        if self.kind in RESERVED and self.point.name == "ingress":
             self.route.use(False)
         if isinstance(self.table, ebpf.EbpfTable):
             self.table.detach()
@@ -437,8 +451,42 @@ class Run:
         return jiffies / self.cpu.total if self.cpu.total else float("nan")
 
 
-def measure(point: Point, setting: Setting, seconds: float, guard: list[float], first: bool) -> Run:
-    """One run: the setting on, a short warm-up, ``seconds`` of bursts, the setting off."""
+class Profile:
+    """``perf record`` of CPU 1 (the node under test's forwarding, cpu-clock samples with call graphs) for the
+    time of one run and its drain (and 0.2 s of idle before it), into ``path``; :func:`symbols` reads it back as kernel ns per forwarded packet by symbol."""
+
+    def __init__(self, path: str, seconds: float):
+        self.path = path
+        self.proc = subprocess.Popen(["perf", "record", "-q", "-C", str(NODE_CPU), "-e", "cpu-clock", "-F", "4999",
+                                      "-g", "-o", path, "--", "sleep", str(seconds + 0.3)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.2)  # perf is set up before the measured bursts start
+
+    def wait(self) -> None:
+        _, err = self.proc.communicate()
+        if self.proc.returncode:
+            raise SystemExit(f"bench/dataplane.py: perf record: {err.decode(errors='replace').strip()}")
+
+
+def symbols(path: str, packets: int) -> dict[str, float]:
+    """Symbol -> ns of CPU 1 per forwarded packet (self time: the samples' period in it), from ``perf report``,
+    counting only the samples under ``net_rx_action`` (the receive softirq: the node's forwarding), so that
+    other work on CPU 1 is left out."""
+    out = subprocess.run(["perf", "report", "-i", path, "--stdio", "--no-children", "-g", "none", "--sort", "sym",
+                          "-F", "period,sym", "-p", "net_rx_action", "-x", "--percent-limit", "0"], check=True,
+                         capture_output=True, text=True).stdout
+    shares: dict[str, float] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0].isdigit() and fields[1].startswith("["):
+            shares[fields[2]] = shares.get(fields[2], 0.0) + int(fields[0]) / packets
+    return shares
+
+
+def measure(point: Point, setting: Setting, seconds: float, guard: list[float], first: bool,
+            perf: str | None = None) -> Run:
+    """One run: the setting on, a short warm-up, ``seconds`` of bursts, the setting off; with ``perf`` (a path)
+    CPU 1 is profiled during the bursts into that file."""
     setting.on()
     try:
         sock = frame_socket(point.feeder_ns, point.feeder_dev)
@@ -448,11 +496,14 @@ def measure(point: Point, setting: Setting, seconds: float, guard: list[float], 
             time.sleep(0.05)
             counted0 = setting.packets() if setting.ebpf else None
             tx0 = tx_packets(point.node, point.tx)
+            profile = Profile(perf, seconds) if perf else None
             cpu0 = CpuTimes.of(NODE_CPU)
             t0 = time.perf_counter()
             accepted, offered = batch.flood(seconds)
             elapsed = time.perf_counter() - t0
             cpu = CpuTimes.of(NODE_CPU) - cpu0
+            if profile is not None:
+                profile.wait()
             time.sleep(0.05)  # what is queued drains
             forwarded = tx_packets(point.node, point.tx) - tx0
         if setting.ebpf or (setting.kind == "nftables" and first):
@@ -492,7 +543,7 @@ def program_ns(setting: Setting, frames: Frames) -> float:
     """Kernel ns per packet of the program of ``setting``'s counting point (``BPF_PROG_TEST_RUN``)."""
     assert isinstance(setting.table, ebpf.EbpfTable)
     if setting.point.name == "ingress":
-        frame = frames.reserved if setting.kind == "ebpf" else frames.encapsulated
+        frame = frames.reserved if setting.kind in RESERVED else frames.encapsulated
         runs = [bpf.test_run(setting.table.program_fd("altmark_mark"), frame) for _ in range(2000)]
         if runs[0].packet[20] != 60:
             raise SystemExit("altmark_mark did not mark the test flow's frame")
@@ -514,12 +565,19 @@ def run_point(point: Point, plan: topology.Plan, frames: Frames, route: EncapRou
             guards: dict[str, list[float]] = {kind: [] for kind in point.settings}
             programs: dict[str, float] = {}
             in_path: dict[str, dict[str, float]] = {}
+            profiles: dict[str, dict[str, float]] = {}
             try:
                 for r in range(args.rounds):
                     order = point.settings[r % len(point.settings):] + point.settings[:r % len(point.settings)]
                     for kind in order:
-                        x = measure(point, settings[kind], args.seconds, guards[kind], r == 0)
+                        perf = os.path.join(args.perf, f"{point.name}-{kind}-{n}-{r}.data") if args.perf else None
+                        x = measure(point, settings[kind], args.seconds, guards[kind], r == 0, perf)
                         runs[kind].append(x)
+                        if perf:  # summed over the rounds: ns per packet of all the rounds' packets
+                            share = symbols(perf, x.forwarded * args.rounds)
+                            mine = profiles.setdefault(kind, {})
+                            for name, ns in share.items():
+                                mine[name] = mine.get(name, 0.0) + ns
                         if args.verbose:
                             print(f"  round {r} {point.name} {kind} {n}: {x.pps:,.0f} pps, {x.softirq_ns:.0f} ns/pkt, "
                                   f"offered {x.offered:,} accepted {x.accepted:,} forwarded {x.forwarded:,}, cpu1 "
@@ -560,9 +618,16 @@ def run_point(point: Point, plan: topology.Plan, frames: Frames, route: EncapRou
                        else None}
                 rows.append(row)
                 show(row, args.json)
+            if profiles:
+                show_profiles(point.name, n, profiles, args.json)
     finally:
         point.finish()
     return rows
+
+
+def _ns(value: float | None) -> str:
+    """A program's in-path time, or that it did not run (not attached: the node has no point that needs it)."""
+    return "not run" if value is None else f"{value:.0f} ns"
 
 
 def show(row: dict, as_json: bool) -> None:
@@ -574,13 +639,55 @@ def show(row: dict, as_json: bool) -> None:
     install = "" if row["install_s"] is None else f"  install {row['install_s']:.3f} s"
     program = "" if row["program_ns"] is None else \
         (f"  {'mark' if row['point'] == 'ingress' else 'count'} {row['program_ns']:.0f} ns (test run)"
-         f", in path: mark {row['mark_ns_in_path'] or 0:.0f} ns, count {row['count_ns_in_path'] or 0:.0f} ns")
+         f", in path: mark {_ns(row['mark_ns_in_path'])}, count {_ns(row['count_ns_in_path'])}")
     print(f"{row['point']:8} {row['dataplane']:11} {row['flows']:>7}  {row['forwarded_pps']:>9,} pps "
           f"[{row['forwarded_pps_min']:,}-{row['forwarded_pps_max']:,}] {100 * row['forwarded_share']:3.0f} % of offered"
           f"  x{row['ratio_to_none']:.3f} [{row['ratio_min']:.3f}-{row['ratio_max']:.3f}]"
           f"  softirq {row['softirq_ns_per_packet']:.0f} ns/pkt [{row['softirq_ns_min']:.0f}-{row['softirq_ns_max']:.0f}]"
           f"{extra} x{row['cpu_ratio_to_none']:.3f}  cpu1 softirq/busy/steal {100 * row['cpu1_softirq']:.0f}/"
           f"{100 * row['cpu1_busy']:.0f}/{100 * row['cpu1_steal']:.0f} %{install}{guard}{program}", flush=True)
+
+
+# The kernel symbols a data plane adds to the path, by what they are; "hook sites" are the functions where the
+# tc hooks are (tcx runs inlined there) and the first one that reads the packet's header when no program did.
+OWN = {"tc layers": ("tc_run", "tcx_", "cls_bpf_", "tcf_classify", "__tcf_classify", "sch_handle_"),
+       "programs": ("bpf_prog_",),
+       "map lookups": ("__htab_map_lookup_elem", "lookup_nulls_elem_raw", "htab_map_hash", "memcmp",
+                       "trie_lookup_elem", "jhash"),
+       "helpers": ("bpf_skb_", "skb_ensure_writable", "__pskb_pull_tail"),
+       "hook sites": ("__netif_receive_skb_core", "__dev_queue_xmit", "ip6_rcv_core")}
+
+
+def own_costs(diff: dict[str, float]) -> dict[str, float]:
+    """Category of :data:`OWN` -> ns per packet over ``none`` of the symbols in it."""
+    return {cat: sum(v for k, v in diff.items() if k.startswith(prefixes)) for cat, prefixes in OWN.items()}
+
+
+def show_profiles(point: str, n: int, profiles: dict[str, dict[str, float]], as_json: bool, top: int = 25) -> None:
+    """The symbols of CPU 1 that cost each setting more (or less) per forwarded packet than ``none``, largest first,
+    and the sum of those a data plane adds (:data:`OWN`): its own cost, which the rest of the machine's work moves
+    much less than the totals."""
+    base = profiles.get("none", {})
+    base_total = sum(base.values())
+    for kind, prof in profiles.items():
+        total = sum(prof.values())
+        diff = {k: prof.get(k, 0.0) - base.get(k, 0.0) for k in set(prof) | set(base)}
+        biggest = sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:top]
+        own = own_costs(diff)
+        if as_json:
+            print(json.dumps({"point": point, "flows": n, "dataplane": kind, "profile_ns_per_packet": round(total, 1),
+                              "profile_extra_ns": round(total - base_total, 1),
+                              "own_ns": {k: round(v, 1) for k, v in own.items()},
+                              "symbols_ns": {k: round(prof.get(k, 0.0), 1) for k, _ in biggest},
+                              "symbols_extra_ns": {k: round(v, 1) for k, v in biggest}}), flush=True)
+            continue
+        print(f"  perf {point} {kind} {n}: {total:.0f} ns/pkt in CPU 1's receive softirq"
+              + ("" if kind == "none" else f", {total - base_total:+.0f} over none; its own symbols "
+                 f"{sum(own.values()):+.0f} (" + ", ".join(f"{k} {v:+.0f}" for k, v in own.items())
+                 + "); by symbol (ns/pkt, over none):"), flush=True)
+        if kind != "none":
+            for k, v in biggest:
+                print(f"    {prof.get(k, 0.0):7.1f} {v:+7.1f}  {k}", flush=True)
 
 
 def run(args) -> list[dict]:
@@ -609,15 +716,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="installed flow counts, comma separated (default 1,1000,10000,100000)")
     parser.add_argument("--points", default="ingress,transit",
                         help="counting points to measure: ingress, transit or both (default both)")
-    parser.add_argument("--dataplanes", default="nftables,ebpf,ebpf-helper",
-                        help="settings besides none (the baseline, always run): nftables, ebpf, ebpf-helper "
-                             "(ingress only) (default all)")
+    parser.add_argument("--dataplanes", default="nftables,ebpf,ebpf-clsact,ebpf-helper",
+                        help="settings besides none (the baseline, always run): nftables, ebpf, ebpf-clsact, "
+                             "ebpf-helper (ingress only) (default all)")
     parser.add_argument("--seconds", type=float, default=1.0, help="sending time per run (default 1)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="runs per setting, the settings taking turns; medians and ranges shown (default 5)")
     parser.add_argument("--size", type=int, default=64, help="the test flow's IPv6 packet size in octets, >= 48 "
                         "(default 64)")
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
+    parser.add_argument("--perf", metavar="DIR", help="profile CPU 1 with perf in every run (files in DIR) and "
+                        "print, per setting, the kernel symbols' ns per forwarded packet (mean of the rounds' "
+                        "figures) that differ most from none's")
     parser.add_argument("--verbose", action="store_true", help="every run's figures on stderr")
     args = parser.parse_args(argv)
     try:
@@ -632,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--points: some of {', '.join(POINTS)}")
     if any(n < 1 for n in args.flows) or not 0 < args.seconds <= 60 or args.size < UDP_IP6 or args.rounds < 1:
         parser.error("--flows >= 1 each, --seconds in (0, 60], --rounds >= 1, --size >= 48")
+    if args.perf:
+        os.makedirs(args.perf, exist_ok=True)
     if os.geteuid() != 0:
         print("bench/dataplane.py: needs root (network namespaces, eBPF programs)", file=sys.stderr)
         return 2

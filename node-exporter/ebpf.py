@@ -58,6 +58,8 @@ _U32 = U32
 # tc filter slot of srv6pm's programs on every interface (handle, priority)
 TC_HANDLE = 0x5A6D
 TC_PRIORITY = 0x5A6D
+HOOKS = ("auto", "tcx", "tc")
+PROGRAMS = {"egress": "altmark_mark", "ingress": "altmark_count"}  # hook direction -> its program
 
 
 _LITTLE = sys.byteorder == "little"  # the kernel's map values are in the host's order, which "<" assumes
@@ -99,15 +101,24 @@ class EbpfTable:
     Loads the programs (pinning or reusing the maps of ``node``) and attaches
     them to every interface of the namespace except ``lo`` (unless ``attach`` is
     false: then only :meth:`program_fd`'s callers run them, e.g. in
-    ``BPF_PROG_TEST_RUN``). Raises :class:`~srv6pm.bpf.BpfUnavailable` when
+    ``BPF_PROG_TEST_RUN``). ``hook`` says how: ``tcx`` (kernel 6.6 and later: a
+    BPF link per interface and direction, pinned beside the maps as
+    ``tcx-<ifindex>-<direction>``; no qdisc and no classifier in the packet's
+    path), ``tc`` (a clsact qdisc and a cls_bpf filter in direct-action mode, at
+    (:data:`TC_HANDLE`, :data:`TC_PRIORITY`): every kernel), or ``auto`` (tcx
+    when the kernel has it, asked once at the first attach, tc otherwise; the
+    choice is logged). Raises :class:`~srv6pm.bpf.BpfUnavailable` when
     the machine cannot run them (checked first), and
     :class:`~.dataplane.DataplaneError` when loading them fails. Not thread safe by itself (the exporter
     serialises calls with its lock).
     """
 
     def __init__(self, node: str, netns: str | None = None, *, obj_path: str | Path = OBJECT,
-                 pin_root: Path = PIN_ROOT, attach: bool = True):
+                 pin_root: Path = PIN_ROOT, attach: bool = True, hook: str = "auto"):
+        if hook not in HOOKS:
+            raise ValueError(f"hook must be one of {', '.join(HOOKS)}, got {hook!r}")
         bpf.check_support(obj_path)
+        self.hook = hook
         self.node = node
         self.netns = netns
         self._pins = pin_root / node
@@ -123,6 +134,7 @@ class EbpfTable:
         self.generation = ".".join([_boot_id(), *(str(bpf.map_id(m.fd)) for m in self._counters)])
         self._thread = NetnsThread(netns, thread_name=f"bpf-{node}")
         self._attached: set[int] = set()
+        self._on: set[str] = set()  # the hook directions whose program is on the attached interfaces
         self._maps = {"counters0": self._counters[0], "counters1": self._counters[1], "exact": self._exact_map,
                       "sources": self._sources_map, "flows": self._flows_map}
         self._model = Model(self._flows_map.max_entries)
@@ -136,23 +148,73 @@ class EbpfTable:
 
     # -- attachment ------------------------------------------------------------------
     def attach(self) -> None:
-        """Attach both programs to every interface of the namespace not attached yet (lo excepted)."""
-        mark, count = self._obj.program_fd("altmark_mark"), self._obj.program_fd("altmark_count")
+        """Attach the programs to every interface of the namespace not attached yet (lo excepted).
 
+        Only the programs the installed points need: ``altmark_mark`` (tc
+        egress) when there is an ingress point, ``altmark_count`` (tc ingress)
+        when there is a transit or an egress point; both while nothing is
+        installed (a restarted exporter keeps its predecessor's counting going
+        until its first install). :meth:`change` attaches and detaches them
+        as points come and go. With tcx, a tc filter an earlier exporter left
+        in srv6pm's slot is deleted first, so that no packet is counted twice."""
         def run() -> list[int]:
-            done = []
-            for index, name in socket.if_nameindex():
-                if name == "lo" or index in self._attached:
-                    continue
-                bpf.tc_attach(index, "egress", mark, handle=TC_HANDLE, priority=TC_PRIORITY)
-                bpf.tc_attach(index, "ingress", count, handle=TC_HANDLE, priority=TC_PRIORITY)
-                done.append(index)
-            return done
+            if self.hook == "auto":
+                self.hook = "tcx" if bpf.tcx_supported() else "tc"
+                log.info("eBPF data plane: programs on the %s hooks (%s)", self.hook,
+                         "kernel 6.6 or later: BPF links, no qdisc" if self.hook == "tcx"
+                         else "this kernel has no tcx: clsact qdisc, cls_bpf filter", extra={"node": self.node})
+            elif self.hook == "tcx" and not bpf.tcx_supported():
+                raise bpf.BpfError("this kernel has no tcx hooks (Linux 6.6 or later has them): attach with "
+                                   "hook tc (clsact qdisc) instead")
+            fresh = [index for index, name in socket.if_nameindex() if name != "lo" and index not in self._attached]
+            wanted = self._wanted()
+            for index in fresh:
+                for direction in wanted:
+                    self._hook_on(index, direction)
+            self._on = wanted
+            return fresh
 
         try:
             self._attached.update(self._thread.call(run))
         except bpf.BpfError as exc:
             raise DataplaneError(f"{self._where()}: {exc}") from exc
+
+    def _wanted(self) -> set[str]:
+        """The hook directions the installed points need (both when none is installed)."""
+        roles = {p.role for p in self._model.points.values()}
+        if not roles:
+            return set(PROGRAMS)
+        return {d for d, need in (("egress", "ingress" in roles), ("ingress", bool(roles - {"ingress"}))) if need}
+
+    def _hook_on(self, index: int, direction: str) -> None:
+        fd = self._obj.program_fd(PROGRAMS[direction])
+        if self.hook == "tcx":
+            bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
+            bpf.tcx_attach(index, direction, fd, self._pins / f"tcx-{index}-{direction}")
+        else:
+            bpf.tc_attach(index, direction, fd, handle=TC_HANDLE, priority=TC_PRIORITY)
+
+    def _hook_off(self, index: int, direction: str) -> None:
+        bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
+        bpf.tcx_detach(self._pins / f"tcx-{index}-{direction}")
+
+    def _sync_hooks(self) -> None:
+        """After a change of the points: the programs they need on, the others off, on the attached interfaces."""
+        wanted = self._wanted()
+        if not self._attached or wanted == self._on:
+            return
+
+        def run() -> None:
+            for index in sorted(self._attached):
+                for direction in wanted - self._on:
+                    self._hook_on(index, direction)
+                for direction in self._on - wanted:
+                    self._hook_off(index, direction)
+        try:
+            self._thread.call(run)
+        except bpf.BpfError as exc:
+            raise DataplaneError(f"{self._where()}: {exc}") from exc
+        self._on = wanted
 
     def _where(self) -> str:
         return f"netns {self.netns!r}" if self.netns else "current netns"
@@ -217,6 +279,7 @@ class EbpfTable:
                     log.warning("undoing a map update failed", extra={"node": self.node, "map": op.map})
             change.revert()
             raise DataplaneError(f"{self._where()}: {exc}") from exc
+        self._sync_hooks()
 
     def _run(self, op: Op) -> bool:
         """Do one map operation; False if it changed nothing (the key was there, or was not)."""
@@ -301,13 +364,17 @@ class EbpfTable:
 
     # -- lifecycle -------------------------------------------------------------------
     def detach(self) -> None:
-        """Take the programs off every interface (counting and marking stop; maps stay pinned)."""
+        """Take the programs off every interface, from both kinds of hook (counting and marking stop; maps stay
+        pinned)."""
         def run() -> None:
             for index, _ in socket.if_nameindex():
                 bpf.tc_detach(index, "egress", handle=TC_HANDLE, priority=TC_PRIORITY)
                 bpf.tc_detach(index, "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
+            for pin in sorted(self._pins.glob("tcx-*")):
+                bpf.tcx_detach(pin)
         self._thread.call(run)
         self._attached.clear()
+        self._on = set()
 
     def remove(self) -> None:
         """Detach, close and unpin: the node's counters are gone; idempotent."""

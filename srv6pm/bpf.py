@@ -20,7 +20,10 @@ compiled at install time by ``./setup.sh`` with Debian's clang against a
   and :meth:`Map.lookup_batch` for a whole map in a few syscalls (per-CPU maps
   come back as one value per possible CPU).
 * :func:`tc_attach` / :func:`tc_detach` put a program on an interface's clsact
-  hook (direct action); :func:`xdp_attach` / :func:`xdp_detach` on its XDP
+  hook (direct action); :func:`tcx_supported`, :func:`tcx_attach` and
+  :func:`tcx_detach` on its tcx hook (kernel 6.6 and later: a BPF link, no
+  qdisc nor classifier in the path, pinned in bpffs so that it outlives the
+  process like a tc filter); :func:`xdp_attach` / :func:`xdp_detach` on its XDP
   hook, in native (driver) or generic (skb) mode, and :func:`xdp_program`
   says which program is there. They act on the network namespace of the
   calling thread: call them through :class:`srv6pm.netns.NetnsThread` for
@@ -37,6 +40,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +49,7 @@ from srv6pm.errors import OperationError, UnavailableError
 
 __all__ = ["BPFFS", "BTF_PATH", "XDP_MODES", "BpfError", "BpfObject", "BpfUnavailable", "Map", "VerifierError",
            "build", "check_loadable", "check_support", "ensure_bpffs", "map_id", "pinned_map", "possible_cpus",
-           "program_name", "tc_attach", "tc_detach", "test_run", "unavailable", "xdp_attach", "xdp_detach",
+           "program_name", "tc_attach", "tc_detach", "tcx_attach", "tcx_detach", "tcx_supported", "test_run", "unavailable", "xdp_attach", "xdp_detach",
            "xdp_program"]
 
 LIBRARY = "libbpf.so.1"
@@ -55,6 +59,8 @@ BPF_FS_MAGIC = 0xCAFE4A11
 BPF_TC_INGRESS = 1
 BPF_TC_EGRESS = 2
 BPF_TC_F_REPLACE = 1
+BPF_TCX = {"ingress": 46, "egress": 47}  # enum bpf_attach_type: BPF_TCX_INGRESS, BPF_TCX_EGRESS (6.6+)
+BPF_LINK_TYPE_TCX = 11
 BPF_ANY = 0
 BPF_NOEXIST = 1
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1
@@ -169,6 +175,11 @@ def _load():
             "bpf_map_lookup_batch": ([c_int, vp, vp, vp, vp, ctypes.POINTER(c_uint), vp], c_int),
             "bpf_obj_get_info_by_fd": ([c_int, vp, ctypes.POINTER(c_uint)], c_int),
             "bpf_obj_get": ([c_char_p], c_int),
+            "bpf_obj_pin": ([c_int, c_char_p], c_int),
+            "bpf_prog_query": ([c_int, c_int, c_uint, ctypes.POINTER(c_uint), vp, ctypes.POINTER(c_uint)], c_int),
+            "bpf_link_create": ([c_int, c_int, c_int, vp], c_int),
+            "bpf_link_update": ([c_int, c_int, vp], c_int),
+            "bpf_link_detach": ([c_int], c_int),
             "bpf_tc_hook_create": ([vp], c_int),
             "bpf_tc_attach": ([vp, vp], c_int),
             "bpf_tc_detach": ([vp, vp], c_int),
@@ -585,6 +596,89 @@ def tc_detach(ifindex: int, direction: str, *, handle: int = 1, priority: int = 
         if code in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
             return False
         raise BpfError(f"ifindex {ifindex}: tc {direction} detach: {os.strerror(code)}")
+    return True
+
+
+# -- tcx (6.6+) -------------------------------------------------------------------------
+
+def tcx_supported(ifindex: int = 1) -> bool:
+    """Whether the kernel has the tcx hooks: it answers ``BPF_PROG_QUERY`` for ``ifindex``'s tcx ingress (a
+    kernel before 6.6 refuses the attach type with ``EINVAL``). Acts in the calling thread's network namespace
+    (ifindex 1, ``lo``, is in every one)."""
+    flags, count = ctypes.c_uint32(0), ctypes.c_uint32(0)
+    rc = _load().bpf_prog_query(ifindex, BPF_TCX["ingress"], 0, ctypes.byref(flags), None, ctypes.byref(count))
+    if rc == 0:
+        return True
+    code = _err(rc)
+    if code == errno.EINVAL:
+        return False
+    raise BpfError(f"ifindex {ifindex}: tcx query: {os.strerror(code)}")
+
+
+def _tcx_target(link_fd: int) -> tuple[int, int] | None:
+    """(ifindex, attach type) of a tcx link; None for another kind of link. A link whose interface is gone
+    has ifindex 0."""
+    info = ctypes.create_string_buffer(64)  # struct bpf_link_info: type, id, prog_id, then the union at 16
+    length = ctypes.c_uint32(len(info))
+    if _load().bpf_obj_get_info_by_fd(link_fd, info, ctypes.byref(length)):
+        return None
+    kind, ifindex, attach_type = (int.from_bytes(info.raw[o:o + 4], sys.byteorder) for o in (0, 16, 20))
+    return (ifindex, attach_type) if kind == BPF_LINK_TYPE_TCX else None
+
+
+def tcx_attach(ifindex: int, direction: str, prog_fd: int, pin: str | os.PathLike) -> None:
+    """Put ``prog_fd`` on the tcx ``direction`` (``"ingress"``/``"egress"``) of ``ifindex`` as a BPF link pinned
+    at ``pin`` (bpffs), after the programs already there.
+
+    The link at ``pin``, when it is this interface's and direction's, gets the
+    new program in one step (``BPF_LINK_UPDATE``), so a restarted owner swaps
+    its programs without a gap, as with :func:`tc_attach`; a pinned link of an
+    interface that is gone is unpinned (which releases it) and a new one made.
+    Acts in the calling thread's network namespace.
+    """
+    lib = _load()
+    kind = BPF_TCX[direction]
+    path = os.fspath(pin).encode()
+    if os.path.exists(pin):
+        fd = lib.bpf_obj_get(path)
+        if fd >= 0:
+            try:
+                if _tcx_target(fd) == (ifindex, kind):
+                    rc = lib.bpf_link_update(fd, prog_fd, None)
+                    if rc:
+                        raise BpfError(f"ifindex {ifindex}: tcx {direction} update: {os.strerror(_err(rc))}")
+                    return
+            finally:
+                os.close(fd)
+        os.unlink(pin)
+    fd = lib.bpf_link_create(prog_fd, ifindex, kind, None)
+    if fd < 0:
+        raise BpfError(f"ifindex {ifindex}: tcx {direction} attach: {os.strerror(_err(fd))}")
+    try:
+        rc = lib.bpf_obj_pin(fd, path)
+        if rc:
+            code = _err(rc)
+            lib.bpf_link_detach(fd)
+            raise BpfError(f"ifindex {ifindex}: tcx {direction} link pin at {os.fspath(pin)}: {os.strerror(code)}")
+    finally:
+        os.close(fd)
+
+
+def tcx_detach(pin: str | os.PathLike) -> bool:
+    """Take the program of the tcx link pinned at ``pin`` off its hook and unpin the link; False if none was
+    pinned there."""
+    lib = _load()
+    fd = lib.bpf_obj_get(os.fspath(pin).encode())
+    if fd < 0:
+        code = _err(fd)
+        if code == errno.ENOENT:
+            return False
+        raise BpfError(f"tcx link {os.fspath(pin)}: {os.strerror(code)}")
+    try:
+        lib.bpf_link_detach(fd)  # a link whose interface is gone is detached already
+    finally:
+        os.close(fd)
+    os.unlink(pin)
     return True
 
 

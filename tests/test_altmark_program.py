@@ -17,6 +17,7 @@ import pytest
 
 from srv6pm import bpf
 from srv6pm.exporter import ebpf
+from srv6pm.exporter.dataplane import DataplaneError
 from srv6pm.exporter.ebpf import EbpfTable, Point
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not ebpf.OBJECT.exists(),
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not ebpf.OBJECT.exists(),
 
 SRC, DST = "fd00:1::2", "fd00:4::100"
 OUTER_SRC, SEGMENTS = "fcff:1::1", ["fcff:2::1", "fcff:4::100"]
+TC_NEXT = 0xFFFFFFFF  # the programs' verdict, TC_ACT_UNSPEC = TCX_NEXT (-1) as test_run's u32: the hook goes on
 ETH = bytes(12) + b"\x86\xdd"
 
 
@@ -81,7 +83,7 @@ def test_mark_inserts_the_option_and_leaves_the_inner_packet_alone(table):
     table.install([Point("f1", "ingress", 0xABCDE, 0, f"{SRC}/128", "fd00:4::/64")], colour=1)
     inner = inner_packet()
     run = bpf.test_run(table.program_fd("altmark_mark"), encapsulated(inner))
-    assert run.retval == 0  # TC_ACT_OK
+    assert run.retval == TC_NEXT
     assert run.packet == marked(inner, 0xABCDE, 1)
     assert counts(table, 1) == {"ingress": {"f1": (1, len(inner))}}
     assert counts(table, 0) == {"ingress": {"f1": (0, 0)}}
@@ -106,7 +108,7 @@ def test_mark_in_the_reserved_octets_gives_the_same_packet(table, count):
     inner = inner_packet()
     given = encapsulated(inner, segments, PADN)
     run = bpf.test_run(table.program_fd("altmark_mark"), given)
-    assert run.retval == 0
+    assert run.retval == TC_NEXT
     assert run.packet == marked(inner, 0xFEDCB, 1, segments)
     assert len(run.packet) == len(given)
     assert run.packet == bpf.test_run(table.program_fd("altmark_mark"), encapsulated(inner, segments)).packet
@@ -138,7 +140,7 @@ def test_mark_with_other_tlvs_inserts_the_header(table, tlvs):
 def test_mark_ignores_what_is_not_a_monitored_flow(table, packet):
     table.install([Point("f1", "ingress", 3, 0, f"{SRC}/128", f"{DST}/128")], colour=0)
     run = bpf.test_run(table.program_fd("altmark_mark"), packet)
-    assert run.retval == 0 and run.packet == packet
+    assert run.retval == TC_NEXT and run.packet == packet
     assert counts(table, 0) == {"ingress": {"f1": (0, 0)}}
 
 
@@ -148,7 +150,7 @@ def test_count_reads_flowmon_id_and_colour_from_the_option(table):
     prog = table.program_fd("altmark_count")
     for packet in (marked(inner, 42, 1), marked(inner, 42, 1), marked(inner, 43, 0), marked(inner, 44, 0)):
         run = bpf.test_run(prog, packet)
-        assert run.retval == 0 and run.packet == packet  # counted, never changed
+        assert run.retval == TC_NEXT and run.packet == packet  # counted, never changed
     assert counts(table, 1) == {"transit": {"f1": (2, 2 * len(inner))}, "egress": {"f2": (0, 0)}}
     assert counts(table, 0) == {"transit": {"f1": (0, 0)}, "egress": {"f2": (1, len(inner))}}
 
@@ -195,6 +197,24 @@ int touch(struct __sk_buff *skb)
 }
 char LICENSE[] SEC("license") = "GPL";
 """
+
+
+def test_tcx_asked_for_where_the_kernel_has_none_says_what_to_use(table, monkeypatch):
+    """A kernel before 6.6 (no tcx hooks, as Debian 12's 6.1) is told apart by its answer to the query:
+    asking for tcx there names the hook to use instead, and nothing is attached."""
+    monkeypatch.setattr(bpf, "tcx_supported", lambda ifindex=1: False)
+    table.hook = "tcx"
+    with pytest.raises(DataplaneError, match=r"no tcx hooks \(Linux 6.6 or later has them\): attach with hook tc"):
+        table.attach()
+    with pytest.raises(ValueError, match="hook must be one of auto, tcx, tc"):
+        EbpfTable("t", None, hook="xdp")
+
+
+def test_the_kernel_here_answers_the_tcx_query():
+    """The probe itself: this kernel (6.6 or later, as the test machine's) answers BPF_PROG_QUERY for tcx."""
+    if tuple(int(x) for x in os.uname().release.split(".")[:2]) < (6, 6):
+        pytest.skip("a kernel before 6.6: no tcx")
+    assert bpf.tcx_supported() is True
 
 
 def test_pins_of_another_layout_are_replaced_not_fatal(tmp_path):

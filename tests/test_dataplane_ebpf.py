@@ -268,6 +268,34 @@ def test_gso_packets_are_marked_and_counted_at_every_hop(lab, tables, request):
         assert _counts(tables[node], colour)[role]["f1"][0] - before[node][role]["f1"][0] == 5
 
 
+def test_tc_hooks_count_alike_and_tcx_takes_their_place(lab, tables):
+    """The clsact path (kernels before 6.6) counts exactly as the tcx links do; an exporter attaching with tcx
+    where a tc filter of srv6pm's is left (an upgrade) deletes it first: no packet is counted twice."""
+    _a, b, _c, d = lab.scenario.nodes
+    f1 = lab.flow("f1")
+    colour = tables[b].colour
+    assert tables[b].hook == "tcx"  # this kernel (6.6+) has tcx: auto takes it
+    # the links, pinned beside the maps; a transit node needs only altmark_count, an ingress one altmark_mark
+    assert _directions(tables[b]) == {"ingress"} and _directions(tables[lab.scenario.nodes[0]]) == {"egress"}
+    tables[b].detach()
+    assert not list(tables[b]._pins.glob("tcx-*"))
+    old = EbpfTable(b, b, hook="tc")  # maps reused, programs on clsact
+    try:
+        old.install(tables[b].points(), colour=colour)
+        assert not list(tables[b]._pins.glob("tcx-*"))
+        for step in ("tc", "tcx over a tc filter left"):
+            if step != "tc":
+                tables[b].attach()
+            before_b = _counts(tables[b], colour)["transit"]["f1"]
+            before_d = _counts(tables[d], colour)["egress"]["f1"]
+            send(f1.src_netns, f1.dst_addr, 6)
+            want_d = (before_d[0] + 6, before_d[1] + 6 * PACKET_BYTES)
+            assert wait_for(lambda: _counts(tables[d], colour)["egress"]["f1"], want_d) == want_d, step
+            assert _counts(tables[b], colour)["transit"]["f1"] == (before_b[0] + 6, before_b[1] + 6 * PACKET_BYTES), step
+    finally:
+        old.close()
+
+
 def test_restart_keeps_counters_and_generation(lab, tables):
     a = lab.scenario.nodes[0]
     f1 = lab.flow("f1")
@@ -307,9 +335,22 @@ def test_flows_change_one_by_one(lab):
             table.install([Point("i1", "ingress", 1, 0, "fd00::/64", "fd01::/64"),
                            Point("i2", "ingress", 2, 0, "fd00::1/128", "fd02::/64")], colour=0)
         assert set(_counts(table, 0)["transit"]) == {"g0", "g1"}  # a refused change changed nothing
+        # only the programs the points need are on the hooks: count (ingress) for transit, mark (egress) too
+        # with an ingress point, mark alone without the others
+        assert _directions(table) == {"ingress"}
+        i1 = Point("i1", "ingress", 7000, 0, "fd77::/64", "fd78::/64")
+        table.install([*p[:2], i1], colour=0)
+        assert _directions(table) == {"ingress", "egress"}
+        table.install([i1], colour=0)
+        assert _directions(table) == {"egress"}
     finally:
         table.remove()
     assert not table._pins.exists()
+
+
+def _directions(table: EbpfTable) -> set[str]:
+    """The hook directions of the table's pinned tcx links (one per interface and direction)."""
+    return {p.name.rsplit("-", 1)[1] for p in table._pins.glob("tcx-*")}
 
 
 def test_point_validation():

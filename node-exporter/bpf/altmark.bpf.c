@@ -2,7 +2,8 @@
 /*
  * srv6pm alternate-marking data plane (RFC 9341 carried as RFC 9343).
  *
- * Two tc (clsact, direct-action) programs share one set of maps:
+ * Two tc programs (on the tcx hooks, or clsact in direct-action mode on
+ * kernels before 6.6) share one set of maps:
  *
  *   altmark_mark   tc egress at a flow's ingress node. It sees the packet
  *                  after seg6 encapsulation (H.Encaps): outer IPv6, SRH,
@@ -55,7 +56,11 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define TC_ACT_OK 0
+/* Every verdict is "no opinion": TC_ACT_UNSPEC, which is TCX_NEXT on the tcx
+ * hooks. The packet goes on to the next program or tc filter of the hook (the
+ * STAMP reflector's, an operator's) and then on its way, as if the program
+ * were not there; TC_ACT_OK would end the hook's processing there. */
+#define TC_NEXT -1
 #define ETH_P_IPV6 0x86DD
 #define ETH_HLEN 14
 
@@ -223,18 +228,18 @@ int altmark_mark(struct __sk_buff *skb)
 	__u16 payload;
 
 	if (skb->protocol != bpf_htons(ETH_P_IPV6))
-		return TC_ACT_OK;
+		return TC_NEXT;
 	if ((void *)(outer + 1) > end || outer->nexthdr != NEXTHDR_ROUTING)
-		return TC_ACT_OK; /* not SRv6, or already marked (Next Header 60) */
+		return TC_NEXT; /* not SRv6, or already marked (Next Header 60) */
 	srh = (void *)(outer + 1);
 	if ((void *)(srh + 1) > end || srh->type != SRH_TYPE || srh->nexthdr != NEXTHDR_IPV6)
-		return TC_ACT_OK; /* only H.Encaps: the SRH is followed by the inner packet */
+		return TC_NEXT; /* only H.Encaps: the SRH is followed by the inner packet */
 	srh_len = ((__u32)srh->hdrlen + 1) * 8;
 	if (srh_len > 8 + 16 * MAX_SEGMENTS + DOH_LEN)
-		return TC_ACT_OK;
+		return TC_NEXT;
 	inner = (void *)srh + srh_len;
 	if ((void *)(inner + 1) > end)
-		return TC_ACT_OK;
+		return TC_NEXT;
 
 	__builtin_memcpy(ekey.src, &inner->saddr, 16);
 	__builtin_memcpy(ekey.dst, &inner->daddr, 16);
@@ -243,12 +248,12 @@ int altmark_mark(struct __sk_buff *skb)
 		__builtin_memcpy(skey.addr, &inner->saddr, 16);
 		class = bpf_map_lookup_elem(&sources, &skey);
 		if (!class)
-			return TC_ACT_OK;
+			return TC_NEXT;
 		fkey.class = *class;
 		__builtin_memcpy(fkey.addr, &inner->daddr, 16);
 		id = bpf_map_lookup_elem(&flows, &fkey);
 		if (!id)
-			return TC_ACT_OK;
+			return TC_NEXT;
 	}
 	flowmon_id = *id & 0xFFFFF;
 	c = bpf_map_lookup_elem(&colour, &zero);
@@ -262,14 +267,14 @@ int altmark_mark(struct __sk_buff *skb)
 		if ((void *)(tlv + DOH_LEN) <= end && tlv[0] == SRH_TLV_PADN && tlv[1] == 2
 		    && tlv[4] == SRH_TLV_PADN && tlv[5] == 2) {
 			if (!move_srh(srh, words, end))
-				return TC_ACT_OK;
+				return TC_NEXT;
 			srh = (void *)srh + DOH_LEN;
 			if ((void *)(srh + 1) > end)
-				return TC_ACT_OK;
+				return TC_NEXT;
 			srh->hdrlen -= 1;
 			write_doh((void *)(outer + 1), flowmon_id, mark);
 			outer->nexthdr = NEXTHDR_DEST;
-			return TC_ACT_OK;
+			return TC_NEXT;
 		}
 	}
 
@@ -279,18 +284,18 @@ int altmark_mark(struct __sk_buff *skb)
 	 * so the option is written there in place, like the outer header's fields. */
 	payload = bpf_ntohs(outer->payload_len);
 	if (bpf_skb_adjust_room(skb, DOH_LEN, BPF_ADJ_ROOM_NET, 0))
-		return TC_ACT_OK; /* counted but not marked: the next points miss it, as a loss would */
+		return TC_NEXT; /* counted but not marked: the next points miss it, as a loss would */
 
 	data = (void *)(long)skb->data;
 	end = (void *)(long)skb->data_end;
 	outer = data + ETH_HLEN;
 	doh = (void *)(outer + 1);
 	if ((void *)(doh + 1) > end)
-		return TC_ACT_OK;
+		return TC_NEXT;
 	write_doh(doh, flowmon_id, mark);
 	outer->nexthdr = NEXTHDR_DEST;
 	outer->payload_len = bpf_htons(payload + DOH_LEN);
-	return TC_ACT_OK;
+	return TC_NEXT;
 }
 
 SEC("tc")
@@ -305,12 +310,12 @@ int altmark_count(struct __sk_buff *skb)
 	int i;
 
 	if (skb->protocol != bpf_htons(ETH_P_IPV6))
-		return TC_ACT_OK;
+		return TC_NEXT;
 	if ((void *)(outer + 1) > end || outer->nexthdr != NEXTHDR_DEST)
-		return TC_ACT_OK;
+		return TC_NEXT;
 	doh = (void *)(outer + 1);
 	if ((void *)(doh + 2) > end)
-		return TC_ACT_OK;
+		return TC_NEXT;
 	doh_len = ((__u32)doh[1] + 1) * 8;
 	payload = bpf_ntohs(outer->payload_len);
 
@@ -320,34 +325,34 @@ int altmark_count(struct __sk_buff *skb)
 		__u8 *srh = doh + doh_len;
 
 		if (doh_len > 64 || (void *)(srh + 2) > end)
-			return TC_ACT_OK;
+			return TC_NEXT;
 		rest = ((__u32)srh[1] + 1) * 8;
 	}
 	if (doh_len + rest > payload)
-		return TC_ACT_OK;
+		return TC_NEXT;
 
 	off = 2;
 
 	for (i = 0; i < MAX_OPTIONS; i++) {
 		if (off + 2 > doh_len)
-			return TC_ACT_OK;
+			return TC_NEXT;
 		opt = doh + off;
 		if ((void *)(opt + 2) > end)
-			return TC_ACT_OK;
+			return TC_NEXT;
 		if (opt[0] == 0) { /* Pad1 */
 			off += 1;
 			continue;
 		}
 		if (opt[0] == ALTMARK_OPT_TYPE && opt[1] == ALTMARK_OPT_LEN) {
 			if (off + 6 > doh_len || (void *)(opt + 6) > end)
-				return TC_ACT_OK;
+				return TC_NEXT;
 			word = (__u32)opt[2] << 24 | (__u32)opt[3] << 16 | (__u32)opt[4] << 8 | opt[5];
 			count(word >> 12, (word >> 11) & 1, payload - doh_len - rest);
-			return TC_ACT_OK;
+			return TC_NEXT;
 		}
 		off += 2 + opt[1];
 	}
-	return TC_ACT_OK;
+	return TC_NEXT;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
