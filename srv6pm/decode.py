@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from itertools import repeat
-from operator import is_
+from operator import contains, eq, getitem, is_, mod
 from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast
 
 import msgspec
@@ -292,9 +293,14 @@ def fast_counters_all(raws) -> list[CounterRecord | None]:
     append = out.append
     wire, most, brackets, isfinite = _counter_wire, _MAX, _BRACKETS, _isfinite
     new, set_, cls = _new, _set, CounterRecord
-    whole = b"".join(raws) if len(raws) > 1 and not any(map(is_, raws, repeat(None))) else None
+    # The run as one JSON array (see _counters_run): its brackets are the records' and one more.
+    whole = b"[" + b",".join(raws) + b"]" if len(raws) > 1 and not any(map(is_, raws, repeat(None))) else None
     ascii_run = whole is not None and whole.isascii()
-    total = -1 if whole is None else whole.count(b"[") + whole.count(b"{")  # -1: count each record's
+    total = -1 if whole is None else whole.count(b"[") + whole.count(b"{") - 1  # -1: count each record's
+    if ascii_run and total - (len(raws) - 1) <= brackets and max(map(len, raws)) <= most:
+        run = _counters_run(raws, cast(bytes, whole))
+        if run is not None:
+            return run
     for raw in raws:
         if raw is None or len(raw) > most:
             append(None)
@@ -329,6 +335,61 @@ def fast_counters_all(raws) -> list[CounterRecord | None]:
                 if out[i] is not None and raw.count(b"[") + raw.count(b"{") > brackets:
                     out[i] = None
     return out
+
+
+_counter_run = msgspec.json.Decoder(list[_CounterWire]).decode
+_raw_run = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_Raw = msgspec.Raw
+_OPTIONAL = ("read_ns", "flowmon_id", "position")
+
+
+def _counters_run(raws, text: bytes) -> list[CounterRecord | None] | None:
+    """:func:`fast_counters_all` of a whole run (ASCII, each record within the size and bracket limits) in one
+    decoder call, or None when the typed decoder refuses any of it (then it is decoded record by record).
+
+    The run is decoded as one JSON array of its records. That the array's elements are the records, each
+    exactly (not a record's text split over two elements, or two joined), is checked on the same array,
+    decoded as raw elements, against the records' bytes: then each element decodes as its record alone would.
+    The rules beyond the schema are checked on the whole run; a record one of them refuses is left to the
+    reference (None), as in the loop.
+    """
+    try:
+        elements = _raw_run(text)
+        if len(elements) != len(raws) or not all(map(eq, elements, map(_Raw, raws))):
+            return None
+        objs = _counter_run(text)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    n = len(objs)
+    periods = list(map(getitem, objs, repeat("period")))
+    good = list(map(eq, map(getitem, objs, repeat("color")), map(mod, periods, repeat(2))))
+    if all(good) and all(map(_isfinite, map(getitem, objs, repeat("period_s")))) \
+            and not any(map(contains, objs, repeat("position"))):
+        good = None  # every record passes the rules beyond the schema
+    else:
+        for i, obj in enumerate(objs):
+            position = obj.get("position")
+            if good[i] and (not _isfinite(obj["period_s"])
+                            or (position is not None and (position == 0) != (obj["role"] == "ingress"))):
+                good[i] = False
+    _consume(map(dict.pop, objs, repeat("v")))
+    for name in _OPTIONAL:  # None when absent (as the loop's setdefault)
+        _consume(map(dict.setdefault, objs, repeat(name), repeat(None)))
+    out: list[CounterRecord | None] = list(map(_new, repeat(CounterRecord, n)))
+    _consume(map(_set, out, repeat("__dict__"), objs))
+    if good is not None:
+        for i, ok in enumerate(good):
+            if not ok:
+                out[i] = None  # the reference gives the reason
+    return out
+
+
+def _consume(iterator) -> None:
+    """Run ``iterator`` (a map of calls made for what they do) to its end, in C."""
+    _drain.extend(iterator)
+
+
+_drain: deque = deque(maxlen=0)
 
 
 def decode_counters_all(raws) -> list[CounterRecord | RecordError]:

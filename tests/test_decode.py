@@ -256,6 +256,31 @@ def test_a_run_of_counters_decodes_as_the_reference_decodes_each(raws):
             assert schema_accepts(records.COUNTERS, raw)
 
 
+def test_a_run_whose_records_join_into_other_valid_records_decodes_record_by_record():
+    """The run is decoded as one JSON array: records that are not JSON values each, but whose texts joined
+    by commas make an array of as many valid records, are still each refused with the reference's reason."""
+    record = CounterRecord("r1", "f", "ingress", 4, 2.0, 0, 1, 1).to_json()
+    raws = [record[:-1] + b',"x":[{}', b"{}]}", record + b"," + record]
+    assert len(decode._counter_run(b"[" + b",".join(raws) + b"]")) == len(raws)  # the array alone would pass
+    got = decode.decode_counters_all(raws)
+    assert [outcome_of(value) for value in got] == [outcome(records.decode_counters, raw) for raw in raws]
+    assert all(isinstance(value, RecordError) for value in got)
+    assert decode.fast_counters_all(raws) == [None, None, None]
+
+
+def test_a_run_of_canonical_counters_is_decoded_whole_as_each_record_alone():
+    blocks = [CounterRecord("r1", f"f{i}", role, 4 + i, 2.0, i % 2, 10, 1000, read_ns=(5 + i) * 2_000_000_000 + 1,
+                            flowmon_id=7 if i == 2 else None, position=None if i != 3 else (0 if role == "ingress" else 2))
+              for i in range(5) for role in ("ingress", "egress")]
+    raws = [block.to_json() for block in blocks]
+    raws[4] = raws[4].replace(b'"color":0', b'"color":1')  # a rule beyond the schema: the reference's reason
+    got = decode.fast_counters_all(raws)
+    assert got[4] is None
+    assert [g for i, g in enumerate(got) if i != 4] == [b for i, b in enumerate(blocks) if i != 4]
+    assert [vars(g) for i, g in enumerate(got) if i != 4] == [vars(decode.fast_counters(r)) for i, r in enumerate(raws)
+                                                              if i != 4]
+
+
 def test_a_record_too_large_or_absent_has_the_reference_reason():
     for raw in (None, b" " * (records.MAX_RECORD_BYTES + 1)):
         with pytest.raises(RecordError) as fast:
