@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from srv6pm import decode, records
 from srv6pm.clock import PeriodClock
+from srv6pm.processor.stages import DelayStage, Stage
 from srv6pm.records import Alarm, CounterRecord, DelayResult, Event, LossResult, RecordError, Segment, StampSample
 
 SETTINGS = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -318,6 +319,35 @@ def test_stamp_samples_as_senders_write_them_take_the_fast_path(sample):
     raw = sample.to_json()
     assert decode.fast_stamp(raw) == sample
     assert outcome(decode.decode_stamp, raw) == outcome(records.decode_stamp, raw)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(exporter_stamps().map(StampSample.to_json), raw_json(stamp_doc()),
+                          mutated(exporter_stamps().map(StampSample.to_json))), min_size=2, max_size=10))
+def test_a_run_of_stamp_samples_decodes_as_each_sample_alone(raws):
+    """fast_stamp_all (a fetched run, decoded whole when the typed decoder accepts all of it) gives what
+    fast_stamp gives each sample, and the delay stage's run decoding what it gives record by record."""
+    got = decode.fast_stamp_all(raws)
+    assert [None if g is None else vars(g) for g in got] \
+        == [None if g is None else vars(g) for g in map(decode.fast_stamp, raws)]
+    stage = DelayStage(1.0, 30.0)
+    now_ns = 10**19
+    assert stage.decode_all(raws, now_ns) == Stage.decode_all(stage, raws, now_ns)
+
+
+def test_a_run_of_stamp_samples_joined_into_other_samples_is_refused_sample_by_sample():
+    sample = StampSample("s1", 3, 1.0, 10, 20, 30, 40, False).to_json()
+    raws = [sample[:-1] + b',"x":[{}', b"{}]}", sample + b"," + sample]
+    assert len(decode._stamp_run(b"[" + b",".join(raws) + b"]")) == len(raws)
+    assert decode.fast_stamp_all(raws) == [None, None, None]
+    assert all(isinstance(records_error(raw), RecordError) for raw in raws)
+
+
+def records_error(raw):
+    try:
+        return records.decode_stamp(raw)
+    except RecordError as exc:
+        return exc
 
 
 # -- every edge of every member, one at a time -----------------------------------------------------------
