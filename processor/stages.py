@@ -217,6 +217,52 @@ class DelayStage(Stage):
     def key(self, sample):
         return sample.session, period_clock(sample.period_s).period_at(sample.t1)
 
+    def take(self, blocks, tokens, now, closed, published):
+        """:meth:`Stage.take`, with the usual sample inline: one that joins a window already open, new to it, of
+        its period length, without ``impossible_timestamps``, and closing none of its session's windows
+        (:meth:`DelayWindows.joins` tells, before anything changes). Every other goes through :meth:`add`."""
+        joins = self.windows.joins
+        outcomes: list[Outcome] = []
+        restored: list = []
+        replayed = 0
+        run_tokens: list = []
+        run_results: list = []
+        add, append, keep = self.add, outcomes.append, run_tokens.append
+        published_get = published.get if published else None
+        period_ns: dict[float, int] = {}  # period_s -> its length in ns (as its clock has it)
+        for sample, token in zip(blocks, tokens, strict=True):
+            d = sample.__dict__
+            period_s = d["period_s"]
+            length = period_ns.get(period_s)
+            if length is None:
+                length = period_ns[period_s] = period_clock(period_s).period_ns
+            key = (d["session"], d["t1"] // length)  # key(): the period that contains t1
+            if key in closed:
+                replayed += 1
+                keep(token)
+                continue
+            if published_get is not None:
+                held = published_get(key)
+                if held is not None:
+                    replayed += 1
+                    restored.append(held)
+                    keep(token)
+                    continue
+            if not d["impossible_timestamps"] and joins(key, sample, token, now):
+                continue
+            for outcome in add(sample, token, now):
+                for r in outcome.results:
+                    closed.add((r.subject, r.period))
+                first: Any = outcome.tokens[0] if outcome.tokens else None
+                if outcome.rejected or first is None or first[:2] != token[:2]:
+                    append(outcome)
+                else:
+                    run_tokens += outcome.tokens
+                    run_results += outcome.results
+        if run_tokens:
+            append(Outcome(run_tokens, run_results))
+        return outcomes, restored, replayed
+
     def add(self, sample, token, now):
         if sample.impossible_timestamps:
             metrics.get().stamp_impossible_timestamps.labels("processor", sample.session).inc()
