@@ -22,7 +22,7 @@ from . import plausible
 from .delay import DelayWindows
 from .outcome import Outcome, Token
 from .pairing import Pairing
-from .store import delay_lines, loss_lines, loss_lines_all
+from .store import delay_lines, delay_lines_all, loss_lines, loss_lines_all
 
 __all__ = ["DelayStage", "LossStage", "Stage", "Taken", "rejection"]
 
@@ -279,3 +279,6 @@ class DelayStage(Stage):
 
     def lines(self, result):
         return delay_lines(result)
+
+    def lines_all(self, results):
+        return delay_lines_all(results)
