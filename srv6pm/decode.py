@@ -389,10 +389,9 @@ def _counters_run(raws, text: bytes) -> list[CounterRecord | None] | None:
     n = len(objs)
     periods = list(map(getitem, objs, repeat("period")))
     good = list(map(eq, map(getitem, objs, repeat("color")), map(mod, periods, repeat(2))))
-    if all(good) and all(map(_isfinite, map(getitem, objs, repeat("period_s")))) \
-            and not any(map(contains, objs, repeat("position"))):
-        good = None  # every record passes the rules beyond the schema
-    else:
+    every = all(good) and all(map(_isfinite, map(getitem, objs, repeat("period_s")))) \
+        and not any(map(contains, objs, repeat("position")))  # every record passes the rules beyond the schema
+    if not every:
         for i, obj in enumerate(objs):
             position = obj.get("position")
             if good[i] and (not _isfinite(obj["period_s"])
@@ -403,7 +402,7 @@ def _counters_run(raws, text: bytes) -> list[CounterRecord | None] | None:
         _consume(map(dict.setdefault, objs, repeat(name), repeat(None)))
     out: list[CounterRecord | None] = list(map(_new, repeat(CounterRecord, n)))
     _consume(map(_set, out, repeat("__dict__"), objs))
-    if good is not None:
+    if not every:
         for i, ok in enumerate(good):
             if not ok:
                 out[i] = None  # the reference gives the reason
