@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import sub
 
 from srv6pm.clock import period_clock
 from srv6pm.records import DelayResult, StampSample
@@ -43,6 +45,7 @@ DIRECTIONS = ("forward", "backward", "round_trip")
 class _Window:
     last_seen: float
     end_ns: int  # the end of its period (by the period_s of its samples, which all share it)
+    period_s: float  # of its samples: its first one's
     samples: dict[int, StampSample] = field(default_factory=dict)
     tokens: list[Token] = field(default_factory=list)
 
@@ -73,7 +76,7 @@ class DelayWindows:
         key = (sample.session, clock.period_at(sample.t1))
         window = self._windows.get(key)
         if window is None:
-            window = self._windows[key] = _Window(now, clock.start_ns(key[1] + 1))
+            window = self._windows[key] = _Window(now, clock.start_ns(key[1] + 1), sample.period_s)
             self._open.setdefault(sample.session, set()).add(key[1])
             first_end = self._first_end.get(sample.session)
             if first_end is None or window.end_ns < first_end:
@@ -84,7 +87,7 @@ class DelayWindows:
                 return [Outcome([token])]  # the same sample again
             return [Outcome([token], rejected={token: (
                 f"conflicting duplicate of seq {sample.seq} in session {sample.session!r}")})]
-        if window.samples and next(iter(window.samples.values())).period_s != sample.period_s:
+        if window.samples and window.period_s != sample.period_s:
             return [Outcome([token], rejected={token: (
                 f"period_s {sample.period_s:g} differs from the other samples of session {sample.session!r}")})]
         window.samples[sample.seq] = sample
@@ -100,6 +103,30 @@ class DelayWindows:
         if not closable:
             return []
         return [self._close((session, p)) for p in sorted(closable)]
+
+    def joins(self, key: tuple[str, int], sample: StampSample, token: Token, now: float) -> bool:
+        """:meth:`add` of the usual sample, whose window is ``key``: it joins that window, open already, is new to
+        it, has its period length, and closes none of its session's windows. False (and nothing changed) for any
+        other sample, which :meth:`add` then takes."""
+        window = self._windows.get(key)
+        if window is None:
+            return False
+        held = window.samples
+        seq = sample.seq
+        if seq in held or window.period_s != sample.period_s:
+            return False
+        session = sample.session
+        mark = self._watermark.get(session, 0)
+        t1 = sample.t1
+        if t1 > mark:
+            mark = t1
+        if self._first_end[session] <= mark - self.lateness_ns:  # it closes a window: add() does
+            return False
+        held[seq] = sample
+        window.tokens.append(token)
+        window.last_seen = now
+        self._watermark[session] = mark
+        return True
 
     def expire(self, now: float) -> list[Outcome]:
         """Close every window that received nothing for ``idle_s``."""
@@ -165,27 +192,37 @@ def results(session: str, period: int, samples: list[StampSample], before: Stamp
     split = direction_loss(samples, before, after)
     lost_forward, lost_backward = split if split is not None else (None, None)
     out = []
+    start = clock.start_rfc3339(period)
+    impossible = len(received) - len(plausible)
     for direction in DIRECTIONS:
-        stats = statistics(series[direction])
-        out.append(DelayResult(
-            session=session, period=period, period_start=clock.start_rfc3339(period), period_s=first.period_s,
-            direction=direction, sender=first.sender, reflector=first.reflector,
-            samples=len(received), lost=lost, **stats, lost_forward=lost_forward, lost_backward=lost_backward,
-            impossible_timestamps=len(received) - len(plausible)))
+        # The result as DelayResult(...) makes it (its fields in order), without the frozen class's __init__.
+        values = {"session": session, "period": period, "period_start": start, "period_s": first.period_s,
+                  "direction": direction, "sender": first.sender, "reflector": first.reflector,
+                  "samples": len(received), "lost": lost, **statistics(series[direction]),
+                  "lost_forward": lost_forward, "lost_backward": lost_backward, "impossible_timestamps": impossible}
+        result = _new(DelayResult)
+        _set(result, "__dict__", values)
+        out.append(result)
     return out
 
 
+_new = object.__new__
+_set = object.__setattr__
+_STATISTICS = ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us")
+
+
 def statistics(delays_ns: list[int]) -> dict:
-    """min/mean/max/p50/p99/jitter in µs of delays given in ns (in sequence order); None when empty."""
-    keys = ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us")
+    """min/mean/max/p50/p99/jitter in µs of delays given in ns (in sequence order); None when empty.
+
+    Percentiles by nearest rank; jitter the mean absolute difference of consecutive delays.
+    """
     if not delays_ns:
-        return dict.fromkeys(keys)
+        return dict.fromkeys(_STATISTICS)
     ordered = sorted(delays_ns)
     n = len(ordered)
-
-    def rank(p: float) -> int:  # nearest-rank percentile
-        return ordered[max(1, math.ceil(p / 100 * n)) - 1]
-
-    jitter = (sum(abs(b - a) for a, b in zip(delays_ns, delays_ns[1:], strict=False)) / (n - 1)) if n > 1 else None
-    values = (ordered[0], sum(ordered) / n, ordered[-1], rank(50), rank(99), jitter)
-    return {k: (None if v is None else round(v / 1000, 3)) for k, v in zip(keys, values, strict=True)}
+    jitter = sum(map(abs, map(sub, islice(delays_ns, 1, None), delays_ns))) / (n - 1) if n > 1 else None
+    return {"min_us": round(ordered[0] / 1000, 3), "mean_us": round(sum(ordered) / n / 1000, 3),
+            "max_us": round(ordered[-1] / 1000, 3),
+            "p50_us": round(ordered[max(1, math.ceil(50 / 100 * n)) - 1] / 1000, 3),
+            "p99_us": round(ordered[max(1, math.ceil(99 / 100 * n)) - 1] / 1000, 3),
+            "jitter_us": None if jitter is None else round(jitter / 1000, 3)}

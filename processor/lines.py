@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["field_text", "line", "tag_text"]
+__all__ = ["field_text", "line", "line_head", "tag_text"]
 
 _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
 _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
@@ -108,6 +108,11 @@ def line(measurement: str, tags: dict, fields: dict, time_ns: int) -> str:
     if not parts:
         return ""
     return f"{head} {','.join(parts)} {time_ns}"
+
+
+def line_head(measurement: str, tags: dict) -> str:
+    """The measurement and the tags of a line (what :func:`line` writes before its fields)."""
+    return _head(measurement, tags)
 
 
 def _head(measurement: str, tags: dict) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from srv6pm import metrics, records
-from srv6pm.decode import decode_counters, decode_counters_all, decode_stamp
+from srv6pm.decode import decode_counters, decode_counters_all, decode_stamp, fast_stamp_all
 from srv6pm.records import CounterRecord
 from srv6pm.clock import period_clock
 
@@ -22,7 +22,7 @@ from . import plausible
 from .delay import DelayWindows
 from .outcome import Outcome, Token
 from .pairing import Pairing
-from .store import delay_lines, loss_lines, loss_lines_all
+from .store import delay_lines, delay_lines_all, loss_lines, loss_lines_all
 
 __all__ = ["DelayStage", "LossStage", "Stage", "Taken", "rejection"]
 
@@ -200,8 +200,68 @@ class DelayStage(Stage):
     def decode(self, raw, now_ns=None):
         return plausible.stamp(decode_stamp(raw), time.time_ns() if now_ns is None else now_ns)
 
+    def decode_all(self, raws, now_ns):
+        """:meth:`decode` of each of ``raws``: decoded a run at a time (``fast_stamp_all``), the samples the
+        typed decoder leaves to the reference decoded by it, each then judged plausible."""
+        out: list = []
+        reasons: dict[int, str] = {}
+        append, reference, judge = out.append, records.decode_stamp, plausible.stamp
+        for i, (raw, sample) in enumerate(zip(raws, fast_stamp_all(raws), strict=True)):
+            try:
+                append(judge(sample if sample is not None else reference(raw), now_ns))
+            except Exception as exc:  # noqa: BLE001  # no record may stop the loop (see rejection)
+                append(None)
+                reasons[i] = rejection(exc)
+        return out, reasons
+
     def key(self, sample):
         return sample.session, period_clock(sample.period_s).period_at(sample.t1)
+
+    def take(self, blocks, tokens, now, closed, published):
+        """:meth:`Stage.take`, with the usual sample inline: one that joins a window already open, new to it, of
+        its period length, without ``impossible_timestamps``, and closing none of its session's windows
+        (:meth:`DelayWindows.joins` tells, before anything changes). Every other goes through :meth:`add`."""
+        joins = self.windows.joins
+        outcomes: list[Outcome] = []
+        restored: list = []
+        replayed = 0
+        run_tokens: list = []
+        run_results: list = []
+        add, append, keep = self.add, outcomes.append, run_tokens.append
+        published_get = published.get if published else None
+        period_ns: dict[float, int] = {}  # period_s -> its length in ns (as its clock has it)
+        for sample, token in zip(blocks, tokens, strict=True):
+            d = sample.__dict__
+            period_s = d["period_s"]
+            length = period_ns.get(period_s)
+            if length is None:
+                length = period_ns[period_s] = period_clock(period_s).period_ns
+            key = (d["session"], d["t1"] // length)  # key(): the period that contains t1
+            if key in closed:
+                replayed += 1
+                keep(token)
+                continue
+            if published_get is not None:
+                held = published_get(key)
+                if held is not None:
+                    replayed += 1
+                    restored.append(held)
+                    keep(token)
+                    continue
+            if not d["impossible_timestamps"] and joins(key, sample, token, now):
+                continue
+            for outcome in add(sample, token, now):
+                for r in outcome.results:
+                    closed.add((r.subject, r.period))
+                first: Any = outcome.tokens[0] if outcome.tokens else None
+                if outcome.rejected or first is None or first[:2] != token[:2]:
+                    append(outcome)
+                else:
+                    run_tokens += outcome.tokens
+                    run_results += outcome.results
+        if run_tokens:
+            append(Outcome(run_tokens, run_results))
+        return outcomes, restored, replayed
 
     def add(self, sample, token, now):
         if sample.impossible_timestamps:
@@ -219,3 +279,6 @@ class DelayStage(Stage):
 
     def lines(self, result):
         return delay_lines(result)
+
+    def lines_all(self, results):
+        return delay_lines_all(results)

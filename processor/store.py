@@ -32,9 +32,9 @@ from srv6pm.clock import period_clock
 from srv6pm.influx_schema import DELAY, LOSS, SEGMENT_LOSS
 from srv6pm.records import DelayResult, LossResult
 
-from .lines import field_text, line, tag_text
+from .lines import field_text, line, line_head, tag_text
 
-__all__ = ["delay_lines", "delay_point", "loss_lines", "loss_lines_all", "loss_point", "segment_points"]
+__all__ = ["delay_lines", "delay_lines_all", "delay_point", "loss_lines", "loss_lines_all", "loss_point", "segment_points"]
 
 Parts = tuple[str, dict, dict, int]  # measurement, tags, fields, time in ns
 
@@ -221,6 +221,61 @@ def _loss_lines(doc: dict) -> list[str]:
 def delay_lines(doc: dict) -> list[str]:
     """The ``delay`` line of a published delay record."""
     return [line(*_delay(doc))]
+
+
+_DELAY_NAMES = (DELAY.measurement, DELAY.session, DELAY.direction, DELAY.sender, DELAY.reflector, DELAY.samples,
+                DELAY.lost, *_DELAY_FIGURES, DELAY.lost_forward, DELAY.lost_backward, DELAY.impossible_timestamps)
+if _DELAY_NAMES != ("delay", "session", "direction", "sender", "reflector", "samples", "lost", "min_us", "mean_us",
+                    "max_us", "p50_us", "p99_us", "jitter_us", "lost_forward", "lost_backward",
+                    "impossible_timestamps"):
+    raise ImportError("srv6pm.influx_schema renamed a delay field: delay_lines_all writes the names itself")
+_delay_members = itemgetter("session", "direction", "samples", "lost", "impossible_timestamps", "min_us", "mean_us",
+                            "max_us", "p50_us", "p99_us", "jitter_us", "period", "period_s")
+_delay_heads: dict[tuple, str] = {}  # (session, direction, sender, reflector) -> the line's head
+
+
+def _float_text(value: float) -> str:
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def delay_lines_all(docs: list[dict]) -> list[str]:
+    """:func:`delay_lines` of each of ``docs`` (published delay records), in order.
+
+    A result with every figure (finite floats), integer counts and no Direct Measurement split, as windows of
+    replies make it, is written out from one template (the fields in key order, as :func:`line` sorts them);
+    any other by :func:`delay_lines`.
+    """
+    out: list[str] = []
+    append, heads, members, text = out.append, _delay_heads, _delay_members, _float_text
+    for doc in docs:
+        try:
+            session, direction, samples, lost, impossible, low, mean, high, p50, p99, jitter, period, period_s = \
+                members(doc)
+        except KeyError:
+            out += delay_lines(doc)
+            continue
+        get = doc.get
+        if type(samples) is int and type(lost) is int and type(impossible) is int and type(low) is float \
+                and type(mean) is float and type(high) is float and type(p50) is float and type(p99) is float \
+                and type(jitter) is float and low + mean + high + p50 + p99 + jitter - (low + mean + high + p50
+                                                                                     + p99 + jitter) == 0.0 \
+                and get("lost_forward") is None and get("lost_backward") is None \
+                and type(session) is str and type(direction) is str:
+            sender, reflector = get("sender") or None, get("reflector") or None
+            key = (session, direction, sender, reflector)
+            head = heads.get(key)
+            if head is None:
+                if len(heads) >= 100_000:
+                    heads.clear()
+                head = heads[key] = line_head(DELAY.measurement, {DELAY.session: session, DELAY.direction: direction,
+                                                                  DELAY.sender: sender, DELAY.reflector: reflector})
+            append(f"{head} impossible_timestamps={impossible}i,jitter_us={text(jitter)},lost={lost}i,"
+                   f"max_us={text(high)},mean_us={text(mean)},min_us={text(low)},p50_us={text(p50)},"
+                   f"p99_us={text(p99)},samples={samples}i {period * _ns_of(period_s)}")
+        else:
+            out += delay_lines(doc)
+    return out
 
 
 def _point(measurement: str, tags: dict, fields: dict, time_ns: int) -> Point:

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from itertools import repeat
-from operator import is_
+from operator import contains, eq, getitem, is_, mod
 from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast
 
 import msgspec
@@ -47,7 +48,7 @@ from srv6pm import records
 from srv6pm.records import Alarm, CounterRecord, DelayResult, Event, LossResult, RecordError, StampSample
 
 __all__ = ["decode", "decode_alarm", "decode_counters", "decode_counters_all", "decode_delay", "decode_event",
-           "decode_loss", "decode_stamp", "fast", "fast_counters", "fast_counters_all", "fast_stamp", "typed"]
+           "decode_loss", "decode_stamp", "fast", "fast_counters", "fast_counters_all", "fast_stamp", "fast_stamp_all", "typed"]
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -292,9 +293,11 @@ def fast_counters_all(raws) -> list[CounterRecord | None]:
     append = out.append
     wire, most, brackets, isfinite = _counter_wire, _MAX, _BRACKETS, _isfinite
     new, set_, cls = _new, _set, CounterRecord
-    whole = b"".join(raws) if len(raws) > 1 and not any(map(is_, raws, repeat(None))) else None
-    ascii_run = whole is not None and whole.isascii()
-    total = -1 if whole is None else whole.count(b"[") + whole.count(b"{")  # -1: count each record's
+    whole, ascii_run, total = _array(raws)
+    if whole is not None:
+        run = _counters_run(raws, whole)
+        if run is not None:
+            return run
     for raw in raws:
         if raw is None or len(raw) > most:
             append(None)
@@ -331,6 +334,89 @@ def fast_counters_all(raws) -> list[CounterRecord | None]:
     return out
 
 
+_counter_run = msgspec.json.Decoder(list[_CounterWire]).decode
+_raw_run = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_stamp_run = msgspec.json.Decoder(list[_StampWire]).decode
+_Raw = msgspec.Raw
+_OPTIONAL = ("read_ns", "flowmon_id", "position")
+
+
+def _array(raws) -> tuple[bytes | None, bool, int]:
+    """(the run as one JSON array if it may be decoded whole, whether it is all ASCII, how many brackets its
+    records have: -1 when each record's must be counted).
+
+    Decoded whole (:func:`_elements`), a run needs what :func:`_wire` checks of each record to hold of all
+    of them: ASCII throughout, none too large, and so few brackets in all that no record accepted can have
+    more than ``_BRACKETS`` (each accepted one has at least one).
+    """
+    if len(raws) < 2 or any(map(is_, raws, repeat(None))):
+        return None, False, -1
+    whole = b"[" + b",".join(raws) + b"]"
+    ascii_run = whole.isascii()
+    total = whole.count(b"[") + whole.count(b"{") - 1  # the array's own bracket is not a record's
+    if ascii_run and total - (len(raws) - 1) <= _BRACKETS and max(map(len, raws)) <= _MAX:
+        return whole, ascii_run, total
+    return None, ascii_run, total
+
+
+def _elements(decode_run, raws, text: bytes) -> list | None:
+    """What the typed decoder ``decode_run`` (of a list) makes of ``text`` (:func:`_array` of ``raws``), or None
+    when it refuses any of it.
+
+    That the array's elements are the records, each exactly (not a record's text split over two elements,
+    or two joined), is checked on the same array, decoded as raw elements, against the records' bytes: then
+    each element decodes as its record alone would.
+    """
+    try:
+        elements = _raw_run(text)
+        if len(elements) != len(raws) or not all(map(eq, elements, map(_Raw, raws))):
+            return None
+        return decode_run(text)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
+def _counters_run(raws, text: bytes) -> list[CounterRecord | None] | None:
+    """:func:`fast_counters_all` of a whole run (ASCII, each record within the size and bracket limits) in one
+    decoder call, or None when the typed decoder refuses any of it (then it is decoded record by record).
+
+    The run is decoded as one JSON array of its records (:func:`_elements`). The rules beyond the schema are
+    checked on the whole run; a record one of them refuses is left to the reference (None), as in the loop.
+    """
+    objs = _elements(_counter_run, raws, text)
+    if objs is None:
+        return None
+    n = len(objs)
+    periods = list(map(getitem, objs, repeat("period")))
+    good = list(map(eq, map(getitem, objs, repeat("color")), map(mod, periods, repeat(2))))
+    every = all(good) and all(map(_isfinite, map(getitem, objs, repeat("period_s")))) \
+        and not any(map(contains, objs, repeat("position")))  # every record passes the rules beyond the schema
+    if not every:
+        for i, obj in enumerate(objs):
+            position = obj.get("position")
+            if good[i] and (not _isfinite(obj["period_s"])
+                            or (position is not None and (position == 0) != (obj["role"] == "ingress"))):
+                good[i] = False
+    _consume(map(dict.pop, objs, repeat("v")))
+    for name in _OPTIONAL:  # None when absent (as the loop's setdefault)
+        _consume(map(dict.setdefault, objs, repeat(name), repeat(None)))
+    out: list[CounterRecord | None] = list(map(_new, repeat(CounterRecord, n)))
+    _consume(map(_set, out, repeat("__dict__"), objs))
+    if not every:
+        for i, ok in enumerate(good):
+            if not ok:
+                out[i] = None  # the reference gives the reason
+    return out
+
+
+def _consume(iterator) -> None:
+    """Run ``iterator`` (a map of calls made for what they do) to its end, in C."""
+    _drain.extend(iterator)
+
+
+_drain: deque = deque(maxlen=0)
+
+
 def decode_counters_all(raws) -> list[CounterRecord | RecordError]:
     """:func:`decode_counters` of each of ``raws``: its record, or the RecordError it raises (the reason)."""
     out = cast(list[CounterRecord | RecordError | None], fast_counters_all(raws))
@@ -355,8 +441,21 @@ def fast_stamp(raw: bytes | None) -> StampSample | None:
     None), as :func:`srv6pm.records.stamp_from` builds it; any other goes through ``stamp_from``.
     """
     obj = typed(records.STAMP, raw)
-    if obj is None:
-        return None
+    return None if obj is None else _stamp_of(obj)
+
+
+def fast_stamp_all(raws) -> list[StampSample | None]:
+    """:func:`fast_stamp` of each of ``raws`` (a fetched run): decoded whole in one call where the typed decoder
+    accepts all of it (see :func:`_array`), else record by record."""
+    whole = _array(raws)[0]
+    objs = None if whole is None else _elements(_stamp_run, raws, whole)
+    if objs is None:
+        return list(map(fast_stamp, raws))
+    return list(map(_stamp_of, objs))
+
+
+def _stamp_of(obj: dict) -> StampSample | None:
+    """:func:`fast_stamp` of the typed dict ``obj``."""
     t1, t2, t3, t4 = obj["t1"], obj["t2"], obj["t3"], obj["t4"]
     if not obj["lost"] and "impossible_timestamps" not in obj and t2 is not None and t3 is not None \
             and t4 is not None and t4 >= t1 and t3 >= t2 and _isfinite(obj["period_s"]):

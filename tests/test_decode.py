@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from srv6pm import decode, records
 from srv6pm.clock import PeriodClock
+from srv6pm.processor.stages import DelayStage, Stage
 from srv6pm.records import Alarm, CounterRecord, DelayResult, Event, LossResult, RecordError, Segment, StampSample
 
 SETTINGS = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -256,6 +257,31 @@ def test_a_run_of_counters_decodes_as_the_reference_decodes_each(raws):
             assert schema_accepts(records.COUNTERS, raw)
 
 
+def test_a_run_whose_records_join_into_other_valid_records_decodes_record_by_record():
+    """The run is decoded as one JSON array: records that are not JSON values each, but whose texts joined
+    by commas make an array of as many valid records, are still each refused with the reference's reason."""
+    record = CounterRecord("r1", "f", "ingress", 4, 2.0, 0, 1, 1).to_json()
+    raws = [record[:-1] + b',"x":[{}', b"{}]}", record + b"," + record]
+    assert len(decode._counter_run(b"[" + b",".join(raws) + b"]")) == len(raws)  # the array alone would pass
+    got = decode.decode_counters_all(raws)
+    assert [outcome_of(value) for value in got] == [outcome(records.decode_counters, raw) for raw in raws]
+    assert all(isinstance(value, RecordError) for value in got)
+    assert decode.fast_counters_all(raws) == [None, None, None]
+
+
+def test_a_run_of_canonical_counters_is_decoded_whole_as_each_record_alone():
+    blocks = [CounterRecord("r1", f"f{i}", role, 4 + i, 2.0, i % 2, 10, 1000, read_ns=(5 + i) * 2_000_000_000 + 1,
+                            flowmon_id=7 if i == 2 else None, position=None if i != 3 else (0 if role == "ingress" else 2))
+              for i in range(5) for role in ("ingress", "egress")]
+    raws = [block.to_json() for block in blocks]
+    raws[4] = raws[4].replace(b'"color":0', b'"color":1')  # a rule beyond the schema: the reference's reason
+    got = decode.fast_counters_all(raws)
+    assert got[4] is None
+    assert [g for i, g in enumerate(got) if i != 4] == [b for i, b in enumerate(blocks) if i != 4]
+    assert [vars(g) for i, g in enumerate(got) if i != 4] == [vars(decode.fast_counters(r)) for i, r in enumerate(raws)
+                                                              if i != 4]
+
+
 def test_a_record_too_large_or_absent_has_the_reference_reason():
     for raw in (None, b" " * (records.MAX_RECORD_BYTES + 1)):
         with pytest.raises(RecordError) as fast:
@@ -293,6 +319,35 @@ def test_stamp_samples_as_senders_write_them_take_the_fast_path(sample):
     raw = sample.to_json()
     assert decode.fast_stamp(raw) == sample
     assert outcome(decode.decode_stamp, raw) == outcome(records.decode_stamp, raw)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(exporter_stamps().map(StampSample.to_json), raw_json(stamp_doc()),
+                          mutated(exporter_stamps().map(StampSample.to_json))), min_size=2, max_size=10))
+def test_a_run_of_stamp_samples_decodes_as_each_sample_alone(raws):
+    """fast_stamp_all (a fetched run, decoded whole when the typed decoder accepts all of it) gives what
+    fast_stamp gives each sample, and the delay stage's run decoding what it gives record by record."""
+    got = decode.fast_stamp_all(raws)
+    assert [None if g is None else vars(g) for g in got] \
+        == [None if g is None else vars(g) for g in map(decode.fast_stamp, raws)]
+    stage = DelayStage(1.0, 30.0)
+    now_ns = 10**19
+    assert stage.decode_all(raws, now_ns) == Stage.decode_all(stage, raws, now_ns)
+
+
+def test_a_run_of_stamp_samples_joined_into_other_samples_is_refused_sample_by_sample():
+    sample = StampSample("s1", 3, 1.0, 10, 20, 30, 40, False).to_json()
+    raws = [sample[:-1] + b',"x":[{}', b"{}]}", sample + b"," + sample]
+    assert len(decode._stamp_run(b"[" + b",".join(raws) + b"]")) == len(raws)
+    assert decode.fast_stamp_all(raws) == [None, None, None]
+    assert all(isinstance(records_error(raw), RecordError) for raw in raws)
+
+
+def records_error(raw):
+    try:
+        return records.decode_stamp(raw)
+    except RecordError as exc:
+        return exc
 
 
 # -- every edge of every member, one at a time -----------------------------------------------------------

@@ -60,3 +60,41 @@ def test_sessions_are_independent_and_duplicates_handled():
     assert "conflicting duplicate" in bad.rejected[3]
     assert w.add(sample(5, 1200, session="b"), 4, 0) == []  # b's progress does not close a's window
     assert [o.tokens for o in w.add(sample(6, 1100, session="a"), 5, 0)] == [[1]]
+
+
+def test_the_delay_stage_s_run_path_is_add_of_each_sample():
+    """DelayStage.take (the usual sample inline) and Stage.take (add() sample by sample) finish the same tokens
+    and make the same results, with the same rejections, replays and windows left open."""
+    import random
+
+    from srv6pm.processor.stages import DelayStage, Stage
+
+    rng = random.Random(7)
+    run = []
+    for seq in range(400):
+        session = f"s{rng.randrange(3)}"
+        kind = rng.random()
+        if kind < 0.05 and run:  # an exact repeat, or a conflicting one, of an earlier sample
+            earlier = rng.choice(run)
+            run.append(earlier if rng.random() < 0.5 else StampSample(
+                earlier.session, earlier.seq, earlier.period_s, earlier.t1, earlier.t2, earlier.t3,
+                (earlier.t4 or earlier.t1) + 1, False, "r1", "r4"))
+            continue
+        s = sample(seq, seq * 40 + rng.randrange(30), fwd_us=rng.randrange(50, 500), lost=kind > 0.9, session=session)
+        if 0.05 <= kind < 0.08:
+            s = StampSample(s.session, s.seq, 2.0, s.t1, s.t2, s.t3, s.t4, s.lost, "r1", "r4")  # another period length
+        elif 0.08 <= kind < 0.1 and not s.lost:
+            s = StampSample(s.session, s.seq, T, s.t1, None, None, s.t4, False, "r1", "r4", impossible_timestamps=True)
+        run.append(s)
+    tokens = [("t", 0, i) for i in range(len(run))]
+    outs = []
+    for take in (DelayStage.take, Stage.take):
+        stage = DelayStage(0.3, 30.0)
+        closed = {("s1", P + 2)}
+        published = {("s2", P + 3): b"{}"}
+        got, restored, replayed = take(stage, run, tokens, 1.0, closed, published)
+        outcomes = [(o.tokens, o.results, o.rejected) for o in got]
+        outs.append((outcomes, restored, replayed, sorted(stage.pending_tokens()), sorted(closed)))
+    assert outs[0] == outs[1]
+    outcomes, restored, replayed, pending, _ = outs[0]
+    assert sum(len(o[1]) for o in outcomes) > 30 and any(o[2] for o in outcomes) and restored and replayed and pending

@@ -65,3 +65,21 @@ def test_loss_and_segment_lines_write_what_the_schema_says():
 def test_the_written_out_loss_line_is_the_generic_one(doc):
     from srv6pm.processor.store import _loss, loss_lines
     assert loss_lines(doc) == [line(*_loss(doc))]
+
+
+_figure = st.one_of(st.none(), st.floats(), st.integers(-10, 10**9), st.sampled_from([0.0, 50.0, 1e16, 0.013]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "session": st.text(min_size=1, max_size=5), "direction": st.sampled_from(["forward", "backward", "round_trip"]),
+    "sender": st.one_of(st.none(), st.text(max_size=4)), "reflector": st.one_of(st.none(), st.text(max_size=4)),
+    "samples": st.integers(0, 10**6), "lost": st.integers(0, 10**6),
+    **{name: _figure for name in ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us")},
+    "lost_forward": st.one_of(st.none(), st.integers(0, 9)), "lost_backward": st.one_of(st.none(), st.integers(0, 9)),
+    "impossible_timestamps": st.integers(0, 9), "period": st.integers(0, 2**31),
+    "period_s": st.sampled_from([1.0, 2.0, 0.5]),
+}), max_size=4))
+def test_the_written_out_delay_lines_are_the_generic_ones(docs):
+    from srv6pm.processor.store import delay_lines, delay_lines_all
+    assert delay_lines_all(docs) == [text for doc in docs for text in delay_lines(doc)]
