@@ -181,6 +181,18 @@ def _profile(exporter, k: int, guards: int = 3) -> None:
             setattr(obj, name, timed(name, real[id(obj), name]))
         publish.encode_batch = timed("encode_batch (framing, zstd)", real_encode)
         walls, cpus = [], []
+        collections: list[tuple[str, int, float]] = []  # (thread, generation, seconds) of each collection
+        started: dict[int, float] = {}
+
+        def on_gc(phase, info):
+            import threading
+            if phase == "start":
+                started[threading.get_ident()] = time.perf_counter()
+            elif threading.get_ident() in started:
+                collections.append((threading.current_thread().name, info["generation"],
+                                    time.perf_counter() - started.pop(threading.get_ident())))
+        import gc
+        gc.callbacks.append(on_gc)
         for g in range(guards):
             before = _thread_cpu()
             t0 = time.perf_counter()
@@ -190,7 +202,11 @@ def _profile(exporter, k: int, guards: int = 3) -> None:
             after = _thread_cpu()
             cpus.append({name: after[name] - before.get(name, 0.0) for name in after
                          if after[name] - before.get(name, 0.0) > 0})
+        gc.callbacks.remove(on_gc)
         print(f"guards: {', '.join(f'{w:.3f} s' for w in walls)}", file=sys.stderr)
+        slow = [f"{name} gen {gen} {sec * 1000:.0f} ms" for name, gen, sec in collections if sec > 0.005]
+        print(f"  garbage collections: {len(collections)}, {sum(c[2] for c in collections):.3f} s in all; over 5 ms: "
+              f"{', '.join(slow) or 'none'}", file=sys.stderr)
         for cpu in cpus:
             print("  CPU per thread: " + ", ".join(f"{name} {s:.2f} s" for name, s in sorted(cpu.items())),
                   file=sys.stderr)
