@@ -275,15 +275,18 @@ class Outbox:
 
     def _send_pending(self) -> None:
         with self._cond:
+            large = len(self._pending) >= _PAUSE_GC_AT
+        # the records are freed when _publish_pending returns, before the collector runs again
+        with gc_paused() if large else contextlib.nullcontext():
+            self._publish_pending()
+
+    def _publish_pending(self) -> None:
+        """Take the records waiting in memory, publish them and settle them (acknowledged, or back in memory)."""
+        with self._cond:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
             self._inflight, upto = batch, self._put
-        with gc_paused() if len(batch) >= _PAUSE_GC_AT else contextlib.nullcontext():
-            self._sent_pending(batch, upto)
-
-    def _sent_pending(self, batch: list[Send], upto: int) -> None:
-        """Publish ``batch``, taken from memory (the first ``upto`` records put then), and settle it."""
         failed = self._publish(batch)
         with self._cond:
             self._inflight = None
