@@ -26,10 +26,11 @@ the embedded Kafka-compatible broker) and measures:
 * ``rss_mib``: the child's resident memory with N flows applied, and
   ``rss_per_flow_b`` over the same figure at the smallest N.
 
-``--profile``: after those, three more guards with every thread's CPU time
-measured (the guard's, the outbox's, the client's) and each of the three
-profiled with cProfile (the guard, the outbox's publish call, the record
-batches' framing), the profiles' top functions by own time printed.
+``--profile``: after those, three more guards with each stage's CPU and
+wall time, every thread's CPU time (the guard's, the outbox's, the client's)
+and the garbage collections measured, then three more profiled with cProfile
+(the guard, the outbox's publish call, the record batches' framing), the
+profiles' top functions by own time printed.
 
 Prints a table (``--json``: one object per line); asserts nothing about times.
 Everything it builds (namespaces, pinned maps) is removed at the end.

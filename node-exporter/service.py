@@ -375,10 +375,11 @@ class Exporter:
     def _guard(self, k: int, now: int) -> None:
         """Read, publish and persist the block of period ``k``.
 
-        Python's cyclic garbage collector is paused meanwhile: the guard makes
-        a few objects per flow, none of them in a cycle, and at 100,000 flows
-        the collections it would trigger over the exporter's live objects took
-        about a third of the guard's time.
+        Python's cyclic garbage collector is paused meanwhile, and until the
+        outbox has published these records (:func:`~.outbox.gc_paused`): the
+        guard makes a few objects per flow, none of them in a cycle, and at
+        100,000 flows the collections it would trigger over the exporter's live
+        objects took about a third of the guard's time.
         """
         with gc_paused():  # (with the outbox's publish of these records, which pauses it too)
             self._guard_block(k, now)
