@@ -26,10 +26,16 @@ the embedded Kafka-compatible broker) and measures:
 * ``rss_mib``: the child's resident memory with N flows applied, and
   ``rss_per_flow_b`` over the same figure at the smallest N.
 
+``--profile``: after those, three more guards with each stage's CPU and
+wall time, every thread's CPU time (the guard's, the outbox's, the client's)
+and the garbage collections measured, then three more profiled with cProfile
+(the guard, the outbox's publish call, the record batches' framing), the
+profiles' top functions by own time printed.
+
 Prints a table (``--json``: one object per line); asserts nothing about times.
 Everything it builds (namespaces, pinned maps) is removed at the end.
 
-    python bench/exporter_scale.py [--flows 100,1000,10000,100000] [--dataplanes nftables,ebpf] [--json]
+    python bench/exporter_scale.py [--flows 100,1000,10000,100000] [--dataplanes nftables,ebpf] [--json] [--profile]
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def flow(i: int, ebpf: bool):
                           flowmon_id=i + 1 if ebpf else 0)
 
 
-def one(dataplane: str, n: int, broker: str) -> dict:
+def one(dataplane: str, n: int, broker: str, profile: bool = False) -> dict:
     """Measure one data plane at ``n`` flows in this process (the child)."""
     import grpc
     from ns_exporter import exporter as ns_exporter
@@ -97,6 +103,8 @@ def one(dataplane: str, n: int, broker: str) -> dict:
         exporter._guard(k + 4, clock.start_ns(k + 5))
         assert exporter.outbox.wait(600)
         uncompressed = time.perf_counter() - t0
+        if profile:
+            _profile(exporter, k + 6)  # before the producer's baseline (in this process, its threads would remain)
         producer = _producer_baseline(broker, n + 5)
         t0 = time.perf_counter()
         with exporter.lock:
@@ -109,6 +117,123 @@ def one(dataplane: str, n: int, broker: str) -> dict:
                 "producer_ms": round(producer * 1000, 1),
                 "publish_ratio": round(publish / producer, 3), "colour_ms": round(colour * 1000, 2),
                 "rss_mib": round(rss, 1), "rss_flows_mib": round(rss - rss0, 1)}
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of each live thread of this process, by thread name."""
+    import threading
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for t in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{t.native_id}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[t.name] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def _profile(exporter, k: int, guards: int = 3) -> None:
+    """``guards`` guards (periods k, k+2, ...) with each stage's CPU and wall time and every thread's CPU time, then
+    ``guards`` more under cProfile (the guard, the outbox's publish, the record batches' framing, each in its own
+    thread); printed to stderr."""
+    import cProfile
+    import io
+    import pstats
+
+    from srv6pm import publish
+    from srv6pm.exporter import service
+    clock = exporter.clock
+    publisher, table, baselines, encoder = (exporter.outbox._publisher, exporter._table, exporter._baselines,
+                                            exporter._encoder)
+    publisher.compression = service.COMPRESSION  # the uncompressed measure above turned it off
+    stages: dict[str, list[float]] = {}
+
+    def timed(name, fn):
+        def call(*args, **kwargs):
+            c0, t0 = time.thread_time(), time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                total = stages.setdefault(name, [0.0, 0.0])
+                total[0] += time.thread_time() - c0
+                total[1] += time.perf_counter() - t0
+        return call
+
+    profiles = {"guard": cProfile.Profile(), "outbox publish": cProfile.Profile(), "framing": cProfile.Profile()}
+
+    def profiled(name, fn):
+        def call(*args, **kwargs):
+            prof = profiles[name]
+            prof.enable()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                prof.disable()
+        return call
+
+    wrapped = [(table, "read_all"), (baselines, "advance"), (encoder, "encode_keyed"), (exporter.outbox, "put"),
+               (baselines, "save"), (publisher, "publish"), (publisher, "_rounds")]
+    real = {(id(obj), name): getattr(obj, name) for obj, name in wrapped}
+    real_encode = publish.encode_batch
+    try:
+        for obj, name in wrapped:
+            setattr(obj, name, timed(name, real[id(obj), name]))
+        publish.encode_batch = timed("encode_batch (framing, zstd)", real_encode)
+        walls, cpus = [], []
+        collections: list[tuple[str, int, float]] = []  # (thread, generation, seconds) of each collection
+        started: dict[int, float] = {}
+
+        def on_gc(phase, info):
+            import threading
+            if phase == "start":
+                started[threading.get_ident()] = time.perf_counter()
+            elif threading.get_ident() in started:
+                collections.append((threading.current_thread().name, info["generation"],
+                                    time.perf_counter() - started.pop(threading.get_ident())))
+        import gc
+        gc.callbacks.append(on_gc)
+        for g in range(guards):
+            before = _thread_cpu()
+            t0 = time.perf_counter()
+            exporter._guard(k + 2 * g, clock.start_ns(k + 2 * g + 1))
+            assert exporter.outbox.wait(600)
+            walls.append(time.perf_counter() - t0)
+            after = _thread_cpu()
+            cpus.append({name: after[name] - before.get(name, 0.0) for name in after
+                         if after[name] - before.get(name, 0.0) > 0})
+        gc.callbacks.remove(on_gc)
+        print(f"guards: {', '.join(f'{w:.3f} s' for w in walls)}", file=sys.stderr)
+        slow = [f"{name} gen {gen} {sec * 1000:.0f} ms" for name, gen, sec in collections if sec > 0.005]
+        print(f"  garbage collections: {len(collections)}, {sum(c[2] for c in collections):.3f} s in all; over 5 ms: "
+              f"{', '.join(slow) or 'none'}", file=sys.stderr)
+        for cpu in cpus:
+            print("  CPU per thread: " + ", ".join(f"{name} {s:.2f} s" for name, s in sorted(cpu.items())),
+                  file=sys.stderr)
+        print("  per guard, CPU / wall (publish: the outbox thread's call, waiting for the client's thread included):",
+              file=sys.stderr)
+        for name, (cpu_s, wall_s) in stages.items():
+            print(f"    {name:32} {cpu_s / guards:.3f} s / {wall_s / guards:.3f} s", file=sys.stderr)
+        for obj, name in wrapped:
+            setattr(obj, name, real[id(obj), name])
+        publisher.publish = profiled("outbox publish", real[id(publisher), "publish"])
+        publish.encode_batch = profiled("framing", real_encode)
+        for g in range(guards, 2 * guards):
+            profiled("guard", exporter._guard)(k + 2 * g, clock.start_ns(k + 2 * g + 1))
+            assert exporter.outbox.wait(600)
+    finally:
+        for obj, name in wrapped:
+            if name in vars(obj):
+                delattr(obj, name)
+        publish.encode_batch = real_encode
+    for name, prof in profiles.items():
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(14)
+        lines = text.getvalue().splitlines()
+        start = next((i for i, line in enumerate(lines) if "function calls" in line), 0)
+        print(f"--- cProfile: {name} ({guards} guards)\n" + "\n".join(line for line in lines[start:] if line.strip()),
+              file=sys.stderr)
 
 
 def _producer_baseline(broker: str, n: int) -> float:
@@ -136,10 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flows", default="100,1000,10000,100000")
     parser.add_argument("--dataplanes", default="nftables,ebpf")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="three more guards per row, profiled (CPU per thread, cProfile), printed to stderr")
     parser.add_argument("--one", nargs=3, metavar=("DATAPLANE", "N", "BROKER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2])), flush=True)
+        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2], args.profile)), flush=True)
         return 0
     from srv6pm import records
     from srv6pm.kafka import ensure_topics
@@ -151,12 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         for dataplane in args.dataplanes.split(","):
             base = None
             for n in counts:
-                out = subprocess.run([sys.executable, __file__, "--one", dataplane, str(n), broker.bootstrap],
-                                     capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                out = subprocess.run([sys.executable, __file__, "--one", dataplane, str(n), broker.bootstrap,
+                                      *(["--profile"] if args.profile else [])], capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)
                     return 1
                 row = json.loads(out.stdout.strip().splitlines()[-1])
+                if args.profile:
+                    print(f"{dataplane} {n} flows: profile\n" + "\n".join(
+                        line for line in out.stderr.splitlines() if not line.startswith("{")), flush=True)
                 base = base or row
                 row["add_ratio"] = round(row["add_one_ms"] / base["add_one_ms"], 2)
                 row["rss_per_flow_b"] = round((row["rss_flows_mib"] - base["rss_flows_mib"]) * 2**20

@@ -101,7 +101,7 @@ def _varint(n: int) -> bytes:
 
 
 _KEY_VALUE = itemgetter(2, 3)  # a Send's (key, value)
-_KEY, _VALUE = itemgetter(2), itemgetter(3)
+_TOPIC, _PARTITION, _KEY, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _SMALL = [_varint(n) for n in range(16384)]
 _NULL = _varint(-1)
 _HEADS = [b"\x00\x00" + v for v in _SMALL]  # a record's attributes (0), timestamp delta (0) and offset delta
@@ -179,16 +179,23 @@ class Publisher:
         self._cluster = self._manager.cluster
         self.ends: dict[TopicPartition, int] = {}  # partition -> offset after the last batch acknowledged
         self._by_key: dict[str, dict[bytes, tuple[int, int]]] = defaultdict(dict)  # topic -> key -> (count, p)
+        # the last large call's grouping: (topic, its partitions, the keys in order, partition -> pick, partition ->
+        # its records' key lengths + 16)
+        self._grouping: tuple[str, list[int], list[bytes], dict[TopicPartition, itemgetter | int],
+                              dict[TopicPartition, list[int]]] | None = None
 
     def publish(self, sends: list[Send]) -> list[tuple[Send, Exception]]:
         """Publish ``sends``; returns those not acknowledged, each with its error (see the module docstring)."""
         if not sends:
             return []
-        topics = sorted({s.topic for s in sends})
+        topics = sorted(set(map(_TOPIC, sends)))
         self._net.run(self._known, topics)
         failed: list[tuple[Send, Exception]] = []
-        per_partition: dict[TopicPartition, list[Send]] = defaultdict(list)
         partitions = {t: sorted(self._cluster.partitions_for_topic(t) or ()) for t in topics}
+        grouped = self._grouped(sends, topics, partitions)
+        if grouped is not None:
+            return self._send_rounds(grouped, failed, self._grouping[4] if self._grouping else None)
+        per_partition: dict[TopicPartition, list[Send]] = defaultdict(list)
         known = {t: (len(partitions[t]), self._by_key[t]) for t in topics}  # the keys' partitions remembered
         lists: dict[tuple[str, int], list[Send]] = {}  # (topic, partition) -> its sends
         for send in sends:
@@ -209,8 +216,16 @@ class Publisher:
             if bucket is None:
                 bucket = lists[at] = per_partition[TopicPartition(topic, p)]
             bucket.append(send)
+        if not failed:
+            self._keep_grouping(sends, topics, partitions)
+        return self._send_rounds(per_partition, failed)
+
+    def _send_rounds(self, per_partition: dict[TopicPartition, list[Send]], failed: list[tuple[Send, Exception]],
+                     key_sizes: dict[TopicPartition, list[int]] | None = None) -> list[tuple[Send, Exception]]:
+        """Send each partition's records, in rounds of one chunk per partition (``key_sizes``: as for
+        :meth:`_rounds`); ``failed`` and those not acknowledged."""
         broken: dict[TopicPartition, Exception] = {}  # a partition whose chunk failed sends no later chunk
-        for chunks in self._rounds(per_partition):
+        for chunks in self._rounds(per_partition, key_sizes):
             for tp in [tp for tp in chunks if tp in broken]:
                 failed += [(s, broken[tp]) for s in chunks.pop(tp)]
             for send, error in self._net.run(self._send_round, chunks):
@@ -247,14 +262,55 @@ class Publisher:
         known[send.key] = (n, partition)
         return partition
 
-    def _rounds(self, per_partition: dict[TopicPartition, list[Send]]) -> list[dict[TopicPartition, list[Send]]]:
-        """Chunks of at most :attr:`chunk_bytes` per partition; round r holds the r-th chunk of every partition."""
+    def _grouped(self, sends: list[Send], topics: list[str],
+                 partitions: dict[str, list[int]]) -> dict[TopicPartition, list[Send]] | None:
+        """``sends`` by partition from the grouping kept by :meth:`_keep_grouping`, if it is theirs (one topic, by
+        key, the same keys in the same order, the same partitions), else None."""
+        kept = self._grouping
+        if kept is None or topics != [kept[0]] or partitions[kept[0]] != kept[1]:
+            return None
+        keys = list(map(_KEY, sends))
+        if keys != kept[2] or set(map(_PARTITION, sends)) != {None}:
+            return None
+        return {tp: [sends[pick]] if isinstance(pick, int) else list(pick(sends)) for tp, pick in kept[3].items()}
+
+    def _keep_grouping(self, sends: list[Send], topics: list[str], partitions: dict[str, list[int]]) -> None:
+        """Keep how ``sends`` (all by key, of one topic; each key's partition remembered) go to partitions, for the
+        next call with the same keys in the same order.
+
+        The exporter publishes the same keys in the same order every period (100,000 at a guard): the next
+        call then groups its records with one C-level pick per partition (:meth:`_grouped`) instead of a
+        loop over them that looks up each key's partition."""
+        self._grouping = None
+        keys = list(map(_KEY, sends))
+        if len(topics) != 1 or len(sends) < 1000 or None in keys or set(map(_PARTITION, sends)) != {None}:
+            return
+        topic = topics[0]
+        n, by_key = len(partitions[topic]), self._by_key[topic]
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, key in enumerate(keys):
+            cached = by_key.get(key)
+            if cached is None or cached[0] != n:
+                return  # (the remembered keys were cleared meanwhile)
+            groups[cached[1]].append(i)
+        self._grouping = (topic, partitions[topic], keys, {
+            TopicPartition(topic, p): indices[0] if len(indices) == 1 else itemgetter(*indices)
+            for p, indices in groups.items()}, {
+            TopicPartition(topic, p): [len(keys[i]) + 16 for i in indices] for p, indices in groups.items()})
+
+    def _rounds(self, per_partition: dict[TopicPartition, list[Send]],
+                key_sizes: dict[TopicPartition, list[int]] | None = None) -> list[dict[TopicPartition, list[Send]]]:
+        """Chunks of at most :attr:`chunk_bytes` per partition; round r holds the r-th chunk of every partition.
+        ``key_sizes``: per partition, each record's key length + 16, when known (the kept grouping's)."""
         rounds: list[dict[TopicPartition, list[Send]]] = []
         limit = self.chunk_bytes
         for tp, sends in per_partition.items():
-            keys = list(map(_KEY, sends))
             sizes: Iterable[int]
-            if None in keys:
+            known = key_sizes.get(tp) if key_sizes is not None else None
+            keys = [] if known is not None else list(map(_KEY, sends))
+            if known is not None:  # a record's size as below, the keys' part kept
+                sizes = map(add, map(len, map(_VALUE, sends)), known)
+            elif None in keys:
                 sizes = (len(s.value) + len(s.key or b"") + 16 for s in sends)  # a record's ~size
             else:  # the same sizes, summed in C
                 sizes = map(add, map(add, map(len, map(_VALUE, sends)), map(len, keys)), repeat(16))

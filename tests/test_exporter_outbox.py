@@ -55,9 +55,9 @@ def outbox(broker, directory, max_bytes=10**7, node="n1"):
     return box
 
 
-def period(p: int) -> list[Send]:
+def period(p: int, flows: int = FLOWS) -> list[Send]:
     """One guard time's records: one per flow, keyed by flow, the value naming flow and period."""
-    return [Send(TOPIC, None, b"f%d" % i, b"f%d:%04d" % (i, p)) for i in range(FLOWS)]
+    return [Send(TOPIC, None, b"f%d" % i, b"f%d:%04d" % (i, p)) for i in range(flows)]
 
 
 def settle(box, timeout=30.0):
@@ -117,6 +117,62 @@ def test_a_broker_stopped_longer_than_the_timeouts_gets_every_record_once_and_in
         box.close()
     assert max(buffered) > 0  # the outage was felt: records waited on disk
     assert periods_on_topic(broker) == {b"f%d" % i: list(range(15)) for i in range(FLOWS)}
+
+
+def test_guard_sized_puts_through_an_outage_arrive_once_and_in_order_and_the_collector_runs_again(broker, tmp_path):
+    """1,500 records a put: the publisher's kept grouping by key and the collector paused while they are
+    published; the same guarantees as with a dozen, and the collector enabled again once all is settled."""
+    import gc
+    flows = 1500
+    assert gc.isenabled()
+    box = outbox(broker, tmp_path)
+    try:
+        for p in range(3):
+            box.put(period(p, flows), durable=True)
+            assert box.wait(10)
+        pause(broker)
+        for p in range(3, 8):  # more than two timeouts
+            box.put(period(p, flows), durable=True)
+            box.wait(0.5)
+        resume(broker)
+        for p in range(8, 10):
+            box.put(period(p, flows), durable=True)
+        settle(box, 60)
+    finally:
+        box.close()
+    assert gc.isenabled()
+    assert periods_on_topic(broker) == {b"f%d" % i: list(range(10)) for i in range(flows)}
+
+
+def test_the_collector_is_paused_while_any_thread_is_inside_and_resumed_only_if_it_ran_before():
+    import gc
+    import threading
+
+    from srv6pm.exporter.outbox import gc_paused
+    assert gc.isenabled()
+    inside, leave = threading.Event(), threading.Event()
+
+    def other():
+        with gc_paused():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    with gc_paused():
+        assert not gc.isenabled()
+        thread.start()
+        assert inside.wait(10)
+    assert not gc.isenabled()  # the other thread is still inside
+    leave.set()
+    thread.join(10)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # it did not run before: it stays off
+    finally:
+        gc.enable()
 
 
 def test_records_sent_to_a_stopped_broker_are_not_doubled_when_it_writes_them_late(broker, tmp_path):

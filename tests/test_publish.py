@@ -117,3 +117,25 @@ def test_a_send_the_broker_refuses_comes_back_with_its_error_and_the_others_go_t
     assert [send for send, _ in failed] == [bad]
     assert isinstance(failed[0][1], Exception)
     assert sorted(v for _, _, v in read_all(fresh_broker, "t.out", [0, 1], 2)) == [b"also fine", b"fine"]
+
+
+@pytest.mark.services
+def test_the_same_keys_again_go_to_the_same_partitions_in_order_with_the_kept_grouping(fresh_broker):
+    """A large call's grouping by key is kept and reused by the next call with the same keys in the same order
+    (the exporter's guards); other keys or another order are grouped anew. Each record lands where Kafka's
+    default partitioner puts its key, in the order given."""
+    from kafka.partitioner.default import murmur2
+    ensure_topics(fresh_broker, {"t.keys": 3})
+    keys = [b"flow-%d" % i for i in range(1500)]
+    calls = [keys, keys, keys[::-1], keys[:-1] + [b"other"], keys[:-1] + [b"other"]]
+    publisher = Publisher({"bootstrap_servers": fresh_broker}, "test-publisher", compression="zstd")
+    try:
+        for n, call in enumerate(calls):
+            assert publisher.publish([Send("t.keys", None, k, b"%d:" % n + k) for k in call]) == []
+            assert publisher._grouping is not None and publisher._grouping[2] == call
+    finally:
+        publisher.close()
+    got = read_all(fresh_broker, "t.keys", [0, 1, 2], sum(map(len, calls)))
+    for p in range(3):
+        want = [(k, b"%d:" % n + k) for n, call in enumerate(calls) for k in call if (murmur2(k) & 0x7FFFFFFF) % 3 == p]
+        assert [(k, v) for q, k, v in got if q == p] == want

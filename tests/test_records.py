@@ -241,3 +241,28 @@ def test_prepared_templates_give_the_same_bytes_until_forgotten():
                                                                                None, 8, 3)]
     prepared.forget("f1", "transit")
     assert prepared.encode_blocks("transit", 43, 1, blocks[:1]) == [one.encode("f1", "transit", 43, 1, 10, 1000)]
+
+
+def test_a_guards_records_from_the_kept_format_are_the_bytes_of_encode():
+    """encode_keyed of prepared flows (the format string kept per role): the same bytes as encode, with '%',
+    a newline and non-ASCII in names, the counts of each guard, and again after the flows or their order change."""
+    from srv6pm.records import CounterEncoder
+    flows = ["f1", 'f"2', "f%d%%3", "f\n4", "f\u00e95"]
+    ids = {"f1": (7, 2), "f%d%%3": (9, 1)}
+    one, prepared = CounterEncoder("r%s\u00e91", 2.5), CounterEncoder("r%s\u00e91", 2.5)
+    for flow in flows:
+        prepared.prepare(flow, "transit", *ids.get(flow, (None, None)))
+    for period, names in ((41, flows), (43, flows), (45, flows[::-1]), (47, flows[1:]), (49, flows[1:])):
+        for read_ns in (None, 123):
+            blocks = [(f, period * i, 2**40 + i) for i, f in enumerate(names)]
+            keys, values = prepared.encode_keyed("transit", period, 1, blocks, read_ns)
+            assert keys == [f.encode() for f in names]
+            assert values == [one.encode(f, "transit", period, 1, p, b, read_ns, *ids.get(f, (None, None)))
+                              for f, p, b in blocks]
+            assert [decode_counters(v).packets for v in values] == [p for _, p, _ in blocks]
+    assert prepared.encode_keyed("transit", 51, 1, []) == ([], [])
+    prepared.forget("f1", "transit")  # one flow without a kept template: the records made one by one
+    blocks = [(f, 5, 6) for f in flows]
+    assert prepared.encode_keyed("transit", 51, 1, blocks)[1] == [one.encode(f, "transit", 51, 1, 5, 6, None,
+                                                                             *ids.get(f, (None, None)) if f != "f1"
+                                                                             else (None, None)) for f in flows]
