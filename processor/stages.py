@@ -29,6 +29,21 @@ __all__ = ["DelayStage", "LossStage", "Stage", "Taken", "rejection"]
 Taken = tuple[list[Outcome], list, int]  # what Stage.take returns
 
 
+
+def _gather(added: list[Outcome], token: Any, closed: set, append, run_tokens: list, run_results: list) -> None:
+    """Sort what :meth:`Stage.add` made of the record of ``token`` (see :meth:`Stage.take`): the keys of its
+    results go into ``closed``; a rejection, or an outcome whose results go to another partition, is
+    ``append``-ed as it is; the others' tokens and results join the run's (``run_tokens``, ``run_results``)."""
+    for outcome in added:
+        for r in outcome.results:
+            closed.add((r.subject, r.period))
+        first: Any = outcome.tokens[0] if outcome.tokens else None
+        if outcome.rejected or first is None or first[:2] != token[:2]:
+            append(outcome)
+        else:  # its results go to this run's partition: one outcome for the run (tokens[0] is of it)
+            run_tokens.extend(outcome.tokens)
+            run_results.extend(outcome.results)
+
 class Stage:
     """Interface of a stage (see LossStage for the contract of each member)."""
 
@@ -93,15 +108,7 @@ class Stage:
                 restored.append(held)
                 run_tokens.append(token)
                 continue
-            for outcome in add(record, token, now):
-                for r in outcome.results:
-                    closed.add((r.subject, r.period))
-                first: Any = outcome.tokens[0] if outcome.tokens else None
-                if outcome.rejected or first is None or first[:2] != token[:2]:
-                    append(outcome)  # a rejection, or results for another partition: as it is
-                else:  # its results go to this run's partition: one outcome for the run (tokens[0] is of it)
-                    run_tokens += outcome.tokens
-                    run_results += outcome.results
+            _gather(add(record, token, now), token, closed, append, run_tokens, run_results)
         if run_tokens:
             append(Outcome(run_tokens, run_results))
         return outcomes, restored, replayed
@@ -250,15 +257,7 @@ class DelayStage(Stage):
                     continue
             if not d["impossible_timestamps"] and joins(key, sample, token, now):
                 continue
-            for outcome in add(sample, token, now):
-                for r in outcome.results:
-                    closed.add((r.subject, r.period))
-                first: Any = outcome.tokens[0] if outcome.tokens else None
-                if outcome.rejected or first is None or first[:2] != token[:2]:
-                    append(outcome)
-                else:
-                    run_tokens += outcome.tokens
-                    run_results += outcome.results
+            _gather(add(sample, token, now), token, closed, append, run_tokens, run_results)
         if run_tokens:
             append(Outcome(run_tokens, run_results))
         return outcomes, restored, replayed
