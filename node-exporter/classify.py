@@ -167,6 +167,11 @@ class Model:
         return change
 
     # -- one point -------------------------------------------------------------------
+    @property
+    def ingress_points(self) -> int:
+        """How many of the points are ingress points (each has its own match)."""
+        return len(self._matches)
+
     def _add(self, p: Point, change: Change) -> None:
         if p.key in self.points:
             raise ValueError(f"duplicate {p.role} flow name {p.name!r}")

@@ -181,22 +181,27 @@ class EbpfTable:
 
     def _wanted(self) -> set[str]:
         """The hook directions the installed points need (both when none is installed)."""
-        roles = {p.role for p in self._model.points.values()}
-        if not roles:
+        ingress = self._model.ingress_points
+        others = len(self._model.points) - ingress
+        if not ingress and not others:
             return set(PROGRAMS)
-        return {d for d, need in (("egress", "ingress" in roles), ("ingress", bool(roles - {"ingress"}))) if need}
+        return ({"egress"} if ingress else set()) | ({"ingress"} if others else set())
 
     def _hook_on(self, index: int, direction: str) -> None:
         fd = self._obj.program_fd(PROGRAMS[direction])
         if self.hook == "tcx":
             bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
-            bpf.tcx_attach(index, direction, fd, self._pins / f"tcx-{index}-{direction}")
+            bpf.tcx_attach(index, direction, fd, self._link_pin(index, direction))
         else:
             bpf.tc_attach(index, direction, fd, handle=TC_HANDLE, priority=TC_PRIORITY)
 
     def _hook_off(self, index: int, direction: str) -> None:
         bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
-        bpf.tcx_detach(self._pins / f"tcx-{index}-{direction}")
+        bpf.tcx_detach(self._link_pin(index, direction))
+
+    def _link_pin(self, index: int, direction: str) -> Path:
+        """Where the tcx link of interface ``index``'s ``direction`` hook is pinned."""
+        return self._pins / f"tcx-{index}-{direction}"
 
     def _sync_hooks(self) -> None:
         """After a change of the points: the programs they need on, the others off, on the attached interfaces."""
@@ -368,8 +373,8 @@ class EbpfTable:
         pinned)."""
         def run() -> None:
             for index, _ in socket.if_nameindex():
-                bpf.tc_detach(index, "egress", handle=TC_HANDLE, priority=TC_PRIORITY)
-                bpf.tc_detach(index, "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
+                for direction in PROGRAMS:
+                    bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
             for pin in sorted(self._pins.glob("tcx-*")):
                 bpf.tcx_detach(pin)
         self._thread.call(run)

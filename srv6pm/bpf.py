@@ -639,18 +639,19 @@ def tcx_attach(ifindex: int, direction: str, prog_fd: int, pin: str | os.PathLik
     lib = _load()
     kind = BPF_TCX[direction]
     path = os.fspath(pin).encode()
-    if os.path.exists(pin):
-        fd = lib.bpf_obj_get(path)
-        if fd >= 0:
-            try:
-                if _tcx_target(fd) == (ifindex, kind):
-                    rc = lib.bpf_link_update(fd, prog_fd, None)
-                    if rc:
-                        raise BpfError(f"ifindex {ifindex}: tcx {direction} update: {os.strerror(_err(rc))}")
-                    return
-            finally:
-                os.close(fd)
+    fd = lib.bpf_obj_get(path)
+    if fd >= 0:
+        try:
+            if _tcx_target(fd) == (ifindex, kind):
+                rc = lib.bpf_link_update(fd, prog_fd, None)
+                if rc:
+                    raise BpfError(f"ifindex {ifindex}: tcx {direction} update: {os.strerror(_err(rc))}")
+                return
+        finally:
+            os.close(fd)
         os.unlink(pin)
+    elif _err(fd) != errno.ENOENT:
+        raise BpfError(f"tcx link {os.fspath(pin)}: {os.strerror(_err(fd))}")
     fd = lib.bpf_link_create(prog_fd, ifindex, kind, None)
     if fd < 0:
         raise BpfError(f"ifindex {ifindex}: tcx {direction} attach: {os.strerror(_err(fd))}")
