@@ -34,7 +34,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from itertools import accumulate, repeat
 from operator import add, itemgetter
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, cast
 
 from crc32c import crc32c
 from kafka import codec as kafka_codec
@@ -49,6 +49,7 @@ __all__ = ["Publisher", "Send", "encode_batch"]
 MAX_BATCH_BYTES = 512 * 1024  # well under the broker's default message.max.bytes (1 MiB)
 COMPRESSED_CHUNK = 4  # a compressed batch holds up to 4 * MAX_BATCH_BYTES of records (fewer round trips)
 _KEYS_KEPT = 1_000_000  # keys whose partition is remembered (murmur2 is pure Python: ~6 µs a key)
+_GROUP_AT = 1000  # a publish of this many records by key (one topic) keeps its grouping for the next (_keep_grouping)
 
 # Record batch header (KIP-98), offsets as in the Kafka protocol guide.
 _HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -194,7 +195,7 @@ class Publisher:
         partitions = {t: sorted(self._cluster.partitions_for_topic(t) or ()) for t in topics}
         grouped = self._grouped(sends, topics, partitions)
         if grouped is not None:
-            return self._send_rounds(grouped, failed, self._grouping[4] if self._grouping else None)
+            return self._send_rounds(grouped, failed, cast(tuple, self._grouping)[4])  # set: it grouped them
         per_partition: dict[TopicPartition, list[Send]] = defaultdict(list)
         known = {t: (len(partitions[t]), self._by_key[t]) for t in topics}  # the keys' partitions remembered
         lists: dict[tuple[str, int], list[Send]] = {}  # (topic, partition) -> its sends
@@ -282,8 +283,10 @@ class Publisher:
         call then groups its records with one C-level pick per partition (:meth:`_grouped`) instead of a
         loop over them that looks up each key's partition."""
         self._grouping = None
+        if len(topics) != 1 or len(sends) < _GROUP_AT:
+            return
         keys = list(map(_KEY, sends))
-        if len(topics) != 1 or len(sends) < 1000 or None in keys or set(map(_PARTITION, sends)) != {None}:
+        if None in keys or set(map(_PARTITION, sends)) != {None}:
             return
         topic = topics[0]
         n, by_key = len(partitions[topic]), self._by_key[topic]
