@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from srv6pm import metrics, records
-from srv6pm.decode import decode_counters, decode_counters_all, decode_stamp, fast_stamp_all
-from srv6pm.records import CounterRecord
+from srv6pm.decode import decode_counters, decode_counters_all, decode_stamp, decode_stamp_all
+from srv6pm.records import CounterRecord, StampSample
 from srv6pm.clock import period_clock
 
 from . import plausible
@@ -208,14 +208,18 @@ class DelayStage(Stage):
         return plausible.stamp(decode_stamp(raw), time.time_ns() if now_ns is None else now_ns)
 
     def decode_all(self, raws, now_ns):
-        """:meth:`decode` of each of ``raws``: decoded a run at a time (``fast_stamp_all``), the samples the
-        typed decoder leaves to the reference decoded by it, each then judged plausible."""
+        """:meth:`decode` of each of ``raws``: decoded a run at a time (``decode_stamp_all``), each sample then
+        judged plausible."""
         out: list = []
         reasons: dict[int, str] = {}
-        append, reference, judge = out.append, records.decode_stamp, plausible.stamp
-        for i, (raw, sample) in enumerate(zip(raws, fast_stamp_all(raws), strict=True)):
+        append, judge = out.append, plausible.stamp
+        for i, sample in enumerate(decode_stamp_all(raws)):
+            if type(sample) is not StampSample:  # the RecordError: the reason
+                append(None)
+                reasons[i] = rejection(cast(Exception, sample))
+                continue
             try:
-                append(judge(sample if sample is not None else reference(raw), now_ns))
+                append(judge(sample, now_ns))
             except Exception as exc:  # noqa: BLE001  # no record may stop the loop (see rejection)
                 append(None)
                 reasons[i] = rejection(exc)

@@ -48,7 +48,7 @@ from srv6pm import records
 from srv6pm.records import Alarm, CounterRecord, DelayResult, Event, LossResult, RecordError, StampSample
 
 __all__ = ["decode", "decode_alarm", "decode_counters", "decode_counters_all", "decode_delay", "decode_event",
-           "decode_loss", "decode_stamp", "fast", "fast_counters", "fast_counters_all", "fast_stamp", "fast_stamp_all", "typed"]
+           "decode_loss", "decode_stamp", "decode_stamp_all", "fast", "fast_counters", "fast_counters_all", "fast_stamp", "fast_stamp_all", "typed"]
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -428,6 +428,18 @@ def decode_counters_all(raws) -> list[CounterRecord | RecordError]:
                 except RecordError as exc:
                     out[i] = exc
     return cast(list[CounterRecord | RecordError], out)
+
+
+def decode_stamp_all(raws) -> list[StampSample | RecordError]:
+    """:func:`decode_stamp` of each of ``raws``: its sample, or the RecordError it raises (the reason)."""
+    out = cast(list[StampSample | RecordError | None], fast_stamp_all(raws))
+    for i, sample in enumerate(out):
+        if sample is None:
+            try:
+                out[i] = records.decode_stamp(raws[i])
+            except RecordError as exc:
+                out[i] = exc
+    return cast(list[StampSample | RecordError], out)
 
 
 _STAMP_FIELDS = tuple(f.name for f in dataclasses.fields(StampSample))
