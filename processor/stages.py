@@ -29,7 +29,6 @@ __all__ = ["DelayStage", "LossStage", "Stage", "Taken", "rejection"]
 Taken = tuple[list[Outcome], list, int]  # what Stage.take returns
 
 
-
 def _gather(added: list[Outcome], token: Any, closed: set, append, run_tokens: list, run_results: list) -> None:
     """Sort what :meth:`Stage.add` made of the record of ``token`` (see :meth:`Stage.take`): the keys of its
     results go into ``closed``; a rejection, or an outcome whose results go to another partition, is
@@ -43,6 +42,7 @@ def _gather(added: list[Outcome], token: Any, closed: set, append, run_tokens: l
         else:  # its results go to this run's partition: one outcome for the run (tokens[0] is of it)
             run_tokens.extend(outcome.tokens)
             run_results.extend(outcome.results)
+
 
 class Stage:
     """Interface of a stage (see LossStage for the contract of each member)."""
