@@ -40,7 +40,7 @@ import math
 from collections import deque
 from itertools import repeat
 from operator import contains, eq, getitem, is_, mod
-from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import msgspec
 
@@ -419,27 +419,25 @@ _drain: deque = deque(maxlen=0)
 
 def decode_counters_all(raws) -> list[CounterRecord | RecordError]:
     """:func:`decode_counters` of each of ``raws``: its record, or the RecordError it raises (the reason)."""
-    out = cast(list[CounterRecord | RecordError | None], fast_counters_all(raws))
-    if any(map(is_, out, repeat(None))):
-        for i, record in enumerate(out):
-            if record is None:
-                try:
-                    out[i] = records.decode_counters(raws[i])
-                except RecordError as exc:
-                    out[i] = exc
-    return cast(list[CounterRecord | RecordError], out)
+    return _referred(fast_counters_all(raws), raws, records.decode_counters)
 
 
 def decode_stamp_all(raws) -> list[StampSample | RecordError]:
     """:func:`decode_stamp` of each of ``raws``: its sample, or the RecordError it raises (the reason)."""
-    out = cast(list[StampSample | RecordError | None], fast_stamp_all(raws))
-    for i, sample in enumerate(out):
-        if sample is None:
-            try:
-                out[i] = records.decode_stamp(raws[i])
-            except RecordError as exc:
-                out[i] = exc
-    return cast(list[StampSample | RecordError], out)
+    return _referred(fast_stamp_all(raws), raws, records.decode_stamp)
+
+
+def _referred(out: list, raws, reference) -> list:
+    """``out`` (a typed decoder's records of ``raws``, None where it leaves one to the reference) with each None
+    replaced by what ``reference`` makes of its raw record: the record, or the RecordError it raises."""
+    if any(map(is_, out, repeat(None))):
+        for i, record in enumerate(out):
+            if record is None:
+                try:
+                    out[i] = reference(raws[i])
+                except RecordError as exc:
+                    out[i] = exc
+    return out
 
 
 _STAMP_FIELDS = tuple(f.name for f in dataclasses.fields(StampSample))
