@@ -185,6 +185,12 @@ class Model:
             if match in self._matches:
                 raise ValueError(f"ingress flows {self._matches[match]!r} and {p.name!r} have the same match "
                                  f"{p.src} . {p.dst}")
+        # The counters first: an ingress packet is marked from the moment its match is in the maps, and one
+        # marked before its counter exists would be counted downstream but not here (a loss the wrong way).
+        # A counter that exists (pinned before a restart) keeps its value.
+        for m in ("counters0", "counters1"):
+            ops.append(Op("update", m, _id(p), _ZERO, BPF_NOEXIST))
+        if p.role == "ingress":
             if p.exact:
                 ops.append(Op("update", "exact", _exact_key(p), _id(p)))
             else:
@@ -194,8 +200,6 @@ class Model:
                 ops.append(Op("update", "flows", _flow_key(source.cls, p.dst), _id(p)))
             self._matches[match] = p.name
             change._undo.append(lambda: self._matches.pop(match))
-        for m in ("counters0", "counters1"):  # a counter that exists (pinned before a restart) keeps its value
-            ops.append(Op("update", m, _id(p), _ZERO, BPF_NOEXIST))
         self.points[p.key] = p
         self.by_id[p.flowmon_id] = p
         change._undo.append(lambda: (self.points.pop(p.key), self.by_id.pop(p.flowmon_id)))
