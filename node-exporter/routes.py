@@ -94,6 +94,7 @@ from srv6pm.netlink import (
     RTA_ENCAP_TYPE,
     RTA_OIF,
     RTA_TABLE,
+    RT_TABLE_MAIN,
     RTM_GETROUTE,
     RTM_NEWROUTE,
     SOL_NETLINK,
@@ -112,7 +113,7 @@ from srv6pm.southbound.v1 import southbound_pb2 as pb
 __all__ = ["RTPROT_SRV6PM", "MAIN_TABLE", "RESERVED_TLV", "RouteError", "Routes"]
 
 RTPROT_SRV6PM = 77
-MAIN_TABLE = 254
+MAIN_TABLE = RT_TABLE_MAIN  # every route srv6pm makes is in table main
 _ENCAP_SEG6, _ENCAP_SEG6LOCAL = 5, 7  # lwtunnel_encap_types
 
 # seg6local actions (linux/seg6_local.h) and the behaviours of the API.
@@ -216,7 +217,7 @@ def _addr(text: str) -> str:
 def _sid_text(sid: pb.LocalSid) -> str:
     behaviour = _ACTIONS.get(sid.behavior, (0, f"behavior {sid.behavior}"))[1]
     extra = f" nh6 {sid.nexthop}" if sid.nexthop else f" table {sid.table}" if sid.table else ""
-    return f"local SID {sid.sid} ({behaviour}{extra} dev {sid.device or 'lo'})"
+    return f"local SID {sid.sid} ({behaviour}{extra} dev {sid.device})"
 
 
 def _policy_text(policy: pb.Policy) -> str:
@@ -560,8 +561,8 @@ class Routes:
         if sid.behavior in (pb.SID_BEHAVIOR_END_X, pb.SID_BEHAVIOR_END_DX6):
             encap["nh6"] = _addr(sid.nexthop)
         if sid.behavior == pb.SID_BEHAVIOR_END_DT6:
-            encap["table"] = sid.table or MAIN_TABLE
-        oif = self._ifindex(what, sid, sid.device or "lo")
+            encap["table"] = sid.table  # validated: 0 became table main there (DEFAULTS)
+        oif = self._ifindex(what, sid, sid.device)  # validated: empty became "lo" there (DEFAULTS)
         return self._apply(what, sid, f"{_addr(sid.sid)}/128", oif, encap)
 
     def remove_local_sid(self, sid: str) -> bool:

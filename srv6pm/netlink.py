@@ -79,6 +79,7 @@ NFNL_MSG_BATCH_END = 0x11
 # linux/rtnetlink.h
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTA_DST, RTA_OIF, RTA_TABLE, RTA_ENCAP_TYPE, RTA_ENCAP = 1, 4, 15, 21, 22
+RT_TABLE_MAIN = 254  # the kernel's routing table main (rtnetlink.h)
 
 
 # ------------------------------------------------------- data structures

@@ -77,6 +77,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from srv6pm.errors import InputError
+from srv6pm.netlink import RT_TABLE_MAIN
 from srv6pm.netspec import MAX_SEGMENTS, MAX_STAMP_RATE, MIN_STAMP_RATE, NAME
 from srv6pm.quote import quote
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -99,9 +100,8 @@ __all__ = [
     "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name", "port", "stamp_rate", "stamp_timeout",
 ]
 
-MAIN_TABLE = 254
 DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
-    "LocalSid": MappingProxyType({"table": MAIN_TABLE, "device": "lo"}),  # table: End.DT6 only
+    "LocalSid": MappingProxyType({"table": RT_TABLE_MAIN, "device": "lo"}),  # table: End.DT6 only
     "Policy": MappingProxyType({"mode": pb.ENCAP_MODE_ENCAP}),
     "StampSession": MappingProxyType({"port": STAMP_PORT, "timeout_s": DEFAULT_TIMEOUT_S,
                                       "liveness_down_after": DEFAULT_DOWN_AFTER,  # with liveness only
