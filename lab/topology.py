@@ -254,8 +254,15 @@ class Plan:
             "nodes": {name: asdict(node) for name, node in self.nodes.items()},
             "links": [asdict(link) for link in self.links],
             "flows": {name: asdict(flow) for name, flow in self.flows.items()},
-            "stamp": {name: asdict(session) for name, session in self.stamp.items()},
+            "stamp": {name: {**asdict(session), **self._stamp_settings(name)} for name, session in self.stamp.items()},
         }
+
+    def _stamp_settings(self, name: str) -> dict:
+        """Session ``name``'s settings as the scenario gives them: ``liveness`` (``down_after``, ``up_after``;
+        None when not watched) and ``direct_measurement``."""
+        session = next(s for s in self.scenario.stamp if s.name == name)
+        liveness = None if session.liveness is None else dict(zip(("down_after", "up_after"), session.liveness))
+        return {"liveness": liveness, "direct_measurement": session.direct_measurement}
 
     def flow(self, name: str) -> FlowPlan:
         """The plan of flow ``name``; ``KeyError`` naming the known flows otherwise."""

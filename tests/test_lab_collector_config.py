@@ -64,6 +64,15 @@ def test_lab_check_shows_the_data_plane_and_each_flow_s_dscp():
     assert {name: f["dscp"] for name, f in plan["flows"].items()} == {"f1": 46, "f2": 0}
 
 
+def test_lab_check_shows_each_session_s_liveness_and_direct_measurement():
+    text = open(EXAMPLE).read().replace("    rate: 10 ", "    liveness: {down_after: 4}\n    direct_measurement: true\n    rate: 10 ")
+    plan = topology.plan(scenario.parse(text, source="x.yaml")).to_dict()
+    (session,) = plan["stamp"].values()
+    assert (session["liveness"], session["direct_measurement"]) == ({"down_after": 4, "up_after": 3}, True)
+    (session,) = topology.plan(scenario.load(EXAMPLE)).to_dict()["stamp"].values()
+    assert (session["liveness"], session["direct_measurement"]) == (None, False)
+
+
 def test_a_scenario_session_s_liveness_reaches_its_sender():
     text = open(EXAMPLE).read().replace("    rate: 10 ", "    liveness: {down_after: 4}\n    rate: 10 ")
     assert "down_after" in text
