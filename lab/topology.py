@@ -261,7 +261,7 @@ class Plan:
         """Session ``name``'s settings as the scenario gives them: ``liveness`` (``down_after``, ``up_after``;
         None when not watched) and ``direct_measurement``."""
         session = next(s for s in self.scenario.stamp if s.name == name)
-        liveness = None if session.liveness is None else dict(zip(("down_after", "up_after"), session.liveness))
+        liveness = None if session.liveness is None else dict(zip(("down_after", "up_after"), session.liveness, strict=True))
         return {"liveness": liveness, "direct_measurement": session.direct_measurement}
 
     def flow(self, name: str) -> FlowPlan:
