@@ -86,6 +86,13 @@ class Baselines:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
 
+    def forget_all(self) -> None:
+        """Drop every reading: the next reading of each role and colour is only a baseline (see
+        :meth:`forget`), and the state file says so at once (a crash before the next save must not bring the
+        old readings back)."""
+        self._state.clear()
+        self.save()
+
     def forget(self, role: str, flow: str) -> None:
         """Drop ``flow``'s last readings of ``role`` (both colours): its next reading is only a baseline.
 

@@ -193,6 +193,8 @@ class CountingTable:
     call is one or two libnftables runs in ``nft``'s namespace thread.
     """
 
+    counting_gap = False  # (EbpfTable's: nftables counts in one rule set, with no hand-over between hooks)
+
     def __init__(self, nft: Nft, *, table: str = "srv6pm", dscp: Sequence[int] = DEFAULT_DSCP):
         dscp = tuple(dscp)
         if (len(dscp) != 2 or any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 63 for d in dscp)

@@ -142,6 +142,7 @@ class EbpfTable:
         self._order: list[tuple[bytes, dict] | None] = [None, None]  # per colour: see _key_names
         self._colour: int | None = None
         self._stale_counters = True  # counters of flows an earlier run had: dropped at the first install
+        self.counting_gap = False  # see attach; the exporter clears it once it has acted on it
         self._forget_strangers()
         if attach:
             self.attach()
@@ -156,7 +157,11 @@ class EbpfTable:
         installed (a restarted exporter keeps its predecessor's counting going
         until its first install). :meth:`change` attaches and detaches them
         as points come and go. With tcx, a tc filter an earlier exporter left
-        in srv6pm's slot is deleted first, so that no packet is counted twice."""
+        in srv6pm's slot is deleted first, so that no packet is counted twice;
+        the packets that pass between the filter's deletion and the link's
+        attachment (microseconds) are counted by neither, so then
+        ``counting_gap`` becomes True: the counts of the periods in flight are
+        short, and their next readings can only be baselines."""
         def run() -> list[int]:
             if self.hook == "auto":
                 self.hook = "tcx" if bpf.tcx_supported() else "tc"
@@ -190,7 +195,8 @@ class EbpfTable:
     def _hook_on(self, index: int, direction: str) -> None:
         fd = self._obj.program_fd(PROGRAMS[direction])
         if self.hook == "tcx":
-            bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
+            if bpf.tc_detach(index, direction, handle=TC_HANDLE, priority=TC_PRIORITY):
+                self.counting_gap = True  # (see attach)
             bpf.tcx_attach(index, direction, fd, self._link_pin(index, direction))
         else:
             bpf.tc_attach(index, direction, fd, handle=TC_HANDLE, priority=TC_PRIORITY)

@@ -203,6 +203,7 @@ class Exporter:
                 self._install_first(list(adds.items()))
             elif ebpf:
                 self._table.change(add=adds.values(), remove=gone)
+                self._after_gap(self._table)
             else:
                 wanted = {role: [c for (_, r), c in adds.items() if r == role] for role in ("ingress", "egress")}
                 self._table.change(add=wanted, remove={role: [n for n, r in gone if r == role] for role in ROLES})
@@ -250,6 +251,17 @@ class Exporter:
                 table.close()
             raise
         self._table = table
+        self._after_gap(table)
+
+    def _after_gap(self, table) -> None:
+        """After the data plane had a counting gap (``counting_gap``: a tc filter handed over to tcx), forget
+        every baseline (under the lock): the periods in flight are short by the packets of the gap, so they are
+        published as incomplete, never as loss (:mod:`.blocks`)."""
+        if table.counting_gap:
+            table.counting_gap = False
+            log.warning("counting moved from a tc filter to tcx links: the next reading of each colour is a "
+                        "baseline only, its periods incomplete", extra={"node": self.config.node})
+            self._baselines.forget_all()
 
     def read_counters(self, flow: str = "") -> list[tuple[str, int, Reading]]:
         """``[(role, colour, reading)]`` of every role with flows and both colours (only ``flow``'s counts if given)."""

@@ -55,3 +55,19 @@ def test_corrupt_state_file_starts_clean(tmp_path):
     path.write_text("{not json")
     b = Baselines(path)
     assert b.advance("ingress", 0, 10, "g", {"f1": (1, 1)}) == []
+
+
+def test_forgetting_all_readings_rebaselines_every_role_and_colour_and_is_saved_at_once(tmp_path):
+    """After a counting gap (a tc filter handed over to tcx) no block spans the gap, even across a crash."""
+    path = tmp_path / "state.json"
+    b = Baselines(path)
+    for role in ("ingress", "transit"):
+        b.advance(role, 0, 10, "g", {"f1": (100, 1000)})
+        b.advance(role, 1, 11, "g", {"f1": (7, 70)})
+    b.save()
+    b.forget_all()
+    again = Baselines(path)  # no save() after forget_all: the state file already has no readings
+    for x in (b, again):
+        assert x.advance("ingress", 0, 12, "g", {"f1": (160, 1600)}) == []
+        assert x.advance("transit", 1, 13, "g", {"f1": (9, 90)}) == []
+        assert x.advance("ingress", 0, 14, "g", {"f1": (170, 1700)}) == [Block("f1", 10, 100)]

@@ -9,6 +9,7 @@ that does not exist.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 
@@ -20,6 +21,7 @@ from test_exporter_api import Running, ns  # noqa: F401  (the namespace fixture)
 from srv6pm import bpf
 from srv6pm.config import KafkaSettings
 from srv6pm.exporter import ebpf
+from srv6pm.exporter.blocks import Baselines
 from srv6pm.exporter.config import parse
 from srv6pm.exporter.service import DataplaneUnavailable, Exporter
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -57,6 +59,35 @@ def test_flows_of_every_role_with_their_flowmon_id(running_ebpf):
     assert {(f.flow, f.flowmon_id, f.position) for f in state.flows} == {("f1", 11, 0), ("f2", 12, 1)}
     assert stub.StopFlowMonitoring(pb.FlowMonitorRef(flow="f2", role=pb.ROLE_TRANSIT)).changed
     assert {c.flow for c in stub.ReadCounters(pb.ReadCountersRequest()).counters} == {"f1"}
+
+
+def test_a_tc_filter_handed_over_to_tcx_makes_the_next_readings_baselines(ns, broker, tmp_path):  # noqa: F811
+    """An earlier exporter counted on a clsact filter (hook tc) and this one takes its place with tcx links: the
+    packets of the hand-over are counted by neither, so the periods in flight must not become blocks. The
+    exporter forgets its baselines (the state file says so at once) instead of publishing short counts."""
+    if not bpf.tcx_supported():
+        pytest.skip("this kernel has no tcx hooks: nothing is handed over")
+    node = "ebg" + secrets.token_hex(3)
+    state = tmp_path / "state.json"
+    planted = Baselines(state)  # a reading of the earlier exporter, for a period of colour 0
+    planted.advance("ingress", 0, 8, "g", {"f1": (123_456, 1)})
+    planted.save()
+    old = ebpf.EbpfTable(node, ns, hook="tc")
+    try:
+        old.install([ebpf.Point("f1", "ingress", 11, 0, FLOW["source_prefix"], FLOW["destination_prefix"])],
+                    colour=0)
+    finally:
+        old.close()  # the filter and the pinned maps stay, as an exporter's stop leaves them
+    assert "altmark" in _filters(ns, "v0", "egress")
+    r = Running(ns, broker, state_file=state, dataplane="ebpf", node=node)
+    try:
+        assert r.stub.StartFlowMonitoring(pb.FlowMonitor(role=pb.ROLE_INGRESS, flowmon_id=11, **FLOW)).changed
+        assert "altmark" not in _filters(ns, "v0", "egress")  # the tcx link took its place
+        entries = json.loads(state.read_text())["baselines"].values()
+        assert all(e["counts"].get("f1", [0])[0] != 123_456 for e in entries), entries
+    finally:
+        r.stop()
+        bpf.unpin(ebpf.pin_dir(node))
 
 
 def test_two_flows_with_one_flowmon_id_are_refused(running_ebpf):
@@ -146,11 +177,12 @@ def test_build_reports_clang_errors(tmp_path):
     assert subprocess.run(["clang", "--version"], capture_output=True).returncode == 0
 
 
-def _stamp_filters(ns: str, dev: str = "v0") -> str:
-    """The tc ingress filters of ``dev`` in ``ns`` (``tc filter show``), where the ebpf reflector attaches on veth."""
+def _filters(ns: str, dev: str = "v0", direction: str = "ingress") -> str:
+    """The tc filters of ``dev``'s ``direction`` in ``ns`` (``tc filter show``: the ebpf reflector attaches on
+    veth ingress, a clsact altmark filter on egress)."""
     from srv6pm.netns import NetnsThread
     with NetnsThread(ns) as t:
-        return t.call(subprocess.run, ["tc", "filter", "show", "dev", dev, "ingress"], capture_output=True,
+        return t.call(subprocess.run, ["tc", "filter", "show", "dev", dev, direction], capture_output=True,
                       text=True, check=True).stdout
 
 
@@ -161,15 +193,15 @@ def test_the_reflector_backend_is_ebpf_unless_asked_otherwise(ns, broker, tmp_pa
     r = Running(ns, broker, state_file=tmp_path / "state.json", node="rb" + secrets.token_hex(3))
     try:
         assert r.stub.StartStampReflector(REFLECTOR).changed
-        assert "name stamp_reflect_t " in _stamp_filters(ns)  # the exporter's default: ebpf (tc on veth)
+        assert "name stamp_reflect_t " in _filters(ns)  # the exporter's default: ebpf (tc on veth)
         socket_one = pb.StampReflector(bind="fc00:1::1", backend="socket")
         assert r.stub.StartStampReflector(socket_one).changed
-        assert "stamp_reflect" not in _stamp_filters(ns)
+        assert "stamp_reflect" not in _filters(ns)
         assert r.stub.GetState(pb.GetStateRequest()).stamp_reflector.backend == "socket"
         assert r.stub.StartStampReflector(pb.StampReflector(bind="fc00:1::1", backend="ebpf")).changed
-        assert "name stamp_reflect_t " in _stamp_filters(ns)
+        assert "name stamp_reflect_t " in _filters(ns)
         assert r.stub.StopStampReflector(pb.StampReflectorRef()).changed
-        assert "stamp_reflect" not in _stamp_filters(ns)
+        assert "stamp_reflect" not in _filters(ns)
     finally:
         r.stop()
 
@@ -178,7 +210,7 @@ def test_the_files_reflector_backend_is_the_default(ns, broker, tmp_path):  # no
     r = Running(ns, broker, state_file=tmp_path / "state.json", extra="stamp: {reflector: {backend: socket}}\n")
     try:
         assert r.stub.StartStampReflector(REFLECTOR).changed
-        assert "stamp_reflect" not in _stamp_filters(ns)
+        assert "stamp_reflect" not in _filters(ns)
         assert r.stub.GetState(pb.GetStateRequest()).reflector_status.running
     finally:
         r.stop()
