@@ -49,6 +49,7 @@ import sys
 import time
 
 from ns_exporter import rss_mib as _rss_mib
+from threads import GcTimer, thread_cpu
 
 
 def flow(i: int, ebpf: bool):
@@ -119,21 +120,6 @@ def one(dataplane: str, n: int, broker: str, profile: bool = False) -> dict:
                 "rss_mib": round(rss, 1), "rss_flows_mib": round(rss - rss0, 1)}
 
 
-def _thread_cpu() -> dict[str, float]:
-    """CPU seconds so far of each live thread of this process, by thread name."""
-    import threading
-    ticks = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for t in threading.enumerate():
-        try:
-            with open(f"/proc/self/task/{t.native_id}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[t.name] = (int(fields[11]) + int(fields[12])) / ticks
-    return out
-
-
 def _profile(exporter, k: int, guards: int = 3) -> None:
     """``guards`` guards (periods k, k+2, ...) with each stage's CPU and wall time and every thread's CPU time, then
     ``guards`` more under cProfile (the guard, the outbox's publish, the record batches' framing, each in its own
@@ -182,28 +168,17 @@ def _profile(exporter, k: int, guards: int = 3) -> None:
             setattr(obj, name, timed(name, real[id(obj), name]))
         publish.encode_batch = timed("encode_batch (framing, zstd)", real_encode)
         walls, cpus = [], []
-        collections: list[tuple[str, int, float]] = []  # (thread, generation, seconds) of each collection
-        started: dict[int, float] = {}
-
-        def on_gc(phase, info):
-            import threading
-            if phase == "start":
-                started[threading.get_ident()] = time.perf_counter()
-            elif threading.get_ident() in started:
-                collections.append((threading.current_thread().name, info["generation"],
-                                    time.perf_counter() - started.pop(threading.get_ident())))
-        import gc
-        gc.callbacks.append(on_gc)
-        for g in range(guards):
-            before = _thread_cpu()
-            t0 = time.perf_counter()
-            exporter._guard(k + 2 * g, clock.start_ns(k + 2 * g + 1))
-            assert exporter.outbox.wait(600)
-            walls.append(time.perf_counter() - t0)
-            after = _thread_cpu()
-            cpus.append({name: after[name] - before.get(name, 0.0) for name in after
-                         if after[name] - before.get(name, 0.0) > 0})
-        gc.callbacks.remove(on_gc)
+        with GcTimer() as timer:
+            for g in range(guards):
+                before = thread_cpu()
+                t0 = time.perf_counter()
+                exporter._guard(k + 2 * g, clock.start_ns(k + 2 * g + 1))
+                assert exporter.outbox.wait(600)
+                walls.append(time.perf_counter() - t0)
+                after = thread_cpu()
+                cpus.append({name: after[name] - before.get(name, 0.0) for name in after
+                             if after[name] - before.get(name, 0.0) > 0})
+        collections = timer.each  # (thread, generation, seconds) of each collection
         print(f"guards: {', '.join(f'{w:.3f} s' for w in walls)}", file=sys.stderr)
         slow = [f"{name} gen {gen} {sec * 1000:.0f} ms" for name, gen, sec in collections if sec > 0.005]
         print(f"  garbage collections: {len(collections)}, {sum(c[2] for c in collections):.3f} s in all; over 5 ms: "

@@ -34,13 +34,10 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import io
 import pstats
-import os
 import socket
 import sys
-import threading
 import time
 import uuid
 
@@ -56,6 +53,7 @@ from srv6pm.lab.emulators.influxdb import InfluxDBProcess
 from srv6pm.processor.service import Processor, ProcessorOptions, tune_gc
 from srv6pm.publish import Publisher, Send
 from srv6pm.records import CounterRecord, StampSample
+from threads import GcTimer, thread_cpu
 
 BASE_PERIOD = 880_000_000
 PERIOD_S = 2.0
@@ -65,46 +63,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) of each live thread of this process so far, by thread name (Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for thread in threading.enumerate():
-        try:
-            with open(f"/proc/self/task/{thread.native_id}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        name = thread.name.rstrip("0123456789_-") or thread.name
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
-class GcTimer:
-    """Wall-clock seconds spent in garbage collections, and how many, per generation, while installed."""
-
-    def __init__(self):
-        self.seconds, self.collections, self._started = [0.0, 0.0, 0.0], [0, 0, 0], 0.0
-
-    def __call__(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.seconds[info["generation"]] += time.perf_counter() - self._started
-            self.collections[info["generation"]] += 1
-
-    def __str__(self) -> str:
-        return f"garbage collection {sum(self.seconds):.2f} s (" + ", ".join(
-            f"generation {g}: {n} in {t:.2f} s" for g, (n, t) in enumerate(zip(self.collections, self.seconds, strict=True))) + ")"
-
-    def __enter__(self) -> "GcTimer":
-        gc.callbacks.append(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        gc.callbacks.remove(self)
 
 
 def fill(bootstrap: str, flows: int, periods: int) -> int:
