@@ -10,7 +10,7 @@ result published twice) hold for all of them.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from srv6pm import metrics, records
@@ -78,6 +78,11 @@ class Stage:
     def add(self, record: Any, token: Token, now: float) -> list[Outcome]:
         raise NotImplementedError
 
+    taken_at_once: Callable[[tuple[str, int], Any, Token, float], bool] | None = None
+    """A stage's shortcut for its usual record, tried by :meth:`take` before :meth:`add`: ``(key, record, token,
+    now)``, True when it took the record exactly as :meth:`add` would have, with no outcome yet; False (and
+    nothing changed) to leave it to :meth:`add`. None: every record goes through :meth:`add`."""
+
     def take(self, blocks: list, tokens: list, now: float, closed: set, published: Mapping) -> Taken:
         """:meth:`add` of each of ``blocks`` (decoded records of one partition, in order) with its token, but for
         a record whose result is made already: its key is in ``closed`` (made in this batch or being written;
@@ -95,7 +100,7 @@ class Stage:
         replayed = 0
         run_tokens: list = []  # of the run's outcome: what is finished as it is, and the outcomes merged into it
         run_results: list = []
-        key_of, add, append = self.key, self.add, outcomes.append
+        key_of, add, append, at_once = self.key, self.add, outcomes.append, self.taken_at_once
         for record, token in zip(blocks, tokens, strict=True):
             key = key_of(record)
             if key in closed:
@@ -107,6 +112,8 @@ class Stage:
                 replayed += 1
                 restored.append(held)
                 run_tokens.append(token)
+                continue
+            if at_once is not None and at_once(key, record, token, now):
                 continue
             _gather(add(record, token, now), token, closed, append, run_tokens, run_results)
         if run_tokens:
@@ -228,43 +235,11 @@ class DelayStage(Stage):
     def key(self, sample):
         return sample.session, period_clock(sample.period_s).period_at(sample.t1)
 
-    def take(self, blocks, tokens, now, closed, published):
-        """:meth:`Stage.take`, with the usual sample inline: one that joins a window already open, new to it, of
+    def taken_at_once(self, key, sample, token, now):
+        """The usual sample (see :attr:`Stage.taken_at_once`): one that joins a window already open, new to it, of
         its period length, without ``impossible_timestamps``, and closing none of its session's windows
-        (:meth:`DelayWindows.joins` tells, before anything changes). Every other goes through :meth:`add`."""
-        joins = self.windows.joins
-        outcomes: list[Outcome] = []
-        restored: list = []
-        replayed = 0
-        run_tokens: list = []
-        run_results: list = []
-        add, append, keep = self.add, outcomes.append, run_tokens.append
-        published_get = published.get if published else None
-        period_ns: dict[float, int] = {}  # period_s -> its length in ns (as its clock has it)
-        for sample, token in zip(blocks, tokens, strict=True):
-            d = sample.__dict__
-            period_s = d["period_s"]
-            length = period_ns.get(period_s)
-            if length is None:
-                length = period_ns[period_s] = period_clock(period_s).period_ns
-            key = (d["session"], d["t1"] // length)  # key(): the period that contains t1
-            if key in closed:
-                replayed += 1
-                keep(token)
-                continue
-            if published_get is not None:
-                held = published_get(key)
-                if held is not None:
-                    replayed += 1
-                    restored.append(held)
-                    keep(token)
-                    continue
-            if not d["impossible_timestamps"] and joins(key, sample, token, now):
-                continue
-            _gather(add(sample, token, now), token, closed, append, run_tokens, run_results)
-        if run_tokens:
-            append(Outcome(run_tokens, run_results))
-        return outcomes, restored, replayed
+        (:meth:`DelayWindows.joins` tells, before anything changes)."""
+        return not sample.impossible_timestamps and self.windows.joins(key, sample, token, now)
 
     def add(self, sample, token, now):
         if sample.impossible_timestamps:

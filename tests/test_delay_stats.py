@@ -63,11 +63,12 @@ def test_sessions_are_independent_and_duplicates_handled():
 
 
 def test_the_delay_stage_s_run_path_is_add_of_each_sample():
-    """DelayStage.take (the usual sample inline) and Stage.take (add() sample by sample) finish the same tokens
-    and make the same results, with the same rejections, replays and windows left open."""
+    """DelayStage.take with its shortcut for the usual sample (taken_at_once) and without it (add() sample by
+    sample) finish the same tokens and make the same results, with the same rejections, replays and windows left
+    open."""
     import random
 
-    from srv6pm.processor.stages import DelayStage, Stage
+    from srv6pm.processor.stages import DelayStage
 
     rng = random.Random(7)
     run = []
@@ -88,13 +89,20 @@ def test_the_delay_stage_s_run_path_is_add_of_each_sample():
         run.append(s)
     tokens = [("t", 0, i) for i in range(len(run))]
     outs = []
-    for take in (DelayStage.take, Stage.take):
+    shortcuts = []
+    for at_once in (True, False):
         stage = DelayStage(0.3, 30.0)
+        if not at_once:
+            stage.taken_at_once = None  # type: ignore[assignment,method-assign]  # every sample through add()
+        else:
+            joins = stage.windows.joins
+            stage.windows.joins = lambda *a: shortcuts.append(joins(*a)) or shortcuts[-1]  # type: ignore[method-assign]
         closed = {("s1", P + 2)}
         published = {("s2", P + 3): b"{}"}
-        got, restored, replayed = take(stage, run, tokens, 1.0, closed, published)
+        got, restored, replayed = stage.take(run, tokens, 1.0, closed, published)
         outcomes = [(o.tokens, o.results, o.rejected) for o in got]
         outs.append((outcomes, restored, replayed, sorted(stage.pending_tokens()), sorted(closed)))
     assert outs[0] == outs[1]
+    assert shortcuts.count(True) > 100 and False in shortcuts  # the shortcut took most samples, not all
     outcomes, restored, replayed, pending, _ = outs[0]
     assert sum(len(o[1]) for o in outcomes) > 30 and any(o[2] for o in outcomes) and restored and replayed and pending
