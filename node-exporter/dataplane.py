@@ -69,7 +69,7 @@ from typing import Iterable, Mapping, Sequence
 from srv6pm.errors import OperationError
 from srv6pm.nft import Nft, NftError
 
-__all__ = ["CountingTable", "DataplaneError", "FlowMatch", "Reading", "ROLES", "DEFAULT_DSCP"]
+__all__ = ["CountingTable", "DataplaneError", "FlowMatch", "Reading", "ROLES", "DEFAULT_DSCP", "check_colour"]
 
 ROLES = ("ingress", "egress")
 DEFAULT_DSCP = (11, 15)
@@ -179,7 +179,8 @@ def _elements(set_obj: dict) -> list[tuple[object, tuple[int, int]]]:
     return out
 
 
-def _check_colour(colour: int) -> int:
+def check_colour(colour: int) -> int:
+    """``colour`` (0 or 1) as an int; ``ValueError`` for anything else (a bool too)."""
     if isinstance(colour, bool) or colour not in (0, 1):
         raise ValueError(f"colour must be 0 or 1, got {colour!r}")
     return int(colour)
@@ -194,6 +195,7 @@ class CountingTable:
     """
 
     counting_gap = False  # (EbpfTable's: nftables counts in one rule set, with no hand-over between hooks)
+    was_marking = False  # whether install found an earlier run's ingress flows, marked until then (EbpfTable's too)
 
     def __init__(self, nft: Nft, *, table: str = "srv6pm", dscp: Sequence[int] = DEFAULT_DSCP):
         dscp = tuple(dscp)
@@ -288,7 +290,7 @@ class CountingTable:
         arguments (duplicate names or matches within a role) and
         :class:`DataplaneError` if nftables refuses.
         """
-        colour = _check_colour(colour)
+        colour = check_colour(colour)
         wanted = {"ingress": self._index("ingress", ingress), "egress": self._index("egress", egress)}
         present: dict[str, list[object]] = {}
         if self.exists():
@@ -310,6 +312,7 @@ class CountingTable:
                 if missing:
                     adds.append({"add": {"element": self._ref(name=name, elem=[_element(k) for k in missing])}})
         cmds.extend(adds)
+        was_marking = any(present.get(_set_name("ingress", c)) for c in (0, 1))
         cmds.append({"flush": {"chain": self._ref(name=INGRESS_CHAIN)}})
         cmds.append(self._mark_rule(colour))
         cmds.append({"flush": {"chain": self._ref(name=EGRESS_CHAIN)}})
@@ -319,6 +322,7 @@ class CountingTable:
         self._flows = wanted
         self._names = {role: {name: key for key, name in wanted[role].items()} for role in ROLES}
         self._colour = colour
+        self.was_marking = was_marking
 
     def change(self, add: Mapping[str, Iterable[FlowMatch]] | None = None,
                remove: Mapping[str, Iterable[str]] | None = None) -> None:
@@ -385,7 +389,7 @@ class CountingTable:
 
     def set_colour(self, colour: int) -> None:
         """Mark (and count at ingress) with ``colour`` from now on; one atomic transaction."""
-        colour = _check_colour(colour)
+        colour = check_colour(colour)
         self._run(f"switching to colour {colour}", [
             {"flush": {"chain": self._ref(name=INGRESS_CHAIN)}},
             self._mark_rule(colour),
@@ -404,7 +408,7 @@ class CountingTable:
         """
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-        colour = _check_colour(colour)
+        colour = check_colour(colour)
         if self._flows is None:
             raise DataplaneError(f"{self._where()}: read before install()")
         name = _set_name(role, colour)

@@ -45,7 +45,7 @@ from srv6pm import bpf
 from srv6pm.netns import NetnsThread
 
 from .classify import ROLES, U32, Model, Op, Point
-from .dataplane import DataplaneError, Reading
+from .dataplane import DataplaneError, Reading, check_colour
 
 __all__ = ["OBJECT", "PIN_ROOT", "EbpfTable", "Point", "pin_dir"]
 
@@ -143,6 +143,7 @@ class EbpfTable:
         self._colour: int | None = None
         self._stale_counters = True  # counters of flows an earlier run had: dropped at the first install
         self.counting_gap = False  # see attach; the exporter clears it once it has acted on it
+        self.was_marking = False  # see _forget_strangers
         self._forget_strangers()
         if attach:
             self.attach()
@@ -231,12 +232,13 @@ class EbpfTable:
         return f"netns {self.netns!r}" if self.netns else "current netns"
 
     def _forget_strangers(self) -> None:
-        """Empty the classification tries: this object installs its flows again (counters are kept)."""
+        """Empty the classification tries: this object installs its flows again (counters are kept).
+        ``was_marking`` says whether they held an earlier run's ingress flows, marked until now."""
         for key, _ in self._exact_map.lookup_batch():
-            self._exact_map.delete(key)
+            self.was_marking = self._exact_map.delete(key) or self.was_marking
         for m in (self._sources_map, self._flows_map):
             for key in m.keys():
-                m.delete(key)
+                self.was_marking = m.delete(key) or self.was_marking
 
     # -- flows -----------------------------------------------------------------------
     def install(self, points: Iterable[Point], colour: int) -> None:
@@ -252,12 +254,9 @@ class EbpfTable:
                 raise ValueError(f"duplicate {p.role} flow name {p.name!r}")
             wanted[p.key] = p
         current = self._model.points
+        self.set_colour(colour)  # first: the first packet a new match marks has this colour
         self.change(add=[p for key, p in wanted.items() if current.get(key) != p],
                     remove=[key for key, old in current.items() if wanted.get(key) != old])
-        try:
-            self.set_colour(colour)
-        except bpf.BpfError as exc:
-            raise DataplaneError(f"{self._where()}: {exc}") from exc
 
     def change(self, add: Iterable[Point] = (), remove: Iterable[tuple[str, str]] = ()) -> None:
         """Stop counting the points named (name, role) in ``remove``, then count ``add``; the others are untouched.
@@ -314,10 +313,13 @@ class EbpfTable:
         return self._colour
 
     def set_colour(self, colour: int) -> None:
-        """Mark with ``colour`` from the next packet on, on every CPU (one map update)."""
-        if isinstance(colour, bool) or colour not in (0, 1):
-            raise ValueError(f"colour must be 0 or 1, got {colour!r}")
-        self._colour_map.update(_U32.pack(0), _U32.pack(colour))
+        """Mark with ``colour`` from the next packet on, on every CPU (one map update); ``ValueError`` for a
+        colour that is not 0 or 1, :class:`DataplaneError` if the kernel refuses."""
+        colour = check_colour(colour)
+        try:
+            self._colour_map.update(_U32.pack(0), _U32.pack(colour))
+        except bpf.BpfError as exc:
+            raise DataplaneError(f"{self._where()}: {exc}") from exc
         self._colour = colour
 
     def program_fd(self, name: str) -> int:

@@ -52,6 +52,16 @@ after their (on time) guard reads, so the ingress count would not match theirs (
 period invented 60 lost packets in ``k`` and -60 in ``k+2``). The other roles
 count by the colour the packets carry, which this node's switch does not
 decide.
+
+Marking begins with the node's first ingress flows, in the colour of the
+period it begins in, set before their first match. The table's colour may be
+stale then: a new table's is 0, the switches run only while there are
+ingress flows, and an install moves the hooks after the match is in, which
+takes long on a busy machine (a tcx detach waits for the kernel). Packets marked with a stale colour
+after the other points' guard read of it are in this node's baseline only, so
+two periods on more arrive than were sent (the likely cause of +19 and +9
+seen once, after a rebooted router's flows were installed again).
+That beginning counts as the period's switch.
 """
 
 from __future__ import annotations
@@ -144,7 +154,8 @@ class Exporter:
         self._server: ApiServer | None = None
         self._stop = threading.Event()
         self._switch_error: BaseException | None = None  # what ended the colour switches, raised by run()
-        # (period, time_ns) of the colour switching thread's last switch (under the lock); None before its first
+        # (period, time_ns) of the last colour switch (under the lock): the switching thread's, or the beginning of
+        # ingress marking (_began_marking); None before either
         self._switched: tuple[int, int] | None = None
         self._closed = False
 
@@ -201,12 +212,17 @@ class Exporter:
                 return
             if self._table is None:
                 self._install_first(list(adds.items()))
-            elif ebpf:
-                self._table.change(add=adds.values(), remove=gone)
-                self._after_gap(self._table)
             else:
-                wanted = {role: [c for (_, r), c in adds.items() if r == role] for role in ("ingress", "egress")}
-                self._table.change(add=wanted, remove={role: [n for n, r in gone if r == role] for role in ROLES})
+                if not self._flows["ingress"] and any(role == "ingress" for _, role in adds):
+                    period = self.clock.period_at(time.time_ns())  # before the first match marks a packet
+                    self._table.set_colour(self.clock.colour(period))
+                    self._began_marking(period)
+                if ebpf:
+                    self._table.change(add=adds.values(), remove=gone)
+                    self._after_gap(self._table)
+                else:
+                    wanted = {role: [c for (_, r), c in adds.items() if r == role] for role in ("ingress", "egress")}
+                    self._table.change(add=wanted, remove={role: [n for n, r in gone if r == role] for role in ROLES})
             for name, role in gone:
                 del self._flows[role][name]
                 self._points.pop((name, role), None)
@@ -235,8 +251,9 @@ class Exporter:
 
     def _install_first(self, adds: list) -> None:
         """Open the data plane with its first flows (under the lock); on failure nothing stays open."""
-        table = self._open_table()
-        colour = self.clock.colour(self.clock.period_at(time.time_ns()))
+        table = self._open_table()  # (loading and attaching the programs can outlast the start of a period)
+        period = self.clock.period_at(time.time_ns())
+        colour = self.clock.colour(period)
         try:
             if self.config.dataplane == "ebpf":
                 table.install([c for _, c in adds], colour)
@@ -251,7 +268,18 @@ class Exporter:
                 table.close()
             raise
         self._table = table
+        self._began_marking(period, now=table.was_marking)
         self._after_gap(table)
+
+    def _began_marking(self, period: int, now: bool = False) -> None:
+        """Note that the data plane marks ``period``'s colour from now on, set before the first match of the
+        node's first ingress flows (under the lock; module docstring).
+
+        For :meth:`_late_switch` this is ``period``'s switch: made on time if nothing was marked before, or
+        now if an earlier run's flows were being marked meanwhile (``now``), in the colour it left, which may
+        be stale.
+        """
+        self._switched = (period, time.time_ns() if now else self.clock.start_ns(period))
 
     def _after_gap(self, table) -> None:
         """After the data plane had a counting gap (``counting_gap``: a tc filter handed over to tcx), forget
@@ -435,7 +463,7 @@ class Exporter:
         start = clock.start_ns(k + 1)
         deadline = start + 3 * (clock.guard_ns(k) - start) // 4
         if switched is None or not (switched[0] == k or (switched[0] == k + 1 and switched[1] > deadline)):
-            return False  # on time, or no switch to tell by (none yet, or none since the node had ingress flows)
+            return False  # on time, or no switch to tell by (no ingress flows yet)
         log.warning("colour switch came late, skipping the ingress block",
                     extra={"node": self.config.node, "period": k,
                            "switch_ms_after_start": None if switched[0] == k else (switched[1] - start) / 1e6})

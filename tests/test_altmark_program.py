@@ -98,6 +98,22 @@ def test_mark_uses_the_colour_of_the_moment(table):
     assert counts(table, 0)["ingress"]["f1"][0] == 1 and counts(table, 1)["ingress"]["f1"][0] == 1
 
 
+def test_an_install_s_first_marked_packet_has_the_install_s_colour(table, monkeypatch):
+    """A packet sent the moment the match is in the map (here, run right after that map update) is marked with the
+    colour the install asked for, not the one the map had (a new map's 0): the colour is set before the match."""
+    inner, firsts = inner_packet(dscp=0), []
+    update = table._run
+
+    def run_then_send(op):
+        done = update(op)
+        if op.map == "exact":
+            firsts.append(bpf.test_run(table.program_fd("altmark_mark"), encapsulated(inner)).packet)
+        return done
+    monkeypatch.setattr(table, "_run", run_then_send)
+    table.install([Point("f1", "ingress", 7, 0, f"{SRC}/128", f"{DST}/128")], colour=1)
+    assert firsts == [marked(inner, 7, 1)]
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 16])
 def test_mark_in_the_reserved_octets_gives_the_same_packet(table, count):
     """With the PadN TLV that the exporter's routes reserve at the SRH's end, the SRH moves over it and the
