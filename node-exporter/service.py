@@ -377,7 +377,7 @@ class Exporter:
         now = time.time_ns()
         k = clock.period_at(now)
         next_guard = k - 1 if now < clock.guard_ns(k - 1) else k  # next period whose block is read
-        switcher = threading.Thread(target=self._switching, args=(k + 1,), name=f"colour-{self.config.node}",
+        switcher = threading.Thread(target=self._switching, args=(k,), name=f"colour-{self.config.node}",
                                     daemon=True)
         switcher.start()
         if self._server is not None:
@@ -396,7 +396,9 @@ class Exporter:
 
     def _switching(self, boundary: int) -> None:
         """At the start of every period from ``boundary`` on, mark its colour (while the node is the ingress of
-        some flow). A switch that fails stops the exporter: :meth:`_loop` raises its error."""
+        some flow), unless that period's switch was made already (:meth:`_began_marking`). Started with the
+        current period: a start that outlasted the start of a period switches at once. A switch that fails
+        stops the exporter: :meth:`_loop` raises its error."""
         clock = self.clock
         try:
             while not self._stop.wait(max(0, clock.start_ns(boundary) - time.time_ns()) / 1e9):
@@ -404,7 +406,8 @@ class Exporter:
                 if current < boundary:
                     continue  # woke a little early
                 with self.lock:
-                    if self._table is not None and self._flows["ingress"]:
+                    done = self._switched is not None and self._switched[0] >= current
+                    if self._table is not None and self._flows["ingress"] and not done:
                         self._table.set_colour(clock.colour(current))
                         self._switched = (current, time.time_ns())
                 boundary = current + 1

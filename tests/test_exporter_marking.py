@@ -10,14 +10,16 @@ it), and a node that counted only as the egress of flows, whose colour no
 switch has touched since, gets its first ingress flow.
 
 Needs root (a real namespace, the nftables table or the eBPF programs). The
-exporter is driven by direct calls, without its loop: the colour switching
-thread does not run, so only the beginning of marking sets the colour.
+exporter is driven by direct calls, mostly without its loop: the colour
+switching thread does not run then, so only the beginning of marking sets
+the colour.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 
 import pytest
@@ -139,3 +141,25 @@ def test_an_earlier_run_s_marking_taken_over_is_a_switch_made_at_the_install(exp
     assert clock.period_at(time.time_ns()) == k
     assert marked_colour(second) == clock.colour(k)
     assert second._late_switch(k - 1) and second._late_switch(k)
+
+
+def test_a_start_that_outlasted_the_start_of_a_period_switches_at_once(exporter):
+    """The flows were installed (here by a direct call, as a start re-applies its state) in one period and the
+    loop began in the next: its colour is marked at once, not from the period after (a whole period of the
+    previous colour, read at its guard while still being marked)."""
+    clock = exporter.clock
+    exporter.change_flows(add=[INGRESS])
+    installed = clock.period_at(time.time_ns())
+    time.sleep((clock.start_ns(installed + 1) + 100_000_000 - time.time_ns()) / 1e9)
+    thread = threading.Thread(target=exporter.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 0.5
+        while marked_colour(exporter) != clock.colour(installed + 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert clock.period_at(time.time_ns()) == installed + 1
+        assert marked_colour(exporter) == clock.colour(installed + 1)
+    finally:
+        exporter.stop()
+        thread.join(timeout=20)
+    assert not thread.is_alive()
