@@ -269,12 +269,14 @@ def main(argv: list[str] | None = None) -> int:
                 if args.json:
                     print(json.dumps(row), flush=True)
                 else:
+                    per_flow = ("" if row["rss_per_flow_b"] is None  # (the smallest size: nothing to compare with)
+                                else f" ({row['rss_per_flow_b']} B/flow over {base['flows']} flows)")
                     print(f"{dataplane:8} {n:>7} flows  install {row['install_s']:8.2f} s  add one "
                           f"{row['add_one_ms']:7.2f} ms (x{row['add_ratio']})  guard read {row['guard_read_ms']:8.1f} ms"
                           f"  guard+publish {row['guard_publish_ms']:8.1f} ms (uncompressed {row['uncompressed_ms']:.1f} ms; "
                           f"x{row['publish_ratio']} of producer "
                           f"{row['producer_ms']:.1f} ms)  colour {row['colour_ms']:6.2f} ms  "
-                          f"RSS {row['rss_mib']:7.1f} MiB ({row['rss_per_flow_b']} B/flow)", flush=True)
+                          f"RSS {row['rss_mib']:7.1f} MiB{per_flow}", flush=True)
     return 0
 
 
