@@ -246,7 +246,8 @@ class EbpfTable:
 
         Only the difference to what is installed is applied (:meth:`change`).
         Raises ``ValueError`` for a name listed twice in a role and for what
-        :meth:`change` refuses; then nothing changed.
+        :meth:`change` refuses; then nothing changed but the colour, which is
+        set first (so the first packet a new match marks has it).
         """
         wanted: dict[tuple[str, str], Point] = {}
         for p in points:
@@ -254,7 +255,7 @@ class EbpfTable:
                 raise ValueError(f"duplicate {p.role} flow name {p.name!r}")
             wanted[p.key] = p
         current = self._model.points
-        self.set_colour(colour)  # first: the first packet a new match marks has this colour
+        self.set_colour(colour)
         self.change(add=[p for key, p in wanted.items() if current.get(key) != p],
                     remove=[key for key, old in current.items() if wanted.get(key) != old])
 

@@ -157,6 +157,7 @@ class Exporter:
         # (period, time_ns) of the last colour switch (under the lock): the switching thread's, or the beginning of
         # ingress marking (_began_marking); None before either
         self._switched: tuple[int, int] | None = None
+        self._taken_over = False  # whether an earlier run's ingress matches were marking (see _began_marking)
         self._closed = False
 
     # -- data plane, used by the API (under self.lock) --------------------------------
@@ -193,7 +194,8 @@ class Exporter:
         reconciling what an earlier run left in the kernel (counters of kept
         flows kept). Raises ``ValueError`` (flows the data plane cannot tell
         apart) or :class:`~srv6pm.exporter.dataplane.DataplaneError`; then
-        nothing changed.
+        nothing changed but, for a node without ingress flows, the colour
+        its data plane would mark (nothing, with no ingress flow).
         """
         ebpf = self.config.dataplane == "ebpf"
         added = list(add)
@@ -267,17 +269,20 @@ class Exporter:
             else:
                 table.close()
             raise
+        finally:  # an earlier run's marking ends where this run's table finds it (ebpf: the open, nftables: the
+            # install), maybe in an attempt that fails
+            self._taken_over = self._taken_over or table.was_marking
         self._table = table
-        self._began_marking(period, now=table.was_marking)
+        self._began_marking(period, now=self._taken_over)
         self._after_gap(table)
 
     def _began_marking(self, period: int, now: bool = False) -> None:
-        """Note that the data plane marks ``period``'s colour from now on, set before the first match of the
-        node's first ingress flows (under the lock; module docstring).
+        """Note that the data plane marks ``period``'s colour from now on (under the lock; module docstring):
+        the colour was set, at the install or before the first match of the node's first ingress flows.
 
         For :meth:`_late_switch` this is ``period``'s switch: made on time if nothing was marked before, or
-        now if an earlier run's flows were being marked meanwhile (``now``), in the colour it left, which may
-        be stale.
+        now (``now``) if an earlier run's matches went on marking, in the colour it left, which may be stale,
+        until this run took the data plane over.
         """
         self._switched = (period, time.time_ns() if now else self.clock.start_ns(period))
 
@@ -402,10 +407,10 @@ class Exporter:
         clock = self.clock
         try:
             while not self._stop.wait(max(0, clock.start_ns(boundary) - time.time_ns()) / 1e9):
-                current = clock.period_at(time.time_ns())
-                if current < boundary:
+                if clock.period_at(time.time_ns()) < boundary:
                     continue  # woke a little early
                 with self.lock:
+                    current = clock.period_at(time.time_ns())  # (now: the lock may have been held across a start)
                     done = self._switched is not None and self._switched[0] >= current
                     if self._table is not None and self._flows["ingress"] and not done:
                         self._table.set_colour(clock.colour(current))

@@ -1,13 +1,17 @@
-"""When the node exporter begins marking: its first ingress flow is marked with the colour of the period it is
-installed in, whatever the data plane's colour was, and that beginning counts as the period's switch.
+"""When the node exporter begins marking, and how its colour switches follow: its first ingress flow is marked
+with the colour of the period it is installed in, whatever the data plane's colour was, and that beginning
+counts as the period's switch for the late-switch rule (on time, or made at the install when an earlier
+run's marking went on until then).
 
 A stale colour is not harmless: packets marked with the previous period's
 colour after the other counting points' guard read of it are in the ingress
 baseline only, so the next block of that colour shows more received than
-sent. Two ways to a stale colour are checked: loading the data plane outlasts
-the start of a period (made certain here by a table open that sleeps past
-it), and a node that counted only as the egress of flows, whose colour no
-switch has touched since, gets its first ingress flow.
+sent. The ways to one checked here: a table open that outlasts the start of
+a period, a node that counted only as the egress of flows (no switch has
+touched its colour since) getting its first ingress flow, a predecessor's
+marking taken over, and a start that outlasted the start of a period. That
+the eBPF install sets the colour before its first match is checked on the
+program itself (test_altmark_program.py).
 
 Needs root (a real namespace, the nftables table or the eBPF programs). The
 exporter is driven by direct calls, mostly without its loop: the colour
@@ -137,29 +141,78 @@ def test_an_earlier_run_s_marking_taken_over_is_a_switch_made_at_the_install(exp
     k = clock.period_at(time.time_ns()) + 1
     time.sleep((clock.start_ns(k) + 450_000_000 - time.time_ns()) / 1e9)  # past the deadline (0.375 s) of k-1's
     second = exporters()
+    before = time.time_ns()
     second.change_flows(add=[INGRESS])
-    assert clock.period_at(time.time_ns()) == k
-    assert marked_colour(second) == clock.colour(k)
-    assert second._late_switch(k - 1) and second._late_switch(k)
+    period, at = second._switched
+    assert at >= before and at != clock.start_ns(period)  # now, not the period's start
+    assert marked_colour(second) == clock.colour(period)
+    deadline = clock.start_ns(period) + 3 * (clock.guard_ns(period - 1) - clock.start_ns(period)) // 4
+    assert second._late_switch(period - 1) == (at > deadline)
 
 
-def test_a_start_that_outlasted_the_start_of_a_period_switches_at_once(exporter):
+def test_an_earlier_run_s_marking_is_remembered_across_a_refused_install(exporters):
+    """A first install that the data plane refuses (two flows with one match) may have ended the earlier run's
+    matches already: the install that follows finds none, and still counts as a switch made now."""
+    first = exporters()
+    first.change_flows(add=[INGRESS])
+    first.close()
+    second = exporters()
+    twin = pb.FlowMonitor()
+    twin.CopyFrom(INGRESS)
+    twin.flow, twin.flowmon_id = "f3", 23
+    with pytest.raises(ValueError):
+        second.change_flows(add=[INGRESS, twin])
+    before = time.time_ns()
+    second.change_flows(add=[INGRESS])
+    period, at = second._switched
+    assert at >= before and at != second.clock.start_ns(period)
+
+
+def test_a_start_that_outlasted_the_start_of_a_period_switches_at_once(exporter, monkeypatch):
     """The flows were installed (here by a direct call, as a start re-applies its state) in one period and the
-    loop began in the next: its colour is marked at once, not from the period after (a whole period of the
-    previous colour, read at its guard while still being marked)."""
+    loop began in a later one: the switching thread marks that period's colour at once, not from the period
+    after (a whole period of the previous colour, read at its guard while still being marked)."""
     clock = exporter.clock
+    entered: list[int] = []  # the period in which the switching thread began
+    switching = exporter._switching
+
+    def recording(boundary):
+        entered.append(clock.period_at(time.time_ns()))
+        switching(boundary)
+    monkeypatch.setattr(exporter, "_switching", recording)
     exporter.change_flows(add=[INGRESS])
     installed = clock.period_at(time.time_ns())
     time.sleep((clock.start_ns(installed + 1) + 100_000_000 - time.time_ns()) / 1e9)
     thread = threading.Thread(target=exporter.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 0.5
-        while marked_colour(exporter) != clock.colour(installed + 1) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert clock.period_at(time.time_ns()) == installed + 1
-        assert marked_colour(exporter) == clock.colour(installed + 1)
+        deadline = time.monotonic() + 20
+        while not entered and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (began,) = entered
+        while exporter._switched[0] < began and time.monotonic() < deadline:
+            time.sleep(0.01)
+        period, at = exporter._switched
+        assert period == began and at < clock.start_ns(began + 1)  # switched in that period, not at the next
+        assert marked_colour(exporter) == clock.colour(clock.period_at(time.time_ns()))
     finally:
         exporter.stop()
         thread.join(timeout=20)
     assert not thread.is_alive()
+
+
+def test_a_switch_made_at_the_beginning_of_marking_is_not_made_again(exporter):
+    """Marking began in this period (on time: nothing was marked before); the switching thread, started in the
+    same period, leaves that record as it is (a second switch, made later, could wrongly look late)."""
+    clock = exporter.clock
+    k = clock.period_at(time.time_ns()) + 1
+    time.sleep((clock.start_ns(k) + 50_000_000 - time.time_ns()) / 1e9)
+    exporter.change_flows(add=[INGRESS])
+    assert exporter._switched == (k, clock.start_ns(k))
+    thread = threading.Thread(target=exporter._switching, args=(k,), daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    exporter.stop()
+    thread.join(timeout=5)
+    assert clock.period_at(time.time_ns()) == k
+    assert exporter._switched == (k, clock.start_ns(k))
