@@ -143,7 +143,6 @@ class EbpfTable:
         self._colour: int | None = None
         self._stale_counters = True  # counters of flows an earlier run had: dropped at the first install
         self.counting_gap = False  # see attach; the exporter clears it once it has acted on it
-        self.was_marking = False  # see _forget_strangers
         self._forget_strangers()
         if attach:
             self.attach()
@@ -234,11 +233,11 @@ class EbpfTable:
     def _forget_strangers(self) -> None:
         """Empty the classification tries: this object installs its flows again (counters are kept).
         ``was_marking`` says whether they held an earlier run's ingress flows, marked until now."""
-        for key, _ in self._exact_map.lookup_batch():
-            self.was_marking = self._exact_map.delete(key) or self.was_marking
-        for m in (self._sources_map, self._flows_map):
-            for key in m.keys():
-                self.was_marking = m.delete(key) or self.was_marking
+        stale = [(self._exact_map, key) for key, _ in self._exact_map.lookup_batch()]
+        stale += [(m, key) for m in (self._sources_map, self._flows_map) for key in m.keys()]
+        for m, key in stale:
+            m.delete(key)
+        self.was_marking = bool(stale)
 
     # -- flows -----------------------------------------------------------------------
     def install(self, points: Iterable[Point], colour: int) -> None:

@@ -57,11 +57,11 @@ Marking begins with the node's first ingress flows, in the colour of the
 period it begins in, set before their first match. The table's colour may be
 stale then: a new table's is 0, the switches run only while there are
 ingress flows, and an install moves the hooks after the match is in, which
-takes long on a busy machine (a tcx detach waits for the kernel). Packets marked with a stale colour
-after the other points' guard read of it are in this node's baseline only, so
-two periods on more arrive than were sent (the likely cause of +19 and +9
-seen once, after a rebooted router's flows were installed again).
-That beginning counts as the period's switch.
+takes long on a busy machine (a tcx detach waits for the kernel). Packets
+marked with a stale colour after the other points' guard read of it are in
+this node's baseline only, so two periods on more arrive than were sent (the
+likely cause of +19 and +9 seen once, after a rebooted router's flows were
+installed again). That beginning counts as the period's switch.
 """
 
 from __future__ import annotations
