@@ -13,15 +13,18 @@ Each loop iteration (:meth:`Processor.step`):
 2. makes the batch's output (``writer``): the results' InfluxDB lines, the
    results themselves (to the input's partition number, see ``ledger``), the
    threshold alarms they raise or clear (``alarms``) and the dead letters;
-3. waits for the previous iteration's output to be stored in InfluxDB and
-   then published (acknowledged by the brokers), which the writer did in the
-   background while this batch was processed; only then marks its records
-   finished and commits the offsets that
-   :class:`~srv6pm.processor.offsets.OffsetTracker` allows;
+3. waits until the writer has room (two outputs in flight: one being stored,
+   the one before it being published; see ``writer``), finishes every output
+   that is stored in InfluxDB and then published (acknowledged by the
+   brokers), oldest first, which the writer did in the background while this
+   batch was processed: only then marks their records finished and commits
+   the offsets that :class:`~srv6pm.processor.offsets.OffsetTracker` allows;
 4. hands this batch's output to the writer.
 
-While InfluxDB or the brokers are away the output in flight cannot be
-finished: after ``hold_after_s`` the loop *holds* — it pauses every assigned
+While InfluxDB or the brokers are away the outputs in flight cannot be
+finished: once the oldest output in flight is not done ``hold_after_s`` after
+it was handed over (with the writer full: after waiting that long for it) the
+loop *holds* — it pauses every assigned
 partition and goes on polling (so the member keeps its place in the group and
 takes part in rebalances), keeps the batch it made, and stops the stages'
 clock (a pairing wait does not run out while nothing can be read); once the
@@ -31,7 +34,7 @@ and in ``srv6pm_waiting`` (``srv6pm.waiting``), not once per retry.
 
 Rebalances (kafka-python 3's asynchronous listener, on its IO thread, inside
 ``poll``): a revoked or lost partition's lines and records are withdrawn from
-the output in flight and the one kept (``writer``), its state dropped; nothing
+the outputs in flight and the one kept (``writer``), its state dropped; nothing
 of it is stored or published by this member any more, and the next owner
 re-reads its uncommitted records. Newly assigned partitions stay paused until
 the loop, on its own thread, has read their ledgers (retried while the
@@ -101,7 +104,7 @@ log = logging.getLogger("srv6pm.processor")
 COMPONENT = "processor"
 LAG_INTERVAL_S = 10.0  # how often the lag gauges are refreshed when no health points are written
 LAG_TIMEOUT_MS = 2_000  # end offsets for the lag: given up after this long (the point goes without lag)
-REVOKE_GRACE_S = 2.0  # a revocation first waits this long for the output in flight to be written
+REVOKE_GRACE_S = 2.0  # a revocation first waits this long for the outputs in flight to be written
 
 # The token the processor gives each record it hands a stage (stages treat tokens as opaque).
 MessageToken = tuple[str, int, int]  # (topic, partition, offset)
@@ -148,7 +151,7 @@ class ProcessorOptions:
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 60_000
     retry_max_s: float = 10.0
-    hold_after_s: float = 1.0  # the output in flight not written after this long: pause the input and wait
+    hold_after_s: float = 1.0  # the oldest output in flight not written after this long: pause the input and wait
     health_interval_s: float | None = 10.0  # None: no health points in InfluxDB
     alarms: AlarmRules = field(default_factory=AlarmRules)
 
@@ -273,15 +276,15 @@ class Processor:
     async def _revoked(self, partitions: list[tuple[str, int]], lost: bool = False) -> None:
         """Listener callback (on kafka-python's IO thread, while the loop waits in ``poll``).
 
-        The output in flight is given ``REVOKE_GRACE_S`` to be written; if it is, it is finished here as the
-        loop would have. Otherwise the partitions' lines and records are withdrawn from it (and from the
+        The outputs in flight are given ``REVOKE_GRACE_S`` to be written; those that are are finished here as
+        the loop would have. The partitions' lines and records are withdrawn from the others (and from the
         batch held, if any), waiting for an attempt under way to end: once this returns, this member stores
         and publishes nothing more of theirs, so their next owner, which re-reads their uncommitted records
         and the ledger's tail, makes each result once. Nothing is committed here: commits are the loop's.
         """
         gone = set(partitions)
         deadline = time.monotonic() + (0.0 if lost else REVOKE_GRACE_S)
-        while self._writer.busy and not self._writer.done and time.monotonic() < deadline:
+        while not self._writer.all_done and time.monotonic() < deadline:
             await io_sleep(0.02)
         if self._writer.done and self._held is None:
             try:
@@ -309,7 +312,7 @@ class Processor:
         """One iteration: poll and process a batch; finish the previous output; commit; hand this one over.
 
         While holding (see the module docstring) it only polls the paused partitions and checks whether the
-        output in flight is written.
+        oldest output in flight is written.
         """
         self._load_ledgers()
         if self._holding_since is not None:
@@ -352,7 +355,8 @@ class Processor:
         return time.monotonic() - self._held_s
 
     def _hold(self, output: Output | None) -> None:
-        """The output in flight is not written yet: keep ``output``, pause the input, stop the stages' clock."""
+        """The oldest output in flight is not written in time: keep ``output``, pause the input, stop the stages'
+        clock."""
         self._held = output
         self._holding_since = time.monotonic()
         self.sensor.hold()
@@ -361,7 +365,8 @@ class Processor:
                     extra={"waiting_for": self._writer.phase, "failing": sorted(self.waiting.now())})
 
     def _release(self) -> None:
-        """The output in flight is written: finish it, commit, hand the held one over, resume the input."""
+        """The oldest output in flight is written: finish it (and any after it that are), commit, hand the held one
+        over, resume the input."""
         assert self._holding_since is not None, "released only while holding (_hold set it)"
         held_s = time.monotonic() - self._holding_since
         self._held_s += held_s
@@ -510,11 +515,16 @@ class Processor:
         results += [(stage, partition, doc, None) for stage, partition, doc in done.restores]
         return result_letters(refused, lines, results, done.tokens, self.options.group)
 
-    def _finish_written(self) -> None:
-        """Wait for the output in flight; then remember its results and let its records' offsets move."""
-        output = self._writer.wait()
-        if output is None:
-            return
+    def _finish_written(self, block: bool = False) -> None:
+        """Finish the outputs in flight that are written, oldest first (with ``block``, wait for all of them)."""
+        writer = self._writer
+        while writer.busy and (block or writer.done):
+            output = writer.wait()
+            assert output is not None, "busy: an output is in flight"
+            self._finish(output)
+
+    def _finish(self, output: Output) -> None:
+        """Remember the results of a written ``output`` and let its records' offsets move."""
         done: _Written = output.state
         gone = output.withdrawn  # origins revoked meanwhile: their next owner makes and finishes these
         for kind, n in output.errors.items():
@@ -633,7 +643,7 @@ class Processor:
 
     def close(self) -> None:
         try:
-            self._finish_written()
+            self._finish_written(block=True)
             self._commit()
         except Exception as exc:  # what was not committed is re-read by the next owner
             log.warning("output in flight not written or not committed", extra={"error": str(exc)})

@@ -3,10 +3,13 @@
 The processor's loop hands each iteration's :class:`Output` (InfluxDB lines,
 then the Kafka records: results, the alarms they change, dead letters) to a
 :class:`Writer` and goes on with the next batch while the writer waits for
-InfluxDB and the brokers. At most one output is in flight: :meth:`Writer.submit`
-requires that the previous one was collected with :meth:`Writer.wait`, which
-returns it once it is done, so the loop finishes its records (ledger, offsets,
-commit) strictly after their results are stored and published.
+InfluxDB and the brokers. The writer is a pipeline of two threads: one stores
+outputs in InfluxDB, one publishes them, each in the order they were submitted,
+so an output is published while the next one is stored. At most ``depth``
+outputs are in flight (:data:`DEPTH`, two: one per thread):
+:meth:`Writer.submit` requires room, and :meth:`Writer.wait` returns the oldest
+once it is done, so the loop finishes its records (ledger, offsets, commit) in
+order and strictly after their results are stored and published.
 
 Order within an output: the lines first, retried until InfluxDB has taken
 each of them or refused it as data (below), then the records (with the dead
@@ -45,7 +48,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -59,11 +62,13 @@ from srv6pm.publish import Publisher, Send
 from srv6pm.quote import shorten
 from srv6pm.waiting import Waiting
 
-__all__ = ["CONFIG_LOG_INTERVAL_S", "Output", "Writer", "result_letters"]
+__all__ = ["CONFIG_LOG_INTERVAL_S", "DEPTH", "Output", "Writer", "result_letters"]
 
 log = logging.getLogger("srv6pm.processor")
 
 Origin = tuple[str, int]  # input (topic, partition)
+
+DEPTH = 2  # outputs in flight: one being stored while the one before it is published
 
 
 @dataclass
@@ -88,6 +93,7 @@ class Output:
     letters: Callable[[Any, dict[int, str], list[str]], list[tuple[Send, Origin]]] | None = None
     refused: dict[int, str] = field(default_factory=dict)  # lines InfluxDB refused (index into lines -> reason)
     lettered: list[Origin] = field(default_factory=list)  # the origin of each dead letter ``letters`` made
+    phase: str | None = None  # what it waits for once submitted: "influxdb", "kafka", or None once done
 
     def __post_init__(self):
         if len(self.line_origins) != len(self.lines) or len(self.send_origins) != len(self.sends):
@@ -95,10 +101,13 @@ class Output:
 
 
 class Writer:
-    """Stores and publishes one :class:`Output` at a time in a thread of its own (see the module docstring)."""
+    """Stores and publishes up to ``depth`` :class:`Output` values at a time, in order, in two threads of its own
+    (see the module docstring)."""
 
     def __init__(self, store: InfluxWriter, publisher: Publisher, stopping: threading.Event, retry_max_s: float,
-                 waiting: Waiting, metrics: metrics_mod.Metrics | None = None):
+                 waiting: Waiting, metrics: metrics_mod.Metrics | None = None, depth: int = DEPTH):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
         self._store = store
         self._metrics = metrics or metrics_mod.get()
         self._refusals = Refusals(waiting, "influxdb", log, self._metrics)
@@ -106,70 +115,108 @@ class Writer:
         self._stopping = stopping
         self._retry_max_s = retry_max_s
         self._waiting = waiting
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srv6pm-writer")
-        self._in_flight: tuple[Output, Future] | None = None
+        self._depth = depth
+        self._storing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srv6pm-writer-store")
+        self._publishing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srv6pm-writer-publish")
+        self._in_flight: deque[tuple[Output, Future, float]] = deque()  # oldest first, with time.monotonic()
+        # when submitted
         self._lock = threading.Lock()  # guards Output.withdrawn and _attempt
-        self._attempt: set[Origin] = set()  # origins of the store or publish attempt under way
-        self.phase: str | None = None  # what the output in flight waits for: "influxdb", "kafka" or None
+        # Origins of the attempt under way, by thread ("store", "publish").
+        self._attempt: dict[str, set[Origin]] = {"store": set(), "publish": set()}
 
     @property
     def busy(self) -> bool:
-        return self._in_flight is not None
+        """True while an output is in flight."""
+        return bool(self._in_flight)
+
+    @property
+    def full(self) -> bool:
+        """True when ``depth`` outputs are in flight: :meth:`submit` needs the oldest collected first."""
+        return len(self._in_flight) >= self._depth
 
     @property
     def done(self) -> bool:
-        """True when there is an output in flight and it is finished (:meth:`wait` returns at once)."""
-        return self._in_flight is not None and self._in_flight[1].done()
+        """True when there is an output in flight and the oldest is finished (:meth:`wait` returns at once)."""
+        return bool(self._in_flight) and self._in_flight[0][1].done()
+
+    @property
+    def all_done(self) -> bool:
+        """True when every output in flight is finished (also when there is none)."""
+        return all(future.done() for _, future, _ in self._in_flight)
+
+    @property
+    def phase(self) -> str | None:
+        """What the oldest output in flight waits for: "influxdb", "kafka" or None."""
+        return self._in_flight[0][0].phase if self._in_flight else None
 
     def submit(self, output: Output) -> None:
-        if self._in_flight is not None:
-            raise RuntimeError("an output is still in flight: wait() for it first")
-        self._in_flight = (output, self._pool.submit(self._write, output))
+        if self.full:
+            raise RuntimeError(f"{len(self._in_flight)} outputs are in flight: wait() for the oldest first")
+        output.phase = "influxdb" if output.lines else "kafka"
+        stored = self._storing.submit(self._store_phase, output)
+        before = self._in_flight[-1][1] if self._in_flight else None  # published before this one
+        self._in_flight.append((output, self._publishing.submit(self._publish_phase, output, stored, before),
+                                time.monotonic()))
 
     def wait(self) -> Output | None:
-        """The output in flight once stored and published (None if there is none); raises what stopped it."""
-        if self._in_flight is None:
+        """The oldest output in flight once stored and published (None if there is none); raises what stopped
+        it."""
+        if not self._in_flight:
             return None
-        output, future = self._in_flight
-        self._in_flight = None
+        output, future, _ = self._in_flight.popleft()
         future.result()
         return output
 
     def settle(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for the output in flight to be done; True when it is (or none is in flight)."""
-        if self._in_flight is None:
+        """Whether the writer keeps up: False when its oldest output in flight is not done ``timeout_s`` after it
+        was submitted, or, with ``depth`` in flight, ``timeout_s`` from now (waiting that long for it)."""
+        if not self._in_flight:
             return True
-        done, _ = futures_wait([self._in_flight[1]], timeout=timeout_s)
+        _, future, submitted = self._in_flight[0]
+        if future.done():
+            return True
+        if not self.full:
+            return time.monotonic() - submitted < timeout_s
+        done, _ = futures_wait([future], timeout=timeout_s)
         return bool(done)
 
     def withdraw(self, origins: set[Origin]) -> bool:
-        """Take the lines and records of ``origins`` out of the output in flight.
+        """Take the lines and records of ``origins`` out of every output in flight.
 
         Returns True once none of them can be stored or published by this writer any more; False while
         an attempt that includes some of them is under way (call again: it ends within the store's or
         the brokers' request timeout).
         """
-        if self._in_flight is None:
+        if not self._in_flight:
             return True
         with self._lock:
-            self._in_flight[0].withdrawn.update(origins)
-            return not (self._attempt & origins)
+            for output, _, _ in self._in_flight:
+                output.withdrawn.update(origins)
+            return not any(attempt & origins for attempt in self._attempt.values())
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._storing.shutdown(wait=True)
+        self._publishing.shutdown(wait=True)
 
-    # -- in the writer's thread ------------------------------------------------
+    # -- in the writer's threads ---------------------------------------------
 
-    def _write(self, output: Output) -> None:
+    def _store_phase(self, output: Output) -> None:
+        if output.lines:
+            self._store_all(output)
+        output.phase = "kafka"
+
+    def _publish_phase(self, output: Output, stored: Future, before: Future | None) -> None:
+        """After ``stored`` (its store phase; raises what stopped it), publish the output's records, unless the
+        output ``before`` it (done by now: one thread publishes, in order) was not written: then neither is this
+        one, so that results are never published out of order."""
         try:
-            if output.lines:
-                self.phase = "influxdb"
-                self._store_all(output)
+            if before is not None and before.exception() is not None:
+                raise RuntimeError("an earlier output was not written (its records will be re-read)")
+            stored.result()
             if output.sends:
-                self.phase = "kafka"
                 self._publish_all(output)
         finally:
-            self.phase = None
+            output.phase = None
         output.done_s = time.time()
 
     def _begin(self, output: Output, items: list, origins: list[Origin]) -> tuple[list, list[Origin]]:
@@ -179,12 +226,12 @@ class Writer:
             if gone:
                 pairs = [(item, origin) for item, origin in zip(items, origins, strict=True) if origin not in gone]
                 items, origins = [item for item, _ in pairs], [origin for _, origin in pairs]
-            self._attempt = set(origins)
+            self._attempt["publish"] = set(origins)
         return items, origins
 
-    def _end(self) -> None:
+    def _end(self, phase: str) -> None:
         with self._lock:
-            self._attempt = set()
+            self._attempt[phase] = set()
 
     def _retry_or_raise(self, output: Output, kind: str, what: str, error: object, delay: float,
                         at_least_s: float | None = None) -> float:
@@ -207,14 +254,14 @@ class Writer:
             with self._lock:
                 gone = output.withdrawn
                 chosen = [i for i in group if origins[i] not in gone] if gone else group
-                self._attempt = {origins[i] for i in chosen}
+                self._attempt["store"] = {origins[i] for i in chosen}
             return chosen
 
         def write(lines: list[str]) -> None:
             try:
                 self._store.write(lines)
             finally:
-                self._end()
+                self._end("store")
 
         while True:
             try:
@@ -245,7 +292,7 @@ class Writer:
             try:
                 failed = self._publisher.publish(sends) if sends else []
             finally:
-                self._end()
+                self._end("publish")
             if not failed:
                 if sends:
                     self._waiting.ok("kafka")
