@@ -48,14 +48,15 @@ def build(batches, base_offset=100, base_ts=1_700_000_000_000):
 
 
 def unpack(cls, data, fetch_offset=100, take=None):
+    """The records ``cls`` gives, ``take`` at a time, with its position and counts after each take."""
     parts = cls(fetch_offset, TP, MemoryRecords(data))
     got = []
     while parts:
         chunk = parts.take(take)
+        got.append((chunk, parts.next_fetch_offset, parts.records_read, parts.bytes_read))
         if not chunk:
             break
-        got += chunk
-    return got, parts.next_fetch_offset, parts.records_read, parts.bytes_read
+    return got, parts.next_fetch_offset, parts.records_read, parts.bytes_read, bool(parts)
 
 
 @settings(max_examples=150, deadline=None)
