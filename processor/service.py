@@ -97,13 +97,14 @@ from .sensor import HealthPoints, Prometheus, Sensors, Stats
 from .stages import DelayStage, LossStage, Stage
 from .writer import Output, Writer, result_letters
 
-__all__ = ["Processor", "ProcessorOptions", "tune_gc"]
+__all__ = ["BUSY_POLL_MS", "Processor", "ProcessorOptions", "tune_gc"]
 
 log = logging.getLogger("srv6pm.processor")
 
 COMPONENT = "processor"
 LAG_INTERVAL_S = 10.0  # how often the lag gauges are refreshed when no health points are written
 LAG_TIMEOUT_MS = 2_000  # end offsets for the lag: given up after this long (the point goes without lag)
+BUSY_POLL_MS = 20  # the poll's longest wait while outputs are in flight
 REVOKE_GRACE_S = 2.0  # a revocation first waits this long for the outputs in flight to be written
 
 # The token the processor gives each record it hands a stage (stages treat tokens as opaque).
@@ -323,7 +324,9 @@ class Processor:
             self._release()
             self._housekeeping()
             return
-        batch = self._loop.poll()
+        # While outputs are in flight, a short poll: one the writer finishes meanwhile is finished (and its
+        # offsets committed) within BUSY_POLL_MS, not after a whole poll_ms of an idle topic.
+        batch = self._loop.poll(min(self.options.poll_ms, BUSY_POLL_MS) if self._writer.busy else None)
         now, now_ns = self._stage_clock(), time.time_ns()
         outcomes: list[Outcome] = []
         restores: list[tuple[Stage, int, dict]] = []

@@ -140,13 +140,15 @@ class ConsumeLoop:
 
     # -- polling -------------------------------------------------------------
 
-    def poll(self) -> dict:
-        """One batch (empty while backing off, after a failure, or while holding)."""
+    def poll(self, timeout_ms: int | None = None) -> dict:
+        """One batch (empty while backing off, after a failure, or while holding), waiting at most
+        ``timeout_ms`` (default ``poll_ms``) for one."""
+        timeout_ms = self.poll_ms if timeout_ms is None else timeout_ms
         if time.monotonic() < self._retry_at:
-            self.stopping.wait(self.poll_ms / 1000)
+            self.stopping.wait(timeout_ms / 1000)
             return {}
         try:
-            batch = self.consumer.poll(timeout_ms=self.poll_ms)
+            batch = self.consumer.poll(timeout_ms=timeout_ms)
         except KafkaError as exc:
             self.back_off("kafka_consumer", exc)
             return {}

@@ -16,7 +16,7 @@ from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.influx import influxql
 from srv6pm.kafka import ensure_topics
 from srv6pm.processor.alarms import AlarmRules
-from srv6pm.processor.service import Processor, ProcessorOptions
+from srv6pm.processor.service import BUSY_POLL_MS, Processor, ProcessorOptions
 from srv6pm.records import CounterRecord
 
 pytestmark = pytest.mark.services
@@ -477,3 +477,27 @@ def test_a_block_repeated_in_the_batch_that_completed_its_period_is_not_publishe
     assert sorted(published) == [("f1", BASE_PERIOD, True), ("f2", BASE_PERIOD, True)]
     assert [r["complete"] for r in stored(influx, "f1")] == [True]
     assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 6
+
+
+def test_the_loop_polls_briefly_while_outputs_are_in_flight(kafka, influx):
+    """With outputs in flight the poll waits at most BUSY_POLL_MS, so an output the writer finishes while the
+    topic is idle is finished and committed then, not a whole ``poll_ms`` later; with none, ``poll_ms``."""
+    produce(kafka, [block("f1", "ingress", BASE_PERIOD, 10), block("f1", "egress", BASE_PERIOD, 10)])
+    opts = options(poll_ms=1500)
+    processor = Processor(kafka, influx, opts)
+    polls: list[tuple[int, bool]] = []  # (timeout_ms, writer busy)
+    real_poll = processor._consumer.poll
+
+    def poll(timeout_ms=0, **kw):
+        polls.append((timeout_ms, processor._writer.busy))
+        return real_poll(timeout_ms=timeout_ms, **kw)
+
+    processor._consumer.poll = poll
+    try:
+        run_until(processor, lambda: processor.stats["results"] == 1)
+        processor.step()  # idle: nothing in flight
+    finally:
+        processor.close()
+    assert {t for t, busy in polls if busy} == {BUSY_POLL_MS}
+    assert {t for t, busy in polls if not busy} == {1500}
+    assert sum(c or 0 for c in committed(kafka, opts.group).values()) == 2
