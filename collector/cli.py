@@ -34,7 +34,7 @@ from srv6pm import metrics
 from srv6pm.commands import Common, add_check, component
 from srv6pm.config import ConfigError as SettingsError
 from srv6pm.config import KafkaSettings, given, setting
-from srv6pm.stopping import Stop
+from srv6pm.stopping import Stop, on_signal
 
 __all__ = ["DEFAULT_STATE_DIR", "STATE_DIR_ENV", "add_commands", "cmd_check", "cmd_run", "inputs"]
 
@@ -195,7 +195,7 @@ def cmd_run(args) -> int:
                               results_options=options, state_dir=state_dir(args))
         stop.attach(collector.stop)
         metrics.serve(checked.metrics_port, addr="0.0.0.0")  # metrics.serve's default addr "" does not resolve here
-        signal.signal(signal.SIGHUP, lambda *_: collector.request_reload())
+        on_signal(signal.SIGHUP, collector.request_reload)
         collector.run()
     return stop.status()
 

@@ -7,6 +7,12 @@ after SIGTERM. A command whose standard output is a pipe that the reader closed
 (``srv6pm collector check --config F | head -1``) stops writing and exits with
 :data:`EXIT_BROKEN_PIPE` (141, 128 + SIGPIPE, what a C program killed by
 SIGPIPE reports), without a traceback.
+
+What a signal asks for (a stop, a reload) runs in a thread of its own, never
+in the handler: Python runs a handler between two bytecodes of the main
+thread, which may at that moment hold the very lock the action takes (an
+``Event``'s, while the main thread is inside its ``wait`` or ``clear``), and
+the process would hang there for ever.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import sys
 import threading
 from typing import Callable
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "Interrupted", "Stop", "quiet_on_closed_pipe",
-           "status_of"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "Interrupted", "Stop", "on_signal",
+           "quiet_on_closed_pipe", "status_of"]
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT    # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM    # 143
@@ -33,13 +39,23 @@ class Interrupted(KeyboardInterrupt):
         self.status = 128 + sig
 
 
+def _in_thread(action: Callable[[], object]) -> None:
+    """Run ``action`` in a thread of its own (see the module docstring)."""
+    threading.Thread(target=action, name="srv6pm-signal", daemon=True).start()
+
+
+def on_signal(sig: int, action: Callable[[], object]):
+    """On each ``sig``, run ``action`` in a thread of its own; returns the previous handler (main thread only)."""
+    return signal.signal(sig, lambda _sig, _frame: _in_thread(action))
+
+
 def status_of(interruption: KeyboardInterrupt) -> int:
     """The exit status of an interruption: :class:`Interrupted`'s own, 130 for a plain Ctrl-C."""
     return getattr(interruption, "status", EXIT_INTERRUPTED)
 
 
 class Stop:
-    """Remembers the first SIGINT or SIGTERM received and calls ``then`` on each one.
+    """Remembers the first SIGINT or SIGTERM received and calls ``then`` on each one, in a thread of its own.
 
     ``with Stop(then) as stop:`` installs the handlers (in the main thread only;
     elsewhere it installs nothing) and restores the previous ones on exit;
@@ -78,7 +94,7 @@ class Stop:
             self.signal = sig
         if self.then is None:
             raise Interrupted(sig)
-        self.then()
+        _in_thread(self.then)
 
     @property
     def stopping(self) -> bool:

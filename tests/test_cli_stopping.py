@@ -168,3 +168,40 @@ def test_lab_run_tears_down_and_exits_128_plus_the_signal(sig, status, tmp_path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+STOP_WHILE_LOCKED = """
+import os, signal, threading
+from srv6pm.stopping import Stop
+
+event = threading.Event()
+with Stop() as stop:
+    stop.attach(event.set)
+    with event._cond:  # the main thread inside Event.wait or clear, holding the event's lock
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at one of the next bytecodes
+        for _ in range(10_000):
+            pass
+    print("stopped" if event.wait(5) else "not stopped", stop.status())
+"""
+
+SIGHUP_WHILE_LOCKED = """
+import os, signal, threading
+from srv6pm.stopping import on_signal
+
+event = threading.Event()
+previous = on_signal(signal.SIGHUP, event.set)
+with event._cond:
+    os.kill(os.getpid(), signal.SIGHUP)
+    for _ in range(10_000):
+        pass
+print("reloaded" if event.wait(5) else "not reloaded")
+"""
+
+
+@pytest.mark.parametrize("code, said", [(STOP_WHILE_LOCKED, "stopped 143"), (SIGHUP_WHILE_LOCKED, "reloaded")])
+def test_a_signal_that_comes_while_the_main_thread_holds_the_lock_its_action_takes_does_not_hang(code, said):
+    """A signal handler runs between two bytecodes of the main thread, which may hold the lock of the very Event the
+    action sets (the collector's main loop waits on the Event its stop and SIGHUP set): the action runs in a thread
+    of its own, so the process stops (or reloads) instead of hanging for ever."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.stdout.strip() == said, done.stderr
