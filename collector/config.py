@@ -82,7 +82,7 @@ from typing import Any, Mapping
 
 from srv6pm import netspec, yamlfile
 from srv6pm.errors import InputError
-from srv6pm.netspec import MAX_SEGMENTS, Link, kind  # noqa: F401 -- MAX_SEGMENTS re-exported
+from srv6pm.netspec import MAX_SEGMENTS, RFC8972_SETTINGS, Link, kind  # noqa: F401 -- MAX_SEGMENTS re-exported
 from srv6pm.quote import quote
 from srv6pm.southbound import validate
 from srv6pm.southbound.v1 import southbound_pb2 as pb
@@ -215,7 +215,6 @@ class StampSession(netspec.StampSession):
         return self.message.stop_if_ssid_ignored
 
 
-_RFC8972_SETTINGS = frozenset({"direct_measurement", "dscp", "ssid", "stop_if_ssid_ignored"})
 
 
 @dataclass(frozen=True)
@@ -465,7 +464,7 @@ class _Validator(netspec.Validator):
         for i, item in enumerate(self.sequence(value, "stamp")):
             f = f"stamp[{i}]"
             r, item = self.stamp_session(item, f, names, tuple(nodes),
-                                         more=frozenset({"timeout", "auth_key_file"}) | _RFC8972_SETTINGS, what="nodes")
+                                         more=frozenset({"timeout", "auth_key_file"}) | RFC8972_SETTINGS, what="nodes")
             for end, node in (("from", r.src), ("to", r.dst)):
                 if nodes[node].pm_address is None:
                     raise self.fail(f"{f}.{end}", f"node {quote(node)} has no pm_address")
@@ -473,15 +472,7 @@ class _Validator(netspec.Validator):
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                 raise self.fail(f"{f}.timeout", f"must be a number, got {kind(timeout)}")
             key_file = self.text(item.get("auth_key_file") or "", f"{f}.auth_key_file", "an absolute path")
-            for flag in ("direct_measurement", "stop_if_ssid_ignored"):
-                if not isinstance(item.get(flag, False), bool):
-                    raise self.fail(f"{f}.{flag}", f"must be true or false, got {kind(item[flag])}")
-            rfc8972 = {"direct_measurement": item.get("direct_measurement", False),
-                       # 0 is the message's "no SSID": a file that names one gives 1 or more
-                       "ssid": self.integer(item["ssid"], f"{f}.ssid", 1, validate.SSID_MAX) if "ssid" in item else 0,
-                       "stop_if_ssid_ignored": item.get("stop_if_ssid_ignored", False)}
-            if item.get("dscp") is not None:
-                rfc8972["dscp"] = self.whole(item["dscp"], f"{f}.dscp")  # the DSCP range is the rule's
+            rfc8972 = self.rfc8972(item, f)
             msg = self.checked(validate.stamp_session,
                                pb.StampSession(name=r.name, destination=nodes[r.dst].pm_address,
                                                source=nodes[r.src].pm_address,
@@ -494,7 +485,7 @@ class _Validator(netspec.Validator):
                                f, {"name": f"{f}.name", "segments": f"{f}.via", "return_segments": f"{f}.return_via",
                                    "rate": f"{f}.rate", "timeout_s": f"{f}.timeout",
                                    "auth_key_file": f"{f}.auth_key_file",
-                                   **{name: f"{f}.{name}" for name in _RFC8972_SETTINGS}})
+                                   **{name: f"{f}.{name}" for name in RFC8972_SETTINGS}})
             reflector = self.checked(validate.stamp_reflector,
                                      pb.StampReflector(bind=nodes[r.dst].pm_address, auth_key_file=msg.auth_key_file),
                                      f, {"auth_key_file": f"{f}.auth_key_file"})

@@ -15,7 +15,7 @@ scenario grown with what the collector needs to know:
 * each flow's inner source and destination prefixes (what the policy steers
   and the counters match);
 * links, with their delay, and STAMP sessions as in the scenario (with
-  their ``liveness`` and ``direct_measurement``);
+  their ``liveness`` and RFC 8972 settings);
 * the scenario's ``dataplane`` (the exporters get the same, see
   :class:`~srv6pm.lab.runner.Lab`).
 
@@ -63,7 +63,7 @@ def collector_config(plan: Plan, grpc_ports: Mapping[str, int], host: str = "127
     stamp = [{"name": s.name, "from": s.src, "to": s.dst, "via": list(s.via), "return_via": list(s.return_via),
               "rate": s.rate, **({"timeout": stamp_timeout_s} if stamp_timeout_s else {}),
               **({"liveness": {"down_after": s.liveness[0], "up_after": s.liveness[1]}} if s.liveness else {}),
-              **({"direct_measurement": True} if s.direct_measurement else {})}
+              **s.rfc8972()}
              for s in plan.scenario.stamp]
     return {"dataplane": plan.scenario.dataplane, "nodes": nodes, "links": links, "flows": flow_list,
             "stamp": stamp, "tls": {"plaintext": True}}

@@ -22,6 +22,9 @@ The format is fixed by DESIGN.md ("The local lab")::
         rate: 10                    # test packets per second
         liveness: true              # optional: watch the path (or {down_after: N, up_after: M})
         direct_measurement: true    # optional: RFC 8972 Direct Measurement, lost packets per direction
+        dscp: 46                    # optional: send with this DSCP, the Class of Service TLV asks it back
+        ssid: 7                     # optional: RFC 8972 Session-Sender Identifier, 1..65535
+        stop_if_ssid_ignored: true  # optional (with ssid): stop when the reflector returns SSID 0
 
 :func:`load` parses and validates a file completely before anything is built:
 every problem is reported as one :class:`ScenarioError` whose message names
@@ -33,11 +36,15 @@ paths, STAMP sessions, the data plane) are those of :mod:`srv6pm.netspec`; a
 scenario adds that node names are usable as namespace names and that every path
 follows the links. The lab gives ``dataplane`` to the collector configuration it
 writes and to every exporter it starts (``--dataplane``); each flow's test
-traffic leaves with its ``dscp``. A session's ``direct_measurement`` (true or
-false, default false; named as the southbound ``StampSession`` field) goes to
-the session in the collector configuration (:mod:`srv6pm.lab.control`), so
-that its test packets carry the RFC 8972 Direct Measurement TLV and its delay
-results say how many lost test packets were lost forward and backward.
+traffic leaves with its ``dscp``. A session's RFC 8972 settings, named and
+judged as the southbound ``StampSession`` fields (the collector
+configuration's rules, :meth:`srv6pm.netspec.Validator.rfc8972`), go to the
+session in the collector configuration (:mod:`srv6pm.lab.control`):
+``direct_measurement`` (default false) puts the Direct Measurement TLV on its
+test packets, so that its delay results say how many lost test packets were
+lost forward and backward; ``dscp`` sends them with that DSCP and asks for it
+back (Class of Service TLV); ``ssid`` names the session to the reflector,
+``stop_if_ssid_ignored`` stops it when the reflector answers without one.
 """
 
 from __future__ import annotations
@@ -91,11 +98,25 @@ class Flow:
 
 @dataclass(frozen=True)
 class StampSession(netspec.StampSession):
-    """A scenario's STAMP session: the shared fields (:class:`srv6pm.netspec.StampSession`) and the lab's
-    RFC 8972 setting."""
+    """A scenario's STAMP session: the shared fields (:class:`srv6pm.netspec.StampSession`) and its RFC 8972
+    settings (southbound fields)."""
 
     _: KW_ONLY
-    direct_measurement: bool = False  # the Direct Measurement TLV on every test packet (southbound field)
+    direct_measurement: bool = False  # the Direct Measurement TLV on every test packet
+    dscp: int | None = None  # send with this DSCP and ask for it back; None: not asked for
+    ssid: int = 0  # the Session-Sender Identifier; 0: none
+    stop_if_ssid_ignored: bool = False  # stop when the reflector answers with SSID 0
+
+    def rfc8972(self) -> dict:
+        """The settings given (not at their defaults), as the collector configuration's keys."""
+        out: dict = {"direct_measurement": True} if self.direct_measurement else {}
+        if self.dscp is not None:
+            out["dscp"] = self.dscp
+        if self.ssid:
+            out["ssid"] = self.ssid
+        if self.stop_if_ssid_ignored:
+            out["stop_if_ssid_ignored"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -186,11 +207,7 @@ class _Validator(netspec.Validator):
         sessions = []
         for i, item in enumerate(self.sequence(value, "stamp")):
             field = f"stamp[{i}]"
-            shared, item = self.stamp_session(item, field, names, nodes, adjacency,
-                                              more=frozenset({"direct_measurement"}))
-            direct = item.get("direct_measurement", False)
-            if not isinstance(direct, bool):
-                raise self.fail(f"{field}.direct_measurement", f"must be true or false, got {netspec.kind(direct)}")
+            shared, item = self.stamp_session(item, field, names, nodes, adjacency, more=netspec.RFC8972_SETTINGS)
             sessions.append(StampSession(**{f.name: getattr(shared, f.name) for f in fields(shared)},
-                                         direct_measurement=direct))
+                                         **self.rfc8972(item, field)))
         return tuple(sessions)

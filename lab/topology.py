@@ -259,10 +259,11 @@ class Plan:
 
     def _stamp_settings(self, name: str) -> dict:
         """Session ``name``'s settings as the scenario gives them: ``liveness`` (``down_after``, ``up_after``;
-        None when not watched) and ``direct_measurement``."""
+        None when not watched) and the RFC 8972 ones (``dscp`` None when not asked for, ``ssid`` 0: none)."""
         session = next(s for s in self.scenario.stamp if s.name == name)
         liveness = None if session.liveness is None else dict(zip(("down_after", "up_after"), session.liveness, strict=True))
-        return {"liveness": liveness, "direct_measurement": session.direct_measurement}
+        return {"liveness": liveness, "direct_measurement": session.direct_measurement, "dscp": session.dscp,
+                "ssid": session.ssid, "stop_if_ssid_ignored": session.stop_if_ssid_ignored}
 
     def flow(self, name: str) -> FlowPlan:
         """The plan of flow ``name``; ``KeyError`` naming the known flows otherwise."""

@@ -47,7 +47,7 @@ from typing import Any
 from srv6pm.quote import quote
 
 __all__ = ["DATAPLANES", "DEFAULT_DATAPLANE", "MAX_DELAY_MS", "MAX_SEGMENTS", "MAX_STAMP_RATE", "MIN_STAMP_RATE",
-           "NAME", "Link", "StampSession", "Validator", "adjacency", "kind", "reachable"]
+           "NAME", "RFC8972_SETTINGS", "Link", "StampSession", "Validator", "adjacency", "kind", "reachable"]
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """The rule of every name (node, flow, session, policy, reflector node): match it with ``fullmatch``."""
@@ -59,6 +59,8 @@ DATAPLANES = ("ebpf", "nftables")
 """The exporters' counting back-ends: RFC 9343 FlowMonID at every node (ebpf), or DSCP colours at the ends (nftables)."""
 DEFAULT_DATAPLANE = "ebpf"
 _UINT32 = 2**32 - 1
+RFC8972_SETTINGS = frozenset({"direct_measurement", "dscp", "ssid", "stop_if_ssid_ignored"})
+"""A STAMP session's optional RFC 8972 keys (:meth:`Validator.rfc8972`), named as the southbound fields."""
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,28 @@ class Validator:
         rate = self.checked(validate.stamp_rate, rate, f"{field}.rate", {})
         liveness = self.liveness(item.get("liveness", False), f"{field}.liveness")
         return StampSession(name, src, dst, via, return_via, rate, liveness=liveness), item
+
+    def rfc8972(self, item: dict, field: str) -> dict[str, Any]:
+        """A STAMP session's RFC 8972 settings (:data:`RFC8972_SETTINGS`) in ``item``, as the southbound
+        ``StampSession`` fields: ``direct_measurement``, ``ssid`` (0: none), ``stop_if_ssid_ignored`` and,
+        when given, ``dscp``; judged by :func:`srv6pm.southbound.validate.rfc8972_settings`."""
+        from srv6pm.southbound import validate  # it imports this module's limits
+
+        out: dict[str, Any] = {}
+        for flag in ("direct_measurement", "stop_if_ssid_ignored"):
+            value = item.get(flag, False)
+            if not isinstance(value, bool):
+                raise self.fail(f"{field}.{flag}", f"must be true or false, got {kind(value)}")
+            out[flag] = value
+        # 0 is the message's "no SSID": a file that names one gives 1 or more
+        out["ssid"] = self.integer(item["ssid"], f"{field}.ssid", 1, validate.SSID_MAX) if "ssid" in item else 0
+        if item.get("dscp") is not None:
+            out["dscp"] = self.whole(item["dscp"], f"{field}.dscp")
+        try:
+            validate.rfc8972_settings(out.get("dscp"), out["ssid"], out["stop_if_ssid_ignored"])
+        except validate.InvalidArgument as exc:
+            raise self.fail(f"{field}.{exc.field}", exc.message) from None
+        return out
 
     def liveness(self, value: Any, field: str) -> tuple[int, int] | None:
         """A session's ``liveness`` (:func:`srv6pm.southbound.validate.liveness_setting`)."""

@@ -101,3 +101,25 @@ def test_a_scenario_session_s_direct_measurement_reaches_its_sender():
     assert plain.stamp[0].direct_measurement is False
     assert "direct_measurement" not in control.collector_config(topology.plan(plain), {n: 1 for n in plain.nodes})["stamp"][0]
     assert parsed_collector_config(plain).stamp[0].direct_measurement is False
+
+
+def test_a_scenario_session_s_dscp_and_ssid_reach_its_sender():
+    """Like direct_measurement: the scenario's dscp, ssid and stop_if_ssid_ignored are the southbound fields,
+    carried by the collector configuration the lab writes to the StampSession placed at the sender; a session
+    that sets none has none (no DSCP asked for, SSID 0)."""
+    text = open(EXAMPLE).read().replace("    rate: 10 ", "    dscp: 46\n    ssid: 7\n    stop_if_ssid_ignored: true\n"
+                                                         "    rate: 10 ")
+    assert "\n    ssid: 7\n" in text
+    s = scenario.parse(text, source="x.yaml")
+    doc = control.collector_config(topology.plan(s), {n: 50051 + i for i, n in enumerate(s.nodes)})
+    assert {k: doc["stamp"][0][k] for k in ("dscp", "ssid", "stop_if_ssid_ignored")} == \
+        {"dscp": 46, "ssid": 7, "stop_if_ssid_ignored": True}
+    state = desired.desired_state(flowmon.assign(parsed_collector_config(s), flowmon.Allocator(None)))
+    (session,) = [m for objects in state.values() for m in objects.values() if isinstance(m, pb.StampSession)]
+    assert (session.HasField("dscp"), session.dscp, session.ssid, session.stop_if_ssid_ignored) == (True, 46, 7, True)
+    assert {k: v for k, v in topology.plan(s).to_dict()["stamp"]["s1"].items()
+            if k in ("dscp", "ssid", "stop_if_ssid_ignored")} == {"dscp": 46, "ssid": 7, "stop_if_ssid_ignored": True}
+    plain = scenario.load(EXAMPLE)
+    state = desired.desired_state(flowmon.assign(parsed_collector_config(plain), flowmon.Allocator(None)))
+    (session,) = [m for objects in state.values() for m in objects.values() if isinstance(m, pb.StampSession)]
+    assert (session.HasField("dscp"), session.ssid, session.stop_if_ssid_ignored) == (False, 0, False)

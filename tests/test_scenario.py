@@ -92,6 +92,15 @@ def test_stamp_direct_measurement_setting():
     assert (both.liveness, both.direct_measurement) == ((3, 3), True)
 
 
+def test_stamp_rfc8972_settings_dscp_ssid():
+    """Named and judged as the southbound StampSession fields (the collector configuration's rules)."""
+    plain = parse(STAMP).stamp[0]
+    assert (plain.dscp, plain.ssid, plain.stop_if_ssid_ignored, plain.rfc8972()) == (None, 0, False, {})
+    given = parse(STAMP.replace("rate: 10}", "rate: 10, dscp: 0, ssid: 7, stop_if_ssid_ignored: true}")).stamp[0]
+    assert (given.dscp, given.ssid, given.stop_if_ssid_ignored) == (0, 7, True)
+    assert given.rfc8972() == {"dscp": 0, "ssid": 7, "stop_if_ssid_ignored": True}  # DSCP 0 is asked for too
+
+
 @pytest.mark.parametrize("change, message", [
     (("delay_ms: 20", "delay_ms: -1"), "links[1].delay_ms: must be between 0 and 10000"),
     (("delay_ms: 20", "delay: 20"), "links[1].delay: unknown field"),
@@ -109,7 +118,14 @@ def test_stamp_direct_measurement_setting():
     (("rate: 10}", "rate: 10, direct_measurement: 'yes'}"),
      "s.yaml: stamp[0].direct_measurement: must be true or false, got text"),
     (("rate: 10}", "rate: 10, direct_measurements: true}"), "stamp[0].direct_measurements: unknown field"),
-    (("rate: 10}", "rate: 10, dscp: 46}"), "stamp[0].dscp: unknown field"),  # the lab passes on only the one above
+    (("rate: 10}", "rate: 10, dscp: 64}"), "s.yaml: stamp[0].dscp: 64 is not a DSCP (0..63)"),
+    (("rate: 10}", "rate: 10, dscp: -1}"), "stamp[0].dscp: must be a whole number (0 or more), got int -1"),
+    (("rate: 10}", "rate: 10, ssid: 0}"), "stamp[0].ssid: must be a whole number from 1 to 65535, got 0"),
+    (("rate: 10}", "rate: 10, ssid: 65536}"), "stamp[0].ssid: must be a whole number from 1 to 65535, got 65536"),
+    (("rate: 10}", "rate: 10, stop_if_ssid_ignored: true}"),
+     "stamp[0].stop_if_ssid_ignored: needs an ssid: without one no reply can ignore it"),
+    (("rate: 10}", "rate: 10, ssid: 3, stop_if_ssid_ignored: 1}"), "stamp[0].stop_if_ssid_ignored: must be true or false"),
+    (("rate: 10}", "rate: 10, sid: 3}"), "stamp[0].sid: unknown field"),
 ])
 def test_stamp_and_delay_errors(change, message):
     with pytest.raises(ScenarioError) as err:

@@ -95,9 +95,9 @@ ROLE_VALUES = {name: value for value, name in ROLE_NAMES.items()}
 """The southbound value of a role by its name (``"ingress"`` -> ``ROLE_INGRESS``)."""
 
 __all__ = [
-    "DEFAULTS", "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "ROLE_VALUES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
+    "DEFAULTS", "DSCP_MAX", "FLOWMON_ID_MAX", "InvalidArgument", "POSITION_MAX", "ROLE_NAMES", "ROLE_VALUES", "flow_monitor", "flow_monitor_ref", "key_of", "local_sid", "local_sid_ref", "policy",
     "policy_ref", "request", "stamp_reflector", "stamp_reflector_ref", "stamp_session", "stamp_session_ref",
-    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name", "port", "stamp_rate", "stamp_timeout",
+    "batch_item", "batch_object", "liveness", "liveness_fields", "liveness_setting", "name", "port", "rfc8972_settings", "stamp_rate", "stamp_timeout",
 ]
 
 DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
@@ -123,6 +123,8 @@ def _default(kind: str, field: str) -> Any:
 
 SSID_MAX = 0xFFFF
 """The largest Session-Sender Identifier (RFC 8972 §3, 16 bits); 0 means none."""
+DSCP_MAX = 63
+"""The largest DSCP (six bits) a STAMP session can send with and ask back (RFC 8972 §5.2)."""
 RATE_RANGE = (MIN_STAMP_RATE, float(MAX_STAMP_RATE))
 TIMEOUT_RANGE = (0.01, 60.0)
 IFNAMSIZ = 16  # including the terminating NUL
@@ -383,13 +385,19 @@ def stamp_session(message: pb.StampSession) -> pb.StampSession:
     _key_file("auth_key_file", out.auth_key_file)
     out.liveness_down_after, out.liveness_up_after = liveness(out.liveness, out.liveness_down_after,
                                                               out.liveness_up_after)
-    if out.HasField("dscp") and out.dscp > 63:
-        raise InvalidArgument("dscp", f"{out.dscp} is not a DSCP (0..63)")
-    if out.ssid > SSID_MAX:
-        raise InvalidArgument("ssid", f"{out.ssid} is not an SSID (1..65535, or 0 for none)")
-    if out.stop_if_ssid_ignored and not out.ssid:
-        raise InvalidArgument("stop_if_ssid_ignored", "needs an ssid: without one no reply can ignore it")
+    rfc8972_settings(out.dscp if out.HasField("dscp") else None, out.ssid, out.stop_if_ssid_ignored)
     return out
+
+
+def rfc8972_settings(dscp: int | None, ssid: int, stop_if_ssid_ignored: bool) -> None:
+    """Judge a STAMP session's RFC 8972 settings: ``dscp`` 0..63 (None: not asked for), ``ssid`` up to
+    :data:`SSID_MAX` (0: none), ``stop_if_ssid_ignored`` only with an ``ssid``."""
+    if dscp is not None and not 0 <= dscp <= DSCP_MAX:
+        raise InvalidArgument("dscp", f"{dscp} is not a DSCP (0..{DSCP_MAX})")
+    if not 0 <= ssid <= SSID_MAX:
+        raise InvalidArgument("ssid", f"{ssid} is not an SSID (1..65535, or 0 for none)")
+    if stop_if_ssid_ignored and not ssid:
+        raise InvalidArgument("stop_if_ssid_ignored", "needs an ssid: without one no reply can ignore it")
 
 
 def stamp_rate(rate: float) -> float:
