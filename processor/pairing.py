@@ -112,6 +112,11 @@ class Pairing:
             raise ValueError("wait_s must be positive")
         self.wait_s = wait_s
         self._pending: dict[tuple[str, int], _Pending | _First] = {}
+        # Pending periods are added with the ``now`` of their first block, and a later call's ``now`` is never
+        # earlier (the stages' clock): the dict is then in first-seen order, and :meth:`expire` stops at the
+        # first period still within its wait. A call whose ``now`` goes back turns that off for good.
+        self._last_now = float("-inf")
+        self._ordered = True
         # Last node seen on each side of each flow, so that an incomplete
         # period is still tagged with the node of its missing side.
         self._nodes: dict[str, dict[str, str]] = {}
@@ -126,8 +131,15 @@ class Pairing:
     def pending_tokens(self) -> list[Token]:
         return [tok for p in self._pending.values() for _, tok in _as_pending(p).held()]
 
+    def _clock(self, now: float) -> None:
+        """Note a call's ``now`` (see ``_ordered``)."""
+        if now < self._last_now:
+            self._ordered = False
+        self._last_now = now
+
     def add(self, record: CounterRecord, token: Token, now: float) -> Outcome | None:
         """Take one block. Returns an Outcome when ``token``'s fate is decided now."""
+        self._clock(now)
         role = record.role
         if role == "transit":
             if record.position is None:
@@ -183,6 +195,7 @@ class Pairing:
         block goes through :meth:`add`. The run's results whose first token is of this run's partition, and
         every token finished as it is, make one outcome (the outcomes of :meth:`add` come as they are).
         """
+        self._clock(now)
         pending, nodes_of = self._pending, self._nodes
         run_tokens: list = []
         run_results: list[LossResult] = []
@@ -248,11 +261,21 @@ class Pairing:
         return outcomes, restored, replayed
 
     def expire(self, now: float) -> list[Outcome]:
-        """The results of every ``(flow, period)`` that waited ``wait_s`` or more, as they stand."""
+        """The results of every ``(flow, period)`` that waited ``wait_s`` or more, as they stand, oldest first.
+
+        Linear in the periods that expire, not in all those pending, while the dict is in first-seen order
+        (``_ordered``); otherwise every pending period is looked at.
+        """
         out = []
         wait_s = self.wait_s
-        for key in [k for k, p in self._pending.items()
-                    if now - (p[2] if isinstance(p, tuple) else p.first_seen) >= wait_s]:
+        ordered = self._ordered
+        expired = []
+        for k, p in self._pending.items():
+            if now - (p[2] if isinstance(p, tuple) else p.first_seen) >= wait_s:
+                expired.append(k)
+            elif ordered:
+                break
+        for key in expired:
             pending = _as_pending(self._pending.pop(key))
             held = pending.held()
             out.append(Outcome([tok for _, tok in held], [self._result(pending, held)]))

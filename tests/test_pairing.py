@@ -376,3 +376,26 @@ def test_take_of_a_run_is_add_of_each_record():
     assert [t for t, _ in rejected] == [("t", 0, 6), ("t", 0, 8)]
     assert restored == [b"{}"] and replayed == 4
     assert pending == [("t", 0, 5), ("t", 0, 7), ("t", 0, 13)]
+
+
+def test_expire_takes_the_oldest_periods_first_and_stops_at_the_first_still_waiting():
+    """Periods wait in the order their first block came (the stages' clock never goes back): expire closes
+    the expired ones oldest first and looks no further than the first one still within its wait."""
+    p = Pairing(wait_s=5)
+    for i, now in enumerate((0, 1, 2, 3)):
+        p.add(block("ingress", 10, period=200 + i), f"t{i}", now=now)
+    p.take([block("ingress", 10, period=300)], ["u"], now=4, closed=set(), published={})
+    assert [o.tokens for o in p.expire(now=6.5)] == [["t0"], ["t1"]]
+    assert len(p) == 3
+    assert [o.tokens for o in p.expire(now=9)] == [["t2"], ["t3"], ["u"]]
+    assert len(p) == 0
+
+
+def test_a_clock_that_goes_back_still_expires_every_period_that_waited():
+    """A caller whose ``now`` goes back (not the processor's stage clock) breaks the first-seen order: expire
+    then looks at every pending period, so none that waited long enough is left behind a younger one."""
+    p = Pairing(wait_s=5)
+    p.add(block("ingress", 10, period=200), "young", now=10)
+    p.add(block("ingress", 10, period=201), "old", now=1)  # earlier than the block before it
+    assert [o.tokens for o in p.expire(now=7)] == [["old"]]
+    assert len(p) == 1
