@@ -215,8 +215,6 @@ class StampSession(netspec.StampSession):
         return self.message.stop_if_ssid_ignored
 
 
-
-
 @dataclass(frozen=True)
 class TlsConfig:
     ca: str | None = None

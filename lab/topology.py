@@ -43,6 +43,7 @@ from types import MappingProxyType
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
+from srv6pm import netspec
 from srv6pm.lab.scenario import Scenario
 
 __all__ = [
@@ -262,8 +263,7 @@ class Plan:
         None when not watched) and the RFC 8972 ones (``dscp`` None when not asked for, ``ssid`` 0: none)."""
         session = next(s for s in self.scenario.stamp if s.name == name)
         liveness = None if session.liveness is None else dict(zip(("down_after", "up_after"), session.liveness, strict=True))
-        return {"liveness": liveness, "direct_measurement": session.direct_measurement, "dscp": session.dscp,
-                "ssid": session.ssid, "stop_if_ssid_ignored": session.stop_if_ssid_ignored}
+        return {"liveness": liveness, **{name: getattr(session, name) for name in sorted(netspec.RFC8972_SETTINGS)}}
 
     def flow(self, name: str) -> FlowPlan:
         """The plan of flow ``name``; ``KeyError`` naming the known flows otherwise."""

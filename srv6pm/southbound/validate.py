@@ -395,7 +395,7 @@ def rfc8972_settings(dscp: int | None, ssid: int, stop_if_ssid_ignored: bool) ->
     if dscp is not None and not 0 <= dscp <= DSCP_MAX:
         raise InvalidArgument("dscp", f"{dscp} is not a DSCP (0..{DSCP_MAX})")
     if not 0 <= ssid <= SSID_MAX:
-        raise InvalidArgument("ssid", f"{ssid} is not an SSID (1..65535, or 0 for none)")
+        raise InvalidArgument("ssid", f"{ssid} is not an SSID (1..{SSID_MAX}, or 0 for none)")
     if stop_if_ssid_ignored and not ssid:
         raise InvalidArgument("stop_if_ssid_ignored", "needs an ssid: without one no reply can ignore it")
 
