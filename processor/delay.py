@@ -26,6 +26,7 @@ Like ``pairing``, this module is pure: ``now`` (monotonic seconds) comes in.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from operator import sub
@@ -34,7 +35,7 @@ from srv6pm.clock import period_clock
 from srv6pm.records import DelayResult, StampSample
 
 from .direct_loss import direction_loss
-from .outcome import Outcome, Token
+from .outcome import Outcome, Token, gather
 
 __all__ = ["DIRECTIONS", "DelayWindows", "statistics"]
 
@@ -104,29 +105,62 @@ class DelayWindows:
             return []
         return [self._close((session, p)) for p in sorted(closable)]
 
-    def joins(self, key: tuple[str, int], sample: StampSample, token: Token, now: float) -> bool:
-        """:meth:`add` of the usual sample, whose window is ``key``: it joins that window, open already, is new to
-        it, has its period length, and closes none of its session's windows. False (and nothing changed) for any
-        other sample, which :meth:`add` then takes."""
-        window = self._windows.get(key)
-        if window is None:
-            return False
-        held = window.samples
-        seq = sample.seq
-        if seq in held or window.period_s != sample.period_s:
-            return False
-        session = sample.session
-        mark = self._watermark.get(session, 0)
-        t1 = sample.t1
-        if t1 > mark:
-            mark = t1
-        if self._first_end[session] <= mark - self.lateness_ns:  # it closes a window: add() does
-            return False
-        held[seq] = sample
-        window.tokens.append(token)
-        window.last_seen = now
-        self._watermark[session] = mark
-        return True
+    def take(self, samples: list[StampSample], tokens: list, now: float, closed: set, published: Mapping,
+             add: Callable[[StampSample, Token, float], list[Outcome]]) -> tuple[list[Outcome], list, int]:
+        """What a stage's ``take`` makes of a run of one partition (``samples`` in order, with the processor's
+        ``tokens``, ``(topic, partition, offset)``), as :meth:`srv6pm.processor.stages.Stage.take` says
+        (``closed``, ``published``: the results made already): returns (outcomes, ledger entries, replayed).
+
+        The usual sample (it joins a window already open, is new to it, has its period length, has no
+        ``impossible_timestamps`` and closes none of its session's windows) is taken here inline, exactly as
+        :meth:`add` takes it; every other sample goes to ``add`` (the stage's, which counts what it must).
+        """
+        outcomes: list[Outcome] = []
+        restored: list = []
+        replayed = 0
+        run_tokens: list = []  # of the run's outcome: what is finished as it is, and the outcomes merged into it
+        run_results: list = []
+        keep, append = run_tokens.append, outcomes.append
+        windows_get, watermark, first_end = self._windows.get, self._watermark, self._first_end
+        lateness_ns = self.lateness_ns
+        published_get = published.get if published else None
+        last_period_s: object = None
+        period_ns = 0
+        for sample, token in zip(samples, tokens, strict=True):
+            d = sample.__dict__
+            session, t1, period_s = d["session"], d["t1"], d["period_s"]
+            if period_s != last_period_s:
+                last_period_s, period_ns = period_s, period_clock(period_s).period_ns
+            key = (session, t1 // period_ns)  # period_clock(period_s).period_at(t1)
+            if key in closed:  # made in this batch or being written: a late or repeated sample
+                replayed += 1
+                keep(token)
+                continue
+            if published_get is not None:
+                held = published_get(key)
+                if held is not None:  # re-read after a restart, or late after its period was closed
+                    replayed += 1
+                    restored.append(held)
+                    keep(token)
+                    continue
+            window = windows_get(key)
+            if window is not None and not d["impossible_timestamps"]:
+                samples_of = window.samples
+                seq = d["seq"]
+                if seq not in samples_of and window.period_s == period_s:
+                    mark = watermark.get(session, 0)
+                    if t1 > mark:
+                        mark = t1
+                    if first_end[session] > mark - lateness_ns:  # it closes none of the session's windows
+                        samples_of[seq] = sample
+                        window.tokens.append(token)
+                        window.last_seen = now
+                        watermark[session] = mark
+                        continue
+            gather(add(sample, token, now), token, closed, append, run_tokens, run_results)
+        if run_tokens:
+            append(Outcome(run_tokens, run_results))
+        return outcomes, restored, replayed
 
     def expire(self, now: float) -> list[Outcome]:
         """Close every window that received nothing for ``idle_s``, in key order (only those are sorted: a
@@ -174,34 +208,40 @@ def results(session: str, period: int, samples: list[StampSample], before: Stamp
     """The three direction results of one window (``samples`` in sequence order; ``before``/``after``:
     the session's replies around the window, see :func:`.direct_loss.direction_loss`)."""
     first = samples[0]
-    clock = period_clock(first.period_s)
-    received = [s for s in samples if not s.lost]
-    lost = len(samples) - len(received)
-    plausible = [s for s in received if not s.impossible_timestamps]
     forward: list[int] = []
     backward: list[int] = []
     round_trip: list[int] = []
-    for s in plausible:
-        assert s.t2 is not None and s.t3 is not None and s.t4 is not None, \
+    received = impossible = 0
+    for s in samples:  # in sequence order, as each series is
+        if s.lost:
+            continue
+        received += 1
+        t1, t2, t3, t4 = s.t1, s.t2, s.t3, s.t4
+        if s.impossible_timestamps:  # left out of forward and backward; round_trip keeps it when t3 >= t2
+            impossible += 1
+            assert t4 is not None, "a returned reply has t4 (records.stamp_from)"
+            if t2 is not None and t3 is not None and t3 >= t2:
+                round_trip.append((t4 - t1) - (t3 - t2))
+            continue
+        assert t2 is not None and t3 is not None and t4 is not None, \
             "a returned reply without impossible_timestamps has t2, t3 and t4 (records.stamp_from)"
-        forward.append(s.t2 - s.t1)
-        backward.append(s.t4 - s.t3)
-    for s in received:
-        assert s.t4 is not None, "a returned reply has t4 (records.stamp_from)"
-        if s.t2 is not None and s.t3 is not None and s.t3 >= s.t2:
-            round_trip.append((s.t4 - s.t1) - (s.t3 - s.t2))
-    series = {"forward": forward, "backward": backward, "round_trip": round_trip}
+        forward.append(t2 - t1)
+        backward.append(t4 - t3)
+        if t3 >= t2:
+            round_trip.append((t4 - t1) - (t3 - t2))
     split = direction_loss(samples, before, after)
     lost_forward, lost_backward = split if split is not None else (None, None)
+    # Each result as DelayResult(...) makes it (its fields in order), without the frozen class's __init__.
+    common = {"session": session, "period": period, "period_start": period_clock(first.period_s).start_rfc3339(period),
+              "period_s": first.period_s, "direction": None, "sender": first.sender, "reflector": first.reflector,
+              "samples": received, "lost": len(samples) - received}
+    tail = {"lost_forward": lost_forward, "lost_backward": lost_backward, "impossible_timestamps": impossible}
     out = []
-    start = clock.start_rfc3339(period)
-    impossible = len(received) - len(plausible)
-    for direction in DIRECTIONS:
-        # The result as DelayResult(...) makes it (its fields in order), without the frozen class's __init__.
-        values = {"session": session, "period": period, "period_start": start, "period_s": first.period_s,
-                  "direction": direction, "sender": first.sender, "reflector": first.reflector,
-                  "samples": len(received), "lost": lost, **statistics(series[direction]),
-                  "lost_forward": lost_forward, "lost_backward": lost_backward, "impossible_timestamps": impossible}
+    for direction, series in zip(DIRECTIONS, (forward, backward, round_trip), strict=True):
+        values = common.copy()
+        values["direction"] = direction
+        values.update(statistics(series))
+        values.update(tail)
         result = _new(DelayResult)
         _set(result, "__dict__", values)
         out.append(result)
@@ -213,18 +253,28 @@ _set = object.__setattr__
 _STATISTICS = ("min_us", "mean_us", "max_us", "p50_us", "p99_us", "jitter_us")
 
 
+_ranks: dict[int, tuple[int, int]] = {}  # n -> the indices of p50 and p99 in n ordered delays
+
+
+def _rank(n: int) -> tuple[int, int]:
+    if len(_ranks) >= 4096:
+        _ranks.clear()
+    ranks = _ranks[n] = (max(1, math.ceil(50 / 100 * n)) - 1, max(1, math.ceil(99 / 100 * n)) - 1)
+    return ranks
+
+
 def statistics(delays_ns: list[int]) -> dict:
     """min/mean/max/p50/p99/jitter in µs of delays given in ns (in sequence order); None when empty.
 
     Percentiles by nearest rank; jitter the mean absolute difference of consecutive delays.
     """
-    if not delays_ns:
+    n = len(delays_ns)
+    if not n:
         return dict.fromkeys(_STATISTICS)
     ordered = sorted(delays_ns)
-    n = len(ordered)
-    jitter = sum(map(abs, map(sub, islice(delays_ns, 1, None), delays_ns))) / (n - 1) if n > 1 else None
-    return {"min_us": round(ordered[0] / 1000, 3), "mean_us": round(sum(ordered) / n / 1000, 3),
-            "max_us": round(ordered[-1] / 1000, 3),
-            "p50_us": round(ordered[max(1, math.ceil(50 / 100 * n)) - 1] / 1000, 3),
-            "p99_us": round(ordered[max(1, math.ceil(99 / 100 * n)) - 1] / 1000, 3),
-            "jitter_us": None if jitter is None else round(jitter / 1000, 3)}
+    p50, p99 = _ranks.get(n) or _rank(n)
+    # A delay is a whole number of ns: its µs, the float nearest to ns/1000, is already what round(., 3) gives.
+    return {"min_us": ordered[0] / 1000, "mean_us": round(sum(ordered) / n / 1000, 3),
+            "max_us": ordered[-1] / 1000, "p50_us": ordered[p50] / 1000, "p99_us": ordered[p99] / 1000,
+            "jitter_us": round(sum(map(abs, map(sub, islice(delays_ns, 1, None), delays_ns))) / (n - 1) / 1000, 3)
+            if n > 1 else None}

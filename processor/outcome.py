@@ -10,9 +10,9 @@ offsets may move past them.
 
 from __future__ import annotations
 
-from typing import Hashable, Protocol
+from typing import Any, Hashable, Protocol
 
-__all__ = ["Outcome", "Result", "Token"]
+__all__ = ["Outcome", "Result", "Token", "gather"]
 
 Token = Hashable
 
@@ -46,3 +46,19 @@ class Outcome:
 
     def __repr__(self) -> str:
         return f"Outcome(tokens={self.tokens!r}, results={self.results!r}, rejected={self.rejected!r})"
+
+
+def gather(added, token: Any, closed: set, append, run_tokens: list, run_results: list) -> None:
+    """Sort the outcomes a stage's ``add`` made of the record of ``token`` (a ``(topic, partition, offset)``),
+    as a stage's ``take`` of a run does: the keys of their results go into ``closed``; a rejection, or an
+    outcome whose results go to another partition, is ``append``-ed as it is; the others' tokens and results
+    join the run's (``run_tokens``, ``run_results``)."""
+    for outcome in added:
+        for r in outcome.results:
+            closed.add((r.subject, r.period))
+        first: Any = outcome.tokens[0] if outcome.tokens else None
+        if outcome.rejected or first is None or first[:2] != token[:2]:
+            append(outcome)
+        else:  # its results go to this run's partition: one outcome for the run (tokens[0] is of it)
+            run_tokens.extend(outcome.tokens)
+            run_results.extend(outcome.results)

@@ -10,7 +10,7 @@ result published twice) hold for all of them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 from srv6pm import metrics, records
@@ -20,28 +20,13 @@ from srv6pm.clock import period_clock
 
 from . import plausible
 from .delay import DelayWindows
-from .outcome import Outcome, Token
+from .outcome import Outcome, Token, gather
 from .pairing import Pairing
 from .store import delay_lines, delay_lines_all, loss_lines, loss_lines_all
 
 __all__ = ["DelayStage", "LossStage", "Stage", "Taken", "rejection"]
 
 Taken = tuple[list[Outcome], list, int]  # what Stage.take returns
-
-
-def _gather(added: list[Outcome], token: Any, closed: set, append, run_tokens: list, run_results: list) -> None:
-    """Sort what :meth:`Stage.add` made of the record of ``token`` (see :meth:`Stage.take`): the keys of its
-    results go into ``closed``; a rejection, or an outcome whose results go to another partition, is
-    ``append``-ed as it is; the others' tokens and results join the run's (``run_tokens``, ``run_results``)."""
-    for outcome in added:
-        for r in outcome.results:
-            closed.add((r.subject, r.period))
-        first: Any = outcome.tokens[0] if outcome.tokens else None
-        if outcome.rejected or first is None or first[:2] != token[:2]:
-            append(outcome)
-        else:  # its results go to this run's partition: one outcome for the run (tokens[0] is of it)
-            run_tokens.extend(outcome.tokens)
-            run_results.extend(outcome.results)
 
 
 class Stage:
@@ -78,11 +63,6 @@ class Stage:
     def add(self, record: Any, token: Token, now: float) -> list[Outcome]:
         raise NotImplementedError
 
-    taken_at_once: Callable[[tuple[str, int], Any, Token, float], bool] | None = None
-    """A stage's shortcut for its usual record, tried by :meth:`take` before :meth:`add`: ``(key, record, token,
-    now)``, True when it took the record exactly as :meth:`add` would have, with no outcome yet; False (and
-    nothing changed) to leave it to :meth:`add`. None: every record goes through :meth:`add`."""
-
     def take(self, blocks: list, tokens: list, now: float, closed: set, published: Mapping) -> Taken:
         """:meth:`add` of each of ``blocks`` (decoded records of one partition, in order) with its token, but for
         a record whose result is made already: its key is in ``closed`` (made in this batch or being written;
@@ -100,7 +80,7 @@ class Stage:
         replayed = 0
         run_tokens: list = []  # of the run's outcome: what is finished as it is, and the outcomes merged into it
         run_results: list = []
-        key_of, add, append, at_once = self.key, self.add, outcomes.append, self.taken_at_once
+        key_of, add, append = self.key, self.add, outcomes.append
         for record, token in zip(blocks, tokens, strict=True):
             key = key_of(record)
             if key in closed:
@@ -113,9 +93,7 @@ class Stage:
                 restored.append(held)
                 run_tokens.append(token)
                 continue
-            if at_once is not None and at_once(key, record, token, now):
-                continue
-            _gather(add(record, token, now), token, closed, append, run_tokens, run_results)
+            gather(add(record, token, now), token, closed, append, run_tokens, run_results)
         if run_tokens:
             append(Outcome(run_tokens, run_results))
         return outcomes, restored, replayed
@@ -235,11 +213,10 @@ class DelayStage(Stage):
     def key(self, sample):
         return sample.session, period_clock(sample.period_s).period_at(sample.t1)
 
-    def taken_at_once(self, key, sample, token, now):
-        """The usual sample (see :attr:`Stage.taken_at_once`): one that joins a window already open, new to it, of
-        its period length, without ``impossible_timestamps``, and closing none of its session's windows
-        (:meth:`DelayWindows.joins` tells, before anything changes)."""
-        return not sample.impossible_timestamps and self.windows.joins(key, sample, token, now)
+    def take(self, samples, tokens, now, closed, published):
+        """:meth:`Stage.take`, a run at a time (:meth:`DelayWindows.take`); the samples it does not take at once
+        go through :meth:`add`."""
+        return self.windows.take(samples, tokens, now, closed, published, self.add)
 
     def add(self, sample, token, now):
         if sample.impossible_timestamps:

@@ -234,6 +234,12 @@ _delay_members = itemgetter("session", "direction", "samples", "lost", "impossib
 _delay_heads: dict[tuple, str] = {}  # (session, direction, sender, reflector) -> the line's head
 
 
+def _finite_text(value: float) -> str:
+    """:func:`field_text` of a finite float."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
 def delay_lines_all(docs: list[dict]) -> list[str]:
     """:func:`delay_lines` of each of ``docs`` (published delay records), in order.
 
@@ -242,7 +248,7 @@ def delay_lines_all(docs: list[dict]) -> list[str]:
     any other by :func:`delay_lines`.
     """
     out: list[str] = []
-    append, heads, members, text = out.append, _delay_heads, _delay_members, field_text  # finite floats here
+    append, heads, members, text = out.append, _delay_heads, _delay_members, _finite_text
     for doc in docs:
         try:
             session, direction, samples, lost, impossible, low, mean, high, p50, p99, jitter, period, period_s = \

@@ -63,12 +63,12 @@ def test_sessions_are_independent_and_duplicates_handled():
 
 
 def test_the_delay_stage_s_run_path_is_add_of_each_sample():
-    """DelayStage.take with its shortcut for the usual sample (taken_at_once) and without it (add() sample by
-    sample) finish the same tokens and make the same results, with the same rejections, replays and windows left
+    """DelayStage.take (DelayWindows.take: the usual sample taken inline) and the generic Stage.take (add() sample
+    by sample) finish the same tokens and make the same results, with the same rejections, replays and windows left
     open."""
     import random
 
-    from srv6pm.processor.stages import DelayStage
+    from srv6pm.processor.stages import DelayStage, Stage
 
     rng = random.Random(7)
     run = []
@@ -81,28 +81,30 @@ def test_the_delay_stage_s_run_path_is_add_of_each_sample():
                 earlier.session, earlier.seq, earlier.period_s, earlier.t1, earlier.t2, earlier.t3,
                 (earlier.t4 or earlier.t1) + 1, False, "r1", "r4"))
             continue
-        s = sample(seq, seq * 40 + rng.randrange(30), fwd_us=rng.randrange(50, 500), lost=kind > 0.9, session=session)
+        s = sample(seq, seq * 40 + rng.randrange(400), fwd_us=rng.randrange(50, 500), lost=kind > 0.9, session=session)
         if 0.05 <= kind < 0.08:
             s = StampSample(s.session, s.seq, 2.0, s.t1, s.t2, s.t3, s.t4, s.lost, "r1", "r4")  # another period length
         elif 0.08 <= kind < 0.1 and not s.lost:
             s = StampSample(s.session, s.seq, T, s.t1, None, None, s.t4, False, "r1", "r4", impossible_timestamps=True)
         run.append(s)
+    # A late sample of an earlier period after one taken inline: the watermark the inline one raised closes its
+    # window at once (lateness 0.3 s: 1.9 s is 0.9 s past the end of period P).
+    run += [sample(1000, 1100, session="s9"), sample(1001, 1900, session="s9"), sample(1002, 500, session="s9")]
     tokens = [("t", 0, i) for i in range(len(run))]
     outs = []
-    shortcuts = []
-    for at_once in (True, False):
+    added = []  # the samples that went through add()
+    for take in (DelayStage.take, Stage.take):
         stage = DelayStage(0.3, 30.0)
-        if not at_once:
-            stage.taken_at_once = None  # type: ignore[assignment,method-assign]  # every sample through add()
-        else:
-            joins = stage.windows.joins
-            stage.windows.joins = lambda *a: shortcuts.append(joins(*a)) or shortcuts[-1]  # type: ignore[method-assign]
+        add = stage.add
+        stage.add = lambda sample, *rest: added.append((take, sample)) or add(sample, *rest)  # type: ignore
         closed = {("s1", P + 2)}
         published = {("s2", P + 3): b"{}"}
-        got, restored, replayed = stage.take(run, tokens, 1.0, closed, published)
+        got, restored, replayed = take(stage, run, tokens, 1.0, closed, published)
         outcomes = [(o.tokens, o.results, o.rejected) for o in got]
         outs.append((outcomes, restored, replayed, sorted(stage.pending_tokens()), sorted(closed)))
     assert outs[0] == outs[1]
-    assert shortcuts.count(True) > 100 and False in shortcuts  # the shortcut took most samples, not all
+    inline = len(run) - sum(t is DelayStage.take for t, _ in added)
+    assert 200 < inline < len(run)  # inline: most samples, not all
+    assert sum(t is Stage.take for t, _ in added) > inline  # the generic path: every sample not replayed
     outcomes, restored, replayed, pending, _ = outs[0]
     assert sum(len(o[1]) for o in outcomes) > 30 and any(o[2] for o in outcomes) and restored and replayed and pending
