@@ -12,9 +12,11 @@ on stderr: :mod:`srv6pm.exits`). Added to the ``srv6pm`` command by
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
+from srv6pm import inputs as checks
 from srv6pm.commands import Common, component
 from srv6pm.errors import InputError
 
@@ -34,10 +36,11 @@ def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentP
         "srv6pm-influxdb) as JSON. 'generate' writes them and prints one line per file written (or, with "
         "--check, per stale file).")
     gen = actions.add_parser("generate", help="write the dashboards' JSON files",
-                             description="Write <uid>.json for every dashboard (sorted keys, indent 2), "
-                             "or with --check only tell which files are stale. Prints one line 'wrote PATH' per "
-                             "file written on stdout; with --check, one line 'stale: PATH' per stale file on "
-                             "stderr and exit status 1 if there is any.")
+                             description="Write <uid>.json for every dashboard (sorted keys, indent 2) and "
+                             "remove the srv6pm-*.json files no dashboard makes any more (other files in the "
+                             "folder are left alone), or with --check only tell which files are stale. Prints one "
+                             "line 'wrote PATH' or 'removed PATH' per file changed on stdout; with --check, one "
+                             "line 'stale: PATH' per stale file on stderr and exit status 1 if there is any.")
     gen.add_argument("--out", metavar="DIR", type=Path, help="output folder (default: dashboards/json/ of the package)")
     gen.add_argument("--check", action="store_true",
                      help="write nothing; list stale files and exit 1 if there are any")
@@ -57,13 +60,21 @@ def cmd_generate(args) -> int:
     out = args.out or generate.JSON_DIR
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a folder")
+    if not args.check:
+        checks.creatable(out, "--out", folder=True)
     if args.check:
         stale = generate.stale(out)
         for path in stale:
             print(f"stale: {path}", file=sys.stderr)
         if stale:
-            print("srv6pm: run 'srv6pm dashboards generate' and commit the result", file=sys.stderr)
+            again = "srv6pm dashboards generate" + (f" --out {shlex.quote(str(args.out))}" if args.out else "")
+            print(f"srv6pm: run '{again}' (and commit the result, for a folder under version control)",
+                  file=sys.stderr)
         return 1 if stale else 0
-    for path in generate.write(out):
-        print(f"wrote {path}")
+    try:
+        changed = generate.write(out)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write the dashboards there: {exc.strerror or exc}") from None
+    for path in changed:
+        print(f"wrote {path}" if path.exists() else f"removed {path}")
     return 0

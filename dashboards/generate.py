@@ -21,6 +21,9 @@ JSON_DIR = Path(__file__).resolve().parent / "json"
 
 # uid -> builder; the uids are stable: Grafana links and provisioning refer to them.
 BUILDERS = {m.UID: m.build for m in (overview, flow, delay, pipeline)}
+PREFIX = "srv6pm-"  # every uid's: the files of this command in a folder shared with other dashboards
+if not all(uid.startswith(PREFIX) for uid in BUILDERS):
+    raise ImportError(f"a dashboard uid does not start with {PREFIX!r}: stale() would not see its old file")
 
 
 def render(dashboard) -> str:
@@ -35,22 +38,31 @@ def build_all() -> dict[str, str]:
 
 
 def write(out_dir: Path = JSON_DIR) -> list[Path]:
-    """Write every dashboard into ``out_dir`` (created if needed); returns the files that changed."""
+    """Write every dashboard into ``out_dir`` (created if needed) and remove the files named as dashboards are
+    (``srv6pm-*.json``) that no dashboard makes any more; returns the files that changed (removed ones too).
+    Raises OSError when the folder cannot be made or written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     changed = []
-    for name, text in build_all().items():
+    fresh = build_all()
+    for name, text in fresh.items():
         path = out_dir / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
+            changed.append(path)
+    for path in sorted(out_dir.glob(f"{PREFIX}*.json")):
+        if path.name not in fresh:
+            path.unlink()
             changed.append(path)
     return changed
 
 
 def stale(out_dir: Path = JSON_DIR) -> list[Path]:
-    """Files in ``out_dir`` that are missing or differ from a fresh rendering, and JSON files no dashboard makes."""
+    """Files in ``out_dir`` that are missing or differ from a fresh rendering, and files named as the dashboards
+    are (``srv6pm-*.json``) that no dashboard makes any more; other files (a provisioning folder's other
+    dashboards) are not this command's."""
     fresh = build_all()
     out = [out_dir / name for name, text in fresh.items()
            if not (out_dir / name).exists() or (out_dir / name).read_text(encoding="utf-8") != text]
     if out_dir.is_dir():
-        out += sorted(p for p in out_dir.glob("*.json") if p.name not in fresh)
+        out += sorted(p for p in out_dir.glob(f"{PREFIX}*.json") if p.name not in fresh)
     return out

@@ -100,14 +100,21 @@ def test_generate_check_lists_stale_files_and_exits_1(tmp_path, capsys):
     assert cli.main(["dashboards", "generate", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{uid}.json" for uid in UIDS)
     assert cli.main(["dashboards", "generate", "--out", str(out), "--check"]) == 0
-    # a hand edit and a file no dashboard makes are both stale
-    shutil.copy(out / "srv6pm-flow.json", out / "old.json")
+    # a hand edit and a dashboard's file that no dashboard makes any more are both stale; another file in the
+    # folder (a provisioning folder's other dashboard) is not this command's
+    shutil.copy(out / "srv6pm-flow.json", out / "srv6pm-old.json")
+    (out / "other.json").write_text("{}\n")
     (out / "srv6pm-delay.json").write_text("{}\n")
     capsys.readouterr()
     assert cli.main(["dashboards", "generate", "--out", str(out), "--check"]) == 1
     err = capsys.readouterr().err
-    assert f"stale: {out / 'srv6pm-delay.json'}" in err and f"stale: {out / 'old.json'}" in err
-    assert "srv6pm-flow.json" not in err
+    assert f"stale: {out / 'srv6pm-delay.json'}" in err and f"stale: {out / 'srv6pm-old.json'}" in err
+    assert "srv6pm-flow.json" not in err and "other.json" not in err
+    assert f"run 'srv6pm dashboards generate --out {out}'" in err
+    assert cli.main(["dashboards", "generate", "--out", str(out)]) == 0  # does what the hint says
+    assert f"removed {out / 'srv6pm-old.json'}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{uid}.json" for uid in UIDS), "other.json"])
+    assert cli.main(["dashboards", "generate", "--out", str(out), "--check"]) == 0
 
 
 def test_generate_refuses_a_file_as_the_output_folder(tmp_path, capsys):
