@@ -75,11 +75,26 @@ class ArangoSettings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("ArangoDB (flags override SRV6PM_ARANGO_* environment variables)")
-        g.add_argument("--arango-url", metavar="URL", help="default http://127.0.0.1:8529")
+        g.add_argument("--arango-url", metavar="URL",
+                       help="keep the graph in ArangoDB at URL (e.g. http://127.0.0.1:8529); without it, or "
+                            "SRV6PM_ARANGO_URL, the graph is kept in memory and the other --arango-* settings "
+                            "are refused")
         g.add_argument("--arango-database", metavar="NAME", help="default srv6pm (created if missing)")
         g.add_argument("--arango-user", metavar="NAME",
                        help="default root; password from SRV6PM_ARANGO_PASSWORD or SRV6PM_ARANGO_PASSWORD_FILE")
         g.add_argument("--arango-cafile", metavar="FILE", help="CA bundle to verify an https URL")
+
+    @staticmethod
+    def unused(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> None:
+        """ConfigError naming the first ArangoDB setting given when no URL is (the graph is then in memory:
+        a setting that would be silently ignored is refused)."""
+        for attr, var in (("arango_database", "SRV6PM_ARANGO_DATABASE"), ("arango_user", "SRV6PM_ARANGO_USER"),
+                          ("arango_cafile", "SRV6PM_ARANGO_CAFILE"), ("", "SRV6PM_ARANGO_PASSWORD"),
+                          ("", "SRV6PM_ARANGO_PASSWORD_FILE")):
+            found = given(args if attr else None, attr, var, env)
+            if found is not None:
+                raise ConfigError(f"{found.source}: an ArangoDB setting without --arango-url (or SRV6PM_ARANGO_URL): "
+                                  "the graph is kept in memory; give the URL or leave the setting out")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | None = None,

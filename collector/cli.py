@@ -163,7 +163,11 @@ def inputs(args) -> Inputs:
     tls = Collector._southbound_tls(tls, args.grpc_plaintext, loaded)  # what run refuses: no TLS choice, bad files
     allocator = flowmon.Allocator(flowmon.state_path(state_dir(args)))
     kafka = KafkaSettings.from_args(args)
-    arango = ArangoSettings.from_args(args) if given(args, "arango_url", "SRV6PM_ARANGO_URL") is not None else None
+    if given(args, "arango_url", "SRV6PM_ARANGO_URL") is not None:
+        arango = ArangoSettings.from_args(args)
+    else:
+        ArangoSettings.unused(args)
+        arango = None
     return Inputs(flowmon.assign(loaded, allocator, save=False), tls, kafka, arango, metrics.port_from_args(args))
 
 

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 from srv6pm.commands import Common, add_check, component
-from srv6pm.config import InfluxSettings, KafkaSettings, given
+from srv6pm.config import ConfigError, InfluxSettings, KafkaSettings, given
+from srv6pm.ports import free_ports
+from srv6pm.quote import quote
 from srv6pm.stopping import Stop
 
 __all__ = ["add_commands", "cmd_check", "cmd_clean", "cmd_run", "inputs"]
@@ -111,9 +113,14 @@ def inputs(args):
     checks.seconds(args.duration, "--duration", optional=True)
     checks.count(args.partitions, "--partitions", 1, 1000)
     checks.seconds(args.pair_wait, "--pair-wait", optional=True)
-    checks.host(args.grpc_host, "--grpc-host")
+    args.grpc_host = checks.host(args.grpc_host, "--grpc-host")  # without brackets, as sockets take it
+    try:
+        free_ports(args.grpc_host, 1)  # the exporters' APIs listen there: refused now, before anything is built
+    except OSError as exc:
+        raise ConfigError(f"--grpc-host {quote(args.grpc_host)}: cannot listen on it here: "
+                          f"{exc.strerror or exc}") from None
     if args.advertise_host is not None:
-        checks.host(args.advertise_host, "--advertise-host")
+        args.advertise_host = checks.host(args.advertise_host, "--advertise-host")
     if args.external_collector:
         checks.new_file(args.external_collector, "--external-collector")
     kafka = KafkaSettings.from_args(args) if _external(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP") else None

@@ -177,6 +177,7 @@ class _Validator(netspec.Validator):
         seen: set[str] = set()
         for i, name in enumerate(self.node_list(value, MAX_NODES, "node names")):
             field = f"nodes[{i}]"
+            self.name_text(name, field, "node")
             if not isinstance(name, str) or not _NODE_NAME.match(name):
                 raise self.fail(field, f"{quote(name)} is not a valid node name "
                                 "(lower-case letter, then up to 14 of a-z, 0-9, _)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from srv6pm import inputs as inputs_
 from srv6pm import metrics
 from srv6pm.commands import Common, add_check, component
 from srv6pm.config import ConfigError, KafkaSettings, given
@@ -149,7 +150,26 @@ def inputs(args):
     ``exporter check`` calls the same. Raises ConfigError (or the exporter's) naming the option or field.
     """
     config = exporter_config_of(args)
+    found = given(args, "buffer_dir", "SRV6PM_BUFFER_DIR")
+    _local_files(config, args.config, found.source if found is not None else None)
     return config, KafkaSettings.from_args(args), _exporter_api(args, config), metrics.port_from_args(args)
+
+
+def _local_files(config, source: str, buffer_origin: str | None) -> None:
+    """The files the configuration names, on this machine: the key files can be read, the state file and the
+    buffer's folder can be made (or are there, of their kind); ``buffer_origin``: the flag or variable that
+    gave the buffer's folder (None: the file)."""
+    for i, session in enumerate(config.sessions):
+        if session.auth_key_file:
+            inputs_.readable_file(session.auth_key_file, f"{source}: stamp.sessions[{i}].auth_key_file")
+    if config.reflector is not None and config.reflector.auth_key_file:
+        inputs_.readable_file(config.reflector.auth_key_file, f"{source}: stamp.reflector.auth_key_file")
+    if config.state_file:
+        inputs_.creatable(config.state_file, f"{source}: state_file")
+    buffer = config.buffer_path()
+    if buffer:
+        origin = buffer_origin or (f"{source}: buffer_dir" if config.buffer_dir else f"{source}: state_file's buffer")
+        inputs_.creatable(buffer, origin, folder=True)
 
 
 def cmd_check(args) -> int:

@@ -104,6 +104,7 @@ ROLES = tuple(validate.ROLE_NAMES.values())
 DATAPLANES = netspec.DATAPLANES
 DEFAULT_BUFFER_SIZE = 256 * 2**20
 MIN_BUFFER_SIZE = 64 * 2**10
+MAX_BUFFER_SIZE = 2**50  # 1 PiB: a bound on what a disk can hold, so that no size overflows
 _UNITS = {"": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB)?\s*$")
 
@@ -237,7 +238,7 @@ def parse(text: str, source: str = "<config>", *, node: Override | None = None,
         if not isinstance(buffer_dir.value, str) or not buffer_dir.value.strip():
             raise ConfigError(f"{buffer_dir.origin}: must be a directory path")
         directory = buffer_dir.value
-    flows = reader.flows(doc.get("flows") or [])
+    flows = reader.flows(doc.get("flows") if doc.get("flows") is not None else [])  # "flows:" alone: none
     reflector, sessions, backend = reader.stamp(doc.get("stamp"))
     return ExporterConfig(node=chosen_node, period=chosen_period, flows=flows, netns=netns,
                           dataplane=chosen_dataplane,
@@ -252,9 +253,12 @@ def _buffer_size(value, fail) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif isinstance(value, str) and (match := _SIZE.match(value)):
-        number = int(float(match.group(1)) * _UNITS[match.group(2) or ""])
+        amount = float(match.group(1)) * _UNITS[match.group(2) or ""]
+        number = int(amount) if amount <= MAX_BUFFER_SIZE else MAX_BUFFER_SIZE + 1  # inf: too large, not a crash
     if number is None or number < MIN_BUFFER_SIZE:
-        raise fail(f"must be a size of at least 64KiB (bytes, or a number with KiB, MiB or GiB), got {value!r}")
+        raise fail(f"must be a size of at least 64KiB (bytes, or a number with KiB, MiB or GiB), got {quote(value)}")
+    if number > MAX_BUFFER_SIZE:
+        raise fail(f"must be a size of at most 1048576GiB (1 PiB), got {quote(value)}")
     return number
 
 
@@ -297,7 +301,7 @@ def _grpc(doc, fail) -> GrpcSettings:
     plaintext = doc.get("plaintext", False)
     if not isinstance(plaintext, bool):
         raise fail("grpc.plaintext", "must be true or false")
-    tls = doc.get("tls") or {}
+    tls = doc.get("tls") if doc.get("tls") is not None else {}
     if not isinstance(tls, dict):
         raise fail("grpc.tls", "must be a mapping with cert, key and client_ca")
     for key, value in tls.items():
@@ -397,12 +401,8 @@ class _Reader(netspec.Validator):
                                           "timeout", "reflector", "auth_key_file", "liveness"}, {"name", "dest", "rate"})
             name = self.unique(self.name(item["name"], f"{f}.name", "session"), f"{f}.name", names, "session")
             liveness = self.liveness(item.get("liveness", False), f"{f}.liveness")
-            rate = item["rate"]
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-                raise self.fail(f"{f}.rate", f"must be a number, got {kind(rate)}")
-            timeout = item.get("timeout", 0)
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise self.fail(f"{f}.timeout", f"must be a number, got {kind(timeout)}")
+            rate = self.real(item["rate"], f"{f}.rate")
+            timeout = self.real(item.get("timeout", 0), f"{f}.timeout")
             sessions.append(self.checked(validate.stamp_session, pb.StampSession(
                 name=name, destination=self.text(item["dest"], f"{f}.dest", "an IP address"),
                 source=self.text(item.get("source") or "", f"{f}.source", "an IP address"),

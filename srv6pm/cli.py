@@ -68,7 +68,7 @@ def add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=default,
                         help="more log output on stderr (-v info and the client libraries' warnings, -vv debug, "
                              "-vvv the libraries' debug too); default: srv6pm's own warnings only")
-    parser.add_argument("--log-format", choices=("logfmt", "json"), default=None if top else argparse.SUPPRESS,
+    parser.add_argument("--log-format", choices=logs.FORMATS, default=None if top else argparse.SUPPRESS,
                         help="log line format (default logfmt, or $SRV6PM_LOG_FORMAT)")
 
 
@@ -103,8 +103,11 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """
     def command() -> int:
         args = parser.parse_args(argv)
-        logs.setup(getattr(args, "verbose", 0), getattr(args, "log_format", None))
-        return guard(lambda: args.handler(args))
+
+        def body() -> int:
+            logs.setup(getattr(args, "verbose", 0), getattr(args, "log_format", None))  # may refuse SRV6PM_LOG_FORMAT
+            return args.handler(args)
+        return guard(body)
     return quiet_on_closed_pipe(command)
 
 

@@ -98,6 +98,8 @@ def secret(env: Mapping[str, str] | None, name: str) -> str | None:
             return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ConfigError(f"{name}_FILE={path}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}_FILE={path}: not UTF-8 text") from None
     return value or None
 
 
@@ -150,12 +152,15 @@ class KafkaSettings:
         pick = partial(setting, args, env=env)
 
         cafile = given_file(args, "kafka_cafile", "SRV6PM_KAFKA_CAFILE", env)
-        protocol = pick("kafka_security_protocol", "SRV6PM_KAFKA_SECURITY_PROTOCOL") or ("SSL" if cafile else "PLAINTEXT")
+        found = given(args, "kafka_security_protocol", "SRV6PM_KAFKA_SECURITY_PROTOCOL", env)
+        protocol = found.value if found is not None else ("SSL" if cafile else "PLAINTEXT")
         if protocol not in _PROTOCOLS:
-            raise ConfigError(f"Kafka security protocol {quote(protocol)} is not one of {', '.join(_PROTOCOLS)}")
-        mechanism = pick("kafka_sasl_mechanism", "SRV6PM_KAFKA_SASL_MECHANISM")
-        if mechanism and mechanism not in _MECHANISMS:
-            raise ConfigError(f"Kafka SASL mechanism {quote(mechanism)} is not one of {', '.join(_MECHANISMS)}")
+            raise ConfigError(f"{found.source if found else 'Kafka security protocol'} {quote(protocol)}: not one of "
+                              f"{', '.join(_PROTOCOLS)}")
+        found_mechanism = given(args, "kafka_sasl_mechanism", "SRV6PM_KAFKA_SASL_MECHANISM", env)
+        mechanism = found_mechanism.value if found_mechanism is not None else None
+        if found_mechanism is not None and mechanism not in _MECHANISMS:
+            raise ConfigError(f"{found_mechanism.source} {quote(mechanism)}: not one of {', '.join(_MECHANISMS)}")
         from srv6pm.inputs import host_ports
         bootstrap = given(args, "kafka", "SRV6PM_KAFKA_BOOTSTRAP", env)
         if bootstrap is not None:
@@ -175,6 +180,12 @@ class KafkaSettings:
                               "SRV6PM_KAFKA_PASSWORD (or SRV6PM_KAFKA_PASSWORD_FILE)")
         if bool(settings.certfile) != bool(settings.keyfile):
             raise ConfigError("Kafka mutual TLS needs both --kafka-certfile and --kafka-keyfile")
+        if not protocol.startswith("SASL") and (mechanism or settings.username or settings.password):
+            raise ConfigError(f"Kafka SASL settings (--kafka-sasl-mechanism, --kafka-username, SRV6PM_KAFKA_PASSWORD) "
+                              f"are used only with --kafka-security-protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}")
+        if protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and (cafile or settings.certfile):
+            raise ConfigError(f"Kafka TLS files (--kafka-cafile, --kafka-certfile, --kafka-keyfile) are used only with "
+                              f"--kafka-security-protocol SSL or SASL_SSL, not {protocol}")
         return settings
 
     def client_options(self) -> dict:

@@ -19,7 +19,8 @@ from pathlib import Path
 from srv6pm.config import ConfigError
 from srv6pm.quote import quote
 
-__all__ = ["address", "count", "host", "host_port", "host_ports", "new_file", "readable_file", "seconds", "url"]
+__all__ = ["address", "count", "creatable", "host", "host_port", "host_ports", "new_file", "readable_file", "seconds",
+           "url"]
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 _DOTTED = re.compile(r"[0-9.]+\Z")
@@ -109,6 +110,13 @@ def url(value: str, name: str, schemes: tuple[str, ...] = ("http", "https")) -> 
     from urllib.parse import urlsplit
     try:
         parts = urlsplit(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {quote(value)}: not a URL: {exc}") from None
+    if "@" in parts.netloc:  # user:password@: never quoted back, never used
+        shown = parts._replace(netloc="…@" + parts.netloc.rpartition("@")[2]).geturl()
+        raise ConfigError(f"{name} {quote(shown)}: a URL carries no user name or password here: give them by the "
+                          "environment or a file (see --help)")
+    try:
         port = parts.port
     except ValueError as exc:
         raise ConfigError(f"{name} {quote(value)}: not a URL: {exc}") from None
@@ -147,4 +155,25 @@ def new_file(path: str | os.PathLike, name: str) -> str:
         raise ConfigError(f"{name} {quote(str(path))}: folder {quote(str(folder))} does not exist")
     if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise ConfigError(f"{name} {quote(str(path))}: not writable")
+    return str(path)
+
+
+def creatable(path: str | os.PathLike, name: str, *, folder: bool = False) -> str:
+    """A path the command makes when it needs it, with the folders above it (``mkdir -p``): a file (or with
+    ``folder`` a folder) that is there already, or one that the nearest folder above it that exists lets it make."""
+    p = Path(path)
+    what = "folder" if folder else "file"
+    if p.exists():
+        if p.is_dir() != folder:
+            raise ConfigError(f"{name} {quote(str(path))}: is a {'file' if folder else 'folder'}, not a {what}")
+        if not os.access(p, os.W_OK | (os.X_OK if folder else 0)):
+            raise ConfigError(f"{name} {quote(str(path))}: not writable")
+        return str(path)
+    above = p.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise ConfigError(f"{name} {quote(str(path))}: {quote(str(above))} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} {quote(str(path))}: folder {quote(str(above))} is not writable")
     return str(path)

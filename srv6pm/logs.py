@@ -17,9 +17,10 @@ import os
 import sys
 import time
 
-from srv6pm.config import setting
+from srv6pm.config import ConfigError, setting
+from srv6pm.quote import quote
 
-__all__ = ["setup"]
+__all__ = ["FORMATS", "setup"]
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -95,6 +96,9 @@ _CLOSE_RACE = CloseRace()
 _CLOSE_RACE_LOGGERS = ("kafka.net.selector", "kafka.net.transport")
 
 
+FORMATS = ("logfmt", "json")  # what --log-format and $SRV6PM_LOG_FORMAT take
+
+
 def setup(verbosity: int = 0, fmt: str | None = None) -> None:
     """Configure the root logger: 0 → WARNING, 1 → INFO, 2+ → DEBUG.
 
@@ -104,6 +108,8 @@ def setup(verbosity: int = 0, fmt: str | None = None) -> None:
     ``SRV6PM_LOG_FORMAT``, else logfmt.
     """
     fmt = fmt or setting(None, "log_format", "SRV6PM_LOG_FORMAT", "logfmt")
+    if fmt not in FORMATS:
+        raise ConfigError(f"SRV6PM_LOG_FORMAT {quote(fmt)}: not one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     if verbosity <= 0:

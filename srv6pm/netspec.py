@@ -39,6 +39,7 @@ touch the network; the first problem found is the one reported.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from dataclasses import KW_ONLY, dataclass
@@ -47,7 +48,8 @@ from typing import Any
 from srv6pm.quote import quote
 
 __all__ = ["DATAPLANES", "DEFAULT_DATAPLANE", "MAX_DELAY_MS", "MAX_SEGMENTS", "MAX_STAMP_RATE", "MIN_STAMP_RATE",
-           "NAME", "RFC8972_SETTINGS", "Link", "StampSession", "Validator", "adjacency", "kind", "reachable"]
+           "NAME", "RFC8972_SETTINGS", "Link", "StampSession", "Validator", "adjacency", "key_text", "kind",
+           "number_text", "reachable"]
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """The rule of every name (node, flow, session, policy, reflector node): match it with ``fullmatch``."""
@@ -84,6 +86,23 @@ class StampSession:
     rate: float  # test packets per second
     _: KW_ONLY
     liveness: tuple[int, int] | None = None  # watch the path: (down_after, up_after); None: not watched
+
+
+def key_text(key: Any) -> str:
+    """A mapping's key as a field name in messages: as written when it is a plain name, else quoted (cut to a
+    readable length, control characters escaped)."""
+    if isinstance(key, str) and len(key) <= 64 and _PLAIN_KEY.fullmatch(key):
+        return key
+    return quote(key)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def number_text(value: int | float) -> str:
+    """A number as messages show it: a float as ``{:g}`` shows it, a whole number as :func:`quote` does (one of
+    any length, which ``{:g}`` cannot convert)."""
+    return f"{value:g}" if isinstance(value, float) else quote(value)
 
 
 def kind(value: Any) -> str:
@@ -167,7 +186,7 @@ class Validator:
         where = f"{field}." if field else ""
         for key in value:
             if key not in allowed:
-                raise self.fail(f"{where}{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+                raise self.fail(f"{where}{key_text(key)}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
         for key in sorted(required):
             if key not in value:
                 raise self.fail(f"{where}{key}", "missing")
@@ -188,10 +207,22 @@ class Validator:
     def number(self, value: Any, field: str, low: float, high: float) -> float:
         """``value`` as a float between ``low`` and ``high`` inclusive (true/false is not a number)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(field, f"must be a number, got {kind(value)}")
+            raise self.fail(field, f"must be a number, got {kind(value)}" + (
+                f" {quote(value)} (YAML reads 1e3 as text: write 1.0e3 or 1000)" if isinstance(value, str) else ""))
         if not low <= value <= high:
-            raise self.fail(field, f"must be between {low:g} and {high:g}, got {value:g}")
-        return float(value)
+            raise self.fail(field, f"must be between {low:g} and {high:g}, got {number_text(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # a whole number beyond a float's range, and the range unbounded
+            return math.inf if value > 0 else -math.inf
+
+    def real(self, value: Any, field: str) -> float:
+        """``value`` as a float, any (true/false is not a number, nor a whole number too large for a float): the
+        type check of a field whose range is the southbound rule's (:mod:`srv6pm.southbound.validate`)."""
+        number = self.number(value, field, -math.inf, math.inf)
+        if math.isinf(number) and not isinstance(value, float):
+            raise self.fail(field, f"{quote(value)} is too large a number")
+        return number
 
     def integer(self, value: Any, field: str, low: int, high: int) -> int:
         """``value`` as an int between ``low`` and ``high`` inclusive (no fractions, true/false is not a number)."""
@@ -199,7 +230,7 @@ class Validator:
             raise self.fail(field, f"must be a whole number from {low} to {high}, got {kind(value)}"
                             + (f" {quote(value)}" if isinstance(value, (float, str)) else ""))
         if not low <= value <= high:
-            raise self.fail(field, f"must be a whole number from {low} to {high}, got {value}")
+            raise self.fail(field, f"must be a whole number from {low} to {high}, got {quote(value)}")
         return value
 
     def whole(self, value: Any, field: str) -> int:
@@ -222,9 +253,17 @@ class Validator:
 
     def name(self, value: Any, field: str, what: str) -> str:
         """``value`` as a :data:`NAME`; ``what`` (``flow``, ``session``, ``node``) is said in the message."""
+        self.name_text(value, field, what)
         if not isinstance(value, str) or not NAME.fullmatch(value):
             raise self.fail(field, f"{quote(value)} is not a valid {what} name (letters, digits, '_', '.', '-'; at most 64)")
         return value
+
+    def name_text(self, value: Any, field: str, what: str) -> None:
+        """An error if ``value``, given as a ``what`` name, is a number, true/false or nothing: what YAML makes of
+        an unquoted ``on``, ``no`` or ``010`` (the message says so)."""
+        if isinstance(value, (bool, int, float)) or value is None:
+            raise self.fail(field, f"a {what} name must be text, got {kind(value)} {quote(value)} (YAML reads an "
+                                   "unquoted yes/no/on/off as true/false and 010 as the number 8: quote the name)")
 
     def unique(self, value: str, field: str, seen: set[str], what: str) -> str:
         """``value``, added to ``seen``; an error ``duplicate <what> 'value'`` if it was there already."""

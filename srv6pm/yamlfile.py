@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from srv6pm.errors import InputError
-from srv6pm.quote import quote
+from srv6pm.quote import quote, shorten
 
 __all__ = ["parse", "read"]
 
@@ -67,6 +67,11 @@ def parse(text: str, source: str, error: type[Exception]) -> Any:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as exc:
         raise error(f"{source}: {exc}") from None
+    except RecursionError:
+        raise error(f"{source}: not valid YAML: nested too deeply") from None
+    except ValueError as exc:  # a constructor's: a number of more digits than int() converts, a bad date
+        problem = "a number of more than 4300 digits" if "integer string conversion" in str(exc) else str(exc)
+        raise error(f"{source}: not valid YAML: {shorten(problem, 120)}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

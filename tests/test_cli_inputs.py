@@ -83,6 +83,12 @@ LAB = [  # (flags, the words of the one line)
     (["--influx-url", "ftp://db:8086"], "--influx-url 'ftp://db:8086': must start with http:// or https://"),
     (["--influx-url", "http://999.1.1.1:8086"], "--influx-url 'http://999.1.1.1:8086': not an IPv4 address"),
     (["--influx-url", "http://db:99999"], "--influx-url 'http://db:99999': not a URL"),
+    (["--influx-url", "http://u:s3cret@db:8086"], "--influx-url 'http://…@db:8086': a URL carries no user name or "
+                                                  "password here"),  # and the password is not quoted back
+    (["--grpc-host", "192.0.2.1"], "--grpc-host '192.0.2.1': cannot listen on it here"),  # not this host's
+    (["--kafka-sasl-mechanism", "PLAIN", "--kafka-username", "bob"],
+     "Kafka SASL settings (--kafka-sasl-mechanism, --kafka-username, SRV6PM_KAFKA_PASSWORD) are used only with "
+     "--kafka-security-protocol SASL_SSL or SASL_PLAINTEXT, not PLAINTEXT"),
 ]
 
 
@@ -115,6 +121,11 @@ PROCESSOR = [
     (["--kafka-certfile", "/nonexistent/c.pem"], "--kafka-certfile '/nonexistent/c.pem': no such file"),
     (["--influx-url", "http://:8086"], "--influx-url 'http://:8086': names no host"),
     (["--influx-cafile", "/"], "--influx-cafile '/': not a file"),
+    (["--influx-url", "http://admin:s3cret@host:8086"], "--influx-url 'http://…@host:8086': a URL carries no"),
+    (["--kafka-cafile", "/etc/passwd", "--kafka-security-protocol", "PLAINTEXT"],
+     "Kafka TLS files (--kafka-cafile, --kafka-certfile, --kafka-keyfile) are used only with "
+     "--kafka-security-protocol SSL or SASL_SSL, not PLAINTEXT"),
+    (["--kafka-security-protocol", "SSL", "--kafka-sasl-mechanism", "PLAIN"], "Kafka SASL settings"),
 ]
 
 
@@ -139,6 +150,8 @@ EXPORTER_CASES = [
     (["--grpc-plaintext", "--kafka", "k:0"], "--kafka 'k:0': port 0 is not from 1 to 65535"),
     (["--grpc-plaintext", "--node", "bad node"], "--node: 'bad node' is not a valid node name"),
     (["--dataplane", "dpdk"], "argument --dataplane: invalid choice: 'dpdk'"),
+    (["--grpc-plaintext", "--buffer-size", "9" * 400 + "GiB"], "--buffer-size: must be a size of at most 1048576GiB"),
+    (["--grpc-plaintext", "--buffer-dir", "/etc/passwd"], "--buffer-dir '/etc/passwd': is a file, not a folder"),
 ]
 
 
@@ -176,6 +189,8 @@ COLLECTOR_CASES = [
     ("c.yaml", ["--grpc-plaintext", "--metrics-port", "99999"], "--metrics-port 99999: must be from 0"),
     ("missing.yaml", ["--grpc-plaintext"], "missing.yaml: cannot read"),
     ("c-host.yaml", ["--grpc-plaintext"], "c-host.yaml: nodes[0].grpc: '999.1.1.1' is not a host name or IPv4"),
+    ("c.yaml", ["--grpc-plaintext", "--arango-database", "g"],  # no URL: the graph is in memory, g would be ignored
+     "--arango-database: an ArangoDB setting without --arango-url (or SRV6PM_ARANGO_URL): the graph is kept in memory"),
 ]
 
 
@@ -258,13 +273,53 @@ def test_a_long_value_in_a_file_is_quoted_cut_short(command, text, files, capsys
     ("SRV6PM_INFLUX_URL", "influx:8086", "SRV6PM_INFLUX_URL 'influx:8086': must start with http:// or https://"),
     ("SRV6PM_HEALTH_INTERVAL", "nan", "SRV6PM_HEALTH_INTERVAL nan: must be a finite number of seconds >= 0"),
     ("SRV6PM_METRICS_PORT", "x", "SRV6PM_METRICS_PORT='x': not a port number"),
+    ("SRV6PM_KAFKA_SECURITY_PROTOCOL", "bogus", "SRV6PM_KAFKA_SECURITY_PROTOCOL 'bogus': not one of PLAINTEXT"),
+    ("SRV6PM_LOG_FORMAT", "xml", "SRV6PM_LOG_FORMAT 'xml': not one of logfmt, json"),
+    ("SRV6PM_ARANGO_PASSWORD", "pw", None),  # the processor has no ArangoDB: not its setting, not refused
 ])
 def test_processor_names_the_environment_variable_a_bad_setting_came_from(var, value, words, files, capsys,
                                                                           monkeypatch):
     monkeypatch.setenv(var, value)
     for action in ("run", "check"):
         status, err = main_status(["processor", action], capsys)
+        if words is None:
+            assert status != 2, (action, err)
+            continue
         assert status == 2 and err.startswith(f"srv6pm: {words}") and "\n" not in err, (action, err)
+
+
+def test_a_secret_file_that_is_not_text_is_named(files, capsys, monkeypatch):
+    (files / "token").write_bytes(b"\xab\xcd\xff")
+    monkeypatch.setenv("SRV6PM_INFLUX_TOKEN_FILE", str(files / "token"))
+    for action in ("run", "check"):
+        status, err = main_status(["processor", action], capsys)
+        assert status == 2 and err == f"srv6pm: SRV6PM_INFLUX_TOKEN_FILE={files / 'token'}: not UTF-8 text", err
+
+
+def test_lab_takes_a_bracketed_ipv6_grpc_host_as_its_address(files, monkeypatch):
+    """``--grpc-host [::1]`` is the address ::1 for every use after the check (a socket takes no brackets)."""
+    from srv6pm.cli import build_parser
+    from srv6pm.lab import cli as lab_cli
+    args = build_parser().parse_args(["lab", "run", str(files / "s.yaml"), "--grpc-host", "[::1]"])
+    lab_cli.inputs(args)
+    assert args.grpc_host == "::1"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("stamp: {sessions: [{name: s, dest: 'fcff::1', rate: 10, auth_key_file: /nonexistent/s.key}]}\n",
+     "e2.yaml: stamp.sessions[0].auth_key_file '/nonexistent/s.key': no such file"),
+    ("stamp: {reflector: {bind: '::', auth_key_file: /nonexistent/r.key}}\n",
+     "e2.yaml: stamp.reflector.auth_key_file '/nonexistent/r.key': no such file"),
+    ("state_file: /tmp\n", "e2.yaml: state_file '/tmp': is a folder, not a file"),
+    ("buffer_dir: /etc/passwd\n", "e2.yaml: buffer_dir '/etc/passwd': is a file, not a folder"),
+    ("state_file: /etc/passwd/r1.json\n", "e2.yaml: state_file '/etc/passwd/r1.json': '/etc/passwd' is a file"),
+])
+def test_exporter_check_refuses_the_files_run_could_not_use(text, words, files, capsys):
+    (files / "e2.yaml").write_text(EXPORTER + text)
+    for action in ("run", "check"):
+        status, err = main_status(["exporter", action, "--grpc-plaintext", "--config", str(files / "e2.yaml")],
+                                  capsys)
+        assert status == 2 and words in err and len(err.splitlines()) == 1, (action, err)
 
 
 @pytest.mark.parametrize("flags, env, external", [
@@ -284,3 +339,42 @@ def test_lab_uses_external_services_when_a_flag_or_variable_names_them(flags, en
     assert (kafka is not None, influx is not None) == external
     if external[0] and env:
         assert kafka.bootstrap == env["SRV6PM_KAFKA_BOOTSTRAP"]
+
+
+_BOMB = "".join(f"a{i + 1}: &a{i + 1} [*a{i}, *a{i}, *a{i}, *a{i}, *a{i}, *a{i}, *a{i}, *a{i}, *a{i}]\n"
+                for i in range(30))  # 9**30 members, written out
+
+
+@pytest.mark.parametrize("text, words", [
+    ("stamp:\n  a0: &a0 [x]\n" + "".join("  " + line + "\n" for line in _BOMB.splitlines())
+     + "dataplane: *a30\n" + SCENARIO, "dataplane: [[[[...], [...], [...], [...], [...], [...], ...], [[...], … "
+                                       "(9 members) is not one of ebpf, nftables"),
+    (SCENARIO.replace("period: 2", "period: 1" + "0" * 400),
+     "period: must be between 0.5 and 3600, got 1" + "0" * 58 + "… (401 digits)"),
+    (SCENARIO.replace("period: 2", "period: 1" + "0" * 5000), "not valid YAML: a number of more than 4300 digits"),
+    ("period: 2\nx: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML: nested too deeply"),
+    (SCENARIO + '"a\\nb\\x1b[31m": 1\n', "'a\\nb\\x1b[31m': unknown field (allowed:"),
+    (SCENARIO.replace("nodes: [iq1, iq2]", "nodes: [on, iq2]"),
+     "a node name must be text, got true/false True (YAML reads an unquoted yes/no/on/off as true/false"),
+    (SCENARIO.replace("rate: 10", "rate: 1e3"), "rate: must be a number, got text '1e3' (YAML reads 1e3 as text"),
+])
+def test_a_scenario_s_odd_yaml_gets_one_clear_line(text, words, files, capsys):
+    """Aliases that expand to billions of members, numbers of any length, deep nesting, keys with control
+    characters and YAML 1.1's readings: one line, exit status 2, nothing written out whole."""
+    path = files / "odd.yaml"
+    path.write_text(text)
+    status, err = main_status(["lab", "check", str(path)], capsys)
+    assert status == 2 and words in err and len(err.splitlines()) == 1 and len(err) < 400, err
+
+
+@pytest.mark.parametrize("text, words", [
+    ("stamp: {sessions: [{name: s, dest: 'fcff::1', rate: 1" + "0" * 400 + "}]}\n",
+     "stamp.sessions[0].rate: 1" + "0" * 58 + "… (401 digits) is too large a number"),
+    ("flows: false\n", "flows: must be a list, got true/false"),
+    ("grpc: {plaintext: true, tls: false}\n", "grpc.tls: must be a mapping with cert, key and client_ca"),
+])
+def test_an_exporter_file_s_odd_values_get_one_clear_line(text, words, files, capsys):
+    path = files / "odd.yaml"
+    path.write_text("node: r1\nperiod: 2\n" + text)
+    status, err = main_status(["exporter", "check", "--grpc-plaintext", "--config", str(path)], capsys)
+    assert status == 2 and words in err and len(err.splitlines()) == 1, err

@@ -241,9 +241,13 @@ def _enum(field: str, enum, value: int, *, default: int | None = None) -> int:
 
 
 def _number(field: str, value: float, low: float, high: float) -> float:
-    if not (math.isfinite(value) and low <= value <= high):
+    try:
+        number = float(value)
+    except OverflowError:  # a whole number (from a file) beyond a float's range
+        number = math.inf
+    if not (math.isfinite(number) and low <= number <= high):
         raise InvalidArgument(field, f"{quote(value)} not in {low:g}..{high:g}")
-    return float(value)
+    return number
 
 
 def _port(field: str, value: int, default: int) -> int:
