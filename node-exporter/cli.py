@@ -19,7 +19,6 @@ from srv6pm import metrics
 from srv6pm.commands import Common, add_check, component
 from srv6pm.config import ConfigError, KafkaSettings, given
 from srv6pm.netspec import DATAPLANES
-from srv6pm.quote import quote
 from srv6pm.stopping import Stop
 
 __all__ = ["add_commands", "cmd_check", "cmd_run", "exporter_config_of", "inputs"]
@@ -38,9 +37,10 @@ def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentP
         "run", help="serve the southbound API; mark and count flows, run STAMP, publish to Kafka (root)",
         description="Serve the southbound gRPC API (srv6pm.southbound.v1.NodeExporter and the standard "
         "health service), through which SRv6 SIDs, policies, monitored flows and STAMP sessions are applied; "
-        "the configuration file's flows and STAMP settings are applied at start. Count the flows in the "
-        "srv6pm nftables table (in the configured network namespace), switch the marking colour at every "
-        "period boundary and publish each finished block at its guard time. Routes, the table and its "
+        "the configuration file's flows and STAMP settings are applied at start. Count the flows with the "
+        "data plane chosen (ebpf, the default: tc programs and pinned BPF maps; nftables: the srv6pm table), "
+        "in the configured network namespace, switch the marking colour at every "
+        "period boundary and publish each finished block at its guard time. Routes, the programs or table and their "
         "counters outlive the process; baselines and the applied state are kept beside the state file and "
         "re-applied at start, so a restart neither loses periods needlessly nor invents loss. The API "
         "listens on [::]:50051 unless told otherwise and needs TLS (--grpc-tls-cert/--grpc-tls-key, "
@@ -102,17 +102,17 @@ def _exporter_api(args, config):
             raise ConfigError(f"{args.config}: nothing to do: no flows, no stamp, and the API is off (--grpc-listen "
                               f"{listen or repr(listen)})")
         return None
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"--grpc-listen: {quote(listen)} is not HOST:PORT (IPv6 in brackets: [::]:50051)")
-    from srv6pm.inputs import host as check_host
-    check_host(host, "--grpc-listen" if args.grpc_listen is not None else f"{args.config}: grpc.listen")
+    inputs_.host_port(listen, "--grpc-listen" if args.grpc_listen is not None else f"{args.config}: grpc.listen",
+                      any_port=True)
     cert = args.grpc_tls_cert or file.cert
     key = args.grpc_tls_key or file.key
     client_ca = args.grpc_tls_client_ca or file.client_ca
-    plaintext = args.grpc_plaintext or file.plaintext
-    if plaintext and (args.grpc_tls_cert or args.grpc_tls_key or args.grpc_tls_client_ca):
+    tls_flags = bool(args.grpc_tls_cert or args.grpc_tls_key or args.grpc_tls_client_ca)
+    if args.grpc_plaintext and tls_flags:
         raise ConfigError("--grpc-plaintext: give either it or the --grpc-tls-* files, not both")
+    plaintext = args.grpc_plaintext or (file.plaintext and not tls_flags)  # flags override the file's grpc section
+    if plaintext and (file.cert or file.key or file.client_ca) and not args.grpc_plaintext:
+        raise ConfigError(f"{args.config}: grpc.plaintext: give either it or grpc.tls, not both")
     if plaintext:
         return ServerSettings(listen, None)
     if not cert or not key:
@@ -177,7 +177,7 @@ def cmd_check(args) -> int:
     config, kafka, api, port = inputs(args)
     print(json.dumps({
         "node": config.node, "period_s": config.period, "dataplane": config.dataplane,
-        "flows": [f.name for f in config.flows], "stamp_sessions": [s.name for s in config.sessions],
+        "flows": [f.flow for f in config.flows], "stamp_sessions": [s.name for s in config.sessions],
         "reflector": config.reflector is not None, "kafka": kafka.bootstrap,
         "api": None if api is None else {"listen": api.listen, "tls": api.tls is not None},
         "metrics_port": port}, indent=2))

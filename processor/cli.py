@@ -113,7 +113,7 @@ def inputs(args):
         options.client_id = args.client_id
     options.health_interval_s = _health_interval(args) or None
     options.alarms = AlarmRules(
-        loss_ratio=_threshold(args, "alarm_loss_ratio", "SRV6PM_ALARM_LOSS_RATIO", 0.01),
+        loss_ratio=_threshold(args, "alarm_loss_ratio", "SRV6PM_ALARM_LOSS_RATIO", 0.01, below=1),
         delay_p99_us=_threshold(args, "alarm_delay_p99_us", "SRV6PM_ALARM_DELAY_P99_US", None))
     return options, KafkaSettings.from_args(args), InfluxSettings.from_args(args), metrics.port_from_args(args)
 
@@ -169,8 +169,9 @@ def _health_interval(args) -> float:
     return value
 
 
-def _threshold(args, attr: str, var: str, default: float | None) -> float | None:
-    """An alarm threshold from flag ``attr``, else ``$var``, else ``default``: a number >= 0, or None for 'off'."""
+def _threshold(args, attr: str, var: str, default: float | None, below: float = float("inf")) -> float | None:
+    """An alarm threshold from flag ``attr``, else ``$var``, else ``default``: a number >= 0 and under ``below``
+    (a threshold no figure can exceed raises no alarm), or None for 'off'."""
     found = given(args, attr, var)
     if found is None:
         return default
@@ -183,5 +184,7 @@ def _threshold(args, attr: str, var: str, default: float | None) -> float | None
         number = float("nan")
     if not 0 <= number < float("inf"):
         raise ConfigError(f"{name} {quote(value)}: must be a number >= 0, or 'off'")
+    if number >= below:
+        raise ConfigError(f"{name} {quote(value)}: must be under {below:g} (no figure is above it), or 'off'")
     return number
 

@@ -71,7 +71,7 @@ def test_exporter_refuses_to_serve_the_api_without_a_security_choice(tmp_path):
     cfg.write_text("node: r1\nperiod: 2\n")
     for extra, message in (([], "the southbound API needs TLS: give --grpc-tls-cert and --grpc-tls-key"),
                            (["--grpc-listen", "none"], "nothing to do"),
-                           (["--grpc-listen", "nowhere"], "--grpc-listen: 'nowhere' is not HOST:PORT"),
+                           (["--grpc-listen", "nowhere"], "--grpc-listen 'nowhere': not HOST:PORT"),
                            (["--grpc-tls-cert", str(tmp_path / "no.pem"), "--grpc-tls-key", str(tmp_path / "no.key")],
                             "cannot read"),
                            (["--grpc-plaintext", "--grpc-tls-cert", "x"], "--grpc-plaintext: give either")):

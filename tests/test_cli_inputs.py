@@ -8,6 +8,7 @@ would fail the test with the tripwire's status 1 instead of building or connecti
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,7 @@ PROCESSOR = [
     (["--group", " "], "--group ' ': must not be empty"),
     (["--health-interval", "nan"], "--health-interval nan: must be a finite number of seconds >= 0"),
     (["--alarm-loss-ratio", "inf"], "--alarm-loss-ratio 'inf': must be a number >= 0, or 'off'"),
+    (["--alarm-loss-ratio", "1.5"], "--alarm-loss-ratio '1.5': must be under 1 (no figure is above it), or 'off'"),
     (["--metrics-port", "70000"], "--metrics-port 70000: must be from 0 (off) to 65535"),
     (["--kafka", "[::1"], "--kafka '[::1': not HOST:PORT"),
     (["--kafka-certfile", "/nonexistent/c.pem"], "--kafka-certfile '/nonexistent/c.pem': no such file"),
@@ -143,7 +145,9 @@ EXPORTER_CASES = [
     (["--period", "nan"], "--period: must be a number of seconds from 0.5 to 3600, got 'nan'"),
     (["--period", "-1"], "--period: must be a number of seconds from 0.5 to 3600, got '-1'"),
     (["--grpc-listen", "999.1.1.1:50051", "--grpc-plaintext"], "--grpc-listen '999.1.1.1': not an IPv4 address"),
-    (["--grpc-listen", "nowhere"], "--grpc-listen: 'nowhere' is not HOST:PORT"),
+    (["--grpc-listen", "nowhere"], "--grpc-listen 'nowhere': not HOST:PORT"),
+    (["--grpc-listen", "::1:50051", "--grpc-plaintext"], "--grpc-listen '::1:50051': not HOST:PORT (an IPv6 address "
+                                                         "in brackets"),
     ([], "the southbound API needs TLS"),
     (["--grpc-tls-cert", "/nonexistent/c.pem", "--grpc-tls-key", "/nonexistent/k.pem"], "cannot read"),
     (["--grpc-plaintext", "--metrics-port", "-1"], "--metrics-port -1: must be from 0 (off) to 65535"),
@@ -378,3 +382,16 @@ def test_an_exporter_file_s_odd_values_get_one_clear_line(text, words, files, ca
     path.write_text("node: r1\nperiod: 2\n" + text)
     status, err = main_status(["exporter", "check", "--grpc-plaintext", "--config", str(path)], capsys)
     assert status == 2 and words in err and len(err.splitlines()) == 1, err
+
+
+def test_exporter_tls_flags_override_the_file_s_plaintext(files, capsys):
+    """Flags override the file's grpc section, its plaintext too: the TLS flags are the API's settings."""
+    from test_southbound_tls import make_ca, make_leaf
+    ca = make_ca(files, "ca")
+    server = make_leaf(files, "server", ca, server=True, names=[])
+    (files / "e-plain.yaml").write_text(EXPORTER + 'grpc: {listen: "127.0.0.1:0", plaintext: true}\n')
+    flags = ["--grpc-tls-cert", str(server.cert), "--grpc-tls-key", str(server.key)]
+    assert cli.main(["exporter", "check", "--config", str(files / "e-plain.yaml"), *flags]) == 0
+    out = capsys.readouterr()
+    shown = json.loads(out.out)
+    assert shown["api"] == {"listen": "127.0.0.1:0", "tls": True} and shown["flows"] == ["f1"], out.err

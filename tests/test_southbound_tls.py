@@ -238,6 +238,17 @@ def test_certificate_and_key_go_together(pki):
         ClientTls(ca_file=pki.ca, cert_file=pki.client.cert)
 
 
+def test_a_key_that_is_not_the_certificate_s_is_refused(pki):
+    """gRPC takes any PEM pair and then fails every handshake: the pair is checked when the files are read."""
+    with pytest.raises(TlsError, match=r"^cert_file '.*server\.crt' and key_file '.*collector\.key': the key is "
+                                       r"not the certificate's$"):
+        ServerTls(pki.server.cert, pki.client.key).credentials()
+    with pytest.raises(TlsError, match="the key is not the certificate's"):
+        ClientTls(ca_file=pki.ca, cert_file=pki.client.cert, key_file=pki.server.key).credentials()
+    ServerTls(pki.server.cert, pki.server.key).credentials()  # a true pair passes
+    ClientTls(ca_file=pki.ca, cert_file=pki.client.cert, key_file=pki.client.key).credentials()
+
+
 def test_port_in_use_is_a_clear_error(pki):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

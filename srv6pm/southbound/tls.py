@@ -4,13 +4,14 @@ The exporter serves with :class:`ServerTls`; given a client CA it requires
 every client to present a certificate signed by that CA (mutual TLS). The
 collector connects with :class:`ClientTls`. Files are read when
 ``credentials()`` is called, so a restart picks up renewed certificates;
-a file that is missing, unreadable or not PEM raises :class:`TlsError`
-naming the file. Plaintext is used only where the caller passes
+a file that is missing, unreadable or not PEM, or a key that is not the
+certificate's, raises :class:`TlsError` naming the file. Plaintext is used only where the caller passes
 ``tls=None`` explicitly (:func:`server_port`, :func:`channel`).
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,20 @@ def _pem(what: str, path: str | Path, label: str) -> bytes:
     return data
 
 
+def _pair(cert_file: str | Path, key_file: str | Path) -> None:
+    """:class:`TlsError` unless ``key_file`` holds the private key of ``cert_file``'s certificate (gRPC would
+    take the pair and fail each handshake)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except ssl.SSLError as exc:
+        why = "the key is not the certificate's" if "KEY_VALUES_MISMATCH" in str(exc) else (exc.reason or str(exc))
+        raise TlsError(f"cert_file {str(cert_file)!r} and key_file {str(key_file)!r}: {why}") from None
+    except OSError as exc:  # read just before by _pem: gone meanwhile
+        raise TlsError(f"cert_file {str(cert_file)!r} or key_file {str(key_file)!r}: cannot read: "
+                       f"{exc.strerror or exc}") from None
+
+
 @dataclass(frozen=True)
 class ServerTls:
     """Server certificate chain and key; with ``client_ca_file``, client certificates are required."""
@@ -51,6 +66,7 @@ class ServerTls:
         cert = _pem("cert_file", self.cert_file, "CERTIFICATE")
         key = _pem("key_file", self.key_file, "PRIVATE KEY")
         ca = _pem("client_ca_file", self.client_ca_file, "CERTIFICATE") if self.client_ca_file else None
+        _pair(self.cert_file, self.key_file)
         return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
@@ -75,6 +91,8 @@ class ClientTls:
         ca = _pem("ca_file", self.ca_file, "CERTIFICATE") if self.ca_file else None
         cert = _pem("cert_file", self.cert_file, "CERTIFICATE") if self.cert_file else None
         key = _pem("key_file", self.key_file, "PRIVATE KEY") if self.key_file else None
+        if self.cert_file and self.key_file:
+            _pair(self.cert_file, self.key_file)
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
     def options(self) -> list[tuple[str, str]]:
