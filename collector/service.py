@@ -49,7 +49,7 @@ from srv6pm.collector.events import Events
 from srv6pm.collector.graph import GraphStore, MemoryGraph
 from srv6pm.collector.reconcile import Backoff, Engine
 from srv6pm.config import KafkaSettings
-from srv6pm.southbound.tls import ClientTls
+from srv6pm.southbound.tls import ClientTls, TlsError
 
 if TYPE_CHECKING:  # imported when the results loop starts (see _results_loop)
     from srv6pm.collector.results import ResultsConsumer
@@ -107,17 +107,22 @@ class Collector:
 
     @staticmethod
     def _southbound_tls(tls: ClientTls | None, plaintext: bool, config: Config) -> ClientTls | None:
+        origin = "--grpc-ca/--grpc-cert/--grpc-key"
         if tls is None and not plaintext and config.tls is not None:
             if config.tls.plaintext:
                 plaintext = True
             elif config.tls.ca or config.tls.cert:
                 tls = ClientTls(config.tls.ca, config.tls.cert, config.tls.key)
+                origin = "the configuration's tls section"
         if tls is None and not plaintext:
             raise ConfigError("southbound: no TLS settings: give --grpc-ca (and --grpc-cert/--grpc-key for mutual "
                               "TLS) or a tls: section in the configuration, or choose --grpc-plaintext "
                               "(tls: {plaintext: true}) explicitly")
         if tls is not None:
-            tls.credentials()  # unreadable or non-PEM files: a TlsError now, not at the first call
+            try:
+                tls.credentials()  # unreadable or non-PEM files: a TlsError now, not at the first call
+            except TlsError as exc:
+                raise TlsError(f"southbound TLS ({origin}): {exc}") from None
         return tls
 
     def _read(self) -> tuple[str, str]:

@@ -183,7 +183,9 @@ COLLECTOR_CASES = [
     ("c.yaml", ["--grpc-plaintext", "--retry-max", "inf"], "--retry-max inf: must be"),
     ("c.yaml", [], "southbound: no TLS settings"),
     ("c.yaml", ["--grpc-ca", "/nonexistent/ca.pem"], "--grpc-ca '/nonexistent/ca.pem': no such file"),
-    ("c-tls.yaml", [], "no-ca.pem"),
+    ("c-tls.yaml", [], "southbound TLS (the configuration's tls section): ca_file '"),
+    ("c.yaml", ["--grpc-ca", "/etc/passwd"], "southbound TLS (--grpc-ca/--grpc-cert/--grpc-key): ca_file '/etc/passwd': "
+                                             "not a PEM file with a CERTIFICATE"),
     ("c.yaml", ["--grpc-cert", "x.pem"], "--grpc-cert and --grpc-key go together"),
     ("c.yaml", ["--grpc-plaintext", "--graph-dump", "/nonexistent/dir/g.json"], "--graph-dump '/nonexistent/dir/g."),
     ("c.yaml", ["--grpc-plaintext", "--session-timeout-ms", "0"], "--session-timeout-ms 0: must be an integer"),
