@@ -69,6 +69,7 @@ def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentP
                      help="host name of the exporters in the collector configuration (default: --grpc-host)")
     run.set_defaults(handler=cmd_run)
     if common is not None:
+        common(lab)  # -v and --log-format before the action too, as every component takes them
         common(run)
     KafkaSettings.add_arguments(run)
     InfluxSettings.add_arguments(run)

@@ -77,6 +77,7 @@ def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentP
     metrics.add_metrics_argument(erun)
     erun.set_defaults(handler=cmd_run)
     if common is not None:
+        common(exporter)  # -v and --log-format before the action too, as every component takes them
         common(erun)
     KafkaSettings.add_arguments(erun)
     add_check(actions, erun, cmd_check,

@@ -74,6 +74,7 @@ def add_commands(subparsers, common: Common | None = None) -> argparse.ArgumentP
     metrics.add_metrics_argument(prun)
     prun.set_defaults(handler=cmd_run)
     if common is not None:
+        common(processor)  # -v and --log-format before the action too, as every component takes them
         common(prun)
     KafkaSettings.add_arguments(prun)
     InfluxSettings.add_arguments(prun)

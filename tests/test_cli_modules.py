@@ -74,6 +74,8 @@ def test_each_command_module_has_the_one_interface(name):
         assert getattr(module, handler.__name__) is handler
         options = {o for action in leaf._actions for o in action.option_strings}
         assert {"-h", "-v", "--verbose", "--log-format"} <= options, leaf.prog
+    options = {o for action in added._actions for o in action.option_strings}  # before the action too
+    assert {"-v", "--verbose", "--log-format"} <= options, added.prog
     handlers = [leaf._defaults["handler"] for leaf in leaves]
     assert len(set(handlers)) == len(handlers), "one handler per command"
 
