@@ -216,13 +216,14 @@ class Validator:
         except OverflowError:  # a whole number beyond a float's range, and the range unbounded
             return math.inf if value > 0 else -math.inf
 
-    def real(self, value: Any, field: str) -> float:
-        """``value`` as a float, any (true/false is not a number, nor a whole number too large for a float): the
-        type check of a field whose range is the southbound rule's (:mod:`srv6pm.southbound.validate`)."""
+    def real(self, value: Any, field: str) -> int | float:
+        """``value``, a number as written (true/false is not one, nor a whole number too large for a float): the
+        type check of a field whose range is the southbound rule's (:mod:`srv6pm.southbound.validate`), which
+        then judges it and quotes it as written."""
         number = self.number(value, field, -math.inf, math.inf)
         if math.isinf(number) and not isinstance(value, float):
             raise self.fail(field, f"{quote(value)} is too large a number")
-        return number
+        return value
 
     def integer(self, value: Any, field: str, low: int, high: int) -> int:
         """``value`` as an int between ``low`` and ``high`` inclusive (no fractions, true/false is not a number)."""
