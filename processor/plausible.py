@@ -169,7 +169,7 @@ def stamp(sample: StampSample, now_ns: int) -> StampSample:
 
     A returned reply that passes every rule returns at once; any other sample is judged by :func:`_stamp`.
     """
-    if not sample.lost:
+    if not sample.lost and sample.period_s in _clocked:
         t1, t2, t3, t4 = sample.t1, sample.t2, sample.t3, sample.t4
         if t2 is not None and t3 is not None and t4 is not None and t4 <= now_ns + _SKEW_NS \
                 and t1 <= t4 and t2 <= MAX_64 and t3 <= MAX_64 and t3 - t2 <= _ROUND_TRIP_NS \
@@ -178,8 +178,19 @@ def stamp(sample: StampSample, now_ns: int) -> StampSample:
     return _stamp(sample, now_ns)
 
 
+_clocked: set[float] = set()  # the period lengths that have a clock (period_clock): nearly always one or two
+
+
 def _stamp(sample: StampSample, now_ns: int) -> StampSample:
     """:func:`stamp`, rule by rule, in the order the reasons are given."""
+    if sample.period_s not in _clocked:
+        try:
+            period_clock(sample.period_s)
+        except ValueError as exc:  # its windows could not be kept: no period of that length
+            raise Implausible(f"period_s {quote(sample.period_s)}: {exc}") from None
+        if len(_clocked) >= 4096:
+            _clocked.clear()
+        _clocked.add(sample.period_s)
     latest = now_ns + CLOCK_SKEW_S * NS_PER_S
     names = ("t1",) if sample.lost else ("t1", "t2", "t3", "t4")
     for name in names:

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 __all__ = ["PeriodClock", "period_clock", "rfc3339"]
 
 NS_PER_S = 1_000_000_000
+MAX_PERIOD_S = 366 * 86_400
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class PeriodClock:
     def __post_init__(self):
         if not self.period_s > 0:
             raise ValueError(f"period must be positive, got {self.period_s!r}")
+        if not self.period_s <= MAX_PERIOD_S:  # beyond: no measurement period (and 1e300 s has no ns)
+            raise ValueError(f"period must be at most {MAX_PERIOD_S} s (a year), got {self.period_s!r} s")
         if self.period_ns < 1_000_000:
             raise ValueError(f"period must be at least 1 ms, got {self.period_s!r} s")
 

@@ -229,7 +229,9 @@ _AFTER: dict[str, tuple] = {  # what the typed dict cannot say, per topic: each 
     records.ALARMS: (_alarm_rules, _date_time(records.ALARMS, "period_start")),
     records.EVENTS: (_date_time(records.EVENTS, "time"),),
 }
-_MAX = records.MAX_RECORD_BYTES
+# A longer record may hold a number of more digits than json.loads converts (4300), which the reference
+# refuses and msgspec would skip in a member it ignores: it is left to the reference.
+_MAX = min(records.MAX_RECORD_BYTES, 4300)
 # Nesting: json.loads and msgspec stop at about the same depth (the interpreter's recursion limit, 1000,
 # less the caller's stack), json a few levels before msgspec. A value that could be that deep (that many
 # brackets, in strings or not) is left to the reference: the typed decoder must not take what json.loads
@@ -268,7 +270,12 @@ def typed(topic: str, raw: bytes | None) -> dict | None:
 _counter_wire = _DECODERS[records.COUNTERS].decode
 _new = object.__new__
 _set = object.__setattr__
-_isfinite = math.isfinite
+def _isfinite(value: int | float) -> bool:
+    """math.isfinite, False (not OverflowError) for a whole number beyond a float's range."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def fast_counters(raw: bytes | None) -> CounterRecord | None:

@@ -158,6 +158,8 @@ def _decode_json(raw: bytes | None) -> Any:
         raise RecordError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise RecordError("not usable JSON: nested too deeply") from None
+    except ValueError:  # not JSONDecodeError (a subclass, above): int() of more digits than it converts
+        raise RecordError("not usable JSON: a number of more than 4300 digits") from None
 
 
 def _reject_constant(name: str):
@@ -347,6 +349,18 @@ def build(cls, values: dict):
     return record
 
 
+def _finite_seconds(value: int | float) -> float:
+    """``period_s`` as a float; RecordError when it is not finite (NaN, infinity, or a whole number beyond a
+    float's range, which is no more finite a period)."""
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise RecordError("period_s is not finite")
+    return seconds
+
+
 def counter_from(obj: Mapping[str, Any]) -> CounterRecord:
     """The record of a ``srv6pm.counters`` object that satisfies the schema, after the rules beyond it.
 
@@ -355,18 +369,22 @@ def counter_from(obj: Mapping[str, Any]) -> CounterRecord:
     if obj["color"] != obj["period"] % 2:
         raise RecordError(f"color {obj['color']} does not match period {quote(obj['period'])} "
                           f"(period mod 2 = {obj['period'] % 2})")
-    period_s = float(obj["period_s"])
-    if not math.isfinite(period_s):
-        raise RecordError("period_s is not finite")
+    period_s = _finite_seconds(obj["period_s"])
     position = obj.get("position")
     if position is not None and (position == 0) != (obj["role"] == "ingress"):
         need = "0" if obj["role"] == "ingress" else "at least 1 (position 0 is the ingress)"
         raise RecordError(f"position {position} does not fit role {obj['role']}: it must be {need}")
-    return build(CounterRecord, {
-        "node": obj["node"], "flow": obj["flow"], "role": obj["role"], "period": obj["period"],
-        "period_s": period_s, "color": obj["color"], "packets": obj["packets"], "bytes": obj["bytes"],
-        "read_ns": obj.get("read_ns"), "flowmon_id": obj.get("flowmon_id"), "position": position,
+    return build(CounterRecord, {  # the schema's integers as ints (JSON's 3.0 is one): one value, one key
+        "node": obj["node"], "flow": obj["flow"], "role": obj["role"], "period": _whole(obj["period"]),
+        "period_s": period_s, "color": _whole(obj["color"]), "packets": _whole(obj["packets"]),
+        "bytes": _whole(obj["bytes"]), "read_ns": _whole(obj.get("read_ns")),
+        "flowmon_id": _whole(obj.get("flowmon_id")), "position": _whole(position),
     })
+
+
+def _whole(value: int | float | None) -> int | None:
+    """A member the schema says is an integer, as an int (a float it accepted is a whole one)."""
+    return value if value is None or type(value) is int else int(value)
 
 
 @dataclass(frozen=True)
@@ -567,10 +585,9 @@ def stamp_from(obj: Mapping[str, Any]) -> StampSample:
                               "(a sender flags that as impossible_timestamps)")
         if any(c is None for c in counters) and any(c is not None for c in counters):
             raise RecordError(f"{', '.join(_DIRECT_COUNTERS)} come together or not at all")
-    if not math.isfinite(float(obj["period_s"])):
-        raise RecordError("period_s is not finite")
+    period_s = _finite_seconds(obj["period_s"])
     return StampSample(
-        session=obj["session"], seq=obj["seq"], period_s=float(obj["period_s"]), t1=t1, t2=t2, t3=t3, t4=t4,
+        session=obj["session"], seq=obj["seq"], period_s=period_s, t1=t1, t2=t2, t3=t3, t4=t4,
         lost=obj["lost"], sender=obj.get("sender"), reflector=obj.get("reflector"),
         timestamps=obj.get("timestamps"), ttl=obj.get("ttl"), reflector_seq=obj.get("reflector_seq"),
         **{name: obj.get(name) for name in _STAMP_EXTRAS},

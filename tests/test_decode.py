@@ -553,3 +553,59 @@ def test_every_edge_of_every_member_decodes_as_the_reference_decodes(topic, fast
     assert checked > 200
     for base in BASES[topic]:  # and the bases themselves take the fast path
         assert decode.fast(topic, json.dumps(base).encode()) is not None, base
+
+
+def _counter_text(period_s: str, extra: str = "", period: str = "3", color: int = 1) -> bytes:
+    return (f'{{"v":1,"node":"r","flow":"f","role":"egress","period":{period},"period_s":{period_s},'
+            f'"color":{color},"packets":0,"bytes":0{extra}}}').encode()
+
+
+def _stamp_text(period_s: str, t1: int) -> bytes:
+    return (f'{{"v":1,"session":"s","seq":1,"period_s":{period_s},"t1":{t1},"t2":{t1 + 1000},"t3":{t1 + 2000},'
+            f'"t4":{t1 + 3000},"lost":false}}').encode()
+
+
+def test_numbers_beyond_what_json_or_a_float_holds_are_reasons_not_exceptions():
+    """Found by fuzzing: a number of more than 4300 digits (int() refuses to convert it), a period_s beyond a
+    float's range, one a clock cannot keep, and one of under a millisecond: the decoders and both stages give
+    a reason for each record (the fast path agreeing with the reference), and raise nothing."""
+    import time
+
+    from srv6pm.processor.stages import LossStage
+
+    now = time.time_ns()
+    huge = "1" + "0" * 4301
+    counters = {
+        b"[" + huge.encode() + b"]": "not usable JSON: a number of more than 4300 digits",
+        _counter_text("2", f',"x":{huge}'): "not usable JSON: a number of more than 4300 digits",
+        _counter_text("1" + "0" * 310): "period_s is not finite",
+        _counter_text("8e299"): "implausible: period_s 8e+299: period must be at most 31622400 s (a year)",
+    }
+    raws = list(counters)
+    assert [str(r) for r in decode.decode_counters_all(raws)] == [str(e) for e in map(_reference_error, raws)]
+    _, reasons = LossStage(30.0).decode_all(raws, now)
+    assert sorted(reasons) == list(range(len(raws))) and all(reasons[i].startswith(counters[r]) for i, r in enumerate(raws)), reasons
+    t1 = now - 10**9
+    stamps = {
+        _stamp_text("1" + "0" * 310, t1): "period_s is not finite",
+        _stamp_text("8e299", t1): "implausible: period_s 8e+299: period must be at most 31622400 s (a year)",
+        _stamp_text("0.0001", t1): "implausible: period_s 0.0001: period must be at least 1 ms",
+    }
+    raws = list(stamps)
+    stage = DelayStage(0.0, 30.0)
+    decoded, reasons = stage.decode_all(raws, now)
+    assert decoded == [None] * len(raws) and all(reasons[i].startswith(stamps[r]) for i, r in enumerate(raws)), reasons
+
+
+def _reference_error(raw: bytes):
+    try:
+        return records.decode_counters(raw)
+    except records.RecordError as exc:
+        return exc
+
+
+def test_a_whole_number_written_as_a_float_is_an_int_in_the_record():
+    """The schema's integers accept 3.0: the record holds 3, so that it meets the same keys and caches as a
+    record that wrote 3 (the plausibility rules' bounds per (period_s, period) were shared between the two)."""
+    (record,) = decode.decode_counters_all([_counter_text("2", period="3.0", color=1)])
+    assert type(record.period) is int and record.period == 3 and type(record.color) is int
