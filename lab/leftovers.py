@@ -6,10 +6,16 @@ the temporary directory (``srv6pm-lab-*``, the embedded InfluxDB's
 start time (``/proc/PID/stat``, so a reused pid is not taken for the owner)
 and the network namespaces and node names it builds. A normal exit removes
 the folder itself. After SIGKILL the folder stays, and so do the namespaces
-(and the eBPF pins named after the nodes): the owner's child processes die
-with it (PR_SET_PDEATHSIG, :mod:`srv6pm.lab.emulators.launcher`), nothing else can.
+(and the eBPF pins named after the nodes). The owner's child processes are
+sent SIGTERM as it dies (PR_SET_PDEATHSIG, :mod:`srv6pm.lab.emulators.launcher`)
+and nearly always end; one that does not (it ignores the signal, or hangs) has
+in its environment the marker ``SRV6PM_LAB_OWNER`` naming the process that
+started it (its pid and start time).
 
-:func:`sweep` removes what every dead owner left: its namespaces and pins
+:func:`sweep` first kills (SIGKILL) every process whose marker names a
+process that is no longer running (:func:`stop_strays`; in rounds, so that
+a stray's own children, sent SIGTERM as it dies, are taken too if they stay),
+then removes what every dead owner left: its namespaces and pins
 (:func:`srv6pm.lab.network.teardown_names`), then the folder, marker last, so
 that a failed removal is tried again by the next sweep. ``srv6pm lab run``
 sweeps before it builds and ``srv6pm lab clean`` sweeps too. A folder whose
@@ -23,14 +29,18 @@ for all the sweep can tell).
 from __future__ import annotations
 
 import logging
+import os
+import select
 import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 from .emulators.influxdb import EmbeddedInfluxDB
-from .emulators.launcher import OWNER_FILE, owned_tempdir, owner_alive, read_owner
+from .emulators.launcher import OWNER_ENV, OWNER_FILE, owned_tempdir, owner_alive, read_owner, start_time
 
-__all__ = ["OWNER_FILE", "PREFIXES", "live_namespaces", "owned_tempdir", "sweep"]
+__all__ = ["OWNER_FILE", "PREFIXES", "live_namespaces", "owned_tempdir", "stop_strays", "sweep"]
 
 log = logging.getLogger("srv6pm.lab")
 
@@ -56,10 +66,12 @@ def live_namespaces(root: Path | None = None) -> dict[str, int]:
 def sweep(root: Path | None = None) -> list[Path]:
     """Remove what dead owners left under ``root`` (default: the temporary directory); the folders removed.
 
-    Namespaces and pins first, then the folder. A failure is logged and the
-    folder kept (for the next sweep); a sweep never raises for a leftover.
+    The processes dead owners left running first (:func:`stop_strays`), then per folder its namespaces and
+    pins, then the folder. A failure is logged and the folder kept (for the next sweep); a sweep never raises
+    for a leftover.
     """
     from . import network  # netlink: only once there is something to remove
+    stop_strays()  # first: a stray may hold a namespace or a folder's files
     removed = []
     live = live_namespaces(root)
     for folder in _folders(root):
@@ -87,3 +99,88 @@ def sweep(root: Path | None = None) -> list[Path]:
         log.info("removed a dead lab's leftovers", extra={"folder": str(folder), "namespaces": namespaces})
         removed.append(folder)
     return removed
+
+
+_STRAY_ROUNDS = 4  # a stray's child is found in the next round, once the stray is gone
+
+
+def stop_strays(wait_s: float = 2.0) -> list[int]:
+    """Kill (SIGKILL) every process whose environment's ``SRV6PM_LAB_OWNER`` names a process no longer running
+    (nor this one); the pids killed.
+
+    Each is signalled through a pidfd opened before its marker is read, so a pid reused meanwhile is never
+    signalled; each round waits up to ``wait_s`` for the processes it killed to end, then looks again (their
+    own children's owner is gone now). Processes this one may not read (another user's) are left alone.
+    """
+    killed: list[int] = []
+    for _ in range(_STRAY_ROUNDS):
+        ended = _kill_strays()
+        if not ended:
+            break
+        killed += ended.values()
+        poller = select.poll()
+        for fd in ended:
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + wait_s
+        try:
+            waiting = len(ended)
+            while waiting and (left := deadline - time.monotonic()) > 0:
+                for fd, _event in poller.poll(left * 1000):
+                    poller.unregister(fd)
+                    waiting -= 1
+        finally:
+            for fd in ended:
+                os.close(fd)
+    return killed
+
+
+def _kill_strays() -> dict[int, int]:
+    """One round of :func:`stop_strays`: pidfd -> pid of each process killed."""
+    ended: dict[int, int] = {}
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # gone meanwhile
+            continue
+        owner = _marked_owner(pid)
+        if owner is None or owner_alive(owner) or start_time(pid) is None:
+            os.close(fd)
+            continue
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:
+            os.close(fd)
+            continue
+        ended[fd] = pid
+        log.info("killed a process a dead lab left running",
+                 extra={"pid": pid, "owner": owner["pid"], "argv": _argv(pid)})
+    return ended
+
+
+_MARK = OWNER_ENV.encode() + b"="
+
+
+def _marked_owner(pid: int) -> dict | None:
+    """The owner (``pid``, ``start``) that process ``pid``'s marker names; None without a (well-formed) marker."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone, a kernel thread's, or another user's
+        return None
+    for item in environ.split(b"\0"):
+        if item.startswith(_MARK):
+            owner_pid, _, start = item[len(_MARK):].partition(b":")
+            if owner_pid.isdigit() and start.isdigit():
+                return {"pid": int(owner_pid), "start": int(start)}
+            return None
+    return None
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from srv6pm.lab import leftovers
+from srv6pm.lab.emulators.launcher import start_time
 
 ROOT = Path(__file__).resolve().parent.parent
 SRV6PM = [sys.executable, "-m", "srv6pm"]
@@ -56,6 +57,81 @@ def test_a_reused_pid_is_not_the_owner(tmp_path):
     """The marker's start time must match too: our pid with another start time is a dead owner."""
     stale = _mark(tmp_path, "srv6pm-lab-", {"pid": os.getpid(), "start": 1, "namespaces": [], "nodes": []})
     assert leftovers.sweep(tmp_path) == [stale]
+
+
+# An owner (a lab, as far as the sweep can tell) that starts, through ChildProcess, a child and its grandchild
+# that both ignore the SIGTERM they get when their parent dies; it prints both pids, then waits to be killed.
+_OWNER = """
+import sys, time
+from srv6pm.lab.emulators.launcher import ChildProcess
+stubborn = (
+    "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "kid = subprocess.Popen([sys.executable, '-c', "
+    "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(600)'], "
+    "stdout=subprocess.PIPE); kid.stdout.readline(); print(kid.pid, flush=True); time.sleep(600)")
+child = ChildProcess("stubborn", [sys.executable, "-c", stubborn])
+child.start()
+while not child.output_tail():
+    time.sleep(0.01)
+print(child.pid, child.output_tail(), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    return start_time(pid) is not None  # a zombie has ended
+
+
+def test_processes_a_dead_lab_left_running_are_killed_a_live_lab_s_are_not(tmp_path):
+    """A child that outlives its owner (ignores the PDEATHSIG SIGTERM) is killed by the sweep, and so is the
+    child it started (it has the marker by inheritance, and ignores the signal too); while the owner runs,
+    the sweep leaves both alone."""
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        assert owner.stdout is not None
+        ready, _, _ = select.select([owner.stdout], [], [], 30)
+        assert ready, "the owner did not start its child"
+        pids = [int(p) for p in owner.stdout.readline().split()]
+        assert len(pids) == 2 and all(map(_running, pids))
+        assert leftovers.stop_strays() == [] and all(map(_running, pids))  # their owner runs: not strays
+        leftovers.sweep(tmp_path)
+        assert all(map(_running, pids))
+
+        owner.kill()
+        owner.wait()
+        time.sleep(0.5)
+        assert all(map(_running, pids)), "both ignore SIGTERM: they outlive their owner"
+        leftovers.sweep(tmp_path)
+        assert not any(map(_running, pids))
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_process_without_a_well_formed_marker_is_never_killed(tmp_path):
+    """Only ``SRV6PM_LAB_OWNER=PID:START`` names an owner: a process whose marker is anything else is left alone,
+    even when its PID part names a dead process."""
+    dead = _dead_pid()
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                              env={**os.environ, "SRV6PM_LAB_OWNER": value})
+             for value in (f"{dead}", f"{dead}:", f"{dead}:x", f"x:{dead}", "")]
+    marked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                              env={**os.environ, "SRV6PM_LAB_OWNER": f"{dead}:1"})
+    try:
+        time.sleep(0.3)  # each has exec'd python (its environment is the one given)
+        assert leftovers.stop_strays() == [marked.pid]
+        assert marked.wait(5) == -signal.SIGKILL
+        assert all(p.poll() is None for p in procs)
+    finally:
+        for p in [*procs, marked]:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
 
 
 @pytest.mark.netns

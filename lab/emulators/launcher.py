@@ -42,14 +42,15 @@ from typing import Any, ClassVar, TypeVar
 
 from srv6pm.errors import OperationError
 
-__all__ = ["OWNER_FILE", "ChildProcess", "Launcher", "LaunchError", "ModuleLauncher", "owned_tempdir", "owner_alive",
-           "read_owner", "start_time"]
+__all__ = ["OWNER_ENV", "OWNER_FILE", "ChildProcess", "Launcher", "LaunchError", "ModuleLauncher", "owned_tempdir",
+           "owner_alive", "owner_mark", "read_owner", "start_time"]
 
 log = logging.getLogger("srv6pm.lab")
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PR_SET_PDEATHSIG = 1
 OWNER_FILE = "owner.json"
+OWNER_ENV = "SRV6PM_LAB_OWNER"  # in every child's environment: owner_mark() of the process that started it
 
 
 def _child_setup() -> None:
@@ -70,7 +71,11 @@ class ChildProcess:
     the object is garbage-collected or at interpreter exit, and the kernel
     sends the child SIGTERM if its parent dies, even by SIGKILL
     (PR_SET_PDEATHSIG; it follows the *thread* that started the child, so
-    start children from a thread that lives as long as they should).
+    start children from a thread that lives as long as they should). A child
+    that outlives its parent all the same (it ignores or hangs on that
+    SIGTERM) is found by the marker :data:`OWNER_ENV` in its environment,
+    which names the parent (:func:`owner_mark`), and stopped by
+    :func:`srv6pm.lab.leftovers.sweep`.
     """
 
     def __init__(
@@ -111,12 +116,14 @@ class ChildProcess:
         """Spawn the child. Raises :class:`OSError` if the executable cannot be run."""
         if self._process is not None:
             raise RuntimeError(f"{self.name}: already started")
+        env = dict(os.environ if self._env is None else self._env)
+        env[OWNER_ENV] = owner_mark()
         self._process = subprocess.Popen(
             self.args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=self._env,
+            env=env,
             cwd=self._cwd,
             preexec_fn=_child_setup,
         )
@@ -453,12 +460,20 @@ def _events(output: str) -> Iterable[dict[str, Any]]:
 # -- leftovers: temporary folders marked with their owner --------------------------
 
 def start_time(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks since boot, or None if there is no such process."""
+    """The start time of process ``pid`` in clock ticks since boot, or None if there is no such process (or
+    only its zombie: it has exited)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name before ")" may hold spaces
+    fields = stat.rsplit(")", 1)[1].split()  # from field 3 on; the name before ")" may hold spaces
+    return None if fields[0] in ("Z", "X") else int(fields[19])  # field 3, the state; field 22
+
+
+def owner_mark() -> str:
+    """``PID:START`` of this process (:func:`start_time`): the value of :data:`OWNER_ENV` in its children."""
+    pid = os.getpid()
+    return f"{pid}:{start_time(pid)}"
 
 
 def owned_tempdir(prefix: str, namespaces: Iterable[str] = (), nodes: Iterable[str] = (),
