@@ -126,6 +126,8 @@ ENVIRONMENT = {
     "lab/runner.py": (1, "the lab's children inherit this process' environment, less the settings it gives them"),
     "lab/emulators/broker.py": (1, "the embedded broker's process inherits the environment, less Tansu's own variables"),
     "lab/emulators/influxdb.py": (1, "the embedded InfluxDB inherits the environment, less INFLUXDB_* (they override its file)"),
+    "lab/emulators/launcher.py": (1, "a child's environment is the one given (or this process') plus SRV6PM_LAB_OWNER, "
+                                     "the marker the lab's sweep finds the processes of dead labs by"),
 }
 
 
