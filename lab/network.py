@@ -57,6 +57,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from srv6pm.errors import OperationError
 from srv6pm import bpf
 from srv6pm import netns as nsutil
+from srv6pm import srv6
 from srv6pm.exporter import ebpf
 from srv6pm.stamp import ebpf as stamp_ebpf
 from srv6pm.nft import Nft
@@ -215,7 +216,13 @@ class _Builder:
 
     def route(self, ns: str, what: str, **spec) -> None:
         with _step(ns, f"adding route {what}"):
-            self.iproute(ns).route("add", **spec)
+            try:
+                self.iproute(ns).route("add", **spec)
+            except NetlinkError as exc:  # an SRv6 route on a kernel without them: say so
+                reason = srv6.explain(exc.code) if "encap" in spec else None
+                if reason is None:
+                    raise
+                raise NetworkError(f"{ns}: adding route {what}: {reason}") from exc
 
     def configure_node(self, node: NodePlan, srv6: bool) -> None:
         ns = node.netns

@@ -51,7 +51,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from srv6pm.errors import OperationError
-from srv6pm import decode, records
+from srv6pm import decode, records, srv6
 from srv6pm.config import InfluxSettings, KafkaSettings
 from srv6pm.ports import free_ports
 
@@ -120,6 +120,7 @@ class Lab:
     def start(self) -> None:
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, SRv6 routes, nftables)")
+        srv6.check()  # before anything is built: every flow's path is SRv6 routes
         self._started = True
         try:
             self._start()

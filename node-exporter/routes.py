@@ -75,6 +75,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from srv6pm import srv6
 from srv6pm.errors import OperationError
 from srv6pm.netlink import (
     NETLINK_CAP_ACK,
@@ -425,7 +426,7 @@ class Routes:
             return self._thread.call(fn, *args, **kw)
         except NetlinkError as exc:
             code = abs(exc.code) if isinstance(exc.code, int) else 0
-            reason = os.strerror(code) if code else str(exc)
+            reason = (srv6.explain(code) if "encap" in kw else None) or (os.strerror(code) if code else str(exc))
             raise RouteError(what, reason, code=code, obj=obj) from None
 
     def _ifindex(self, what: str, obj, name: str) -> int:
@@ -645,8 +646,8 @@ class Routes:
                     if code == errno.ENOMEM and pause is not None:
                         again.append(entry)  # nothing was made: sent again after a pause
                         continue
-                    answers[index] = True if code == 0 else RouteError(what, os.strerror(code), code=code,
-                                                                       obj=policy)
+                    answers[index] = True if code == 0 else RouteError(
+                        what, srv6.explain(code) or os.strerror(code), code=code, obj=policy)  # seg6 routes
             if not again or pause is None:
                 break
             time.sleep(pause)
