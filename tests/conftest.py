@@ -10,6 +10,10 @@ Every test runs with ``SRV6PM_COLLECTOR_STATE_DIR`` set to a directory of its ow
 child, keeps its state in the machine's default directory.
 
 Every service is stopped (and its temporary directory removed) when its scope ends.
+
+A test marked ``srv6`` makes SRv6 routes (seg6 encap, seg6local), itself or through the lab: on a kernel
+built without them (:func:`srv6pm.srv6.missing`) it is skipped, with the kernel's reason, instead of failing
+on every route.
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ from srv6pm.ports import free_port
 
 
 find_free_port = free_port  # tests import it under this name
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test marked ``srv6`` where the kernel cannot make SRv6 routes (see the module docstring)."""
+    if item.get_closest_marker("srv6") is not None:
+        from srv6pm import srv6
+        reason = srv6.missing()
+        if reason is not None:
+            pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

@@ -140,6 +140,7 @@ def test_lab_check_piped_into_head_stops_quietly(tmp_path):
     assert out.stderr == "status 141\n"
 
 
+@pytest.mark.srv6
 @pytest.mark.netns
 @pytest.mark.services
 @pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)")

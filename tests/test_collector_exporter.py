@@ -33,7 +33,7 @@ from srv6pm.exporter.routes import Routes
 from srv6pm.netns import NetnsThread
 from srv6pm.southbound.client import ExporterClient
 
-pytestmark = [pytest.mark.netns, pytest.mark.services,
+pytestmark = [pytest.mark.srv6, pytest.mark.netns, pytest.mark.services,
               pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
 
 ROOT = Path(__file__).resolve().parent.parent

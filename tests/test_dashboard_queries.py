@@ -262,6 +262,7 @@ def dash(run, request):
     assert dashboards.checked == PANELS[request.node.originalname], "the test ran other panels than it shows"
 
 
+@pytest.mark.srv6
 def test_the_run_made_loss_incomplete_periods_and_results_on_the_topics(run):
     assert len(run.loss()) + len(run.delay()) == len(run.topics[records.LOSS]) + len(run.topics[records.DELAY])
     assert run.dropped > 0
@@ -275,6 +276,7 @@ def test_the_run_made_loss_incomplete_periods_and_results_on_the_topics(run):
 OV = "srv6pm-overview"
 
 
+@pytest.mark.srv6
 @shows(OV, "Flows with loss now", "Lost packets", "Incomplete periods")
 def test_overview_stats(run, dash):
     start_ms, end_ms = run.start_ms, run.end_ms
@@ -285,6 +287,7 @@ def test_overview_stats(run, dash):
     assert one(dash.run(OV, "Incomplete periods", start_ms, end_ms)) == len(run.loss(complete=False))
 
 
+@pytest.mark.srv6
 @shows(OV, "Flows ranked by lost packets")
 def test_overview_ranks_flows_by_lost_packets(run, dash):
     ranked = [dict(s["rows"][0], flow=s["tags"]["flow"]) for s in dash.run(OV, "Flows ranked by lost packets",
@@ -300,6 +303,7 @@ def test_overview_ranks_flows_by_lost_packets(run, dash):
     assert ranked[0]["lost"] == run.dropped and ranked[1]["lost"] == 0
 
 
+@pytest.mark.srv6
 @shows(OV, "Incomplete periods by flow")
 def test_overview_counts_incomplete_periods_by_flow(run, dash):
     incomplete = run.loss(complete=False)
@@ -308,6 +312,7 @@ def test_overview_counts_incomplete_periods_by_flow(run, dash):
     assert by_flow == {f: len(loss(incomplete, f)) for f in {r["flow"] for r in incomplete}}
 
 
+@pytest.mark.srv6
 @shows(OV, "Lost packets by flow")
 def test_overview_lost_packets_by_flow_per_period(run, dash):
     lost_series = by_tag(dash.run(OV, "Lost packets by flow", run.start_ms, run.end_ms, interval_s=PERIOD), "flow")
@@ -316,6 +321,7 @@ def test_overview_lost_packets_by_flow_per_period(run, dash):
         assert {row["time"]: row["lost"] for row in lost_series[flow]} == want
 
 
+@pytest.mark.srv6
 @shows(OV, "Round-trip delay per STAMP session")
 def test_overview_round_trip_delay_per_session(run, dash):
     rtt = {run.clock.start_ns(r["period"]): r for r in run.delay("round_trip") if r["samples"]}
@@ -325,6 +331,7 @@ def test_overview_round_trip_delay_per_session(run, dash):
         {t: (r["mean_us"], r["p99_us"]) for t, r in rtt.items()}
 
 
+@pytest.mark.srv6
 @shows(OV, "Alarms: periods with loss ratio above $loss_threshold")
 def test_overview_loss_alarms(run, dash):
     f1_complete = run.loss("f1", True)
@@ -337,6 +344,7 @@ def test_overview_loss_alarms(run, dash):
         sum(r["lost_packets"] for r in f1_complete if r["loss_ratio"] > 0.01) > 0
 
 
+@pytest.mark.srv6
 @shows(OV, "Alarms: periods with p99 delay above $p99_threshold_us µs")
 def test_overview_delay_alarms(run, dash):
     p99s = sorted(r["p99_us"] for r in run.delay() if r["p99_us"] is not None)
@@ -349,6 +357,7 @@ def test_overview_delay_alarms(run, dash):
     assert got and len(got) < len(p99s)
 
 
+@pytest.mark.srv6
 @shows(OV, "STAMP path liveness")
 def test_overview_path_liveness_is_empty_when_no_session_watches_its_path(run, dash):
     # this lab's session does not watch its path, so nothing changed; tests/test_processor_liveness.py runs
@@ -363,6 +372,7 @@ FD = "srv6pm-flow"
 @shows(FD, "Lost packets", "Loss ratio", "Incomplete periods", "Packets per period: sent (tx) and received (rx)",
        "Lost packets per period", "Loss ratio per period", "Incomplete periods (the side that is known)",
        "Lost packets per segment (from → to) per period", "Periods")
+@pytest.mark.srv6
 @pytest.mark.parametrize("flow", ["f1", "f2"])
 def test_flow_detail(run, dash, flow):
     start_ms, end_ms, clock = run.start_ms, run.end_ms, run.clock
@@ -415,6 +425,7 @@ DIRECTIONS = {"forward": "Forward delay (sender → reflector)", "backward": "Ba
               "round_trip": "Round-trip delay (without the reflector's own time)"}
 
 
+@pytest.mark.srv6
 @shows(PD, "Per direction over the time range", *DIRECTIONS.values())
 def test_path_delay_per_direction(run, dash):
     v = {"session": "s1"}
@@ -437,6 +448,7 @@ def test_path_delay_per_direction(run, dash):
                                                  sum(r["lost"] for r in everything))
 
 
+@pytest.mark.srv6
 @shows(PD, "STAMP test packets per period")
 def test_path_delay_test_packets_per_period(run, dash):
     (packets,) = dash.run(PD, "STAMP test packets per period", run.start_ms, run.end_ms, {"session": "s1"})
@@ -449,6 +461,7 @@ PERIODS_WITH_LOSS = "Periods with lost test packets"
 LOST_PER_DIRECTION = "Lost test packets per direction per period"
 
 
+@pytest.mark.srv6
 @shows(PD, *DIRECTION_STATS, PERIODS_WITH_LOSS, LOST_PER_DIRECTION)
 def test_path_delay_lost_test_packets_per_direction(run, dash):
     v = {"session": "s1"}
@@ -482,6 +495,7 @@ def produced(run):
     return {records.COUNTERS: len(run.topics[records.LOSS]), records.STAMP: len(run.topics[records.DELAY])}
 
 
+@pytest.mark.srv6
 @shows(PH, "Records per second per topic")
 def test_pipeline_records_per_second(run, dash):
     rates = by_tag(dash.run(PH, "Records per second per topic", run.start_ms, run.end_ms, interval_s=INTERVAL),
@@ -492,6 +506,7 @@ def test_pipeline_records_per_second(run, dash):
         assert any(row["in"] > 0 for row in rates[topic])
 
 
+@pytest.mark.srv6
 @shows(PH, "Consumer lag")
 def test_pipeline_consumer_lag(run, dash):
     lag = dash.run(PH, "Consumer lag", run.start_ms, run.end_ms, interval_s=INTERVAL)
@@ -501,6 +516,7 @@ def test_pipeline_consumer_lag(run, dash):
         assert values and min(values) >= 0 and values[-1] == 0
 
 
+@pytest.mark.srv6
 @shows(PH, "Dead letters", "Publish and store errors", "Dead letters and errors")
 def test_pipeline_dead_letters_and_errors(run, dash):
     assert one(dash.run(PH, "Dead letters", run.start_ms, run.end_ms)) == len(JUNK)
@@ -511,6 +527,7 @@ def test_pipeline_dead_letters_and_errors(run, dash):
     assert sum(row["deadletters"] + row["errors"] for row in over_time[records.STAMP]) == 0
 
 
+@pytest.mark.srv6
 @shows(PH, "Processors")
 def test_pipeline_processors(run, dash):
     processors = dash.run(PH, "Processors", run.start_ms, run.end_ms)
@@ -523,6 +540,7 @@ def test_pipeline_processors(run, dash):
         assert row["deadletters"] == (len(JUNK) if topic == records.COUNTERS else 0)
 
 
+@pytest.mark.srv6
 @shows(PH, "Exporter liveness", "Age of the newest record per exporter")
 def test_exporter_liveness(run, dash):
     """Every node that published, with exactly its records; alive, then gone."""

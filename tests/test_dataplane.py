@@ -107,6 +107,7 @@ def _probe_counts(nft: Nft) -> dict[int, int]:
     return out
 
 
+@pytest.mark.srv6
 def test_alternate_marking_end_to_end(lab, nfts):
     f1, f2 = lab.flow("f1"), lab.flow("f2")
     a, b, c, d = lab.scenario.nodes
@@ -170,6 +171,7 @@ def test_alternate_marking_end_to_end(lab, nfts):
         host.close()
 
 
+@pytest.mark.srv6
 def test_reinstall_keeps_counters_and_generation(lab, nfts):
     a = lab.flow("f1").ingress
     flows = [FlowMatch(name, *lab.flow_match(name)) for name in lab.flows]
@@ -267,6 +269,7 @@ def test_build_refuses_existing_namespace():
     _assert_gone(plan)
 
 
+@pytest.mark.srv6
 def test_build_failure_rolls_back(monkeypatch):
     plan = _new_plan()
 
@@ -328,6 +331,7 @@ def test_build_failure_removes_temporary_veths(monkeypatch):
         network.teardown(plan)
 
 
+@pytest.mark.srv6
 def test_teardown_is_idempotent_and_complete():
     plan = _new_plan()
     try:
@@ -340,6 +344,7 @@ def test_teardown_is_idempotent_and_complete():
     assert network.teardown(plan) == []
 
 
+@pytest.mark.srv6
 def test_every_link_end_knows_its_neighbour_permanently(lab):
     """No packet waits for neighbour discovery (which crosses a link's delay element too)."""
     from pyroute2 import IPRoute

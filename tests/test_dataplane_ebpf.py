@@ -104,6 +104,7 @@ def _counts(table: EbpfTable, colour: int) -> dict:
     return {role: r.counts for role, r in table.read_all(colour).items() if r.counts}
 
 
+@pytest.mark.srv6
 def test_counted_at_every_hop_by_colour(lab, tables):
     a, b, c, d = lab.scenario.nodes
     f1 = lab.flow("f1")
@@ -157,6 +158,7 @@ def _dscp_count(nft: Nft) -> int:
     raise AssertionError("no rule")
 
 
+@pytest.mark.srv6
 def test_customer_dscp_arrives_unchanged(lab, tables):
     f1 = lab.flow("f1")
     nft = _dscp_counter(f1.dst_netns, 46)
@@ -192,6 +194,7 @@ def _captured(netns: str, ifname: str, expression: str, send_one) -> bytes:
     return pcap[24 + 16:]  # pcap global header, first record header
 
 
+@pytest.mark.srv6
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
 def test_rfc9343_layout_on_the_wire(lab, tables):
     """The outer header as a transit node receives it, byte by byte, against a hand-built vector."""
@@ -218,6 +221,7 @@ def test_rfc9343_layout_on_the_wire(lab, tables):
     assert socket.inet_ntop(socket.AF_INET6, inner[24:40]) == f1.dst_addr
 
 
+@pytest.mark.srv6
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
 def test_a_flow_not_monitored_crosses_the_path_unmarked(lab, tables, request):
     """f2 not monitored at its ingress: its packets cross the transit node unmarked, with the reserved padding
@@ -245,6 +249,7 @@ def test_a_flow_not_monitored_crosses_the_path_unmarked(lab, tables, request):
 UDP_SEGMENT = 103  # linux/udp.h
 
 
+@pytest.mark.srv6
 def test_gso_packets_are_marked_and_counted_at_every_hop(lab, tables, request):
     """UDP GSO: each datagram of 10 segments crosses the path as one packet (GSO across the veths) and is
     marked and counted as one at every point. Only where the route reserves the octets:
@@ -268,6 +273,7 @@ def test_gso_packets_are_marked_and_counted_at_every_hop(lab, tables, request):
         assert _counts(tables[node], colour)[role]["f1"][0] - before[node][role]["f1"][0] == 5
 
 
+@pytest.mark.srv6
 def test_tc_hooks_count_alike_and_tcx_takes_their_place(lab, tables):
     """The clsact path (kernels before 6.6) counts exactly as the tcx links do; an exporter attaching with tcx
     where a tc filter of srv6pm's is left (an upgrade) deletes it first: no packet is counted twice."""
@@ -299,6 +305,7 @@ def test_tc_hooks_count_alike_and_tcx_takes_their_place(lab, tables):
         old.close()
 
 
+@pytest.mark.srv6
 def test_restart_keeps_counters_and_generation(lab, tables):
     a = lab.scenario.nodes[0]
     f1 = lab.flow("f1")
@@ -317,6 +324,7 @@ def test_restart_keeps_counters_and_generation(lab, tables):
         again.close()
 
 
+@pytest.mark.srv6
 def test_flows_change_one_by_one(lab):
     """Adding and removing flows keeps the others' counters; a removed flow's counters are gone."""
     node = lab.scenario.nodes[1]

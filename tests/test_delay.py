@@ -545,6 +545,7 @@ class Capture:
         self.sock.close()
 
 
+@pytest.mark.srv6
 @pytest.mark.netns
 @pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 def test_srv6_encapsulated_flow_is_delayed_at_ingress_and_transit():

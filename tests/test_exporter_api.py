@@ -212,6 +212,7 @@ def test_an_empty_exporter_touches_nothing(running, ns):
     assert list(running.stub.ReadCounters(pb.ReadCountersRequest(), timeout=5).counters) == []
 
 
+@pytest.mark.srv6
 def test_applying_everything_twice_changes_nothing_the_second_time(running, ns):
     assert [apply(running.stub, m).changed for m in objects()] == [True] * len(objects())
     before = kernel(ns)
@@ -237,6 +238,7 @@ def test_applying_everything_twice_changes_nothing_the_second_time(running, ns):
     assert state.reflector_status.running and state.reflector_status.reflected >= 3
 
 
+@pytest.mark.srv6
 def test_a_route_removed_behind_the_exporters_back_is_repaired(running, ns):
     p = pb.Policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9"])
     assert apply(running.stub, p).changed
@@ -282,6 +284,7 @@ def test_invalid_refs_name_the_field(running):
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("flow: ")
 
 
+@pytest.mark.srv6
 def test_kernel_refusals_are_failed_precondition_and_change_nothing(running, ns):
     """d0 is down: the kernel refuses routes through it; a source address the node lacks cannot be bound."""
     good = objects()[:2] + [objects()[4]]
@@ -308,6 +311,7 @@ def test_kernel_refusals_are_failed_precondition_and_change_nothing(running, ns)
     assert kernel(ns) == before
 
 
+@pytest.mark.srv6
 def test_conflicts_are_failed_precondition(running, ns):
     assert apply(running.stub, objects()[4]).changed
     error = refused(apply, running.stub, pb.Policy(name="other", destination="fd00:4::/64", segments=["fc00:1::9"]))
@@ -318,6 +322,7 @@ def test_conflicts_are_failed_precondition(running, ns):
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error.details().startswith("source_prefix: ")
 
 
+@pytest.mark.srv6
 def test_a_policy_moved_to_another_destination_leaves_no_old_route(running, ns):
     assert apply(running.stub, objects()[4]).changed
     moved = pb.Policy(name="p1", destination="fd00:6::/64", segments=["fc00:1::9"])
@@ -428,6 +433,7 @@ def test_stamp_session_and_reflector_stop(running):
     assert intent_of(state) == [] and not state.session_status and not state.HasField("reflector_status")
 
 
+@pytest.mark.srv6
 def test_a_restarted_exporter_has_a_new_boot_id_and_the_same_state(ns, broker, tmp_path):
     first = Running(ns, broker, state_file=tmp_path / "state.json")
     try:
@@ -451,6 +457,7 @@ def test_a_restarted_exporter_has_a_new_boot_id_and_the_same_state(ns, broker, t
         second.stop()
 
 
+@pytest.mark.srv6
 def test_a_persisted_object_that_no_longer_applies_is_dropped(ns, broker, tmp_path):
     first = Running(ns, broker, state_file=tmp_path / "state.json")
     try:
@@ -485,6 +492,7 @@ def test_config_file_flows_are_applied_through_the_api_path(ns, broker):
         r.stop()
 
 
+@pytest.mark.srv6
 def test_the_command_serves_the_api_and_refuses_to_start_without_a_security_choice(ns, broker, tmp_path):
     cfg = tmp_path / "n1.yaml"
     cfg.write_text(f"node: n1\nnetns: {ns}\nperiod: 1\n")

@@ -50,6 +50,7 @@ def running(ns, broker, tmp_path):  # noqa: F811
     r.stop()
 
 
+@pytest.mark.srv6
 def test_a_batch_is_answered_per_object_in_order(running, ns):  # noqa: F811
     twin = pb.FlowMonitor(flow="twin", role=pb.ROLE_INGRESS, source_prefix="fd01::1",
                           destination_prefix="fd00:0:3::/64")  # f3's match
@@ -113,6 +114,7 @@ def test_one_more_flow_costs_one_small_transaction_and_one_row(running, ns, tmp_
         assert check.execute("SELECT count(*) FROM objects WHERE kind = 'flows'").fetchone() == (2000,)
 
 
+@pytest.mark.srv6
 def test_the_json_intent_of_earlier_versions_is_migrated_once(ns, broker, tmp_path):  # noqa: F811
     legacy = tmp_path / "state.json.intent.json"
     legacy.write_text(json.dumps({"v": 1, "local_sids": [{"sid": "fcff:1::1", "behavior": "SID_BEHAVIOR_END"}],
@@ -161,6 +163,7 @@ def test_ebpf_one_flow_is_a_few_map_updates_at_any_count(ns, broker, tmp_path): 
         bpf.unpin(ebpf.pin_dir(node))
 
 
+@pytest.mark.srv6
 def test_a_batch_of_policies_is_answered_as_one_call_each_with_the_routes_in_bulk(running, ns):  # noqa: F811
     """Policies in a batch: the new ones' routes are sent in bulk, not one request each, and every item gets the
     answer of its own ApplyPolicy: applied, already applied, replaced, moved, refused by the kernel (nothing

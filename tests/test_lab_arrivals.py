@@ -17,7 +17,7 @@ from srv6pm.lab import arrivals, network, scenario, topology
 from srv6pm.lab.traffic import open_socket
 
 _REASON = skip_reason()
-pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+pytestmark = [pytest.mark.srv6, pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
 
 
 @pytest.fixture(scope="module")

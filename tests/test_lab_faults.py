@@ -24,6 +24,7 @@ from srv6pm.netns import exists
 from test_lab_e2e import PERIOD, collect, drop_window, have_through, running_lab, start_drops
 
 pytestmark = [
+    pytest.mark.srv6,
     pytest.mark.netns,
     pytest.mark.services,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)"),

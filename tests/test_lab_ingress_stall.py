@@ -21,6 +21,7 @@ from test_lab_e2e import PERIOD, by_flow_period, collect, complete_periods
 from test_lab_e2e import lab  # noqa: F401  (the running-lab fixture)
 
 pytestmark = [
+    pytest.mark.srv6,
     pytest.mark.netns,
     pytest.mark.services,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)"),

@@ -205,6 +205,7 @@ def _start_and_kill(scenario: Path) -> list[Path]:
     return left
 
 
+@pytest.mark.srv6
 @pytest.mark.netns
 @needs_root
 def test_what_a_killed_lab_leaves_is_removed_by_the_next_lab_and_by_lab_clean(tmp_path):

@@ -25,6 +25,7 @@ from srv6pm.lab.runner import EventReader, Lab
 from srv6pm.netns import exists
 
 pytestmark = [
+    pytest.mark.srv6,
     pytest.mark.netns,
     pytest.mark.services,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)"),

@@ -76,6 +76,7 @@ def _run(argv: list[str]) -> str:
     return done.stdout
 
 
+@pytest.mark.srv6
 def test_the_demo_s_lost_packets_equal_the_drop_counter():
     before, after = demo_commands()
     proc = subprocess.Popen([sys.executable, "-m", "srv6pm", "lab", "run", "scenarios/example.yaml", "--json",

@@ -84,6 +84,7 @@ SIDS = [
 ]
 
 
+@pytest.mark.srv6
 def test_local_sids_of_each_behaviour_are_applied_idempotently_and_removed(ns, routes):
     for s in SIDS:
         assert routes.apply_local_sid(s) is True
@@ -105,6 +106,7 @@ def test_local_sids_of_each_behaviour_are_applied_idempotently_and_removed(ns, r
     assert routes.dump() == []
 
 
+@pytest.mark.srv6
 def test_policy_segments_are_in_path_order_and_the_device_is_looked_up(routes):
     p = policy(name="p1", destination="fd00:4::/64", segments=["fcff:2::1", "fcff:3::1", "fc00:1::9"])
     with pytest.raises(RouteError, match="route lookup towards fcff:2::1: Network is unreachable"):
@@ -136,6 +138,7 @@ def kernel_srh(ns: str, dst: str) -> bytes:
         return t.call(srh)
 
 
+@pytest.mark.srv6
 def test_reserved_policies_end_their_srh_in_the_padn_and_switching_replaces_them(ns):
     """With ``reserve`` (the eBPF data plane) an encap policy's SRH ends in 8 octets of padding, two PadN TLVs (RFC 8754 2.1.1),
     Hdr Ext Len counting it; it is part of the route read back, so applying again changes nothing, and the same
@@ -162,6 +165,7 @@ def test_reserved_policies_end_their_srh_in_the_padn_and_switching_replaces_them
         assert routes.policy_route("fd00:4::/64")["encap"]["tlvs"] == "0402000004020000"
 
 
+@pytest.mark.srv6
 def test_a_changed_policy_replaces_its_route_in_one_request(ns, routes):
     """The kernel announces one RTM_NEWROUTE for the replace and no RTM_DELROUTE: never neither route."""
     p = policy(name="p1", destination="fd00:4::/64", segments=["fc00:1::9", "fcff:3::1"])
@@ -189,6 +193,7 @@ def test_a_changed_policy_replaces_its_route_in_one_request(ns, routes):
     assert [r["dst"] for r in routes.dump()] == ["fd00:4::/64"]
 
 
+@pytest.mark.srv6
 def test_a_changed_sid_is_replaced(routes):
     assert routes.apply_local_sid(sid(sid="fcff:1::4", behavior=pb.SID_BEHAVIOR_END)) is True
     assert routes.apply_local_sid(SIDS[3]) is True
@@ -196,6 +201,7 @@ def test_a_changed_sid_is_replaced(routes):
     assert len(routes.dump()) == 1
 
 
+@pytest.mark.srv6
 def test_kernel_refusal_carries_the_kernels_reason_and_changes_nothing(ns, routes):
     """d0 exists but is down: the kernel refuses routes through it (ENETDOWN); that is not our validation."""
     assert routes.apply_local_sid(SIDS[3]) is True
@@ -233,6 +239,7 @@ def _in_ns(ns: str, fn):
         return t.call(run)
 
 
+@pytest.mark.srv6
 def test_only_routes_to_exactly_the_prefix_in_table_main_count_among_many_others(ns, routes):
     """Thousands of unrelated routes (a dump of several parts), a more specific route, the same prefix in
     another table: none of them is taken for the policy's route, and none blocks it."""
@@ -256,6 +263,7 @@ def test_only_routes_to_exactly_the_prefix_in_table_main_count_among_many_others
     assert routes.dump() == []
 
 
+@pytest.mark.srv6
 def test_a_route_of_others_with_another_metric_to_the_same_prefix_is_seen(ns, routes):
     """The kernel keeps routes to one prefix with different metrics side by side; srv6pm's (metric 1024)
     comes first in a lookup, yet the other one still blocks changing or re-applying the policy."""
@@ -270,6 +278,7 @@ def test_a_route_of_others_with_another_metric_to_the_same_prefix_is_seen(ns, ro
     assert routes.policy_route("fd00:4::/64")["encap"]["segs"] == ["fc00:1::9"]  # srv6pm's is still read
 
 
+@pytest.mark.srv6
 def test_a_batch_reads_table_main_once_and_answers_as_one_call_each(ns, routes):
     """Within Routes.batch(): 300 new policies among 3,000 unrelated routes read table main once (not once each:
     quadratic at 10,000 policies); a prefix changed in the batch is asked of the kernel again, so applying it
@@ -322,6 +331,7 @@ def test_the_bulk_route_requests_are_the_bytes_pyroute2_sends():
         compiler.close()
 
 
+@pytest.mark.srv6
 def test_policies_applied_in_bulk_answer_each_as_one_call_would(ns, routes):
     """apply_policies: 300 new policies go in sends of _BULK requests, not one each; every policy gets the answer
     apply_policy gives (True, False, or the RouteError with the kernel's reason), a refused one changes nothing and
@@ -362,6 +372,7 @@ def test_policies_applied_in_bulk_answer_each_as_one_call_would(ns, routes):
         "type": "seg6", "mode": "inline", "segs": ["fc00:1::9", "fcff:3::1"]}}
 
 
+@pytest.mark.srv6
 def test_policies_whose_acknowledgements_are_lost_are_answered_from_the_kernel(ns, routes):
     """A receive buffer too small for a send's acknowledgements (ENOBUFS): what the kernel then holds answers for
     the policies whose acknowledgement was dropped, so each is still answered as made."""
@@ -379,6 +390,7 @@ def test_policies_whose_acknowledgements_are_lost_are_answered_from_the_kernel(n
     assert len(routes.dump()) == 127
 
 
+@pytest.mark.srv6
 def test_policies_the_kernel_has_no_memory_for_yet_are_sent_again(ns, routes):
     """A burst of seg6 routes can exhaust the per-CPU memory the kernel has ready (ENOMEM until its allocator's
     worker makes more): apply_policies sends those again after a pause, so they are made in the same call; one

@@ -42,7 +42,7 @@ from srv6pm.stamp.sender import Sender, SenderConfig
 
 
 _REASON = skip_reason()
-pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+pytestmark = [pytest.mark.srv6, pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
 PORT = 862
