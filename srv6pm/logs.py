@@ -79,10 +79,19 @@ class CloseRace(logging.Filter):
       rebalance callback; the task is cancelled all the same;
     - "Error receiving network data closing socket" when the socket is already gone (``AttributeError``
       on ``None``'s ``recv``; logger ``kafka.net.transport``): the loop read a connection that the
-      closing thread had just closed (seen at a processor's SIGINT)."""
+      closing thread had just closed (seen at a processor's SIGINT).
+
+    And "Error sending request data: [Errno 32] Broken pipe" (logger ``kafka.net.transport``) keeps its one
+    line but loses its traceback: the connection was ended under a send, by the closing thread (seen at a
+    processor's SIGINT) or by the broker; the line says which connection, and the traceback only where
+    in kafka-python."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BrokenPipeError):
+            if str(record.msg).endswith("Error sending request data: %s"):
+                record.exc_info = record.exc_text = None
+            return True
         if isinstance(exc, ValueError):
             return not (record.msg == "Error closing coroutine for cancelled task"
                         and "generator already executing" in str(exc))

@@ -87,8 +87,19 @@ def test_kafka_pythons_close_race_is_left_out_below_vvv_and_its_other_errors_are
         except AttributeError:
             transport.exception("%s: Error receiving network data closing socket", "<conn>")
         assert "Error receiving network data" in capsys.readouterr().err
+
+        def broken_pipe() -> None:  # the connection ended under a send: kafka-python logs it with its traceback
+            try:
+                raise BrokenPipeError(32, "Broken pipe")
+            except BrokenPipeError as e:
+                transport.exception("%s: Error sending request data: %s", "<conn>", e)
+        broken_pipe()
+        err = capsys.readouterr().err
+        assert "<conn>: Error sending request data: [Errno 32] Broken pipe" in err and "Traceback" not in err
         logs.setup(verbosity=3)
         emit(ValueError("generator already executing"))
         assert "generator already executing" in capsys.readouterr().err
+        broken_pipe()
+        assert "Traceback" in capsys.readouterr().err
     finally:
         logs.setup(verbosity=0)
