@@ -22,9 +22,9 @@ import errno
 import os
 import threading
 
-__all__ = ["NO_SRV6", "Srv6Unavailable", "check", "explain", "missing"]
-
 from srv6pm.errors import UnavailableError
+
+__all__ = ["NO_SRV6", "Srv6Unavailable", "check", "explain", "missing"]
 
 NO_SRV6 = ("this kernel has no SRv6 routes: encap seg6 and encap seg6local need a kernel built with "
            "CONFIG_IPV6_SEG6_LWTUNNEL")
