@@ -75,7 +75,7 @@ import uuid
 from itertools import repeat
 from typing import TYPE_CHECKING, Iterable
 
-from srv6pm import metrics, records
+from srv6pm import metrics, records, srv6
 from srv6pm.clock import PeriodClock
 from srv6pm.config import KafkaSettings
 from srv6pm.errors import UnavailableError
@@ -336,6 +336,10 @@ class Exporter:
         from . import api
         if self.config.dataplane == "ebpf":
             self._check_ebpf()
+        no_srv6 = srv6.missing()
+        if no_srv6 is not None:  # it still counts and publishes; only its routes cannot be made
+            log.warning("this kernel makes no SRv6 routes: every local SID and policy will be refused",
+                        extra={"node": self.config.node, "reason": no_srv6})
         self.outbox.start()
         node = api.Node(self)
         restored = self.intent.load()

@@ -116,3 +116,39 @@ def test_the_exporter_s_routes_name_the_missing_kernel_option():
             assert isinstance(answers[0], RouteError) and str(answers[0]).endswith(f": {srv6.missing()}")
     finally:
         pr_netns.remove(ns)
+
+
+@needs_root
+@pytest.mark.parametrize("kernel", ["without SRv6", "as it is"])
+def test_an_exporter_says_at_start_that_the_kernel_makes_no_srv6_routes(kernel, monkeypatch, tmp_path, caplog):
+    """An exporter still counts and publishes on such a kernel, so it starts; its first words say that every
+    local SID and policy will be refused, and why. Where the kernel has SRv6, it says nothing of it."""
+    import logging
+
+    from pyroute2 import netns as pr_netns
+
+    from srv6pm.config import KafkaSettings
+    from srv6pm.exporter.config import parse
+    from srv6pm.exporter.service import Exporter
+    from srv6pm.ports import free_port
+    if kernel == "without SRv6":
+        monkeypatch.setattr(srv6, "_answer", [f"{srv6.NO_SRV6} (the kernel answered: Operation not supported)"])
+    ns = "ex" + secrets.token_hex(4)
+    pr_netns.create(ns)
+    try:
+        config = parse(f"node: n1\nnetns: {ns}\nperiod: 1\ndataplane: nftables\nstate_file: {tmp_path}/state.json\n")
+        exporter = Exporter(config, KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}"), publish_timeout_ms=500)
+        with caplog.at_level(logging.WARNING, logger="srv6pm.exporter"):
+            try:
+                exporter.start()
+            finally:
+                exporter.close()
+        said = [r for r in caplog.records if "SRv6" in r.getMessage()]
+        if srv6.missing() is None:
+            assert said == []
+        else:
+            assert [(r.getMessage(), r.node, r.reason) for r in said] == [  # type: ignore[attr-defined]
+                ("this kernel makes no SRv6 routes: every local SID and policy will be refused", "n1",
+                 srv6.missing())]
+    finally:
+        pr_netns.remove(ns)
