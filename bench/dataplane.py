@@ -82,7 +82,7 @@ from typing import Callable
 
 from flood import Batch, frame_socket, pin, steer
 
-from srv6pm import bpf
+from srv6pm import bpf, srv6
 from srv6pm import netns as nsutil
 from srv6pm.exporter import ebpf
 from srv6pm.exporter.dataplane import CountingTable, FlowMatch
@@ -751,6 +751,10 @@ def main(argv: list[str] | None = None) -> int:
         bpf.check_support(ebpf.OBJECT)
     except bpf.BpfError as exc:
         print(f"bench/dataplane.py: {exc}", file=sys.stderr)
+        return 1
+    no_srv6 = srv6.missing()
+    if no_srv6 is not None:  # every setting forwards by seg6 routes
+        print(f"bench/dataplane.py: {no_srv6}", file=sys.stderr)
         return 1
     if (os.cpu_count() or 1) < 2:
         print("bench/dataplane.py: one CPU only: the sender and the node under test share it", file=sys.stderr)

@@ -41,6 +41,8 @@ import threading
 import time
 from pathlib import Path
 
+from srv6pm import srv6
+
 NODES = ["m1", "m2", "m3", "m4"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,6 +135,10 @@ def main() -> int:
     if args.write_scenario:
         Path(args.write_scenario[1]).write_text(scenario(int(args.write_scenario[0]), args.rate))
         return 0
+    no_srv6 = srv6.missing()
+    if no_srv6 is not None:  # every run is a lab, and a lab's flows are SRv6 routes
+        print(f"bench/lab_scale.py: {no_srv6}", file=sys.stderr)
+        return 1
     base = run(args.baseline, args.rate, args.seconds)
     rows = [base]
     for n in (int(x) for x in args.flows.split(",")):
