@@ -105,60 +105,92 @@ _STRAY_ROUNDS = 4  # a stray's child is found in the next round, once the stray 
 
 
 def stop_strays(wait_s: float = 2.0) -> list[int]:
-    """Kill (SIGKILL) every process whose environment's ``SRV6PM_LAB_OWNER`` names a process no longer running
-    (nor this one); the pids killed.
+    """Kill (SIGKILL) every process whose environment's ``SRV6PM_LAB_OWNER`` names a process no longer running;
+    the pids killed. Never raises.
 
-    Each is signalled through a pidfd opened before its marker is read, so a pid reused meanwhile is never
-    signalled; each round waits up to ``wait_s`` for the processes it killed to end, then looks again (their
-    own children's owner is gone now). Processes this one may not read (another user's) are left alone.
+    Only processes of this process's pid namespace are looked at (a pid and a start time name a process in
+    their own namespace: a lab in a container is its own), and never this process or its ancestors. Each
+    is signalled through a pidfd opened before its marker is read, so a pid reused meanwhile is never
+    signalled; each round waits up to ``wait_s`` for the processes it killed to end, then looks again
+    (their own children's owner is gone now). Processes this one may not read (another user's) are left
+    alone; a process is signalled once, however long it takes to end.
     """
     killed: list[int] = []
+    signalled: set[tuple[int, int]] = set()  # (pid, start time)
+    spared = _self_and_ancestors()
     for _ in range(_STRAY_ROUNDS):
-        ended = _kill_strays()
-        if not ended:
-            break
-        killed += ended.values()
-        poller = select.poll()
-        for fd in ended:
-            poller.register(fd, select.POLLIN)
-        deadline = time.monotonic() + wait_s
+        ended: dict[int, int] = {}  # pidfd -> pid
         try:
-            waiting = len(ended)
-            while waiting and (left := deadline - time.monotonic()) > 0:
-                for fd, _event in poller.poll(left * 1000):
-                    poller.unregister(fd)
-                    waiting -= 1
+            _kill_strays(spared, signalled, ended)
+            killed += ended.values()
+            _wait_ended(list(ended), wait_s)
         finally:
             for fd in ended:
                 os.close(fd)
+        if not ended:
+            break
     return killed
 
 
-def _kill_strays() -> dict[int, int]:
-    """One round of :func:`stop_strays`: pidfd -> pid of each process killed."""
-    ended: dict[int, int] = {}
-    me = os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+def _kill_strays(spared: set[int], signalled: set[tuple[int, int]], ended: dict[int, int]) -> None:
+    """One round of :func:`stop_strays`: each process killed is added to ``ended`` (its pidfd -> its pid)."""
+    try:
+        own_ns = os.stat("/proc/self/ns/pid").st_ino
+        entries = [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError as exc:
+        log.warning("cannot look for the processes of dead labs", extra={"error": str(exc)})
+        return
+    for pid in entries:
+        if pid in spared:
             continue
-        pid = int(entry.name)
         try:
             fd = os.pidfd_open(pid)
         except OSError:  # gone meanwhile
             continue
-        owner = _marked_owner(pid)
-        if owner is None or owner_alive(owner) or start_time(pid) is None:
-            os.close(fd)
-            continue
         try:
+            start = start_time(pid)
+            if start is None or (pid, start) in signalled or os.stat(f"/proc/{pid}/ns/pid").st_ino != own_ns:
+                raise _Spared
+            owner = _marked_owner(pid)
+            if owner is None or owner_alive(owner):
+                raise _Spared
             signal.pidfd_send_signal(fd, signal.SIGKILL)
-        except OSError:
+        except (_Spared, OSError):
             os.close(fd)
             continue
+        signalled.add((pid, start))
         ended[fd] = pid
         log.info("killed a process a dead lab left running",
                  extra={"pid": pid, "owner": owner["pid"], "argv": _argv(pid)})
-    return ended
+
+
+class _Spared(Exception):
+    """Not a stray (or no longer there)."""
+
+
+def _wait_ended(fds: list[int], wait_s: float) -> None:
+    """Wait up to ``wait_s`` until every process of the pidfds ``fds`` has ended."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    waiting, deadline = len(fds), time.monotonic() + wait_s
+    while waiting and (left := deadline - time.monotonic()) > 0:
+        for fd, _event in poller.poll(left * 1000):
+            poller.unregister(fd)
+            waiting -= 1
+
+
+def _self_and_ancestors() -> set[int]:
+    """This process's pid and its ancestors' (from ``PPid`` in ``/proc/PID/status``)."""
+    out, pid = set(), os.getpid()
+    while pid > 0 and pid not in out:
+        out.add(pid)
+        try:
+            status = Path(f"/proc/{pid}/status").read_bytes()
+            pid = int(status.split(b"\nPPid:", 1)[1].split(None, 1)[0])
+        except (OSError, IndexError, ValueError):
+            break
+    return out
 
 
 _MARK = OWNER_ENV.encode() + b"="

@@ -59,17 +59,27 @@ def test_a_reused_pid_is_not_the_owner(tmp_path):
     assert leftovers.sweep(tmp_path) == [stale]
 
 
-# An owner (a lab, as far as the sweep can tell) that starts, through ChildProcess, a child and its grandchild
-# that both ignore the SIGTERM they get when their parent dies; it prints both pids, then waits to be killed.
-_OWNER = """
+# An owner (a lab, as far as the sweep can tell) that starts, through ChildProcess, a child that starts a
+# grandchild the same way (its marker names the child) and one by plain Popen (its marker, inherited, names
+# the owner); all three ignore the SIGTERM they get when their parent dies. It prints the three pids.
+_STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(600)"
+_CHILD = f"""
+import signal, subprocess, sys, time
+from srv6pm.lab.emulators.launcher import ChildProcess
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+kid = ChildProcess("kid", [sys.executable, "-c", {_STUBBORN!r}])
+kid.start()
+plain = subprocess.Popen([sys.executable, "-c", {_STUBBORN!r}], stdout=subprocess.PIPE)
+plain.stdout.readline()
+while not kid.output_tail():
+    time.sleep(0.01)
+print(kid.pid, plain.pid, flush=True)
+time.sleep(600)
+"""
+_OWNER = f"""
 import sys, time
 from srv6pm.lab.emulators.launcher import ChildProcess
-stubborn = (
-    "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-    "kid = subprocess.Popen([sys.executable, '-c', "
-    "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(600)'], "
-    "stdout=subprocess.PIPE); kid.stdout.readline(); print(kid.pid, flush=True); time.sleep(600)")
-child = ChildProcess("stubborn", [sys.executable, "-c", stubborn])
+child = ChildProcess("stubborn", [sys.executable, "-c", {_CHILD!r}])
 child.start()
 while not child.output_tail():
     time.sleep(0.01)
@@ -83,9 +93,10 @@ def _running(pid: int) -> bool:
 
 
 def test_processes_a_dead_lab_left_running_are_killed_a_live_lab_s_are_not(tmp_path):
-    """A child that outlives its owner (ignores the PDEATHSIG SIGTERM) is killed by the sweep, and so is the
-    child it started (it has the marker by inheritance, and ignores the signal too); while the owner runs,
-    the sweep leaves both alone."""
+    """A child that outlives its owner (ignores the PDEATHSIG SIGTERM) is killed by the sweep, and so are the
+    children it started: the one whose marker names the owner at once, the one whose marker names the child
+    once the child is gone (later in the same scan, or in the next round). While the owner runs, the sweep leaves all three alone.
+    (The sweep looks at the whole machine: the assertions are on this test's processes only.)"""
     owner = subprocess.Popen([sys.executable, "-c", _OWNER], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     pids: list[int] = []
     try:
@@ -93,17 +104,19 @@ def test_processes_a_dead_lab_left_running_are_killed_a_live_lab_s_are_not(tmp_p
         ready, _, _ = select.select([owner.stdout], [], [], 30)
         assert ready, "the owner did not start its child"
         pids = [int(p) for p in owner.stdout.readline().split()]
-        assert len(pids) == 2 and all(map(_running, pids))
-        assert leftovers.stop_strays() == [] and all(map(_running, pids))  # their owner runs: not strays
+        assert len(pids) == 3 and all(map(_running, pids))
+        assert not set(leftovers.stop_strays()) & set(pids) and all(map(_running, pids))  # their owner runs
         leftovers.sweep(tmp_path)
         assert all(map(_running, pids))
 
         owner.kill()
         owner.wait()
         time.sleep(0.5)
-        assert all(map(_running, pids)), "both ignore SIGTERM: they outlive their owner"
-        leftovers.sweep(tmp_path)
+        assert all(map(_running, pids)), "all three ignore SIGTERM: they outlive their owner"
+        killed = leftovers.stop_strays()
+        assert set(pids) <= set(killed) and len(killed) == len(set(killed))  # each once
         assert not any(map(_running, pids))
+        leftovers.sweep(tmp_path)
     finally:
         if owner.poll() is None:
             owner.kill()
@@ -124,7 +137,8 @@ def test_a_process_without_a_well_formed_marker_is_never_killed(tmp_path):
                               env={**os.environ, "SRV6PM_LAB_OWNER": f"{dead}:1"})
     try:
         time.sleep(0.3)  # each has exec'd python (its environment is the one given)
-        assert leftovers.stop_strays() == [marked.pid]
+        killed = leftovers.stop_strays()
+        assert marked.pid in killed and not {p.pid for p in procs} & set(killed)
         assert marked.wait(5) == -signal.SIGKILL
         assert all(p.poll() is None for p in procs)
     finally:
@@ -132,6 +146,43 @@ def test_a_process_without_a_well_formed_marker_is_never_killed(tmp_path):
             if p.poll() is None:
                 p.kill()
             p.wait()
+
+
+def test_a_process_name_that_is_not_utf_8_is_read_all_the_same():
+    """/proc/PID/stat holds the name as bytes, cut at 15 of them (here in the middle of a character)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import ctypes, sys, time; "
+                             "ctypes.CDLL(None).prctl(15, b'abcdefghijklmn\\xc3', 0, 0, 0); print(1, flush=True); "
+                             "time.sleep(600)"], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"1\n"
+        assert Path(f"/proc/{proc.pid}/comm").read_bytes() == b"abcdefghijklmn\xc3\n"
+        assert isinstance(start_time(proc.pid), int)
+        assert proc.pid not in leftovers.stop_strays()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@needs_root
+def test_a_process_of_another_pid_namespace_is_never_killed():
+    """A marker's pid and start time name a process of the marked one's own pid namespace (a lab in a
+    container is its own): seen from outside, its owner's pid is another process or none, so such a process
+    is left alone, however dead its owner looks from here."""
+    dead = _dead_pid()
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "env", f"SRV6PM_LAB_OWNER={dead}:1", sys.executable,
+                              "-c", "import time; print(1, flush=True); time.sleep(600)"], stdout=subprocess.PIPE)
+    inner = None
+    try:
+        assert outer.stdout is not None and outer.stdout.readline() == b"1\n"
+        inner = int(Path(f"/proc/{outer.pid}/task/{outer.pid}/children").read_text().split()[0])
+        assert os.stat(f"/proc/{inner}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
+        assert inner not in leftovers.stop_strays()
+        assert _running(inner)
+    finally:
+        outer.kill()
+        outer.wait()
+        if inner is not None and _running(inner):
+            os.kill(inner, signal.SIGKILL)
 
 
 @pytest.mark.netns

@@ -463,11 +463,11 @@ def start_time(pid: int) -> int | None:
     """The start time of process ``pid`` in clock ticks since boot, or None if there is no such process (or
     only its zombie: it has exited)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()  # the name may be any bytes, cut mid-character
+        fields = stat.rsplit(b")", 1)[1].split()  # from field 3 on; the name before ")" may hold spaces
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])  # field 3, the state; field 22
+    except (OSError, IndexError, ValueError):
         return None
-    fields = stat.rsplit(")", 1)[1].split()  # from field 3 on; the name before ")" may hold spaces
-    return None if fields[0] in ("Z", "X") else int(fields[19])  # field 3, the state; field 22
 
 
 def owner_mark() -> str:
