@@ -10,8 +10,8 @@ nothing of the cause.
 :func:`missing` finds out, once per process, by adding one route of each kind in a
 network namespace of its own: a thread unshares its network namespace, so
 nothing is named and nothing is left behind when it ends. It needs root (as
-every route does); where it cannot ask (not root), it answers None and the
-routes' own errors tell. :data:`NO_SRV6` is the wording; :func:`explain` gives it
+every route does); where it cannot ask (not root, or the thread did not get a
+namespace of its own), it answers None and the routes' own errors tell. :data:`NO_SRV6` is the wording; :func:`explain` gives it
 for a route the kernel refused that way.
 """
 
@@ -30,9 +30,10 @@ NO_SRV6 = ("this kernel has no SRv6 routes: encap seg6 and encap seg6local need 
            "CONFIG_IPV6_SEG6_LWTUNNEL")
 _CLONE_NEWNET = 0x40000000
 _LOOPBACK = 1  # the ifindex of lo in a new namespace
+_IFF_UP = 0x1
 
 _lock = threading.Lock()
-_answer: list[str | None] = []  # [the answer] once asked
+_answer: list[tuple[str, str | None]] = []  # once asked: ("present" | "missing" | "unknown", the reason)
 
 
 class Srv6Unavailable(UnavailableError, RuntimeError):
@@ -42,9 +43,14 @@ class Srv6Unavailable(UnavailableError, RuntimeError):
 def missing() -> str | None:
     """Why this kernel cannot make SRv6 routes (:data:`NO_SRV6` and the kernel's answer), or None: it can,
     or it could not be asked (not root). Asked once per process."""
+    return _asked()[1]
+
+
+def _asked() -> tuple[str, str | None]:
+    """(what the probe found: ``present``, ``missing`` or ``unknown``, the reason when missing); asked once."""
     with _lock:
         if not _answer:
-            out: list[str | None] = [None]
+            out: list[tuple[str, str | None]] = [("unknown", None)]
             thread = threading.Thread(target=_probe, args=(out,), name="srv6pm-srv6-probe", daemon=True)
             thread.start()
             thread.join()
@@ -65,25 +71,32 @@ def explain(code: int) -> str | None:
     return missing() if code == errno.EOPNOTSUPP else None
 
 
-def _probe(out: list[str | None]) -> None:
-    """In this thread only: a new network namespace, lo up, then one seg6local and one seg6 route on lo."""
+def _probe(out: list[tuple[str, str | None]]) -> None:
+    """In this thread only: a new network namespace, lo up, then one seg6local and one seg6 route on lo.
+
+    Nothing is asked unless the thread is in a namespace of its own (its namespace changed at ``unshare``,
+    and its lo is still down, as in every new one: the namespace it came from is never touched)."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNET) != 0:  # not root: cannot tell
-        return
     try:
+        before = os.stat("/proc/thread-self/ns/net").st_ino
+        if ctypes.CDLL(None, use_errno=True).unshare(_CLONE_NEWNET) != 0:  # not root: cannot tell
+            return
+        if os.stat("/proc/thread-self/ns/net").st_ino == before:
+            return
         with IPRoute() as ipr:
-            if [link.get("index") for link in ipr.get_links()] != [_LOOPBACK]:  # not the new namespace: ask nothing
-                return
+            lo = ipr.get_links(_LOOPBACK)
+            if not lo or lo[0].get_attr("IFLA_IFNAME") != "lo" or lo[0]["flags"] & _IFF_UP:
+                return  # not a new namespace's lo
             ipr.link("set", index=_LOOPBACK, state="up")
             ipr.route("add", dst="fc00::1/128", oif=_LOOPBACK, encap={"type": "seg6local", "action": "End"})
             ipr.route("add", dst="fc00::2/128", oif=_LOOPBACK,
                       encap={"type": "seg6", "mode": "encap", "segs": ["fc00::3"]})
+        out[0] = ("present", None)
     except NetlinkError as exc:
         if exc.code == errno.EOPNOTSUPP:
-            out[0] = f"{NO_SRV6} (the kernel answered: {os.strerror(exc.code)}" + (
-                f", {exc.args[1]})" if len(exc.args) > 1 and exc.args[1] != os.strerror(exc.code) else ")")
+            out[0] = ("missing", f"{NO_SRV6} (the kernel answered: {os.strerror(exc.code)}" + (
+                f", {exc.args[1]})" if len(exc.args) > 1 and exc.args[1] != os.strerror(exc.code) else ")"))
     except OSError:  # another failure of the probe itself: the routes' own errors tell
         pass

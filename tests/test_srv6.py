@@ -8,6 +8,7 @@ import errno
 import gzip
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,11 @@ def test_the_probe_agrees_with_the_kernel_s_build_options():
         pytest.skip("the kernel does not show its build options (/proc/config.gz)")
     built = config.get("CONFIG_IPV6_SEG6_LWTUNNEL") == "y"
     reason = srv6.missing()
-    if built:
-        assert reason is None
+    if built:  # the probe made both routes (not: it could not ask)
+        assert srv6._asked() == ("present", None) and reason is None
     else:
         assert reason == f"{srv6.NO_SRV6} (the kernel answered: Operation not supported)"
+        assert srv6._asked() == ("missing", reason)
     assert srv6.missing() is reason  # asked once
 
 
@@ -65,7 +67,7 @@ def test_check_raises_the_reason_where_srv6_is_missing():
 def no_srv6(monkeypatch):
     """This process takes the kernel for one without SRv6 (the probe's answer, replaced)."""
     reason = f"{srv6.NO_SRV6} (the kernel answered: Operation not supported)"
-    monkeypatch.setattr(srv6, "_answer", [reason])
+    monkeypatch.setattr(srv6, "_answer", [("missing", reason)])
     return reason
 
 
@@ -78,12 +80,13 @@ def test_a_lab_on_a_kernel_without_srv6_stops_before_it_builds_anything(no_srv6,
     path = tmp_path / "lab.yaml"
     path.write_text(f"period: 1\nnodes: [{a}, {b}]\nlinks: [[{a}, {b}]]\n"
                     f"flows:\n  - {{name: f1, from: {a}, to: {b}, rate: 5}}\n")
+    folders = set(Path(tempfile.gettempdir()).glob("srv6pm-*"))
     lab = Lab(scenario_mod.load(path))
     with pytest.raises(srv6.Srv6Unavailable) as info:
         lab.start()
     assert str(info.value) == no_srv6
-    assert not exists(a) and not exists(b) and not list(tmp_path.glob("srv6pm-lab-*"))
-    assert lab.workdir is None
+    assert not exists(a) and not exists(b)
+    assert lab.workdir is None and set(Path(tempfile.gettempdir()).glob("srv6pm-*")) == folders  # no lab folder
 
 
 @needs_root
@@ -132,7 +135,8 @@ def test_an_exporter_says_at_start_that_the_kernel_makes_no_srv6_routes(kernel, 
     from srv6pm.exporter.service import Exporter
     from srv6pm.ports import free_port
     if kernel == "without SRv6":
-        monkeypatch.setattr(srv6, "_answer", [f"{srv6.NO_SRV6} (the kernel answered: Operation not supported)"])
+        reason = f"{srv6.NO_SRV6} (the kernel answered: Operation not supported)"
+        monkeypatch.setattr(srv6, "_answer", [("missing", reason)])
     ns = "ex" + secrets.token_hex(4)
     pr_netns.create(ns)
     try:
