@@ -16,6 +16,7 @@ from netns_support import send, skip_reason, square_plan, wait_for
 from pyroute2 import netns as pr_netns
 
 from srv6pm import netns as nsutil
+from srv6pm import srv6
 from srv6pm.exporter.dataplane import CountingTable, DataplaneError, FlowMatch
 from srv6pm.nft import Nft
 from srv6pm.lab import network, topology
@@ -42,7 +43,7 @@ def _assert_gone(plan: topology.Plan) -> None:
 def lab():
     plan = _new_plan()
     try:
-        network.build(plan)
+        network.build(plan, srv6=srv6.missing() is None)  # the underlay alone where the kernel has no SRv6
         yield plan
     finally:
         network.teardown(plan)
@@ -344,7 +345,6 @@ def test_teardown_is_idempotent_and_complete():
     assert network.teardown(plan) == []
 
 
-@pytest.mark.srv6
 def test_every_link_end_knows_its_neighbour_permanently(lab):
     """No packet waits for neighbour discovery (which crosses a link's delay element too)."""
     from pyroute2 import IPRoute

@@ -25,7 +25,7 @@ from netns_support import skip_reason
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
-from srv6pm import records
+from srv6pm import records, srv6
 from srv6pm.config import KafkaSettings
 from srv6pm.exporter.api import SERVICE_NAME, ServerSettings
 from srv6pm.exporter.config import parse
@@ -492,8 +492,9 @@ def test_config_file_flows_are_applied_through_the_api_path(ns, broker):
         r.stop()
 
 
-@pytest.mark.srv6
 def test_the_command_serves_the_api_and_refuses_to_start_without_a_security_choice(ns, broker, tmp_path):
+    """Where the kernel has no SRv6 routes the local SID is refused, FAILED_PRECONDITION with the reason."""
+    no_srv6 = srv6.missing()
     cfg = tmp_path / "n1.yaml"
     cfg.write_text(f"node: n1\nnetns: {ns}\nperiod: 1\n")
     base = [sys.executable, "-m", "srv6pm", "exporter", "run", "--config", str(cfg), "--kafka", broker]
@@ -510,8 +511,15 @@ def test_the_command_serves_the_api_and_refuses_to_start_without_a_security_choi
         with grpc.insecure_channel(event["address"]) as channel:
             stub = rpc.NodeExporterStub(channel)
             assert stub.GetInfo(pb.GetInfoRequest(), timeout=5).node == "n1"
-            assert stub.ApplyLocalSid(pb.LocalSid(sid="fcff:1::1", behavior=pb.SID_BEHAVIOR_END), timeout=5).changed
+            sid = pb.LocalSid(sid="fcff:1::1", behavior=pb.SID_BEHAVIOR_END)
+            if no_srv6 is None:
+                assert stub.ApplyLocalSid(sid, timeout=5).changed
+            else:
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.ApplyLocalSid(sid, timeout=5)
+                assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert info.value.details() == f"local SID fcff:1::1 (End dev lo): {no_srv6}"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 143, proc.stderr.read()  # 128 + SIGTERM, after a clean stop
-    assert [r["dst"] for r in kernel(ns)[0]] == ["fcff:1::1/128"]
+    assert [r["dst"] for r in kernel(ns)[0]] == (["fcff:1::1/128"] if no_srv6 is None else [])

@@ -29,6 +29,7 @@ import pytest
 from netns_support import skip_reason
 
 from srv6pm import netns as nsutil
+from srv6pm import srv6
 from srv6pm.nft import Nft
 from srv6pm.exporter.probes import _reply_fields
 from srv6pm.lab import network, scenario, topology
@@ -42,7 +43,7 @@ from srv6pm.stamp.sender import Sender, SenderConfig
 
 
 _REASON = skip_reason()
-pytestmark = [pytest.mark.srv6, pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
 PORT = 862
@@ -65,7 +66,7 @@ def lab():
     plan = topology.plan(scenario.parse(_scenario_text(secrets.token_hex(2)), source="test"))
     nfts: list[Nft] = []
     try:
-        network.build(plan)
+        network.build(plan, srv6=srv6.missing() is None)  # the underlay alone where the kernel has no SRv6
         yield plan, nfts
     finally:
         for nft in nfts:
@@ -155,6 +156,7 @@ def _check_samples(samples, count, kernel_t3=False, kinds=TIMESTAMP_KINDS):
         assert s.timestamps == {"t1": "software-tx", "t2": kinds[0], "t3": kinds[1], "t4": "kernel"}
 
 
+@pytest.mark.srv6
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_stamp_follows_forward_and_return_segment_lists(lab, probes, backend):
     """With either backend; the eBPF one answers every test packet in the kernel (tc on these veths)."""
@@ -200,6 +202,7 @@ def test_without_segments_the_direct_path_is_used(lab, probes):
     assert delta["d"] == {"via_c": 0, "direct": 5} and delta["b"] == {"forward": 0, "backward": 0}
 
 
+@pytest.mark.srv6
 def test_authenticated_over_srv6_and_wrong_key(lab, probes):
     plan, _ = lab
     s = plan.stamp["s1"]
@@ -215,6 +218,7 @@ def test_authenticated_over_srv6_and_wrong_key(lab, probes):
     assert stats.dropped_auth == 4 and stats.reflected == 20
 
 
+@pytest.mark.srv6
 def test_reflector_answers_while_flooded_with_garbage(lab):
     plan, _ = lab
     s = plan.stamp["s1"]
@@ -253,6 +257,7 @@ def test_reflector_answers_while_flooded_with_garbage(lab):
     assert stats.internal_errors == 0 and stats.dropped_auth + stats.dropped_malformed >= sent[0] * 0.9
 
 
+@pytest.mark.srv6
 def test_command_line_sender_in_a_namespace(lab):
     plan, _ = lab
     s = plan.stamp["s1"]
@@ -275,6 +280,7 @@ def _stamp_seq(offset: int, seq: int) -> dict:
                       "right": seq}}
 
 
+@pytest.mark.srv6
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_direct_measurement_tells_forward_from_backward_loss(lab, backend):
     """Router b drops test packet 5 on its way to the reflector and the reply to test packet 8 on its way
