@@ -120,7 +120,6 @@ class Lab:
     def start(self) -> None:
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, SRv6 routes, nftables)")
-        srv6.check()  # before anything is built: every flow's path is SRv6 routes
         self._started = True
         try:
             self._start()
@@ -131,11 +130,13 @@ class Lab:
     def _start(self) -> None:
         stack = self._stack
         leftovers.sweep()  # what killed labs left (their namespaces may be ours)
+        # Refuse before making anything if the namespaces are taken, or if the kernel cannot make the
+        # SRv6 routes every flow's path is.
+        network.check_free(self.plan)
+        srv6.check()
         if self.workdir is None:
             self.workdir = leftovers.owned_tempdir("srv6pm-lab-", self.plan.namespaces, self.scenario.nodes)
             stack.callback(shutil.rmtree, self.workdir, True)
-        # Refuse before starting anything if the namespaces are taken.
-        network.check_free(self.plan)
         if self.kafka is None:
             from .emulators.broker import EmbeddedBroker
             broker = EmbeddedBroker(port=self.kafka_port)

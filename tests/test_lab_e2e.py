@@ -20,7 +20,6 @@ from srv6pm.lab.runner import Lab
 from srv6pm.netns import exists
 
 pytestmark = [
-    pytest.mark.srv6,
     pytest.mark.netns,
     pytest.mark.services,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, SRv6, nftables)"),
@@ -180,6 +179,7 @@ def start_drops(lab):
     return first, DropRule(b, [DropRule.daddr(lab.plan.nodes[c].end_sid), DropRule.encapsulated()])
 
 
+@pytest.mark.srv6
 @BOTH_DATAPLANES
 def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
     clock = PeriodClock(PERIOD)
@@ -226,6 +226,7 @@ def test_loss_equals_the_drop_counter_exactly_and_zero_elsewhere(lab):
         ("loss_ratio", "f1", raised_at, True), ("loss_ratio", "f1", cleared_at, False)]
 
 
+@pytest.mark.srv6
 def test_test_traffic_arrives_with_its_dscp(lab):
     """The scenario's default data plane (ebpf) carries the colour in the outer header's RFC 9343 option:
     each flow's packets reach their destination host with the DSCP they were sent with, and only that one."""
@@ -238,6 +239,7 @@ def test_test_traffic_arrives_with_its_dscp(lab):
     assert arrived["f1"].lines() == [f"f1 arrived dscp 46: {arrived['f1'].total} of {arrived['f1'].total}"]
 
 
+@pytest.mark.srv6
 @BOTH_DATAPLANES
 def test_processor_killed_and_restarted_mid_run_stores_every_period_exactly_once(lab):
     clock = PeriodClock(PERIOD)
@@ -265,6 +267,7 @@ def test_processor_killed_and_restarted_mid_run_stores_every_period_exactly_once
                 (result["tx_packets"], result["rx_packets"], result["lost_packets"], result["complete"])
 
 
+@pytest.mark.srv6
 @BOTH_DATAPLANES
 def test_exporter_restart_never_invents_loss(lab):
     a, b, c, d = lab.nodes
@@ -289,6 +292,7 @@ def test_exporter_restart_never_invents_loss(lab):
     assert not f2_bad, f2_bad
 
 
+@pytest.mark.srv6
 def test_a_drop_at_a_transit_node_is_the_loss_of_the_segment_after_it(lab):
     """eBPF data plane: f1 is counted at a (0), b (1), c (2) and d (3); b drops, so segment b -> c lost them."""
     a, b, c, d = lab.nodes
@@ -334,6 +338,7 @@ def test_lab_refuses_to_start_over_existing_namespaces_and_creates_nothing(free_
         subprocess.run(["ip", "netns", "del", a], check=True)
 
 
+@pytest.mark.srv6
 def test_stamp_test_packets_dropped_on_the_forward_path_are_counted_exactly(lab):
     a, b, c, d = lab.nodes
     clock = PeriodClock(PERIOD)
@@ -373,6 +378,7 @@ def test_stamp_test_packets_dropped_on_the_forward_path_are_counted_exactly(lab)
     assert res["series"][0]["values"][0][1] == dropped
 
 
+@pytest.mark.srv6
 def test_stamp_measures_injected_link_delays_per_direction(free_port):
     p = "e" + uuid.uuid4().hex[:5]
     a, b, c, d = (p + x for x in "abcd")
