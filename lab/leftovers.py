@@ -148,24 +148,28 @@ def _kill_strays(spared: set[int], signalled: set[tuple[int, int]], ended: dict[
         except OSError:  # gone meanwhile
             continue
         try:
-            start = start_time(pid)
-            if start is None or (pid, start) in signalled or os.stat(f"/proc/{pid}/ns/pid").st_ino != own_ns:
-                raise _Spared
-            owner = _marked_owner(pid)
-            if owner is None or owner_alive(owner):
-                raise _Spared
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-        except (_Spared, OSError):
+            stray = _stray(pid, own_ns, signalled)
+            if stray is not None:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:  # gone meanwhile
+            stray = None
+        if stray is None:
             os.close(fd)
             continue
+        start, owner = stray
         signalled.add((pid, start))
         ended[fd] = pid
         log.info("killed a process a dead lab left running",
                  extra={"pid": pid, "owner": owner["pid"], "argv": _argv(pid)})
 
 
-class _Spared(Exception):
-    """Not a stray (or no longer there)."""
+def _stray(pid: int, own_ns: int, signalled: set[tuple[int, int]]) -> tuple[int, dict] | None:
+    """(its start time, the owner its marker names) if process ``pid`` is a stray not yet signalled, else None."""
+    start = start_time(pid)
+    if start is None or (pid, start) in signalled or os.stat(f"/proc/{pid}/ns/pid").st_ino != own_ns:
+        return None
+    owner = _marked_owner(pid)
+    return None if owner is None or owner_alive(owner) else (start, owner)
 
 
 def _wait_ended(fds: list[int], wait_s: float) -> None:
