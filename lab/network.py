@@ -218,11 +218,11 @@ class _Builder:
         with _step(ns, f"adding route {what}"):
             try:
                 self.iproute(ns).route("add", **spec)
-            except NetlinkError as exc:  # an SRv6 route on a kernel without them: say so
+            except NetlinkError as exc:  # an SRv6 route on a kernel without them: the reason is that
                 reason = srv6.explain(exc.code) if "encap" in spec else None
                 if reason is None:
                     raise
-                raise NetworkError(f"{ns}: adding route {what}: {reason}") from exc
+                raise srv6.Srv6Unavailable(reason) from exc
 
     def configure_node(self, node: NodePlan, srv6: bool) -> None:
         ns = node.netns

@@ -43,7 +43,7 @@ from typing import Any, Callable, TypeVar
 
 from srv6pm.errors import OperationError
 
-__all__ = ["NETNS_DIR", "NetnsError", "NetnsThread", "exists", "netns_path"]
+__all__ = ["NETNS_DIR", "NetnsError", "NetnsThread", "exists", "netns_path", "unshare"]
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -66,6 +66,12 @@ def _get_libc():
             _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
             _libc.setns.restype = ctypes.c_int
         return _libc
+
+
+def unshare() -> bool:
+    """Move the calling thread, and only it, into a new network namespace of no name (gone when nothing holds it
+    any more); False if the kernel refuses (not root)."""
+    return _get_libc().unshare(CLONE_NEWNET) == 0
 
 
 def netns_path(name: str) -> str:

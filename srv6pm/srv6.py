@@ -11,26 +11,25 @@ nothing of the cause.
 network namespace of its own: a thread unshares its network namespace, so
 nothing is named and nothing is left behind when it ends. It needs root (as
 every route does); where it cannot ask (not root, or the thread did not get a
-namespace of its own), it answers None and the routes' own errors tell. :data:`NO_SRV6` is the wording; :func:`explain` gives it
-for a route the kernel refused that way.
+namespace of its own), it answers None and the routes' own errors tell.
+:data:`NO_SRV6` is the wording; :func:`explain` gives it for a route the
+kernel refused that way.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import threading
 
+from srv6pm import netns
 from srv6pm.errors import UnavailableError
 
 __all__ = ["NO_SRV6", "Srv6Unavailable", "check", "explain", "missing"]
 
 NO_SRV6 = ("this kernel has no SRv6 routes: encap seg6 and encap seg6local need a kernel built with "
            "CONFIG_IPV6_SEG6_LWTUNNEL")
-_CLONE_NEWNET = 0x40000000
 _LOOPBACK = 1  # the ifindex of lo in a new namespace
-_IFF_UP = 0x1
 
 _lock = threading.Lock()
 _answer: list[tuple[str, str | None]] = []  # once asked: ("present" | "missing" | "unknown", the reason)
@@ -78,16 +77,17 @@ def _probe(out: list[tuple[str, str | None]]) -> None:
     and its lo is still down, as in every new one: the namespace it came from is never touched)."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
 
     try:
         before = os.stat("/proc/thread-self/ns/net").st_ino
-        if ctypes.CDLL(None, use_errno=True).unshare(_CLONE_NEWNET) != 0:  # not root: cannot tell
+        if not netns.unshare():  # not root: cannot tell
             return
         if os.stat("/proc/thread-self/ns/net").st_ino == before:
             return
         with IPRoute() as ipr:
             lo = ipr.get_links(_LOOPBACK)
-            if not lo or lo[0].get_attr("IFLA_IFNAME") != "lo" or lo[0]["flags"] & _IFF_UP:
+            if not lo or lo[0].get_attr("IFLA_IFNAME") != "lo" or lo[0]["flags"] & IFF_UP:
                 return  # not a new namespace's lo
             ipr.link("set", index=_LOOPBACK, state="up")
             ipr.route("add", dst="fc00::1/128", oif=_LOOPBACK, encap={"type": "seg6local", "action": "End"})

@@ -16,6 +16,7 @@ import pytest
 from srv6pm import srv6
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the probe adds routes: needs root")
+NO_SRV6 = f"{srv6.NO_SRV6} (the kernel answered: Operation not supported)"  # what such a kernel makes of it
 
 
 def _config() -> dict[str, str] | None:
@@ -42,7 +43,7 @@ def test_the_probe_agrees_with_the_kernel_s_build_options():
     if built:  # the probe made both routes (not: it could not ask)
         assert srv6._asked() == ("present", None) and reason is None
     else:
-        assert reason == f"{srv6.NO_SRV6} (the kernel answered: Operation not supported)"
+        assert reason == NO_SRV6
         assert srv6._asked() == ("missing", reason)
     assert srv6.missing() is reason  # asked once
 
@@ -66,9 +67,8 @@ def test_check_raises_the_reason_where_srv6_is_missing():
 @pytest.fixture
 def no_srv6(monkeypatch):
     """This process takes the kernel for one without SRv6 (the probe's answer, replaced)."""
-    reason = f"{srv6.NO_SRV6} (the kernel answered: Operation not supported)"
-    monkeypatch.setattr(srv6, "_answer", [("missing", reason)])
-    return reason
+    monkeypatch.setattr(srv6, "_answer", [("missing", NO_SRV6)])
+    return NO_SRV6
 
 
 @needs_root
@@ -135,8 +135,7 @@ def test_an_exporter_says_at_start_that_the_kernel_makes_no_srv6_routes(kernel, 
     from srv6pm.exporter.service import Exporter
     from srv6pm.ports import free_port
     if kernel == "without SRv6":
-        reason = f"{srv6.NO_SRV6} (the kernel answered: Operation not supported)"
-        monkeypatch.setattr(srv6, "_answer", [("missing", reason)])
+        monkeypatch.setattr(srv6, "_answer", [("missing", NO_SRV6)])
     ns = "ex" + secrets.token_hex(4)
     pr_netns.create(ns)
     try:
